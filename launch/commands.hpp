@@ -1,0 +1,25 @@
+// The `baton` subcommands. Each adds itself to the CLI11 app; its callback stores the
+// process exit status in `status`: 0 done, 2 bad input (a bad file, flag or value, with
+// a message naming it on stderr), 1 an internal failure.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace baton::cli {
+
+constexpr int exit_ok = 0;
+constexpr int exit_failure = 1;
+constexpr int exit_bad_input = 2;
+
+void add_info_command(CLI::App& app, int& status);
+void add_tokenize_command(CLI::App& app, int& status);
+void add_mkmodel_command(CLI::App& app, int& status);
+
+/// Prints "baton: <message>" on stderr and returns exit_bad_input.
+int fail(const std::string& message);
+
+/// The demo model's path: $BATON_DEMO_MODEL, else ~/.cache/baton/demo.gguf.
+std::string demo_model_path();
+
+}  // namespace baton::cli

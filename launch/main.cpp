@@ -1,0 +1,49 @@
+// The `baton` executable: parses the command line and runs one subcommand.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "launch/commands.hpp"
+
+namespace baton::cli {
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "baton: %s\n", message.c_str());
+  return exit_bad_input;
+}
+
+std::string demo_model_path() {
+  if (const char* p = std::getenv("BATON_DEMO_MODEL")) {
+    return p;
+  }
+  std::string base;
+  if (const char* c = std::getenv("BATON_CACHE")) {
+    base = c;
+  } else {
+    const char* home = std::getenv("HOME");
+    base = std::string(home ? home : ".") + "/.cache/baton";
+  }
+  return base + "/demo.gguf";
+}
+
+}  // namespace baton::cli
+
+int main(int argc, char** argv) {
+  namespace cli = baton::cli;
+  CLI::App app{"baton: serves Llama-3-family GGUF models from a pipeline of layer shards"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "baton 0.1.0");
+  int status = cli::exit_ok;
+  cli::add_info_command(app, status);
+  cli::add_tokenize_command(app, status);
+  cli::add_mkmodel_command(app, status);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return cli::exit_bad_input;
+  }
+  return status;
+}

