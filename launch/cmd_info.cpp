@@ -141,9 +141,9 @@ int run_info(const info_options& o) {
   if (!o.model.empty() && !o.model_flag.empty() && o.model != o.model_flag) {
     return fail("info: give the model once, as --model or as the argument, not both");
   }
-  const std::string path = !o.model_flag.empty() ? o.model_flag : o.model;
+  std::string path = !o.model_flag.empty() ? o.model_flag : o.model;
   if (path.empty()) {
-    return fail("info: no model given (baton info MODEL.gguf)");
+    path = demo_model_path();
   }
   auto m = model::open(path);
   if (!m) {
@@ -167,7 +167,7 @@ int run_info(const info_options& o) {
 void add_info_command(CLI::App& app, int& status) {
   auto opts = std::make_shared<info_options>();
   auto* cmd = app.add_subcommand("info", "Describe a GGUF model: shape, tensor types, KV bytes");
-  cmd->add_option("file", opts->model, "GGUF model file");
+  cmd->add_option("file", opts->model, "GGUF model file (default: the demo model)");
   cmd->add_option("-m,--model", opts->model_flag, "GGUF model file");
   cmd->add_flag("--json", opts->json, "Print JSON");
   cmd->callback([opts, &status] { status = run_info(*opts); });

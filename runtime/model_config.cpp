@@ -240,6 +240,14 @@ result<std::shared_ptr<const model>> model::from_file(gguf_file file) {
   BATON_TAKE(w.output_norm, "output_norm.weight", (std::vector<int64_t>{c.n_embd}), true);
   BATON_TAKE(w.output, "output.weight", (std::vector<int64_t>{c.n_embd, c.n_vocab}), false);
   BATON_TAKE(w.rope_freqs, "rope_freqs.weight", (std::vector<int64_t>{c.n_rot / 2}), false);
+  // 9 tensors a layer plus token_embd and output_norm: a block_count the file cannot
+  // hold is an error before anything is sized by it
+  const auto n_tensors = static_cast<int64_t>(f.tensors().size());
+  if (c.n_layer > (n_tensors - 2) / 9) {
+    return make_error("%s: 'llama.block_count' is %lld but the file has only %lld tensors "
+                      "(a llama layer has 9)",
+                      fn.c_str(), static_cast<ll>(c.n_layer), static_cast<ll>(n_tensors));
+  }
   w.layers.resize(static_cast<size_t>(c.n_layer));
   for (int64_t il = 0; il < c.n_layer; ++il) {
     auto& l = w.layers[static_cast<size_t>(il)];

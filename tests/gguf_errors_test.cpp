@@ -364,6 +364,13 @@ TEST(model_bad_file, named_errors) {
                      "tensor 'blk.0.attn_q.weight' has type q5_0, which baton does not compute"});
   }
   {
+    // found by scripts/fuzz.sh: a huge block_count once sized a vector before any check
+    auto w = model_writer();
+    w.set("llama.block_count", uint32_t{1u << 30});
+    cases.push_back({"block count the file cannot hold", std::move(w),
+                     "'llama.block_count' is 1073741824 but the file has only 21 tensors"});
+  }
+  {
     gguf_writer w;
     w.set("general.architecture", "llama");
     cases.push_back({"missing hparam", std::move(w), "missing metadata 'llama.block_count'"});
