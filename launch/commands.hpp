@@ -15,6 +15,10 @@ constexpr int exit_bad_input = 2;
 void add_info_command(CLI::App& app, int& status);
 void add_tokenize_command(CLI::App& app, int& status);
 void add_mkmodel_command(CLI::App& app, int& status);
+void add_quantize_command(CLI::App& app, int& status);
+void add_run_command(CLI::App& app, int& status);
+void add_logits_command(CLI::App& app, int& status);
+void add_bench_command(CLI::App& app, int& status);
 
 /// Prints "baton: <message>" on stderr and returns exit_bad_input.
 int fail(const std::string& message);

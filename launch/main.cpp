@@ -37,6 +37,10 @@ int main(int argc, char** argv) {
   cli::add_info_command(app, status);
   cli::add_tokenize_command(app, status);
   cli::add_mkmodel_command(app, status);
+  cli::add_quantize_command(app, status);
+  cli::add_run_command(app, status);
+  cli::add_logits_command(app, status);
+  cli::add_bench_command(app, status);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

@@ -22,3 +22,8 @@ back="$(printf '%s' "$ids" | "$baton" tokenize -m "$demo" --decode)"
 echo "decoded: $back"
 [[ "$back" == "$text" ]] || { echo "demo: round trip FAILED" >&2; exit 1; }
 echo "round trip ok"
+
+prompt='The capital of France is'
+echo
+echo "== baton run -p \"$prompt\" (random weights: the words are noise, the pipeline is real)"
+"$baton" run -m "$demo" -p "$prompt" -n 24 --temp 0.7 --seed 1

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -187,6 +189,69 @@ TEST(cli, mkmodel_demo_tokenizes_as_the_shared_models) {
   const auto demo2 = (dir / "demo2.gguf").string();
   ASSERT_EQ(baton("mkmodel --tokenizer-json " + tokenizer_json.string() + " -o " + demo2).status, 0);
   EXPECT_TRUE(slurp(demo) == slurp(demo2));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace baton
+
+namespace baton {
+namespace {
+
+TEST(cli_run, generates_deterministically_and_refuses_what_does_not_fit) {
+  BATON_REQUIRE_SHARED(shared);
+  const auto model = (shared / "models/tiny-q8_0.gguf").string();
+  auto a = baton("run -m " + model + " -p \"The capital of France is\" -n 12 --temp 0.7 -s 42 -t 2");
+  auto b = baton("run -m " + model + " -p \"The capital of France is\" -n 12 --temp 0.7 -s 42 -t 1");
+  ASSERT_EQ(a.status, 0) << a.err;
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_FALSE(a.out.empty());
+  EXPECT_EQ(a.out, b.out);  // same seed, same tokens, whatever the thread count
+  EXPECT_NE(a.err.find("generation:"), std::string::npos) << a.err;
+  EXPECT_NE(a.err.find("tokens/s"), std::string::npos) << a.err;
+
+  auto chat = baton("run --chat --system \"Be brief.\" -m " + model + " -p Hi -n 4 --temp 0");
+  EXPECT_EQ(chat.status, 0) << chat.err;
+
+  auto too_long = baton("run -m " + model + " -p \"a b c d e f\" -n 100 -c 64");
+  EXPECT_EQ(too_long.status, 2);
+  EXPECT_NE(too_long.err.find("prompt (7 tokens) + -n (100) exceeds the context size (64"),
+            std::string::npos)
+      << too_long.err;
+  auto bad_kv = baton("run -m " + model + " -p x --kv-type q8");
+  EXPECT_EQ(bad_kv.status, 2);
+  EXPECT_NE(bad_kv.err.find("--kv-type 'q8': expected f16 or f32"), std::string::npos);
+  auto bad_kernels = baton("run -m " + model + " -p x --kernels sse9");
+  EXPECT_EQ(bad_kernels.status, 2);
+  EXPECT_NE(bad_kernels.err.find("--kernels 'sse9'"), std::string::npos);
+  auto bad_temp = baton("run -m " + model + " -p x --top-p 0");
+  EXPECT_EQ(bad_temp.status, 2);
+  EXPECT_NE(bad_temp.err.find("top_p (0) must be in (0, 1]"), std::string::npos) << bad_temp.err;
+}
+
+TEST(cli_logits, writes_llama_cpp_comparable_logits) {
+  BATON_REQUIRE_SHARED(shared);
+  const auto dir = test::temp_dir("cli-logits");
+  const auto out = (dir / "logits.bin").string();
+  auto r = baton("logits -m " + (shared / "models/tiny-q8_0.gguf").string() + " -f " +
+                 (shared / "golden/prompts/capital.txt").string() + " --kv-type f32 -o " + out +
+                 " --top 5");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("6 prompt tokens; top 5 next tokens"), std::string::npos) << r.out;
+  const std::string ours = slurp(out);
+  const std::string ref = slurp(shared / "golden/tiny-q8_0/capital.kv_f32.logits.bin");
+  ASSERT_EQ(ours.size(), ref.size());
+  std::vector<float> a(ours.size() / 4), b(ref.size() / 4);
+  std::memcpy(a.data(), ours.data(), ours.size());
+  std::memcpy(b.data(), ref.data(), ref.size());
+  double e = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    e += (a[i] - b[i]) * (a[i] - b[i]);
+    n += b[i] * b[i];
+  }
+  EXPECT_LE(std::sqrt(e / n), 5e-2);
+  auto missing = baton("logits -m " + (shared / "models/tiny-q8_0.gguf").string() + " -f /nonexistent");
+  EXPECT_EQ(missing.status, 2);
   std::filesystem::remove_all(dir);
 }
 

@@ -1,0 +1,290 @@
+// CPU matmul throughput per weight type and isa at the Llama-3.2-1B shapes, next to the
+// machine's read bandwidth measured in the same binary. Decode (n_tokens = 1) streams
+// weights from DRAM: the benchmark cycles over enough copies of the matrix (>= 512 MiB)
+// that none is still in L3, and reports weight GB/s. Prefill (n_tokens = 128) is
+// compute-bound and reports GFLOP/s (2 · n_in · n_out · n_tokens per call).
+// "threads:2" runs split the rows over a second, spinning thread, as a pool would.
+//
+//   ./build/bin/bench_kernels --benchmark_filter='stream_read|/avx512/'
+#include <benchmark/benchmark.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/blocks.hpp"
+#include "kernels/cpu/isa.hpp"
+#include "kernels/cpu/matmul.hpp"
+#include "kernels/ggml_type.hpp"
+
+namespace {
+
+using baton::ggml_type;
+using baton::cpu::isa;
+
+constexpr size_t k_stream_bytes = size_t{1} << 30;  // read benchmark: 1 GiB
+constexpr size_t k_decode_bytes = size_t{512} << 20;  // weight copies cycled by decode
+
+/// Fast deterministic bytes (splitmix64).
+void fill_random(uint8_t* p, size_t n, uint64_t seed) {
+  uint64_t s = seed;
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    s += 0x9e3779b97f4a7c15ull;
+    uint64_t z = s;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    std::memcpy(p + i, &z, 8);
+  }
+}
+
+/// A second thread that spins until handed work, so a 2-thread run pays no wake-up.
+class helper_thread {
+ public:
+  helper_thread() : t_([this] { loop(); }) {}
+  ~helper_thread() {
+    stop_.store(true);
+    t_.join();
+  }
+  /// Runs a() here and b() on the helper, returns when both are done.
+  void run(const std::function<void()>& a, const std::function<void()>& b) {
+    job_ = &b;
+    go_.store(1, std::memory_order_release);
+    a();
+    while (go_.load(std::memory_order_acquire) != 0) {
+      _mm_pause();
+    }
+  }
+
+ private:
+  void loop() {
+    while (!stop_.load(std::memory_order_relaxed)) {
+      if (go_.load(std::memory_order_acquire) == 1) {
+        (*job_)();
+        go_.store(0, std::memory_order_release);
+      } else {
+        _mm_pause();
+      }
+    }
+  }
+  const std::function<void()>* job_ = nullptr;
+  std::atomic<int> go_{0};
+  std::atomic<bool> stop_{false};
+  std::thread t_;
+};
+
+// -- read bandwidth ---------------------------------------------------------------
+
+__attribute__((target("avx2"))) uint64_t read_sum(const uint8_t* p, size_t n) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i < n; i += 128) {
+    a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
+    a2 = _mm256_add_epi64(a2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
+    a3 = _mm256_add_epi64(a3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
+  }
+  const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+  alignas(32) uint64_t l[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(l), s);
+  return l[0] + l[1] + l[2] + l[3];
+}
+
+struct aligned_buffer {
+  explicit aligned_buffer(size_t n)
+      : p(static_cast<uint8_t*>(std::aligned_alloc(4096, n))), size(n) {}
+  ~aligned_buffer() { std::free(p); }
+  uint8_t* p;
+  size_t size;
+};
+
+void bm_read(benchmark::State& state, int n_threads) {
+  static aligned_buffer buf(k_stream_bytes);
+  static bool filled = false;
+  if (!filled) {
+    fill_random(buf.p, buf.size, 1);
+    filled = true;
+  }
+  std::unique_ptr<helper_thread> helper;
+  if (n_threads == 2) {
+    helper = std::make_unique<helper_thread>();
+  }
+  for (auto _ : state) {
+    if (helper) {
+      uint64_t s0 = 0, s1 = 0;
+      helper->run([&] { s0 = read_sum(buf.p, buf.size / 2); },
+                  [&] { s1 = read_sum(buf.p + buf.size / 2, buf.size / 2); });
+      benchmark::DoNotOptimize(s0 + s1);
+    } else {
+      benchmark::DoNotOptimize(read_sum(buf.p, buf.size));
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * buf.size));
+  state.counters["GB"] = benchmark::Counter(static_cast<double>(buf.size) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// -- matmul -------------------------------------------------------------------------
+
+/// n_copies of an n_out × n_in weight matrix of random blocks with sane scales.
+std::vector<uint8_t> make_weights(ggml_type type, int64_t n_out, int64_t n_in, int n_copies) {
+  const size_t bytes = baton::row_bytes(type, static_cast<uint64_t>(n_in)) * n_out;
+  std::vector<uint8_t> w(bytes * n_copies);
+  fill_random(w.data(), w.size(), 7);
+  const auto& tr = baton::traits(type);
+  const uint16_t one_16th = baton::fp32_to_fp16(0.0625f);
+  const uint16_t tiny = baton::fp32_to_fp16(1e-3f);
+  for (size_t off = 0; off < w.size(); off += tr.type_size) {
+    uint8_t* b = w.data() + off;
+    switch (type) {
+      case ggml_type::q4_0:
+      case ggml_type::q8_0:
+        std::memcpy(b, &one_16th, 2);
+        break;
+      case ggml_type::q4_k:
+        std::memcpy(b, &tiny, 2);
+        std::memcpy(b + 2, &tiny, 2);
+        break;
+      case ggml_type::q6_k:
+        std::memcpy(b + offsetof(baton::block_q6_k, d), &tiny, 2);
+        break;
+      case ggml_type::f16:
+        b[1] &= 0x3f;  // finite, |x| < 2
+        break;
+      case ggml_type::bf16:
+        b[1] = static_cast<uint8_t>((b[1] & 0x80) | 0x3f);
+        break;
+      case ggml_type::f32:
+        b[3] = static_cast<uint8_t>((b[3] & 0x80) | 0x3f);
+        break;
+      default:
+        break;
+    }
+  }
+  return w;
+}
+
+void bm_matmul(benchmark::State& state, isa v, ggml_type type, int64_t n_out, int64_t n_in,
+               int64_t n_tokens, int n_threads) {
+  if (!baton::cpu::isa_supported(v)) {
+    state.SkipWithError("this CPU cannot run this isa");
+    return;
+  }
+  const size_t w_bytes = baton::row_bytes(type, static_cast<uint64_t>(n_in)) * n_out;
+  // decode reads from DRAM as it does in a model far larger than L3
+  const int n_copies = n_tokens == 1 ? static_cast<int>(std::max<size_t>(1, k_decode_bytes / w_bytes)) : 1;
+  const auto w = make_weights(type, n_out, n_in, n_copies);
+
+  std::vector<float> x(static_cast<size_t>(n_in * n_tokens));
+  fill_random(reinterpret_cast<uint8_t*>(x.data()), x.size() * 4, 3);
+  for (auto& f : x) {
+    f = static_cast<float>(static_cast<int32_t>(baton::float_bits(f)) % 1000) / 500.0f;
+  }
+  const size_t xs = baton::cpu::activation_row_bytes(type, n_in);
+  std::vector<uint8_t> xq(xs * n_tokens);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    baton::cpu::quantize_activation_row(v, type, x.data() + t * n_in, xq.data() + t * xs, n_in);
+  }
+  std::vector<float> y(static_cast<size_t>(n_out * n_tokens));
+
+  std::unique_ptr<helper_thread> helper;
+  if (n_threads == 2) {
+    helper = std::make_unique<helper_thread>();
+  }
+  const int64_t half = (n_out / 2 + 15) / 16 * 16;
+  int copy = 0;
+  for (auto _ : state) {
+    const uint8_t* wc = w.data() + w_bytes * copy;
+    if (helper) {
+      helper->run(
+          [&] { baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, half); },
+          [&] { baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, half, n_out); });
+    } else {
+      baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, n_out);
+    }
+    benchmark::DoNotOptimize(y.data());
+    copy = (copy + 1) % n_copies;
+  }
+  const double flop = 2.0 * static_cast<double>(n_in) * n_out * n_tokens;
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * w_bytes));
+  state.counters["GB"] =
+      benchmark::Counter(static_cast<double>(w_bytes) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP"] = benchmark::Counter(flop / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void bm_quantize(benchmark::State& state, isa v, ggml_type type, int64_t n_in) {
+  if (!baton::cpu::isa_supported(v)) {
+    state.SkipWithError("this CPU cannot run this isa");
+    return;
+  }
+  std::vector<float> x(static_cast<size_t>(n_in));
+  for (int64_t i = 0; i < n_in; ++i) {
+    x[i] = static_cast<float>((i * 7919) % 2001 - 1000) / 300.0f;
+  }
+  std::vector<uint8_t> xq(baton::cpu::activation_row_bytes(type, n_in));
+  for (auto _ : state) {
+    baton::cpu::quantize_activation_row(v, type, x.data(), xq.data(), n_in);
+    benchmark::DoNotOptimize(xq.data());
+  }
+  state.counters["Gelem"] = benchmark::Counter(static_cast<double>(n_in) / 1e9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void register_all() {
+  benchmark::RegisterBenchmark("stream_read/threads:1", bm_read, 1)->UseRealTime()->MinTime(1.0);
+  benchmark::RegisterBenchmark("stream_read/threads:2", bm_read, 2)->UseRealTime()->MinTime(1.0);
+
+  const ggml_type types[] = {ggml_type::q4_0, ggml_type::q8_0, ggml_type::q4_k,
+                             ggml_type::q6_k, ggml_type::f16,  ggml_type::bf16, ggml_type::f32};
+  // Llama-3.2-1B: attn_q / attn_output 2048 × 2048, ffn_up / ffn_gate 8192 × 2048 (n_out ×
+  // n_in), ffn_down 2048 × 8192
+  const struct {
+    int64_t n_out, n_in;
+  } shapes[] = {{2048, 2048}, {8192, 2048}, {2048, 8192}};
+  for (isa v : {isa::avx512, isa::avx2, isa::scalar}) {
+    for (ggml_type type : types) {
+      for (const auto& s : shapes) {
+        for (int64_t n_tokens : {1, 128}) {
+          for (int n_threads : {1, 2}) {
+            if (v == isa::scalar && (n_tokens > 1 || s.n_out != 2048 || s.n_in != 2048)) {
+              continue;  // the reference is slow; one shape shows its rate
+            }
+            const std::string name = "matmul/" + std::string(baton::traits(type).name) + "/" +
+                                     std::string(baton::cpu::isa_name(v)) + "/" +
+                                     std::to_string(s.n_out) + "x" + std::to_string(s.n_in) +
+                                     "/tokens:" + std::to_string(n_tokens) +
+                                     "/threads:" + std::to_string(n_threads);
+            benchmark::RegisterBenchmark(name.c_str(), bm_matmul, v, type, s.n_out, s.n_in,
+                                         n_tokens, n_threads)
+                ->UseRealTime()
+                ->Unit(benchmark::kMicrosecond);
+          }
+        }
+      }
+    }
+    for (ggml_type type : {ggml_type::q4_0, ggml_type::q4_k, ggml_type::f16}) {
+      const std::string name = "quantize_activation/" + std::string(baton::traits(type).name) +
+                               "/" + std::string(baton::cpu::isa_name(v)) + "/2048";
+      benchmark::RegisterBenchmark(name.c_str(), bm_quantize, v, type, 2048);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
+    return 1;
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,55 @@
+// Which kernel variants this CPU can run, from cpuid (through GCC's
+// __builtin_cpu_supports, which also checks that the OS saves the wide registers), and
+// the names `--kernels` takes.
+#include "kernels/cpu/isa.hpp"
+
+namespace baton::cpu {
+
+bool isa_supported(isa v) {
+  switch (v) {
+    case isa::scalar:
+      return true;
+    case isa::avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+    case isa::avx512:
+      // the AVX-512 twin also runs AVX2 code (activation conversion), so it needs both
+      return isa_supported(isa::avx2) && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+  }
+  return false;
+}
+
+isa best_isa() {
+  if (isa_supported(isa::avx512)) {
+    return isa::avx512;
+  }
+  if (isa_supported(isa::avx2)) {
+    return isa::avx2;
+  }
+  return isa::scalar;
+}
+
+std::string_view isa_name(isa v) {
+  switch (v) {
+    case isa::scalar:
+      return "scalar";
+    case isa::avx2:
+      return "avx2";
+    case isa::avx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+std::optional<isa> parse_isa(std::string_view name) {
+  for (isa v : {isa::scalar, isa::avx2, isa::avx512}) {
+    if (name == isa_name(v)) {
+      return v;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace baton::cpu

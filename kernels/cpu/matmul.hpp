@@ -1,0 +1,55 @@
+// Matrix multiply of quantized weights by activations, as llama.cpp computes it:
+// activations are first converted to the weight type's partner format (Q8_0 blocks for
+// Q4_0/Q8_0 weights, Q8_K for Q4_K/Q6_K, f16 for F16, bf16 for BF16, f32 for F32) and
+// every output element is one dot product of a weight row with an activation row.
+//
+// Invariance: an element's value depends only on (isa, weight type, n_in, the two
+// rows) — never on n_tokens, on the row range a thread computes, or on other rows —
+// so batch composition and thread count cannot change a sequence's logits.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/isa.hpp"
+#include "kernels/ggml_type.hpp"
+
+namespace baton::cpu {
+
+/// Whether matmul handles weights of `weight` type: f32, f16, bf16, q4_0, q8_0, q4_K, q6_K.
+bool has_matmul(ggml_type weight);
+
+/// The activation format that weights of `weight` type are dotted with.
+ggml_type activation_type(ggml_type weight);
+
+/// Bytes of one activation row of n_in elements in activation_type(weight).
+size_t activation_row_bytes(ggml_type weight, int64_t n_in);
+
+/// xq = x[n_in] converted for weights of type `weight`; bit-identical for every isa.
+void quantize_activation_row(isa v, ggml_type weight, const float* x, void* xq, int64_t n_in);
+
+/// y = Q8_K blocks of x[n] (ggml's quantize_row_q8_K_ref: d = max/−127 of the value
+/// largest in magnitude, q = min(127, round-half-even(x/d)), bsums of 16). A block of
+/// zeros gets d = 0 and zero sums.
+void quantize_row_q8_k(const float* x, void* y, int64_t n);
+
+/// One output element: dot(weight row, activation row) of n_in elements.
+float vec_dot(isa v, ggml_type weight, const void* w_row, const void* x_row, int64_t n_in);
+
+/// y[t * ldy + r] = vec_dot(W row r, xq row t) for r in [r0, r1), t in [0, n_tokens).
+/// W: n_out rows of n_in elements, row_bytes(weight, n_in) apart (ggml's [n_in, n_out]).
+/// xq: n_tokens rows, activation_row_bytes(weight, n_in) apart.
+void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
+            int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1);
+
+/// Integers per block that block_dot_ints writes: 2 for q4_K (scaled sum, min sum), else 1.
+int block_dot_ints_per_block(ggml_type weight);
+
+/// The exact integer part of each block's dot product, as isa `v` computes it:
+/// q4_0, q8_0: Σ q·y per 32; q6_K: Σ scale·Σ q·y per 256; q4_K: per 256 the pair
+/// (Σ scale·Σ q·y, Σ min·bsum). Identical for every isa; this is what tests compare.
+/// out[n_in / block size × block_dot_ints_per_block]. Aborts for float weight types.
+void block_dot_ints(isa v, ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
+                    int32_t* out);
+
+}  // namespace baton::cpu

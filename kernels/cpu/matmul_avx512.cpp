@@ -1,0 +1,533 @@
+// The AVX-512 (F, BW, VL, DQ, VNNI) twin of matmul: tile kernels for every weight type.
+// Integer dot products use vpdpbusd (unsigned × signed bytes): Q4_0 nibbles are unsigned
+// as stored and Q8_0 weights are made unsigned by +128; the activation-only correction
+// (−8·Σy or −128·Σy per 4 bytes) starts the accumulator. K-quants use vpmaddubsw then
+// vpdpwssd with the sub-block scales. Each output element owns one 16-lane float
+// accumulator whose update sequence does not depend on the tile it is computed in.
+// GCC 12's AVX-512 headers start results from _mm512_undefined_*() and warn on it
+// (GCC bug 105593); the warning says nothing about this file.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/blocks.hpp"
+#include "kernels/cpu/matmul.hpp"
+#include "kernels/cpu/matmul_impl.hpp"
+
+namespace baton::cpu::detail {
+
+namespace {
+
+/// Σ of 16 lanes in a fixed tree: halves, quarters, pairs, then the last two.
+inline float hsum(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_add_ss(b, _mm_movehdup_ps(b));
+  return _mm_cvtss_f32(b);
+}
+
+inline int32_t hsum_epi32(__m512i v) { return _mm512_reduce_add_epi32(v); }
+
+// -- Q4_0 and Q8_0: pairs of 32-blocks, with prepared activations ---------------------
+
+/// A prepared pair of Q8_0 activation blocks (2p, 2p+1), laid out to match the weights'
+/// unpacked bytes: qs[64], corr[16] = −k · Σ of each 4 bytes (k = 8 for Q4_0, 128 for
+/// Q8_0, the weights' offset), d[16] = each lane's block scale. A missing second block
+/// (odd block count) is zeros throughout.
+struct q8_pair {
+  int8_t qs[64];
+  int32_t corr[16];
+  float d[16];
+};
+static_assert(sizeof(q8_pair) == 192);
+
+constexpr int64_t n_pairs(int64_t n_in) { return (n_in / 32 + 1) / 2; }
+
+/// Words of a Q8_0 pair as two registers: z0 = bytes 0..63, z1 = bytes 64..67.
+/// Word 0 = d0, 1..16 = qs0, 17 = d1, 18..33 = qs1. `both` = the second block exists.
+inline void load_q8_0_pair(const uint8_t* p, bool both, __m512i& z0, __m512i& z1) {
+  if (both) {
+    int32_t tail;
+    std::memcpy(&tail, p + 64, 4);
+    z0 = _mm512_loadu_si512(p);
+    z1 = _mm512_castsi128_si512(_mm_cvtsi32_si128(tail));
+  } else {
+    z0 = _mm512_maskz_loadu_epi16(0x1ffff, p);
+    z1 = _mm512_setzero_si512();
+  }
+}
+
+/// Word indices (into z0:z1) of the qs of a Q8_0 pair: natural order [qs0 | qs1].
+inline __m512i idx_q8_natural() {
+  alignas(64) static const int16_t idx[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+                                              12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 23,
+                                              24, 25, 26, 27, 28, 29, 30, 31, 32, 33};
+  return _mm512_load_si512(idx);
+}
+
+/// Word indices of a Q8_0 pair in Q4_0 nibble order: [qs0 0..15 | qs1 0..15 | qs0 16..31 |
+/// qs1 16..31], matching unpack_q4_0_pair.
+inline __m512i idx_q8_for_q4() {
+  alignas(64) static const int16_t idx[32] = {1,  2,  3,  4,  5,  6,  7,  8,  18, 19, 20,
+                                              21, 22, 23, 24, 25, 9,  10, 11, 12, 13, 14,
+                                              15, 16, 26, 27, 28, 29, 30, 31, 32, 33};
+  return _mm512_load_si512(idx);
+}
+
+/// Halves of the two scales (words w0, w1) spread as each dword lane's block needs them.
+inline __m256 pair_scales(__m512i z, const int16_t* idx) {
+  const __m512i d = _mm512_permutexvar_epi16(_mm512_castsi256_si512(_mm256_load_si256(
+                                                 reinterpret_cast<const __m256i*>(idx))),
+                                             z);
+  return _mm256_castsi256_ps(_mm512_castsi512_si256(d));  // bits only; converted below
+}
+
+alignas(32) const int16_t idx_d_q8_0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
+alignas(32) const int16_t idx_d_q4_0[16] = {0, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 9, 9, 9, 9};
+alignas(32) const int16_t idx_d_q8_for_q4[16] = {0, 0, 0, 0, 17, 17, 17, 17,
+                                                0, 0, 0, 0, 17, 17, 17, 17};
+
+inline __m512 cvt_halves(__m256 bits) { return _mm512_cvtph_ps(_mm256_castps_si256(bits)); }
+
+/// out = the prepared pairs of one Q8_0 activation row, for weights with offset k.
+void prep_q8_pairs(const uint8_t* xq, uint8_t* out, int64_t n_in, bool q4_order, int k) {
+  const int64_t nb = n_in / 32;
+  const __m512i idx = q4_order ? idx_q8_for_q4() : idx_q8_natural();
+  const int16_t* idx_d = q4_order ? idx_d_q8_for_q4 : idx_d_q8_0;
+  const __m512i kk = _mm512_set1_epi8(static_cast<char>(k));
+  auto* pairs = reinterpret_cast<q8_pair*>(out);
+  for (int64_t p = 0; p < n_pairs(n_in); ++p) {
+    __m512i z0, z1;
+    load_q8_0_pair(xq + 2 * p * sizeof(block_q8_0), 2 * p + 1 < nb, z0, z1);
+    const __m512i qs = _mm512_permutex2var_epi16(z0, idx, z1);
+    const __m512i sum4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), kk, qs);
+    _mm512_store_si512(pairs[p].qs, qs);
+    _mm512_store_si512(pairs[p].corr, _mm512_sub_epi32(_mm512_setzero_si512(), sum4));
+    _mm512_store_ps(pairs[p].d, cvt_halves(pair_scales(z0, idx_d)));
+  }
+}
+
+/// Unsigned nibbles of a Q4_0 pair in the order [lo0 | lo1 | hi0 | hi1] and its lanes'
+/// scales [d0 ×4, d1 ×4, d0 ×4, d1 ×4].
+inline void unpack_q4_0_pair(const uint8_t* p, bool both, __m512i& u, __m512& d) {
+  // words 0..15 = bytes 0..31, words 16..23 = bytes 20..35 (qs1 at 16..23); masked loads
+  // only for a lone last block: from DRAM they stall the stream (Zen 4)
+  alignas(64) static const int16_t idx[32] = {1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22, 23,
+                                              1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22, 23};
+  const __m512i z = both ? _mm512_inserti32x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+                                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 20)), 2)
+                         : _mm512_maskz_loadu_epi16(0x1ff, p);
+  const __m512i q = _mm512_permutexvar_epi16(_mm512_load_si512(idx), z);
+  u = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xffff0000u, q, 4), _mm512_set1_epi8(0x0f));
+  d = cvt_halves(pair_scales(z, idx_d_q4_0));
+}
+
+/// Q8_0 weights of a pair made unsigned (+128), natural order, and the lanes' scales.
+inline void unpack_q8_0_pair(const uint8_t* p, bool both, __m512i& u, __m512& d) {
+  __m512i z0, z1;
+  load_q8_0_pair(p, both, z0, z1);
+  u = _mm512_xor_si512(_mm512_permutex2var_epi16(z0, idx_q8_natural(), z1),
+                       _mm512_set1_epi8(static_cast<char>(0x80)));
+  d = cvt_halves(pair_scales(z0, idx_d_q8_0));
+}
+
+/// Q4_0 (q4 = true) or Q8_0 weights by prepared Q8_0 activations.
+template <bool q4>
+struct kernel_q8_pairs {
+  static constexpr int max_rows_1 = 4;
+  static constexpr int max_rows = 4;
+  static constexpr int max_tokens = 4;
+  static constexpr size_t block_bytes = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+
+  size_t prep_bytes(int64_t n_in) const { return n_pairs(n_in) * sizeof(q8_pair); }
+  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
+    prep_q8_pairs(xq, out, n_in, q4, q4 ? 8 : 128);
+  }
+
+  static void unpack(const uint8_t* p, bool both, __m512i& u, __m512& d) {
+    if constexpr (q4) {
+      unpack_q4_0_pair(p, both, u, d);
+    } else {
+      unpack_q8_0_pair(p, both, u, d);
+    }
+  }
+
+  /// The exact lanes of one pair: Σ over each 4 bytes of (w − offset) · y.
+  static __m512i lanes(__m512i u, const q8_pair& y) {
+    return _mm512_dpbusd_epi32(_mm512_load_si512(y.corr), u, _mm512_load_si512(y.qs));
+  }
+
+  template <int NR, int NT>
+  void tile(const tile_args& a) const {
+    const int64_t nb = a.n_in / 32;
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r) {
+      for (int t = 0; t < NT; ++t) {
+        acc[r][t] = _mm512_setzero_ps();
+      }
+    }
+    for (int64_t p = 0; p < n_pairs(a.n_in); ++p) {
+      const bool both = 2 * p + 1 < nb;
+      __m512i u[NR];
+      __m512 dx[NR];
+      for (int r = 0; r < NR; ++r) {
+        unpack(a.w + r * a.w_stride + 2 * p * block_bytes, both, u[r], dx[r]);
+      }
+      for (int t = 0; t < NT; ++t) {
+        const auto& y = reinterpret_cast<const q8_pair*>(a.x + t * a.x_stride)[p];
+        const __m512 dy = _mm512_load_ps(y.d);
+        for (int r = 0; r < NR; ++r) {
+          const __m512 s = _mm512_mul_ps(dx[r], dy);
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes(u[r], y)), s, acc[r][t]);
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      for (int r = 0; r < NR; ++r) {
+        a.y[t * a.ldy + r] = hsum(acc[r][t]);
+      }
+    }
+  }
+
+  void block_ints(const uint8_t* w, const uint8_t* x, int64_t n_in, int32_t* out) const {
+    const int64_t nb = n_in / 32;
+    auto* pairs = reinterpret_cast<q8_pair*>(scratch(prep_bytes(n_in)));
+    prep(x, reinterpret_cast<uint8_t*>(pairs), n_in);
+    for (int64_t p = 0; p < n_pairs(n_in); ++p) {
+      const bool both = 2 * p + 1 < nb;
+      __m512i u;
+      __m512 d;
+      unpack(w + 2 * p * block_bytes, both, u, d);
+      alignas(64) int32_t l[16];
+      _mm512_store_si512(l, lanes(u, pairs[p]));
+      int32_t s0 = 0, s1 = 0;
+      for (int i = 0; i < 16; ++i) {
+        // Q4_0 lanes alternate blocks every 4, Q8_0 lanes every 8
+        ((q4 ? (i / 4) % 2 : i / 8) == 0 ? s0 : s1) += l[i];
+      }
+      out[2 * p] = s0;
+      if (both) {
+        out[2 * p + 1] = s1;
+      }
+    }
+  }
+};
+
+// -- Q4_K and Q6_K by Q8_K ---------------------------------------------------------
+
+inline __m512i load_idx32(const int16_t* idx) { return _mm512_loadu_si512(idx); }
+
+/// Per-chunk (64 elements) word indices into [sc0..sc7, m0..m7] giving the i16 scale of
+/// each vpmaddubsw lane: lanes 0..15 are sub-block 2c, lanes 16..31 sub-block 2c + 1.
+alignas(64) const int16_t idx_q4_k_sc[4][32] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5},
+    {6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
+/// Each min twice, to meet the pairs of 16-sums (bsums) of its 32 elements.
+alignas(32) const int16_t idx_q4_k_min[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
+
+/// Q6_K: lane i of chunk c has sub-block 4c + i / 8.
+alignas(64) const int16_t idx_q6_k_sc[4][32] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+
+/// [sc0..sc7, m0..m7] as i16, from a Q4_K block's 12 packed bytes (ggml's utmp shuffle).
+inline __m256i q4_k_scales_mins(const uint8_t* scales) {
+  constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+  uint32_t utmp[4];
+  std::memcpy(utmp, scales, 12);
+  utmp[3] = ((utmp[2] >> 4) & kmask2) | (((utmp[1] >> 6) & kmask3) << 4);
+  const uint32_t uaux = utmp[1] & kmask1;
+  utmp[1] = (utmp[2] & kmask2) | (((utmp[0] >> 6) & kmask3) << 4);
+  utmp[2] = uaux;
+  utmp[0] &= kmask1;
+  return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(utmp)));
+}
+
+inline float half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+/// One Q4_K row's super-block, unpacked once and shared by the tile's tokens.
+struct q4_k_row {
+  const uint8_t* qs;
+  __m512i sm;     // [sc0..sc7, m0..m7] as i16 in the low 256 bits
+  __m256i mdup;   // each min twice
+  float d, dmin;
+
+  void load(const uint8_t* b) {
+    const __m256i s = q4_k_scales_mins(b + offsetof(block_q4_k, scales));
+    sm = _mm512_castsi256_si512(s);
+    mdup = _mm256_permutexvar_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx_q4_k_min)), s);
+    d = half(b + offsetof(block_q4_k, d));
+    dmin = half(b + offsetof(block_q4_k, dmin));
+    qs = b + offsetof(block_q4_k, qs);
+  }
+  /// Elements 64c .. 64c + 63 as unsigned bytes, natural order.
+  __m512i chunk(int c) const {
+    const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c)));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xffff0000u, q, 4), _mm512_set1_epi8(0x0f));
+  }
+  __m512i scales(int c) const { return _mm512_permutexvar_epi16(load_idx32(idx_q4_k_sc[c]), sm); }
+};
+
+/// One Q6_K row's super-block.
+struct q6_k_row {
+  const uint8_t* ql;
+  const uint8_t* qh;
+  __m512i sc;   // 16 scales as i16 in the low 256 bits
+  float d;
+
+  void load(const uint8_t* b) {
+    sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + offsetof(block_q6_k, scales)))));
+    d = half(b + offsetof(block_q6_k, d));
+    ql = b + offsetof(block_q6_k, ql);
+    qh = b + offsetof(block_q6_k, qh);
+  }
+  /// Elements 64c .. 64c + 63 as unsigned 6-bit values (q + 32), natural order.
+  __m512i chunk(int c) const {
+    const int n = c / 2;
+    const __m512i l = _mm512_loadu_si512(ql + 64 * n);
+    const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * n)));
+    // qh bits (0,1), (2,3), (4,5), (6,7) of element groups 0..3 go to bits 4, 5
+    __m512i lo, hi;
+    if (c % 2 == 0) {
+      lo = _mm512_and_si512(l, _mm512_set1_epi8(0x0f));
+      hi = _mm512_sllv_epi16(h, _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1));
+    } else {
+      lo = _mm512_and_si512(_mm512_srli_epi16(l, 4), _mm512_set1_epi8(0x0f));
+      hi = _mm512_srlv_epi16(h, _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1));
+    }
+    // lo | (hi & 0x30)
+    return _mm512_ternarylogic_epi32(lo, hi, _mm512_set1_epi8(0x30), 0xf8);
+  }
+  __m512i scales(int c) const { return _mm512_permutexvar_epi16(load_idx32(idx_q6_k_sc[c]), sc); }
+};
+
+/// The exact integer lanes of one super-block: Σ lanes = Σ scale · Σ q · y (Q6_K with its
+/// −32 offset already taken out); for Q4_K also the 8 lanes of Σ min · bsum.
+template <class Row>
+inline __m512i k_lanes_chunk(const Row& w, int c, __m512i u, const uint8_t* yqs, __m512i acc) {
+  const __m512i y = _mm512_loadu_si512(yqs + 64 * c);
+  return _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u, y), w.scales(c));
+}
+
+template <bool q6>
+struct kernel_k {
+  using row = std::conditional_t<q6, q6_k_row, q4_k_row>;
+  static constexpr int max_rows_1 = 4;
+  static constexpr int max_rows = 2;
+  static constexpr int max_tokens = 4;
+  static constexpr size_t block_bytes = q6 ? sizeof(block_q6_k) : sizeof(block_q4_k);
+
+  size_t prep_bytes(int64_t) const { return 0; }
+  void prep(const uint8_t*, uint8_t*, int64_t) const {}
+
+  /// Lanes after the chunk loop, less the Q6_K offset: −32 · Σ scale · bsum.
+  static __m512i finish_q6(const row& w, const block_q8_k& y, __m512i ia) {
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.bsums));
+    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(_mm512_castsi512_si256(w.sc), bs), 5);
+    return _mm512_sub_epi32(ia, _mm512_zextsi256_si512(corr));
+  }
+  static __m256i min_lanes(const q4_k_row& w, const block_q8_k& y) {
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.bsums));
+    return _mm256_madd_epi16(w.mdup, bs);
+  }
+
+  template <int NR, int NT>
+  void tile(const tile_args& a) const {
+    const int64_t nb = a.n_in / qk_k;
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r) {
+      for (int t = 0; t < NT; ++t) {
+        acc[r][t] = _mm512_setzero_ps();
+      }
+    }
+    for (int64_t i = 0; i < nb; ++i) {
+      row w[NR];
+      for (int r = 0; r < NR; ++r) {
+        w[r].load(a.w + r * a.w_stride + i * block_bytes);
+      }
+      const block_q8_k* y[NT];
+      for (int t = 0; t < NT; ++t) {
+        y[t] = reinterpret_cast<const block_q8_k*>(a.x + t * a.x_stride) + i;
+      }
+      __m512i ia[NR][NT];
+      for (int r = 0; r < NR; ++r) {
+        for (int t = 0; t < NT; ++t) {
+          ia[r][t] = _mm512_setzero_si512();
+        }
+      }
+      for (int c = 0; c < 4; ++c) {
+        for (int r = 0; r < NR; ++r) {
+          const __m512i u = w[r].chunk(c);
+          for (int t = 0; t < NT; ++t) {
+            ia[r][t] = k_lanes_chunk(w[r], c, u, reinterpret_cast<const uint8_t*>(y[t]->qs), ia[r][t]);
+          }
+        }
+      }
+      for (int t = 0; t < NT; ++t) {
+        for (int r = 0; r < NR; ++r) {
+          if constexpr (q6) {
+            const __m512 f = _mm512_cvtepi32_ps(finish_q6(w[r], *y[t], ia[r][t]));
+            acc[r][t] = _mm512_fmadd_ps(f, _mm512_set1_ps(w[r].d * y[t]->d), acc[r][t]);
+          } else {
+            const __m512 f = _mm512_cvtepi32_ps(ia[r][t]);
+            acc[r][t] = _mm512_fmadd_ps(f, _mm512_set1_ps(w[r].d * y[t]->d), acc[r][t]);
+            const __m512 m = _mm512_cvtepi32_ps(_mm512_zextsi256_si512(min_lanes(w[r], *y[t])));
+            acc[r][t] = _mm512_fnmadd_ps(m, _mm512_set1_ps(w[r].dmin * y[t]->d), acc[r][t]);
+          }
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      for (int r = 0; r < NR; ++r) {
+        a.y[t * a.ldy + r] = hsum(acc[r][t]);
+      }
+    }
+  }
+
+  void block_ints(const uint8_t* wp, const uint8_t* x, int64_t n_in, int32_t* out) const {
+    for (int64_t i = 0; i < n_in / qk_k; ++i) {
+      row w;
+      w.load(wp + i * block_bytes);
+      const auto* y = reinterpret_cast<const block_q8_k*>(x) + i;
+      __m512i ia = _mm512_setzero_si512();
+      for (int c = 0; c < 4; ++c) {
+        ia = k_lanes_chunk(w, c, w.chunk(c), reinterpret_cast<const uint8_t*>(y->qs), ia);
+      }
+      if constexpr (q6) {
+        out[i] = hsum_epi32(finish_q6(w, *y, ia));
+      } else {
+        out[2 * i] = hsum_epi32(ia);
+        out[2 * i + 1] = hsum_epi32(_mm512_zextsi256_si512(min_lanes(w, *y)));
+      }
+    }
+  }
+};
+
+// -- F16, BF16, F32: float lanes over k ------------------------------------------------
+
+enum class fkind { f32, f16, bf16 };
+
+template <fkind K>
+struct kernel_float {
+  static constexpr int max_rows_1 = 4;
+  static constexpr int max_rows = 4;
+  static constexpr int max_tokens = 4;
+  static constexpr size_t elt = K == fkind::f32 ? 4 : 2;
+
+  // f16 and bf16 activations are widened to f32 once (exactly)
+  size_t prep_bytes(int64_t n_in) const { return K == fkind::f32 ? 0 : n_in * sizeof(float); }
+  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
+    auto* o = reinterpret_cast<float*>(out);
+    int64_t k = 0;
+    for (; k + 16 <= n_in; k += 16) {
+      _mm512_store_ps(o + k, widen(xq + 2 * k, 0xffff));
+    }
+    if (k < n_in) {
+      _mm512_mask_storeu_ps(o + k, tail_mask(n_in - k), widen(xq + 2 * k, tail_mask(n_in - k)));
+    }
+  }
+  static __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+
+  /// 16 weights (or activations) from p as floats; lanes outside `m` are zero.
+  static __m512 widen(const uint8_t* p, __mmask16 m) {
+    if constexpr (K == fkind::f32) {
+      return _mm512_maskz_loadu_ps(m, p);
+    } else if constexpr (K == fkind::f16) {
+      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    } else {
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+    }
+  }
+
+  template <int NR, int NT>
+  void tile(const tile_args& a) const {
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r) {
+      for (int t = 0; t < NT; ++t) {
+        acc[r][t] = _mm512_setzero_ps();
+      }
+    }
+    auto step = [&](int64_t k, __mmask16 m) {
+      __m512 w[NR];
+      for (int r = 0; r < NR; ++r) {
+        w[r] = widen(a.w + r * a.w_stride + k * elt, m);
+      }
+      for (int t = 0; t < NT; ++t) {
+        const __m512 x = _mm512_maskz_loadu_ps(m, a.x + t * a.x_stride + k * 4);
+        for (int r = 0; r < NR; ++r) {
+          acc[r][t] = _mm512_fmadd_ps(w[r], x, acc[r][t]);
+        }
+      }
+    };
+    int64_t k = 0;
+    for (; k + 16 <= a.n_in; k += 16) {
+      step(k, 0xffff);
+    }
+    if (k < a.n_in) {
+      step(k, tail_mask(a.n_in - k));
+    }
+    for (int t = 0; t < NT; ++t) {
+      for (int r = 0; r < NR; ++r) {
+        a.y[t * a.ldy + r] = hsum(acc[r][t]);
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
+                   int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1) {
+  const size_t xs = activation_row_bytes(weight, n_in);
+  switch (weight) {
+    case ggml_type::q4_0:
+      return run_matmul(kernel_q8_pairs<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+    case ggml_type::q8_0:
+      return run_matmul(kernel_q8_pairs<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+    case ggml_type::q4_k:
+      return run_matmul(kernel_k<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+    case ggml_type::q6_k:
+      return run_matmul(kernel_k<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+    case ggml_type::f16:
+      return run_matmul(kernel_float<fkind::f16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+    case ggml_type::bf16:
+      return run_matmul(kernel_float<fkind::bf16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+    case ggml_type::f32:
+      return run_matmul(kernel_float<fkind::f32>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+    default:
+      std::abort();
+  }
+}
+
+void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
+                           int32_t* out) {
+  const auto* w = static_cast<const uint8_t*>(w_row);
+  const auto* x = static_cast<const uint8_t*>(x_row);
+  switch (weight) {
+    case ggml_type::q4_0:
+      return kernel_q8_pairs<true>{}.block_ints(w, x, n_in, out);
+    case ggml_type::q8_0:
+      return kernel_q8_pairs<false>{}.block_ints(w, x, n_in, out);
+    case ggml_type::q4_k:
+      return kernel_k<false>{}.block_ints(w, x, n_in, out);
+    case ggml_type::q6_k:
+      return kernel_k<true>{}.block_ints(w, x, n_in, out);
+    default:
+      std::abort();
+  }
+}
+
+}  // namespace baton::cpu::detail

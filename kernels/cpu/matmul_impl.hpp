@@ -1,0 +1,118 @@
+// Internal to kernels/cpu: what the SIMD twins (matmul_avx2.cpp, matmul_avx512.cpp)
+// export to the dispatcher in matmul.cpp, and the tiling driver they share. A kernel
+// computes an NR rows × NT tokens tile of outputs over the whole of n_in; every element
+// of a tile runs the very instruction sequence the 1 × 1 tile runs for it, so tiling
+// (and so n_tokens and the row range) cannot change a bit of any element.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <utility>
+
+#include "kernels/ggml_type.hpp"
+
+namespace baton::cpu::detail {
+
+// -- per-isa entry points (each defined in its twin's file) -----------------------
+
+void quantize_activation_row_avx2(ggml_type weight, const float* x, void* xq, int64_t n_in);
+void matmul_avx2(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
+                 int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1);
+void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
+                         int32_t* out);
+
+void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
+                   int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1);
+void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_row,
+                           int64_t n_in, int32_t* out);
+
+// -- scratch --------------------------------------------------------------------
+
+/// A 64-byte-aligned per-thread buffer of at least `bytes`; grows, never shrinks, and is
+/// only valid until the next call on the same thread.
+inline uint8_t* scratch(size_t bytes) {
+  struct aligned_free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  thread_local std::unique_ptr<uint8_t, aligned_free> buf;
+  thread_local size_t cap = 0;
+  if (bytes > cap) {
+    cap = (std::max(bytes, cap * 2) + 63) / 64 * 64;
+    buf.reset(static_cast<uint8_t*>(std::aligned_alloc(64, cap)));
+    if (!buf) {
+      std::abort();
+    }
+  }
+  return buf.get();
+}
+
+// -- the tiling driver ------------------------------------------------------------
+
+/// Where a tile reads and writes: weight rows `w_stride` bytes apart, prepared token rows
+/// `x_stride` bytes apart, y[t * ldy + r] relative to the tile's first row and token.
+struct tile_args {
+  const uint8_t* w;
+  size_t w_stride;
+  const uint8_t* x;
+  size_t x_stride;
+  float* y;
+  int64_t ldy;
+  int64_t n_in;
+};
+
+/// Runs kernel K over rows [r0, r1) × tokens [0, n_tokens). K provides:
+///   static constexpr int max_rows_1, max_rows, max_tokens;  // tile shape limits
+///   size_t prep_bytes(int64_t n_in) const;                 // 0: xq used as it is
+///   void prep(const uint8_t* xq_row, uint8_t* out, int64_t n_in) const;
+///   template <int NR, int NT> void tile(const tile_args&) const;
+/// Rows are visited in blocks that stay in L2 while every token tile passes over them.
+template <class K>
+void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, float* y,
+                int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
+                size_t xq_stride) {
+  constexpr int mt = K::max_tokens;
+  constexpr int mr = std::max(K::max_rows_1, K::max_rows);
+  using tile_fn = void (*)(const K&, const tile_args&);
+  // table[nr - 1][nt - 1] = the NR × NT instantiation
+  static constexpr auto table = []<int... I>(std::integer_sequence<int, I...>) {
+    return std::array<tile_fn, sizeof...(I)>{
+        [](const K& kk, const tile_args& a) { kk.template tile<I / mt + 1, I % mt + 1>(a); }...};
+  }(std::make_integer_sequence<int, mr * mt>{});
+
+  const size_t w_stride = row_bytes(weight, static_cast<uint64_t>(n_in));
+  const uint8_t* x = static_cast<const uint8_t*>(xq);
+  size_t x_stride = xq_stride;
+  if (const size_t pb = k.prep_bytes(n_in); pb > 0) {
+    x_stride = (pb + 63) / 64 * 64;
+    uint8_t* p = scratch(x_stride * static_cast<size_t>(n_tokens));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      k.prep(x + t * xq_stride, p + t * x_stride, n_in);
+    }
+    x = p;
+  }
+  // ~256 KiB of weights per row block: L2 holds them while all token tiles pass
+  int64_t rows_per_block = r1 - r0;
+  if (n_tokens > mt) {
+    rows_per_block = std::max<int64_t>(mr, static_cast<int64_t>((256u << 10) / w_stride) / mr * mr);
+  }
+  const auto* wb = static_cast<const uint8_t*>(w);
+  for (int64_t rb = r0; rb < r1; rb += rows_per_block) {
+    const int64_t re = std::min(r1, rb + rows_per_block);
+    for (int64_t t = 0; t < n_tokens; t += mt) {
+      const int nt = static_cast<int>(std::min<int64_t>(mt, n_tokens - t));
+      const int rows = nt == 1 ? K::max_rows_1 : K::max_rows;
+      for (int64_t r = rb; r < re; r += rows) {
+        const int nr = static_cast<int>(std::min<int64_t>(rows, re - r));
+        const tile_args a{wb + r * w_stride, w_stride, x + t * x_stride, x_stride,
+                          y + t * ldy + r,   ldy,      n_in};
+        table[static_cast<size_t>((nr - 1) * mt + (nt - 1))](k, a);
+      }
+    }
+  }
+}
+
+}  // namespace baton::cpu::detail

@@ -1,0 +1,136 @@
+// ops.hpp. Compiled with -ffp-contract=off: every product and sum rounds where the
+// code says, so the reference is reproducible across compilers.
+#include "kernels/cpu/ops.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/blocks.hpp"
+
+namespace baton::cpu {
+
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  }
+  const float mean = static_cast<float>(sum / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = (x[i] * scale) * w[i];
+  }
+}
+
+void rope_cache(int32_t pos, int64_t n_rot, float freq_base, const float* freq_factors,
+                float* cs) {
+  const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
+  float theta = static_cast<float>(pos);
+  for (int64_t i = 0; i < n_rot; i += 2) {
+    const float ff = freq_factors ? freq_factors[i / 2] : 1.0f;
+    const float t = theta / ff;
+    cs[i] = std::cos(t);
+    cs[i + 1] = std::sin(t);
+    theta *= theta_scale;
+  }
+}
+
+void rope_apply(float* x, int64_t n_rot, const float* cs) {
+  for (int64_t i = 0; i < n_rot; i += 2) {
+    const float c = cs[i];
+    const float s = cs[i + 1];
+    const float x0 = x[i];
+    const float x1 = x[i + 1];
+    x[i] = x0 * c - x1 * s;
+    x[i + 1] = x0 * s + x1 * c;
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    y[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  float max = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    max = std::fmax(max, x[i]);
+  }
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] *= inv;
+  }
+}
+
+namespace {
+
+/// The row of KV head `h` at position `p`.
+inline const uint8_t* kv_row(const kv_view& kv, int64_t p, int64_t h) {
+  const auto* block = static_cast<const uint8_t*>(kv.blocks[p / kv.block_size]);
+  const int64_t elem = kv.type == ggml_type::f16 ? 2 : 4;
+  return block + (((p % kv.block_size) * kv.n_head_kv + h) * kv.head_dim) * elem;
+}
+
+}  // namespace
+
+void attention_head(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
+                    int64_t n_kv, float scale, float* scratch, float* out) {
+  const int64_t d = k.head_dim;
+  // scores
+  if (k.type == ggml_type::f16) {
+    float qh[1024];
+    for (int64_t i = 0; i < d; ++i) {
+      qh[i] = fp16_to_fp32(fp32_to_fp16(q[i]));
+    }
+    for (int64_t p = 0; p < n_kv; ++p) {
+      const auto* kr = reinterpret_cast<const uint16_t*>(kv_row(k, p, kv_head));
+      float s = 0.0f;
+      for (int64_t i = 0; i < d; ++i) {
+        s += qh[i] * fp16_to_fp32(kr[i]);
+      }
+      scratch[p] = s * scale;
+    }
+  } else {
+    for (int64_t p = 0; p < n_kv; ++p) {
+      const auto* kr = reinterpret_cast<const float*>(kv_row(k, p, kv_head));
+      float s = 0.0f;
+      for (int64_t i = 0; i < d; ++i) {
+        s += q[i] * kr[i];
+      }
+      scratch[p] = s * scale;
+    }
+  }
+  softmax(scratch, n_kv);
+  if (v.type == ggml_type::f16) {
+    // llama.cpp multiplies the f16 V by the probabilities converted to f16 (the f16
+    // matmul's activation format); rounding them the same way keeps f16-KV logits close
+    for (int64_t p = 0; p < n_kv; ++p) {
+      scratch[p] = fp16_to_fp32(fp32_to_fp16(scratch[p]));
+    }
+  }
+  for (int64_t i = 0; i < d; ++i) {
+    out[i] = 0.0f;
+  }
+  for (int64_t p = 0; p < n_kv; ++p) {
+    const float w = scratch[p];
+    if (v.type == ggml_type::f16) {
+      const auto* vr = reinterpret_cast<const uint16_t*>(kv_row(v, p, kv_head));
+      for (int64_t i = 0; i < d; ++i) {
+        out[i] += w * fp16_to_fp32(vr[i]);
+      }
+    } else {
+      const auto* vr = reinterpret_cast<const float*>(kv_row(v, p, kv_head));
+      for (int64_t i = 0; i < d; ++i) {
+        out[i] += w * vr[i];
+      }
+    }
+  }
+}
+
+}  // namespace baton::cpu

@@ -1,0 +1,49 @@
+// The float operations of a Llama layer besides matmul: rmsnorm, rope (GGUF's llama
+// layout: adjacent pairs, Llama 3 frequency factors), SiLU-gated product, softmax, and
+// causal attention of one query head over a paged K/V cache. Scalar code with a fixed
+// order of operations: a value depends only on its own inputs, never on batch or
+// thread count.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/ggml_type.hpp"
+
+namespace baton::cpu {
+
+/// y[n] = x[n] / sqrt(mean(x²) + eps) × w[n]   (sum of squares in double, as ggml)
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
+
+/// cs[n_rot] = (cos θ_i, sin θ_i) for i < n_rot/2 at position `pos`, θ_i = pos ×
+/// base^(−2i/n_rot) / factor_i, computed as ggml does (θ multiplied step by step in
+/// float). `freq_factors` may be null.
+void rope_cache(int32_t pos, int64_t n_rot, float freq_base, const float* freq_factors,
+                float* cs);
+
+/// Rotates the first n_rot values of x as adjacent pairs (x[2i], x[2i+1]) by cs.
+void rope_apply(float* x, int64_t n_rot, const float* cs);
+
+/// y[n] = silu(gate[n]) × up[n]
+void silu_mul(const float* gate, const float* up, float* y, int64_t n);
+
+/// x[n] = softmax(x[n]) in place (max subtracted, sum in double).
+void softmax(float* x, int64_t n);
+
+/// Where one layer's cached K or V rows live: `blocks[b]` points at block b of a
+/// sequence's block table; within a block, position p % block_size, KV head h starts at
+/// ((p % block_size) × n_head_kv + h) × head_dim elements of `type` (f16 or f32).
+struct kv_view {
+  const void* const* blocks;
+  int64_t block_size;
+  int64_t n_head_kv;
+  int64_t head_dim;
+  ggml_type type;
+};
+
+/// out[head_dim] = Σ_p softmax_p(scale × q·k_p) v_p over positions p in [0, n_kv) of KV
+/// head `kv_head`. With f16 K, q is rounded to f16 first (as llama.cpp's f16 dot).
+/// `scratch` holds n_kv floats.
+void attention_head(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
+                    int64_t n_kv, float scale, float* scratch, float* out);
+
+}  // namespace baton::cpu

@@ -1,0 +1,155 @@
+// `baton run`: one prompt, generated in this process and streamed to stdout as it comes
+// (like `ollama run` / llama-cli). Prompt and generation speed go to stderr at the end.
+#include <chrono>
+#include <cstdio>
+
+#include "launch/commands.hpp"
+#include "launch/engine_flags.hpp"
+#include "runtime/chat_template.hpp"
+#include "runtime/sampler.hpp"
+#include "runtime/stop_strings.hpp"
+
+namespace baton::cli {
+
+namespace {
+
+struct run_options {
+  engine_flags engine;
+  std::string prompt;
+  std::string system;
+  bool chat = false;
+  int64_t n_predict = 128;
+  sampling_params sampling;
+  std::vector<std::string> stop;
+  bool no_stats = false;
+};
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+int run_run(run_options o) {
+  if (o.n_predict < 0) {
+    return fail("-n (" + std::to_string(o.n_predict) + ") must be >= 0");
+  }
+  if (auto v = o.sampling.validate(); !v) {
+    return fail(v.err().message);
+  }
+  auto l = load(o.engine);
+  if (!l) {
+    return fail(l.err().message);
+  }
+  tokenizer& tok = *l->tok;
+  engine& eng = *l->eng;
+
+  std::string text = o.prompt;
+  if (o.chat) {
+    std::vector<chat_message> messages;
+    if (!o.system.empty()) {
+      messages.push_back({"system", o.system});
+    }
+    messages.push_back({"user", o.prompt});
+    auto t = apply_chat_template(tok.chat_template(), messages, true);
+    if (!t) {
+      return fail(t.err().message);
+    }
+    text = std::move(*t);
+  } else if (!o.system.empty()) {
+    return fail("--system needs --chat");
+  }
+  const auto prompt = tok.encode(text, true, true);
+  const int64_t n_ctx = eng.options().n_ctx;
+  if (static_cast<int64_t>(prompt.size()) + o.n_predict > n_ctx) {
+    return fail("prompt (" + std::to_string(prompt.size()) + " tokens) + -n (" +
+                std::to_string(o.n_predict) + ") exceeds the context size (" +
+                std::to_string(n_ctx) + " tokens; raise -c up to the model's " +
+                std::to_string(eng.config().n_ctx_train) + ")");
+  }
+
+  sequence seq;
+  const auto t0 = clock_type::now();
+  auto logits = eng.prefill(seq, prompt);
+  if (!logits) {
+    return fail(logits.err().message);
+  }
+  const double t_prompt = seconds_since(t0);
+
+  sampler smp(o.sampling);
+  stream_decoder dec(tok);
+  stop_strings stops(o.stop);
+  std::vector<int32_t> generated;
+  const auto t1 = clock_type::now();
+  std::vector<float> cur = std::move(*logits);
+  for (int64_t i = 0; i < o.n_predict; ++i) {
+    const int32_t id = smp.sample(cur, seq.tokens);
+    generated.push_back(id);
+    if (tok.is_eog(id)) {
+      break;
+    }
+    auto piece = dec.push(id);
+    if (!piece) {
+      return fail(piece.err().message);
+    }
+    const std::string shown = stops.push(*piece);
+    std::fwrite(shown.data(), 1, shown.size(), stdout);
+    std::fflush(stdout);
+    if (stops.stopped() || i + 1 == o.n_predict) {
+      break;
+    }
+    feed_item item{&seq, std::span<const int32_t>(&generated.back(), 1), true};
+    auto next = eng.feed(std::span<const feed_item>(&item, 1));
+    if (!next) {
+      return fail(next.err().message);
+    }
+    cur = std::move(next->front());
+  }
+  if (!stops.stopped()) {
+    const std::string rest = stops.push(dec.flush()) + stops.flush();
+    std::fwrite(rest.data(), 1, rest.size(), stdout);
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+  const double t_gen = seconds_since(t1);
+  if (!o.no_stats) {
+    std::fprintf(stderr,
+                 "\nprompt: %zu tokens in %.3f s (%.2f tokens/s); generation: %zu tokens in "
+                 "%.3f s (%.2f tokens/s); %d threads, kernels %s, KV %s\n",
+                 prompt.size(), t_prompt, static_cast<double>(prompt.size()) / t_prompt,
+                 generated.size(), t_gen,
+                 generated.size() > 1 ? static_cast<double>(generated.size() - 1) / t_gen : 0.0,
+                 eng.options().n_threads, std::string(cpu::isa_name(eng.options().kernels)).c_str(),
+                 std::string(traits(eng.options().kv_type).name).c_str());
+  }
+  return exit_ok;
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app, int& status) {
+  auto o = std::make_shared<run_options>();
+  auto* cmd = app.add_subcommand("run", "Generate text for one prompt, streamed to stdout");
+  o->engine.add_to(*cmd);
+  cmd->add_option("-p,--prompt", o->prompt, "Prompt text")->required();
+  cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str();
+  cmd->add_flag("--chat", o->chat, "Apply the model's chat template (stops at <|eot_id|>)");
+  cmd->add_option("--system", o->system, "System message (with --chat)");
+  cmd->add_option("--temp,--temperature", o->sampling.temperature, "Temperature (0: greedy)")
+      ->capture_default_str();
+  cmd->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str();
+  cmd->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str();
+  cmd->add_option("--min-p", o->sampling.min_p, "Min-p (0: off)")->capture_default_str();
+  cmd->add_option("--repeat-penalty", o->sampling.repeat_penalty, "Repetition penalty (1: off)")
+      ->capture_default_str();
+  cmd->add_option("--repeat-last-n", o->sampling.penalty_last_n, "Tokens the penalties see")
+      ->capture_default_str();
+  cmd->add_option("--presence-penalty", o->sampling.presence_penalty, "Presence penalty");
+  cmd->add_option("--frequency-penalty", o->sampling.frequency_penalty, "Frequency penalty");
+  cmd->add_option("-s,--seed", o->sampling.seed, "Random seed")->capture_default_str();
+  cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
+  cmd->add_flag("--no-stats", o->no_stats, "Do not print speed on stderr");
+  cmd->callback([o, &status] { status = run_run(*o); });
+}
+
+}  // namespace baton::cli

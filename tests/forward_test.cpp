@@ -1,0 +1,198 @@
+// The CPU forward pass on the project's own fixture models: against the double-precision
+// oracle (F32, F16, BF16, untied head), and the invariances researchers rely on —
+// bit-identical logits for 1 vs 2 threads, a sequence alone vs inside a batch of 8
+// others, and one-batch prefill vs chunked prefill vs token-by-token decode.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <memory>
+
+#include "runtime/engine.hpp"
+#include "runtime/model_builder.hpp"
+#include "tests/reference_forward.hpp"
+
+namespace baton {
+namespace {
+
+std::shared_ptr<const model> fixture(ggml_type type, bool untied = false) {
+  static std::map<std::pair<int, bool>, std::shared_ptr<std::vector<std::byte>>> storage;
+  build_options o;
+  o.shape.n_vocab = 320;
+  o.shape.n_embd = 128;
+  o.shape.n_ff = 192;
+  o.shape.n_layer = 2;
+  o.shape.n_head = 4;
+  o.shape.n_head_kv = 2;
+  o.shape.tied_output = !untied;
+  o.type = type;
+  auto w = build_model(o, nullptr);
+  BATON_ASSERT(w.ok());
+  auto& bytes = storage[{static_cast<int>(type), untied}];
+  bytes = std::make_shared<std::vector<std::byte>>(w->to_bytes());
+  auto f = gguf_file::parse(bytes->data(), bytes->size(), "fixture");
+  BATON_ASSERT(f.ok());
+  auto m = model::from_file(std::move(*f));
+  BATON_ASSERT(m.ok());
+  return *m;
+}
+
+std::unique_ptr<engine> make_engine(std::shared_ptr<const model> m, int threads,
+                                    ggml_type kv, cpu::isa isa, int32_t n_seq = 1) {
+  engine_options o;
+  o.n_threads = threads;
+  o.kv_type = kv;
+  o.kernels = isa;
+  o.n_ctx = 256;
+  o.n_seq_max = n_seq;
+  o.max_batch_tokens = 512;
+  auto e = engine::create(std::move(m), o);
+  BATON_ASSERT(e.ok());
+  return std::move(*e);
+}
+
+std::vector<int32_t> prompt_tokens(size_t n, int32_t salt = 0) {
+  std::vector<int32_t> t(n);
+  for (size_t i = 0; i < n; ++i) {
+    t[i] = static_cast<int32_t>((i * 37 + 11 + static_cast<size_t>(salt) * 101) % 320);
+  }
+  return t;
+}
+
+std::vector<cpu::isa> isas() {
+  std::vector<cpu::isa> out;
+  for (auto v : {cpu::isa::scalar, cpu::isa::avx2, cpu::isa::avx512}) {
+    if (cpu::isa_supported(v)) {
+      out.push_back(v);
+    }
+  }
+  return out;
+}
+
+double rel_error(const std::vector<float>& a, const std::vector<double>& ref) {
+  double e = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    e += (a[i] - ref[i]) * (a[i] - ref[i]);
+    n += ref[i] * ref[i];
+  }
+  return std::sqrt(e / n);
+}
+
+TEST(forward, matches_the_double_precision_oracle) {
+  struct c {
+    ggml_type type;
+    bool untied;
+    double bound;
+  };
+  for (auto k : {c{ggml_type::f32, false, 1e-5}, c{ggml_type::f32, true, 1e-5},
+                 c{ggml_type::f16, false, 1e-3}, c{ggml_type::bf16, true, 1e-3}}) {
+    auto m = fixture(k.type, k.untied);
+    test::reference_forward ref(*m);
+    const auto tokens = prompt_tokens(23);
+    const auto want = ref.logits(tokens);
+    for (auto isa : isas()) {
+      auto e = make_engine(m, 2, ggml_type::f32, isa);
+      sequence s;
+      auto got = e->prefill(s, tokens, 7);
+      ASSERT_TRUE(got) << got.err().message;
+      const double err = rel_error(*got, want);
+      EXPECT_LE(err, k.bound) << traits(k.type).name << (k.untied ? " untied" : " tied")
+                              << " kernels " << cpu::isa_name(isa);
+      std::printf("oracle %s%s %s: relative error %.3g\n",
+                  std::string(traits(k.type).name).c_str(), k.untied ? " untied" : "",
+                  std::string(cpu::isa_name(isa)).c_str(), err);
+    }
+  }
+}
+
+TEST(forward, thread_count_does_not_change_logits) {
+  for (auto type : {ggml_type::q8_0, ggml_type::f16}) {
+    auto m = fixture(type);
+    for (auto isa : isas()) {
+      for (auto kv : {ggml_type::f16, ggml_type::f32}) {
+        const auto tokens = prompt_tokens(41);
+        sequence a, b;
+        auto one = make_engine(m, 1, kv, isa)->prefill(a, tokens, 16);
+        auto two = make_engine(m, 2, kv, isa)->prefill(b, tokens, 16);
+        ASSERT_TRUE(one && two);
+        EXPECT_EQ(*one, *two) << cpu::isa_name(isa);
+      }
+    }
+  }
+}
+
+TEST(forward, chunking_and_decode_give_identical_logits) {
+  auto m = fixture(ggml_type::q8_0);
+  for (auto isa : isas()) {
+    for (auto kv : {ggml_type::f16, ggml_type::f32}) {
+      auto e = make_engine(m, 2, kv, isa, 3);
+      const auto tokens = prompt_tokens(45);
+      sequence whole, chunked, stepwise;
+      auto a = e->prefill(whole, tokens, 512);
+      auto b = e->prefill(chunked, tokens, 7);
+      auto c = e->prefill(stepwise, tokens, 1);
+      ASSERT_TRUE(a && b && c);
+      EXPECT_EQ(*a, *b) << "chunk 7, kernels " << cpu::isa_name(isa);
+      EXPECT_EQ(*a, *c) << "token by token, kernels " << cpu::isa_name(isa);
+    }
+  }
+}
+
+TEST(forward, a_sequence_alone_equals_it_inside_a_batch_of_8_others) {
+  auto m = fixture(ggml_type::q8_0);
+  for (auto isa : isas()) {
+    auto e = make_engine(m, 2, ggml_type::f16, isa, 10);
+    const auto mine = prompt_tokens(30);
+    sequence alone;
+    auto want = e->prefill(alone, mine, 10);
+    ASSERT_TRUE(want);
+    e->release(alone);
+
+    // the same sequence, fed in the same chunks, while 8 others share every batch
+    sequence target;
+    std::vector<sequence> others(8);
+    std::vector<std::vector<int32_t>> other_tokens;
+    for (int i = 0; i < 8; ++i) {
+      other_tokens.push_back(prompt_tokens(static_cast<size_t>(5 + 3 * i), i + 1));
+    }
+    std::vector<float> got;
+    for (size_t off = 0; off < mine.size(); off += 10) {
+      std::vector<feed_item> items;
+      for (int i = 0; i < 4; ++i) {  // others before
+        items.push_back({&others[static_cast<size_t>(i)],
+                         std::span<const int32_t>(other_tokens[static_cast<size_t>(i)]).first(
+                             std::min<size_t>(other_tokens[static_cast<size_t>(i)].size(), 4)),
+                         true});
+      }
+      items.push_back({&target, std::span<const int32_t>(mine).subspan(off, 10), true});
+      for (int i = 4; i < 8; ++i) {  // and after
+        items.push_back({&others[static_cast<size_t>(i)],
+                         std::span<const int32_t>(other_tokens[static_cast<size_t>(i)]).first(3),
+                         i % 2 == 0});
+      }
+      auto out = e->feed(items);
+      ASSERT_TRUE(out) << out.err().message;
+      got = (*out)[4];
+    }
+    EXPECT_EQ(got, *want) << cpu::isa_name(isa);
+  }
+}
+
+TEST(forward, context_and_cache_limits_are_errors) {
+  auto m = fixture(ggml_type::q8_0);
+  auto e = make_engine(m, 1, ggml_type::f16, cpu::isa::scalar, 1);
+  sequence s;
+  auto r = e->prefill(s, prompt_tokens(257), 64);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.err().message.find("longer than the context (256)"), std::string::npos)
+      << r.err().message;
+  sequence bad;
+  std::vector<int32_t> oov = {1, 2, 999};
+  auto o = e->prefill(bad, oov);
+  ASSERT_FALSE(o);
+  EXPECT_NE(o.err().message.find("token id 999 is outside the vocabulary (320)"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace baton

@@ -1,0 +1,142 @@
+// runtime/sampler, stop strings and the KV block manager.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "runtime/kv_cache.hpp"
+#include "runtime/sampler.hpp"
+#include "runtime/stop_strings.hpp"
+
+namespace baton {
+namespace {
+
+std::vector<float> some_logits(size_t n, uint32_t seed) {
+  std::vector<float> l(n);
+  uint32_t s = seed;
+  for (auto& v : l) {
+    s = s * 1664525u + 1013904223u;
+    v = static_cast<float>(s >> 8) / static_cast<float>(1u << 24) * 8.0f - 4.0f;
+  }
+  return l;
+}
+
+TEST(sampler, greedy_takes_the_lowest_id_on_ties) {
+  std::vector<float> l = {1.0f, 3.0f, 2.0f, 3.0f};
+  EXPECT_EQ(sampler::greedy(l), 1);
+  sampling_params p;
+  p.temperature = 0.0f;
+  sampler s(p);
+  EXPECT_EQ(s.sample(l, {}), 1);
+}
+
+TEST(sampler, same_seed_same_tokens_other_seed_other_tokens) {
+  sampling_params p;
+  p.temperature = 1.5f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  std::vector<int32_t> a, b, c;
+  sampler s1(p), s2(p);
+  p.seed += 1;
+  sampler s3(p);
+  for (uint32_t i = 0; i < 64; ++i) {
+    const auto l = some_logits(1000, i);
+    a.push_back(s1.sample(l, {}));
+    b.push_back(s2.sample(l, {}));
+    c.push_back(s3.sample(l, {}));
+  }
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+}
+
+TEST(sampler, filters_keep_what_they_should) {
+  const auto l = some_logits(500, 7);
+  const int32_t best = sampler::greedy(l);
+  sampling_params p;
+  p.top_k = 1;
+  sampler k1(p);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(k1.sample(l, {}), best);
+  }
+  p.top_k = 0;
+  p.min_p = 1.0f;  // only tokens as likely as the best
+  sampler mp(p);
+  EXPECT_EQ(mp.sample(l, {}), best);
+  p.min_p = 0.0f;
+  p.top_p = 1e-6f;  // the smallest prefix: the best token
+  sampler tp(p);
+  EXPECT_EQ(tp.sample(l, {}), best);
+}
+
+TEST(sampler, penalties_push_repeated_tokens_down) {
+  std::vector<float> l = {2.0f, 1.9f, -1.0f};
+  sampling_params p;
+  p.temperature = 0.0f;
+  p.repeat_penalty = 1.2f;  // 2.0 / 1.2 < 1.9
+  sampler s(p);
+  std::vector<int32_t> hist = {0};
+  EXPECT_EQ(s.sample(l, hist), 1);
+  sampling_params q;
+  q.temperature = 0.0f;
+  q.frequency_penalty = 0.06f;
+  sampler f(q);
+  std::vector<int32_t> once = {0};
+  std::vector<int32_t> twice = {0, 0};
+  EXPECT_EQ(f.sample(l, once), 0);   // 2.0 - 0.06 > 1.9
+  EXPECT_EQ(f.sample(l, twice), 1);  // 2.0 - 0.12 < 1.9
+  sampling_params r;
+  r.temperature = 0.0f;
+  r.presence_penalty = 0.2f;
+  sampler pr(r);
+  EXPECT_EQ(pr.sample(l, once), 1);
+}
+
+TEST(sampler, invalid_parameters_are_named) {
+  sampling_params p;
+  p.top_p = 0.0f;
+  EXPECT_NE(p.validate().err().message.find("top_p (0) must be in (0, 1]"), std::string::npos);
+  p = {};
+  p.temperature = -1.0f;
+  EXPECT_NE(p.validate().err().message.find("temperature (-1)"), std::string::npos);
+  p = {};
+  EXPECT_TRUE(p.validate());
+}
+
+TEST(stop_strings, holds_back_prefixes_and_cuts_at_the_match) {
+  stop_strings s({"STOP", "\n\n"});
+  std::string shown;
+  for (const char* piece : {"hello S", "T", "ill going", " ST", "OP and more"}) {
+    shown += s.push(piece);
+  }
+  EXPECT_TRUE(s.stopped());
+  EXPECT_EQ(shown, "hello STill going ");
+  stop_strings none({"xyz"});
+  std::string out = none.push("abcx");
+  EXPECT_EQ(out, "abc");
+  out += none.push("y");
+  out += none.flush();
+  EXPECT_EQ(out, "abcxy");
+  EXPECT_FALSE(none.stopped());
+}
+
+TEST(block_manager, allocates_refcounts_and_answers_ok_later_never) {
+  block_manager bm(4, 16);
+  EXPECT_EQ(bm.blocks_for(33), 3);
+  EXPECT_EQ(bm.can_allocate(4), alloc_status::ok);
+  EXPECT_EQ(bm.can_allocate(5), alloc_status::never);
+  auto a = bm.allocate();
+  auto b = bm.allocate();
+  auto c = bm.allocate();
+  ASSERT_TRUE(a && b && c);
+  EXPECT_EQ(bm.can_allocate(2), alloc_status::later);
+  bm.retain(*a);
+  EXPECT_EQ(bm.ref_count(*a), 2);
+  bm.release(*a);
+  EXPECT_EQ(bm.n_free(), 1);
+  bm.release(*a);
+  EXPECT_EQ(bm.n_free(), 2);
+  EXPECT_DEATH(bm.release(*a), "double free");
+}
+
+}  // namespace
+}  // namespace baton
