@@ -95,9 +95,9 @@ void stage_executor::attention(const batch& b, int64_t il, const float* q, float
       }
       const int64_t n_kv = b.pos[static_cast<size_t>(t)] + 1;
       scratch.resize(static_cast<size_t>(n_kv));
-      cpu::attention_head(q + (t * c.n_head + h) * head_dim, kv_.view(kb), kv_.view(vb),
-                          h / group, n_kv, scale, scratch.data(),
-                          out + (t * c.n_head + h) * head_dim);
+      const auto attend = isa_ == cpu::isa::scalar ? cpu::attention_head : cpu::attention_head_avx2;
+      attend(q + (t * c.n_head + h) * head_dim, kv_.view(kb), kv_.view(vb), h / group, n_kv,
+             scale, scratch.data(), out + (t * c.n_head + h) * head_dim);
     }
   });
 }

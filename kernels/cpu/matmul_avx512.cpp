@@ -47,6 +47,11 @@ static_assert(sizeof(q8_pair) == 192);
 
 constexpr int64_t n_pairs(int64_t n_in) { return (n_in / 32 + 1) / 2; }
 
+/// Bytes ahead of the weights being read that are prefetched: from DRAM the kernels are
+/// too dense in instructions for the out-of-order window alone to keep enough lines in
+/// flight. Past a row's end the prefetch runs into the next rows, which come next.
+constexpr int prefetch_distance = 2048;
+
 /// Words of a Q8_0 pair as two registers: z0 = bytes 0..63, z1 = bytes 64..67.
 /// Word 0 = d0, 1..16 = qs0, 17 = d1, 18..33 = qs1. `both` = the second block exists.
 inline void load_q8_0_pair(const uint8_t* p, bool both, __m512i& z0, __m512i& z1) {
@@ -138,7 +143,7 @@ inline void unpack_q8_0_pair(const uint8_t* p, bool both, __m512i& u, __m512& d)
 /// Q4_0 (q4 = true) or Q8_0 weights by prepared Q8_0 activations.
 template <bool q4>
 struct kernel_q8_pairs {
-  static constexpr int max_rows_1 = 4;
+  static constexpr int max_rows_1 = 1;
   static constexpr int max_rows = 4;
   static constexpr int max_tokens = 4;
   static constexpr size_t block_bytes = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
@@ -175,7 +180,9 @@ struct kernel_q8_pairs {
       __m512i u[NR];
       __m512 dx[NR];
       for (int r = 0; r < NR; ++r) {
-        unpack(a.w + r * a.w_stride + 2 * p * block_bytes, both, u[r], dx[r]);
+        const uint8_t* wp = a.w + r * a.w_stride + 2 * p * block_bytes;
+        _mm_prefetch(reinterpret_cast<const char*>(wp + prefetch_distance), _MM_HINT_T0);
+        unpack(wp, both, u[r], dx[r]);
       }
       for (int t = 0; t < NT; ++t) {
         const auto& y = reinterpret_cast<const q8_pair*>(a.x + t * a.x_stride)[p];
@@ -325,7 +332,7 @@ inline __m512i k_lanes_chunk(const Row& w, int c, __m512i u, const uint8_t* yqs,
 template <bool q6>
 struct kernel_k {
   using row = std::conditional_t<q6, q6_k_row, q4_k_row>;
-  static constexpr int max_rows_1 = 4;
+  static constexpr int max_rows_1 = 1;
   static constexpr int max_rows = 2;
   static constexpr int max_tokens = 4;
   static constexpr size_t block_bytes = q6 ? sizeof(block_q6_k) : sizeof(block_q4_k);
@@ -422,7 +429,7 @@ enum class fkind { f32, f16, bf16 };
 
 template <fkind K>
 struct kernel_float {
-  static constexpr int max_rows_1 = 4;
+  static constexpr int max_rows_1 = 1;
   static constexpr int max_rows = 4;
   static constexpr int max_tokens = 4;
   static constexpr size_t elt = K == fkind::f32 ? 4 : 2;
@@ -441,8 +448,19 @@ struct kernel_float {
   }
   static __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
 
-  /// 16 weights (or activations) from p as floats; lanes outside `m` are zero.
+  /// 16 weights (or activations) from p as floats; lanes outside `m` are zero. Full
+  /// registers load unmasked: masked loads from DRAM stall the stream (Zen 4).
   static __m512 widen(const uint8_t* p, __mmask16 m) {
+    if (m == 0xffff) {
+      if constexpr (K == fkind::f32) {
+        return _mm512_loadu_ps(p);
+      } else if constexpr (K == fkind::f16) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      } else {
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+      }
+    }
     if constexpr (K == fkind::f32) {
       return _mm512_maskz_loadu_ps(m, p);
     } else if constexpr (K == fkind::f16) {
@@ -466,7 +484,8 @@ struct kernel_float {
         w[r] = widen(a.w + r * a.w_stride + k * elt, m);
       }
       for (int t = 0; t < NT; ++t) {
-        const __m512 x = _mm512_maskz_loadu_ps(m, a.x + t * a.x_stride + k * 4);
+        const uint8_t* xp = a.x + t * a.x_stride + k * 4;
+        const __m512 x = m == 0xffff ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(m, xp);
         for (int r = 0; r < NR; ++r) {
           acc[r][t] = _mm512_fmadd_ps(w[r], x, acc[r][t]);
         }

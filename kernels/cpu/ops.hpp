@@ -46,4 +46,9 @@ struct kv_view {
 void attention_head(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
                     int64_t n_kv, float scale, float* scratch, float* out);
 
+/// attention_head with AVX2/FMA/F16C (ops_avx2.cpp): same steps, 8-lane sums and fused
+/// multiply-adds, so equal to the reference within float rounding. Needs an AVX2 CPU.
+void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
+                         int64_t n_kv, float scale, float* scratch, float* out);
+
 }  // namespace baton::cpu

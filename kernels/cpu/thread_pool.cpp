@@ -5,20 +5,16 @@
 
 #include <algorithm>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 namespace baton::cpu {
 
 namespace {
 
-constexpr int spin_iterations = 20000;
+constexpr int spin_iterations = 1 << 20;  // ~1 ms of loads before sleeping
 
 inline void cpu_relax() {
-#if defined(__x86_64__)
-  _mm_pause();
-#endif
+  // a compiler barrier only: see the header on PAUSE
+  asm volatile("" ::: "memory");
 }
 
 }  // namespace
@@ -55,9 +51,9 @@ void thread_pool::run(const std::function<void(int, int)>& fn) {
 }
 
 void thread_pool::worker(int ith) {
-  uint64_t seen = 0;
+  int seen = 0;
   for (;;) {
-    uint64_t g = generation_.load(std::memory_order_acquire);
+    int g = generation_.load(std::memory_order_acquire);
     for (int spin = 0; g == seen && spin < spin_iterations; ++spin) {
       cpu_relax();
       g = generation_.load(std::memory_order_acquire);

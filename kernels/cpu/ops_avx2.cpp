@@ -1,0 +1,85 @@
+// AVX2 + FMA + F16C twin of attention_head (ops.hpp): the same arithmetic as the scalar
+// reference — q rounded to f16 against an f16 K, probabilities rounded to f16 against an
+// f16 V, softmax in the same order — with 8-lane dot products and fused multiply-adds, so
+// results agree with the reference within float rounding, not bit for bit. Compiled for
+// AVX2 alone; called only when the chosen kernels are avx2 or avx512.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "kernels/blocks.hpp"
+#include "kernels/cpu/ops.hpp"
+
+namespace baton::cpu {
+
+namespace {
+
+inline const uint8_t* kv_row(const kv_view& kv, int64_t p, int64_t h) {
+  const auto* block = static_cast<const uint8_t*>(kv.blocks[p / kv.block_size]);
+  const int64_t elem = kv.type == ggml_type::f16 ? 2 : 4;
+  return block + (((p % kv.block_size) * kv.n_head_kv + h) * kv.head_dim) * elem;
+}
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+inline __m256 load8(const uint8_t* row, int64_t i, bool f16) {
+  if (f16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
+  }
+  return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
+}
+
+}  // namespace
+
+void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
+                         int64_t n_kv, float scale, float* scratch, float* out) {
+  const int64_t d = k.head_dim;
+  if (d % 8 != 0 || d > 1024) {
+    attention_head(q, k, v, kv_head, n_kv, scale, scratch, out);
+    return;
+  }
+  const bool k16 = k.type == ggml_type::f16;
+  const bool v16 = v.type == ggml_type::f16;
+  alignas(32) float qv[1024];
+  for (int64_t i = 0; i < d; ++i) {
+    qv[i] = k16 ? fp16_to_fp32(fp32_to_fp16(q[i])) : q[i];
+  }
+  for (int64_t p = 0; p < n_kv; ++p) {
+    const uint8_t* kr = kv_row(k, p, kv_head);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < d; i += 8) {
+      acc = _mm256_fmadd_ps(_mm256_load_ps(qv + i), load8(kr, i, k16), acc);
+    }
+    scratch[p] = hsum(acc) * scale;
+  }
+  softmax(scratch, n_kv);
+  if (v16) {
+    for (int64_t p = 0; p < n_kv; ++p) {
+      scratch[p] = fp16_to_fp32(fp32_to_fp16(scratch[p]));
+    }
+  }
+  __m256 o[128];
+  const int64_t nv = d / 8;
+  for (int64_t j = 0; j < nv; ++j) {
+    o[j] = _mm256_setzero_ps();
+  }
+  for (int64_t p = 0; p < n_kv; ++p) {
+    const __m256 w = _mm256_set1_ps(scratch[p]);
+    const uint8_t* vr = kv_row(v, p, kv_head);
+    for (int64_t j = 0; j < nv; ++j) {
+      o[j] = _mm256_fmadd_ps(w, load8(vr, 8 * j, v16), o[j]);
+    }
+  }
+  for (int64_t j = 0; j < nv; ++j) {
+    _mm256_storeu_ps(out + 8 * j, o[j]);
+  }
+}
+
+}  // namespace baton::cpu
