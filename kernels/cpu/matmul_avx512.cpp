@@ -144,7 +144,7 @@ inline void unpack_q8_0_pair(const uint8_t* p, bool both, __m512i& u, __m512& d)
 template <bool q4>
 struct kernel_q8_pairs {
   static constexpr int max_rows_1 = 1;
-  static constexpr int max_rows = 4;
+  static constexpr int max_rows = 2;
   static constexpr int max_tokens = 4;
   static constexpr size_t block_bytes = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
 
@@ -166,36 +166,45 @@ struct kernel_q8_pairs {
     return _mm512_dpbusd_epi32(_mm512_load_si512(y.corr), u, _mm512_load_si512(y.qs));
   }
 
+  /// acc[r][t][p % 2] += lanes · (dx · dy) for pair p: two accumulators per element, so
+  /// a lone row (decode) is not bound by the latency of one chain of adds.
   template <int NR, int NT>
   void tile(const tile_args& a) const {
     const int64_t nb = a.n_in / 32;
-    __m512 acc[NR][NT];
+    const int64_t np = n_pairs(a.n_in);
+    __m512 acc[NR][NT][2];
     for (int r = 0; r < NR; ++r) {
       for (int t = 0; t < NT; ++t) {
-        acc[r][t] = _mm512_setzero_ps();
+        acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
       }
     }
-    for (int64_t p = 0; p < n_pairs(a.n_in); ++p) {
+    auto step = [&](int64_t p, int j) {
       const bool both = 2 * p + 1 < nb;
       __m512i u[NR];
       __m512 dx[NR];
       for (int r = 0; r < NR; ++r) {
-        const uint8_t* wp = a.w + r * a.w_stride + 2 * p * block_bytes;
-        _mm_prefetch(reinterpret_cast<const char*>(wp + prefetch_distance), _MM_HINT_T0);
-        unpack(wp, both, u[r], dx[r]);
+        unpack(a.w + r * a.w_stride + 2 * p * block_bytes, both, u[r], dx[r]);
       }
       for (int t = 0; t < NT; ++t) {
         const auto& y = reinterpret_cast<const q8_pair*>(a.x + t * a.x_stride)[p];
         const __m512 dy = _mm512_load_ps(y.d);
         for (int r = 0; r < NR; ++r) {
           const __m512 s = _mm512_mul_ps(dx[r], dy);
-          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes(u[r], y)), s, acc[r][t]);
+          acc[r][t][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes(u[r], y)), s, acc[r][t][j]);
         }
       }
+    };
+    int64_t p = 0;
+    for (; p + 2 <= np; p += 2) {
+      step(p, 0);
+      step(p + 1, 1);
+    }
+    if (p < np) {
+      step(p, 0);
     }
     for (int t = 0; t < NT; ++t) {
       for (int r = 0; r < NR; ++r) {
-        a.y[t * a.ldy + r] = hsum(acc[r][t]);
+        a.y[t * a.ldy + r] = hsum(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
       }
     }
   }
@@ -430,7 +439,7 @@ enum class fkind { f32, f16, bf16 };
 template <fkind K>
 struct kernel_float {
   static constexpr int max_rows_1 = 1;
-  static constexpr int max_rows = 4;
+  static constexpr int max_rows = 3;
   static constexpr int max_tokens = 4;
   static constexpr size_t elt = K == fkind::f32 ? 4 : 2;
 
@@ -470,15 +479,16 @@ struct kernel_float {
     }
   }
 
+  /// acc[r][t][(k / 16) % 2] += w · x: two accumulators per element, as for the pairs.
   template <int NR, int NT>
   void tile(const tile_args& a) const {
-    __m512 acc[NR][NT];
+    __m512 acc[NR][NT][2];
     for (int r = 0; r < NR; ++r) {
       for (int t = 0; t < NT; ++t) {
-        acc[r][t] = _mm512_setzero_ps();
+        acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
       }
     }
-    auto step = [&](int64_t k, __mmask16 m) {
+    auto step = [&](int64_t k, __mmask16 m, int j) {
       __m512 w[NR];
       for (int r = 0; r < NR; ++r) {
         w[r] = widen(a.w + r * a.w_stride + k * elt, m);
@@ -487,20 +497,25 @@ struct kernel_float {
         const uint8_t* xp = a.x + t * a.x_stride + k * 4;
         const __m512 x = m == 0xffff ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(m, xp);
         for (int r = 0; r < NR; ++r) {
-          acc[r][t] = _mm512_fmadd_ps(w[r], x, acc[r][t]);
+          acc[r][t][j] = _mm512_fmadd_ps(w[r], x, acc[r][t][j]);
         }
       }
     };
     int64_t k = 0;
-    for (; k + 16 <= a.n_in; k += 16) {
-      step(k, 0xffff);
+    for (; k + 32 <= a.n_in; k += 32) {
+      step(k, 0xffff, 0);
+      step(k + 16, 0xffff, 1);
+    }
+    if (k + 16 <= a.n_in) {
+      step(k, 0xffff, 0);
+      k += 16;
     }
     if (k < a.n_in) {
-      step(k, tail_mask(a.n_in - k));
+      step(k, tail_mask(a.n_in - k), static_cast<int>((k / 16) % 2));
     }
     for (int t = 0; t < NT; ++t) {
       for (int r = 0; r < NR; ++r) {
-        a.y[t * a.ldy + r] = hsum(acc[r][t]);
+        a.y[t * a.ldy + r] = hsum(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
       }
     }
   }
