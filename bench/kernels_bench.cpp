@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -29,7 +30,7 @@ namespace {
 using baton::ggml_type;
 using baton::cpu::isa;
 
-constexpr size_t k_stream_bytes = size_t{1} << 30;  // read benchmark: 1 GiB
+constexpr size_t k_stream_bytes = size_t{1} << 30;    // read benchmark: 1 GiB
 constexpr size_t k_decode_bytes = size_t{512} << 20;  // weight copies cycled by decode
 
 /// Fast deterministic bytes (splitmix64).
@@ -58,19 +59,29 @@ class helper_thread {
     job_ = &b;
     go_.store(1, std::memory_order_release);
     a();
-    while (go_.load(std::memory_order_acquire) != 0) {
-      _mm_pause();
+    for (int spins = 0; go_.load(std::memory_order_acquire) != 0; ++spins) {
+      pause(spins);
     }
   }
 
  private:
+  /// Spins briefly, then yields: on a loaded machine a pure spin holds a core that the
+  /// other half of the work may be waiting for.
+  static void pause(int spins) {
+    if (spins < 4096) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   void loop() {
-    while (!stop_.load(std::memory_order_relaxed)) {
+    for (int spins = 0; !stop_.load(std::memory_order_relaxed); ++spins) {
       if (go_.load(std::memory_order_acquire) == 1) {
         (*job_)();
         go_.store(0, std::memory_order_release);
+        spins = 0;
       } else {
-        _mm_pause();
+        pause(spins);
       }
     }
   }
@@ -127,7 +138,7 @@ void bm_read(benchmark::State& state, int n_threads) {
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * buf.size));
   state.counters["GB"] = benchmark::Counter(static_cast<double>(buf.size) / 1e9,
-                                              benchmark::Counter::kIsIterationInvariantRate);
+                                            benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // -- matmul -------------------------------------------------------------------------
@@ -178,7 +189,8 @@ void bm_matmul(benchmark::State& state, isa v, ggml_type type, int64_t n_out, in
   }
   const size_t w_bytes = baton::row_bytes(type, static_cast<uint64_t>(n_in)) * n_out;
   // decode reads from DRAM as it does in a model far larger than L3
-  const int n_copies = n_tokens == 1 ? static_cast<int>(std::max<size_t>(1, k_decode_bytes / w_bytes)) : 1;
+  const int n_copies =
+      n_tokens == 1 ? static_cast<int>(std::max<size_t>(1, k_decode_bytes / w_bytes)) : 1;
   const auto w = make_weights(type, n_out, n_in, n_copies);
 
   std::vector<float> x(static_cast<size_t>(n_in * n_tokens));
@@ -203,8 +215,13 @@ void bm_matmul(benchmark::State& state, isa v, ggml_type type, int64_t n_out, in
     const uint8_t* wc = w.data() + w_bytes * copy;
     if (helper) {
       helper->run(
-          [&] { baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, half); },
-          [&] { baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, half, n_out); });
+          [&] {
+            baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, half);
+          },
+          [&] {
+            baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, half,
+                               n_out);
+          });
     } else {
       baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, n_out);
     }
@@ -213,9 +230,10 @@ void bm_matmul(benchmark::State& state, isa v, ggml_type type, int64_t n_out, in
   }
   const double flop = 2.0 * static_cast<double>(n_in) * n_out * n_tokens;
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * w_bytes));
-  state.counters["GB"] =
-      benchmark::Counter(static_cast<double>(w_bytes) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GFLOP"] = benchmark::Counter(flop / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB"] = benchmark::Counter(static_cast<double>(w_bytes) / 1e9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP"] =
+      benchmark::Counter(flop / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void bm_quantize(benchmark::State& state, isa v, ggml_type type, int64_t n_in) {
@@ -233,20 +251,18 @@ void bm_quantize(benchmark::State& state, isa v, ggml_type type, int64_t n_in) {
     benchmark::DoNotOptimize(xq.data());
   }
   state.counters["Gelem"] = benchmark::Counter(static_cast<double>(n_in) / 1e9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void register_all() {
   benchmark::RegisterBenchmark("stream_read/threads:1", bm_read, 1)->UseRealTime()->MinTime(1.0);
   benchmark::RegisterBenchmark("stream_read/threads:2", bm_read, 2)->UseRealTime()->MinTime(1.0);
 
-  const ggml_type types[] = {ggml_type::q4_0, ggml_type::q8_0, ggml_type::q4_k,
-                             ggml_type::q6_k, ggml_type::f16,  ggml_type::bf16, ggml_type::f32};
+  const ggml_type types[] = {ggml_type::q4_0, ggml_type::q8_0, ggml_type::q4_k, ggml_type::q6_k,
+                             ggml_type::f16,  ggml_type::bf16, ggml_type::f32};
   // Llama-3.2-1B: attn_q / attn_output 2048 × 2048, ffn_up / ffn_gate 8192 × 2048 (n_out ×
   // n_in), ffn_down 2048 × 8192
-  const struct {
-    int64_t n_out, n_in;
-  } shapes[] = {{2048, 2048}, {8192, 2048}, {2048, 8192}};
+  const struct { int64_t n_out, n_in; } shapes[] = {{2048, 2048}, {8192, 2048}, {2048, 8192}};
   for (isa v : {isa::avx512, isa::avx2, isa::scalar}) {
     for (ggml_type type : types) {
       for (const auto& s : shapes) {

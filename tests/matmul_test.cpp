@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,22 +19,27 @@
 #include "kernels/ggml_type.hpp"
 
 namespace baton {
+
+namespace cpu {
+/// GoogleTest prints a failing case's isa by name.
+void PrintTo(isa v, std::ostream* os) { *os << isa_name(v); }
+}  // namespace cpu
+
 namespace {
 
 using cpu::isa;
 
 const ggml_type k_quant_types[] = {ggml_type::q4_0, ggml_type::q8_0, ggml_type::q4_k,
                                    ggml_type::q6_k};
-const ggml_type k_all_types[] = {ggml_type::q4_0, ggml_type::q8_0, ggml_type::q4_k,
-                                 ggml_type::q6_k, ggml_type::f16,  ggml_type::bf16,
-                                 ggml_type::f32};
+const ggml_type k_all_types[] = {ggml_type::q4_0, ggml_type::q8_0, ggml_type::q4_k, ggml_type::q6_k,
+                                 ggml_type::f16,  ggml_type::bf16, ggml_type::f32};
 
 std::string type_name(ggml_type t) { return std::string(traits(t).name); }
 
 /// A random finite, moderate f16 value for a block scale.
 uint16_t random_scale(std::mt19937& rng) {
-  return fp32_to_fp16(std::ldexp(static_cast<float>(rng() % 1000 + 1) / 1000.0f,
-                                 -static_cast<int>(rng() % 12)));
+  return fp32_to_fp16(
+      std::ldexp(static_cast<float>(rng() % 1000 + 1) / 1000.0f, -static_cast<int>(rng() % 12)));
 }
 
 std::vector<float> random_floats(std::mt19937& rng, int64_t n) {
@@ -296,10 +302,10 @@ TEST_P(simd, block_integer_dots_are_bit_exact) {
 
 /// (type, n_in) cases with odd block counts and, for float types, odd lengths.
 std::vector<std::pair<ggml_type, int64_t>> matmul_cases() {
-  return {{ggml_type::q4_0, 32 * 7},  {ggml_type::q4_0, 2048}, {ggml_type::q8_0, 32 * 7},
+  return {{ggml_type::q4_0, 32 * 7},  {ggml_type::q4_0, 2048},    {ggml_type::q8_0, 32 * 7},
           {ggml_type::q8_0, 2048},    {ggml_type::q4_k, 256 * 3}, {ggml_type::q4_k, 2048},
-          {ggml_type::q6_k, 256 * 3}, {ggml_type::q6_k, 2048}, {ggml_type::f16, 229},
-          {ggml_type::f16, 2048},     {ggml_type::bf16, 229},  {ggml_type::bf16, 2048},
+          {ggml_type::q6_k, 256 * 3}, {ggml_type::q6_k, 2048},    {ggml_type::f16, 229},
+          {ggml_type::f16, 2048},     {ggml_type::bf16, 229},     {ggml_type::bf16, 2048},
           {ggml_type::f32, 229},      {ggml_type::f32, 1024}};
 }
 
@@ -311,8 +317,10 @@ TEST_P(simd, matmul_matches_scalar_within_nmse) {
       const auto w = random_weights(rng, type, n_out, n_in);
       const auto xq = random_activations(rng, type, n_tokens, n_in);
       std::vector<float> ref(n_out * n_tokens), got(n_out * n_tokens);
-      cpu::matmul(isa::scalar, type, w.data(), xq.data(), ref.data(), n_in, n_tokens, n_out, 0, n_out);
-      cpu::matmul(GetParam(), type, w.data(), xq.data(), got.data(), n_in, n_tokens, n_out, 0, n_out);
+      cpu::matmul(isa::scalar, type, w.data(), xq.data(), ref.data(), n_in, n_tokens, n_out, 0,
+                  n_out);
+      cpu::matmul(GetParam(), type, w.data(), xq.data(), got.data(), n_in, n_tokens, n_out, 0,
+                  n_out);
       // only the summation order of per-block float terms differs: a few ulps of the sum
       const double e = nmse(got, ref);
       EXPECT_LE(e, 1e-10) << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens;
@@ -340,21 +348,33 @@ TEST_P(simd, elements_do_not_depend_on_tokens_rows_or_tiles) {
       cpu::matmul(GetParam(), type, w.data(), xq.data(), split.data(), n_in, n_tokens, ldy, r0, r1);
       r0 = r1;
     }
-    // token subsets: each token alone, and a window of 5 starting at token 2
-    std::vector<float> window(ldy * 5, NAN);
-    cpu::matmul(GetParam(), type, w.data(), xq.data() + 2 * xs, window.data(), n_in, 5, ldy, 0, n_out);
+    // token windows (first, count), so that every tile width up to 6 gets used
+    const std::pair<int64_t, int64_t> windows[] = {{2, 5}, {9, 3}, {13, 2}, {0, 6}, {11, 4}};
+    std::vector<std::vector<float>> window_y;
+    for (auto [first, count] : windows) {
+      window_y.emplace_back(ldy * count, NAN);
+      cpu::matmul(GetParam(), type, w.data(), xq.data() + first * xs, window_y.back().data(), n_in,
+                  count, ldy, 0, n_out);
+    }
 
     for (int64_t t = 0; t < n_tokens; ++t) {
       std::vector<float> one(n_out, NAN);
-      cpu::matmul(GetParam(), type, w.data(), xq.data() + t * xs, one.data(), n_in, 1, n_out, 0, n_out);
+      cpu::matmul(GetParam(), type, w.data(), xq.data() + t * xs, one.data(), n_in, 1, n_out, 0,
+                  n_out);
       for (int64_t r = 0; r < n_out; ++r) {
         const float e = all[t * ldy + r];
-        const float dot = cpu::vec_dot(GetParam(), type, w.data() + r * ws, xq.data() + t * xs, n_in);
-        ASSERT_EQ(float_bits(e), float_bits(split[t * ldy + r])) << what << " t " << t << " r " << r;
+        const float dot =
+            cpu::vec_dot(GetParam(), type, w.data() + r * ws, xq.data() + t * xs, n_in);
+        ASSERT_EQ(float_bits(e), float_bits(split[t * ldy + r]))
+            << what << " t " << t << " r " << r;
         ASSERT_EQ(float_bits(e), float_bits(one[r])) << what << " t " << t << " r " << r;
         ASSERT_EQ(float_bits(e), float_bits(dot)) << what << " t " << t << " r " << r;
-        if (t >= 2 && t < 7) {
-          ASSERT_EQ(float_bits(e), float_bits(window[(t - 2) * ldy + r])) << what << " t " << t;
+        for (size_t i = 0; i < std::size(windows); ++i) {
+          const auto [first, count] = windows[i];
+          if (t >= first && t < first + count) {
+            ASSERT_EQ(float_bits(e), float_bits(window_y[i][(t - first) * ldy + r]))
+                << what << " t " << t << " window " << i;
+          }
         }
       }
     }
@@ -379,7 +399,8 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
     cpu::matmul(GetParam(), type, w.data(), xq.data(), all.data(), n_in, n_tokens, n_out, 0, n_out);
     for (int64_t t = 0; t < n_tokens; ++t) {
       std::vector<float> one(n_out);
-      cpu::matmul(GetParam(), type, w.data(), xq.data() + t * xs, one.data(), n_in, 1, n_out, 0, n_out);
+      cpu::matmul(GetParam(), type, w.data(), xq.data() + t * xs, one.data(), n_in, 1, n_out, 0,
+                  n_out);
       for (int64_t r = 0; r < n_out; ++r) {
         ASSERT_EQ(float_bits(all[t * n_out + r]), float_bits(one[r])) << type_name(type);
       }

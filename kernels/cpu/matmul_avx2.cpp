@@ -4,8 +4,9 @@
 // same float add, f16 from F16C's round-to-nearest-even, bf16 from the same integer
 // rounding. The dot products use vpmaddubsw (unsigned × signed bytes): Q4_0 and K-quant
 // nibbles are unsigned as stored (Q4_0's −8 comes back as −8·Σy from the prepared
-// activations), Q8_0 uses the sign trick. Each output element owns one 8-lane float
-// accumulator whose update sequence does not depend on the tile it is computed in.
+// activations), Q8_0 uses the sign trick. Each output element owns its 8-lane float
+// accumulators (two for Q4_0, Q8_0 and the float types, alternating), whose update
+// sequence does not depend on the tile it is computed in.
 #include <immintrin.h>
 
 #include <cmath>
@@ -109,7 +110,8 @@ void quantize_q8_k(const float* x, uint8_t* out, int64_t n) {
       }
       for (int j = 0; j < qk_k / 16; ++j) {
         // Σ of 16 bytes: sign-extend and add as i16 pairs
-        const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * j)));
+        const __m256i w =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * j)));
         __m128i s = _mm_add_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
         s = _mm_add_epi16(s, _mm_unpackhi_epi64(s, s));
         s = _mm_add_epi16(s, _mm_srli_epi64(s, 32));
@@ -139,13 +141,15 @@ void convert_bf16(const float* x, uint8_t* out, int64_t n) {
   for (; i + 8 <= n; i += 8) {
     const __m256i u = _mm256_castps_si256(_mm256_loadu_ps(x + i));
     const __m256i rounded = _mm256_srli_epi32(
-        _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
-                                             _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)))),
+        _mm256_add_epi32(
+            u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+                                _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)))),
         16);
     const __m256i nan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(64));
     const __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
                                               _mm256_set1_epi32(0x7f800000));
-    const __m256i h = _mm256_and_si256(_mm256_blendv_epi8(rounded, nan, is_nan), _mm256_set1_epi32(0xffff));
+    const __m256i h =
+        _mm256_and_si256(_mm256_blendv_epi8(rounded, nan, is_nan), _mm256_set1_epi32(0xffff));
     const __m128i p = _mm_packus_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), p);
   }
@@ -177,6 +181,17 @@ inline int32_t hsum_epi32(__m256i v) {
 
 inline __m256i ones16() { return _mm256_set1_epi16(1); }
 
+/// How far ahead of the weights being read they are prefetched (see matmul_avx512.cpp:
+/// from DRAM the hardware prefetcher alone falls behind once activations fill L1).
+constexpr int64_t prefetch_distance = 8192;
+
+/// Prefetches the lines of [p, p + bytes) a prefetch distance ahead.
+inline void prefetch_ahead(const uint8_t* p, int64_t bytes) {
+  for (int64_t o = 0; o < bytes; o += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + prefetch_distance + o), _MM_HINT_T0);
+  }
+}
+
 /// 8 copies of an f16 scale as floats.
 inline __m256 bcast_half(const uint8_t* p) {
   uint16_t h;
@@ -203,8 +218,8 @@ static_assert(sizeof(q8_prep) == 96);
 
 template <bool q4>
 struct kernel_q8_blocks {
-  static constexpr int max_rows_1 = 4;
-  static constexpr int max_rows = 2;
+  static constexpr int max_rows_1 = 1;  // decode: one sequential stream reads fastest
+  static constexpr int max_rows = 1;
   static constexpr int max_tokens = 4;
   static constexpr size_t block_bytes = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
 
@@ -216,7 +231,8 @@ struct kernel_q8_blocks {
       const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
       _mm256_store_si256(reinterpret_cast<__m256i*>(o[i].qs), y);
       const __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), y), ones16());
-      _mm256_store_si256(reinterpret_cast<__m256i*>(o[i].corr), _mm256_sub_epi32(_mm256_setzero_si256(), s4));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(o[i].corr),
+                         _mm256_sub_epi32(_mm256_setzero_si256(), s4));
       _mm256_store_ps(o[i].d, bcast_half(b));
     }
   }
@@ -247,32 +263,47 @@ struct kernel_q8_blocks {
     }
   }
 
+  /// acc[r][t][i % 2] += lanes · (dx · dy) for block i: two accumulators per element, so
+  /// a lone row (decode) is not bound by the latency of one chain of adds.
   template <int NR, int NT>
   void tile(const tile_args& a) const {
-    __m256 acc[NR][NT];
+    __m256 acc[NR][NT][2];
     for (int r = 0; r < NR; ++r) {
       for (int t = 0; t < NT; ++t) {
-        acc[r][t] = _mm256_setzero_ps();
+        acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
       }
     }
-    for (int64_t i = 0; i < a.n_in / 32; ++i) {
+    // j is a constant in every call, so the accumulators stay in registers
+    auto step = [&]<int j>(int64_t i) {
       __m256i u[NR], s[NR];
       __m256 dx[NR];
       for (int r = 0; r < NR; ++r) {
-        unpack(a.w + r * a.w_stride + i * block_bytes, u[r], s[r], dx[r]);
+        const uint8_t* wp = a.w + r * a.w_stride + i * block_bytes;
+        prefetch_ahead(wp, block_bytes);
+        unpack(wp, u[r], s[r], dx[r]);
       }
       for (int t = 0; t < NT; ++t) {
         const auto& y = reinterpret_cast<const q8_prep*>(a.x + t * a.x_stride)[i];
         const __m256 dy = _mm256_load_ps(y.d);
         for (int r = 0; r < NR; ++r) {
           const __m256 sc = _mm256_mul_ps(dx[r], dy);
-          acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes(u[r], s[r], y)), sc, acc[r][t]);
+          acc[r][t][j] =
+              _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes(u[r], s[r], y)), sc, acc[r][t][j]);
         }
       }
+    };
+    const int64_t nb = a.n_in / 32;
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+      step.template operator()<0>(i);
+      step.template operator()<1>(i + 1);
+    }
+    if (i < nb) {
+      step.template operator()<0>(i);
     }
     for (int t = 0; t < NT; ++t) {
       for (int r = 0; r < NR; ++r) {
-        a.y[t * a.ldy + r] = hsum(acc[r][t]);
+        a.y[t * a.ldy + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
       }
     }
   }
@@ -312,13 +343,14 @@ inline __m256i bcast_pair_i16(__m128i v8, int lo, int hi) {
 
 struct q4_k_row {
   const uint8_t* qs;
-  __m128i sm;     // sc0..sc7, m0..m7 (bytes, all < 64)
-  __m256i mdup;   // each min twice, as i16
+  __m128i sm;    // sc0..sc7, m0..m7 (bytes, all < 64)
+  __m256i mdup;  // each min twice, as i16
   float d, dmin;
 
   void load(const uint8_t* b) {
     sm = q4_k_scales_mins(b + offsetof(block_q4_k, scales));
-    mdup = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    mdup = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
+        sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
     d = half(b + offsetof(block_q4_k, d));
     dmin = half(b + offsetof(block_q4_k, dmin));
     qs = b + offsetof(block_q4_k, qs);
@@ -348,16 +380,26 @@ struct q6_k_row {
   /// Group g (0..7) = elements 32g .. 32g + 31 as q + 32 (0..63).
   __m256i group(int g) const {
     const int n = g / 4, k = g % 4;
-    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * n + 32 * (k % 2)));
+    const __m256i l =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * n + 32 * (k % 2)));
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * n));
-    const __m256i lo = _mm256_and_si256(k < 2 ? l : _mm256_srli_epi16(l, 4), _mm256_set1_epi8(0x0f));
+    const __m256i lo =
+        _mm256_and_si256(k < 2 ? l : _mm256_srli_epi16(l, 4), _mm256_set1_epi8(0x0f));
     // qh bits 2k, 2k + 1 to bits 4, 5
     __m256i hi;
     switch (k) {
-      case 0: hi = _mm256_slli_epi16(h, 4); break;
-      case 1: hi = _mm256_slli_epi16(h, 2); break;
-      case 2: hi = h; break;
-      default: hi = _mm256_srli_epi16(h, 2); break;
+      case 0:
+        hi = _mm256_slli_epi16(h, 4);
+        break;
+      case 1:
+        hi = _mm256_slli_epi16(h, 2);
+        break;
+      case 2:
+        hi = h;
+        break;
+      default:
+        hi = _mm256_srli_epi16(h, 2);
+        break;
     }
     return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
   }
@@ -373,9 +415,9 @@ inline __m256i k_lanes_group(const Row& w, int g, __m256i u, const int8_t* yqs, 
 template <bool q6>
 struct kernel_k {
   using row = std::conditional_t<q6, q6_k_row, q4_k_row>;
-  static constexpr int max_rows_1 = 4;
-  static constexpr int max_rows = 2;
-  static constexpr int max_tokens = 2;
+  static constexpr int max_rows_1 = 1;
+  static constexpr int max_rows = 1;  // 16 registers: an int and a float sum per element
+  static constexpr int max_tokens = 4;
   static constexpr size_t block_bytes = q6 ? sizeof(block_q6_k) : sizeof(block_q4_k);
 
   size_t prep_bytes(int64_t) const { return 0; }
@@ -400,7 +442,9 @@ struct kernel_k {
     for (int64_t i = 0; i < a.n_in / qk_k; ++i) {
       row w[NR];
       for (int r = 0; r < NR; ++r) {
-        w[r].load(a.w + r * a.w_stride + i * block_bytes);
+        const uint8_t* wp = a.w + r * a.w_stride + i * block_bytes;
+        prefetch_ahead(wp, block_bytes);
+        w[r].load(wp);
       }
       const block_q8_k* y[NT];
       for (int t = 0; t < NT; ++t) {
@@ -466,13 +510,15 @@ enum class fkind { f32, f16, bf16 };
 
 template <fkind K>
 struct kernel_float {
-  static constexpr int max_rows_1 = 4;
-  static constexpr int max_rows = 3;
-  static constexpr int max_tokens = 4;
+  static constexpr int max_rows_1 = 1;
+  static constexpr int max_rows = 1;
+  static constexpr int max_tokens = 6;
   static constexpr size_t elt = K == fkind::f32 ? 4 : 2;
 
   // padded with zeros to a multiple of 8, so tiles load whole registers
-  size_t prep_bytes(int64_t n_in) const { return K == fkind::f32 ? 0 : (n_in + 7) / 8 * 8 * sizeof(float); }
+  size_t prep_bytes(int64_t n_in) const {
+    return K == fkind::f32 ? 0 : (n_in + 7) / 8 * 8 * sizeof(float);
+  }
   void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
     auto* o = reinterpret_cast<float*>(out);
     for (int64_t k = 0; k < n_in; k += 8) {
@@ -480,52 +526,78 @@ struct kernel_float {
     }
   }
 
-  /// 8 values from element k of a row of n as floats, zeros past n.
-  static __m256 widen(const uint8_t* p, int64_t k, int64_t n) {
-    if (k + 8 > n) {
-      // the tail through a zeroed copy: the same lanes, the same zeros, every tile
-      alignas(32) uint8_t buf[32] = {};
-      std::memcpy(buf, p + k * elt, static_cast<size_t>(n - k) * elt);
-      return widen(buf, 0, 8);
-    }
+  /// 8 whole values at p as floats.
+  static __m256 load8(const uint8_t* p) {
     if constexpr (K == fkind::f32) {
-      return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + k);
+      return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
     } else if constexpr (K == fkind::f16) {
-      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * k)));
+      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     } else {
       return _mm256_castsi256_ps(_mm256_slli_epi32(
-          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * k))), 16));
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
     }
   }
 
+  /// 8 values from element k of a row of n as floats, zeros past n: the tail goes
+  /// through a zeroed copy, the same lanes and the same zeros in every tile.
+  static __m256 widen(const uint8_t* p, int64_t k, int64_t n) {
+    if (k + 8 <= n) {
+      return load8(p + k * elt);
+    }
+    alignas(32) uint8_t buf[32] = {};
+    std::memcpy(buf, p + k * elt, static_cast<size_t>(n - k) * elt);
+    return load8(buf);
+  }
+
+  /// acc[r][t][(k / 8) % 2] += w · x: two accumulators per element.
   template <int NR, int NT>
   void tile(const tile_args& a) const {
-    __m256 acc[NR][NT];
+    __m256 acc[NR][NT][2];
     for (int r = 0; r < NR; ++r) {
       for (int t = 0; t < NT; ++t) {
-        acc[r][t] = _mm256_setzero_ps();
+        acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
       }
     }
-    for (int64_t k = 0; k < a.n_in; k += 8) {
+    // j is a constant in every call, so the accumulators stay in registers
+    auto step = [&]<int j>(int64_t k, bool full) {
       __m256 w[NR];
       for (int r = 0; r < NR; ++r) {
-        w[r] = widen(a.w + r * a.w_stride, k, a.n_in);
+        const uint8_t* wr = a.w + r * a.w_stride;
+        if ((k * elt) % 64 == 0) {
+          prefetch_ahead(wr + k * elt, 64);
+        }
+        w[r] = full ? load8(wr + k * elt) : widen(wr, k, a.n_in);
       }
       for (int t = 0; t < NT; ++t) {
+        const uint8_t* xr = a.x + t * a.x_stride;
         __m256 x;
         if constexpr (K == fkind::f32) {
-          x = widen(a.x + t * a.x_stride, k, a.n_in);
+          x = full ? load8(xr + k * elt) : widen(xr, k, a.n_in);
         } else {
-          x = _mm256_load_ps(reinterpret_cast<const float*>(a.x + t * a.x_stride) + k);
+          x = _mm256_load_ps(reinterpret_cast<const float*>(xr) + k);  // padded
         }
         for (int r = 0; r < NR; ++r) {
-          acc[r][t] = _mm256_fmadd_ps(w[r], x, acc[r][t]);
+          acc[r][t][j] = _mm256_fmadd_ps(w[r], x, acc[r][t][j]);
         }
       }
+    };
+    int64_t k = 0;
+    for (; k + 16 <= a.n_in; k += 16) {
+      step.template operator()<0>(k, true);
+      step.template operator()<1>(k + 8, true);
+    }
+    if (k + 8 <= a.n_in) {
+      step.template operator()<0>(k, true);
+      k += 8;
+      if (k < a.n_in) {
+        step.template operator()<1>(k, false);
+      }
+    } else if (k < a.n_in) {
+      step.template operator()<0>(k, false);
     }
     for (int t = 0; t < NT; ++t) {
       for (int r = 0; r < NR; ++r) {
-        a.y[t * a.ldy + r] = hsum(acc[r][t]);
+        a.y[t * a.ldy + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
       }
     }
   }
@@ -555,19 +627,24 @@ void matmul_avx2(ggml_type weight, const void* w, const void* xq, float* y, int6
   const size_t xs = activation_row_bytes(weight, n_in);
   switch (weight) {
     case ggml_type::q4_0:
-      return run_matmul(kernel_q8_blocks<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_q8_blocks<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     case ggml_type::q8_0:
-      return run_matmul(kernel_q8_blocks<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_q8_blocks<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     case ggml_type::q4_k:
       return run_matmul(kernel_k<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q6_k:
       return run_matmul(kernel_k<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::f16:
-      return run_matmul(kernel_float<fkind::f16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_float<fkind::f16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     case ggml_type::bf16:
-      return run_matmul(kernel_float<fkind::bf16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_float<fkind::bf16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     case ggml_type::f32:
-      return run_matmul(kernel_float<fkind::f32>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_float<fkind::f32>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     default:
       std::abort();
   }

@@ -2,8 +2,12 @@
 // Integer dot products use vpdpbusd (unsigned × signed bytes): Q4_0 nibbles are unsigned
 // as stored and Q8_0 weights are made unsigned by +128; the activation-only correction
 // (−8·Σy or −128·Σy per 4 bytes) starts the accumulator. K-quants use vpmaddubsw then
-// vpdpwssd with the sub-block scales. Each output element owns one 16-lane float
-// accumulator whose update sequence does not depend on the tile it is computed in.
+// vpdpwssd with the sub-block scales. Each output element owns its 16-lane float
+// accumulators (two for Q4_0, Q8_0 and the float types, alternating, so that one row
+// alone is not bound by the latency of one chain), whose update sequence does not
+// depend on the tile it is computed in. Decode tiles are one row: from DRAM one
+// sequential stream (with software prefetch) reads faster on Zen 4 than several.
+
 // GCC 12's AVX-512 headers start results from _mm512_undefined_*() and warn on it
 // (GCC bug 105593); the warning says nothing about this file.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -47,10 +51,17 @@ static_assert(sizeof(q8_pair) == 192);
 
 constexpr int64_t n_pairs(int64_t n_in) { return (n_in / 32 + 1) / 2; }
 
-/// Bytes ahead of the weights being read that are prefetched: from DRAM the kernels are
-/// too dense in instructions for the out-of-order window alone to keep enough lines in
-/// flight. Past a row's end the prefetch runs into the next rows, which come next.
-constexpr int prefetch_distance = 2048;
+/// How far ahead of the weights being read they are prefetched. Measured on Zen 4 from
+/// DRAM: the hardware prefetcher alone keeps too few lines in flight once the activations
+/// take a good part of L1 (n_in = 8192 streamed at 18 GB/s, 30 GB/s with this).
+constexpr int64_t prefetch_distance = 8192;
+
+/// Prefetches the lines of [p, p + bytes) a prefetch distance ahead.
+inline void prefetch_ahead(const uint8_t* p, int64_t bytes) {
+  for (int64_t o = 0; o < bytes; o += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + prefetch_distance + o), _MM_HINT_T0);
+  }
+}
 
 /// Words of a Q8_0 pair as two registers: z0 = bytes 0..63, z1 = bytes 64..67.
 /// Word 0 = d0, 1..16 = qs0, 17 = d1, 18..33 = qs1. `both` = the second block exists.
@@ -85,16 +96,15 @@ inline __m512i idx_q8_for_q4() {
 
 /// Halves of the two scales (words w0, w1) spread as each dword lane's block needs them.
 inline __m256 pair_scales(__m512i z, const int16_t* idx) {
-  const __m512i d = _mm512_permutexvar_epi16(_mm512_castsi256_si512(_mm256_load_si256(
-                                                 reinterpret_cast<const __m256i*>(idx))),
-                                             z);
+  const __m512i d = _mm512_permutexvar_epi16(
+      _mm512_castsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx))), z);
   return _mm256_castsi256_ps(_mm512_castsi512_si256(d));  // bits only; converted below
 }
 
 alignas(32) const int16_t idx_d_q8_0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
 alignas(32) const int16_t idx_d_q4_0[16] = {0, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 9, 9, 9, 9};
 alignas(32) const int16_t idx_d_q8_for_q4[16] = {0, 0, 0, 0, 17, 17, 17, 17,
-                                                0, 0, 0, 0, 17, 17, 17, 17};
+                                                 0, 0, 0, 0, 17, 17, 17, 17};
 
 inline __m512 cvt_halves(__m256 bits) { return _mm512_cvtph_ps(_mm256_castps_si256(bits)); }
 
@@ -121,11 +131,14 @@ void prep_q8_pairs(const uint8_t* xq, uint8_t* out, int64_t n_in, bool q4_order,
 inline void unpack_q4_0_pair(const uint8_t* p, bool both, __m512i& u, __m512& d) {
   // words 0..15 = bytes 0..31, words 16..23 = bytes 20..35 (qs1 at 16..23); masked loads
   // only for a lone last block: from DRAM they stall the stream (Zen 4)
-  alignas(64) static const int16_t idx[32] = {1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22, 23,
-                                              1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22, 23};
-  const __m512i z = both ? _mm512_inserti32x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
-                                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 20)), 2)
-                         : _mm512_maskz_loadu_epi16(0x1ff, p);
+  alignas(64) static const int16_t idx[32] = {1,  2,  3,  4,  5,  6,  7,  8,  16, 17, 18,
+                                              19, 20, 21, 22, 23, 1,  2,  3,  4,  5,  6,
+                                              7,  8,  16, 17, 18, 19, 20, 21, 22, 23};
+  const __m512i z =
+      both ? _mm512_inserti32x4(
+                 _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 20)), 2)
+           : _mm512_maskz_loadu_epi16(0x1ff, p);
   const __m512i q = _mm512_permutexvar_epi16(_mm512_load_si512(idx), z);
   u = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xffff0000u, q, 4), _mm512_set1_epi8(0x0f));
   d = cvt_halves(pair_scales(z, idx_d_q4_0));
@@ -171,19 +184,21 @@ struct kernel_q8_pairs {
   template <int NR, int NT>
   void tile(const tile_args& a) const {
     const int64_t nb = a.n_in / 32;
-    const int64_t np = n_pairs(a.n_in);
     __m512 acc[NR][NT][2];
     for (int r = 0; r < NR; ++r) {
       for (int t = 0; t < NT; ++t) {
         acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
       }
     }
-    auto step = [&](int64_t p, int j) {
-      const bool both = 2 * p + 1 < nb;
+    // j (= p % 2) and `both` are constants in every call, so the accumulators stay in
+    // registers and only a lone last block takes the masked path
+    auto step = [&]<int j, bool both>(int64_t p) {
       __m512i u[NR];
       __m512 dx[NR];
       for (int r = 0; r < NR; ++r) {
-        unpack(a.w + r * a.w_stride + 2 * p * block_bytes, both, u[r], dx[r]);
+        const uint8_t* wp = a.w + r * a.w_stride + 2 * p * block_bytes;
+        prefetch_ahead(wp, 2 * block_bytes);
+        unpack(wp, both, u[r], dx[r]);
       }
       for (int t = 0; t < NT; ++t) {
         const auto& y = reinterpret_cast<const q8_pair*>(a.x + t * a.x_stride)[p];
@@ -194,13 +209,19 @@ struct kernel_q8_pairs {
         }
       }
     };
+    const int64_t full = nb / 2;
     int64_t p = 0;
-    for (; p + 2 <= np; p += 2) {
-      step(p, 0);
-      step(p + 1, 1);
+    for (; p + 2 <= full; p += 2) {
+      step.template operator()<0, true>(p);
+      step.template operator()<1, true>(p + 1);
     }
-    if (p < np) {
-      step(p, 0);
+    if (p < full) {
+      step.template operator()<0, true>(p++);
+      if (nb % 2 != 0) {
+        step.template operator()<1, false>(p);
+      }
+    } else if (nb % 2 != 0) {
+      step.template operator()<0, false>(p);
     }
     for (int t = 0; t < NT; ++t) {
       for (int r = 0; r < NR; ++r) {
@@ -237,34 +258,47 @@ struct kernel_q8_pairs {
 
 inline __m512i load_idx32(const int16_t* idx) { return _mm512_loadu_si512(idx); }
 
-/// Per-chunk (64 elements) word indices into [sc0..sc7, m0..m7] giving the i16 scale of
-/// each vpmaddubsw lane: lanes 0..15 are sub-block 2c, lanes 16..31 sub-block 2c + 1.
-alignas(64) const int16_t idx_q4_k_sc[4][32] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-    {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5},
-    {6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
-/// Each min twice, to meet the pairs of 16-sums (bsums) of its 32 elements.
-alignas(32) const int16_t idx_q4_k_min[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
+/// vpshufb controls over [sc0..sc7, m0..m7] (in every 128-bit lane) giving chunk c's
+/// scales as i16: lanes 0..15 (bytes 0..31) sub-block 2c, lanes 16..31 sub-block 2c + 1.
+inline __m512i q4_k_scale_ctrl(int c) {
+  const int64_t lo = 0x8000800080008000LL | (0x0001000100010001LL * (2 * c));
+  const int64_t hi = 0x8000800080008000LL | (0x0001000100010001LL * (2 * c + 1));
+  return _mm512_set_epi64(hi, hi, hi, hi, lo, lo, lo, lo);
+}
+/// Each min twice as i16, to meet the pairs of 16-sums (bsums) of its 32 elements.
+inline __m256i q4_k_min_ctrl() {
+  return _mm256_setr_epi8(8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11,
+                          -128, 12, -128, 12, -128, 13, -128, 13, -128, 14, -128, 14, -128, 15,
+                          -128, 15, -128);
+}
 
 /// Q6_K: lane i of chunk c has sub-block 4c + i / 8.
 alignas(64) const int16_t idx_q6_k_sc[4][32] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+     2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5,
+     6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8,  8,  8,  8,  8,  8,  8,  8,  9,  9,  9,  9,  9,  9,  9,  9,
+     10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13,
+     14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
 
-/// [sc0..sc7, m0..m7] as i16, from a Q4_K block's 12 packed bytes (ggml's utmp shuffle).
-inline __m256i q4_k_scales_mins(const uint8_t* scales) {
-  constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
-  uint32_t utmp[4];
-  std::memcpy(utmp, scales, 12);
-  utmp[3] = ((utmp[2] >> 4) & kmask2) | (((utmp[1] >> 6) & kmask3) << 4);
-  const uint32_t uaux = utmp[1] & kmask1;
-  utmp[1] = (utmp[2] & kmask2) | (((utmp[0] >> 6) & kmask3) << 4);
-  utmp[2] = uaux;
-  utmp[0] &= kmask1;
-  return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(utmp)));
+/// [sc0..sc7, m0..m7] as bytes from the first 16 bytes of a Q4_K block (d, dmin, then
+/// the 12 packed bytes q0..q11): sc_j = q_j & 63, m_j = q_(j+4) & 63 for j < 4;
+/// sc_j = (q_(j+4) & 15) | (q_(j-4) >> 6) << 4, m_j = (q_(j+4) >> 4) | (q_j >> 6) << 4 else.
+inline __m128i q4_k_scales_mins(__m128i head) {
+  constexpr char z = -128;  // vpshufb: zero byte
+  const __m128i low = _mm_and_si128(
+      _mm_shuffle_epi8(head, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, z, z, z, z)),
+      _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+  const __m128i nib =
+      _mm_shuffle_epi8(_mm_and_si128(_mm_srli_epi16(head, 4), _mm_set1_epi8(0x0f)),
+                       _mm_setr_epi8(z, z, z, z, z, z, z, z, z, z, z, z, 12, 13, 14, 15));
+  // (q >> 6) << 4 is (q >> 2) & 0x30
+  const __m128i top =
+      _mm_shuffle_epi8(_mm_and_si128(_mm_srli_epi16(head, 2), _mm_set1_epi8(0x30)),
+                       _mm_setr_epi8(z, z, z, z, 4, 5, 6, 7, z, z, z, z, 8, 9, 10, 11));
+  return _mm_or_si128(_mm_or_si128(low, nib), top);
 }
 
 inline float half(const uint8_t* p) {
@@ -276,31 +310,32 @@ inline float half(const uint8_t* p) {
 /// One Q4_K row's super-block, unpacked once and shared by the tile's tokens.
 struct q4_k_row {
   const uint8_t* qs;
-  __m512i sm;     // [sc0..sc7, m0..m7] as i16 in the low 256 bits
-  __m256i mdup;   // each min twice
-  float d, dmin;
+  __m512i sm;    // [sc0..sc7, m0..m7] bytes in every 128-bit lane
+  __m256i mdup;  // each min twice, as i16
+  __m128 dm;     // d, dmin
 
   void load(const uint8_t* b) {
-    const __m256i s = q4_k_scales_mins(b + offsetof(block_q4_k, scales));
-    sm = _mm512_castsi256_si512(s);
-    mdup = _mm256_permutexvar_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx_q4_k_min)), s);
-    d = half(b + offsetof(block_q4_k, d));
-    dmin = half(b + offsetof(block_q4_k, dmin));
+    static_assert(offsetof(block_q4_k, scales) == 4);
+    const __m128i head = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+    sm = _mm512_broadcast_i32x4(q4_k_scales_mins(head));
+    mdup = _mm256_shuffle_epi8(_mm512_castsi512_si256(sm), q4_k_min_ctrl());
+    dm = _mm_cvtph_ps(head);  // lanes 0, 1: d, dmin
     qs = b + offsetof(block_q4_k, qs);
   }
   /// Elements 64c .. 64c + 63 as unsigned bytes, natural order.
   __m512i chunk(int c) const {
-    const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c)));
+    const __m512i q =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c)));
     return _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xffff0000u, q, 4), _mm512_set1_epi8(0x0f));
   }
-  __m512i scales(int c) const { return _mm512_permutexvar_epi16(load_idx32(idx_q4_k_sc[c]), sm); }
+  __m512i scales(int c) const { return _mm512_shuffle_epi8(sm, q4_k_scale_ctrl(c)); }
 };
 
 /// One Q6_K row's super-block.
 struct q6_k_row {
   const uint8_t* ql;
   const uint8_t* qh;
-  __m512i sc;   // 16 scales as i16 in the low 256 bits
+  __m512i sc;  // 16 scales as i16 in the low 256 bits
   float d;
 
   void load(const uint8_t* b) {
@@ -314,7 +349,8 @@ struct q6_k_row {
   __m512i chunk(int c) const {
     const int n = c / 2;
     const __m512i l = _mm512_loadu_si512(ql + 64 * n);
-    const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * n)));
+    const __m512i h =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * n)));
     // qh bits (0,1), (2,3), (4,5), (6,7) of element groups 0..3 go to bits 4, 5
     __m512i lo, hi;
     if (c % 2 == 0) {
@@ -330,8 +366,8 @@ struct q6_k_row {
   __m512i scales(int c) const { return _mm512_permutexvar_epi16(load_idx32(idx_q6_k_sc[c]), sc); }
 };
 
-/// The exact integer lanes of one super-block: Σ lanes = Σ scale · Σ q · y (Q6_K with its
-/// −32 offset already taken out); for Q4_K also the 8 lanes of Σ min · bsum.
+/// acc + chunk c's exact integer lanes: over a super-block's 4 chunks, Σ lanes =
+/// Σ scale · Σ q · y (for Q6_K with q + 32, the offset taken out by finish_q6).
 template <class Row>
 inline __m512i k_lanes_chunk(const Row& w, int c, __m512i u, const uint8_t* yqs, __m512i acc) {
   const __m512i y = _mm512_loadu_si512(yqs + 64 * c);
@@ -372,7 +408,9 @@ struct kernel_k {
     for (int64_t i = 0; i < nb; ++i) {
       row w[NR];
       for (int r = 0; r < NR; ++r) {
-        w[r].load(a.w + r * a.w_stride + i * block_bytes);
+        const uint8_t* wp = a.w + r * a.w_stride + i * block_bytes;
+        prefetch_ahead(wp, block_bytes);
+        w[r].load(wp);
       }
       const block_q8_k* y[NT];
       for (int t = 0; t < NT; ++t) {
@@ -388,7 +426,8 @@ struct kernel_k {
         for (int r = 0; r < NR; ++r) {
           const __m512i u = w[r].chunk(c);
           for (int t = 0; t < NT; ++t) {
-            ia[r][t] = k_lanes_chunk(w[r], c, u, reinterpret_cast<const uint8_t*>(y[t]->qs), ia[r][t]);
+            ia[r][t] =
+                k_lanes_chunk(w[r], c, u, reinterpret_cast<const uint8_t*>(y[t]->qs), ia[r][t]);
           }
         }
       }
@@ -398,10 +437,12 @@ struct kernel_k {
             const __m512 f = _mm512_cvtepi32_ps(finish_q6(w[r], *y[t], ia[r][t]));
             acc[r][t] = _mm512_fmadd_ps(f, _mm512_set1_ps(w[r].d * y[t]->d), acc[r][t]);
           } else {
+            // [d · dy, dmin · dy]
+            const __m128 s = _mm_mul_ps(w[r].dm, _mm_set1_ps(y[t]->d));
             const __m512 f = _mm512_cvtepi32_ps(ia[r][t]);
-            acc[r][t] = _mm512_fmadd_ps(f, _mm512_set1_ps(w[r].d * y[t]->d), acc[r][t]);
+            acc[r][t] = _mm512_fmadd_ps(f, _mm512_broadcastss_ps(s), acc[r][t]);
             const __m512 m = _mm512_cvtepi32_ps(_mm512_zextsi256_si512(min_lanes(w[r], *y[t])));
-            acc[r][t] = _mm512_fnmadd_ps(m, _mm512_set1_ps(w[r].dmin * y[t]->d), acc[r][t]);
+            acc[r][t] = _mm512_fnmadd_ps(m, _mm512_broadcastss_ps(_mm_movehdup_ps(s)), acc[r][t]);
           }
         }
       }
@@ -475,7 +516,8 @@ struct kernel_float {
     } else if constexpr (K == fkind::f16) {
       return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
     } else {
-      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+      return _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
     }
   }
 
@@ -488,10 +530,15 @@ struct kernel_float {
         acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
       }
     }
-    auto step = [&](int64_t k, __mmask16 m, int j) {
+    // j is a constant in every call, so the accumulators stay in registers
+    auto step = [&]<int j>(int64_t k, __mmask16 m) {
       __m512 w[NR];
       for (int r = 0; r < NR; ++r) {
-        w[r] = widen(a.w + r * a.w_stride + k * elt, m);
+        const uint8_t* wp = a.w + r * a.w_stride + k * elt;
+        if (elt == 4 || j == 0) {
+          prefetch_ahead(wp, 64);  // a line per 64 bytes of weights
+        }
+        w[r] = widen(wp, m);
       }
       for (int t = 0; t < NT; ++t) {
         const uint8_t* xp = a.x + t * a.x_stride + k * 4;
@@ -503,15 +550,17 @@ struct kernel_float {
     };
     int64_t k = 0;
     for (; k + 32 <= a.n_in; k += 32) {
-      step(k, 0xffff, 0);
-      step(k + 16, 0xffff, 1);
+      step.template operator()<0>(k, 0xffff);
+      step.template operator()<1>(k + 16, 0xffff);
     }
     if (k + 16 <= a.n_in) {
-      step(k, 0xffff, 0);
+      step.template operator()<0>(k, 0xffff);
       k += 16;
-    }
-    if (k < a.n_in) {
-      step(k, tail_mask(a.n_in - k), static_cast<int>((k / 16) % 2));
+      if (k < a.n_in) {
+        step.template operator()<1>(k, tail_mask(a.n_in - k));
+      }
+    } else if (k < a.n_in) {
+      step.template operator()<0>(k, tail_mask(a.n_in - k));
     }
     for (int t = 0; t < NT; ++t) {
       for (int r = 0; r < NR; ++r) {
@@ -530,17 +579,21 @@ void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, in
     case ggml_type::q4_0:
       return run_matmul(kernel_q8_pairs<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q8_0:
-      return run_matmul(kernel_q8_pairs<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_q8_pairs<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     case ggml_type::q4_k:
       return run_matmul(kernel_k<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q6_k:
       return run_matmul(kernel_k<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::f16:
-      return run_matmul(kernel_float<fkind::f16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_float<fkind::f16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     case ggml_type::bf16:
-      return run_matmul(kernel_float<fkind::bf16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_float<fkind::bf16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     case ggml_type::f32:
-      return run_matmul(kernel_float<fkind::f32>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_float<fkind::f32>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     default:
       std::abort();
   }

@@ -27,8 +27,8 @@ void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row,
 
 void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
                    int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1);
-void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_row,
-                           int64_t n_in, int32_t* out);
+void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
+                           int32_t* out);
 
 // -- scratch --------------------------------------------------------------------
 
@@ -71,9 +71,8 @@ struct tile_args {
 ///   template <int NR, int NT> void tile(const tile_args&) const;
 /// Rows are visited in blocks that stay in L2 while every token tile passes over them.
 template <class K>
-void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, float* y,
-                int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
-                size_t xq_stride) {
+void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
+                int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, size_t xq_stride) {
   constexpr int mt = K::max_tokens;
   constexpr int mr = std::max(K::max_rows_1, K::max_rows);
   using tile_fn = void (*)(const K&, const tile_args&);
@@ -81,7 +80,8 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, flo
   static constexpr auto table = []<int... I>(std::integer_sequence<int, I...>) {
     return std::array<tile_fn, sizeof...(I)>{
         [](const K& kk, const tile_args& a) { kk.template tile<I / mt + 1, I % mt + 1>(a); }...};
-  }(std::make_integer_sequence<int, mr * mt>{});
+  }
+  (std::make_integer_sequence<int, mr * mt>{});
 
   const size_t w_stride = row_bytes(weight, static_cast<uint64_t>(n_in));
   const uint8_t* x = static_cast<const uint8_t*>(xq);
@@ -107,8 +107,8 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, flo
       const int rows = nt == 1 ? K::max_rows_1 : K::max_rows;
       for (int64_t r = rb; r < re; r += rows) {
         const int nr = static_cast<int>(std::min<int64_t>(rows, re - r));
-        const tile_args a{wb + r * w_stride, w_stride, x + t * x_stride, x_stride,
-                          y + t * ldy + r,   ldy,      n_in};
+        const tile_args a{
+            wb + r * w_stride, w_stride, x + t * x_stride, x_stride, y + t * ldy + r, ldy, n_in};
         table[static_cast<size_t>((nr - 1) * mt + (nt - 1))](k, a);
       }
     }

@@ -1,0 +1,92 @@
+// admission.hpp.
+#include "actors/admission.hpp"
+
+#include <map>
+
+namespace baton {
+
+admission decide(const admission_config& cfg, const gen_request& r, int32_t in_system,
+                 int32_t key_count) {
+  const auto n_prompt = static_cast<int64_t>(r.prompt.size());
+  const int64_t total = n_prompt + r.max_tokens;
+  if (r.prompt.empty()) {
+    return {"never", "empty prompt", 0};
+  }
+  if (r.max_tokens < 1) {
+    return {"never", "max_tokens (" + std::to_string(r.max_tokens) + ") must be >= 1", 0};
+  }
+  if (total > cfg.n_ctx) {
+    return {"never",
+            "context length: prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
+                std::to_string(r.max_tokens) + ") = " + std::to_string(total) +
+                " exceeds the context length (" + std::to_string(cfg.n_ctx) + ")",
+            0};
+  }
+  if (cfg.kv_capacity_tokens > 0 && total > cfg.kv_capacity_tokens) {
+    return {"never",
+            "kv cache: prompt + max_tokens = " + std::to_string(total) +
+                " tokens exceeds the KV cache (" + std::to_string(cfg.kv_capacity_tokens) +
+                " tokens)",
+            0};
+  }
+  if (auto v = r.sampling.validate(); !v) {
+    return {"never", v.err().message, 0};
+  }
+  if (in_system >= cfg.max_num_seqs + cfg.max_queue) {
+    return {"never", "queue full", 1};
+  }
+  if (cfg.max_per_key > 0 && key_count >= cfg.max_per_key) {
+    return {"never",
+            "key quota: " + std::to_string(key_count) + " requests of this key in flight (limit " +
+                std::to_string(cfg.max_per_key) + ")",
+            1};
+  }
+  return {"ok", "", 0};
+}
+
+namespace {
+
+struct admission_state {
+  admission_config cfg;
+  int32_t in_system = 0;
+  std::map<std::string, int32_t> per_key;
+  std::map<uint64_t, std::string> keys;  // admitted request -> key
+};
+
+admission_actor::behavior_type admission_impl(
+    admission_actor::stateful_pointer<admission_state> self, admission_config cfg) {
+  self->state.cfg = std::move(cfg);
+  return {
+      [=](submit_atom, gen_request& r, caf::actor& client) -> admission {
+        auto& st = self->state;
+        admission a = decide(st.cfg, r, st.in_system, st.per_key[r.key]);
+        if (a.decision == "ok") {
+          ++st.in_system;
+          ++st.per_key[r.key];
+          st.keys[r.id] = r.key;
+          self->send(st.cfg.router, submit_atom::value, std::move(r), client);
+        }
+        return a;
+      },
+      [=](done_atom, uint64_t id) {
+        auto& st = self->state;
+        auto it = st.keys.find(id);
+        if (it == st.keys.end()) {
+          return;
+        }
+        --st.in_system;
+        if (--st.per_key[it->second] == 0) {
+          st.per_key.erase(it->second);
+        }
+        st.keys.erase(it);
+      },
+  };
+}
+
+}  // namespace
+
+admission_actor spawn_admission(caf::actor_system& sys, admission_config cfg) {
+  return sys.spawn(admission_impl, std::move(cfg));
+}
+
+}  // namespace baton

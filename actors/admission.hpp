@@ -1,0 +1,29 @@
+// The admission actor: decides ok / never for each request before the router sees it.
+// It holds the concurrency limits (max_num_seqs running + max_queue waiting, beyond which:
+// "queue full" with a retry-after hint), a per-key concurrency quota so one client cannot
+// take the whole server, and the size checks (prompt + max_tokens within the context and
+// within the KV cache). Admitted requests go on to the router; the router reports each
+// finished one back, which frees its place.
+#pragma once
+
+#include "actors/messages.hpp"
+
+namespace baton {
+
+struct admission_config {
+  int32_t max_num_seqs = 256;
+  int32_t max_queue = 1024;
+  int32_t max_per_key = 0;        ///< 0: no per-key quota
+  int64_t n_ctx = 4096;           ///< per sequence
+  int64_t kv_capacity_tokens = 0; ///< blocks × block size: what one sequence can ever use
+  router_actor router;
+};
+
+admission_actor spawn_admission(caf::actor_system& sys, admission_config cfg);
+
+/// The decision alone (no actor), for tests: `in_system` admitted and not finished,
+/// `key_count` of this request's key.
+admission decide(const admission_config& cfg, const gen_request& r, int32_t in_system,
+                 int32_t key_count);
+
+}  // namespace baton

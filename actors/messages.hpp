@@ -1,0 +1,185 @@
+// Every message type and atom the actors exchange, in one header, each with an
+// `inspect()` and a registered type name so they cross process boundaries unchanged
+// (CAF 0.17: unannounced types compile but fail at run time across processes).
+// Activations never travel here: they go through runtime/transport.
+#pragma once
+
+#include <caf/all.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/sampler.hpp"
+
+namespace baton {
+
+// -- atoms (at most 10 characters) ----------------------------------------------
+
+using step_atom = caf::atom_constant<caf::atom("step")>;
+using result_atom = caf::atom_constant<caf::atom("result")>;
+using submit_atom = caf::atom_constant<caf::atom("submit")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using event_atom = caf::atom_constant<caf::atom("event")>;
+
+// -- requests and events -----------------------------------------------------------
+
+/// A generation request as the router sees it: already tokenized.
+struct gen_request {
+  uint64_t id = 0;
+  std::string key;                  ///< API key or client id, for per-key quotas
+  std::vector<int32_t> prompt;      ///< token ids, BOS included
+  int32_t max_tokens = 128;
+  sampling_params sampling;
+  std::vector<std::string> stop;    ///< stop strings
+  bool ignore_eos = false;
+};
+
+/// One streamed event of a request: a piece of text (with its token), or the end.
+struct gen_event {
+  uint64_t request_id = 0;
+  std::string text;                 ///< decoded text completed by this token (may be empty)
+  int32_t token = -1;               ///< -1 on the final event
+  std::string finish_reason;        ///< "", "stop", "length", "error", "cancelled"
+  std::string error;                ///< the message when finish_reason is "error"
+  int32_t prompt_tokens = 0;        ///< on the final event
+  int32_t completion_tokens = 0;
+  int32_t cached_tokens = 0;        ///< prompt tokens served from the prefix cache
+};
+
+/// The admission actor's answer.
+struct admission {
+  std::string decision;             ///< "ok", "later" or "never"
+  std::string reason;               ///< for "never": "queue full", "context length", ...
+  int32_t retry_after_s = 0;        ///< a hint with "queue full"
+};
+
+// -- the pipeline step ---------------------------------------------------------------
+
+/// The tokens of one sequence in a step.
+struct seq_slice {
+  uint64_t seq_id = 0;
+  int32_t first_pos = 0;            ///< position of tokens[0] in the sequence
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> block_table; ///< logical blocks, identical on every stage
+  bool want_token = false;          ///< the last stage samples after the last token
+  sampling_params sampling;         ///< read by the last stage
+  std::vector<int32_t> history_tail;///< recent tokens for penalties (last stage)
+};
+
+/// A micro-batch descriptor the router sends to every shard.
+struct step_desc {
+  uint64_t step_id = 0;
+  std::vector<seq_slice> seqs;
+};
+
+/// What the last stage sends back: one sampled token per slice that wanted one, plus
+/// when each stage started and finished (for the overlap test and per-stage metrics).
+struct step_result {
+  uint64_t step_id = 0;
+  std::vector<uint64_t> seq_ids;
+  std::vector<int32_t> tokens;
+  std::string error;                ///< a stage failed: every sequence of the step errs
+};
+
+/// A shard's step timing, microseconds since the shard's start.
+struct step_timing {
+  uint64_t step_id = 0;
+  int32_t stage = 0;
+  int64_t begin_us = 0;
+  int64_t end_us = 0;
+};
+
+/// The router's counters, for /metrics and tests.
+struct router_stats {
+  int32_t running = 0;
+  int32_t waiting = 0;
+  int32_t in_flight = 0;
+  int32_t free_blocks = 0;
+  int32_t total_blocks = 0;
+  uint64_t steps = 0;
+  uint64_t preemptions = 0;
+  uint64_t prompt_tokens = 0;
+  uint64_t generated_tokens = 0;
+};
+
+// -- inspect ----------------------------------------------------------------------------
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
+  return f(caf::meta::type_name("sampling_params"), x.temperature, x.top_k, x.top_p, x.min_p,
+           x.repeat_penalty, x.presence_penalty, x.frequency_penalty, x.penalty_last_n, x.seed);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
+  return f(caf::meta::type_name("gen_request"), x.id, x.key, x.prompt, x.max_tokens, x.sampling,
+           x.stop, x.ignore_eos);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, gen_event& x) {
+  return f(caf::meta::type_name("gen_event"), x.request_id, x.text, x.token, x.finish_reason,
+           x.error, x.prompt_tokens, x.completion_tokens, x.cached_tokens);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, admission& x) {
+  return f(caf::meta::type_name("admission"), x.decision, x.reason, x.retry_after_s);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, seq_slice& x) {
+  return f(caf::meta::type_name("seq_slice"), x.seq_id, x.first_pos, x.tokens, x.block_table,
+           x.want_token, x.sampling, x.history_tail);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_desc& x) {
+  return f(caf::meta::type_name("step_desc"), x.step_id, x.seqs);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_result& x) {
+  return f(caf::meta::type_name("step_result"), x.step_id, x.seq_ids, x.tokens, x.error);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_timing& x) {
+  return f(caf::meta::type_name("step_timing"), x.step_id, x.stage, x.begin_us, x.end_us);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
+  return f(caf::meta::type_name("router_stats"), x.running, x.waiting, x.in_flight,
+           x.free_blocks, x.total_blocks, x.steps, x.preemptions, x.prompt_tokens,
+           x.generated_tokens);
+}
+
+// -- actor interfaces ---------------------------------------------------------------------
+
+/// A layer shard: runs its layers for each step; drops a finished sequence's sampler.
+using shard_actor = caf::typed_actor<caf::reacts_to<step_atom, step_desc>,
+                                     caf::reacts_to<release_atom, uint64_t>,
+                                     caf::replies_to<stats_atom>::with<std::vector<step_timing>>>;
+
+/// The router: takes admitted requests (events go to the client actor as
+/// (event_atom, gen_event)), cancels, and the shards' step results.
+using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, caf::actor>,
+                                      caf::reacts_to<cancel_atom, uint64_t>,
+                                      caf::reacts_to<result_atom, step_result>,
+                                      caf::replies_to<stats_atom>::with<router_stats>>;
+
+/// The admission actor: ok (forwarded to the router) or never (with the reason);
+/// the router reports finished requests back with done.
+using admission_actor =
+    caf::typed_actor<caf::replies_to<submit_atom, gen_request, caf::actor>::with<admission>,
+                     caf::reacts_to<done_atom, uint64_t>>;
+
+/// Registers every message type with its name; call before the actor system starts.
+void add_message_types(caf::actor_system_config& cfg);
+
+}  // namespace baton

@@ -1,0 +1,164 @@
+// router.hpp. The arithmetic of scheduling lives in runtime/scheduler; this actor only
+// moves messages between it, the shards and the clients.
+#include "actors/router.hpp"
+
+#include <map>
+
+#include "runtime/stop_strings.hpp"
+
+namespace baton {
+
+namespace {
+
+struct client_info {
+  caf::actor client;
+  caf::actor admission;  // told when the request is done
+  std::unique_ptr<stream_decoder> dec;
+  std::unique_ptr<stop_strings> stops;
+  int32_t prompt_tokens = 0;
+};
+
+struct router_state {
+  std::unique_ptr<scheduler> sched;
+  router_config cfg;
+  std::map<uint64_t, client_info> clients;
+};
+
+using router_ptr = router_actor::stateful_pointer<router_state>;
+
+void finish(router_ptr self, uint64_t id, gen_event ev) {
+  auto& st = self->state;
+  auto it = st.clients.find(id);
+  if (it == st.clients.end()) {
+    return;
+  }
+  client_info& c = it->second;
+  if (ev.finish_reason != "error" && ev.finish_reason != "cancelled") {
+    ev.text += c.stops->push(c.dec->flush());
+    if (!c.stops->stopped()) {
+      ev.text += c.stops->flush();
+    }
+  }
+  ev.request_id = id;
+  ev.prompt_tokens = c.prompt_tokens;
+  caf::anon_send(c.client, event_atom::value, std::move(ev));
+  if (c.admission) {
+    self->send(caf::actor_cast<admission_actor>(c.admission), done_atom::value, id);
+  }
+  self->send(st.cfg.shards.back(), release_atom::value, id);
+  st.clients.erase(it);
+}
+
+void pump(router_ptr self) {
+  auto& st = self->state;
+  while (auto step = st.sched->next_step()) {
+    step_desc d;
+    d.step_id = step->step_id;
+    d.seqs.reserve(step->slices.size());
+    for (auto& s : step->slices) {
+      d.seqs.push_back(seq_slice{s.seq_id, s.first_pos, std::move(s.tokens),
+                                 std::move(s.block_table), s.want_token, s.sampling,
+                                 std::move(s.history_tail)});
+    }
+    for (const auto& shard : st.cfg.shards) {
+      self->send(shard, step_atom::value, d);
+    }
+  }
+}
+
+void on_result(router_ptr self, const step_result& r) {
+  auto& st = self->state;
+  if (!r.error.empty()) {
+    for (uint64_t id : st.sched->fail_step(r.step_id)) {
+      gen_event ev;
+      ev.finish_reason = "error";
+      ev.error = r.error;
+      finish(self, id, std::move(ev));
+    }
+    pump(self);
+    return;
+  }
+  for (const auto& o : st.sched->on_step_done(r.step_id, r.seq_ids, r.tokens)) {
+    auto it = st.clients.find(o.id);
+    if (it == st.clients.end()) {
+      continue;
+    }
+    client_info& c = it->second;
+    gen_event ev;
+    ev.request_id = o.id;
+    ev.token = o.token;
+    ev.completion_tokens = o.completion_tokens;
+    const bool eog = o.finish_reason == "stop";  // the end-of-generation token shows no text
+    if (o.token >= 0 && !eog) {
+      auto piece = c.dec->push(o.token);
+      if (piece) {
+        ev.text = c.stops->push(*piece);
+      }
+    }
+    std::string reason = o.finish_reason;
+    if (reason.empty() && c.stops->stopped()) {
+      reason = "stop";
+      st.sched->finish(o.id);
+    }
+    if (reason.empty()) {
+      caf::anon_send(c.client, event_atom::value, std::move(ev));
+    } else {
+      ev.finish_reason = reason;
+      finish(self, o.id, std::move(ev));
+    }
+  }
+  pump(self);
+}
+
+router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
+  std::vector<int32_t> eog = cfg.tok->eog_ids();
+  self->state.sched = std::make_unique<scheduler>(cfg.sched, std::move(eog));
+  self->state.cfg = std::move(cfg);
+  return {
+      [=](submit_atom, gen_request& r, caf::actor& client) {
+        auto& st = self->state;
+        client_info c;
+        c.client = client;
+        c.admission = caf::actor_cast<caf::actor>(self->current_sender());
+        c.dec = std::make_unique<stream_decoder>(*st.cfg.tok);
+        c.stops = std::make_unique<stop_strings>(r.stop);
+        c.prompt_tokens = static_cast<int32_t>(r.prompt.size());
+        st.clients.emplace(r.id, std::move(c));
+        st.sched->add(sched_request{r.id, std::move(r.prompt), r.max_tokens, r.sampling,
+                                    r.ignore_eos});
+        pump(self);
+      },
+      [=](cancel_atom, uint64_t id) {
+        if (auto o = self->state.sched->cancel(id)) {
+          gen_event ev;
+          ev.finish_reason = "cancelled";
+          ev.completion_tokens = o->completion_tokens;
+          finish(self, id, std::move(ev));
+        }
+        pump(self);
+      },
+      [=](result_atom, const step_result& r) { on_result(self, r); },
+      [=](stats_atom) {
+        const auto& s = *self->state.sched;
+        router_stats out;
+        out.running = s.n_running();
+        out.waiting = s.n_waiting();
+        out.in_flight = s.n_in_flight();
+        out.free_blocks = s.n_free_blocks();
+        out.total_blocks = s.n_blocks();
+        out.steps = s.counters().steps;
+        out.preemptions = s.counters().preemptions;
+        out.prompt_tokens = s.counters().prompt_tokens;
+        out.generated_tokens = s.counters().generated_tokens;
+        return out;
+      },
+  };
+}
+
+}  // namespace
+
+router_actor spawn_router(caf::actor_system& sys, router_config cfg) {
+  return sys.spawn(router_impl, std::move(cfg));
+}
+
+}  // namespace baton

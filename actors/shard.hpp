@@ -1,0 +1,35 @@
+// The shard actor: owns layers [first, last) of the model through a stage_executor and the
+// physical KV storage for them, and computes on its own thread (a detached actor), never
+// blocking CAF's scheduler. A step arrives as a descriptor from the router; activations
+// come from the previous stage and go to the next through the transport. The last stage
+// samples each sequence's next token (keeping each sequence's sampler, so its seeded
+// generator runs on across steps and recomputes) and sends only token ids back.
+#pragma once
+
+#include <memory>
+
+#include "actors/messages.hpp"
+#include "kernels/cpu/isa.hpp"
+#include "runtime/model_config.hpp"
+#include "runtime/transport.hpp"
+
+namespace baton {
+
+struct shard_config {
+  std::shared_ptr<const model> m;
+  int32_t stage = 0;
+  int32_t n_stages = 1;
+  int64_t first_layer = 0;
+  int64_t last_layer = 0;
+  int32_t n_blocks = 0;
+  int32_t block_size = 16;
+  ggml_type kv_type = ggml_type::f16;
+  int32_t n_threads = 1;
+  cpu::isa kernels = cpu::isa::scalar;
+  std::shared_ptr<transport> data;
+};
+
+/// Spawns a shard on its own thread.
+shard_actor spawn_shard(caf::actor_system& sys, shard_config cfg);
+
+}  // namespace baton
