@@ -80,6 +80,7 @@ local_server::local_server(std::shared_ptr<const model> m, std::shared_ptr<const
   rc.sched.n_blocks = opts_.n_blocks;
   rc.sched.block_size = opts_.block_size;
   rc.sched.n_ctx = opts_.n_ctx;
+  rc.sched.enable_prefix_caching = opts_.enable_prefix_caching;
   rc.shards = shards_;
   rc.tok = tok_;
   router_ = spawn_router(*sys_, rc);

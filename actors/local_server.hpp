@@ -28,6 +28,7 @@ struct server_options {
   int32_t max_queue = 1024;
   int32_t max_per_key = 0;
   int32_t block_size = 16;
+  bool enable_prefix_caching = true;
   int32_t n_blocks = 0;                ///< KV capacity in blocks (the memory plan decides)
   int64_t n_ctx = 4096;
   ggml_type kv_type = ggml_type::f16;

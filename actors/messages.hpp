@@ -104,6 +104,9 @@ struct router_stats {
   uint64_t preemptions = 0;
   uint64_t prompt_tokens = 0;
   uint64_t generated_tokens = 0;
+  uint64_t cached_prompt_tokens = 0;
+  uint64_t prefix_hits = 0;
+  uint64_t evictions = 0;
 };
 
 // -- inspect ----------------------------------------------------------------------------
@@ -156,7 +159,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
   return f(caf::meta::type_name("router_stats"), x.running, x.waiting, x.in_flight,
            x.free_blocks, x.total_blocks, x.steps, x.preemptions, x.prompt_tokens,
-           x.generated_tokens);
+           x.generated_tokens, x.cached_prompt_tokens, x.prefix_hits, x.evictions);
 }
 
 // -- actor interfaces ---------------------------------------------------------------------

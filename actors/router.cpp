@@ -88,6 +88,7 @@ void on_result(router_ptr self, const step_result& r) {
     ev.request_id = o.id;
     ev.token = o.token;
     ev.completion_tokens = o.completion_tokens;
+    ev.cached_tokens = o.cached_tokens;
     const bool eog = o.finish_reason == "stop";  // the end-of-generation token shows no text
     if (o.token >= 0 && !eog) {
       auto piece = c.dec->push(o.token);
@@ -149,7 +150,11 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         out.steps = s.counters().steps;
         out.preemptions = s.counters().preemptions;
         out.prompt_tokens = s.counters().prompt_tokens;
-        out.generated_tokens = s.counters().generated_tokens;
+        const auto c = s.counters();
+        out.generated_tokens = c.generated_tokens;
+        out.cached_prompt_tokens = c.cached_prompt_tokens;
+        out.prefix_hits = c.prefix_hits;
+        out.evictions = c.evictions;
         return out;
       },
   };

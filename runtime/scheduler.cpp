@@ -11,7 +11,9 @@
 namespace baton {
 
 scheduler::scheduler(scheduler_config cfg, std::vector<int32_t> eog_ids)
-    : cfg_(cfg), eog_(std::move(eog_ids)), blocks_(cfg.n_blocks, cfg.block_size) {
+    : cfg_(cfg),
+      eog_(std::move(eog_ids)),
+      blocks_(cfg.n_blocks, cfg.block_size, cfg.enable_prefix_caching) {
   BATON_ASSERT(cfg_.max_num_batched_tokens >= 1 && cfg_.max_num_seqs >= 1);
   BATON_ASSERT(cfg_.micro_batches >= 1);
 }
@@ -29,10 +31,18 @@ void scheduler::add(sched_request r) {
 }
 
 void scheduler::release_blocks(seq& s) {
-  for (int32_t b : s.table) {
-    blocks_.release(b);
+  if (blocks_.contains(s.req.id)) {
+    blocks_.free(s.req.id);  // full blocks stay cached (evictable) for later hits
   }
-  s.table.clear();
+}
+
+sched_counters scheduler::counters() const {
+  sched_counters c = counters_;
+  const auto st = blocks_.stats();
+  c.cached_prompt_tokens = static_cast<uint64_t>(st.n_cached_prompt_tokens);
+  c.prefix_hits = static_cast<uint64_t>(st.n_block_hits);
+  c.evictions = static_cast<uint64_t>(st.n_evictions);
+  return c;
 }
 
 void scheduler::erase(uint64_t id) {
@@ -57,7 +67,7 @@ std::optional<sched_output> scheduler::cancel(uint64_t id) {
     return std::nullopt;
   }
   sched_output out{id, -1, "cancelled", static_cast<int32_t>(s.req.prompt.size()),
-                   s.n_generated};
+                   s.n_generated, s.cached_tokens};
   erase(id);
   return out;
 }
@@ -75,15 +85,19 @@ void scheduler::finish(uint64_t id) {
 }
 
 bool scheduler::ensure_blocks(seq& s, int64_t n_tokens) {
-  const int32_t need = blocks_.blocks_for(n_tokens) - static_cast<int32_t>(s.table.size());
-  if (need <= 0) {
-    return true;
-  }
-  if (blocks_.can_allocate(need) != alloc_status::ok) {
+  return blocks_.grow(s.req.id, n_tokens);
+}
+
+bool scheduler::admit_blocks(seq& s) {
+  // the whole known sequence (prompt, plus what was generated before a preemption)
+  const auto alloc = blocks_.allocate_prompt(s.req.id, s.tokens);
+  if (alloc.status != alloc_status::ok) {
     return false;
   }
-  for (int32_t i = 0; i < need; ++i) {
-    s.table.push_back(*blocks_.allocate());
+  s.n_computed = static_cast<int32_t>(alloc.n_cached_tokens);
+  if (!s.admitted_once) {
+    s.cached_tokens = s.n_computed;
+    s.admitted_once = true;
   }
   return true;
 }
@@ -96,7 +110,7 @@ bool scheduler::preempt_youngest(uint64_t requester) {
   bool found = false;
   for (uint64_t id : running_) {
     const seq& s = seqs_.at(id);
-    if (s.in_flight || (s.table.empty() && id != requester)) {
+    if (s.in_flight || (!blocks_.contains(id) && id != requester)) {
       continue;
     }
     if (!found || s.order > victim_order) {
@@ -122,7 +136,7 @@ sched_slice scheduler::make_slice(seq& s, int32_t n) {
   sl.seq_id = s.req.id;
   sl.first_pos = s.n_computed;
   sl.tokens.assign(s.tokens.begin() + s.n_computed, s.tokens.begin() + s.n_computed + n);
-  sl.block_table = s.table;
+  sl.block_table = blocks_.table(s.req.id);
   sl.want_token = s.n_computed + n == static_cast<int32_t>(s.tokens.size());
   sl.sampling = s.req.sampling;
   const auto& p = s.req.sampling;
@@ -178,11 +192,11 @@ std::optional<sched_step> scheduler::next_step() {
          static_cast<int32_t>(running_.size()) < cfg_.max_num_seqs) {
     const uint64_t id = waiting_.front();
     seq& s = seqs_.at(id);
-    const int32_t todo = static_cast<int32_t>(s.tokens.size()) - s.n_computed;
-    const int32_t n = std::min(todo, budget);
-    if (!ensure_blocks(s, s.n_computed + n)) {
+    if (!admit_blocks(s)) {
       break;  // FCFS: later requests wait behind it
     }
+    const int32_t todo = static_cast<int32_t>(s.tokens.size()) - s.n_computed;
+    const int32_t n = std::min(todo, budget);
     waiting_.pop_front();
     // keep arrival order in running_ so the oldest compute first
     running_.insert(std::upper_bound(running_.begin(), running_.end(), id,
@@ -220,9 +234,12 @@ std::vector<sched_output> scheduler::on_step_done(uint64_t step_id,
     seq& s = sit->second;
     s.in_flight = false;
     s.n_computed += n;
+    // every stage has written these positions: their full blocks may serve others now
+    blocks_.commit_full_blocks(id, std::span<const int32_t>(s.tokens.data(),
+                                                            static_cast<size_t>(s.n_computed)));
     const auto prompt_n = static_cast<int32_t>(s.req.prompt.size());
     if (s.cancelled) {
-      out.push_back({id, -1, "cancelled", prompt_n, s.n_generated});
+      out.push_back({id, -1, "cancelled", prompt_n, s.n_generated, s.cached_tokens});
       erase(id);
       continue;
     }
@@ -238,7 +255,7 @@ std::vector<sched_output> scheduler::on_step_done(uint64_t step_id,
     s.tokens.push_back(token);
     ++s.n_generated;
     ++counters_.generated_tokens;
-    sched_output o{id, token, "", prompt_n, s.n_generated};
+    sched_output o{id, token, "", prompt_n, s.n_generated, s.cached_tokens};
     const bool eog = std::find(eog_.begin(), eog_.end(), token) != eog_.end();
     if (eog && !s.req.ignore_eos) {
       o.finish_reason = "stop";

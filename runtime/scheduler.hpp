@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/kv_cache.hpp"
+#include "runtime/prefix_cache.hpp"
 #include "runtime/sampler.hpp"
 
 namespace baton {
@@ -24,6 +25,7 @@ struct scheduler_config {
   int32_t n_blocks = 0;
   int32_t block_size = 16;
   int64_t n_ctx = 4096;                  ///< max tokens of one sequence
+  bool enable_prefix_caching = true;
 };
 
 /// A request as the scheduler needs it.
@@ -58,6 +60,7 @@ struct sched_output {
   std::string finish_reason;   ///< "" while running; "stop", "length", "cancelled"
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
+  int32_t cached_tokens = 0;   ///< prompt tokens served from the prefix cache
 };
 
 struct sched_counters {
@@ -65,6 +68,9 @@ struct sched_counters {
   uint64_t preemptions = 0;
   uint64_t prompt_tokens = 0;
   uint64_t generated_tokens = 0;
+  uint64_t cached_prompt_tokens = 0;  ///< from the prefix cache
+  uint64_t prefix_hits = 0;           ///< cached blocks handed to sequences
+  uint64_t evictions = 0;             ///< cached blocks dropped for fresh ones
 };
 
 class scheduler {
@@ -91,9 +97,10 @@ class scheduler {
   int32_t n_running() const { return static_cast<int32_t>(running_.size()); }
   int32_t n_waiting() const { return static_cast<int32_t>(waiting_.size()); }
   int32_t n_in_flight() const { return static_cast<int32_t>(in_flight_.size()); }
-  int32_t n_free_blocks() const { return blocks_.n_free(); }
+  /// Blocks a new allocation may take (free or cached-but-unreferenced).
+  int32_t n_free_blocks() const { return blocks_.n_available(); }
   int32_t n_blocks() const { return blocks_.n_blocks(); }
-  const sched_counters& counters() const { return counters_; }
+  sched_counters counters() const;
   bool idle() const { return running_.empty() && waiting_.empty() && in_flight_.empty(); }
 
  private:
@@ -102,13 +109,16 @@ class scheduler {
     std::vector<int32_t> tokens;  // prompt + generated
     int32_t n_computed = 0;       // tokens whose K/V are in the cache
     int32_t n_generated = 0;
-    std::vector<int32_t> table;
+    int32_t cached_tokens = 0;    // of the prompt, from the prefix cache (first admission)
+    bool admitted_once = false;
     bool in_flight = false;
     bool cancelled = false;
     uint64_t order = 0;           // arrival: larger is younger
   };
 
   bool ensure_blocks(seq& s, int64_t n_tokens);
+  /// Gives a waiting sequence its blocks for every known token, sharing cached ones.
+  bool admit_blocks(seq& s);
   bool preempt_youngest(uint64_t requester);
   void release_blocks(seq& s);
   void erase(uint64_t id);
@@ -117,7 +127,7 @@ class scheduler {
   // -- member variables -------------------------------------------------------
   scheduler_config cfg_;
   std::vector<int32_t> eog_;
-  block_manager blocks_;
+  kv_block_allocator blocks_;
   std::map<uint64_t, seq> seqs_;
   std::deque<uint64_t> waiting_;
   std::vector<uint64_t> running_;  // in arrival order

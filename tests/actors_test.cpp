@@ -308,3 +308,46 @@ TEST(actors, cancel_frees_every_block) {
 
 }  // namespace
 }  // namespace baton
+
+namespace baton {
+namespace {
+
+TEST(actors, prefix_cache_serves_shared_prompts_and_the_next_chat_turn) {
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 128)));
+  // a 3-block (48-token) shared prefix, then different endings
+  std::vector<int32_t> prefix = {256};
+  for (int i = 0; i < 50; ++i) {
+    prefix.push_back((i * 13 + 5) % 256);
+  }
+  auto with_tail = [&](int t) {
+    auto p = prefix;
+    p.push_back(10 + t);
+    p.push_back(20 + t);
+    return p;
+  };
+  auto [a_toks, a_fin] = drain(*srv->submit(greedy_request(with_tail(1), 40, "", 1)));
+  EXPECT_EQ(a_fin.cached_tokens, 0);
+  auto [b_toks, b_fin] = drain(*srv->submit(greedy_request(with_tail(2), 8, "", 2)));
+  EXPECT_GE(b_fin.cached_tokens, 48);
+  // cached or not, the tokens equal a cold run's
+  EXPECT_EQ(b_toks, alone(with_tail(2), 8, seeded(2)));
+
+  // second chat turn: first prompt + its reply + a new message
+  auto turn2 = with_tail(1);
+  turn2.insert(turn2.end(), a_toks.begin(), a_toks.end());
+  for (int i = 0; i < 20; ++i) {
+    turn2.push_back((i * 7 + 1) % 256);
+  }
+  auto [c_toks, c_fin] = drain(*srv->submit(greedy_request(turn2, 8, "", 3)));
+  // the first turn computed 53 prompt + 39 reply tokens: 5 full blocks (80 tokens), two of
+  // them filled during decode — more than the prompt alone could give
+  EXPECT_EQ(c_fin.cached_tokens, 80);
+  EXPECT_EQ(c_toks, alone(turn2, 8, seeded(3)));
+  const auto st = srv->stats();
+  EXPECT_GE(st.cached_prompt_tokens, 96u);
+  EXPECT_GT(st.prefix_hits, 0u);
+  EXPECT_EQ(st.free_blocks, st.total_blocks);
+}
+
+}  // namespace
+}  // namespace baton
