@@ -112,6 +112,7 @@ void add_bench_command(CLI::App& app, int& status) {
   cmd->add_option("-r,--repetitions", o->reps, "Runs (medians reported)")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print JSON");
   cmd->callback([o, &status] { status = run_bench_model(*o); });
+  add_bench_batch_command(*bench, status);
 }
 
 }  // namespace baton::cli

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "launch/commands.hpp"
+#include "actors/local_server.hpp"
 #include "launch/engine_flags.hpp"
 #include "runtime/chat_template.hpp"
 #include "runtime/sampler.hpp"
@@ -30,6 +31,62 @@ double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
+/// The same generation through the actor pipeline: --stages shards in this process, a
+/// router and an admission actor; tokens equal the single-stage path's for the same seed.
+int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& prompt) {
+  server_options so;
+  so.n_stages = o.engine.stages;
+  so.n_threads = l.n_threads;
+  so.n_ctx = l.opts.n_ctx;
+  so.n_blocks = l.n_blocks;
+  so.kv_type = l.opts.kv_type;
+  so.kernels = l.opts.kernels;
+  so.max_num_batched_tokens = static_cast<int32_t>(l.opts.max_batch_tokens);
+  auto srv = local_server::create(l.m, l.tok, so);
+  if (!srv) {
+    return fail(srv.err().message);
+  }
+  gen_request r;
+  r.prompt = prompt;
+  r.max_tokens = static_cast<int32_t>(std::max<int64_t>(o.n_predict, 1));
+  r.sampling = o.sampling;
+  r.stop = o.stop;
+  const auto t0 = clock_type::now();
+  auto stream = (*srv)->submit(std::move(r));
+  double t_first = 0;
+  int32_t n_gen = 0;
+  for (;;) {
+    auto e = stream->next(std::chrono::minutes(30));
+    if (!e) {
+      return fail("no answer from the pipeline within 30 minutes");
+    }
+    if (e->token >= 0 && n_gen++ == 0) {
+      t_first = seconds_since(t0);
+    }
+    std::fwrite(e->text.data(), 1, e->text.size(), stdout);
+    std::fflush(stdout);
+    if (!e->finish_reason.empty()) {
+      if (e->finish_reason == "error") {
+        std::printf("\n");
+        return fail(e->error);
+      }
+      break;
+    }
+  }
+  std::printf("\n");
+  const double t_all = seconds_since(t0);
+  if (!o.no_stats) {
+    std::fprintf(stderr,
+                 "\nprompt: %zu tokens in %.3f s (%.2f tokens/s); generation: %d tokens in %.3f "
+                 "s (%.2f tokens/s); %d stages (actors), %d threads, kernels %s\n",
+                 prompt.size(), t_first, static_cast<double>(prompt.size()) / t_first, n_gen,
+                 t_all - t_first,
+                 n_gen > 1 ? static_cast<double>(n_gen - 1) / (t_all - t_first) : 0.0,
+                 o.engine.stages, l.n_threads, std::string(cpu::isa_name(l.opts.kernels)).c_str());
+  }
+  return exit_ok;
+}
+
 int run_run(run_options o) {
   if (o.n_predict < 0) {
     return fail("-n (" + std::to_string(o.n_predict) + ") must be >= 0");
@@ -37,12 +94,12 @@ int run_run(run_options o) {
   if (auto v = o.sampling.validate(); !v) {
     return fail(v.err().message);
   }
-  auto l = load(o.engine);
+  const bool pipeline = o.engine.stages > 1;
+  auto l = load(o.engine, 1, !pipeline);
   if (!l) {
     return fail(l.err().message);
   }
   tokenizer& tok = *l->tok;
-  engine& eng = *l->eng;
 
   std::string text = o.prompt;
   if (o.chat) {
@@ -60,13 +117,17 @@ int run_run(run_options o) {
     return fail("--system needs --chat");
   }
   const auto prompt = tok.encode(text, true, true);
-  const int64_t n_ctx = eng.options().n_ctx;
+  const int64_t n_ctx = l->opts.n_ctx;
   if (static_cast<int64_t>(prompt.size()) + o.n_predict > n_ctx) {
     return fail("prompt (" + std::to_string(prompt.size()) + " tokens) + -n (" +
                 std::to_string(o.n_predict) + ") exceeds the context size (" +
                 std::to_string(n_ctx) + " tokens; raise -c up to the model's " +
-                std::to_string(eng.config().n_ctx_train) + ")");
+                std::to_string(l->m->config().n_ctx_train) + ")");
   }
+  if (pipeline) {
+    return run_pipeline(o, *l, prompt);
+  }
+  engine& eng = *l->eng;
 
   sequence seq;
   const auto t0 = clock_type::now();

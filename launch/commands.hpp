@@ -19,6 +19,8 @@ void add_quantize_command(CLI::App& app, int& status);
 void add_run_command(CLI::App& app, int& status);
 void add_logits_command(CLI::App& app, int& status);
 void add_bench_command(CLI::App& app, int& status);
+/// `baton bench batch` (cmd_bench_batch.cpp), under the `bench` subcommand.
+void add_bench_batch_command(CLI::App& bench, int& status);
 
 /// Prints "baton: <message>" on stderr and returns exit_bad_input.
 int fail(const std::string& message);

@@ -2,9 +2,11 @@
 #include "launch/engine_flags.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <thread>
 
 #include "launch/commands.hpp"
+#include "runtime/budget.hpp"
 #include "runtime/vocab.hpp"
 
 namespace baton::cli {
@@ -16,11 +18,67 @@ void engine_flags::add_to(CLI::App& cmd) {
   cmd.add_option("--kernels", kernels, "Pin the CPU kernels: scalar, avx2 or avx512");
   cmd.add_option("-c,--ctx-size", ctx_size, "Context size per sequence (default min(model, 4096))");
   cmd.add_option("-b,--batch-size", batch_size, "Prompt tokens per forward step")->capture_default_str();
+  cmd.add_option("--stages", stages, "Pipeline stages in this process (layers split evenly)")
+      ->capture_default_str();
+  cmd.add_option("--memory-utilization,--gpu-memory-utilization", memory_utilization,
+                 "Share of the memory budget (cgroup limit, else RAM) for weights + buffers + KV")
+      ->capture_default_str();
+  cmd.add_option("--kv-cache-memory", kv_cache_memory,
+                 "KV cache size in bytes (2GiB, 512M, ...), instead of the utilization share");
+  cmd.add_flag("-q,--quiet", quiet, "Do not log the budget");
 }
 
-result<loaded> load(const engine_flags& f, int32_t n_seq_max) {
+result<uint64_t> parse_bytes(const std::string& text) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    return make_error("'%s' is not a size (expected bytes, or a number with K, M, G, KiB, ...)",
+                      text.c_str());
+  }
+  std::string unit = text.substr(used);
+  for (auto& ch : unit) {
+    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  }
+  double mult = 1;
+  if (unit.empty() || unit == "B") {
+    mult = 1;
+  } else if (unit == "K" || unit == "KB" || unit == "KIB") {
+    mult = 1024.0;
+  } else if (unit == "M" || unit == "MB" || unit == "MIB") {
+    mult = 1024.0 * 1024;
+  } else if (unit == "G" || unit == "GB" || unit == "GIB") {
+    mult = 1024.0 * 1024 * 1024;
+  } else if (unit == "T" || unit == "TB" || unit == "TIB") {
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  } else {
+    return make_error("'%s': unknown unit '%s' (expected K, M, G, T, KiB, MiB, GiB)",
+                      text.c_str(), unit.c_str());
+  }
+  if (!(v > 0)) {
+    return make_error("'%s' must be > 0", text.c_str());
+  }
+  return static_cast<uint64_t>(v * mult);
+}
+
+result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) {
   loaded out;
   const std::string path = f.model.empty() ? demo_model_path() : f.model;
+  const resource_budget budget = detect_budget();
+  // before anything is read: a file larger than the whole share cannot fit, and parsing
+  // it under a tight cgroup limit would end in the OOM killer instead of this message
+  {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    const double share = f.memory_utilization * static_cast<double>(budget.memory_bytes);
+    if (!ec && f.kv_cache_memory.empty() && static_cast<double>(size) > share) {
+      return make_error("%s: the model file (%s) is larger than memory_utilization %.2f of "
+                        "the memory budget: %s cannot hold the weights (%s)",
+                        path.c_str(), format_bytes(size).c_str(), f.memory_utilization,
+                        describe(budget).c_str(), format_bytes(size).c_str());
+    }
+  }
   auto m = model::open(path);
   if (!m) {
     return m.err();
@@ -34,11 +92,11 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max) {
   if (!t) {
     return t.err();
   }
-  out.tok = std::make_unique<tokenizer>(std::move(*t));
+  out.tok = std::make_shared<tokenizer>(std::move(*t));
+  const auto& c = out.m->config();
 
   engine_options o;
-  o.n_threads = f.threads > 0 ? f.threads
-                              : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  o.n_threads = f.threads > 0 ? f.threads : budget.threads;
   if (f.kv_type == "f16" || f.kv_type == "F16") {
     o.kv_type = ggml_type::f16;
   } else if (f.kv_type == "f32" || f.kv_type == "F32") {
@@ -59,17 +117,60 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max) {
   if (f.ctx_size < 0) {
     return make_error("--ctx-size (%lld) must be >= 0", static_cast<long long>(f.ctx_size));
   }
-  o.n_ctx = f.ctx_size > 0 ? f.ctx_size : std::min<int64_t>(out.m->config().n_ctx_train, 4096);
+  o.n_ctx = f.ctx_size > 0 ? f.ctx_size : std::min<int64_t>(c.n_ctx_train, 4096);
   if (f.batch_size <= 0) {
     return make_error("--batch-size (%lld) must be > 0", static_cast<long long>(f.batch_size));
   }
+  if (f.stages < 1 || f.stages > c.n_layer) {
+    return make_error("--stages (%d) must be between 1 and the model's layer count (%lld)",
+                      f.stages, static_cast<long long>(c.n_layer));
+  }
   o.max_batch_tokens = f.batch_size;
   o.n_seq_max = n_seq_max;
-  auto e = engine::create(out.m, o);
-  if (!e) {
-    return e.err();
+
+  // KV from the memory budget, as vLLM sizes it: weights + buffers + KV within the share
+  std::optional<uint64_t> kv_explicit;
+  if (!f.kv_cache_memory.empty()) {
+    auto b = parse_bytes(f.kv_cache_memory);
+    if (!b) {
+      return make_error("--kv-cache-memory %s", b.err().message.c_str());
+    }
+    kv_explicit = *b;
   }
-  out.eng = std::move(*e);
+  const uint64_t per_token = c.kv_bytes_per_token(o.kv_type);
+  const uint64_t per_block = per_token * static_cast<uint64_t>(o.block_size);
+  // scratch of one forward step: activations of a full batch plus one row of logits each
+  const uint64_t buffers =
+      static_cast<uint64_t>(o.max_batch_tokens) *
+          static_cast<uint64_t>(4 * (3 * c.n_embd + 2 * c.n_ff + 2 * c.n_head * c.n_embd_head_k)) +
+      static_cast<uint64_t>(n_seq_max) * static_cast<uint64_t>(c.n_vocab) * 4 +
+      // the parsed metadata and tokenizer (strings, maps): about 4x their bytes on disk
+      4 * out.m->file().data_offset();
+  auto kv = kv_budget_bytes(budget.memory_bytes, f.memory_utilization, out.m->weight_bytes(),
+                            buffers, kv_explicit, per_token * static_cast<uint64_t>(o.n_ctx));
+  if (!kv) {
+    return make_error("%s (%s; raise --memory-utilization or lower --ctx-size)",
+                      kv.err().message.c_str(), describe(budget).c_str());
+  }
+  const int64_t needed = (o.n_ctx + o.block_size - 1) / o.block_size * n_seq_max;
+  out.n_blocks = static_cast<int32_t>(std::min<uint64_t>(*kv / per_block,
+                                                         static_cast<uint64_t>(needed)));
+  out.n_threads = o.n_threads;
+  out.opts = o;
+  if (!f.quiet) {
+    std::fprintf(stderr, "baton: %s; threads %d (%s); KV cache %s (%d blocks of %d tokens)\n",
+                 describe(budget).c_str(), o.n_threads,
+                 f.threads > 0 ? "--threads" : "from the budget",
+                 format_bytes(static_cast<uint64_t>(out.n_blocks) * per_block).c_str(),
+                 out.n_blocks, o.block_size);
+  }
+  if (with_engine) {
+    auto e = engine::create(out.m, o);
+    if (!e) {
+      return e.err();
+    }
+    out.eng = std::move(*e);
+  }
   return out;
 }
 

@@ -19,17 +19,31 @@ struct engine_flags {
   std::string kernels;     ///< empty: best for this CPU
   int64_t ctx_size = 0;    ///< 0: min(training context, 4096)
   int64_t batch_size = 512;
+  int32_t stages = 1;      ///< pipeline stages in this process (1: no actors needed)
+  double memory_utilization = 0.9;  ///< vLLM's meaning, of the memory budget
+  std::string kv_cache_memory;      ///< bytes ("2GiB", "512M", "1000000"); overrides
+  bool quiet = false;               ///< no budget line on stderr
 
   void add_to(CLI::App& cmd);
 };
 
 struct loaded {
   std::shared_ptr<const model> m;
-  std::unique_ptr<tokenizer> tok;
+  std::shared_ptr<tokenizer> tok;
   std::unique_ptr<engine> eng;
+  engine_options opts;   ///< what the engine was (or would be) built with
+  int32_t n_threads = 1;
+  int32_t n_blocks = 0;  ///< KV blocks the budget allows (at most what n_seq_max need)
 };
 
-/// Opens the model (the demo model when none is given), its tokenizer and an engine.
-result<loaded> load(const engine_flags& f, int32_t n_seq_max = 1);
+/// Parses "1073741824", "512M", "2GiB", "1.5G" into bytes.
+result<uint64_t> parse_bytes(const std::string& text);
+
+/// Opens the model (the demo model when none is given) and its tokenizer, sizes the KV
+/// cache from the memory budget (cgroup limit, else RAM; --memory-utilization,
+/// --kv-cache-memory) and the threads from the CPU quota, logs both with their sources,
+/// and builds an engine (unless `with_engine` is false). Errors name the flag and the
+/// numbers: a budget that cannot hold the weights plus one sequence of KV is one.
+result<loaded> load(const engine_flags& f, int32_t n_seq_max = 1, bool with_engine = true);
 
 }  // namespace baton::cli
