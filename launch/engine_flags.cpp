@@ -158,7 +158,7 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
   out.n_threads = o.n_threads;
   out.opts = o;
   if (!f.quiet) {
-    std::fprintf(stderr, "baton: %s; threads %d (%s); KV cache %s (%d blocks of %d tokens)\n",
+    std::fprintf(stderr, "baton: %s; using %d threads (%s); KV cache %s (%d blocks of %d tokens)\n",
                  describe(budget).c_str(), o.n_threads,
                  f.threads > 0 ? "--threads" : "from the budget",
                  format_bytes(static_cast<uint64_t>(out.n_blocks) * per_block).c_str(),

@@ -68,17 +68,6 @@ void softmax(float* x, int64_t n) {
   }
 }
 
-namespace {
-
-/// The row of KV head `h` at position `p`.
-inline const uint8_t* kv_row(const kv_view& kv, int64_t p, int64_t h) {
-  const auto* block = static_cast<const uint8_t*>(kv.blocks[p / kv.block_size]);
-  const int64_t elem = kv.type == ggml_type::f16 ? 2 : 4;
-  return block + (((p % kv.block_size) * kv.n_head_kv + h) * kv.head_dim) * elem;
-}
-
-}  // namespace
-
 void attention_head(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
                     int64_t n_kv, float scale, float* scratch, float* out) {
   const int64_t d = k.head_dim;

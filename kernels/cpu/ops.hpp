@@ -40,6 +40,13 @@ struct kv_view {
   ggml_type type;
 };
 
+/// The cached row of KV head `h` at position `p`.
+inline const uint8_t* kv_row(const kv_view& kv, int64_t p, int64_t h) {
+  const auto* block = static_cast<const uint8_t*>(kv.blocks[p / kv.block_size]);
+  const int64_t elem = kv.type == ggml_type::f16 ? 2 : 4;
+  return block + (((p % kv.block_size) * kv.n_head_kv + h) * kv.head_dim) * elem;
+}
+
 /// out[head_dim] = Σ_p softmax_p(scale × q·k_p) v_p over positions p in [0, n_kv) of KV
 /// head `kv_head`. With f16 K, q is rounded to f16 first (as llama.cpp's f16 dot).
 /// `scratch` holds n_kv floats.

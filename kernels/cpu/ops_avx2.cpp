@@ -14,11 +14,6 @@ namespace baton::cpu {
 
 namespace {
 
-inline const uint8_t* kv_row(const kv_view& kv, int64_t p, int64_t h) {
-  const auto* block = static_cast<const uint8_t*>(kv.blocks[p / kv.block_size]);
-  const int64_t elem = kv.type == ggml_type::f16 ? 2 : 4;
-  return block + (((p % kv.block_size) * kv.n_head_kv + h) * kv.head_dim) * elem;
-}
 
 inline float hsum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v);
