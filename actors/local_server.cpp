@@ -54,6 +54,10 @@ local_server::local_server(std::shared_ptr<const model> m, std::shared_ptr<const
                            server_options opts)
     : model_(std::move(m)), tok_(std::move(tok)), opts_(opts) {
   add_message_types(cfg_);
+  // CAF's default work-stealing workers poll every 50 µs for ~25 ms after each message:
+  // beside two spinning compute threads on two cores that cost 15 % of a decode step.
+  // Sharing workers block on a queue instead (measured: overhead 15 % -> under 1 %).
+  cfg_.set("scheduler.policy", caf::atom("sharing"));
   sys_ = std::make_unique<caf::actor_system>(cfg_);
   data_ = std::make_shared<local_transport>();
   auto ranges = *split_layers(model_->config().n_layer, opts_.n_stages);
