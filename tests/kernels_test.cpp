@@ -11,12 +11,13 @@
 
 #include "kernels/blocks.hpp"
 #include "kernels/cpu/dequantize.hpp"
+#include "kernels/cpu/isa.hpp"
 #include "kernels/ggml_type.hpp"
 
 namespace baton {
 namespace {
 
-bool have_f16c() { return __builtin_cpu_supports("f16c"); }
+bool have_f16c() { return cpu::isa_supported(cpu::isa::avx2); }  // AVX2 twin needs F16C
 
 __attribute__((target("f16c"))) float hw_half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 __attribute__((target("f16c"))) uint16_t hw_float_to_half(float f) {

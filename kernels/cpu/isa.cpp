@@ -3,15 +3,27 @@
 // the names `--kernels` takes.
 #include "kernels/cpu/isa.hpp"
 
+#include <cpuid.h>
+
 namespace baton::cpu {
+
+namespace {
+
+/// F16C from cpuid leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports has no "f16c".
+/// AVX2 being usable already implies the OS saves the YMM registers F16C needs.
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+
+}  // namespace
 
 bool isa_supported(isa v) {
   switch (v) {
     case isa::scalar:
       return true;
     case isa::avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case isa::avx512:
       // the AVX-512 twin also runs AVX2 code (activation conversion), so it needs both
       return isa_supported(isa::avx2) && __builtin_cpu_supports("avx512f") &&
