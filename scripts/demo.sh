@@ -27,4 +27,4 @@ prompt='The capital of France is'
 echo
 echo "== baton run --stages 2 -p \"$prompt\": two layer-shard actors, a router and an admission"
 echo "   actor serve the prompt (random weights: the words are noise, the pipeline is real)"
-"$baton" run -m "$demo" -p "$prompt" -n 24 --temp 0.7 --seed 1 --stages 2
+"$baton" run -m "$demo" -p "$prompt" -n 24 --temp 0.7 --seed 4 --stages 2
