@@ -37,8 +37,9 @@ result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const
   if (o.micro_batches == 0) {
     o.micro_batches = o.n_stages;
   }
-  if (o.max_num_batched_tokens < o.max_num_seqs && o.max_num_batched_tokens < 1) {
-    return make_error("max_num_batched_tokens (%d) must be >= 1", o.max_num_batched_tokens);
+  if (o.max_num_batched_tokens < 1 || o.max_num_seqs < 1) {
+    return make_error("max_num_batched_tokens (%d) and max_num_seqs (%d) must be >= 1",
+                      o.max_num_batched_tokens, o.max_num_seqs);
   }
   if (o.n_ctx > c.n_ctx_train) {
     return make_error("context (%lld) is larger than the model's training context (%lld)",

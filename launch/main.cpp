@@ -12,18 +12,19 @@ int fail(const std::string& message) {
   return exit_bad_input;
 }
 
+std::string cache_dir() {
+  if (const char* c = std::getenv("BATON_CACHE")) {
+    return c;
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : ".") + "/.cache/baton";
+}
+
 std::string demo_model_path() {
   if (const char* p = std::getenv("BATON_DEMO_MODEL")) {
     return p;
   }
-  std::string base;
-  if (const char* c = std::getenv("BATON_CACHE")) {
-    base = c;
-  } else {
-    const char* home = std::getenv("HOME");
-    base = std::string(home ? home : ".") + "/.cache/baton";
-  }
-  return base + "/demo.gguf";
+  return cache_dir() + "/demo.gguf";
 }
 
 }  // namespace baton::cli

@@ -77,13 +77,6 @@ kv_storage::kv_storage(int64_t first_layer, int64_t last_layer, int32_t n_blocks
   }
 }
 
-uint64_t kv_storage::bytes_for(int64_t n_layers, int32_t n_blocks, int32_t block_size,
-                               int64_t n_head_kv, int64_t head_dim, ggml_type type) {
-  return 2ull * static_cast<uint64_t>(n_layers) * static_cast<uint64_t>(n_blocks) *
-         static_cast<uint64_t>(block_size) * static_cast<uint64_t>(n_head_kv * head_dim) *
-         traits(type).type_size;
-}
-
 uint64_t kv_storage::bytes() const {
   return 2ull * k_.size() * block_bytes_ * static_cast<uint64_t>(n_blocks_);
 }

@@ -54,9 +54,6 @@ class kv_storage {
   kv_storage(int64_t first_layer, int64_t last_layer, int32_t n_blocks, int32_t block_size,
              int64_t n_head_kv, int64_t head_dim, ggml_type type);
 
-  /// Bytes for the given shape (what a memory plan charges).
-  static uint64_t bytes_for(int64_t n_layers, int32_t n_blocks, int32_t block_size,
-                            int64_t n_head_kv, int64_t head_dim, ggml_type type);
 
   ggml_type type() const { return type_; }
   int32_t block_size() const { return block_size_; }
