@@ -1,0 +1,103 @@
+// Topology files (TOML): which layers run on which rank and device, the pipeline's
+// settings and each stage's memory budget; parsing with file:line errors, validation
+// against a model and an MPI world, "auto" placement, the memory plan that `baton plan`
+// prints, and writing a resolved file back (same semantics, so it round-trips).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/error.hpp"
+#include "kernels/ggml_type.hpp"
+#include "runtime/model_config.hpp"
+#include "topology/layer_range.hpp"
+
+namespace baton {
+
+/// One [[stage]] entry.
+struct stage_spec {
+  int32_t rank = 0;
+  std::string device = "cpu";                  ///< "cpu" or "cuda:N"
+  layer_range layers;                          ///< layers.automatic for "auto"
+  std::optional<double> memory_utilization;    ///< vLLM's meaning, of this stage's device
+  std::optional<uint64_t> kv_cache_memory;     ///< bytes; overrides memory_utilization
+  int32_t threads = 0;                         ///< CPU stages: 0 = the rank's share
+  int line = 0;                                ///< where the entry starts in the file
+};
+
+/// The [pipeline] table.
+struct pipeline_spec {
+  int32_t micro_batches = 0;                   ///< in flight; 0 = number of stages
+  int32_t max_num_seqs = 256;
+  int32_t max_num_batched_tokens = 2048;
+  int32_t block_size = 16;
+  int64_t max_model_len = 0;                   ///< context; 0 = min(training context, 4096)
+  ggml_type kv_type = ggml_type::f16;          ///< key "kv_cache_dtype": "f16" | "f32"
+};
+
+struct topology {
+  std::string path;                            ///< the file ("<text>" when parsed from a string)
+  std::string model;                           ///< as resolved: relative to the file's folder
+  pipeline_spec pipeline;
+  std::vector<stage_spec> stages;
+};
+
+/// Reads and checks syntax, key names (unknown keys are errors), types and ranges of
+/// single values. Errors read "cluster.toml:12: stage 2 field 'layers': expected ..."
+result<topology> parse_topology_file(const std::string& path);
+result<topology> parse_topology_text(std::string_view text, const std::string& name = "<text>");
+
+/// What a stage's placement is checked against.
+struct device_info {
+  bool exists = false;
+  uint64_t memory_bytes = 0;                   ///< the device's memory (cgroup limit / RAM on cpu)
+  std::string source;                          ///< where the number came from, for messages
+};
+
+struct placement_env {
+  int32_t world_size = 1;                      ///< MPI ranks
+  /// The host of each rank (after bootstrap); empty: all ranks on one host.
+  std::vector<std::string> rank_hosts;
+  /// Describes `device` ("cpu", "cuda:1") on `rank`.
+  std::function<device_info(int32_t rank, const std::string& device)> query_device;
+};
+
+/// The memory plan of one stage.
+struct stage_plan {
+  layer_range layers;                          ///< resolved (never automatic)
+  uint64_t weight_bytes = 0;                   ///< its layers, plus token_embd on the first
+                                               ///< stage and output_norm + head on the last
+  uint64_t buffer_bytes = 0;                   ///< one step's scratch
+  uint64_t kv_bytes_per_token = 0;             ///< its layers only
+  uint64_t budget_bytes = 0;                   ///< memory_utilization x device memory
+  uint64_t kv_bytes = 0;                       ///< what the budget leaves for KV
+  int64_t kv_capacity_tokens = 0;              ///< kv_bytes / kv_bytes_per_token, in whole blocks
+  int32_t n_blocks = 0;
+  int32_t threads = 0;                         ///< resolved
+  std::string budget_source;                   ///< "memory_utilization 0.45 of 24.0 GiB (RAM)"
+};
+
+struct pipeline_plan {
+  topology resolved;                           ///< layers resolved, defaults filled in
+  std::vector<stage_plan> stages;
+  int64_t capacity_tokens = 0;                 ///< min over stages
+  int32_t n_blocks = 0;                        ///< min over stages: the router's block count
+};
+
+/// Validates the topology against the model and the world, resolves "auto" (balancing
+/// per-stage time, embedding and output head counted, within each budget) and plans
+/// memory. Errors name file:line, the field and what was expected.
+result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const placement_env& env);
+
+/// TOML text for `t` (layers always explicit) that parse_topology_text reads back equal.
+std::string to_toml(const topology& t);
+
+/// A one-stage-per-rank topology in memory for `--stages N` without a file: all on
+/// rank 0, device cpu, layers split evenly.
+topology default_topology(const std::string& model_path, int32_t n_stages);
+
+}  // namespace baton
