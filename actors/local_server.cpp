@@ -6,6 +6,9 @@
 #include "actors/shard.hpp"
 #include "topology/layer_range.hpp"
 
+#include <caf/io/all.hpp>
+#include <sstream>
+
 namespace baton {
 
 void event_stream::push(gen_event e) {
@@ -28,11 +31,38 @@ std::optional<gen_event> event_stream::next(std::chrono::milliseconds timeout) {
 
 result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const model> m,
                                                            std::shared_ptr<const tokenizer> tok,
-                                                           server_options o) {
+                                                           server_options o, cluster_link link) {
   const auto& c = m->config();
-  if (o.n_stages < 1 || o.n_stages > c.n_layer) {
-    return make_error("stages (%d) must be between 1 and the model's layer count (%lld)",
-                      o.n_stages, static_cast<long long>(c.n_layer));
+  if (o.stages.empty()) {
+    if (o.n_stages < 1 || o.n_stages > c.n_layer) {
+      return make_error("stages (%d) must be between 1 and the model's layer count (%lld)",
+                        o.n_stages, static_cast<long long>(c.n_layer));
+    }
+    auto ranges = *split_layers(c.n_layer, o.n_stages);
+    for (const auto& r : ranges) {
+      o.stages.push_back(stage_setup{0, r.first, r.last, 0});
+    }
+  }
+  o.n_stages = static_cast<int32_t>(o.stages.size());
+  int64_t next = 0;
+  for (size_t s = 0; s < o.stages.size(); ++s) {
+    const stage_setup& st = o.stages[s];
+    if (st.first_layer != next || st.last_layer <= st.first_layer || st.last_layer > c.n_layer) {
+      return make_error("stage %zu: layers [%lld, %lld) do not continue the pipeline at layer "
+                        "%lld within the model's %lld layers",
+                        s, static_cast<long long>(st.first_layer),
+                        static_cast<long long>(st.last_layer), static_cast<long long>(next),
+                        static_cast<long long>(c.n_layer));
+    }
+    if (st.rank < 0 || st.rank >= link.world) {
+      return make_error("stage %zu: rank %d is outside the MPI world of %d ranks", s, st.rank,
+                        link.world);
+    }
+    next = st.last_layer;
+  }
+  if (next != c.n_layer) {
+    return make_error("the stages cover layers [0, %lld) of the model's %lld",
+                      static_cast<long long>(next), static_cast<long long>(c.n_layer));
   }
   if (o.micro_batches == 0) {
     o.micro_batches = o.n_stages;
@@ -48,35 +78,107 @@ result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const
   if (o.n_blocks <= 0) {
     o.n_blocks = static_cast<int32_t>((o.n_ctx + o.block_size - 1) / o.block_size);
   }
-  return std::unique_ptr<local_server>(new local_server(std::move(m), std::move(tok), o));
+  if (link.world > 1 && !link.allgather) {
+    return make_error("a job of %d ranks needs an allgather to exchange endpoints", link.world);
+  }
+  std::unique_ptr<local_server> srv(
+      new local_server(std::move(m), std::move(tok), o, std::move(link)));
+  if (auto started = srv->start(); !started) {
+    return started.err();
+  }
+  return srv;
 }
 
 local_server::local_server(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
-                           server_options opts)
-    : model_(std::move(m)), tok_(std::move(tok)), opts_(opts) {
+                           server_options opts, cluster_link link)
+    : model_(std::move(m)), tok_(std::move(tok)), opts_(std::move(opts)), link_(std::move(link)) {
   add_message_types(cfg_);
   // CAF's default work-stealing workers poll every 50 µs for ~25 ms after each message:
   // beside two spinning compute threads on two cores that cost 15 % of a decode step.
   // Sharing workers block on a queue instead (measured: overhead 15 % -> under 1 %).
   cfg_.set("scheduler.policy", caf::atom("sharing"));
+  if (link_.world > 1) {
+    cfg_.load<caf::io::middleman>();
+  }
   sys_ = std::make_unique<caf::actor_system>(cfg_);
-  data_ = std::make_shared<local_transport>();
-  auto ranges = *split_layers(model_->config().n_layer, opts_.n_stages);
-  for (int32_t s = 0; s < opts_.n_stages; ++s) {
+  data_ = link_.data ? link_.data : std::make_shared<local_transport>();
+}
+
+result<void> local_server::start() {
+  const int32_t n_stages = opts_.n_stages;
+  // threads: the rank's share split over the stages it runs (they overlap in time)
+  int32_t n_local = 0;
+  for (const auto& st : opts_.stages) {
+    n_local += st.rank == link_.rank ? 1 : 0;
+  }
+  std::vector<std::string> endpoints;
+  shards_.assign(static_cast<size_t>(n_stages), shard_actor{});
+  std::string mine = link_.bind_host;
+  for (int32_t s = 0; s < n_stages; ++s) {
+    const stage_setup& st = opts_.stages[static_cast<size_t>(s)];
+    if (st.rank != link_.rank) {
+      continue;
+    }
     shard_config sc;
     sc.m = model_;
     sc.stage = s;
-    sc.n_stages = opts_.n_stages;
-    sc.first_layer = ranges[static_cast<size_t>(s)].first;
-    sc.last_layer = ranges[static_cast<size_t>(s)].last;
+    sc.n_stages = n_stages;
+    sc.first_layer = st.first_layer;
+    sc.last_layer = st.last_layer;
     sc.n_blocks = opts_.n_blocks;
     sc.block_size = opts_.block_size;
     sc.kv_type = opts_.kv_type;
-    // threads split over stages (each stage runs on its own, so they overlap)
-    sc.n_threads = std::max(1, opts_.n_threads / opts_.n_stages);
+    sc.n_threads = st.n_threads > 0 ? st.n_threads : std::max(1, opts_.n_threads / n_local);
     sc.kernels = opts_.kernels;
     sc.data = data_;
-    shards_.push_back(spawn_shard(*sys_, sc));
+    sc.on_shutdown = [this] {
+      {
+        std::lock_guard<std::mutex> lock(shutdown_mu_);
+        shutdown_ = true;
+      }
+      shutdown_cv_.notify_all();
+    };
+    auto shard = spawn_shard(*sys_, sc);
+    shards_[static_cast<size_t>(s)] = shard;
+    local_shards_.push_back(shard);
+    if (link_.world > 1) {
+      auto port = sys_->middleman().publish(shard, 0, link_.bind_host.c_str());
+      if (!port) {
+        return make_error("rank %d: cannot publish stage %d on %s: %s", link_.rank, s,
+                          link_.bind_host.c_str(), sys_->render(port.error()).c_str());
+      }
+      mine += " " + std::to_string(s) + ":" + std::to_string(*port);
+    }
+  }
+  if (link_.world > 1) {
+    endpoints = link_.allgather(mine);
+  }
+  if (!head()) {
+    return {};
+  }
+  // the head reaches every remote stage through a proxy
+  for (int32_t r = 1; r < static_cast<int32_t>(endpoints.size()); ++r) {
+    std::istringstream in(endpoints[static_cast<size_t>(r)]);
+    std::string host;
+    in >> host;
+    std::string item;
+    while (in >> item) {
+      const auto colon = item.find(':');
+      const int stage = std::stoi(item.substr(0, colon));
+      const auto port = static_cast<uint16_t>(std::stoi(item.substr(colon + 1)));
+      auto proxy = sys_->middleman().remote_actor<shard_actor>(host, port);
+      if (!proxy) {
+        return make_error("cannot reach stage %d on rank %d at %s:%u: %s", stage, r,
+                          host.c_str(), port, sys_->render(proxy.error()).c_str());
+      }
+      shards_.at(static_cast<size_t>(stage)) = *proxy;
+    }
+  }
+  for (int32_t s = 0; s < n_stages; ++s) {
+    if (!shards_[static_cast<size_t>(s)]) {
+      return make_error("stage %d (rank %d) published no endpoint", s,
+                        opts_.stages[static_cast<size_t>(s)].rank);
+    }
   }
   router_config rc;
   rc.sched.max_num_seqs = opts_.max_num_seqs;
@@ -87,6 +189,10 @@ local_server::local_server(std::shared_ptr<const model> m, std::shared_ptr<const
   rc.sched.n_ctx = opts_.n_ctx;
   rc.sched.enable_prefix_caching = opts_.enable_prefix_caching;
   rc.shards = shards_;
+  for (const auto& st : opts_.stages) {
+    rc.stage_ranks.push_back(st.rank);
+  }
+  rc.on_rank_down = link_.on_rank_down;
   rc.tok = tok_;
   router_ = spawn_router(*sys_, rc);
   admission_config ac;
@@ -97,20 +203,40 @@ local_server::local_server(std::shared_ptr<const model> m, std::shared_ptr<const
   ac.kv_capacity_tokens = static_cast<int64_t>(opts_.n_blocks) * opts_.block_size;
   ac.router = router_;
   admission_ = spawn_admission(*sys_, ac);
+  return {};
 }
 
 local_server::~local_server() {
-  caf::anon_send_exit(admission_, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);
-  for (auto& s : shards_) {
+  if (head()) {
+    caf::anon_send_exit(admission_, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);
+    // tell the other ranks the job is over, and wait until each has heard it (a dead
+    // one answers with an error at once)
+    caf::scoped_actor self{*sys_};
+    for (size_t s = 0; s < shards_.size(); ++s) {
+      if (shards_[s] && opts_.stages[s].rank != link_.rank) {
+        self->request(shards_[s], std::chrono::seconds(5), shutdown_atom::value)
+            .receive([](bool) {}, [](caf::error&) {});
+      }
+    }
+  }
+  for (auto& s : local_shards_) {
     caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
   }
   // drop our references first: a detached shard's thread ends only once its actor is
   // destroyed, and the system's destructor waits for those threads
   shards_.clear();
+  local_shards_.clear();
   router_ = nullptr;
   admission_ = nullptr;
   sys_.reset();
+}
+
+void local_server::wait_for_shutdown(const std::atomic<bool>& stop) {
+  std::unique_lock<std::mutex> lock(shutdown_mu_);
+  while (!shutdown_ && !stop.load()) {
+    shutdown_cv_.wait_for(lock, std::chrono::milliseconds(200));
+  }
 }
 
 std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* decision) {
@@ -149,6 +275,10 @@ std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* dec
 }
 
 void local_server::cancel(uint64_t id) { caf::anon_send(router_, cancel_atom::value, id); }
+
+uint64_t local_server::control_bytes() const {
+  return const_cast<local_server*>(this)->stats().control_bytes;
+}
 
 router_stats local_server::stats() {
   caf::scoped_actor self{*sys_};

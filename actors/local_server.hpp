@@ -1,13 +1,21 @@
 // The in-process API over the actor system, what the front end and `baton run` use:
 // submit(request) gives a stream of events (text pieces with their token ids, then a
 // final event with the finish reason: stop / length / cancelled / error with its message);
-// cancel(id) stops a request and frees its blocks. All stages live in this process and
-// hand activations over in memory; the next issue spreads the same actors over ranks.
+// cancel(id) stops a request and frees its blocks. The stages live in this process
+// (activations handed over in memory) or spread over MPI ranks: then every rank builds
+// one local_server, which spawns that rank's shards and publishes them on an ephemeral
+// port; the endpoints are exchanged through the link's allgather (MPI_Allgather), and
+// the head (rank 0) connects to the remote shards with remote_actor and runs the router
+// and the admission actor. Other ranks only serve their shards until the head's
+// shutdown (or a signal) ends them.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
+#include <string>
+#include <vector>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,8 +28,29 @@
 
 namespace baton {
 
+/// Where one stage runs.
+struct stage_setup {
+  int32_t rank = 0;
+  int64_t first_layer = 0;
+  int64_t last_layer = 0;              ///< one past
+  int32_t n_threads = 0;               ///< 0: the rank's threads split over its stages
+};
+
+/// How this process is part of a job spanning several ranks (defaults: alone).
+struct cluster_link {
+  int32_t rank = 0;
+  int32_t world = 1;
+  std::string bind_host = "127.0.0.1"; ///< the address other ranks reach this one at
+  /// Gathers one string from every rank, in rank order (MPI_Allgather); only with world > 1.
+  std::function<std::vector<std::string>(const std::string&)> allgather;
+  std::shared_ptr<transport> data;     ///< the activations' transport; null: in memory
+  /// Called on the head when a stage's rank is found dead (its transfers are abandoned).
+  std::function<void(int32_t rank)> on_rank_down;
+};
+
 struct server_options {
   int32_t n_stages = 1;
+  std::vector<stage_setup> stages;     ///< empty: n_stages on rank 0, layers split evenly
   int32_t micro_batches = 0;           ///< 0: the number of stages
   int32_t max_num_seqs = 256;
   int32_t max_num_batched_tokens = 2048;
@@ -54,8 +83,16 @@ class local_server {
  public:
   static result<std::unique_ptr<local_server>> create(std::shared_ptr<const model> m,
                                                       std::shared_ptr<const tokenizer> tok,
-                                                      server_options opts);
+                                                      server_options opts,
+                                                      cluster_link link = {});
   ~local_server();
+
+  /// Rank 0 runs the router; only the head may submit.
+  bool head() const { return link_.rank == 0; }
+  /// Other ranks: waits until the head says the job is over or `stop` turns true.
+  void wait_for_shutdown(const std::atomic<bool>& stop);
+  /// Control-plane bytes CAF carried to and from remote shards (serialized sizes).
+  uint64_t control_bytes() const;
 
   /// Submits a request (its id is assigned when 0). A refusal arrives on the stream as a
   /// final event with finish_reason "error" and the admission's reason in `error`.
@@ -68,7 +105,8 @@ class local_server {
 
  private:
   local_server(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
-               server_options opts);
+               server_options opts, cluster_link link);
+  result<void> start();
 
   // -- member variables -------------------------------------------------------
   std::shared_ptr<const model> model_;
@@ -76,8 +114,13 @@ class local_server {
   server_options opts_;
   caf::actor_system_config cfg_;
   std::unique_ptr<caf::actor_system> sys_;
-  std::shared_ptr<local_transport> data_;
-  std::vector<shard_actor> shards_;
+  cluster_link link_;
+  std::shared_ptr<transport> data_;
+  std::vector<shard_actor> shards_;    ///< every stage's (remote ones on the head only)
+  std::vector<shard_actor> local_shards_;
+  std::mutex shutdown_mu_;
+  std::condition_variable shutdown_cv_;
+  bool shutdown_ = false;
   router_actor router_;
   admission_actor admission_;
   std::atomic<uint64_t> next_id_{1};

@@ -24,6 +24,8 @@ using release_atom = caf::atom_constant<caf::atom("release")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using event_atom = caf::atom_constant<caf::atom("event")>;
+using input_atom = caf::atom_constant<caf::atom("input")>;
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 
 // -- requests and events -----------------------------------------------------------
 
@@ -107,6 +109,9 @@ struct router_stats {
   uint64_t cached_prompt_tokens = 0;
   uint64_t prefix_hits = 0;
   uint64_t evictions = 0;
+  uint64_t control_bytes = 0;       ///< CAF bytes to and from remote shards (serialized)
+  uint64_t remote_steps = 0;        ///< steps that went to a remote shard
+  std::string down;                 ///< empty, or which stage is down and why
 };
 
 // -- inspect ----------------------------------------------------------------------------
@@ -159,14 +164,19 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
   return f(caf::meta::type_name("router_stats"), x.running, x.waiting, x.in_flight,
            x.free_blocks, x.total_blocks, x.steps, x.preemptions, x.prompt_tokens,
-           x.generated_tokens, x.cached_prompt_tokens, x.prefix_hits, x.evictions);
+           x.generated_tokens, x.cached_prompt_tokens, x.prefix_hits, x.evictions,
+           x.control_bytes, x.remote_steps, x.down);
 }
 
 // -- actor interfaces ---------------------------------------------------------------------
 
-/// A layer shard: runs its layers for each step; drops a finished sequence's sampler.
+/// A layer shard: runs its layers for each step once its input activations are there
+/// (input: the transport announced them); drops a finished sequence's sampler; shutdown
+/// ends the shard's process (ranks other than the head wait for it).
 using shard_actor = caf::typed_actor<caf::reacts_to<step_atom, step_desc>,
+                                     caf::reacts_to<input_atom, uint64_t>,
                                      caf::reacts_to<release_atom, uint64_t>,
+                                     caf::replies_to<shutdown_atom>::with<bool>,
                                      caf::replies_to<stats_atom>::with<std::vector<step_timing>>>;
 
 /// The router: takes admitted requests (events go to the client actor as

@@ -2,6 +2,8 @@
 // moves messages between it, the shards and the clients.
 #include "actors/router.hpp"
 
+#include <caf/io/all.hpp>
+#include <cstdio>
 #include <map>
 
 #include "runtime/stop_strings.hpp"
@@ -22,6 +24,9 @@ struct router_state {
   std::unique_ptr<scheduler> sched;
   router_config cfg;
   std::map<uint64_t, client_info> clients;
+  std::string down;                 // why the pipeline cannot run, once a stage is gone
+  uint64_t control_bytes = 0;       // CAF bytes to and from remote shards
+  uint64_t remote_steps = 0;
 };
 
 using router_ptr = router_actor::stateful_pointer<router_state>;
@@ -49,8 +54,25 @@ void finish(router_ptr self, uint64_t id, gen_event ev) {
   st.clients.erase(it);
 }
 
+/// Bytes a message takes on the wire between CAF nodes: the BASP header and the
+/// serialized message (type names included, as 0.17 writes them).
+uint64_t wire_bytes(caf::actor_system& sys, const caf::message& msg) {
+  std::vector<char> buf;
+  caf::binary_serializer sink{sys, buf};
+  auto err = sink(const_cast<caf::message&>(msg));
+  return buf.size() + caf::io::basp::header_size;
+}
+
+bool is_remote(router_ptr self, size_t stage) {
+  const auto& ranks = self->state.cfg.stage_ranks;
+  return stage < ranks.size() && ranks[stage] != 0;
+}
+
 void pump(router_ptr self) {
   auto& st = self->state;
+  if (!st.down.empty()) {
+    return;
+  }
   while (auto step = st.sched->next_step()) {
     step_desc d;
     d.step_id = step->step_id;
@@ -60,14 +82,41 @@ void pump(router_ptr self) {
                                  std::move(s.block_table), s.want_token, s.sampling,
                                  std::move(s.history_tail)});
     }
-    for (const auto& shard : st.cfg.shards) {
-      self->send(shard, step_atom::value, d);
+    bool remote = false;
+    for (size_t i = 0; i < st.cfg.shards.size(); ++i) {
+      if (is_remote(self, i)) {
+        if (!remote) {
+          st.remote_steps += 1;
+          remote = true;
+        }
+        st.control_bytes += wire_bytes(self->system(), caf::make_message(step_atom::value, d));
+      }
+      self->send(st.cfg.shards[i], step_atom::value, d);
     }
+  }
+}
+
+/// Ends every request with `why` (a stage died): nothing can run any more.
+void fail_all(router_ptr self, const std::string& why) {
+  auto& st = self->state;
+  std::vector<uint64_t> ids;
+  for (const auto& [id, c] : st.clients) {
+    ids.push_back(id);
+  }
+  for (uint64_t id : ids) {
+    st.sched->cancel(id);
+    gen_event ev;
+    ev.finish_reason = "error";
+    ev.error = why;
+    finish(self, id, std::move(ev));
   }
 }
 
 void on_result(router_ptr self, const step_result& r) {
   auto& st = self->state;
+  if (is_remote(self, st.cfg.shards.size() - 1)) {
+    st.control_bytes += wire_bytes(self->system(), caf::make_message(result_atom::value, r));
+  }
   if (!r.error.empty()) {
     for (uint64_t id : st.sched->fail_step(r.step_id)) {
       gen_event ev;
@@ -115,6 +164,26 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
   std::vector<int32_t> eog = cfg.tok->eog_ids();
   self->state.sched = std::make_unique<scheduler>(cfg.sched, std::move(eog));
   self->state.cfg = std::move(cfg);
+  for (const auto& shard : self->state.cfg.shards) {
+    self->monitor(shard);
+  }
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    const auto& shards = st.cfg.shards;
+    for (size_t i = 0; i < shards.size(); ++i) {
+      if (shards[i].address() != dm.source || !st.down.empty()) {
+        continue;
+      }
+      const int32_t rank = i < st.cfg.stage_ranks.size() ? st.cfg.stage_ranks[i] : 0;
+      st.down = "stage " + std::to_string(i) + " (rank " + std::to_string(rank) +
+                ") is down: " + self->system().render(dm.reason);
+      std::fprintf(stderr, "baton: %s\n", st.down.c_str());
+      if (st.cfg.on_rank_down) {
+        st.cfg.on_rank_down(rank);
+      }
+      fail_all(self, st.down);
+    }
+  });
   return {
       [=](submit_atom, gen_request& r, caf::actor& client) {
         auto& st = self->state;
@@ -124,7 +193,15 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         c.dec = std::make_unique<stream_decoder>(*st.cfg.tok);
         c.stops = std::make_unique<stop_strings>(r.stop);
         c.prompt_tokens = static_cast<int32_t>(r.prompt.size());
-        st.clients.emplace(r.id, std::move(c));
+        const uint64_t id = r.id;
+        st.clients.emplace(id, std::move(c));
+        if (!st.down.empty()) {
+          gen_event ev;
+          ev.finish_reason = "error";
+          ev.error = st.down;
+          finish(self, id, std::move(ev));
+          return;
+        }
         st.sched->add(sched_request{r.id, std::move(r.prompt), r.max_tokens, r.sampling,
                                     r.ignore_eos});
         pump(self);
@@ -155,6 +232,9 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         out.cached_prompt_tokens = c.cached_prompt_tokens;
         out.prefix_hits = c.prefix_hits;
         out.evictions = c.evictions;
+        out.control_bytes = self->state.control_bytes;
+        out.remote_steps = self->state.remote_steps;
+        out.down = self->state.down;
         return out;
       },
   };

@@ -1,9 +1,12 @@
 // The router actor: owns the scheduler (queues, logical block tables, micro-batches in
 // flight) and the per-request text state (streaming UTF-8 decoder, stop strings), sends
 // each step's descriptor to every shard and turns the last shard's sampled tokens into
-// events for the request's client.
+// events for the request's client. It monitors every shard: when one goes down (its rank
+// died), every request in flight ends with an error naming the stage, and new ones are
+// refused with that message; the stage shows as down in the stats.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -16,6 +19,9 @@ namespace baton {
 struct router_config {
   scheduler_config sched;
   std::vector<shard_actor> shards;  ///< in stage order
+  std::vector<int32_t> stage_ranks; ///< the rank of each stage (remote: not the router's)
+  /// Called once when a stage's actor goes down (its rank died).
+  std::function<void(int32_t rank)> on_rank_down;
   std::shared_ptr<const tokenizer> tok;
 };
 

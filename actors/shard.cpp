@@ -27,10 +27,15 @@ struct shard_core {
            c.m->config().n_embd_head_k, c.kv_type),
         exec(c.m, c.first_layer, c.last_layer, kv, pool, c.kernels) {}
 
-  /// Runs one step; returns the result the last stage reports (empty elsewhere).
-  std::optional<step_result> run(const step_desc& d) {
+  /// Runs one step on `input` (the previous stage's activations; empty on stage 0);
+  /// returns the result the last stage reports (or an error from any stage).
+  std::optional<step_result> run(const step_desc& d, std::optional<activations> input) {
     const int64_t t0 = now_us();
     b.clear();
+    activation_header head;
+    head.step = d.step_id;
+    head.stage = cfg.stage + 1;
+    head.n_embd = static_cast<int32_t>(cfg.m->config().n_embd);
     for (size_t i = 0; i < d.seqs.size(); ++i) {
       const seq_slice& s = d.seqs[i];
       b.block_tables.push_back(&s.block_table);
@@ -39,21 +44,29 @@ struct shard_core {
         b.add(static_cast<int32_t>(i), s.tokens[j], s.first_pos + static_cast<int32_t>(j),
               last && s.want_token);
       }
+      head.seq_ids.push_back(s.seq_id);
+      head.seq_rows.push_back(static_cast<int32_t>(s.tokens.size()));
+      head.n_tokens += static_cast<int32_t>(s.tokens.size());
+    }
+    if (cfg.stage > 0) {
+      const activation_header& h = input->header;
+      if (h.n_tokens != head.n_tokens || h.n_embd != head.n_embd || h.seq_ids != head.seq_ids ||
+          h.seq_rows != head.seq_rows) {
+        timings.push_back({d.step_id, cfg.stage, t0, now_us()});
+        return step_result{d.step_id, {}, {},
+                           "stage " + std::to_string(cfg.stage) + ": step " +
+                               std::to_string(d.step_id) + ": activations for " +
+                               std::to_string(h.n_tokens) + " tokens of " +
+                               std::to_string(h.seq_ids.size()) + " sequences, expected " +
+                               std::to_string(head.n_tokens) + " of " +
+                               std::to_string(head.seq_ids.size())};
+      }
+      hidden = std::move(input->hidden);
     }
     std::optional<step_result> res;
-    if (cfg.stage > 0) {
-      auto h = cfg.data->recv(d.step_id, cfg.stage, std::chrono::minutes(5));
-      if (!h) {
-        res = step_result{d.step_id, {}, {}, "stage " + std::to_string(cfg.stage) +
-                                                 ": no activations from the previous stage"};
-        timings.push_back({d.step_id, cfg.stage, t0, now_us()});
-        return res;
-      }
-      hidden = std::move(*h);
-    }
     exec.forward(b, hidden, logits);
     if (cfg.stage + 1 < cfg.n_stages) {
-      cfg.data->send(d.step_id, cfg.stage + 1, std::move(hidden));
+      cfg.data->send(activations{std::move(head), std::move(hidden)});
       hidden = {};
     } else {
       res = step_result{d.step_id, {}, {}, ""};
@@ -89,23 +102,77 @@ struct shard_core {
   std::vector<step_timing> timings;
 };
 
-struct shard_state {
-  std::unique_ptr<shard_core> core;
+/// A step whose input has not arrived yet, and whom to answer.
+struct waiting_step {
+  step_desc desc;
+  caf::actor reply_to;
 };
 
-shard_actor::behavior_type shard_impl(shard_actor::stateful_pointer<shard_state> self,
-                                      shard_config cfg) {
+struct shard_state {
+  std::unique_ptr<shard_core> core;
+  std::map<uint64_t, waiting_step> waiting;
+};
+
+using shard_ptr = shard_actor::stateful_pointer<shard_state>;
+
+void run_step(shard_ptr self, const step_desc& d, std::optional<activations> input,
+              const caf::actor& reply_to) {
+  auto res = self->state.core->run(d, std::move(input));
+  if (res) {
+    // the last stage (or a failing one) answers the router
+    self->send(caf::actor_cast<router_actor>(reply_to), result_atom::value, std::move(*res));
+  }
+}
+
+shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
   self->state.core = std::make_unique<shard_core>(cfg);
+  if (cfg.stage > 0) {
+    // the transport's thread announces arrivals; the step runs on the shard's own thread
+    caf::actor_addr me = self->address();
+    cfg.data->on_arrival(cfg.stage, [me](uint64_t step) {
+      if (auto a = caf::actor_cast<caf::actor>(me)) {
+        caf::anon_send(a, input_atom::value, step);
+      }
+    });
+  }
   return {
-      [=](step_atom, const step_desc& d) {
-        auto res = self->state.core->run(d);
-        if (res) {
-          // the last stage (or a failing one) answers whoever sent the step: the router
-          self->send(caf::actor_cast<router_actor>(self->current_sender()), result_atom::value,
-                     std::move(*res));
+      [=](step_atom, step_desc& d) {
+        auto& st = self->state;
+        const auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
+        if (cfg.stage == 0) {
+          run_step(self, d, std::nullopt, reply_to);
+          return;
         }
+        if (auto in = cfg.data->take(d.step_id, cfg.stage)) {
+          run_step(self, d, std::move(in), reply_to);
+          return;
+        }
+        cfg.data->expect(cfg.stage);
+        const uint64_t id = d.step_id;
+        st.waiting.emplace(id, waiting_step{std::move(d), reply_to});
+      },
+      [=](input_atom, uint64_t step) {
+        auto& st = self->state;
+        auto it = st.waiting.find(step);
+        if (it == st.waiting.end()) {
+          return;  // the descriptor comes later and takes the input then
+        }
+        auto in = cfg.data->take(step, cfg.stage);
+        if (!in) {
+          return;
+        }
+        waiting_step w = std::move(it->second);
+        st.waiting.erase(it);
+        run_step(self, w.desc, std::move(in), w.reply_to);
       },
       [=](release_atom, uint64_t seq_id) { self->state.core->samplers.erase(seq_id); },
+      [=](shutdown_atom) {
+        if (cfg.on_shutdown) {
+          cfg.on_shutdown();
+        }
+        self->quit();
+        return true;
+      },
       [=](stats_atom) { return self->state.core->timings; },
   };
 }

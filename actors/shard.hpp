@@ -1,11 +1,14 @@
 // The shard actor: owns layers [first, last) of the model through a stage_executor and the
 // physical KV storage for them, and computes on its own thread (a detached actor), never
 // blocking CAF's scheduler. A step arrives as a descriptor from the router; activations
-// come from the previous stage and go to the next through the transport. The last stage
+// come from the previous stage and go to the next through the transport, which announces
+// each arrival with an input message, so the shard never waits inside a handler and
+// stays responsive (stats, shutdown) while a predecessor is slow or gone. The last stage
 // samples each sequence's next token (keeping each sequence's sampler, so its seeded
 // generator runs on across steps and recomputes) and sends only token ids back.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "actors/messages.hpp"
@@ -27,6 +30,7 @@ struct shard_config {
   int32_t n_threads = 1;
   cpu::isa kernels = cpu::isa::scalar;
   std::shared_ptr<transport> data;
+  std::function<void()> on_shutdown;   ///< called when the head says the job is over
 };
 
 /// Spawns a shard on its own thread.

@@ -1,12 +1,17 @@
 // The data plane between pipeline stages: activations [n_tokens, n_embd] go from stage i
-// to stage i + 1 matched by (step, stage), never inside CAF messages. This is the
-// interface; `local_transport` hands buffers over in memory between stages of one
-// process (MPI and NCCL implementations come with the distributed pipeline).
+// to stage i + 1 matched by (step, stage), never inside CAF messages. Every transfer
+// carries a step header (step id, receiving stage, shapes, the rows of each sequence),
+// serialized with cereal's binary archive where it crosses a process. Arrivals are
+// announced through a callback, so a shard never blocks waiting for its input: it runs
+// a step once both the router's descriptor and the activations are there.
+// `local_transport` hands buffers over in memory between stages of one process;
+// `mpi_transport` (mpi_transport.hpp) moves them between ranks.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -15,52 +20,79 @@
 
 namespace baton {
 
+/// What travels ahead of the floats; the receiving stage checks it against its step.
+struct activation_header {
+  uint64_t step = 0;
+  int32_t stage = 0;                 ///< the receiving stage
+  int32_t n_tokens = 0;
+  int32_t n_embd = 0;
+  std::vector<uint64_t> seq_ids;     ///< the step's sequences, in batch order
+  std::vector<int32_t> seq_rows;     ///< tokens of each sequence
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(step, stage, n_tokens, n_embd, seq_ids, seq_rows);
+  }
+};
+
+struct activations {
+  activation_header header;
+  std::vector<float> hidden;         // [n_tokens, n_embd]
+};
+
+/// Arrived transfers keyed by (step, stage), with a listener per stage; thread-safe.
+class mailbox {
+ public:
+  void deliver(activations a);
+  /// The transfer for (step, stage) if it is here; never waits.
+  std::optional<activations> take(uint64_t step, int32_t stage);
+  /// Waits up to `timeout` for (step, stage).
+  std::optional<activations> wait(uint64_t step, int32_t stage, std::chrono::milliseconds timeout);
+  /// `fn(step)` runs on the delivering thread after each arrival for `stage`.
+  void on_arrival(int32_t stage, std::function<void(uint64_t)> fn);
+
+ private:
+  // -- member variables -------------------------------------------------------
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::pair<uint64_t, int32_t>, activations> box_;
+  std::map<int32_t, std::function<void(uint64_t)>> listeners_;
+};
+
 class transport {
  public:
   virtual ~transport() = default;
-  /// Hands `hidden` to stage `to_stage` for step `step`.
-  virtual void send(uint64_t step, int to_stage, std::vector<float> hidden) = 0;
-  /// The activations for (step, stage); waits up to `timeout`, nothing if they did not come.
-  virtual std::optional<std::vector<float>> recv(uint64_t step, int stage,
-                                                 std::chrono::milliseconds timeout) = 0;
-  /// Bytes handed over so far (data plane accounting).
-  virtual uint64_t bytes_moved() const = 0;
+  /// Hands `a` to stage `a.header.stage`.
+  virtual void send(activations a) = 0;
+  /// The transfer for (step, stage) if it has arrived; never waits.
+  std::optional<activations> take(uint64_t step, int32_t stage) { return box_.take(step, stage); }
+  /// Waits up to `timeout` for (step, stage) (tests; shards use on_arrival + take).
+  std::optional<activations> recv(uint64_t step, int32_t stage, std::chrono::milliseconds timeout) {
+    return box_.wait(step, stage, timeout);
+  }
+  /// `fn(step)` is called (on some transport thread) whenever input for `stage` arrives.
+  void on_arrival(int32_t stage, std::function<void(uint64_t)> fn) {
+    box_.on_arrival(stage, std::move(fn));
+  }
+  /// Input for `stage` is expected soon (a transport that polls may poll faster).
+  virtual void expect(int32_t /*stage*/) {}
+  /// Bytes of activations this process sent to another stage.
+  virtual uint64_t bytes_sent() const = 0;
+
+ protected:
+  // -- member variables -------------------------------------------------------
+  mailbox box_;
 };
 
-/// In-process handoff: a mailbox keyed by (step, stage).
+/// In-process handoff: the sender's buffer moves into the receiver's mailbox.
 class local_transport final : public transport {
  public:
-  void send(uint64_t step, int to_stage, std::vector<float> hidden) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      bytes_ += hidden.size() * sizeof(float);
-      box_[{step, to_stage}] = std::move(hidden);
-    }
-    cv_.notify_all();
-  }
-
-  std::optional<std::vector<float>> recv(uint64_t step, int stage,
-                                         std::chrono::milliseconds timeout) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    const auto key = std::make_pair(step, stage);
-    if (!cv_.wait_for(lock, timeout, [&] { return box_.count(key) != 0; })) {
-      return std::nullopt;
-    }
-    auto out = std::move(box_[key]);
-    box_.erase(key);
-    return out;
-  }
-
-  uint64_t bytes_moved() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return bytes_;
-  }
+  void send(activations a) override;
+  uint64_t bytes_sent() const override;
 
  private:
   // -- member variables -------------------------------------------------------
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::pair<uint64_t, int>, std::vector<float>> box_;
   uint64_t bytes_ = 0;
 };
 

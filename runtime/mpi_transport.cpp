@@ -1,0 +1,362 @@
+// mpi_transport.hpp. Only the progress thread touches MPI after construction.
+#include "runtime/mpi_transport.hpp"
+
+#include <mpi.h>
+
+#include <atomic>
+#include <cereal/archives/binary.hpp>
+#include <cereal/types/vector.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "runtime/error.hpp"
+
+namespace baton {
+
+namespace {
+
+constexpr int activation_tag = 7301;
+
+using clock_type = std::chrono::steady_clock;
+
+double micros_since(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
+}
+
+std::vector<char> pack(const activations& a) {
+  std::ostringstream os;
+  {
+    cereal::BinaryOutputArchive ar(os);
+    ar(a.header);
+  }
+  const std::string head = os.str();
+  const auto head_len = static_cast<uint32_t>(head.size());
+  std::vector<char> buf(sizeof(head_len) + head.size() + a.hidden.size() * sizeof(float));
+  std::memcpy(buf.data(), &head_len, sizeof(head_len));
+  std::memcpy(buf.data() + sizeof(head_len), head.data(), head.size());
+  if (!a.hidden.empty()) {
+    std::memcpy(buf.data() + sizeof(head_len) + head.size(), a.hidden.data(),
+                a.hidden.size() * sizeof(float));
+  }
+  return buf;
+}
+
+result<activations> unpack(const std::vector<char>& buf) {
+  uint32_t head_len = 0;
+  if (buf.size() < sizeof(head_len)) {
+    return make_error("activation message of %zu bytes: shorter than its header length",
+                      buf.size());
+  }
+  std::memcpy(&head_len, buf.data(), sizeof(head_len));
+  if (buf.size() < sizeof(head_len) + head_len) {
+    return make_error("activation message of %zu bytes: header of %u bytes does not fit",
+                      buf.size(), head_len);
+  }
+  activations a;
+  try {
+    std::istringstream is(std::string(buf.data() + sizeof(head_len), head_len));
+    cereal::BinaryInputArchive ar(is);
+    ar(a.header);
+  } catch (const std::exception& e) {
+    return make_error("activation header does not parse: %s", e.what());
+  }
+  const size_t n_bytes = buf.size() - sizeof(head_len) - head_len;
+  const auto expected = static_cast<size_t>(a.header.n_tokens) *
+                        static_cast<size_t>(a.header.n_embd) * sizeof(float);
+  if (n_bytes != expected) {
+    return make_error("step %llu stage %d: %zu bytes of activations, header says %d x %d floats",
+                      static_cast<unsigned long long>(a.header.step), a.header.stage, n_bytes,
+                      a.header.n_tokens, a.header.n_embd);
+  }
+  a.hidden.resize(n_bytes / sizeof(float));
+  if (n_bytes > 0) {
+    std::memcpy(a.hidden.data(), buf.data() + sizeof(head_len) + head_len, n_bytes);
+  }
+  return a;
+}
+
+}  // namespace
+
+struct mpi_transport::impl {
+  struct pending_send {
+    MPI_Request req = MPI_REQUEST_NULL;
+    std::vector<char> buf;
+    int32_t peer = 0;
+    clock_type::time_point t0;
+  };
+  struct pending_recv {
+    MPI_Request req = MPI_REQUEST_NULL;
+    std::vector<char> buf;
+    int32_t peer = 0;
+    clock_type::time_point t0;
+  };
+
+  impl(mailbox& box, std::vector<int32_t> ranks) : box_(box), stage_ranks_(std::move(ranks)) {
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  ~impl() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    // transfers to or from a dead peer can never complete: leave their requests alone
+    // rather than wait on them (MPI_Finalize tolerates that under --enable-recovery)
+    bool clean = true;
+    for (auto& s : sends_) {
+      if (!dead_.count(s.peer)) {
+        MPI_Wait(&s.req, MPI_STATUS_IGNORE);
+      } else {
+        clean = false;
+        // MPI may still read the buffer: it lives as long as the process
+        new std::vector<char>(std::move(s.buf));
+      }
+    }
+    for (auto& r : recvs_) {
+      if (!dead_.count(r.peer)) {
+        MPI_Wait(&r.req, MPI_STATUS_IGNORE);
+      } else {
+        clean = false;
+        new std::vector<char>(std::move(r.buf));
+      }
+    }
+    if (clean) {
+      MPI_Comm_free(&comm_);
+    }
+  }
+
+  void loop() {
+    auto idle_since = clock_type::now();
+    while (true) {
+      std::deque<activations> out;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stop_) {
+          return;
+        }
+        out.swap(outgoing_);
+        dead_.insert(dead_asked_.begin(), dead_asked_.end());
+      }
+      bool active = !out.empty();
+      for (auto& a : out) {
+        post_send(std::move(a));
+      }
+      active |= test_sends();
+      active |= probe();
+      active |= test_recvs();
+      if (active) {
+        idle_since = clock_type::now();
+        continue;
+      }
+      std::unique_lock<std::mutex> lock(mu_);
+      const bool waiting = !sends_.empty() || !recvs_.empty() ||
+                           clock_type::now() < fast_until_;
+      const auto nap = waiting ? std::chrono::microseconds(50)
+                       : clock_type::now() - idle_since < std::chrono::seconds(1)
+                           ? std::chrono::microseconds(1000)
+                           : std::chrono::microseconds(10000);
+      cv_.wait_for(lock, nap, [&] { return stop_ || !outgoing_.empty(); });
+    }
+  }
+
+  void post_send(activations a) {
+    const int32_t stage = a.header.stage;
+    const int32_t peer = stage_ranks_.at(static_cast<size_t>(stage));
+    if (dead_.count(peer)) {
+      return;
+    }
+    pending_send s;
+    s.peer = peer;
+    s.t0 = clock_type::now();
+    s.buf = pack(a);
+    const int rc = MPI_Isend(s.buf.data(), static_cast<int>(s.buf.size()), MPI_BYTE, peer,
+                             activation_tag, comm_, &s.req);
+    if (rc != MPI_SUCCESS) {
+      note_error("MPI_Isend to rank", peer, rc);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      stats_.sends += 1;
+      stats_.bytes_sent += a.hidden.size() * sizeof(float);
+    }
+    sends_.push_back(std::move(s));
+  }
+
+  bool test_sends() {
+    bool any = false;
+    for (auto it = sends_.begin(); it != sends_.end();) {
+      if (dead_.count(it->peer)) {
+        ++it;
+        continue;
+      }
+      int done = 0;
+      const int rc = MPI_Test(&it->req, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) {
+        note_error("send to rank", it->peer, rc);
+        dead_.insert(it->peer);
+        ++it;
+        continue;
+      }
+      if (done) {
+        {
+          std::lock_guard<std::mutex> lock(stats_mu_);
+          stats_.send_us += micros_since(it->t0);
+        }
+        it = sends_.erase(it);
+        any = true;
+      } else {
+        ++it;
+      }
+    }
+    return any;
+  }
+
+  bool probe() {
+    bool any = false;
+    while (true) {
+      int flag = 0;
+      MPI_Message msg;
+      MPI_Status st;
+      const int rc = MPI_Improbe(MPI_ANY_SOURCE, activation_tag, comm_, &flag, &msg, &st);
+      if (rc != MPI_SUCCESS) {
+        note_error("MPI_Improbe, rank", MPI_ANY_SOURCE, rc);
+        return any;
+      }
+      if (!flag) {
+        return any;
+      }
+      int count = 0;
+      MPI_Get_count(&st, MPI_BYTE, &count);
+      pending_recv r;
+      r.peer = st.MPI_SOURCE;
+      r.t0 = clock_type::now();
+      r.buf.resize(static_cast<size_t>(count));
+      if (MPI_Imrecv(r.buf.data(), count, MPI_BYTE, &msg, &r.req) != MPI_SUCCESS) {
+        note_error("MPI_Imrecv from rank", r.peer, rc);
+        continue;
+      }
+      recvs_.push_back(std::move(r));
+      any = true;
+    }
+  }
+
+  bool test_recvs() {
+    bool any = false;
+    for (auto it = recvs_.begin(); it != recvs_.end();) {
+      if (dead_.count(it->peer)) {
+        ++it;
+        continue;
+      }
+      int done = 0;
+      const int rc = MPI_Test(&it->req, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) {
+        note_error("receive from rank", it->peer, rc);
+        dead_.insert(it->peer);
+        ++it;
+        continue;
+      }
+      if (!done) {
+        ++it;
+        continue;
+      }
+      auto a = unpack(it->buf);
+      if (!a) {
+        std::fprintf(stderr, "baton: rank %d: from rank %d: %s\n", rank_, it->peer,
+                     a.err().message.c_str());
+      } else {
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        stats_.recvs += 1;
+        stats_.bytes_received += a->hidden.size() * sizeof(float);
+        stats_.recv_us += micros_since(it->t0);
+      }
+      it = recvs_.erase(it);
+      if (a) {
+        box_.deliver(std::move(*a));
+      }
+      any = true;
+    }
+    return any;
+  }
+
+  void note_error(const char* what, int peer, int rc) {
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    std::fprintf(stderr, "baton: rank %d: %s %d failed: %.*s\n", rank_, what, peer, len, text);
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.errors += 1;
+  }
+
+  // -- member variables -------------------------------------------------------
+  mailbox& box_;
+  std::vector<int32_t> stage_ranks_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  std::thread thread_;
+  std::mutex mu_;                      // guards outgoing_, stop_, fast_until_, dead ranks asked
+  std::condition_variable cv_;
+  std::deque<activations> outgoing_;
+  bool stop_ = false;
+  clock_type::time_point fast_until_{};
+  std::set<int32_t> dead_asked_;
+  // owned by the progress thread
+  std::deque<pending_send> sends_;
+  std::deque<pending_recv> recvs_;
+  std::set<int32_t> dead_;
+  mutable std::mutex stats_mu_;
+  transport_stats stats_;
+};
+
+mpi_transport::mpi_transport(std::vector<int32_t> stage_ranks)
+    : impl_(std::make_unique<impl>(box_, std::move(stage_ranks))) {}
+
+mpi_transport::~mpi_transport() = default;
+
+void mpi_transport::send(activations a) {
+  const auto stage = static_cast<size_t>(a.header.stage);
+  BATON_ASSERT(stage < impl_->stage_ranks_.size());
+  if (impl_->stage_ranks_[stage] == impl_->rank_) {
+    box_.deliver(std::move(a));
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu_);
+    impl_->outgoing_.push_back(std::move(a));
+  }
+  impl_->cv_.notify_all();
+}
+
+uint64_t mpi_transport::bytes_sent() const { return stats().bytes_sent; }
+
+void mpi_transport::expect(int32_t /*stage*/) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu_);
+    impl_->fast_until_ = clock_type::now() + std::chrono::seconds(2);
+  }
+  impl_->cv_.notify_all();
+}
+
+void mpi_transport::forget_peer(int32_t rank) {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  impl_->dead_asked_.insert(rank);
+}
+
+transport_stats mpi_transport::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->stats_mu_);
+  return impl_->stats_;
+}
+
+int32_t mpi_transport::rank() const { return impl_->rank_; }
+
+}  // namespace baton
