@@ -114,6 +114,7 @@ result<void> local_server::start() {
   std::vector<std::string> endpoints;
   shards_.assign(static_cast<size_t>(n_stages), shard_actor{});
   std::string mine = link_.bind_host;
+  std::string failed;  // a rank that cannot publish still joins the exchange, to say so
   for (int32_t s = 0; s < n_stages; ++s) {
     const stage_setup& st = opts_.stages[static_cast<size_t>(s)];
     if (st.rank != link_.rank) {
@@ -144,14 +145,22 @@ result<void> local_server::start() {
     if (link_.world > 1) {
       auto port = sys_->middleman().publish(shard, 0, link_.bind_host.c_str());
       if (!port) {
-        return make_error("rank %d: cannot publish stage %d on %s: %s", link_.rank, s,
-                          link_.bind_host.c_str(), sys_->render(port.error()).c_str());
+        failed = "cannot publish stage " + std::to_string(s) + " on " + link_.bind_host + ": " +
+                 sys_->render(port.error());
+        continue;
       }
       mine += " " + std::to_string(s) + ":" + std::to_string(*port);
     }
   }
   if (link_.world > 1) {
-    endpoints = link_.allgather(mine);
+    endpoints = link_.allgather(failed.empty() ? mine : "!" + failed);
+    for (size_t r = 0; r < endpoints.size(); ++r) {
+      if (!endpoints[r].empty() && endpoints[r][0] == '!') {
+        return make_error("rank %zu: %s", r, endpoints[r].c_str() + 1);
+      }
+    }
+  } else if (!failed.empty()) {
+    return make_error("%s", failed.c_str());
   }
   if (!head()) {
     return {};

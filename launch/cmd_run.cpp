@@ -6,6 +6,8 @@
 #include "launch/commands.hpp"
 #include "actors/local_server.hpp"
 #include "launch/engine_flags.hpp"
+#include "launch/pipeline_job.hpp"
+#include "launch/signals.hpp"
 #include "runtime/chat_template.hpp"
 #include "runtime/sampler.hpp"
 #include "runtime/stop_strings.hpp"
@@ -31,9 +33,11 @@ double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-/// The same generation through the actor pipeline: --stages shards in this process, a
-/// router and an admission actor; tokens equal the single-stage path's for the same seed.
-int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& prompt) {
+/// The same generation through the actor pipeline: --stages shards in this process, or
+/// the stages spread over the ranks of an MPI job; a router and an admission actor on
+/// rank 0. Tokens equal the single-stage path's for the same seed.
+int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& prompt,
+                 mpi_session& mpi) {
   server_options so;
   so.n_stages = o.engine.stages;
   so.n_threads = l.n_threads;
@@ -42,17 +46,26 @@ int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& pr
   so.kv_type = l.opts.kv_type;
   so.kernels = l.opts.kernels;
   so.max_num_batched_tokens = static_cast<int32_t>(l.opts.max_batch_tokens);
-  auto srv = local_server::create(l.m, l.tok, so);
-  if (!srv) {
-    return fail(srv.err().message);
+  auto job = pipeline_job::start(mpi, o.engine, l, so);
+  if (!job) {
+    return mpi.rank() == 0 ? fail(job.err().message) : exit_bad_input;
   }
+  if (!(*job)->head()) {
+    (*job)->serve_until_shutdown();
+    return exit_ok;
+  }
+  local_server* srv = &(*job)->server();
   gen_request r;
   r.prompt = prompt;
   r.max_tokens = static_cast<int32_t>(std::max<int64_t>(o.n_predict, 1));
   r.sampling = o.sampling;
   r.stop = o.stop;
   const auto t0 = clock_type::now();
-  auto stream = (*srv)->submit(std::move(r));
+  const uint64_t id = 1;
+  r.id = id;
+  // Ctrl-C (or SIGTERM from mpirun): the request ends with a final "cancelled" event
+  on_stop_signal([srv, id] { srv->cancel(id); });
+  auto stream = srv->submit(std::move(r));
   double t_first = 0;
   int32_t n_gen = 0;
   for (;;) {
@@ -68,11 +81,16 @@ int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& pr
     if (!e->finish_reason.empty()) {
       if (e->finish_reason == "error") {
         std::printf("\n");
+        on_stop_signal({});
         return fail(e->error);
+      }
+      if (e->finish_reason == "cancelled") {
+        std::fprintf(stderr, "\nbaton: stopped by a signal\n");
       }
       break;
     }
   }
+  on_stop_signal({});
   std::printf("\n");
   const double t_all = seconds_since(t0);
   if (!o.no_stats) {
@@ -82,7 +100,24 @@ int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& pr
                  prompt.size(), t_first, static_cast<double>(prompt.size()) / t_first, n_gen,
                  t_all - t_first,
                  n_gen > 1 ? static_cast<double>(n_gen - 1) / (t_all - t_first) : 0.0,
-                 o.engine.stages, l.n_threads, std::string(cpu::isa_name(l.opts.kernels)).c_str());
+                 srv->options().n_stages, l.n_threads,
+                 std::string(cpu::isa_name(l.opts.kernels)).c_str());
+    if (mpi.size() > 1) {
+      const auto ts = (*job)->transfer_stats();
+      const auto rs = srv->stats();
+      std::fprintf(stderr,
+                   "pipeline: %d ranks; rank 0 sent %llu activation bytes in %llu transfers "
+                   "(%.1f us each); control plane: %llu CAF bytes over %llu remote steps "
+                   "(%.0f bytes per step)\n",
+                   mpi.size(), static_cast<unsigned long long>(ts.bytes_sent),
+                   static_cast<unsigned long long>(ts.sends),
+                   ts.sends ? ts.send_us / static_cast<double>(ts.sends) : 0.0,
+                   static_cast<unsigned long long>(rs.control_bytes),
+                   static_cast<unsigned long long>(rs.remote_steps),
+                   rs.remote_steps ? static_cast<double>(rs.control_bytes) /
+                                         static_cast<double>(rs.remote_steps)
+                                   : 0.0);
+    }
   }
   return exit_ok;
 }
@@ -94,10 +129,17 @@ int run_run(run_options o) {
   if (auto v = o.sampling.validate(); !v) {
     return fail(v.err().message);
   }
-  const bool pipeline = o.engine.stages > 1;
+  auto mpi = mpi_session::init();
+  if (!mpi) {
+    return fail(mpi.err().message);
+  }
+  const bool pipeline = o.engine.stages > 1 || (*mpi)->size() > 1;
+  if ((*mpi)->rank() != 0) {
+    o.engine.quiet = true;
+  }
   auto l = load(o.engine, 1, !pipeline);
-  if (!l) {
-    return fail(l.err().message);
+  if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
+    return (*mpi)->rank() == 0 ? fail(ok.err().message) : exit_bad_input;
   }
   tokenizer& tok = *l->tok;
 
@@ -125,7 +167,9 @@ int run_run(run_options o) {
                 std::to_string(l->m->config().n_ctx_train) + ")");
   }
   if (pipeline) {
-    return run_pipeline(o, *l, prompt);
+    const int status = run_pipeline(o, *l, prompt, **mpi);
+    (*mpi)->set_exit_status(status);
+    return status;
   }
   engine& eng = *l->eng;
 

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "launch/commands.hpp"
+#include "launch/signals.hpp"
 
 namespace baton::cli {
 
@@ -31,6 +32,7 @@ std::string demo_model_path() {
 
 int main(int argc, char** argv) {
   namespace cli = baton::cli;
+  cli::start_signal_thread();  // before any thread exists, so all inherit the blocked mask
   CLI::App app{"baton: serves Llama-3-family GGUF models from a pipeline of layer shards"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "baton 0.1.0");

@@ -1,0 +1,46 @@
+// Starts the actor pipeline for a command on every rank of the job: the stages from a
+// topology file (--topology) or from --stages (spread over the MPI ranks in order), the
+// transport (MPI between ranks, memory within one), the local_server on each rank.
+// Every step that can fail on one rank is agreed on by all ranks, so a bad file or a
+// missing model on one host ends the job with that rank's message, never a hang.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "actors/local_server.hpp"
+#include "launch/engine_flags.hpp"
+#include "launch/mpi_session.hpp"
+#include "runtime/mpi_transport.hpp"
+
+namespace baton::cli {
+
+class pipeline_job {
+ public:
+  /// Collective: every rank calls it with the same arguments. `so` carries the
+  /// pipeline's settings; its stages are filled in here.
+  static result<std::unique_ptr<pipeline_job>> start(mpi_session& mpi, const engine_flags& f,
+                                                     const loaded& l, server_options so);
+  ~pipeline_job();
+
+  local_server& server() { return *srv_; }
+  bool head() const { return srv_->head(); }
+  /// Activation transfer counters (MPI jobs only; zeros otherwise).
+  transport_stats transfer_stats() const;
+  /// On ranks other than the head: serves the shards until the head ends the job or a
+  /// signal comes.
+  void serve_until_shutdown();
+
+ private:
+  pipeline_job() = default;
+
+  // -- member variables -------------------------------------------------------
+  std::shared_ptr<mpi_transport> mpi_data_;
+  std::unique_ptr<local_server> srv_;
+};
+
+/// Stage placement without a topology file: `n_stages` (at least one per rank) spread
+/// over `world` ranks in order, layers split evenly.
+result<std::vector<stage_setup>> spread_stages(int64_t n_layer, int32_t n_stages, int32_t world);
+
+}  // namespace baton::cli
