@@ -132,10 +132,11 @@ result<void> local_server::start() {
     sc.n_threads = st.n_threads > 0 ? st.n_threads : std::max(1, opts_.n_threads / n_local);
     sc.kernels = opts_.kernels;
     sc.data = data_;
-    sc.on_shutdown = [this] {
+    sc.on_shutdown = [this](bool peer_died) {
       {
         std::lock_guard<std::mutex> lock(shutdown_mu_);
         shutdown_ = true;
+        peer_died_ = peer_died_ || peer_died;
       }
       shutdown_cv_.notify_all();
     };
@@ -219,14 +220,22 @@ local_server::~local_server() {
   if (head()) {
     caf::anon_send_exit(admission_, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);
-    // tell the other ranks the job is over, and wait until each has heard it (a dead
-    // one answers with an error at once)
+    // tell the other ranks the job is over, and wait until each has heard it: its reply,
+    // or its going away (a rank may exit before its reply leaves), at most 5 s
     caf::scoped_actor self{*sys_};
+    const router_stats st = stats();
+    const bool died = !st.down.empty();
     for (size_t s = 0; s < shards_.size(); ++s) {
-      if (shards_[s] && opts_.stages[s].rank != link_.rank) {
-        self->request(shards_[s], std::chrono::seconds(5), shutdown_atom::value)
-            .receive([](bool) {}, [](caf::error&) {});
+      const int32_t rank = opts_.stages[s].rank;
+      if (!shards_[s] || rank == link_.rank || rank == st.down_rank) {
+        continue;
       }
+      self->monitor(shards_[s]);
+      self->send(shards_[s], shutdown_atom::value, died);
+      bool heard = false;
+      self->receive_while([&] { return !heard; })(
+          [&](bool) { heard = true; }, [&](caf::down_msg&) { heard = true; },
+          caf::after(std::chrono::seconds(5)) >> [&] { heard = true; });
     }
   }
   for (auto& s : local_shards_) {
@@ -241,11 +250,22 @@ local_server::~local_server() {
   sys_.reset();
 }
 
+bool local_server::peer_died() {
+  if (head()) {
+    return !stats().down.empty();
+  }
+  std::lock_guard<std::mutex> lock(shutdown_mu_);
+  return peer_died_;
+}
+
 void local_server::wait_for_shutdown(const std::atomic<bool>& stop) {
   std::unique_lock<std::mutex> lock(shutdown_mu_);
   while (!shutdown_ && !stop.load()) {
     shutdown_cv_.wait_for(lock, std::chrono::milliseconds(200));
   }
+  // a signal reaches every rank at once (mpirun forwards it): the head ends its requests
+  // and then shuts the job down; leave on our own only if it does not within 10 s
+  shutdown_cv_.wait_for(lock, std::chrono::seconds(10), [&] { return shutdown_; });
 }
 
 std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* decision) {

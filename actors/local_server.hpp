@@ -89,8 +89,11 @@ class local_server {
 
   /// Rank 0 runs the router; only the head may submit.
   bool head() const { return link_.rank == 0; }
-  /// Other ranks: waits until the head says the job is over or `stop` turns true.
+  /// Other ranks: waits until the head says the job is over; after `stop` turns true
+  /// (a signal), for 10 s more at most.
   void wait_for_shutdown(const std::atomic<bool>& stop);
+  /// A rank of the job died (the head saw its shard go down, or told this rank so).
+  bool peer_died();
   /// Control-plane bytes CAF carried to and from remote shards (serialized sizes).
   uint64_t control_bytes() const;
 
@@ -121,6 +124,7 @@ class local_server {
   std::mutex shutdown_mu_;
   std::condition_variable shutdown_cv_;
   bool shutdown_ = false;
+  bool peer_died_ = false;
   router_actor router_;
   admission_actor admission_;
   std::atomic<uint64_t> next_id_{1};

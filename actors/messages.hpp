@@ -112,6 +112,7 @@ struct router_stats {
   uint64_t control_bytes = 0;       ///< CAF bytes to and from remote shards (serialized)
   uint64_t remote_steps = 0;        ///< steps that went to a remote shard
   std::string down;                 ///< empty, or which stage is down and why
+  int32_t down_rank = -1;           ///< the rank of that stage
 };
 
 // -- inspect ----------------------------------------------------------------------------
@@ -165,18 +166,19 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
   return f(caf::meta::type_name("router_stats"), x.running, x.waiting, x.in_flight,
            x.free_blocks, x.total_blocks, x.steps, x.preemptions, x.prompt_tokens,
            x.generated_tokens, x.cached_prompt_tokens, x.prefix_hits, x.evictions,
-           x.control_bytes, x.remote_steps, x.down);
+           x.control_bytes, x.remote_steps, x.down, x.down_rank);
 }
 
 // -- actor interfaces ---------------------------------------------------------------------
 
 /// A layer shard: runs its layers for each step once its input activations are there
 /// (input: the transport announced them); drops a finished sequence's sampler; shutdown
-/// ends the shard's process (ranks other than the head wait for it).
+/// ends the shard's process (ranks other than the head wait for it); its flag says that
+/// a rank of the job died, so MPI cannot be finalized.
 using shard_actor = caf::typed_actor<caf::reacts_to<step_atom, step_desc>,
                                      caf::reacts_to<input_atom, uint64_t>,
                                      caf::reacts_to<release_atom, uint64_t>,
-                                     caf::replies_to<shutdown_atom>::with<bool>,
+                                     caf::replies_to<shutdown_atom, bool>::with<bool>,
                                      caf::replies_to<stats_atom>::with<std::vector<step_timing>>>;
 
 /// The router: takes admitted requests (events go to the client actor as

@@ -25,6 +25,7 @@ struct router_state {
   router_config cfg;
   std::map<uint64_t, client_info> clients;
   std::string down;                 // why the pipeline cannot run, once a stage is gone
+  int32_t down_rank = -1;
   uint64_t control_bytes = 0;       // CAF bytes to and from remote shards
   uint64_t remote_steps = 0;
 };
@@ -176,7 +177,9 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
       }
       const int32_t rank = i < st.cfg.stage_ranks.size() ? st.cfg.stage_ranks[i] : 0;
       st.down = "stage " + std::to_string(i) + " (rank " + std::to_string(rank) +
-                ") is down: " + self->system().render(dm.reason);
+                ") is down: its process died or its host is unreachable (" +
+                self->system().render(dm.reason) + ")";
+      st.down_rank = rank;
       std::fprintf(stderr, "baton: %s\n", st.down.c_str());
       if (st.cfg.on_rank_down) {
         st.cfg.on_rank_down(rank);
@@ -235,6 +238,7 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         out.control_bytes = self->state.control_bytes;
         out.remote_steps = self->state.remote_steps;
         out.down = self->state.down;
+        out.down_rank = self->state.down_rank;
         return out;
       },
   };

@@ -166,9 +166,9 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
         run_step(self, w.desc, std::move(in), w.reply_to);
       },
       [=](release_atom, uint64_t seq_id) { self->state.core->samplers.erase(seq_id); },
-      [=](shutdown_atom) {
+      [=](shutdown_atom, bool peer_died) {
         if (cfg.on_shutdown) {
-          cfg.on_shutdown();
+          cfg.on_shutdown(peer_died);
         }
         self->quit();
         return true;

@@ -30,7 +30,8 @@ struct shard_config {
   int32_t n_threads = 1;
   cpu::isa kernels = cpu::isa::scalar;
   std::shared_ptr<transport> data;
-  std::function<void()> on_shutdown;   ///< called when the head says the job is over
+  /// Called when the head says the job is over; true: a rank of the job died.
+  std::function<void(bool)> on_shutdown;
 };
 
 /// Spawns a shard on its own thread.

@@ -25,6 +25,7 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
                                                            const engine_flags& f,
                                                            const loaded& l, server_options so) {
   std::unique_ptr<pipeline_job> job(new pipeline_job());
+  job->mpi_ = &mpi;
   auto stages = spread_stages(l.m->config().n_layer, f.stages, mpi.size());
   if (auto ok = mpi.agree(stages ? result<void>() : result<void>(stages.err())); !ok) {
     return ok.err();
@@ -68,8 +69,17 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
 }
 
 pipeline_job::~pipeline_job() {
-  srv_.reset();       // actors first: they use the transport
-  mpi_data_.reset();  // then the progress thread, before MPI_Finalize
+  if (srv_ && srv_->peer_died()) {
+    mpi_->rank_died(-1);
+  }
+  srv_.reset();  // actors first: they use the transport
+  if (mpi_data_) {
+    mpi_data_->stop();  // then the progress thread, before MPI_Finalize
+    if (mpi_data_->abandoned()) {
+      mpi_->rank_died(-1);
+    }
+  }
+  mpi_data_.reset();
 }
 
 transport_stats pipeline_job::transfer_stats() const {

@@ -35,6 +35,7 @@ class pipeline_job {
   pipeline_job() = default;
 
   // -- member variables -------------------------------------------------------
+  mpi_session* mpi_ = nullptr;
   std::shared_ptr<mpi_transport> mpi_data_;
   std::unique_ptr<local_server> srv_;
 };

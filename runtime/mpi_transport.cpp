@@ -103,34 +103,30 @@ struct mpi_transport::impl {
     thread_ = std::thread([this] { loop(); });
   }
 
-  ~impl() {
+  ~impl() { stop(); }
+
+  void stop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) {
+        return;
+      }
       stop_ = true;
     }
     cv_.notify_all();
     thread_.join();
-    // transfers to or from a dead peer can never complete: leave their requests alone
-    // rather than wait on them (MPI_Finalize tolerates that under --enable-recovery)
-    bool clean = true;
-    for (auto& s : sends_) {
-      if (!dead_.count(s.peer)) {
-        MPI_Wait(&s.req, MPI_STATUS_IGNORE);
-      } else {
-        clean = false;
-        // MPI may still read the buffer: it lives as long as the process
-        new std::vector<char>(std::move(s.buf));
-      }
-    }
+    // Transfers still pending now cannot finish (their peer is gone or no longer
+    // listening): cancel the receives, abandon the sends. MPI may still touch their
+    // buffers, so those live as long as the process.
     for (auto& r : recvs_) {
-      if (!dead_.count(r.peer)) {
-        MPI_Wait(&r.req, MPI_STATUS_IGNORE);
-      } else {
-        clean = false;
-        new std::vector<char>(std::move(r.buf));
-      }
+      MPI_Cancel(&r.req);
+      new std::vector<char>(std::move(r.buf));
     }
-    if (clean) {
+    for (auto& snd : sends_) {
+      new std::vector<char>(std::move(snd.buf));
+    }
+    abandoned_ = !sends_.empty() || !recvs_.empty();
+    if (!abandoned_) {
       MPI_Comm_free(&comm_);
     }
   }
@@ -314,6 +310,7 @@ struct mpi_transport::impl {
   std::deque<pending_send> sends_;
   std::deque<pending_recv> recvs_;
   std::set<int32_t> dead_;
+  bool abandoned_ = false;
   mutable std::mutex stats_mu_;
   transport_stats stats_;
 };
@@ -351,6 +348,10 @@ void mpi_transport::forget_peer(int32_t rank) {
   std::lock_guard<std::mutex> lock(impl_->mu_);
   impl_->dead_asked_.insert(rank);
 }
+
+void mpi_transport::stop() { impl_->stop(); }
+
+bool mpi_transport::abandoned() const { return impl_->abandoned_; }
 
 transport_stats mpi_transport::stats() const {
   std::lock_guard<std::mutex> lock(impl_->stats_mu_);

@@ -44,6 +44,11 @@ class mpi_transport final : public transport {
   /// Stops waiting on `rank` (it died): its pending transfers are abandoned.
   void forget_peer(int32_t rank);
   transport_stats stats() const;
+  /// Ends the progress thread (the destructor does it too); pending transfers are
+  /// cancelled or abandoned.
+  void stop();
+  /// stop() found transfers that could not finish: a peer is gone, do not finalize MPI.
+  bool abandoned() const;
   int32_t rank() const;
 
  private:
