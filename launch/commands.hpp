@@ -19,6 +19,7 @@ void add_quantize_command(CLI::App& app, int& status);
 void add_run_command(CLI::App& app, int& status);
 void add_logits_command(CLI::App& app, int& status);
 void add_bench_command(CLI::App& app, int& status);
+void add_plan_command(CLI::App& app, int& status);
 /// `baton bench batch` (cmd_bench_batch.cpp), under the `bench` subcommand.
 void add_bench_batch_command(CLI::App& bench, int& status);
 

@@ -388,10 +388,16 @@ TEST_P(simd, elements_do_not_depend_on_tokens_rows_or_tiles) {
 }
 
 TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
-  // enough tokens and rows that the driver blocks rows for L2; elements as alone
+  // enough tokens and rows that the driver blocks rows for L2 and, for AVX-512 Q4_0, runs
+  // n_in in slices (more than one 16-token tile; 87 blocks: a partial last group of 16);
+  // elements as alone
   std::mt19937 rng(25);
-  for (ggml_type type : {ggml_type::q4_0, ggml_type::q4_k, ggml_type::f16}) {
-    const int64_t n_in = 4096, n_out = 301, n_tokens = 9;
+  const std::pair<ggml_type, int64_t> cases[] = {{ggml_type::q4_0, 4096},
+                                                 {ggml_type::q4_0, 32 * 87},
+                                                 {ggml_type::q4_k, 4096},
+                                                 {ggml_type::f16, 4096}};
+  for (auto [type, n_in] : cases) {
+    const int64_t n_out = 301, n_tokens = 19;
     const auto w = random_weights(rng, type, n_out, n_in);
     const auto xq = random_activations(rng, type, n_tokens, n_in);
     const size_t xs = cpu::activation_row_bytes(type, n_in);

@@ -27,6 +27,11 @@ struct stage_spec {
   std::optional<uint64_t> kv_cache_memory;     ///< bytes; overrides memory_utilization
   int32_t threads = 0;                         ///< CPU stages: 0 = the rank's share
   int line = 0;                                ///< where the entry starts in the file
+  // where each field is written (0: absent), so the planner's messages can point at it
+  int rank_line = 0;
+  int device_line = 0;
+  int layers_line = 0;
+  int memory_line = 0;                         ///< memory_utilization or kv_cache_memory
 };
 
 /// The [pipeline] table.
@@ -37,13 +42,18 @@ struct pipeline_spec {
   int32_t block_size = 16;
   int64_t max_model_len = 0;                   ///< context; 0 = min(training context, 4096)
   ggml_type kv_type = ggml_type::f16;          ///< key "kv_cache_dtype": "f16" | "f32"
+  int line = 0;                                ///< the [pipeline] header (0: absent)
 };
 
 struct topology {
   std::string path;                            ///< the file ("<text>" when parsed from a string)
   std::string model;                           ///< as resolved: relative to the file's folder
+  int model_line = 0;                          ///< 0: no `model` key
   pipeline_spec pipeline;
   std::vector<stage_spec> stages;
+  /// "auto" stages split the layers evenly (split_layers) instead of balancing their
+  /// cost: default_topology's meaning of `--stages N`. Not a file key.
+  bool even_split = false;
 };
 
 /// Reads and checks syntax, key names (unknown keys are errors), types and ranges of
@@ -56,15 +66,25 @@ struct device_info {
   bool exists = false;
   uint64_t memory_bytes = 0;                   ///< the device's memory (cgroup limit / RAM on cpu)
   std::string source;                          ///< where the number came from, for messages
+  int32_t threads = 0;                         ///< cpu: threads the rank may use (0: unknown)
 };
+
+/// Describes a device of this process's host: "cpu" from detect_budget() (cgroup limit,
+/// else RAM; threads from the CPU quota), "cuda:N" from the CUDA runtime when baton was
+/// built with CUDA (total memory), else exists = false with the reason as `source`.
+device_info query_local_device(const std::string& device);
 
 struct placement_env {
   int32_t world_size = 1;                      ///< MPI ranks
   /// The host of each rank (after bootstrap); empty: all ranks on one host.
   std::vector<std::string> rank_hosts;
   /// Describes `device` ("cpu", "cuda:1") on `rank`.
+  /// Unset: query_local_device (every rank is taken to look like this host).
   std::function<device_info(int32_t rank, const std::string& device)> query_device;
 };
+
+/// A world of `world_size` ranks on this host, each device described by query_local_device.
+placement_env local_placement_env(int32_t world_size);
 
 /// The memory plan of one stage.
 struct stage_plan {
@@ -97,7 +117,8 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
 std::string to_toml(const topology& t);
 
 /// A one-stage-per-rank topology in memory for `--stages N` without a file: all on
-/// rank 0, device cpu, layers split evenly.
+/// rank 0, device cpu, layers split evenly (every stage "auto" with even_split set, since
+/// n_layer is known only to plan_pipeline).
 topology default_topology(const std::string& model_path, int32_t n_stages);
 
 }  // namespace baton

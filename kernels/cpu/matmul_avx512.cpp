@@ -3,10 +3,11 @@
 // as stored and Q8_0 weights are made unsigned by +128; the activation-only correction
 // (−8·Σy or −128·Σy per 4 bytes) starts the accumulator. K-quants use vpmaddubsw then
 // vpdpwssd with the sub-block scales. Each output element owns its 16-lane float
-// accumulators (two for Q4_0, Q8_0 and the float types, alternating, so that one row
-// alone is not bound by the latency of one chain), whose update sequence does not
-// depend on the tile it is computed in. Decode tiles are one row: from DRAM one
-// sequential stream (with software prefetch) reads faster on Zen 4 than several.
+// accumulators (two for Q8_0 and the float types, alternating, so that one row alone is
+// not bound by the latency of one chain; Q4_0 holds one block per lane, reduced exactly
+// in integers first), whose update sequence does not depend on the tile it is computed
+// in. Decode tiles are one row: from DRAM one sequential stream (with software prefetch)
+// reads faster on Zen 4 than several.
 
 // GCC 12's AVX-512 headers start results from _mm512_undefined_*() and warn on it
 // (GCC bug 105593); the warning says nothing about this file.
@@ -14,6 +15,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "kernels/blocks.hpp"
@@ -36,11 +39,11 @@ inline float hsum(__m512 v) {
 
 inline int32_t hsum_epi32(__m512i v) { return _mm512_reduce_add_epi32(v); }
 
-// -- Q4_0 and Q8_0: pairs of 32-blocks, with prepared activations ---------------------
+// -- Q8_0: pairs of 32-blocks, with prepared activations ------------------------------
 
 /// A prepared pair of Q8_0 activation blocks (2p, 2p+1), laid out to match the weights'
-/// unpacked bytes: qs[64], corr[16] = −k · Σ of each 4 bytes (k = 8 for Q4_0, 128 for
-/// Q8_0, the weights' offset), d[16] = each lane's block scale. A missing second block
+/// unpacked bytes: qs[64], corr[16] = −128 · Σ of each 4 bytes (the weights' offset),
+/// d[16] = each lane's block scale. A missing second block
 /// (odd block count) is zeros throughout.
 struct q8_pair {
   int8_t qs[64];
@@ -85,15 +88,6 @@ inline __m512i idx_q8_natural() {
   return _mm512_load_si512(idx);
 }
 
-/// Word indices of a Q8_0 pair in Q4_0 nibble order: [qs0 0..15 | qs1 0..15 | qs0 16..31 |
-/// qs1 16..31], matching unpack_q4_0_pair.
-inline __m512i idx_q8_for_q4() {
-  alignas(64) static const int16_t idx[32] = {1,  2,  3,  4,  5,  6,  7,  8,  18, 19, 20,
-                                              21, 22, 23, 24, 25, 9,  10, 11, 12, 13, 14,
-                                              15, 16, 26, 27, 28, 29, 30, 31, 32, 33};
-  return _mm512_load_si512(idx);
-}
-
 /// Halves of the two scales (words w0, w1) spread as each dword lane's block needs them.
 inline __m256 pair_scales(__m512i z, const int16_t* idx) {
   const __m512i d = _mm512_permutexvar_epi16(
@@ -102,18 +96,14 @@ inline __m256 pair_scales(__m512i z, const int16_t* idx) {
 }
 
 alignas(32) const int16_t idx_d_q8_0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
-alignas(32) const int16_t idx_d_q4_0[16] = {0, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 9, 9, 9, 9};
-alignas(32) const int16_t idx_d_q8_for_q4[16] = {0, 0, 0, 0, 17, 17, 17, 17,
-                                                 0, 0, 0, 0, 17, 17, 17, 17};
 
 inline __m512 cvt_halves(__m256 bits) { return _mm512_cvtph_ps(_mm256_castps_si256(bits)); }
 
-/// out = the prepared pairs of one Q8_0 activation row, for weights with offset k.
-void prep_q8_pairs(const uint8_t* xq, uint8_t* out, int64_t n_in, bool q4_order, int k) {
+/// out = the prepared pairs of one Q8_0 activation row, for Q8_0 weights (offset 128).
+void prep_q8_pairs(const uint8_t* xq, uint8_t* out, int64_t n_in) {
   const int64_t nb = n_in / 32;
-  const __m512i idx = q4_order ? idx_q8_for_q4() : idx_q8_natural();
-  const int16_t* idx_d = q4_order ? idx_d_q8_for_q4 : idx_d_q8_0;
-  const __m512i kk = _mm512_set1_epi8(static_cast<char>(k));
+  const __m512i idx = idx_q8_natural();
+  const __m512i kk = _mm512_set1_epi8(static_cast<char>(128));
   auto* pairs = reinterpret_cast<q8_pair*>(out);
   for (int64_t p = 0; p < n_pairs(n_in); ++p) {
     __m512i z0, z1;
@@ -122,26 +112,8 @@ void prep_q8_pairs(const uint8_t* xq, uint8_t* out, int64_t n_in, bool q4_order,
     const __m512i sum4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), kk, qs);
     _mm512_store_si512(pairs[p].qs, qs);
     _mm512_store_si512(pairs[p].corr, _mm512_sub_epi32(_mm512_setzero_si512(), sum4));
-    _mm512_store_ps(pairs[p].d, cvt_halves(pair_scales(z0, idx_d)));
+    _mm512_store_ps(pairs[p].d, cvt_halves(pair_scales(z0, idx_d_q8_0)));
   }
-}
-
-/// Unsigned nibbles of a Q4_0 pair in the order [lo0 | lo1 | hi0 | hi1] and its lanes'
-/// scales [d0 ×4, d1 ×4, d0 ×4, d1 ×4].
-inline void unpack_q4_0_pair(const uint8_t* p, bool both, __m512i& u, __m512& d) {
-  // words 0..15 = bytes 0..31, words 16..23 = bytes 20..35 (qs1 at 16..23); masked loads
-  // only for a lone last block: from DRAM they stall the stream (Zen 4)
-  alignas(64) static const int16_t idx[32] = {1,  2,  3,  4,  5,  6,  7,  8,  16, 17, 18,
-                                              19, 20, 21, 22, 23, 1,  2,  3,  4,  5,  6,
-                                              7,  8,  16, 17, 18, 19, 20, 21, 22, 23};
-  const __m512i z =
-      both ? _mm512_inserti32x4(
-                 _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
-                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 20)), 2)
-           : _mm512_maskz_loadu_epi16(0x1ff, p);
-  const __m512i q = _mm512_permutexvar_epi16(_mm512_load_si512(idx), z);
-  u = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xffff0000u, q, 4), _mm512_set1_epi8(0x0f));
-  d = cvt_halves(pair_scales(z, idx_d_q4_0));
 }
 
 /// Q8_0 weights of a pair made unsigned (+128), natural order, and the lanes' scales.
@@ -153,28 +125,21 @@ inline void unpack_q8_0_pair(const uint8_t* p, bool both, __m512i& u, __m512& d)
   d = cvt_halves(pair_scales(z0, idx_d_q8_0));
 }
 
-/// Q4_0 (q4 = true) or Q8_0 weights by prepared Q8_0 activations.
-template <bool q4>
-struct kernel_q8_pairs {
+/// Q8_0 weights by prepared Q8_0 activations.
+struct kernel_q8_0 {
   static constexpr int max_rows_1 = 1;
   // 3 × 4 prefill tiles: each pass over the prepared activations (from L2 once 4 tokens
   // exceed L1, n_in = 8192) serves 3 rows; 2 × 4 was L2-bound there (Zen 4, 169 vs 217
   // GFLOP/s single-thread), 4 × 2 costs twice the weight unpacking
   static constexpr int max_rows = 3;
   static constexpr int max_tokens = 4;
-  static constexpr size_t block_bytes = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+  static constexpr size_t block_bytes = sizeof(block_q8_0);
 
   size_t prep_bytes(int64_t n_in) const { return n_pairs(n_in) * sizeof(q8_pair); }
-  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
-    prep_q8_pairs(xq, out, n_in, q4, q4 ? 8 : 128);
-  }
+  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const { prep_q8_pairs(xq, out, n_in); }
 
   static void unpack(const uint8_t* p, bool both, __m512i& u, __m512& d) {
-    if constexpr (q4) {
-      unpack_q4_0_pair(p, both, u, d);
-    } else {
-      unpack_q8_0_pair(p, both, u, d);
-    }
+    unpack_q8_0_pair(p, both, u, d);
   }
 
   /// The exact lanes of one pair: Σ over each 4 bytes of (w − offset) · y.
@@ -246,13 +211,222 @@ struct kernel_q8_pairs {
       _mm512_store_si512(l, lanes(u, pairs[p]));
       int32_t s0 = 0, s1 = 0;
       for (int i = 0; i < 16; ++i) {
-        // Q4_0 lanes alternate blocks every 4, Q8_0 lanes every 8
-        ((q4 ? (i / 4) % 2 : i / 8) == 0 ? s0 : s1) += l[i];
+        (i < 8 ? s0 : s1) += l[i];  // lanes 0..7 are block 2p, 8..15 block 2p + 1
       }
       out[2 * p] = s0;
       if (both) {
         out[2 * p + 1] = s1;
       }
+    }
+  }
+};
+
+// -- Q4_0: groups of 16 blocks, one block per lane -------------------------------------
+
+/// A prepared group of 16 Q8_0 activation blocks (16g .. 16g + 15), one block per dword
+/// lane: qs[k] lane l = bytes 4k .. 4k + 3 of block l, corr lane l = −8 · Σ of block l's
+/// qs (the Q4_0 offset), d lane l = its scale. Blocks past the row's end are zeros.
+struct q8_group {
+  int8_t qs[8][64];
+  int32_t corr[16];
+  float d[16];
+};
+static_assert(sizeof(q8_group) == 640);
+
+constexpr int64_t n_groups(int64_t n_in) { return (n_in / 32 + 15) / 16; }
+
+/// out = the prepared groups of one Q8_0 activation row.
+void prep_q8_groups(const uint8_t* xq, uint8_t* out, int64_t n_in) {
+  const int64_t nb = n_in / 32;
+  auto* groups = reinterpret_cast<q8_group*>(out);
+  for (int64_t g = 0; g < n_groups(n_in); ++g) {
+    q8_group& o = groups[g];
+    std::memset(&o, 0, sizeof o);
+    for (int64_t l = 0; l < 16 && 16 * g + l < nb; ++l) {
+      block_q8_0 b;
+      std::memcpy(&b, xq + (16 * g + l) * sizeof b, sizeof b);
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) {
+        sum += b.qs[j];
+      }
+      for (int k = 0; k < 8; ++k) {
+        std::memcpy(o.qs[k] + 4 * l, b.qs + 4 * k, 4);
+      }
+      o.corr[l] = -8 * sum;
+      o.d[l] = _cvtsh_ss(b.d);
+    }
+  }
+}
+
+/// Word indices that gather dword k of the qs of blocks 0..15 of a Q4_0 group (18 bytes
+/// each, so every field is word-aligned) from three windows of it: bytes [0, 128) for
+/// blocks 0..6, [126, 254) for 7..13, [224, 288) for 14 and 15 (src = 0, 1, 2).
+constexpr std::array<uint16_t, 32> q4_group_idx(int k, int src) {
+  std::array<uint16_t, 32> idx{};
+  const int base[3] = {0, 126, 224};
+  for (int l = 0; l < 16; ++l) {
+    const int s = l < 7 ? 0 : l < 14 ? 1 : 2;
+    for (int j = 0; j < 2; ++j) {
+      const int word = (18 * l + 2 + 4 * k - base[s]) / 2 + j;
+      idx[2 * l + j] = s == src ? static_cast<uint16_t>(word) : 0;
+    }
+  }
+  return idx;
+}
+/// Word indices of the scales d of blocks 0..15 in the same windows, in words 0..15.
+constexpr std::array<uint16_t, 32> q4_group_d_idx(int src) {
+  std::array<uint16_t, 32> idx{};
+  const int base[3] = {0, 126, 224};
+  for (int l = 0; l < 16; ++l) {
+    const int s = l < 8 ? 0 : l < 14 ? 1 : 2;
+    idx[l] = s == src ? static_cast<uint16_t>((18 * l - base[s]) / 2) : 0;
+  }
+  return idx;
+}
+
+/// One Q4_0 row's group of 16 blocks, one block per dword lane: u[k] lane l = the
+/// unsigned nibbles of elements 4k .. 4k + 3 of block l (k < 4: low nibbles of qs dword
+/// k; k ≥ 4: high nibbles of qs dword k − 4, elements 16 + 4(k − 4) ...), d lane l = its
+/// scale: the layout of q8_group.
+struct q4_group {
+  __m512i u[8];
+  __m512 d;
+
+  /// p: 16 whole blocks (288 bytes).
+  void load(const uint8_t* p) {
+    alignas(64) static constexpr std::array<uint16_t, 32> ia[4] = {
+        q4_group_idx(0, 0), q4_group_idx(1, 0), q4_group_idx(2, 0), q4_group_idx(3, 0)};
+    alignas(64) static constexpr std::array<uint16_t, 32> ib[4] = {
+        q4_group_idx(0, 1), q4_group_idx(1, 1), q4_group_idx(2, 1), q4_group_idx(3, 1)};
+    alignas(64) static constexpr std::array<uint16_t, 32> ic[4] = {
+        q4_group_idx(0, 2), q4_group_idx(1, 2), q4_group_idx(2, 2), q4_group_idx(3, 2)};
+    alignas(64) static constexpr std::array<uint16_t, 32> da = q4_group_d_idx(0);
+    alignas(64) static constexpr std::array<uint16_t, 32> db = q4_group_d_idx(1);
+    alignas(64) static constexpr std::array<uint16_t, 32> dc = q4_group_d_idx(2);
+    const __m512i r0 = _mm512_loadu_si512(p);
+    const __m512i r1 = _mm512_loadu_si512(p + 64);
+    const __m512i r2 = _mm512_loadu_si512(p + 126);
+    const __m512i r3 = _mm512_loadu_si512(p + 190);
+    const __m512i r4 = _mm512_loadu_si512(p + 224);
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    for (int k = 0; k < 4; ++k) {
+      // words: lanes 0..6 = words 0..13, lanes 14, 15 = words 28..31
+      const __m512i a = _mm512_permutex2var_epi16(r0, _mm512_load_si512(ia[k].data()), r1);
+      __m512i b = _mm512_permutex2var_epi16(r2, _mm512_load_si512(ib[k].data()), r3);
+      b = _mm512_mask_permutexvar_epi16(b, 0xf0000000u, _mm512_load_si512(ic[k].data()), r4);
+      const __m512i q = _mm512_mask_blend_epi16((1u << 14) - 1, b, a);
+      u[k] = _mm512_and_si512(q, lo4);
+      u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), lo4);
+    }
+    const __m512i a = _mm512_permutex2var_epi16(r0, _mm512_load_si512(da.data()), r1);
+    __m512i b = _mm512_permutex2var_epi16(r2, _mm512_load_si512(db.data()), r3);
+    b = _mm512_mask_permutexvar_epi16(b, 0xc000, _mm512_load_si512(dc.data()), r4);
+    d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_mask_blend_epi16(0x00ff, b, a)));
+  }
+
+  /// The last group of a row: `n` < 16 blocks, the rest as zeros.
+  void load_partial(const uint8_t* p, int n) {
+    alignas(64) uint8_t buf[288] = {};
+    std::memcpy(buf, p, static_cast<size_t>(n) * sizeof(block_q4_0));
+    load(buf);
+  }
+
+  /// Each lane's exact block dot Σ (q − 8) · y; the integer order cannot matter.
+  __m512i dot(const q8_group& y) const {
+    __m512i s0 = _mm512_load_si512(y.corr);
+    __m512i s1 = _mm512_setzero_si512();
+    for (int k = 0; k < 8; k += 2) {
+      s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_load_si512(y.qs[k]));
+      s1 = _mm512_dpbusd_epi32(s1, u[k + 1], _mm512_load_si512(y.qs[k + 1]));
+    }
+    return _mm512_add_epi32(s0, s1);
+  }
+};
+
+/// Q4_0 weights by prepared Q8_0 activations. An element's value: lane l accumulates
+/// blocks l, 16 + l, 32 + l, ... as acc = fma(float(block dot), dx · dy, acc), then the
+/// 16 lanes are summed by hsum. Every tile shape computes exactly that.
+struct kernel_q4_0 {
+  static constexpr int max_rows_1 = 1;
+  // 1 × 16 prefill tiles: the row's group, unpacked once, serves 16 tokens, and the 16
+  // tokens' prepared activations of n_in = 2048 (40 KiB) stay in L1 (this machine's AMD
+  // EPYC, 48 KiB L1d, one thread, 2048 × 2048: 1 × 8 380, 1 × 12 460, 1 × 16 470-490
+  // GFLOP/s; 2 × 6 370, 3 × 4 320)
+  static constexpr int max_rows = 1;
+  static constexpr int max_tokens = 16;
+  static constexpr int part_floats = 16;
+
+  /// Longer rows pass in slices of 2 groups (20 KiB of 16 tokens' activations) so that they
+  /// stay in L1 while the rows of a block use them: n_in = 8192 ran at 200 GFLOP/s in one
+  /// pass, 380 in slices of 1024 (300 of 2048, 320 of 512); n_in = 2048 in two slices
+  /// lost 10 %.
+  int64_t k_pass(int64_t n_in) const { return n_in <= 2048 ? n_in : 1024; }
+
+  size_t prep_bytes(int64_t n_in) const { return n_groups(n_in) * sizeof(q8_group); }
+  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
+    prep_q8_groups(xq, out, n_in);
+  }
+
+  template <int NR, int NT>
+  void tile(const tile_args& a) const {
+    const int64_t nb = a.n_in / 32;
+    constexpr size_t group_bytes = 16 * sizeof(block_q4_0);
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r) {
+      for (int t = 0; t < NT; ++t) {
+        acc[r][t] = a.k0 == 0 ? _mm512_setzero_ps()
+                              : _mm512_load_ps(a.part + (r * a.part_ld + t) * part_floats);
+      }
+    }
+    // k_pass slices are whole groups (512 elements)
+    const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
+    for (int64_t g = a.k0 / 512; g < g1; ++g) {
+      q4_group w[NR];
+      for (int r = 0; r < NR; ++r) {
+        const uint8_t* wp = a.w + r * a.w_stride + g * group_bytes;
+        if (16 * g + 16 <= nb) {
+          prefetch_ahead(wp, group_bytes);
+          w[r].load(wp);
+        } else {
+          w[r].load_partial(wp, static_cast<int>(nb - 16 * g));
+        }
+      }
+      for (int t = 0; t < NT; ++t) {
+        const auto& y = reinterpret_cast<const q8_group*>(a.x + t * a.x_stride)[g];
+        const __m512 dy = _mm512_load_ps(y.d);
+        for (int r = 0; r < NR; ++r) {
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w[r].dot(y)), _mm512_mul_ps(w[r].d, dy),
+                                      acc[r][t]);
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      for (int r = 0; r < NR; ++r) {
+        if (a.k1 == a.n_in) {
+          a.y[t * a.ldy + r] = hsum(acc[r][t]);
+        } else {
+          _mm512_store_ps(a.part + (r * a.part_ld + t) * part_floats, acc[r][t]);
+        }
+      }
+    }
+  }
+
+  void block_ints(const uint8_t* w, const uint8_t* x, int64_t n_in, int32_t* out) const {
+    const int64_t nb = n_in / 32;
+    uint8_t* buf = scratch(prep_bytes(n_in));
+    prep(x, buf, n_in);
+    const auto* groups = reinterpret_cast<const q8_group*>(buf);
+    for (int64_t g = 0; g < n_groups(n_in); ++g) {
+      const int n = static_cast<int>(std::min<int64_t>(16, nb - 16 * g));
+      q4_group u;
+      if (n == 16) {
+        u.load(w + g * 16 * sizeof(block_q4_0));
+      } else {
+        u.load_partial(w + g * 16 * sizeof(block_q4_0), n);
+      }
+      alignas(64) int32_t l[16];
+      _mm512_store_si512(l, u.dot(groups[g]));
+      std::memcpy(out + 16 * g, l, static_cast<size_t>(n) * sizeof(int32_t));
     }
   }
 };
@@ -580,9 +754,9 @@ void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, in
   const size_t xs = activation_row_bytes(weight, n_in);
   switch (weight) {
     case ggml_type::q4_0:
-      return run_matmul(kernel_q8_pairs<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return run_matmul(kernel_q4_0{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q8_0:
-      return run_matmul(kernel_q8_pairs<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+      return run_matmul(kernel_q8_0{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
                         xs);
     case ggml_type::q4_k:
       return run_matmul(kernel_k<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
@@ -608,9 +782,9 @@ void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_ro
   const auto* x = static_cast<const uint8_t*>(x_row);
   switch (weight) {
     case ggml_type::q4_0:
-      return kernel_q8_pairs<true>{}.block_ints(w, x, n_in, out);
+      return kernel_q4_0{}.block_ints(w, x, n_in, out);
     case ggml_type::q8_0:
-      return kernel_q8_pairs<false>{}.block_ints(w, x, n_in, out);
+      return kernel_q8_0{}.block_ints(w, x, n_in, out);
     case ggml_type::q4_k:
       return kernel_k<false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q6_k:

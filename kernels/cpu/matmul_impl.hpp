@@ -54,6 +54,10 @@ inline uint8_t* scratch(size_t bytes) {
 
 /// Where a tile reads and writes: weight rows `w_stride` bytes apart, prepared token rows
 /// `x_stride` bytes apart, y[t * ldy + r] relative to the tile's first row and token.
+/// A kernel with k_pass may be run over [k0, k1) of n_in at a time: it starts from the
+/// partial sums in `part` unless k0 = 0 and leaves them there unless k1 = n_in (element
+/// (r, t) at part + (r · part_ld + t) · part_floats), so an element's operations and
+/// their order are those of one pass.
 struct tile_args {
   const uint8_t* w;
   size_t w_stride;
@@ -62,6 +66,10 @@ struct tile_args {
   float* y;
   int64_t ldy;
   int64_t n_in;
+  int64_t k0 = 0;
+  int64_t k1 = n_in;
+  float* part = nullptr;
+  int64_t part_ld = 0;
 };
 
 /// Runs kernel K over rows [r0, r1) × tokens [0, n_tokens). K provides:
@@ -69,7 +77,12 @@ struct tile_args {
 ///   size_t prep_bytes(int64_t n_in) const;                 // 0: xq used as it is
 ///   void prep(const uint8_t* xq_row, uint8_t* out, int64_t n_in) const;
 ///   template <int NR, int NT> void tile(const tile_args&) const;
-/// Rows are visited in blocks that stay in L2 while every token tile passes over them.
+/// and optionally, for prefill tiles run over n_in in several passes
+///   int64_t k_pass(int64_t n_in) const;  // n_in per pass (a multiple of its blocks)
+///   static constexpr int part_floats;    // partial-sum floats per element
+/// Rows are visited in blocks that stay in L2 while every token tile passes over them; with
+/// k_pass, each token tile's prepared activations pass by in slices that stay in L1
+/// while all the block's rows use them.
 template <class K>
 void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
                 int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, size_t xq_stride) {
@@ -84,20 +97,35 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, flo
   (std::make_integer_sequence<int, mr * mt>{});
 
   const size_t w_stride = row_bytes(weight, static_cast<uint64_t>(n_in));
-  const uint8_t* x = static_cast<const uint8_t*>(xq);
-  size_t x_stride = xq_stride;
-  if (const size_t pb = k.prep_bytes(n_in); pb > 0) {
-    x_stride = (pb + 63) / 64 * 64;
-    uint8_t* p = scratch(x_stride * static_cast<size_t>(n_tokens));
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      k.prep(x + t * xq_stride, p + t * x_stride, n_in);
-    }
-    x = p;
-  }
   // ~256 KiB of weights per row block: L2 holds them while all token tiles pass
   int64_t rows_per_block = r1 - r0;
   if (n_tokens > mt) {
     rows_per_block = std::max<int64_t>(mr, static_cast<int64_t>((256u << 10) / w_stride) / mr * mr);
+  }
+  int64_t k_step = n_in;
+  int64_t part_floats = 0;
+  if constexpr (requires { k.k_pass(n_in); }) {
+    if (n_tokens > mt) {
+      k_step = k.k_pass(n_in);
+      part_floats = K::part_floats;
+    }
+  }
+  const size_t part_bytes =
+      k_step < n_in ? static_cast<size_t>(rows_per_block * mt * part_floats) * sizeof(float) : 0;
+  // scratch: [n_tokens prepared rows][partial sums]
+  const uint8_t* x = static_cast<const uint8_t*>(xq);
+  size_t x_stride = xq_stride;
+  const size_t pb = (k.prep_bytes(n_in) + 63) / 64 * 64;
+  uint8_t* buf = pb + part_bytes > 0 ? scratch(pb * static_cast<size_t>(n_tokens) + part_bytes)
+                                     : nullptr;
+  float* part = part_bytes > 0 ? reinterpret_cast<float*>(buf + pb * static_cast<size_t>(n_tokens))
+                               : nullptr;
+  if (pb > 0) {
+    x_stride = pb;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      k.prep(x + t * xq_stride, buf + t * x_stride, n_in);
+    }
+    x = buf;
   }
   const auto* wb = static_cast<const uint8_t*>(w);
   for (int64_t rb = r0; rb < r1; rb += rows_per_block) {
@@ -105,11 +133,15 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, flo
     for (int64_t t = 0; t < n_tokens; t += mt) {
       const int nt = static_cast<int>(std::min<int64_t>(mt, n_tokens - t));
       const int rows = nt == 1 ? K::max_rows_1 : K::max_rows;
-      for (int64_t r = rb; r < re; r += rows) {
-        const int nr = static_cast<int>(std::min<int64_t>(rows, re - r));
-        const tile_args a{
-            wb + r * w_stride, w_stride, x + t * x_stride, x_stride, y + t * ldy + r, ldy, n_in};
-        table[static_cast<size_t>((nr - 1) * mt + (nt - 1))](k, a);
+      for (int64_t k0 = 0; k0 < n_in; k0 += k_step) {
+        const int64_t k1 = std::min(n_in, k0 + k_step);
+        for (int64_t r = rb; r < re; r += rows) {
+          const int nr = static_cast<int>(std::min<int64_t>(rows, re - r));
+          float* pr = part_bytes > 0 ? part + (r - rb) * mt * part_floats : nullptr;
+          const tile_args a{wb + r * w_stride, w_stride, x + t * x_stride, x_stride,
+                            y + t * ldy + r,   ldy,      n_in, k0, k1, pr, mt};
+          table[static_cast<size_t>((nr - 1) * mt + (nt - 1))](k, a);
+        }
       }
     }
   }

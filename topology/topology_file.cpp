@@ -1,0 +1,568 @@
+// topology_file.hpp, the file side: reading a topology file with toml++ (every key
+// known, every value of the expected type and range, messages at file:line), writing
+// one back, the default topology of `--stages N`, and describing this host's devices.
+// The checks against a model and a world are in planner.cpp.
+#include "topology/topology_file.hpp"
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "runtime/budget.hpp"
+
+#ifdef BATON_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace baton {
+
+namespace {
+
+constexpr const char* top_keys = "model, pipeline, stage";
+constexpr const char* pipeline_keys =
+    "micro_batches, max_num_seqs, max_num_batched_tokens, block_size, max_model_len, "
+    "kv_cache_dtype";
+constexpr const char* stage_keys =
+    "rank, device, layers, memory_utilization, kv_cache_memory, threads";
+
+int line_of(const toml::node& n) {
+  return static_cast<int>(n.source().begin.line);
+}
+
+/// "cluster.toml:7: " (no line: "cluster.toml: ").
+std::string at(const std::string& file, int line) {
+  return line > 0 ? file + ":" + std::to_string(line) + ": " : file + ": ";
+}
+
+/// A TOML basic string.
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+/// A value as TOML writes it: "\"2\"", "0.5", "[1, 2]".
+std::string value_text(const toml::node& n) {
+  std::ostringstream ss;
+  n.visit([&](auto&& v) { ss << v; });
+  return ss.str();
+}
+
+/// "string \"2\"", "integer 3", "a table": what a value is, for "got ..." in messages.
+std::string describe_value(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array " + value_text(n);
+    case toml::node_type::string:
+      return "string " + quote(n.as_string()->get());
+    case toml::node_type::integer:
+      return "integer " + value_text(n);
+    case toml::node_type::floating_point:
+      return "float " + value_text(n);
+    case toml::node_type::boolean:
+      return "boolean " + value_text(n);
+    default:
+      return "date/time " + value_text(n);
+  }
+}
+
+/// Parses the part of a field's message that names where it is: "stage 2 field 'layers'".
+struct field_ref {
+  const std::string& file;
+  std::string owner;  ///< "stage 2", "[pipeline]" or "" at the top level
+
+  error fail(const toml::node& n, const char* field, const std::string& what) const {
+    std::string m = at(file, line_of(n));
+    if (!owner.empty()) {
+      m += owner + " ";
+    }
+    m += "field '" + std::string(field) + "': " + what;
+    return error{std::move(m)};
+  }
+  error wrong_type(const toml::node& n, const char* field, const char* expected) const {
+    return fail(n, field, std::string("expected ") + expected + ", got " + describe_value(n));
+  }
+};
+
+/// Unknown keys are errors (typos must not pass silently); the first one in file order
+/// is named with the keys that are known.
+result<void> check_keys(const std::string& file, const toml::table& t,
+                        std::initializer_list<std::string_view> known, const char* where,
+                        const char* expected) {
+  const toml::key* first = nullptr;
+  for (auto&& [k, v] : t) {
+    bool ok = false;
+    for (auto name : known) {
+      ok = ok || k.str() == name;
+    }
+    if (!ok && (!first || k.source().begin < first->source().begin)) {
+      first = &k;
+    }
+  }
+  if (first) {
+    return make_error("%sunknown key '%s' %s (expected one of %s)",
+                      at(file, static_cast<int>(first->source().begin.line)).c_str(),
+                      std::string(first->str()).c_str(), where, expected);
+  }
+  return {};
+}
+
+/// An integer field in [lo, hi].
+result<int64_t> get_int(const field_ref& ref, const toml::node& n, const char* field, int64_t lo,
+                        int64_t hi, const char* range) {
+  const auto* v = n.as_integer();
+  if (!v) {
+    return ref.wrong_type(n, field, "an integer");
+  }
+  const int64_t x = v->get();
+  if (x < lo || x > hi) {
+    return ref.fail(n, field, std::to_string(x) + " is out of range (expected " + range + ")");
+  }
+  return x;
+}
+
+result<std::string> get_string(const field_ref& ref, const toml::node& n, const char* field) {
+  const auto* v = n.as_string();
+  if (!v) {
+    return ref.wrong_type(n, field, "a string");
+  }
+  return v->get();
+}
+
+/// "2GiB", "512M", "1.5G", "1000000": bytes, units in powers of 1024 as the CLI reads them.
+result<uint64_t> parse_size(std::string_view text) {
+  double v = 0;
+  const char* b = text.data();
+  const char* e = text.data() + text.size();
+  while (b < e && *b == ' ') {
+    ++b;
+  }
+  auto [p, ec] = std::from_chars(b, e, v);
+  if (ec != std::errc{} || !(v > 0) || !std::isfinite(v)) {
+    return make_error("expected a size > 0 (bytes, or a number with K, M, G, T, KiB, MiB, GiB, TiB)");
+  }
+  std::string unit(p, e);
+  while (!unit.empty() && unit.front() == ' ') {
+    unit.erase(unit.begin());
+  }
+  for (auto& ch : unit) {
+    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  }
+  double mult = 0;
+  if (unit.empty() || unit == "B") {
+    mult = 1;
+  } else if (unit == "K" || unit == "KB" || unit == "KIB") {
+    mult = 1024.0;
+  } else if (unit == "M" || unit == "MB" || unit == "MIB") {
+    mult = 1024.0 * 1024;
+  } else if (unit == "G" || unit == "GB" || unit == "GIB") {
+    mult = 1024.0 * 1024 * 1024;
+  } else if (unit == "T" || unit == "TB" || unit == "TIB") {
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  } else {
+    return make_error("unknown unit '%s' (expected K, M, G, T, KiB, MiB, GiB, TiB)", unit.c_str());
+  }
+  const double bytes = v * mult;
+  if (bytes >= 18446744073709551615.0) {
+    return make_error("larger than 2^64 bytes");
+  }
+  return static_cast<uint64_t>(bytes);
+}
+
+/// "cpu" or "cuda:N".
+bool valid_device(std::string_view d) {
+  if (d == "cpu") {
+    return true;
+  }
+  if (d.substr(0, 5) != "cuda:" || d.size() == 5) {
+    return false;
+  }
+  int n = 0;
+  auto [p, ec] = std::from_chars(d.data() + 5, d.data() + d.size(), n);
+  return ec == std::errc{} && p == d.data() + d.size() && n >= 0;
+}
+
+result<pipeline_spec> read_pipeline(const std::string& file, const toml::node& node) {
+  const field_ref ref{file, "[pipeline]"};
+  const auto* t = node.as_table();
+  if (!t) {
+    return field_ref{file, ""}.wrong_type(node, "pipeline", "a table ([pipeline])");
+  }
+  if (auto k = check_keys(file, *t,
+                          {"micro_batches", "max_num_seqs", "max_num_batched_tokens",
+                           "block_size", "max_model_len", "kv_cache_dtype"},
+                          "in [pipeline]", pipeline_keys);
+      !k) {
+    return k.err();
+  }
+  pipeline_spec p;
+  p.line = line_of(node);
+  constexpr int64_t i32 = std::numeric_limits<int32_t>::max();
+  if (const auto* n = t->get("micro_batches")) {
+    auto v = get_int(ref, *n, "micro_batches", 0, i32, ">= 0; 0 = the number of stages");
+    if (!v) {
+      return v.err();
+    }
+    p.micro_batches = static_cast<int32_t>(*v);
+  }
+  if (const auto* n = t->get("max_num_seqs")) {
+    auto v = get_int(ref, *n, "max_num_seqs", 1, i32, ">= 1");
+    if (!v) {
+      return v.err();
+    }
+    p.max_num_seqs = static_cast<int32_t>(*v);
+  }
+  if (const auto* n = t->get("max_num_batched_tokens")) {
+    auto v = get_int(ref, *n, "max_num_batched_tokens", 1, i32, ">= 1");
+    if (!v) {
+      return v.err();
+    }
+    p.max_num_batched_tokens = static_cast<int32_t>(*v);
+  }
+  if (const auto* n = t->get("block_size")) {
+    auto v = get_int(ref, *n, "block_size", 1, 1 << 16, "1 to 65536 tokens");
+    if (!v) {
+      return v.err();
+    }
+    p.block_size = static_cast<int32_t>(*v);
+  }
+  if (const auto* n = t->get("max_model_len")) {
+    auto v = get_int(ref, *n, "max_model_len", 0, i32,
+                     ">= 0 tokens; 0 = min(the model's training context, 4096)");
+    if (!v) {
+      return v.err();
+    }
+    p.max_model_len = *v;
+  }
+  if (const auto* n = t->get("kv_cache_dtype")) {
+    auto v = get_string(ref, *n, "kv_cache_dtype");
+    if (!v) {
+      return v.err();
+    }
+    if (*v == "f16" || *v == "F16") {
+      p.kv_type = ggml_type::f16;
+    } else if (*v == "f32" || *v == "F32") {
+      p.kv_type = ggml_type::f32;
+    } else {
+      return ref.fail(*n, "kv_cache_dtype", "'" + *v + "': expected \"f16\" or \"f32\"");
+    }
+  }
+  return p;
+}
+
+result<stage_spec> read_stage(const std::string& file, const toml::node& node, size_t index) {
+  const std::string owner = "stage " + std::to_string(index);
+  const field_ref ref{file, owner};
+  const auto* t = node.as_table();
+  if (!t) {
+    return field_ref{file, ""}.wrong_type(node, "stage", "an array of tables ([[stage]])");
+  }
+  const std::string where = "in [[stage]] " + std::to_string(index);
+  if (auto k = check_keys(file, *t,
+                          {"rank", "device", "layers", "memory_utilization", "kv_cache_memory",
+                           "threads"},
+                          where.c_str(), stage_keys);
+      !k) {
+    return k.err();
+  }
+  stage_spec s;
+  s.line = line_of(node);
+  if (const auto* n = t->get("rank")) {
+    auto v = get_int(ref, *n, "rank", 0, std::numeric_limits<int32_t>::max(), "an MPI rank >= 0");
+    if (!v) {
+      return v.err();
+    }
+    s.rank = static_cast<int32_t>(*v);
+    s.rank_line = line_of(*n);
+  }
+  if (const auto* n = t->get("device")) {
+    auto v = get_string(ref, *n, "device");
+    if (!v) {
+      return v.err();
+    }
+    if (!valid_device(*v)) {
+      return ref.fail(*n, "device", "'" + *v + "': expected \"cpu\" or \"cuda:N\" (N >= 0)");
+    }
+    s.device = *v;
+    s.device_line = line_of(*n);
+  }
+  if (const auto* n = t->get("layers")) {
+    auto v = get_string(ref, *n, "layers");
+    if (!v) {
+      return v.err();
+    }
+    auto r = parse_layer_range(*v);
+    if (!r) {
+      std::string why = r.err().message;  // "layers '0..3': expected ..."
+      if (why.rfind("layers ", 0) == 0) {
+        why.erase(0, 7);
+      }
+      return ref.fail(*n, "layers", why);
+    }
+    s.layers = *r;
+    s.layers_line = line_of(*n);
+  } else {
+    return make_error("%s%s has no 'layers' (expected \"A-B\", \"A\" or \"auto\")",
+                      at(file, s.line).c_str(), owner.c_str());
+  }
+  const auto* mu = t->get("memory_utilization");
+  const auto* kv = t->get("kv_cache_memory");
+  if (mu && kv) {
+    return make_error("%s%s sets both memory_utilization and kv_cache_memory (expected one: "
+                      "a share of the device, or the KV cache's bytes)",
+                      at(file, line_of(*kv)).c_str(), owner.c_str());
+  }
+  if (mu) {
+    if (!mu->is_number()) {
+      return ref.wrong_type(*mu, "memory_utilization", "a number in (0, 1]");
+    }
+    const double v = *mu->value<double>();
+    if (!(v > 0.0 && v <= 1.0)) {
+      return ref.fail(*mu, "memory_utilization",
+                      value_text(*mu) + " is out of range (expected a share of the device in (0, 1])");
+    }
+    s.memory_utilization = v;
+    s.memory_line = line_of(*mu);
+  }
+  if (kv) {
+    if (const auto* i = kv->as_integer()) {
+      if (i->get() <= 0) {
+        return ref.fail(*kv, "kv_cache_memory",
+                        std::to_string(i->get()) + " is out of range (expected bytes > 0)");
+      }
+      s.kv_cache_memory = static_cast<uint64_t>(i->get());
+    } else if (const auto* str = kv->as_string()) {
+      auto b = parse_size(str->get());
+      if (!b) {
+        return ref.fail(*kv, "kv_cache_memory", "'" + str->get() + "': " + b.err().message);
+      }
+      s.kv_cache_memory = *b;
+    } else {
+      return ref.wrong_type(*kv, "kv_cache_memory",
+                            "bytes: an integer or a string with a unit (\"2GiB\")");
+    }
+    s.memory_line = line_of(*kv);
+  }
+  if (const auto* n = t->get("threads")) {
+    auto v = get_int(ref, *n, "threads", 0, 4096, "0 to 4096; 0 = the rank's share");
+    if (!v) {
+      return v.err();
+    }
+    s.threads = static_cast<int32_t>(*v);
+  }
+  return s;
+}
+
+/// The shortest text that reads back as the same double, always a TOML float.
+std::string float_text(double v) {
+  char buf[64];
+  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  std::string s(buf, p);
+  if (s.find_first_of(".eEn") == std::string::npos) {
+    s += ".0";
+  }
+  return s;
+}
+
+}  // namespace
+
+result<topology> parse_topology_text(std::string_view text, const std::string& name) {
+  toml::table doc;
+  try {
+    doc = toml::parse(text, std::string_view(name));
+  } catch (const toml::parse_error& e) {
+    return make_error("%sTOML syntax error: %s (column %u)",
+                      at(name, static_cast<int>(e.source().begin.line)).c_str(),
+                      std::string(e.description()).c_str(),
+                      static_cast<unsigned>(e.source().begin.column));
+  }
+  if (auto k = check_keys(name, doc, {"model", "pipeline", "stage"}, "at the top level", top_keys);
+      !k) {
+    return k.err();
+  }
+  topology t;
+  t.path = name;
+  const field_ref top{name, ""};
+  if (const auto* n = doc.get("model")) {
+    auto v = get_string(top, *n, "model");
+    if (!v) {
+      return v.err();
+    }
+    if (v->empty()) {
+      return top.fail(*n, "model", "empty (expected the path of a GGUF file)");
+    }
+    t.model = *v;
+    t.model_line = line_of(*n);
+  }
+  if (const auto* n = doc.get("pipeline")) {
+    auto p = read_pipeline(name, *n);
+    if (!p) {
+      return p.err();
+    }
+    t.pipeline = *p;
+  }
+  const auto* stages = doc.get("stage");
+  if (!stages) {
+    return make_error("%s: no stages (expected at least one [[stage]] table with rank, device "
+                      "and layers)",
+                      name.c_str());
+  }
+  const auto* arr = stages->as_array();
+  if (!arr) {
+    return top.wrong_type(*stages, "stage", "an array of tables ([[stage]])");
+  }
+  if (arr->empty()) {
+    return make_error("%sno stages (expected at least one [[stage]] table with rank, device "
+                      "and layers)",
+                      at(name, line_of(*stages)).c_str());
+  }
+  for (size_t i = 0; i < arr->size(); ++i) {
+    auto s = read_stage(name, *arr->get(i), i);
+    if (!s) {
+      return s.err();
+    }
+    t.stages.push_back(std::move(*s));
+  }
+  return t;
+}
+
+result<topology> parse_topology_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return make_error("%s: cannot read the topology file: %s", path.c_str(),
+                      std::strerror(errno));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto t = parse_topology_text(ss.str(), path);
+  if (!t) {
+    return t.err();
+  }
+  if (!t->model.empty()) {
+    const std::filesystem::path m(t->model);
+    const auto folder = std::filesystem::path(path).parent_path();
+    if (m.is_relative() && !folder.empty()) {
+      t->model = (folder / m).lexically_normal().string();
+    }
+  }
+  return t;
+}
+
+std::string to_toml(const topology& t) {
+  std::string out = "# baton topology";
+  if (!t.path.empty()) {
+    out += " (from " + t.path + ")";
+  }
+  out += "\n";
+  if (!t.model.empty()) {
+    out += "model = " + quote(t.model) + "\n";
+  }
+  const pipeline_spec& p = t.pipeline;
+  out += "\n[pipeline]\n";
+  out += "micro_batches = " + std::to_string(p.micro_batches) + "\n";
+  out += "max_num_seqs = " + std::to_string(p.max_num_seqs) + "\n";
+  out += "max_num_batched_tokens = " + std::to_string(p.max_num_batched_tokens) + "\n";
+  out += "block_size = " + std::to_string(p.block_size) + "\n";
+  out += "max_model_len = " + std::to_string(p.max_model_len) + "\n";
+  out += std::string("kv_cache_dtype = ") + (p.kv_type == ggml_type::f32 ? "\"f32\"" : "\"f16\"") +
+         "\n";
+  for (const auto& s : t.stages) {
+    out += "\n[[stage]]\n";
+    out += "rank = " + std::to_string(s.rank) + "\n";
+    out += "device = " + quote(s.device) + "\n";
+    // "auto" only survives when the caller writes an unresolved topology
+    out += "layers = " + quote(s.layers.to_string()) + "\n";
+    if (s.kv_cache_memory) {
+      out += "kv_cache_memory = " + std::to_string(*s.kv_cache_memory) + "\n";
+    } else if (s.memory_utilization) {
+      out += "memory_utilization = " + float_text(*s.memory_utilization) + "\n";
+    }
+    if (s.threads > 0) {
+      out += "threads = " + std::to_string(s.threads) + "\n";
+    }
+  }
+  return out;
+}
+
+topology default_topology(const std::string& model_path, int32_t n_stages) {
+  topology t;
+  t.path = "--stages " + std::to_string(n_stages);
+  t.model = model_path;
+  t.even_split = true;
+  for (int32_t i = 0; i < n_stages; ++i) {
+    stage_spec s;
+    s.layers.automatic = true;
+    t.stages.push_back(s);
+  }
+  return t;
+}
+
+device_info query_local_device(const std::string& device) {
+  device_info d;
+  if (device == "cpu") {
+    const resource_budget b = detect_budget();
+    d.exists = true;
+    d.memory_bytes = b.memory_bytes;
+    d.source = b.memory_source;
+    d.threads = b.threads;
+    return d;
+  }
+  if (!valid_device(device)) {
+    d.source = "'" + device + "' is not a device (expected \"cpu\" or \"cuda:N\")";
+    return d;
+  }
+#ifdef BATON_HAVE_CUDA
+  const int index = std::atoi(device.c_str() + 5);
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    d.source = std::string("no CUDA device: ") + cudaGetErrorString(e);
+    return d;
+  }
+  if (index >= n) {
+    d.source = "this host has " + std::to_string(n) + " CUDA device" + (n == 1 ? "" : "s");
+    return d;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
+    d.source = "cudaGetDeviceProperties failed for " + device;
+    return d;
+  }
+  d.exists = true;
+  d.memory_bytes = prop.totalGlobalMem;
+  d.source = std::string(prop.name) + " total memory";
+  d.threads = 1;
+#else
+  d.source = "no CUDA device (this build has no CUDA)";
+#endif
+  return d;
+}
+
+placement_env local_placement_env(int32_t world_size) {
+  placement_env env;
+  env.world_size = world_size;
+  env.query_device = [](int32_t, const std::string& device) { return query_local_device(device); };
+  return env;
+}
+
+}  // namespace baton
