@@ -37,7 +37,7 @@ double seconds_since(clock_type::time_point t0) {
 /// the stages spread over the ranks of an MPI job; a router and an admission actor on
 /// rank 0. Tokens equal the single-stage path's for the same seed.
 int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& prompt,
-                 mpi_session& mpi) {
+                 mpi_session& mpi, const std::optional<topology>& topo) {
   server_options so;
   so.n_stages = o.engine.stages;
   so.n_threads = l.n_threads;
@@ -46,7 +46,7 @@ int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& pr
   so.kv_type = l.opts.kv_type;
   so.kernels = l.opts.kernels;
   so.max_num_batched_tokens = static_cast<int32_t>(l.opts.max_batch_tokens);
-  auto job = pipeline_job::start(mpi, o.engine, l, so);
+  auto job = pipeline_job::start(mpi, o.engine, l, so, topo);
   if (!job) {
     return mpi.rank() == 0 ? fail(job.err().message) : exit_bad_input;
   }
@@ -133,7 +133,11 @@ int run_run(run_options o) {
   if (!mpi) {
     return fail(mpi.err().message);
   }
-  const bool pipeline = o.engine.stages > 1 || (*mpi)->size() > 1;
+  auto topo = read_topology(**mpi, o.engine);
+  if (!topo) {
+    return (*mpi)->rank() == 0 ? fail(topo.err().message) : exit_bad_input;
+  }
+  const bool pipeline = o.engine.stages > 1 || (*mpi)->size() > 1 || topo->has_value();
   if ((*mpi)->rank() != 0) {
     o.engine.quiet = true;
   }
@@ -167,7 +171,7 @@ int run_run(run_options o) {
                 std::to_string(l->m->config().n_ctx_train) + ")");
   }
   if (pipeline) {
-    const int status = run_pipeline(o, *l, prompt, **mpi);
+    const int status = run_pipeline(o, *l, prompt, **mpi, *topo);
     (*mpi)->set_exit_status(status);
     return status;
   }
@@ -236,6 +240,7 @@ void add_run_command(CLI::App& app, int& status) {
   auto o = std::make_shared<run_options>();
   auto* cmd = app.add_subcommand("run", "Generate text for one prompt, streamed to stdout");
   o->engine.add_to(*cmd);
+  o->engine.add_topology_to(*cmd);
   cmd->add_option("-p,--prompt", o->prompt, "Prompt text")->required();
   cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str();
   cmd->add_flag("--chat", o->chat, "Apply the model's chat template (stops at <|eot_id|>)");

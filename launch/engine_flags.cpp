@@ -28,6 +28,11 @@ void engine_flags::add_to(CLI::App& cmd) {
   cmd.add_flag("-q,--quiet", quiet, "Do not log the budget");
 }
 
+void engine_flags::add_topology_to(CLI::App& cmd) {
+  cmd.add_option("--topology", topology,
+                 "Topology file (TOML): stages, ranks, devices, layers, budgets; see baton plan");
+}
+
 result<uint64_t> parse_bytes(const std::string& text) {
   size_t used = 0;
   double v = 0;

@@ -23,8 +23,11 @@ struct engine_flags {
   double memory_utilization = 0.9;  ///< vLLM's meaning, of the memory budget
   std::string kv_cache_memory;      ///< bytes ("2GiB", "512M", "1000000"); overrides
   bool quiet = false;               ///< no budget line on stderr
+  std::string topology;             ///< a topology file (commands that run a pipeline)
 
   void add_to(CLI::App& cmd);
+  /// --topology, for the commands that run the actor pipeline.
+  void add_topology_to(CLI::App& cmd);
 };
 
 struct loaded {

@@ -1,6 +1,8 @@
 // pipeline_job.hpp.
 #include "launch/pipeline_job.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include "launch/signals.hpp"
 #include "topology/layer_range.hpp"
 
@@ -21,19 +23,121 @@ result<std::vector<stage_setup>> spread_stages(int64_t n_layer, int32_t n_stages
   return out;
 }
 
-result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
-                                                           const engine_flags& f,
-                                                           const loaded& l, server_options so) {
-  std::unique_ptr<pipeline_job> job(new pipeline_job());
-  job->mpi_ = &mpi;
-  auto stages = spread_stages(l.m->config().n_layer, f.stages, mpi.size());
-  if (auto ok = mpi.agree(stages ? result<void>() : result<void>(stages.err())); !ok) {
+result<std::optional<topology>> read_topology(mpi_session& mpi, engine_flags& f) {
+  if (f.topology.empty()) {
+    return std::optional<topology>();
+  }
+  auto t = parse_topology_file(f.topology);
+  if (auto ok = mpi.agree(t ? result<void>() : result<void>(t.err())); !ok) {
     return ok.err();
   }
-  so.stages = *stages;
+  if (f.model.empty()) {
+    f.model = t->model;
+  }
+  return std::optional<topology>(std::move(*t));
+}
+
+namespace {
+
+const char* const k_devices[] = {"cpu",    "cuda:0", "cuda:1", "cuda:2", "cuda:3",
+                                 "cuda:4", "cuda:5", "cuda:6", "cuda:7"};
+
+/// Every rank describes its own devices; the plan is made from what all of them said,
+/// identically on every rank.
+placement_env gather_devices(mpi_session& mpi) {
+  nlohmann::json mine = nlohmann::json::array();
+  for (const char* d : k_devices) {
+    const device_info i = query_local_device(d);
+    mine.push_back({{"device", d}, {"exists", i.exists}, {"memory", i.memory_bytes},
+                    {"source", i.source}, {"threads", i.threads}});
+  }
+  std::vector<nlohmann::json> all;
+  for (const auto& text : mpi.allgather(mine.dump())) {
+    all.push_back(nlohmann::json::parse(text));
+  }
+  placement_env env;
+  env.world_size = mpi.size();
+  if (mpi.size() > 1) {
+    env.rank_hosts = mpi.hosts();
+  }
+  env.query_device = [all](int32_t rank, const std::string& device) {
+    device_info out;
+    out.source = "not a device baton knows (expected cpu or cuda:0..7)";
+    if (rank < 0 || static_cast<size_t>(rank) >= all.size()) {
+      return out;
+    }
+    for (const auto& d : all[static_cast<size_t>(rank)]) {
+      if (d["device"] == device) {
+        out.exists = d["exists"];
+        out.memory_bytes = d["memory"];
+        out.source = d["source"];
+        out.threads = d["threads"];
+      }
+    }
+    return out;
+  };
+  return env;
+}
+
+}  // namespace
+
+result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
+                                                           const engine_flags& f,
+                                                           const loaded& l, server_options so,
+                                                           const std::optional<topology>& topo) {
+  std::unique_ptr<pipeline_job> job(new pipeline_job());
+  job->mpi_ = &mpi;
+  if (topo) {
+    auto plan = plan_pipeline(*topo, *l.m, gather_devices(mpi));
+    if (auto ok = mpi.agree(plan ? result<void>() : result<void>(plan.err())); !ok) {
+      return ok.err();
+    }
+    for (const auto& st : plan->resolved.stages) {
+      if (st.device != "cpu") {
+        return make_error("%s: stage on rank %d: device %s: this build runs stages on the CPU "
+                          "only (the CUDA backend is not part of it yet)",
+                          topo->path.c_str(), st.rank, st.device.c_str());
+      }
+    }
+    so.stages.clear();
+    for (size_t i = 0; i < plan->stages.size(); ++i) {
+      const stage_plan& sp = plan->stages[i];
+      so.stages.push_back(stage_setup{plan->resolved.stages[i].rank, sp.layers.first,
+                                      sp.layers.last, f.threads > 0 ? f.threads : sp.threads});
+    }
+    const pipeline_spec& p = plan->resolved.pipeline;
+    so.micro_batches = p.micro_batches;
+    so.max_num_seqs = p.max_num_seqs;
+    so.max_num_batched_tokens = p.max_num_batched_tokens;
+    so.block_size = p.block_size;
+    so.n_ctx = p.max_model_len;
+    so.kv_type = p.kv_type;
+    // KV up to the plan's capacity, but no more than max_num_seqs sequences of
+    // max_model_len can use: on CPU the rest would only hold RAM
+    const int64_t needed = static_cast<int64_t>(p.max_num_seqs) *
+                           ((p.max_model_len + p.block_size - 1) / p.block_size);
+    int64_t n_blocks = std::min<int64_t>(plan->n_blocks, needed);
+    if (so.n_blocks > 0) {
+      n_blocks = std::min<int64_t>(n_blocks, so.n_blocks);  // the command needs no more
+    }
+    so.n_blocks = static_cast<int32_t>(n_blocks);
+    if (!mpi.active() || mpi.rank() == 0) {
+      if (!f.quiet) {
+        std::fprintf(stderr, "baton: topology %s: %zu stages, KV capacity %lld tokens\n",
+                     topo->path.c_str(), plan->stages.size(),
+                     static_cast<long long>(plan->capacity_tokens));
+      }
+    }
+  } else {
+    auto stages = spread_stages(l.m->config().n_layer, f.stages, mpi.size());
+    if (auto ok = mpi.agree(stages ? result<void>() : result<void>(stages.err())); !ok) {
+      return ok.err();
+    }
+    so.stages = *stages;
+  }
   so.n_stages = static_cast<int32_t>(so.stages.size());
-  // ranks sharing a host share its cores unless --threads says otherwise
-  if (f.threads <= 0 && mpi.size() > 1) {
+  // ranks sharing a host share its cores unless --threads or the topology says otherwise
+  if (!topo && f.threads <= 0 && mpi.size() > 1) {
     int32_t here = 0;
     for (const auto& h : mpi.hosts()) {
       here += h == mpi.hosts()[static_cast<size_t>(mpi.rank())] ? 1 : 0;

@@ -6,21 +6,29 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "actors/local_server.hpp"
 #include "launch/engine_flags.hpp"
 #include "launch/mpi_session.hpp"
 #include "runtime/mpi_transport.hpp"
+#include "topology/topology_file.hpp"
 
 namespace baton::cli {
+
+/// With --topology: reads the file on every rank (agreed) and, when --model is not
+/// given, takes the model from it. Nothing without --topology.
+result<std::optional<topology>> read_topology(mpi_session& mpi, engine_flags& f);
 
 class pipeline_job {
  public:
   /// Collective: every rank calls it with the same arguments. `so` carries the
-  /// pipeline's settings; its stages are filled in here.
+  /// pipeline's settings; its stages are filled in here. With a topology, the file's
+  /// settings replace so's, and so.n_blocks (when > 0) caps the plan's KV blocks.
   static result<std::unique_ptr<pipeline_job>> start(mpi_session& mpi, const engine_flags& f,
-                                                     const loaded& l, server_options so);
+                                                     const loaded& l, server_options so,
+                                                     const std::optional<topology>& topo = {});
   ~pipeline_job();
 
   local_server& server() { return *srv_; }

@@ -377,7 +377,7 @@ std::vector<bad_case> bad_cases() {
       {"shares of one device above one",
        "[[stage]]\nlayers = \"0-1\"\nmemory_utilization = 0.6\n"
        "[[stage]]\nlayers = \"2-3\"\nmemory_utilization = 0.6\n",
-       {"cluster.toml:6: the stages of rank 0 on cpu share one device, and their "
+       {"cluster.toml:6: the stages on cpu of one host share its memory, and their "
         "memory_utilization sums to 1.2 > 1: 0.6 (stage 0) + 0.6 (stage 1)"},
        true},
   };

@@ -373,11 +373,12 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
     }
   }
 
-  // -- memory shares: stages of one rank on one device split it ------------------------
-  std::map<std::pair<int32_t, std::string>, std::vector<int64_t>> groups;
+  // -- memory shares: the stages on one device of one host split it (RAM is the host's,
+  // whichever rank a cpu stage runs in; a GPU belongs to one rank) ----------------------
+  std::map<std::pair<std::string, std::string>, std::vector<int64_t>> groups;
   for (int64_t i = 0; i < n_stages; ++i) {
     const stage_spec& s = t.stages[static_cast<size_t>(i)];
-    groups[{s.rank, s.device}].push_back(i);
+    groups[{host_of(s.rank), s.device}].push_back(i);
   }
   for (const auto& [key, members] : groups) {
     double sum = 0;
@@ -398,10 +399,11 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
     }
     if (sum > 1.0 + 1e-9) {
       const stage_spec& s = t.stages[static_cast<size_t>(members.back())];
-      return make_error("%sthe stages of rank %d on %s share one device, and their "
+      const std::string host = key.first.empty() ? "one host" : "host '" + key.first + "'";
+      return make_error("%sthe stages on %s of %s share its memory, and their "
                         "memory_utilization sums to %s > 1: %s",
-                        at(file, line_or(s.memory_line, s)).c_str(), key.first, key.second.c_str(),
-                        fmt_double(sum).c_str(), terms.c_str());
+                        at(file, line_or(s.memory_line, s)).c_str(), key.second.c_str(),
+                        host.c_str(), fmt_double(sum).c_str(), terms.c_str());
     }
   }
 
