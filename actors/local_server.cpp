@@ -240,6 +240,10 @@ local_server::~local_server() {
   }
   for (auto& s : local_shards_) {
     caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    if (link_.world > 1) {
+      // the middleman holds published actors: let go, or the system waits for them forever
+      auto ignored = sys_->middleman().unpublish(s, 0);
+    }
   }
   // drop our references first: a detached shard's thread ends only once its actor is
   // destroyed, and the system's destructor waits for those threads

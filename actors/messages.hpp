@@ -50,6 +50,8 @@ struct gen_event {
   int32_t prompt_tokens = 0;        ///< on the final event
   int32_t completion_tokens = 0;
   int32_t cached_tokens = 0;        ///< prompt tokens served from the prefix cache
+  float logit = 0;                  ///< the token's raw logit (exact: invariance tests)
+  float logprob = 0;                ///< its log-probability under the raw logits
 };
 
 /// The admission actor's answer.
@@ -84,6 +86,8 @@ struct step_result {
   uint64_t step_id = 0;
   std::vector<uint64_t> seq_ids;
   std::vector<int32_t> tokens;
+  std::vector<float> logits;        ///< each sampled token's raw logit
+  std::vector<float> logprobs;      ///< and its log-probability
   std::string error;                ///< a stage failed: every sequence of the step errs
 };
 
@@ -132,7 +136,7 @@ typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_event& x) {
   return f(caf::meta::type_name("gen_event"), x.request_id, x.text, x.token, x.finish_reason,
-           x.error, x.prompt_tokens, x.completion_tokens, x.cached_tokens);
+           x.error, x.prompt_tokens, x.completion_tokens, x.cached_tokens, x.logit, x.logprob);
 }
 
 template <class Inspector>
@@ -153,7 +157,8 @@ typename Inspector::result_type inspect(Inspector& f, step_desc& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_result& x) {
-  return f(caf::meta::type_name("step_result"), x.step_id, x.seq_ids, x.tokens, x.error);
+  return f(caf::meta::type_name("step_result"), x.step_id, x.seq_ids, x.tokens, x.logits,
+           x.logprobs, x.error);
 }
 
 template <class Inspector>

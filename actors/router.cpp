@@ -128,6 +128,10 @@ void on_result(router_ptr self, const step_result& r) {
     pump(self);
     return;
   }
+  std::map<uint64_t, std::pair<float, float>> scores;  // seq -> (logit, logprob)
+  for (size_t i = 0; i < r.seq_ids.size() && i < r.logits.size() && i < r.logprobs.size(); ++i) {
+    scores[r.seq_ids[i]] = {r.logits[i], r.logprobs[i]};
+  }
   for (const auto& o : st.sched->on_step_done(r.step_id, r.seq_ids, r.tokens)) {
     auto it = st.clients.find(o.id);
     if (it == st.clients.end()) {
@@ -139,6 +143,10 @@ void on_result(router_ptr self, const step_result& r) {
     ev.token = o.token;
     ev.completion_tokens = o.completion_tokens;
     ev.cached_tokens = o.cached_tokens;
+    if (auto sc = scores.find(o.id); sc != scores.end()) {
+      ev.logit = sc->second.first;
+      ev.logprob = sc->second.second;
+    }
     const bool eog = o.finish_reason == "stop";  // the end-of-generation token shows no text
     if (o.token >= 0 && !eog) {
       auto piece = c.dec->push(o.token);

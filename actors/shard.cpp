@@ -2,6 +2,8 @@
 #include "actors/shard.hpp"
 
 #include <chrono>
+#include <cmath>
+#include <span>
 #include <map>
 
 #include "kernels/cpu/thread_pool.hpp"
@@ -16,6 +18,19 @@ int64_t now_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+/// log softmax(l)[tok], in double.
+float log_prob(std::span<const float> l, int32_t tok) {
+  float mx = l[0];
+  for (float v : l) {
+    mx = std::max(mx, v);
+  }
+  double sum = 0;
+  for (float v : l) {
+    sum += std::exp(static_cast<double>(v - mx));
+  }
+  return static_cast<float>(static_cast<double>(l[static_cast<size_t>(tok)] - mx) - std::log(sum));
 }
 
 /// What a shard owns; built once when the actor starts.
@@ -53,7 +68,7 @@ struct shard_core {
       if (h.n_tokens != head.n_tokens || h.n_embd != head.n_embd || h.seq_ids != head.seq_ids ||
           h.seq_rows != head.seq_rows) {
         timings.push_back({d.step_id, cfg.stage, t0, now_us()});
-        return step_result{d.step_id, {}, {},
+        return step_result{d.step_id, {}, {}, {}, {},
                            "stage " + std::to_string(cfg.stage) + ": step " +
                                std::to_string(d.step_id) + ": activations for " +
                                std::to_string(h.n_tokens) + " tokens of " +
@@ -69,7 +84,7 @@ struct shard_core {
       cfg.data->send(activations{std::move(head), std::move(hidden)});
       hidden = {};
     } else {
-      res = step_result{d.step_id, {}, {}, ""};
+      res = step_result{d.step_id, {}, {}, {}, {}, ""};
       const auto n_vocab = static_cast<size_t>(cfg.m->config().n_vocab);
       size_t row = 0;
       for (const seq_slice& s : d.seqs) {
@@ -81,8 +96,11 @@ struct shard_core {
           it = samplers.emplace(s.seq_id, sampler(s.sampling)).first;
         }
         const std::span<const float> l(logits.data() + row * n_vocab, n_vocab);
+        const int32_t tok = it->second.sample(l, s.history_tail);
         res->seq_ids.push_back(s.seq_id);
-        res->tokens.push_back(it->second.sample(l, s.history_tail));
+        res->tokens.push_back(tok);
+        res->logits.push_back(l[static_cast<size_t>(tok)]);
+        res->logprobs.push_back(log_prob(l, tok));
         ++row;
       }
     }

@@ -2,6 +2,8 @@
 // (like `ollama run` / llama-cli). Prompt and generation speed go to stderr at the end.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "launch/commands.hpp"
 #include "actors/local_server.hpp"
@@ -25,6 +27,9 @@ struct run_options {
   sampling_params sampling;
   std::vector<std::string> stop;
   bool no_stats = false;
+  std::string prompt_file;   ///< one prompt per line, all submitted at once
+  bool json = false;         ///< per request: tokens, their logits and logprobs (JSON lines)
+  bool timings = false;      ///< with --json: every stage's step spans, transfer counters
 };
 
 using clock_type = std::chrono::steady_clock;
@@ -36,8 +41,12 @@ double seconds_since(clock_type::time_point t0) {
 /// The same generation through the actor pipeline: --stages shards in this process, or
 /// the stages spread over the ranks of an MPI job; a router and an admission actor on
 /// rank 0. Tokens equal the single-stage path's for the same seed.
-int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& prompt,
+int run_many(const run_options& o, local_server& srv, mpi_session& mpi, pipeline_job& job,
+             const std::vector<std::vector<int32_t>>& prompts);
+
+int run_pipeline(const run_options& o, loaded& l, const std::vector<std::vector<int32_t>>& prompts,
                  mpi_session& mpi, const std::optional<topology>& topo) {
+  const std::vector<int32_t>& prompt = prompts.front();
   server_options so;
   so.n_stages = o.engine.stages;
   so.n_threads = l.n_threads;
@@ -55,6 +64,9 @@ int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& pr
     return exit_ok;
   }
   local_server* srv = &(*job)->server();
+  if (!o.prompt_file.empty()) {
+    return run_many(o, *srv, mpi, **job, prompts);
+  }
   gen_request r;
   r.prompt = prompt;
   r.max_tokens = static_cast<int32_t>(std::max<int64_t>(o.n_predict, 1));
@@ -122,6 +134,102 @@ int run_pipeline(const run_options& o, loaded& l, const std::vector<int32_t>& pr
   return exit_ok;
 }
 
+/// --prompt-file: every line a request, all in flight at once (continuous batching);
+/// with --json one line per request with its tokens and each token's exact logit and
+/// logprob, then a summary (what the mpi tests compare between topologies).
+int run_many(const run_options& o, local_server& srv, mpi_session& mpi, pipeline_job& job,
+             const std::vector<std::vector<int32_t>>& prompts) {
+  struct outcome {
+    std::vector<int32_t> tokens;
+    std::vector<float> logits, logprobs;
+    std::string text, finish_reason, error;
+  };
+  std::vector<outcome> out(prompts.size());
+  std::vector<std::shared_ptr<event_stream>> streams;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    gen_request r;
+    r.id = i + 1;
+    r.prompt = prompts[i];
+    r.max_tokens = static_cast<int32_t>(std::max<int64_t>(o.n_predict, 1));
+    r.sampling = o.sampling;
+    r.stop = o.stop;
+    streams.push_back(srv.submit(std::move(r)));
+  }
+  on_stop_signal([&srv, n = prompts.size()] {
+    for (size_t i = 0; i < n; ++i) {
+      srv.cancel(i + 1);
+    }
+  });
+  const auto t0 = clock_type::now();
+  int64_t n_tokens = 0;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    for (;;) {
+      auto e = streams[i]->next(std::chrono::minutes(30));
+      if (!e) {
+        out[i].finish_reason = "error";
+        out[i].error = "no answer from the pipeline within 30 minutes";
+        break;
+      }
+      if (e->token >= 0) {
+        out[i].tokens.push_back(e->token);
+        out[i].logits.push_back(e->logit);
+        out[i].logprobs.push_back(e->logprob);
+        ++n_tokens;
+      }
+      out[i].text += e->text;
+      if (!e->finish_reason.empty()) {
+        out[i].finish_reason = e->finish_reason;
+        out[i].error = e->error;
+        break;
+      }
+    }
+  }
+  on_stop_signal({});
+  const double t_all = seconds_since(t0);
+  int status = exit_ok;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i].finish_reason == "error") {
+      std::fprintf(stderr, "baton: request %zu: %s\n", i, out[i].error.c_str());
+      status = exit_failure;
+    }
+    if (o.json) {
+      nlohmann::json j = {{"index", i},           {"tokens", out[i].tokens},
+                          {"logits", out[i].logits}, {"logprobs", out[i].logprobs},
+                          {"text", out[i].text},  {"finish_reason", out[i].finish_reason}};
+      if (!out[i].error.empty()) {
+        j["error"] = out[i].error;
+      }
+      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    } else {
+      std::printf("[%zu] %s\n", i, out[i].text.c_str());
+    }
+  }
+  if (o.json && o.timings) {
+    const auto rs = srv.stats();
+    const auto ts = job.transfer_stats();
+    nlohmann::json spans = nlohmann::json::array();
+    for (int32_t s = 0; s < srv.options().n_stages; ++s) {
+      for (const auto& t : srv.timings(s)) {
+        spans.push_back({t.stage, t.step_id, t.begin_us, t.end_us});
+      }
+    }
+    nlohmann::json summary = {{"ranks", mpi.size()},
+                              {"stages", srv.options().n_stages},
+                              {"steps", rs.steps},
+                              {"remote_steps", rs.remote_steps},
+                              {"control_bytes", rs.control_bytes},
+                              {"activation_bytes_sent", ts.bytes_sent},
+                              {"transfers", ts.sends},
+                              {"transfer_us", ts.send_us},
+                              {"seconds", t_all},
+                              {"tokens", n_tokens},
+                              {"spans", spans}};
+    std::printf("%s\n", nlohmann::json{{"summary", summary}}.dump().c_str());
+  }
+  std::fflush(stdout);
+  return status;
+}
+
 int run_run(run_options o) {
   if (o.n_predict < 0) {
     return fail("-n (" + std::to_string(o.n_predict) + ") must be >= 0");
@@ -137,41 +245,66 @@ int run_run(run_options o) {
   if (!topo) {
     return (*mpi)->rank() == 0 ? fail(topo.err().message) : exit_bad_input;
   }
-  const bool pipeline = o.engine.stages > 1 || (*mpi)->size() > 1 || topo->has_value();
+  std::vector<std::string> texts;
+  if (!o.prompt_file.empty()) {
+    std::ifstream in(o.prompt_file);
+    if (!in) {
+      return fail("--prompt-file " + o.prompt_file + ": cannot read it");
+    }
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) {
+        texts.push_back(line);
+      }
+    }
+    if (texts.empty()) {
+      return fail("--prompt-file " + o.prompt_file + ": no prompts (one per line)");
+    }
+  } else if (o.prompt.empty()) {
+    return fail("give a prompt with -p TEXT or --prompt-file FILE");
+  } else {
+    texts.push_back(o.prompt);
+  }
+  const bool pipeline = o.engine.stages > 1 || (*mpi)->size() > 1 || topo->has_value() ||
+                        !o.prompt_file.empty();
   if ((*mpi)->rank() != 0) {
     o.engine.quiet = true;
   }
-  auto l = load(o.engine, 1, !pipeline);
+  auto l = load(o.engine, static_cast<int32_t>(texts.size()), !pipeline);
   if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
     return (*mpi)->rank() == 0 ? fail(ok.err().message) : exit_bad_input;
   }
   tokenizer& tok = *l->tok;
 
-  std::string text = o.prompt;
-  if (o.chat) {
-    std::vector<chat_message> messages;
-    if (!o.system.empty()) {
-      messages.push_back({"system", o.system});
+  std::vector<std::vector<int32_t>> prompts;
+  for (const std::string& one : texts) {
+    std::string text = one;
+    if (o.chat) {
+      std::vector<chat_message> messages;
+      if (!o.system.empty()) {
+        messages.push_back({"system", o.system});
+      }
+      messages.push_back({"user", one});
+      auto t = apply_chat_template(tok.chat_template(), messages, true);
+      if (!t) {
+        return fail(t.err().message);
+      }
+      text = std::move(*t);
+    } else if (!o.system.empty()) {
+      return fail("--system needs --chat");
     }
-    messages.push_back({"user", o.prompt});
-    auto t = apply_chat_template(tok.chat_template(), messages, true);
-    if (!t) {
-      return fail(t.err().message);
+    prompts.push_back(tok.encode(text, true, true));
+    const auto& prompt = prompts.back();
+    const int64_t n_ctx = l->opts.n_ctx;
+    if (static_cast<int64_t>(prompt.size()) + o.n_predict > n_ctx) {
+      return fail("prompt (" + std::to_string(prompt.size()) + " tokens) + -n (" +
+                  std::to_string(o.n_predict) + ") exceeds the context size (" +
+                  std::to_string(n_ctx) + " tokens; raise -c up to the model's " +
+                  std::to_string(l->m->config().n_ctx_train) + ")");
     }
-    text = std::move(*t);
-  } else if (!o.system.empty()) {
-    return fail("--system needs --chat");
   }
-  const auto prompt = tok.encode(text, true, true);
-  const int64_t n_ctx = l->opts.n_ctx;
-  if (static_cast<int64_t>(prompt.size()) + o.n_predict > n_ctx) {
-    return fail("prompt (" + std::to_string(prompt.size()) + " tokens) + -n (" +
-                std::to_string(o.n_predict) + ") exceeds the context size (" +
-                std::to_string(n_ctx) + " tokens; raise -c up to the model's " +
-                std::to_string(l->m->config().n_ctx_train) + ")");
-  }
+  const auto& prompt = prompts.front();
   if (pipeline) {
-    const int status = run_pipeline(o, *l, prompt, **mpi, *topo);
+    const int status = run_pipeline(o, *l, prompts, **mpi, *topo);
     (*mpi)->set_exit_status(status);
     return status;
   }
@@ -241,7 +374,13 @@ void add_run_command(CLI::App& app, int& status) {
   auto* cmd = app.add_subcommand("run", "Generate text for one prompt, streamed to stdout");
   o->engine.add_to(*cmd);
   o->engine.add_topology_to(*cmd);
-  cmd->add_option("-p,--prompt", o->prompt, "Prompt text")->required();
+  cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
+  cmd->add_option("--prompt-file", o->prompt_file,
+                  "One prompt per line, all generated at once (continuous batching)");
+  cmd->add_flag("--json", o->json, "With --prompt-file: one JSON line per request (tokens, "
+                "logits, logprobs)");
+  cmd->add_flag("--timings", o->timings, "With --json: a summary line with every stage's "
+                "step spans and the transfer counters");
   cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str();
   cmd->add_flag("--chat", o->chat, "Apply the model's chat template (stops at <|eot_id|>)");
   cmd->add_option("--system", o->system, "System message (with --chat)");

@@ -90,9 +90,7 @@ mpi_session::~mpi_session() {
   if (peer_died_) {
     // MPI_Finalize synchronizes with every rank, a dead one included, and would wait for
     // it forever: the actor systems and transports are already gone, so leave here
-    std::fflush(stdout);
-    std::fflush(stderr);
-    std::_Exit(exit_status_);
+    exit_now();
   }
   MPI_Finalize();
 }
@@ -136,5 +134,11 @@ result<void> mpi_session::agree(const result<void>& mine) const {
 }
 
 void mpi_session::rank_died(int /*rank*/) { peer_died_ = true; }
+
+void mpi_session::exit_now() const {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(exit_status_.load());
+}
 
 }  // namespace baton::cli

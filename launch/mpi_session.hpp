@@ -38,6 +38,8 @@ class mpi_session {
   /// ends the process with the status given to set_exit_status instead.
   void rank_died(int rank);
   void set_exit_status(int status) { exit_status_ = status; }
+  /// Ends the process now with that status (stdio flushed), MPI left as it is.
+  [[noreturn]] void exit_now() const;
 
  private:
   mpi_session() = default;
@@ -47,7 +49,7 @@ class mpi_session {
   int rank_ = 0;
   int size_ = 1;
   std::atomic<bool> peer_died_{false};
-  int exit_status_ = 0;
+  std::atomic<int> exit_status_{0};
   std::string bind_host_ = "127.0.0.1";
   std::vector<std::string> hosts_;
 };

@@ -4,6 +4,10 @@
 #include <nlohmann/json.hpp>
 
 #include "launch/signals.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
 #include "topology/layer_range.hpp"
 
 namespace baton::cli {
@@ -173,6 +177,14 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
 }
 
 pipeline_job::~pipeline_job() {
+  // A teardown that hangs (a peer gone mid-protocol) must not keep the rank alive: after
+  // 20 s the process ends with the status the command set.
+  std::thread([mpi = mpi_] {
+    std::this_thread::sleep_for(std::chrono::seconds(20));
+    std::fprintf(stderr, "baton: rank %d: shutdown did not finish within 20 s; exiting\n",
+                 mpi->rank());
+    mpi->exit_now();
+  }).detach();
   if (srv_ && srv_->peer_died()) {
     mpi_->rank_died(-1);
   }
