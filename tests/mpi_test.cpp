@@ -1,0 +1,300 @@
+// The pipeline across MPI ranks, end to end: `mpirun --oversubscribe -np N baton run`
+// on a demo model made for the test. 16 requests at once give tokens and exact logits
+// bit-identical to the single-process run for np 2, 3 and 4 (one layer per stage), for
+// uneven and "auto" topologies; stages overlap in time across ranks; CAF carries under
+// 4 KiB per step while the activations moved exceed 1 MiB; a bad topology fails on
+// every rank with its message; a killed rank ends the requests with an error naming
+// its stage within 10 s, and the job still exits. Skips where mpirun is missing.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "tests/test_util.hpp"
+
+namespace baton {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct run_result {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+const fs::path& dir() {
+  static const fs::path d = test::temp_dir("mpi");
+  return d;
+}
+
+run_result shell(const std::string& cmd) {
+  static int counter = 0;
+  const auto out = dir() / ("out" + std::to_string(counter));
+  const auto err = dir() / ("err" + std::to_string(counter++));
+  const int rc = std::system((cmd + " >" + out.string() + " 2>" + err.string()).c_str());
+  run_result r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+std::string mpirun(int np) {
+  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun "
+         "--oversubscribe --mca btl self,vader,tcp -np " +
+         std::to_string(np) + " ";
+}
+
+/// The demo model (4 layers) and 16 prompts, made once.
+struct fixture {
+  std::string model;
+  std::string prompts;
+  std::string error;  // why the fixture could not be made
+};
+
+const fixture& fx() {
+  static const fixture f = [] {
+    fixture x;
+    x.model = (dir() / "demo.gguf").string();
+    x.prompts = (dir() / "prompts.txt").string();
+    auto mk = shell(std::string(BATON_BINARY) + " mkmodel --preset demo --seed 11 -o " + x.model);
+    if (mk.status != 0) {
+      x.error = "mkmodel failed: " + mk.err;
+    }
+    std::ofstream p(x.prompts);
+    const char* words[] = {"the", "river", "of", "light", "runs", "under", "a", "quiet",
+                           "city", "where", "nobody", "sleeps", "and", "every", "door"};
+    for (int i = 0; i < 16; ++i) {
+      for (int j = 0; j < 3 + (i * 7) % 29; ++j) {
+        p << words[(i * 5 + j * 3) % 15] << ' ';
+      }
+      p << "\n";
+    }
+    return x;
+  }();
+  return f;
+}
+
+bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
+
+#define REQUIRE_MPI()                                                     \
+  if (!have_mpirun()) {                                                   \
+    GTEST_SKIP() << "mpirun is not installed (openmpi-bin)";              \
+  }                                                                       \
+  ASSERT_TRUE(fx().error.empty()) << fx().error
+
+std::string write_topology(const std::string& name, const std::string& body) {
+  const auto p = dir() / name;
+  std::ofstream(p) << "model = \"" << fx().model << "\"\n" << body;
+  return p.string();
+}
+
+/// The request lines of a --json run (the summary line apart).
+std::vector<std::string> request_lines(const std::string& out, nlohmann::json* summary = nullptr) {
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("{\"summary\"", 0) == 0) {
+      if (summary) {
+        *summary = nlohmann::json::parse(line)["summary"];
+      }
+    } else if (!line.empty()) {
+      lines.push_back(line);
+    }
+  }
+  return lines;
+}
+
+std::string run_args(const std::string& extra = "", int n = 24,
+                     const std::string& sampling = "--temp 0") {
+  return std::string(BATON_BINARY) + " run -q --json --prompt-file " + fx().prompts + " -n " +
+         std::to_string(n) + " " + sampling + " -m " + fx().model + " " + extra;
+}
+
+const std::vector<std::string>& single_process() {
+  static const std::vector<std::string> ref = [] {
+    auto r = shell(run_args());
+    EXPECT_EQ(r.status, 0) << r.err;
+    return request_lines(r.out);
+  }();
+  return ref;
+}
+
+TEST(mpi, ranks_give_the_single_process_tokens_and_logits) {
+  REQUIRE_MPI();
+  const auto& ref = single_process();
+  ASSERT_EQ(ref.size(), 16u);
+  for (int np : {2, 3, 4}) {  // np 4: one layer per stage
+    auto r = shell(mpirun(np) + run_args());
+    ASSERT_EQ(r.status, 0) << "np " << np << ": " << r.err;
+    const auto got = request_lines(r.out);
+    ASSERT_EQ(got.size(), ref.size()) << "np " << np;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      EXPECT_EQ(got[i], ref[i]) << "np " << np << ", request " << i;
+    }
+  }
+}
+
+TEST(mpi, seeded_sampling_matches_across_ranks) {
+  REQUIRE_MPI();
+  const std::string args = run_args("", 24, "--temp 0.9 --top-k 40 --seed 1234");
+  auto one = shell(args);
+  ASSERT_EQ(one.status, 0) << one.err;
+  auto two = shell(mpirun(2) + args);
+  ASSERT_EQ(two.status, 0) << two.err;
+  EXPECT_EQ(request_lines(two.out), request_lines(one.out));
+}
+
+TEST(mpi, uneven_and_auto_topologies_give_the_same_outputs) {
+  REQUIRE_MPI();
+  const auto& ref = single_process();
+  const std::string uneven = write_topology("uneven.toml",
+                                            "[pipeline]\nmicro_batches = 2\n"
+                                            "[[stage]]\nrank = 0\nlayers = \"0\"\n"
+                                            "[[stage]]\nrank = 1\nlayers = \"1-3\"\n");
+  const std::string automatic = write_topology("auto.toml",
+                                               "[[stage]]\nrank = 0\nlayers = \"auto\"\n"
+                                               "[[stage]]\nrank = 1\nlayers = \"auto\"\n"
+                                               "[[stage]]\nrank = 1\nlayers = \"auto\"\n");
+  for (const auto& t : {uneven, automatic}) {
+    auto r = shell(mpirun(2) + run_args("--topology " + t));
+    ASSERT_EQ(r.status, 0) << t << ": " << r.err;
+    EXPECT_EQ(request_lines(r.out), ref) << t;
+  }
+  // and the same file in one process (both ranks' stages on rank 0)
+  const std::string local = write_topology("local.toml",
+                                           "[[stage]]\nrank = 0\nlayers = \"0-2\"\n"
+                                           "[[stage]]\nrank = 0\nlayers = \"3\"\n");
+  auto r = shell(run_args("--topology " + local));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(request_lines(r.out), ref);
+}
+
+TEST(mpi, stages_overlap_and_the_control_plane_stays_small) {
+  REQUIRE_MPI();
+  const std::string topo = write_topology("two.toml",
+                                          "[pipeline]\nmicro_batches = 2\n"
+                                          "[[stage]]\nrank = 0\nlayers = \"0-1\"\n"
+                                          "[[stage]]\nrank = 1\nlayers = \"2-3\"\n");
+  auto r = shell(mpirun(2) + run_args("--timings --topology " + topo, 48));
+  ASSERT_EQ(r.status, 0) << r.err;
+  nlohmann::json s;
+  request_lines(r.out, &s);
+  ASSERT_TRUE(s.is_object()) << r.out;
+  const double steps = s["remote_steps"];
+  const double control = s["control_bytes"];
+  const double moved = s["activation_bytes_sent"];
+  std::printf("remote steps %.0f, CAF bytes %.0f (%.0f per step), activations sent %.0f bytes\n",
+              steps, control, control / steps, moved);
+  ASSERT_GT(steps, 0);
+  EXPECT_LT(control / steps, 4096.0);
+  EXPECT_GE(moved, 1024.0 * 1024.0);
+  // a step of stage 1 (rank 1) runs while stage 0 (rank 0) runs another one
+  std::vector<std::array<int64_t, 4>> spans;
+  for (const auto& x : s["spans"]) {
+    spans.push_back({x[0].get<int64_t>(), x[1].get<int64_t>(), x[2].get<int64_t>(),
+                     x[3].get<int64_t>()});
+  }
+  int overlaps = 0;
+  for (const auto& a : spans) {
+    for (const auto& b : spans) {
+      if (a[0] == 0 && b[0] == 1 && a[1] != b[1] && a[2] < b[3] && b[2] < a[3]) {
+        ++overlaps;
+      }
+    }
+  }
+  std::printf("%d overlapping step pairs across the two ranks\n", overlaps);
+  EXPECT_GT(overlaps, 0);
+}
+
+TEST(mpi, a_bad_topology_fails_on_every_rank_with_its_message) {
+  REQUIRE_MPI();
+  struct bad_case {
+    std::string body;
+    std::string expected;
+  };
+  const std::vector<bad_case> cases = {
+      {"[[stage]]\nrank = 0\nlayers = \"0-1\"\n[[stage]]\nrank = 2\nlayers = \"2-3\"\n",
+       "the MPI world has 2 ranks"},
+      {"[[stage]]\nrank = 0\nlayers = \"0-1\"\n[[stage]]\nrank = 1\nlayers = \"1-3\"\n",
+       "layers"},
+      {"[[stage]]\nrank = 0\nlayer = \"0-3\"\n", "unknown key 'layer'"},
+      {"[[stage]]\nrank = 0\nlayers = \"0-1\"\n[[stage]]\nrank = 1\nlayers = \"2-3\"\n"
+       "device = \"cuda:7\"\n",
+       "cuda:7"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string t = write_topology("bad" + std::to_string(i) + ".toml", cases[i].body);
+    auto r = shell(mpirun(2) + run_args("--topology " + t));
+    EXPECT_NE(r.status, 0) << cases[i].body;
+    EXPECT_NE(r.err.find(cases[i].expected), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("bad" + std::to_string(i) + ".toml"), std::string::npos) << r.err;
+  }
+}
+
+TEST(mpi, a_killed_rank_ends_its_requests_with_an_error_and_the_job_exits) {
+  REQUIRE_MPI();
+  const auto out = dir() / "kill.out";
+  const auto err = dir() / "kill.err";
+  const std::string cmd =
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 exec timeout 60 mpirun "
+      "--enable-recovery --oversubscribe -np 3 " +
+      std::string(BATON_BINARY) + " run -q -m " + fx().model +
+      " -p 'Once upon a time' -n 2000 -c 2048 --temp 0.8 --seed 3 >" + out.string() + " 2>" +
+      err.string();
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // wait until rank 0 streams text, then kill -9 rank 2
+  using clock = std::chrono::steady_clock;
+  const auto t_start = clock::now();
+  while ((!fs::exists(out) || fs::file_size(out) == 0) && clock::now() - t_start < std::chrono::seconds(30)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto r = shell("for p in $(pgrep -f '^" + std::string(BATON_BINARY) +
+                 " run'); do tr '\\0' '\\n' </proc/$p/environ | grep -qx "
+                 "OMPI_COMM_WORLD_RANK=2 && kill -9 $p && echo $p; done");
+  ASSERT_FALSE(r.out.empty()) << "no rank 2 found to kill";
+  const auto t_kill = clock::now();
+  // the error reaches the client within 10 s
+  std::string e;
+  while (clock::now() - t_kill < std::chrono::seconds(10)) {
+    e = slurp(err);
+    if (e.find("stage 2 (rank 2) is down") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double t_error = std::chrono::duration<double>(clock::now() - t_kill).count();
+  EXPECT_NE(e.find("stage 2 (rank 2) is down"), std::string::npos) << e;
+  std::printf("error after %.2f s\n", t_error);
+  EXPECT_LT(t_error, 10.0);
+  // and the job ends (no rank left waiting), well before the 60 s timeout
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const double t_exit = std::chrono::duration<double>(clock::now() - t_kill).count();
+  std::printf("job gone %.2f s after the kill\n", t_exit);
+  EXPECT_LT(t_exit, 30.0);
+  EXPECT_NE(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 124) << "timed out";
+}
+
+}  // namespace
+}  // namespace baton
