@@ -65,7 +65,10 @@ result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const
                       static_cast<long long>(next), static_cast<long long>(c.n_layer));
   }
   if (o.micro_batches == 0) {
-    o.micro_batches = o.n_stages;
+    // two per stage: while a micro-batch's result travels back to the router and its next
+    // step is scheduled, the stage works on another one (2 ranks x 1 thread, 16 streams,
+    // 1B Q4_0: 130 t/s with one per stage, 149 with two; bench/RESULTS.md)
+    o.micro_batches = o.n_stages > 1 ? 2 * o.n_stages : 1;
   }
   if (o.max_num_batched_tokens < 1 || o.max_num_seqs < 1) {
     return make_error("max_num_batched_tokens (%d) and max_num_seqs (%d) must be >= 1",

@@ -31,6 +31,7 @@
 #include "actors/local_server.hpp"
 #include "launch/commands.hpp"
 #include "launch/engine_flags.hpp"
+#include "launch/pipeline_job.hpp"
 
 namespace baton::cli {
 
@@ -189,23 +190,32 @@ server_options make_server_options(const bench_batch_options& o, const loaded& l
 struct batch_result {
   int32_t n_streams = 0;
   std::vector<double> decode, output, ttft_mean, t_first, t_end;
+  double transfer_us = 0;     ///< mean time of one activation transfer (MPI jobs)
+  uint64_t transfers = 0;
 };
 
 result<batch_result> bench_streams(const bench_batch_options& o, const loaded& l,
-                                   int32_t n_streams, uint64_t& round) {
-  auto srv = local_server::create(l.m, l.tok, make_server_options(o, l, n_streams));
-  if (!srv) {
-    return srv.err();
-  }
-  const int64_t n_vocab = l.m->config().n_vocab;
-  // warm-up: weights paged in, scratch grown to the C × p prefill, C-wide decode
-  if (auto w = run_batch(**srv, n_streams, o.n_prompt, 2, round++, n_vocab); !w) {
-    return w.err();
+                                   int32_t n_streams, uint64_t& round, mpi_session& mpi,
+                                   const std::optional<topology>& topo) {
+  auto job = pipeline_job::start(mpi, o.engine, l, make_server_options(o, l, n_streams), topo);
+  if (!job) {
+    return job.err();
   }
   batch_result br;
   br.n_streams = n_streams;
+  if (!(*job)->head()) {
+    (*job)->serve_until_shutdown();
+    return br;
+  }
+  local_server* srv = &(*job)->server();
+  const int64_t n_vocab = l.m->config().n_vocab;
+  // warm-up: weights paged in, scratch grown to the C × p prefill, C-wide decode
+  if (auto w = run_batch(*srv, n_streams, o.n_prompt, 2, round++, n_vocab); !w) {
+    return w.err();
+  }
+  const transport_stats before = (*job)->transfer_stats();
   for (int r = 0; r < o.reps; ++r) {
-    auto b = run_batch(**srv, n_streams, o.n_prompt, o.n_gen, round++, n_vocab);
+    auto b = run_batch(*srv, n_streams, o.n_prompt, o.n_gen, round++, n_vocab);
     if (!b) {
       return b.err();
     }
@@ -221,6 +231,11 @@ result<batch_result> bench_streams(const bench_batch_options& o, const loaded& l
                    b->ttft_mean_s * 1e3, b->t_first_s * 1e3, b->t_end_s * 1e3);
     }
   }
+  const transport_stats after = (*job)->transfer_stats();
+  br.transfers = after.sends - before.sends;
+  br.transfer_us = br.transfers ? (after.send_us - before.send_us) /
+                                      static_cast<double>(br.transfers)
+                                : 0.0;
   return br;
 }
 
@@ -313,7 +328,7 @@ int run_bench_batch(bench_batch_options o) {
     }
   }
   if (o.micro_batches < 0) {
-    return fail("bench batch: --micro-batches must be >= 0 (0: one per stage)");
+    return fail("bench batch: --micro-batches must be >= 0 (0: two per stage)");
   }
   if (o.engine.ctx_size == 0) {
     o.engine.ctx_size = o.n_prompt + o.n_gen;
@@ -322,18 +337,30 @@ int run_bench_batch(bench_batch_options o) {
     return fail("bench batch: --ctx-size (" + std::to_string(o.engine.ctx_size) +
                 ") must hold -p + -n (" + std::to_string(o.n_prompt + o.n_gen) + ")");
   }
-  o.engine.quiet = o.engine.quiet || o.json;
+  auto mpi = mpi_session::init();
+  if (!mpi) {
+    return fail(mpi.err().message);
+  }
+  const bool head = (*mpi)->rank() == 0;
+  auto topo = read_topology(**mpi, o.engine);
+  if (!topo) {
+    return head ? fail(topo.err().message) : exit_bad_input;
+  }
+  if ((*mpi)->size() > 1 || topo->has_value()) {
+    o.no_overhead = true;  // the overhead run compares with the engine in one process
+  }
+  o.engine.quiet = o.engine.quiet || o.json || !head;
   auto l = load(o.engine, 1, !o.no_overhead);
-  if (!l) {
-    return fail(l.err().message);
+  if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
+    return head ? fail(ok.err().message) : exit_bad_input;
   }
   uint64_t round = 1;
   std::vector<batch_result> batches;
   if (!o.no_batch) {
     for (int32_t c : o.streams) {
-      auto b = bench_streams(o, *l, c, round);
+      auto b = bench_streams(o, *l, c, round, **mpi, *topo);
       if (!b) {
-        return fail(b.err().message);
+        return head ? fail(b.err().message) : exit_bad_input;
       }
       batches.push_back(std::move(*b));
     }
@@ -347,12 +374,17 @@ int run_bench_batch(bench_batch_options o) {
     ovh = std::move(*r);
   }
 
+  if (!head) {
+    return exit_ok;
+  }
   const std::string kernels(cpu::isa_name(l->opts.kernels));
   if (o.json) {
     nlohmann::json j = {{"model", l->m->file().path()},
                         {"threads", l->n_threads},
                         {"stages", o.engine.stages},
-                        {"micro_batches", o.micro_batches == 0 ? o.engine.stages : o.micro_batches},
+                        {"ranks", (*mpi)->size()},
+                        {"topology", o.engine.topology},
+                        {"micro_batches", o.micro_batches},
                         {"kernels", kernels},
                         {"n_prompt", o.n_prompt},
                         {"n_gen", o.n_gen},
@@ -367,7 +399,9 @@ int run_bench_batch(bench_batch_options o) {
                             {"end_s", b.t_end},
                             {"decode_tokens_per_s_median", median(b.decode)},
                             {"output_tokens_per_s_median", median(b.output)},
-                            {"ttft_mean_s_median", median(b.ttft_mean)}});
+                            {"ttft_mean_s_median", median(b.ttft_mean)},
+                            {"transfers", b.transfers},
+                            {"transfer_us_mean", b.transfer_us}});
     }
     if (ovh) {
       const double e = median(ovh->engine_ms);
@@ -386,17 +420,20 @@ int run_bench_batch(bench_batch_options o) {
     std::printf("%s\n", j.dump(2).c_str());
     return exit_ok;
   }
-  std::printf("model %s, %d threads, %d stage(s), kernels %s, -p %d -n %d, %d runs (medians)\n",
-              l->m->file().path().c_str(), l->n_threads, o.engine.stages, kernels.c_str(),
-              o.n_prompt, o.n_gen, o.reps);
+  std::printf("model %s, %d threads, %d stage(s), %d rank(s)%s%s, kernels %s, -p %d -n %d, "
+              "%d runs (medians)\n",
+              l->m->file().path().c_str(), l->n_threads, o.engine.stages, (*mpi)->size(),
+              o.engine.topology.empty() ? "" : ", topology ", o.engine.topology.c_str(),
+              kernels.c_str(), o.n_prompt, o.n_gen, o.reps);
   if (!batches.empty()) {
     std::printf("decode: C*(n-1) tokens from the moment every request has its first token to "
                 "the last one's end;\noutput: C*n tokens from submit to the end\n");
-    std::printf("%8s %14s %14s %14s %14s\n", "streams", "decode t/s", "output t/s",
-                "TTFT mean ms", "all first ms");
+    std::printf("%8s %14s %14s %14s %14s %14s\n", "streams", "decode t/s", "output t/s",
+                "TTFT mean ms", "all first ms", "transfer us");
     for (const auto& b : batches) {
-      std::printf("%8d %14.2f %14.2f %14.1f %14.1f\n", b.n_streams, median(b.decode),
-                  median(b.output), median(b.ttft_mean) * 1e3, median(b.t_first) * 1e3);
+      std::printf("%8d %14.2f %14.2f %14.1f %14.1f %14.1f\n", b.n_streams, median(b.decode),
+                  median(b.output), median(b.ttft_mean) * 1e3, median(b.t_first) * 1e3,
+                  b.transfer_us);
     }
   }
   if (ovh) {
@@ -426,6 +463,7 @@ void add_bench_batch_command(CLI::App& bench, int& status) {
   auto* cmd = bench.add_subcommand(
       "batch", "Aggregate tokens/s of concurrent requests through the actors, and their overhead");
   o->engine.add_to(*cmd);
+  o->engine.add_topology_to(*cmd);
   cmd->add_option("--streams", o->streams, "Concurrent requests, one run per count")
       ->delimiter(',')
       ->capture_default_str();
@@ -434,7 +472,7 @@ void add_bench_batch_command(CLI::App& bench, int& status) {
   cmd->add_option("-n,--n-gen", o->n_gen, "Tokens each request generates (EOS ignored)")
       ->capture_default_str();
   cmd->add_option("-r,--repetitions", o->reps, "Runs (medians reported)")->capture_default_str();
-  cmd->add_option("--micro-batches", o->micro_batches, "Steps in flight (0: one per stage)")
+  cmd->add_option("--micro-batches", o->micro_batches, "Steps in flight (0: two per stage)")
       ->capture_default_str();
   cmd->add_flag("--no-overhead", o->no_overhead, "Skip the actor-overhead measurement");
   cmd->add_flag("--no-batch", o->no_batch, "Only measure the actor overhead");

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include "topology/layer_range.hpp"
 
@@ -179,12 +181,32 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
 pipeline_job::~pipeline_job() {
   // A teardown that hangs (a peer gone mid-protocol) must not keep the rank alive: after
   // 20 s the process ends with the status the command set.
-  std::thread([mpi = mpi_] {
-    std::this_thread::sleep_for(std::chrono::seconds(20));
-    std::fprintf(stderr, "baton: rank %d: shutdown did not finish within 20 s; exiting\n",
-                 mpi->rank());
-    mpi->exit_now();
-  }).detach();
+  struct watchdog {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  auto w = std::make_shared<watchdog>();
+  std::thread guard([w, mpi = mpi_] {
+    std::unique_lock<std::mutex> lock(w->mu);
+    if (!w->cv.wait_for(lock, std::chrono::seconds(20), [&] { return w->done; })) {
+      std::fprintf(stderr, "baton: rank %d: shutdown did not finish within 20 s; exiting\n",
+                   mpi->rank());
+      mpi->exit_now();
+    }
+  });
+  struct disarm {
+    std::shared_ptr<watchdog> w;
+    std::thread& t;
+    ~disarm() {
+      {
+        std::lock_guard<std::mutex> lock(w->mu);
+        w->done = true;
+      }
+      w->cv.notify_all();
+      t.join();
+    }
+  } disarm_at_end{w, guard};
   if (srv_ && srv_->peer_died()) {
     mpi_->rank_died(-1);
   }

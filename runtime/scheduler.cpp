@@ -155,11 +155,18 @@ std::optional<sched_step> scheduler::next_step() {
   sched_step step;
   int32_t budget = cfg_.max_num_batched_tokens;
   std::vector<std::pair<uint64_t, int32_t>> members;
+  // With several micro-batches in flight, each takes its share of the sequences, so
+  // the stages of a pipeline work on different micro-batches at once instead of one
+  // step holding everything while the next finds nothing to run.
+  const size_t n_active = std::min<size_t>(running_.size() + waiting_.size(),
+                                           static_cast<size_t>(cfg_.max_num_seqs));
+  const size_t mb = static_cast<size_t>(cfg_.micro_batches);
+  const size_t seq_cap = std::max<size_t>(1, (n_active + mb - 1) / mb);
 
   // running sequences first, oldest first
   const std::vector<uint64_t> running = running_;
   for (uint64_t id : running) {
-    if (budget == 0) {
+    if (budget == 0 || step.slices.size() >= seq_cap) {
       break;
     }
     auto it = seqs_.find(id);
@@ -188,7 +195,7 @@ std::optional<sched_step> scheduler::next_step() {
     budget -= n;
   }
   // then waiting requests join, FCFS, while sequences and tokens allow
-  while (!waiting_.empty() && budget > 0 &&
+  while (!waiting_.empty() && budget > 0 && step.slices.size() < seq_cap &&
          static_cast<int32_t>(running_.size()) < cfg_.max_num_seqs) {
     const uint64_t id = waiting_.front();
     seq& s = seqs_.at(id);

@@ -21,7 +21,7 @@ namespace baton {
 struct scheduler_config {
   int32_t max_num_seqs = 256;            ///< sequences computing at once
   int32_t max_num_batched_tokens = 2048; ///< tokens in one micro-batch
-  int32_t micro_batches = 1;             ///< steps in flight (default: number of stages)
+  int32_t micro_batches = 1;             ///< steps in flight (default: two per stage)
   int32_t n_blocks = 0;
   int32_t block_size = 16;
   int64_t n_ctx = 4096;                  ///< max tokens of one sequence

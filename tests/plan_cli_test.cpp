@@ -84,7 +84,7 @@ TEST(plan_cli, plans_two_auto_stages) {
   EXPECT_EQ(doc["stages"][0]["first_layer"], 0);
   EXPECT_EQ(doc["stages"][0]["auto"], true);
   EXPECT_EQ(doc["world_size"], 1);
-  EXPECT_EQ(doc["pipeline"]["micro_batches"], 2);
+  EXPECT_EQ(doc["pipeline"]["micro_batches"], 4);  // two per stage
   int64_t layers = 0;
   int64_t capacity = std::numeric_limits<int64_t>::max();
   for (const auto& s : doc["stages"]) {

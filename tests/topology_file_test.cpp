@@ -442,9 +442,9 @@ memory_utilization = 0.25
   auto p = plan_pipeline(t, m, fake_env(1, 1 * GiB));
   ASSERT_TRUE(p) << p.err().message;
   ASSERT_EQ(p->stages.size(), 2u);
-  // defaults filled in: max_model_len stays, micro_batches = stages; stage 0 without a
+  // defaults filled in: max_model_len stays, micro_batches = two per stage; stage 0 without a
   // budget gets 0.9 / 2 (both stages are rank 0's on the cpu)
-  EXPECT_EQ(p->resolved.pipeline.micro_batches, 2);
+  EXPECT_EQ(p->resolved.pipeline.micro_batches, 4);
   EXPECT_EQ(p->resolved.pipeline.max_model_len, 1000);
   EXPECT_EQ(p->resolved.stages[0].memory_utilization, 0.45);
   EXPECT_EQ(p->resolved.stages[1].memory_utilization, 0.25);

@@ -36,7 +36,7 @@ struct stage_spec {
 
 /// The [pipeline] table.
 struct pipeline_spec {
-  int32_t micro_batches = 0;                   ///< in flight; 0 = number of stages
+  int32_t micro_batches = 0;                   ///< in flight; 0 = two per stage (1 alone)
   int32_t max_num_seqs = 256;
   int32_t max_num_batched_tokens = 2048;
   int32_t block_size = 16;
