@@ -17,123 +17,13 @@
 #include <sstream>
 #include <thread>
 
-#include "tests/test_util.hpp"
+#include "tests/mpi_util.hpp"
 
 namespace baton {
 namespace {
 
+using namespace mpi_test;
 namespace fs = std::filesystem;
-
-struct run_result {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-const fs::path& dir() {
-  static const fs::path d = test::temp_dir("mpi");
-  return d;
-}
-
-run_result shell(const std::string& cmd) {
-  static int counter = 0;
-  const auto out = dir() / ("out" + std::to_string(counter));
-  const auto err = dir() / ("err" + std::to_string(counter++));
-  const int rc = std::system((cmd + " >" + out.string() + " 2>" + err.string()).c_str());
-  run_result r;
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
-}
-
-std::string mpirun(int np) {
-  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun "
-         "--oversubscribe --mca btl self,vader,tcp -np " +
-         std::to_string(np) + " ";
-}
-
-/// The demo model (4 layers) and 16 prompts, made once.
-struct fixture {
-  std::string model;
-  std::string prompts;
-  std::string error;  // why the fixture could not be made
-};
-
-const fixture& fx() {
-  static const fixture f = [] {
-    fixture x;
-    x.model = (dir() / "demo.gguf").string();
-    x.prompts = (dir() / "prompts.txt").string();
-    auto mk = shell(std::string(BATON_BINARY) + " mkmodel --preset demo --seed 11 -o " + x.model);
-    if (mk.status != 0) {
-      x.error = "mkmodel failed: " + mk.err;
-    }
-    std::ofstream p(x.prompts);
-    const char* words[] = {"the", "river", "of", "light", "runs", "under", "a", "quiet",
-                           "city", "where", "nobody", "sleeps", "and", "every", "door"};
-    for (int i = 0; i < 16; ++i) {
-      for (int j = 0; j < 3 + (i * 7) % 29; ++j) {
-        p << words[(i * 5 + j * 3) % 15] << ' ';
-      }
-      p << "\n";
-    }
-    return x;
-  }();
-  return f;
-}
-
-bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
-
-#define REQUIRE_MPI()                                                     \
-  if (!have_mpirun()) {                                                   \
-    GTEST_SKIP() << "mpirun is not installed (openmpi-bin)";              \
-  }                                                                       \
-  ASSERT_TRUE(fx().error.empty()) << fx().error
-
-std::string write_topology(const std::string& name, const std::string& body) {
-  const auto p = dir() / name;
-  std::ofstream(p) << "model = \"" << fx().model << "\"\n" << body;
-  return p.string();
-}
-
-/// The request lines of a --json run (the summary line apart).
-std::vector<std::string> request_lines(const std::string& out, nlohmann::json* summary = nullptr) {
-  std::vector<std::string> lines;
-  std::istringstream in(out);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("{\"summary\"", 0) == 0) {
-      if (summary) {
-        *summary = nlohmann::json::parse(line)["summary"];
-      }
-    } else if (!line.empty()) {
-      lines.push_back(line);
-    }
-  }
-  return lines;
-}
-
-std::string run_args(const std::string& extra = "", int n = 24,
-                     const std::string& sampling = "--temp 0") {
-  return std::string(BATON_BINARY) + " run -q --json --prompt-file " + fx().prompts + " -n " +
-         std::to_string(n) + " " + sampling + " -m " + fx().model + " " + extra;
-}
-
-const std::vector<std::string>& single_process() {
-  static const std::vector<std::string> ref = [] {
-    auto r = shell(run_args());
-    EXPECT_EQ(r.status, 0) << r.err;
-    return request_lines(r.out);
-  }();
-  return ref;
-}
 
 TEST(mpi, ranks_give_the_single_process_tokens_and_logits) {
   REQUIRE_MPI();
