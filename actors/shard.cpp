@@ -166,6 +166,11 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
           return;
         }
         cfg.data->expect(cfg.stage);
+        if (auto in = cfg.data->take(d.step_id, cfg.stage)) {  // came in between
+          cfg.data->expect_done(cfg.stage);
+          run_step(self, d, std::move(in), reply_to);
+          return;
+        }
         const uint64_t id = d.step_id;
         st.waiting.emplace(id, waiting_step{std::move(d), reply_to});
       },

@@ -41,6 +41,7 @@ class mpi_transport final : public transport {
   uint64_t bytes_sent() const override;
   /// Input for stage `stage` is expected soon: poll fast until it comes.
   void expect(int32_t stage) override;
+  void expect_done(int32_t stage) override;
   /// Stops waiting on `rank` (it died): its pending transfers are abandoned.
   void forget_peer(int32_t rank);
   transport_stats stats() const;

