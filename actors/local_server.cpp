@@ -12,11 +12,38 @@
 namespace baton {
 
 void event_stream::push(gen_event e) {
+  std::function<void()> fn;
   {
     std::lock_guard<std::mutex> lock(mu_);
     q_.push_back(std::move(e));
+    fn = on_push_;
   }
   cv_.notify_all();
+  if (fn) {
+    fn();
+  }
+}
+
+std::optional<gen_event> event_stream::try_next() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (q_.empty()) {
+    return std::nullopt;
+  }
+  gen_event e = std::move(q_.front());
+  q_.pop_front();
+  return e;
+}
+
+void event_stream::on_push(std::function<void()> fn) {
+  bool waiting = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    on_push_ = fn;
+    waiting = !q_.empty();
+  }
+  if (waiting && fn) {
+    fn();
+  }
 }
 
 std::optional<gen_event> event_stream::next(std::chrono::milliseconds timeout) {

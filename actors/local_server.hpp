@@ -71,12 +71,18 @@ class event_stream {
   void push(gen_event e);
   /// The next event, or nothing after `timeout`.
   std::optional<gen_event> next(std::chrono::milliseconds timeout = std::chrono::minutes(10));
+  /// The next event if one is there; never waits.
+  std::optional<gen_event> try_next();
+  /// `fn` runs (on the pushing thread) after every push, and at once if events wait:
+  /// how an asynchronous front end learns that there is something to send.
+  void on_push(std::function<void()> fn);
 
  private:
   // -- member variables -------------------------------------------------------
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<gen_event> q_;
+  std::function<void()> on_push_;
 };
 
 class local_server {

@@ -67,7 +67,7 @@ struct shard_core {
       const activation_header& h = input->header;
       if (h.n_tokens != head.n_tokens || h.n_embd != head.n_embd || h.seq_ids != head.seq_ids ||
           h.seq_rows != head.seq_rows) {
-        timings.push_back({d.step_id, cfg.stage, t0, now_us()});
+        record({d.step_id, cfg.stage, t0, now_us()});
         return step_result{d.step_id, {}, {}, {}, {},
                            "stage " + std::to_string(cfg.stage) + ": step " +
                                std::to_string(d.step_id) + ": activations for " +
@@ -104,7 +104,7 @@ struct shard_core {
         ++row;
       }
     }
-    timings.push_back({d.step_id, cfg.stage, t0, now_us()});
+    record({d.step_id, cfg.stage, t0, now_us()});
     return res;
   }
 
@@ -117,6 +117,14 @@ struct shard_core {
   std::vector<float> hidden;
   std::vector<float> logits;
   std::map<uint64_t, sampler> samplers;
+  /// Keeps the last 4096 to 8192 steps' timings (a server runs for days).
+  void record(step_timing t) {
+    if (timings.size() >= 8192) {
+      timings.erase(timings.begin(), timings.begin() + 4096);
+    }
+    timings.push_back(t);
+  }
+
   std::vector<step_timing> timings;
 };
 

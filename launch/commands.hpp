@@ -17,6 +17,7 @@ void add_tokenize_command(CLI::App& app, int& status);
 void add_mkmodel_command(CLI::App& app, int& status);
 void add_quantize_command(CLI::App& app, int& status);
 void add_run_command(CLI::App& app, int& status);
+void add_serve_command(CLI::App& app, int& status);
 void add_logits_command(CLI::App& app, int& status);
 void add_bench_command(CLI::App& app, int& status);
 void add_plan_command(CLI::App& app, int& status);

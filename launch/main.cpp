@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   cli::add_mkmodel_command(app, status);
   cli::add_quantize_command(app, status);
   cli::add_run_command(app, status);
+  cli::add_serve_command(app, status);
   cli::add_logits_command(app, status);
   cli::add_bench_command(app, status);
   cli::add_plan_command(app, status);
