@@ -169,7 +169,7 @@ struct mpi_transport::impl {
       const auto nap = waiting ? poll_fast_
                        : clock_type::now() - idle_since < std::chrono::seconds(1)
                            ? std::chrono::microseconds(1000)
-                           : std::chrono::microseconds(10000);
+                           : std::chrono::microseconds(100000);
       cv_.wait_for(lock, nap, [&] { return stop_ || !outgoing_.empty(); });
     }
   }

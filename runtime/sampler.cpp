@@ -82,8 +82,49 @@ int32_t sampler::sample(std::span<const float> logits, std::span<const int32_t> 
   if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < k) {
     k = static_cast<size_t>(p_.top_k);
   }
-  std::partial_sort(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(k), cand_.end(),
-                    by_logit);
+  if (k == cand_.size() && p_.top_p >= 1.0f && p_.min_p <= 0.0f) {
+    // nothing truncates (OpenAI's defaults): draw over the whole vocabulary in id order,
+    // O(n) instead of sorting 128k candidates (15 ms a token)
+    float mx = cand_[0].logit;
+    for (const auto& c : cand_) {
+      mx = std::max(mx, c.logit);
+    }
+    std::vector<double>& w = weights_;
+    w.resize(cand_.size());
+    double total = 0.0;
+    for (size_t i = 0; i < cand_.size(); ++i) {
+      w[i] = std::exp((static_cast<double>(cand_[i].logit) - mx) / p_.temperature);
+      total += w[i];
+    }
+    const double u = static_cast<double>(rng_() >> 11) * 0x1p-53 * total;
+    double acc = 0.0;
+    for (size_t i = 0; i < cand_.size(); ++i) {
+      acc += w[i];
+      if (u < acc) {
+        return cand_[i].id;
+      }
+    }
+    return cand_.back().id;
+  }
+  if (k == cand_.size() && p_.min_p > 0.0f) {
+    // min-p keeps exactly the tokens with p >= min_p x p_max: drop the others before
+    // sorting (the sorted survivors are the same)
+    float mx = cand_[0].logit;
+    for (const auto& c : cand_) {
+      mx = std::max(mx, c.logit);
+    }
+    const double floor = std::log(static_cast<double>(p_.min_p)) - 1e-6;  // lenient: the loop below decides
+    std::erase_if(cand_, [&](const candidate& c) {
+      return static_cast<double>(c.logit) - mx < floor;
+    });
+    k = cand_.size();
+  }
+  if (k == cand_.size()) {
+    std::sort(cand_.begin(), cand_.end(), by_logit);
+  } else {
+    std::partial_sort(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(k), cand_.end(),
+                      by_logit);
+  }
   cand_.resize(k);
   // probabilities of the survivors at temperature 1 (top-p and min-p look at these)
   std::vector<double> prob(k);

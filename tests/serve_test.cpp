@@ -1,0 +1,424 @@
+// `baton serve` end to end over HTTP: curl for every error code (400 naming the
+// parameter, 400 context overflow with the numbers, 401 doing no work, 404 unknown model,
+// 413 body limit, 429 with Retry-After), SSE in OpenAI's exact shape, a disconnect that
+// returns its KV blocks, the prefix cache on a second chat turn, tokens equal to
+// `baton run`'s for the same seed, the official OpenAI JavaScript client (npm `openai`)
+// single-process and under mpirun -np 2, and 128 concurrent streaming clients (each one
+// completes or gets 429; no 5xx; RSS within 5 % afterwards). On a demo model made here.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "tests/mpi_util.hpp"
+
+namespace baton {
+namespace {
+
+using namespace mpi_test;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+/// A `baton serve` in the background; stopped with SIGTERM at the end.
+class server_process {
+ public:
+  explicit server_process(const std::string& args, const std::string& prefix = "") {
+    static int counter = 0;
+    err_ = dir() / ("serve" + std::to_string(counter++) + ".err");
+    const std::string cmd = prefix + std::string(BATON_BINARY) + " serve --port 0 -m " +
+                            fx().model + " " + args + " 2>" + err_.string() + " >/dev/null";
+    pid_ = fork();
+    if (pid_ == 0) {
+      setpgid(0, 0);
+      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    const std::regex re("on http://[0-9.]+:([0-9]+)");
+    for (int i = 0; i < 600 && port_ == 0; ++i) {
+      std::smatch m;
+      const std::string e = slurp(err_);
+      if (std::regex_search(e, m, re)) {
+        port_ = std::stoi(m[1]);
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+  }
+  ~server_process() { stop(); }
+
+  /// SIGTERM; the exit status (-1: it did not exit within 20 s).
+  int stop() {
+    if (pid_ <= 0) {
+      return status_;
+    }
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < 400; ++i) {
+      int st = 0;
+      if (waitpid(pid_, &st, WNOHANG) == pid_) {
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        pid_ = -1;
+        return status_;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    kill(-pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    return status_;
+  }
+
+  int port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string log() const { return slurp(err_); }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  int status_ = -1;
+  fs::path err_;
+};
+
+struct http_result {
+  int status = 0;
+  std::string body;
+  std::string headers;
+};
+
+http_result curl(const server_process& s, const std::string& path, const std::string& data = "",
+                 const std::string& extra = "") {
+  static int counter = 0;
+  const auto hdr = dir() / ("h" + std::to_string(counter++));
+  std::string cmd = "curl -s -N -D " + hdr.string() + " -o - -w '\\n%{http_code}' " + extra +
+                    " " + s.url() + path;
+  if (!data.empty()) {
+    const auto body = dir() / ("b" + std::to_string(counter++));
+    std::ofstream(body) << data;
+    cmd += " -H 'Content-Type: application/json' --data-binary @" + body.string();
+  }
+  auto r = shell(cmd);
+  http_result out;
+  const auto nl = r.out.rfind('\n');
+  out.body = r.out.substr(0, nl);
+  out.status = std::atoi(r.out.substr(nl + 1).c_str());
+  out.headers = slurp(hdr);
+  return out;
+}
+
+double metric(const server_process& s, const std::string& name) {
+  auto r = curl(s, "/metrics");
+  std::istringstream in(r.body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name + " ", 0) == 0) {
+      return std::stod(line.substr(name.size() + 1));
+    }
+  }
+  return -1;
+}
+
+#define REQUIRE_FIXTURE() ASSERT_TRUE(fx().error.empty()) << fx().error
+
+/// Text as it reads in a JSON response: invalid UTF-8 (random weights produce it)
+/// replaced with U+FFFD, as the server writes it.
+std::string as_json_text(const std::string& raw) {
+  return json::parse(json(raw).dump(-1, ' ', false, json::error_handler_t::replace))
+      .get<std::string>();
+}
+
+TEST(serve, endpoints_and_every_error_code) {
+  REQUIRE_FIXTURE();
+  server_process s("--served-model-name tiny --max-body-bytes 100000");
+  ASSERT_GT(s.port(), 0) << s.log();
+  auto h = curl(s, "/health");
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(json::parse(h.body), json({{"status", "ok"}}));
+  auto m = curl(s, "/v1/models");
+  EXPECT_EQ(json::parse(m.body)["data"][0]["id"], "tiny");
+
+  auto bad_type = curl(s, "/v1/completions", R"({"prompt":"x","temperature":"hot"})");
+  EXPECT_EQ(bad_type.status, 400);
+  EXPECT_EQ(json::parse(bad_type.body)["error"]["param"], "temperature");
+  auto bad_range = curl(s, "/v1/completions", R"({"prompt":"x","top_p":7})");
+  EXPECT_EQ(bad_range.status, 400);
+  EXPECT_EQ(json::parse(bad_range.body)["error"]["param"], "top_p");
+  auto bad_json = curl(s, "/v1/chat/completions", R"({"messages": [)");
+  EXPECT_EQ(bad_json.status, 400);
+  auto unknown_ok = curl(s, "/v1/completions",
+                         R"({"prompt":"x","max_tokens":2,"some_future_field":{"a":1}})");
+  EXPECT_EQ(unknown_ok.status, 200) << unknown_ok.body;
+  auto overflow = curl(s, "/v1/completions", R"({"prompt":"hello there","max_tokens":100000})");
+  EXPECT_EQ(overflow.status, 400);
+  const std::string msg = json::parse(overflow.body)["error"]["message"];
+  EXPECT_NE(msg.find("100000"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("2048"), std::string::npos) << msg;
+  auto model = curl(s, "/v1/chat/completions",
+                    R"({"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_EQ(model.status, 404);
+  EXPECT_EQ(json::parse(model.body)["error"]["code"], "model_not_found");
+  auto big = curl(s, "/v1/completions",
+                  R"({"prompt":")" + std::string(200000, 'a') + R"("})");
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(json::parse(big.body)["error"]["code"], "request_too_large");
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+TEST(serve, an_api_key_is_checked_before_any_work) {
+  REQUIRE_FIXTURE();
+  server_process s("--api-key sk-one --api-key sk-two");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string body = R"({"prompt":"hello","max_tokens":4})";
+  auto none = curl(s, "/v1/completions", body);
+  EXPECT_EQ(none.status, 401);
+  EXPECT_EQ(json::parse(none.body)["error"]["code"], "invalid_api_key");
+  auto wrong = curl(s, "/v1/completions", body, "-H 'Authorization: Bearer sk-three'");
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_EQ(metric(s, "baton:requests_total"), 0);
+  EXPECT_EQ(metric(s, "baton:prompt_tokens_total"), 0);  // no work was done
+  auto right = curl(s, "/v1/completions", body, "-H 'Authorization: Bearer sk-two'");
+  EXPECT_EQ(right.status, 200) << right.body;
+  EXPECT_EQ(metric(s, "baton:requests_total"), 1);
+}
+
+TEST(serve, queue_full_is_429_with_retry_after) {
+  REQUIRE_FIXTURE();
+  server_process s("--max-num-seqs 1 --max-queue 0");
+  ASSERT_GT(s.port(), 0) << s.log();
+  // one long request holds the only slot
+  std::thread first([&] {
+    curl(s, "/v1/completions", R"({"prompt":"a","max_tokens":400,"ignore_eos":true})");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto second = curl(s, "/v1/completions", R"({"prompt":"b","max_tokens":4})");
+  EXPECT_EQ(second.status, 429) << second.body;
+  EXPECT_NE(second.headers.find("Retry-After:"), std::string::npos) << second.headers;
+  first.join();
+}
+
+TEST(serve, streams_as_openai_does_and_a_disconnect_frees_the_blocks) {
+  REQUIRE_FIXTURE();
+  server_process s("");
+  ASSERT_GT(s.port(), 0) << s.log();
+  auto r = curl(s, "/v1/chat/completions",
+                R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"stream":true,)"
+                R"("stream_options":{"include_usage":true},"seed":1})");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.headers.find("text/event-stream"), std::string::npos);
+  std::vector<json> chunks;
+  std::istringstream in(r.body);
+  bool done = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("data: ", 0) != 0) {
+      continue;
+    }
+    if (line == "data: [DONE]") {
+      done = true;
+      continue;
+    }
+    chunks.push_back(json::parse(line.substr(6)));
+  }
+  EXPECT_TRUE(done);
+  ASSERT_GE(chunks.size(), 3u);
+  EXPECT_EQ(chunks.front()["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(chunks.front()["object"], "chat.completion.chunk");
+  const json& fin = chunks[chunks.size() - 2];
+  EXPECT_EQ(fin["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(chunks.back()["choices"].empty());
+  EXPECT_EQ(chunks.back()["usage"]["completion_tokens"], 5);
+
+  const double free_before = metric(s, "baton:kv_cache_blocks_free");
+  shell("timeout 1 curl -s -N " + s.url() +
+        "/v1/completions -d '{\"prompt\":\"a\",\"max_tokens\":1800,\"stream\":true,"
+        "\"ignore_eos\":true}'");
+  double free_after = -1;
+  for (int i = 0; i < 50 && free_after != free_before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    free_after = metric(s, "baton:kv_cache_blocks_free");
+  }
+  EXPECT_EQ(free_after, free_before);
+  EXPECT_EQ(metric(s, "baton:num_requests_running"), 0);
+}
+
+TEST(serve, tokens_equal_baton_run_and_the_second_chat_turn_is_cached) {
+  REQUIRE_FIXTURE();
+  server_process s("");
+  ASSERT_GT(s.port(), 0) << s.log();
+  auto c = curl(s, "/v1/completions",
+                R"({"prompt":"The quiet river","max_tokens":24,"temperature":0.8,"top_k":40,)"
+                R"("top_p":0.95,"min_p":0.05,"seed":77})");
+  ASSERT_EQ(c.status, 200) << c.body;
+  auto run = shell(std::string(BATON_BINARY) + " run -q --no-stats -m " + fx().model +
+                   " -p 'The quiet river' -n 24 --temp 0.8 --top-k 40 --top-p 0.95 "
+                   "--min-p 0.05 --seed 77");
+  ASSERT_EQ(run.status, 0) << run.err;
+  std::string text = run.out;
+  if (!text.empty() && text.back() == '\n') {
+    text.pop_back();
+  }
+  EXPECT_EQ(json::parse(c.body)["choices"][0]["text"], as_json_text(text));
+
+  // a first message of more than two blocks: its full blocks come back from the cache
+  const std::string question =
+      "Tell me about rivers, the long ones and the short ones, where they begin in the "
+      "hills, how they cut their valleys, and where they finally meet the sea";
+  const std::string turn1 = json({{"messages", {{{"role", "user"}, {"content", question}}}},
+                                  {"max_tokens", 20},
+                                  {"temperature", 0}})
+                                .dump();
+  auto a = json::parse(curl(s, "/v1/chat/completions", turn1).body);
+  const std::string reply = a["choices"][0]["message"]["content"];
+  json turn2 = {{"messages",
+                 {{{"role", "user"}, {"content", question}},
+                  {{"role", "assistant"}, {"content", reply}},
+                  {{"role", "user"}, {"content", "And lakes?"}}}},
+                {"max_tokens", 4}};
+  auto b = json::parse(curl(s, "/v1/chat/completions", turn2.dump()).body);
+  const int cached = b["usage"]["prompt_tokens_details"]["cached_tokens"];
+  const int prompt1 = a["usage"]["prompt_tokens"];
+  std::printf("turn 1: %d prompt tokens; turn 2: %d prompt tokens, %d cached\n", prompt1,
+              b["usage"]["prompt_tokens"].get<int>(), cached);
+  EXPECT_GE(cached, prompt1 / 16 * 16);  // at least the first turn's full prompt blocks
+  EXPECT_GT(cached, 0);
+  EXPECT_GT(metric(s, "baton:prefix_cache_hit_tokens_total"), 0);
+}
+
+std::optional<fs::path> openai_js() {
+  const char* home = std::getenv("HOME");
+  fs::path p = std::string(home ? home : "/root") + "/.cache/baton/npm/node_modules/openai";
+  if (const char* c = std::getenv("BATON_CACHE")) {
+    p = fs::path(c) / "npm/node_modules/openai";
+  }
+  if (fs::exists(p / "package.json") && std::system("command -v node >/dev/null 2>&1") == 0) {
+    return p.parent_path();
+  }
+  return std::nullopt;
+}
+
+/// Runs the OpenAI JS client against `s`: a chat completion and a streamed one.
+void check_openai_client(const server_process& s, const std::string& expected_text) {
+  auto modules = openai_js();
+  ASSERT_TRUE(modules.has_value());
+  const auto script = dir() / "client.mjs";
+  std::ofstream(script) << "import OpenAI from '" << (*modules / "openai/index.mjs").string()
+                        << "';\n"
+                           "const c = new OpenAI({baseURL: process.argv[2] + '/v1', apiKey: 'x'});\n"
+                           "const msgs = [{role: 'user', content: 'Name a colour.'}];\n"
+                           "const r = await c.chat.completions.create({model: 'demo', messages: "
+                           "msgs, max_tokens: 12, temperature: 0.7, seed: 5});\n"
+                           "const s = await c.chat.completions.create({model: 'demo', messages: "
+                           "msgs, max_tokens: 12, temperature: 0.7, seed: 5, stream: true});\n"
+                           "let text = '';\n"
+                           "for await (const ch of s) text += ch.choices[0]?.delta?.content ?? '';\n"
+                           "console.log(JSON.stringify({plain: r.choices[0].message.content, "
+                           "streamed: text, usage: r.usage}));\n";
+  auto r = shell("node " + script.string() + " " + s.url());
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = json::parse(r.out);
+  EXPECT_EQ(j["plain"], j["streamed"]);
+  EXPECT_EQ(j["plain"], expected_text);
+  EXPECT_EQ(j["usage"]["completion_tokens"].get<int>() > 0, true);
+}
+
+std::string run_chat_reference() {
+  auto run = shell(std::string(BATON_BINARY) + " run -q --no-stats --chat -m " + fx().model +
+                   " -p 'Name a colour.' -n 12 --temp 0.7 --top-k 0 --top-p 1 --min-p 0 "
+                   "--seed 5");
+  EXPECT_EQ(run.status, 0) << run.err;
+  std::string text = run.out;
+  if (!text.empty() && text.back() == '\n') {
+    text.pop_back();
+  }
+  return as_json_text(text);
+}
+
+TEST(serve, the_openai_js_client_works_unchanged) {
+  REQUIRE_FIXTURE();
+  if (!openai_js()) {
+    if (test::in_ci()) {
+      FAIL() << "the npm package openai is missing (scripts/setup.sh installs it)";
+    }
+    GTEST_SKIP() << "the npm package openai or node is missing (scripts/setup.sh installs them)";
+  }
+  const std::string expected = run_chat_reference();
+  server_process s("--served-model-name demo");
+  ASSERT_GT(s.port(), 0) << s.log();
+  check_openai_client(s, expected);
+}
+
+TEST(serve, the_openai_js_client_works_under_mpirun) {
+  REQUIRE_FIXTURE();
+  if (!openai_js() || !have_mpirun()) {
+    GTEST_SKIP() << "needs node with the npm package openai, and mpirun";
+  }
+  const std::string expected = run_chat_reference();
+  server_process s("--served-model-name demo",
+                   "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 ");
+  ASSERT_GT(s.port(), 0) << s.log();
+  EXPECT_NE(s.log().find("2 rank(s)"), std::string::npos) << s.log();
+  check_openai_client(s, expected);
+}
+
+TEST(serve, many_streaming_clients_complete_or_get_429) {
+  REQUIRE_FIXTURE();
+  if (std::system("command -v node >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "node is missing (scripts/setup.sh installs it)";
+  }
+  server_process s("--max-num-seqs 32 --max-queue 48");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const auto script = dir() / "load.mjs";
+  std::ofstream(script)
+      << "const url = process.argv[2];\n"
+         "async function one(i) {\n"
+         "  const r = await fetch(url + '/v1/completions', {method: 'POST', headers: "
+         "{'Content-Type': 'application/json'}, body: JSON.stringify({prompt: 'story ' + i, "
+         "max_tokens: 16, stream: true, ignore_eos: true})});\n"
+         "  if (r.status !== 200) { await r.text(); return r.status; }\n"
+         "  const t = await r.text();\n"
+         "  return t.includes('data: [DONE]') && t.includes('\"finish_reason\":\"length\"') ? 200 "
+         ": 'incomplete';\n"
+         "}\n"
+         "async function round() { return Promise.all([...Array(128).keys()].map(one)); }\n"
+         "await round();\n"  // warm-up: buffers reach their working size
+         "const rss0 = Number(process.argv[3]);\n"
+         "console.log(JSON.stringify(await round()));\n";
+  auto rss = [&] {
+    std::ifstream st("/proc/" + std::to_string(s.pid()) + "/status");
+    for (std::string line; std::getline(st, line);) {
+      if (line.rfind("VmRSS:", 0) == 0) {
+        return std::stod(line.substr(6));
+      }
+    }
+    return 0.0;
+  };
+  // warm-up round, then RSS, then the measured round
+  auto w = shell("node " + script.string() + " " + s.url() + " 0");
+  ASSERT_EQ(w.status, 0) << w.err;
+  const double before = rss();
+  auto r = shell("node " + script.string() + " " + s.url() + " 0");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const double after = rss();
+  int ok = 0;
+  int busy = 0;
+  for (const auto& v : json::parse(r.out.substr(r.out.find_last_of('[')))) {
+    if (v == 200) {
+      ++ok;
+    } else if (v == 429) {
+      ++busy;
+    } else {
+      ADD_FAILURE() << "a request ended with " << v.dump();
+    }
+  }
+  std::printf("128 clients: %d completed, %d got 429; RSS %.0f kB -> %.0f kB\n", ok, busy, before,
+              after);
+  EXPECT_EQ(ok + busy, 128);
+  EXPECT_GT(ok, 0);
+  EXPECT_LE(after, before * 1.05);
+}
+
+}  // namespace
+}  // namespace baton
