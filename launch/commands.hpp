@@ -23,6 +23,10 @@ void add_bench_command(CLI::App& app, int& status);
 void add_plan_command(CLI::App& app, int& status);
 /// `baton bench batch` (cmd_bench_batch.cpp), under the `bench` subcommand.
 void add_bench_batch_command(CLI::App& bench, int& status);
+/// `baton bench serve` (cmd_bench_serve.cpp): load against an OpenAI-compatible server.
+void add_bench_serve_command(CLI::App& bench, int& status);
+/// `baton client` (cmd_client.cpp): one request to an OpenAI-compatible server.
+void add_client_command(CLI::App& app, int& status);
 
 /// Prints "baton: <message>" on stderr and returns exit_bad_input.
 int fail(const std::string& message);
