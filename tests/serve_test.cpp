@@ -94,11 +94,15 @@ struct http_result {
 http_result curl(const server_process& s, const std::string& path, const std::string& data = "",
                  const std::string& extra = "") {
   static int counter = 0;
-  const auto hdr = dir() / ("h" + std::to_string(counter++));
+  std::string name = "h";
+  name += std::to_string(counter++);
+  const auto hdr = dir() / name;
   std::string cmd = "curl -s -N -D " + hdr.string() + " -o - -w '\\n%{http_code}' " + extra +
                     " " + s.url() + path;
   if (!data.empty()) {
-    const auto body = dir() / ("b" + std::to_string(counter++));
+    std::string body_name = "b";
+    body_name += std::to_string(counter++);
+    const auto body = dir() / body_name;
     std::ofstream(body) << data;
     cmd += " -H 'Content-Type: application/json' --data-binary @" + body.string();
   }
