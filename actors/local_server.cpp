@@ -354,7 +354,8 @@ router_stats local_server::stats() {
 std::vector<step_timing> local_server::timings(int32_t stage) {
   caf::scoped_actor self{*sys_};
   std::vector<step_timing> out;
-  self->request(shards_.at(static_cast<size_t>(stage)), caf::infinite, stats_atom::value)
+  // bounded: a stage whose rank died answers nothing (its proxy may not know yet)
+  self->request(shards_.at(static_cast<size_t>(stage)), std::chrono::seconds(2), stats_atom::value)
       .receive([&](std::vector<step_timing>& t) { out = std::move(t); }, [&](caf::error&) {});
   return out;
 }

@@ -422,6 +422,9 @@ std::string metrics_text(front_end& fe) {
   out += "# HELP baton:stage_step_seconds Mean time of a stage's last steps (up to 256).\n"
          "# TYPE baton:stage_step_seconds gauge\n";
   for (int32_t stage = 0; stage < fe.srv->options().n_stages; ++stage) {
+    if (fe.srv->options().stages[static_cast<size_t>(stage)].rank == s.down_rank) {
+      continue;  // a dead rank's shard answers nothing
+    }
     const auto t = fe.srv->timings(stage);
     double sum = 0;
     size_t n = 0;

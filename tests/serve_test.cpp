@@ -426,3 +426,38 @@ TEST(serve, many_streaming_clients_complete_or_get_429) {
 
 }  // namespace
 }  // namespace baton
+
+namespace baton {
+namespace {
+
+TEST(serve, a_dead_stage_makes_health_and_requests_503) {
+  REQUIRE_FIXTURE();
+  if (!have_mpirun()) {
+    GTEST_SKIP() << "mpirun is not installed (openmpi-bin)";
+  }
+  server_process s("--stages 2", "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                                 "mpirun --enable-recovery -np 2 ");
+  ASSERT_GT(s.port(), 0) << s.log();
+  EXPECT_EQ(curl(s, "/health").status, 200);
+  auto k = shell("for p in $(pgrep -f '^" + std::string(BATON_BINARY) +
+                 " serve'); do tr '\\0' '\\n' </proc/$p/environ | grep -qx "
+                 "OMPI_COMM_WORLD_RANK=1 && kill -9 $p && echo $p; done");
+  ASSERT_FALSE(k.out.empty()) << "no rank 1 found";
+  http_result h;
+  for (int i = 0; i < 100; ++i) {  // noticed within seconds
+    h = curl(s, "/health");
+    if (h.status == 503) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(h.status, 503) << h.body;
+  EXPECT_NE(h.body.find("stage 1 (rank 1) is down"), std::string::npos) << h.body;
+  auto r = curl(s, "/v1/completions", R"({"prompt":"hello","max_tokens":4})");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("is down"), std::string::npos) << r.body;
+  EXPECT_EQ(metric(s, "baton:stage_down"), 1);
+}
+
+}  // namespace
+}  // namespace baton
