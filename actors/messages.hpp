@@ -52,6 +52,8 @@ struct gen_event {
   int32_t cached_tokens = 0;        ///< prompt tokens served from the prefix cache
   float logit = 0;                  ///< the token's raw logit (exact: invariance tests)
   float logprob = 0;                ///< its log-probability under the raw logits
+  std::vector<int32_t> top_ids;     ///< the most likely tokens (sampling.top_logprobs of them)
+  std::vector<float> top_logprobs;  ///< and their log-probabilities, most likely first
 };
 
 /// The admission actor's answer.
@@ -88,6 +90,9 @@ struct step_result {
   std::vector<int32_t> tokens;
   std::vector<float> logits;        ///< each sampled token's raw logit
   std::vector<float> logprobs;      ///< and its log-probability
+  std::vector<int32_t> top_counts;  ///< alternatives reported per sampled token
+  std::vector<int32_t> top_ids;     ///< all of them, flattened
+  std::vector<float> top_logprobs;
   std::string error;                ///< a stage failed: every sequence of the step errs
 };
 
@@ -124,7 +129,8 @@ struct router_stats {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
   return f(caf::meta::type_name("sampling_params"), x.temperature, x.top_k, x.top_p, x.min_p,
-           x.repeat_penalty, x.presence_penalty, x.frequency_penalty, x.penalty_last_n, x.seed);
+           x.repeat_penalty, x.presence_penalty, x.frequency_penalty, x.penalty_last_n, x.seed,
+           x.top_logprobs);
 }
 
 template <class Inspector>
@@ -136,7 +142,8 @@ typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_event& x) {
   return f(caf::meta::type_name("gen_event"), x.request_id, x.text, x.token, x.finish_reason,
-           x.error, x.prompt_tokens, x.completion_tokens, x.cached_tokens, x.logit, x.logprob);
+           x.error, x.prompt_tokens, x.completion_tokens, x.cached_tokens, x.logit, x.logprob,
+           x.top_ids, x.top_logprobs);
 }
 
 template <class Inspector>
@@ -158,7 +165,7 @@ typename Inspector::result_type inspect(Inspector& f, step_desc& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_result& x) {
   return f(caf::meta::type_name("step_result"), x.step_id, x.seq_ids, x.tokens, x.logits,
-           x.logprobs, x.error);
+           x.logprobs, x.top_counts, x.top_ids, x.top_logprobs, x.error);
 }
 
 template <class Inspector>

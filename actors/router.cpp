@@ -128,9 +128,18 @@ void on_result(router_ptr self, const step_result& r) {
     pump(self);
     return;
   }
-  std::map<uint64_t, std::pair<float, float>> scores;  // seq -> (logit, logprob)
+  struct score {
+    float logit = 0;
+    float logprob = 0;
+    size_t top_from = 0;
+    size_t top_n = 0;
+  };
+  std::map<uint64_t, score> scores;  // seq -> its token's numbers
+  size_t top_at = 0;
   for (size_t i = 0; i < r.seq_ids.size() && i < r.logits.size() && i < r.logprobs.size(); ++i) {
-    scores[r.seq_ids[i]] = {r.logits[i], r.logprobs[i]};
+    const size_t n = i < r.top_counts.size() ? static_cast<size_t>(r.top_counts[i]) : 0;
+    scores[r.seq_ids[i]] = {r.logits[i], r.logprobs[i], top_at, n};
+    top_at += n;
   }
   for (const auto& o : st.sched->on_step_done(r.step_id, r.seq_ids, r.tokens)) {
     auto it = st.clients.find(o.id);
@@ -144,8 +153,12 @@ void on_result(router_ptr self, const step_result& r) {
     ev.completion_tokens = o.completion_tokens;
     ev.cached_tokens = o.cached_tokens;
     if (auto sc = scores.find(o.id); sc != scores.end()) {
-      ev.logit = sc->second.first;
-      ev.logprob = sc->second.second;
+      ev.logit = sc->second.logit;
+      ev.logprob = sc->second.logprob;
+      for (size_t k = 0; k < sc->second.top_n && sc->second.top_from + k < r.top_ids.size(); ++k) {
+        ev.top_ids.push_back(r.top_ids[sc->second.top_from + k]);
+        ev.top_logprobs.push_back(r.top_logprobs[sc->second.top_from + k]);
+      }
     }
     const bool eog = o.finish_reason == "stop";  // the end-of-generation token shows no text
     if (o.token >= 0 && !eog) {

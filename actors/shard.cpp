@@ -1,6 +1,7 @@
 // shard.hpp. The computation is the runtime's; this file only moves a step through it.
 #include "actors/shard.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <span>
@@ -21,7 +22,8 @@ int64_t now_us() {
 }
 
 /// log softmax(l)[tok], in double.
-float log_prob(std::span<const float> l, int32_t tok) {
+/// log sum exp(l), in double: log softmax(l)[i] = l[i] - this.
+double log_sum_exp(std::span<const float> l) {
   float mx = l[0];
   for (float v : l) {
     mx = std::max(mx, v);
@@ -30,7 +32,23 @@ float log_prob(std::span<const float> l, int32_t tok) {
   for (float v : l) {
     sum += std::exp(static_cast<double>(v - mx));
   }
-  return static_cast<float>(static_cast<double>(l[static_cast<size_t>(tok)] - mx) - std::log(sum));
+  return static_cast<double>(mx) + std::log(sum);
+}
+
+/// The `n` most likely ids, highest logit first (ties: the lower id).
+std::vector<int32_t> top_ids(std::span<const float> l, int32_t n) {
+  std::vector<int32_t> ids(l.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<int32_t>(i);
+  }
+  const auto k = std::min<size_t>(static_cast<size_t>(n), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                    [&](int32_t a, int32_t b) {
+                      return l[static_cast<size_t>(a)] > l[static_cast<size_t>(b)] ||
+                             (l[static_cast<size_t>(a)] == l[static_cast<size_t>(b)] && a < b);
+                    });
+  ids.resize(k);
+  return ids;
 }
 
 /// What a shard owns; built once when the actor starts.
@@ -68,13 +86,15 @@ struct shard_core {
       if (h.n_tokens != head.n_tokens || h.n_embd != head.n_embd || h.seq_ids != head.seq_ids ||
           h.seq_rows != head.seq_rows) {
         record({d.step_id, cfg.stage, t0, now_us()});
-        return step_result{d.step_id, {}, {}, {}, {},
-                           "stage " + std::to_string(cfg.stage) + ": step " +
+        step_result bad;
+        bad.step_id = d.step_id;
+        bad.error = "stage " + std::to_string(cfg.stage) + ": step " +
                                std::to_string(d.step_id) + ": activations for " +
                                std::to_string(h.n_tokens) + " tokens of " +
                                std::to_string(h.seq_ids.size()) + " sequences, expected " +
                                std::to_string(head.n_tokens) + " of " +
-                               std::to_string(head.seq_ids.size())};
+                               std::to_string(head.seq_ids.size());
+        return bad;
       }
       hidden = std::move(input->hidden);
     }
@@ -84,7 +104,8 @@ struct shard_core {
       cfg.data->send(activations{std::move(head), std::move(hidden)});
       hidden = {};
     } else {
-      res = step_result{d.step_id, {}, {}, {}, {}, ""};
+      res = step_result{};
+      res->step_id = d.step_id;
       const auto n_vocab = static_cast<size_t>(cfg.m->config().n_vocab);
       size_t row = 0;
       for (const seq_slice& s : d.seqs) {
@@ -100,7 +121,16 @@ struct shard_core {
         res->seq_ids.push_back(s.seq_id);
         res->tokens.push_back(tok);
         res->logits.push_back(l[static_cast<size_t>(tok)]);
-        res->logprobs.push_back(log_prob(l, tok));
+        const double lse = log_sum_exp(l);
+        res->logprobs.push_back(static_cast<float>(l[static_cast<size_t>(tok)] - lse));
+        const int32_t n_top = std::max(0, s.sampling.top_logprobs);
+        res->top_counts.push_back(n_top);
+        if (n_top > 0) {
+          for (int32_t id : top_ids(l, n_top)) {
+            res->top_ids.push_back(id);
+            res->top_logprobs.push_back(static_cast<float>(l[static_cast<size_t>(id)] - lse));
+          }
+        }
         ++row;
       }
     }

@@ -120,8 +120,22 @@ struct request_state {
   std::string text;
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
+  std::vector<std::vector<std::pair<int32_t, float>>> tops;  // per token: the alternatives
   std::mutex mu;  // drains come from CAF threads
 };
+
+std::string piece_text(const request_state& st, int32_t id) {
+  auto piece = st.fe->tok->token_piece(id, true);
+  return piece ? std::string(*piece) : std::string();
+}
+
+std::vector<int> piece_bytes(const std::string& t) {
+  std::vector<int> bytes;
+  for (char c : t) {
+    bytes.push_back(static_cast<unsigned char>(c));
+  }
+  return bytes;
+}
 
 json logprobs_json(const request_state& st, size_t from, size_t to) {
   if (!st.req.logprobs) {
@@ -130,22 +144,28 @@ json logprobs_json(const request_state& st, size_t from, size_t to) {
   json content = json::array();
   json tokens = json::array();
   json values = json::array();
+  json tops = json::array();
   for (size_t i = from; i < to; ++i) {
-    auto piece = st.fe->tok->token_piece(st.tokens[i], true);
-    const std::string t = piece ? std::string(*piece) : std::string();
-    std::vector<int> bytes(t.begin(), t.end());
-    for (auto& b : bytes) {
-      b &= 0xff;
+    const std::string t = piece_text(st, st.tokens[i]);
+    json alts = json::array();
+    json alt_map = json::object();
+    for (const auto& [id, lp] : st.tops[i]) {
+      const std::string a = piece_text(st, id);
+      alts.push_back({{"token", a}, {"logprob", lp}, {"bytes", piece_bytes(a)}});
+      alt_map[a] = lp;
     }
-    content.push_back({{"token", t}, {"logprob", st.logprobs[i]}, {"bytes", bytes},
-                       {"top_logprobs", json::array()}});
+    content.push_back({{"token", t}, {"logprob", st.logprobs[i]}, {"bytes", piece_bytes(t)},
+                       {"top_logprobs", alts}});
     tokens.push_back(t);
     values.push_back(st.logprobs[i]);
+    tops.push_back(alt_map);
   }
   if (st.req.chat) {
     return {{"content", content}};
   }
-  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", nullptr}};
+  return {{"tokens", tokens},
+          {"token_logprobs", values},
+          {"top_logprobs", st.req.sampling.top_logprobs > 0 ? tops : json(nullptr)}};
 }
 
 json chunk_json(const request_state& st, const std::string& text, const json& finish,
@@ -193,6 +213,11 @@ void drain(const std::shared_ptr<request_state>& st) {
       st->t_last = now;
       st->tokens.push_back(e->token);
       st->logprobs.push_back(e->logprob);
+      std::vector<std::pair<int32_t, float>> alt;
+      for (size_t k = 0; k < e->top_ids.size() && k < e->top_logprobs.size(); ++k) {
+        alt.emplace_back(e->top_ids[k], e->top_logprobs[k]);
+      }
+      st->tops.push_back(std::move(alt));
     }
     st->text += e->text;
     const bool last = !e->finish_reason.empty();

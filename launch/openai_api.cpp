@@ -213,23 +213,25 @@ std::variant<completion_request, api_error> parse_request(const json& body, bool
   if (auto it = body.find("logprobs"); it != body.end() && !it->is_null()) {
     if (it->is_boolean()) {
       r.logprobs = it->get<bool>();
-    } else if (!chat && it->is_number_integer() && it->get<int>() >= 0) {
-      r.logprobs = true;  // completions: logprobs = N (the chosen token's only, see below)
-      if (it->get<int>() > 0) {
-        return bad("logprobs", "'logprobs' > 0 (top alternatives) is not supported yet; "
-                               "0 gives the chosen tokens' log-probabilities");
-      }
+    } else if (!chat && it->is_number_integer() && it->get<int>() >= 0 &&
+               it->get<int>() <= 20) {
+      r.logprobs = true;  // completions: logprobs = N alternatives per position
+      r.sampling.top_logprobs = it->get<int>();
+    } else if (!chat && it->is_number_integer()) {
+      return bad("logprobs", "'logprobs' must be between 0 and 20, got " + it->dump());
     } else {
       return bad("logprobs", std::string("'logprobs' must be a boolean, got ") + type_name(*it));
     }
   }
-  int32_t top_logprobs = 0;
-  if (auto e = number(body, "top_logprobs", top_logprobs, 0, 20, true)) {
-    return *e;
-  }
-  if (top_logprobs > 0) {
-    return bad("top_logprobs", "'top_logprobs' > 0 is not supported yet (logprobs: true gives "
-                               "the chosen tokens' log-probabilities)");
+  if (chat) {
+    int32_t top_logprobs = 0;
+    if (auto e = number(body, "top_logprobs", top_logprobs, 0, 20, true)) {
+      return *e;
+    }
+    if (top_logprobs > 0 && !r.logprobs) {
+      return bad("top_logprobs", "'top_logprobs' needs 'logprobs' set to true");
+    }
+    r.sampling.top_logprobs = top_logprobs;
   }
   if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
     if (it->is_string()) {

@@ -23,6 +23,7 @@ struct sampling_params {
   float frequency_penalty = 0.0f;
   int32_t penalty_last_n = 64;    ///< tokens the penalties look back over
   uint64_t seed = 0xbaf0;
+  int32_t top_logprobs = 0;       ///< alternatives to report per token (not used to sample)
 
   /// The first invalid parameter, named as the CLI/API spells it.
   result<void> validate() const;

@@ -172,6 +172,39 @@ TEST(serve, endpoints_and_every_error_code) {
   EXPECT_EQ(s.stop(), 0) << s.log();
 }
 
+TEST(serve, logprobs_and_top_logprobs) {
+  REQUIRE_FIXTURE();
+  server_process s("");
+  ASSERT_GT(s.port(), 0) << s.log();
+  auto r = curl(s, "/v1/chat/completions",
+                R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":4,"temperature":0,)"
+                R"("logprobs":true,"top_logprobs":3})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json content = json::parse(r.body)["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 4u);
+  for (const auto& c : content) {
+    ASSERT_EQ(c["top_logprobs"].size(), 3u);
+    const double a = c["top_logprobs"][0]["logprob"];
+    const double b = c["top_logprobs"][1]["logprob"];
+    const double d = c["top_logprobs"][2]["logprob"];
+    EXPECT_GE(a, b);
+    EXPECT_GE(b, d);
+    EXPECT_LE(a, 0.0);
+    // greedy: the chosen token is the most likely one
+    EXPECT_EQ(c["token"], c["top_logprobs"][0]["token"]);
+    EXPECT_EQ(c["logprob"], c["top_logprobs"][0]["logprob"]);
+  }
+  auto cmp = curl(s, "/v1/completions", R"({"prompt":"Hi","max_tokens":2,"logprobs":2})");
+  ASSERT_EQ(cmp.status, 200) << cmp.body;
+  const json lp = json::parse(cmp.body)["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"].size(), 2u);
+  EXPECT_EQ(lp["top_logprobs"][0].size(), 2u);
+  auto bad = curl(s, "/v1/chat/completions",
+                  R"({"messages":[{"role":"user","content":"Hi"}],"top_logprobs":3})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(json::parse(bad.body)["error"]["param"], "top_logprobs");
+}
+
 TEST(serve, an_api_key_is_checked_before_any_work) {
   REQUIRE_FIXTURE();
   server_process s("--api-key sk-one --api-key sk-two");
