@@ -248,12 +248,13 @@ result<void> local_server::start() {
 
 local_server::~local_server() {
   if (head()) {
+    // whether a rank died: ask the router before it goes
+    const router_stats st = stats();
     caf::anon_send_exit(admission_, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);
     // tell the other ranks the job is over, and wait until each has heard it: its reply,
     // or its going away (a rank may exit before its reply leaves), at most 5 s
     caf::scoped_actor self{*sys_};
-    const router_stats st = stats();
     const bool died = !st.down.empty();
     for (size_t s = 0; s < shards_.size(); ++s) {
       const int32_t rank = opts_.stages[s].rank;

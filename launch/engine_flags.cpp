@@ -33,39 +33,6 @@ void engine_flags::add_topology_to(CLI::App& cmd) {
                  "Topology file (TOML): stages, ranks, devices, layers, budgets; see baton plan");
 }
 
-result<uint64_t> parse_bytes(const std::string& text) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    return make_error("'%s' is not a size (expected bytes, or a number with K, M, G, KiB, ...)",
-                      text.c_str());
-  }
-  std::string unit = text.substr(used);
-  for (auto& ch : unit) {
-    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  }
-  double mult = 1;
-  if (unit.empty() || unit == "B") {
-    mult = 1;
-  } else if (unit == "K" || unit == "KB" || unit == "KIB") {
-    mult = 1024.0;
-  } else if (unit == "M" || unit == "MB" || unit == "MIB") {
-    mult = 1024.0 * 1024;
-  } else if (unit == "G" || unit == "GB" || unit == "GIB") {
-    mult = 1024.0 * 1024 * 1024;
-  } else if (unit == "T" || unit == "TB" || unit == "TIB") {
-    mult = 1024.0 * 1024 * 1024 * 1024;
-  } else {
-    return make_error("'%s': unknown unit '%s' (expected K, M, G, T, KiB, MiB, GiB)",
-                      text.c_str(), unit.c_str());
-  }
-  if (!(v > 0)) {
-    return make_error("'%s' must be > 0", text.c_str());
-  }
-  return static_cast<uint64_t>(v * mult);
-}
 
 result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) {
   loaded out;
@@ -138,7 +105,8 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
   if (!f.kv_cache_memory.empty()) {
     auto b = parse_bytes(f.kv_cache_memory);
     if (!b) {
-      return make_error("--kv-cache-memory %s", b.err().message.c_str());
+      return make_error("--kv-cache-memory '%s': %s", f.kv_cache_memory.c_str(),
+                        b.err().message.c_str());
     }
     kv_explicit = *b;
   }

@@ -39,8 +39,6 @@ struct loaded {
   int32_t n_blocks = 0;  ///< KV blocks the budget allows (at most what n_seq_max need)
 };
 
-/// Parses "1073741824", "512M", "2GiB", "1.5G" into bytes.
-result<uint64_t> parse_bytes(const std::string& text);
 
 /// Opens the model (the demo model when none is given) and its tokenizer, sizes the KV
 /// cache from the memory budget (cgroup limit, else RAM; --memory-utilization,

@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 namespace baton::cli {
 
@@ -92,6 +94,14 @@ mpi_session::~mpi_session() {
     // it forever: the actor systems and transports are already gone, so leave here
     exit_now();
   }
+  // MPI_Finalize waits for every rank: if one died without this rank hearing of it, it
+  // would wait forever. 20 s is plenty for a live job.
+  std::thread([this] {
+    std::this_thread::sleep_for(std::chrono::seconds(20));
+    std::fprintf(stderr, "baton: rank %d: MPI_Finalize did not return within 20 s (a dead "
+                         "rank?); exiting\n", rank_);
+    exit_now();
+  }).detach();
   MPI_Finalize();
 }
 

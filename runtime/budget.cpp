@@ -3,6 +3,8 @@
 // and vLLM's split of the device memory into weights, buffers and KV.
 #include "runtime/budget.hpp"
 
+#include <string_view>
+
 #include <sched.h>
 #include <unistd.h>
 
@@ -627,6 +629,45 @@ result<uint64_t> kv_budget_bytes(uint64_t device_memory, double memory_utilizati
         format_bytes(min_kv_bytes).c_str());
   }
   return budget - fixed;
+}
+
+result<uint64_t> parse_bytes(std::string_view text) {
+  double v = 0;
+  const char* b = text.data();
+  const char* e = text.data() + text.size();
+  while (b < e && *b == ' ') {
+    ++b;
+  }
+  auto [p, ec] = std::from_chars(b, e, v);
+  if (ec != std::errc{} || !(v > 0) || !std::isfinite(v)) {
+    return make_error("expected a size > 0 (bytes, or a number with K, M, G, T, KiB, MiB, GiB, TiB)");
+  }
+  std::string unit(p, e);
+  while (!unit.empty() && unit.front() == ' ') {
+    unit.erase(unit.begin());
+  }
+  for (auto& ch : unit) {
+    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  }
+  double mult = 0;
+  if (unit.empty() || unit == "B") {
+    mult = 1;
+  } else if (unit == "K" || unit == "KB" || unit == "KIB") {
+    mult = 1024.0;
+  } else if (unit == "M" || unit == "MB" || unit == "MIB") {
+    mult = 1024.0 * 1024;
+  } else if (unit == "G" || unit == "GB" || unit == "GIB") {
+    mult = 1024.0 * 1024 * 1024;
+  } else if (unit == "T" || unit == "TB" || unit == "TIB") {
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  } else {
+    return make_error("unknown unit '%s' (expected K, M, G, T, KiB, MiB, GiB, TiB)", unit.c_str());
+  }
+  const double bytes = v * mult;
+  if (bytes >= 18446744073709551615.0) {
+    return make_error("larger than 2^64 bytes");
+  }
+  return static_cast<uint64_t>(bytes);
 }
 
 }  // namespace baton

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/error.hpp"
@@ -63,6 +64,10 @@ resource_budget detect_budget(const budget_probe& where = {});
 
 /// One log line: "budget: memory 8.00 GiB (...), threads 1 (...)".
 std::string describe(const resource_budget& b);
+
+/// "2GiB", "512M", "1.5G", "1000000": bytes, units in powers of 1024 (K, M, G, T, with
+/// or without B / iB); the error says what was expected, the caller names the field.
+result<uint64_t> parse_bytes(std::string_view text);
 
 /// "1.50 GiB", "12.0 MiB", "512 B": the unit that keeps the number readable.
 std::string format_bytes(uint64_t n);

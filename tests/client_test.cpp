@@ -21,36 +21,13 @@
 namespace baton {
 namespace {
 
-struct run_result {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test::run_result;
+using test::slurp;
 
 /// Runs `[env] baton <args>` through the shell, optionally feeding `stdin_text`.
 run_result baton(const std::string& args, const std::string& stdin_text = "",
                  const std::string& env = "") {
-  static int counter = 0;
-  const auto dir = test::temp_dir("client");
-  const auto in = dir / ("in" + std::to_string(counter));
-  const auto out = dir / ("out" + std::to_string(counter));
-  const auto err = dir / ("err" + std::to_string(counter++));
-  std::ofstream(in, std::ios::binary) << stdin_text;
-  const std::string cmd = env + " " + std::string(BATON_BINARY) + " " + args + " <" +
-                          in.string() + " >" + out.string() + " 2>" + err.string();
-  const int rc = std::system(cmd.c_str());
-  run_result r;
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+  return test::run_shell(env + " " + std::string(BATON_BINARY) + " " + args, stdin_text);
 }
 
 /// tests/mock_openai.py on a free port, for the life of the object.

@@ -20,35 +20,15 @@ namespace baton::mpi_test {
 
 namespace fs = std::filesystem;
 
-struct run_result {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-inline std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test::run_result;
+using test::slurp;
 
 inline const fs::path& dir() {
   static const fs::path d = test::temp_dir("mpi");
   return d;
 }
 
-inline run_result shell(const std::string& cmd) {
-  static int counter = 0;
-  const auto out = dir() / ("out" + std::to_string(counter));
-  const auto err = dir() / ("err" + std::to_string(counter++));
-  const int rc = std::system((cmd + " >" + out.string() + " 2>" + err.string()).c_str());
-  run_result r;
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
-}
+inline run_result shell(const std::string& cmd) { return test::run_shell(cmd); }
 
 inline std::string mpirun(int np) {
   return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun "

@@ -5,8 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <optional>
 #include <string>
 
@@ -50,6 +55,38 @@ inline std::filesystem::path temp_dir(const std::string& name) {
                                                      std::to_string(::getpid()));
   std::filesystem::create_directories(p);
   return p;
+}
+
+/// A file's bytes ("" when it cannot be read).
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct run_result {
+  int status = -1;  ///< exit status, or 128 + the signal
+  std::string out;
+  std::string err;
+};
+
+/// Runs `cmd` through the shell with `stdin_text` on its stdin; captures stdout and stderr.
+inline run_result run_shell(const std::string& cmd, const std::string& stdin_text = "") {
+  static int counter = 0;
+  const auto dir = temp_dir("run");
+  const std::string n = std::to_string(counter++);
+  const auto in = dir / ("in" + n);
+  const auto out = dir / ("out" + n);
+  const auto err = dir / ("err" + n);
+  std::ofstream(in, std::ios::binary) << stdin_text;
+  const int rc = std::system((cmd + " <" + in.string() + " >" + out.string() + " 2>" +
+                              err.string()).c_str());
+  run_result r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
 }
 
 }  // namespace baton::test

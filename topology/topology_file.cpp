@@ -149,45 +149,6 @@ result<std::string> get_string(const field_ref& ref, const toml::node& n, const 
   return v->get();
 }
 
-/// "2GiB", "512M", "1.5G", "1000000": bytes, units in powers of 1024 as the CLI reads them.
-result<uint64_t> parse_size(std::string_view text) {
-  double v = 0;
-  const char* b = text.data();
-  const char* e = text.data() + text.size();
-  while (b < e && *b == ' ') {
-    ++b;
-  }
-  auto [p, ec] = std::from_chars(b, e, v);
-  if (ec != std::errc{} || !(v > 0) || !std::isfinite(v)) {
-    return make_error("expected a size > 0 (bytes, or a number with K, M, G, T, KiB, MiB, GiB, TiB)");
-  }
-  std::string unit(p, e);
-  while (!unit.empty() && unit.front() == ' ') {
-    unit.erase(unit.begin());
-  }
-  for (auto& ch : unit) {
-    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  }
-  double mult = 0;
-  if (unit.empty() || unit == "B") {
-    mult = 1;
-  } else if (unit == "K" || unit == "KB" || unit == "KIB") {
-    mult = 1024.0;
-  } else if (unit == "M" || unit == "MB" || unit == "MIB") {
-    mult = 1024.0 * 1024;
-  } else if (unit == "G" || unit == "GB" || unit == "GIB") {
-    mult = 1024.0 * 1024 * 1024;
-  } else if (unit == "T" || unit == "TB" || unit == "TIB") {
-    mult = 1024.0 * 1024 * 1024 * 1024;
-  } else {
-    return make_error("unknown unit '%s' (expected K, M, G, T, KiB, MiB, GiB, TiB)", unit.c_str());
-  }
-  const double bytes = v * mult;
-  if (bytes >= 18446744073709551615.0) {
-    return make_error("larger than 2^64 bytes");
-  }
-  return static_cast<uint64_t>(bytes);
-}
 
 /// "cpu" or "cuda:N".
 bool valid_device(std::string_view d) {
@@ -352,7 +313,7 @@ result<stage_spec> read_stage(const std::string& file, const toml::node& node, s
       }
       s.kv_cache_memory = static_cast<uint64_t>(i->get());
     } else if (const auto* str = kv->as_string()) {
-      auto b = parse_size(str->get());
+      auto b = parse_bytes(str->get());
       if (!b) {
         return ref.fail(*kv, "kv_cache_memory", "'" + str->get() + "': " + b.err().message);
       }
