@@ -107,7 +107,7 @@ class local_server {
   /// final event with finish_reason "error" and the admission's reason in `error`.
   std::shared_ptr<event_stream> submit(gen_request r, admission* decision = nullptr);
   void cancel(uint64_t id);
-  router_stats stats();
+  router_stats stats() const;
   /// Every step's begin and end on one stage.
   std::vector<step_timing> timings(int32_t stage);
   const server_options& options() const { return opts_; }

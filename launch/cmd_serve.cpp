@@ -230,6 +230,7 @@ void drain(const std::shared_ptr<request_state>& st) {
       continue;
     }
     st->finished = true;
+    st->stream->on_push(nullptr);  // the callback holds st: let both go
     {
       std::lock_guard<std::mutex> ml(fe.metrics.mu);
       fe.metrics.finished[e->finish_reason] += 1;
@@ -394,8 +395,7 @@ void handle_completion(front_end& fe, const http::request& rq, std::shared_ptr<h
   local_server* srv = fe.srv;
   const uint64_t id = st->id;
   res->on_close([srv, id] { srv->cancel(id); });  // a client that goes away frees its blocks
-  std::weak_ptr<request_state> weak = st;
-  st->stream->on_push([st] { drain(st); });
+  st->stream->on_push([st] { drain(st); });  // drain() lets go of it at the end
 }
 
 std::string metrics_text(front_end& fe) {
@@ -594,10 +594,7 @@ int run_serve(serve_options o) {
   hs->run();
   on_stop_signal({});
   std::fprintf(stderr, "baton: shutting down\n");
-  // requests still running end now (their clients see the stream close)
-  const auto s = fe.srv->stats();
-  (void)s;
-  http_server->reset();
+  http_server->reset();  // open connections close; the job's teardown ends their requests
   return exit_ok;
 }
 

@@ -247,8 +247,9 @@ struct mpi_transport::impl {
       r.peer = st.MPI_SOURCE;
       r.t0 = clock_type::now();
       r.buf.resize(static_cast<size_t>(count));
-      if (MPI_Imrecv(r.buf.data(), count, MPI_BYTE, &msg, &r.req) != MPI_SUCCESS) {
-        note_error("MPI_Imrecv from rank", r.peer, rc);
+      if (const int rc_recv = MPI_Imrecv(r.buf.data(), count, MPI_BYTE, &msg, &r.req);
+          rc_recv != MPI_SUCCESS) {
+        note_error("MPI_Imrecv from rank", r.peer, rc_recv);
         continue;
       }
       recvs_.push_back(std::move(r));
