@@ -10,6 +10,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "launch/commands.hpp"
 #include "launch/engine_flags.hpp"
@@ -93,6 +94,9 @@ struct front_end {
   int64_t created = 0;
   front_metrics metrics;
   std::atomic<uint64_t> next_id{1};
+  std::atomic<bool> stopping{false};   ///< a signal came: new requests get 503
+  std::mutex active_mu;
+  std::set<uint64_t> active;           ///< requests not finished yet
 };
 
 void send_error(http::response& res, const api::api_error& e, http::header_list headers = {}) {
@@ -232,20 +236,28 @@ void drain(const std::shared_ptr<request_state>& st) {
     st->finished = true;
     st->stream->on_push(nullptr);  // the callback holds st: let both go
     {
+      std::lock_guard<std::mutex> al(fe.active_mu);
+      fe.active.erase(st->id);
+    }
+    {
       std::lock_guard<std::mutex> ml(fe.metrics.mu);
       fe.metrics.finished[e->finish_reason] += 1;
       fe.metrics.e2e.observe(std::chrono::duration<double>(now - st->t0).count());
     }
-    if (e->finish_reason == "cancelled") {
+    if (e->finish_reason == "cancelled" && !fe.stopping) {
       if (st->req.stream) {
         st->res->end();
       }
-      return;  // the client is gone (or the server stops)
+      return;  // the client is gone
+    }
+    if (e->finish_reason == "cancelled") {  // the server stops: say so, as a final event
+      e->finish_reason = "error";
+      e->error = "the server is shutting down";
     }
     const json usage = api::usage_json(e->prompt_tokens, e->completion_tokens, e->cached_tokens);
     if (e->finish_reason == "error") {
       api::api_error err{500, e->error, "server_error", "", ""};
-      if (e->error.find("is down") != std::string::npos) {
+      if (e->error.find("is down") != std::string::npos || fe.stopping) {
         err.status = 503;
       }
       if (st->req.stream) {
@@ -392,6 +404,10 @@ void handle_completion(front_end& fe, const http::request& rq, std::shared_ptr<h
       res->chunk("data: " + dump(chunk_json(*st, "", nullptr, nullptr, true)) + "\n\n");
     }
   }
+  {
+    std::lock_guard<std::mutex> al(fe.active_mu);
+    fe.active.insert(st->id);
+  }
   local_server* srv = fe.srv;
   const uint64_t id = st->id;
   res->on_close([srv, id] { srv->cancel(id); });  // a client that goes away frees its blocks
@@ -502,6 +518,10 @@ void handle(front_end& fe, const http::request& rq, std::shared_ptr<http::respon
     if (rq.method != "POST") {
       return send_error(*res, {405, "use POST on " + rq.target, "invalid_request_error", "", ""});
     }
+    if (fe.stopping) {
+      return reject(fe, *res, {503, "the server is shutting down", "server_error", "", ""},
+                    "unavailable");
+    }
     const auto s = fe.srv->stats();
     if (!s.down.empty()) {
       return reject(fe, *res, {503, s.down, "server_error", "", ""}, "unavailable");
@@ -587,7 +607,30 @@ int run_serve(serve_options o) {
     return fail(http_server.err().message);
   }
   http::server* hs = http_server->get();
-  on_stop_signal([hs] { hs->stop(); });
+  // SIGINT/SIGTERM: refuse new requests, end the running ones with a final event (an
+  // error chunk and [DONE], or a 503), give the answers up to 3 s to leave, then stop
+  on_stop_signal([hs, &fe] {
+    fe.stopping = true;
+    std::set<uint64_t> ids;
+    {
+      std::lock_guard<std::mutex> al(fe.active_mu);
+      ids = fe.active;
+    }
+    for (uint64_t id : ids) {
+      fe.srv->cancel(id);
+    }
+    for (int i = 0; i < 60; ++i) {
+      {
+        std::lock_guard<std::mutex> al(fe.active_mu);
+        if (fe.active.empty()) {
+          break;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the last bytes leave
+    hs->stop();
+  });
   std::fprintf(stderr, "baton: serving %s on http://%s:%u (%d stage(s), %d rank(s)%s)\n",
                fe.model_name.c_str(), o.host.c_str(), hs->port(), fe.srv->options().n_stages,
                (*mpi)->size(), fe.keys.empty() ? "" : ", API keys required");

@@ -494,3 +494,26 @@ TEST(serve, a_dead_stage_makes_health_and_requests_503) {
 
 }  // namespace
 }  // namespace baton
+
+namespace baton {
+namespace {
+
+TEST(serve, sigterm_ends_running_requests_with_a_final_event_and_exits_0) {
+  REQUIRE_FIXTURE();
+  server_process s("");
+  ASSERT_GT(s.port(), 0) << s.log();
+  http_result r;
+  std::thread client([&] {
+    r = curl(s, "/v1/completions",
+             R"({"prompt":"a","max_tokens":1900,"stream":true,"ignore_eos":true})");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  EXPECT_EQ(s.stop(), 0) << s.log();
+  client.join();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("the server is shutting down"), std::string::npos) << r.body.substr(0, 300);
+  EXPECT_NE(r.body.find("data: [DONE]"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace baton
