@@ -282,6 +282,12 @@ local_server::~local_server() {
   local_shards_.clear();
   router_ = nullptr;
   admission_ = nullptr;
+  if (link_.world > 1) {
+    // every actor here has been told to exit; waiting for the last of them can block on a
+    // peer node that still holds a proxy (seen under load), so stop without waiting:
+    // the middleman's shutdown lets go of what it held for the peers
+    sys_->await_actors_before_shutdown(false);
+  }
   sys_.reset();
 }
 

@@ -145,6 +145,13 @@ result<void> mpi_session::agree(const result<void>& mine) const {
 
 void mpi_session::rank_died(int /*rank*/) { peer_died_ = true; }
 
+void mpi_session::finalize_and_exit() const {
+  if (active_ && !peer_died_) {
+    MPI_Finalize();
+  }
+  exit_now();
+}
+
 void mpi_session::exit_now() const {
   std::fflush(stdout);
   std::fflush(stderr);

@@ -40,6 +40,8 @@ class mpi_session {
   void set_exit_status(int status) { exit_status_ = status; }
   /// Ends the process now with that status (stdio flushed), MPI left as it is.
   [[noreturn]] void exit_now() const;
+  /// MPI_Finalize (unless a peer died) from whatever thread, then exit_now().
+  [[noreturn]] void finalize_and_exit() const;
 
  private:
   mpi_session() = default;

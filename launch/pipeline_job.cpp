@@ -179,8 +179,10 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
 }
 
 pipeline_job::~pipeline_job() {
-  // A teardown that hangs (a peer gone mid-protocol) must not keep the rank alive: after
-  // 20 s the process ends with the status the command set.
+  // A teardown that hangs must not keep the rank alive: after 10 s the rank still joins
+  // MPI_Finalize (so the others' finalize completes and mpirun sees a clean exit) and
+  // ends with the status the command set. Seen rarely under load, on a rank whose
+  // actor system waited for a peer's proxy to let go.
   struct watchdog {
     std::mutex mu;
     std::condition_variable cv;
@@ -189,10 +191,10 @@ pipeline_job::~pipeline_job() {
   auto w = std::make_shared<watchdog>();
   std::thread guard([w, mpi = mpi_] {
     std::unique_lock<std::mutex> lock(w->mu);
-    if (!w->cv.wait_for(lock, std::chrono::seconds(20), [&] { return w->done; })) {
-      std::fprintf(stderr, "baton: rank %d: shutdown did not finish within 20 s; exiting\n",
+    if (!w->cv.wait_for(lock, std::chrono::seconds(10), [&] { return w->done; })) {
+      std::fprintf(stderr, "baton: rank %d: shutdown did not finish within 10 s; leaving\n",
                    mpi->rank());
-      mpi->exit_now();
+      mpi->finalize_and_exit();
     }
   });
   struct disarm {

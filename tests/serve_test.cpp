@@ -472,8 +472,8 @@ TEST(serve, a_dead_stage_makes_health_and_requests_503) {
                                  "mpirun --enable-recovery -np 2 ");
   ASSERT_GT(s.port(), 0) << s.log();
   EXPECT_EQ(curl(s, "/health").status, 200);
-  auto k = shell("for p in $(pgrep -f '^" + std::string(BATON_BINARY) +
-                 " serve'); do tr '\\0' '\\n' </proc/$p/environ | grep -qx "
+  auto k = shell("for p in $(pgrep -f '^" + std::string(BATON_BINARY) + " serve.*" +
+                 fx().model + "'); do tr '\\0' '\\n' </proc/$p/environ | grep -qx "
                  "OMPI_COMM_WORLD_RANK=1 && kill -9 $p && echo $p; done");
   ASSERT_FALSE(k.out.empty()) << "no rank 1 found";
   http_result h;
