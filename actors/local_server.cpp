@@ -283,10 +283,12 @@ local_server::~local_server() {
   router_ = nullptr;
   admission_ = nullptr;
   if (link_.world > 1) {
-    // every actor here has been told to exit; waiting for the last of them can block on a
-    // peer node that still holds a proxy (seen under load), so stop without waiting:
-    // the middleman's shutdown lets go of what it held for the peers
-    sys_->await_actors_before_shutdown(false);
+    // Every actor here has been told to exit. Tearing the system down waits for actors
+    // a peer node may still refer to, and that wait hung under load (10 s and more, on
+    // non-head ranks, cause not found). The process ends right after the job: leave
+    // the system to it (the launcher then exits without running static destructors).
+    (void)sys_.release();
+    return;
   }
   sys_.reset();
 }

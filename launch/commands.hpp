@@ -28,6 +28,11 @@ void add_bench_serve_command(CLI::App& bench, int& status);
 /// `baton client` (cmd_client.cpp): one request to an OpenAI-compatible server.
 void add_client_command(CLI::App& app, int& status);
 
+/// After the command, end the process with _Exit (stdio flushed) instead of returning
+/// from main: an MPI job leaves threads of its actor systems behind.
+void request_quick_exit();
+bool quick_exit_requested();
+
 /// Prints "baton: <message>" on stderr and returns exit_bad_input.
 int fail(const std::string& message);
 

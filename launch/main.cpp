@@ -1,4 +1,5 @@
 // The `baton` executable: parses the command line and runs one subcommand.
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -7,6 +8,13 @@
 #include "launch/signals.hpp"
 
 namespace baton::cli {
+
+namespace {
+std::atomic<bool> g_quick_exit{false};
+}  // namespace
+
+void request_quick_exit() { g_quick_exit = true; }
+bool quick_exit_requested() { return g_quick_exit; }
 
 int fail(const std::string& message) {
   std::fprintf(stderr, "baton: %s\n", message.c_str());
@@ -54,6 +62,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return cli::exit_bad_input;
+  }
+  if (cli::quick_exit_requested()) {
+    std::fflush(nullptr);
+    std::_Exit(status);
   }
   return status;
 }

@@ -1,6 +1,8 @@
 // mpi_session.hpp.
 #include "launch/mpi_session.hpp"
 
+#include "launch/commands.hpp"
+
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <mpi.h>
@@ -103,6 +105,8 @@ mpi_session::~mpi_session() {
     exit_now();
   }).detach();
   MPI_Finalize();
+  // an MPI job leaves its actor systems running (local_server): no static destructors
+  request_quick_exit();
 }
 
 std::vector<std::string> mpi_session::allgather(const std::string& mine) const {
