@@ -348,8 +348,6 @@ std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* dec
 
 void local_server::cancel(uint64_t id) { caf::anon_send(router_, cancel_atom::value, id); }
 
-uint64_t local_server::control_bytes() const { return stats().control_bytes; }
-
 router_stats local_server::stats() const {
   caf::scoped_actor self{*sys_};
   router_stats out;

@@ -100,8 +100,6 @@ class local_server {
   void wait_for_shutdown(const std::atomic<bool>& stop);
   /// A rank of the job died (the head saw its shard go down, or told this rank so).
   bool peer_died();
-  /// Control-plane bytes CAF carried to and from remote shards (serialized sizes).
-  uint64_t control_bytes() const;
 
   /// Submits a request (its id is assigned when 0). A refusal arrives on the stream as a
   /// final event with finish_reason "error" and the admission's reason in `error`.
