@@ -533,6 +533,13 @@ void handle(front_end& fe, const http::request& rq, std::shared_ptr<http::respon
 }
 
 int run_serve(serve_options o) {
+  if (o.port < 0 || o.port > 65535) {
+    return fail("--port " + std::to_string(o.port) + ": expected 0..65535 (0: any free port)");
+  }
+  if (o.max_num_seqs < 1 || o.max_queue < 0 || o.block_size < 1 || o.max_num_batched_tokens < 1) {
+    return fail("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, "
+                "--max-queue >= 0");
+  }
   auto mpi = mpi_session::init();
   if (!mpi) {
     return fail(mpi.err().message);
