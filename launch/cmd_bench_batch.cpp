@@ -344,7 +344,7 @@ int run_bench_batch(bench_batch_options o) {
   const bool head = (*mpi)->rank() == 0;
   auto topo = read_topology(**mpi, o.engine);
   if (!topo) {
-    return head ? fail(topo.err().message) : exit_bad_input;
+    return fail_agreed(**mpi, topo.err().message);
   }
   if ((*mpi)->size() > 1 || topo->has_value()) {
     o.no_overhead = true;  // the overhead run compares with the engine in one process
@@ -352,7 +352,7 @@ int run_bench_batch(bench_batch_options o) {
   o.engine.quiet = o.engine.quiet || o.json || !head;
   auto l = load(o.engine, 1, !o.no_overhead);
   if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
-    return head ? fail(ok.err().message) : exit_bad_input;
+    return fail_agreed(**mpi, ok.err().message);
   }
   uint64_t round = 1;
   std::vector<batch_result> batches;
@@ -360,7 +360,7 @@ int run_bench_batch(bench_batch_options o) {
     for (int32_t c : o.streams) {
       auto b = bench_streams(o, *l, c, round, **mpi, *topo);
       if (!b) {
-        return head ? fail(b.err().message) : exit_bad_input;
+        return fail_agreed(**mpi, b.err().message);
       }
       batches.push_back(std::move(*b));
     }

@@ -57,7 +57,7 @@ int run_pipeline(const run_options& o, loaded& l, const std::vector<std::vector<
   so.max_num_batched_tokens = static_cast<int32_t>(l.opts.max_batch_tokens);
   auto job = pipeline_job::start(mpi, o.engine, l, so, topo);
   if (!job) {
-    return mpi.rank() == 0 ? fail(job.err().message) : exit_bad_input;
+    return fail_agreed(mpi, job.err().message);
   }
   if (!(*job)->head()) {
     (*job)->serve_until_shutdown();
@@ -243,7 +243,7 @@ int run_run(run_options o) {
   }
   auto topo = read_topology(**mpi, o.engine);
   if (!topo) {
-    return (*mpi)->rank() == 0 ? fail(topo.err().message) : exit_bad_input;
+    return fail_agreed(**mpi, topo.err().message);
   }
   std::vector<std::string> texts;
   if (!o.prompt_file.empty()) {
@@ -271,7 +271,7 @@ int run_run(run_options o) {
   }
   auto l = load(o.engine, static_cast<int32_t>(texts.size()), !pipeline);
   if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
-    return (*mpi)->rank() == 0 ? fail(ok.err().message) : exit_bad_input;
+    return fail_agreed(**mpi, ok.err().message);
   }
   tokenizer& tok = *l->tok;
 

@@ -547,7 +547,7 @@ int run_serve(serve_options o) {
   const bool head = (*mpi)->rank() == 0;
   auto topo = read_topology(**mpi, o.engine);
   if (!topo) {
-    return head ? fail(topo.err().message) : exit_bad_input;
+    return fail_agreed(**mpi, topo.err().message);
   }
   if (!head) {
     o.engine.quiet = true;
@@ -570,7 +570,7 @@ int run_serve(serve_options o) {
   }
   auto l = load(o.engine, o.max_num_seqs, false);
   if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
-    return head ? fail(ok.err().message) : exit_bad_input;
+    return fail_agreed(**mpi, ok.err().message);
   }
   server_options so;
   so.n_stages = o.engine.stages;
@@ -586,7 +586,7 @@ int run_serve(serve_options o) {
   so.enable_prefix_caching = o.enable_prefix_caching;
   auto job = pipeline_job::start(**mpi, o.engine, *l, so, *topo);
   if (!job) {
-    return head ? fail(job.err().message) : exit_bad_input;
+    return fail_agreed(**mpi, job.err().message);
   }
   if (!(*job)->head()) {
     (*job)->serve_until_shutdown();

@@ -149,6 +149,10 @@ result<void> mpi_session::agree(const result<void>& mine) const {
 
 void mpi_session::rank_died(int /*rank*/) { peer_died_ = true; }
 
+int fail_agreed(const mpi_session& mpi, const std::string& message) {
+  return mpi.rank() == 0 ? fail(message) : exit_bad_input;
+}
+
 void mpi_session::finalize_and_exit() const {
   if (active_ && !peer_died_) {
     MPI_Finalize();

@@ -56,4 +56,7 @@ class mpi_session {
   std::vector<std::string> hosts_;
 };
 
+/// fail() for an error every rank agreed on: rank 0 prints it, all return exit_bad_input.
+int fail_agreed(const mpi_session& mpi, const std::string& message);
+
 }  // namespace baton::cli
