@@ -156,11 +156,23 @@ result<void> local_server::start() {
     sc.n_stages = n_stages;
     sc.first_layer = st.first_layer;
     sc.last_layer = st.last_layer;
-    sc.n_blocks = opts_.n_blocks;
-    sc.block_size = opts_.block_size;
-    sc.kv_type = opts_.kv_type;
-    sc.n_threads = st.n_threads > 0 ? st.n_threads : std::max(1, opts_.n_threads / n_local);
-    sc.kernels = opts_.kernels;
+    stage_compute_options co;
+    co.m = model_;
+    co.first_layer = st.first_layer;
+    co.last_layer = st.last_layer;
+    co.device = st.device;
+    co.n_blocks = opts_.n_blocks;
+    co.block_size = opts_.block_size;
+    co.kv_type = opts_.kv_type;
+    co.n_threads = st.n_threads > 0 ? st.n_threads : std::max(1, opts_.n_threads / n_local);
+    co.kernels = opts_.kernels;
+    auto compute = make_stage_compute(co);
+    if (!compute) {
+      // still joins the endpoint exchange below, which carries the message to every rank
+      failed = "stage " + std::to_string(s) + ": " + compute.err().message;
+      continue;
+    }
+    sc.compute = std::move(*compute);
     sc.data = data_;
     sc.on_shutdown = [this](bool peer_died) {
       {

@@ -34,6 +34,7 @@ struct stage_setup {
   int64_t first_layer = 0;
   int64_t last_layer = 0;              ///< one past
   int32_t n_threads = 0;               ///< 0: the rank's threads split over its stages
+  std::string device = "cpu";          ///< "cpu" or "cuda:N" (of the rank's host)
 };
 
 /// How this process is part of a job spanning several ranks (defaults: alone).

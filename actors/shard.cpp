@@ -7,9 +7,7 @@
 #include <span>
 #include <map>
 
-#include "kernels/cpu/thread_pool.hpp"
-#include "runtime/kv_cache.hpp"
-#include "runtime/stage_executor.hpp"
+#include "runtime/stage_compute.hpp"
 
 namespace baton {
 
@@ -53,12 +51,7 @@ std::vector<int32_t> top_ids(std::span<const float> l, int32_t n) {
 
 /// What a shard owns; built once when the actor starts.
 struct shard_core {
-  explicit shard_core(const shard_config& c)
-      : cfg(c),
-        pool(c.n_threads),
-        kv(c.first_layer, c.last_layer, c.n_blocks, c.block_size, c.m->config().n_head_kv,
-           c.m->config().n_embd_head_k, c.kv_type),
-        exec(c.m, c.first_layer, c.last_layer, kv, pool, c.kernels) {}
+  explicit shard_core(const shard_config& c) : cfg(c), compute(c.compute) {}
 
   /// Runs one step on `input` (the previous stage's activations; empty on stage 0);
   /// returns the result the last stage reports (or an error from any stage).
@@ -99,7 +92,16 @@ struct shard_core {
       hidden = std::move(input->hidden);
     }
     std::optional<step_result> res;
-    exec.forward(b, hidden, logits);
+    if (auto ok = compute->forward(b, hidden, logits); !ok) {
+      // a device fault fails this step's sequences; the router reports it to each
+      record({d.step_id, cfg.stage, t0, now_us()});
+      step_result bad;
+      bad.step_id = d.step_id;
+      bad.error = "stage " + std::to_string(cfg.stage) + " (" + compute->describe() +
+                  "): step " + std::to_string(d.step_id) + ": " + ok.err().message;
+      hidden = {};
+      return bad;
+    }
     if (cfg.stage + 1 < cfg.n_stages) {
       cfg.data->send(activations{std::move(head), std::move(hidden)});
       hidden = {};
@@ -140,9 +142,7 @@ struct shard_core {
 
   // -- member variables -------------------------------------------------------
   shard_config cfg;
-  cpu::thread_pool pool;
-  kv_storage kv;
-  stage_executor exec;
+  std::shared_ptr<stage_compute> compute;
   batch b;
   std::vector<float> hidden;
   std::vector<float> logits;

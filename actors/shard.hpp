@@ -12,8 +12,8 @@
 #include <memory>
 
 #include "actors/messages.hpp"
-#include "kernels/cpu/isa.hpp"
 #include "runtime/model_config.hpp"
+#include "runtime/stage_compute.hpp"
 #include "runtime/transport.hpp"
 
 namespace baton {
@@ -24,11 +24,9 @@ struct shard_config {
   int32_t n_stages = 1;
   int64_t first_layer = 0;
   int64_t last_layer = 0;
-  int32_t n_blocks = 0;
-  int32_t block_size = 16;
-  ggml_type kv_type = ggml_type::f16;
-  int32_t n_threads = 1;
-  cpu::isa kernels = cpu::isa::scalar;
+  /// The stage's layers on its device, with their KV storage (made before the actor, so
+  /// a device that cannot hold them fails the start with a message).
+  std::shared_ptr<stage_compute> compute;
   std::shared_ptr<transport> data;
   /// Called when the head says the job is over; true: a rank of the job died.
   std::function<void(bool)> on_shutdown;

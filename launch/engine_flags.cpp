@@ -31,6 +31,10 @@ void engine_flags::add_to(CLI::App& cmd) {
 void engine_flags::add_topology_to(CLI::App& cmd) {
   cmd.add_option("--topology", topology,
                  "Topology file (TOML): stages, ranks, devices, layers, budgets; see baton plan");
+  cmd.add_option("--device", device,
+                 "Where the stages run without --topology: cpu, cuda:N, or cuda (each rank "
+                 "its own GPU: cuda:<rank's index on its host>)")
+      ->capture_default_str();
 }
 
 

@@ -24,6 +24,7 @@ struct engine_flags {
   std::string kv_cache_memory;      ///< bytes ("2GiB", "512M", "1000000"); overrides
   bool quiet = false;               ///< no budget line on stderr
   std::string topology;             ///< a topology file (commands that run a pipeline)
+  std::string device = "cpu";       ///< without --topology: cpu, cuda:N, or cuda (per rank)
 
   void add_to(CLI::App& cmd);
   /// --topology, for the commands that run the actor pipeline.

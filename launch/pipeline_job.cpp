@@ -7,9 +7,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include "runtime/budget.hpp"
+#include "runtime/stage_compute.hpp"
 #include "topology/layer_range.hpp"
 
 namespace baton::cli {
@@ -55,7 +58,8 @@ placement_env gather_devices(mpi_session& mpi) {
   for (const char* d : k_devices) {
     const device_info i = query_local_device(d);
     mine.push_back({{"device", d}, {"exists", i.exists}, {"memory", i.memory_bytes},
-                    {"source", i.source}, {"threads", i.threads}});
+                    {"source", i.source}, {"threads", i.threads},
+                    {"bandwidth", i.bandwidth}});
   }
   std::vector<nlohmann::json> all;
   for (const auto& text : mpi.allgather(mine.dump())) {
@@ -78,11 +82,65 @@ placement_env gather_devices(mpi_session& mpi) {
         out.memory_bytes = d["memory"];
         out.source = d["source"];
         out.threads = d["threads"];
+        out.bandwidth = d["bandwidth"];
       }
     }
     return out;
   };
   return env;
+}
+
+/// `--device` without a topology file: the `--stages` split (spread over the ranks as
+/// without a device) with every stage on the device, and the command's settings as the
+/// [pipeline] table, so the planner sizes KV from the device's memory.
+result<topology> device_topology(const mpi_session& mpi, const engine_flags& f,
+                                 const std::string& model_path, const server_options& so) {
+  const int32_t world = mpi.size();
+  const int32_t n = std::max(f.stages, world);
+  topology t = default_topology(model_path, n);
+  t.path = "--device " + f.device;
+  t.pipeline.micro_batches = so.micro_batches;
+  t.pipeline.max_num_seqs = so.max_num_seqs;
+  t.pipeline.max_num_batched_tokens = so.max_num_batched_tokens;
+  t.pipeline.block_size = so.block_size;
+  t.pipeline.max_model_len = so.n_ctx;
+  t.pipeline.kv_type = so.kv_type;
+  std::optional<uint64_t> kv_bytes;
+  if (!f.kv_cache_memory.empty()) {
+    auto b = parse_bytes(f.kv_cache_memory);
+    if (!b) {
+      return make_error("--kv-cache-memory '%s': %s", f.kv_cache_memory.c_str(),
+                        b.err().message.c_str());
+    }
+    kv_bytes = *b;
+  }
+  std::map<int32_t, int32_t> stages_of_rank;
+  for (int32_t s = 0; s < n; ++s) {
+    stage_spec& st = t.stages[static_cast<size_t>(s)];
+    st.rank = static_cast<int32_t>(static_cast<int64_t>(s) * world / n);
+    ++stages_of_rank[st.rank];
+  }
+  for (stage_spec& st : t.stages) {
+    st.device = f.device;
+    if (f.device == "cuda") {
+      // the rank's index among the ranks of its host: one GPU each, as NCCL wants
+      int32_t local = 0;
+      for (int32_t r = 0; r < st.rank && world > 1; ++r) {
+        local += mpi.hosts()[static_cast<size_t>(r)] == mpi.hosts()[static_cast<size_t>(st.rank)];
+      }
+      st.device = "cuda:" + std::to_string(local);
+    } else if (!cuda_device_index(f.device)) {
+      return make_error("--device '%s': expected cpu, cuda:N or cuda", f.device.c_str());
+    }
+    // the rank's stages share its device and the flag's share of it
+    const auto k = static_cast<double>(stages_of_rank[st.rank]);
+    if (kv_bytes) {
+      st.kv_cache_memory = static_cast<uint64_t>(static_cast<double>(*kv_bytes) / k);
+    } else {
+      st.memory_utilization = f.memory_utilization / k;
+    }
+  }
+  return t;
 }
 
 }  // namespace
@@ -93,23 +151,26 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
                                                            const std::optional<topology>& topo) {
   std::unique_ptr<pipeline_job> job(new pipeline_job());
   job->mpi_ = &mpi;
-  if (topo) {
-    auto plan = plan_pipeline(*topo, *l.m, gather_devices(mpi));
-    if (auto ok = mpi.agree(plan ? result<void>() : result<void>(plan.err())); !ok) {
+  std::optional<topology> from_device;
+  if (!topo && f.device != "cpu") {
+    auto t = device_topology(mpi, f, l.m->file().path(), so);
+    if (auto ok = mpi.agree(t ? result<void>() : result<void>(t.err())); !ok) {
       return ok.err();
     }
-    for (const auto& st : plan->resolved.stages) {
-      if (st.device != "cpu") {
-        return make_error("%s: stage on rank %d: device %s: this build runs stages on the CPU "
-                          "only (the CUDA backend is not part of it yet)",
-                          topo->path.c_str(), st.rank, st.device.c_str());
-      }
+    from_device = std::move(*t);
+  }
+  if (const std::optional<topology>& topo_or_device = topo ? topo : from_device; topo_or_device) {
+    const topology& t = *topo_or_device;
+    auto plan = plan_pipeline(t, *l.m, gather_devices(mpi));
+    if (auto ok = mpi.agree(plan ? result<void>() : result<void>(plan.err())); !ok) {
+      return ok.err();
     }
     so.stages.clear();
     for (size_t i = 0; i < plan->stages.size(); ++i) {
       const stage_plan& sp = plan->stages[i];
       so.stages.push_back(stage_setup{plan->resolved.stages[i].rank, sp.layers.first,
-                                      sp.layers.last, f.threads > 0 ? f.threads : sp.threads});
+                                      sp.layers.last, f.threads > 0 ? f.threads : sp.threads,
+                                      plan->resolved.stages[i].device});
     }
     const pipeline_spec& p = plan->resolved.pipeline;
     so.micro_batches = p.micro_batches;
@@ -130,7 +191,7 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
     if (!mpi.active() || mpi.rank() == 0) {
       if (!f.quiet) {
         std::fprintf(stderr, "baton: topology %s: %zu stages, KV capacity %lld tokens\n",
-                     topo->path.c_str(), plan->stages.size(),
+                     t.path.c_str(), plan->stages.size(),
                      static_cast<long long>(plan->capacity_tokens));
       }
     }

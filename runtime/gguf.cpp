@@ -323,7 +323,27 @@ mapped_file::~mapped_file() {
   }
 }
 
+void mapped_file::release_pages(const std::byte* p, uint64_t n) const {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(p);
+  const auto end = begin + n;
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = end / page * page;
+  const auto base = reinterpret_cast<uintptr_t>(data_);
+  if (first >= last || begin < base || end > base + size_) {
+    return;
+  }
+  // MADV_DONTNEED on a shared read-only file mapping only drops the page references
+  ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 // -- gguf_file -------------------------------------------------------------------
+
+void gguf_file::release_pages(const std::byte* p, uint64_t n) const {
+  if (map_) {
+    map_->release_pages(p, n);
+  }
+}
 
 result<gguf_file> gguf_file::open(const std::string& path) {
   auto m = mapped_file::open(path);

@@ -101,6 +101,9 @@ class mapped_file {
   const std::byte* data() const { return data_; }
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  /// Drops the resident pages wholly inside [p, p + n) (they are re-read from the file
+  /// if touched again): for data copied elsewhere, such as weights uploaded to a GPU.
+  void release_pages(const std::byte* p, uint64_t n) const;
 
  private:
   mapped_file() = default;
@@ -132,6 +135,8 @@ class gguf_file {
   const gguf_value* find(std::string_view key) const;
   const std::vector<tensor_info>& tensors() const { return tensors_; }
   const tensor_info* find_tensor(std::string_view name) const;
+  /// mapped_file::release_pages for a file that was mapped; nothing for a caller's buffer.
+  void release_pages(const std::byte* p, uint64_t n) const;
 
   // Typed lookups: nothing when absent, an error naming the key when of the wrong type.
   result<std::optional<std::string>> get_string(std::string_view key) const;

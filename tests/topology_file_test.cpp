@@ -584,6 +584,59 @@ TEST(topology_file, a_small_budget_hands_layers_to_the_others) {
   EXPECT_GT(one_more, s1.budget_bytes);
 }
 
+TEST(topology_file, auto_fills_the_gpu_before_spilling_to_the_cpu) {
+  // device_map="auto": a GPU reads weights ~50x faster than a CPU (no bandwidth reported:
+  // the planner's defaults), so the balanced split gives the CPU stage only what the
+  // GPU's budget cannot hold
+  const auto m = llama32_1b_q4_0();
+  auto t = parse_ok("[[stage]]\ndevice = \"cuda:0\"\nlayers = \"auto\"\n"
+                    "[[stage]]\nlayers = \"auto\"\n");
+  auto roomy = plan_pipeline(t, *m, fake_env(1, 64 * GiB, 80 * GiB));
+  ASSERT_TRUE(roomy) << roomy.err().message;
+  EXPECT_EQ(roomy->stages[0].layers.to_string(), "0-14");  // the CPU keeps one layer
+  EXPECT_EQ(roomy->stages[1].layers.to_string(), "15-15");
+
+  auto tight = plan_pipeline(t, *m, fake_env(1, 64 * GiB, 1 * GiB));
+  ASSERT_TRUE(tight) << tight.err().message;
+  const auto& gpu = tight->stages[0];
+  EXPECT_GE(gpu.layers.size(), 1);
+  EXPECT_LT(gpu.layers.size(), 15);
+  EXPECT_EQ(tight->stages[1].layers.first, gpu.layers.last);
+  // the most that fits: one more layer would not
+  const auto& c = m->config();
+  const uint64_t one_more = stage_weight_bytes(*m, 0, gpu.layers.last + 1, true, false) +
+                            gpu.buffer_bytes +
+                            c.kv_bytes_per_token(ggml_type::f16, 0, gpu.layers.last + 1) * 4096;
+  EXPECT_GT(one_more, gpu.budget_bytes);
+
+  // CPU-only and GPU-only runs balance bytes as before: equal devices, even split
+  auto two_gpus = parse_ok("[[stage]]\ndevice = \"cuda:0\"\nlayers = \"auto\"\n"
+                           "[[stage]]\nrank = 1\ndevice = \"cuda:1\"\nlayers = \"auto\"\n");
+  auto even = plan_pipeline(two_gpus, *m, fake_env(2, 64 * GiB, 80 * GiB));
+  ASSERT_TRUE(even) << even.err().message;
+  EXPECT_EQ(even->stages[0].layers.size(), 11);  // the 1B shape's 11/5: the head is large
+  EXPECT_EQ(even->stages[1].layers.size(), 5);
+}
+
+TEST(topology_file, a_device_s_reported_bandwidth_weighs_its_share) {
+  const auto m = llama32_1b_q4_0();
+  auto t = parse_ok("[[stage]]\ndevice = \"cuda:0\"\nlayers = \"auto\"\n"
+                    "[[stage]]\nrank = 1\ndevice = \"cuda:1\"\nlayers = \"auto\"\n");
+  placement_env env = fake_env(2, 64 * GiB, 80 * GiB);
+  auto base = env.query_device;
+  env.query_device = [base](int32_t rank, const std::string& d) {
+    device_info i = base(rank, d);
+    i.bandwidth = d == "cuda:1" ? 3e12 : 1e12;  // the last stage's GPU three times as fast
+    return i;
+  };
+  auto p = plan_pipeline(t, *m, env);
+  ASSERT_TRUE(p) << p.err().message;
+  // equal devices split 11/5; with cuda:1 three times as fast, time = bytes / bandwidth
+  // balances at 5.6 layers on cuda:0 (the head weighs about six layers)
+  EXPECT_GE(p->stages[0].layers.size(), 5);
+  EXPECT_LE(p->stages[0].layers.size(), 6);
+}
+
 TEST(topology_file, auto_stages_share_what_explicit_ones_leave) {
   auto t = parse_ok("[[stage]]\nlayers = \"0\"\n[[stage]]\nlayers = \"auto\"\n"
                     "[[stage]]\nlayers = \"auto\"\n");

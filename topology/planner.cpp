@@ -104,7 +104,21 @@ struct stage_budget {
   std::optional<uint64_t> kv_explicit;
   uint64_t buffers = 0;
   uint64_t share = 0;               // floor(utilization x device memory)
+  double speed = 1;                 // memory bandwidth relative to a CPU's
 };
+
+// Memory bandwidths assumed where a device does not report its own: a server CPU's
+// DRAM, and a GPU's HBM/GDDR. Only their ratio matters: it makes "auto" fill GPUs before
+// handing layers to a CPU stage, as device_map="auto" does, while CPU-only and GPU-only
+// pipelines balance bytes exactly as before.
+constexpr double k_cpu_bandwidth = 20e9;
+constexpr double k_gpu_bandwidth = 1e12;
+
+double relative_speed(const std::string& device, const device_info& d) {
+  const double bw = d.bandwidth > 0 ? d.bandwidth
+                                    : (device == "cpu" ? k_cpu_bandwidth : k_gpu_bandwidth);
+  return bw / k_cpu_bandwidth;
+}
 
 /// " (physical RAM)": where a utilization budget's device memory came from.
 std::string source_of(const stage_budget& b) {
@@ -153,7 +167,9 @@ std::optional<std::vector<int64_t>> balance(const stage_costs& c,
         if (check_fit && !fit(c, budgets[static_cast<size_t>(j)], j, a + s, a + e)) {
           continue;
         }
-        const uint64_t t = c.time(j, a + s, a + e);
+        // a stage's time is the bytes it reads over its device's bandwidth
+        const auto t = static_cast<uint64_t>(static_cast<double>(c.time(j, a + s, a + e)) /
+                                             budgets[static_cast<size_t>(j)].speed);
         const score cand{std::max(prev.worst, t),
                          prev.spread + static_cast<double>(t) * static_cast<double>(t)};
         auto& cur = best[static_cast<size_t>(q)][static_cast<size_t>(e)];
@@ -353,6 +369,7 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
     const std::string where = at(file, line_or(s.device_line, s));
     stage_budget& b = budgets[static_cast<size_t>(i)];
     b.dev = env.query_device ? env.query_device(s.rank, s.device) : query_local_device(s.device);
+    b.speed = relative_speed(s.device, b.dev);
     if (!b.dev.exists) {
       return make_error("%sstage %lld device '%s' (rank %d): no such device (%s)", where.c_str(),
                         static_cast<long long>(i), s.device.c_str(), s.rank,

@@ -513,6 +513,12 @@ device_info query_local_device(const std::string& device) {
   d.memory_bytes = prop.totalGlobalMem;
   d.source = std::string(prop.name) + " total memory";
   d.threads = 1;
+  // peak bandwidth: double data rate x clock x bus width
+  int clock_khz = 0, bus_bits = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, index) == cudaSuccess &&
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, index) == cudaSuccess) {
+    d.bandwidth = 2.0 * clock_khz * 1e3 * bus_bits / 8.0;
+  }
 #else
   d.source = "no CUDA device (this build has no CUDA)";
 #endif

@@ -67,6 +67,7 @@ struct device_info {
   uint64_t memory_bytes = 0;                   ///< the device's memory (cgroup limit / RAM on cpu)
   std::string source;                          ///< where the number came from, for messages
   int32_t threads = 0;                         ///< cpu: threads the rank may use (0: unknown)
+  double bandwidth = 0;                        ///< memory bytes/s (0: unknown); weighs "auto"
 };
 
 /// Describes a device of this process's host: "cpu" from detect_budget() (cgroup limit,

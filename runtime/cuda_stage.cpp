@@ -1,0 +1,457 @@
+// cuda_stage.hpp. The step is the CPU stage_executor's, kernel for kernel; the comments
+// there give the shapes.
+#include "runtime/cuda_stage.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <tuple>
+
+#include "kernels/cpu/matmul.hpp"
+#include "kernels/cpu/ops.hpp"
+#include "runtime/budget.hpp"
+
+namespace baton {
+
+namespace {
+
+constexpr size_t k_align = 256;
+
+size_t aligned(size_t n) { return (n + k_align - 1) / k_align * k_align; }
+
+std::string free_memory_text() {
+  size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) {
+    return "free memory unknown";
+  }
+  return format_bytes(free) + " free of " + format_bytes(total);
+}
+
+}  // namespace
+
+cuda_stage::buffer::~buffer() {
+  if (p) {
+    cudaFree(p);
+  }
+}
+
+cuda_stage::cuda_stage(const stage_compute_options& o, int index)
+    : model_(o.m), first_(o.first_layer), last_(o.last_layer), device_(index) {}
+
+cuda_stage::~cuda_stage() {
+  // the buffers free on this thread's current device: make it ours
+  cudaSetDevice(device_);
+  if (stream_) {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+}
+
+result<void> cuda_stage::check(cudaError_t e, const char* what) const {
+  if (e == cudaSuccess) {
+    return {};
+  }
+  return make_error("%s: %s: %s", name_.c_str(), what, cudaGetErrorString(e));
+}
+
+result<std::unique_ptr<cuda_stage>> cuda_stage::create(const stage_compute_options& o,
+                                                       int index) {
+  int n = 0;
+  if (const cudaError_t e = cudaGetDeviceCount(&n); e != cudaSuccess || n == 0) {
+    return make_error("device cuda:%d: no CUDA device (%s)", index,
+                      e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+  }
+  if (index >= n) {
+    return make_error("device cuda:%d: this host has %d CUDA device%s (cuda:0..cuda:%d)", index,
+                      n, n == 1 ? "" : "s", n - 1);
+  }
+  const model_config& c = o.m->config();
+  BATON_ASSERT(0 <= o.first_layer && o.first_layer < o.last_layer && o.last_layer <= c.n_layer);
+  if (c.n_embd_head_k > 256 || c.n_embd_head_k != c.n_embd_head_v) {
+    return make_error("device cuda:%d: head size %lld: the CUDA attention kernel takes up to 256",
+                      index, static_cast<long long>(c.n_embd_head_k));
+  }
+  std::unique_ptr<cuda_stage> s(new cuda_stage(o, index));
+  cudaDeviceProp prop{};
+  if (auto ok = s->check(cudaSetDevice(index), "cudaSetDevice"); !ok) {
+    return ok.err();
+  }
+  s->name_ = "cuda:" + std::to_string(index);
+  if (cudaGetDeviceProperties(&prop, index) == cudaSuccess) {
+    s->name_ += std::string(" (") + prop.name + ")";
+  }
+  if (auto ok = s->check(cudaStreamCreateWithFlags(&s->stream_, cudaStreamNonBlocking),
+                         "cudaStreamCreate");
+      !ok) {
+    return ok.err();
+  }
+  if (auto ok = s->upload(o); !ok) {
+    return ok.err();
+  }
+  // KV: per layer, K blocks then V blocks, zeroed (as the CPU's)
+  const int64_t n_layers = o.last_layer - o.first_layer;
+  const size_t block_bytes = static_cast<size_t>(o.block_size) *
+                             static_cast<size_t>(c.n_embd_k_gqa()) * traits(o.kv_type).type_size;
+  const size_t per_layer = block_bytes * static_cast<size_t>(o.n_blocks);
+  if (cudaMalloc(&s->kv_.p, 2 * per_layer * static_cast<size_t>(n_layers)) != cudaSuccess) {
+    cudaGetLastError();  // clear the allocation error
+    return make_error("%s: cannot allocate the KV cache (%s for %d blocks of %d tokens, "
+                      "layers [%lld, %lld)): %s; lower --memory-utilization's share for KV, "
+                      "--max-num-seqs or --max-model-len",
+                      s->name_.c_str(),
+                      format_bytes(2 * per_layer * static_cast<size_t>(n_layers)).c_str(),
+                      o.n_blocks, o.block_size, static_cast<long long>(o.first_layer),
+                      static_cast<long long>(o.last_layer), free_memory_text().c_str());
+  }
+  s->kv_.bytes = 2 * per_layer * static_cast<size_t>(n_layers);
+  if (auto ok = s->check(cudaMemset(s->kv_.p, 0, s->kv_.bytes), "zeroing the KV cache"); !ok) {
+    return ok.err();
+  }
+  for (int64_t i = 0; i < n_layers; ++i) {
+    cuda::paged_kv kv;
+    kv.k = s->kv_.as<uint8_t>() + static_cast<size_t>(2 * i) * per_layer;
+    kv.v = s->kv_.as<uint8_t>() + static_cast<size_t>(2 * i + 1) * per_layer;
+    kv.n_blocks = o.n_blocks;
+    kv.block_size = o.block_size;
+    kv.n_head_kv = c.n_head_kv;
+    kv.head_dim = c.n_embd_head_k;
+    kv.type = o.kv_type;
+    s->kv_layers_.push_back(kv);
+  }
+  if (const auto* rf = o.m->weights().rope_freqs) {
+    s->rope_freqs_.resize(static_cast<size_t>(rf->n_elements()));
+    std::memcpy(s->rope_freqs_.data(), rf->data, rf->n_bytes);
+  }
+  return s;
+}
+
+result<void> cuda_stage::upload(const stage_compute_options& o) {
+  const model_weights& w = o.m->weights();
+  const bool first = o.first_layer == 0;
+  const bool last = o.last_layer == o.m->config().n_layer;
+  // the tensors this stage reads, each once (a tied head is the embedding)
+  std::vector<const tensor_info*> tensors;
+  auto want = [&](const tensor_info* t) {
+    for (const auto* have : tensors) {
+      if (have == t) {
+        return;
+      }
+    }
+    tensors.push_back(t);
+  };
+  if (first) {
+    want(w.token_embd);
+  }
+  for (int64_t il = o.first_layer; il < o.last_layer; ++il) {
+    const layer_weights& l = w.layers[static_cast<size_t>(il)];
+    for (const auto* t : {l.attn_norm, l.wq, l.wk, l.wv, l.wo, l.ffn_norm, l.ffn_gate, l.ffn_up,
+                          l.ffn_down}) {
+      want(t);
+    }
+  }
+  if (last) {
+    want(w.output_norm);
+    want(w.head());
+  }
+  for (const auto* t : tensors) {
+    if (t->ne[1] > 1 && !cpu::has_matmul(t->type)) {
+      return make_error("%s: tensor '%s' is %s: the CUDA kernels multiply f32, f16, bf16, q8_0, "
+                        "q4_0, q4_K and q6_K weights",
+                        name_.c_str(), t->name.c_str(), std::string(traits(t->type).name).c_str());
+    }
+  }
+  size_t total = 0;
+  std::map<const tensor_info*, size_t> offset;
+  for (const auto* t : tensors) {
+    offset[t] = total;
+    total += aligned(t->n_bytes);
+  }
+  if (cudaMalloc(&weights_.p, total) != cudaSuccess) {
+    cudaGetLastError();
+    return make_error("%s: cannot allocate %s for the weights of layers [%lld, %lld): %s",
+                      name_.c_str(), format_bytes(total).c_str(),
+                      static_cast<long long>(o.first_layer), static_cast<long long>(o.last_layer),
+                      free_memory_text().c_str());
+  }
+  weights_.bytes = total;
+  for (const auto* t : tensors) {
+    if (auto ok = check(cudaMemcpy(weights_.as<uint8_t>() + offset[t], t->data, t->n_bytes,
+                                   cudaMemcpyHostToDevice),
+                        "uploading weights");
+        !ok) {
+      return ok.err();
+    }
+    // no host copy stays: the file's pages go back to the page cache (re-read on demand
+    // if a CPU stage of this process reads the same tensor)
+    o.m->file().release_pages(t->data, t->n_bytes);
+  }
+  auto on_device = [&](const tensor_info* t) -> const void* {
+    return weights_.as<uint8_t>() + offset[t];
+  };
+  auto as_matrix = [&](const tensor_info* t) {
+    return matrix{on_device(t), t->type, t->ne[0], t->ne[1]};
+  };
+  if (first) {
+    embd_ = as_matrix(w.token_embd);
+  }
+  for (int64_t il = o.first_layer; il < o.last_layer; ++il) {
+    const layer_weights& l = w.layers[static_cast<size_t>(il)];
+    layer d;
+    d.attn_norm = static_cast<const float*>(on_device(l.attn_norm));
+    d.ffn_norm = static_cast<const float*>(on_device(l.ffn_norm));
+    d.wq = as_matrix(l.wq);
+    d.wk = as_matrix(l.wk);
+    d.wv = as_matrix(l.wv);
+    d.wo = as_matrix(l.wo);
+    d.gate = as_matrix(l.ffn_gate);
+    d.up = as_matrix(l.ffn_up);
+    d.down = as_matrix(l.ffn_down);
+    layers_.push_back(d);
+  }
+  if (last) {
+    output_norm_ = static_cast<const float*>(on_device(w.output_norm));
+    head_ = as_matrix(w.head());
+  }
+  return {};
+}
+
+result<void> cuda_stage::grow(buffer& b, size_t bytes, const char* what) {
+  if (b.bytes >= bytes) {
+    return {};
+  }
+  if (b.p) {
+    cudaFree(b.p);
+    b.p = nullptr;
+    b.bytes = 0;
+  }
+  const size_t want = std::max(bytes, k_align);
+  if (cudaMalloc(&b.p, want) != cudaSuccess) {
+    cudaGetLastError();
+    b.p = nullptr;
+    return make_error("%s: cannot allocate %s for %s: %s", name_.c_str(),
+                      format_bytes(want).c_str(), what, free_memory_text().c_str());
+  }
+  b.bytes = want;
+  return {};
+}
+
+result<void> cuda_stage::reserve(int64_t n_tokens, int64_t n_logits, size_t n_table_entries) {
+  const model_config& c = model_->config();
+  const auto n = static_cast<size_t>(n_tokens);
+  const size_t f = sizeof(float);
+  const auto n_q = static_cast<size_t>(c.n_head * c.n_embd_head_k);
+  const auto n_kv = static_cast<size_t>(c.n_embd_k_gqa());
+  const auto n_embd = static_cast<size_t>(c.n_embd);
+  const auto n_ff = static_cast<size_t>(c.n_ff);
+  // the widest activation row any of this stage's matmuls converts
+  size_t xq_row = 0;
+  auto widen = [&](const matrix& m) {
+    if (m.data) {
+      xq_row = std::max(xq_row, cpu::activation_row_bytes(m.type, m.n_in));
+    }
+  };
+  for (const layer& l : layers_) {
+    for (const matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) {
+      widen(*m);
+    }
+  }
+  widen(head_);
+  for (auto [b, bytes, what] : {std::tuple{&x_, n * n_embd * f, "activations"},
+                                std::tuple{&cur_, n * n_embd * f, "activations"},
+                                std::tuple{&q_, n * n_q * f, "queries"},
+                                std::tuple{&k_, n * n_kv * f, "keys"},
+                                std::tuple{&v_, n * n_kv * f, "values"},
+                                std::tuple{&attn_, n * n_q * f, "attention output"},
+                                std::tuple{&gate_, n * n_ff * f, "feed-forward"},
+                                std::tuple{&up_, n * n_ff * f, "feed-forward"},
+                                std::tuple{&xq_, n * xq_row, "converted activations"},
+                                std::tuple{&cs_, n * static_cast<size_t>(c.n_rot) * f, "rope"},
+                                std::tuple{&meta_, (5 * n + n_table_entries) * sizeof(int32_t),
+                                           "step metadata"}}) {
+    if (auto ok = grow(*b, bytes, what); !ok) {
+      return ok;
+    }
+  }
+  if (head_.data) {
+    return grow(logits_, static_cast<size_t>(n_logits) * static_cast<size_t>(c.n_vocab) * f,
+                "logits");
+  }
+  return {};
+}
+
+result<void> cuda_stage::matmul(const matrix& w, const float* x, int64_t n_tokens, float* y) {
+  if (auto ok = check(cuda::quantize_activations(w.type, x, xq_.p, w.n_in, n_tokens, stream_),
+                      "converting activations");
+      !ok) {
+    return ok;
+  }
+  return check(cuda::matmul(w.type, w.data, xq_.p, y, w.n_in, w.n_out, n_tokens, w.n_out, stream_),
+               "matmul");
+}
+
+result<void> cuda_stage::forward(const batch& b, std::vector<float>& hidden,
+                                 std::vector<float>& logits) {
+  const model_config& c = model_->config();
+  const int64_t n_tokens = b.n_tokens();
+  const int64_t n_embd = c.n_embd;
+  const int64_t head_dim = c.n_embd_head_k;
+  const int64_t n_q = c.n_head * head_dim;
+  const int64_t n_kv = c.n_embd_k_gqa();
+  const bool first = first_ == 0;
+  const bool last = last_ == c.n_layer;
+  const int64_t n_out = last ? b.n_logits() : 0;
+  if (n_tokens == 0) {
+    return {};
+  }
+  if (auto ok = check(cudaSetDevice(device_), "cudaSetDevice"); !ok) {
+    return ok;
+  }
+
+  // -- the step's metadata, one upload: tokens, KV slots, n_kv and block-table offset
+  // per token, the rows that want logits, then the block tables -------------------------
+  const auto n = static_cast<size_t>(n_tokens);
+  meta_host_.assign(5 * n, 0);
+  int32_t* token = meta_host_.data();
+  int32_t* slot = token + n;
+  int32_t* kv_len = slot + n;
+  int32_t* table_offset = kv_len + n;
+  int32_t* logit_rows = table_offset + n;
+  std::vector<int32_t> seq_offset(b.block_tables.size());
+  for (size_t s = 0; s < b.block_tables.size(); ++s) {
+    seq_offset[s] = static_cast<int32_t>(meta_host_.size() - 5 * n);
+    meta_host_.insert(meta_host_.end(), b.block_tables[s]->begin(), b.block_tables[s]->end());
+  }
+  int64_t r = 0;
+  for (size_t t = 0; t < n; ++t) {
+    const auto& table = *b.block_tables[static_cast<size_t>(b.seq[t])];
+    const int32_t pos = b.pos[t];
+    const int32_t bs = static_cast<int32_t>(kv_layers_.front().block_size);
+    const int64_t bi = pos >= 0 ? pos / bs : -1;
+    if (bi < 0 || bi >= static_cast<int64_t>(table.size())) {
+      return make_error("%s: token %zu at position %d has no KV block (table of %zu)",
+                        name_.c_str(), t, pos, table.size());
+    }
+    token[t] = first ? b.token[t] : 0;
+    if (first && (token[t] < 0 || token[t] >= c.n_vocab)) {
+      return make_error("%s: token id %d is outside the vocabulary (%lld)", name_.c_str(),
+                        token[t], static_cast<long long>(c.n_vocab));
+    }
+    slot[t] = table[static_cast<size_t>(bi)] * bs + pos % bs;
+    kv_len[t] = pos + 1;
+    table_offset[t] = seq_offset[static_cast<size_t>(b.seq[t])];
+    if (last && b.logits[t]) {
+      logit_rows[r++] = static_cast<int32_t>(t);
+    }
+  }
+  if (auto ok = reserve(n_tokens, n_out, meta_host_.size() - 5 * n); !ok) {
+    return ok;
+  }
+  const auto* meta_dev = meta_.as<int32_t>();
+  const int32_t* d_token = meta_dev;
+  const int32_t* d_slot = meta_dev + n;
+  const int32_t* d_kv_len = d_slot + n;
+  const int32_t* d_table_offset = d_kv_len + n;
+  const int32_t* d_logit_rows = d_table_offset + n;
+  const int32_t* d_tables = d_logit_rows + n;
+  // rope angles: the CPU's own function, so both backends rotate by the same floats
+  cs_host_.resize(n * static_cast<size_t>(c.n_rot));
+  const float* freq = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
+  for (size_t t = 0; t < n; ++t) {
+    cpu::rope_cache(b.pos[t], c.n_rot, c.rope_freq_base, freq,
+                    cs_host_.data() + t * static_cast<size_t>(c.n_rot));
+  }
+  float* x = x_.as<float>();
+  float* cur = cur_.as<float>();
+  float* q = q_.as<float>();
+  float* k = k_.as<float>();
+  float* v = v_.as<float>();
+  float* attn = attn_.as<float>();
+  float* gate = gate_.as<float>();
+  float* up = up_.as<float>();
+  const float eps = c.rms_norm_eps;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  // every call below is checked; the first failure ends the step with its name
+  result<void> ok;
+  auto run = [&](cudaError_t e, const char* what) {
+    if (ok) {
+      ok = check(e, what);
+    }
+    return static_cast<bool>(ok);
+  };
+  run(cudaMemcpyAsync(meta_.p, meta_host_.data(), meta_host_.size() * sizeof(int32_t),
+                      cudaMemcpyHostToDevice, stream_),
+      "uploading the step");
+  run(cudaMemcpyAsync(cs_.p, cs_host_.data(), cs_host_.size() * sizeof(float),
+                      cudaMemcpyHostToDevice, stream_),
+      "uploading rope angles");
+  if (first) {
+    run(cuda::get_rows(embd_.type, embd_.data, n_embd, d_token, n_tokens, x, stream_),
+        "embedding rows");
+  } else {
+    if (hidden.size() < n * static_cast<size_t>(n_embd)) {
+      return make_error("%s: %zu activations for %lld tokens of %lld", name_.c_str(),
+                        hidden.size(), static_cast<long long>(n_tokens),
+                        static_cast<long long>(n_embd));
+    }
+    run(cudaMemcpyAsync(x, hidden.data(), n * static_cast<size_t>(n_embd) * sizeof(float),
+                        cudaMemcpyHostToDevice, stream_),
+        "uploading activations");
+  }
+  auto mm = [&](const matrix& w, const float* in, float* out) {
+    if (ok) {
+      ok = matmul(w, in, n_tokens, out);
+    }
+  };
+  for (size_t i = 0; i < layers_.size() && ok; ++i) {
+    const layer& l = layers_[i];
+    const cuda::paged_kv& kv = kv_layers_[i];
+    run(cuda::rms_norm(x, l.attn_norm, cur, n_embd, n_tokens, eps, stream_), "rms_norm");
+    mm(l.wq, cur, q);
+    mm(l.wk, cur, k);
+    mm(l.wv, cur, v);
+    run(cuda::rope(q, n_tokens, c.n_head, head_dim, n_q, c.n_rot, cs_.as<float>(), stream_),
+        "rope");
+    run(cuda::rope(k, n_tokens, c.n_head_kv, head_dim, n_kv, c.n_rot, cs_.as<float>(), stream_),
+        "rope");
+    run(cuda::kv_store(kv, k, v, d_slot, n_tokens, stream_), "kv_store");
+    run(cuda::attention(kv, q, n_tokens, c.n_head, d_tables, d_table_offset, d_kv_len, scale,
+                        attn, stream_),
+        "attention");
+    mm(l.wo, attn, cur);
+    run(cuda::add(x, cur, n_tokens * n_embd, stream_), "add");
+    run(cuda::rms_norm(x, l.ffn_norm, cur, n_embd, n_tokens, eps, stream_), "rms_norm");
+    mm(l.gate, cur, gate);
+    mm(l.up, cur, up);
+    run(cuda::silu_mul(gate, up, gate, n_tokens * c.n_ff, stream_), "silu_mul");
+    mm(l.down, gate, cur);
+    run(cuda::add(x, cur, n_tokens * n_embd, stream_), "add");
+  }
+  if (last) {
+    logits.resize(static_cast<size_t>(n_out * c.n_vocab));
+    if (n_out > 0) {
+      run(cuda::get_rows(ggml_type::f32, x, n_embd, d_logit_rows, n_out, cur, stream_),
+          "gathering logit rows");
+      // x is free now: the normed rows go there
+      run(cuda::rms_norm(cur, output_norm_, x, n_embd, n_out, eps, stream_), "rms_norm");
+      if (ok) {
+        ok = matmul(head_, x, n_out, logits_.as<float>());
+      }
+      run(cudaMemcpyAsync(logits.data(), logits_.p, logits.size() * sizeof(float),
+                          cudaMemcpyDeviceToHost, stream_),
+          "downloading logits");
+    }
+  } else {
+    hidden.resize(n * static_cast<size_t>(n_embd));
+    run(cudaMemcpyAsync(hidden.data(), x, hidden.size() * sizeof(float), cudaMemcpyDeviceToHost,
+                        stream_),
+        "downloading activations");
+  }
+  // kernels fail asynchronously: the step is done (or failed) only here
+  const cudaError_t done = cudaStreamSynchronize(stream_);
+  if (!ok) {
+    return ok;
+  }
+  return check(done, "running the step");
+}
+
+}  // namespace baton

@@ -1,0 +1,313 @@
+// The CUDA backend end to end (label gpu; each test skips without a device): a whole
+// model on cuda:0 against llama.cpp's golden logits within the CPU's bounds, a sequence's
+// logits bit-identical alone and batched (no batch-dependent split anywhere), a CPU stage
+// feeding a CUDA stage through host memory, and `baton run --device` / a mixed topology
+// from the command line. The errors a host without a GPU gives are tested here too: those
+// run everywhere.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "runtime/quantize.hpp"
+#include "runtime/sampler.hpp"
+#include "runtime/stage_compute.hpp"
+#include "runtime/tokenizer.hpp"
+#include "runtime/vocab.hpp"
+#include "tests/test_util.hpp"
+
+#if defined(BATON_HAVE_CUDA)
+#include "kernels/cuda/dequantize.cuh"
+#endif
+
+namespace baton {
+namespace {
+
+/// Skips the test (with the reason) unless a CUDA device can be used.
+#if defined(BATON_HAVE_CUDA)
+#define REQUIRE_GPU()                                  \
+  do {                                                 \
+    std::string why_;                                  \
+    if (!cuda::device_available(&why_)) {              \
+      GTEST_SKIP() << why_;                            \
+    }                                                  \
+  } while (0)
+#else
+#define REQUIRE_GPU() GTEST_SKIP() << "this build has no CUDA (nvcc not found)"
+#endif
+
+std::vector<float> read_floats(const std::filesystem::path& p) {
+  const std::string b = test::slurp(p);
+  std::vector<float> v(b.size() / sizeof(float));
+  std::memcpy(v.data(), b.data(), v.size() * sizeof(float));
+  return v;
+}
+
+double rel_l2(std::span<const float> a, std::span<const float> ref) {
+  double e = 0, n = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    e += (static_cast<double>(a[i]) - ref[i]) * (static_cast<double>(a[i]) - ref[i]);
+    n += static_cast<double>(ref[i]) * ref[i];
+  }
+  return std::sqrt(e / n);
+}
+
+/// A stage over all of `m`'s layers (or [first, last)) on `device`.
+std::unique_ptr<stage_compute> make(std::shared_ptr<const model> m, const std::string& device,
+                                    ggml_type kv, int64_t first = 0, int64_t last = -1) {
+  stage_compute_options o;
+  o.m = std::move(m);
+  o.first_layer = first;
+  o.last_layer = last < 0 ? o.m->config().n_layer : last;
+  o.device = device;
+  o.n_blocks = 256;
+  o.block_size = 16;
+  o.kv_type = kv;
+  o.n_threads = 2;
+  o.kernels = cpu::best_isa();
+  auto s = make_stage_compute(o);
+  EXPECT_TRUE(s) << s.err().message;
+  return s ? std::move(*s) : nullptr;
+}
+
+/// Sequences with block tables: sequence i owns blocks [64 i, 64 i + 64), in reverse order
+/// (tables need not be sorted).
+struct sequences {
+  std::vector<std::vector<int32_t>> tables;
+  explicit sequences(int n) {
+    for (int i = 0; i < n; ++i) {
+      std::vector<int32_t> t;
+      for (int b = 63; b >= 0; --b) {
+        t.push_back(64 * i + b);
+      }
+      tables.push_back(t);
+    }
+  }
+};
+
+/// Prefill of `ids` as sequence 0 in one batch; the last token's logits.
+std::vector<float> prefill(stage_compute& s, const std::vector<int32_t>& ids) {
+  sequences seqs(1);
+  batch b;
+  b.block_tables.push_back(&seqs.tables[0]);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    b.add(0, ids[i], static_cast<int32_t>(i), i + 1 == ids.size());
+  }
+  std::vector<float> hidden, logits;
+  auto ok = s.forward(b, hidden, logits);
+  EXPECT_TRUE(ok) << ok.err().message;
+  return logits;
+}
+
+struct variant {
+  const char* name;
+  double bound_kv_f32;
+  double bound_kv_f16;
+};
+
+// the CPU's bounds (golden_logits_test.cpp)
+constexpr variant variants[] = {
+    {"q8_0-deq-f32", 1e-5, 5e-2}, {"q8_0-deq-f16", 2e-3, 5e-2}, {"q8_0", 5e-2, 5e-2},
+    {"q4_0", 5e-2, 5e-2},         {"q4_k_m", 5e-2, 5e-2},
+};
+
+std::string model_path(const std::filesystem::path& shared, const std::string& name) {
+  if (name.rfind("q8_0-deq-", 0) != 0) {
+    return (shared / "models" / ("tiny-" + name + ".gguf")).string();
+  }
+  static const auto dir = test::temp_dir("cuda-golden-models");
+  const auto out = (dir / ("tiny-" + name + ".gguf")).string();
+  if (!std::filesystem::exists(out)) {
+    quantize_options o;
+    o.target = *parse_quant_target(name.substr(9));
+    auto r = quantize_model((shared / "models/tiny-q8_0.gguf").string(), out, o);
+    EXPECT_TRUE(r) << r.err().message;
+  }
+  return out;
+}
+
+TEST(cuda_stage, next_token_logits_match_llama_cpp_within_the_cpu_bounds) {
+  REQUIRE_GPU();
+  BATON_REQUIRE_SHARED(shared);
+  for (const variant& v : variants) {
+    const auto path = model_path(shared, v.name);
+    auto m = model::open(path);
+    ASSERT_TRUE(m) << m.err().message;
+    auto tok = tokenizer::create(*load_vocab((*m)->file()));
+    ASSERT_TRUE(tok);
+    for (auto kv : {ggml_type::f32, ggml_type::f16}) {
+      auto s = make(*m, "cuda:0", kv);
+      ASSERT_TRUE(s);
+      for (const char* prompt : {"capital", "once", "chat"}) {
+        const auto ids = tok->encode(test::slurp(shared / "golden/prompts" / (std::string(prompt) + ".txt")));
+        const auto got = prefill(*s, ids);
+        const auto want = read_floats(shared / "golden" / (std::string("tiny-") + v.name) /
+                                      (std::string(prompt) + ".kv_" +
+                                       (kv == ggml_type::f32 ? "f32" : "f16") + ".logits.bin"));
+        ASSERT_EQ(got.size(), want.size());
+        const double err = rel_l2(got, want);
+        const double bound = kv == ggml_type::f32 ? v.bound_kv_f32 : v.bound_kv_f16;
+        std::printf("cuda golden %-13s kv %s %-8s logits rel err %.3g (bound %.0e)\n", v.name,
+                    kv == ggml_type::f32 ? "f32" : "f16", prompt, err, bound);
+        EXPECT_LE(err, bound) << v.name << " " << prompt;
+      }
+    }
+  }
+}
+
+TEST(cuda_stage, a_sequence_s_logits_do_not_depend_on_its_batch) {
+  REQUIRE_GPU();
+  BATON_REQUIRE_SHARED(shared);
+  auto m = model::open((shared / "models/tiny-q4_k_m.gguf").string());
+  ASSERT_TRUE(m);
+  const int32_t n_vocab = static_cast<int32_t>((*m)->config().n_vocab);
+  std::vector<int32_t> prompt_a, prompt_b;
+  for (int i = 0; i < 37; ++i) {
+    prompt_a.push_back(1000 + 7 * i);
+    prompt_b.push_back(5000 + 11 * i);
+  }
+  sequences seqs(3);
+  // alone: A's prompt, then one decode token
+  auto alone = make(*m, "cuda:0", ggml_type::f16);
+  ASSERT_TRUE(alone);
+  std::vector<float> hidden, first, second;
+  {
+    batch b;
+    b.block_tables.push_back(&seqs.tables[0]);
+    for (size_t i = 0; i < prompt_a.size(); ++i) {
+      b.add(0, prompt_a[i], static_cast<int32_t>(i), i + 1 == prompt_a.size());
+    }
+    ASSERT_TRUE(alone->forward(b, hidden, first));
+    b.clear();
+    b.block_tables.push_back(&seqs.tables[0]);
+    b.add(0, 42, static_cast<int32_t>(prompt_a.size()), true);
+    ASSERT_TRUE(alone->forward(b, hidden, second));
+  }
+  // batched: A's prompt in two chunks beside B's prefill and C's decode steps
+  auto mixed = make(*m, "cuda:0", ggml_type::f16);
+  ASSERT_TRUE(mixed);
+  std::vector<float> logits;
+  {
+    batch b;
+    b.block_tables = {&seqs.tables[1], &seqs.tables[0], &seqs.tables[2]};
+    for (size_t i = 0; i < prompt_b.size(); ++i) {
+      b.add(0, prompt_b[i], static_cast<int32_t>(i), true);
+    }
+    for (size_t i = 0; i < 20; ++i) {
+      b.add(1, prompt_a[i], static_cast<int32_t>(i), false);
+    }
+    b.add(2, 77, 0, true);
+    ASSERT_TRUE(mixed->forward(b, hidden, logits));
+    b.clear();
+    b.block_tables = {&seqs.tables[2], &seqs.tables[0]};
+    b.add(0, 78, 1, true);
+    for (size_t i = 20; i < prompt_a.size(); ++i) {
+      b.add(1, prompt_a[i], static_cast<int32_t>(i), i + 1 == prompt_a.size());
+    }
+    ASSERT_TRUE(mixed->forward(b, hidden, logits));
+    ASSERT_EQ(logits.size(), 2u * static_cast<size_t>(n_vocab));
+    EXPECT_EQ(0, std::memcmp(logits.data() + n_vocab, first.data(), first.size() * sizeof(float)))
+        << "A's prompt logits changed with its batch";
+    b.clear();
+    b.block_tables = {&seqs.tables[0], &seqs.tables[2]};
+    b.add(0, 42, static_cast<int32_t>(prompt_a.size()), true);
+    b.add(1, 79, 2, true);
+    ASSERT_TRUE(mixed->forward(b, hidden, logits));
+    EXPECT_EQ(0, std::memcmp(logits.data(), second.data(), second.size() * sizeof(float)))
+        << "A's decode logits changed with its batch";
+  }
+}
+
+TEST(cuda_stage, a_cpu_stage_feeds_a_cuda_stage_through_host_memory) {
+  REQUIRE_GPU();
+  BATON_REQUIRE_SHARED(shared);
+  auto m = model::open((shared / "models/tiny-q8_0.gguf").string());
+  ASSERT_TRUE(m);
+  const std::vector<int32_t> ids = {128000, 791, 6864, 315, 9822, 374};
+  auto whole_cpu = make(*m, "cpu", ggml_type::f32);
+  const auto want = prefill(*whole_cpu, ids);
+  // layers 0-1 on the CPU, 2-3 on the GPU; and the other way round
+  for (bool gpu_first : {false, true}) {
+    auto a = make(*m, gpu_first ? "cuda:0" : "cpu", ggml_type::f32, 0, 2);
+    auto b = make(*m, gpu_first ? "cpu" : "cuda:0", ggml_type::f32, 2, 4);
+    ASSERT_TRUE(a && b);
+    sequences seqs(1);
+    batch bt;
+    bt.block_tables.push_back(&seqs.tables[0]);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      bt.add(0, ids[i], static_cast<int32_t>(i), i + 1 == ids.size());
+    }
+    std::vector<float> hidden, logits;
+    ASSERT_TRUE(a->forward(bt, hidden, logits));
+    ASSERT_EQ(hidden.size(), ids.size() * static_cast<size_t>((*m)->config().n_embd));
+    ASSERT_TRUE(b->forward(bt, hidden, logits));
+    const double err = rel_l2(logits, want);
+    std::printf("cpu+cuda (gpu first: %d) vs cpu: logits rel err %.3g\n", gpu_first, err);
+    EXPECT_LE(err, 5e-2);
+    EXPECT_EQ(sampler::greedy(logits), sampler::greedy(want));
+  }
+}
+
+TEST(cuda_stage, the_command_line_runs_on_the_gpu_and_beside_the_cpu) {
+  REQUIRE_GPU();
+  const auto dir = test::temp_dir("cuda-cli");
+  const std::string baton = BATON_BINARY;
+  auto direct = test::run_shell(baton + " run -q --device cuda:0 -n 8 --temp 0 -p 'The capital of'");
+  ASSERT_EQ(direct.status, 0) << direct.err;
+  EXPECT_FALSE(direct.out.empty());
+  std::ofstream(dir / "mixed.toml") << "[[stage]]\ndevice = \"cuda:0\"\nlayers = \"auto\"\n"
+                                       "[[stage]]\nlayers = \"auto\"\n";
+  auto mixed = test::run_shell(baton + " run -q --topology " + (dir / "mixed.toml").string() +
+                               " -n 8 --temp 0 -p 'The capital of'");
+  ASSERT_EQ(mixed.status, 0) << mixed.err;
+  EXPECT_FALSE(mixed.out.empty());
+}
+
+// -- without a GPU: errors, never a crash ----------------------------------------------
+
+TEST(cuda_stage, a_missing_device_is_a_named_error) {
+  BATON_REQUIRE_SHARED(shared);
+  auto m = model::open((shared / "models/tiny-q8_0.gguf").string());
+  ASSERT_TRUE(m);
+  stage_compute_options o;
+  o.m = *m;
+  o.first_layer = 0;
+  o.last_layer = 4;
+  o.n_blocks = 8;
+  for (const char* device : {"cuda:97", "gpu", "cuda:x"}) {
+    o.device = device;
+    auto s = make_stage_compute(o);
+    ASSERT_FALSE(s) << device;
+    EXPECT_NE(s.err().message.find(device), std::string::npos) << s.err().message;
+  }
+}
+
+TEST(cuda_stage, the_command_line_names_a_device_it_cannot_use) {
+#if defined(BATON_HAVE_CUDA)
+  if (cuda::device_available(nullptr)) {
+    GTEST_SKIP() << "a CUDA device is here: the no-device error cannot be seen";
+  }
+#endif
+  const std::string baton = BATON_BINARY;
+  auto r = test::run_shell(baton + " run -q --device cuda:0 -n 2 -p hi");
+  EXPECT_EQ(r.status, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("cuda:0"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no CUDA device"), std::string::npos) << r.err;
+  auto bad = test::run_shell(baton + " run -q --device gpu0 -n 2 -p hi");
+  EXPECT_EQ(bad.status, 2) << bad.out << bad.err;
+  EXPECT_NE(bad.err.find("--device 'gpu0'"), std::string::npos) << bad.err;
+}
+
+TEST(cuda_stage, device_names_parse) {
+  EXPECT_EQ(cuda_device_index("cuda:0"), 0);
+  EXPECT_EQ(cuda_device_index("cuda:12"), 12);
+  EXPECT_FALSE(cuda_device_index("cuda:"));
+  EXPECT_FALSE(cuda_device_index("cuda:-1"));
+  EXPECT_FALSE(cuda_device_index("cuda:1x"));
+  EXPECT_FALSE(cuda_device_index("cpu"));
+}
+
+}  // namespace
+}  // namespace baton
