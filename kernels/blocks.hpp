@@ -4,6 +4,8 @@
 // GPU runs is tested on every machine. Layouts follow GGUF/ggml exactly.
 #pragma once
 
+#include <math.h>  // fabsf, fmaxf, roundf: the same functions on the host and the device
+
 #include <cstdint>
 #include <cstring>
 
@@ -124,6 +126,12 @@ BATON_HD uint16_t fp32_to_bf16(float f) {
   return static_cast<uint16_t>((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
 }
 
+/// ggml's nearest_int: round half to even through the float adder (|f| < 2^22).
+BATON_HD int nearest_int(float f) {
+  const float v = f + 12582912.0f;
+  return static_cast<int>(float_bits(v) & 0x007fffffu) - 0x00400000;
+}
+
 // -- per-block decoding ---------------------------------------------------------
 
 /// y[32] = decoded block
@@ -203,6 +211,139 @@ BATON_HD void dequantize_block(const block_q6_k& b, float* y) {
     ql += 64;
     qh += 32;
     sc += 8;
+  }
+}
+
+// -- per-block activation quantizers (ggml's reference quantizers) -----------------
+
+/// b = Q8_0 of x[32]: d = amax / 127, q = round-half-away(x / d) (quantize_row_q8_0_ref).
+BATON_HD void quantize_block_q8_0(const float* x, block_q8_0& b) {
+  float amax = 0.0f;
+  for (int j = 0; j < qk8_0; ++j) {
+    amax = fmaxf(amax, fabsf(x[j]));
+  }
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  b.d = fp32_to_fp16(d);
+  for (int j = 0; j < qk8_0; ++j) {
+    b.qs[j] = static_cast<int8_t>(roundf(x[j] * id));
+  }
+}
+
+/// b = Q8_K of x[256] (quantize_row_q8_K_ref): d = max / −127 of the value largest in
+/// magnitude (the first of equals), q = min(127, nearest_int(x / d)), bsums of 16. A block
+/// of zeros gets d = 0 and zero sums (ggml leaves bsums as they were; zero is their value).
+BATON_HD void quantize_block_q8_k(const float* x, block_q8_k& b) {
+  float max = 0.0f;
+  float amax = 0.0f;
+  for (int j = 0; j < qk_k; ++j) {
+    const float ax = fabsf(x[j]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[j];
+    }
+  }
+  if (amax == 0.0f) {
+    b.d = 0.0f;
+    for (int j = 0; j < qk_k; ++j) {
+      b.qs[j] = 0;
+    }
+    for (int j = 0; j < qk_k / 16; ++j) {
+      b.bsums[j] = 0;
+    }
+    return;
+  }
+  const float iscale = -127.0f / max;
+  for (int j = 0; j < qk_k; ++j) {
+    const int v = nearest_int(iscale * x[j]);
+    b.qs[j] = static_cast<int8_t>(v < 127 ? v : 127);
+  }
+  for (int j = 0; j < qk_k / 16; ++j) {
+    int sum = 0;
+    for (int l = 0; l < 16; ++l) {
+      sum += b.qs[16 * j + l];
+    }
+    b.bsums[j] = static_cast<int16_t>(sum);
+  }
+  b.d = 1.0f / iscale;
+}
+
+// -- per-block integer dot products ------------------------------------------------
+// Integer sums are exact, so any order of the same products gives the same value: the
+// CPU's SIMD twins and the CUDA kernels may split them as they like and still match.
+
+/// Σ (q − 8) · y over the block.
+BATON_HD int32_t dot_q4_0(const block_q4_0& x, const block_q8_0& y) {
+  int sumi0 = 0;
+  int sumi1 = 0;
+  for (int j = 0; j < qk4_0 / 2; ++j) {
+    sumi0 += ((x.qs[j] & 0x0f) - 8) * y.qs[j];
+    sumi1 += ((x.qs[j] >> 4) - 8) * y.qs[j + qk4_0 / 2];
+  }
+  return sumi0 + sumi1;
+}
+
+/// Σ q · y over the block.
+BATON_HD int32_t dot_q8_0(const block_q8_0& x, const block_q8_0& y) {
+  int sumi = 0;
+  for (int j = 0; j < qk8_0; ++j) {
+    sumi += x.qs[j] * y.qs[j];
+  }
+  return sumi;
+}
+
+/// Quant e (0..255) of a Q4_K block: elements 64j..64j+31 are the low nibbles of
+/// qs[32j ..], 64j+32.. the high ones.
+BATON_HD int q4_k_quant(const block_q4_k& x, int e) {
+  const uint8_t b = x.qs[32 * (e / 64) + e % 32];
+  return (e % 64) < 32 ? (b & 0x0f) : (b >> 4);
+}
+
+/// Quant e (0..255) of a Q6_K block, minus 32: per half of 128, element 32k + l takes
+/// nibble k / 2 of ql[l + 32 (k % 2)] and bits 2k of qh[l].
+BATON_HD int q6_k_quant(const block_q6_k& x, int e) {
+  const int n = e / 128;
+  const int k = (e % 128) / 32;
+  const int l = e % 32;
+  const uint8_t ql = x.ql[64 * n + l + 32 * (k % 2)];
+  const int lo = k < 2 ? (ql & 0x0f) : (ql >> 4);
+  const int hi = (x.qh[32 * n + l] >> (2 * k)) & 3;
+  return (lo | (hi << 4)) - 32;
+}
+
+/// aux32[8] = ggml's eight lane sums of Σ scale · q · y (lane l: elements ≡ l mod 8);
+/// returns Σ min · bsum.
+BATON_HD int32_t dot_q4_k(const block_q4_k& x, const block_q8_k& y, int32_t* aux32) {
+  uint8_t sc[8], m[8];
+  for (int j = 0; j < 8; ++j) {
+    q4_k_scale_min(j, x.scales, sc + j, m + j);
+  }
+  int32_t sumi = 0;
+  for (int j = 0; j < qk_k / 16; ++j) {
+    sumi += y.bsums[j] * m[j / 2];
+  }
+  for (int l = 0; l < 8; ++l) {
+    aux32[l] = 0;
+  }
+  for (int j = 0; j < qk_k; j += 8) {
+    const int32_t scale = sc[j / 32];
+    for (int l = 0; l < 8; ++l) {
+      aux32[l] += scale * static_cast<int16_t>(y.qs[j + l] * q4_k_quant(x, j + l));
+    }
+  }
+  return sumi;
+}
+
+/// aux32[8] = ggml's eight lane sums of Σ scale · (q − 32) · y.
+BATON_HD void dot_q6_k(const block_q6_k& x, const block_q8_k& y, int32_t* aux32) {
+  for (int l = 0; l < 8; ++l) {
+    aux32[l] = 0;
+  }
+  for (int j = 0; j < qk_k; j += 8) {
+    const int32_t scale = x.scales[j / 16];
+    for (int l = 0; l < 8; ++l) {
+      aux32[l] += scale * static_cast<int16_t>(y.qs[j + l] * q6_k_quant(x, j + l));
+    }
   }
 }
 

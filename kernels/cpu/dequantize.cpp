@@ -65,18 +65,8 @@ void dequantize_row(ggml_type type, const void* x, float* y, int64_t n) {
 void quantize_row_q8_0(const float* x, void* y, int64_t n) {
   auto* out = static_cast<uint8_t*>(y);
   for (int64_t i = 0; i < n / qk8_0; ++i) {
-    const float* xb = x + i * qk8_0;
-    float amax = 0.0f;
-    for (int j = 0; j < qk8_0; ++j) {
-      amax = std::fmax(amax, std::fabs(xb[j]));
-    }
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
     block_q8_0 b;
-    b.d = fp32_to_fp16(d);
-    for (int j = 0; j < qk8_0; ++j) {
-      b.qs[j] = static_cast<int8_t>(std::roundf(xb[j] * id));
-    }
+    quantize_block_q8_0(x + i * qk8_0, b);
     std::memcpy(out + i * sizeof(block_q8_0), &b, sizeof b);
   }
 }

@@ -1,7 +1,9 @@
 // The scalar reference of matmul.hpp, and the dispatch to the SIMD twins. The scalar dot
 // products follow ggml's generic C (ggml-cpu/quants.c, vec.cpp) operation by operation,
 // float rounding order included, so the scalar variant computes what a build of
-// llama.cpp without SIMD computes. Compiled without FP contraction.
+// llama.cpp without SIMD computes. Compiled without FP contraction. The per-block integer
+// dots and the activation quantizers are kernels/blocks.hpp's, which the CUDA kernels
+// run too.
 #include "kernels/cpu/matmul.hpp"
 
 #include <cmath>
@@ -21,87 +23,6 @@ T load(const void* p) {
   T v;
   std::memcpy(&v, p, sizeof v);  // rows from a file need not be aligned
   return v;
-}
-
-/// ggml's nearest_int: round half to even through the float adder (|f| < 2^22).
-int nearest_int(float f) {
-  const float v = f + 12582912.0f;
-  return static_cast<int>(float_bits(v) & 0x007fffffu) - 0x00400000;
-}
-
-/// Scales and mins of a Q4_K block, unpacked as ggml's utmp shuffle does.
-void q4_k_scales_mins(const block_q4_k& b, uint8_t* sc, uint8_t* m) {
-  for (int j = 0; j < 8; ++j) {
-    q4_k_scale_min(j, b.scales, sc + j, m + j);
-  }
-}
-
-// -- per-block integer parts ------------------------------------------------------
-
-int32_t dot_q4_0(const block_q4_0& x, const block_q8_0& y) {
-  int sumi0 = 0;
-  int sumi1 = 0;
-  for (int j = 0; j < qk4_0 / 2; ++j) {
-    sumi0 += ((x.qs[j] & 0x0f) - 8) * y.qs[j];
-    sumi1 += ((x.qs[j] >> 4) - 8) * y.qs[j + qk4_0 / 2];
-  }
-  return sumi0 + sumi1;
-}
-
-int32_t dot_q8_0(const block_q8_0& x, const block_q8_0& y) {
-  int sumi = 0;
-  for (int j = 0; j < qk8_0; ++j) {
-    sumi += x.qs[j] * y.qs[j];
-  }
-  return sumi;
-}
-
-/// aux32[8] = ggml's eight lane sums of Σ scale · q · y; returns Σ min · bsum.
-int32_t dot_q4_k(const block_q4_k& x, const block_q8_k& y, int32_t* aux32) {
-  int8_t a[qk_k];
-  for (int j = 0; j < qk_k / 64; ++j) {
-    for (int l = 0; l < 32; ++l) {
-      a[64 * j + l] = static_cast<int8_t>(x.qs[32 * j + l] & 0x0f);
-      a[64 * j + 32 + l] = static_cast<int8_t>(x.qs[32 * j + l] >> 4);
-    }
-  }
-  uint8_t sc[8], m[8];
-  q4_k_scales_mins(x, sc, m);
-  int32_t sumi = 0;
-  for (int j = 0; j < qk_k / 16; ++j) {
-    sumi += y.bsums[j] * m[j / 2];
-  }
-  std::memset(aux32, 0, 8 * sizeof(int32_t));
-  for (int j = 0; j < qk_k; j += 8) {
-    const int32_t scale = sc[j / 32];
-    for (int l = 0; l < 8; ++l) {
-      aux32[l] += scale * static_cast<int16_t>(y.qs[j + l] * a[j + l]);
-    }
-  }
-  return sumi;
-}
-
-/// aux32[8] = ggml's eight lane sums of Σ scale · (q − 32) · y.
-void dot_q6_k(const block_q6_k& x, const block_q8_k& y, int32_t* aux32) {
-  int8_t a[qk_k];
-  for (int n = 0; n < qk_k / 128; ++n) {
-    const uint8_t* ql = x.ql + 64 * n;
-    const uint8_t* qh = x.qh + 32 * n;
-    int8_t* an = a + 128 * n;
-    for (int l = 0; l < 32; ++l) {
-      an[l + 0] = static_cast<int8_t>(((ql[l + 0] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32);
-      an[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32);
-      an[l + 64] = static_cast<int8_t>(((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-      an[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-    }
-  }
-  std::memset(aux32, 0, 8 * sizeof(int32_t));
-  for (int j = 0; j < qk_k; j += 8) {
-    const int32_t scale = x.scales[j / 16];
-    for (int l = 0; l < 8; ++l) {
-      aux32[l] += scale * static_cast<int16_t>(y.qs[j + l] * a[j + l]);
-    }
-  }
 }
 
 // -- scalar dot products (ggml generic order) -------------------------------------
@@ -291,34 +212,9 @@ size_t activation_row_bytes(ggml_type weight, int64_t n_in) {
 
 void quantize_row_q8_k(const float* x, void* y, int64_t n) {
   auto* out = static_cast<uint8_t*>(y);
-  for (int64_t i = 0; i < n / qk_k; ++i, x += qk_k) {
+  for (int64_t i = 0; i < n / qk_k; ++i) {
     block_q8_k b;
-    float max = 0.0f;
-    float amax = 0.0f;
-    for (int j = 0; j < qk_k; ++j) {
-      const float ax = std::fabs(x[j]);
-      if (ax > amax) {
-        amax = ax;
-        max = x[j];
-      }
-    }
-    if (amax == 0.0f) {
-      std::memset(&b, 0, sizeof b);  // ggml leaves bsums as they were; zero is their value
-    } else {
-      const float iscale = -127.0f / max;
-      for (int j = 0; j < qk_k; ++j) {
-        const int v = nearest_int(iscale * x[j]);
-        b.qs[j] = static_cast<int8_t>(v < 127 ? v : 127);
-      }
-      for (int j = 0; j < qk_k / 16; ++j) {
-        int sum = 0;
-        for (int l = 0; l < 16; ++l) {
-          sum += b.qs[16 * j + l];
-        }
-        b.bsums[j] = static_cast<int16_t>(sum);
-      }
-      b.d = 1.0f / iscale;
-    }
+    quantize_block_q8_k(x + i * qk_k, b);
     std::memcpy(out + i * sizeof b, &b, sizeof b);
   }
 }

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "kernels/blocks.hpp"
+#include "kernels/ops_math.hpp"
 
 namespace baton::cpu {
 
@@ -14,10 +15,9 @@ void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
   for (int64_t i = 0; i < n; ++i) {
     sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
   }
-  const float mean = static_cast<float>(sum / static_cast<double>(n));
-  const float scale = 1.0f / std::sqrt(mean + eps);
+  const float scale = rms_inv_scale(sum, n, eps);
   for (int64_t i = 0; i < n; ++i) {
-    y[i] = (x[i] * scale) * w[i];
+    y[i] = rms_scaled(x[i], scale, w[i]);
   }
 }
 
@@ -36,19 +36,13 @@ void rope_cache(int32_t pos, int64_t n_rot, float freq_base, const float* freq_f
 
 void rope_apply(float* x, int64_t n_rot, const float* cs) {
   for (int64_t i = 0; i < n_rot; i += 2) {
-    const float c = cs[i];
-    const float s = cs[i + 1];
-    const float x0 = x[i];
-    const float x1 = x[i + 1];
-    x[i] = x0 * c - x1 * s;
-    x[i + 1] = x0 * s + x1 * c;
+    rope_rotate(x[i], x[i + 1], cs[i], cs[i + 1]);
   }
 }
 
 void silu_mul(const float* gate, const float* up, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    y[i] = (g / (1.0f + std::exp(-g))) * up[i];
+    y[i] = silu_times(gate[i], up[i]);
   }
 }
 
@@ -59,10 +53,10 @@ void softmax(float* x, int64_t n) {
   }
   double sum = 0.0;
   for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - max);
+    x[i] = softmax_exp(x[i], max);
     sum += x[i];
   }
-  const float inv = static_cast<float>(1.0 / sum);
+  const float inv = softmax_inv(sum);
   for (int64_t i = 0; i < n; ++i) {
     x[i] *= inv;
   }
@@ -75,7 +69,7 @@ void attention_head(const float* q, const kv_view& k, const kv_view& v, int64_t 
   if (k.type == ggml_type::f16) {
     float qh[1024];
     for (int64_t i = 0; i < d; ++i) {
-      qh[i] = fp16_to_fp32(fp32_to_fp16(q[i]));
+      qh[i] = round_f16(q[i]);
     }
     for (int64_t p = 0; p < n_kv; ++p) {
       const auto* kr = reinterpret_cast<const uint16_t*>(kv_row(k, p, kv_head));
@@ -100,7 +94,7 @@ void attention_head(const float* q, const kv_view& k, const kv_view& v, int64_t 
     // llama.cpp multiplies the f16 V by the probabilities converted to f16 (the f16
     // matmul's activation format); rounding them the same way keeps f16-KV logits close
     for (int64_t p = 0; p < n_kv; ++p) {
-      scratch[p] = fp16_to_fp32(fp32_to_fp16(scratch[p]));
+      scratch[p] = round_f16(scratch[p]);
     }
   }
   for (int64_t i = 0; i < d; ++i) {
