@@ -265,7 +265,7 @@ int run_run(run_options o) {
     texts.push_back(o.prompt);
   }
   const bool pipeline = o.engine.stages > 1 || (*mpi)->size() > 1 || topo->has_value() ||
-                        !o.prompt_file.empty();
+                        !o.prompt_file.empty() || o.engine.device != "cpu";
   if ((*mpi)->rank() != 0) {
     o.engine.quiet = true;
   }

@@ -42,9 +42,13 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
   loaded out;
   const std::string path = f.model.empty() ? demo_model_path() : f.model;
   const resource_budget budget = detect_budget();
+  // a pipeline with a topology or a GPU device: the planner sizes every stage's budget on
+  // its own device (pipeline_job), so the host's budget does not bound the weights or
+  // the KV here (an engine, always on this CPU, still is)
+  const bool planned = !with_engine && (!f.topology.empty() || f.device != "cpu");
   // before anything is read: a file larger than the whole share cannot fit, and parsing
   // it under a tight cgroup limit would end in the OOM killer instead of this message
-  {
+  if (!planned) {
     std::error_code ec;
     const auto size = std::filesystem::file_size(path, ec);
     const double share = f.memory_utilization * static_cast<double>(budget.memory_bytes);
@@ -123,13 +127,19 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
       static_cast<uint64_t>(n_seq_max) * static_cast<uint64_t>(c.n_vocab) * 4 +
       // the parsed metadata and tokenizer (strings, maps): about 4x their bytes on disk
       4 * out.m->file().data_offset();
+  const int64_t needed = (o.n_ctx + o.block_size - 1) / o.block_size * n_seq_max;
+  if (planned) {
+    out.n_blocks = static_cast<int32_t>(needed);  // at most: the plan may give fewer
+    out.n_threads = o.n_threads;
+    out.opts = o;
+    return out;
+  }
   auto kv = kv_budget_bytes(budget.memory_bytes, f.memory_utilization, out.m->weight_bytes(),
                             buffers, kv_explicit, per_token * static_cast<uint64_t>(o.n_ctx));
   if (!kv) {
     return make_error("%s (%s; raise --memory-utilization or lower --ctx-size)",
                       kv.err().message.c_str(), describe(budget).c_str());
   }
-  const int64_t needed = (o.n_ctx + o.block_size - 1) / o.block_size * n_seq_max;
   out.n_blocks = static_cast<int32_t>(std::min<uint64_t>(*kv / per_block,
                                                          static_cast<uint64_t>(needed)));
   out.n_threads = o.n_threads;
