@@ -346,8 +346,8 @@ int run_bench_batch(bench_batch_options o) {
   if (!topo) {
     return fail_agreed(**mpi, topo.err().message);
   }
-  if ((*mpi)->size() > 1 || topo->has_value()) {
-    o.no_overhead = true;  // the overhead run compares with the engine in one process
+  if ((*mpi)->size() > 1 || topo->has_value() || o.engine.device != "cpu") {
+    o.no_overhead = true;  // the overhead run compares with the CPU engine in one process
   }
   o.engine.quiet = o.engine.quiet || o.json || !head;
   auto l = load(o.engine, 1, !o.no_overhead);
@@ -384,6 +384,13 @@ int run_bench_batch(bench_batch_options o) {
                         {"stages", o.engine.stages},
                         {"ranks", (*mpi)->size()},
                         {"topology", o.engine.topology},
+                        {"device", o.engine.device},
+                        // peak memory bytes/s of the device (GPUs: clock x bus width; 0:
+                        // unknown), to read the decode figures as a share of it
+                        {"device_bandwidth", o.engine.device.rfind("cuda:", 0) == 0
+                                                 ? query_local_device(o.engine.device).bandwidth
+                                                 : 0.0},
+                        {"model_bytes", l->m->weight_bytes()},
                         {"micro_batches", o.micro_batches},
                         {"kernels", kernels},
                         {"n_prompt", o.n_prompt},

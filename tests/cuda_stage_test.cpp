@@ -131,7 +131,16 @@ std::string model_path(const std::filesystem::path& shared, const std::string& n
 TEST(cuda_stage, next_token_logits_match_llama_cpp_within_the_cpu_bounds) {
   REQUIRE_GPU();
   BATON_REQUIRE_SHARED(shared);
+  int n_checked = 0;
   for (const variant& v : variants) {
+    const std::string source = std::string(v.name).rfind("q8_0-deq-", 0) == 0 ? "q8_0" : v.name;
+    if (!std::filesystem::exists(shared / "models" / ("tiny-" + source + ".gguf"))) {
+      // the GPU machine gets one model at a time (scripts/gpu-bundle.sh)
+      ASSERT_FALSE(test::in_ci()) << "tiny-" << source << ".gguf is missing";
+      std::printf("cuda golden %-13s: tiny-%s.gguf not here, skipped\n", v.name, source.c_str());
+      continue;
+    }
+    ++n_checked;
     const auto path = model_path(shared, v.name);
     auto m = model::open(path);
     ASSERT_TRUE(m) << m.err().message;
@@ -155,6 +164,7 @@ TEST(cuda_stage, next_token_logits_match_llama_cpp_within_the_cpu_bounds) {
       }
     }
   }
+  EXPECT_GT(n_checked, 0) << "no shared model found";
 }
 
 TEST(cuda_stage, a_sequence_s_logits_do_not_depend_on_its_batch) {

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Packs into .gpu/ what the GPU machine (the device tool: nvcc, CMake and ninja, but none
+# of the Debian packages and no registry) needs to run baton's gpu tests and the CUDA
+# benchmarks without building there: the binaries built here (CUDA kernels compiled for
+# sm_80 and sm_90), the shared libraries they load that a bare image lacks (CAF, Open MPI,
+# PCRE2, toml++; glibc and libstdc++ stay the image's), a slice of ../shared, and
+# scripts/gpu-run.sh as .gpu/run.sh.
+#
+#   scripts/gpu-bundle.sh [VARIANT]      # VARIANT: q4_0 (default), q4_k_m, or none
+#                                        # (benchmarks only); tiny-q8_0 (46 MB) does not fit
+#                                        # beside the binaries
+#   then, with the device tool: run(command="bash .gpu/run.sh tests", carry=[".gpu"])
+#                               run(command="bash .gpu/run.sh bench", carry=[".gpu"])
+# The carried tree must stay under the tool's 64 MiB: one shared model at a time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+variant=${1:-q4_0}
+build=${BUILD_DIR:-build}
+shared=${BATON_SHARED_DIR:-../shared}
+out=.gpu
+for b in baton test_cuda_kernels test_cuda_stage; do
+  [[ -x $build/bin/$b ]] || { echo "gpu-bundle: $build/bin/$b is missing: build first" >&2; exit 2; }
+done
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/lib" "$out/shared/models" "$out/shared/golden"
+cp "$build"/bin/{baton,test_cuda_kernels,test_cuda_stage} "$out/bin/"
+strip --strip-unneeded "$out"/bin/*
+# every library the binaries load, but the C and C++ runtimes (the image has its own,
+# at least as new as Debian 12's)
+for b in "$out"/bin/*; do ldd "$b" | awk '/=> \//{print $3}'; done | sort -u |
+  grep -vE '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so' |
+  while read -r lib; do cp -L "$lib" "$out/lib/"; done
+strip --strip-unneeded "$out"/lib/*
+cp -r "$shared/golden/README.md" "$shared/golden/prompts" "$shared/golden/tokenize_cases.json" \
+  "$out/shared/golden/"
+if [[ $variant != none ]]; then
+  cp "$shared/models/tiny-$variant.gguf" "$out/shared/models/"
+  cp -r "$shared/golden/tiny-$variant"* "$out/shared/golden/"
+fi
+cp scripts/gpu-run.sh "$out/run.sh"
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+du -sh "$out"
+if (( $(du -sm "$out" | cut -f1) > 62 )); then
+  echo "gpu-bundle: $out is over the device tool's 64 MiB with the rest of the tree" >&2
+  exit 2
+fi
