@@ -4,6 +4,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "runtime/gguf.hpp"
@@ -120,6 +122,60 @@ TEST(gguf, tensors_are_views_into_the_mapping) {
   const auto* base = ta->data - f->data_offset() - ta->offset;
   EXPECT_EQ(tb->data, base + f->data_offset() + tb->offset);
   EXPECT_EQ(f->file_size(), std::filesystem::file_size(path));
+  std::filesystem::remove_all(dir);
+}
+
+/// Resident pages of this process (statm's second field).
+long resident_pages() {
+  std::ifstream in("/proc/self/statm");
+  long size = 0, resident = 0;
+  in >> size >> resident;
+  return resident;
+}
+
+TEST(gguf, released_pages_leave_the_process_and_read_back_the_same) {
+  // what a GPU stage does after uploading a tensor: the file's pages stop counting
+  // against this process, and a later reader (a CPU stage) still sees the data
+  const auto dir = test::temp_dir("gguf-release");
+  const auto path = (dir / "big.gguf").string();
+  constexpr int64_t n = 8 << 20;  // 32 MiB of f32
+  gguf_writer w;
+  w.set("general.architecture", "test");
+  w.add_tensor("t", ggml_type::f32, {n}, [](std::span<std::byte> out) {
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i] = static_cast<std::byte>((i * 7) & 0xff);
+    }
+  });
+  ASSERT_TRUE(w.write(path));
+  auto f = gguf_file::open(path);
+  ASSERT_TRUE(f) << f.err().message;
+  const tensor_info* t = f->find_tensor("t");
+  ASSERT_TRUE(t);
+  auto sum = [&] {
+    uint64_t s = 0;
+    for (uint64_t i = 0; i < t->n_bytes; i += 512) {
+      s += static_cast<uint64_t>(t->data[i]);
+    }
+    return s;
+  };
+  const long before = resident_pages();
+  const uint64_t first = sum();
+  const long touched = resident_pages();
+  const long page_kib = sysconf(_SC_PAGESIZE) / 1024;
+  EXPECT_GT((touched - before) * page_kib, 24 * 1024) << "reading 32 MiB made them resident";
+  f->release_pages(t->data, t->n_bytes);
+  const long released = resident_pages();
+  EXPECT_LT((released - before) * page_kib, 4 * 1024) << "released pages still count";
+  EXPECT_EQ(sum(), first);  // re-read from the file on demand
+  // a caller's buffer is never released (it may be the only copy)
+  const std::string bytes = test::slurp(path);
+  std::vector<std::byte> copy(bytes.size());
+  std::memcpy(copy.data(), bytes.data(), bytes.size());
+  auto g = gguf_file::parse(copy.data(), copy.size(), "buffer");
+  ASSERT_TRUE(g) << g.err().message;
+  const tensor_info* gt = g->find_tensor("t");
+  g->release_pages(gt->data, gt->n_bytes);  // anonymous memory: DONTNEED would zero it
+  EXPECT_EQ(std::memcmp(gt->data, t->data, t->n_bytes), 0);
   std::filesystem::remove_all(dir);
 }
 
