@@ -74,6 +74,7 @@ struct shard_core {
       head.seq_rows.push_back(static_cast<int32_t>(s.tokens.size()));
       head.n_tokens += static_cast<int32_t>(s.tokens.size());
     }
+    io.on_device.reset();  // a first stage embeds; a later one gets its input below
     if (cfg.stage > 0) {
       const activation_header& h = input->header;
       if (h.n_tokens != head.n_tokens || h.n_embd != head.n_embd || h.seq_ids != head.seq_ids ||
@@ -89,22 +90,25 @@ struct shard_core {
                                std::to_string(head.seq_ids.size());
         return bad;
       }
-      hidden = std::move(input->hidden);
+      io.host = std::move(input->hidden);
+      io.on_device = std::move(input->on_device);
+      io.device = input->device;
     }
     std::optional<step_result> res;
-    if (auto ok = compute->forward(b, hidden, logits); !ok) {
+    if (auto ok = compute->forward(b, io, logits); !ok) {
       // a device fault fails this step's sequences; the router reports it to each
       record({d.step_id, cfg.stage, t0, now_us()});
       step_result bad;
       bad.step_id = d.step_id;
       bad.error = "stage " + std::to_string(cfg.stage) + " (" + compute->describe() +
                   "): step " + std::to_string(d.step_id) + ": " + ok.err().message;
-      hidden = {};
+      io = {};
       return bad;
     }
     if (cfg.stage + 1 < cfg.n_stages) {
-      cfg.data->send(activations{std::move(head), std::move(hidden)});
-      hidden = {};
+      cfg.data->send(activations{std::move(head), std::move(io.host), std::move(io.on_device),
+                                 io.device});
+      io = {};
     } else {
       res = step_result{};
       res->step_id = d.step_id;
@@ -144,7 +148,7 @@ struct shard_core {
   shard_config cfg;
   std::shared_ptr<stage_compute> compute;
   batch b;
-  std::vector<float> hidden;
+  stage_activations io;
   std::vector<float> logits;
   std::map<uint64_t, sampler> samplers;
   /// Keeps the last 4096 to 8192 steps' timings (a server runs for days).

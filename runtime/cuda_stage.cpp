@@ -36,7 +36,11 @@ cuda_stage::buffer::~buffer() {
 }
 
 cuda_stage::cuda_stage(const stage_compute_options& o, int index)
-    : model_(o.m), first_(o.first_layer), last_(o.last_layer), device_(index) {}
+    : model_(o.m),
+      first_(o.first_layer),
+      last_(o.last_layer),
+      device_(index),
+      keep_output_on_device_(o.keep_output_on_device) {}
 
 cuda_stage::~cuda_stage() {
   // the buffers free on this thread's current device: make it ours
@@ -289,7 +293,66 @@ result<void> cuda_stage::matmul(const matrix& w, const float* x, int64_t n_token
                "matmul");
 }
 
-result<void> cuda_stage::forward(const batch& b, std::vector<float>& hidden,
+result<void> cuda_stage::take_input(stage_activations& io, size_t n_floats) {
+  float* x = x_.as<float>();
+  const size_t bytes = n_floats * sizeof(float);
+  if (!io.on_device) {
+    if (io.host.size() < n_floats) {
+      return make_error("%s: %zu activations for a step of %zu", name_.c_str(), io.host.size(),
+                        n_floats);
+    }
+    return check(cudaMemcpyAsync(x, io.host.data(), bytes, cudaMemcpyHostToDevice, stream_),
+                 "uploading activations");
+  }
+  // the previous stage synchronized its stream before handing them over
+  if (io.device == device_) {
+    return check(cudaMemcpyAsync(x, io.on_device.get(), bytes, cudaMemcpyDeviceToDevice, stream_),
+                 "copying activations on the device");
+  }
+  int can = 0;
+  if (cudaDeviceCanAccessPeer(&can, device_, io.device) == cudaSuccess && can) {
+    const cudaError_t e = cudaDeviceEnablePeerAccess(io.device, 0);
+    if (e == cudaErrorPeerAccessAlreadyEnabled) {
+      cudaGetLastError();  // enabled by an earlier step: not an error
+    } else if (auto ok = check(e, "enabling peer access"); !ok) {
+      return ok;
+    }
+  }
+  return check(cudaMemcpyPeerAsync(x, device_, io.on_device.get(), io.device, bytes, stream_),
+               "copying activations between devices");
+}
+
+result<void> cuda_stage::give_output(stage_activations& io, size_t n_floats) {
+  const size_t bytes = n_floats * sizeof(float);
+  io.on_device.reset();
+  io.device = -1;
+  if (!keep_output_on_device_) {
+    io.host.resize(n_floats);
+    return check(cudaMemcpyAsync(io.host.data(), x_.p, bytes, cudaMemcpyDeviceToHost, stream_),
+                 "downloading activations");
+  }
+  // a buffer of their own (x_ is overwritten by the next step while the next stage may
+  // still be reading), from the stream-ordered pool: no device-wide synchronization
+  void* p = nullptr;
+  if (auto ok = check(cudaMallocAsync(&p, bytes, stream_), "allocating activations"); !ok) {
+    return ok;
+  }
+  const int dev = device_;
+  io.on_device = std::shared_ptr<float>(static_cast<float*>(p), [dev](float* q) {
+    // runs on the consumer's thread once its step is over: nothing uses q any more
+    int prev = 0;
+    cudaGetDevice(&prev);
+    cudaSetDevice(dev);
+    cudaFreeAsync(q, nullptr);
+    cudaSetDevice(prev);
+  });
+  io.device = device_;
+  io.host.clear();
+  return check(cudaMemcpyAsync(p, x_.p, bytes, cudaMemcpyDeviceToDevice, stream_),
+               "keeping activations on the device");
+}
+
+result<void> cuda_stage::forward(const batch& b, stage_activations& io,
                                  std::vector<float>& logits) {
   const model_config& c = model_->config();
   const int64_t n_tokens = b.n_tokens();
@@ -387,15 +450,8 @@ result<void> cuda_stage::forward(const batch& b, std::vector<float>& hidden,
   if (first) {
     run(cuda::get_rows(embd_.type, embd_.data, n_embd, d_token, n_tokens, x, stream_),
         "embedding rows");
-  } else {
-    if (hidden.size() < n * static_cast<size_t>(n_embd)) {
-      return make_error("%s: %zu activations for %lld tokens of %lld", name_.c_str(),
-                        hidden.size(), static_cast<long long>(n_tokens),
-                        static_cast<long long>(n_embd));
-    }
-    run(cudaMemcpyAsync(x, hidden.data(), n * static_cast<size_t>(n_embd) * sizeof(float),
-                        cudaMemcpyHostToDevice, stream_),
-        "uploading activations");
+  } else if (ok) {
+    ok = take_input(io, n * static_cast<size_t>(n_embd));
   }
   auto mm = [&](const matrix& w, const float* in, float* out) {
     if (ok) {
@@ -440,11 +496,8 @@ result<void> cuda_stage::forward(const batch& b, std::vector<float>& hidden,
                           cudaMemcpyDeviceToHost, stream_),
           "downloading logits");
     }
-  } else {
-    hidden.resize(n * static_cast<size_t>(n_embd));
-    run(cudaMemcpyAsync(hidden.data(), x, hidden.size() * sizeof(float), cudaMemcpyDeviceToHost,
-                        stream_),
-        "downloading activations");
+  } else if (ok) {
+    ok = give_output(io, n * static_cast<size_t>(n_embd));
   }
   // kernels fail asynchronously: the step is done (or failed) only here
   const cudaError_t done = cudaStreamSynchronize(stream_);

@@ -1,8 +1,10 @@
 // A pipeline stage on a CUDA device: its layers' weights uploaded once to device memory
 // (the file's pages released afterwards, so no host copy stays resident), its KV cache
 // paged in device memory, and every step run by kernels/cuda on one stream. Activations
-// enter and leave through host memory (the transport's format); everything in between
-// stays on the device. Built only with CUDA (BATON_HAVE_CUDA).
+// enter and leave through host memory (the transport's format), or stay in device memory
+// when the neighbouring stage is a GPU stage of the same process (copied device to
+// device, peer to peer between GPUs); everything in between stays on the device. Built
+// only with CUDA (BATON_HAVE_CUDA).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,7 +31,8 @@ class cuda_stage final : public stage_compute {
   cuda_stage(const cuda_stage&) = delete;
   cuda_stage& operator=(const cuda_stage&) = delete;
 
-  result<void> forward(const batch& b, std::vector<float>& hidden,
+  using stage_compute::forward;
+  result<void> forward(const batch& b, stage_activations& io,
                        std::vector<float>& logits) override;
   std::string describe() const override { return name_; }
 
@@ -69,12 +72,17 @@ class cuda_stage final : public stage_compute {
   /// y[n_tokens, w.n_out] = x[n_tokens, w.n_in] · Wᵀ
   result<void> matmul(const matrix& w, const float* x, int64_t n_tokens, float* y);
   result<void> check(cudaError_t e, const char* what) const;
+  /// x = the step's input activations, from the host or from a device.
+  result<void> take_input(stage_activations& io, size_t n_floats);
+  /// io = x: back to the host, or into a fresh device buffer for the next GPU stage.
+  result<void> give_output(stage_activations& io, size_t n_floats);
 
   // -- member variables -------------------------------------------------------
   std::shared_ptr<const model> model_;
   int64_t first_;
   int64_t last_;
   int device_;
+  bool keep_output_on_device_ = false;
   std::string name_;
   cudaStream_t stream_ = nullptr;
   buffer weights_;                        // one arena for every uploaded tensor

@@ -22,9 +22,13 @@ class cpu_stage final : public stage_compute {
             o.m->config().n_embd_head_k, o.kv_type),
         exec_(o.m, o.first_layer, o.last_layer, kv_, pool_, o.kernels) {}
 
-  result<void> forward(const batch& b, std::vector<float>& hidden,
+  result<void> forward(const batch& b, stage_activations& io,
                        std::vector<float>& logits) override {
-    exec_.forward(b, hidden, logits);
+    if (io.on_device) {
+      // only a GPU stage that knows its successor is a GPU stage leaves them there
+      return make_error("cpu stage: activations arrived in the memory of cuda:%d", io.device);
+    }
+    exec_.forward(b, io.host, logits);
     return {};
   }
 

@@ -27,15 +27,35 @@ struct stage_compute_options {
   ggml_type kv_type = ggml_type::f16;
   int32_t n_threads = 1;             ///< cpu
   cpu::isa kernels = cpu::isa::scalar;  ///< cpu
+  /// cuda: the next stage is a GPU stage of this process, so the output activations stay
+  /// in device memory (stage_activations::on_device) instead of coming back to the host.
+  bool keep_output_on_device = false;
+};
+
+/// A step's activations [n_tokens, n_embd]: in host memory, or on a CUDA device where
+/// the previous stage (a GPU stage of this process) left them.
+struct stage_activations {
+  std::vector<float> host;
+  std::shared_ptr<float> on_device;
+  int32_t device = -1;
 };
 
 class stage_compute {
  public:
   virtual ~stage_compute() = default;
 
-  /// As stage_executor::forward; an error (a device fault) fails this step only.
-  virtual result<void> forward(const batch& b, std::vector<float>& hidden,
+  /// As stage_executor::forward, on `io` (input, then output); an error (a device fault)
+  /// fails this step only.
+  virtual result<void> forward(const batch& b, stage_activations& io,
                                std::vector<float>& logits) = 0;
+  /// The same with activations in host memory.
+  result<void> forward(const batch& b, std::vector<float>& hidden, std::vector<float>& logits) {
+    stage_activations io;
+    io.host = std::move(hidden);
+    auto ok = forward(b, io, logits);
+    hidden = std::move(io.host);
+    return ok;
+  }
   /// "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
   virtual std::string describe() const = 0;
 };

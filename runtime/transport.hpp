@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <utility>
@@ -38,6 +39,10 @@ struct activation_header {
 struct activations {
   activation_header header;
   std::vector<float> hidden;         // [n_tokens, n_embd]
+  /// Between GPU stages of one process: the same floats left on CUDA device `device`
+  /// (hidden is then empty). Handed over in memory only; never serialized.
+  std::shared_ptr<float> on_device;
+  int32_t device = -1;
 };
 
 /// Arrived transfers keyed by (step, stage), with a listener per stage; thread-safe.
