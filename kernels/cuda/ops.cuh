@@ -35,6 +35,8 @@ cudaError_t quantize_activations(ggml_type weight, const float* x, void* xq, int
 
 /// y[t × ldy + r] = dot(W row r, xq row t) for r < n_out, t < n_tokens. W: n_out rows of
 /// n_in elements, row_bytes(weight, n_in) apart; xq from quantize_activations.
+/// Quantized weight rows may start at any address; f32/f16/bf16 weights and xq must be
+/// aligned to their element (or activation block), else cudaErrorInvalidValue.
 cudaError_t matmul(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
                    int64_t n_out, int64_t n_tokens, int64_t ldy, cudaStream_t stream);
 
