@@ -56,8 +56,10 @@ double rel_l2(std::span<const float> a, std::span<const float> ref) {
 
 /// A stage over all of `m`'s layers (or [first, last)) on `device`.
 std::unique_ptr<stage_compute> make(std::shared_ptr<const model> m, const std::string& device,
-                                    ggml_type kv, int64_t first = 0, int64_t last = -1) {
+                                    ggml_type kv, int64_t first = 0, int64_t last = -1,
+                                    bool keep_on_device = false) {
   stage_compute_options o;
+  o.keep_output_on_device = keep_on_device;
   o.m = std::move(m);
   o.first_layer = first;
   o.last_layer = last < 0 ? o.m->config().n_layer : last;
@@ -260,6 +262,45 @@ TEST(cuda_stage, a_cpu_stage_feeds_a_cuda_stage_through_host_memory) {
   }
 }
 
+TEST(cuda_stage, two_gpu_stages_of_one_process_hand_over_on_the_device) {
+  REQUIRE_GPU();
+  BATON_REQUIRE_SHARED(shared);
+  auto m = model::open((shared / "models/tiny-q4_0.gguf").string());
+  ASSERT_TRUE(m);
+  const std::vector<int32_t> ids = {128000, 791, 6864, 315, 9822, 374, 12366, 13};
+  auto whole = make(*m, "cuda:0", ggml_type::f16);
+  ASSERT_TRUE(whole);
+  const auto want = prefill(*whole, ids);
+  auto a = make(*m, "cuda:0", ggml_type::f16, 0, 1, true);
+  auto b = make(*m, "cuda:0", ggml_type::f16, 1, 4);
+  ASSERT_TRUE(a && b);
+  sequences seqs(1);
+  batch bt;
+  bt.block_tables.push_back(&seqs.tables[0]);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    bt.add(0, ids[i], static_cast<int32_t>(i), i + 1 == ids.size());
+  }
+  stage_activations io;
+  std::vector<float> logits;
+  auto ok = a->forward(bt, io, logits);
+  ASSERT_TRUE(ok) << ok.err().message;
+  EXPECT_TRUE(io.host.empty());
+  ASSERT_TRUE(io.on_device) << "the output stayed on the host";
+  EXPECT_EQ(io.device, 0);
+  ok = b->forward(bt, io, logits);
+  ASSERT_TRUE(ok) << ok.err().message;
+  // the same kernels on the same rows: the split changes nothing
+  ASSERT_EQ(logits.size(), want.size());
+  EXPECT_EQ(0, std::memcmp(logits.data(), want.data(), want.size() * sizeof(float)));
+  // a CPU stage refuses device activations with a message instead of reading them
+  auto cpu_b = make(*m, "cpu", ggml_type::f16, 1, 4);
+  stage_activations again;
+  ASSERT_TRUE(a->forward(bt, again, logits));
+  auto refused = cpu_b->forward(bt, again, logits);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.err().message.find("cuda:0"), std::string::npos) << refused.err().message;
+}
+
 TEST(cuda_stage, the_command_line_runs_on_the_gpu_and_beside_the_cpu) {
   REQUIRE_GPU();
   const auto dir = test::temp_dir("cuda-cli");
@@ -273,6 +314,11 @@ TEST(cuda_stage, the_command_line_runs_on_the_gpu_and_beside_the_cpu) {
                                " -n 8 --temp 0 -p 'The capital of'");
   ASSERT_EQ(mixed.status, 0) << mixed.err;
   EXPECT_FALSE(mixed.out.empty());
+  // two stages on the one GPU, handing over in device memory: the one-stage tokens
+  auto split = test::run_shell(baton + " run -q --device cuda:0 --stages 2 -n 8 --temp 0 "
+                               "-p 'The capital of'");
+  ASSERT_EQ(split.status, 0) << split.err;
+  EXPECT_EQ(split.out, direct.out);
 }
 
 // -- without a GPU: errors, never a crash ----------------------------------------------
