@@ -28,6 +28,18 @@ void engine_flags::add_to(CLI::App& cmd) {
   cmd.add_flag("-q,--quiet", quiet, "Do not log the budget");
 }
 
+result<std::optional<uint64_t>> engine_flags::kv_cache_bytes() const {
+  if (kv_cache_memory.empty()) {
+    return std::optional<uint64_t>();
+  }
+  auto b = parse_bytes(kv_cache_memory);
+  if (!b) {
+    return make_error("--kv-cache-memory '%s': %s", kv_cache_memory.c_str(),
+                      b.err().message.c_str());
+  }
+  return std::optional<uint64_t>(*b);
+}
+
 void engine_flags::add_topology_to(CLI::App& cmd) {
   cmd.add_option("--topology", topology,
                  "Topology file (TOML): stages, ranks, devices, layers, budgets; see baton plan");
@@ -109,14 +121,9 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
   o.n_seq_max = n_seq_max;
 
   // KV from the memory budget, as vLLM sizes it: weights + buffers + KV within the share
-  std::optional<uint64_t> kv_explicit;
-  if (!f.kv_cache_memory.empty()) {
-    auto b = parse_bytes(f.kv_cache_memory);
-    if (!b) {
-      return make_error("--kv-cache-memory '%s': %s", f.kv_cache_memory.c_str(),
-                        b.err().message.c_str());
-    }
-    kv_explicit = *b;
+  auto kv_explicit = f.kv_cache_bytes();
+  if (!kv_explicit) {
+    return kv_explicit.err();
   }
   const uint64_t per_token = c.kv_bytes_per_token(o.kv_type);
   const uint64_t per_block = per_token * static_cast<uint64_t>(o.block_size);
@@ -135,7 +142,7 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
     return out;
   }
   auto kv = kv_budget_bytes(budget.memory_bytes, f.memory_utilization, out.m->weight_bytes(),
-                            buffers, kv_explicit, per_token * static_cast<uint64_t>(o.n_ctx));
+                            buffers, *kv_explicit, per_token * static_cast<uint64_t>(o.n_ctx));
   if (!kv) {
     return make_error("%s (%s; raise --memory-utilization or lower --ctx-size)",
                       kv.err().message.c_str(), describe(budget).c_str());

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "runtime/engine.hpp"
@@ -27,6 +28,8 @@ struct engine_flags {
   std::string device = "cpu";       ///< without --topology: cpu, cuda:N, or cuda (per rank)
 
   void add_to(CLI::App& cmd);
+  /// --kv-cache-memory in bytes (nothing when not given); the error names the flag.
+  result<std::optional<uint64_t>> kv_cache_bytes() const;
   /// --topology, for the commands that run the actor pipeline.
   void add_topology_to(CLI::App& cmd);
 };

@@ -11,7 +11,6 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-#include "runtime/budget.hpp"
 #include "runtime/stage_compute.hpp"
 #include "topology/layer_range.hpp"
 
@@ -105,15 +104,11 @@ result<topology> device_topology(const mpi_session& mpi, const engine_flags& f,
   t.pipeline.block_size = so.block_size;
   t.pipeline.max_model_len = so.n_ctx;
   t.pipeline.kv_type = so.kv_type;
-  std::optional<uint64_t> kv_bytes;
-  if (!f.kv_cache_memory.empty()) {
-    auto b = parse_bytes(f.kv_cache_memory);
-    if (!b) {
-      return make_error("--kv-cache-memory '%s': %s", f.kv_cache_memory.c_str(),
-                        b.err().message.c_str());
-    }
-    kv_bytes = *b;
+  auto kv_flag = f.kv_cache_bytes();
+  if (!kv_flag) {
+    return kv_flag.err();
   }
+  const std::optional<uint64_t> kv_bytes = *kv_flag;
   std::map<int32_t, int32_t> stages_of_rank;
   for (int32_t s = 0; s < n; ++s) {
     stage_spec& st = t.stages[static_cast<size_t>(s)];

@@ -20,6 +20,7 @@
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/ops.hpp"
 #include "kernels/cuda/dequantize.cuh"
+#include "tests/gpu_util.hpp"
 #include "kernels/cuda/ops.cuh"
 
 namespace baton {
@@ -27,13 +28,6 @@ namespace {
 
 #define CUDA_OK(x) ASSERT_EQ((x), cudaSuccess) << cudaGetErrorString(x)
 
-#define NEED_DEVICE()                        \
-  do {                                       \
-    std::string why_;                        \
-    if (!cuda::device_available(&why_)) {    \
-      GTEST_SKIP() << why_;                  \
-    }                                        \
-  } while (0)
 
 using cpu::isa;
 
@@ -263,7 +257,7 @@ TEST(cuda_ops, bad_shapes_are_errors_and_empty_work_launches_nothing) {
 // -- decoding and conversion: bit for bit ---------------------------------------------
 
 TEST(cuda_dequantize, matches_cpu_reference_bit_for_bit) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   std::mt19937 rng(11);
   for (auto type : {ggml_type::f16, ggml_type::bf16, ggml_type::q8_0, ggml_type::q4_0,
                     ggml_type::q4_k, ggml_type::q6_k}) {
@@ -297,7 +291,7 @@ TEST(cuda_dequantize, matches_cpu_reference_bit_for_bit) {
 }
 
 TEST(cuda_ops, quantize_activations_writes_the_cpu_bytes) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   std::mt19937 rng(21);
   for (ggml_type type : k_all_types) {
     const int64_t n_in = 768, n_tokens = 5;
@@ -313,7 +307,7 @@ TEST(cuda_ops, quantize_activations_writes_the_cpu_bytes) {
 }
 
 TEST(cuda_ops, block_dot_ints_are_the_cpu_ints) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   std::mt19937 rng(22);
   for (ggml_type type : k_quant_types) {
     const int64_t n_in = 2048;
@@ -331,7 +325,7 @@ TEST(cuda_ops, block_dot_ints_are_the_cpu_ints) {
 }
 
 TEST(cuda_ops, get_rows_decodes_as_the_cpu) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   std::mt19937 rng(23);
   for (ggml_type type : k_all_types) {
     const int64_t n = 512, n_rows = 9;
@@ -386,7 +380,7 @@ std::vector<float> gpu_matmul(ggml_type type, const matmul_case& c, int64_t ldy,
 }
 
 TEST(cuda_ops, matmul_matches_cpu_within_rounding) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   std::mt19937 rng(24);
   for (ggml_type type : k_all_types) {
     const auto c = make_case(rng, type, 2304, 37, 11);  // 72 q8_0 blocks, 9 q4_K blocks
@@ -423,7 +417,7 @@ TEST(cuda_ops, matmul_matches_cpu_within_rounding) {
 }
 
 TEST(cuda_ops, matmul_element_does_not_depend_on_the_batch) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   std::mt19937 rng(25);
   for (ggml_type type : k_all_types) {
     const int64_t n_in = 1024, n_out = 29, n_tokens = 37, ldy = 41;
@@ -466,7 +460,7 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
 }
 
 TEST(cuda_ops, norm_rope_silu_add_softmax_match_cpu) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   std::mt19937 rng(26);
   const int64_t n = 4096 + 7, n_rows = 3;
   const auto x = random_floats(rng, n * n_rows);
@@ -515,7 +509,7 @@ TEST(cuda_ops, norm_rope_silu_add_softmax_match_cpu) {
 }
 
 TEST(cuda_ops, rope_rotates_as_the_cpu) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   std::mt19937 rng(27);
   const int64_t n_tokens = 5, n_heads = 6, head_dim = 128, n_rot = 96;
   const int64_t stride = n_heads * head_dim + 64;  // rows with something else after the heads
@@ -732,13 +726,13 @@ void run_attention_case(ggml_type type, int64_t head_dim, uint32_t seed) {
 }
 
 TEST(cuda_ops, attention_matches_cpu_and_is_batch_invariant_f16) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   run_attention_case(ggml_type::f16, 128, 31);
   run_attention_case(ggml_type::f16, 80, 32);  // a head_dim that leaves lanes idle
 }
 
 TEST(cuda_ops, attention_matches_cpu_and_is_batch_invariant_f32) {
-  NEED_DEVICE();
+  BATON_REQUIRE_GPU();
   run_attention_case(ggml_type::f32, 128, 33);
   run_attention_case(ggml_type::f32, 256, 34);
 }

@@ -11,13 +11,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "runtime/quantize.hpp"
 #include "runtime/sampler.hpp"
 #include "runtime/stage_compute.hpp"
 #include "runtime/tokenizer.hpp"
 #include "runtime/vocab.hpp"
-#include "tests/test_util.hpp"
+#include "tests/golden_util.hpp"
 
+#include "tests/gpu_util.hpp"
 #if defined(BATON_HAVE_CUDA)
 #include "kernels/cuda/dequantize.cuh"
 #endif
@@ -25,34 +25,8 @@
 namespace baton {
 namespace {
 
-/// Skips the test (with the reason) unless a CUDA device can be used.
-#if defined(BATON_HAVE_CUDA)
-#define REQUIRE_GPU()                                  \
-  do {                                                 \
-    std::string why_;                                  \
-    if (!cuda::device_available(&why_)) {              \
-      GTEST_SKIP() << why_;                            \
-    }                                                  \
-  } while (0)
-#else
-#define REQUIRE_GPU() GTEST_SKIP() << "this build has no CUDA (nvcc not found)"
-#endif
-
-std::vector<float> read_floats(const std::filesystem::path& p) {
-  const std::string b = test::slurp(p);
-  std::vector<float> v(b.size() / sizeof(float));
-  std::memcpy(v.data(), b.data(), v.size() * sizeof(float));
-  return v;
-}
-
-double rel_l2(std::span<const float> a, std::span<const float> ref) {
-  double e = 0, n = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    e += (static_cast<double>(a[i]) - ref[i]) * (static_cast<double>(a[i]) - ref[i]);
-    n += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(e / n);
-}
+using test::read_logits;
+using test::rel_l2;
 
 /// A stage over all of `m`'s layers (or [first, last)) on `device`.
 std::unique_ptr<stage_compute> make(std::shared_ptr<const model> m, const std::string& device,
@@ -103,39 +77,12 @@ std::vector<float> prefill(stage_compute& s, const std::vector<int32_t>& ids) {
   return logits;
 }
 
-struct variant {
-  const char* name;
-  double bound_kv_f32;
-  double bound_kv_f16;
-};
-
-// the CPU's bounds (golden_logits_test.cpp)
-constexpr variant variants[] = {
-    {"q8_0-deq-f32", 1e-5, 5e-2}, {"q8_0-deq-f16", 2e-3, 5e-2}, {"q8_0", 5e-2, 5e-2},
-    {"q4_0", 5e-2, 5e-2},         {"q4_k_m", 5e-2, 5e-2},
-};
-
-std::string model_path(const std::filesystem::path& shared, const std::string& name) {
-  if (name.rfind("q8_0-deq-", 0) != 0) {
-    return (shared / "models" / ("tiny-" + name + ".gguf")).string();
-  }
-  static const auto dir = test::temp_dir("cuda-golden-models");
-  const auto out = (dir / ("tiny-" + name + ".gguf")).string();
-  if (!std::filesystem::exists(out)) {
-    quantize_options o;
-    o.target = *parse_quant_target(name.substr(9));
-    auto r = quantize_model((shared / "models/tiny-q8_0.gguf").string(), out, o);
-    EXPECT_TRUE(r) << r.err().message;
-  }
-  return out;
-}
-
 TEST(cuda_stage, next_token_logits_match_llama_cpp_within_the_cpu_bounds) {
-  REQUIRE_GPU();
+  BATON_REQUIRE_GPU();
   BATON_REQUIRE_SHARED(shared);
   int n_checked = 0;
-  for (const variant& v : variants) {
-    const std::string source = std::string(v.name).rfind("q8_0-deq-", 0) == 0 ? "q8_0" : v.name;
+  for (const auto& v : test::golden_variants) {  // and the CPU's bounds
+    const std::string source = test::golden_source(v.name);
     if (!std::filesystem::exists(shared / "models" / ("tiny-" + source + ".gguf"))) {
       // the GPU machine gets one model at a time (scripts/gpu-bundle.sh)
       ASSERT_FALSE(test::in_ci()) << "tiny-" << source << ".gguf is missing";
@@ -143,7 +90,7 @@ TEST(cuda_stage, next_token_logits_match_llama_cpp_within_the_cpu_bounds) {
       continue;
     }
     ++n_checked;
-    const auto path = model_path(shared, v.name);
+    const auto path = test::golden_model_path(shared, v.name);
     auto m = model::open(path);
     ASSERT_TRUE(m) << m.err().message;
     auto tok = tokenizer::create(*load_vocab((*m)->file()));
@@ -154,7 +101,7 @@ TEST(cuda_stage, next_token_logits_match_llama_cpp_within_the_cpu_bounds) {
       for (const char* prompt : {"capital", "once", "chat"}) {
         const auto ids = tok->encode(test::slurp(shared / "golden/prompts" / (std::string(prompt) + ".txt")));
         const auto got = prefill(*s, ids);
-        const auto want = read_floats(shared / "golden" / (std::string("tiny-") + v.name) /
+        const auto want = read_logits(shared / "golden" / (std::string("tiny-") + v.name) /
                                       (std::string(prompt) + ".kv_" +
                                        (kv == ggml_type::f32 ? "f32" : "f16") + ".logits.bin"));
         ASSERT_EQ(got.size(), want.size());
@@ -170,7 +117,7 @@ TEST(cuda_stage, next_token_logits_match_llama_cpp_within_the_cpu_bounds) {
 }
 
 TEST(cuda_stage, a_sequence_s_logits_do_not_depend_on_its_batch) {
-  REQUIRE_GPU();
+  BATON_REQUIRE_GPU();
   BATON_REQUIRE_SHARED(shared);
   auto m = model::open((shared / "models/tiny-q4_k_m.gguf").string());
   ASSERT_TRUE(m);
@@ -233,7 +180,7 @@ TEST(cuda_stage, a_sequence_s_logits_do_not_depend_on_its_batch) {
 }
 
 TEST(cuda_stage, a_cpu_stage_feeds_a_cuda_stage_through_host_memory) {
-  REQUIRE_GPU();
+  BATON_REQUIRE_GPU();
   BATON_REQUIRE_SHARED(shared);
   auto m = model::open((shared / "models/tiny-q8_0.gguf").string());
   ASSERT_TRUE(m);
@@ -263,7 +210,7 @@ TEST(cuda_stage, a_cpu_stage_feeds_a_cuda_stage_through_host_memory) {
 }
 
 TEST(cuda_stage, two_gpu_stages_of_one_process_hand_over_on_the_device) {
-  REQUIRE_GPU();
+  BATON_REQUIRE_GPU();
   BATON_REQUIRE_SHARED(shared);
   auto m = model::open((shared / "models/tiny-q4_0.gguf").string());
   ASSERT_TRUE(m);
@@ -302,7 +249,7 @@ TEST(cuda_stage, two_gpu_stages_of_one_process_hand_over_on_the_device) {
 }
 
 TEST(cuda_stage, the_command_line_runs_on_the_gpu_and_beside_the_cpu) {
-  REQUIRE_GPU();
+  BATON_REQUIRE_GPU();
   const auto dir = test::temp_dir("cuda-cli");
   const std::string baton = BATON_BINARY;
   auto direct = test::run_shell(baton + " run -q --device cuda:0 -n 8 --temp 0 -p 'The capital of'");

@@ -16,61 +16,16 @@
 #include "runtime/sampler.hpp"
 #include "runtime/tokenizer.hpp"
 #include "runtime/vocab.hpp"
-#include "tests/test_util.hpp"
+#include "tests/golden_util.hpp"
 
 namespace baton {
 namespace {
 
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::vector<float> read_logits(const std::filesystem::path& p) {
-  const std::string b = slurp(p);
-  std::vector<float> v(b.size() / sizeof(float));
-  std::memcpy(v.data(), b.data(), v.size() * sizeof(float));
-  return v;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
-  double e = 0, n = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    e += (static_cast<double>(a[i]) - ref[i]) * (static_cast<double>(a[i]) - ref[i]);
-    n += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(e / n);
-}
-
-struct variant {
-  const char* name;       ///< golden folder: tiny-<name>
-  double bound_kv_f32;    ///< relative L2 bound on logits with f32 KV
-  double bound_kv_f16;    ///< with f16 KV
-};
-
-constexpr variant variants[] = {
-    {"q8_0-deq-f32", 1e-5, 5e-2}, {"q8_0-deq-f16", 2e-3, 5e-2}, {"q8_0", 5e-2, 5e-2},
-    {"q4_0", 5e-2, 5e-2},         {"q4_k_m", 5e-2, 5e-2},
-};
-
-/// The model file for a variant: shared, or converted from tiny-q8_0 once per run.
-std::string model_path(const std::filesystem::path& shared, const std::string& name) {
-  if (name.rfind("q8_0-deq-", 0) != 0) {
-    return (shared / "models" / ("tiny-" + name + ".gguf")).string();
-  }
-  static const auto dir = test::temp_dir("golden-models");
-  const std::string type = name.substr(9);  // f32 / f16
-  const auto out = (dir / ("tiny-" + name + ".gguf")).string();
-  if (!std::filesystem::exists(out)) {
-    quantize_options o;
-    o.target = *parse_quant_target(type);
-    auto r = quantize_model((shared / "models/tiny-q8_0.gguf").string(), out, o);
-    EXPECT_TRUE(r) << r.err().message;
-  }
-  return out;
-}
+using test::golden_model_path;
+using test::read_logits;
+using test::rel_l2;
+using test::slurp;
+using variant = test::golden_variant;
 
 std::unique_ptr<engine> make_engine(const std::string& path, ggml_type kv) {
   auto m = model::open(path);
@@ -89,7 +44,7 @@ class golden : public ::testing::TestWithParam<variant> {};
 TEST_P(golden, next_token_logits_match_llama_cpp) {
   BATON_REQUIRE_SHARED(shared);
   const variant v = GetParam();
-  const auto path = model_path(shared, v.name);
+  const auto path = golden_model_path(shared, v.name);
   auto f = gguf_file::open(path);
   ASSERT_TRUE(f);
   auto tok = tokenizer::create(*load_vocab(*f));
@@ -125,7 +80,7 @@ TEST_P(golden, next_token_logits_match_llama_cpp) {
 TEST_P(golden, greedy_and_teacher_forced_steps_match_llama_cpp) {
   BATON_REQUIRE_SHARED(shared);
   const variant v = GetParam();
-  const auto path = model_path(shared, v.name);
+  const auto path = golden_model_path(shared, v.name);
   for (const char* kv_name : {"f32", "f16"}) {
     const auto kv = std::string(kv_name) == "f32" ? ggml_type::f32 : ggml_type::f16;
     const double bound = kv == ggml_type::f32 ? v.bound_kv_f32 : v.bound_kv_f16;
@@ -200,7 +155,7 @@ TEST_P(golden, greedy_and_teacher_forced_steps_match_llama_cpp) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(tiny, golden, ::testing::ValuesIn(variants), [](const auto& p) {
+INSTANTIATE_TEST_SUITE_P(tiny, golden, ::testing::ValuesIn(test::golden_variants), [](const auto& p) {
   std::string n = p.param.name;
   for (auto& c : n) {
     if (!std::isalnum(static_cast<unsigned char>(c))) {
