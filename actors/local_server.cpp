@@ -166,10 +166,12 @@ result<void> local_server::start() {
     co.kv_type = opts_.kv_type;
     co.n_threads = st.n_threads > 0 ? st.n_threads : std::max(1, opts_.n_threads / n_local);
     co.kernels = opts_.kernels;
+    co.max_tokens = opts_.max_num_batched_tokens;
+    co.max_logits = opts_.max_num_seqs;
     if (s + 1 < n_stages) {
       const stage_setup& next = opts_.stages[static_cast<size_t>(s + 1)];
-      co.keep_output_on_device = next.rank == link_.rank && cuda_device_index(st.device) &&
-                                 cuda_device_index(next.device);
+      co.keep_output_on_device = (next.rank == link_.rank || link_.device_link) &&
+                                 cuda_device_index(st.device) && cuda_device_index(next.device);
     }
     auto compute = make_stage_compute(co);
     if (!compute) {

@@ -45,6 +45,10 @@ struct cluster_link {
   /// Gathers one string from every rank, in rank order (MPI_Allgather); only with world > 1.
   std::function<std::vector<std::string>(const std::string&)> allgather;
   std::shared_ptr<transport> data;     ///< the activations' transport; null: in memory
+  /// The transport moves activations device to device between GPU stages of different
+  /// ranks (NCCL): a GPU stage whose successor is a GPU stage elsewhere keeps its output
+  /// on the device.
+  bool device_link = false;
   /// Called on the head when a stage's rank is found dead (its transfers are abandoned).
   std::function<void(int32_t rank)> on_rank_down;
 };

@@ -47,6 +47,10 @@ void engine_flags::add_topology_to(CLI::App& cmd) {
                  "Where the stages run without --topology: cpu, cuda:N, or cuda (each rank "
                  "its own GPU: cuda:<rank's index on its host>)")
       ->capture_default_str();
+  cmd.add_flag("--nccl", nccl,
+               "GPU stages on different ranks pass activations device to device over NCCL "
+               "(experimental: not yet run on a multi-GPU host); without it they go through "
+               "host memory over MPI");
 }
 
 

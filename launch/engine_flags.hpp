@@ -26,6 +26,7 @@ struct engine_flags {
   bool quiet = false;               ///< no budget line on stderr
   std::string topology;             ///< a topology file (commands that run a pipeline)
   std::string device = "cpu";       ///< without --topology: cpu, cuda:N, or cuda (per rank)
+  bool nccl = false;                ///< GPU stages of different ranks exchange over NCCL
 
   void add_to(CLI::App& cmd);
   /// --kv-cache-memory in bytes (nothing when not given); the error names the flag.

@@ -12,6 +12,9 @@
 #include <mutex>
 #include <thread>
 #include "runtime/stage_compute.hpp"
+#if defined(BATON_HAVE_NCCL)
+#include "runtime/nccl_channel.hpp"
+#endif
 #include "topology/layer_range.hpp"
 
 namespace baton::cli {
@@ -138,6 +141,104 @@ result<topology> device_topology(const mpi_session& mpi, const engine_flags& f,
   return t;
 }
 
+#if defined(BATON_HAVE_NCCL)
+std::string to_hex(const char* p, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    const auto b = static_cast<unsigned char>(p[i]);
+    out += digits[b >> 4];
+    out += digits[b & 15];
+  }
+  return out;
+}
+
+bool from_hex(const std::string& text, char* out, size_t n) {
+  if (text.size() != 2 * n) {
+    return false;
+  }
+  auto nibble = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const int hi = nibble(text[2 * i]);
+    const int lo = nibble(text[2 * i + 1]);
+    if (hi < 0 || lo < 0) {
+      return false;
+    }
+    out[i] = static_cast<char>(hi << 4 | lo);
+  }
+  return true;
+}
+#endif
+
+/// --nccl: the NCCL link between the ranks that run GPU stages, or nothing where no GPU
+/// stage hands over to a GPU stage of another rank. Every rank calls it (collective).
+/// NCCL takes one GPU per rank, and a pair's transfers must not wait on each other in a
+/// cycle: the ranks must run the pipeline in order (stage ranks never decrease), so each
+/// rank only receives from earlier ranks and sends to later ones.
+result<std::shared_ptr<device_link>> device_link_for(mpi_session& mpi,
+                                                     const std::vector<stage_setup>& stages) {
+  std::map<int32_t, int> gpu_of_rank;  // rank -> its CUDA device
+  bool crosses = false;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const auto dev = cuda_device_index(stages[s].device);
+    if (!dev) {
+      continue;
+    }
+    auto [it, fresh] = gpu_of_rank.emplace(stages[s].rank, *dev);
+    if (!fresh && it->second != *dev) {
+      return make_error("--nccl: rank %d runs stages on cuda:%d and cuda:%d; NCCL takes one GPU "
+                        "per rank",
+                        stages[s].rank, it->second, *dev);
+    }
+    if (s > 0 && stages[s].rank < stages[s - 1].rank) {
+      return make_error("--nccl: stage %zu runs on rank %d after stage %zu on rank %d; the NCCL "
+                        "path needs the ranks in pipeline order",
+                        s, stages[s].rank, s - 1, stages[s - 1].rank);
+    }
+    crosses |= s > 0 && stages[s - 1].rank != stages[s].rank &&
+               cuda_device_index(stages[s - 1].device).has_value();
+  }
+  if (!crosses) {
+    return std::shared_ptr<device_link>();  // nothing goes GPU to GPU across ranks
+  }
+#if defined(BATON_HAVE_NCCL)
+  std::vector<int32_t> members;
+  for (const auto& [rank, dev] : gpu_of_rank) {
+    members.push_back(rank);
+  }
+  // the first member makes the id; everyone learns it (or the error) from the allgather
+  std::string mine;
+  if (mpi.rank() == members.front()) {
+    auto id = nccl_channel::make_id();
+    mine = id ? "id:" + to_hex(id->data(), id->size()) : "!" + id.err().message;
+  }
+  const std::string said = mpi.allgather(mine)[static_cast<size_t>(members.front())];
+  if (said.empty() || said[0] == '!') {
+    return make_error("--nccl: rank %d: %s", members.front(), said.c_str() + (said.empty() ? 0 : 1));
+  }
+  nccl_channel::unique_id id{};
+  if (!from_hex(said.substr(3), id.data(), id.size())) {
+    return make_error("--nccl: rank %d sent a malformed NCCL id", members.front());
+  }
+  const auto here = gpu_of_rank.find(mpi.rank());
+  if (here == gpu_of_rank.end()) {
+    return std::shared_ptr<device_link>();  // a CPU-only rank takes no part
+  }
+  auto l = nccl_link::create(id, members, mpi.rank(), here->second);
+  if (!l) {
+    return make_error("--nccl: rank %d (cuda:%d): %s", mpi.rank(), here->second,
+                      l.err().message.c_str());
+  }
+  return std::shared_ptr<device_link>(std::move(*l));
+#else
+  (void)mpi;
+  return make_error("--nccl: this build of baton has no NCCL (nccl.h was not found when it was "
+                    "configured)");
+#endif
+}
+
 }  // namespace
 
 result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
@@ -215,7 +316,13 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
     for (const auto& st : so.stages) {
       ranks.push_back(st.rank);
     }
-    job->mpi_data_ = std::make_shared<mpi_transport>(ranks);
+    auto dev = f.nccl ? device_link_for(mpi, so.stages) : result<std::shared_ptr<device_link>>(
+                                                              std::shared_ptr<device_link>());
+    if (auto ok = mpi.agree(dev ? result<void>() : result<void>(dev.err())); !ok) {
+      return ok.err();
+    }
+    link.device_link = *dev != nullptr;
+    job->mpi_data_ = std::make_shared<mpi_transport>(ranks, std::move(*dev));
     link.data = job->mpi_data_;
     link.allgather = [&mpi](const std::string& s) { return mpi.allgather(s); };
     std::weak_ptr<mpi_transport> data = job->mpi_data_;

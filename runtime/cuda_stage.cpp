@@ -71,6 +71,10 @@ result<std::unique_ptr<cuda_stage>> cuda_stage::create(const stage_compute_optio
   }
   const model_config& c = o.m->config();
   BATON_ASSERT(0 <= o.first_layer && o.first_layer < o.last_layer && o.last_layer <= c.n_layer);
+  if (o.kv_type != ggml_type::f16 && o.kv_type != ggml_type::f32) {
+    return make_error("device cuda:%d: KV cache type %s: the CUDA kernels keep f16 or f32", index,
+                      std::string(traits(o.kv_type).name).c_str());
+  }
   if (c.n_embd_head_k > 256 || c.n_embd_head_k != c.n_embd_head_v) {
     return make_error("device cuda:%d: head size %lld: the CUDA attention kernel takes up to 256",
                       index, static_cast<long long>(c.n_embd_head_k));
@@ -84,6 +88,7 @@ result<std::unique_ptr<cuda_stage>> cuda_stage::create(const stage_compute_optio
   if (cudaGetDeviceProperties(&prop, index) == cudaSuccess) {
     s->name_ += std::string(" (") + prop.name + ")";
   }
+  cudaGetLastError();  // the name is only for messages
   if (auto ok = s->check(cudaStreamCreateWithFlags(&s->stream_, cudaStreamNonBlocking),
                          "cudaStreamCreate");
       !ok) {
@@ -108,7 +113,9 @@ result<std::unique_ptr<cuda_stage>> cuda_stage::create(const stage_compute_optio
                       static_cast<long long>(o.last_layer), free_memory_text().c_str());
   }
   s->kv_.bytes = 2 * per_layer * static_cast<size_t>(n_layers);
-  if (auto ok = s->check(cudaMemset(s->kv_.p, 0, s->kv_.bytes), "zeroing the KV cache"); !ok) {
+  if (auto ok = s->check(cudaMemsetAsync(s->kv_.p, 0, s->kv_.bytes, s->stream_),
+                         "zeroing the KV cache");
+      !ok) {
     return ok.err();
   }
   for (int64_t i = 0; i < n_layers; ++i) {
@@ -125,6 +132,25 @@ result<std::unique_ptr<cuda_stage>> cuda_stage::create(const stage_compute_optio
   if (const auto* rf = o.m->weights().rope_freqs) {
     s->rope_freqs_.resize(static_cast<size_t>(rf->n_elements()));
     std::memcpy(s->rope_freqs_.data(), rf->data, rf->n_bytes);
+  }
+  // scratch for the largest step now: a device too small fails here, not mid-serving
+  if (o.max_tokens > 0) {
+    const auto tables = static_cast<size_t>(std::max<int64_t>(o.n_blocks, 1)) *
+                        static_cast<size_t>(std::max(o.max_logits, 1));
+    if (auto ok = s->reserve(o.max_tokens, std::max(o.max_logits, 1), tables); !ok) {
+      return ok.err();
+    }
+  }
+  // activations handed to the next GPU stage come from the stream-ordered pool: keep
+  // what it frees instead of returning it to the driver after every step
+  cudaMemPool_t pool = nullptr;
+  if (cudaDeviceGetDefaultMemPool(&pool, index) == cudaSuccess) {
+    uint64_t keep = UINT64_MAX;
+    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+  }
+  cudaGetLastError();  // neither is needed to run
+  if (auto ok = s->check(cudaStreamSynchronize(s->stream_), "setting up"); !ok) {
+    return ok.err();
   }
   return s;
 }
@@ -293,6 +319,49 @@ result<void> cuda_stage::matmul(const matrix& w, const float* x, int64_t n_token
                "matmul");
 }
 
+result<void> cuda_stage::build_metadata(const batch& b) {
+  const model_config& c = model_->config();
+  const auto n = static_cast<size_t>(b.n_tokens());
+  const bool first = first_ == 0;
+  const bool last = last_ == c.n_layer;
+  const auto bs = static_cast<int32_t>(kv_layers_.front().block_size);
+  // the tables go after the five per-token arrays; filled before any pointer into the
+  // vector is taken, since appending moves it
+  meta_host_.assign(5 * n, 0);
+  std::vector<int32_t> seq_offset(b.block_tables.size());
+  for (size_t s = 0; s < b.block_tables.size(); ++s) {
+    seq_offset[s] = static_cast<int32_t>(meta_host_.size() - 5 * n);
+    meta_host_.insert(meta_host_.end(), b.block_tables[s]->begin(), b.block_tables[s]->end());
+  }
+  int32_t* token = meta_host_.data();
+  int32_t* slot = token + n;
+  int32_t* kv_len = slot + n;
+  int32_t* table_offset = kv_len + n;
+  int32_t* logit_rows = table_offset + n;
+  int64_t r = 0;
+  for (size_t t = 0; t < n; ++t) {
+    const auto& table = *b.block_tables[static_cast<size_t>(b.seq[t])];
+    const int32_t pos = b.pos[t];
+    const int64_t bi = pos >= 0 ? pos / bs : -1;
+    if (bi < 0 || bi >= static_cast<int64_t>(table.size())) {
+      return make_error("%s: token %zu at position %d has no KV block (table of %zu)",
+                        name_.c_str(), t, pos, table.size());
+    }
+    token[t] = first ? b.token[t] : 0;
+    if (first && (token[t] < 0 || token[t] >= c.n_vocab)) {
+      return make_error("%s: token id %d is outside the vocabulary (%lld)", name_.c_str(),
+                        token[t], static_cast<long long>(c.n_vocab));
+    }
+    slot[t] = table[static_cast<size_t>(bi)] * bs + pos % bs;
+    kv_len[t] = pos + 1;
+    table_offset[t] = seq_offset[static_cast<size_t>(b.seq[t])];
+    if (last && b.logits[t]) {
+      logit_rows[r++] = static_cast<int32_t>(t);
+    }
+  }
+  return {};
+}
+
 result<void> cuda_stage::take_input(stage_activations& io, size_t n_floats) {
   float* x = x_.as<float>();
   const size_t bytes = n_floats * sizeof(float);
@@ -309,15 +378,8 @@ result<void> cuda_stage::take_input(stage_activations& io, size_t n_floats) {
     return check(cudaMemcpyAsync(x, io.on_device.get(), bytes, cudaMemcpyDeviceToDevice, stream_),
                  "copying activations on the device");
   }
-  int can = 0;
-  if (cudaDeviceCanAccessPeer(&can, device_, io.device) == cudaSuccess && can) {
-    const cudaError_t e = cudaDeviceEnablePeerAccess(io.device, 0);
-    if (e == cudaErrorPeerAccessAlreadyEnabled) {
-      cudaGetLastError();  // enabled by an earlier step: not an error
-    } else if (auto ok = check(e, "enabling peer access"); !ok) {
-      return ok;
-    }
-  }
+  // an explicit peer copy: it needs no peer access enabled (which pool allocations
+  // would not follow anyway), and goes over NVLink/PCIe peer to peer where there is one
   return check(cudaMemcpyPeerAsync(x, device_, io.on_device.get(), io.device, bytes, stream_),
                "copying activations between devices");
 }
@@ -345,6 +407,7 @@ result<void> cuda_stage::give_output(stage_activations& io, size_t n_floats) {
     cudaSetDevice(dev);
     cudaFreeAsync(q, nullptr);
     cudaSetDevice(prev);
+    cudaGetLastError();  // a failure here must not be blamed on the thread's next call
   });
   io.device = device_;
   io.host.clear();
@@ -363,48 +426,27 @@ result<void> cuda_stage::forward(const batch& b, stage_activations& io,
   const bool first = first_ == 0;
   const bool last = last_ == c.n_layer;
   const int64_t n_out = last ? b.n_logits() : 0;
+  if (!broken_.empty()) {
+    return make_error("%s", broken_.c_str());
+  }
   if (n_tokens == 0) {
+    if (last) {
+      logits.clear();
+    }
     return {};
   }
   if (auto ok = check(cudaSetDevice(device_), "cudaSetDevice"); !ok) {
     return ok;
   }
+  // the previous stage's device buffer lives until this step's copy of it has run (the
+  // output below replaces io's reference before the stream is synchronized)
+  const std::shared_ptr<float> input_hold = io.on_device;
 
   // -- the step's metadata, one upload: tokens, KV slots, n_kv and block-table offset
   // per token, the rows that want logits, then the block tables -------------------------
   const auto n = static_cast<size_t>(n_tokens);
-  meta_host_.assign(5 * n, 0);
-  int32_t* token = meta_host_.data();
-  int32_t* slot = token + n;
-  int32_t* kv_len = slot + n;
-  int32_t* table_offset = kv_len + n;
-  int32_t* logit_rows = table_offset + n;
-  std::vector<int32_t> seq_offset(b.block_tables.size());
-  for (size_t s = 0; s < b.block_tables.size(); ++s) {
-    seq_offset[s] = static_cast<int32_t>(meta_host_.size() - 5 * n);
-    meta_host_.insert(meta_host_.end(), b.block_tables[s]->begin(), b.block_tables[s]->end());
-  }
-  int64_t r = 0;
-  for (size_t t = 0; t < n; ++t) {
-    const auto& table = *b.block_tables[static_cast<size_t>(b.seq[t])];
-    const int32_t pos = b.pos[t];
-    const int32_t bs = static_cast<int32_t>(kv_layers_.front().block_size);
-    const int64_t bi = pos >= 0 ? pos / bs : -1;
-    if (bi < 0 || bi >= static_cast<int64_t>(table.size())) {
-      return make_error("%s: token %zu at position %d has no KV block (table of %zu)",
-                        name_.c_str(), t, pos, table.size());
-    }
-    token[t] = first ? b.token[t] : 0;
-    if (first && (token[t] < 0 || token[t] >= c.n_vocab)) {
-      return make_error("%s: token id %d is outside the vocabulary (%lld)", name_.c_str(),
-                        token[t], static_cast<long long>(c.n_vocab));
-    }
-    slot[t] = table[static_cast<size_t>(bi)] * bs + pos % bs;
-    kv_len[t] = pos + 1;
-    table_offset[t] = seq_offset[static_cast<size_t>(b.seq[t])];
-    if (last && b.logits[t]) {
-      logit_rows[r++] = static_cast<int32_t>(t);
-    }
+  if (auto ok = build_metadata(b); !ok) {
+    return ok;
   }
   if (auto ok = reserve(n_tokens, n_out, meta_host_.size() - 5 * n); !ok) {
     return ok;
@@ -501,10 +543,14 @@ result<void> cuda_stage::forward(const batch& b, stage_activations& io,
   }
   // kernels fail asynchronously: the step is done (or failed) only here
   const cudaError_t done = cudaStreamSynchronize(stream_);
-  if (!ok) {
-    return ok;
+  if (done != cudaSuccess) {
+    // a fault in a kernel (illegal address, launch failure) leaves the device unusable
+    // for this process: every later step says so instead of running
+    broken_ = name_ + ": the device failed (" + cudaGetErrorString(done) +
+              ") and cannot run more steps in this process; restart it";
+    return make_error("%s", broken_.c_str());
   }
-  return check(done, "running the step");
+  return ok;
 }
 
 }  // namespace baton

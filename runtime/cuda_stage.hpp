@@ -72,6 +72,8 @@ class cuda_stage final : public stage_compute {
   /// y[n_tokens, w.n_out] = x[n_tokens, w.n_in] · Wᵀ
   result<void> matmul(const matrix& w, const float* x, int64_t n_tokens, float* y);
   result<void> check(cudaError_t e, const char* what) const;
+  /// meta_host_ = the step's tokens, KV slots, n_kv, table offsets, logit rows, tables.
+  result<void> build_metadata(const batch& b);
   /// x = the step's input activations, from the host or from a device.
   result<void> take_input(stage_activations& io, size_t n_floats);
   /// io = x: back to the host, or into a fresh device buffer for the next GPU stage.
@@ -84,6 +86,7 @@ class cuda_stage final : public stage_compute {
   int device_;
   bool keep_output_on_device_ = false;
   std::string name_;
+  std::string broken_;                    // set once the device has failed: every step fails
   cudaStream_t stream_ = nullptr;
   buffer weights_;                        // one arena for every uploaded tensor
   std::vector<layer> layers_;             // [last - first]

@@ -265,7 +265,13 @@ result<std::shared_ptr<const model>> model::from_file(gguf_file file) {
     BATON_TAKE(l.ffn_down, b + "ffn_down.weight", (std::vector<int64_t>{c.n_ff, c.n_embd}), true);
   }
 #undef BATON_TAKE
-  for (const auto* norm : {w.output_norm, w.rope_freqs}) {
+  // both backends read these as floats
+  std::vector<const tensor_info*> f32_tensors = {w.output_norm, w.rope_freqs};
+  for (const auto& l : w.layers) {
+    f32_tensors.push_back(l.attn_norm);
+    f32_tensors.push_back(l.ffn_norm);
+  }
+  for (const auto* norm : f32_tensors) {
     if (norm && norm->type != ggml_type::f32) {
       return make_error("%s: tensor '%s' has type %s, expected f32", fn.c_str(),
                         norm->name.c_str(), std::string(traits(norm->type).name).c_str());

@@ -68,8 +68,10 @@ result<activations> unpack(const std::vector<char>& buf) {
     return make_error("activation header does not parse: %s", e.what());
   }
   const size_t n_bytes = buf.size() - sizeof(head_len) - head_len;
-  const auto expected = static_cast<size_t>(a.header.n_tokens) *
-                        static_cast<size_t>(a.header.n_embd) * sizeof(float);
+  const auto expected = a.header.floats_on_device
+                            ? 0
+                            : static_cast<size_t>(a.header.n_tokens) *
+                                  static_cast<size_t>(a.header.n_embd) * sizeof(float);
   if (n_bytes != expected) {
     return make_error("step %llu stage %d: %zu bytes of activations, header says %d x %d floats",
                       static_cast<unsigned long long>(a.header.step), a.header.stage, n_bytes,
@@ -97,8 +99,16 @@ struct mpi_transport::impl {
     int32_t peer = 0;
     clock_type::time_point t0;
   };
+  /// Floats moving over the device link; a receive delivers `a` once they are in.
+  struct pending_device {
+    std::unique_ptr<device_link::transfer> t;
+    activations a;  // receives: the header that announced them
+    int32_t peer = 0;
+    clock_type::time_point t0;
+  };
 
-  impl(mailbox& box, std::vector<int32_t> ranks) : box_(box), stage_ranks_(std::move(ranks)) {
+  impl(mailbox& box, std::vector<int32_t> ranks, std::shared_ptr<device_link> link)
+      : box_(box), stage_ranks_(std::move(ranks)), link_(std::move(link)) {
     if (const char* us = std::getenv("BATON_MPI_POLL_US")) {
       poll_fast_ = std::chrono::microseconds(std::max(1, std::atoi(us)));
     }
@@ -130,7 +140,10 @@ struct mpi_transport::impl {
     for (auto& snd : sends_) {
       new std::vector<char>(std::move(snd.buf));
     }
-    abandoned_ = !sends_.empty() || !recvs_.empty();
+    for (auto& d : device_) {
+      d.t.release();  // NCCL may still write or read its device memory: never freed
+    }
+    abandoned_ = !sends_.empty() || !recvs_.empty() || !device_.empty();
     if (!abandoned_) {
       MPI_Comm_free(&comm_);
     }
@@ -155,6 +168,7 @@ struct mpi_transport::impl {
       active |= test_sends();
       active |= probe();
       active |= test_recvs();
+      active |= test_device();
       if (active) {
         idle_since = clock_type::now();
         continue;
@@ -165,7 +179,8 @@ struct mpi_transport::impl {
       // thread cost that stage 15 % (1B Q4_0, 2 ranks on 2 cores)
       const auto now = clock_type::now();
       std::erase_if(expecting_, [&](const auto& e) { return e.second < now; });  // a dead peer
-      const bool waiting = !sends_.empty() || !recvs_.empty() || !expecting_.empty();
+      const bool waiting =
+          !sends_.empty() || !recvs_.empty() || !device_.empty() || !expecting_.empty();
       const auto nap = waiting ? poll_fast_
                        : clock_type::now() - idle_since < std::chrono::seconds(1)
                            ? std::chrono::microseconds(1000)
@@ -180,6 +195,21 @@ struct mpi_transport::impl {
     if (dead_.count(peer)) {
       return;
     }
+    // floats a GPU stage left on its device go device to device; MPI takes the header
+    const bool direct = a.on_device != nullptr;
+    if (direct && !(link_ && a.device == link_->device() && link_->reaches(peer))) {
+      // a stage keeps its output on the device only for a peer the link reaches
+      std::fprintf(stderr, "baton: rank %d: step %llu for stage %d: activations on cuda:%d "
+                           "but no device link to rank %d; dropped\n",
+                   rank_, static_cast<unsigned long long>(a.header.step), stage, a.device, peer);
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      stats_.errors += 1;
+      return;
+    }
+    a.header.floats_on_device = direct;
+    const size_t n_floats = direct ? static_cast<size_t>(a.header.n_tokens) *
+                                         static_cast<size_t>(a.header.n_embd)
+                                   : a.hidden.size();
     pending_send s;
     s.peer = peer;
     s.t0 = clock_type::now();
@@ -193,9 +223,69 @@ struct mpi_transport::impl {
     {
       std::lock_guard<std::mutex> lock(stats_mu_);
       stats_.sends += 1;
-      stats_.bytes_sent += a.hidden.size() * sizeof(float);
+      stats_.bytes_sent += n_floats * sizeof(float);
     }
     sends_.push_back(std::move(s));
+    if (direct) {
+      // after the header: the receiver posts its receive when the header is in, and
+      // NCCL matches a pair's transfers in the order they are posted
+      auto t = link_->send(std::move(a.on_device), n_floats, peer);
+      if (!t) {
+        std::fprintf(stderr, "baton: rank %d: sending to rank %d over the device link: %s\n",
+                     rank_, peer, t.err().message.c_str());
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        stats_.errors += 1;
+        return;
+      }
+      device_.push_back(pending_device{std::move(*t), {}, peer, clock_type::now()});
+    }
+  }
+
+  /// Polls the device transfers; a finished receive is delivered. Per peer in order.
+  bool test_device() {
+    bool any = false;
+    std::set<int32_t> blocked;
+    for (auto it = device_.begin(); it != device_.end();) {
+      if (dead_.count(it->peer) || blocked.count(it->peer)) {
+        ++it;
+        continue;
+      }
+      auto done = it->t->done();
+      if (!done) {
+        std::fprintf(stderr, "baton: rank %d: device transfer with rank %d: %s\n", rank_,
+                     it->peer, done.err().message.c_str());
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        stats_.errors += 1;
+        dead_.insert(it->peer);  // the link is broken: its transfers will not finish
+        ++it;
+        continue;
+      }
+      if (!*done) {
+        blocked.insert(it->peer);
+        ++it;
+        continue;
+      }
+      if (it->t->data && it->a.header.floats_on_device) {  // a receive: deliver
+        activations a = std::move(it->a);
+        a.on_device = std::move(it->t->data);
+        a.device = link_->device();
+        {
+          std::lock_guard<std::mutex> lock(stats_mu_);
+          stats_.recvs += 1;
+          stats_.bytes_received += static_cast<uint64_t>(a.header.n_tokens) *
+                                   static_cast<uint64_t>(a.header.n_embd) * sizeof(float);
+          stats_.recv_us += micros_since(it->t0);
+        }
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          expecting_.erase(a.header.stage);
+        }
+        box_.deliver(std::move(a));
+      }
+      it = device_.erase(it);
+      any = true;
+    }
+    return any;
   }
 
   bool test_sends() {
@@ -259,8 +349,11 @@ struct mpi_transport::impl {
 
   bool test_recvs() {
     bool any = false;
+    // in order per peer: a header that announces device floats must post its receive in
+    // the order the peer posted the sends
+    std::set<int32_t> blocked;
     for (auto it = recvs_.begin(); it != recvs_.end();) {
-      if (dead_.count(it->peer)) {
+      if (dead_.count(it->peer) || blocked.count(it->peer)) {
         ++it;
         continue;
       }
@@ -273,6 +366,7 @@ struct mpi_transport::impl {
         continue;
       }
       if (!done) {
+        blocked.insert(it->peer);
         ++it;
         continue;
       }
@@ -286,7 +380,13 @@ struct mpi_transport::impl {
         stats_.bytes_received += a->hidden.size() * sizeof(float);
         stats_.recv_us += micros_since(it->t0);
       }
+      const int32_t peer = it->peer;
       it = recvs_.erase(it);
+      if (a && a->header.floats_on_device) {
+        any = true;
+        receive_on_device(std::move(*a), peer);
+        continue;
+      }
       if (a) {
         {
           std::lock_guard<std::mutex> lock(mu_);
@@ -297,6 +397,28 @@ struct mpi_transport::impl {
       any = true;
     }
     return any;
+  }
+
+  /// The header is in; its floats follow over the device link.
+  void receive_on_device(activations a, int32_t peer) {
+    const auto n = static_cast<size_t>(a.header.n_tokens) * static_cast<size_t>(a.header.n_embd);
+    if (!link_) {
+      std::fprintf(stderr, "baton: rank %d: rank %d sends step %llu device to device, but this "
+                           "rank has no device link; dropped\n",
+                   rank_, peer, static_cast<unsigned long long>(a.header.step));
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      stats_.errors += 1;
+      return;
+    }
+    auto t = link_->recv(n, peer);
+    if (!t) {
+      std::fprintf(stderr, "baton: rank %d: receiving from rank %d over the device link: %s\n",
+                   rank_, peer, t.err().message.c_str());
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      stats_.errors += 1;
+      return;
+    }
+    device_.push_back(pending_device{std::move(*t), std::move(a), peer, clock_type::now()});
   }
 
   void note_error(const char* what, int peer, int rc) {
@@ -311,6 +433,7 @@ struct mpi_transport::impl {
   // -- member variables -------------------------------------------------------
   mailbox& box_;
   std::vector<int32_t> stage_ranks_;
+  std::shared_ptr<device_link> link_;  // null: every float goes through MPI
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   std::thread thread_;
@@ -324,6 +447,7 @@ struct mpi_transport::impl {
   // owned by the progress thread
   std::deque<pending_send> sends_;
   std::deque<pending_recv> recvs_;
+  std::deque<pending_device> device_;  // sends and receives over link_, in posting order
   std::set<int32_t> dead_;
   bool abandoned_ = false;
   mutable std::mutex stats_mu_;
@@ -331,7 +455,10 @@ struct mpi_transport::impl {
 };
 
 mpi_transport::mpi_transport(std::vector<int32_t> stage_ranks)
-    : impl_(std::make_unique<impl>(box_, std::move(stage_ranks))) {}
+    : mpi_transport(std::move(stage_ranks), nullptr) {}
+
+mpi_transport::mpi_transport(std::vector<int32_t> stage_ranks, std::shared_ptr<device_link> link)
+    : impl_(std::make_unique<impl>(box_, std::move(stage_ranks), std::move(link))) {}
 
 mpi_transport::~mpi_transport() = default;
 

@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "runtime/device_link.hpp"
 #include "runtime/transport.hpp"
 
 namespace baton {
@@ -35,6 +36,9 @@ class mpi_transport final : public transport {
   /// Needs MPI initialized (MPI_THREAD_MULTIPLE or SERIALIZED: only the progress thread
   /// calls MPI while it runs). `stage_ranks[s]` is the rank that runs stage s.
   explicit mpi_transport(std::vector<int32_t> stage_ranks);
+  /// The same, with activations left on a GPU (activations::on_device) sent device to
+  /// device over `link` to the ranks it reaches: MPI carries only the header then.
+  mpi_transport(std::vector<int32_t> stage_ranks, std::shared_ptr<device_link> link);
   /// Stops the progress thread; call before MPI_Finalize.
   ~mpi_transport() override;
 

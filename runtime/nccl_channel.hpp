@@ -3,14 +3,17 @@
 // the stage's stream. NCCL cannot place two ranks on one GPU: stages of one process on
 // one GPU hand activations over device to device instead, and on a one-GPU host a
 // one-rank communicator sending to itself exercises this path (tests/nccl_test.cpp).
-// Built only with BATON_CUDA and NCCL found (BATON_HAVE_NCCL); every call is checked
-// and comes back as an error naming the call and NCCL's or CUDA's message.
+// Built only with BATON_CUDA and nccl.h found (BATON_HAVE_NCCL); libnccl.so.2 is opened
+// when first needed. Every call is checked and comes back as an error naming the call
+// and NCCL's or CUDA's message.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <memory>
+#include <vector>
 
+#include "runtime/device_link.hpp"
 #include "runtime/error.hpp"
 
 namespace baton {
@@ -40,6 +43,35 @@ class nccl_channel {
   // -- member variables -------------------------------------------------------
   void* comm_ = nullptr;  // ncclComm_t
   int device_ = 0;
+};
+
+/// device_link over NCCL: one communicator over the ranks that run GPU stages (`members`,
+/// job ranks; their order is the communicator's), one stream on this rank's device, and
+/// one event per transfer to poll it. Received floats land in fresh device memory from
+/// the stream-ordered pool, freed when the consuming stage lets go.
+class nccl_link final : public device_link {
+ public:
+  static result<std::unique_ptr<nccl_link>> create(const nccl_channel::unique_id& id,
+                                                   std::vector<int32_t> members, int32_t rank,
+                                                   int device);
+  ~nccl_link() override;
+
+  int device() const override { return device_; }
+  bool reaches(int32_t rank) const override;
+  result<std::unique_ptr<transfer>> send(std::shared_ptr<float> data, size_t n,
+                                         int32_t peer) override;
+  result<std::unique_ptr<transfer>> recv(size_t n, int32_t peer) override;
+
+ private:
+  nccl_link(std::unique_ptr<nccl_channel> ch, std::vector<int32_t> members, int device);
+  int peer_index(int32_t rank) const;
+  result<std::unique_ptr<transfer>> finish(std::shared_ptr<float> data, result<void> posted);
+
+  // -- member variables -------------------------------------------------------
+  std::unique_ptr<nccl_channel> ch_;
+  std::vector<int32_t> members_;
+  int device_;
+  void* stream_ = nullptr;  // cudaStream_t
 };
 
 }  // namespace baton

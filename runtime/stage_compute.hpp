@@ -30,6 +30,10 @@ struct stage_compute_options {
   /// cuda: the next stage is a GPU stage of this process, so the output activations stay
   /// in device memory (stage_activations::on_device) instead of coming back to the host.
   bool keep_output_on_device = false;
+  /// cuda: scratch for steps of up to max_tokens tokens and max_logits logit rows is
+  /// allocated at creation (0: grown on demand).
+  int32_t max_tokens = 0;
+  int32_t max_logits = 0;
 };
 
 /// A step's activations [n_tokens, n_embd]: in host memory, or on a CUDA device where

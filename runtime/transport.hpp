@@ -29,10 +29,12 @@ struct activation_header {
   int32_t n_embd = 0;
   std::vector<uint64_t> seq_ids;     ///< the step's sequences, in batch order
   std::vector<int32_t> seq_rows;     ///< tokens of each sequence
+  /// The floats follow device to device (mpi_transport's device_link), not in this message.
+  bool floats_on_device = false;
 
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(step, stage, n_tokens, n_embd, seq_ids, seq_rows);
+    ar(step, stage, n_tokens, n_embd, seq_ids, seq_rows, floats_on_device);
   }
 };
 

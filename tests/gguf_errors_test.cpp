@@ -364,6 +364,12 @@ TEST(model_bad_file, named_errors) {
                      "tensor 'blk.0.attn_q.weight' has type q5_0, which baton does not compute"});
   }
   {
+    auto w = model_writer([](const std::string& n) { return n != "blk.1.ffn_norm.weight"; });
+    w.add_tensor("blk.1.ffn_norm.weight", ggml_type::f16, {64});
+    cases.push_back({"a layer norm not in f32", std::move(w),
+                     "tensor 'blk.1.ffn_norm.weight' has type f16, expected f32"});
+  }
+  {
     // found by scripts/fuzz.sh: a huge block_count once sized a vector before any check
     auto w = model_writer();
     w.set("llama.block_count", uint32_t{1u << 30});

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <ostream>
 #include <span>
 #include <string>
 #include <vector>
@@ -20,6 +21,9 @@ struct golden_variant {
   double bound_kv_f32;    ///< relative L2 bound on logits with f32 KV
   double bound_kv_f16;    ///< with f16 KV
 };
+
+/// How GoogleTest prints a variant in test names' parameters: its name, not its bytes.
+inline void PrintTo(const golden_variant& v, std::ostream* os) { *os << v.name; }
 
 inline constexpr golden_variant golden_variants[] = {
     {"q8_0-deq-f32", 1e-5, 5e-2}, {"q8_0-deq-f16", 2e-3, 5e-2}, {"q8_0", 5e-2, 5e-2},
