@@ -168,6 +168,7 @@ result<void> local_server::start() {
     co.kernels = opts_.kernels;
     co.max_tokens = opts_.max_num_batched_tokens;
     co.max_logits = opts_.max_num_seqs;
+    co.max_context = opts_.n_ctx;
     if (s + 1 < n_stages) {
       const stage_setup& next = opts_.stages[static_cast<size_t>(s + 1)];
       co.keep_output_on_device = (next.rank == link_.rank || link_.device_link) &&

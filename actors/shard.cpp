@@ -77,6 +77,15 @@ struct shard_core {
     io.on_device.reset();  // a first stage embeds; a later one gets its input below
     if (cfg.stage > 0) {
       const activation_header& h = input->header;
+      if (!h.error.empty()) {
+        // the transport could not bring this step's activations (a broken device link)
+        record({d.step_id, cfg.stage, t0, now_us()});
+        step_result bad;
+        bad.step_id = d.step_id;
+        bad.error = "stage " + std::to_string(cfg.stage) + ": step " +
+                    std::to_string(d.step_id) + ": " + h.error;
+        return bad;
+      }
       if (h.n_tokens != head.n_tokens || h.n_embd != head.n_embd || h.seq_ids != head.seq_ids ||
           h.seq_rows != head.seq_rows) {
         record({d.step_id, cfg.stage, t0, now_us()});

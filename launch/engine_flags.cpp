@@ -133,8 +133,7 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
   const uint64_t per_block = per_token * static_cast<uint64_t>(o.block_size);
   // scratch of one forward step: activations of a full batch plus one row of logits each
   const uint64_t buffers =
-      static_cast<uint64_t>(o.max_batch_tokens) *
-          static_cast<uint64_t>(4 * (3 * c.n_embd + 2 * c.n_ff + 2 * c.n_head * c.n_embd_head_k)) +
+      static_cast<uint64_t>(o.max_batch_tokens) * c.step_bytes_per_token() +
       static_cast<uint64_t>(n_seq_max) * static_cast<uint64_t>(c.n_vocab) * 4 +
       // the parsed metadata and tokenizer (strings, maps): about 4x their bytes on disk
       4 * out.m->file().data_offset();

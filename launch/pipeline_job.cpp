@@ -13,6 +13,8 @@
 #include <thread>
 #include "runtime/stage_compute.hpp"
 #if defined(BATON_HAVE_NCCL)
+#include <cuda_runtime.h>
+
 #include "runtime/nccl_channel.hpp"
 #endif
 #include "topology/layer_range.hpp"
@@ -208,21 +210,37 @@ result<std::shared_ptr<device_link>> device_link_for(mpi_session& mpi,
   for (const auto& [rank, dev] : gpu_of_rank) {
     members.push_back(rank);
   }
-  // the first member makes the id; everyone learns it (or the error) from the allgather
+  // Every member checks what it needs before any joins the communicator (a member that
+  // failed after the others entered ncclCommInitRank would leave them waiting forever);
+  // the first also makes the id. One allgather tells everyone everything.
+  const auto here = gpu_of_rank.find(mpi.rank());
   std::string mine;
-  if (mpi.rank() == members.front()) {
-    auto id = nccl_channel::make_id();
-    mine = id ? "id:" + to_hex(id->data(), id->size()) : "!" + id.err().message;
+  if (here != gpu_of_rank.end()) {
+    auto ready = nccl_channel::available();
+    if (ready && cudaSetDevice(here->second) != cudaSuccess) {
+      ready = make_error("cuda:%d: %s", here->second, cudaGetErrorString(cudaGetLastError()));
+    }
+    if (!ready) {
+      mine = "!" + ready.err().message;
+    } else if (mpi.rank() == members.front()) {
+      auto id = nccl_channel::make_id();
+      mine = id ? "id:" + to_hex(id->data(), id->size()) : "!" + id.err().message;
+    } else {
+      mine = "ok";
+    }
   }
-  const std::string said = mpi.allgather(mine)[static_cast<size_t>(members.front())];
-  if (said.empty() || said[0] == '!') {
-    return make_error("--nccl: rank %d: %s", members.front(), said.c_str() + (said.empty() ? 0 : 1));
+  const std::vector<std::string> said = mpi.allgather(mine);
+  for (int32_t r : members) {
+    const std::string& x = said[static_cast<size_t>(r)];
+    if (x.empty() || x[0] == '!') {
+      return make_error("--nccl: rank %d: %s", r, x.empty() ? "said nothing" : x.c_str() + 1);
+    }
   }
+  const std::string& id_text = said[static_cast<size_t>(members.front())];
   nccl_channel::unique_id id{};
-  if (!from_hex(said.substr(3), id.data(), id.size())) {
+  if (id_text.rfind("id:", 0) != 0 || !from_hex(id_text.substr(3), id.data(), id.size())) {
     return make_error("--nccl: rank %d sent a malformed NCCL id", members.front());
   }
-  const auto here = gpu_of_rank.find(mpi.rank());
   if (here == gpu_of_rank.end()) {
     return std::shared_ptr<device_link>();  // a CPU-only rank takes no part
   }

@@ -55,6 +55,7 @@ result<void> cuda_stage::check(cudaError_t e, const char* what) const {
   if (e == cudaSuccess) {
     return {};
   }
+  cudaGetLastError();  // reported here: the thread's next launch must not report it again
   return make_error("%s: %s: %s", name_.c_str(), what, cudaGetErrorString(e));
 }
 
@@ -135,8 +136,10 @@ result<std::unique_ptr<cuda_stage>> cuda_stage::create(const stage_compute_optio
   }
   // scratch for the largest step now: a device too small fails here, not mid-serving
   if (o.max_tokens > 0) {
-    const auto tables = static_cast<size_t>(std::max<int64_t>(o.n_blocks, 1)) *
-                        static_cast<size_t>(std::max(o.max_logits, 1));
+    // a step's tables: at most min(sequences, tokens) of them, each of a context's blocks
+    const int64_t per_seq = (std::max<int64_t>(o.max_context, 1) + o.block_size - 1) / o.block_size;
+    const auto tables = static_cast<size_t>(std::min(o.max_logits, o.max_tokens)) *
+                        static_cast<size_t>(per_seq);
     if (auto ok = s->reserve(o.max_tokens, std::max(o.max_logits, 1), tables); !ok) {
       return ok.err();
     }
@@ -438,6 +441,7 @@ result<void> cuda_stage::forward(const batch& b, stage_activations& io,
   if (auto ok = check(cudaSetDevice(device_), "cudaSetDevice"); !ok) {
     return ok;
   }
+  cudaGetLastError();  // an error some other call on this thread left must not fail this step
   // the previous stage's device buffer lives until this step's copy of it has run (the
   // output below replaces io's reference before the stream is synchronized)
   const std::shared_ptr<float> input_hold = io.on_device;

@@ -33,6 +33,10 @@ class device_link {
                                                  int32_t peer) = 0;
   /// Starts receiving `n` floats from job rank `peer` into fresh device memory.
   virtual result<std::unique_ptr<transfer>> recv(size_t n, int32_t peer) = 0;
+  /// Gives up on every transfer under way, without waiting for them (a transfer failed,
+  /// so the pairing of sends and receives can no longer be trusted; or shutdown with
+  /// transfers pending). The link takes no more transfers.
+  virtual void abort() = 0;
 };
 
 }  // namespace baton

@@ -1,6 +1,8 @@
 // model_config.hpp: hyperparameters, tensor map and shape checks for `llama` models.
 #include "runtime/model_config.hpp"
 
+#include <algorithm>
+
 #include <set>
 
 namespace baton {
@@ -40,6 +42,13 @@ result<int64_t> optional_int(const gguf_file& f, const std::string& key, int64_t
 }
 
 }  // namespace
+
+uint64_t model_config::step_bytes_per_token() const {
+  const int64_t n_q = n_head * n_embd_head_k;
+  const int64_t floats = 3 * n_embd + 2 * n_q + 2 * n_embd_k_gqa() + 2 * n_ff +
+                         std::max(n_embd, n_ff) + n_rot;
+  return static_cast<uint64_t>(floats) * sizeof(float);
+}
 
 uint64_t model_config::kv_bytes_per_token(ggml_type kv_type) const {
   return kv_bytes_per_token(kv_type, 0, n_layer);

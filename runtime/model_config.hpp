@@ -42,6 +42,10 @@ struct model_config {
   uint64_t kv_bytes_per_token(ggml_type kv_type) const;
   /// The same for layers [first, last) only (one pipeline stage).
   uint64_t kv_bytes_per_token(ggml_type kv_type, int64_t first, int64_t last) const;
+  /// Scratch bytes one token of a forward step holds on a stage, CPU or GPU alike:
+  /// the incoming and normed activations, q, k, v, attention output, gate and up, the
+  /// converted activations (at most one float per input) and rope angles.
+  uint64_t step_bytes_per_token() const;
 };
 
 /// The weights of one transformer block; views into the mapped file.

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cereal/archives/binary.hpp>
+#include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
 #include <chrono>
 #include <cstdio>
@@ -68,7 +69,7 @@ result<activations> unpack(const std::vector<char>& buf) {
     return make_error("activation header does not parse: %s", e.what());
   }
   const size_t n_bytes = buf.size() - sizeof(head_len) - head_len;
-  const auto expected = a.header.floats_on_device
+  const auto expected = a.header.floats_on_device || !a.header.error.empty()
                             ? 0
                             : static_cast<size_t>(a.header.n_tokens) *
                                   static_cast<size_t>(a.header.n_embd) * sizeof(float);
@@ -140,6 +141,9 @@ struct mpi_transport::impl {
     for (auto& snd : sends_) {
       new std::vector<char>(std::move(snd.buf));
     }
+    if (!device_.empty()) {
+      link_->abort();  // transfers that will not finish: do not wait for them
+    }
     for (auto& d : device_) {
       d.t.release();  // NCCL may still write or read its device memory: never freed
     }
@@ -196,20 +200,30 @@ struct mpi_transport::impl {
       return;
     }
     // floats a GPU stage left on its device go device to device; MPI takes the header
-    const bool direct = a.on_device != nullptr;
-    if (direct && !(link_ && a.device == link_->device() && link_->reaches(peer))) {
-      // a stage keeps its output on the device only for a peer the link reaches
-      std::fprintf(stderr, "baton: rank %d: step %llu for stage %d: activations on cuda:%d "
-                           "but no device link to rank %d; dropped\n",
-                   rank_, static_cast<unsigned long long>(a.header.step), stage, a.device, peer);
-      std::lock_guard<std::mutex> lock(stats_mu_);
-      stats_.errors += 1;
-      return;
+    std::unique_ptr<device_link::transfer> floats;
+    size_t n_floats = a.hidden.size();
+    if (a.on_device) {
+      n_floats = static_cast<size_t>(a.header.n_tokens) * static_cast<size_t>(a.header.n_embd);
+      if (!(link_ && a.device == link_->device() && link_->reaches(peer))) {
+        // a stage keeps its output on the device only for a peer the link reaches
+        a.header.error = "rank " + std::to_string(rank_) + ": activations on cuda:" +
+                         std::to_string(a.device) + " but no device link to rank " +
+                         std::to_string(peer);
+      } else if (!link_broken_.empty()) {
+        a.header.error = link_broken_;
+      } else if (auto t = link_->send(std::move(a.on_device), n_floats, peer); !t) {
+        // posted before the header: a send that never started leaves no receive waiting
+        break_link("rank " + std::to_string(rank_) + ": sending to rank " +
+                   std::to_string(peer) + " over the device link: " + t.err().message);
+        a.header.error = link_broken_;
+      } else {
+        floats = std::move(*t);
+        a.header.floats_on_device = true;
+      }
+      if (!a.header.error.empty()) {
+        count_error();
+      }
     }
-    a.header.floats_on_device = direct;
-    const size_t n_floats = direct ? static_cast<size_t>(a.header.n_tokens) *
-                                         static_cast<size_t>(a.header.n_embd)
-                                   : a.hidden.size();
     pending_send s;
     s.peer = peer;
     s.t0 = clock_type::now();
@@ -218,27 +232,57 @@ struct mpi_transport::impl {
                              activation_tag, comm_, &s.req);
     if (rc != MPI_SUCCESS) {
       note_error("MPI_Isend to rank", peer, rc);
+      if (floats) {
+        // the receiver will never post the matching receive
+        break_link("rank " + std::to_string(rank_) + ": the header for a device transfer "
+                   "to rank " + std::to_string(peer) + " could not be sent");
+        floats.release();  // the aborted link may still own its memory: never freed
+      }
       return;
     }
     {
       std::lock_guard<std::mutex> lock(stats_mu_);
       stats_.sends += 1;
-      stats_.bytes_sent += n_floats * sizeof(float);
+      stats_.bytes_sent += a.header.error.empty() ? n_floats * sizeof(float) : 0;
     }
     sends_.push_back(std::move(s));
-    if (direct) {
-      // after the header: the receiver posts its receive when the header is in, and
-      // NCCL matches a pair's transfers in the order they are posted
-      auto t = link_->send(std::move(a.on_device), n_floats, peer);
-      if (!t) {
-        std::fprintf(stderr, "baton: rank %d: sending to rank %d over the device link: %s\n",
-                     rank_, peer, t.err().message.c_str());
-        std::lock_guard<std::mutex> lock(stats_mu_);
-        stats_.errors += 1;
-        return;
-      }
-      device_.push_back(pending_device{std::move(*t), {}, peer, clock_type::now()});
+    if (floats) {
+      device_.push_back(pending_device{std::move(floats), {}, peer, clock_type::now()});
     }
+  }
+
+  void count_error() {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.errors += 1;
+  }
+
+  /// A device transfer failed: NCCL pairs a peer's sends and receives by order, so after
+  /// a failure no later one can be trusted. The link is aborted; every later transfer
+  /// that would use it, and every receive under way, fails its step with `why`.
+  void break_link(const std::string& why) {
+    if (!link_broken_.empty()) {
+      return;
+    }
+    link_broken_ = why;
+    std::fprintf(stderr, "baton: rank %d: device link closed: %s\n", rank_, why.c_str());
+    link_->abort();
+    for (auto& d : device_) {
+      if (d.a.header.floats_on_device) {  // a receive under way: its step fails
+        d.a.header.floats_on_device = false;
+        d.a.header.error = why;
+        deliver(std::move(d.a));
+      }
+      d.t.release();  // the aborted link may still own its memory: never freed
+    }
+    device_.clear();
+  }
+
+  void deliver(activations a) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      expecting_.erase(a.header.stage);
+    }
+    box_.deliver(std::move(a));
   }
 
   /// Polls the device transfers; a finished receive is delivered. Per peer in order.
@@ -252,20 +296,17 @@ struct mpi_transport::impl {
       }
       auto done = it->t->done();
       if (!done) {
-        std::fprintf(stderr, "baton: rank %d: device transfer with rank %d: %s\n", rank_,
-                     it->peer, done.err().message.c_str());
-        std::lock_guard<std::mutex> lock(stats_mu_);
-        stats_.errors += 1;
-        dead_.insert(it->peer);  // the link is broken: its transfers will not finish
-        ++it;
-        continue;
+        count_error();
+        break_link("rank " + std::to_string(rank_) + ": device transfer with rank " +
+                   std::to_string(it->peer) + ": " + done.err().message);
+        return true;  // device_ is empty now
       }
       if (!*done) {
         blocked.insert(it->peer);
         ++it;
         continue;
       }
-      if (it->t->data && it->a.header.floats_on_device) {  // a receive: deliver
+      if (it->a.header.floats_on_device) {  // a receive: deliver
         activations a = std::move(it->a);
         a.on_device = std::move(it->t->data);
         a.device = link_->device();
@@ -276,11 +317,7 @@ struct mpi_transport::impl {
                                    static_cast<uint64_t>(a.header.n_embd) * sizeof(float);
           stats_.recv_us += micros_since(it->t0);
         }
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          expecting_.erase(a.header.stage);
-        }
-        box_.deliver(std::move(a));
+        deliver(std::move(a));
       }
       it = device_.erase(it);
       any = true;
@@ -374,7 +411,7 @@ struct mpi_transport::impl {
       if (!a) {
         std::fprintf(stderr, "baton: rank %d: from rank %d: %s\n", rank_, it->peer,
                      a.err().message.c_str());
-      } else {
+      } else if (!a->header.floats_on_device) {  // device floats count when they arrive
         std::lock_guard<std::mutex> lock(stats_mu_);
         stats_.recvs += 1;
         stats_.bytes_received += a->hidden.size() * sizeof(float);
@@ -382,43 +419,48 @@ struct mpi_transport::impl {
       }
       const int32_t peer = it->peer;
       it = recvs_.erase(it);
-      if (a && a->header.floats_on_device) {
-        any = true;
+      any = true;
+      if (!a) {
+        if (link_) {
+          // it may have announced device floats: their receive can no longer be paired
+          break_link("rank " + std::to_string(rank_) + ": an unreadable header from rank " +
+                     std::to_string(peer) + ": " + a.err().message);
+        }
+        continue;
+      }
+      if (a->header.floats_on_device) {
         receive_on_device(std::move(*a), peer);
         continue;
       }
-      if (a) {
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          expecting_.erase(a->header.stage);
-        }
-        box_.deliver(std::move(*a));
+      if (!a->header.error.empty() && link_) {
+        // only the device path fails a header: the sender's link broke, so is this end's
+        break_link(a->header.error);
       }
-      any = true;
+      deliver(std::move(*a));
     }
     return any;
   }
 
-  /// The header is in; its floats follow over the device link.
+  /// The header is in; its floats follow over the device link (or the step fails).
   void receive_on_device(activations a, int32_t peer) {
     const auto n = static_cast<size_t>(a.header.n_tokens) * static_cast<size_t>(a.header.n_embd);
+    a.header.floats_on_device = false;
     if (!link_) {
-      std::fprintf(stderr, "baton: rank %d: rank %d sends step %llu device to device, but this "
-                           "rank has no device link; dropped\n",
-                   rank_, peer, static_cast<unsigned long long>(a.header.step));
-      std::lock_guard<std::mutex> lock(stats_mu_);
-      stats_.errors += 1;
+      a.header.error = "rank " + std::to_string(peer) + " sends device to device, but rank " +
+                       std::to_string(rank_) + " has no device link";
+    } else if (!link_broken_.empty()) {
+      a.header.error = link_broken_;
+    } else if (auto t = link_->recv(n, peer); !t) {
+      break_link("rank " + std::to_string(rank_) + ": receiving from rank " +
+                 std::to_string(peer) + " over the device link: " + t.err().message);
+      a.header.error = link_broken_;
+    } else {
+      a.header.floats_on_device = true;
+      device_.push_back(pending_device{std::move(*t), std::move(a), peer, clock_type::now()});
       return;
     }
-    auto t = link_->recv(n, peer);
-    if (!t) {
-      std::fprintf(stderr, "baton: rank %d: receiving from rank %d over the device link: %s\n",
-                   rank_, peer, t.err().message.c_str());
-      std::lock_guard<std::mutex> lock(stats_mu_);
-      stats_.errors += 1;
-      return;
-    }
-    device_.push_back(pending_device{std::move(*t), std::move(a), peer, clock_type::now()});
+    count_error();
+    deliver(std::move(a));
   }
 
   void note_error(const char* what, int peer, int rc) {
@@ -448,6 +490,7 @@ struct mpi_transport::impl {
   std::deque<pending_send> sends_;
   std::deque<pending_recv> recvs_;
   std::deque<pending_device> device_;  // sends and receives over link_, in posting order
+  std::string link_broken_;            // why the link was aborted; empty while it works
   std::set<int32_t> dead_;
   bool abandoned_ = false;
   mutable std::mutex stats_mu_;

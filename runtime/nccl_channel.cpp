@@ -26,6 +26,8 @@ struct nccl_api {
   decltype(&ncclGroupStart) group_start = nullptr;
   decltype(&ncclGroupEnd) group_end = nullptr;
   decltype(&ncclGetErrorString) error_string = nullptr;
+  decltype(&ncclCommAbort) comm_abort = nullptr;
+  decltype(&ncclCommGetAsyncError) async_error = nullptr;
 };
 
 /// The API, or the reason it cannot be had ($BATON_NCCL_LIBRARY, else libnccl.so.2 on
@@ -58,6 +60,8 @@ result<const nccl_api*> api() {
     sym(a.group_start, "ncclGroupStart");
     sym(a.group_end, "ncclGroupEnd");
     sym(a.error_string, "ncclGetErrorString");
+    sym(a.comm_abort, "ncclCommAbort");
+    sym(a.async_error, "ncclCommGetAsyncError");
   });
   if (!why.empty()) {
     return make_error("%s", why.c_str());
@@ -82,6 +86,14 @@ result<void> check_cuda(cudaError_t r, const char* call) {
 ncclComm_t as_comm(void* p) { return static_cast<ncclComm_t>(p); }
 
 }  // namespace
+
+result<void> nccl_channel::available() {
+  auto a = api();
+  if (!a) {
+    return a.err();
+  }
+  return {};
+}
 
 result<nccl_channel::unique_id> nccl_channel::make_id() {
   auto a = api();
@@ -126,6 +138,28 @@ nccl_channel::~nccl_channel() {
   }
 }
 
+void nccl_channel::abort() {
+  if (comm_ != nullptr) {
+    (*api())->comm_abort(as_comm(comm_));  // ends pending operations; does not wait
+    comm_ = nullptr;
+  }
+}
+
+result<void> nccl_channel::async_error() const {
+  if (comm_ == nullptr) {
+    return make_error("the NCCL communicator was aborted");
+  }
+  const nccl_api& a = **api();
+  ncclResult_t r = ncclSuccess;
+  if (auto ok = check_nccl(a, a.async_error(as_comm(comm_), &r), "ncclCommGetAsyncError"); !ok) {
+    return ok;
+  }
+  if (r != ncclSuccess && r != ncclInProgress) {
+    return make_error("NCCL: %s", a.error_string(r));
+  }
+  return {};
+}
+
 result<void> nccl_channel::send(const float* data, size_t n, int peer, void* stream) {
   const nccl_api& a = **api();
   return check_nccl(a, a.send(data, n, ncclFloat32, peer, as_comm(comm_),
@@ -160,12 +194,11 @@ result<void> nccl_channel::send_recv(const float* send_data, float* recv_data, s
 
 // -- nccl_link ----------------------------------------------------------------------
 
-namespace {
-
 /// A transfer on the link's stream: done when the event recorded after it has passed.
 struct nccl_transfer final : device_link::transfer {
   cudaEvent_t event = nullptr;
   int device = 0;
+  const nccl_channel* channel = nullptr;  // the link's; it outlives its transfers
   ~nccl_transfer() override {
     if (event != nullptr) {
       cudaEventDestroy(event);
@@ -175,6 +208,11 @@ struct nccl_transfer final : device_link::transfer {
     cudaSetDevice(device);
     const cudaError_t e = cudaEventQuery(event);
     if (e == cudaErrorNotReady) {
+      // a peer or network failure shows here, never in the event: without this check
+      // the transfer would wait forever
+      if (auto ok = channel->async_error(); !ok) {
+        return ok.err();
+      }
       return false;
     }
     if (auto ok = check_cuda(e, "an NCCL transfer"); !ok) {
@@ -184,17 +222,23 @@ struct nccl_transfer final : device_link::transfer {
   }
 };
 
-}  // namespace
-
 nccl_link::nccl_link(std::unique_ptr<nccl_channel> ch, std::vector<int32_t> members, int device)
     : ch_(std::move(ch)), members_(std::move(members)), device_(device) {}
 
 nccl_link::~nccl_link() {
   cudaSetDevice(device_);
   if (stream_ != nullptr) {
-    cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
+    if (!aborted_) {
+      cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
+    }
     cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
   }
+  cudaGetLastError();
+}
+
+void nccl_link::abort() {
+  aborted_ = true;
+  ch_->abort();
 }
 
 result<std::unique_ptr<nccl_link>> nccl_link::create(const nccl_channel::unique_id& id,
@@ -242,22 +286,32 @@ int nccl_link::peer_index(int32_t rank) const {
   return -1;
 }
 
-result<std::unique_ptr<device_link::transfer>> nccl_link::finish(
-    std::shared_ptr<float> data, result<void> posted) {
-  if (!posted) {
-    return posted.err();
+result<std::unique_ptr<nccl_transfer>> nccl_link::new_transfer() {
+  if (aborted_) {
+    return make_error("the device link was aborted");
   }
+  cudaSetDevice(device_);
   auto t = std::make_unique<nccl_transfer>();
   t->device = device_;
-  t->data = std::move(data);
+  t->channel = ch_.get();
+  // made before anything is posted: once NCCL owns a buffer, no error may drop it
   if (auto ok = check_cuda(cudaEventCreateWithFlags(&t->event, cudaEventDisableTiming),
                            "cudaEventCreate");
       !ok) {
     return ok.err();
   }
-  if (auto ok = check_cuda(cudaEventRecord(t->event, static_cast<cudaStream_t>(stream_)),
-                           "cudaEventRecord");
-      !ok) {
+  return t;
+}
+
+result<std::unique_ptr<device_link::transfer>> nccl_link::posted(
+    std::unique_ptr<nccl_transfer> t, result<void> post) {
+  if (!post) {
+    return post.err();
+  }
+  const auto stream = static_cast<cudaStream_t>(stream_);
+  if (auto ok = check_cuda(cudaEventRecord(t->event, stream), "cudaEventRecord"); !ok) {
+    // NCCL may still use the buffer: wait for the stream before it can be freed
+    cudaStreamSynchronize(stream);
     return ok.err();
   }
   return std::unique_ptr<device_link::transfer>(std::move(t));
@@ -269,9 +323,13 @@ result<std::unique_ptr<device_link::transfer>> nccl_link::send(std::shared_ptr<f
   if (p < 0) {
     return make_error("rank %d is not on the NCCL link", peer);
   }
-  cudaSetDevice(device_);
-  auto posted = ch_->send(data.get(), n, p, stream_);
-  return finish(std::move(data), std::move(posted));
+  auto t = new_transfer();
+  if (!t) {
+    return t.err();
+  }
+  (*t)->data = std::move(data);
+  auto post = ch_->send((*t)->data.get(), n, p, stream_);
+  return posted(std::move(*t), std::move(post));
 }
 
 result<std::unique_ptr<device_link::transfer>> nccl_link::recv(size_t n, int32_t peer) {
@@ -279,7 +337,10 @@ result<std::unique_ptr<device_link::transfer>> nccl_link::recv(size_t n, int32_t
   if (p < 0) {
     return make_error("rank %d is not on the NCCL link", peer);
   }
-  cudaSetDevice(device_);
+  auto t = new_transfer();
+  if (!t) {
+    return t.err();
+  }
   void* buf = nullptr;
   const auto stream = static_cast<cudaStream_t>(stream_);
   if (auto ok = check_cuda(cudaMallocAsync(&buf, std::max<size_t>(n, 1) * sizeof(float), stream),
@@ -288,8 +349,8 @@ result<std::unique_ptr<device_link::transfer>> nccl_link::recv(size_t n, int32_t
     return ok.err();
   }
   const int dev = device_;
-  std::shared_ptr<float> data(static_cast<float*>(buf), [dev](float* q) {
-    // the consumer's step (or the abandoned transfer) is over: nothing reads q any more
+  (*t)->data = std::shared_ptr<float>(static_cast<float*>(buf), [dev](float* q) {
+    // the consumer's step is over: nothing reads q any more
     int prev = 0;
     cudaGetDevice(&prev);
     cudaSetDevice(dev);
@@ -297,8 +358,8 @@ result<std::unique_ptr<device_link::transfer>> nccl_link::recv(size_t n, int32_t
     cudaSetDevice(prev);
     cudaGetLastError();  // a failure here must not be blamed on the thread's next call
   });
-  auto posted = ch_->recv(data.get(), n, p, stream_);
-  return finish(std::move(data), std::move(posted));
+  auto post = ch_->recv((*t)->data.get(), n, p, stream_);
+  return posted(std::move(*t), std::move(post));
 }
 
 }  // namespace baton

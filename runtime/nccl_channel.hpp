@@ -22,6 +22,8 @@ class nccl_channel {
  public:
   using unique_id = std::array<char, 128>;  // ncclUniqueId's bytes
 
+  /// Whether libnccl can be loaded here (the error says why not).
+  static result<void> available();
   /// A fresh id; rank 0 makes it, every rank passes the same one to create().
   static result<unique_id> make_id();
   /// Joins the communicator of `world` ranks as `rank`, on CUDA device `device`.
@@ -33,6 +35,10 @@ class nccl_channel {
   result<void> send(const float* data, size_t n, int peer, void* stream);
   /// Receives `n` floats from `peer` into device pointer `data` on `stream`.
   result<void> recv(float* data, size_t n, int peer, void* stream);
+  /// Ends the communicator without waiting for its pending operations (they fail).
+  void abort();
+  /// An error NCCL found asynchronously (a peer or the network failed), or nothing.
+  result<void> async_error() const;
   /// A send and a receive as one NCCL group (needed when a rank talks to itself).
   result<void> send_recv(const float* send_data, float* recv_data, size_t n, int send_peer,
                          int recv_peer, void* stream);
@@ -44,6 +50,8 @@ class nccl_channel {
   void* comm_ = nullptr;  // ncclComm_t
   int device_ = 0;
 };
+
+struct nccl_transfer;
 
 /// device_link over NCCL: one communicator over the ranks that run GPU stages (`members`,
 /// job ranks; their order is the communicator's), one stream on this rank's device, and
@@ -61,17 +69,21 @@ class nccl_link final : public device_link {
   result<std::unique_ptr<transfer>> send(std::shared_ptr<float> data, size_t n,
                                          int32_t peer) override;
   result<std::unique_ptr<transfer>> recv(size_t n, int32_t peer) override;
+  void abort() override;
 
  private:
   nccl_link(std::unique_ptr<nccl_channel> ch, std::vector<int32_t> members, int device);
   int peer_index(int32_t rank) const;
-  result<std::unique_ptr<transfer>> finish(std::shared_ptr<float> data, result<void> posted);
+  result<std::unique_ptr<nccl_transfer>> new_transfer();
+  result<std::unique_ptr<transfer>> posted(std::unique_ptr<nccl_transfer> t,
+                                           result<void> post);
 
   // -- member variables -------------------------------------------------------
   std::unique_ptr<nccl_channel> ch_;
   std::vector<int32_t> members_;
   int device_;
   void* stream_ = nullptr;  // cudaStream_t
+  bool aborted_ = false;
 };
 
 }  // namespace baton

@@ -34,6 +34,7 @@ struct stage_compute_options {
   /// allocated at creation (0: grown on demand).
   int32_t max_tokens = 0;
   int32_t max_logits = 0;
+  int64_t max_context = 0;           ///< tokens of one sequence (sizes its block table)
 };
 
 /// A step's activations [n_tokens, n_embd]: in host memory, or on a CUDA device where

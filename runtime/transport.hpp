@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -31,10 +32,12 @@ struct activation_header {
   std::vector<int32_t> seq_rows;     ///< tokens of each sequence
   /// The floats follow device to device (mpi_transport's device_link), not in this message.
   bool floats_on_device = false;
+  /// Set when the floats cannot come (the device link broke): the step fails with it.
+  std::string error;
 
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(step, stage, n_tokens, n_embd, seq_ids, seq_rows, floats_on_device);
+    ar(step, stage, n_tokens, n_embd, seq_ids, seq_rows, floats_on_device, error);
   }
 };
 

@@ -450,7 +450,10 @@ memory_utilization = 0.25
   EXPECT_EQ(p->resolved.stages[1].memory_utilization, 0.25);
 
   const auto& c = m.config();
-  const uint64_t scratch = 64ull * 4 * (3 * 128 + 2 * 192 + 2 * 4 * 32);
+  // per token: activations in, normed, residual (3 x n_embd), q and attention output
+  // (2 x 4 heads x 32), k and v (2 x 2 kv heads x 32), gate and up (2 x n_ff), the
+  // converted activations (at most max(n_embd, n_ff) floats), rope angles (32)
+  const uint64_t scratch = 64ull * 4 * (3 * 128 + 2 * 4 * 32 + 2 * 2 * 32 + 2 * 192 + 192 + 32);
   const uint64_t logits = 8ull * 320 * 4;
   const uint64_t metadata = 4 * m.file().data_offset();
   const auto& s0 = p->stages[0];

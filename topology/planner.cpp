@@ -441,9 +441,7 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
     // every sequence on the last stage, and the parsed metadata + tokenizer (~4x their
     // bytes on disk) once per rank, on its first cpu stage
     const uint64_t scratch =
-        static_cast<uint64_t>(p.max_num_batched_tokens) *
-        static_cast<uint64_t>(4 * (3 * cfg.n_embd + 2 * cfg.n_ff +
-                                   2 * cfg.n_head * cfg.n_embd_head_k));
+        static_cast<uint64_t>(p.max_num_batched_tokens) * cfg.step_bytes_per_token();
     const uint64_t logits =
         static_cast<uint64_t>(p.max_num_seqs) * static_cast<uint64_t>(cfg.n_vocab) * 4;
     const uint64_t metadata = 4 * m.file().data_offset();
