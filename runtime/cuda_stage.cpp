@@ -322,49 +322,6 @@ result<void> cuda_stage::matmul(const matrix& w, const float* x, int64_t n_token
                "matmul");
 }
 
-result<void> cuda_stage::build_metadata(const batch& b) {
-  const model_config& c = model_->config();
-  const auto n = static_cast<size_t>(b.n_tokens());
-  const bool first = first_ == 0;
-  const bool last = last_ == c.n_layer;
-  const auto bs = static_cast<int32_t>(kv_layers_.front().block_size);
-  // the tables go after the five per-token arrays; filled before any pointer into the
-  // vector is taken, since appending moves it
-  meta_host_.assign(5 * n, 0);
-  std::vector<int32_t> seq_offset(b.block_tables.size());
-  for (size_t s = 0; s < b.block_tables.size(); ++s) {
-    seq_offset[s] = static_cast<int32_t>(meta_host_.size() - 5 * n);
-    meta_host_.insert(meta_host_.end(), b.block_tables[s]->begin(), b.block_tables[s]->end());
-  }
-  int32_t* token = meta_host_.data();
-  int32_t* slot = token + n;
-  int32_t* kv_len = slot + n;
-  int32_t* table_offset = kv_len + n;
-  int32_t* logit_rows = table_offset + n;
-  int64_t r = 0;
-  for (size_t t = 0; t < n; ++t) {
-    const auto& table = *b.block_tables[static_cast<size_t>(b.seq[t])];
-    const int32_t pos = b.pos[t];
-    const int64_t bi = pos >= 0 ? pos / bs : -1;
-    if (bi < 0 || bi >= static_cast<int64_t>(table.size())) {
-      return make_error("%s: token %zu at position %d has no KV block (table of %zu)",
-                        name_.c_str(), t, pos, table.size());
-    }
-    token[t] = first ? b.token[t] : 0;
-    if (first && (token[t] < 0 || token[t] >= c.n_vocab)) {
-      return make_error("%s: token id %d is outside the vocabulary (%lld)", name_.c_str(),
-                        token[t], static_cast<long long>(c.n_vocab));
-    }
-    slot[t] = table[static_cast<size_t>(bi)] * bs + pos % bs;
-    kv_len[t] = pos + 1;
-    table_offset[t] = seq_offset[static_cast<size_t>(b.seq[t])];
-    if (last && b.logits[t]) {
-      logit_rows[r++] = static_cast<int32_t>(t);
-    }
-  }
-  return {};
-}
-
 result<void> cuda_stage::take_input(stage_activations& io, size_t n_floats) {
   float* x = x_.as<float>();
   const size_t bytes = n_floats * sizeof(float);
@@ -449,19 +406,26 @@ result<void> cuda_stage::forward(const batch& b, stage_activations& io,
   // -- the step's metadata, one upload: tokens, KV slots, n_kv and block-table offset
   // per token, the rows that want logits, then the block tables -------------------------
   const auto n = static_cast<size_t>(n_tokens);
-  if (auto ok = build_metadata(b); !ok) {
+  if (auto ok = build_step_metadata(b, static_cast<int32_t>(kv_layers_.front().block_size),
+                                    c.n_vocab, first, last, meta_host_);
+      !ok) {
+    return make_error("%s: %s", name_.c_str(), ok.err().message.c_str());
+  }
+  if (auto ok = reserve(n_tokens, n_out,
+                        meta_host_.ints.size() -
+                            static_cast<size_t>(step_metadata::offset_of_tables(n_tokens)));
+      !ok) {
     return ok;
   }
-  if (auto ok = reserve(n_tokens, n_out, meta_host_.size() - 5 * n); !ok) {
-    return ok;
-  }
+  // the same layout on the device: pointers at the host arrays' offsets
   const auto* meta_dev = meta_.as<int32_t>();
-  const int32_t* d_token = meta_dev;
-  const int32_t* d_slot = meta_dev + n;
-  const int32_t* d_kv_len = d_slot + n;
-  const int32_t* d_table_offset = d_kv_len + n;
-  const int32_t* d_logit_rows = d_table_offset + n;
-  const int32_t* d_tables = d_logit_rows + n;
+  auto on_device = [&](const int32_t* host) { return meta_dev + (host - meta_host_.ints.data()); };
+  const int32_t* d_token = on_device(meta_host_.token());
+  const int32_t* d_slot = on_device(meta_host_.slot());
+  const int32_t* d_kv_len = on_device(meta_host_.n_kv());
+  const int32_t* d_table_offset = on_device(meta_host_.table_offset());
+  const int32_t* d_logit_rows = on_device(meta_host_.logit_rows());
+  const int32_t* d_tables = on_device(meta_host_.tables());
   // rope angles: the CPU's own function, so both backends rotate by the same floats
   cs_host_.resize(n * static_cast<size_t>(c.n_rot));
   const float* freq = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
@@ -487,7 +451,7 @@ result<void> cuda_stage::forward(const batch& b, stage_activations& io,
     }
     return static_cast<bool>(ok);
   };
-  run(cudaMemcpyAsync(meta_.p, meta_host_.data(), meta_host_.size() * sizeof(int32_t),
+  run(cudaMemcpyAsync(meta_.p, meta_host_.ints.data(), meta_host_.ints.size() * sizeof(int32_t),
                       cudaMemcpyHostToDevice, stream_),
       "uploading the step");
   run(cudaMemcpyAsync(cs_.p, cs_host_.data(), cs_host_.size() * sizeof(float),

@@ -17,6 +17,7 @@
 
 #include "kernels/cuda/ops.cuh"
 #include "runtime/stage_compute.hpp"
+#include "runtime/step_metadata.hpp"
 
 namespace baton {
 
@@ -72,8 +73,6 @@ class cuda_stage final : public stage_compute {
   /// y[n_tokens, w.n_out] = x[n_tokens, w.n_in] · Wᵀ
   result<void> matmul(const matrix& w, const float* x, int64_t n_tokens, float* y);
   result<void> check(cudaError_t e, const char* what) const;
-  /// meta_host_ = the step's tokens, KV slots, n_kv, table offsets, logit rows, tables.
-  result<void> build_metadata(const batch& b);
   /// x = the step's input activations, from the host or from a device.
   result<void> take_input(stage_activations& io, size_t n_floats);
   /// io = x: back to the host, or into a fresh device buffer for the next GPU stage.
@@ -97,7 +96,7 @@ class cuda_stage final : public stage_compute {
   std::vector<float> rope_freqs_;         // host: rope angles are computed on the host
   // scratch, grown to the largest step seen
   buffer x_, cur_, q_, k_, v_, attn_, gate_, up_, xq_, logits_, meta_, cs_;
-  std::vector<int32_t> meta_host_;
+  step_metadata meta_host_;
   std::vector<float> cs_host_;
 };
 
