@@ -265,6 +265,43 @@ result<std::unique_ptr<nccl_link>> nccl_link::create(const nccl_channel::unique_
     return ok.err();
   }
   l->stream_ = s;
+  // NCCL connects a pair on its first transfer, blocking the caller until the peer joins
+  // and allocating buffers then: do it now, in a chain over the members (each receives
+  // from the one before, sends to the one after, as one group), before the stages take
+  // the device's memory and before the transport's thread would block on it
+  void* one = nullptr;
+  if (auto ok = check_cuda(cudaMalloc(&one, 2 * sizeof(float)), "cudaMalloc"); !ok) {
+    return ok.err();
+  }
+  cudaMemset(one, 0, 2 * sizeof(float));
+  const int world = static_cast<int>(l->members_.size());
+  const nccl_api& a = **api();
+  auto warm = [&]() -> result<void> {
+    if (auto ok = check_nccl(a, a.group_start(), "ncclGroupStart"); !ok) {
+      return ok;
+    }
+    result<void> posted;
+    if (index + 1 < world) {
+      posted = l->ch_->send(static_cast<float*>(one), 1, index + 1, s);
+    }
+    if (posted && index > 0) {
+      posted = l->ch_->recv(static_cast<float*>(one) + 1, 1, index - 1, s);
+    }
+    auto ended = check_nccl(a, a.group_end(), "ncclGroupEnd");
+    if (!posted) {
+      return posted;
+    }
+    if (!ended) {
+      return ended;
+    }
+    return check_cuda(cudaStreamSynchronize(s), "the NCCL warm-up");
+  };
+  auto warmed = warm();
+  cudaFree(one);
+  if (!warmed) {
+    l->abort();
+    return warmed.err();
+  }
   return l;
 }
 
