@@ -10,6 +10,7 @@
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/ops.hpp"
 #include "runtime/budget.hpp"
+#include "runtime/pooled_floats.hpp"
 
 namespace baton {
 
@@ -355,23 +356,14 @@ result<void> cuda_stage::give_output(stage_activations& io, size_t n_floats) {
   }
   // a buffer of their own (x_ is overwritten by the next step while the next stage may
   // still be reading), from the stream-ordered pool: no device-wide synchronization
-  void* p = nullptr;
-  if (auto ok = check(cudaMallocAsync(&p, bytes, stream_), "allocating activations"); !ok) {
+  if (auto ok = check(pooled_floats(bytes, device_, stream_, io.on_device),
+                      "allocating activations");
+      !ok) {
     return ok;
   }
-  const int dev = device_;
-  io.on_device = std::shared_ptr<float>(static_cast<float*>(p), [dev](float* q) {
-    // runs on the consumer's thread once its step is over: nothing uses q any more
-    int prev = 0;
-    cudaGetDevice(&prev);
-    cudaSetDevice(dev);
-    cudaFreeAsync(q, nullptr);
-    cudaSetDevice(prev);
-    cudaGetLastError();  // a failure here must not be blamed on the thread's next call
-  });
   io.device = device_;
   io.host.clear();
-  return check(cudaMemcpyAsync(p, x_.p, bytes, cudaMemcpyDeviceToDevice, stream_),
+  return check(cudaMemcpyAsync(io.on_device.get(), x_.p, bytes, cudaMemcpyDeviceToDevice, stream_),
                "keeping activations on the device");
 }
 

@@ -12,6 +12,8 @@
 #include <map>
 #include <mutex>
 
+#include "runtime/pooled_floats.hpp"
+
 namespace baton {
 
 namespace {
@@ -378,23 +380,12 @@ result<std::unique_ptr<device_link::transfer>> nccl_link::recv(size_t n, int32_t
   if (!t) {
     return t.err();
   }
-  void* buf = nullptr;
-  const auto stream = static_cast<cudaStream_t>(stream_);
-  if (auto ok = check_cuda(cudaMallocAsync(&buf, std::max<size_t>(n, 1) * sizeof(float), stream),
+  if (auto ok = check_cuda(pooled_floats(std::max<size_t>(n, 1) * sizeof(float), device_,
+                                         static_cast<cudaStream_t>(stream_), (*t)->data),
                            "cudaMallocAsync");
       !ok) {
     return ok.err();
   }
-  const int dev = device_;
-  (*t)->data = std::shared_ptr<float>(static_cast<float*>(buf), [dev](float* q) {
-    // the consumer's step is over: nothing reads q any more
-    int prev = 0;
-    cudaGetDevice(&prev);
-    cudaSetDevice(dev);
-    cudaFreeAsync(q, nullptr);
-    cudaSetDevice(prev);
-    cudaGetLastError();  // a failure here must not be blamed on the thread's next call
-  });
   auto post = ch_->recv((*t)->data.get(), n, p, stream_);
   return posted(std::move(*t), std::move(post));
 }

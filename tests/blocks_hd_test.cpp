@@ -15,19 +15,12 @@
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/ops.hpp"
 #include "kernels/ops_math.hpp"
+#include "tests/random_weights.hpp"
 
 namespace baton {
 namespace {
 
-template <class Block>
-Block random_block(std::mt19937& rng) {
-  Block b;
-  auto* p = reinterpret_cast<uint8_t*>(&b);
-  for (size_t i = 0; i < sizeof b; ++i) {
-    p[i] = static_cast<uint8_t>(rng());
-  }
-  return b;
-}
+using test::random_block;
 
 /// Activation blocks as the quantizer makes them (q in −127..127, bsums consistent).
 block_q8_k random_q8_k(std::mt19937& rng) {

@@ -20,8 +20,9 @@
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/ops.hpp"
 #include "kernels/cuda/dequantize.cuh"
-#include "tests/gpu_util.hpp"
 #include "kernels/cuda/ops.cuh"
+#include "tests/gpu_util.hpp"
+#include "tests/random_weights.hpp"
 
 namespace baton {
 namespace {
@@ -89,69 +90,18 @@ std::vector<float> plain_floats(std::mt19937& rng, int64_t n) {
   return x;
 }
 
+/// random_floats with exact halves now and then: the quantizers' rounding corner.
 std::vector<float> random_floats(std::mt19937& rng, int64_t n) {
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(n));
+  auto x = test::random_floats(rng, n);
   for (auto& v : x) {
-    v = nd(rng);
-    if (rng() % 97 == 0) {
-      v *= 30.0f;  // outliers, as activations have
-    }
     if (rng() % 101 == 0) {
-      v = std::round(v * 4.0f) + 0.5f;  // halves: the quantizers' rounding corner
+      v = std::round(v * 4.0f) + 0.5f;
     }
   }
   return x;
 }
 
-uint16_t random_scale(std::mt19937& rng) {
-  return fp32_to_fp16(
-      std::ldexp(static_cast<float>(rng() % 1000 + 1) / 1000.0f, -static_cast<int>(rng() % 12)));
-}
-
-std::vector<uint8_t> random_weights(std::mt19937& rng, ggml_type type, int64_t n_out,
-                                    int64_t n_in) {
-  const size_t rb = row_bytes(type, static_cast<uint64_t>(n_in));
-  std::vector<uint8_t> w(rb * static_cast<size_t>(n_out));
-  if (!traits(type).quantized) {
-    const auto x = random_floats(rng, n_in * n_out);
-    for (size_t i = 0; i < x.size(); ++i) {
-      if (type == ggml_type::f32) {
-        std::memcpy(w.data() + 4 * i, &x[i], 4);
-      } else {
-        const uint16_t h = type == ggml_type::f16 ? fp32_to_fp16(x[i]) : fp32_to_bf16(x[i]);
-        std::memcpy(w.data() + 2 * i, &h, 2);
-      }
-    }
-    return w;
-  }
-  for (auto& b : w) {
-    b = static_cast<uint8_t>(rng());
-  }
-  const size_t bs = traits(type).type_size;
-  for (size_t off = 0; off < w.size(); off += bs) {
-    auto set = [&](size_t at) {
-      const uint16_t s = random_scale(rng);
-      std::memcpy(w.data() + off + at, &s, 2);
-    };
-    switch (type) {
-      case ggml_type::q4_0:
-        set(offsetof(block_q4_0, d));
-        break;
-      case ggml_type::q8_0:
-        set(offsetof(block_q8_0, d));
-        break;
-      case ggml_type::q4_k:
-        set(offsetof(block_q4_k, d));
-        set(offsetof(block_q4_k, dmin));
-        break;
-      default:
-        set(offsetof(block_q6_k, d));
-        break;
-    }
-  }
-  return w;
-}
+using test::random_weights;
 
 /// n_tokens rows converted by the CPU scalar reference, rows activation_row_bytes apart.
 std::vector<uint8_t> cpu_activations(ggml_type weight, const std::vector<float>& x, int64_t n_in,

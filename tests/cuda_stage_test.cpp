@@ -63,14 +63,20 @@ struct sequences {
   }
 };
 
-/// Prefill of `ids` as sequence 0 in one batch; the last token's logits.
-std::vector<float> prefill(stage_compute& s, const std::vector<int32_t>& ids) {
-  sequences seqs(1);
+/// The prompt `ids` of one sequence (blocks `table`) as one batch; logits for the last.
+batch prompt_batch(const std::vector<int32_t>& table, const std::vector<int32_t>& ids) {
   batch b;
-  b.block_tables.push_back(&seqs.tables[0]);
+  b.block_tables.push_back(&table);
   for (size_t i = 0; i < ids.size(); ++i) {
     b.add(0, ids[i], static_cast<int32_t>(i), i + 1 == ids.size());
   }
+  return b;
+}
+
+/// Prefill of `ids` as sequence 0 in one batch; the last token's logits.
+std::vector<float> prefill(stage_compute& s, const std::vector<int32_t>& ids) {
+  sequences seqs(1);
+  const batch b = prompt_batch(seqs.tables[0], ids);
   std::vector<float> hidden, logits;
   auto ok = s.forward(b, hidden, logits);
   EXPECT_TRUE(ok) << ok.err().message;
@@ -133,11 +139,7 @@ TEST(cuda_stage, a_sequence_s_logits_do_not_depend_on_its_batch) {
   ASSERT_TRUE(alone);
   std::vector<float> hidden, first, second;
   {
-    batch b;
-    b.block_tables.push_back(&seqs.tables[0]);
-    for (size_t i = 0; i < prompt_a.size(); ++i) {
-      b.add(0, prompt_a[i], static_cast<int32_t>(i), i + 1 == prompt_a.size());
-    }
+    batch b = prompt_batch(seqs.tables[0], prompt_a);
     ASSERT_TRUE(alone->forward(b, hidden, first));
     b.clear();
     b.block_tables.push_back(&seqs.tables[0]);
@@ -193,11 +195,7 @@ TEST(cuda_stage, a_cpu_stage_feeds_a_cuda_stage_through_host_memory) {
     auto b = make(*m, gpu_first ? "cpu" : "cuda:0", ggml_type::f32, 2, 4);
     ASSERT_TRUE(a && b);
     sequences seqs(1);
-    batch bt;
-    bt.block_tables.push_back(&seqs.tables[0]);
-    for (size_t i = 0; i < ids.size(); ++i) {
-      bt.add(0, ids[i], static_cast<int32_t>(i), i + 1 == ids.size());
-    }
+    const batch bt = prompt_batch(seqs.tables[0], ids);
     std::vector<float> hidden, logits;
     ASSERT_TRUE(a->forward(bt, hidden, logits));
     ASSERT_EQ(hidden.size(), ids.size() * static_cast<size_t>((*m)->config().n_embd));
@@ -222,11 +220,7 @@ TEST(cuda_stage, two_gpu_stages_of_one_process_hand_over_on_the_device) {
   auto b = make(*m, "cuda:0", ggml_type::f16, 1, 4);
   ASSERT_TRUE(a && b);
   sequences seqs(1);
-  batch bt;
-  bt.block_tables.push_back(&seqs.tables[0]);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    bt.add(0, ids[i], static_cast<int32_t>(i), i + 1 == ids.size());
-  }
+  const batch bt = prompt_batch(seqs.tables[0], ids);
   stage_activations io;
   std::vector<float> logits;
   auto ok = a->forward(bt, io, logits);

@@ -13,6 +13,7 @@
 #include "kernels/cpu/dequantize.hpp"
 #include "kernels/cpu/isa.hpp"
 #include "kernels/ggml_type.hpp"
+#include "tests/random_weights.hpp"
 
 namespace baton {
 namespace {
@@ -150,21 +151,9 @@ float ref_q6_k(const block_q6_k& b, int e) {
   return fp16_to_fp32(b.d) * static_cast<float>(sc) * static_cast<float>(q);
 }
 
-template <class Block>
-Block random_block(std::mt19937& rng) {
-  Block b;
-  auto* p = reinterpret_cast<uint8_t*>(&b);
-  for (size_t i = 0; i < sizeof b; ++i) {
-    p[i] = static_cast<uint8_t>(rng());
-  }
-  return b;
-}
+using test::random_block;
 
-/// A random finite, moderate f16 value for a block scale.
-uint16_t random_scale(std::mt19937& rng) {
-  return fp32_to_fp16(std::ldexp(static_cast<float>(rng() % 1000 + 1) / 1000.0f,
-                                 -static_cast<int>(rng() % 12)));
-}
+using test::random_scale;
 
 TEST(dequantize, q4_0_matches_definition) {
   std::mt19937 rng(1);
