@@ -10,7 +10,7 @@
 #include "launch/engine_flags.hpp"
 #include "launch/pipeline_job.hpp"
 #include "launch/signals.hpp"
-#include "runtime/chat_template.hpp"
+#include "runtime/chat_prompt.hpp"
 #include "runtime/sampler.hpp"
 #include "runtime/stop_strings.hpp"
 
@@ -23,6 +23,7 @@ struct run_options {
   std::string prompt;
   std::string system;
   bool chat = false;
+  bool special_in_chat = false;  ///< --allow-special-tokens-in-chat: parse them in content
   int64_t n_predict = 128;
   sampling_params sampling;
   std::vector<std::string> stop;
@@ -264,6 +265,12 @@ int run_run(run_options o) {
   } else {
     texts.push_back(o.prompt);
   }
+  if (!o.chat && !o.system.empty()) {
+    return fail("--system needs --chat");
+  }
+  if (!o.chat && o.special_in_chat) {
+    return fail("--allow-special-tokens-in-chat needs --chat");
+  }
   const bool pipeline = o.engine.stages > 1 || (*mpi)->size() > 1 || topo->has_value() ||
                         !o.prompt_file.empty() || o.engine.device != "cpu";
   if ((*mpi)->rank() != 0) {
@@ -277,22 +284,20 @@ int run_run(run_options o) {
 
   std::vector<std::vector<int32_t>> prompts;
   for (const std::string& one : texts) {
-    std::string text = one;
     if (o.chat) {
       std::vector<chat_message> messages;
       if (!o.system.empty()) {
         messages.push_back({"system", o.system});
       }
       messages.push_back({"user", one});
-      auto t = apply_chat_template(tok.chat_template(), messages, true);
-      if (!t) {
-        return fail(t.err().message);
+      auto ids = encode_chat(tok, messages, true, o.special_in_chat);
+      if (!ids) {
+        return fail(ids.err().message);
       }
-      text = std::move(*t);
-    } else if (!o.system.empty()) {
-      return fail("--system needs --chat");
+      prompts.push_back(std::move(*ids));
+    } else {
+      prompts.push_back(tok.encode(one, true, true));
     }
-    prompts.push_back(tok.encode(text, true, true));
     const auto& prompt = prompts.back();
     const int64_t n_ctx = l->opts.n_ctx;
     if (static_cast<int64_t>(prompt.size()) + o.n_predict > n_ctx) {
@@ -384,6 +389,10 @@ void add_run_command(CLI::App& app, int& status) {
   cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str();
   cmd->add_flag("--chat", o->chat, "Apply the model's chat template (stops at <|eot_id|>)");
   cmd->add_option("--system", o->system, "System message (with --chat)");
+  cmd->add_flag("--allow-special-tokens-in-chat", o->special_in_chat,
+                "With --chat: read special-token text in the messages (\"<|eot_id|>\") as "
+                "control tokens, as llama.cpp does (only for trusted input: otherwise a "
+                "message could forge a turn of another role)");
   cmd->add_option("--temp,--temperature", o->sampling.temperature, "Temperature (0: greedy)")
       ->capture_default_str();
   cmd->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str();

@@ -60,16 +60,26 @@ result<chat_format> detect_chat_format(const std::optional<std::string>& templat
                     excerpt(t).c_str());
 }
 
-result<std::string> apply_chat_template(const std::optional<std::string>& template_text,
-                                        const std::vector<chat_message>& messages,
-                                        bool add_assistant) {
+result<std::vector<chat_segment>> apply_chat_template_segments(
+    const std::optional<std::string>& template_text, const std::vector<chat_message>& messages,
+    bool add_assistant) {
   auto format = detect_chat_format(template_text);
   if (!format) {
     return format.err();
   }
   static constexpr std::array<std::string_view, 5> roles = {"system", "user", "assistant",
                                                              "tool", "ipython"};
-  std::string out;
+  std::vector<chat_segment> out;
+  // Adjacent pieces of one kind join, so that markup and content alternate.
+  const auto add = [&out](std::string_view text, bool markup) {
+    if (text.empty()) {
+      return;
+    }
+    if (out.empty() || out.back().markup != markup) {
+      out.push_back({std::string(), markup});
+    }
+    out.back().text += text;
+  };
   for (size_t i = 0; i < messages.size(); ++i) {
     const chat_message& m = messages[i];
     if (std::find(roles.begin(), roles.end(), m.role) == roles.end()) {
@@ -77,14 +87,28 @@ result<std::string> apply_chat_template(const std::optional<std::string>& templa
                         "ipython",
                         i, m.role.c_str());
     }
-    out += "<|start_header_id|>";
-    out += m.role;
-    out += "<|end_header_id|>\n\n";
-    out += trim(m.content);
-    out += "<|eot_id|>";
+    add("<|start_header_id|>", true);
+    add(m.role, true);
+    add("<|end_header_id|>\n\n", true);
+    add(trim(m.content), false);
+    add("<|eot_id|>", true);
   }
   if (add_assistant) {
-    out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    add("<|start_header_id|>assistant<|end_header_id|>\n\n", true);
+  }
+  return out;
+}
+
+result<std::string> apply_chat_template(const std::optional<std::string>& template_text,
+                                        const std::vector<chat_message>& messages,
+                                        bool add_assistant) {
+  auto segments = apply_chat_template_segments(template_text, messages, add_assistant);
+  if (!segments) {
+    return segments.err();
+  }
+  std::string out;
+  for (const chat_segment& s : *segments) {
+    out += s.text;
   }
   return out;
 }
