@@ -454,7 +454,7 @@ TEST(actors, a_stage_going_down_after_begin_stop_is_the_shutdown_not_a_failure) 
   EXPECT_EQ(said.find("stopped"), std::string::npos) << said;
   EXPECT_EQ(after.running + after.waiting + after.in_flight, 0);
   EXPECT_EQ(after.free_blocks, after.total_blocks);
-  EXPECT_FALSE(srv->peer_died());  // not a death: MPI may be finalized
+  EXPECT_TRUE(srv->peer_died());  // quiet, but a dead process is still not waited for
   admission a;
   srv->submit(greedy_request(prompt(1), 4), &a);
   EXPECT_EQ(a.decision, "never");
@@ -479,8 +479,24 @@ TEST(actors, a_stage_that_quits_on_its_own_reads_as_stopped) {
   const std::string said = testing::internal::GetCapturedStderr();
   EXPECT_EQ(said.find("is down"), std::string::npos) << said;
   EXPECT_NE(said.find("baton: stage 1 (rank 0) stopped"), std::string::npos) << said;
+  EXPECT_TRUE(srv->peer_died());  // the pipeline cannot run: its transfers are abandoned
   EXPECT_EQ(after.free_blocks, after.total_blocks);
   EXPECT_EQ(after.running + after.waiting + after.in_flight, 0);
+}
+
+TEST(actors, a_stage_leaving_after_begin_stop_is_no_death_at_all) {
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 64)));
+  auto streams = busy(*srv);
+  srv->begin_stop();
+  (void)srv->stats();
+  testing::internal::CaptureStderr();
+  caf::anon_send_exit(srv->stage_actor(1), caf::exit_reason::user_shutdown);
+  for (auto& s : streams) {
+    EXPECT_EQ(drain(*s).second.error_kind, refusal::shutting_down);
+  }
+  (void)srv->stats();
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  EXPECT_FALSE(srv->peer_died());  // an ordered stop: MPI may be finalized
 }
 
 TEST(actors, cancelled_by_the_stop_says_so) {
