@@ -14,6 +14,7 @@
 #include "actors/local_server.hpp"
 #include "runtime/engine.hpp"
 #include "runtime/model_builder.hpp"
+#include "runtime/scheduler.hpp"
 
 namespace baton {
 namespace {
@@ -384,6 +385,38 @@ std::vector<std::shared_ptr<event_stream>> busy(local_server& srv) {
   auto first = streams[0]->next(std::chrono::seconds(60));
   EXPECT_TRUE(first && first->token >= 0);
   return streams;
+}
+
+TEST(actors, scheduler_abort_all_forgets_waiting_running_and_in_flight_and_frees_every_block) {
+  scheduler_config c;
+  c.max_num_seqs = 2;
+  c.micro_batches = 2;
+  c.n_blocks = 32;
+  c.block_size = 4;
+  c.max_num_batched_tokens = 8;
+  scheduler s(c, {257});
+  for (uint64_t id = 1; id <= 4; ++id) {
+    s.add(sched_request{id, prompt(static_cast<int>(id)), 50, {}, true});
+  }
+  // one sequence per micro-batch: two join (max_num_seqs), two wait
+  auto first = s.next_step();
+  ASSERT_TRUE(first);
+  auto second = s.next_step();
+  ASSERT_TRUE(second);
+  s.on_step_done(second->step_id, {}, {});  // a prefill chunk back; the first stays in flight
+  ASSERT_EQ(s.n_in_flight(), 1);
+  ASSERT_EQ(s.n_running(), 2);
+  ASSERT_EQ(s.n_waiting(), 2);
+  ASSERT_LT(s.n_free_blocks(), s.n_blocks());
+  EXPECT_EQ(s.abort_all(), (std::vector<uint64_t>{1, 2, 3, 4}));
+  EXPECT_TRUE(s.idle());
+  EXPECT_EQ(s.n_in_flight() + s.n_running() + s.n_waiting(), 0);
+  EXPECT_EQ(s.n_free_blocks(), s.n_blocks());
+  // and it schedules afresh
+  s.add(sched_request{9, prompt(9), 4, {}, true});
+  auto next = s.next_step();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->slices.at(0).seq_id, 9u);
 }
 
 TEST(actors, a_stage_death_ends_every_request_and_returns_every_block) {
