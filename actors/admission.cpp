@@ -10,38 +10,39 @@ admission decide(const admission_config& cfg, const gen_request& r, int32_t in_s
   const auto n_prompt = static_cast<int64_t>(r.prompt.size());
   const int64_t total = n_prompt + r.max_tokens;
   if (r.prompt.empty()) {
-    return {"never", "empty prompt", 0};
+    return {"never", "empty prompt", 0, refusal::invalid};
   }
   if (r.max_tokens < 1) {
-    return {"never", "max_tokens (" + std::to_string(r.max_tokens) + ") must be >= 1", 0};
+    return {"never", "max_tokens (" + std::to_string(r.max_tokens) + ") must be >= 1", 0,
+            refusal::invalid};
   }
   if (total > cfg.n_ctx) {
     return {"never",
             "context length: prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
                 std::to_string(r.max_tokens) + ") = " + std::to_string(total) +
                 " exceeds the context length (" + std::to_string(cfg.n_ctx) + ")",
-            0};
+            0, refusal::invalid};
   }
   if (cfg.kv_capacity_tokens > 0 && total > cfg.kv_capacity_tokens) {
     return {"never",
             "kv cache: prompt + max_tokens = " + std::to_string(total) +
                 " tokens exceeds the KV cache (" + std::to_string(cfg.kv_capacity_tokens) +
                 " tokens)",
-            0};
+            0, refusal::invalid};
   }
   if (auto v = r.sampling.validate(); !v) {
-    return {"never", v.err().message, 0};
+    return {"never", v.err().message, 0, refusal::invalid};
   }
   if (in_system >= cfg.max_num_seqs + cfg.max_queue) {
-    return {"never", "queue full", 1};
+    return {"never", "queue full", 1, refusal::queue_full};
   }
   if (cfg.max_per_key > 0 && key_count >= cfg.max_per_key) {
     return {"never",
             "key quota: " + std::to_string(key_count) + " requests of this key in flight (limit " +
                 std::to_string(cfg.max_per_key) + ")",
-            1};
+            1, refusal::key_quota};
   }
-  return {"ok", "", 0};
+  return {"ok", "", 0, refusal::none};
 }
 
 namespace {
@@ -51,6 +52,7 @@ struct admission_state {
   int32_t in_system = 0;
   std::map<std::string, int32_t> per_key;
   std::map<uint64_t, std::string> keys;  // admitted request -> key
+  admission refusing{"ok", "", 0, refusal::none};  // "never" once every request is refused
 };
 
 admission_actor::behavior_type admission_impl(
@@ -59,6 +61,9 @@ admission_actor::behavior_type admission_impl(
   return {
       [=](submit_atom, gen_request& r, caf::actor& client) -> admission {
         auto& st = self->state;
+        if (st.refusing.decision != "ok") {
+          return st.refusing;
+        }
         admission a = decide(st.cfg, r, st.in_system, st.per_key[r.key]);
         if (a.decision == "ok") {
           ++st.in_system;
@@ -79,6 +84,12 @@ admission_actor::behavior_type admission_impl(
           st.per_key.erase(it->second);
         }
         st.keys.erase(it);
+      },
+      [=](refuse_atom, refusal why, std::string& reason) {
+        auto& st = self->state;
+        if (st.refusing.decision == "ok") {  // the first cause stays: it is the root one
+          st.refusing = admission{"never", std::move(reason), 0, why};
+        }
       },
   };
 }

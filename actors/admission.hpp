@@ -3,7 +3,9 @@
 // "queue full" with a retry-after hint), a per-key concurrency quota so one client cannot
 // take the whole server, and the size checks (prompt + max_tokens within the context and
 // within the KV cache). Admitted requests go on to the router; the router reports each
-// finished one back, which frees its place.
+// finished one back, which frees its place. Every refusal carries its kind (a `refusal`)
+// beside the text. Once told to refuse (a stage died, the server stops), it refuses
+// every later request with that kind and reason.
 #pragma once
 
 #include "actors/messages.hpp"

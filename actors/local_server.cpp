@@ -252,7 +252,24 @@ result<void> local_server::start() {
   for (const auto& st : opts_.stages) {
     rc.stage_ranks.push_back(st.rank);
   }
-  rc.on_rank_down = link_.on_rank_down;
+  view_->snap.stage_step_seconds.assign(static_cast<size_t>(n_stages), 0.0);
+  rc.on_rank_down = [view = view_, down = link_.on_rank_down](int32_t rank) {
+    {
+      std::lock_guard<std::mutex> lock(view->mu);
+      view->rank_died = true;
+    }
+    if (down) {
+      down(rank);
+    }
+  };
+  rc.on_stats = [view = view_](const router_stats& s) {
+    std::lock_guard<std::mutex> lock(view->mu);
+    const bool newly_down = !s.down.empty() && view->snap.stats.down.empty();
+    view->snap.stats = s;
+    if (newly_down && view->admission && !view->stopping) {
+      caf::anon_send(view->admission, refuse_atom::value, refusal::stage_down, s.down);
+    }
+  };
   rc.tok = tok_;
   router_ = spawn_router(*sys_, rc);
   admission_config ac;
@@ -263,19 +280,41 @@ result<void> local_server::start() {
   ac.kv_capacity_tokens = static_cast<int64_t>(opts_.n_blocks) * opts_.block_size;
   ac.router = router_;
   admission_ = spawn_admission(*sys_, ac);
+  // the router publishes its counters when it starts: once it has answered, the
+  // snapshot holds them (a reader never sees an empty cache)
+  (void)stats();
+  std::lock_guard<std::mutex> lock(view_->mu);
+  view_->admission = admission_;
+  if (!view_->snap.stats.down.empty()) {  // a stage went down before the admission was there
+    caf::anon_send(admission_, refuse_atom::value, refusal::stage_down, view_->snap.stats.down);
+  }
   return {};
 }
 
 local_server::~local_server() {
+  {
+    std::lock_guard<std::mutex> lock(view_->mu);
+    view_->poll_stop = true;
+    view_->admission = nullptr;
+  }
+  view_->cv.notify_all();
+  if (poller_.joinable()) {
+    poller_.join();
+  }
   if (head()) {
-    // whether a rank died: ask the router before it goes
-    const router_stats st = stats();
-    caf::anon_send_exit(admission_, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);
+    router_stats st;
+    if (router_) {
+      // from here on a stage going down is the shutdown, not a failure
+      caf::anon_send(router_, shutdown_atom::value);
+      // which rank is gone, if one is: ask the router before it goes
+      st = stats();
+      caf::anon_send_exit(admission_, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);
+    }
     // tell the other ranks the job is over, and wait until each has heard it: its reply,
     // or its going away (a rank may exit before its reply leaves), at most 5 s
     caf::scoped_actor self{*sys_};
-    const bool died = !st.down.empty();
+    const bool died = peer_died();
     for (size_t s = 0; s < shards_.size(); ++s) {
       const int32_t rank = opts_.stages[s].rank;
       if (!shards_[s] || rank == link_.rank || rank == st.down_rank) {
@@ -315,10 +354,69 @@ local_server::~local_server() {
 
 bool local_server::peer_died() {
   if (head()) {
-    return !stats().down.empty();
+    std::lock_guard<std::mutex> lock(view_->mu);
+    return view_->rank_died;
   }
   std::lock_guard<std::mutex> lock(shutdown_mu_);
   return peer_died_;
+}
+
+serving_snapshot local_server::snapshot() const {
+  std::lock_guard<std::mutex> lock(view_->mu);
+  if (head() && !view_->poll_started && !view_->poll_stop) {
+    view_->poll_started = true;
+    poller_ = std::thread([this] { poll_stage_times(); });
+  }
+  return view_->snap;
+}
+
+void local_server::poll_stage_times() const {
+  caf::scoped_actor self{*sys_};
+  std::vector<double> seconds(shards_.size(), 0.0);
+  std::unique_lock<std::mutex> lock(view_->mu);
+  while (!view_->poll_stop) {
+    lock.unlock();
+    for (size_t s = 0; s < shards_.size(); ++s) {
+      // bounded: a stage whose rank died may not answer (its proxy may not know yet);
+      // it keeps its last value
+      self->request(shards_[s], std::chrono::seconds(1), stats_atom::value, int32_t{256})
+          .receive(
+              [&](std::vector<step_timing>& t) {
+                if (t.empty()) {
+                  return;
+                }
+                double sum_us = 0;
+                for (const auto& x : t) {
+                  sum_us += static_cast<double>(x.end_us - x.begin_us);
+                }
+                seconds[s] = sum_us / 1e6 / static_cast<double>(t.size());
+              },
+              [&](caf::error&) {});
+    }
+    lock.lock();
+    view_->snap.stage_step_seconds = seconds;
+    view_->cv.wait_for(lock, std::chrono::seconds(1), [&] { return view_->poll_stop; });
+  }
+}
+
+void local_server::begin_stop() {
+  if (!head()) {
+    return;
+  }
+  admission_actor admission;
+  {
+    std::lock_guard<std::mutex> lock(view_->mu);
+    if (view_->stopping) {
+      return;
+    }
+    view_->stopping = true;
+    admission = view_->admission;
+  }
+  caf::anon_send(router_, shutdown_atom::value);
+  if (admission) {
+    caf::anon_send(admission, refuse_atom::value, refusal::shutting_down,
+                   std::string("the server is shutting down"));
+  }
 }
 
 void local_server::wait_for_shutdown(const std::atomic<bool>& stop) {
@@ -348,7 +446,8 @@ std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* dec
   });
   const uint64_t id = r.id;
   caf::scoped_actor self{*sys_};
-  admission a{"never", "no answer from the admission actor", 0};
+  // no answer: the admission actor is gone, which only the server's end does
+  admission a{"never", "no answer from the admission actor", 0, refusal::shutting_down};
   self->request(admission_, caf::infinite, submit_atom::value, std::move(r), client)
       .receive([&](admission& got) { a = std::move(got); },
                [&](caf::error& e) { a.reason = sys_->render(e); });
@@ -360,6 +459,7 @@ std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* dec
     e.request_id = id;
     e.finish_reason = "error";
     e.error = a.reason;
+    e.error_kind = a.why;
     stream->push(std::move(e));
     caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
   }

@@ -7,7 +7,9 @@
 // port; the endpoints are exchanged through the link's allgather (MPI_Allgather), and
 // the head (rank 0) connects to the remote shards with remote_actor and runs the router
 // and the admission actor. Other ranks only serve their shards until the head's
-// shutdown (or a signal) ends them.
+// shutdown (or a signal) ends them. What a front end shows (counters, per-stage step
+// times) it reads from snapshot(), which the router and a background poller keep
+// current, so no reader's thread ever waits on an actor.
 #pragma once
 
 #include <chrono>
@@ -19,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include "actors/messages.hpp"
 #include "kernels/cpu/isa.hpp"
@@ -70,6 +73,12 @@ struct server_options {
   cpu::isa kernels = cpu::best_isa();
 };
 
+/// What the front end reads without asking an actor (/health, /metrics).
+struct serving_snapshot {
+  router_stats stats;                     ///< as the router last published them
+  std::vector<double> stage_step_seconds; ///< [n_stages] mean over each stage's last 256 steps
+};
+
 /// The events of one request, in order; thread-safe.
 class event_stream {
  public:
@@ -107,18 +116,47 @@ class local_server {
   bool peer_died();
 
   /// Submits a request (its id is assigned when 0). A refusal arrives on the stream as a
-  /// final event with finish_reason "error" and the admission's reason in `error`.
+  /// final event with finish_reason "error", the admission's reason in `error` and its
+  /// kind in `error_kind`.
   std::shared_ptr<event_stream> submit(gen_request r, admission* decision = nullptr);
   void cancel(uint64_t id);
+  /// Asks the router (a blocking request: not for an event loop; see snapshot()).
   router_stats stats() const;
+  /// The router's counters as it last published them (after every change) and each
+  /// stage's mean step seconds, polled by a background thread at most once a second
+  /// from the first call on (zeros until its first round; a stage that does not answer
+  /// keeps its last value). Never sends a message or waits on an actor; any thread.
+  serving_snapshot snapshot() const;
+  /// The head begins stopping (a signal, the end of the command): a stage that goes
+  /// down from now on is expected (no "is down" line; its requests end with "the server
+  /// is shutting down", refusal::shutting_down), and new requests are refused with
+  /// refusal::shutting_down. Returns at once; any thread; nothing on other ranks.
+  void begin_stop();
+  /// A stage's actor (another rank's: its proxy); for tests that stop one.
+  shard_actor stage_actor(int32_t stage) const { return shards_.at(static_cast<size_t>(stage)); }
   /// Every step's begin and end on one stage.
   std::vector<step_timing> timings(int32_t stage);
   const server_options& options() const { return opts_; }
 
  private:
+  /// What the router's thread, the poller and readers share (it may outlive the
+  /// server: a multi-rank job leaves its actor system running at the end).
+  struct shared_view {
+    std::mutex mu;
+    std::condition_variable cv;
+    serving_snapshot snap;
+    admission_actor admission;  ///< told to refuse when a stage goes down
+    bool stopping = false;      ///< begin_stop() was called
+    bool poll_started = false;
+    bool poll_stop = false;
+    bool rank_died = false;     ///< a stage's rank died or left while the head ran
+  };
+
   local_server(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
                server_options opts, cluster_link link);
   result<void> start();
+  /// The poller's loop: every stage's last 256 step timings, once a second.
+  void poll_stage_times() const;
 
   // -- member variables -------------------------------------------------------
   std::shared_ptr<const model> model_;
@@ -137,6 +175,8 @@ class local_server {
   router_actor router_;
   admission_actor admission_;
   std::atomic<uint64_t> next_id_{1};
+  std::shared_ptr<shared_view> view_ = std::make_shared<shared_view>();
+  mutable std::thread poller_;         ///< started by the first snapshot() on the head
 };
 
 }  // namespace baton

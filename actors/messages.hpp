@@ -26,6 +26,25 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using event_atom = caf::atom_constant<caf::atom("event")>;
 using input_atom = caf::atom_constant<caf::atom("input")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using refuse_atom = caf::atom_constant<caf::atom("refuse")>;
+
+// -- outcomes ----------------------------------------------------------------------
+
+/// Why a request was refused or ended with an error, as a type: the front end chooses
+/// its HTTP status from this, never from the text of `reason` / `error` (those are for
+/// people and may change).
+enum class refusal : uint8_t {
+  none,           ///< not refused
+  queue_full,     ///< max_num_seqs + max_queue requests in the system (retry later)
+  key_quota,      ///< this key's requests in flight reached max_per_key (retry later)
+  stage_down,     ///< a stage of the pipeline died or left: nothing can run
+  shutting_down,  ///< the server is stopping (a signal, or the head's shutdown)
+  invalid,        ///< the request itself cannot be served (too long, bad sampling, ...)
+  internal,       ///< a stage failed the request's step (a device fault): a server error
+};
+
+/// The enum's name as written above ("queue_full", ...); also how CAF prints it.
+std::string to_string(refusal x);
 
 // -- requests and events -----------------------------------------------------------
 
@@ -47,6 +66,9 @@ struct gen_event {
   int32_t token = -1;               ///< -1 on the final event
   std::string finish_reason;        ///< "", "stop", "length", "error", "cancelled"
   std::string error;                ///< the message when finish_reason is "error"
+  /// Set on "error" events (stage_down, shutting_down, invalid, internal), and on
+  /// "cancelled" ones to shutting_down when the server's stop cancelled the request.
+  refusal error_kind = refusal::none;
   int32_t prompt_tokens = 0;        ///< on the final event
   int32_t completion_tokens = 0;
   int32_t cached_tokens = 0;        ///< prompt tokens served from the prefix cache
@@ -61,6 +83,7 @@ struct admission {
   std::string decision;             ///< "ok", "later" or "never"
   std::string reason;               ///< for "never": "queue full", "context length", ...
   int32_t retry_after_s = 0;        ///< a hint with "queue full"
+  refusal why = refusal::none;      ///< for "never": the kind of refusal
 };
 
 // -- the pipeline step ---------------------------------------------------------------
@@ -142,13 +165,13 @@ typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_event& x) {
   return f(caf::meta::type_name("gen_event"), x.request_id, x.text, x.token, x.finish_reason,
-           x.error, x.prompt_tokens, x.completion_tokens, x.cached_tokens, x.logit, x.logprob,
-           x.top_ids, x.top_logprobs);
+           x.error, x.error_kind, x.prompt_tokens, x.completion_tokens, x.cached_tokens, x.logit,
+           x.logprob, x.top_ids, x.top_logprobs);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, admission& x) {
-  return f(caf::meta::type_name("admission"), x.decision, x.reason, x.retry_after_s);
+  return f(caf::meta::type_name("admission"), x.decision, x.reason, x.retry_after_s, x.why);
 }
 
 template <class Inspector>
@@ -186,25 +209,31 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
 /// A layer shard: runs its layers for each step once its input activations are there
 /// (input: the transport announced them); drops a finished sequence's sampler; shutdown
 /// ends the shard's process (ranks other than the head wait for it); its flag says that
-/// a rank of the job died, so MPI cannot be finalized.
-using shard_actor = caf::typed_actor<caf::reacts_to<step_atom, step_desc>,
-                                     caf::reacts_to<input_atom, uint64_t>,
-                                     caf::reacts_to<release_atom, uint64_t>,
-                                     caf::replies_to<shutdown_atom, bool>::with<bool>,
-                                     caf::replies_to<stats_atom>::with<std::vector<step_timing>>>;
+/// a rank of the job died, so MPI cannot be finalized. Stats: every step's timing kept,
+/// or (with a count n) the last n of them.
+using shard_actor =
+    caf::typed_actor<caf::reacts_to<step_atom, step_desc>, caf::reacts_to<input_atom, uint64_t>,
+                     caf::reacts_to<release_atom, uint64_t>,
+                     caf::replies_to<shutdown_atom, bool>::with<bool>,
+                     caf::replies_to<stats_atom>::with<std::vector<step_timing>>,
+                     caf::replies_to<stats_atom, int32_t>::with<std::vector<step_timing>>>;
 
 /// The router: takes admitted requests (events go to the client actor as
-/// (event_atom, gen_event)), cancels, and the shards' step results.
+/// (event_atom, gen_event)), cancels, and the shards' step results. Shutdown: the head
+/// began stopping, so a stage that goes down from now on is expected, not a failure.
 using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, caf::actor>,
                                       caf::reacts_to<cancel_atom, uint64_t>,
                                       caf::reacts_to<result_atom, step_result>,
+                                      caf::reacts_to<shutdown_atom>,
                                       caf::replies_to<stats_atom>::with<router_stats>>;
 
-/// The admission actor: ok (forwarded to the router) or never (with the reason);
-/// the router reports finished requests back with done.
+/// The admission actor: ok (forwarded to the router) or never (with the reason and its
+/// kind); the router reports finished requests back with done; refuse makes it refuse
+/// every later request with that kind and reason (a stage died, the server stops).
 using admission_actor =
     caf::typed_actor<caf::replies_to<submit_atom, gen_request, caf::actor>::with<admission>,
-                     caf::reacts_to<done_atom, uint64_t>>;
+                     caf::reacts_to<done_atom, uint64_t>,
+                     caf::reacts_to<refuse_atom, refusal, std::string>>;
 
 /// Registers every message type with its name; call before the actor system starts.
 void add_message_types(caf::actor_system_config& cfg);

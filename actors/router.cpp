@@ -25,7 +25,9 @@ struct router_state {
   router_config cfg;
   std::map<uint64_t, client_info> clients;
   std::string down;                 // why the pipeline cannot run, once a stage is gone
+  refusal down_kind = refusal::none;  // stage_down, or shutting_down when it was expected
   int32_t down_rank = -1;
+  bool stopping = false;            // the head began stopping: a stage going down is expected
   uint64_t control_bytes = 0;       // CAF bytes to and from remote shards
   uint64_t remote_steps = 0;
 };
@@ -69,6 +71,37 @@ bool is_remote(router_ptr self, size_t stage) {
   return stage < ranks.size() && ranks[stage] != 0;
 }
 
+router_stats make_stats(router_ptr self) {
+  const auto& st = self->state;
+  const auto& s = *st.sched;
+  const auto c = s.counters();
+  router_stats out;
+  out.running = s.n_running();
+  out.waiting = s.n_waiting();
+  out.in_flight = s.n_in_flight();
+  out.free_blocks = s.n_free_blocks();
+  out.total_blocks = s.n_blocks();
+  out.steps = c.steps;
+  out.preemptions = c.preemptions;
+  out.prompt_tokens = c.prompt_tokens;
+  out.generated_tokens = c.generated_tokens;
+  out.cached_prompt_tokens = c.cached_prompt_tokens;
+  out.prefix_hits = c.prefix_hits;
+  out.evictions = c.evictions;
+  out.control_bytes = st.control_bytes;
+  out.remote_steps = st.remote_steps;
+  out.down = st.down;
+  out.down_rank = st.down_rank;
+  return out;
+}
+
+/// Hands the counters to whoever keeps the snapshot: after every change.
+void publish(router_ptr self) {
+  if (self->state.cfg.on_stats) {
+    self->state.cfg.on_stats(make_stats(self));
+  }
+}
+
 void pump(router_ptr self) {
   auto& st = self->state;
   if (!st.down.empty()) {
@@ -97,18 +130,21 @@ void pump(router_ptr self) {
   }
 }
 
-/// Ends every request with `why` (a stage died): nothing can run any more.
-void fail_all(router_ptr self, const std::string& why) {
+/// Ends every request with `why` (a stage is gone): nothing can run any more. The
+/// scheduler forgets them all, those in a step included (their steps never return), so
+/// every block is free again and the counters read zero.
+void fail_all(router_ptr self, const std::string& why, refusal kind) {
   auto& st = self->state;
+  st.sched->abort_all();
   std::vector<uint64_t> ids;
   for (const auto& [id, c] : st.clients) {
     ids.push_back(id);
   }
   for (uint64_t id : ids) {
-    st.sched->cancel(id);
     gen_event ev;
     ev.finish_reason = "error";
     ev.error = why;
+    ev.error_kind = kind;
     finish(self, id, std::move(ev));
   }
 }
@@ -118,11 +154,15 @@ void on_result(router_ptr self, const step_result& r) {
   if (is_remote(self, st.cfg.shards.size() - 1)) {
     st.control_bytes += wire_bytes(self->system(), caf::make_message(result_atom::value, r));
   }
+  if (!st.down.empty()) {
+    return;  // a step abandoned when a stage went down: the scheduler forgot it
+  }
   if (!r.error.empty()) {
     for (uint64_t id : st.sched->fail_step(r.step_id)) {
       gen_event ev;
       ev.finish_reason = "error";
       ev.error = r.error;
+      ev.error_kind = refusal::internal;
       finish(self, id, std::move(ev));
     }
     pump(self);
@@ -176,6 +216,9 @@ void on_result(router_ptr self, const step_result& r) {
       caf::anon_send(c.client, event_atom::value, std::move(ev));
     } else {
       ev.finish_reason = reason;
+      if (reason == "cancelled" && st.stopping) {
+        ev.error_kind = refusal::shutting_down;
+      }
       finish(self, o.id, std::move(ev));
     }
   }
@@ -197,17 +240,46 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         continue;
       }
       const int32_t rank = i < st.cfg.stage_ranks.size() ? st.cfg.stage_ranks[i] : 0;
-      st.down = "stage " + std::to_string(i) + " (rank " + std::to_string(rank) +
-                ") is down: its process died or its host is unreachable (" +
-                self->system().render(dm.reason) + ")";
+      const std::string stage =
+          "stage " + std::to_string(i) + " (rank " + std::to_string(rank) + ")";
+      // A shard that quits on its own says so in its exit reason (normal: the head's
+      // shutdown; user_shutdown: its process was told to stop); a dead process or a
+      // lost host reaches us as remote_link_unreachable.
+      const bool left = !dm.reason || dm.reason == caf::exit_reason::normal ||
+                        dm.reason == caf::exit_reason::user_shutdown;
       st.down_rank = rank;
-      std::fprintf(stderr, "baton: %s\n", st.down.c_str());
-      if (st.cfg.on_rank_down) {
-        st.cfg.on_rank_down(rank);
+      if (st.stopping) {
+        // the head is stopping: every rank goes, in whatever order; not a failure to
+        // report. A process that really died is still forgotten (its transfers
+        // abandoned, MPI not finalized: that would wait for it forever).
+        st.down = stage + " stopped: the server is shutting down";
+        st.down_kind = refusal::shutting_down;
+        if (!left && st.cfg.on_rank_down) {
+          st.cfg.on_rank_down(rank);
+        }
+        fail_all(self, "the server is shutting down", refusal::shutting_down);
+      } else if (left) {
+        st.down = stage + " stopped: its process was asked to stop";
+        st.down_kind = refusal::stage_down;
+        std::fprintf(stderr, "baton: %s stopped\n", stage.c_str());
+        if (st.cfg.on_rank_down) {
+          st.cfg.on_rank_down(rank);
+        }
+        fail_all(self, st.down, refusal::stage_down);
+      } else {
+        st.down = stage + " is down: its process died or its host is unreachable (" +
+                  self->system().render(dm.reason) + ")";
+        st.down_kind = refusal::stage_down;
+        std::fprintf(stderr, "baton: %s\n", st.down.c_str());
+        if (st.cfg.on_rank_down) {
+          st.cfg.on_rank_down(rank);
+        }
+        fail_all(self, st.down, refusal::stage_down);
       }
-      fail_all(self, st.down);
     }
+    publish(self);
   });
+  publish(self);
   return {
       [=](submit_atom, gen_request& r, caf::actor& client) {
         auto& st = self->state;
@@ -222,46 +294,37 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         if (!st.down.empty()) {
           gen_event ev;
           ev.finish_reason = "error";
-          ev.error = st.down;
+          ev.error = st.down_kind == refusal::shutting_down ? "the server is shutting down"
+                                                            : st.down;
+          ev.error_kind = st.down_kind;
           finish(self, id, std::move(ev));
+          publish(self);
           return;
         }
         st.sched->add(sched_request{r.id, std::move(r.prompt), r.max_tokens, r.sampling,
                                     r.ignore_eos});
         pump(self);
+        publish(self);
       },
       [=](cancel_atom, uint64_t id) {
         if (auto o = self->state.sched->cancel(id)) {
           gen_event ev;
           ev.finish_reason = "cancelled";
           ev.completion_tokens = o->completion_tokens;
+          if (self->state.stopping) {
+            ev.error_kind = refusal::shutting_down;
+          }
           finish(self, id, std::move(ev));
         }
         pump(self);
+        publish(self);
       },
-      [=](result_atom, const step_result& r) { on_result(self, r); },
-      [=](stats_atom) {
-        const auto& s = *self->state.sched;
-        router_stats out;
-        out.running = s.n_running();
-        out.waiting = s.n_waiting();
-        out.in_flight = s.n_in_flight();
-        out.free_blocks = s.n_free_blocks();
-        out.total_blocks = s.n_blocks();
-        out.steps = s.counters().steps;
-        out.preemptions = s.counters().preemptions;
-        out.prompt_tokens = s.counters().prompt_tokens;
-        const auto c = s.counters();
-        out.generated_tokens = c.generated_tokens;
-        out.cached_prompt_tokens = c.cached_prompt_tokens;
-        out.prefix_hits = c.prefix_hits;
-        out.evictions = c.evictions;
-        out.control_bytes = self->state.control_bytes;
-        out.remote_steps = self->state.remote_steps;
-        out.down = self->state.down;
-        out.down_rank = self->state.down_rank;
-        return out;
+      [=](result_atom, const step_result& r) {
+        on_result(self, r);
+        publish(self);
       },
+      [=](shutdown_atom) { self->state.stopping = true; },
+      [=](stats_atom) { return make_stats(self); },
   };
 }
 

@@ -2,8 +2,14 @@
 // flight) and the per-request text state (streaming UTF-8 decoder, stop strings), sends
 // each step's descriptor to every shard and turns the last shard's sampled tokens into
 // events for the request's client. It monitors every shard: when one goes down (its rank
-// died), every request in flight ends with an error naming the stage, and new ones are
-// refused with that message; the stage shows as down in the stats.
+// died), every request in flight ends with an error naming the stage (error_kind
+// stage_down) and the scheduler forgets it, so no block stays taken; new ones are
+// refused with that message; the stage shows as down in the stats. A stage that goes
+// down after the head began stopping (shutdown) is expected: nothing is printed and the
+// requests end with "the server is shutting down" (shutting_down). A shard that quit on
+// its own (exit reason normal or user_shutdown) reads "stopped", not "is down". After
+// every change the router hands its counters to on_stats, so a reader never has to ask
+// the actor (the front end's snapshot).
 #pragma once
 
 #include <functional>
@@ -20,8 +26,12 @@ struct router_config {
   scheduler_config sched;
   std::vector<shard_actor> shards;  ///< in stage order
   std::vector<int32_t> stage_ranks; ///< the rank of each stage (remote: not the router's)
-  /// Called once when a stage's actor goes down (its rank died).
+  /// Called once when a stage's actor goes down (its rank died or left) while the
+  /// head is not stopping.
   std::function<void(int32_t rank)> on_rank_down;
+  /// Called on the router's thread with its counters after every change (submit,
+  /// finish, cancel, step result, a stage down) and once at the start.
+  std::function<void(const router_stats&)> on_stats;
   std::shared_ptr<const tokenizer> tok;
 };
 

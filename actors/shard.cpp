@@ -248,6 +248,11 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
         return true;
       },
       [=](stats_atom) { return self->state.core->timings; },
+      [=](stats_atom, int32_t n) {
+        const auto& t = self->state.core->timings;
+        const size_t k = std::min(t.size(), static_cast<size_t>(std::max(0, n)));
+        return std::vector<step_timing>(t.end() - static_cast<std::ptrdiff_t>(k), t.end());
+      },
   };
 }
 

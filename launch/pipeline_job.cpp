@@ -356,6 +356,10 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
     return ok.err();
   }
   job->srv_ = std::move(*srv);
+  if (job->srv_->head()) {
+    local_server* head = job->srv_.get();
+    job->stop_listener_ = add_stop_listener([head] { head->begin_stop(); });
+  }
   return job;
 }
 
@@ -390,6 +394,9 @@ pipeline_job::~pipeline_job() {
       t.join();
     }
   } disarm_at_end{w, guard};
+  if (stop_listener_ != 0) {
+    remove_stop_listener(stop_listener_);
+  }
   if (srv_ && srv_->peer_died()) {
     mpi_->rank_died(-1);
   }
@@ -407,6 +414,12 @@ transport_stats pipeline_job::transfer_stats() const {
   return mpi_data_ ? mpi_data_->stats() : transport_stats{};
 }
 
-void pipeline_job::serve_until_shutdown() { srv_->wait_for_shutdown(stop_requested()); }
+void pipeline_job::serve_until_shutdown() {
+  // a handler, so that the signal does not end the process at once: the wait below sees
+  // the flag and gives the head time to shut the job down in order
+  on_stop_signal([] {});
+  srv_->wait_for_shutdown(stop_requested());
+  on_stop_signal({});
+}
 
 }  // namespace baton::cli

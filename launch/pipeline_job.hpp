@@ -35,8 +35,9 @@ class pipeline_job {
   bool head() const { return srv_->head(); }
   /// Activation transfer counters (MPI jobs only; zeros otherwise).
   transport_stats transfer_stats() const;
-  /// On ranks other than the head: serves the shards until the head ends the job or a
-  /// signal comes.
+  /// On ranks other than the head: serves the shards until the head ends the job or,
+  /// after a signal, 10 s at most (mpirun sends it to every rank at once: this rank
+  /// waits for the head's shutdown instead of dying under the head's requests).
   void serve_until_shutdown();
 
  private:
@@ -46,6 +47,7 @@ class pipeline_job {
   mpi_session* mpi_ = nullptr;
   std::shared_ptr<mpi_transport> mpi_data_;
   std::unique_ptr<local_server> srv_;
+  int stop_listener_ = 0;  ///< on the head: a signal marks the server as stopping
 };
 
 /// Stage placement without a topology file: `n_stages` (at least one per rank) spread

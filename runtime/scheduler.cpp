@@ -295,4 +295,18 @@ std::vector<uint64_t> scheduler::fail_step(uint64_t step_id) {
   return ids;
 }
 
+std::vector<uint64_t> scheduler::abort_all() {
+  std::vector<uint64_t> ids;
+  ids.reserve(seqs_.size());
+  for (auto& [id, s] : seqs_) {
+    ids.push_back(id);
+    release_blocks(s);
+  }
+  seqs_.clear();
+  waiting_.clear();
+  running_.clear();
+  in_flight_.clear();
+  return ids;
+}
+
 }  // namespace baton

@@ -93,6 +93,11 @@ class scheduler {
   void finish(uint64_t id);
   /// Ends every sequence of a failed step; returns their ids.
   std::vector<uint64_t> fail_step(uint64_t step_id);
+  /// Forgets every request, waiting, running or in a step, and frees all their blocks:
+  /// a stage died, so the steps in flight will never return. Returns their ids (in id
+  /// order). Afterwards idle() holds and every block is available again; a result for
+  /// one of the abandoned steps must not be passed to on_step_done.
+  std::vector<uint64_t> abort_all();
 
   int32_t n_running() const { return static_cast<int32_t>(running_.size()); }
   int32_t n_waiting() const { return static_cast<int32_t>(waiting_.size()); }

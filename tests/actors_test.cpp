@@ -1,8 +1,10 @@
 // The actor system in one process (shards, router, admission) on a fixture model with a
 // byte-level vocabulary: concurrent requests (seeded sampling) give exactly the tokens they
 // give alone, with
-// 1, 2 and 4 stages and under preemption; stages overlap; admission refuses with reasons;
-// cancel returns every block.
+// 1, 2 and 4 stages and under preemption; stages overlap; admission refuses with reasons
+// and their kinds; cancel returns every block; a stage's death ends every request and
+// returns every block, and after begin_stop() it reads as the shutdown; the snapshot
+// follows the router without asking it.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -12,6 +14,7 @@
 #include "actors/local_server.hpp"
 #include "runtime/engine.hpp"
 #include "runtime/model_builder.hpp"
+#include "runtime/scheduler.hpp"
 
 namespace baton {
 namespace {
@@ -241,10 +244,12 @@ TEST(actors, admission_refuses_with_reasons) {
   admission a;
   auto s = srv->submit(greedy_request(prompt(1), 600), &a);
   EXPECT_EQ(a.decision, "never");
+  EXPECT_EQ(a.why, refusal::invalid);
   EXPECT_NE(a.reason.find("max_tokens (600)"), std::string::npos) << a.reason;
   EXPECT_NE(a.reason.find("context length (512)"), std::string::npos) << a.reason;
   auto [toks, fin] = drain(*s);
   EXPECT_EQ(fin.finish_reason, "error");
+  EXPECT_EQ(fin.error_kind, refusal::invalid);
 
   // three long requests fill max_num_seqs + max_queue; the fourth is refused
   std::vector<std::shared_ptr<event_stream>> held;
@@ -261,6 +266,7 @@ TEST(actors, admission_refuses_with_reasons) {
   srv->submit(greedy_request(prompt(5), 4), &full);
   EXPECT_EQ(full.decision, "never");
   EXPECT_EQ(full.reason, "queue full");
+  EXPECT_EQ(full.why, refusal::queue_full);
   EXPECT_GT(full.retry_after_s, 0);
   for (auto id : ids) {
     srv->cancel(id);
@@ -283,6 +289,8 @@ TEST(actors, per_key_quota_holds_while_other_keys_get_through) {
   EXPECT_EQ(first.decision, "ok");
   EXPECT_EQ(second.decision, "never");
   EXPECT_NE(second.reason.find("key quota"), std::string::npos) << second.reason;
+  EXPECT_EQ(second.why, refusal::key_quota);
+  EXPECT_EQ(first.why, refusal::none);
   EXPECT_EQ(other.decision, "ok");
   EXPECT_EQ(drain(*b).second.finish_reason, "length");
   srv->cancel(77);
@@ -347,6 +355,227 @@ TEST(actors, prefix_cache_serves_shared_prompts_and_the_next_chat_turn) {
   EXPECT_GE(st.cached_prompt_tokens, 96u);
   EXPECT_GT(st.prefix_hits, 0u);
   EXPECT_EQ(st.free_blocks, st.total_blocks);
+}
+
+}  // namespace
+}  // namespace baton
+
+namespace baton {
+namespace {
+
+/// Waits until `pred(snapshot)` holds (the router publishes right after it acts).
+template <class Pred>
+serving_snapshot snapshot_when(const local_server& srv, Pred pred) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  serving_snapshot snap = srv.snapshot();
+  while (!pred(snap) && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    snap = srv.snapshot();
+  }
+  return snap;
+}
+
+/// A server with requests running, waiting and in steps: two stages, two sequences at
+/// most, six long requests; returns once the first has its first token.
+std::vector<std::shared_ptr<event_stream>> busy(local_server& srv) {
+  std::vector<std::shared_ptr<event_stream>> streams;
+  for (int i = 0; i < 6; ++i) {
+    streams.push_back(srv.submit(greedy_request(prompt(i), 400)));
+  }
+  auto first = streams[0]->next(std::chrono::seconds(60));
+  EXPECT_TRUE(first && first->token >= 0);
+  return streams;
+}
+
+TEST(actors, scheduler_abort_all_forgets_waiting_running_and_in_flight_and_frees_every_block) {
+  scheduler_config c;
+  c.max_num_seqs = 2;
+  c.micro_batches = 2;
+  c.n_blocks = 32;
+  c.block_size = 4;
+  c.max_num_batched_tokens = 8;
+  scheduler s(c, {257});
+  for (uint64_t id = 1; id <= 4; ++id) {
+    s.add(sched_request{id, prompt(static_cast<int>(id)), 50, {}, true});
+  }
+  // one sequence per micro-batch: two join (max_num_seqs), two wait
+  auto first = s.next_step();
+  ASSERT_TRUE(first);
+  auto second = s.next_step();
+  ASSERT_TRUE(second);
+  s.on_step_done(second->step_id, {}, {});  // a prefill chunk back; the first stays in flight
+  ASSERT_EQ(s.n_in_flight(), 1);
+  ASSERT_EQ(s.n_running(), 2);
+  ASSERT_EQ(s.n_waiting(), 2);
+  ASSERT_LT(s.n_free_blocks(), s.n_blocks());
+  EXPECT_EQ(s.abort_all(), (std::vector<uint64_t>{1, 2, 3, 4}));
+  EXPECT_TRUE(s.idle());
+  EXPECT_EQ(s.n_in_flight() + s.n_running() + s.n_waiting(), 0);
+  EXPECT_EQ(s.n_free_blocks(), s.n_blocks());
+  // and it schedules afresh
+  s.add(sched_request{9, prompt(9), 4, {}, true});
+  auto next = s.next_step();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->slices.at(0).seq_id, 9u);
+}
+
+TEST(actors, a_stage_death_ends_every_request_and_returns_every_block) {
+  auto o = options(2, 64);
+  o.max_num_seqs = 2;
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
+  auto streams = busy(*srv);
+  const auto during = srv->stats();
+  EXPECT_EQ(during.running, 2);
+  EXPECT_EQ(during.waiting, 4);
+  EXPECT_LT(during.free_blocks, during.total_blocks);
+
+  // what a dead rank's proxy reports to its monitors
+  testing::internal::CaptureStderr();
+  caf::anon_send_exit(srv->stage_actor(1), caf::exit_reason::remote_link_unreachable);
+  for (auto& s : streams) {
+    auto [toks, fin] = drain(*s);
+    EXPECT_EQ(fin.finish_reason, "error");
+    EXPECT_EQ(fin.error_kind, refusal::stage_down);
+    EXPECT_NE(fin.error.find("stage 1 (rank 0) is down"), std::string::npos) << fin.error;
+  }
+  const auto after = srv->stats();
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_NE(said.find("baton: stage 1 (rank 0) is down"), std::string::npos) << said;
+  EXPECT_EQ(after.running, 0);
+  EXPECT_EQ(after.waiting, 0);
+  EXPECT_EQ(after.in_flight, 0);
+  EXPECT_EQ(after.free_blocks, after.total_blocks);
+  EXPECT_EQ(after.down_rank, 0);
+  EXPECT_NE(after.down.find("is down"), std::string::npos) << after.down;
+  // the snapshot says the same, without asking the router
+  const auto snap = snapshot_when(*srv, [](const serving_snapshot& x) {
+    return x.stats.running == 0 && x.stats.free_blocks == x.stats.total_blocks;
+  });
+  EXPECT_EQ(snap.stats.running, 0);
+  EXPECT_EQ(snap.stats.waiting, 0);
+  EXPECT_EQ(snap.stats.in_flight, 0);
+  EXPECT_EQ(snap.stats.free_blocks, snap.stats.total_blocks);
+  EXPECT_EQ(snap.stats.down, after.down);
+  // new requests are refused by the admission, with the kind
+  admission a;
+  auto late = srv->submit(greedy_request(prompt(1), 4), &a);
+  EXPECT_EQ(a.decision, "never");
+  EXPECT_EQ(a.why, refusal::stage_down);
+  EXPECT_EQ(a.reason, after.down);
+  EXPECT_EQ(drain(*late).second.error_kind, refusal::stage_down);
+}
+
+TEST(actors, a_stage_going_down_after_begin_stop_is_the_shutdown_not_a_failure) {
+  auto o = options(2, 64);
+  o.max_num_seqs = 2;
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
+  auto streams = busy(*srv);
+  srv->begin_stop();
+  (void)srv->stats();  // the router has taken the stop (its mailbox is in order)
+  testing::internal::CaptureStderr();
+  // even a death reads as the shutdown once the head is stopping: every rank goes
+  caf::anon_send_exit(srv->stage_actor(1), caf::exit_reason::remote_link_unreachable);
+  for (auto& s : streams) {
+    auto [toks, fin] = drain(*s);
+    EXPECT_EQ(fin.finish_reason, "error");
+    EXPECT_EQ(fin.error, "the server is shutting down");
+    EXPECT_EQ(fin.error_kind, refusal::shutting_down);
+  }
+  const auto after = srv->stats();
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(said.find("is down"), std::string::npos) << said;
+  EXPECT_EQ(said.find("stopped"), std::string::npos) << said;
+  EXPECT_EQ(after.running + after.waiting + after.in_flight, 0);
+  EXPECT_EQ(after.free_blocks, after.total_blocks);
+  EXPECT_TRUE(srv->peer_died());  // quiet, but a dead process is still not waited for
+  admission a;
+  srv->submit(greedy_request(prompt(1), 4), &a);
+  EXPECT_EQ(a.decision, "never");
+  EXPECT_EQ(a.why, refusal::shutting_down);
+}
+
+TEST(actors, a_stage_that_quits_on_its_own_reads_as_stopped) {
+  auto o = options(2, 64);
+  o.max_num_seqs = 2;
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
+  auto streams = busy(*srv);
+  testing::internal::CaptureStderr();
+  // what a rank that was told to stop sends before it goes
+  caf::anon_send_exit(srv->stage_actor(1), caf::exit_reason::user_shutdown);
+  for (auto& s : streams) {
+    auto [toks, fin] = drain(*s);
+    EXPECT_EQ(fin.finish_reason, "error");
+    EXPECT_EQ(fin.error_kind, refusal::stage_down);
+    EXPECT_NE(fin.error.find("stage 1 (rank 0) stopped"), std::string::npos) << fin.error;
+  }
+  const auto after = srv->stats();
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(said.find("is down"), std::string::npos) << said;
+  EXPECT_NE(said.find("baton: stage 1 (rank 0) stopped"), std::string::npos) << said;
+  EXPECT_TRUE(srv->peer_died());  // the pipeline cannot run: its transfers are abandoned
+  EXPECT_EQ(after.free_blocks, after.total_blocks);
+  EXPECT_EQ(after.running + after.waiting + after.in_flight, 0);
+}
+
+TEST(actors, a_stage_leaving_after_begin_stop_is_no_death_at_all) {
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 64)));
+  auto streams = busy(*srv);
+  srv->begin_stop();
+  (void)srv->stats();
+  testing::internal::CaptureStderr();
+  caf::anon_send_exit(srv->stage_actor(1), caf::exit_reason::user_shutdown);
+  for (auto& s : streams) {
+    EXPECT_EQ(drain(*s).second.error_kind, refusal::shutting_down);
+  }
+  (void)srv->stats();
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  EXPECT_FALSE(srv->peer_died());  // an ordered stop: MPI may be finalized
+}
+
+TEST(actors, cancelled_by_the_stop_says_so) {
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 64)));
+  auto r = greedy_request(prompt(4), 400);
+  r.id = 43;
+  auto s = srv->submit(r);
+  ASSERT_TRUE(s->next(std::chrono::seconds(60)));
+  srv->begin_stop();
+  srv->cancel(43);
+  auto [toks, fin] = drain(*s);
+  EXPECT_EQ(fin.finish_reason, "cancelled");
+  EXPECT_EQ(fin.error_kind, refusal::shutting_down);
+}
+
+TEST(actors, snapshot_follows_the_router_and_times_every_stage) {
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 256)));
+  const auto idle = srv->snapshot();  // starts the poller
+  EXPECT_EQ(idle.stats.total_blocks, 256);
+  EXPECT_EQ(idle.stats.free_blocks, 256);
+  ASSERT_EQ(idle.stage_step_seconds.size(), 2u);
+  std::vector<std::shared_ptr<event_stream>> streams;
+  for (int i = 0; i < 4; ++i) {
+    streams.push_back(srv->submit(greedy_request(prompt(i), 200)));
+  }
+  ASSERT_TRUE(streams[0]->next(std::chrono::seconds(60)));
+  const auto running = snapshot_when(
+      *srv, [](const serving_snapshot& x) { return x.stats.running == 4; });
+  EXPECT_EQ(running.stats.running, 4);
+  EXPECT_LT(running.stats.free_blocks, running.stats.total_blocks);
+  for (auto& s : streams) {
+    EXPECT_EQ(drain(*s).second.finish_reason, "length");
+  }
+  const auto st = srv->stats();
+  const auto done = snapshot_when(*srv, [&](const serving_snapshot& x) {
+    return x.stats.generated_tokens == st.generated_tokens && x.stage_step_seconds[0] > 0 &&
+           x.stage_step_seconds[1] > 0;
+  });
+  EXPECT_EQ(done.stats.running, 0);
+  EXPECT_EQ(done.stats.free_blocks, done.stats.total_blocks);
+  EXPECT_EQ(done.stats.generated_tokens, 800u);
+  EXPECT_EQ(done.stats.steps, st.steps);
+  for (double sec : done.stage_step_seconds) {
+    EXPECT_GT(sec, 0.0);
+    EXPECT_LT(sec, 10.0);
+  }
 }
 
 }  // namespace

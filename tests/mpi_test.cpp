@@ -4,7 +4,9 @@
 // uneven and "auto" topologies; stages overlap in time across ranks; CAF carries under
 // 4 KiB per step while the activations moved exceed 1 MiB; a bad topology fails on
 // every rank with its message; a killed rank ends the requests with an error naming
-// its stage within 10 s, and the job still exits. Skips where mpirun is missing.
+// its stage within 10 s, and the job still exits; a SIGTERM to the job (mpirun sends it
+// to every rank at once) is a clean stop that no "is down" line reports. Skips where
+// mpirun is missing.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -186,6 +188,44 @@ TEST(mpi, a_killed_rank_ends_its_requests_with_an_error_and_the_job_exits) {
   std::printf("job gone %.2f s after the kill\n", t_exit);
   EXPECT_LT(t_exit, 30.0);
   EXPECT_NE(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 124) << "timed out";
+}
+
+TEST(mpi, a_sigterm_to_the_job_is_a_clean_stop_not_a_dead_stage) {
+  REQUIRE_MPI();
+  const auto out = dir() / "term.out";
+  const auto err = dir() / "term.err";
+  // timeout passes the SIGTERM on to mpirun, which sends it to every rank
+  const std::string cmd =
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 exec timeout 60 mpirun "
+      "--oversubscribe -np 3 " +
+      std::string(BATON_BINARY) + " run -q -m " + fx().model +
+      " -p 'Once upon a time' -n 2000 -c 2048 --temp 0.8 --seed 3 >" + out.string() + " 2>" +
+      err.string();
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  using clock = std::chrono::steady_clock;
+  const auto t_start = clock::now();
+  while ((!fs::exists(out) || fs::file_size(out) == 0) &&
+         clock::now() - t_start < std::chrono::seconds(30)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GT(fs::exists(out) ? fs::file_size(out) : 0, 0u) << slurp(err);
+  const auto t_term = clock::now();
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const double t_exit = std::chrono::duration<double>(clock::now() - t_term).count();
+  std::printf("job gone %.2f s after the SIGTERM\n", t_exit);
+  EXPECT_LT(t_exit, 20.0);
+  EXPECT_NE(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 124) << "timed out";
+  const std::string e = slurp(err);
+  EXPECT_EQ(e.find("is down"), std::string::npos) << e;
+  EXPECT_EQ(e.find("died"), std::string::npos) << e;
+  EXPECT_EQ(e.find("did not finish within"), std::string::npos) << e;
 }
 
 }  // namespace
