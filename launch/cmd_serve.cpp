@@ -1,30 +1,21 @@
-// `baton serve`: the OpenAI-compatible HTTP front end on rank 0 over the actor pipeline
-// (one process, --stages N, or a --topology spread over mpirun ranks; the other ranks
-// serve their shards). Endpoints: POST /v1/completions, POST /v1/chat/completions (SSE
-// with stream: true), GET /v1/models, GET /health, GET /metrics (Prometheus, baton:
-// prefix). Errors are OpenAI error objects; flags follow vLLM's names.
+// `baton serve`: its flags (vLLM's and uvicorn's names), and the wiring of the HTTP
+// server (launch/http_server) and the OpenAI front end (launch/openai_server) over the
+// actor pipeline on rank 0 (one process, --stages N, or a --topology spread over mpirun
+// ranks; the other ranks serve their shards).
 #include <chrono>
+#include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <map>
-#include <mutex>
-#include <nlohmann/json.hpp>
-#include <set>
-#include <thread>
 
 #include "launch/commands.hpp"
 #include "launch/engine_flags.hpp"
 #include "launch/http_server.hpp"
-#include "launch/openai_api.hpp"
+#include "launch/openai_server.hpp"
 #include "launch/pipeline_job.hpp"
 #include "launch/signals.hpp"
 
 namespace baton::cli {
 
 namespace {
-
-using nlohmann::json;
-using clock_type = std::chrono::steady_clock;
 
 struct serve_options {
   engine_flags engine;
@@ -39,498 +30,47 @@ struct serve_options {
   int32_t block_size = 16;
   bool enable_prefix_caching = true;
   uint64_t max_body_bytes = 4 * 1024 * 1024;
+  std::string timeout_keep_alive = "5";  ///< seconds (uvicorn's flag), or "500ms"
+  std::string header_timeout = "10";
+  std::string body_timeout = "30";
+  int64_t max_connections = 0;           ///< 0: what the descriptor limit allows
+  int32_t frontend_threads = 2;
+  bool allow_special_tokens_in_chat = false;
 };
 
-/// A Prometheus histogram with fixed buckets.
-struct histogram {
-  std::vector<double> bounds;
-  std::vector<uint64_t> counts;  // per bucket, not cumulative; the last is +Inf
-  double sum = 0;
-  uint64_t n = 0;
+/// "5", "2.5", "5s" or "500ms" as a duration; an error names the flag.
+result<std::chrono::milliseconds> parse_timeout(const std::string& flag, const std::string& v) {
+  std::string num = v;
+  double scale = 1000;
+  if (num.size() > 2 && num.compare(num.size() - 2, 2, "ms") == 0) {
+    num.resize(num.size() - 2);
+    scale = 1;
+  } else if (!num.empty() && num.back() == 's') {
+    num.pop_back();
+  }
+  char* end = nullptr;
+  const double x = num.empty() ? NAN : std::strtod(num.c_str(), &end);
+  if (num.empty() || end != num.c_str() + num.size() || !(x > 0) || x * scale > 86400e3) {
+    return make_error("%s %s: expected a duration in seconds (5, 2.5, 5s or 500ms), more than "
+                      "0 and at most a day", flag.c_str(), v.c_str());
+  }
+  return std::chrono::milliseconds(std::max<int64_t>(1, std::llround(x * scale)));
+}
 
-  explicit histogram(std::vector<double> b) : bounds(std::move(b)), counts(bounds.size() + 1) {}
-  void observe(double v) {
-    size_t i = 0;
-    while (i < bounds.size() && v > bounds[i]) {
-      ++i;
-    }
-    ++counts[i];
-    sum += v;
-    ++n;
+/// The live pipeline as the front end sees it.
+class pipeline_backend final : public api::serving_backend {
+ public:
+  explicit pipeline_backend(local_server& srv) : srv_(srv) {}
+  std::shared_ptr<event_stream> submit(gen_request r, admission* decision) override {
+    return srv_.submit(std::move(r), decision);
   }
-  void write(std::string& out, const std::string& name, const std::string& help) const {
-    out += "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
-    uint64_t cum = 0;
-    for (size_t i = 0; i < bounds.size(); ++i) {
-      cum += counts[i];
-      out += name + "_bucket{le=\"" + json(bounds[i]).dump() + "\"} " + std::to_string(cum) + "\n";
-    }
-    cum += counts.back();
-    out += name + "_bucket{le=\"+Inf\"} " + std::to_string(cum) + "\n";
-    out += name + "_sum " + json(sum).dump() + "\n" + name + "_count " + std::to_string(n) + "\n";
-  }
+  void cancel(uint64_t id) override { srv_.cancel(id); }
+  serving_snapshot snapshot() const override { return srv_.snapshot(); }
+
+ private:
+  // -- member variables -------------------------------------------------------
+  local_server& srv_;
 };
-
-/// What the front end counts itself (the router counts tokens, blocks and steps).
-struct front_metrics {
-  std::mutex mu;
-  histogram ttft{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}};
-  histogram itl{{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}};
-  histogram e2e{{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}};
-  std::map<std::string, uint64_t> rejected;      // by reason
-  std::map<std::string, uint64_t> finished;      // by finish reason
-  uint64_t requests = 0;                         // admitted
-};
-
-/// Everything a request handler needs.
-struct front_end {
-  serve_options o;
-  std::shared_ptr<const model> m;
-  std::shared_ptr<tokenizer> tok;
-  local_server* srv = nullptr;
-  std::string model_name;
-  std::set<std::string> keys;
-  int64_t n_ctx = 0;
-  int64_t created = 0;
-  front_metrics metrics;
-  std::atomic<uint64_t> next_id{1};
-  std::atomic<bool> stopping{false};   ///< a signal came: new requests get 503
-  std::mutex active_mu;
-  std::set<uint64_t> active;           ///< requests not finished yet
-};
-
-void send_error(http::response& res, const api::api_error& e, http::header_list headers = {}) {
-  res.send(e.status, "application/json", api::error_json(e).dump(), std::move(headers));
-}
-
-void send_json(http::response& res, int status, const json& j) {
-  res.send(status, "application/json", j.dump(-1, ' ', false, json::error_handler_t::replace));
-}
-
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-/// One admitted request's life: its events in, its answer out.
-struct request_state {
-  front_end* fe = nullptr;
-  api::completion_request req;
-  uint64_t id = 0;
-  std::string object_id;
-  std::shared_ptr<event_stream> stream;
-  std::shared_ptr<http::response> res;
-  clock_type::time_point t0 = clock_type::now();
-  clock_type::time_point t_last;
-  bool first = true;
-  bool finished = false;
-  std::string text;
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-  std::vector<std::vector<std::pair<int32_t, float>>> tops;  // per token: the alternatives
-  std::mutex mu;  // drains come from CAF threads
-};
-
-std::string piece_text(const request_state& st, int32_t id) {
-  auto piece = st.fe->tok->token_piece(id, true);
-  return piece ? std::string(*piece) : std::string();
-}
-
-std::vector<int> piece_bytes(const std::string& t) {
-  std::vector<int> bytes;
-  for (char c : t) {
-    bytes.push_back(static_cast<unsigned char>(c));
-  }
-  return bytes;
-}
-
-json logprobs_json(const request_state& st, size_t from, size_t to) {
-  if (!st.req.logprobs) {
-    return nullptr;
-  }
-  json content = json::array();
-  json tokens = json::array();
-  json values = json::array();
-  json tops = json::array();
-  for (size_t i = from; i < to; ++i) {
-    const std::string t = piece_text(st, st.tokens[i]);
-    json alts = json::array();
-    json alt_map = json::object();
-    for (const auto& [id, lp] : st.tops[i]) {
-      const std::string a = piece_text(st, id);
-      alts.push_back({{"token", a}, {"logprob", lp}, {"bytes", piece_bytes(a)}});
-      alt_map[a] = lp;
-    }
-    content.push_back({{"token", t}, {"logprob", st.logprobs[i]}, {"bytes", piece_bytes(t)},
-                       {"top_logprobs", alts}});
-    tokens.push_back(t);
-    values.push_back(st.logprobs[i]);
-    tops.push_back(alt_map);
-  }
-  if (st.req.chat) {
-    return {{"content", content}};
-  }
-  return {{"tokens", tokens},
-          {"token_logprobs", values},
-          {"top_logprobs", st.req.sampling.top_logprobs > 0 ? tops : json(nullptr)}};
-}
-
-json chunk_json(const request_state& st, const std::string& text, const json& finish,
-                const json& logprobs, bool role) {
-  json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish}};
-  if (st.req.chat) {
-    json delta = json::object();
-    if (role) {
-      delta["role"] = "assistant";
-    }
-    if (role || !text.empty()) {
-      delta["content"] = text;
-    }
-    choice["delta"] = delta;
-  } else {
-    choice["text"] = text;
-  }
-  return {{"id", st.object_id},
-          {"object", st.req.chat ? "chat.completion.chunk" : "text_completion"},
-          {"created", st.fe->created},
-          {"model", st.fe->model_name},
-          {"choices", json::array({choice})}};
-}
-
-/// Takes whatever events wait and answers with them (a stream's chunks, or the whole
-/// response at the end).
-void drain(const std::shared_ptr<request_state>& st) {
-  std::lock_guard<std::mutex> lock(st->mu);
-  front_end& fe = *st->fe;
-  while (!st->finished) {
-    auto e = st->stream->try_next();
-    if (!e) {
-      return;
-    }
-    const auto now = clock_type::now();
-    const size_t before = st->tokens.size();
-    if (e->token >= 0) {
-      std::lock_guard<std::mutex> ml(fe.metrics.mu);
-      if (st->first) {
-        fe.metrics.ttft.observe(std::chrono::duration<double>(now - st->t0).count());
-      } else {
-        fe.metrics.itl.observe(std::chrono::duration<double>(now - st->t_last).count());
-      }
-      st->first = false;
-      st->t_last = now;
-      st->tokens.push_back(e->token);
-      st->logprobs.push_back(e->logprob);
-      std::vector<std::pair<int32_t, float>> alt;
-      for (size_t k = 0; k < e->top_ids.size() && k < e->top_logprobs.size(); ++k) {
-        alt.emplace_back(e->top_ids[k], e->top_logprobs[k]);
-      }
-      st->tops.push_back(std::move(alt));
-    }
-    st->text += e->text;
-    const bool last = !e->finish_reason.empty();
-    if (st->req.stream && (!e->text.empty() || (st->req.logprobs && e->token >= 0))) {
-      st->res->chunk("data: " + dump(chunk_json(*st, e->text, nullptr,
-                                                logprobs_json(*st, before, st->tokens.size()),
-                                                false)) + "\n\n");
-    }
-    if (!last) {
-      continue;
-    }
-    st->finished = true;
-    st->stream->on_push(nullptr);  // the callback holds st: let both go
-    {
-      std::lock_guard<std::mutex> al(fe.active_mu);
-      fe.active.erase(st->id);
-    }
-    {
-      std::lock_guard<std::mutex> ml(fe.metrics.mu);
-      fe.metrics.finished[e->finish_reason] += 1;
-      fe.metrics.e2e.observe(std::chrono::duration<double>(now - st->t0).count());
-    }
-    if (e->finish_reason == "cancelled" && !fe.stopping) {
-      if (st->req.stream) {
-        st->res->end();
-      }
-      return;  // the client is gone
-    }
-    if (e->finish_reason == "cancelled") {  // the server stops: say so, as a final event
-      e->finish_reason = "error";
-      e->error = "the server is shutting down";
-    }
-    const json usage = api::usage_json(e->prompt_tokens, e->completion_tokens, e->cached_tokens);
-    if (e->finish_reason == "error") {
-      api::api_error err{500, e->error, "server_error", "", ""};
-      if (e->error.find("is down") != std::string::npos || fe.stopping) {
-        err.status = 503;
-      }
-      if (st->req.stream) {
-        st->res->chunk("data: " + dump(api::error_json(err)) + "\n\n");
-        st->res->chunk("data: [DONE]\n\n");
-        st->res->end();
-      } else {
-        send_error(*st->res, err);
-      }
-      return;
-    }
-    if (st->req.stream) {
-      st->res->chunk("data: " + dump(chunk_json(*st, "", e->finish_reason, nullptr, false)) +
-                     "\n\n");
-      if (st->req.include_usage) {
-        json u = chunk_json(*st, "", nullptr, nullptr, false);
-        u["choices"] = json::array();
-        u["usage"] = usage;
-        st->res->chunk("data: " + dump(u) + "\n\n");
-      }
-      st->res->chunk("data: [DONE]\n\n");
-      st->res->end();
-      return;
-    }
-    json choice = {{"index", 0},
-                   {"logprobs", logprobs_json(*st, 0, st->tokens.size())},
-                   {"finish_reason", e->finish_reason}};
-    if (st->req.chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", st->text}};
-    } else {
-      choice["text"] = st->text;
-    }
-    send_json(*st->res, 200,
-              {{"id", st->object_id},
-               {"object", st->req.chat ? "chat.completion" : "text_completion"},
-               {"created", fe.created},
-               {"model", fe.model_name},
-               {"choices", json::array({choice})},
-               {"usage", usage}});
-  }
-}
-
-void reject(front_end& fe, http::response& res, const api::api_error& e,
-            const std::string& reason, http::header_list headers = {}) {
-  {
-    std::lock_guard<std::mutex> ml(fe.metrics.mu);
-    fe.metrics.rejected[reason] += 1;
-  }
-  send_error(res, e, std::move(headers));
-}
-
-void handle_completion(front_end& fe, const http::request& rq, std::shared_ptr<http::response> res,
-                       bool chat, const std::string& key) {
-  json body = json::parse(rq.body, nullptr, false);
-  if (body.is_discarded()) {
-    return reject(fe, *res, {400, "the request body is not valid JSON", "invalid_request_error",
-                             "", ""}, "invalid_request");
-  }
-  auto parsed = api::parse_request(body, chat);
-  if (auto* e = std::get_if<api::api_error>(&parsed)) {
-    return reject(fe, *res, *e, "invalid_request");
-  }
-  auto st = std::make_shared<request_state>();
-  st->fe = &fe;
-  st->req = std::move(std::get<api::completion_request>(parsed));
-  auto& r = st->req;
-  if (!r.model.empty() && r.model != fe.model_name) {
-    return reject(fe, *res, {404, "The model '" + r.model + "' does not exist (this server serves '" +
-                                      fe.model_name + "')", "invalid_request_error", "model",
-                             "model_not_found"}, "model_not_found");
-  }
-  std::vector<int32_t> prompt;
-  if (chat) {
-    auto t = apply_chat_template(fe.tok->chat_template(), r.messages, true);
-    if (!t) {
-      return reject(fe, *res, {400, t.err().message, "invalid_request_error", "messages", ""},
-                    "invalid_request");
-    }
-    prompt = fe.tok->encode(*t, true, true);
-  } else if (!r.prompt_tokens.empty()) {
-    const int64_t n_vocab = fe.m->config().n_vocab;
-    for (int32_t t : r.prompt_tokens) {
-      if (t < 0 || t >= n_vocab) {
-        return reject(fe, *res, {400, "prompt token id " + std::to_string(t) +
-                                          " is outside the vocabulary (0.." +
-                                          std::to_string(n_vocab - 1) + ")",
-                                 "invalid_request_error", "prompt", ""}, "invalid_request");
-      }
-    }
-    prompt = r.prompt_tokens;
-  } else {
-    prompt = fe.tok->encode(r.prompt, true, true);
-  }
-  const auto n_prompt = static_cast<int64_t>(prompt.size());
-  if (r.max_tokens < 0) {
-    r.max_tokens = static_cast<int32_t>(std::max<int64_t>(1, fe.n_ctx - n_prompt));
-  }
-  if (n_prompt + r.max_tokens > fe.n_ctx) {
-    return reject(fe, *res,
-                  {400, "This model's maximum context length is " + std::to_string(fe.n_ctx) +
-                            " tokens. However, you requested " +
-                            std::to_string(n_prompt + r.max_tokens) + " tokens (" +
-                            std::to_string(n_prompt) + " in the " + (chat ? "messages" : "prompt") +
-                            ", " + std::to_string(r.max_tokens) +
-                            " in the completion). Please reduce the length of the " +
-                            (chat ? "messages" : "prompt") + " or completion.",
-                   "invalid_request_error", chat ? "messages" : "prompt",
-                   "context_length_exceeded"},
-                  "context_length");
-  }
-  gen_request g;
-  st->id = fe.next_id++;
-  g.id = st->id;
-  g.key = key.empty() ? r.user : key;
-  g.prompt = std::move(prompt);
-  g.max_tokens = r.max_tokens;
-  g.sampling = r.sampling;
-  g.stop = r.stop;
-  g.ignore_eos = r.ignore_eos;
-  st->object_id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(st->id);
-  st->res = res;
-  admission decision;
-  st->stream = fe.srv->submit(std::move(g), &decision);
-  if (decision.decision != "ok") {
-    if (decision.reason == "queue full" || decision.reason.rfind("key quota", 0) == 0) {
-      return reject(fe, *res, {429, "the server is busy: " + decision.reason + "; retry later",
-                               "rate_limit_exceeded", "", "rate_limit_exceeded"},
-                    decision.reason == "queue full" ? "queue_full" : "key_quota",
-                    {{"Retry-After", std::to_string(std::max(1, decision.retry_after_s))}});
-    }
-    if (decision.reason.find("is down") != std::string::npos) {
-      return reject(fe, *res, {503, decision.reason, "server_error", "", ""}, "unavailable");
-    }
-    return reject(fe, *res, {400, decision.reason, "invalid_request_error", "", ""},
-                  "invalid_request");
-  }
-  {
-    std::lock_guard<std::mutex> ml(fe.metrics.mu);
-    fe.metrics.requests += 1;
-  }
-  if (r.stream) {
-    res->start_stream(200, "text/event-stream");
-    if (chat) {
-      res->chunk("data: " + dump(chunk_json(*st, "", nullptr, nullptr, true)) + "\n\n");
-    }
-  }
-  {
-    std::lock_guard<std::mutex> al(fe.active_mu);
-    fe.active.insert(st->id);
-  }
-  local_server* srv = fe.srv;
-  const uint64_t id = st->id;
-  res->on_close([srv, id] { srv->cancel(id); });  // a client that goes away frees its blocks
-  st->stream->on_push([st] { drain(st); });  // drain() lets go of it at the end
-}
-
-std::string metrics_text(front_end& fe) {
-  const router_stats s = fe.srv->stats();
-  std::string out;
-  auto gauge = [&](const std::string& name, const std::string& help, double v,
-                   const std::string& type = "gauge") {
-    out += "# HELP baton:" + name + " " + help + "\n# TYPE baton:" + name + " " + type + "\n";
-    out += "baton:" + name + " " + json(v).dump() + "\n";
-  };
-  gauge("num_requests_running", "Requests in the running batch.", s.running);
-  gauge("num_requests_waiting", "Requests waiting for a slot or KV blocks.", s.waiting);
-  gauge("kv_cache_usage_perc", "Share of KV blocks in use (1 = full).",
-        s.total_blocks ? 1.0 - static_cast<double>(s.free_blocks) / s.total_blocks : 0.0);
-  gauge("kv_cache_blocks_total", "KV blocks in the pool.", s.total_blocks);
-  gauge("kv_cache_blocks_free", "KV blocks free (cached ones count as free).", s.free_blocks);
-  gauge("prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache.",
-        static_cast<double>(s.cached_prompt_tokens), "counter");
-  gauge("num_preemptions_total", "Sequences preempted for lack of KV blocks.",
-        static_cast<double>(s.preemptions), "counter");
-  gauge("prompt_tokens_total", "Prompt tokens computed.", static_cast<double>(s.prompt_tokens),
-        "counter");
-  gauge("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens),
-        "counter");
-  gauge("steps_total", "Pipeline steps run.", static_cast<double>(s.steps), "counter");
-  gauge("stage_down", "1 when a pipeline stage is down.", s.down.empty() ? 0 : 1);
-  {
-    std::lock_guard<std::mutex> ml(fe.metrics.mu);
-    gauge("requests_total", "Requests admitted.", static_cast<double>(fe.metrics.requests),
-          "counter");
-    out += "# HELP baton:request_rejected_total Requests refused, by reason.\n"
-           "# TYPE baton:request_rejected_total counter\n";
-    for (const char* r : {"invalid_request", "context_length", "model_not_found", "unauthorized",
-                          "queue_full", "key_quota", "unavailable", "body_too_large"}) {
-      auto it = fe.metrics.rejected.find(r);
-      out += std::string("baton:request_rejected_total{reason=\"") + r + "\"} " +
-             std::to_string(it == fe.metrics.rejected.end() ? 0 : it->second) + "\n";
-    }
-    out += "# HELP baton:request_finished_total Requests ended, by finish reason.\n"
-           "# TYPE baton:request_finished_total counter\n";
-    for (const auto& [r, n] : fe.metrics.finished) {
-      out += "baton:request_finished_total{finished_reason=\"" + r + "\"} " + std::to_string(n) +
-             "\n";
-    }
-    fe.metrics.ttft.write(out, "baton:time_to_first_token_seconds", "Time to first token.");
-    fe.metrics.itl.write(out, "baton:inter_token_latency_seconds", "Time between two tokens.");
-    fe.metrics.e2e.write(out, "baton:e2e_request_latency_seconds", "Request latency.");
-  }
-  out += "# HELP baton:stage_step_seconds Mean time of a stage's last steps (up to 256).\n"
-         "# TYPE baton:stage_step_seconds gauge\n";
-  for (int32_t stage = 0; stage < fe.srv->options().n_stages; ++stage) {
-    if (fe.srv->options().stages[static_cast<size_t>(stage)].rank == s.down_rank) {
-      continue;  // a dead rank's shard answers nothing
-    }
-    const auto t = fe.srv->timings(stage);
-    double sum = 0;
-    size_t n = 0;
-    for (size_t i = t.size() > 256 ? t.size() - 256 : 0; i < t.size(); ++i, ++n) {
-      sum += static_cast<double>(t[i].end_us - t[i].begin_us) * 1e-6;
-    }
-    out += "baton:stage_step_seconds{stage=\"" + std::to_string(stage) + "\"} " +
-           json(n ? sum / static_cast<double>(n) : 0.0).dump() + "\n";
-  }
-  return out;
-}
-
-void handle(front_end& fe, const http::request& rq, std::shared_ptr<http::response> res) {
-  // the key is checked before anything else is done
-  std::string key;
-  if (!fe.keys.empty()) {
-    const std::string prefix = "Bearer ";
-    if (rq.authorization.rfind(prefix, 0) == 0) {
-      key = rq.authorization.substr(prefix.size());
-    }
-    const bool open_path = rq.target == "/health" || rq.target == "/metrics";
-    if (!open_path && !fe.keys.count(key)) {
-      return reject(fe, *res, {401, key.empty() ? "Missing API key (Authorization: Bearer ...)"
-                                                : "Incorrect API key provided",
-                               "invalid_request_error", "", "invalid_api_key"},
-                    "unauthorized");
-    }
-  }
-  if (rq.target == "/health" && rq.method == "GET") {
-    const auto s = fe.srv->stats();
-    if (!s.down.empty()) {
-      return send_json(*res, 503, {{"status", "unavailable"}, {"error", s.down}});
-    }
-    return send_json(*res, 200, {{"status", "ok"}});
-  }
-  if (rq.target == "/metrics" && rq.method == "GET") {
-    return res->send(200, "text/plain; version=0.0.4", metrics_text(fe));
-  }
-  if (rq.target == "/v1/models" && rq.method == "GET") {
-    return send_json(*res, 200,
-                     {{"object", "list"},
-                      {"data", json::array({{{"id", fe.model_name},
-                                             {"object", "model"},
-                                             {"created", fe.created},
-                                             {"owned_by", "baton"},
-                                             {"max_model_len", fe.n_ctx}}})}});
-  }
-  const bool chat = rq.target == "/v1/chat/completions";
-  if (chat || rq.target == "/v1/completions") {
-    if (rq.method != "POST") {
-      return send_error(*res, {405, "use POST on " + rq.target, "invalid_request_error", "", ""});
-    }
-    if (fe.stopping) {
-      return reject(fe, *res, {503, "the server is shutting down", "server_error", "", ""},
-                    "unavailable");
-    }
-    const auto s = fe.srv->stats();
-    if (!s.down.empty()) {
-      return reject(fe, *res, {503, s.down, "server_error", "", ""}, "unavailable");
-    }
-    return handle_completion(fe, rq, std::move(res), chat, key);
-  }
-  send_error(*res, {404, "no route " + rq.method + " " + rq.target, "invalid_request_error", "",
-                    "not_found"});
-}
 
 int run_serve(serve_options o) {
   if (o.port < 0 || o.port > 65535) {
@@ -539,6 +79,38 @@ int run_serve(serve_options o) {
   if (o.max_num_seqs < 1 || o.max_queue < 0 || o.block_size < 1 || o.max_num_batched_tokens < 1) {
     return fail("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, "
                 "--max-queue >= 0");
+  }
+  if (o.frontend_threads < 1 || o.frontend_threads > 256) {
+    return fail("--frontend-threads " + std::to_string(o.frontend_threads) +
+                ": expected 1..256");
+  }
+  http::server_limits limits;
+  limits.body_bytes = o.max_body_bytes;
+  for (auto [flag, text, out] :
+       {std::tuple{"--timeout-keep-alive", &o.timeout_keep_alive, &limits.keep_alive},
+        std::tuple{"--header-timeout", &o.header_timeout, &limits.header},
+        std::tuple{"--body-timeout", &o.body_timeout, &limits.body}}) {
+    auto d = parse_timeout(flag, *text);
+    if (!d) {
+      return fail(d.err().message);
+    }
+    *out = *d;
+  }
+  // every idle socket costs a descriptor: take all the process may have, and keep a
+  // reserve for the model file, MPI, CAF and the log
+  const uint64_t fd_limit = http::raise_descriptor_limit();
+  const uint64_t reserve = 128;
+  const uint64_t fd_room = fd_limit > reserve + 16 ? fd_limit - reserve : 16;
+  if (o.max_connections < 0 || static_cast<uint64_t>(o.max_connections) > fd_room) {
+    return fail("--max-connections " + std::to_string(o.max_connections) + ": expected 1.." +
+                std::to_string(fd_room) + " (the descriptor limit " + std::to_string(fd_limit) +
+                " less a reserve of " + std::to_string(reserve) + "), or 0 for that");
+  }
+  limits.max_connections = o.max_connections == 0 ? fd_room
+                                                  : static_cast<uint64_t>(o.max_connections);
+  auto keys = api::api_keys::load(o.api_keys, o.api_key_file);
+  if (!keys) {
+    return fail(keys.err().message);
   }
   auto mpi = mpi_session::init();
   if (!mpi) {
@@ -551,22 +123,6 @@ int run_serve(serve_options o) {
   }
   if (!head) {
     o.engine.quiet = true;
-  }
-  front_end fe;
-  fe.o = o;
-  if (!o.api_key_file.empty()) {
-    std::ifstream in(o.api_key_file);
-    if (!in) {
-      return fail("--api-key-file " + o.api_key_file + ": cannot read it");
-    }
-    for (std::string line; std::getline(in, line);) {
-      if (!line.empty()) {
-        fe.keys.insert(line);
-      }
-    }
-  }
-  for (const auto& k : o.api_keys) {
-    fe.keys.insert(k);
   }
   auto l = load(o.engine, o.max_num_seqs, false);
   if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
@@ -592,55 +148,42 @@ int run_serve(serve_options o) {
     (*job)->serve_until_shutdown();
     return exit_ok;
   }
-  fe.m = l->m;
-  fe.tok = l->tok;
-  fe.srv = &(*job)->server();
-  fe.n_ctx = fe.srv->options().n_ctx;
-  fe.created = std::chrono::duration_cast<std::chrono::seconds>(
+  local_server& srv = (*job)->server();
+  api::front_end_options fo;
+  fo.n_ctx = srv.options().n_ctx;
+  fo.n_vocab = l->m->config().n_vocab;
+  fo.created = std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
-  if (!o.served_model_name.empty()) {
-    fe.model_name = o.served_model_name;
-  } else {
-    fe.model_name = std::filesystem::path(l->m->file().path()).filename().string();
-  }
+  fo.model_name = o.served_model_name.empty()
+                      ? std::filesystem::path(l->m->file().path()).filename().string()
+                      : o.served_model_name;
+  fo.n_workers = o.frontend_threads;
+  fo.allow_special_tokens_in_chat = o.allow_special_tokens_in_chat;
+  const bool keyed = keys->required();
+  pipeline_backend backend(srv);
+  api::front_end fe(fo, std::move(*keys), l->tok, backend);
   auto http_server = http::server::create(
       o.host, static_cast<uint16_t>(o.port),
       [&fe](http::request rq, std::shared_ptr<http::response> res) {
-        handle(fe, rq, std::move(res));
+        fe.handle(std::move(rq), std::move(res));
       },
-      o.max_body_bytes);
+      limits);
   if (!http_server) {
     return fail(http_server.err().message);
   }
   http::server* hs = http_server->get();
+  fe.set_http_counters([hs] { return hs->counters(); });
   // SIGINT/SIGTERM: refuse new requests, end the running ones with a final event (an
   // error chunk and [DONE], or a 503), give the answers up to 3 s to leave, then stop
   on_stop_signal([hs, &fe] {
-    fe.stopping = true;
-    std::set<uint64_t> ids;
-    {
-      std::lock_guard<std::mutex> al(fe.active_mu);
-      ids = fe.active;
-    }
-    for (uint64_t id : ids) {
-      fe.srv->cancel(id);
-    }
-    for (int i = 0; i < 60; ++i) {
-      {
-        std::lock_guard<std::mutex> al(fe.active_mu);
-        if (fe.active.empty()) {
-          break;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    fe.stop(std::chrono::seconds(3));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the last bytes leave
     hs->stop();
   });
   std::fprintf(stderr, "baton: serving %s on http://%s:%u (%d stage(s), %d rank(s)%s)\n",
-               fe.model_name.c_str(), o.host.c_str(), hs->port(), fe.srv->options().n_stages,
-               (*mpi)->size(), fe.keys.empty() ? "" : ", API keys required");
+               fo.model_name.c_str(), o.host.c_str(), hs->port(), srv.options().n_stages,
+               (*mpi)->size(), keyed ? ", API keys required" : "");
   hs->run();
   on_stop_signal({});
   std::fprintf(stderr, "baton: shutting down\n");
@@ -657,8 +200,9 @@ void add_serve_command(CLI::App& app, int& status) {
   o->engine.add_topology_to(*cmd);
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->port, "Port (0: any free one)")->capture_default_str();
-  cmd->add_option("--api-key", o->api_keys, "Required Bearer key (repeatable)");
-  cmd->add_option("--api-key-file", o->api_key_file, "File of keys, one per line");
+  cmd->add_option("--api-key", o->api_keys, "Required Bearer key for /v1 (repeatable)");
+  cmd->add_option("--api-key-file", o->api_key_file,
+                  "File of keys, one per line (blank lines and # comments skipped)");
   cmd->add_option("--served-model-name", o->served_model_name,
                   "Model name in the API (default: the model file's name)");
   cmd->add_option("--max-num-seqs", o->max_num_seqs, "Sequences in the running batch")
@@ -672,6 +216,25 @@ void add_serve_command(CLI::App& app, int& status) {
                 "Reuse KV blocks of shared prompt prefixes (on by default)");
   cmd->add_option("--max-body-bytes", o->max_body_bytes, "Largest request body (413 beyond)")
       ->capture_default_str();
+  cmd->add_option("--timeout-keep-alive", o->timeout_keep_alive,
+                  "Seconds an idle keep-alive connection stays open")
+      ->capture_default_str();
+  cmd->add_option("--header-timeout", o->header_timeout,
+                  "Seconds a client has to send a request's header")
+      ->capture_default_str();
+  cmd->add_option("--body-timeout", o->body_timeout,
+                  "Seconds a client has to send a request's body")
+      ->capture_default_str();
+  cmd->add_option("--max-connections", o->max_connections,
+                  "Open connections (0: the descriptor limit less a reserve); beyond, the "
+                  "oldest idle one is closed")
+      ->capture_default_str();
+  cmd->add_option("--frontend-threads", o->frontend_threads,
+                  "Threads that parse, template and tokenise requests")
+      ->capture_default_str();
+  cmd->add_flag("--allow-special-tokens-in-chat", o->allow_special_tokens_in_chat,
+                "Parse special-token text (<|eot_id|>...) inside chat messages, as llama-server "
+                "does (trusted clients only: it lets a message forge other turns)");
   cmd->callback([o, &status] { status = run_serve(*o); });
 }
 
