@@ -135,6 +135,7 @@ struct front_end::impl {
   front_metrics metrics;
   std::function<http::server_counters()> http_counters;
   std::atomic<uint64_t> next_id{1};
+  std::atomic<uint64_t> next_request_number{1};  ///< every HTTP request, for the error log
   std::atomic<bool> stopping{false};   ///< a signal came: new requests get 503
   mutable std::mutex active_mu;
   std::set<uint64_t> active;           ///< requests not finished yet
@@ -156,7 +157,11 @@ struct front_end::impl {
     }
     res.send(e.status, "application/json", dump(error_json(e)), std::move(headers));
   }
-  void route(const http::request& rq, const std::shared_ptr<http::response>& res);
+  void route(const http::request& rq, const std::shared_ptr<http::response>& res,
+             uint64_t number);
+  /// The 500 for an exception that escaped a handler, and its log line.
+  void internal_error(const http::request& rq, http::response& res, uint64_t number,
+                      const char* what);
   void completion(const http::request& rq, const std::shared_ptr<http::response>& res,
                   bool chat, const std::string& key);
   std::string metrics_text();
@@ -634,7 +639,19 @@ std::string front_end::impl::metrics_text() {
   return out;
 }
 
-void front_end::impl::route(const http::request& rq, const std::shared_ptr<http::response>& res) {
+void front_end::impl::internal_error(const http::request& rq, http::response& res,
+                                     uint64_t number, const char* what) {
+  // the target may hold any bytes: log its length, not its text
+  std::fprintf(stderr, "baton: internal error in request %llu (%s, a %zu-byte path, from %s): %s\n",
+               static_cast<unsigned long long>(number), rq.method.c_str(), rq.target.size(),
+               rq.peer.c_str(), what);
+  reject(res, {500, "internal server error (request " + std::to_string(number) + ")",
+               "server_error", "", "internal_error"},
+         reject_reason::internal_error);
+}
+
+void front_end::impl::route(const http::request& rq, const std::shared_ptr<http::response>& res,
+                            uint64_t number) {
   // As in vLLM, keys guard /v1; /health and /metrics stay open. The key is checked
   // before anything else is done.
   std::string key;
@@ -686,14 +703,13 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
                     reject_reason::unavailable);
     }
     // parsing, templating and tokenising may take a while: off the io thread
-    boost::asio::post(workers, [this, rq, res, chat, key]() {
+    boost::asio::post(workers, [this, rq, res, chat, key, number]() {
       try {
         completion(rq, res, chat, key);
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "baton: internal error on %s %s from %s: %s\n", rq.method.c_str(),
-                     rq.target.c_str(), rq.peer.c_str(), e.what());
-        reject(*res, {500, "internal server error", "server_error", "", "internal_error"},
-               reject_reason::internal_error);
+        internal_error(rq, *res, number, e.what());
+      } catch (...) {
+        internal_error(rq, *res, number, "unknown exception");
       }
     });
     return;
@@ -712,14 +728,13 @@ front_end::front_end(front_end_options o, api_keys keys, std::shared_ptr<const t
 front_end::~front_end() { impl_->workers.join(); }
 
 void front_end::handle(http::request rq, std::shared_ptr<http::response> res) {
+  const uint64_t number = impl_->next_request_number++;
   try {
-    impl_->route(rq, res);
+    impl_->route(rq, res, number);
   } catch (const std::exception& e) {
-    // the target may hold any bytes: the log line escapes nothing, so print its length
-    std::fprintf(stderr, "baton: internal error on %s (%zu-byte target) from %s: %s\n",
-                 rq.method.c_str(), rq.target.size(), rq.peer.c_str(), e.what());
-    impl_->reject(*res, {500, "internal server error", "server_error", "", "internal_error"},
-                  reject_reason::internal_error);
+    impl_->internal_error(rq, *res, number, e.what());
+  } catch (...) {
+    impl_->internal_error(rq, *res, number, "unknown exception");
   }
 }
 
