@@ -208,7 +208,7 @@ TEST(topology_file, model_path_is_relative_to_the_file) {
   EXPECT_EQ(a->model, "/m/tiny.gguf");
   auto missing = parse_topology_file((dir / "nope.toml").string());
   ASSERT_FALSE(missing);
-  EXPECT_NE(missing.err().message.find("nope.toml: cannot read"), std::string::npos);
+  EXPECT_NE(missing.err().message.find("nope.toml: cannot open the topology file"), std::string::npos);
 }
 
 // -- every bad file -------------------------------------------------------------------
@@ -254,7 +254,45 @@ std::vector<bad_case> bad_cases() {
       {"rank wrong type", "[[stage]]\nrank = \"0\"\nlayers = \"auto\"\n",
        {"cluster.toml:2: stage 0 field 'rank': expected an integer, got string \"0\""}},
       {"rank negative", "[[stage]]\nrank = -1\nlayers = \"auto\"\n",
-       {"cluster.toml:2: stage 0 field 'rank': -1 is out of range (expected an MPI rank >= 0)"}},
+       {"cluster.toml:2: stage 0 field 'rank': -1 is out of range (expected an MPI rank, 0 to "
+        "1048575)"}},
+      // integers are checked whole before they are narrowed: nothing wraps
+      {"rank past int32", "[[stage]]\nrank = 2147483647\nlayers = \"auto\"\n",
+       {"cluster.toml:2: stage 0 field 'rank': 2147483647 is out of range (expected an MPI rank, "
+        "0 to 1048575)"}},
+      {"rank past int64 wraps nothing", "[[stage]]\nrank = 9223372036854775807\nlayers = \"auto\"\n",
+       {"cluster.toml:2: stage 0 field 'rank': 9223372036854775807 is out of range"}},
+      {"micro_batches huge", "[pipeline]\nmicro_batches = 4294967297\n[[stage]]\nlayers = \"auto\"\n",
+       {"cluster.toml:2: [pipeline] field 'micro_batches': 4294967297 is out of range (expected 0 "
+        "to 4096"}},
+      {"max_num_seqs huge", "[pipeline]\nmax_num_seqs = 2147483647\n[[stage]]\nlayers = \"auto\"\n",
+       {"cluster.toml:2: [pipeline] field 'max_num_seqs': 2147483647 is out of range (expected 1 "
+        "to 1048576)"}},
+      {"max_num_batched_tokens zero", "[pipeline]\nmax_num_batched_tokens = 0\n[[stage]]\nlayers = \"auto\"\n",
+       {"cluster.toml:2: [pipeline] field 'max_num_batched_tokens': 0 is out of range (expected 1 "
+        "to 16777216 tokens)"}},
+      {"max_model_len past int32", "[pipeline]\nmax_model_len = 4294967296\n[[stage]]\nlayers = \"auto\"\n",
+       {"cluster.toml:2: [pipeline] field 'max_model_len': 4294967296 is out of range"}},
+      {"threads huge", "[[stage]]\nlayers = \"auto\"\nthreads = 100000\n",
+       {"cluster.toml:3: stage 0 field 'threads': 100000 is out of range (expected 0 to 4096"}},
+      {"memory_utilization nan", "[[stage]]\nlayers = \"auto\"\nmemory_utilization = nan\n",
+       {"cluster.toml:3: stage 0 field 'memory_utilization': nan is out of range"}},
+      {"memory_utilization zero", "[[stage]]\nlayers = \"auto\"\nmemory_utilization = 0\n",
+       {"cluster.toml:3: stage 0 field 'memory_utilization': 0 is out of range"}},
+      // byte sizes are decimal numbers with a unit, nothing float-ish, nothing past 2^64
+      {"kv_cache_memory with an exponent", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"1e3GiB\"\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': '1e3GiB': unknown unit 'E3GIB'"}},
+      {"kv_cache_memory inf", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"inf\"\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': 'inf': expected a size > 0"}},
+      {"kv_cache_memory hex", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"0x10\"\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': '0x10': unknown unit 'X10'"}},
+      {"kv_cache_memory past 2^64", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"18446744073709551616\"\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': '18446744073709551616': "
+        "'18446744073709551616' is more than 2^64 - 1 bytes"}},
+      {"kv_cache_memory TiB past 2^64", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"16777216TiB\"\n",
+       {"is more than 2^64 - 1 bytes"}},
+      {"kv_cache_memory under a byte", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"0.1\"\n",
+       {"'0.1' is less than one byte"}},
       {"device unknown", "[[stage]]\ndevice = \"gpu0\"\nlayers = \"auto\"\n",
        {"cluster.toml:2: stage 0 field 'device': 'gpu0': expected \"cpu\" or \"cuda:N\""}},
       {"device without index", "[[stage]]\ndevice = \"cuda:\"\nlayers = \"auto\"\n",
@@ -294,7 +332,7 @@ std::vector<bad_case> bad_cases() {
       {"block_size zero", "[pipeline]\nblock_size = 0\n[[stage]]\nlayers = \"auto\"\n",
        {"cluster.toml:2: [pipeline] field 'block_size': 0 is out of range (expected 1 to 65536"}},
       {"max_num_seqs zero", "[pipeline]\nmax_num_seqs = 0\n[[stage]]\nlayers = \"auto\"\n",
-       {"cluster.toml:2: [pipeline] field 'max_num_seqs': 0 is out of range (expected >= 1)"}},
+       {"cluster.toml:2: [pipeline] field 'max_num_seqs': 0 is out of range (expected 1 to 1048576)"}},
       {"max_num_batched_tokens type", "[pipeline]\nmax_num_batched_tokens = 2.5\n[[stage]]\nlayers = \"auto\"\n",
        {"[pipeline] field 'max_num_batched_tokens': expected an integer, got float 2.5"}},
       {"micro_batches negative", "[pipeline]\nmicro_batches = -1\n[[stage]]\nlayers = \"auto\"\n",
@@ -364,6 +402,16 @@ std::vector<bad_case> bad_cases() {
         "= 2.00 MiB cannot hold the weights (",
         ") + buffers (", ") + one sequence of KV (", "max_model_len 2048 tokens x 1024 B/token (fake RAM)"},
        true, 1, 4 * MiB},
+      {"kv_cache_memory past the host's memory",
+       "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = 9223372036854775807\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': 8589934592.00 GiB (9223372036854775807 "
+        "bytes) is more than the memory of cpu on rank 0: 8.00 GiB (8589934592 bytes, fake RAM)"},
+       true},
+      {"kv_cache_memory past a GPU's memory",
+       "[[stage]]\ndevice = \"cuda:1\"\nlayers = \"auto\"\nkv_cache_memory = \"17GiB\"\n",
+       {"cluster.toml:4: stage 0 field 'kv_cache_memory': 17.00 GiB (18253611008 bytes) is more "
+        "than the memory of cuda:1 on rank 0: 16.00 GiB (17179869184 bytes, fake GPU)"},
+       true},
       {"kv_cache_memory too small", "[[stage]]\nlayers = \"0-3\"\nkv_cache_memory = 1000\n",
        {"cluster.toml:3: stage 0 (rank 0, cpu, layers 0-3): kv_cache_memory (1000 B) cannot hold "
         "one sequence of KV (2.00 MiB), max_model_len 2048 tokens x 1024 B/token"},
