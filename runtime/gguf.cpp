@@ -394,7 +394,12 @@ result<std::string> read_regular_file(const std::string& path, uint64_t max_byte
     return fd.err();
   }
   struct stat st {};
-  if (::fstat(*fd, &st) != 0 || static_cast<uint64_t>(st.st_size) > max_bytes) {
+  if (::fstat(*fd, &st) != 0) {
+    const int e = errno;
+    ::close(*fd);
+    return make_error("%s: cannot stat the %s: %s", path.c_str(), what, std::strerror(e));
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
     ::close(*fd);
     return make_error("%s: the %s is %llu bytes, more than the %llu a %s may have",
                       path.c_str(), what, static_cast<unsigned long long>(st.st_size),

@@ -381,6 +381,11 @@ std::vector<bad_case> bad_cases() {
       {"rank outside the world",
        std::string(two) + "[[stage]]\nrank = 1\nlayers = \"auto\"\n[[stage]]\nrank = 4\nlayers = \"auto\"\n",
        {"cluster.toml:9: stage 3 rank 4: the MPI world has 2 ranks (0-1)"}, true},
+      {"a world of no ranks", two, {"cluster.toml: the MPI world size is 0 (expected 1 to 1048576 ranks)"},
+       true, 0},
+      {"a world past the cap", two,
+       {"cluster.toml: the MPI world size is 2147483647 (expected 1 to 1048576 ranks)"}, true,
+       2147483647},
       {"two ranks on one GPU",
        "[[stage]]\nrank = 0\ndevice = \"cuda:0\"\nlayers = \"0-1\"\n"
        "[[stage]]\nrank = 1\ndevice = \"cuda:0\"\nlayers = \"2-3\"\n",
