@@ -4,6 +4,7 @@
 // splits 11/5; a small budget hands layers on), the round trip through to_toml, and
 // default_topology.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -209,6 +210,29 @@ TEST(topology_file, model_path_is_relative_to_the_file) {
   auto missing = parse_topology_file((dir / "nope.toml").string());
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.err().message.find("nope.toml: cannot open the topology file"), std::string::npos);
+}
+
+TEST(topology_file, only_small_regular_files_are_read) {
+  const auto dir = test::temp_dir("topology-kinds");
+  const auto fifo = (dir / "cluster.fifo").string();
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto f = parse_topology_file(fifo);  // no writer: reading it would block forever
+  ASSERT_FALSE(f);
+  EXPECT_EQ(f.err().message, fifo + ": not a regular file (a FIFO)");
+
+  auto d = parse_topology_file(dir.string());
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.err().message, dir.string() + ": not a regular file (a directory)");
+
+  // 17 MiB of nothing (sparse): refused by its size before a byte is read
+  const auto big = (dir / "big.toml").string();
+  std::ofstream(big) << "";
+  std::filesystem::resize_file(big, 17u << 20);
+  auto b = parse_topology_file(big);
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.err().message, big + ": the topology file is 17825792 bytes, more than the 16777216 "
+                                   "a topology file may have");
 }
 
 // -- every bad file -------------------------------------------------------------------
