@@ -798,6 +798,21 @@ kv_cache_memory = "100MiB"
             text.substr(text.find('\n')));
 }
 
+TEST(topology_file, sizes_past_int64_round_trip_as_strings) {
+  // found by the topology fuzzer: parse_bytes reads up to 2^64 - 1, a TOML integer stops
+  // at 2^63 - 1, so to_toml wrote a file that did not read back
+  const auto t = parse_ok("[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"16668034718034716437\"\n"
+                          "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = 9223372036854775807\n");
+  const std::string text = to_toml(t);
+  EXPECT_NE(text.find("kv_cache_memory = \"16668034718034716437\"\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("kv_cache_memory = 9223372036854775807\n"), std::string::npos) << text;
+  auto back = parse_topology_text(text, "cluster.toml");
+  ASSERT_TRUE(back) << back.err().message << "\n" << text;
+  EXPECT_EQ(back->stages[0].kv_cache_memory, 16668034718034716437ull);
+  EXPECT_EQ(back->stages[1].kv_cache_memory, 9223372036854775807ull);
+  EXPECT_EQ(to_toml(*back), text);
+}
+
 TEST(topology_file, default_topology_splits_evenly_on_rank_0) {
   const topology t = default_topology("m.gguf", 3);
   EXPECT_EQ(t.model, "m.gguf");

@@ -462,7 +462,12 @@ std::string to_toml(const topology& t) {
     // "auto" only survives when the caller writes an unresolved topology
     out += "layers = " + quote(s.layers.to_string()) + "\n";
     if (s.kv_cache_memory) {
-      out += "kv_cache_memory = " + std::to_string(*s.kv_cache_memory) + "\n";
+      // a TOML integer is an int64; larger sizes (parse_bytes reads up to 2^64 - 1) are
+      // written as the string parse_bytes reads back
+      const std::string n = std::to_string(*s.kv_cache_memory);
+      const bool fits = *s.kv_cache_memory <=
+                        static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+      out += "kv_cache_memory = " + (fits ? n : quote(n)) + "\n";
     } else if (s.memory_utilization) {
       out += "memory_utilization = " + float_text(*s.memory_utilization) + "\n";
     }
