@@ -89,7 +89,7 @@ int run_bench_model(bench_model_options o) {
                         {"prompt_tokens_per_s_median", pp_med},
                         {"gen_tokens_per_s_median", tg_med},
                         {"weight_bytes", l->m->weight_bytes()}};
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("model %s, %d threads, kernels %s, %d runs (medians)\n",
                 l->m->file().path().c_str(), eng.options().n_threads, kernels.c_str(), o.reps);

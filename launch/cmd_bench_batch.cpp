@@ -424,7 +424,7 @@ int run_bench_batch(bench_batch_options o) {
                                                 ? nlohmann::json(median(ovh->gap_ms) / s)
                                                 : nlohmann::json()}};
     }
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return exit_ok;
   }
   std::printf("model %s, %d threads, %d stage(s), %d rank(s)%s%s, kernels %s, -p %d -n %d, "

@@ -400,7 +400,7 @@ int run_bench_serve(const bench_serve_options& o) {
         {"itl_ms", to_json(s_itl)},
         {"e2el_ms", to_json(s_e2el)},
     };
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     auto row = [](const char* name, double v, int digits) {
       std::printf("%-40s %.*f\n", name, digits, v);

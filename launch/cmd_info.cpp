@@ -1,5 +1,6 @@
 // `baton info [--model] M [--json]`: what a GGUF model is, at a glance: architecture,
 // hyperparameters, tensor types, weight bytes, KV cache bytes per token, vocabulary.
+// The file's own strings are shown with invalid UTF-8 replaced, never thrown on.
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -153,11 +154,14 @@ int run_info(const info_options& o) {
   if (!v) {
     return fail(v.err().message);
   }
-  const auto j = describe(**m, *v);
+  // The file's strings (general.name, tokens, the path itself) may be any bytes: invalid
+  // UTF-8 becomes U+FFFD in both forms, since a strict dump throws on it.
+  const std::string text =
+      describe(**m, *v).dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
   if (o.json) {
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", text.c_str());
   } else {
-    print_human(j);
+    print_human(nlohmann::json::parse(text));
   }
   return exit_ok;
 }

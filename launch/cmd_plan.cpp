@@ -118,19 +118,21 @@ int run_plan(const plan_options& o) {
   if (t->model.empty()) {
     return fail(o.topology + ": no model (expected a 'model' key or --model)");
   }
-  int32_t world = o.np;
+  // int64: the highest rank + 1 must not wrap (ranks are bounded when the file is read)
+  int64_t world = o.np;
   if (world == 0) {
     for (const auto& s : t->stages) {
-      world = std::max(world, s.rank + 1);
+      world = std::max<int64_t>(world, int64_t{s.rank} + 1);
     }
-  } else if (world < 0) {
-    return fail("--np (" + std::to_string(world) + ") must be >= 1");
+  } else if (world < 0 || world > topology_limits::max_world_size) {
+    return fail("--np (" + std::to_string(world) + ") must be 1 to " +
+                std::to_string(topology_limits::max_world_size));
   }
   auto m = model::open(t->model);
   if (!m) {
     return fail(m.err().message);
   }
-  auto plan = plan_pipeline(*t, **m, local_placement_env(world));
+  auto plan = plan_pipeline(*t, **m, local_placement_env(static_cast<int32_t>(world)));
   if (!plan) {
     return fail(plan.err().message);
   }
@@ -149,9 +151,11 @@ int run_plan(const plan_options& o) {
     }
   }
   if (o.json) {
-    std::printf("%s\n", to_json(*t, *plan, **m, world).dump(2).c_str());
+    std::printf("%s\n", to_json(*t, *plan, **m, static_cast<int32_t>(world))
+                            .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+                            .c_str());
   } else {
-    print_table(*t, *plan, **m, world);
+    print_table(*t, *plan, **m, static_cast<int32_t>(world));
   }
   return exit_ok;
 }

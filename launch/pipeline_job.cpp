@@ -66,7 +66,8 @@ placement_env gather_devices(mpi_session& mpi) {
                     {"bandwidth", i.bandwidth}});
   }
   std::vector<nlohmann::json> all;
-  for (const auto& text : mpi.allgather(mine.dump())) {
+  for (const auto& text :
+       mpi.allgather(mine.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))) {
     all.push_back(nlohmann::json::parse(text));
   }
   placement_env env;

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -608,6 +609,14 @@ result<uint64_t> kv_budget_bytes(uint64_t device_memory, double memory_utilizati
     return make_error("memory_utilization (%g) must be in (0, 1]", memory_utilization);
   }
   if (kv_cache_memory) {
+    if (*kv_cache_memory > device_memory) {
+      return make_error("kv_cache_memory (%s, %llu bytes) is more than the device's memory "
+                        "(%s, %llu bytes)",
+                        format_bytes(*kv_cache_memory).c_str(),
+                        static_cast<unsigned long long>(*kv_cache_memory),
+                        format_bytes(device_memory).c_str(),
+                        static_cast<unsigned long long>(device_memory));
+    }
     if (*kv_cache_memory < min_kv_bytes) {
       return make_error("kv_cache_memory (%s) cannot hold one sequence of KV (%s)",
                         format_bytes(*kv_cache_memory).c_str(), format_bytes(min_kv_bytes).c_str());
@@ -632,42 +641,94 @@ result<uint64_t> kv_budget_bytes(uint64_t device_memory, double memory_utilizati
 }
 
 result<uint64_t> parse_bytes(std::string_view text) {
-  double v = 0;
-  const char* b = text.data();
-  const char* e = text.data() + text.size();
-  while (b < e && *b == ' ') {
-    ++b;
+  // Strictly "<digits>[.<digits>] [unit]": no sign, exponent, hex, inf or nan, so "1e3GiB"
+  // is an error rather than a terabyte, and integers are exact to the last byte (a double
+  // would round 2^53 + 1).
+  constexpr const char* expected =
+      "expected a size > 0 (bytes, or a number with K, M, G, T, KiB, MiB, GiB, TiB)";
+  size_t i = 0;
+  auto skip_spaces = [&] {
+    while (i < text.size() && text[i] == ' ') {
+      ++i;
+    }
+  };
+  auto is_digit = [&](size_t k) { return k < text.size() && text[k] >= '0' && text[k] <= '9'; };
+  skip_spaces();
+  const size_t int_begin = i;
+  while (is_digit(i)) {
+    ++i;
   }
-  auto [p, ec] = std::from_chars(b, e, v);
-  if (ec != std::errc{} || !(v > 0) || !std::isfinite(v)) {
-    return make_error("expected a size > 0 (bytes, or a number with K, M, G, T, KiB, MiB, GiB, TiB)");
+  const std::string_view int_digits = text.substr(int_begin, i - int_begin);
+  std::string_view frac_digits;
+  if (i < text.size() && text[i] == '.') {
+    const size_t frac_begin = ++i;
+    while (is_digit(i)) {
+      ++i;
+    }
+    frac_digits = text.substr(frac_begin, i - frac_begin);
   }
-  std::string unit(p, e);
-  while (!unit.empty() && unit.front() == ' ') {
-    unit.erase(unit.begin());
+  if (int_digits.empty() && frac_digits.empty()) {
+    return make_error("%s", expected);
+  }
+  skip_spaces();
+  std::string unit(text.substr(i));
+  while (!unit.empty() && unit.back() == ' ') {
+    unit.pop_back();
   }
   for (auto& ch : unit) {
     ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
   }
-  double mult = 0;
+  int shift = 0;  // the unit is 2^shift bytes
   if (unit.empty() || unit == "B") {
-    mult = 1;
+    shift = 0;
   } else if (unit == "K" || unit == "KB" || unit == "KIB") {
-    mult = 1024.0;
+    shift = 10;
   } else if (unit == "M" || unit == "MB" || unit == "MIB") {
-    mult = 1024.0 * 1024;
+    shift = 20;
   } else if (unit == "G" || unit == "GB" || unit == "GIB") {
-    mult = 1024.0 * 1024 * 1024;
+    shift = 30;
   } else if (unit == "T" || unit == "TB" || unit == "TIB") {
-    mult = 1024.0 * 1024 * 1024 * 1024;
+    shift = 40;
   } else {
     return make_error("unknown unit '%s' (expected K, M, G, T, KiB, MiB, GiB, TiB)", unit.c_str());
   }
-  const double bytes = v * mult;
-  if (bytes >= 18446744073709551615.0) {
-    return make_error("larger than 2^64 bytes");
+  const std::string shown(text);
+  const auto too_large = [&] {
+    return make_error("'%s' is more than 2^64 - 1 bytes", shown.c_str());
+  };
+  uint64_t whole = 0;
+  for (char ch : int_digits) {
+    if (__builtin_mul_overflow(whole, uint64_t{10}, &whole) ||
+        __builtin_add_overflow(whole, static_cast<uint64_t>(ch - '0'), &whole)) {
+      return too_large();
+    }
   }
-  return static_cast<uint64_t>(bytes);
+  if (whole > (std::numeric_limits<uint64_t>::max() >> shift)) {
+    return too_large();
+  }
+  // the fraction of the unit in whole bytes, floor(num / den x 2^shift), by long division
+  // one bit at a time (exact: num < den <= 10^18, so 2 x the remainder fits); digits past
+  // the 18th move the product by less than 2^40 x 10^-18 bytes, and are dropped
+  uint64_t num = 0;
+  uint64_t den = 1;
+  for (size_t k = 0; k < frac_digits.size() && k < 18; ++k) {
+    num = num * 10 + static_cast<uint64_t>(frac_digits[k] - '0');
+    den *= 10;
+  }
+  uint64_t frac = 0;
+  for (int bit = 0; bit < shift; ++bit) {
+    num *= 2;
+    frac = frac * 2 + (num >= den ? 1 : 0);
+    num = num >= den ? num - den : num;
+  }
+  uint64_t bytes = 0;
+  if (__builtin_add_overflow(whole << shift, frac, &bytes)) {
+    return too_large();
+  }
+  if (bytes == 0) {
+    return make_error("%s; '%s' is less than one byte", expected, shown.c_str());
+  }
+  return bytes;
 }
 
 }  // namespace baton

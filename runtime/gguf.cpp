@@ -25,8 +25,10 @@ constexpr uint32_t max_array_depth = 8;
 /// Bounds-checked little-endian cursor over the file bytes.
 class cursor {
  public:
-  cursor(const std::byte* data, uint64_t size, const std::string& name)
-      : data_(data), size_(size), name_(name) {}
+  cursor(const std::byte* data, uint64_t size, const std::string& name, const gguf_limits& limits)
+      : data_(data), size_(size), name_(name), limits_(limits) {}
+
+  const gguf_limits& limits() const { return limits_; }
 
   uint64_t pos() const { return pos_; }
   uint64_t remaining() const { return size_ - pos_; }
@@ -54,6 +56,12 @@ class cursor {
                         "file (%llu bytes remain)",
                         name_.c_str(), what.c_str(), ull(*n), ull(pos_ - 8), ull(remaining()));
     }
+    if (*n > limits_.max_string_bytes) {
+      return make_error("%s: %s: string length %llu at offset %llu is more than the %llu bytes "
+                        "a GGUF string may have",
+                        name_.c_str(), what.c_str(), ull(*n), ull(pos_ - 8),
+                        ull(limits_.max_string_bytes));
+    }
     std::string s(reinterpret_cast<const char*>(data_ + pos_), static_cast<size_t>(*n));
     pos_ += *n;
     return s;
@@ -67,6 +75,32 @@ class cursor {
   uint64_t size_;
   uint64_t pos_ = 0;
   const std::string& name_;
+  const gguf_limits& limits_;
+};
+
+/// What the parsed metadata takes in memory so far, against max_metadata_bytes: charged
+/// before anything is allocated for it.
+class memory_charge {
+ public:
+  memory_charge(const std::string& name, uint64_t cap) : name_(name), cap_(cap) {}
+
+  /// Adds `n` bytes for `what` ("metadata 'tokenizer.ggml.tokens'"); errors past the cap.
+  result<void> add(uint64_t n, const std::string& what) {
+    if (n > cap_ - used_) {
+      return make_error("%s: %s: the metadata would take more than %llu bytes in memory "
+                        "(%llu so far, %llu more for this value)",
+                        name_.c_str(), what.c_str(), cursor::ull(cap_), cursor::ull(used_),
+                        cursor::ull(n));
+    }
+    used_ += n;
+    return {};
+  }
+
+ private:
+  // -- member variables -------------------------------------------------------
+  const std::string& name_;
+  uint64_t cap_;
+  uint64_t used_ = 0;
 };
 
 /// Smallest encoded size of one value of `t` (for checking array counts up front).
@@ -97,7 +131,7 @@ uint64_t min_encoded_size(gguf_type t) {
 bool valid_value_type(uint32_t t) { return t <= static_cast<uint32_t>(gguf_type::float64); }
 
 result<gguf_value> read_value(cursor& c, gguf_type t, const std::string& what, uint32_t depth,
-                              const std::string& name) {
+                              const std::string& name, memory_charge& charge) {
   switch (t) {
     case gguf_type::uint8: {
       auto v = c.read<uint8_t>(what);
@@ -152,7 +186,13 @@ result<gguf_value> read_value(cursor& c, gguf_type t, const std::string& what, u
     }
     case gguf_type::string: {
       auto v = c.read_string(what);
-      return v ? result<gguf_value>(gguf_value(std::move(*v))) : result<gguf_value>(v.err());
+      if (!v) {
+        return v.err();
+      }
+      if (auto ok = charge.add(v->size(), what); !ok) {
+        return ok.err();
+      }
+      return gguf_value(std::move(*v));
     }
     case gguf_type::array: {
       if (depth >= max_array_depth) {
@@ -179,11 +219,21 @@ result<gguf_value> read_value(cursor& c, gguf_type t, const std::string& what, u
                           name.c_str(), what.c_str(), cursor::ull(*n), cursor::ull(at + 4),
                           cursor::ull(c.remaining()));
       }
+      if (*n > c.limits().max_array_items) {
+        return make_error("%s: %s: array count %llu at offset %llu is more than the %llu "
+                          "elements a GGUF array may have",
+                          name.c_str(), what.c_str(), cursor::ull(*n), cursor::ull(at + 4),
+                          cursor::ull(c.limits().max_array_items));
+      }
+      // the count is now within the file's bytes, so the product cannot overflow
+      if (auto ok = charge.add(*n * sizeof(gguf_value), what); !ok) {
+        return ok.err();
+      }
       gguf_array arr;
       arr.type = elem;
       arr.items.reserve(static_cast<size_t>(*n));
       for (uint64_t i = 0; i < *n; ++i) {
-        auto item = read_value(c, elem, what, depth + 1, name);
+        auto item = read_value(c, elem, what, depth + 1, name, charge);
         if (!item) {
           return item.err();
         }
@@ -285,20 +335,113 @@ std::string tensor_info::shape_string() const {
 
 // -- mapped_file -----------------------------------------------------------------
 
-result<std::shared_ptr<mapped_file>> mapped_file::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return make_error("%s: cannot open: %s", path.c_str(), std::strerror(errno));
+namespace {
+
+/// "a FIFO", "a directory": what a path that is not a regular file is, for messages.
+const char* file_kind(mode_t mode) {
+  if (S_ISFIFO(mode)) {
+    return "a FIFO";
   }
+  if (S_ISDIR(mode)) {
+    return "a directory";
+  }
+  if (S_ISCHR(mode)) {
+    return "a character device";
+  }
+  if (S_ISBLK(mode)) {
+    return "a block device";
+  }
+  if (S_ISSOCK(mode)) {
+    return "a socket";
+  }
+  return "not a file";
+}
+
+}  // namespace
+
+result<int> open_regular_file(const std::string& path, const char* what) {
+  const std::string the = what ? std::string(" the ") + what : std::string();
+  // stat first, so a device is never opened (opening some has effects); then open without
+  // blocking (a FIFO swapped in meanwhile must not wait for a writer) and check the
+  // descriptor itself, which is what will be read
   struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return make_error("%s: cannot open%s: %s", path.c_str(), the.c_str(), std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return make_error("%s: not a regular file (%s)", path.c_str(), file_kind(st.st_mode));
+  }
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    return make_error("%s: cannot open%s: %s", path.c_str(), the.c_str(), std::strerror(errno));
+  }
   if (::fstat(fd, &st) != 0) {
-    int e = errno;
+    const int e = errno;
     ::close(fd);
     return make_error("%s: cannot stat: %s", path.c_str(), std::strerror(e));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    return make_error("%s: not a regular file", path.c_str());
+    return make_error("%s: not a regular file (%s)", path.c_str(), file_kind(st.st_mode));
+  }
+  return fd;
+}
+
+result<std::string> read_regular_file(const std::string& path, uint64_t max_bytes,
+                                      const char* what) {
+  auto fd = open_regular_file(path, what);
+  if (!fd) {
+    return fd.err();
+  }
+  struct stat st {};
+  if (::fstat(*fd, &st) != 0) {
+    const int e = errno;
+    ::close(*fd);
+    return make_error("%s: cannot stat the %s: %s", path.c_str(), what, std::strerror(e));
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    ::close(*fd);
+    return make_error("%s: the %s is %llu bytes, more than the %llu a %s may have",
+                      path.c_str(), what, static_cast<unsigned long long>(st.st_size),
+                      static_cast<unsigned long long>(max_bytes), what);
+  }
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(*fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      const int e = errno;
+      ::close(*fd);
+      return make_error("%s: cannot read the %s: %s", path.c_str(), what, std::strerror(e));
+    }
+    if (n == 0) {
+      break;
+    }
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {  // grew while being read
+      ::close(*fd);
+      return make_error("%s: the %s grew past the %llu bytes a %s may have", path.c_str(), what,
+                        static_cast<unsigned long long>(max_bytes), what);
+    }
+  }
+  ::close(*fd);
+  return out;
+}
+
+result<std::shared_ptr<mapped_file>> mapped_file::open(const std::string& path) {
+  auto opened = open_regular_file(path);
+  if (!opened) {
+    return opened.err();
+  }
+  const int fd = *opened;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    return make_error("%s: cannot stat: %s", path.c_str(), std::strerror(e));
   }
   std::shared_ptr<mapped_file> m(new mapped_file());
   m->path_ = path;
@@ -358,13 +501,14 @@ result<gguf_file> gguf_file::open(const std::string& path) {
   return f;
 }
 
-result<gguf_file> gguf_file::parse(const std::byte* data, uint64_t size, std::string name) {
+result<gguf_file> gguf_file::parse(const std::byte* data, uint64_t size, std::string name,
+                                   const gguf_limits& limits) {
   using u = unsigned long long;
   gguf_file f;
   f.path_ = std::move(name);
   f.size_ = size;
   const std::string& fn = f.path_;
-  cursor c(data, size, fn);
+  cursor c(data, size, fn, limits);
 
   if (size < 4) {
     return make_error("%s: truncated file: %llu bytes, a GGUF header needs at least 24",
@@ -408,6 +552,22 @@ result<gguf_file> gguf_file::parse(const std::byte* data, uint64_t size, std::st
                       "(%llu bytes remain)",
                       fn.c_str(), u(*n_tensors), u(c.remaining()));
   }
+  // absolute caps too: a sparse file can hold any count of empty entries
+  if (*n_kv > limits.max_metadata_count) {
+    return make_error("%s: metadata count %llu at offset 16 is more than the %llu key-value "
+                      "pairs a GGUF file may have",
+                      fn.c_str(), u(*n_kv), u(limits.max_metadata_count));
+  }
+  if (*n_tensors > limits.max_tensor_count) {
+    return make_error("%s: tensor count %llu at offset 8 is more than the %llu tensors a GGUF "
+                      "file may have",
+                      fn.c_str(), u(*n_tensors), u(limits.max_tensor_count));
+  }
+  memory_charge charge(fn, limits.max_metadata_bytes);
+  using kv_pair = std::pair<std::string, gguf_value>;
+  if (auto ok = charge.add(*n_kv * sizeof(kv_pair), "metadata count"); !ok) {
+    return ok.err();
+  }
 
   std::set<std::string, std::less<>> keys;
   f.kv_.reserve(static_cast<size_t>(*n_kv));
@@ -418,6 +578,9 @@ result<gguf_file> gguf_file::parse(const std::byte* data, uint64_t size, std::st
       return key.err();
     }
     const std::string what = "metadata '" + *key + "'";
+    if (auto ok = charge.add(key->size(), what + " key"); !ok) {
+      return ok.err();
+    }
     auto t = c.read<uint32_t>(what + " type");
     if (!t) {
       return t.err();
@@ -426,7 +589,7 @@ result<gguf_file> gguf_file::parse(const std::byte* data, uint64_t size, std::st
       return make_error("%s: %s: unknown value type %u at offset %llu (expected 0..12)",
                         fn.c_str(), what.c_str(), *t, u(c.pos() - 4));
     }
-    auto value = read_value(c, static_cast<gguf_type>(*t), what, 0, fn);
+    auto value = read_value(c, static_cast<gguf_type>(*t), what, 0, fn, charge);
     if (!value) {
       return value.err();
     }

@@ -90,6 +90,33 @@ struct tensor_info {
   std::string shape_string() const;
 };
 
+/// Absolute caps on what a GGUF header may make the reader hold in memory, whatever the
+/// file's size: a sparse file of a few GiB can "hold" 4e8 empty strings or zero-byte
+/// arrays, so counts are checked against these as well as against the bytes that remain.
+/// Llama 3's header, the largest known, has a 128,256-token vocabulary and ~280,000 merges.
+/// Tests lower them to reach a cap with a small file.
+struct gguf_limits {
+  uint64_t max_array_items = uint64_t{1} << 24;      ///< per array (16 Mi)
+  uint64_t max_string_bytes = uint64_t{256} << 20;   ///< per string (256 MiB)
+  uint64_t max_metadata_count = uint64_t{1} << 20;   ///< key-value pairs (1 Mi)
+  /// What the parsed keys and values may take in memory, all together (1 GiB): charged
+  /// before anything is allocated for them.
+  uint64_t max_metadata_bytes = uint64_t{1} << 30;
+  uint64_t max_tensor_count = uint64_t{1} << 20;     ///< tensors (1 Mi)
+};
+
+/// Opens `path` read-only if it is a regular file; a FIFO, a directory, a device or a
+/// socket is refused ("<path>: not a regular file (a FIFO)") before anything is read,
+/// so such a path can never block the caller. The caller owns the descriptor. `what`
+/// ("topology file") is named when it cannot be opened: "<path>: cannot open the
+/// topology file: No such file or directory".
+result<int> open_regular_file(const std::string& path, const char* what = nullptr);
+
+/// The whole of a regular file of at most `max_bytes` (text formats such as topology
+/// files); `what` names the file in messages ("topology file").
+result<std::string> read_regular_file(const std::string& path, uint64_t max_bytes,
+                                      const char* what);
+
 /// A read-only memory mapping of a file.
 class mapped_file {
  public:
@@ -122,7 +149,8 @@ class gguf_file {
 
   /// Parses a buffer already in memory (which must outlive the result); `name` is
   /// used in messages. The fuzzer enters here.
-  static result<gguf_file> parse(const std::byte* data, uint64_t size, std::string name);
+  static result<gguf_file> parse(const std::byte* data, uint64_t size, std::string name,
+                                 const gguf_limits& limits = {});
 
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }

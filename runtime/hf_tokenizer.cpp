@@ -4,11 +4,11 @@
 // id (model.vocab, then added_tokens), added tokens typed control when special and
 // user-defined otherwise, merges as "left right" strings, Llama 3's ids for bos and eos.
 #include <climits>
-#include <fstream>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "runtime/gguf.hpp"
 #include "runtime/vocab.hpp"
 
 namespace baton {
@@ -23,16 +23,12 @@ constexpr const char* k_llama3_regex =
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 result<json> read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return make_error("%s: cannot open the file", path.c_str());
+  // only a regular file (a FIFO would block), and not more than a tokenizer needs
+  auto text = read_regular_file(path, uint64_t{256} << 20, "tokenizer file");
+  if (!text) {
+    return text.err();
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (!in && !in.eof()) {
-    return make_error("%s: cannot read the file", path.c_str());
-  }
-  json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     return make_error("%s: not valid JSON", path.c_str());
   }
@@ -235,7 +231,8 @@ result<vocab_spec> load_hf_tokenizer(const std::string& tokenizer_json_path) {
     return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
   }();
   const std::string config_path = dir + "/tokenizer_config.json";
-  if (std::ifstream(config_path).good()) {
+  std::error_code ec;
+  if (std::filesystem::exists(config_path, ec)) {
     auto cfg_doc = read_json_file(config_path);
     if (!cfg_doc) {
       return cfg_doc.err();

@@ -444,6 +444,67 @@ TEST(kv_budget, weights_that_do_not_fit_name_every_number) {
   EXPECT_FALSE(huge.ok());
 }
 
+TEST(kv_budget, an_explicit_kv_size_larger_than_the_device_is_refused) {
+  auto kv = kv_budget_bytes(8 * gib, 0.9, gib, 0, 9 * gib, 1);
+  ASSERT_FALSE(kv.ok());
+  EXPECT_EQ(kv.err().message,
+            "kv_cache_memory (9.00 GiB, 9663676416 bytes) is more than the device's memory "
+            "(8.00 GiB, 8589934592 bytes)");
+  EXPECT_TRUE(kv_budget_bytes(8 * gib, 0.9, gib, 0, 8 * gib, 1).ok());  // all of it: allowed
+}
+
+TEST(parse_bytes, units_fractions_and_exact_integers) {
+  const std::vector<std::pair<std::string, uint64_t>> good = {
+      {"1000000", 1000000},
+      {"2GiB", 2 * gib},
+      {"512M", 512ull << 20},
+      {"1.5G", 3 * gib / 2},
+      {"1.5GiB", 3 * gib / 2},
+      {" 64 kb ", 64 * 1024},
+      {"0.5K", 512},
+      {".25M", 256 * 1024},
+      {"1.5", 1},  // whole bytes, truncated
+      {"7B", 7},
+      {"1T", 1ull << 40},
+      // exact to the byte where a double would round
+      {"9007199254740993", 9007199254740993ull},
+      {"18446744073709551615", UINT64_MAX},
+      {"16777215.999999TiB", (16777215ull << 40) + 1099510528264ull},
+  };
+  for (const auto& [text, bytes] : good) {
+    auto b = parse_bytes(text);
+    ASSERT_TRUE(b.ok()) << text << ": " << b.err().message;
+    EXPECT_EQ(*b, bytes) << text;
+  }
+}
+
+TEST(parse_bytes, anything_float_ish_signed_or_past_2_64_is_refused) {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"1e3GiB", "unknown unit 'E3GIB'"},
+      {"1e12", "unknown unit 'E12'"},
+      {"inf", "expected a size > 0"},
+      {"nan", "expected a size > 0"},
+      {"-1G", "expected a size > 0"},
+      {"+1G", "expected a size > 0"},
+      {"0x10", "unknown unit 'X10'"},
+      {"", "expected a size > 0"},
+      {".", "expected a size > 0"},
+      {"0", "'0' is less than one byte"},
+      {"0.4", "'0.4' is less than one byte"},
+      {"18446744073709551616", "'18446744073709551616' is more than 2^64 - 1 bytes"},
+      {"99999999999999999999999", "is more than 2^64 - 1 bytes"},
+      {"16777216TiB", "'16777216TiB' is more than 2^64 - 1 bytes"},
+      {"17179869184GiB", "is more than 2^64 - 1 bytes"},
+      {"2 GiB x", "unknown unit 'GIB X'"},
+  };
+  for (const auto& [text, expected] : bad) {
+    auto b = parse_bytes(text);
+    ASSERT_FALSE(b.ok()) << text << " gave " << *b;
+    EXPECT_NE(b.err().message.find(expected), std::string::npos)
+        << text << ": expected '" << expected << "' in: " << b.err().message;
+  }
+}
+
 TEST(kv_budget, utilization_must_lie_in_zero_to_one) {
   for (double u : {0.0, -0.5, 1.0001, 2.0, std::nan("")}) {
     auto kv = kv_budget_bytes(8 * gib, u, gib, 0, std::nullopt, 1);

@@ -1,14 +1,20 @@
 // Bad GGUF input, table-driven: each case makes a broken file (with the writer, by
 // hand-assembled bytes, or by cutting and corrupting a good one) and names the part of
 // the error message that must say what and where. None may crash (ASan/fuzz cover more).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 
 #include "runtime/gguf.hpp"
 #include "runtime/model_builder.hpp"
 #include "runtime/model_config.hpp"
+#include "tests/test_util.hpp"
 
 namespace baton {
 namespace {
@@ -234,6 +240,123 @@ TEST(gguf_bad_file, every_prefix_of_a_good_file_is_an_error_not_a_crash) {
     ASSERT_FALSE(f) << "prefix of " << n << " bytes parsed";
   }
   ASSERT_TRUE(gguf_file::parse(good.data(), good.size(), "whole.gguf"));
+}
+
+// -- absolute caps: counts a sparse file can "hold" -------------------------------------
+
+/// Writes `header` to a file and extends it, sparse, to `size` bytes: the file then has
+/// room for the counts in the header, and only the caps stand in the way.
+std::string sparse_file(const std::string& name, const std::vector<std::byte>& header,
+                        uint64_t size) {
+  const auto path = (test::temp_dir("gguf-caps") / name).string();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  BATON_ASSERT(fd >= 0);
+  BATON_ASSERT(::write(fd, header.data(), header.size()) ==
+               static_cast<ssize_t>(header.size()));
+  BATON_ASSERT(::ftruncate(fd, static_cast<off_t>(size)) == 0);
+  ::close(fd);
+  return path;
+}
+
+TEST(gguf_caps, sparse_files_with_huge_counts_are_refused_before_any_allocation) {
+  constexpr uint64_t gib = uint64_t{1} << 30;
+  struct sparse_case {
+    const char* name;
+    std::vector<std::byte> header;
+    uint64_t size;
+    std::vector<std::string> expected;
+  };
+  const std::vector<sparse_case> cases = {
+      // 4e8 empty strings in 3.2 GB of zeros: 4e8 values would be ~16 GB in memory
+      {"array.gguf",
+       raw{}.header(3, 0, 1).str("tokenizer.ggml.tokens").put<uint32_t>(9).put<uint32_t>(8)
+           .put<uint64_t>(400000000).b,
+       4 * gib,
+       {"array.gguf: metadata 'tokenizer.ggml.tokens': array count 400000000 at offset 61 is "
+        "more than the 16777216 elements a GGUF array may have"}},
+      // 4e8 key-value pairs of 13 bytes each fit 6 GiB
+      {"metadata.gguf", raw{}.header(3, 0, 400000000).b, 6 * gib,
+       {"metadata.gguf: metadata count 400000000 at offset 16 is more than the 1048576 "
+        "key-value pairs a GGUF file may have"}},
+      // 1e8 tensor infos of 24 bytes each fit 3 GiB
+      {"tensors.gguf", raw{}.header(3, 100000000, 0).b, 3 * gib,
+       {"tensors.gguf: tensor count 100000000 at offset 8 is more than the 1048576 tensors a "
+        "GGUF file may have"}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const auto path = sparse_file(c.name, c.header, c.size);
+    auto f = gguf_file::open(path);
+    std::filesystem::remove(path);
+    ASSERT_FALSE(f) << "opened without an error";
+    for (const auto& e : c.expected) {
+      EXPECT_NE(f.err().message.find(e), std::string::npos)
+          << "expected '" << e << "' in:\n" << f.err().message;
+    }
+  }
+}
+
+TEST(gguf_caps, metadata_memory_and_strings_are_capped) {
+  gguf_writer w;
+  w.set("general.architecture", "test");
+  gguf_array bytes;
+  bytes.type = gguf_type::uint8;
+  bytes.items.assign(1000, gguf_value(uint8_t{7}));
+  w.set("blob", bytes);
+  w.set("long", std::string(300, 'x'));
+  const auto b = w.to_bytes();
+  ASSERT_TRUE(gguf_file::parse(b.data(), b.size(), "caps.gguf"));  // the defaults allow it
+
+  gguf_limits small;
+  small.max_metadata_bytes = 16 * 1024;  // 1000 values take more (each is a variant)
+  ASSERT_GT(1000 * sizeof(gguf_value), small.max_metadata_bytes);
+  auto memory = gguf_file::parse(b.data(), b.size(), "caps.gguf", small);
+  ASSERT_FALSE(memory);
+  EXPECT_NE(memory.err().message.find("caps.gguf: metadata 'blob': the metadata would take more "
+                                      "than 16384 bytes in memory"),
+            std::string::npos)
+      << memory.err().message;
+
+  gguf_limits short_strings;
+  short_strings.max_string_bytes = 256;
+  auto str = gguf_file::parse(b.data(), b.size(), "caps.gguf", short_strings);
+  ASSERT_FALSE(str);
+  EXPECT_NE(str.err().message.find("caps.gguf: metadata 'long': string length 300 at offset"),
+            std::string::npos)
+      << str.err().message;
+  EXPECT_NE(str.err().message.find("is more than the 256 bytes a GGUF string may have"),
+            std::string::npos)
+      << str.err().message;
+
+  gguf_limits few_items;
+  few_items.max_array_items = 999;
+  auto items = gguf_file::parse(b.data(), b.size(), "caps.gguf", few_items);
+  ASSERT_FALSE(items);
+  EXPECT_NE(items.err().message.find("metadata 'blob': array count 1000 at offset"),
+            std::string::npos)
+      << items.err().message;
+  EXPECT_NE(items.err().message.find("is more than the 999 elements a GGUF array may have"),
+            std::string::npos)
+      << items.err().message;
+}
+
+TEST(gguf_caps, only_regular_files_are_opened) {
+  const auto dir = test::temp_dir("gguf-kinds");
+  const auto fifo = (dir / "model.fifo").string();
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  auto f = gguf_file::open(fifo);  // would block forever waiting for a writer if opened
+  ASSERT_FALSE(f);
+  EXPECT_EQ(f.err().message, fifo + ": not a regular file (a FIFO)");
+  std::filesystem::remove(fifo);
+
+  auto d = gguf_file::open(dir.string());
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.err().message, dir.string() + ": not a regular file (a directory)");
+
+  auto n = gguf_file::open("/dev/null");
+  ASSERT_FALSE(n);
+  EXPECT_EQ(n.err().message, "/dev/null: not a regular file (a character device)");
 }
 
 // -- model-level checks (a complete llama model made with the writer) ---------------

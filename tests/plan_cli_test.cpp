@@ -1,8 +1,15 @@
 // `baton plan` end to end: a topology file with two "auto" stages planned on a small
 // model (table and JSON), --write giving a file that plans the same, --model and --np
-// overriding the file, and bad input exiting 2 with "baton: file:line: ...".
+// overriding the file, and bad input exiting 2 with "baton: file:line: ...". Hostile
+// files too: a FIFO or a directory as the model or the topology (exit 2 at once, never a
+// hang), numbers past int32 and byte sizes past the host, and `baton info` on a model
+// whose strings and path are not UTF-8.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <fstream>
 #include <limits>
@@ -20,6 +27,11 @@ using test::slurp;
 
 run_result baton(const std::string& args) {
   return test::run_shell(std::string(BATON_BINARY) + " " + args);
+}
+
+/// `baton args` killed after 20 s: a command that would block shows as status 124.
+run_result baton_within_20s(const std::string& args) {
+  return test::run_shell("timeout -s KILL 20 " + std::string(BATON_BINARY) + " " + args);
 }
 
 /// A 4-layer model file beside the topology files, and the folder they live in.
@@ -123,7 +135,119 @@ TEST(plan_cli, bad_input_exits_2_with_file_and_line) {
       << g.err;
   auto missing = baton("plan --topology " + (fixture_dir() / "absent.toml").string());
   EXPECT_EQ(missing.status, 2);
-  EXPECT_NE(missing.err.find("cannot read the topology file"), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("absent.toml: cannot open the topology file: No such file or directory"), std::string::npos) << missing.err;
+}
+
+TEST(plan_cli, a_fifo_or_a_folder_is_refused_at_once_never_read) {
+  const auto dir = fixture_dir();
+  const auto fifo_model = (dir / "model.fifo").string();
+  const auto fifo_topology = (dir / "topology.fifo").string();
+  for (const auto& f : {fifo_model, fifo_topology}) {
+    std::filesystem::remove(f);
+    ASSERT_EQ(::mkfifo(f.c_str(), 0600), 0) << f << ": " << std::strerror(errno);
+  }
+  // no writer ever opens the FIFOs: reading one would block until the timeout kills it
+  const auto t = write_file("fifo-model.toml",
+                            "model = \"model.fifo\"\n[[stage]]\nlayers = \"auto\"\n");
+  auto model = baton_within_20s("plan --topology " + t);
+  EXPECT_EQ(model.status, 2) << model.err;
+  EXPECT_NE(model.err.find("baton: " + fifo_model + ": not a regular file (a FIFO)"),
+            std::string::npos)
+      << model.err;
+
+  auto topology = baton_within_20s("plan --topology " + fifo_topology);
+  EXPECT_EQ(topology.status, 2) << topology.err;
+  EXPECT_NE(topology.err.find("baton: " + fifo_topology + ": not a regular file (a FIFO)"),
+            std::string::npos)
+      << topology.err;
+
+  auto info = baton_within_20s("info " + fifo_model);
+  EXPECT_EQ(info.status, 2) << info.err;
+  EXPECT_NE(info.err.find(fifo_model + ": not a regular file (a FIFO)"), std::string::npos)
+      << info.err;
+
+  auto folder = baton_within_20s("plan --topology " + dir.string());
+  EXPECT_EQ(folder.status, 2) << folder.err;
+  EXPECT_NE(folder.err.find(dir.string() + ": not a regular file (a directory)"),
+            std::string::npos)
+      << folder.err;
+}
+
+TEST(plan_cli, numbers_past_int32_and_sizes_past_the_host_are_named) {
+  // the world is the highest rank + 1 when --np is not given: it must not wrap to 0
+  const auto rank = write_file("rank.toml", "model = \"small.gguf\"\n[[stage]]\n"
+                                            "rank = 2147483647\nlayers = \"auto\"\n");
+  auto r = baton("plan --topology " + rank);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find(rank + ":3: stage 0 field 'rank': 2147483647 is out of range (expected "
+                              "an MPI rank, 0 to 1048575)"),
+            std::string::npos)
+      << r.err;
+  const auto far = write_file("far.toml", "model = \"small.gguf\"\n[[stage]]\nlayers = \"0-1\"\n"
+                                          "[[stage]]\nrank = 1048575\nlayers = \"2-3\"\n");
+  auto np = baton("plan --topology " + far + " --np 2");
+  EXPECT_EQ(np.status, 2);
+  EXPECT_NE(np.err.find(far + ":5: stage 1 rank 1048575: the MPI world has 2 ranks (0-1)"),
+            std::string::npos)
+      << np.err;
+  auto huge_np = baton("plan --topology " + far + " --np 2000000");
+  EXPECT_EQ(huge_np.status, 2);
+  EXPECT_NE(huge_np.err.find("--np (2000000) must be 1 to 1048576"), std::string::npos)
+      << huge_np.err;
+
+  // 2^63 - 1 bytes of KV on this host: named with both numbers, not planned
+  const auto kv = write_file("kv.toml", "model = \"small.gguf\"\n[[stage]]\nlayers = \"auto\"\n"
+                                        "kv_cache_memory = 9223372036854775807\n");
+  auto big = baton("plan --topology " + kv);
+  EXPECT_EQ(big.status, 2);
+  EXPECT_NE(big.err.find(kv + ":4: stage 0 field 'kv_cache_memory': 8589934592.00 GiB "
+                              "(9223372036854775807 bytes) is more than the memory of cpu on "
+                              "rank 0: "),
+            std::string::npos)
+      << big.err;
+  const auto expo = write_file("expo.toml", "model = \"small.gguf\"\n[[stage]]\nlayers = \"auto\"\n"
+                                            "kv_cache_memory = \"1e3GiB\"\n");
+  auto e = baton("plan --topology " + expo);
+  EXPECT_EQ(e.status, 2);
+  EXPECT_NE(e.err.find(expo + ":4: stage 0 field 'kv_cache_memory': '1e3GiB': unknown unit"),
+            std::string::npos)
+      << e.err;
+}
+
+TEST(plan_cli, info_replaces_invalid_utf8_instead_of_aborting) {
+  vocab_spec v;
+  v.model = "gpt2";
+  v.pre = "llama-bpe";
+  for (int i = 0; i < 64; ++i) {
+    v.tokens.push_back("t" + std::to_string(i));
+    v.token_types.push_back(1);
+  }
+  v.tokens[1] = "\xff\xfe";  // eos: not UTF-8
+  v.bos_id = 0;
+  v.eos_id = 1;
+  build_options o;
+  o.shape.n_vocab = 64;
+  o.shape.n_embd = 32;
+  o.shape.n_ff = 32;
+  o.shape.n_layer = 1;
+  o.shape.n_head = 2;
+  o.shape.n_head_kv = 1;
+  o.shape.name = "bad \xc3\x28 name";  // an invalid two-byte sequence
+  auto w = build_model(o, &v);
+  ASSERT_TRUE(w.ok()) << w.err().message;
+  const auto path = (test::temp_dir("info-utf8") / "m\xff.gguf").string();  // path too
+  ASSERT_TRUE(w->write(path).ok());
+
+  auto j = baton("info --json '" + path + "'");
+  ASSERT_EQ(j.status, 0) << j.err;
+  const auto doc = nlohmann::json::parse(j.out);  // valid JSON, so valid UTF-8
+  EXPECT_EQ(doc["name"], "bad \xef\xbf\xbd( name");  // U+FFFD for the bad byte
+  EXPECT_EQ(doc["vocab"]["eos"], "\xef\xbf\xbd\xef\xbf\xbd");
+  EXPECT_NE(doc["file"].get<std::string>().find("m\xef\xbf\xbd.gguf"), std::string::npos);
+
+  auto text = baton("info '" + path + "'");
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_NE(text.out.find("name bad \xef\xbf\xbd( name"), std::string::npos) << text.out;
 }
 
 }  // namespace

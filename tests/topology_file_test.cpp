@@ -4,6 +4,7 @@
 // splits 11/5; a small budget hands layers on), the round trip through to_toml, and
 // default_topology.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -208,7 +209,30 @@ TEST(topology_file, model_path_is_relative_to_the_file) {
   EXPECT_EQ(a->model, "/m/tiny.gguf");
   auto missing = parse_topology_file((dir / "nope.toml").string());
   ASSERT_FALSE(missing);
-  EXPECT_NE(missing.err().message.find("nope.toml: cannot read"), std::string::npos);
+  EXPECT_NE(missing.err().message.find("nope.toml: cannot open the topology file"), std::string::npos);
+}
+
+TEST(topology_file, only_small_regular_files_are_read) {
+  const auto dir = test::temp_dir("topology-kinds");
+  const auto fifo = (dir / "cluster.fifo").string();
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto f = parse_topology_file(fifo);  // no writer: reading it would block forever
+  ASSERT_FALSE(f);
+  EXPECT_EQ(f.err().message, fifo + ": not a regular file (a FIFO)");
+
+  auto d = parse_topology_file(dir.string());
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.err().message, dir.string() + ": not a regular file (a directory)");
+
+  // 17 MiB of nothing (sparse): refused by its size before a byte is read
+  const auto big = (dir / "big.toml").string();
+  std::ofstream(big) << "";
+  std::filesystem::resize_file(big, 17u << 20);
+  auto b = parse_topology_file(big);
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.err().message, big + ": the topology file is 17825792 bytes, more than the 16777216 "
+                                   "a topology file may have");
 }
 
 // -- every bad file -------------------------------------------------------------------
@@ -254,7 +278,45 @@ std::vector<bad_case> bad_cases() {
       {"rank wrong type", "[[stage]]\nrank = \"0\"\nlayers = \"auto\"\n",
        {"cluster.toml:2: stage 0 field 'rank': expected an integer, got string \"0\""}},
       {"rank negative", "[[stage]]\nrank = -1\nlayers = \"auto\"\n",
-       {"cluster.toml:2: stage 0 field 'rank': -1 is out of range (expected an MPI rank >= 0)"}},
+       {"cluster.toml:2: stage 0 field 'rank': -1 is out of range (expected an MPI rank, 0 to "
+        "1048575)"}},
+      // integers are checked whole before they are narrowed: nothing wraps
+      {"rank past int32", "[[stage]]\nrank = 2147483647\nlayers = \"auto\"\n",
+       {"cluster.toml:2: stage 0 field 'rank': 2147483647 is out of range (expected an MPI rank, "
+        "0 to 1048575)"}},
+      {"rank past int64 wraps nothing", "[[stage]]\nrank = 9223372036854775807\nlayers = \"auto\"\n",
+       {"cluster.toml:2: stage 0 field 'rank': 9223372036854775807 is out of range"}},
+      {"micro_batches huge", "[pipeline]\nmicro_batches = 4294967297\n[[stage]]\nlayers = \"auto\"\n",
+       {"cluster.toml:2: [pipeline] field 'micro_batches': 4294967297 is out of range (expected 0 "
+        "to 4096"}},
+      {"max_num_seqs huge", "[pipeline]\nmax_num_seqs = 2147483647\n[[stage]]\nlayers = \"auto\"\n",
+       {"cluster.toml:2: [pipeline] field 'max_num_seqs': 2147483647 is out of range (expected 1 "
+        "to 1048576)"}},
+      {"max_num_batched_tokens zero", "[pipeline]\nmax_num_batched_tokens = 0\n[[stage]]\nlayers = \"auto\"\n",
+       {"cluster.toml:2: [pipeline] field 'max_num_batched_tokens': 0 is out of range (expected 1 "
+        "to 16777216 tokens)"}},
+      {"max_model_len past int32", "[pipeline]\nmax_model_len = 4294967296\n[[stage]]\nlayers = \"auto\"\n",
+       {"cluster.toml:2: [pipeline] field 'max_model_len': 4294967296 is out of range"}},
+      {"threads huge", "[[stage]]\nlayers = \"auto\"\nthreads = 100000\n",
+       {"cluster.toml:3: stage 0 field 'threads': 100000 is out of range (expected 0 to 4096"}},
+      {"memory_utilization nan", "[[stage]]\nlayers = \"auto\"\nmemory_utilization = nan\n",
+       {"cluster.toml:3: stage 0 field 'memory_utilization': nan is out of range"}},
+      {"memory_utilization zero", "[[stage]]\nlayers = \"auto\"\nmemory_utilization = 0\n",
+       {"cluster.toml:3: stage 0 field 'memory_utilization': 0 is out of range"}},
+      // byte sizes are decimal numbers with a unit, nothing float-ish, nothing past 2^64
+      {"kv_cache_memory with an exponent", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"1e3GiB\"\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': '1e3GiB': unknown unit 'E3GIB'"}},
+      {"kv_cache_memory inf", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"inf\"\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': 'inf': expected a size > 0"}},
+      {"kv_cache_memory hex", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"0x10\"\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': '0x10': unknown unit 'X10'"}},
+      {"kv_cache_memory past 2^64", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"18446744073709551616\"\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': '18446744073709551616': "
+        "'18446744073709551616' is more than 2^64 - 1 bytes"}},
+      {"kv_cache_memory TiB past 2^64", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"16777216TiB\"\n",
+       {"is more than 2^64 - 1 bytes"}},
+      {"kv_cache_memory under a byte", "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"0.1\"\n",
+       {"'0.1' is less than one byte"}},
       {"device unknown", "[[stage]]\ndevice = \"gpu0\"\nlayers = \"auto\"\n",
        {"cluster.toml:2: stage 0 field 'device': 'gpu0': expected \"cpu\" or \"cuda:N\""}},
       {"device without index", "[[stage]]\ndevice = \"cuda:\"\nlayers = \"auto\"\n",
@@ -294,7 +356,7 @@ std::vector<bad_case> bad_cases() {
       {"block_size zero", "[pipeline]\nblock_size = 0\n[[stage]]\nlayers = \"auto\"\n",
        {"cluster.toml:2: [pipeline] field 'block_size': 0 is out of range (expected 1 to 65536"}},
       {"max_num_seqs zero", "[pipeline]\nmax_num_seqs = 0\n[[stage]]\nlayers = \"auto\"\n",
-       {"cluster.toml:2: [pipeline] field 'max_num_seqs': 0 is out of range (expected >= 1)"}},
+       {"cluster.toml:2: [pipeline] field 'max_num_seqs': 0 is out of range (expected 1 to 1048576)"}},
       {"max_num_batched_tokens type", "[pipeline]\nmax_num_batched_tokens = 2.5\n[[stage]]\nlayers = \"auto\"\n",
        {"[pipeline] field 'max_num_batched_tokens': expected an integer, got float 2.5"}},
       {"micro_batches negative", "[pipeline]\nmicro_batches = -1\n[[stage]]\nlayers = \"auto\"\n",
@@ -343,6 +405,11 @@ std::vector<bad_case> bad_cases() {
       {"rank outside the world",
        std::string(two) + "[[stage]]\nrank = 1\nlayers = \"auto\"\n[[stage]]\nrank = 4\nlayers = \"auto\"\n",
        {"cluster.toml:9: stage 3 rank 4: the MPI world has 2 ranks (0-1)"}, true},
+      {"a world of no ranks", two, {"cluster.toml: the MPI world size is 0 (expected 1 to 1048576 ranks)"},
+       true, 0},
+      {"a world past the cap", two,
+       {"cluster.toml: the MPI world size is 2147483647 (expected 1 to 1048576 ranks)"}, true,
+       2147483647},
       {"two ranks on one GPU",
        "[[stage]]\nrank = 0\ndevice = \"cuda:0\"\nlayers = \"0-1\"\n"
        "[[stage]]\nrank = 1\ndevice = \"cuda:0\"\nlayers = \"2-3\"\n",
@@ -364,6 +431,16 @@ std::vector<bad_case> bad_cases() {
         "= 2.00 MiB cannot hold the weights (",
         ") + buffers (", ") + one sequence of KV (", "max_model_len 2048 tokens x 1024 B/token (fake RAM)"},
        true, 1, 4 * MiB},
+      {"kv_cache_memory past the host's memory",
+       "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = 9223372036854775807\n",
+       {"cluster.toml:3: stage 0 field 'kv_cache_memory': 8589934592.00 GiB (9223372036854775807 "
+        "bytes) is more than the memory of cpu on rank 0: 8.00 GiB (8589934592 bytes, fake RAM)"},
+       true},
+      {"kv_cache_memory past a GPU's memory",
+       "[[stage]]\ndevice = \"cuda:1\"\nlayers = \"auto\"\nkv_cache_memory = \"17GiB\"\n",
+       {"cluster.toml:4: stage 0 field 'kv_cache_memory': 17.00 GiB (18253611008 bytes) is more "
+        "than the memory of cuda:1 on rank 0: 16.00 GiB (17179869184 bytes, fake GPU)"},
+       true},
       {"kv_cache_memory too small", "[[stage]]\nlayers = \"0-3\"\nkv_cache_memory = 1000\n",
        {"cluster.toml:3: stage 0 (rank 0, cpu, layers 0-3): kv_cache_memory (1000 B) cannot hold "
         "one sequence of KV (2.00 MiB), max_model_len 2048 tokens x 1024 B/token"},
@@ -719,6 +796,21 @@ kv_cache_memory = "100MiB"
   // and writing the re-read plan gives the same text, but for the name in the comment
   EXPECT_EQ(to_toml(q->resolved).substr(to_toml(q->resolved).find('\n')),
             text.substr(text.find('\n')));
+}
+
+TEST(topology_file, sizes_past_int64_round_trip_as_strings) {
+  // found by the topology fuzzer: parse_bytes reads up to 2^64 - 1, a TOML integer stops
+  // at 2^63 - 1, so to_toml wrote a file that did not read back
+  const auto t = parse_ok("[[stage]]\nlayers = \"auto\"\nkv_cache_memory = \"16668034718034716437\"\n"
+                          "[[stage]]\nlayers = \"auto\"\nkv_cache_memory = 9223372036854775807\n");
+  const std::string text = to_toml(t);
+  EXPECT_NE(text.find("kv_cache_memory = \"16668034718034716437\"\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("kv_cache_memory = 9223372036854775807\n"), std::string::npos) << text;
+  auto back = parse_topology_text(text, "cluster.toml");
+  ASSERT_TRUE(back) << back.err().message << "\n" << text;
+  EXPECT_EQ(back->stages[0].kv_cache_memory, 16668034718034716437ull);
+  EXPECT_EQ(back->stages[1].kv_cache_memory, 9223372036854775807ull);
+  EXPECT_EQ(to_toml(*back), text);
 }
 
 TEST(topology_file, default_topology_splits_evenly_on_rank_0) {

@@ -234,6 +234,10 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
 
   // -- ranks ----------------------------------------------------------------------
   const int32_t world = env.world_size;
+  if (world < 1 || world > topology_limits::max_world_size) {
+    return make_error("%sthe MPI world size is %d (expected 1 to %d ranks)", at(file, 0).c_str(),
+                      world, topology_limits::max_world_size);
+  }
   for (int64_t i = 0; i < n_stages; ++i) {
     const stage_spec& s = t.stages[static_cast<size_t>(i)];
     if (s.rank < 0 || s.rank >= world) {
@@ -373,6 +377,17 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
     if (!b.dev.exists) {
       return make_error("%sstage %lld device '%s' (rank %d): no such device (%s)", where.c_str(),
                         static_cast<long long>(i), s.device.c_str(), s.rank,
+                        b.dev.source.c_str());
+    }
+    // kv_budget_bytes says so too; here the message can point at the field
+    if (s.kv_cache_memory && *s.kv_cache_memory > b.dev.memory_bytes) {
+      return make_error("%sstage %lld field 'kv_cache_memory': %s (%llu bytes) is more than the "
+                        "memory of %s on rank %d: %s (%llu bytes, %s)",
+                        at(file, line_or(s.memory_line, s)).c_str(), static_cast<long long>(i),
+                        format_bytes(*s.kv_cache_memory).c_str(),
+                        static_cast<unsigned long long>(*s.kv_cache_memory), s.device.c_str(),
+                        s.rank, format_bytes(b.dev.memory_bytes).c_str(),
+                        static_cast<unsigned long long>(b.dev.memory_bytes),
                         b.dev.source.c_str());
     }
     if (s.device != "cpu") {

@@ -15,6 +15,7 @@
 #include <toml++/toml.h>
 
 #include "runtime/budget.hpp"
+#include "runtime/gguf.hpp"
 
 #ifdef BATON_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -129,7 +130,7 @@ result<void> check_keys(const std::string& file, const toml::table& t,
 
 /// An integer field in [lo, hi].
 result<int64_t> get_int(const field_ref& ref, const toml::node& n, const char* field, int64_t lo,
-                        int64_t hi, const char* range) {
+                        int64_t hi, const std::string& range) {
   const auto* v = n.as_integer();
   if (!v) {
     return ref.wrong_type(n, field, "an integer");
@@ -179,29 +180,34 @@ result<pipeline_spec> read_pipeline(const std::string& file, const toml::node& n
   pipeline_spec p;
   p.line = line_of(node);
   constexpr int64_t i32 = std::numeric_limits<int32_t>::max();
+  using lim = topology_limits;
   if (const auto* n = t->get("micro_batches")) {
-    auto v = get_int(ref, *n, "micro_batches", 0, i32, ">= 0; 0 = the number of stages");
+    auto v = get_int(ref, *n, "micro_batches", 0, lim::max_micro_batches,
+                     "0 to " + std::to_string(lim::max_micro_batches) + "; 0 = two per stage");
     if (!v) {
       return v.err();
     }
     p.micro_batches = static_cast<int32_t>(*v);
   }
   if (const auto* n = t->get("max_num_seqs")) {
-    auto v = get_int(ref, *n, "max_num_seqs", 1, i32, ">= 1");
+    auto v = get_int(ref, *n, "max_num_seqs", 1, lim::max_num_seqs,
+                     "1 to " + std::to_string(lim::max_num_seqs));
     if (!v) {
       return v.err();
     }
     p.max_num_seqs = static_cast<int32_t>(*v);
   }
   if (const auto* n = t->get("max_num_batched_tokens")) {
-    auto v = get_int(ref, *n, "max_num_batched_tokens", 1, i32, ">= 1");
+    auto v = get_int(ref, *n, "max_num_batched_tokens", 1, lim::max_num_batched_tokens,
+                     "1 to " + std::to_string(lim::max_num_batched_tokens) + " tokens");
     if (!v) {
       return v.err();
     }
     p.max_num_batched_tokens = static_cast<int32_t>(*v);
   }
   if (const auto* n = t->get("block_size")) {
-    auto v = get_int(ref, *n, "block_size", 1, 1 << 16, "1 to 65536 tokens");
+    auto v = get_int(ref, *n, "block_size", 1, lim::max_block_size,
+                     "1 to " + std::to_string(lim::max_block_size) + " tokens");
     if (!v) {
       return v.err();
     }
@@ -209,7 +215,8 @@ result<pipeline_spec> read_pipeline(const std::string& file, const toml::node& n
   }
   if (const auto* n = t->get("max_model_len")) {
     auto v = get_int(ref, *n, "max_model_len", 0, i32,
-                     ">= 0 tokens; 0 = min(the model's training context, 4096)");
+                     "0 to " + std::to_string(i32) +
+                         " tokens; 0 = min(the model's training context, 4096)");
     if (!v) {
       return v.err();
     }
@@ -249,7 +256,8 @@ result<stage_spec> read_stage(const std::string& file, const toml::node& node, s
   stage_spec s;
   s.line = line_of(node);
   if (const auto* n = t->get("rank")) {
-    auto v = get_int(ref, *n, "rank", 0, std::numeric_limits<int32_t>::max(), "an MPI rank >= 0");
+    auto v = get_int(ref, *n, "rank", 0, topology_limits::max_world_size - 1,
+                     "an MPI rank, 0 to " + std::to_string(topology_limits::max_world_size - 1));
     if (!v) {
       return v.err();
     }
@@ -325,7 +333,9 @@ result<stage_spec> read_stage(const std::string& file, const toml::node& node, s
     s.memory_line = line_of(*kv);
   }
   if (const auto* n = t->get("threads")) {
-    auto v = get_int(ref, *n, "threads", 0, 4096, "0 to 4096; 0 = the rank's share");
+    auto v = get_int(ref, *n, "threads", 0, topology_limits::max_threads,
+                     "0 to " + std::to_string(topology_limits::max_threads) +
+                         "; 0 = the rank's share");
     if (!v) {
       return v.err();
     }
@@ -408,14 +418,12 @@ result<topology> parse_topology_text(std::string_view text, const std::string& n
 }
 
 result<topology> parse_topology_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return make_error("%s: cannot read the topology file: %s", path.c_str(),
-                      std::strerror(errno));
+  // a FIFO or a device would block or never end: only regular files, and small ones
+  auto text = read_regular_file(path, topology_limits::max_file_bytes, "topology file");
+  if (!text) {
+    return text.err();
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto t = parse_topology_text(ss.str(), path);
+  auto t = parse_topology_text(*text, path);
   if (!t) {
     return t.err();
   }
@@ -454,7 +462,12 @@ std::string to_toml(const topology& t) {
     // "auto" only survives when the caller writes an unresolved topology
     out += "layers = " + quote(s.layers.to_string()) + "\n";
     if (s.kv_cache_memory) {
-      out += "kv_cache_memory = " + std::to_string(*s.kv_cache_memory) + "\n";
+      // a TOML integer is an int64; larger sizes (parse_bytes reads up to 2^64 - 1) are
+      // written as the string parse_bytes reads back
+      const std::string n = std::to_string(*s.kv_cache_memory);
+      const bool fits = *s.kv_cache_memory <=
+                        static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+      out += "kv_cache_memory = " + (fits ? n : quote(n)) + "\n";
     } else if (s.memory_utilization) {
       out += "memory_utilization = " + float_text(*s.memory_utilization) + "\n";
     }

@@ -18,6 +18,19 @@
 
 namespace baton {
 
+/// Bounds on a topology's numbers, checked as the file is read (before any narrowing), so
+/// nothing later can overflow: every count is far below 2^31 and every product of two
+/// of them fits 64 bits.
+struct topology_limits {
+  static constexpr int32_t max_world_size = 1 << 20;          ///< MPI ranks (rank < this)
+  static constexpr int32_t max_micro_batches = 4096;
+  static constexpr int32_t max_num_seqs = 1 << 20;
+  static constexpr int32_t max_num_batched_tokens = 1 << 24;
+  static constexpr int32_t max_block_size = 1 << 16;          ///< tokens
+  static constexpr int32_t max_threads = 4096;
+  static constexpr uint64_t max_file_bytes = uint64_t{16} << 20;  ///< the TOML text
+};
+
 /// One [[stage]] entry.
 struct stage_spec {
   int32_t rank = 0;
