@@ -139,28 +139,35 @@ TEST(mpi, a_bad_topology_fails_on_every_rank_with_its_message) {
   }
 }
 
-TEST(mpi, a_killed_rank_ends_its_requests_with_an_error_and_the_job_exits) {
-  REQUIRE_MPI();
-  const auto out = dir() / "kill.out";
-  const auto err = dir() / "kill.err";
+/// A 3-rank `baton run` streaming a long generation in the background (stdout to `out`,
+/// stderr to `err`); returns once its first text is out, or after 30 s.
+pid_t start_streaming_job(const fs::path& out, const fs::path& err, const std::string& mpirun_flags) {
   const std::string cmd =
-      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 exec timeout 60 mpirun "
-      "--enable-recovery --oversubscribe -np 3 " +
-      std::string(BATON_BINARY) + " run -q -m " + fx().model +
-      " -p 'Once upon a time' -n 2000 -c 2048 --temp 0.8 --seed 3 >" + out.string() + " 2>" +
-      err.string();
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 exec timeout 60 mpirun " +
+      mpirun_flags + " --oversubscribe -np 3 " + std::string(BATON_BINARY) + " run -q -m " +
+      fx().model + " -p 'Once upon a time' -n 2000 -c 2048 --temp 0.8 --seed 3 >" +
+      out.string() + " 2>" + err.string();
   const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
   if (pid == 0) {
     execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  // wait until rank 0 streams text, then kill -9 rank 2
-  using clock = std::chrono::steady_clock;
-  const auto t_start = clock::now();
-  while ((!fs::exists(out) || fs::file_size(out) == 0) && clock::now() - t_start < std::chrono::seconds(30)) {
+  const auto t_start = std::chrono::steady_clock::now();
+  while ((!fs::exists(out) || fs::file_size(out) == 0) &&
+         std::chrono::steady_clock::now() - t_start < std::chrono::seconds(30)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  return pid;
+}
+
+TEST(mpi, a_killed_rank_ends_its_requests_with_an_error_and_the_job_exits) {
+  REQUIRE_MPI();
+  const auto out = dir() / "kill.out";
+  const auto err = dir() / "kill.err";
+  // once rank 0 streams text, kill -9 rank 2
+  using clock = std::chrono::steady_clock;
+  const pid_t pid = start_streaming_job(out, err, "--enable-recovery");
+  ASSERT_GE(pid, 0);
   // this job's ranks only (the model path is this test process's own): ctest runs other
   // mpi tests beside this one
   auto r = shell("for p in $(pgrep -f '^" + std::string(BATON_BINARY) + " run.*" + fx().model +
@@ -195,24 +202,9 @@ TEST(mpi, a_sigterm_to_the_job_is_a_clean_stop_not_a_dead_stage) {
   const auto out = dir() / "term.out";
   const auto err = dir() / "term.err";
   // timeout passes the SIGTERM on to mpirun, which sends it to every rank
-  const std::string cmd =
-      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 exec timeout 60 mpirun "
-      "--oversubscribe -np 3 " +
-      std::string(BATON_BINARY) + " run -q -m " + fx().model +
-      " -p 'Once upon a time' -n 2000 -c 2048 --temp 0.8 --seed 3 >" + out.string() + " 2>" +
-      err.string();
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
   using clock = std::chrono::steady_clock;
-  const auto t_start = clock::now();
-  while ((!fs::exists(out) || fs::file_size(out) == 0) &&
-         clock::now() - t_start < std::chrono::seconds(30)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const pid_t pid = start_streaming_job(out, err, "");
+  ASSERT_GE(pid, 0);
   ASSERT_GT(fs::exists(out) ? fs::file_size(out) : 0, 0u) << slurp(err);
   const auto t_term = clock::now();
   kill(pid, SIGTERM);
