@@ -242,21 +242,34 @@ TEST(cuda_stage, two_gpu_stages_of_one_process_hand_over_on_the_device) {
   EXPECT_NE(refused.err().message.find("cuda:0"), std::string::npos) << refused.err().message;
 }
 
+/// `-m <a demo model made here>`: the command-line tests never depend on ~/.cache.
+std::string demo_model_flag() {
+  static const std::string flag = [] {
+    const auto path = test::temp_dir("cuda-demo") / "demo.gguf";
+    auto r = test::run_shell(std::string(BATON_BINARY) + " mkmodel --preset demo -o " +
+                             path.string());
+    EXPECT_EQ(r.status, 0) << r.err;
+    return " -m " + path.string();
+  }();
+  return flag;
+}
+
 TEST(cuda_stage, the_command_line_runs_on_the_gpu_and_beside_the_cpu) {
   BATON_REQUIRE_GPU();
   const auto dir = test::temp_dir("cuda-cli");
   const std::string baton = BATON_BINARY;
-  auto direct = test::run_shell(baton + " run -q --device cuda:0 -n 8 --temp 0 -p 'The capital of'");
+  const std::string m = demo_model_flag();
+  auto direct = test::run_shell(baton + " run -q" + m + " --device cuda:0 -n 8 --temp 0 -p 'The capital of'");
   ASSERT_EQ(direct.status, 0) << direct.err;
   EXPECT_FALSE(direct.out.empty());
   std::ofstream(dir / "mixed.toml") << "[[stage]]\ndevice = \"cuda:0\"\nlayers = \"auto\"\n"
                                        "[[stage]]\nlayers = \"auto\"\n";
-  auto mixed = test::run_shell(baton + " run -q --topology " + (dir / "mixed.toml").string() +
+  auto mixed = test::run_shell(baton + " run -q" + m + " --topology " + (dir / "mixed.toml").string() +
                                " -n 8 --temp 0 -p 'The capital of'");
   ASSERT_EQ(mixed.status, 0) << mixed.err;
   EXPECT_FALSE(mixed.out.empty());
   // two stages on the one GPU, handing over in device memory: the one-stage tokens
-  auto split = test::run_shell(baton + " run -q --device cuda:0 --stages 2 -n 8 --temp 0 "
+  auto split = test::run_shell(baton + " run -q" + m + " --device cuda:0 --stages 2 -n 8 --temp 0 "
                                "-p 'The capital of'");
   ASSERT_EQ(split.status, 0) << split.err;
   EXPECT_EQ(split.out, direct.out);
@@ -288,11 +301,11 @@ TEST(cuda_stage, the_command_line_names_a_device_it_cannot_use) {
   }
 #endif
   const std::string baton = BATON_BINARY;
-  auto r = test::run_shell(baton + " run -q --device cuda:0 -n 2 -p hi");
+  auto r = test::run_shell(baton + " run -q" + demo_model_flag() + " --device cuda:0 -n 2 -p hi");
   EXPECT_EQ(r.status, 2) << r.out << r.err;
   EXPECT_NE(r.err.find("cuda:0"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("no CUDA device"), std::string::npos) << r.err;
-  auto bad = test::run_shell(baton + " run -q --device gpu0 -n 2 -p hi");
+  auto bad = test::run_shell(baton + " run -q" + demo_model_flag() + " --device gpu0 -n 2 -p hi");
   EXPECT_EQ(bad.status, 2) << bad.out << bad.err;
   EXPECT_NE(bad.err.find("--device 'gpu0'"), std::string::npos) << bad.err;
 }
