@@ -429,6 +429,7 @@ class session : public std::enable_shared_from_this<session> {
 
   void write_next() {
     if (closed_) {
+      close();  // the client went away while a write was under way: now release it
       return;
     }
     if (out_.empty()) {

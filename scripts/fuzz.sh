@@ -2,6 +2,8 @@
 # Runs the libFuzzer targets (clang, ASan + UBSan) for a bounded time each.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # SECONDS is per target (default 300); TARGETs default to every target below, in order.
+# The http target reads its tokenizer from $BATON_FUZZ_MODEL (default: a demo model made
+# here); a target's dictionary, when there is one, is tests/fuzz/<target>.dict.
 # Builds in build-fuzz/ (every library instrumented), seeds each target's corpus
 # (build-fuzz/corpus/<target>) from tests/fuzz/seeds/<target>/ and from fuzz_<target>_seeds
 # when the build has one, keeps the corpus between runs, and prints for each target the
@@ -15,6 +17,8 @@ set -euo pipefail
 known_targets=(
   gguf:65536
   topology:8192
+  openai:16384
+  http:16384
 )
 
 seconds="${1:-300}"
@@ -50,7 +54,14 @@ for t in "${targets[@]}"; do
     build_targets+=("fuzz_${t}_seeds")
   fi
 done
+if [[ " ${targets[*]} " == *" http "* && -z "${BATON_FUZZ_MODEL:-}" ]]; then
+  build_targets+=(baton)  # the http target's tokenizer comes from a demo model
+fi
 cmake --build "$build" -j2 --target "${build_targets[@]}"
+if [[ " ${targets[*]} " == *" http "* && -z "${BATON_FUZZ_MODEL:-}" ]]; then
+  [[ -f "$build/demo.gguf" ]] || "$build/bin/baton" mkmodel --preset demo -o "$build/demo.gguf" >/dev/null
+  export BATON_FUZZ_MODEL="$build/demo.gguf"
+fi
 
 summary=()
 failed=0
@@ -66,7 +77,11 @@ for t in "${targets[@]}"; do
   log="$build/$t.log"
   echo "fuzz: $t for ${seconds}s (log $log)" >&2
   status=0
-  (cd "$build/$t" && "$build/bin/fuzz_$t" -max_total_time="$seconds" -max_len="${max_len[$t]}" \
+  dict=()
+  if [[ -f "$root/tests/fuzz/$t.dict" ]]; then
+    dict=(-dict="$root/tests/fuzz/$t.dict")
+  fi
+  (cd "$build/$t" && "$build/bin/fuzz_$t" "${dict[@]}" -max_total_time="$seconds" -max_len="${max_len[$t]}" \
      -rss_limit_mb=4096 -timeout=25 -print_final_stats=1 "$corpus") >"$log" 2>&1 || status=$?
   # the last status line ("#123 DONE cov: 456 ft: 789 corp: 10/2Kb ...") and the final stats
   last="$(grep -E '^#[0-9]+' "$log" | tail -1 || true)"

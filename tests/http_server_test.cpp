@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
+#include <vector>
 #include <chrono>
 #include <thread>
 
@@ -96,6 +98,49 @@ TEST(http_server, a_client_that_stops_reading_is_dropped_and_its_request_cancell
   EXPECT_GE(srv.s->counters().dropped_slow, 1u);
   std::printf("dropped after %.1f MiB were produced\n", static_cast<double>(produced) / (1 << 20));
   ::close(fd);
+}
+
+TEST(http_server, a_client_that_half_closes_during_a_stream_is_released) {
+  // found by the http fuzzer: an EOF that arrived while a write was under way left the
+  // socket open for good (one descriptor lost per such client)
+  std::atomic<int> closes{0};
+  std::vector<std::thread> producers;
+  std::mutex mu;
+  running_server srv(
+      [&](http::request, std::shared_ptr<http::response> res) {
+        auto stop = std::make_shared<std::atomic<bool>>(false);
+        res->on_close([stop, &closes] {
+          *stop = true;
+          ++closes;
+        });
+        res->start_stream(200, "text/event-stream");
+        std::lock_guard<std::mutex> lock(mu);
+        producers.emplace_back([res, stop] {
+          const std::string chunk(16 * 1024, 'x');
+          for (int i = 0; i < 2000 && !*stop; ++i) {
+            res->chunk(chunk);
+          }
+          res->end();
+        });
+      },
+      http::server_limits{});
+  const int n = 30;
+  for (int i = 0; i < n; ++i) {
+    const int fd = connect_to(srv.port());
+    const std::string req = "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_EQ(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+    std::this_thread::sleep_for(5ms);
+    ::shutdown(fd, SHUT_WR);
+    EXPECT_TRUE(closed_within(fd, 5s)) << "client " << i << " was never released";
+    ::close(fd);
+  }
+  for (int i = 0; i < 100 && srv.s->counters().connections_open > 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(srv.s->counters().connections_open, 0u);
+  for (auto& t : producers) {
+    t.join();
+  }
 }
 
 TEST(http_server, a_response_used_after_the_server_is_gone_does_nothing) {
