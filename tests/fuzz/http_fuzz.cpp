@@ -11,7 +11,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -128,13 +130,25 @@ harness& h() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int port = h().port;
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    std::abort();  // the server stopped accepting
+  int fd = -1;
+  // thousands of connections a second use up the ephemeral ports (TIME_WAIT): a
+  // connect that finds none free waits for one; a refused one is a finding
+  for (int attempt = 0;; ++attempt) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+      break;
+    }
+    const int e = errno;
+    ::close(fd);
+    if ((e != EADDRNOTAVAIL && e != EAGAIN) || attempt > 200) {
+      std::fprintf(stderr, "fuzz_http: connect: %s\n", std::strerror(e));
+      std::abort();  // the server stopped accepting
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   size_t off = 0;
   while (off < size) {
@@ -160,6 +174,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     }
   }
+  const linger reset{1, 0};  // the server closed first; leave no TIME_WAIT here
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
   ::close(fd);
   return 0;
 }
