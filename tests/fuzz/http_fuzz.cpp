@@ -142,7 +142,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
       break;
     }
-    const int e = errno;
+    int e = errno;
+    if (e == EINTR) {  // libFuzzer's timer signal: the connect goes on; wait for its end
+      pollfd p{fd, POLLOUT, 0};
+      socklen_t len = sizeof e;
+      if (::poll(&p, 1, 5000) > 0 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 &&
+          e == 0) {
+        break;
+      }
+    }
     ::close(fd);
     if ((e != EADDRNOTAVAIL && e != EAGAIN) || attempt > 200) {
       std::fprintf(stderr, "fuzz_http: connect: %s\n", std::strerror(e));
@@ -153,6 +161,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t off = 0;
   while (off < size) {
     const ssize_t n = ::send(fd, data + off, size - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
     if (n <= 0) {
       break;  // the server closed early (a refusal)
     }
