@@ -250,13 +250,12 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
       st.down_rank = rank;
       if (st.stopping) {
         // the head is stopping: every rank goes, in whatever order; not a failure to
-        // report. A process that really died is still forgotten (its transfers
-        // abandoned, MPI not finalized: that would wait for it forever).
+        // report, nor a death: a rank that exits in order often closes its connection
+        // before its shard's exit reaches us (remote_link_unreachable), and marking it
+        // dead would make every rank skip MPI_Finalize, which mpirun reports as an
+        // improper exit. One that really died is left to the finalize watchdog.
         st.down = stage + " stopped: the server is shutting down";
         st.down_kind = refusal::shutting_down;
-        if (!left && st.cfg.on_rank_down) {
-          st.cfg.on_rank_down(rank);
-        }
         fail_all(self, "the server is shutting down", refusal::shutting_down);
       } else if (left) {
         st.down = stage + " stopped: its process was asked to stop";

@@ -487,7 +487,9 @@ TEST(actors, a_stage_going_down_after_begin_stop_is_the_shutdown_not_a_failure) 
   EXPECT_EQ(said.find("stopped"), std::string::npos) << said;
   EXPECT_EQ(after.running + after.waiting + after.in_flight, 0);
   EXPECT_EQ(after.free_blocks, after.total_blocks);
-  EXPECT_TRUE(srv->peer_died());  // quiet, but a dead process is still not waited for
+  // not a death either: under mpirun an ordered exit often reads as a lost link, and a
+  // death would make the ranks skip MPI_Finalize (an improper exit for mpirun)
+  EXPECT_FALSE(srv->peer_died());
   admission a;
   srv->submit(greedy_request(prompt(1), 4), &a);
   EXPECT_EQ(a.decision, "never");
