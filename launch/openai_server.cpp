@@ -6,13 +6,14 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
+#include "launch/api_keys.hpp"
+#include "launch/front_metrics.hpp"
 #include "launch/openai_api.hpp"
 #include "runtime/chat_prompt.hpp"
 
@@ -26,102 +27,6 @@ using clock_type = std::chrono::steady_clock;
 /// Every JSON text the server writes: invalid UTF-8 (a model name, a path, text from a
 /// random-weight model) is replaced, never thrown on.
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-std::string_view trim(std::string_view s) {
-  const auto space = [](char c) {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-  };
-  while (!s.empty() && space(s.front())) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && space(s.back())) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-/// Equal in time that depends on the lengths only, never on where the bytes differ.
-bool same_key(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const size_t n = std::max(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i) {
-    const auto x = static_cast<unsigned char>(i < a.size() ? a[i] : 0);
-    const auto y = static_cast<unsigned char>(i < b.size() ? b[i] : 0);
-    diff |= static_cast<unsigned char>(x ^ y);
-  }
-  return diff == 0;
-}
-
-/// A Prometheus histogram with fixed buckets.
-struct histogram {
-  std::vector<double> bounds;
-  std::vector<uint64_t> counts;  // per bucket, not cumulative; the last is +Inf
-  double sum = 0;
-  uint64_t n = 0;
-
-  explicit histogram(std::vector<double> b) : bounds(std::move(b)), counts(bounds.size() + 1) {}
-  void observe(double v) {
-    size_t i = 0;
-    while (i < bounds.size() && v > bounds[i]) {
-      ++i;
-    }
-    ++counts[i];
-    sum += v;
-    ++n;
-  }
-  void write(std::string& out, const std::string& name, const std::string& help) const {
-    out += "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
-    uint64_t cum = 0;
-    for (size_t i = 0; i < bounds.size(); ++i) {
-      cum += counts[i];
-      out += name + "_bucket{le=\"" + json(bounds[i]).dump() + "\"} " + std::to_string(cum) + "\n";
-    }
-    cum += counts.back();
-    out += name + "_bucket{le=\"+Inf\"} " + std::to_string(cum) + "\n";
-    out += name + "_sum " + json(sum).dump() + "\n" + name + "_count " + std::to_string(n) + "\n";
-  }
-};
-
-/// Why a request was refused, as /metrics labels it.
-enum class reject_reason {
-  invalid_request,
-  context_length,
-  model_not_found,
-  unauthorized,
-  queue_full,
-  key_quota,
-  unavailable,
-  body_too_large,
-  header_too_large,
-  internal_error,
-};
-
-const char* label(reject_reason r) {
-  switch (r) {
-    case reject_reason::invalid_request: return "invalid_request";
-    case reject_reason::context_length: return "context_length";
-    case reject_reason::model_not_found: return "model_not_found";
-    case reject_reason::unauthorized: return "unauthorized";
-    case reject_reason::queue_full: return "queue_full";
-    case reject_reason::key_quota: return "key_quota";
-    case reject_reason::unavailable: return "unavailable";
-    case reject_reason::body_too_large: return "body_too_large";
-    case reject_reason::header_too_large: return "header_too_large";
-    case reject_reason::internal_error: return "internal_error";
-  }
-  return "invalid_request";
-}
-
-/// What the front end counts itself (the router counts tokens, blocks and steps).
-struct front_metrics {
-  std::mutex mu;
-  histogram ttft{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}};
-  histogram itl{{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}};
-  histogram e2e{{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}};
-  std::map<reject_reason, uint64_t> rejected;
-  std::map<std::string, uint64_t> finished;      // by finish reason
-  uint64_t requests = 0;                         // admitted
-};
 
 struct request_state;
 
@@ -373,72 +278,6 @@ void drain(const std::shared_ptr<request_state>& st) {
 }
 
 }  // namespace
-
-// -- API keys ---------------------------------------------------------------------------
-
-result<api_keys> api_keys::load(const std::vector<std::string>& flag_keys,
-                                const std::string& key_file) {
-  api_keys out;
-  for (const auto& k : flag_keys) {
-    const auto t = trim(k);
-    if (t.empty()) {
-      return make_error("--api-key: an empty key would let every client in; give a key, or "
-                        "leave the flag out to serve without keys");
-    }
-    out.keys_.emplace_back(t);
-  }
-  if (!key_file.empty()) {
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(key_file, ec)) {
-      return make_error("--api-key-file %s: not a readable regular file", key_file.c_str());
-    }
-    std::ifstream in(key_file);
-    if (!in) {
-      return make_error("--api-key-file %s: cannot read it", key_file.c_str());
-    }
-    size_t n = 0;
-    for (std::string line; std::getline(in, line);) {
-      const auto t = trim(line);
-      if (t.empty() || t.front() == '#') {
-        continue;
-      }
-      out.keys_.emplace_back(t);
-      ++n;
-    }
-    if (n == 0) {
-      return make_error("--api-key-file %s: holds no key (blank lines and # comments are "
-                        "skipped); an empty key file would let every client in",
-                        key_file.c_str());
-    }
-  }
-  return out;
-}
-
-bool api_keys::accepts(std::string_view authorization, std::string* key) const {
-  auto a = trim(authorization);
-  constexpr std::string_view scheme = "bearer";
-  if (a.size() < scheme.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < scheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != scheme[i]) {
-      return false;
-    }
-  }
-  a.remove_prefix(scheme.size());
-  if (a.empty() || (a.front() != ' ' && a.front() != '\t')) {
-    return false;
-  }
-  const auto presented = trim(a);
-  bool found = false;
-  for (const auto& k : keys_) {  // every key compared, whichever matches
-    found = same_key(presented, k) || found;
-  }
-  if (found && key != nullptr) {
-    *key = std::string(presented);
-  }
-  return found;
-}
 
 // -- the routes -------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "actors/local_server.hpp"
+#include "launch/api_keys.hpp"
 #include "launch/http_server.hpp"
 #include "runtime/tokenizer.hpp"
 
@@ -33,23 +34,6 @@ class serving_backend {
   virtual serving_snapshot snapshot() const = 0;
 };
 
-/// The keys of --api-key and --api-key-file; compared in constant time.
-class api_keys {
- public:
-  /// One rule for flags and files: surrounding whitespace (CR included) is trimmed;
-  /// in a file, blank lines and lines starting with '#' are skipped. An empty key, or
-  /// a file with none, is an error naming the flag: it would otherwise let everyone in.
-  static result<api_keys> load(const std::vector<std::string>& flag_keys,
-                               const std::string& key_file);
-  bool required() const { return !keys_.empty(); }
-  /// Whether `authorization` ("Bearer <key>") carries one of the keys; its key in `key`.
-  bool accepts(std::string_view authorization, std::string* key) const;
-
- private:
-  // -- member variables -------------------------------------------------------
-  std::vector<std::string> keys_;
-};
-
 struct front_end_options {
   std::string model_name;
   int64_t n_ctx = 0;
@@ -57,7 +41,6 @@ struct front_end_options {
   int64_t created = 0;                      ///< the models' "created" timestamp
   int32_t n_workers = 2;                    ///< threads that parse and tokenise requests
   bool allow_special_tokens_in_chat = false;///< trusted deployments: parse <|...|> in content
-  std::vector<int32_t> stage_ranks;         ///< per stage (for the metrics' labels)
 };
 
 class front_end {
