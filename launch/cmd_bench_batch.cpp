@@ -89,6 +89,7 @@ struct stream_log {
   clock_type::time_point first;
   clock_type::time_point last;
   int32_t n_tokens = 0;
+  std::vector<int32_t> tokens;
   std::string finish_reason;
   std::string error;
 };
@@ -100,6 +101,7 @@ struct batch_run {
   double t_end_s = 0;     ///< the last final event
   double decode_tokens_per_s = 0;
   double output_tokens_per_s = 0;
+  uint64_t token_digest = 0;  ///< FNV-1a over every stream's tokens, in request order
   clock_type::time_point t0;
 };
 
@@ -135,6 +137,7 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
             log.first = now;
           }
           log.last = now;
+          log.tokens.push_back(e->token);
         }
         if (!e->finish_reason.empty()) {
           log.finish_reason = e->finish_reason;
@@ -163,6 +166,15 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
     out.t_end_s = std::max(out.t_end_s, seconds(t0, log.last));
   }
   out.ttft_mean_s = ttft_sum / n_streams;
+  uint64_t digest = 14695981039346656037ull;  // FNV-1a offset basis
+  for (const auto& log : logs) {
+    for (const int32_t t : log.tokens) {
+      for (int b = 0; b < 4; ++b) {
+        digest = (digest ^ ((static_cast<uint32_t>(t) >> (8 * b)) & 0xffu)) * 1099511628211ull;
+      }
+    }
+  }
+  out.token_digest = digest;
   const double n_decode = static_cast<double>(n_streams) * (n_gen - 1);
   out.decode_tokens_per_s = n_decode / (out.t_end_s - out.t_first_s);
   out.output_tokens_per_s = static_cast<double>(n_streams) * n_gen / out.t_end_s;
@@ -192,6 +204,7 @@ struct batch_result {
   std::vector<double> decode, output, ttft_mean, t_first, t_end;
   double transfer_us = 0;     ///< mean time of one activation transfer (MPI jobs)
   uint64_t transfers = 0;
+  std::vector<std::string> token_digests;  ///< one per repetition (hex)
 };
 
 result<batch_result> bench_streams(const bench_batch_options& o, const loaded& l,
@@ -224,6 +237,9 @@ result<batch_result> bench_streams(const bench_batch_options& o, const loaded& l
     br.ttft_mean.push_back(b->ttft_mean_s);
     br.t_first.push_back(b->t_first_s);
     br.t_end.push_back(b->t_end_s);
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(b->token_digest));
+    br.token_digests.emplace_back(hex);
     if (!o.json) {
       std::fprintf(stderr, "  streams %3d run %d: decode %8.2f t/s, output %8.2f t/s, "
                            "TTFT mean %7.1f ms, all first %7.1f ms, end %7.1f ms\n",
@@ -408,6 +424,7 @@ int run_bench_batch(bench_batch_options o) {
                             {"output_tokens_per_s_median", median(b.output)},
                             {"ttft_mean_s_median", median(b.ttft_mean)},
                             {"transfers", b.transfers},
+                            {"token_digests", b.token_digests},
                             {"transfer_us_mean", b.transfer_us}});
     }
     if (ovh) {
