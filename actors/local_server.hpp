@@ -25,9 +25,9 @@
 
 #include "actors/messages.hpp"
 #include "kernels/cpu/isa.hpp"
-#include "runtime/model_config.hpp"
-#include "runtime/tokenizer.hpp"
-#include "runtime/transport.hpp"
+#include "runtime/model/model_config.hpp"
+#include "runtime/text/tokenizer.hpp"
+#include "runtime/transport/transport.hpp"
 
 namespace baton {
 

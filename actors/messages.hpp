@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/sampler.hpp"
+#include "runtime/serving/sampler.hpp"
 
 namespace baton {
 

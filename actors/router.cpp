@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <map>
 
-#include "runtime/stop_strings.hpp"
+#include "runtime/text/stop_strings.hpp"
 
 namespace baton {
 

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "actors/messages.hpp"
-#include "runtime/scheduler.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/serving/scheduler.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace baton {
 

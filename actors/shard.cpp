@@ -7,7 +7,7 @@
 #include <span>
 #include <map>
 
-#include "runtime/stage_compute.hpp"
+#include "runtime/compute/stage_compute.hpp"
 
 namespace baton {
 

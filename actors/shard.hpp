@@ -12,9 +12,9 @@
 #include <memory>
 
 #include "actors/messages.hpp"
-#include "runtime/model_config.hpp"
-#include "runtime/stage_compute.hpp"
-#include "runtime/transport.hpp"
+#include "runtime/model/model_config.hpp"
+#include "runtime/compute/stage_compute.hpp"
+#include "runtime/transport/transport.hpp"
 
 namespace baton {
 

@@ -3,7 +3,7 @@
 // sequence evaluating its own -p token prompt and then generating -n tokens (greedy,
 // end-of-generation tokens ignored); the C generators run under one Promise.all, so
 // node-llama-cpp puts every sequence's next token into the same llama_decode batch.
-// Measured as baton measures itself (see launch/cmd_bench_batch.cpp):
+// Measured as baton measures itself (see launch/cli/cmd_bench_batch.cpp):
 //   ttft_i   start → sequence i's first token;   t_first = max ttft_i;
 //   t_end    start → the last sequence's n-th token;
 //   decode   C × (n − 1) / (t_end − t_first)      (llama-batched-bench's S_TG)

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "runtime/gguf.hpp"
-#include "runtime/tokenizer.hpp"
-#include "runtime/vocab.hpp"
+#include "runtime/model/gguf.hpp"
+#include "runtime/text/tokenizer.hpp"
+#include "runtime/text/vocab.hpp"
 
 namespace {
 

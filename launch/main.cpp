@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <iostream>
 
-#include "launch/commands.hpp"
-#include "launch/signals.hpp"
+#include "launch/cli/commands.hpp"
+#include "launch/job/signals.hpp"
 
 namespace baton::cli {
 

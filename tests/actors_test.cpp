@@ -12,9 +12,9 @@
 #include <thread>
 
 #include "actors/local_server.hpp"
-#include "runtime/engine.hpp"
-#include "runtime/model_builder.hpp"
-#include "runtime/scheduler.hpp"
+#include "runtime/compute/engine.hpp"
+#include "runtime/model/model_builder.hpp"
+#include "runtime/serving/scheduler.hpp"
 
 namespace baton {
 namespace {

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "runtime/budget.hpp"
+#include "runtime/system/budget.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "runtime/budget.hpp"
+#include "runtime/system/budget.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

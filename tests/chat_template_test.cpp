@@ -10,11 +10,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "runtime/chat_prompt.hpp"
-#include "runtime/chat_template.hpp"
-#include "runtime/gguf.hpp"
-#include "runtime/tokenizer.hpp"
-#include "runtime/vocab.hpp"
+#include "runtime/text/chat_prompt.hpp"
+#include "runtime/text/chat_template.hpp"
+#include "runtime/model/gguf.hpp"
+#include "runtime/text/tokenizer.hpp"
+#include "runtime/text/vocab.hpp"
 #include "tests/test_util.hpp"
 
 namespace {

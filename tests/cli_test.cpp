@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "runtime/model_builder.hpp"
-#include "runtime/vocab.hpp"
+#include "runtime/model/model_builder.hpp"
+#include "runtime/text/vocab.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

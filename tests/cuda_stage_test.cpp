@@ -11,10 +11,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "runtime/sampler.hpp"
-#include "runtime/stage_compute.hpp"
-#include "runtime/tokenizer.hpp"
-#include "runtime/vocab.hpp"
+#include "runtime/serving/sampler.hpp"
+#include "runtime/compute/stage_compute.hpp"
+#include "runtime/text/tokenizer.hpp"
+#include "runtime/text/vocab.hpp"
 #include "tests/golden_util.hpp"
 
 #include "tests/gpu_util.hpp"

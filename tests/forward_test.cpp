@@ -8,8 +8,8 @@
 #include <map>
 #include <memory>
 
-#include "runtime/engine.hpp"
-#include "runtime/model_builder.hpp"
+#include "runtime/compute/engine.hpp"
+#include "runtime/model/model_builder.hpp"
 #include "tests/reference_forward.hpp"
 
 namespace baton {

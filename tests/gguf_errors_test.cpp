@@ -11,9 +11,9 @@
 #include <filesystem>
 #include <functional>
 
-#include "runtime/gguf.hpp"
-#include "runtime/model_builder.hpp"
-#include "runtime/model_config.hpp"
+#include "runtime/model/gguf.hpp"
+#include "runtime/model/model_builder.hpp"
+#include "runtime/model/model_config.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

@@ -8,7 +8,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
-#include "runtime/gguf.hpp"
+#include "runtime/model/gguf.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

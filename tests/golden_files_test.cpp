@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "kernels/cpu/dequantize.hpp"
-#include "runtime/model_builder.hpp"
-#include "runtime/model_config.hpp"
-#include "runtime/vocab.hpp"
+#include "runtime/model/model_builder.hpp"
+#include "runtime/model/model_config.hpp"
+#include "runtime/text/vocab.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

@@ -11,11 +11,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "runtime/engine.hpp"
-#include "runtime/quantize.hpp"
-#include "runtime/sampler.hpp"
-#include "runtime/tokenizer.hpp"
-#include "runtime/vocab.hpp"
+#include "runtime/compute/engine.hpp"
+#include "runtime/model/quantize.hpp"
+#include "runtime/serving/sampler.hpp"
+#include "runtime/text/tokenizer.hpp"
+#include "runtime/text/vocab.hpp"
 #include "tests/golden_util.hpp"
 
 namespace baton {

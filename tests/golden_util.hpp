@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/quantize.hpp"
+#include "runtime/model/quantize.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton::test {

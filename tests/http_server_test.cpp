@@ -16,7 +16,7 @@
 #include <chrono>
 #include <thread>
 
-#include "launch/http_server.hpp"
+#include "launch/http/http_server.hpp"
 
 namespace baton {
 namespace {

@@ -4,8 +4,8 @@
 
 #include <cstring>
 
-#include "runtime/model_builder.hpp"
-#include "runtime/model_config.hpp"
+#include "runtime/model/model_builder.hpp"
+#include "runtime/model/model_config.hpp"
 
 namespace baton {
 namespace {

@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/mpi_transport.hpp"
+#include "runtime/transport/mpi_transport.hpp"
 
 // -- MPI_Test, delayed: requests alternate between completing at once and after 5 tests
 extern "C" int MPI_Test(MPI_Request* req, int* flag, MPI_Status* st) {

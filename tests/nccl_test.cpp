@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "kernels/cuda/dequantize.cuh"
-#include "runtime/nccl_channel.hpp"
+#include "runtime/transport/nccl_channel.hpp"
 
 namespace baton {
 namespace {

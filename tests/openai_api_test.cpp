@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "launch/openai_api.hpp"
+#include "launch/serve/openai_api.hpp"
 
 namespace {
 

@@ -13,10 +13,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "launch/http_server.hpp"
-#include "launch/openai_server.hpp"
-#include "runtime/gguf.hpp"
-#include "runtime/vocab.hpp"
+#include "launch/http/http_server.hpp"
+#include "launch/serve/openai_server.hpp"
+#include "runtime/model/gguf.hpp"
+#include "runtime/text/vocab.hpp"
 #include "tests/mpi_util.hpp"
 
 namespace baton {

@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "runtime/model_builder.hpp"
+#include "runtime/model/model_builder.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

@@ -4,7 +4,7 @@
 #include <map>
 #include <random>
 
-#include "runtime/prefix_cache.hpp"
+#include "runtime/serving/prefix_cache.hpp"
 
 namespace baton {
 namespace {

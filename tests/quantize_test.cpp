@@ -25,10 +25,10 @@
 
 #include "kernels/blocks.hpp"
 #include "kernels/cpu/dequantize.hpp"
-#include "runtime/gguf.hpp"
-#include "runtime/model_builder.hpp"
-#include "runtime/model_config.hpp"
-#include "runtime/quantize.hpp"
+#include "runtime/model/gguf.hpp"
+#include "runtime/model/model_builder.hpp"
+#include "runtime/model/model_config.hpp"
+#include "runtime/model/quantize.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

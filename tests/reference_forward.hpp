@@ -10,7 +10,7 @@
 
 #include "kernels/blocks.hpp"
 #include "kernels/cpu/dequantize.hpp"
-#include "runtime/model_config.hpp"
+#include "runtime/model/model_config.hpp"
 
 namespace baton::test {
 

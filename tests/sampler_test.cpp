@@ -3,9 +3,9 @@
 
 #include <cmath>
 
-#include "runtime/kv_cache.hpp"
-#include "runtime/sampler.hpp"
-#include "runtime/stop_strings.hpp"
+#include "runtime/compute/kv_cache.hpp"
+#include "runtime/serving/sampler.hpp"
+#include "runtime/text/stop_strings.hpp"
 
 namespace baton {
 namespace {

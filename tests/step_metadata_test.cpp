@@ -8,7 +8,7 @@
 #include <numeric>
 #include <random>
 
-#include "runtime/step_metadata.hpp"
+#include "runtime/compute/step_metadata.hpp"
 
 namespace baton {
 namespace {

@@ -13,9 +13,9 @@
 #include <sstream>
 #include <thread>
 
-#include "runtime/gguf.hpp"
-#include "runtime/tokenizer.hpp"
-#include "runtime/vocab.hpp"
+#include "runtime/model/gguf.hpp"
+#include "runtime/text/tokenizer.hpp"
+#include "runtime/text/vocab.hpp"
 #include "tests/test_util.hpp"
 
 namespace {

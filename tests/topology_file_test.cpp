@@ -11,8 +11,8 @@
 #include <map>
 #include <memory>
 
-#include "runtime/budget.hpp"
-#include "runtime/model_builder.hpp"
+#include "runtime/system/budget.hpp"
+#include "runtime/model/model_builder.hpp"
 #include "tests/test_util.hpp"
 #include "topology/topology_file.hpp"
 

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/error.hpp"
+#include "runtime/system/error.hpp"
 
 namespace baton {
 

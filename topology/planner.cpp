@@ -18,7 +18,7 @@
 #include <map>
 #include <set>
 
-#include "runtime/budget.hpp"
+#include "runtime/system/budget.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton {
@@ -452,7 +452,7 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
   costs.head_bytes = tensor_bytes(w.output_norm) + tensor_bytes(w.head());
   costs.rope_bytes = tensor_bytes(w.rope_freqs);
   {
-    // as launch/engine_flags.cpp sizes one step: activations of a full batch, logits for
+    // as launch/cli/engine_flags.cpp sizes one step: activations of a full batch, logits for
     // every sequence on the last stage, and the parsed metadata + tokenizer (~4x their
     // bytes on disk) once per rank, on its first cpu stage
     const uint64_t scratch =

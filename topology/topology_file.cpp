@@ -14,8 +14,8 @@
 #include <sstream>
 #include <toml++/toml.h>
 
-#include "runtime/budget.hpp"
-#include "runtime/gguf.hpp"
+#include "runtime/system/budget.hpp"
+#include "runtime/model/gguf.hpp"
 
 #ifdef BATON_HAVE_CUDA
 #include <cuda_runtime.h>

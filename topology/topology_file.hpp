@@ -11,9 +11,9 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/error.hpp"
+#include "runtime/system/error.hpp"
 #include "kernels/ggml_type.hpp"
-#include "runtime/model_config.hpp"
+#include "runtime/model/model_config.hpp"
 #include "topology/layer_range.hpp"
 
 namespace baton {

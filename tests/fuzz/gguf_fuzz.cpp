@@ -4,9 +4,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "runtime/gguf.hpp"
-#include "runtime/model_config.hpp"
-#include "runtime/vocab.hpp"
+#include "runtime/model/gguf.hpp"
+#include "runtime/model/model_config.hpp"
+#include "runtime/text/vocab.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto f = baton::gguf_file::parse(reinterpret_cast<const std::byte*>(data), size, "fuzz");

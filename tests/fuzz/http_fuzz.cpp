@@ -18,10 +18,10 @@
 #include <cstdlib>
 #include <thread>
 
-#include "launch/http_server.hpp"
-#include "launch/openai_server.hpp"
-#include "runtime/gguf.hpp"
-#include "runtime/vocab.hpp"
+#include "launch/http/http_server.hpp"
+#include "launch/serve/openai_server.hpp"
+#include "runtime/model/gguf.hpp"
+#include "runtime/text/vocab.hpp"
 
 namespace {
 

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <string>
 
-#include "runtime/model_builder.hpp"
+#include "runtime/model/model_builder.hpp"
 
 int main(int argc, char** argv) {
   if (argc != 2) {

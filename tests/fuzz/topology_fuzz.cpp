@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/model_builder.hpp"
+#include "runtime/model/model_builder.hpp"
 #include "topology/topology_file.hpp"
 
 namespace {

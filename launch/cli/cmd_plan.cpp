@@ -1,0 +1,177 @@
+// `baton plan --topology T [--model M] [--np N] [--json] [--write resolved.toml]`: checks
+// a topology file against its model and an MPI world of N ranks (every rank's devices
+// described as this host's), resolves "auto" layers, and prints each stage's memory
+// plan — weights, KV bytes per token, budget and its source, KV bytes and tokens — and
+// the pipeline's capacity (the smallest stage's). --write saves the resolved file.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "launch/cli/commands.hpp"
+#include "runtime/system/budget.hpp"
+#include "topology/topology_file.hpp"
+
+namespace baton::cli {
+
+namespace {
+
+struct plan_options {
+  std::string topology;
+  std::string model;
+  int32_t np = 0;  ///< 0: the highest rank + 1
+  bool json = false;
+  std::string write;
+};
+
+nlohmann::json to_json(const topology& given, const pipeline_plan& plan, const model& m,
+                       int32_t world) {
+  const topology& r = plan.resolved;
+  const pipeline_spec& p = r.pipeline;
+  nlohmann::json j;
+  j["topology"] = given.path;
+  j["model"] = r.model;
+  j["n_layer"] = m.config().n_layer;
+  j["world_size"] = world;
+  j["pipeline"] = {
+      {"micro_batches", p.micro_batches},
+      {"max_num_seqs", p.max_num_seqs},
+      {"max_num_batched_tokens", p.max_num_batched_tokens},
+      {"block_size", p.block_size},
+      {"max_model_len", p.max_model_len},
+      {"kv_cache_dtype", p.kv_type == ggml_type::f32 ? "f32" : "f16"},
+  };
+  j["stages"] = nlohmann::json::array();
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    const stage_plan& sp = plan.stages[i];
+    const stage_spec& s = r.stages[i];
+    j["stages"].push_back({
+        {"stage", i},
+        {"rank", s.rank},
+        {"device", s.device},
+        {"layers", sp.layers.to_string()},
+        {"first_layer", sp.layers.first},
+        {"n_layers", sp.layers.size()},
+        {"auto", given.stages[i].layers.automatic},
+        {"weight_bytes", sp.weight_bytes},
+        {"buffer_bytes", sp.buffer_bytes},
+        {"kv_bytes_per_token", sp.kv_bytes_per_token},
+        {"budget_bytes", sp.budget_bytes},
+        {"budget_source", sp.budget_source},
+        {"kv_bytes", sp.kv_bytes},
+        {"kv_capacity_tokens", sp.kv_capacity_tokens},
+        {"n_blocks", sp.n_blocks},
+        {"threads", sp.threads},
+    });
+  }
+  j["capacity_tokens"] = plan.capacity_tokens;
+  j["n_blocks"] = plan.n_blocks;
+  return j;
+}
+
+void print_table(const topology& given, const pipeline_plan& plan, const model& m,
+                 int32_t world) {
+  const topology& r = plan.resolved;
+  const pipeline_spec& p = r.pipeline;
+  std::printf("topology  %s\n", given.path.c_str());
+  std::printf("model     %s (%lld layers)\n", r.model.c_str(),
+              static_cast<long long>(m.config().n_layer));
+  std::printf("world     %d rank%s, devices as this host's\n", world, world == 1 ? "" : "s");
+  std::printf("pipeline  micro_batches %d, max_num_seqs %d, max_num_batched_tokens %d, "
+              "block_size %d, max_model_len %lld, kv %s\n\n",
+              p.micro_batches, p.max_num_seqs, p.max_num_batched_tokens, p.block_size,
+              static_cast<long long>(p.max_model_len), p.kv_type == ggml_type::f32 ? "f32" : "f16");
+  std::printf("%-5s %-4s %-8s %-12s %11s %11s %9s %11s %11s %11s %7s\n", "stage", "rank",
+              "device", "layers", "weights", "buffers", "KV/token", "budget", "KV", "KV tokens",
+              "threads");
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    const stage_plan& sp = plan.stages[i];
+    const stage_spec& s = r.stages[i];
+    std::string layers = sp.layers.to_string();
+    if (given.stages[i].layers.automatic) {
+      layers += " auto";
+    }
+    std::printf("%-5zu %-4d %-8s %-12s %11s %11s %9s %11s %11s %11lld %7d\n", i, s.rank,
+                s.device.c_str(), layers.c_str(), format_bytes(sp.weight_bytes).c_str(),
+                format_bytes(sp.buffer_bytes).c_str(),
+                format_bytes(sp.kv_bytes_per_token).c_str(),
+                format_bytes(sp.budget_bytes).c_str(), format_bytes(sp.kv_bytes).c_str(),
+                static_cast<long long>(sp.kv_capacity_tokens), sp.threads);
+  }
+  std::printf("\nbudgets\n");
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    std::printf("  stage %zu: %s\n", i, plan.stages[i].budget_source.c_str());
+  }
+  std::printf("\npipeline capacity: %lld tokens of KV (%d blocks of %d; the smallest stage's)\n",
+              static_cast<long long>(plan.capacity_tokens), plan.n_blocks, p.block_size);
+}
+
+int run_plan(const plan_options& o) {
+  auto t = parse_topology_file(o.topology);
+  if (!t) {
+    return fail(t.err().message);
+  }
+  if (!o.model.empty()) {
+    t->model = o.model;
+  }
+  if (t->model.empty()) {
+    return fail(o.topology + ": no model (expected a 'model' key or --model)");
+  }
+  // int64: the highest rank + 1 must not wrap (ranks are bounded when the file is read)
+  int64_t world = o.np;
+  if (world == 0) {
+    for (const auto& s : t->stages) {
+      world = std::max<int64_t>(world, int64_t{s.rank} + 1);
+    }
+  } else if (world < 0 || world > topology_limits::max_world_size) {
+    return fail("--np (" + std::to_string(world) + ") must be 1 to " +
+                std::to_string(topology_limits::max_world_size));
+  }
+  auto m = model::open(t->model);
+  if (!m) {
+    return fail(m.err().message);
+  }
+  auto plan = plan_pipeline(*t, **m, local_placement_env(static_cast<int32_t>(world)));
+  if (!plan) {
+    return fail(plan.err().message);
+  }
+  if (!o.write.empty()) {
+    topology out = plan->resolved;
+    std::error_code ec;
+    const auto abs = std::filesystem::absolute(out.model, ec);
+    if (!ec) {
+      out.model = abs.lexically_normal().string();  // the written file may live elsewhere
+    }
+    std::ofstream f(o.write, std::ios::binary | std::ios::trunc);
+    f << to_toml(out);
+    f.close();
+    if (!f) {
+      return fail(o.write + ": cannot write the resolved topology");
+    }
+  }
+  if (o.json) {
+    std::printf("%s\n", to_json(*t, *plan, **m, static_cast<int32_t>(world))
+                            .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+                            .c_str());
+  } else {
+    print_table(*t, *plan, **m, static_cast<int32_t>(world));
+  }
+  return exit_ok;
+}
+
+}  // namespace
+
+void add_plan_command(CLI::App& app, int& status) {
+  auto opts = std::make_shared<plan_options>();
+  auto* cmd = app.add_subcommand(
+      "plan", "Check a topology file and print each stage's layers and memory plan");
+  cmd->add_option("-T,--topology", opts->topology, "Topology file (TOML)")->required();
+  cmd->add_option("-m,--model", opts->model, "GGUF model file (overrides the file's 'model')");
+  cmd->add_option("--np", opts->np, "MPI world size for the rank checks (default: highest rank + 1)");
+  cmd->add_flag("--json", opts->json, "Print JSON");
+  cmd->add_option("--write", opts->write, "Write the resolved topology (explicit layers) here");
+  cmd->callback([opts, &status] { status = run_plan(*opts); });
+}
+
+}  // namespace baton::cli

@@ -1,0 +1,241 @@
+// `baton serve`: its flags (vLLM's and uvicorn's names), and the wiring of the HTTP
+// server (launch/http_server) and the OpenAI front end (launch/openai_server) over the
+// actor pipeline on rank 0 (one process, --stages N, or a --topology spread over mpirun
+// ranks; the other ranks serve their shards).
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "launch/cli/commands.hpp"
+#include "launch/cli/engine_flags.hpp"
+#include "launch/http/http_server.hpp"
+#include "launch/serve/openai_server.hpp"
+#include "launch/job/pipeline_job.hpp"
+#include "launch/job/signals.hpp"
+
+namespace baton::cli {
+
+namespace {
+
+struct serve_options {
+  engine_flags engine;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::vector<std::string> api_keys;
+  std::string api_key_file;
+  std::string served_model_name;
+  int32_t max_num_seqs = 256;
+  int32_t max_num_batched_tokens = 2048;
+  int32_t max_queue = 1024;
+  int32_t block_size = 16;
+  bool enable_prefix_caching = true;
+  uint64_t max_body_bytes = 4 * 1024 * 1024;
+  std::string timeout_keep_alive = "5";  ///< seconds (uvicorn's flag), or "500ms"
+  std::string header_timeout = "10";
+  std::string body_timeout = "30";
+  int64_t max_connections = 0;           ///< 0: what the descriptor limit allows
+  int32_t frontend_threads = 2;
+  bool allow_special_tokens_in_chat = false;
+};
+
+/// "5", "2.5", "5s" or "500ms" as a duration; an error names the flag.
+result<std::chrono::milliseconds> parse_timeout(const std::string& flag, const std::string& v) {
+  std::string num = v;
+  double scale = 1000;
+  if (num.size() > 2 && num.compare(num.size() - 2, 2, "ms") == 0) {
+    num.resize(num.size() - 2);
+    scale = 1;
+  } else if (!num.empty() && num.back() == 's') {
+    num.pop_back();
+  }
+  char* end = nullptr;
+  const double x = num.empty() ? NAN : std::strtod(num.c_str(), &end);
+  if (num.empty() || end != num.c_str() + num.size() || !(x > 0) || x * scale > 86400e3) {
+    return make_error("%s %s: expected a duration in seconds (5, 2.5, 5s or 500ms), more than "
+                      "0 and at most a day", flag.c_str(), v.c_str());
+  }
+  return std::chrono::milliseconds(std::max<int64_t>(1, std::llround(x * scale)));
+}
+
+/// The live pipeline as the front end sees it.
+class pipeline_backend final : public api::serving_backend {
+ public:
+  explicit pipeline_backend(local_server& srv) : srv_(srv) {}
+  std::shared_ptr<event_stream> submit(gen_request r, admission* decision) override {
+    return srv_.submit(std::move(r), decision);
+  }
+  void cancel(uint64_t id) override { srv_.cancel(id); }
+  serving_snapshot snapshot() const override { return srv_.snapshot(); }
+
+ private:
+  // -- member variables -------------------------------------------------------
+  local_server& srv_;
+};
+
+int run_serve(serve_options o) {
+  if (o.port < 0 || o.port > 65535) {
+    return fail("--port " + std::to_string(o.port) + ": expected 0..65535 (0: any free port)");
+  }
+  if (o.max_num_seqs < 1 || o.max_queue < 0 || o.block_size < 1 || o.max_num_batched_tokens < 1) {
+    return fail("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, "
+                "--max-queue >= 0");
+  }
+  if (o.frontend_threads < 1 || o.frontend_threads > 256) {
+    return fail("--frontend-threads " + std::to_string(o.frontend_threads) +
+                ": expected 1..256");
+  }
+  http::server_limits limits;
+  limits.body_bytes = o.max_body_bytes;
+  for (auto [flag, text, out] :
+       {std::tuple{"--timeout-keep-alive", &o.timeout_keep_alive, &limits.keep_alive},
+        std::tuple{"--header-timeout", &o.header_timeout, &limits.header},
+        std::tuple{"--body-timeout", &o.body_timeout, &limits.body}}) {
+    auto d = parse_timeout(flag, *text);
+    if (!d) {
+      return fail(d.err().message);
+    }
+    *out = *d;
+  }
+  // every idle socket costs a descriptor: take all the process may have, and keep a
+  // reserve for the model file, MPI, CAF and the log
+  const uint64_t fd_limit = http::raise_descriptor_limit();
+  const uint64_t reserve = 128;
+  const uint64_t fd_room = fd_limit > reserve + 16 ? fd_limit - reserve : 16;
+  if (o.max_connections < 0 || static_cast<uint64_t>(o.max_connections) > fd_room) {
+    return fail("--max-connections " + std::to_string(o.max_connections) + ": expected 1.." +
+                std::to_string(fd_room) + " (the descriptor limit " + std::to_string(fd_limit) +
+                " less a reserve of " + std::to_string(reserve) + "), or 0 for that");
+  }
+  limits.max_connections = o.max_connections == 0 ? fd_room
+                                                  : static_cast<uint64_t>(o.max_connections);
+  auto keys = api::api_keys::load(o.api_keys, o.api_key_file);
+  if (!keys) {
+    return fail(keys.err().message);
+  }
+  auto mpi = mpi_session::init();
+  if (!mpi) {
+    return fail(mpi.err().message);
+  }
+  const bool head = (*mpi)->rank() == 0;
+  auto topo = read_topology(**mpi, o.engine);
+  if (!topo) {
+    return fail_agreed(**mpi, topo.err().message);
+  }
+  if (!head) {
+    o.engine.quiet = true;
+  }
+  auto l = load(o.engine, o.max_num_seqs, false);
+  if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
+    return fail_agreed(**mpi, ok.err().message);
+  }
+  server_options so;
+  so.n_stages = o.engine.stages;
+  so.n_threads = l->n_threads;
+  so.n_ctx = l->opts.n_ctx;
+  so.n_blocks = l->n_blocks;
+  so.kv_type = l->opts.kv_type;
+  so.kernels = l->opts.kernels;
+  so.max_num_seqs = o.max_num_seqs;
+  so.max_num_batched_tokens = o.max_num_batched_tokens;
+  so.max_queue = o.max_queue;
+  so.block_size = o.block_size;
+  so.enable_prefix_caching = o.enable_prefix_caching;
+  auto job = pipeline_job::start(**mpi, o.engine, *l, so, *topo);
+  if (!job) {
+    return fail_agreed(**mpi, job.err().message);
+  }
+  if (!(*job)->head()) {
+    (*job)->serve_until_shutdown();
+    return exit_ok;
+  }
+  local_server& srv = (*job)->server();
+  api::front_end_options fo;
+  fo.n_ctx = srv.options().n_ctx;
+  fo.n_vocab = l->m->config().n_vocab;
+  fo.created = std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+  fo.model_name = o.served_model_name.empty()
+                      ? std::filesystem::path(l->m->file().path()).filename().string()
+                      : o.served_model_name;
+  fo.n_workers = o.frontend_threads;
+  fo.allow_special_tokens_in_chat = o.allow_special_tokens_in_chat;
+  const bool keyed = keys->required();
+  pipeline_backend backend(srv);
+  api::front_end fe(fo, std::move(*keys), l->tok, backend);
+  auto http_server = http::server::create(
+      o.host, static_cast<uint16_t>(o.port),
+      [&fe](http::request rq, std::shared_ptr<http::response> res) {
+        fe.handle(std::move(rq), std::move(res));
+      },
+      limits);
+  if (!http_server) {
+    return fail(http_server.err().message);
+  }
+  http::server* hs = http_server->get();
+  fe.set_http_counters([hs] { return hs->counters(); });
+  // SIGINT/SIGTERM: refuse new requests, end the running ones with a final event (an
+  // error chunk and [DONE], or a 503), give the answers up to 3 s to leave, then stop
+  on_stop_signal([hs, &fe] {
+    fe.stop(std::chrono::seconds(3));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the last bytes leave
+    hs->stop();
+  });
+  std::fprintf(stderr, "baton: serving %s on http://%s:%u (%d stage(s), %d rank(s)%s)\n",
+               fo.model_name.c_str(), o.host.c_str(), hs->port(), srv.options().n_stages,
+               (*mpi)->size(), keyed ? ", API keys required" : "");
+  hs->run();
+  on_stop_signal({});
+  std::fprintf(stderr, "baton: shutting down\n");
+  http_server->reset();  // open connections close; the job's teardown ends their requests
+  return exit_ok;
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, int& status) {
+  auto o = std::make_shared<serve_options>();
+  auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server over the pipeline");
+  o->engine.add_to(*cmd);
+  o->engine.add_topology_to(*cmd);
+  cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", o->port, "Port (0: any free one)")->capture_default_str();
+  cmd->add_option("--api-key", o->api_keys, "Required Bearer key for /v1 (repeatable)");
+  cmd->add_option("--api-key-file", o->api_key_file,
+                  "File of keys, one per line (blank lines and # comments skipped)");
+  cmd->add_option("--served-model-name", o->served_model_name,
+                  "Model name in the API (default: the model file's name)");
+  cmd->add_option("--max-num-seqs", o->max_num_seqs, "Sequences in the running batch")
+      ->capture_default_str();
+  cmd->add_option("--max-num-batched-tokens", o->max_num_batched_tokens, "Tokens per step")
+      ->capture_default_str();
+  cmd->add_option("--max-queue", o->max_queue, "Requests waiting beyond max-num-seqs (then 429)")
+      ->capture_default_str();
+  cmd->add_option("--block-size", o->block_size, "Tokens per KV block")->capture_default_str();
+  cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->enable_prefix_caching,
+                "Reuse KV blocks of shared prompt prefixes (on by default)");
+  cmd->add_option("--max-body-bytes", o->max_body_bytes, "Largest request body (413 beyond)")
+      ->capture_default_str();
+  cmd->add_option("--timeout-keep-alive", o->timeout_keep_alive,
+                  "Seconds an idle keep-alive connection stays open")
+      ->capture_default_str();
+  cmd->add_option("--header-timeout", o->header_timeout,
+                  "Seconds a client has to send a request's header")
+      ->capture_default_str();
+  cmd->add_option("--body-timeout", o->body_timeout,
+                  "Seconds a client has to send a request's body")
+      ->capture_default_str();
+  cmd->add_option("--max-connections", o->max_connections,
+                  "Open connections (0: the descriptor limit less a reserve); beyond, the "
+                  "oldest idle one is closed")
+      ->capture_default_str();
+  cmd->add_option("--frontend-threads", o->frontend_threads,
+                  "Threads that parse, template and tokenise requests")
+      ->capture_default_str();
+  cmd->add_flag("--allow-special-tokens-in-chat", o->allow_special_tokens_in_chat,
+                "Parse special-token text (<|eot_id|>...) inside chat messages, as llama-server "
+                "does (trusted clients only: it lets a message forge other turns)");
+  cmd->callback([o, &status] { status = run_serve(*o); });
+}
+
+}  // namespace baton::cli

@@ -1,0 +1,55 @@
+// Flags shared by the commands that compute (run, logits, bench model): model, threads,
+// KV cache type, kernel variant, context size; and turning them into a model, a
+// tokenizer and an engine with errors that name the flag.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "runtime/compute/engine.hpp"
+#include "runtime/text/tokenizer.hpp"
+
+namespace baton::cli {
+
+struct engine_flags {
+  std::string model;
+  int threads = 0;         ///< 0: all cores (at most 8... see threads_default)
+  std::string kv_type = "f16";
+  std::string kernels;     ///< empty: best for this CPU
+  int64_t ctx_size = 0;    ///< 0: min(training context, 4096)
+  int64_t batch_size = 512;
+  int32_t stages = 1;      ///< pipeline stages in this process (1: no actors needed)
+  double memory_utilization = 0.9;  ///< vLLM's meaning, of the memory budget
+  std::string kv_cache_memory;      ///< bytes ("2GiB", "512M", "1000000"); overrides
+  bool quiet = false;               ///< no budget line on stderr
+  std::string topology;             ///< a topology file (commands that run a pipeline)
+  std::string device = "cpu";       ///< without --topology: cpu, cuda:N, or cuda (per rank)
+  bool nccl = false;                ///< GPU stages of different ranks exchange over NCCL
+
+  void add_to(CLI::App& cmd);
+  /// --kv-cache-memory in bytes (nothing when not given); the error names the flag.
+  result<std::optional<uint64_t>> kv_cache_bytes() const;
+  /// --topology, for the commands that run the actor pipeline.
+  void add_topology_to(CLI::App& cmd);
+};
+
+struct loaded {
+  std::shared_ptr<const model> m;
+  std::shared_ptr<tokenizer> tok;
+  std::unique_ptr<engine> eng;
+  engine_options opts;   ///< what the engine was (or would be) built with
+  int32_t n_threads = 1;
+  int32_t n_blocks = 0;  ///< KV blocks the budget allows (at most what n_seq_max need)
+};
+
+
+/// Opens the model (the demo model when none is given) and its tokenizer, sizes the KV
+/// cache from the memory budget (cgroup limit, else RAM; --memory-utilization,
+/// --kv-cache-memory) and the threads from the CPU quota, logs both with their sources,
+/// and builds an engine (unless `with_engine` is false). Errors name the flag and the
+/// numbers: a budget that cannot hold the weights plus one sequence of KV is one.
+result<loaded> load(const engine_flags& f, int32_t n_seq_max = 1, bool with_engine = true);
+
+}  // namespace baton::cli

@@ -1,0 +1,426 @@
+// pipeline_job.hpp.
+#include "launch/job/pipeline_job.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "launch/job/signals.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include "runtime/compute/stage_compute.hpp"
+#if defined(BATON_HAVE_NCCL)
+#include <cuda_runtime.h>
+
+#include "runtime/transport/nccl_channel.hpp"
+#endif
+#include "topology/layer_range.hpp"
+
+namespace baton::cli {
+
+result<std::vector<stage_setup>> spread_stages(int64_t n_layer, int32_t n_stages, int32_t world) {
+  const int32_t n = std::max(n_stages, world);
+  auto ranges = split_layers(n_layer, n);
+  if (!ranges) {
+    return make_error("%d stages over %d ranks: %s", n, world, ranges.err().message.c_str());
+  }
+  std::vector<stage_setup> out;
+  for (int32_t s = 0; s < n; ++s) {
+    const auto& r = (*ranges)[static_cast<size_t>(s)];
+    out.push_back(stage_setup{static_cast<int32_t>(static_cast<int64_t>(s) * world / n),
+                              r.first, r.last, 0});
+  }
+  return out;
+}
+
+result<std::optional<topology>> read_topology(mpi_session& mpi, engine_flags& f) {
+  if (f.topology.empty()) {
+    return std::optional<topology>();
+  }
+  auto t = parse_topology_file(f.topology);
+  if (auto ok = mpi.agree(t ? result<void>() : result<void>(t.err())); !ok) {
+    return ok.err();
+  }
+  if (f.model.empty()) {
+    f.model = t->model;
+  }
+  return std::optional<topology>(std::move(*t));
+}
+
+namespace {
+
+const char* const k_devices[] = {"cpu",    "cuda:0", "cuda:1", "cuda:2", "cuda:3",
+                                 "cuda:4", "cuda:5", "cuda:6", "cuda:7"};
+
+/// Every rank describes its own devices; the plan is made from what all of them said,
+/// identically on every rank.
+placement_env gather_devices(mpi_session& mpi) {
+  nlohmann::json mine = nlohmann::json::array();
+  for (const char* d : k_devices) {
+    const device_info i = query_local_device(d);
+    mine.push_back({{"device", d}, {"exists", i.exists}, {"memory", i.memory_bytes},
+                    {"source", i.source}, {"threads", i.threads},
+                    {"bandwidth", i.bandwidth}});
+  }
+  std::vector<nlohmann::json> all;
+  for (const auto& text :
+       mpi.allgather(mine.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))) {
+    all.push_back(nlohmann::json::parse(text));
+  }
+  placement_env env;
+  env.world_size = mpi.size();
+  if (mpi.size() > 1) {
+    env.rank_hosts = mpi.hosts();
+  }
+  env.query_device = [all](int32_t rank, const std::string& device) {
+    device_info out;
+    out.source = "not a device baton knows (expected cpu or cuda:0..7)";
+    if (rank < 0 || static_cast<size_t>(rank) >= all.size()) {
+      return out;
+    }
+    for (const auto& d : all[static_cast<size_t>(rank)]) {
+      if (d["device"] == device) {
+        out.exists = d["exists"];
+        out.memory_bytes = d["memory"];
+        out.source = d["source"];
+        out.threads = d["threads"];
+        out.bandwidth = d["bandwidth"];
+      }
+    }
+    return out;
+  };
+  return env;
+}
+
+/// `--device` without a topology file: the `--stages` split (spread over the ranks as
+/// without a device) with every stage on the device, and the command's settings as the
+/// [pipeline] table, so the planner sizes KV from the device's memory.
+result<topology> device_topology(const mpi_session& mpi, const engine_flags& f,
+                                 const std::string& model_path, const server_options& so) {
+  const int32_t world = mpi.size();
+  const int32_t n = std::max(f.stages, world);
+  topology t = default_topology(model_path, n);
+  t.path = "--device " + f.device;
+  t.pipeline.micro_batches = so.micro_batches;
+  t.pipeline.max_num_seqs = so.max_num_seqs;
+  t.pipeline.max_num_batched_tokens = so.max_num_batched_tokens;
+  t.pipeline.block_size = so.block_size;
+  t.pipeline.max_model_len = so.n_ctx;
+  t.pipeline.kv_type = so.kv_type;
+  auto kv_flag = f.kv_cache_bytes();
+  if (!kv_flag) {
+    return kv_flag.err();
+  }
+  const std::optional<uint64_t> kv_bytes = *kv_flag;
+  std::map<int32_t, int32_t> stages_of_rank;
+  for (int32_t s = 0; s < n; ++s) {
+    stage_spec& st = t.stages[static_cast<size_t>(s)];
+    st.rank = static_cast<int32_t>(static_cast<int64_t>(s) * world / n);
+    ++stages_of_rank[st.rank];
+  }
+  for (stage_spec& st : t.stages) {
+    st.device = f.device;
+    if (f.device == "cuda") {
+      // the rank's index among the ranks of its host: one GPU each, as NCCL wants
+      int32_t local = 0;
+      for (int32_t r = 0; r < st.rank && world > 1; ++r) {
+        local += mpi.hosts()[static_cast<size_t>(r)] == mpi.hosts()[static_cast<size_t>(st.rank)];
+      }
+      st.device = "cuda:" + std::to_string(local);
+    } else if (!cuda_device_index(f.device)) {
+      return make_error("--device '%s': expected cpu, cuda:N or cuda", f.device.c_str());
+    }
+    // the rank's stages share its device and the flag's share of it
+    const auto k = static_cast<double>(stages_of_rank[st.rank]);
+    if (kv_bytes) {
+      st.kv_cache_memory = static_cast<uint64_t>(static_cast<double>(*kv_bytes) / k);
+    } else {
+      st.memory_utilization = f.memory_utilization / k;
+    }
+  }
+  return t;
+}
+
+#if defined(BATON_HAVE_NCCL)
+std::string to_hex(const char* p, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    const auto b = static_cast<unsigned char>(p[i]);
+    out += digits[b >> 4];
+    out += digits[b & 15];
+  }
+  return out;
+}
+
+bool from_hex(const std::string& text, char* out, size_t n) {
+  if (text.size() != 2 * n) {
+    return false;
+  }
+  auto nibble = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const int hi = nibble(text[2 * i]);
+    const int lo = nibble(text[2 * i + 1]);
+    if (hi < 0 || lo < 0) {
+      return false;
+    }
+    out[i] = static_cast<char>(hi << 4 | lo);
+  }
+  return true;
+}
+#endif
+
+/// --nccl: the NCCL link between the ranks that run GPU stages, or nothing where no GPU
+/// stage hands over to a GPU stage of another rank. Every rank calls it (collective).
+/// NCCL takes one GPU per rank, and a pair's transfers must not wait on each other in a
+/// cycle: the ranks must run the pipeline in order (stage ranks never decrease), so each
+/// rank only receives from earlier ranks and sends to later ones.
+result<std::shared_ptr<device_link>> device_link_for(mpi_session& mpi,
+                                                     const std::vector<stage_setup>& stages) {
+  std::map<int32_t, int> gpu_of_rank;  // rank -> its CUDA device
+  bool crosses = false;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const auto dev = cuda_device_index(stages[s].device);
+    if (!dev) {
+      continue;
+    }
+    auto [it, fresh] = gpu_of_rank.emplace(stages[s].rank, *dev);
+    if (!fresh && it->second != *dev) {
+      return make_error("--nccl: rank %d runs stages on cuda:%d and cuda:%d; NCCL takes one GPU "
+                        "per rank",
+                        stages[s].rank, it->second, *dev);
+    }
+    if (s > 0 && stages[s].rank < stages[s - 1].rank) {
+      return make_error("--nccl: stage %zu runs on rank %d after stage %zu on rank %d; the NCCL "
+                        "path needs the ranks in pipeline order",
+                        s, stages[s].rank, s - 1, stages[s - 1].rank);
+    }
+    crosses |= s > 0 && stages[s - 1].rank != stages[s].rank &&
+               cuda_device_index(stages[s - 1].device).has_value();
+  }
+  if (!crosses) {
+    return std::shared_ptr<device_link>();  // nothing goes GPU to GPU across ranks
+  }
+#if defined(BATON_HAVE_NCCL)
+  std::vector<int32_t> members;
+  for (const auto& [rank, dev] : gpu_of_rank) {
+    members.push_back(rank);
+  }
+  // Every member checks what it needs before any joins the communicator (a member that
+  // failed after the others entered ncclCommInitRank would leave them waiting forever);
+  // the first also makes the id. One allgather tells everyone everything.
+  const auto here = gpu_of_rank.find(mpi.rank());
+  std::string mine;
+  if (here != gpu_of_rank.end()) {
+    auto ready = nccl_channel::available();
+    if (ready && cudaSetDevice(here->second) != cudaSuccess) {
+      ready = make_error("cuda:%d: %s", here->second, cudaGetErrorString(cudaGetLastError()));
+    }
+    if (!ready) {
+      mine = "!" + ready.err().message;
+    } else if (mpi.rank() == members.front()) {
+      auto id = nccl_channel::make_id();
+      mine = id ? "id:" + to_hex(id->data(), id->size()) : "!" + id.err().message;
+    } else {
+      mine = "ok";
+    }
+  }
+  const std::vector<std::string> said = mpi.allgather(mine);
+  for (int32_t r : members) {
+    const std::string& x = said[static_cast<size_t>(r)];
+    if (x.empty() || x[0] == '!') {
+      return make_error("--nccl: rank %d: %s", r, x.empty() ? "said nothing" : x.c_str() + 1);
+    }
+  }
+  const std::string& id_text = said[static_cast<size_t>(members.front())];
+  nccl_channel::unique_id id{};
+  if (id_text.rfind("id:", 0) != 0 || !from_hex(id_text.substr(3), id.data(), id.size())) {
+    return make_error("--nccl: rank %d sent a malformed NCCL id", members.front());
+  }
+  if (here == gpu_of_rank.end()) {
+    return std::shared_ptr<device_link>();  // a CPU-only rank takes no part
+  }
+  auto l = nccl_link::create(id, members, mpi.rank(), here->second);
+  if (!l) {
+    return make_error("--nccl: rank %d (cuda:%d): %s", mpi.rank(), here->second,
+                      l.err().message.c_str());
+  }
+  return std::shared_ptr<device_link>(std::move(*l));
+#else
+  (void)mpi;
+  return make_error("--nccl: this build of baton has no NCCL (nccl.h was not found when it was "
+                    "configured)");
+#endif
+}
+
+}  // namespace
+
+result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
+                                                           const engine_flags& f,
+                                                           const loaded& l, server_options so,
+                                                           const std::optional<topology>& topo) {
+  std::unique_ptr<pipeline_job> job(new pipeline_job());
+  job->mpi_ = &mpi;
+  std::optional<topology> from_device;
+  if (!topo && f.device != "cpu") {
+    auto t = device_topology(mpi, f, l.m->file().path(), so);
+    if (auto ok = mpi.agree(t ? result<void>() : result<void>(t.err())); !ok) {
+      return ok.err();
+    }
+    from_device = std::move(*t);
+  }
+  if (const std::optional<topology>& topo_or_device = topo ? topo : from_device; topo_or_device) {
+    const topology& t = *topo_or_device;
+    auto plan = plan_pipeline(t, *l.m, gather_devices(mpi));
+    if (auto ok = mpi.agree(plan ? result<void>() : result<void>(plan.err())); !ok) {
+      return ok.err();
+    }
+    so.stages.clear();
+    for (size_t i = 0; i < plan->stages.size(); ++i) {
+      const stage_plan& sp = plan->stages[i];
+      so.stages.push_back(stage_setup{plan->resolved.stages[i].rank, sp.layers.first,
+                                      sp.layers.last, f.threads > 0 ? f.threads : sp.threads,
+                                      plan->resolved.stages[i].device});
+    }
+    const pipeline_spec& p = plan->resolved.pipeline;
+    so.micro_batches = p.micro_batches;
+    so.max_num_seqs = p.max_num_seqs;
+    so.max_num_batched_tokens = p.max_num_batched_tokens;
+    so.block_size = p.block_size;
+    so.n_ctx = p.max_model_len;
+    so.kv_type = p.kv_type;
+    // KV up to the plan's capacity, but no more than max_num_seqs sequences of
+    // max_model_len can use: on CPU the rest would only hold RAM
+    const int64_t needed = static_cast<int64_t>(p.max_num_seqs) *
+                           ((p.max_model_len + p.block_size - 1) / p.block_size);
+    int64_t n_blocks = std::min<int64_t>(plan->n_blocks, needed);
+    if (so.n_blocks > 0) {
+      n_blocks = std::min<int64_t>(n_blocks, so.n_blocks);  // the command needs no more
+    }
+    so.n_blocks = static_cast<int32_t>(n_blocks);
+    if (!mpi.active() || mpi.rank() == 0) {
+      if (!f.quiet) {
+        std::fprintf(stderr, "baton: topology %s: %zu stages, KV capacity %lld tokens\n",
+                     t.path.c_str(), plan->stages.size(),
+                     static_cast<long long>(plan->capacity_tokens));
+      }
+    }
+  } else {
+    auto stages = spread_stages(l.m->config().n_layer, f.stages, mpi.size());
+    if (auto ok = mpi.agree(stages ? result<void>() : result<void>(stages.err())); !ok) {
+      return ok.err();
+    }
+    so.stages = *stages;
+  }
+  so.n_stages = static_cast<int32_t>(so.stages.size());
+  // ranks sharing a host share its cores unless --threads or the topology says otherwise
+  if (!topo && f.threads <= 0 && mpi.size() > 1) {
+    int32_t here = 0;
+    for (const auto& h : mpi.hosts()) {
+      here += h == mpi.hosts()[static_cast<size_t>(mpi.rank())] ? 1 : 0;
+    }
+    so.n_threads = std::max(1, so.n_threads / here);
+  }
+  cluster_link link;
+  link.rank = mpi.rank();
+  link.world = mpi.size();
+  link.bind_host = mpi.bind_host();
+  if (mpi.size() > 1) {
+    std::vector<int32_t> ranks;
+    for (const auto& st : so.stages) {
+      ranks.push_back(st.rank);
+    }
+    auto dev = f.nccl ? device_link_for(mpi, so.stages) : result<std::shared_ptr<device_link>>(
+                                                              std::shared_ptr<device_link>());
+    if (auto ok = mpi.agree(dev ? result<void>() : result<void>(dev.err())); !ok) {
+      return ok.err();
+    }
+    link.device_link = *dev != nullptr;
+    job->mpi_data_ = std::make_shared<mpi_transport>(ranks, std::move(*dev));
+    link.data = job->mpi_data_;
+    link.allgather = [&mpi](const std::string& s) { return mpi.allgather(s); };
+    std::weak_ptr<mpi_transport> data = job->mpi_data_;
+    link.on_rank_down = [data, &mpi](int32_t rank) {
+      if (auto d = data.lock()) {
+        d->forget_peer(rank);
+      }
+      mpi.rank_died(rank);
+    };
+  }
+  auto srv = local_server::create(l.m, l.tok, so, link);
+  if (auto ok = mpi.agree(srv ? result<void>() : result<void>(srv.err())); !ok) {
+    return ok.err();
+  }
+  job->srv_ = std::move(*srv);
+  if (job->srv_->head()) {
+    local_server* head = job->srv_.get();
+    job->stop_listener_ = add_stop_listener([head] { head->begin_stop(); });
+  }
+  return job;
+}
+
+pipeline_job::~pipeline_job() {
+  // A teardown that hangs must not keep the rank alive: after 10 s the rank still joins
+  // MPI_Finalize (so the others' finalize completes and mpirun sees a clean exit) and
+  // ends with the status the command set. Seen rarely under load, on a rank whose
+  // actor system waited for a peer's proxy to let go.
+  struct watchdog {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  auto w = std::make_shared<watchdog>();
+  std::thread guard([w, mpi = mpi_] {
+    std::unique_lock<std::mutex> lock(w->mu);
+    if (!w->cv.wait_for(lock, std::chrono::seconds(10), [&] { return w->done; })) {
+      std::fprintf(stderr, "baton: rank %d: shutdown did not finish within 10 s; leaving\n",
+                   mpi->rank());
+      mpi->finalize_and_exit();
+    }
+  });
+  struct disarm {
+    std::shared_ptr<watchdog> w;
+    std::thread& t;
+    ~disarm() {
+      {
+        std::lock_guard<std::mutex> lock(w->mu);
+        w->done = true;
+      }
+      w->cv.notify_all();
+      t.join();
+    }
+  } disarm_at_end{w, guard};
+  if (stop_listener_ != 0) {
+    remove_stop_listener(stop_listener_);
+  }
+  if (srv_ && srv_->peer_died()) {
+    mpi_->rank_died(-1);
+  }
+  srv_.reset();  // actors first: they use the transport
+  if (mpi_data_) {
+    mpi_data_->stop();  // then the progress thread, before MPI_Finalize
+    if (mpi_data_->abandoned()) {
+      mpi_->rank_died(-1);
+    }
+  }
+  mpi_data_.reset();
+}
+
+transport_stats pipeline_job::transfer_stats() const {
+  return mpi_data_ ? mpi_data_->stats() : transport_stats{};
+}
+
+void pipeline_job::serve_until_shutdown() {
+  // a handler, so that the signal does not end the process at once: the wait below sees
+  // the flag and gives the head time to shut the job down in order
+  on_stop_signal([] {});
+  srv_->wait_for_shutdown(stop_requested());
+  on_stop_signal({});
+}
+
+}  // namespace baton::cli

@@ -1,0 +1,57 @@
+// Starts the actor pipeline for a command on every rank of the job: the stages from a
+// topology file (--topology) or from --stages (spread over the MPI ranks in order), the
+// transport (MPI between ranks, memory within one), the local_server on each rank.
+// Every step that can fail on one rank is agreed on by all ranks, so a bad file or a
+// missing model on one host ends the job with that rank's message, never a hang.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "actors/local_server.hpp"
+#include "launch/cli/engine_flags.hpp"
+#include "launch/job/mpi_session.hpp"
+#include "runtime/transport/mpi_transport.hpp"
+#include "topology/topology_file.hpp"
+
+namespace baton::cli {
+
+/// With --topology: reads the file on every rank (agreed) and, when --model is not
+/// given, takes the model from it. Nothing without --topology.
+result<std::optional<topology>> read_topology(mpi_session& mpi, engine_flags& f);
+
+class pipeline_job {
+ public:
+  /// Collective: every rank calls it with the same arguments. `so` carries the
+  /// pipeline's settings; its stages are filled in here. With a topology, the file's
+  /// settings replace so's, and so.n_blocks (when > 0) caps the plan's KV blocks.
+  static result<std::unique_ptr<pipeline_job>> start(mpi_session& mpi, const engine_flags& f,
+                                                     const loaded& l, server_options so,
+                                                     const std::optional<topology>& topo = {});
+  ~pipeline_job();
+
+  local_server& server() { return *srv_; }
+  bool head() const { return srv_->head(); }
+  /// Activation transfer counters (MPI jobs only; zeros otherwise).
+  transport_stats transfer_stats() const;
+  /// On ranks other than the head: serves the shards until the head ends the job or,
+  /// after a signal, 10 s at most (mpirun sends it to every rank at once: this rank
+  /// waits for the head's shutdown instead of dying under the head's requests).
+  void serve_until_shutdown();
+
+ private:
+  pipeline_job() = default;
+
+  // -- member variables -------------------------------------------------------
+  mpi_session* mpi_ = nullptr;
+  std::shared_ptr<mpi_transport> mpi_data_;
+  std::unique_ptr<local_server> srv_;
+  int stop_listener_ = 0;  ///< on the head: a signal marks the server as stopping
+};
+
+/// Stage placement without a topology file: `n_stages` (at least one per rank) spread
+/// over `world` ranks in order, layers split evenly.
+result<std::vector<stage_setup>> spread_stages(int64_t n_layer, int32_t n_stages, int32_t world);
+
+}  // namespace baton::cli

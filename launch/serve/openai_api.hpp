@@ -1,0 +1,75 @@
+// The OpenAI-compatible request and response shapes, apart from any HTTP: parsing a
+// /v1/completions or /v1/chat/completions body into what the router needs (every
+// invalid parameter named, wrong types refused, unknown fields ignored as OpenAI does),
+// the error object, and the JSON of responses and SSE chunks. Nothing here throws on
+// any JSON value: every integer is range-checked before it is converted, every field's
+// type is checked before it is read, and error objects hold valid UTF-8 only, so that
+// dumping them with nlohmann's strict default cannot throw either.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "runtime/text/chat_template.hpp"
+#include "runtime/serving/sampler.hpp"
+
+namespace baton::api {
+
+/// Limits on what one request may ask for; a request past one gets a 400 naming it.
+inline constexpr size_t k_max_stop_strings = 64;      ///< entries of 'stop'
+inline constexpr size_t k_max_stop_bytes = 1024;      ///< bytes of one stop string
+inline constexpr int64_t k_max_tokens_limit = 1000000000;  ///< max_tokens, top_k, n
+inline constexpr int64_t k_max_logprobs = 20;         ///< logprobs (completions), top_logprobs
+
+/// An error as OpenAI reports it: HTTP status and {"error": {message, type, param, code}}.
+struct api_error {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  ///< the offending field ("messages[1].content[0]"), or empty
+  std::string code;   ///< e.g. "invalid_api_key", "model_not_found", or empty
+};
+
+/// The error object; its strings are made valid UTF-8 (each bad byte becomes U+FFFD),
+/// so `error_json(e).dump()` never throws whatever bytes `e` holds.
+nlohmann::json error_json(const api_error& e);
+
+/// `text` with every byte that is not part of a well-formed UTF-8 sequence (RFC 3629:
+/// no overlong forms, surrogates or code points past U+10FFFF) replaced by U+FFFD.
+std::string valid_utf8(std::string_view text);
+
+struct completion_request {
+  bool chat = false;
+  std::string model;
+  std::string prompt;                   ///< /v1/completions: the text
+  std::vector<int32_t> prompt_tokens;   ///< /v1/completions: ids, each in [0, INT32_MAX]
+                                        ///< (the caller checks them against n_vocab)
+  std::vector<chat_message> messages;   ///< /v1/chat/completions
+  int32_t max_tokens = -1;              ///< -1: until the context ends (chat) / 16 (completions)
+  sampling_params sampling;
+  bool seeded = false;                  ///< a seed was given (else each request draws one)
+  std::vector<std::string> stop;        ///< at most k_max_stop_strings of k_max_stop_bytes
+  bool stream = false;
+  bool include_usage = false;           ///< stream_options.include_usage
+  bool logprobs = false;                ///< the chosen tokens' log-probabilities
+  bool ignore_eos = false;              ///< vLLM's extension, for benchmarks
+  std::string user;
+};
+
+/// Parses a request body (already JSON: the caller parses hostile bytes with
+/// allow_exceptions = false); `chat` picks the endpoint's shape. Never throws.
+/// Integers: max_tokens / max_completion_tokens in [1, 1e9], top_k in [-1, 1e9] (-1 and
+/// 0: off), n = 1, logprobs in [0, 20] for completions (a boolean for chat),
+/// top_logprobs in [0, 20], seed any int64 or uint64 (a negative seed is taken modulo
+/// 2^64; -1 draws a random one, as llama.cpp's server does).
+std::variant<completion_request, api_error> parse_request(const nlohmann::json& body, bool chat);
+
+/// Token usage, as responses and the final stream chunk carry it.
+nlohmann::json usage_json(int32_t prompt_tokens, int32_t completion_tokens, int32_t cached_tokens);
+
+}  // namespace baton::api

@@ -1,0 +1,605 @@
+// openai_server.hpp.
+#include "launch/serve/openai_server.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "launch/serve/api_keys.hpp"
+#include "launch/serve/front_metrics.hpp"
+#include "launch/serve/openai_api.hpp"
+#include "runtime/text/chat_prompt.hpp"
+
+namespace baton::api {
+
+namespace {
+
+using nlohmann::json;
+using clock_type = std::chrono::steady_clock;
+
+/// Every JSON text the server writes: invalid UTF-8 (a model name, a path, text from a
+/// random-weight model) is replaced, never thrown on.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+struct request_state;
+
+}  // namespace
+
+struct front_end::impl {
+  front_end_options o;
+  api_keys keys;
+  std::shared_ptr<const tokenizer> tok;
+  serving_backend& backend;
+  front_metrics metrics;
+  std::function<http::server_counters()> http_counters;
+  std::atomic<uint64_t> next_id{1};
+  std::atomic<uint64_t> next_request_number{1};  ///< every HTTP request, for the error log
+  std::atomic<bool> stopping{false};   ///< a signal came: new requests get 503
+  mutable std::mutex active_mu;
+  std::set<uint64_t> active;           ///< requests not finished yet
+  boost::asio::thread_pool workers;
+
+  impl(front_end_options opts, api_keys k, std::shared_ptr<const tokenizer> t,
+       serving_backend& b)
+      : o(std::move(opts)),
+        keys(std::move(k)),
+        tok(std::move(t)),
+        backend(b),
+        workers(static_cast<size_t>(std::max(1, o.n_workers))) {}
+
+  void reject(http::response& res, const api_error& e, reject_reason why,
+              http::header_list headers = {}) {
+    {
+      std::lock_guard<std::mutex> ml(metrics.mu);
+      metrics.rejected[why] += 1;
+    }
+    res.send(e.status, "application/json", dump(error_json(e)), std::move(headers));
+  }
+  void route(const http::request& rq, const std::shared_ptr<http::response>& res,
+             uint64_t number);
+  /// The 500 for an exception that escaped a handler, and its log line.
+  void internal_error(const http::request& rq, http::response& res, uint64_t number,
+                      const char* what);
+  void completion(const http::request& rq, const std::shared_ptr<http::response>& res,
+                  bool chat, const std::string& key);
+  std::string metrics_text();
+};
+
+namespace {
+
+void send_json(http::response& res, int status, const json& j) {
+  res.send(status, "application/json", dump(j));
+}
+
+/// One admitted request's life: its events in, its answer out.
+struct request_state {
+  front_end::impl* fe = nullptr;
+  completion_request req;
+  uint64_t id = 0;
+  std::string object_id;
+  std::shared_ptr<event_stream> stream;
+  std::shared_ptr<http::response> res;
+  clock_type::time_point t0 = clock_type::now();
+  clock_type::time_point t_last;
+  bool first = true;
+  bool finished = false;
+  std::string text;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  std::vector<std::vector<std::pair<int32_t, float>>> tops;  // per token: the alternatives
+  std::mutex mu;  // drains come from CAF threads
+};
+
+std::string piece_text(const request_state& st, int32_t id) {
+  auto piece = st.fe->tok->token_piece(id, true);
+  return piece ? std::string(*piece) : std::string();
+}
+
+std::vector<int> piece_bytes(const std::string& t) {
+  std::vector<int> bytes;
+  for (char c : t) {
+    bytes.push_back(static_cast<unsigned char>(c));
+  }
+  return bytes;
+}
+
+json logprobs_json(const request_state& st, size_t from, size_t to) {
+  if (!st.req.logprobs) {
+    return nullptr;
+  }
+  json content = json::array();
+  json tokens = json::array();
+  json values = json::array();
+  json tops = json::array();
+  for (size_t i = from; i < to; ++i) {
+    const std::string t = piece_text(st, st.tokens[i]);
+    json alts = json::array();
+    json alt_map = json::object();
+    for (const auto& [id, lp] : st.tops[i]) {
+      const std::string a = piece_text(st, id);
+      alts.push_back({{"token", a}, {"logprob", lp}, {"bytes", piece_bytes(a)}});
+      alt_map[a] = lp;
+    }
+    content.push_back({{"token", t}, {"logprob", st.logprobs[i]}, {"bytes", piece_bytes(t)},
+                       {"top_logprobs", alts}});
+    tokens.push_back(t);
+    values.push_back(st.logprobs[i]);
+    tops.push_back(alt_map);
+  }
+  if (st.req.chat) {
+    return {{"content", content}};
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", values},
+          {"top_logprobs", st.req.sampling.top_logprobs > 0 ? tops : json(nullptr)}};
+}
+
+json chunk_json(const request_state& st, const std::string& text, const json& finish,
+                const json& logprobs, bool role) {
+  json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish}};
+  if (st.req.chat) {
+    json delta = json::object();
+    if (role) {
+      delta["role"] = "assistant";
+    }
+    if (role || !text.empty()) {
+      delta["content"] = text;
+    }
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  return {{"id", st.object_id},
+          {"object", st.req.chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", st.fe->o.created},
+          {"model", st.fe->o.model_name},
+          {"choices", json::array({choice})}};
+}
+
+/// The final event's error as the client sees it: 503 for a pipeline that is down or
+/// stopping, 500 otherwise.
+api_error event_error(const gen_event& e, bool stopping) {
+  api_error err{500, e.error, "server_error", "", ""};
+  if (e.error_kind == refusal::stage_down || e.error_kind == refusal::shutting_down || stopping) {
+    err.status = 503;
+  }
+  return err;
+}
+
+/// Takes whatever events wait and answers with them (a stream's chunks, or the whole
+/// response at the end).
+void drain(const std::shared_ptr<request_state>& st) {
+  std::lock_guard<std::mutex> lock(st->mu);
+  front_end::impl& fe = *st->fe;
+  while (!st->finished) {
+    auto e = st->stream->try_next();
+    if (!e) {
+      return;
+    }
+    const auto now = clock_type::now();
+    const size_t before = st->tokens.size();
+    if (e->token >= 0) {
+      std::lock_guard<std::mutex> ml(fe.metrics.mu);
+      if (st->first) {
+        fe.metrics.ttft.observe(std::chrono::duration<double>(now - st->t0).count());
+      } else {
+        fe.metrics.itl.observe(std::chrono::duration<double>(now - st->t_last).count());
+      }
+      st->first = false;
+      st->t_last = now;
+      st->tokens.push_back(e->token);
+      st->logprobs.push_back(e->logprob);
+      std::vector<std::pair<int32_t, float>> alt;
+      for (size_t k = 0; k < e->top_ids.size() && k < e->top_logprobs.size(); ++k) {
+        alt.emplace_back(e->top_ids[k], e->top_logprobs[k]);
+      }
+      st->tops.push_back(std::move(alt));
+    }
+    st->text += e->text;
+    const bool last = !e->finish_reason.empty();
+    if (st->req.stream && (!e->text.empty() || (st->req.logprobs && e->token >= 0))) {
+      st->res->chunk("data: " + dump(chunk_json(*st, e->text, nullptr,
+                                                logprobs_json(*st, before, st->tokens.size()),
+                                                false)) + "\n\n");
+    }
+    if (!last) {
+      continue;
+    }
+    st->finished = true;
+    st->stream->on_push(nullptr);  // the callback holds st: let both go
+    {
+      std::lock_guard<std::mutex> al(fe.active_mu);
+      fe.active.erase(st->id);
+    }
+    {
+      std::lock_guard<std::mutex> ml(fe.metrics.mu);
+      fe.metrics.finished[e->finish_reason] += 1;
+      fe.metrics.e2e.observe(std::chrono::duration<double>(now - st->t0).count());
+    }
+    if (e->finish_reason == "cancelled" && !fe.stopping) {
+      if (st->req.stream) {
+        st->res->end();
+      }
+      return;  // the client is gone
+    }
+    if (e->finish_reason == "cancelled") {  // the server stops: say so, as a final event
+      e->finish_reason = "error";
+      e->error = "the server is shutting down";
+      e->error_kind = refusal::shutting_down;
+    }
+    const json usage = usage_json(e->prompt_tokens, e->completion_tokens, e->cached_tokens);
+    if (e->finish_reason == "error") {
+      const api_error err = event_error(*e, fe.stopping);
+      if (st->req.stream) {
+        st->res->chunk("data: " + dump(error_json(err)) + "\n\n");
+        st->res->chunk("data: [DONE]\n\n");
+        st->res->end();
+      } else {
+        st->res->send(err.status, "application/json", dump(error_json(err)));
+      }
+      return;
+    }
+    if (st->req.stream) {
+      st->res->chunk("data: " + dump(chunk_json(*st, "", e->finish_reason, nullptr, false)) +
+                     "\n\n");
+      if (st->req.include_usage) {
+        json u = chunk_json(*st, "", nullptr, nullptr, false);
+        u["choices"] = json::array();
+        u["usage"] = usage;
+        st->res->chunk("data: " + dump(u) + "\n\n");
+      }
+      st->res->chunk("data: [DONE]\n\n");
+      st->res->end();
+      return;
+    }
+    json choice = {{"index", 0},
+                   {"logprobs", logprobs_json(*st, 0, st->tokens.size())},
+                   {"finish_reason", e->finish_reason}};
+    if (st->req.chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", st->text}};
+    } else {
+      choice["text"] = st->text;
+    }
+    send_json(*st->res, 200,
+              {{"id", st->object_id},
+               {"object", st->req.chat ? "chat.completion" : "text_completion"},
+               {"created", fe.o.created},
+               {"model", fe.o.model_name},
+               {"choices", json::array({choice})},
+               {"usage", usage}});
+  }
+}
+
+}  // namespace
+
+// -- the routes -------------------------------------------------------------------------
+
+void front_end::impl::completion(const http::request& rq,
+                                 const std::shared_ptr<http::response>& res, bool chat,
+                                 const std::string& key) {
+  json body = json::parse(rq.body, nullptr, false);
+  if (body.is_discarded()) {
+    return reject(*res, {400, "the request body is not valid JSON (or not valid UTF-8)",
+                         "invalid_request_error", "", ""},
+                  reject_reason::invalid_request);
+  }
+  auto parsed = parse_request(body, chat);
+  if (auto* e = std::get_if<api_error>(&parsed)) {
+    return reject(*res, *e, reject_reason::invalid_request);
+  }
+  auto st = std::make_shared<request_state>();
+  st->fe = this;
+  st->req = std::move(std::get<completion_request>(parsed));
+  auto& r = st->req;
+  if (!r.model.empty() && r.model != o.model_name) {
+    return reject(*res, {404, "The model '" + r.model + "' does not exist (this server serves '" +
+                                  o.model_name + "')", "invalid_request_error", "model",
+                         "model_not_found"}, reject_reason::model_not_found);
+  }
+  std::vector<int32_t> prompt;
+  if (chat) {
+    auto t = encode_chat(*tok, r.messages, true, o.allow_special_tokens_in_chat);
+    if (!t) {
+      return reject(*res, {400, t.err().message, "invalid_request_error", "messages", ""},
+                    reject_reason::invalid_request);
+    }
+    prompt = std::move(*t);
+  } else if (!r.prompt_tokens.empty()) {
+    for (size_t i = 0; i < r.prompt_tokens.size(); ++i) {
+      const auto t = r.prompt_tokens[i];
+      if (t < 0 || t >= o.n_vocab) {
+        return reject(*res, {400, "prompt[" + std::to_string(i) + "]: token id " +
+                                      std::to_string(t) + " is outside the vocabulary (0.." +
+                                      std::to_string(o.n_vocab - 1) + ")",
+                             "invalid_request_error", "prompt", ""},
+                      reject_reason::invalid_request);
+      }
+      prompt.push_back(static_cast<int32_t>(t));
+    }
+  } else {
+    prompt = tok->encode(r.prompt, true, true);
+  }
+  const auto n_prompt = static_cast<int64_t>(prompt.size());
+  if (r.max_tokens < 0) {
+    r.max_tokens = static_cast<int32_t>(std::max<int64_t>(1, o.n_ctx - n_prompt));
+  }
+  if (n_prompt + r.max_tokens > o.n_ctx) {
+    return reject(*res,
+                  {400, "This model's maximum context length is " + std::to_string(o.n_ctx) +
+                            " tokens. However, you requested " +
+                            std::to_string(n_prompt + r.max_tokens) + " tokens (" +
+                            std::to_string(n_prompt) + " in the " + (chat ? "messages" : "prompt") +
+                            ", " + std::to_string(r.max_tokens) +
+                            " in the completion). Please reduce the length of the " +
+                            (chat ? "messages" : "prompt") + " or completion.",
+                   "invalid_request_error", chat ? "messages" : "prompt",
+                   "context_length_exceeded"},
+                  reject_reason::context_length);
+  }
+  gen_request g;
+  st->id = next_id++;
+  g.id = st->id;
+  g.key = key.empty() ? r.user : key;
+  g.prompt = std::move(prompt);
+  g.max_tokens = r.max_tokens;
+  g.sampling = r.sampling;
+  g.stop = r.stop;
+  g.ignore_eos = r.ignore_eos;
+  st->object_id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(st->id);
+  st->res = res;
+  admission decision;
+  st->stream = backend.submit(std::move(g), &decision);
+  if (decision.decision != "ok") {
+    switch (decision.why) {
+      case refusal::queue_full:
+      case refusal::key_quota:
+        return reject(*res, {429, "the server is busy: " + decision.reason + "; retry later",
+                             "rate_limit_exceeded", "", "rate_limit_exceeded"},
+                      decision.why == refusal::queue_full ? reject_reason::queue_full
+                                                          : reject_reason::key_quota,
+                      {{"Retry-After", std::to_string(std::max(1, decision.retry_after_s))}});
+      case refusal::stage_down:
+      case refusal::shutting_down:
+        return reject(*res, {503, decision.reason, "server_error", "", ""},
+                      reject_reason::unavailable);
+      default:
+        return reject(*res, {400, decision.reason, "invalid_request_error", "", ""},
+                      reject_reason::invalid_request);
+    }
+  }
+  {
+    std::lock_guard<std::mutex> ml(metrics.mu);
+    metrics.requests += 1;
+  }
+  if (r.stream) {
+    res->start_stream(200, "text/event-stream");
+    if (chat) {
+      res->chunk("data: " + dump(chunk_json(*st, "", nullptr, nullptr, true)) + "\n\n");
+    }
+  }
+  {
+    std::lock_guard<std::mutex> al(active_mu);
+    active.insert(st->id);
+  }
+  serving_backend* be = &backend;
+  const uint64_t id = st->id;
+  res->on_close([be, id] { be->cancel(id); });  // a client that goes away frees its blocks
+  st->stream->on_push([st] { drain(st); });     // drain() lets go of it at the end
+}
+
+std::string front_end::impl::metrics_text() {
+  const serving_snapshot snap = backend.snapshot();
+  const router_stats& s = snap.stats;
+  std::string out;
+  auto gauge = [&](const std::string& name, const std::string& help, double v,
+                   const std::string& type = "gauge") {
+    out += "# HELP baton:" + name + " " + help + "\n# TYPE baton:" + name + " " + type + "\n";
+    out += "baton:" + name + " " + json(v).dump() + "\n";
+  };
+  gauge("num_requests_running", "Requests in the running batch.", s.running);
+  gauge("num_requests_waiting", "Requests waiting for a slot or KV blocks.", s.waiting);
+  gauge("kv_cache_usage_perc", "Share of KV blocks in use (1 = full).",
+        s.total_blocks ? 1.0 - static_cast<double>(s.free_blocks) / s.total_blocks : 0.0);
+  gauge("kv_cache_blocks_total", "KV blocks in the pool.", s.total_blocks);
+  gauge("kv_cache_blocks_free", "KV blocks free (cached ones count as free).", s.free_blocks);
+  gauge("prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache.",
+        static_cast<double>(s.cached_prompt_tokens), "counter");
+  gauge("num_preemptions_total", "Sequences preempted for lack of KV blocks.",
+        static_cast<double>(s.preemptions), "counter");
+  gauge("prompt_tokens_total", "Prompt tokens computed.", static_cast<double>(s.prompt_tokens),
+        "counter");
+  gauge("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens),
+        "counter");
+  gauge("steps_total", "Pipeline steps run.", static_cast<double>(s.steps), "counter");
+  gauge("stage_down", "1 when a pipeline stage is down.", s.down.empty() ? 0 : 1);
+  http::server_counters hc;
+  if (http_counters) {
+    hc = http_counters();
+  }
+  gauge("http_connections_open", "Client connections open.",
+        static_cast<double>(hc.connections_open));
+  gauge("http_connections_evicted_total",
+        "Idle or half-sent connections closed to make room for new ones.",
+        static_cast<double>(hc.evicted), "counter");
+  gauge("http_connections_timed_out_total",
+        "Connections closed by the keep-alive, header, body or send timeout.",
+        static_cast<double>(hc.timed_out), "counter");
+  gauge("http_connections_dropped_total",
+        "Connections dropped for not reading their answer or pushing too much input.",
+        static_cast<double>(hc.dropped_slow), "counter");
+  {
+    std::lock_guard<std::mutex> ml(metrics.mu);
+    gauge("requests_total", "Requests admitted.", static_cast<double>(metrics.requests),
+          "counter");
+    out += "# HELP baton:request_rejected_total Requests refused, by reason.\n"
+           "# TYPE baton:request_rejected_total counter\n";
+    for (auto r : {reject_reason::invalid_request, reject_reason::context_length,
+                   reject_reason::model_not_found, reject_reason::unauthorized,
+                   reject_reason::queue_full, reject_reason::key_quota,
+                   reject_reason::unavailable, reject_reason::body_too_large,
+                   reject_reason::header_too_large, reject_reason::internal_error}) {
+      auto it = metrics.rejected.find(r);
+      uint64_t n = it == metrics.rejected.end() ? 0 : it->second;
+      if (r == reject_reason::body_too_large) {
+        n += hc.body_too_large;  // the server answered those before any handler ran
+      } else if (r == reject_reason::header_too_large) {
+        n += hc.header_too_large;
+      } else if (r == reject_reason::invalid_request) {
+        n += hc.bad_request;
+      } else if (r == reject_reason::internal_error) {
+        n += hc.handler_errors;
+      }
+      out += std::string("baton:request_rejected_total{reason=\"") + label(r) + "\"} " +
+             std::to_string(n) + "\n";
+    }
+    out += "# HELP baton:request_finished_total Requests ended, by finish reason.\n"
+           "# TYPE baton:request_finished_total counter\n";
+    for (const auto& [r, n] : metrics.finished) {
+      out += "baton:request_finished_total{finished_reason=\"" + r + "\"} " + std::to_string(n) +
+             "\n";
+    }
+    metrics.ttft.write(out, "baton:time_to_first_token_seconds", "Time to first token.");
+    metrics.itl.write(out, "baton:inter_token_latency_seconds", "Time between two tokens.");
+    metrics.e2e.write(out, "baton:e2e_request_latency_seconds", "Request latency.");
+  }
+  out += "# HELP baton:stage_step_seconds Mean time of a stage's last steps (up to 256).\n"
+         "# TYPE baton:stage_step_seconds gauge\n";
+  for (size_t stage = 0; stage < snap.stage_step_seconds.size(); ++stage) {
+    out += "baton:stage_step_seconds{stage=\"" + std::to_string(stage) + "\"} " +
+           json(snap.stage_step_seconds[stage]).dump() + "\n";
+  }
+  return out;
+}
+
+void front_end::impl::internal_error(const http::request& rq, http::response& res,
+                                     uint64_t number, const char* what) {
+  // the target may hold any bytes: log its length, not its text
+  std::fprintf(stderr, "baton: internal error in request %llu (%s, a %zu-byte path, from %s): %s\n",
+               static_cast<unsigned long long>(number), rq.method.c_str(), rq.target.size(),
+               rq.peer.c_str(), what);
+  reject(res, {500, "internal server error (request " + std::to_string(number) + ")",
+               "server_error", "", "internal_error"},
+         reject_reason::internal_error);
+}
+
+void front_end::impl::route(const http::request& rq, const std::shared_ptr<http::response>& res,
+                            uint64_t number) {
+  // As in vLLM, keys guard /v1; /health and /metrics stay open. The key is checked
+  // before anything else is done.
+  std::string key;
+  const bool v1 = rq.target == "/v1" || rq.target.rfind("/v1/", 0) == 0;
+  if (keys.required() && v1 && !keys.accepts(rq.authorization, &key)) {
+    return reject(*res, {401, rq.authorization.empty()
+                                  ? "Missing API key (Authorization: Bearer ...)"
+                                  : "Incorrect API key provided",
+                         "invalid_request_error", "", "invalid_api_key"},
+                  reject_reason::unauthorized);
+  }
+  if (rq.target == "/health" && rq.method == "GET") {
+    const auto s = backend.snapshot();
+    if (!s.stats.down.empty()) {
+      return send_json(*res, 503, {{"status", "unavailable"}, {"error", s.stats.down}});
+    }
+    if (stopping) {
+      return send_json(*res, 503, {{"status", "unavailable"}, {"error", "shutting down"}});
+    }
+    return send_json(*res, 200, {{"status", "ok"}});
+  }
+  if (rq.target == "/metrics" && rq.method == "GET") {
+    return res->send(200, "text/plain; version=0.0.4", metrics_text());
+  }
+  if (rq.target == "/v1/models" && rq.method == "GET") {
+    return send_json(*res, 200,
+                     {{"object", "list"},
+                      {"data", json::array({{{"id", o.model_name},
+                                             {"object", "model"},
+                                             {"created", o.created},
+                                             {"owned_by", "baton"},
+                                             {"max_model_len", o.n_ctx}}})}});
+  }
+  const bool chat = rq.target == "/v1/chat/completions";
+  if (chat || rq.target == "/v1/completions") {
+    if (rq.method != "POST") {
+      return res->send(405, "application/json",
+                       dump(error_json({405, "use POST on " + rq.target, "invalid_request_error",
+                                        "", "method_not_allowed"})),
+                       {{"Allow", "POST"}});
+    }
+    if (stopping) {
+      return reject(*res, {503, "the server is shutting down", "server_error", "", ""},
+                    reject_reason::unavailable);
+    }
+    const auto s = backend.snapshot();
+    if (!s.stats.down.empty()) {
+      return reject(*res, {503, s.stats.down, "server_error", "", ""},
+                    reject_reason::unavailable);
+    }
+    // parsing, templating and tokenising may take a while: off the io thread
+    boost::asio::post(workers, [this, rq, res, chat, key, number]() {
+      try {
+        completion(rq, res, chat, key);
+      } catch (const std::exception& e) {
+        internal_error(rq, *res, number, e.what());
+      } catch (...) {
+        internal_error(rq, *res, number, "unknown exception");
+      }
+    });
+    return;
+  }
+  res->send(404, "application/json",
+            dump(error_json({404, "no route " + rq.method + " " + rq.target,
+                             "invalid_request_error", "", "not_found"})));
+}
+
+// -- front_end --------------------------------------------------------------------------
+
+front_end::front_end(front_end_options o, api_keys keys, std::shared_ptr<const tokenizer> tok,
+                     serving_backend& backend)
+    : impl_(std::make_unique<impl>(std::move(o), std::move(keys), std::move(tok), backend)) {}
+
+front_end::~front_end() { impl_->workers.join(); }
+
+void front_end::handle(http::request rq, std::shared_ptr<http::response> res) {
+  const uint64_t number = impl_->next_request_number++;
+  try {
+    impl_->route(rq, res, number);
+  } catch (const std::exception& e) {
+    impl_->internal_error(rq, *res, number, e.what());
+  } catch (...) {
+    impl_->internal_error(rq, *res, number, "unknown exception");
+  }
+}
+
+void front_end::set_http_counters(std::function<http::server_counters()> fn) {
+  impl_->http_counters = std::move(fn);
+}
+
+void front_end::stop(std::chrono::milliseconds wait) {
+  impl_->stopping = true;
+  std::set<uint64_t> ids;
+  {
+    std::lock_guard<std::mutex> al(impl_->active_mu);
+    ids = impl_->active;
+  }
+  for (uint64_t id : ids) {
+    impl_->backend.cancel(id);
+  }
+  const auto until = clock_type::now() + wait;
+  while (n_active() > 0 && clock_type::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+size_t front_end::n_active() const {
+  std::lock_guard<std::mutex> al(impl_->active_mu);
+  return impl_->active.size();
+}
+
+}  // namespace baton::api

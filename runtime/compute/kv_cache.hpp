@@ -1,0 +1,89 @@
+// The paged KV cache. `block_manager` does the logical accounting (fixed-size blocks,
+// ref counts, can_allocate answering ok / later / never) — the router owns one and its
+// block tables are identical on every stage. `kv_storage` is a stage's physical memory
+// for its own layers: per layer, K and V as [n_blocks][block_size][n_head_kv][head_dim]
+// in f16 (default, as llama.cpp) or f32.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "kernels/cpu/ops.hpp"
+#include "kernels/ggml_type.hpp"
+#include "runtime/system/error.hpp"
+
+namespace baton {
+
+enum class alloc_status {
+  ok,     ///< enough free blocks now
+  later,  ///< not now, but the cache could hold it once others finish
+  never,  ///< more blocks than the whole cache has
+};
+
+class block_manager {
+ public:
+  block_manager(int32_t n_blocks, int32_t block_size);
+
+  int32_t n_blocks() const { return static_cast<int32_t>(ref_.size()); }
+  int32_t block_size() const { return block_size_; }
+  int32_t n_free() const { return static_cast<int32_t>(free_.size()); }
+  /// Blocks needed to hold n_tokens.
+  int32_t blocks_for(int64_t n_tokens) const;
+
+  alloc_status can_allocate(int32_t n) const;
+  /// A free block with ref count 1, or nothing when none is free.
+  std::optional<int32_t> allocate();
+  /// Another reference to an allocated block (a shared prefix).
+  void retain(int32_t block);
+  /// Drops one reference; the block is free again at zero. A double free aborts.
+  void release(int32_t block);
+  int32_t ref_count(int32_t block) const;
+
+ private:
+  // -- member variables -------------------------------------------------------
+  int32_t block_size_;
+  std::vector<int32_t> ref_;   // [n_blocks]
+  std::vector<int32_t> free_;  // stack of free block ids
+};
+
+/// Physical K/V memory of layers [first, last).
+class kv_storage {
+ public:
+  kv_storage(int64_t first_layer, int64_t last_layer, int32_t n_blocks, int32_t block_size,
+             int64_t n_head_kv, int64_t head_dim, ggml_type type);
+
+
+  ggml_type type() const { return type_; }
+  int32_t block_size() const { return block_size_; }
+  int64_t first_layer() const { return first_; }
+  uint64_t bytes() const;
+
+  /// Stores row[n_head_kv × head_dim] (floats, rounded to the cache type) as position
+  /// `pos` of the sequence whose blocks are `table`.
+  void store_k(int64_t il, const std::vector<int32_t>& table, int64_t pos, const float* row);
+  void store_v(int64_t il, const std::vector<int32_t>& table, int64_t pos, const float* row);
+
+  /// Pointers to the K (or V) blocks of `table` for layer il, in table order.
+  void block_pointers(int64_t il, bool values, const std::vector<int32_t>& table,
+                      std::vector<const void*>& out) const;
+  cpu::kv_view view(const std::vector<const void*>& blocks) const;
+
+ private:
+  void store(std::vector<uint8_t>& buf, const std::vector<int32_t>& table, int64_t pos,
+             const float* row);
+
+  // -- member variables -------------------------------------------------------
+  int64_t first_;
+  int32_t n_blocks_;
+  int32_t block_size_;
+  int64_t n_head_kv_;
+  int64_t head_dim_;
+  ggml_type type_;
+  size_t block_bytes_;
+  std::vector<std::vector<uint8_t>> k_;  // [n_layers] each n_blocks × block_bytes_
+  std::vector<std::vector<uint8_t>> v_;
+};
+
+}  // namespace baton

@@ -1,0 +1,75 @@
+// What a shard computes with: layers [first, last) of a model on one device, with that
+// device's KV storage for them. "cpu" runs stage_executor over kv_storage on a thread
+// pool; "cuda:N" runs the CUDA kernels with weights and KV in device memory
+// (runtime/cuda_stage). Both take and give activations in host memory, so stages on
+// different devices (and ranks) chain through the transport unchanged.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/isa.hpp"
+#include "runtime/system/error.hpp"
+#include "runtime/model/model_config.hpp"
+#include "runtime/compute/stage_executor.hpp"
+
+namespace baton {
+
+struct stage_compute_options {
+  std::shared_ptr<const model> m;
+  int64_t first_layer = 0;
+  int64_t last_layer = 0;
+  std::string device = "cpu";        ///< "cpu" or "cuda:N"
+  int32_t n_blocks = 0;              ///< KV blocks (the router's block ids index them)
+  int32_t block_size = 16;
+  ggml_type kv_type = ggml_type::f16;
+  int32_t n_threads = 1;             ///< cpu
+  cpu::isa kernels = cpu::isa::scalar;  ///< cpu
+  /// cuda: the next stage is a GPU stage of this process, so the output activations stay
+  /// in device memory (stage_activations::on_device) instead of coming back to the host.
+  bool keep_output_on_device = false;
+  /// cuda: scratch for steps of up to max_tokens tokens and max_logits logit rows is
+  /// allocated at creation (0: grown on demand).
+  int32_t max_tokens = 0;
+  int32_t max_logits = 0;
+  int64_t max_context = 0;           ///< tokens of one sequence (sizes its block table)
+};
+
+/// A step's activations [n_tokens, n_embd]: in host memory, or on a CUDA device where
+/// the previous stage (a GPU stage of this process) left them.
+struct stage_activations {
+  std::vector<float> host;
+  std::shared_ptr<float> on_device;
+  int32_t device = -1;
+};
+
+class stage_compute {
+ public:
+  virtual ~stage_compute() = default;
+
+  /// As stage_executor::forward, on `io` (input, then output); an error (a device fault)
+  /// fails this step only.
+  virtual result<void> forward(const batch& b, stage_activations& io,
+                               std::vector<float>& logits) = 0;
+  /// The same with activations in host memory.
+  result<void> forward(const batch& b, std::vector<float>& hidden, std::vector<float>& logits) {
+    stage_activations io;
+    io.host = std::move(hidden);
+    auto ok = forward(b, io, logits);
+    hidden = std::move(io.host);
+    return ok;
+  }
+  /// "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+  virtual std::string describe() const = 0;
+};
+
+/// The compute for `o.device`; errors name the device and what failed (no such device,
+/// a build without CUDA, device memory too small for the weights and KV).
+result<std::unique_ptr<stage_compute>> make_stage_compute(const stage_compute_options& o);
+
+/// The N of "cuda:N", or nothing for any other name.
+std::optional<int> cuda_device_index(const std::string& device);
+
+}  // namespace baton

@@ -1,0 +1,211 @@
+// stage_executor.hpp. Shapes follow ggml's naming in comments: a weight is
+// [n_in, n_out] (n_out rows of n_in), activations are [n_tokens, n].
+#include "runtime/compute/stage_executor.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/dequantize.hpp"
+#include "kernels/cpu/matmul.hpp"
+#include "kernels/cpu/ops.hpp"
+
+namespace baton {
+
+int64_t batch::n_logits() const {
+  int64_t n = 0;
+  for (auto l : logits) {
+    n += l ? 1 : 0;
+  }
+  return n;
+}
+
+void batch::add(int32_t seq_index, int32_t token_id, int32_t position, bool want_logits) {
+  seq.push_back(seq_index);
+  token.push_back(token_id);
+  pos.push_back(position);
+  logits.push_back(want_logits ? 1 : 0);
+}
+
+void batch::clear() {
+  token.clear();
+  pos.clear();
+  seq.clear();
+  logits.clear();
+  block_tables.clear();
+}
+
+stage_executor::stage_executor(std::shared_ptr<const model> m, int64_t first_layer,
+                               int64_t last_layer, kv_storage& kv, cpu::thread_pool& pool,
+                               cpu::isa kernels)
+    : model_(std::move(m)), first_(first_layer), last_(last_layer), kv_(kv), pool_(pool),
+      isa_(kernels) {
+  const auto& c = model_->config();
+  BATON_ASSERT(0 <= first_ && first_ < last_ && last_ <= c.n_layer);
+  BATON_ASSERT(c.n_embd_head_k <= 1024 && c.n_embd_head_k == c.n_embd_head_v);
+  if (const auto* rf = model_->weights().rope_freqs) {
+    rope_freqs_.resize(static_cast<size_t>(rf->n_elements()));
+    std::memcpy(rope_freqs_.data(), rf->data, rf->n_bytes);
+  }
+}
+
+void stage_executor::matmul(const tensor_info& w, const float* x, int64_t n_tokens, float* y) {
+  const int64_t n_in = w.ne[0];
+  const int64_t n_out = w.ne[1];
+  const size_t xq_row = cpu::activation_row_bytes(w.type, n_in);
+  if (xq_.size() < xq_row * static_cast<size_t>(n_tokens)) {
+    xq_.resize(xq_row * static_cast<size_t>(n_tokens));
+  }
+  // activations: one conversion per token row, split by tokens
+  pool_.run([&](int ith, int nth) {
+    auto [t0, t1] = cpu::thread_pool::split(n_tokens, ith, nth);
+    for (int64_t t = t0; t < t1; ++t) {
+      cpu::quantize_activation_row(isa_, w.type, x + t * n_in, xq_.data() + t * xq_row, n_in);
+    }
+  });
+  // outputs: split by weight rows, never along n_in
+  pool_.run([&](int ith, int nth) {
+    auto [r0, r1] = cpu::thread_pool::split(n_out, ith, nth, 16);
+    if (r0 < r1) {
+      cpu::matmul(isa_, w.type, w.data, xq_.data(), y, n_in, n_tokens, n_out, r0, r1);
+    }
+  });
+}
+
+void stage_executor::attention(const batch& b, int64_t il, const float* q, float* out) {
+  const auto& c = model_->config();
+  const int64_t n_tokens = b.n_tokens();
+  const int64_t head_dim = c.n_embd_head_k;
+  const int64_t group = c.n_head / c.n_head_kv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  // work items: (token, head), split evenly; each item depends only on its own data
+  const int64_t n_items = n_tokens * c.n_head;
+  pool_.run([&](int ith, int nth) {
+    auto [i0, i1] = cpu::thread_pool::split(n_items, ith, nth);
+    std::vector<const void*> kb, vb;
+    std::vector<float> scratch;
+    int64_t cached_token = -1;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t t = i / c.n_head;
+      const int64_t h = i % c.n_head;
+      const auto& table = *b.block_tables[static_cast<size_t>(b.seq[static_cast<size_t>(t)])];
+      if (t != cached_token) {
+        kv_.block_pointers(il, false, table, kb);
+        kv_.block_pointers(il, true, table, vb);
+        cached_token = t;
+      }
+      const int64_t n_kv = b.pos[static_cast<size_t>(t)] + 1;
+      scratch.resize(static_cast<size_t>(n_kv));
+      const auto attend = isa_ == cpu::isa::scalar ? cpu::attention_head : cpu::attention_head_avx2;
+      attend(q + (t * c.n_head + h) * head_dim, kv_.view(kb), kv_.view(vb), h / group, n_kv,
+             scale, scratch.data(), out + (t * c.n_head + h) * head_dim);
+    }
+  });
+}
+
+void stage_executor::forward(const batch& b, std::vector<float>& hidden,
+                             std::vector<float>& logits) {
+  const auto& c = model_->config();
+  const auto& w = model_->weights();
+  const int64_t n_tokens = b.n_tokens();
+  const int64_t n_embd = c.n_embd;
+  const int64_t head_dim = c.n_embd_head_k;
+  const int64_t n_q = c.n_head * head_dim;
+  const int64_t n_kv = c.n_embd_k_gqa();
+  auto grow = [](std::vector<float>& v, int64_t n) {
+    if (v.size() < static_cast<size_t>(n)) {
+      v.resize(static_cast<size_t>(n));
+    }
+  };
+  grow(cur_, n_tokens * n_embd);
+  grow(q_, n_tokens * n_q);
+  grow(k_, n_tokens * n_kv);
+  grow(v_, n_tokens * n_kv);
+  grow(attn_, n_tokens * n_q);
+  grow(gate_, n_tokens * c.n_ff);
+  grow(up_, n_tokens * c.n_ff);
+  grow(rope_cs_, n_tokens * c.n_rot);
+
+  if (first_stage()) {
+    // hidden [n_tokens, n_embd] = token_embd rows
+    hidden.resize(static_cast<size_t>(n_tokens * n_embd));
+    const tensor_info& e = *w.token_embd;
+    const uint64_t row = row_bytes(e.type, static_cast<uint64_t>(n_embd));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const int32_t id = b.token[static_cast<size_t>(t)];
+      BATON_ASSERT(id >= 0 && id < c.n_vocab);
+      cpu::dequantize_row(e.type, e.data + static_cast<uint64_t>(id) * row,
+                          hidden.data() + t * n_embd, n_embd);
+    }
+  }
+  BATON_ASSERT(hidden.size() >= static_cast<size_t>(n_tokens * n_embd));
+  float* x = hidden.data();
+  const float* freq = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    cpu::rope_cache(b.pos[static_cast<size_t>(t)], c.n_rot, c.rope_freq_base, freq,
+                    rope_cs_.data() + t * c.n_rot);
+  }
+  auto f32 = [](const tensor_info* t) { return reinterpret_cast<const float*>(t->data); };
+
+  for (int64_t il = first_; il < last_; ++il) {
+    const layer_weights& l = w.layers[static_cast<size_t>(il)];
+    // cur = rmsnorm(x) × attn_norm
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      cpu::rms_norm(x + t * n_embd, f32(l.attn_norm), cur_.data() + t * n_embd, n_embd,
+                    c.rms_norm_eps);
+    }
+    matmul(*l.wq, cur_.data(), n_tokens, q_.data());  // q [n_tokens, n_head × head_dim]
+    matmul(*l.wk, cur_.data(), n_tokens, k_.data());  // k [n_tokens, n_head_kv × head_dim]
+    matmul(*l.wv, cur_.data(), n_tokens, v_.data());  // v [n_tokens, n_head_kv × head_dim]
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const float* cs = rope_cs_.data() + t * c.n_rot;
+      for (int64_t h = 0; h < c.n_head; ++h) {
+        cpu::rope_apply(q_.data() + t * n_q + h * head_dim, c.n_rot, cs);
+      }
+      for (int64_t h = 0; h < c.n_head_kv; ++h) {
+        cpu::rope_apply(k_.data() + t * n_kv + h * head_dim, c.n_rot, cs);
+      }
+      const auto& table = *b.block_tables[static_cast<size_t>(b.seq[static_cast<size_t>(t)])];
+      kv_.store_k(il, table, b.pos[static_cast<size_t>(t)], k_.data() + t * n_kv);
+      kv_.store_v(il, table, b.pos[static_cast<size_t>(t)], v_.data() + t * n_kv);
+    }
+    attention(b, il, q_.data(), attn_.data());          // attn [n_tokens, n_head × head_dim]
+    matmul(*l.wo, attn_.data(), n_tokens, cur_.data());  // cur [n_tokens, n_embd]
+    for (int64_t i = 0; i < n_tokens * n_embd; ++i) {
+      x[i] += cur_[static_cast<size_t>(i)];
+    }
+    // feed-forward: down(silu(gate(cur)) × up(cur)), cur = rmsnorm(x) × ffn_norm
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      cpu::rms_norm(x + t * n_embd, f32(l.ffn_norm), cur_.data() + t * n_embd, n_embd,
+                    c.rms_norm_eps);
+    }
+    matmul(*l.ffn_gate, cur_.data(), n_tokens, gate_.data());  // [n_tokens, n_ff]
+    matmul(*l.ffn_up, cur_.data(), n_tokens, up_.data());      // [n_tokens, n_ff]
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      cpu::silu_mul(gate_.data() + t * c.n_ff, up_.data() + t * c.n_ff,
+                    gate_.data() + t * c.n_ff, c.n_ff);
+    }
+    matmul(*l.ffn_down, gate_.data(), n_tokens, cur_.data());  // [n_tokens, n_embd]
+    for (int64_t i = 0; i < n_tokens * n_embd; ++i) {
+      x[i] += cur_[static_cast<size_t>(i)];
+    }
+  }
+
+  if (last_stage()) {
+    const int64_t n_out = b.n_logits();
+    // rows needing logits, normed: cur [n_out, n_embd]
+    int64_t r = 0;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      if (b.logits[static_cast<size_t>(t)]) {
+        cpu::rms_norm(x + t * n_embd, f32(w.output_norm), cur_.data() + r * n_embd, n_embd,
+                      c.rms_norm_eps);
+        ++r;
+      }
+    }
+    logits.resize(static_cast<size_t>(n_out * c.n_vocab));
+    if (n_out > 0) {
+      matmul(*w.head(), cur_.data(), n_out, logits.data());  // logits [n_out, n_vocab]
+    }
+  }
+}
+
+}  // namespace baton

@@ -1,0 +1,177 @@
+// sampler.hpp. Candidates are kept sorted by logit (descending, ties by id) once top-k
+// has cut them, so top-p and min-p walk a prefix.
+#include "runtime/serving/sampler.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+namespace baton {
+
+result<void> sampling_params::validate() const {
+  if (!std::isfinite(temperature) || temperature < 0.0f) {
+    return make_error("temperature (%g) must be >= 0", static_cast<double>(temperature));
+  }
+  if (!(top_p > 0.0f && top_p <= 1.0f)) {
+    return make_error("top_p (%g) must be in (0, 1]", static_cast<double>(top_p));
+  }
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) {
+    return make_error("min_p (%g) must be in [0, 1]", static_cast<double>(min_p));
+  }
+  if (!(repeat_penalty > 0.0f) || !std::isfinite(repeat_penalty)) {
+    return make_error("repeat_penalty (%g) must be > 0", static_cast<double>(repeat_penalty));
+  }
+  if (!(std::fabs(presence_penalty) <= 2.0f)) {
+    return make_error("presence_penalty (%g) must be in [-2, 2]",
+                      static_cast<double>(presence_penalty));
+  }
+  if (!(std::fabs(frequency_penalty) <= 2.0f)) {
+    return make_error("frequency_penalty (%g) must be in [-2, 2]",
+                      static_cast<double>(frequency_penalty));
+  }
+  if (penalty_last_n < 0) {
+    return make_error("penalty_last_n (%d) must be >= 0", penalty_last_n);
+  }
+  return {};
+}
+
+sampler::sampler(const sampling_params& p) : p_(p), rng_(p.seed) {}
+
+int32_t sampler::greedy(std::span<const float> logits) {
+  int32_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i) {
+    if (logits[i] > logits[static_cast<size_t>(best)]) {
+      best = static_cast<int32_t>(i);
+    }
+  }
+  return best;
+}
+
+int32_t sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+  cand_.resize(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    cand_[i] = {static_cast<int32_t>(i), logits[i]};
+  }
+  // penalties over the recent history
+  const bool penalize = p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f ||
+                        p_.frequency_penalty != 0.0f;
+  if (penalize && p_.penalty_last_n > 0 && !history.empty()) {
+    std::unordered_map<int32_t, int32_t> counts;
+    const size_t n = std::min(history.size(), static_cast<size_t>(p_.penalty_last_n));
+    for (size_t i = history.size() - n; i < history.size(); ++i) {
+      ++counts[history[i]];
+    }
+    for (const auto& [id, count] : counts) {
+      if (id < 0 || static_cast<size_t>(id) >= cand_.size()) {
+        continue;
+      }
+      float& l = cand_[static_cast<size_t>(id)].logit;
+      l = l > 0.0f ? l / p_.repeat_penalty : l * p_.repeat_penalty;
+      l -= static_cast<float>(count) * p_.frequency_penalty +
+           (count > 0 ? 1.0f : 0.0f) * p_.presence_penalty;
+    }
+  }
+  auto by_logit = [](const candidate& a, const candidate& b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  };
+  if (p_.temperature <= 0.0f) {
+    return std::min_element(cand_.begin(), cand_.end(), by_logit)->id;
+  }
+  // top-k
+  size_t k = cand_.size();
+  if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < k) {
+    k = static_cast<size_t>(p_.top_k);
+  }
+  if (k == cand_.size() && p_.top_p >= 1.0f && p_.min_p <= 0.0f) {
+    // nothing truncates (OpenAI's defaults): draw over the whole vocabulary in id order,
+    // O(n) instead of sorting 128k candidates (15 ms a token)
+    float mx = cand_[0].logit;
+    for (const auto& c : cand_) {
+      mx = std::max(mx, c.logit);
+    }
+    std::vector<double>& w = weights_;
+    w.resize(cand_.size());
+    double total = 0.0;
+    for (size_t i = 0; i < cand_.size(); ++i) {
+      w[i] = std::exp((static_cast<double>(cand_[i].logit) - mx) / p_.temperature);
+      total += w[i];
+    }
+    const double u = static_cast<double>(rng_() >> 11) * 0x1p-53 * total;
+    double acc = 0.0;
+    for (size_t i = 0; i < cand_.size(); ++i) {
+      acc += w[i];
+      if (u < acc) {
+        return cand_[i].id;
+      }
+    }
+    return cand_.back().id;
+  }
+  if (k == cand_.size() && p_.min_p > 0.0f) {
+    // min-p keeps exactly the tokens with p >= min_p x p_max: drop the others before
+    // sorting (the sorted survivors are the same)
+    float mx = cand_[0].logit;
+    for (const auto& c : cand_) {
+      mx = std::max(mx, c.logit);
+    }
+    const double floor = std::log(static_cast<double>(p_.min_p)) - 1e-6;  // lenient: the loop below decides
+    std::erase_if(cand_, [&](const candidate& c) {
+      return static_cast<double>(c.logit) - mx < floor;
+    });
+    k = cand_.size();
+  }
+  if (k == cand_.size()) {
+    std::sort(cand_.begin(), cand_.end(), by_logit);
+  } else {
+    std::partial_sort(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(k), cand_.end(),
+                      by_logit);
+  }
+  cand_.resize(k);
+  // probabilities of the survivors at temperature 1 (top-p and min-p look at these)
+  std::vector<double> prob(k);
+  const double max = cand_[0].logit;
+  double sum = 0.0;
+  for (size_t i = 0; i < k; ++i) {
+    prob[i] = std::exp(static_cast<double>(cand_[i].logit) - max);
+    sum += prob[i];
+  }
+  // top-p: the smallest prefix whose mass reaches p
+  if (p_.top_p < 1.0f) {
+    double acc = 0.0;
+    size_t keep = k;
+    for (size_t i = 0; i < k; ++i) {
+      acc += prob[i] / sum;
+      if (acc >= p_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    k = keep;
+  }
+  // min-p: drop tokens below min_p × the top probability
+  if (p_.min_p > 0.0f) {
+    size_t keep = 1;
+    while (keep < k && prob[keep] >= p_.min_p * prob[0]) {
+      ++keep;
+    }
+    k = keep;
+  }
+  // temperature, then draw
+  std::vector<double> w(k);
+  double total = 0.0;
+  for (size_t i = 0; i < k; ++i) {
+    w[i] = std::exp((static_cast<double>(cand_[i].logit) - max) / p_.temperature);
+    total += w[i];
+  }
+  // uniform in [0, 1) from 53 random bits: the same on every platform
+  const double u = static_cast<double>(rng_() >> 11) * 0x1p-53 * total;
+  double acc = 0.0;
+  for (size_t i = 0; i < k; ++i) {
+    acc += w[i];
+    if (u < acc) {
+      return cand_[i].id;
+    }
+  }
+  return cand_[k - 1].id;
+}
+
+}  // namespace baton

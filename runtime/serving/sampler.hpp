@@ -1,0 +1,55 @@
+// Picks the next token from logits: greedy, or llama.cpp's default chain — repetition /
+// presence / frequency penalties over the last `penalty_last_n` tokens, top-k, top-p,
+// min-p, temperature, then a draw from the distribution with the sequence's own seeded
+// generator (same seed, same tokens, on every machine).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "runtime/system/error.hpp"
+
+namespace baton {
+
+struct sampling_params {
+  float temperature = 0.8f;  ///< <= 0: greedy (argmax, ties to the lowest id)
+  int32_t top_k = 40;        ///< <= 0: off
+  float top_p = 0.95f;       ///< >= 1: off
+  float min_p = 0.05f;       ///< <= 0: off
+  float repeat_penalty = 1.0f;    ///< 1: off
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  int32_t penalty_last_n = 64;    ///< tokens the penalties look back over
+  uint64_t seed = 0xbaf0;
+  int32_t top_logprobs = 0;       ///< alternatives to report per token (not used to sample)
+
+  /// The first invalid parameter, named as the CLI/API spells it.
+  result<void> validate() const;
+};
+
+class sampler {
+ public:
+  explicit sampler(const sampling_params& p);
+
+  /// The next token for `logits` [n_vocab], given the tokens so far (for penalties).
+  int32_t sample(std::span<const float> logits, std::span<const int32_t> history);
+
+  /// Argmax, ties to the lowest id.
+  static int32_t greedy(std::span<const float> logits);
+
+ private:
+  struct candidate {
+    int32_t id;
+    float logit;
+  };
+
+  // -- member variables -------------------------------------------------------
+  sampling_params p_;
+  std::mt19937_64 rng_;
+  std::vector<candidate> cand_;
+  std::vector<double> weights_;  // scratch of the untruncated draw
+};
+
+}  // namespace baton

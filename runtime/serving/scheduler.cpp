@@ -1,0 +1,312 @@
+// scheduler.hpp. One step: first every running sequence not in flight gets its next
+// tokens (one for decode, a chunk for an unfinished or recomputed prompt), then waiting
+// requests join while max_num_seqs and the token budget allow (continuous batching).
+// When blocks run out, the youngest running sequence not in flight is preempted: its
+// blocks are freed, its tokens kept, and it is recomputed later from the front of the
+// waiting queue.
+#include "runtime/serving/scheduler.hpp"
+
+#include <algorithm>
+
+namespace baton {
+
+scheduler::scheduler(scheduler_config cfg, std::vector<int32_t> eog_ids)
+    : cfg_(cfg),
+      eog_(std::move(eog_ids)),
+      blocks_(cfg.n_blocks, cfg.block_size, cfg.enable_prefix_caching) {
+  BATON_ASSERT(cfg_.max_num_batched_tokens >= 1 && cfg_.max_num_seqs >= 1);
+  BATON_ASSERT(cfg_.micro_batches >= 1);
+}
+
+void scheduler::add(sched_request r) {
+  const uint64_t id = r.id;
+  BATON_ASSERT(!r.prompt.empty() && seqs_.count(id) == 0);
+  seq s;
+  s.tokens = r.prompt;
+  s.req = std::move(r);
+  s.order = next_order_++;
+  seqs_.emplace(id, std::move(s));
+  waiting_.push_back(id);
+  counters_.prompt_tokens += seqs_.at(id).req.prompt.size();
+}
+
+void scheduler::release_blocks(seq& s) {
+  if (blocks_.contains(s.req.id)) {
+    blocks_.free(s.req.id);  // full blocks stay cached (evictable) for later hits
+  }
+}
+
+sched_counters scheduler::counters() const {
+  sched_counters c = counters_;
+  const auto st = blocks_.stats();
+  c.cached_prompt_tokens = static_cast<uint64_t>(st.n_cached_prompt_tokens);
+  c.prefix_hits = static_cast<uint64_t>(st.n_block_hits);
+  c.evictions = static_cast<uint64_t>(st.n_evictions);
+  return c;
+}
+
+void scheduler::erase(uint64_t id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) {
+    return;
+  }
+  release_blocks(it->second);
+  running_.erase(std::remove(running_.begin(), running_.end(), id), running_.end());
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), id), waiting_.end());
+  seqs_.erase(it);
+}
+
+std::optional<sched_output> scheduler::cancel(uint64_t id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) {
+    return std::nullopt;
+  }
+  seq& s = it->second;
+  if (s.in_flight) {
+    s.cancelled = true;  // ends when its step returns
+    return std::nullopt;
+  }
+  sched_output out{id, -1, "cancelled", static_cast<int32_t>(s.req.prompt.size()),
+                   s.n_generated, s.cached_tokens};
+  erase(id);
+  return out;
+}
+
+void scheduler::finish(uint64_t id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) {
+    return;
+  }
+  if (it->second.in_flight) {
+    it->second.cancelled = true;
+  } else {
+    erase(id);
+  }
+}
+
+bool scheduler::ensure_blocks(seq& s, int64_t n_tokens) {
+  return blocks_.grow(s.req.id, n_tokens);
+}
+
+bool scheduler::admit_blocks(seq& s) {
+  // the whole known sequence (prompt, plus what was generated before a preemption)
+  const auto alloc = blocks_.allocate_prompt(s.req.id, s.tokens);
+  if (alloc.status != alloc_status::ok) {
+    return false;
+  }
+  s.n_computed = static_cast<int32_t>(alloc.n_cached_tokens);
+  if (!s.admitted_once) {
+    s.cached_tokens = s.n_computed;
+    s.admitted_once = true;
+  }
+  return true;
+}
+
+bool scheduler::preempt_youngest(uint64_t requester) {
+  // the youngest running sequence that holds blocks and is not in a step — possibly
+  // the requester itself, which then waits instead of taking an older one's blocks
+  uint64_t victim = 0;
+  uint64_t victim_order = 0;
+  bool found = false;
+  for (uint64_t id : running_) {
+    const seq& s = seqs_.at(id);
+    if (s.in_flight || (!blocks_.contains(id) && id != requester)) {
+      continue;
+    }
+    if (!found || s.order > victim_order) {
+      victim = id;
+      victim_order = s.order;
+      found = true;
+    }
+  }
+  if (!found) {
+    return false;
+  }
+  seq& v = seqs_.at(victim);
+  release_blocks(v);
+  v.n_computed = 0;  // recomputed from its tokens (prompt + generated so far)
+  running_.erase(std::remove(running_.begin(), running_.end(), victim), running_.end());
+  waiting_.push_front(victim);
+  ++counters_.preemptions;
+  return true;
+}
+
+sched_slice scheduler::make_slice(seq& s, int32_t n) {
+  sched_slice sl;
+  sl.seq_id = s.req.id;
+  sl.first_pos = s.n_computed;
+  sl.tokens.assign(s.tokens.begin() + s.n_computed, s.tokens.begin() + s.n_computed + n);
+  sl.block_table = blocks_.table(s.req.id);
+  sl.want_token = s.n_computed + n == static_cast<int32_t>(s.tokens.size());
+  sl.sampling = s.req.sampling;
+  const auto& p = s.req.sampling;
+  if (sl.want_token && (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f ||
+                        p.frequency_penalty != 0.0f)) {
+    const size_t k = std::min(s.tokens.size(), static_cast<size_t>(p.penalty_last_n));
+    sl.history_tail.assign(s.tokens.end() - static_cast<std::ptrdiff_t>(k), s.tokens.end());
+  }
+  return sl;
+}
+
+std::optional<sched_step> scheduler::next_step() {
+  if (static_cast<int32_t>(in_flight_.size()) >= cfg_.micro_batches) {
+    return std::nullopt;
+  }
+  sched_step step;
+  int32_t budget = cfg_.max_num_batched_tokens;
+  std::vector<std::pair<uint64_t, int32_t>> members;
+  // With several micro-batches in flight, each takes its share of the sequences, so
+  // the stages of a pipeline work on different micro-batches at once instead of one
+  // step holding everything while the next finds nothing to run.
+  const size_t n_active = std::min<size_t>(running_.size() + waiting_.size(),
+                                           static_cast<size_t>(cfg_.max_num_seqs));
+  const size_t mb = static_cast<size_t>(cfg_.micro_batches);
+  const size_t seq_cap = std::max<size_t>(1, (n_active + mb - 1) / mb);
+
+  // running sequences first, oldest first
+  const std::vector<uint64_t> running = running_;
+  for (uint64_t id : running) {
+    if (budget == 0 || step.slices.size() >= seq_cap) {
+      break;
+    }
+    auto it = seqs_.find(id);
+    // skip what this loop already preempted (it waits now) and what is in a step
+    if (it == seqs_.end() || it->second.in_flight ||
+        std::find(running_.begin(), running_.end(), id) == running_.end()) {
+      continue;
+    }
+    seq& s = it->second;
+    const int32_t todo = static_cast<int32_t>(s.tokens.size()) - s.n_computed;
+    if (todo <= 0) {
+      continue;
+    }
+    const int32_t n = std::min(todo, budget);
+    bool ok = ensure_blocks(s, s.n_computed + n);
+    while (!ok && seqs_.count(id) && std::count(running_.begin(), running_.end(), id) &&
+           preempt_youngest(id)) {
+      ok = std::count(running_.begin(), running_.end(), id) && ensure_blocks(s, s.n_computed + n);
+    }
+    if (!ok) {
+      continue;  // preempted itself, or waits for steps in flight to return blocks
+    }
+    step.slices.push_back(make_slice(s, n));
+    s.in_flight = true;  // now: a later preemption in this step must not take it
+    members.emplace_back(id, n);
+    budget -= n;
+  }
+  // then waiting requests join, FCFS, while sequences and tokens allow
+  while (!waiting_.empty() && budget > 0 && step.slices.size() < seq_cap &&
+         static_cast<int32_t>(running_.size()) < cfg_.max_num_seqs) {
+    const uint64_t id = waiting_.front();
+    seq& s = seqs_.at(id);
+    if (!admit_blocks(s)) {
+      break;  // FCFS: later requests wait behind it
+    }
+    const int32_t todo = static_cast<int32_t>(s.tokens.size()) - s.n_computed;
+    const int32_t n = std::min(todo, budget);
+    waiting_.pop_front();
+    // keep arrival order in running_ so the oldest compute first
+    running_.insert(std::upper_bound(running_.begin(), running_.end(), id,
+                                     [this](uint64_t a, uint64_t b) {
+                                       return seqs_.at(a).order < seqs_.at(b).order;
+                                     }),
+                    id);
+    step.slices.push_back(make_slice(s, n));
+    s.in_flight = true;
+    members.emplace_back(id, n);
+    budget -= n;
+  }
+  if (step.slices.empty()) {
+    return std::nullopt;
+  }
+  step.step_id = next_step_id_++;
+  in_flight_.emplace(step.step_id, std::move(members));
+  ++counters_.steps;
+  return step;
+}
+
+std::vector<sched_output> scheduler::on_step_done(uint64_t step_id,
+                                                  const std::vector<uint64_t>& seq_ids,
+                                                  const std::vector<int32_t>& tokens) {
+  std::vector<sched_output> out;
+  auto it = in_flight_.find(step_id);
+  BATON_ASSERT(it != in_flight_.end());
+  const auto members = std::move(it->second);
+  in_flight_.erase(it);
+  for (const auto& [id, n] : members) {
+    auto sit = seqs_.find(id);
+    if (sit == seqs_.end()) {
+      continue;
+    }
+    seq& s = sit->second;
+    s.in_flight = false;
+    s.n_computed += n;
+    // every stage has written these positions: their full blocks may serve others now
+    blocks_.commit_full_blocks(id, std::span<const int32_t>(s.tokens.data(),
+                                                            static_cast<size_t>(s.n_computed)));
+    const auto prompt_n = static_cast<int32_t>(s.req.prompt.size());
+    if (s.cancelled) {
+      out.push_back({id, -1, "cancelled", prompt_n, s.n_generated, s.cached_tokens});
+      erase(id);
+      continue;
+    }
+    int32_t token = -1;
+    for (size_t i = 0; i < seq_ids.size(); ++i) {
+      if (seq_ids[i] == id) {
+        token = tokens[i];
+      }
+    }
+    if (token < 0) {
+      continue;  // a prefill chunk that did not reach the end of the known tokens
+    }
+    s.tokens.push_back(token);
+    ++s.n_generated;
+    ++counters_.generated_tokens;
+    sched_output o{id, token, "", prompt_n, s.n_generated, s.cached_tokens};
+    const bool eog = std::find(eog_.begin(), eog_.end(), token) != eog_.end();
+    if (eog && !s.req.ignore_eos) {
+      o.finish_reason = "stop";
+    } else if (s.n_generated >= s.req.max_tokens ||
+               static_cast<int64_t>(s.tokens.size()) >= cfg_.n_ctx) {
+      o.finish_reason = "length";
+    }
+    out.push_back(o);
+    if (!o.finish_reason.empty()) {
+      erase(id);
+    }
+  }
+  return out;
+}
+
+std::vector<uint64_t> scheduler::fail_step(uint64_t step_id) {
+  std::vector<uint64_t> ids;
+  auto it = in_flight_.find(step_id);
+  if (it == in_flight_.end()) {
+    return ids;
+  }
+  for (const auto& [id, n] : it->second) {
+    ids.push_back(id);
+    if (seqs_.count(id)) {
+      seqs_.at(id).in_flight = false;
+    }
+    erase(id);
+  }
+  in_flight_.erase(it);
+  return ids;
+}
+
+std::vector<uint64_t> scheduler::abort_all() {
+  std::vector<uint64_t> ids;
+  ids.reserve(seqs_.size());
+  for (auto& [id, s] : seqs_) {
+    ids.push_back(id);
+    release_blocks(s);
+  }
+  seqs_.clear();
+  waiting_.clear();
+  running_.clear();
+  in_flight_.clear();
+  return ids;
+}
+
+}  // namespace baton

@@ -1,0 +1,145 @@
+// The scheduling policy the router actor runs, as a plain class: waiting and running
+// queues, logical KV block tables (identical on every stage), continuous batching with
+// chunked prefill, up to `micro_batches` steps in flight over disjoint sequences, and
+// preemption by recompute. It deals in token ids only; text, clients and actors stay in
+// the router. Block accounting is block_manager's; the policy is here.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/compute/kv_cache.hpp"
+#include "runtime/serving/prefix_cache.hpp"
+#include "runtime/serving/sampler.hpp"
+
+namespace baton {
+
+struct scheduler_config {
+  int32_t max_num_seqs = 256;            ///< sequences computing at once
+  int32_t max_num_batched_tokens = 2048; ///< tokens in one micro-batch
+  int32_t micro_batches = 1;             ///< steps in flight (default: two per stage)
+  int32_t n_blocks = 0;
+  int32_t block_size = 16;
+  int64_t n_ctx = 4096;                  ///< max tokens of one sequence
+  bool enable_prefix_caching = true;
+};
+
+/// A request as the scheduler needs it.
+struct sched_request {
+  uint64_t id = 0;
+  std::vector<int32_t> prompt;
+  int32_t max_tokens = 128;
+  sampling_params sampling;
+  bool ignore_eos = false;
+};
+
+/// One sequence's share of a step.
+struct sched_slice {
+  uint64_t seq_id = 0;
+  int32_t first_pos = 0;
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> block_table;
+  bool want_token = false;
+  sampling_params sampling;
+  std::vector<int32_t> history_tail;
+};
+
+struct sched_step {
+  uint64_t step_id = 0;
+  std::vector<sched_slice> slices;
+};
+
+/// What a finished step produced for one request.
+struct sched_output {
+  uint64_t id = 0;
+  int32_t token = -1;          ///< the new token, -1 when none
+  std::string finish_reason;   ///< "" while running; "stop", "length", "cancelled"
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  int32_t cached_tokens = 0;   ///< prompt tokens served from the prefix cache
+};
+
+struct sched_counters {
+  uint64_t steps = 0;
+  uint64_t preemptions = 0;
+  uint64_t prompt_tokens = 0;
+  uint64_t generated_tokens = 0;
+  uint64_t cached_prompt_tokens = 0;  ///< from the prefix cache
+  uint64_t prefix_hits = 0;           ///< cached blocks handed to sequences
+  uint64_t evictions = 0;             ///< cached blocks dropped for fresh ones
+};
+
+class scheduler {
+ public:
+  scheduler(scheduler_config cfg, std::vector<int32_t> eog_ids);
+
+  /// Queues a request (FCFS). The caller (admission) has checked it can ever fit.
+  void add(sched_request r);
+  /// Stops a request: at once when it is not in a step, else when its step returns.
+  /// Returns the final output when it ended now.
+  std::optional<sched_output> cancel(uint64_t id);
+
+  /// The next micro-batch, when one can go: fewer than micro_batches in flight and some
+  /// sequence not in flight has tokens to compute.
+  std::optional<sched_step> next_step();
+  /// Takes a returned step: sampled tokens per sequence (seq ids and tokens aligned).
+  std::vector<sched_output> on_step_done(uint64_t step_id, const std::vector<uint64_t>& seq_ids,
+                                         const std::vector<int32_t>& tokens);
+  /// Ends a sequence from outside (a stop string matched in its text).
+  void finish(uint64_t id);
+  /// Ends every sequence of a failed step; returns their ids.
+  std::vector<uint64_t> fail_step(uint64_t step_id);
+  /// Forgets every request, waiting, running or in a step, and frees all their blocks:
+  /// a stage died, so the steps in flight will never return. Returns their ids (in id
+  /// order). Afterwards idle() holds and every block is available again; a result for
+  /// one of the abandoned steps must not be passed to on_step_done.
+  std::vector<uint64_t> abort_all();
+
+  int32_t n_running() const { return static_cast<int32_t>(running_.size()); }
+  int32_t n_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  int32_t n_in_flight() const { return static_cast<int32_t>(in_flight_.size()); }
+  /// Blocks a new allocation may take (free or cached-but-unreferenced).
+  int32_t n_free_blocks() const { return blocks_.n_available(); }
+  int32_t n_blocks() const { return blocks_.n_blocks(); }
+  sched_counters counters() const;
+  bool idle() const { return running_.empty() && waiting_.empty() && in_flight_.empty(); }
+
+ private:
+  struct seq {
+    sched_request req;
+    std::vector<int32_t> tokens;  // prompt + generated
+    int32_t n_computed = 0;       // tokens whose K/V are in the cache
+    int32_t n_generated = 0;
+    int32_t cached_tokens = 0;    // of the prompt, from the prefix cache (first admission)
+    bool admitted_once = false;
+    bool in_flight = false;
+    bool cancelled = false;
+    uint64_t order = 0;           // arrival: larger is younger
+  };
+
+  bool ensure_blocks(seq& s, int64_t n_tokens);
+  /// Gives a waiting sequence its blocks for every known token, sharing cached ones.
+  bool admit_blocks(seq& s);
+  bool preempt_youngest(uint64_t requester);
+  void release_blocks(seq& s);
+  void erase(uint64_t id);
+  sched_slice make_slice(seq& s, int32_t n);
+
+  // -- member variables -------------------------------------------------------
+  scheduler_config cfg_;
+  std::vector<int32_t> eog_;
+  kv_block_allocator blocks_;
+  std::map<uint64_t, seq> seqs_;
+  std::deque<uint64_t> waiting_;
+  std::vector<uint64_t> running_;  // in arrival order
+  std::map<uint64_t, std::vector<std::pair<uint64_t, int32_t>>> in_flight_;  // step -> (seq, n)
+  uint64_t next_step_id_ = 1;
+  uint64_t next_order_ = 0;
+  sched_counters counters_;
+};
+
+}  // namespace baton
