@@ -5,17 +5,30 @@
 // compute-bound and reports GFLOP/s (2 · n_in · n_out · n_tokens per call).
 // "threads:2" runs split the rows over a second, spinning thread, as a pool would.
 //
+// Nothing is timed unchecked (as llm.c's dev/cuda mains do): before its first timing each
+// benchmark runs its kernel once on the inputs it will time and compares the result with
+// the scalar reference (isa::scalar) — activation conversion bit-exact, as matmul.hpp
+// promises; a matmul within normalized mean squared error 1e-10 (only the summation order
+// of per-block float terms may differ, the bound tests/matmul_test.cpp uses); a two-thread
+// row split bit-identical to the same isa's one call. A mismatch prints the kernel, type,
+// shape and the error, and the binary exits 1 before anything is timed. The scalar rows
+// of a prefill (n_tokens = 128) are computed for three tokens only: an element depends on
+// its two rows alone (matmul.hpp), so those tokens stand for the others.
+//
 //   ./build/bin/bench_kernels --benchmark_filter='stream_read|/avx512/'
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -141,6 +154,50 @@ void bm_read(benchmark::State& state, int n_threads) {
                                             benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// -- checks against the scalar reference ---------------------------------------------
+
+/// Bound on nmse(kernel, scalar) for a whole matmul: per-block integer dots are exact,
+/// only the float summation order differs (tests/matmul_test.cpp uses the same bound).
+constexpr double k_matmul_nmse_max = 1e-10;
+
+/// Prints what failed and exits 1: a kernel that computes wrongly is not timed.
+[[noreturn]] void check_failed(const std::string& kernel, const std::string& what) {
+  std::fprintf(stderr, "bench_kernels: %s fails its check, not timed: %s\n",
+               kernel.c_str(), what.c_str());
+  std::exit(1);
+}
+
+/// True the first time `kernel` is named: google benchmark calls a benchmark function once
+/// per trial, and one check per kernel is enough.
+bool first_check(const std::string& kernel) {
+  static std::set<std::string> checked;
+  return checked.insert(kernel).second;
+}
+
+/// Bytes xq[n] equal ref[n], or exits naming the first differing byte.
+void check_bytes_equal(const std::string& kernel, const uint8_t* ref, const uint8_t* got,
+                       size_t n, const std::string& where) {
+  for (size_t i = 0; i < n; ++i) {
+    if (ref[i] != got[i]) {
+      check_failed(kernel, where + ": byte " + std::to_string(i) + " is " +
+                               std::to_string(got[i]) + ", the scalar reference's " +
+                               std::to_string(ref[i]) + " (promised bit-exact)");
+    }
+  }
+}
+
+/// Normalized mean squared error of got against ref over pairs (got[i], ref[i]).
+struct error_stats {
+  double err = 0.0, norm = 0.0, max_abs = 0.0;
+  double nmse() const { return norm > 0.0 ? err / norm : err; }
+  void add(float got, float ref) {
+    const double d = static_cast<double>(got) - ref;
+    err += d * d;
+    norm += static_cast<double>(ref) * ref;
+    max_abs = std::max(max_abs, std::fabs(d));
+  }
+};
+
 // -- matmul -------------------------------------------------------------------------
 
 /// n_copies of an n_out × n_in weight matrix of random blocks with sane scales.
@@ -181,8 +238,64 @@ std::vector<uint8_t> make_weights(ggml_type type, int64_t n_out, int64_t n_in, i
   return w;
 }
 
-void bm_matmul(benchmark::State& state, isa v, ggml_type type, int64_t n_out, int64_t n_in,
-               int64_t n_tokens, int n_threads) {
+/// The kernel under test, checked once: y[n_tokens × n_out] from `run` (the timed call:
+/// one matmul or a two-thread row split) against the scalar reference and, for a split,
+/// against the same isa's single call.
+void check_matmul(const std::string& kernel, isa v, ggml_type type, const uint8_t* w,
+                  const std::vector<float>& x, const std::vector<uint8_t>& xq,
+                  const std::vector<float>& y, int64_t n_out, int64_t n_in, int64_t n_tokens,
+                  int n_threads) {
+  const std::string shape = std::to_string(n_out) + "x" + std::to_string(n_in) +
+                            " tokens " + std::to_string(n_tokens);
+  const size_t xs = baton::cpu::activation_row_bytes(type, n_in);
+  // activations: the isa's conversion is promised bit-identical to the scalar one
+  std::vector<uint8_t> xq_ref(xs * n_tokens);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    baton::cpu::quantize_activation_row(isa::scalar, type, x.data() + t * n_in,
+                                        xq_ref.data() + t * xs, n_in);
+  }
+  check_bytes_equal(kernel, xq_ref.data(), xq.data(), xq_ref.size(),
+                    shape + ", activations of " + std::string(baton::traits(type).name));
+
+  // a row split: every element as one call of the same isa computes it
+  if (n_threads == 2) {
+    std::vector<float> one(y.size());
+    baton::cpu::matmul(v, type, w, xq.data(), one.data(), n_in, n_tokens, n_out, 0, n_out);
+    for (size_t i = 0; i < y.size(); ++i) {
+      if (baton::float_bits(one[i]) != baton::float_bits(y[i])) {
+        check_failed(kernel, shape + ": element " + std::to_string(i) + " is " +
+                                 std::to_string(y[i]) + " split over two threads, " +
+                                 std::to_string(one[i]) + " in one call of the same isa (promised bit-exact)");
+      }
+    }
+  }
+  if (v == isa::scalar) {
+    return;  // the reference itself (tests/matmul_test.cpp checks it on dequantized rows)
+  }
+  // the scalar reference, for every token of a decode and three of a prefill
+  std::vector<int64_t> tokens = {0};
+  if (n_tokens > 1) {
+    tokens = {0, n_tokens / 2, n_tokens - 1};
+  }
+  error_stats e;
+  std::vector<float> ref(static_cast<size_t>(n_out));
+  for (int64_t t : tokens) {
+    baton::cpu::matmul(isa::scalar, type, w, xq_ref.data() + t * xs, ref.data(), n_in, 1, n_out,
+                       0, n_out);
+    for (int64_t r = 0; r < n_out; ++r) {
+      e.add(y[t * n_out + r], ref[r]);
+    }
+  }
+  if (!(e.nmse() <= k_matmul_nmse_max)) {
+    char what[200];
+    std::snprintf(what, sizeof what, "%s: nmse against the scalar reference %.3g > %.0e, max |error| %.3g", shape.c_str(),
+                  e.nmse(), k_matmul_nmse_max, e.max_abs);
+    check_failed(kernel, what);
+  }
+}
+
+void bm_matmul(benchmark::State& state, const std::string& kernel, isa v, ggml_type type,
+               int64_t n_out, int64_t n_in, int64_t n_tokens, int n_threads) {
   if (!baton::cpu::isa_supported(v)) {
     state.SkipWithError("this CPU cannot run this isa");
     return;
@@ -210,9 +323,7 @@ void bm_matmul(benchmark::State& state, isa v, ggml_type type, int64_t n_out, in
     helper = std::make_unique<helper_thread>();
   }
   const int64_t half = (n_out / 2 + 15) / 16 * 16;
-  int copy = 0;
-  for (auto _ : state) {
-    const uint8_t* wc = w.data() + w_bytes * copy;
+  const auto run = [&](const uint8_t* wc) {
     if (helper) {
       helper->run(
           [&] {
@@ -225,6 +336,14 @@ void bm_matmul(benchmark::State& state, isa v, ggml_type type, int64_t n_out, in
     } else {
       baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, n_out);
     }
+  };
+  if (first_check(kernel)) {
+    run(w.data());
+    check_matmul(kernel, v, type, w.data(), x, xq, y, n_out, n_in, n_tokens, n_threads);
+  }
+  int copy = 0;
+  for (auto _ : state) {
+    run(w.data() + w_bytes * copy);
     benchmark::DoNotOptimize(y.data());
     copy = (copy + 1) % n_copies;
   }
@@ -236,7 +355,8 @@ void bm_matmul(benchmark::State& state, isa v, ggml_type type, int64_t n_out, in
       benchmark::Counter(flop / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void bm_quantize(benchmark::State& state, isa v, ggml_type type, int64_t n_in) {
+void bm_quantize(benchmark::State& state, const std::string& kernel, isa v, ggml_type type,
+                 int64_t n_in) {
   if (!baton::cpu::isa_supported(v)) {
     state.SkipWithError("this CPU cannot run this isa");
     return;
@@ -246,6 +366,12 @@ void bm_quantize(benchmark::State& state, isa v, ggml_type type, int64_t n_in) {
     x[i] = static_cast<float>((i * 7919) % 2001 - 1000) / 300.0f;
   }
   std::vector<uint8_t> xq(baton::cpu::activation_row_bytes(type, n_in));
+  if (first_check(kernel)) {
+    std::vector<uint8_t> ref(xq.size());
+    baton::cpu::quantize_activation_row(isa::scalar, type, x.data(), ref.data(), n_in);
+    baton::cpu::quantize_activation_row(v, type, x.data(), xq.data(), n_in);
+    check_bytes_equal(kernel, ref.data(), xq.data(), xq.size(), "n_in " + std::to_string(n_in));
+  }
   for (auto _ : state) {
     baton::cpu::quantize_activation_row(v, type, x.data(), xq.data(), n_in);
     benchmark::DoNotOptimize(xq.data());
@@ -276,8 +402,8 @@ void register_all() {
                                      std::to_string(s.n_out) + "x" + std::to_string(s.n_in) +
                                      "/tokens:" + std::to_string(n_tokens) +
                                      "/threads:" + std::to_string(n_threads);
-            benchmark::RegisterBenchmark(name.c_str(), bm_matmul, v, type, s.n_out, s.n_in,
-                                         n_tokens, n_threads)
+            benchmark::RegisterBenchmark(name.c_str(), bm_matmul, name, v, type, s.n_out,
+                                         s.n_in, n_tokens, n_threads)
                 ->UseRealTime()
                 ->Unit(benchmark::kMicrosecond);
           }
@@ -287,7 +413,7 @@ void register_all() {
     for (ggml_type type : {ggml_type::q4_0, ggml_type::q4_k, ggml_type::f16}) {
       const std::string name = "quantize_activation/" + std::string(baton::traits(type).name) +
                                "/" + std::string(baton::cpu::isa_name(v)) + "/2048";
-      benchmark::RegisterBenchmark(name.c_str(), bm_quantize, v, type, 2048);
+      benchmark::RegisterBenchmark(name.c_str(), bm_quantize, name, v, type, 2048);
     }
   }
 }
