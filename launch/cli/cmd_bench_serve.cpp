@@ -27,6 +27,7 @@
 
 #include "launch/cli/commands.hpp"
 #include "launch/http/http_client.hpp"
+#include "launch/http/openai_reply.hpp"
 
 namespace baton::cli {
 
@@ -154,34 +155,16 @@ request_log send_one(http_client& http, const std::string& path, const nlohmann:
   int64_t usage_tokens = -1;
   auto reply = http.post_stream(path, req, [&](std::string_view data) {
     const auto now = clock_type::now();
-    auto chunk = nlohmann::json::parse(data, nullptr, false);
-    if (!chunk.is_object()) {
-      log.error = "a streamed event is not a JSON object";
+    auto chunk = parse_openai_chunk(data, chat ? openai_route::chat : openai_route::completions);
+    if (!chunk) {
+      log.error = chunk.err().message;
       return false;
     }
-    if (chunk.contains("error")) {
-      log.error = http_response{200, "", std::string(data)}.error_message();
-      return false;
+    if (chunk->usage.is_object()) {
+      usage_tokens = chunk->completion_tokens;
+      log.prompt_tokens = chunk->prompt_tokens;
     }
-    if (auto u = chunk.find("usage"); u != chunk.end() && u->is_object()) {
-      usage_tokens = u->value("completion_tokens", int64_t{-1});
-      log.prompt_tokens = u->value("prompt_tokens", int64_t{-1});
-    }
-    const auto c = chunk.find("choices");
-    if (c == chunk.end() || !c->is_array() || c->empty() || !(*c)[0].is_object()) {
-      return true;
-    }
-    const nlohmann::json& choice = (*c)[0];
-    const nlohmann::json* holder = &choice;
-    if (chat) {
-      const auto d = choice.find("delta");
-      if (d == choice.end() || !d->is_object()) {
-        return true;
-      }
-      holder = &*d;
-    }
-    const auto t = holder->find(chat ? "content" : "text");
-    if (t == holder->end() || !t->is_string() || t->get_ref<const std::string&>().empty()) {
+    if (chunk->text.empty()) {
       return true;  // the role chunk, the finish_reason chunk
     }
     if (n_chunks++ == 0) {
@@ -279,13 +262,12 @@ int run_bench_serve(const bench_serve_options& o) {
       fail(models.err().message);
       return exit_failure;
     }
-    const auto data = models->find("data");
-    if (data == models->end() || !data->is_array() || data->empty() ||
-        !(*data)[0].contains("id") || !(*data)[0]["id"].is_string()) {
-      fail("GET /v1/models lists no model with an 'id'; give --model");
+    auto id = first_model_id(*models);
+    if (!id) {
+      fail(id.err().message);
       return exit_failure;
     }
-    model = (*data)[0]["id"].get<std::string>();
+    model = *id;
   }
   const std::string path = o.chat ? "/v1/chat/completions" : "/v1/completions";
   auto make_request = [&](const std::string& prompt) {

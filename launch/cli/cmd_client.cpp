@@ -11,6 +11,7 @@
 
 #include "launch/cli/commands.hpp"
 #include "launch/http/http_client.hpp"
+#include "launch/http/openai_reply.hpp"
 
 namespace baton::cli {
 
@@ -36,26 +37,6 @@ struct client_options {
 int failure(const std::string& message) {
   fail(message);
   return exit_failure;
-}
-
-/// The text of a reply or of one streamed chunk: choices[0].message.content or
-/// .delta.content (chat), choices[0].text (completions); "" when absent or null.
-std::string choice_text(const nlohmann::json& j, bool chat, bool delta) {
-  const auto c = j.find("choices");
-  if (c == j.end() || !c->is_array() || c->empty() || !(*c)[0].is_object()) {
-    return {};
-  }
-  const nlohmann::json& choice = (*c)[0];
-  const nlohmann::json* field = &choice;
-  if (chat) {
-    const auto m = choice.find(delta ? "delta" : "message");
-    if (m == choice.end() || !m->is_object()) {
-      return {};
-    }
-    field = &*m;
-  }
-  const auto t = field->find(chat ? "content" : "text");
-  return t != field->end() && t->is_string() ? t->get<std::string>() : std::string();
 }
 
 int run_client(const client_options& o) {
@@ -85,12 +66,11 @@ int run_client(const client_options& o) {
     if (!models) {
       return failure(models.err().message);
     }
-    const auto data = models->find("data");
-    if (data == models->end() || !data->is_array() || data->empty() ||
-        !(*data)[0].contains("id") || !(*data)[0]["id"].is_string()) {
-      return failure("GET /v1/models lists no model with an 'id'; give --model");
+    auto id = first_model_id(*models);
+    if (!id) {
+      return failure(id.err().message);
     }
-    model = (*data)[0]["id"].get<std::string>();
+    model = *id;
   }
 
   nlohmann::json req = {{"model", model}, {"max_tokens", o.max_tokens}};
@@ -110,6 +90,7 @@ int run_client(const client_options& o) {
     req["seed"] = *o.seed;
   }
   const std::string path = o.chat ? "/v1/chat/completions" : "/v1/completions";
+  const openai_route route = o.chat ? openai_route::chat : openai_route::completions;
 
   if (!o.stream) {
     auto reply = http.post_json(path, req);
@@ -119,7 +100,7 @@ int run_client(const client_options& o) {
     if (o.json) {
       std::printf("%s\n", reply->dump(2).c_str());
     } else {
-      std::printf("%s\n", choice_text(*reply, o.chat, false).c_str());
+      std::printf("%s\n", read_openai_reply(*reply, route).text.c_str());
     }
     return exit_ok;
   }
@@ -129,22 +110,16 @@ int run_client(const client_options& o) {
   nlohmann::json usage;
   std::string stream_error;
   auto reply = http.post_stream(path, req, [&](std::string_view data) {
-    auto chunk = nlohmann::json::parse(data, nullptr, false);
-    if (!chunk.is_object()) {
-      stream_error = "a streamed event is not a JSON object: " + std::string(data.substr(0, 80));
+    auto chunk = parse_openai_chunk(data, route);
+    if (!chunk) {
+      stream_error = chunk.err().message;
       return false;
     }
-    if (chunk.contains("error")) {  // an error after the 200, sent as an event
-      http_response r{200, "", std::string(data)};
-      stream_error = r.error_message();
-      return false;
+    if (chunk->usage.is_object()) {
+      usage = chunk->usage;
     }
-    if (auto u = chunk.find("usage"); u != chunk.end() && u->is_object()) {
-      usage = *u;
-    }
-    const std::string delta = choice_text(chunk, o.chat, true);
-    if (!delta.empty()) {
-      std::fwrite(delta.data(), 1, delta.size(), stdout);
+    if (!chunk->text.empty()) {
+      std::fwrite(chunk->text.data(), 1, chunk->text.size(), stdout);
       std::fflush(stdout);
     }
     return true;

@@ -15,6 +15,8 @@
 #include <limits>
 #include <optional>
 
+#include "launch/http/openai_reply.hpp"
+
 namespace baton::cli {
 
 namespace asio = boost::asio;
@@ -33,15 +35,6 @@ std::string lower(std::string_view s) {
   std::transform(out.begin(), out.end(), out.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return out;
-}
-
-std::string trim(std::string_view s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string_view::npos) {
-    return {};
-  }
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return std::string(s.substr(b, e - b + 1));
 }
 
 /// Runs one async operation to completion on `ioc` and returns its error code.
@@ -126,28 +119,9 @@ result<http_url> parse_http_url(std::string_view text) {
 }
 
 std::string http_response::error_message() const {
-  const auto j = nlohmann::json::parse(body, nullptr, false);
-  if (j.is_object()) {
-    // OpenAI: {"error": {"message": ...}}; older vLLM: {"object": "error", "message": ...}
-    if (auto e = j.find("error"); e != j.end()) {
-      if (e->is_object()) {
-        if (auto m = e->find("message"); m != e->end() && m->is_string()) {
-          return m->get<std::string>();
-        }
-      } else if (e->is_string()) {
-        return e->get<std::string>();
-      }
-    }
-    if (auto m = j.find("message"); m != j.end() && m->is_string()) {
-      return m->get<std::string>();
-    }
-  }
-  std::string t = trim(body);
-  if (t.size() > 200) {
-    t = t.substr(0, 200) + "...";
-  }
-  if (!t.empty()) {
-    return t;
+  std::string m = openai_error_message(body);
+  if (!m.empty()) {
+    return m;
   }
   return std::string(http::obsolete_reason(static_cast<http::status>(status)));
 }

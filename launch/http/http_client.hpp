@@ -40,8 +40,8 @@ struct http_response {
   bool saw_done = false;  ///< an event stream ended with `data: [DONE]`
 
   bool ok() const { return status >= 200 && status < 300; }
-  /// error.message of an OpenAI error object in the body, else the body (trimmed,
-  /// at most 200 bytes), else the status' reason phrase.
+  /// openai_error_message(body) (the OpenAI error object's message, else the body
+  /// trimmed to 200 bytes), else the status' reason phrase.
   std::string error_message() const;
 };
 
