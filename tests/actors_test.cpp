@@ -15,6 +15,7 @@
 #include "runtime/compute/engine.hpp"
 #include "runtime/model/model_builder.hpp"
 #include "runtime/serving/scheduler.hpp"
+#include "tests/fixture_model.hpp"
 
 namespace baton {
 namespace {
@@ -48,7 +49,6 @@ vocab_spec byte_vocab() {
 }
 
 struct fixture_model {
-  std::shared_ptr<std::vector<std::byte>> bytes;
   std::shared_ptr<const model> m;
   std::shared_ptr<const tokenizer> tok;
 };
@@ -56,21 +56,10 @@ struct fixture_model {
 const fixture_model& fixture() {
   static const fixture_model f = [] {
     fixture_model out;
-    build_options o;
-    o.shape.n_vocab = 258;
-    o.shape.n_embd = 128;
-    o.shape.n_ff = 192;
-    o.shape.n_layer = 4;
-    o.shape.n_head = 4;
-    o.shape.n_head_kv = 2;
-    o.type = ggml_type::q8_0;
     const auto v = byte_vocab();
-    auto w = build_model(o, &v);
-    BATON_ASSERT(w.ok());
-    out.bytes = std::make_shared<std::vector<std::byte>>(w->to_bytes());
-    auto file = gguf_file::parse(out.bytes->data(), out.bytes->size(), "fixture");
-    BATON_ASSERT(file.ok());
-    out.m = *model::from_file(std::move(*file));
+    build_options o = test::fixture_options(ggml_type::q8_0);
+    o.shape.n_vocab = static_cast<int64_t>(v.tokens.size());  // 258: the byte vocabulary's
+    out.m = test::open_model(o, &v);
     out.tok = std::make_shared<tokenizer>(std::move(*tokenizer::create(v)));
     return out;
   }();

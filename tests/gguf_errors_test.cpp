@@ -361,6 +361,8 @@ TEST(gguf_caps, only_regular_files_are_opened) {
 
 // -- model-level checks (a complete llama model made with the writer) ---------------
 
+/// Not the fixture shape (tests/fixture_model.hpp): the expected messages below name these
+/// sizes ([64, 96], [64, 65]).
 model_shape small_shape() {
   model_shape s;
   s.n_vocab = 64;

@@ -57,7 +57,7 @@ TEST(model_config, presets_have_the_real_shapes) {
 
 TEST(model_config, small_model_round_trips_with_every_weight_type) {
   for (auto type : {ggml_type::f32, ggml_type::f16, ggml_type::bf16, ggml_type::q8_0}) {
-    build_options o;
+    build_options o;  // not the fixture shape: head size 16 and 3 layers, checked below
     o.shape.n_vocab = 100;
     o.shape.n_embd = 64;
     o.shape.n_ff = 128;

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "runtime/model/model_builder.hpp"
+#include "tests/fixture_model.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {
@@ -38,14 +39,7 @@ run_result baton_within_20s(const std::string& args) {
 std::filesystem::path fixture_dir() {
   static const std::filesystem::path dir = [] {
     const auto d = test::temp_dir("plan-cli-fixture");
-    build_options o;
-    o.shape.n_vocab = 320;
-    o.shape.n_embd = 128;
-    o.shape.n_ff = 192;
-    o.shape.n_layer = 4;
-    o.shape.n_head = 4;
-    o.shape.n_head_kv = 2;
-    auto w = build_model(o, nullptr);
+    auto w = build_model(test::fixture_options(), nullptr);
     BATON_ASSERT(w.ok());
     BATON_ASSERT(w->write((d / "small.gguf").string()).ok());
     return d;
@@ -225,7 +219,7 @@ TEST(plan_cli, info_replaces_invalid_utf8_instead_of_aborting) {
   v.tokens[1] = "\xff\xfe";  // eos: not UTF-8
   v.bos_id = 0;
   v.eos_id = 1;
-  build_options o;
+  build_options o;  // the smallest model: only its name and vocabulary matter here
   o.shape.n_vocab = 64;
   o.shape.n_embd = 32;
   o.shape.n_ff = 32;

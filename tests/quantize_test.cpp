@@ -343,6 +343,8 @@ struct model_files {
   std::string path(const std::string& name) const { return (dir / name).string(); }
 };
 
+/// Not the fixture shape (tests/fixture_model.hpp): n_embd and n_ff are multiples of 256,
+/// the K-quants' block, so that every row can be made Q4_K / Q6_K.
 model_shape small_shape(int64_t n_layer, bool tied) {
   model_shape s;
   s.name = "quantize-test";

@@ -13,6 +13,7 @@
 
 #include "runtime/system/budget.hpp"
 #include "runtime/model/model_builder.hpp"
+#include "tests/fixture_model.hpp"
 #include "tests/test_util.hpp"
 #include "topology/topology_file.hpp"
 
@@ -22,26 +23,10 @@ namespace {
 constexpr uint64_t GiB = 1024ull * 1024 * 1024;
 constexpr uint64_t MiB = 1024ull * 1024;
 
-/// A 4-layer Llama in memory (n_embd 128, 4 heads, 2 KV heads, vocab 320, context 2048).
+/// The fixture model in memory (tests/fixture_model.hpp: 4 layers, n_embd 128, 4 heads, 2 KV
+/// heads, vocab 320, context 2048).
 std::shared_ptr<const model> small_model() {
-  static std::shared_ptr<const model> m = [] {
-    static std::vector<std::byte> bytes;
-    build_options o;
-    o.shape.n_vocab = 320;
-    o.shape.n_embd = 128;
-    o.shape.n_ff = 192;
-    o.shape.n_layer = 4;
-    o.shape.n_head = 4;
-    o.shape.n_head_kv = 2;
-    auto w = build_model(o, nullptr);
-    BATON_ASSERT(w.ok());
-    bytes = w->to_bytes();
-    auto f = gguf_file::parse(bytes.data(), bytes.size(), "small.gguf");
-    BATON_ASSERT(f.ok());
-    auto r = model::from_file(std::move(*f));
-    BATON_ASSERT(r.ok());
-    return *r;
-  }();
+  static std::shared_ptr<const model> m = test::open_model(test::fixture_options());
   return m;
 }
 
