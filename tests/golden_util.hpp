@@ -45,7 +45,7 @@ inline std::string golden_model_path(const std::filesystem::path& shared, const 
   const auto out = (dir / ("tiny-" + name + ".gguf")).string();
   if (!std::filesystem::exists(out)) {
     quantize_options o;
-    o.target = *parse_quant_target(name.substr(9));  // f32 / f16
+    o.target = *parse_ftype(name.substr(9));  // f32 / f16
     auto r = quantize_model((shared / "models/tiny-q8_0.gguf").string(), out, o);
     if (!r) {
       std::fprintf(stderr, "converting tiny-q8_0 to %s: %s\n", name.c_str(), r.err().message.c_str());

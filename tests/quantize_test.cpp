@@ -404,25 +404,42 @@ std::shared_ptr<const model> convert(const std::string& in, const std::string& o
 int64_t file_type_of(const model& m) { return m.file().get_int("general.file_type")->value_or(-1); }
 
 TEST(quantize_model, targets_parse_like_llama_quantize) {
-  EXPECT_EQ(parse_quant_target("q4_k_m"), quant_target::q4_k_m);
-  EXPECT_EQ(parse_quant_target("Q4_K"), quant_target::q4_k_m);
-  EXPECT_EQ(parse_quant_target("bf16"), quant_target::bf16);
-  EXPECT_EQ(parse_quant_target("F32"), quant_target::f32);
-  EXPECT_FALSE(parse_quant_target("q5_k_m").has_value());
-  EXPECT_FALSE(parse_quant_target("").has_value());
-  EXPECT_EQ(llama_ftype(quant_target::f32), 0u);
-  EXPECT_EQ(llama_ftype(quant_target::f16), 1u);
-  EXPECT_EQ(llama_ftype(quant_target::q4_0), 2u);
-  EXPECT_EQ(llama_ftype(quant_target::q8_0), 7u);
-  EXPECT_EQ(llama_ftype(quant_target::q4_k_m), 15u);
-  EXPECT_EQ(llama_ftype(quant_target::q6_k), 18u);
-  EXPECT_EQ(llama_ftype(quant_target::bf16), 32u);
+  EXPECT_EQ(parse_ftype("q4_k_m"), ftype::q4_k_m);
+  EXPECT_EQ(parse_ftype("Q4_K"), ftype::q4_k_m);
+  EXPECT_EQ(parse_ftype("bf16"), ftype::bf16);
+  EXPECT_EQ(parse_ftype("F32"), ftype::f32);
+  EXPECT_FALSE(parse_ftype("q5_k_m").has_value());
+  EXPECT_FALSE(parse_ftype("").has_value());
+  EXPECT_EQ(info(ftype::f32).id, 0u);
+  EXPECT_EQ(info(ftype::f16).id, 1u);
+  EXPECT_EQ(info(ftype::q4_0).id, 2u);
+  EXPECT_EQ(info(ftype::q8_0).id, 7u);
+  EXPECT_EQ(info(ftype::q4_k_m).id, 15u);
+  EXPECT_EQ(info(ftype::q6_k).id, 18u);
+  EXPECT_EQ(info(ftype::bf16).id, 32u);
+  for (const auto& row : ftype_table()) {
+    EXPECT_EQ(&info(row.value), &row) << row.name;
+    EXPECT_EQ(parse_ftype(row.name), row.value) << row.name;
+  }
+}
+
+TEST(ftype, names_for_messages_and_the_type_of_uniform_weights) {
+  EXPECT_EQ(ftype_names(", "), "F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q6_K");
+  EXPECT_EQ(ftype_names(" or ", true), "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q4_K_M or Q6_K");
+  EXPECT_EQ(ftype_names(", ", true, true),
+            "F32, F16, BF16, Q8_0, Q4_0, Q4_K (= Q4_K_M), Q4_K_M, Q6_K");
+  // what mkmodel writes as general.file_type for weights all of one type
+  EXPECT_EQ(ftype_of_weights(ggml_type::f32), ftype::f32);
+  EXPECT_EQ(ftype_of_weights(ggml_type::q8_0), ftype::q8_0);
+  EXPECT_EQ(ftype_of_weights(ggml_type::bf16), ftype::bf16);
+  EXPECT_FALSE(ftype_of_weights(ggml_type::q4_k).has_value());  // Q4_K_M is a mixture
+  EXPECT_FALSE(ftype_of_weights(ggml_type::q5_0).has_value());
 }
 
 TEST(quantize_model, q4_k_m_mixture_follows_use_more_bits) {
   model_files f("mix");
   const auto in = write_model(f, "in.gguf", small_shape(8, true), ggml_type::q8_0);
-  auto m = convert(in, f.path("out.gguf"), {quant_target::q4_k_m});
+  auto m = convert(in, f.path("out.gguf"), {ftype::q4_k_m});
   ASSERT_TRUE(m);
   EXPECT_EQ(file_type_of(*m), 15);
   EXPECT_EQ(m->file().get_int("general.quantization_version")->value_or(-1), 2);
@@ -449,17 +466,17 @@ TEST(quantize_model, q4_k_m_mixture_follows_use_more_bits) {
 TEST(quantize_model, untied_head_gets_q6_k_and_token_embd_the_default) {
   model_files f("untied");
   const auto in = write_model(f, "in.gguf", small_shape(2, false), ggml_type::f16);
-  for (auto [target, embd] : {std::pair{quant_target::q4_0, ggml_type::q4_0},
-                              {quant_target::q4_k_m, ggml_type::q4_k},
-                              {quant_target::q8_0, ggml_type::q8_0},
-                              {quant_target::q6_k, ggml_type::q6_k}}) {
+  for (auto [target, embd] : {std::pair{ftype::q4_0, ggml_type::q4_0},
+                              {ftype::q4_k_m, ggml_type::q4_k},
+                              {ftype::q8_0, ggml_type::q8_0},
+                              {ftype::q6_k, ggml_type::q6_k}}) {
     auto m = convert(in, f.path("out.gguf"), {target});
     ASSERT_TRUE(m);
     auto types = type_map(m->file());
-    EXPECT_EQ(types["token_embd.weight"], embd) << quant_target_name(target);
+    EXPECT_EQ(types["token_embd.weight"], embd) << info(target).name;
     EXPECT_EQ(types["output.weight"],
-              target == quant_target::q8_0 ? ggml_type::q8_0 : ggml_type::q6_k)
-        << quant_target_name(target);
+              target == ftype::q8_0 ? ggml_type::q8_0 : ggml_type::q6_k)
+        << info(target).name;
   }
 }
 
@@ -467,7 +484,7 @@ TEST(quantize_model, tensors_follow_llama_cpp_order) {
   model_files f("order");
   auto s = small_shape(12, false);
   const auto in = write_model(f, "in.gguf", s, ggml_type::q8_0);
-  auto m = convert(in, f.path("out.gguf"), {quant_target::q4_0});
+  auto m = convert(in, f.path("out.gguf"), {ftype::q4_0});
   ASSERT_TRUE(m);
   const auto& ts = m->file().tensors();
   ASSERT_EQ(ts.size(), 4u + 12u * 9u);
@@ -483,7 +500,7 @@ TEST(quantize_model, tensors_follow_llama_cpp_order) {
 TEST(quantize_model, pure_gives_every_weight_the_default_type) {
   model_files f("pure");
   const auto in = write_model(f, "in.gguf", small_shape(4, true), ggml_type::q8_0);
-  quantize_options o{quant_target::q4_k_m};
+  quantize_options o{ftype::q4_k_m};
   o.pure = true;
   auto m = convert(in, f.path("out.gguf"), o);
   ASSERT_TRUE(m);
@@ -497,7 +514,7 @@ TEST(quantize_model, f32_from_q8_0_is_exact_dequantization) {
   const auto in = write_model(f, "in.gguf", small_shape(2, true), ggml_type::q8_0);
   auto src = model::open(in);
   ASSERT_TRUE(src.ok());
-  auto m = convert(in, f.path("out.gguf"), {quant_target::f32});
+  auto m = convert(in, f.path("out.gguf"), {ftype::f32});
   ASSERT_TRUE(m);
   EXPECT_EQ(file_type_of(*m), 0);
   for (const auto& t : (*src)->file().tensors()) {
@@ -525,11 +542,11 @@ TEST(quantize_model, f16_and_bf16_round_the_dequantized_weights) {
   const auto in = write_model(f, "in.gguf", small_shape(2, true), ggml_type::q8_0);
   auto src = model::open(in);
   ASSERT_TRUE(src.ok());
-  for (auto target : {quant_target::f16, quant_target::bf16}) {
+  for (auto target : {ftype::f16, ftype::bf16}) {
     auto m = convert(in, f.path("out.gguf"), {target});
     ASSERT_TRUE(m);
-    EXPECT_EQ(file_type_of(*m), target == quant_target::f16 ? 1 : 32);
-    const ggml_type want_type = target == quant_target::f16 ? ggml_type::f16 : ggml_type::bf16;
+    EXPECT_EQ(file_type_of(*m), target == ftype::f16 ? 1 : 32);
+    const ggml_type want_type = target == ftype::f16 ? ggml_type::f16 : ggml_type::bf16;
     for (const auto& t : (*src)->file().tensors()) {
       const tensor_info* o = m->file().find_tensor(t.name);
       ASSERT_TRUE(o);
@@ -544,7 +561,7 @@ TEST(quantize_model, f16_and_bf16_round_the_dequantized_weights) {
         uint16_t got;
         std::memcpy(&got, o->data + 2 * i, 2);
         const float v = x[static_cast<size_t>(i)];
-        const uint16_t want = target == quant_target::f16 ? fp32_to_fp16(v) : fp32_to_bf16(v);
+        const uint16_t want = target == ftype::f16 ? fp32_to_fp16(v) : fp32_to_bf16(v);
         ASSERT_EQ(got, want) << t.name << " element " << i;
       }
     }
@@ -556,7 +573,7 @@ TEST(quantize_model, same_type_is_copied_and_metadata_carried_over) {
   const auto in = write_model(f, "in.gguf", small_shape(2, true), ggml_type::q8_0);
   auto src = model::open(in);
   ASSERT_TRUE(src.ok());
-  auto s = quantize_model(in, f.path("out.gguf"), {quant_target::q8_0});
+  auto s = quantize_model(in, f.path("out.gguf"), {ftype::q8_0});
   ASSERT_TRUE(s.ok()) << s.err().message;
   EXPECT_EQ(s->n_converted, 0);
   EXPECT_EQ(s->bytes_in, s->bytes_out);
@@ -598,18 +615,18 @@ TEST(quantize_model, every_target_opens_and_round_trips_near_the_source) {
     auto src = model::open(in);
     ASSERT_TRUE(src.ok());
     for (auto target :
-         {quant_target::f32, quant_target::f16, quant_target::bf16, quant_target::q8_0,
-          quant_target::q4_0, quant_target::q4_k_m, quant_target::q6_k}) {
+         {ftype::f32, ftype::f16, ftype::bf16, ftype::q8_0,
+          ftype::q4_0, ftype::q4_k_m, ftype::q6_k}) {
       auto m = convert(in, f.path("out.gguf"), {target});
-      ASSERT_TRUE(m) << traits(from).name << " -> " << quant_target_name(target);
-      EXPECT_EQ(file_type_of(*m), llama_ftype(target));
+      ASSERT_TRUE(m) << traits(from).name << " -> " << info(target).name;
+      EXPECT_EQ(file_type_of(*m), info(target).id);
       const auto* a = (*src)->file().find_tensor("blk.1.ffn_up.weight");
       const auto* b = m->file().find_tensor("blk.1.ffn_up.weight");
       std::vector<float> x(static_cast<size_t>(a->n_elements())), y(x.size());
       cpu::dequantize_row(a->type, a->data, x.data(), a->n_elements());
       cpu::dequantize_row(b->type, b->data, y.data(), b->n_elements());
       EXPECT_LE(rms_error(x, y) / rms(x), 0.12)
-          << traits(from).name << " -> " << quant_target_name(target);
+          << traits(from).name << " -> " << info(target).name;
     }
   }
 }
@@ -619,9 +636,9 @@ TEST(quantize_model, threads_do_not_change_the_bytes) {
   auto s = small_shape(1, true);
   s.n_vocab = 4096;  // token_embd of 1 M weights: big enough to be split between threads
   const auto in = write_model(f, "in.gguf", s, ggml_type::f32);
-  quantize_options one{quant_target::q4_k_m};
+  quantize_options one{ftype::q4_k_m};
   one.n_threads = 1;
-  quantize_options three{quant_target::q4_k_m};
+  quantize_options three{ftype::q4_k_m};
   three.n_threads = 3;
   ASSERT_TRUE(quantize_model(in, f.path("a.gguf"), one).ok());
   ASSERT_TRUE(quantize_model(in, f.path("b.gguf"), three).ok());
@@ -640,7 +657,7 @@ TEST(quantize_model, row_lengths_off_the_block_fall_back_as_llama_cpp) {
   s.n_ff = 768;
   const auto in = write_model(f, "in.gguf", s, ggml_type::q8_0);
   {
-    auto m = convert(in, f.path("q6.gguf"), {quant_target::q6_k});
+    auto m = convert(in, f.path("q6.gguf"), {ftype::q6_k});
     ASSERT_TRUE(m);
     auto types = type_map(m->file());
     EXPECT_EQ(types["token_embd.weight"], ggml_type::q8_0);  // Q6_K → Q8_0
@@ -648,7 +665,7 @@ TEST(quantize_model, row_lengths_off_the_block_fall_back_as_llama_cpp) {
     EXPECT_EQ(types["blk.0.ffn_down.weight"], ggml_type::q6_k);
   }
   {
-    auto m = convert(in, f.path("q4.gguf"), {quant_target::q4_0});
+    auto m = convert(in, f.path("q4.gguf"), {ftype::q4_0});
     ASSERT_TRUE(m);
     auto types = type_map(m->file());
     EXPECT_EQ(types["token_embd.weight"], ggml_type::q8_0);  // head Q6_K → Q8_0
@@ -656,7 +673,7 @@ TEST(quantize_model, row_lengths_off_the_block_fall_back_as_llama_cpp) {
   }
   {
     // Q4_K falls back to Q5_0, which baton does not compute with: refused by name
-    auto r = quantize_model(in, f.path("q4km.gguf"), {quant_target::q4_k_m});
+    auto r = quantize_model(in, f.path("q4km.gguf"), {ftype::q4_k_m});
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.err().message.find("q5_0"), std::string::npos) << r.err().message;
     EXPECT_FALSE(fs::exists(f.path("q4km.gguf")));
@@ -666,23 +683,23 @@ TEST(quantize_model, row_lengths_off_the_block_fall_back_as_llama_cpp) {
   s.n_embd = 80;
   s.n_ff = 256;
   const auto in80 = write_model(f, "in80.gguf", s, ggml_type::f32);
-  for (auto target : {quant_target::q6_k, quant_target::q8_0, quant_target::q4_0}) {
+  for (auto target : {ftype::q6_k, ftype::q8_0, ftype::q4_0}) {
     for (bool pure : {false, true}) {
       quantize_options o{target};
       o.pure = pure;
       auto m = convert(in80, f.path("q.gguf"), o);
-      ASSERT_TRUE(m) << quant_target_name(target);
+      ASSERT_TRUE(m) << info(target).name;
       auto types = type_map(m->file());
-      EXPECT_EQ(types["token_embd.weight"], ggml_type::f16) << quant_target_name(target);
-      EXPECT_EQ(types["blk.0.attn_q.weight"], ggml_type::f16) << quant_target_name(target);
-      EXPECT_EQ(types["blk.0.ffn_down.weight"], default_type(target)) << quant_target_name(target);
+      EXPECT_EQ(types["token_embd.weight"], ggml_type::f16) << info(target).name;
+      EXPECT_EQ(types["blk.0.attn_q.weight"], ggml_type::f16) << info(target).name;
+      EXPECT_EQ(types["blk.0.ffn_down.weight"], info(target).default_type) << info(target).name;
     }
   }
 }
 
 TEST(quantize_model, bad_input_is_an_error_naming_it) {
   model_files f("bad");
-  auto missing = quantize_model(f.path("nope.gguf"), f.path("out.gguf"), {quant_target::q4_0});
+  auto missing = quantize_model(f.path("nope.gguf"), f.path("out.gguf"), {ftype::q4_0});
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.err().message.find("nope.gguf"), std::string::npos) << missing.err().message;
 
@@ -690,7 +707,7 @@ TEST(quantize_model, bad_input_is_an_error_naming_it) {
     std::ofstream o(f.path("corrupt.gguf"), std::ios::binary);
     o << "GGUF\x03\0\0\0 this is not a gguf file at all";
   }
-  auto corrupt = quantize_model(f.path("corrupt.gguf"), f.path("out.gguf"), {quant_target::q4_0});
+  auto corrupt = quantize_model(f.path("corrupt.gguf"), f.path("out.gguf"), {ftype::q4_0});
   ASSERT_FALSE(corrupt.ok());
   EXPECT_NE(corrupt.err().message.find("corrupt.gguf"), std::string::npos);
 
@@ -698,13 +715,13 @@ TEST(quantize_model, bad_input_is_an_error_naming_it) {
   w.set("general.architecture", "gpt2");
   w.add_tensor("token_embd.weight", ggml_type::f32, {32, 4});
   ASSERT_TRUE(w.write(f.path("gpt2.gguf")).ok());
-  auto arch = quantize_model(f.path("gpt2.gguf"), f.path("out.gguf"), {quant_target::q4_0});
+  auto arch = quantize_model(f.path("gpt2.gguf"), f.path("out.gguf"), {ftype::q4_0});
   ASSERT_FALSE(arch.ok());
   EXPECT_NE(arch.err().message.find("gpt2"), std::string::npos) << arch.err().message;
   EXPECT_FALSE(fs::exists(f.path("out.gguf")));
 
   const auto in = write_model(f, "in.gguf", small_shape(1, true), ggml_type::q8_0);
-  auto same = quantize_model(in, in, {quant_target::q4_0});
+  auto same = quantize_model(in, in, {ftype::q4_0});
   ASSERT_FALSE(same.ok());
   EXPECT_TRUE(model::open(in).ok());  // untouched
 }
@@ -715,8 +732,8 @@ TEST(quantize_shared, tiny_q8_0_to_q4_k_m_and_q4_0_match_llama_quantize_type_map
   BATON_REQUIRE_SHARED(shared);
   model_files f("shared");
   const std::string in = (shared / "models/tiny-q8_0.gguf").string();
-  for (auto [target, ref] : {std::pair{quant_target::q4_k_m, "tiny-q4_k_m.gguf"},
-                             {quant_target::q4_0, "tiny-q4_0.gguf"}}) {
+  for (auto [target, ref] : {std::pair{ftype::q4_k_m, "tiny-q4_k_m.gguf"},
+                             {ftype::q4_0, "tiny-q4_0.gguf"}}) {
     auto m = convert(in, f.path("out.gguf"), {target});
     ASSERT_TRUE(m);
     auto want = gguf_file::open((shared / "models" / ref).string());
@@ -758,7 +775,7 @@ TEST(quantize_shared, tiny_q8_0_to_f32_is_dequantize_row_exactly) {
   const std::string in = (shared / "models/tiny-q8_0.gguf").string();
   auto src = model::open(in);
   ASSERT_TRUE(src.ok());
-  auto m = convert(in, f.path("out.gguf"), {quant_target::f32});
+  auto m = convert(in, f.path("out.gguf"), {ftype::f32});
   ASSERT_TRUE(m);
   for (const auto& t : (*src)->file().tensors()) {
     const tensor_info* o = m->file().find_tensor(t.name);

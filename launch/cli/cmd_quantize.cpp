@@ -7,6 +7,7 @@
 #include <map>
 
 #include "launch/cli/commands.hpp"
+#include "runtime/model/ftype.hpp"
 #include "runtime/model/quantize.hpp"
 
 namespace baton::cli {
@@ -24,10 +25,10 @@ struct quantize_cli_options {
 double mib(uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
 int run_quantize(const quantize_cli_options& o) {
-  auto target = parse_quant_target(o.type);
+  auto target = parse_ftype(o.type);
   if (!target) {
-    return fail("quantize: unknown type '" + o.type +
-                "' (expected F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q4_K_M or Q6_K)");
+    return fail("quantize: unknown type '" + o.type + "' (expected " +
+                ftype_names(" or ", /*aliases=*/true) + ")");
   }
   if (o.threads < 1) {
     return fail("quantize: --threads is " + std::to_string(o.threads) + ", expected >= 1");
@@ -71,7 +72,7 @@ int run_quantize(const quantize_cli_options& o) {
   std::fprintf(stderr,
                "quantize: wrote %s as %s%s (file type %u): %lld of %lld tensors converted "
                "(%s)%s, %.2f MiB -> %.2f MiB of weights, in %.2f s\n",
-               o.output.c_str(), std::string(quant_target_name(*target)).c_str(),
+               o.output.c_str(), std::string(info(*target).name).c_str(),
                o.pure ? " --pure" : "", s->file_type, static_cast<long long>(s->n_converted),
                static_cast<long long>(s->n_tensors), types.c_str(), fallback.c_str(),
                mib(s->bytes_in), mib(s->bytes_out), secs);
@@ -84,11 +85,10 @@ void add_quantize_command(CLI::App& app, int& status) {
   auto o = std::make_shared<quantize_cli_options>();
   auto* cmd = app.add_subcommand(
       "quantize",
-      "Convert a GGUF model's weights (F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q6_K) "
-      "as llama-quantize does");
+      "Convert a GGUF model's weights (" + ftype_names(", ") + ") as llama-quantize does");
   cmd->add_option("input", o->input, "Input GGUF model")->required();
   cmd->add_option("output", o->output, "Output GGUF file")->required();
-  cmd->add_option("type", o->type, "F32, F16, BF16, Q8_0, Q4_0, Q4_K (= Q4_K_M), Q4_K_M, Q6_K")
+  cmd->add_option("type", o->type, ftype_names(", ", /*aliases=*/true, /*note_aliases=*/true))
       ->required();
   cmd->add_flag("--pure", o->pure,
                 "Every 2-D weight gets TYPE: no Q6_K head, no Q4_K_M mixture "

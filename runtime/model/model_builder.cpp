@@ -8,6 +8,7 @@
 #include <numbers>
 
 #include "kernels/cpu/dequantize.hpp"
+#include "runtime/model/ftype.hpp"
 
 namespace baton {
 
@@ -73,21 +74,6 @@ gguf_writer::fill_fn constant_fill(std::vector<float> values) {
     BATON_ASSERT(out.size() == values.size() * sizeof(float));
     std::memcpy(out.data(), values.data(), out.size());
   };
-}
-
-uint32_t file_type_of(ggml_type t) {
-  switch (t) {
-    case ggml_type::f32:
-      return 0;
-    case ggml_type::f16:
-      return 1;
-    case ggml_type::q8_0:
-      return 7;
-    case ggml_type::bf16:
-      return 32;
-    default:
-      return 0;
-  }
 }
 
 }  // namespace
@@ -235,7 +221,9 @@ result<gguf_writer> build_model(const build_options& o, const vocab_spec* vocab)
   w.set("llama.attention.value_length", static_cast<uint32_t>(head_dim));
   w.set("llama.vocab_size", static_cast<uint32_t>(s.n_vocab));
   w.set("llama.rope.dimension_count", static_cast<uint32_t>(head_dim));
-  w.set("general.file_type", file_type_of(o.type));
+  const auto file_type = ftype_of_weights(o.type);
+  BATON_ASSERT(file_type.has_value());  // every type made directly is a file type's
+  w.set("general.file_type", info(*file_type).id);
   if (traits(o.type).quantized) {
     w.set("general.quantization_version", uint32_t{2});
   }

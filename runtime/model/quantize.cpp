@@ -127,7 +127,7 @@ struct rule_state {
 };
 
 /// llama_tensor_get_type_impl for baton's targets on a llama model.
-ggml_type rule_type(rule_state& qs, const tensor_info& t, category cat, quant_target target,
+ggml_type rule_type(rule_state& qs, const tensor_info& t, category cat, ftype target,
                     ggml_type new_type) {
   if (cat == category::output || (qs.tied && cat == category::token_embd)) {
     if (t.ne[0] % traits(new_type).block_size != 0) {
@@ -138,7 +138,7 @@ ggml_type rule_type(rule_state& qs, const tensor_info& t, category cat, quant_ta
   } else if (cat == category::token_embd) {
     // only the IQ and ternary mixtures change an untied token_embd
   } else if (cat == category::attn_v) {
-    if (target == quant_target::q4_k_m && use_more_bits(qs.i_attention_wv, qs.n_attention_wv)) {
+    if (target == ftype::q4_k_m && use_more_bits(qs.i_attention_wv, qs.n_attention_wv)) {
       new_type = ggml_type::q6_k;
     }
     if (qs.is_70b && (new_type == ggml_type::q3_k || new_type == ggml_type::q4_k)) {
@@ -147,7 +147,7 @@ ggml_type rule_type(rule_state& qs, const tensor_info& t, category cat, quant_ta
     }
     ++qs.i_attention_wv;
   } else if (cat == category::ffn_down) {
-    if (target == quant_target::q4_k_m && use_more_bits(qs.i_ffn_down, qs.n_ffn_down)) {
+    if (target == ftype::q4_k_m && use_more_bits(qs.i_ffn_down, qs.n_ffn_down)) {
       new_type = ggml_type::q6_k;
     }
     ++qs.i_ffn_down;
@@ -200,14 +200,6 @@ result<ggml_type> fallback_type(const tensor_info& t, ggml_type type, bool* fell
   return r;
 }
 
-std::string lower(std::string_view s) {
-  std::string r(s);
-  for (auto& c : r) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return r;
-}
-
 /// The first failure inside a fill callback (which cannot return one).
 struct fill_errors {
   std::mutex mu;
@@ -243,92 +235,6 @@ void convert_rows(const tensor_plan& p, const std::byte* src, std::byte* dst, in
 
 }  // namespace
 
-std::optional<quant_target> parse_quant_target(std::string_view name) {
-  const std::string n = lower(name);
-  if (n == "f32") {
-    return quant_target::f32;
-  }
-  if (n == "f16") {
-    return quant_target::f16;
-  }
-  if (n == "bf16") {
-    return quant_target::bf16;
-  }
-  if (n == "q8_0") {
-    return quant_target::q8_0;
-  }
-  if (n == "q4_0") {
-    return quant_target::q4_0;
-  }
-  if (n == "q4_k_m" || n == "q4_k") {
-    return quant_target::q4_k_m;
-  }
-  if (n == "q6_k") {
-    return quant_target::q6_k;
-  }
-  return std::nullopt;
-}
-
-std::string_view quant_target_name(quant_target t) {
-  switch (t) {
-    case quant_target::f32:
-      return "F32";
-    case quant_target::f16:
-      return "F16";
-    case quant_target::bf16:
-      return "BF16";
-    case quant_target::q8_0:
-      return "Q8_0";
-    case quant_target::q4_0:
-      return "Q4_0";
-    case quant_target::q4_k_m:
-      return "Q4_K_M";
-    case quant_target::q6_k:
-      return "Q6_K";
-  }
-  return "?";
-}
-
-uint32_t llama_ftype(quant_target t) {
-  switch (t) {
-    case quant_target::f32:
-      return 0;
-    case quant_target::f16:
-      return 1;
-    case quant_target::bf16:
-      return 32;
-    case quant_target::q8_0:
-      return 7;
-    case quant_target::q4_0:
-      return 2;
-    case quant_target::q4_k_m:
-      return 15;
-    case quant_target::q6_k:
-      return 18;
-  }
-  return 0;
-}
-
-ggml_type default_type(quant_target t) {
-  switch (t) {
-    case quant_target::f32:
-      return ggml_type::f32;
-    case quant_target::f16:
-      return ggml_type::f16;
-    case quant_target::bf16:
-      return ggml_type::bf16;
-    case quant_target::q8_0:
-      return ggml_type::q8_0;
-    case quant_target::q4_0:
-      return ggml_type::q4_0;
-    case quant_target::q4_k_m:
-      return ggml_type::q4_k;
-    case quant_target::q6_k:
-      return ggml_type::q6_k;
-  }
-  return ggml_type::f32;
-}
-
 result<std::vector<tensor_plan>> plan_quantization(const model& m, const quantize_options& o) {
   const gguf_file& f = m.file();
   std::vector<const tensor_info*> order;
@@ -353,7 +259,7 @@ result<std::vector<tensor_plan>> plan_quantization(const model& m, const quantiz
   // llama.cpp calls an 80-layer llama with grouped-query attention LLM_TYPE_70B
   qs.is_70b = c.n_layer == 80 && c.n_head != c.n_head_kv;
 
-  const ggml_type base = default_type(o.target);
+  const ggml_type base = info(o.target).default_type;
   std::vector<tensor_plan> plan;
   plan.reserve(order.size());
   for (const auto* t : order) {
@@ -379,7 +285,7 @@ result<std::vector<tensor_plan>> plan_quantization(const model& m, const quantiz
             "%s: tensor '%s' %s would become %s under llama.cpp's %s rules, a "
             "type baton cannot compute with",
             f.path().c_str(), t->name.c_str(), t->shape_string().c_str(), type_name(p.to).c_str(),
-            (std::string(quant_target_name(o.target)) + (o.pure ? " --pure" : "")).c_str());
+            (std::string(info(o.target).name) + (o.pure ? " --pure" : "")).c_str());
       }
     }
     if (p.to != p.from && !cpu::can_dequantize(p.from)) {
@@ -424,10 +330,10 @@ result<quantize_summary> quantize_model(const std::string& in, const std::string
     w.set(key, value);
   }
   w.set("general.quantization_version", uint32_t{2});
-  w.set("general.file_type", llama_ftype(o.target));
+  w.set("general.file_type", info(o.target).id);
 
   quantize_summary s;
-  s.file_type = llama_ftype(o.target);
+  s.file_type = info(o.target).id;
   auto errors = std::make_shared<fill_errors>();
   const int n_threads = o.n_threads;
   for (const auto& p : *plan) {

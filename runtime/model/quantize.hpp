@@ -1,7 +1,8 @@
 // Model-level conversion, as `llama-quantize --allow-requantize` does it: read a Llama
 // GGUF, choose each tensor's new type by llama.cpp's rules (llama_tensor_get_type in
 // src/llama-quant.cpp), and write a new GGUF with the same metadata (general.file_type
-// set to the llama_ftype, general.quantization_version 2) and the tensors converted.
+// set to the target's llama_ftype id, general.quantization_version 2) and the tensors
+// converted. The targets are the file types of runtime/model/ftype.hpp.
 //
 // The rules, for the targets baton offers:
 // - only 2-D+ tensors named *weight (not *_norm.weight) convert; 1-D tensors (norms,
@@ -27,37 +28,14 @@
 #include <vector>
 
 #include "kernels/ggml_type.hpp"
-#include "runtime/system/error.hpp"
+#include "runtime/model/ftype.hpp"
 #include "runtime/model/model_config.hpp"
+#include "runtime/system/error.hpp"
 
 namespace baton {
 
-/// What `baton quantize` converts to; each is a llama_ftype.
-enum class quant_target {
-  f32,     ///< LLAMA_FTYPE_ALL_F32 (0)
-  f16,     ///< LLAMA_FTYPE_MOSTLY_F16 (1)
-  bf16,    ///< LLAMA_FTYPE_MOSTLY_BF16 (32)
-  q8_0,    ///< LLAMA_FTYPE_MOSTLY_Q8_0 (7)
-  q4_0,    ///< LLAMA_FTYPE_MOSTLY_Q4_0 (2)
-  q4_k_m,  ///< LLAMA_FTYPE_MOSTLY_Q4_K_M (15); "Q4_K" is llama-quantize's alias for it
-  q6_k,    ///< LLAMA_FTYPE_MOSTLY_Q6_K (18)
-};
-
-/// Parses a target name, case-insensitively: F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q4_K
-/// (= Q4_K_M, as llama-quantize takes it), Q6_K.
-std::optional<quant_target> parse_quant_target(std::string_view name);
-
-/// "Q4_K_M", as llama-quantize names it.
-std::string_view quant_target_name(quant_target t);
-
-/// The llama_ftype stored as general.file_type.
-uint32_t llama_ftype(quant_target t);
-
-/// The type most tensors get (llama_ftype_get_default_type).
-ggml_type default_type(quant_target t);
-
 struct quantize_options {
-  quant_target target = quant_target::q8_0;
+  ftype target = ftype::q8_0;  ///< what to convert to (its name, id and default type: ftype.hpp)
   /// llama-quantize --pure: every convertible tensor gets the default type (no Q6_K
   /// head, no Q4_K_M mixture); the block-size fallback still applies.
   bool pure = false;
