@@ -174,7 +174,7 @@ bool first_check(const std::string& kernel) {
   return checked.insert(kernel).second;
 }
 
-/// Bytes xq[n] equal ref[n], or exits naming the first differing byte.
+/// got[n] equals ref[n] byte for byte, or this exits naming the first byte that differs.
 void check_bytes_equal(const std::string& kernel, const uint8_t* ref, const uint8_t* got,
                        size_t n, const std::string& where) {
   for (size_t i = 0; i < n; ++i) {
