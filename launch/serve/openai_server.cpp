@@ -203,7 +203,7 @@ void drain(const std::shared_ptr<request_state>& st) {
       st->tops.push_back(std::move(alt));
     }
     st->text += e->text;
-    const bool last = !e->finish_reason.empty();
+    const bool last = e->finish != finish_reason::none;
     if (st->req.stream && (!e->text.empty() || (st->req.logprobs && e->token >= 0))) {
       st->res->chunk("data: " + dump(chunk_json(*st, e->text, nullptr,
                                                 logprobs_json(*st, before, st->tokens.size()),
@@ -220,22 +220,22 @@ void drain(const std::shared_ptr<request_state>& st) {
     }
     {
       std::lock_guard<std::mutex> ml(fe.metrics.mu);
-      fe.metrics.finished[e->finish_reason] += 1;
+      fe.metrics.finished[to_string(e->finish)] += 1;
       fe.metrics.e2e.observe(std::chrono::duration<double>(now - st->t0).count());
     }
-    if (e->finish_reason == "cancelled" && !fe.stopping) {
+    if (e->finish == finish_reason::cancelled && !fe.stopping) {
       if (st->req.stream) {
         st->res->end();
       }
       return;  // the client is gone
     }
-    if (e->finish_reason == "cancelled") {  // the server stops: say so, as a final event
-      e->finish_reason = "error";
+    if (e->finish == finish_reason::cancelled) {  // the server stops: say so, as a final event
+      e->finish = finish_reason::error;
       e->error = "the server is shutting down";
       e->error_kind = refusal::shutting_down;
     }
     const json usage = usage_json(e->prompt_tokens, e->completion_tokens, e->cached_tokens);
-    if (e->finish_reason == "error") {
+    if (e->finish == finish_reason::error) {
       const api_error err = event_error(*e, fe.stopping);
       if (st->req.stream) {
         st->res->chunk("data: " + dump(error_json(err)) + "\n\n");
@@ -247,8 +247,8 @@ void drain(const std::shared_ptr<request_state>& st) {
       return;
     }
     if (st->req.stream) {
-      st->res->chunk("data: " + dump(chunk_json(*st, "", e->finish_reason, nullptr, false)) +
-                     "\n\n");
+      st->res->chunk("data: " +
+                     dump(chunk_json(*st, "", to_string(e->finish), nullptr, false)) + "\n\n");
       if (st->req.include_usage) {
         json u = chunk_json(*st, "", nullptr, nullptr, false);
         u["choices"] = json::array();
@@ -261,7 +261,7 @@ void drain(const std::shared_ptr<request_state>& st) {
     }
     json choice = {{"index", 0},
                    {"logprobs", logprobs_json(*st, 0, st->tokens.size())},
-                   {"finish_reason", e->finish_reason}};
+                   {"finish_reason", to_string(e->finish)}};
     if (st->req.chat) {
       choice["message"] = {{"role", "assistant"}, {"content", st->text}};
     } else {
@@ -356,21 +356,21 @@ void front_end::impl::completion(const http::request& rq,
   st->res = res;
   admission decision;
   st->stream = backend.submit(std::move(g), &decision);
-  if (decision.decision != "ok") {
-    switch (decision.why) {
+  if (decision.verdict != admit::ok) {
+    switch (decision.reason) {
       case refusal::queue_full:
       case refusal::key_quota:
-        return reject(*res, {429, "the server is busy: " + decision.reason + "; retry later",
+        return reject(*res, {429, "the server is busy: " + decision.message + "; retry later",
                              "rate_limit_exceeded", "", "rate_limit_exceeded"},
-                      decision.why == refusal::queue_full ? reject_reason::queue_full
+                      decision.reason == refusal::queue_full ? reject_reason::queue_full
                                                           : reject_reason::key_quota,
                       {{"Retry-After", std::to_string(std::max(1, decision.retry_after_s))}});
       case refusal::stage_down:
       case refusal::shutting_down:
-        return reject(*res, {503, decision.reason, "server_error", "", ""},
+        return reject(*res, {503, decision.message, "server_error", "", ""},
                       reject_reason::unavailable);
       default:
-        return reject(*res, {400, decision.reason, "invalid_request_error", "", ""},
+        return reject(*res, {400, decision.message, "invalid_request_error", "", ""},
                       reject_reason::invalid_request);
     }
   }
@@ -418,7 +418,8 @@ std::string front_end::impl::metrics_text() {
   gauge("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens),
         "counter");
   gauge("steps_total", "Pipeline steps run.", static_cast<double>(s.steps), "counter");
-  gauge("stage_down", "1 when a pipeline stage is down.", s.down.empty() ? 0 : 1);
+  gauge("stage_down", "1 when a pipeline stage is down.",
+        s.state == pipeline_state::running ? 0 : 1);
   http::server_counters hc;
   if (http_counters) {
     hc = http_counters();
@@ -504,8 +505,8 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
   }
   if (rq.target == "/health" && rq.method == "GET") {
     const auto s = backend.snapshot();
-    if (!s.stats.down.empty()) {
-      return send_json(*res, 503, {{"status", "unavailable"}, {"error", s.stats.down}});
+    if (s.stats.state != pipeline_state::running) {
+      return send_json(*res, 503, {{"status", "unavailable"}, {"error", s.stats.down_message}});
     }
     if (stopping) {
       return send_json(*res, 503, {{"status", "unavailable"}, {"error", "shutting down"}});
@@ -537,8 +538,8 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
                     reject_reason::unavailable);
     }
     const auto s = backend.snapshot();
-    if (!s.stats.down.empty()) {
-      return reject(*res, {503, s.stats.down, "server_error", "", ""},
+    if (s.stats.state != pipeline_state::running) {
+      return reject(*res, {503, s.stats.down_message, "server_error", "", ""},
                     reject_reason::unavailable);
     }
     // parsing, templating and tokenising may take a while: off the io thread
