@@ -163,14 +163,10 @@ json chunk_json(const request_state& st, const std::string& text, const json& fi
           {"choices", json::array({choice})}};
 }
 
-/// The final event's error as the client sees it: 503 for a pipeline that is down or
-/// stopping, 500 otherwise.
+/// The final event's error as the client sees it: its kind's row of the status table
+/// (unavailable for a pipeline that is down or stopping, stage_failed otherwise).
 api_error event_error(const gen_event& e, bool stopping) {
-  api_error err{500, e.error, "server_error", "", ""};
-  if (e.error_kind == refusal::stage_down || e.error_kind == refusal::shutting_down || stopping) {
-    err.status = 503;
-  }
-  return err;
+  return error_for(stopping ? reject_reason::unavailable : reason_of(e.error_kind), e.error);
 }
 
 /// Takes whatever events wait and answers with them (a stream's chunks, or the whole
@@ -286,8 +282,8 @@ void front_end::impl::completion(const http::request& rq,
                                  const std::string& key) {
   json body = json::parse(rq.body, nullptr, false);
   if (body.is_discarded()) {
-    return reject(*res, {400, "the request body is not valid JSON (or not valid UTF-8)",
-                         "invalid_request_error", "", ""},
+    return reject(*res, error_for(reject_reason::invalid_request,
+                                  "the request body is not valid JSON (or not valid UTF-8)"),
                   reject_reason::invalid_request);
   }
   auto parsed = parse_request(body, chat);
@@ -299,15 +295,18 @@ void front_end::impl::completion(const http::request& rq,
   st->req = std::move(std::get<completion_request>(parsed));
   auto& r = st->req;
   if (!r.model.empty() && r.model != o.model_name) {
-    return reject(*res, {404, "The model '" + r.model + "' does not exist (this server serves '" +
-                                  o.model_name + "')", "invalid_request_error", "model",
-                         "model_not_found"}, reject_reason::model_not_found);
+    return reject(*res, error_for(reject_reason::model_not_found,
+                                  "The model '" + r.model +
+                                      "' does not exist (this server serves '" + o.model_name +
+                                      "')",
+                                  "model"),
+                  reject_reason::model_not_found);
   }
   std::vector<int32_t> prompt;
   if (chat) {
     auto t = encode_chat(*tok, r.messages, true, o.allow_special_tokens_in_chat);
     if (!t) {
-      return reject(*res, {400, t.err().message, "invalid_request_error", "messages", ""},
+      return reject(*res, error_for(reject_reason::invalid_request, t.err().message, "messages"),
                     reject_reason::invalid_request);
     }
     prompt = std::move(*t);
@@ -315,10 +314,11 @@ void front_end::impl::completion(const http::request& rq,
     for (size_t i = 0; i < r.prompt_tokens.size(); ++i) {
       const auto t = r.prompt_tokens[i];
       if (t < 0 || t >= o.n_vocab) {
-        return reject(*res, {400, "prompt[" + std::to_string(i) + "]: token id " +
-                                      std::to_string(t) + " is outside the vocabulary (0.." +
-                                      std::to_string(o.n_vocab - 1) + ")",
-                             "invalid_request_error", "prompt", ""},
+        return reject(*res, error_for(reject_reason::invalid_request,
+                                      "prompt[" + std::to_string(i) + "]: token id " +
+                                          std::to_string(t) + " is outside the vocabulary (0.." +
+                                          std::to_string(o.n_vocab - 1) + ")",
+                                      "prompt"),
                       reject_reason::invalid_request);
       }
       prompt.push_back(static_cast<int32_t>(t));
@@ -332,15 +332,16 @@ void front_end::impl::completion(const http::request& rq,
   }
   if (n_prompt + r.max_tokens > o.n_ctx) {
     return reject(*res,
-                  {400, "This model's maximum context length is " + std::to_string(o.n_ctx) +
-                            " tokens. However, you requested " +
-                            std::to_string(n_prompt + r.max_tokens) + " tokens (" +
-                            std::to_string(n_prompt) + " in the " + (chat ? "messages" : "prompt") +
-                            ", " + std::to_string(r.max_tokens) +
-                            " in the completion). Please reduce the length of the " +
-                            (chat ? "messages" : "prompt") + " or completion.",
-                   "invalid_request_error", chat ? "messages" : "prompt",
-                   "context_length_exceeded"},
+                  error_for(reject_reason::context_length,
+                            "This model's maximum context length is " + std::to_string(o.n_ctx) +
+                                " tokens. However, you requested " +
+                                std::to_string(n_prompt + r.max_tokens) + " tokens (" +
+                                std::to_string(n_prompt) + " in the " +
+                                (chat ? "messages" : "prompt") + ", " +
+                                std::to_string(r.max_tokens) +
+                                " in the completion). Please reduce the length of the " +
+                                (chat ? "messages" : "prompt") + " or completion.",
+                            chat ? "messages" : "prompt"),
                   reject_reason::context_length);
   }
   gen_request g;
@@ -357,22 +358,13 @@ void front_end::impl::completion(const http::request& rq,
   admission decision;
   st->stream = backend.submit(std::move(g), &decision);
   if (decision.verdict != admit::ok) {
-    switch (decision.reason) {
-      case refusal::queue_full:
-      case refusal::key_quota:
-        return reject(*res, {429, "the server is busy: " + decision.message + "; retry later",
-                             "rate_limit_exceeded", "", "rate_limit_exceeded"},
-                      decision.reason == refusal::queue_full ? reject_reason::queue_full
-                                                          : reject_reason::key_quota,
-                      {{"Retry-After", std::to_string(std::max(1, decision.retry_after_s))}});
-      case refusal::stage_down:
-      case refusal::shutting_down:
-        return reject(*res, {503, decision.message, "server_error", "", ""},
-                      reject_reason::unavailable);
-      default:
-        return reject(*res, {400, decision.message, "invalid_request_error", "", ""},
-                      reject_reason::invalid_request);
+    const reject_reason why = reason_of(decision.reason);
+    if (why == reject_reason::queue_full || why == reject_reason::key_quota) {
+      return reject(*res,
+                    error_for(why, "the server is busy: " + decision.message + "; retry later"),
+                    why, {{"Retry-After", std::to_string(std::max(1, decision.retry_after_s))}});
     }
+    return reject(*res, error_for(why, decision.message), why);
   }
   {
     std::lock_guard<std::mutex> ml(metrics.mu);
@@ -485,8 +477,9 @@ void front_end::impl::internal_error(const http::request& rq, http::response& re
   std::fprintf(stderr, "baton: internal error in request %llu (%s, a %zu-byte path, from %s): %s\n",
                static_cast<unsigned long long>(number), rq.method.c_str(), rq.target.size(),
                rq.peer.c_str(), what);
-  reject(res, {500, "internal server error (request " + std::to_string(number) + ")",
-               "server_error", "", "internal_error"},
+  reject(res,
+         error_for(reject_reason::internal_error,
+                   "internal server error (request " + std::to_string(number) + ")"),
          reject_reason::internal_error);
 }
 
@@ -497,19 +490,21 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
   std::string key;
   const bool v1 = rq.target == "/v1" || rq.target.rfind("/v1/", 0) == 0;
   if (keys.required() && v1 && !keys.accepts(rq.authorization, &key)) {
-    return reject(*res, {401, rq.authorization.empty()
-                                  ? "Missing API key (Authorization: Bearer ...)"
-                                  : "Incorrect API key provided",
-                         "invalid_request_error", "", "invalid_api_key"},
+    return reject(*res,
+                  error_for(reject_reason::unauthorized,
+                            rq.authorization.empty() ? "Missing API key (Authorization: Bearer ...)"
+                                                     : "Incorrect API key provided"),
                   reject_reason::unauthorized);
   }
   if (rq.target == "/health" && rq.method == "GET") {
     const auto s = backend.snapshot();
+    const int unavailable = status_of(reject_reason::unavailable).status;
     if (s.stats.state != pipeline_state::running) {
-      return send_json(*res, 503, {{"status", "unavailable"}, {"error", s.stats.down_message}});
+      return send_json(*res, unavailable,
+                       {{"status", "unavailable"}, {"error", s.stats.down_message}});
     }
     if (stopping) {
-      return send_json(*res, 503, {{"status", "unavailable"}, {"error", "shutting down"}});
+      return send_json(*res, unavailable, {{"status", "unavailable"}, {"error", "shutting down"}});
     }
     return send_json(*res, 200, {{"status", "ok"}});
   }
@@ -528,18 +523,17 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
   const bool chat = rq.target == "/v1/chat/completions";
   if (chat || rq.target == "/v1/completions") {
     if (rq.method != "POST") {
-      return res->send(405, "application/json",
-                       dump(error_json({405, "use POST on " + rq.target, "invalid_request_error",
-                                        "", "method_not_allowed"})),
-                       {{"Allow", "POST"}});
+      const api_error e =
+          error_for(reject_reason::method_not_allowed, "use POST on " + rq.target);
+      return res->send(e.status, "application/json", dump(error_json(e)), {{"Allow", "POST"}});
     }
     if (stopping) {
-      return reject(*res, {503, "the server is shutting down", "server_error", "", ""},
+      return reject(*res, error_for(reject_reason::unavailable, "the server is shutting down"),
                     reject_reason::unavailable);
     }
     const auto s = backend.snapshot();
     if (s.stats.state != pipeline_state::running) {
-      return reject(*res, {503, s.stats.down_message, "server_error", "", ""},
+      return reject(*res, error_for(reject_reason::unavailable, s.stats.down_message),
                     reject_reason::unavailable);
     }
     // parsing, templating and tokenising may take a while: off the io thread
@@ -554,9 +548,9 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
     });
     return;
   }
-  res->send(404, "application/json",
-            dump(error_json({404, "no route " + rq.method + " " + rq.target,
-                             "invalid_request_error", "", "not_found"})));
+  const api_error e =
+      error_for(reject_reason::not_found, "no route " + rq.method + " " + rq.target);
+  res->send(e.status, "application/json", dump(error_json(e)));
 }
 
 // -- front_end --------------------------------------------------------------------------
