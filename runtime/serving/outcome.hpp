@@ -9,7 +9,6 @@
 
 #include <cstdint>
 #include <string>
-#include <string_view>
 
 namespace baton {
 
@@ -23,8 +22,9 @@ enum class finish_reason : uint8_t {
   error,      ///< refused or failed: the event's `error` says why, `error_kind` what kind
 };
 
-/// The OpenAI name ("stop", "length", ...); "" for none.
-inline std::string_view finish_name(finish_reason x) {
+/// The OpenAI name ("stop", "length", "cancelled", "error"); "" for none. Also how
+/// CAF prints it.
+inline std::string to_string(finish_reason x) {
   switch (x) {
     case finish_reason::none: return "";
     case finish_reason::stop: return "stop";
@@ -34,9 +34,6 @@ inline std::string_view finish_name(finish_reason x) {
   }
   return "";
 }
-
-/// As finish_name; also how CAF prints it.
-inline std::string to_string(finish_reason x) { return std::string(finish_name(x)); }
 
 /// Why a request was refused or ended with an error, as a type: the front end chooses
 /// its HTTP status from this, never from the text that comes with it (that is for
