@@ -92,10 +92,10 @@ admission_actor::behavior_type admission_impl(
         }
         st.keys.erase(it);
       },
-      [=](refuse_atom, refusal why, std::string& reason) {
+      [=](refuse_atom, refusal why, std::string& message) {
         auto& st = self->state;
         if (st.refusing.verdict == admit::ok) {  // the first cause stays: it is the root one
-          st.refusing = never(why, std::move(reason));
+          st.refusing = never(why, std::move(message));
         }
       },
   };

@@ -35,9 +35,10 @@ using refuse_atom = caf::atom_constant<caf::atom("refuse")>;
 // and failure) are in runtime/serving/outcome.hpp: the scheduler and the front end's
 // status table read them without the actor system.
 
-/// The admission actor's verdict: admitted; not now (retry later: today a full queue
-/// answers never with queue_full and a retry-after hint, as the front end's 429 has
-/// always read it); or not this request.
+/// The admission actor's verdict: admitted, not now, or not this request (the KV
+/// accounting's ok / later / never). A full queue answers never with queue_full and a
+/// retry-after hint, which the front end has always sent as a 429: nothing answers
+/// later yet.
 enum class admit : uint8_t {
   ok,
   later,
@@ -246,7 +247,7 @@ using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, c
 
 /// The admission actor: ok (forwarded to the router) or never (with the kind of refusal
 /// and its message); the router reports finished requests back with done; refuse makes it refuse
-/// every later request with that kind and reason (a stage died, the server stops).
+/// every later request with that kind and message (a stage died, the server stops).
 using admission_actor =
     caf::typed_actor<caf::replies_to<submit_atom, gen_request, client_actor>::with<admission>,
                      caf::reacts_to<done_atom, uint64_t>,

@@ -54,12 +54,14 @@ struct front_end::impl {
         backend(b),
         workers(static_cast<size_t>(std::max(1, o.n_workers))) {}
 
-  void reject(http::response& res, const api_error& e, reject_reason why,
-              http::header_list headers = {}) {
+  /// Answers with `why`'s row of the status table and counts it.
+  void reject(http::response& res, reject_reason why, std::string message,
+              std::string param = "", http::header_list headers = {}) {
     {
       std::lock_guard<std::mutex> ml(metrics.mu);
       metrics.rejected[why] += 1;
     }
+    const api_error e = error_for(why, std::move(message), std::move(param));
     res.send(e.status, "application/json", dump(error_json(e)), std::move(headers));
   }
   void route(const http::request& rq, const std::shared_ptr<http::response>& res,
@@ -282,44 +284,38 @@ void front_end::impl::completion(const http::request& rq,
                                  const std::string& key) {
   json body = json::parse(rq.body, nullptr, false);
   if (body.is_discarded()) {
-    return reject(*res, error_for(reject_reason::invalid_request,
-                                  "the request body is not valid JSON (or not valid UTF-8)"),
-                  reject_reason::invalid_request);
+    return reject(*res, reject_reason::invalid_request,
+                  "the request body is not valid JSON (or not valid UTF-8)");
   }
   auto parsed = parse_request(body, chat);
   if (auto* e = std::get_if<api_error>(&parsed)) {
-    return reject(*res, *e, reject_reason::invalid_request);
+    return reject(*res, reject_reason::invalid_request, e->message, e->param);
   }
   auto st = std::make_shared<request_state>();
   st->fe = this;
   st->req = std::move(std::get<completion_request>(parsed));
   auto& r = st->req;
   if (!r.model.empty() && r.model != o.model_name) {
-    return reject(*res, error_for(reject_reason::model_not_found,
-                                  "The model '" + r.model +
-                                      "' does not exist (this server serves '" + o.model_name +
-                                      "')",
-                                  "model"),
-                  reject_reason::model_not_found);
+    return reject(*res, reject_reason::model_not_found,
+                  "The model '" + r.model + "' does not exist (this server serves '" +
+                      o.model_name + "')",
+                  "model");
   }
   std::vector<int32_t> prompt;
   if (chat) {
     auto t = encode_chat(*tok, r.messages, true, o.allow_special_tokens_in_chat);
     if (!t) {
-      return reject(*res, error_for(reject_reason::invalid_request, t.err().message, "messages"),
-                    reject_reason::invalid_request);
+      return reject(*res, reject_reason::invalid_request, t.err().message, "messages");
     }
     prompt = std::move(*t);
   } else if (!r.prompt_tokens.empty()) {
     for (size_t i = 0; i < r.prompt_tokens.size(); ++i) {
       const auto t = r.prompt_tokens[i];
       if (t < 0 || t >= o.n_vocab) {
-        return reject(*res, error_for(reject_reason::invalid_request,
-                                      "prompt[" + std::to_string(i) + "]: token id " +
-                                          std::to_string(t) + " is outside the vocabulary (0.." +
-                                          std::to_string(o.n_vocab - 1) + ")",
-                                      "prompt"),
-                      reject_reason::invalid_request);
+        return reject(*res, reject_reason::invalid_request,
+                      "prompt[" + std::to_string(i) + "]: token id " + std::to_string(t) +
+                          " is outside the vocabulary (0.." + std::to_string(o.n_vocab - 1) + ")",
+                      "prompt");
       }
       prompt.push_back(static_cast<int32_t>(t));
     }
@@ -331,18 +327,15 @@ void front_end::impl::completion(const http::request& rq,
     r.max_tokens = static_cast<int32_t>(std::max<int64_t>(1, o.n_ctx - n_prompt));
   }
   if (n_prompt + r.max_tokens > o.n_ctx) {
-    return reject(*res,
-                  error_for(reject_reason::context_length,
-                            "This model's maximum context length is " + std::to_string(o.n_ctx) +
-                                " tokens. However, you requested " +
-                                std::to_string(n_prompt + r.max_tokens) + " tokens (" +
-                                std::to_string(n_prompt) + " in the " +
-                                (chat ? "messages" : "prompt") + ", " +
-                                std::to_string(r.max_tokens) +
-                                " in the completion). Please reduce the length of the " +
-                                (chat ? "messages" : "prompt") + " or completion.",
-                            chat ? "messages" : "prompt"),
-                  reject_reason::context_length);
+    return reject(*res, reject_reason::context_length,
+                  "This model's maximum context length is " + std::to_string(o.n_ctx) +
+                      " tokens. However, you requested " +
+                      std::to_string(n_prompt + r.max_tokens) + " tokens (" +
+                      std::to_string(n_prompt) + " in the " + (chat ? "messages" : "prompt") +
+                      ", " + std::to_string(r.max_tokens) +
+                      " in the completion). Please reduce the length of the " +
+                      (chat ? "messages" : "prompt") + " or completion.",
+                  chat ? "messages" : "prompt");
   }
   gen_request g;
   st->id = next_id++;
@@ -360,11 +353,10 @@ void front_end::impl::completion(const http::request& rq,
   if (decision.verdict != admit::ok) {
     const reject_reason why = reason_of(decision.reason);
     if (why == reject_reason::queue_full || why == reject_reason::key_quota) {
-      return reject(*res,
-                    error_for(why, "the server is busy: " + decision.message + "; retry later"),
-                    why, {{"Retry-After", std::to_string(std::max(1, decision.retry_after_s))}});
+      return reject(*res, why, "the server is busy: " + decision.message + "; retry later", "",
+                    {{"Retry-After", std::to_string(std::max(1, decision.retry_after_s))}});
     }
-    return reject(*res, error_for(why, decision.message), why);
+    return reject(*res, why, decision.message);
   }
   {
     std::lock_guard<std::mutex> ml(metrics.mu);
@@ -477,10 +469,8 @@ void front_end::impl::internal_error(const http::request& rq, http::response& re
   std::fprintf(stderr, "baton: internal error in request %llu (%s, a %zu-byte path, from %s): %s\n",
                static_cast<unsigned long long>(number), rq.method.c_str(), rq.target.size(),
                rq.peer.c_str(), what);
-  reject(res,
-         error_for(reject_reason::internal_error,
-                   "internal server error (request " + std::to_string(number) + ")"),
-         reject_reason::internal_error);
+  reject(res, reject_reason::internal_error,
+         "internal server error (request " + std::to_string(number) + ")");
 }
 
 void front_end::impl::route(const http::request& rq, const std::shared_ptr<http::response>& res,
@@ -490,11 +480,9 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
   std::string key;
   const bool v1 = rq.target == "/v1" || rq.target.rfind("/v1/", 0) == 0;
   if (keys.required() && v1 && !keys.accepts(rq.authorization, &key)) {
-    return reject(*res,
-                  error_for(reject_reason::unauthorized,
-                            rq.authorization.empty() ? "Missing API key (Authorization: Bearer ...)"
-                                                     : "Incorrect API key provided"),
-                  reject_reason::unauthorized);
+    return reject(*res, reject_reason::unauthorized,
+                  rq.authorization.empty() ? "Missing API key (Authorization: Bearer ...)"
+                                           : "Incorrect API key provided");
   }
   if (rq.target == "/health" && rq.method == "GET") {
     const auto s = backend.snapshot();
@@ -528,13 +516,11 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
       return res->send(e.status, "application/json", dump(error_json(e)), {{"Allow", "POST"}});
     }
     if (stopping) {
-      return reject(*res, error_for(reject_reason::unavailable, "the server is shutting down"),
-                    reject_reason::unavailable);
+      return reject(*res, reject_reason::unavailable, "the server is shutting down");
     }
     const auto s = backend.snapshot();
     if (s.stats.state != pipeline_state::running) {
-      return reject(*res, error_for(reject_reason::unavailable, s.stats.down_message),
-                    reject_reason::unavailable);
+      return reject(*res, reject_reason::unavailable, s.stats.down_message);
     }
     // parsing, templating and tokenising may take a while: off the io thread
     boost::asio::post(workers, [this, rq, res, chat, key, number]() {
