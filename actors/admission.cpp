@@ -5,44 +5,51 @@
 
 namespace baton {
 
+namespace {
+
+admission never(refusal why, std::string message, int32_t retry_after_s = 0) {
+  return admission{admit::never, why, std::move(message), retry_after_s};
+}
+
+}  // namespace
+
 admission decide(const admission_config& cfg, const gen_request& r, int32_t in_system,
                  int32_t key_count) {
   const auto n_prompt = static_cast<int64_t>(r.prompt.size());
   const int64_t total = n_prompt + r.max_tokens;
   if (r.prompt.empty()) {
-    return {"never", "empty prompt", 0, refusal::invalid};
+    return never(refusal::invalid, "empty prompt");
   }
   if (r.max_tokens < 1) {
-    return {"never", "max_tokens (" + std::to_string(r.max_tokens) + ") must be >= 1", 0,
-            refusal::invalid};
+    return never(refusal::invalid,
+                 "max_tokens (" + std::to_string(r.max_tokens) + ") must be >= 1");
   }
   if (total > cfg.n_ctx) {
-    return {"never",
-            "context length: prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
-                std::to_string(r.max_tokens) + ") = " + std::to_string(total) +
-                " exceeds the context length (" + std::to_string(cfg.n_ctx) + ")",
-            0, refusal::invalid};
+    return never(refusal::invalid,
+                 "context length: prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
+                     std::to_string(r.max_tokens) + ") = " + std::to_string(total) +
+                     " exceeds the context length (" + std::to_string(cfg.n_ctx) + ")");
   }
   if (cfg.kv_capacity_tokens > 0 && total > cfg.kv_capacity_tokens) {
-    return {"never",
-            "kv cache: prompt + max_tokens = " + std::to_string(total) +
-                " tokens exceeds the KV cache (" + std::to_string(cfg.kv_capacity_tokens) +
-                " tokens)",
-            0, refusal::invalid};
+    return never(refusal::invalid,
+                 "kv cache: prompt + max_tokens = " + std::to_string(total) +
+                     " tokens exceeds the KV cache (" + std::to_string(cfg.kv_capacity_tokens) +
+                     " tokens)");
   }
   if (auto v = r.sampling.validate(); !v) {
-    return {"never", v.err().message, 0, refusal::invalid};
+    return never(refusal::invalid, v.err().message);
   }
   if (in_system >= cfg.max_num_seqs + cfg.max_queue) {
-    return {"never", "queue full", 1, refusal::queue_full};
+    return never(refusal::queue_full, "queue full", 1);
   }
   if (cfg.max_per_key > 0 && key_count >= cfg.max_per_key) {
-    return {"never",
-            "key quota: " + std::to_string(key_count) + " requests of this key in flight (limit " +
-                std::to_string(cfg.max_per_key) + ")",
-            1, refusal::key_quota};
+    return never(refusal::key_quota,
+                 "key quota: " + std::to_string(key_count) +
+                     " requests of this key in flight (limit " + std::to_string(cfg.max_per_key) +
+                     ")",
+                 1);
   }
-  return {"ok", "", 0, refusal::none};
+  return admission{};
 }
 
 namespace {
@@ -52,20 +59,20 @@ struct admission_state {
   int32_t in_system = 0;
   std::map<std::string, int32_t> per_key;
   std::map<uint64_t, std::string> keys;  // admitted request -> key
-  admission refusing{"ok", "", 0, refusal::none};  // "never" once every request is refused
+  admission refusing;  // never once every request is refused
 };
 
 admission_actor::behavior_type admission_impl(
     admission_actor::stateful_pointer<admission_state> self, admission_config cfg) {
   self->state.cfg = std::move(cfg);
   return {
-      [=](submit_atom, gen_request& r, caf::actor& client) -> admission {
+      [=](submit_atom, gen_request& r, client_actor& client) -> admission {
         auto& st = self->state;
-        if (st.refusing.decision != "ok") {
+        if (st.refusing.verdict != admit::ok) {
           return st.refusing;
         }
         admission a = decide(st.cfg, r, st.in_system, st.per_key[r.key]);
-        if (a.decision == "ok") {
+        if (a.verdict == admit::ok) {
           ++st.in_system;
           ++st.per_key[r.key];
           st.keys[r.id] = r.key;
@@ -85,10 +92,10 @@ admission_actor::behavior_type admission_impl(
         }
         st.keys.erase(it);
       },
-      [=](refuse_atom, refusal why, std::string& reason) {
+      [=](refuse_atom, refusal why, std::string& message) {
         auto& st = self->state;
-        if (st.refusing.decision == "ok") {  // the first cause stays: it is the root one
-          st.refusing = admission{"never", std::move(reason), 0, why};
+        if (st.refusing.verdict == admit::ok) {  // the first cause stays: it is the root one
+          st.refusing = never(why, std::move(message));
         }
       },
   };

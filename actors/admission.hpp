@@ -1,11 +1,12 @@
-// The admission actor: decides ok / never for each request before the router sees it.
-// It holds the concurrency limits (max_num_seqs running + max_queue waiting, beyond which:
-// "queue full" with a retry-after hint), a per-key concurrency quota so one client cannot
-// take the whole server, and the size checks (prompt + max_tokens within the context and
-// within the KV cache). Admitted requests go on to the router; the router reports each
-// finished one back, which frees its place. Every refusal carries its kind (a `refusal`)
-// beside the text. Once told to refuse (a stage died, the server stops), it refuses
-// every later request with that kind and reason.
+// The admission actor: decides ok / never (an `admit`) for each request before the router
+// sees it. It holds the concurrency limits (max_num_seqs running + max_queue waiting,
+// beyond which: queue_full with a retry-after hint), a per-key concurrency quota so one
+// client cannot take the whole server, and the size checks (prompt + max_tokens within
+// the context and within the KV cache). Admitted requests go on to the router; the
+// router reports each finished one back, which frees its place. Every refusal carries
+// its kind (a `refusal`, what callers compare) beside a message for people. Once told
+// to refuse (a stage died, the server stops), it refuses every later request with that
+// kind and message.
 #pragma once
 
 #include "actors/messages.hpp"

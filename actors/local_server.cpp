@@ -264,10 +264,11 @@ result<void> local_server::start() {
   };
   rc.on_stats = [view = view_](const router_stats& s) {
     std::lock_guard<std::mutex> lock(view->mu);
-    const bool newly_down = !s.down.empty() && view->snap.stats.down.empty();
+    const bool newly_down = s.state != pipeline_state::running &&
+                            view->snap.stats.state == pipeline_state::running;
     view->snap.stats = s;
     if (newly_down && view->admission && !view->stopping) {
-      caf::anon_send(view->admission, refuse_atom::value, refusal::stage_down, s.down);
+      caf::anon_send(view->admission, refuse_atom::value, refusal::stage_down, s.down_message);
     }
   };
   rc.tok = tok_;
@@ -285,8 +286,10 @@ result<void> local_server::start() {
   (void)stats();
   std::lock_guard<std::mutex> lock(view_->mu);
   view_->admission = admission_;
-  if (!view_->snap.stats.down.empty()) {  // a stage went down before the admission was there
-    caf::anon_send(admission_, refuse_atom::value, refusal::stage_down, view_->snap.stats.down);
+  // a stage went down before the admission was there
+  if (view_->snap.stats.state != pipeline_state::running) {
+    caf::anon_send(admission_, refuse_atom::value, refusal::stage_down,
+                   view_->snap.stats.down_message);
   }
   return {};
 }
@@ -435,9 +438,9 @@ std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* dec
   }
   auto stream = std::make_shared<event_stream>();
   // the client actor forwards the router's events into the stream, and ends with them
-  auto client = sys_->spawn([stream](caf::event_based_actor* self) -> caf::behavior {
+  auto client = sys_->spawn([stream](client_actor::pointer self) -> client_actor::behavior_type {
     return {[=](event_atom, gen_event& e) {
-      const bool last = !e.finish_reason.empty();
+      const bool last = e.finish != finish_reason::none;
       stream->push(std::move(e));
       if (last) {
         self->quit();
@@ -447,19 +450,19 @@ std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* dec
   const uint64_t id = r.id;
   caf::scoped_actor self{*sys_};
   // no answer: the admission actor is gone, which only the server's end does
-  admission a{"never", "no answer from the admission actor", 0, refusal::shutting_down};
+  admission a{admit::never, refusal::shutting_down, "no answer from the admission actor", 0};
   self->request(admission_, caf::infinite, submit_atom::value, std::move(r), client)
       .receive([&](admission& got) { a = std::move(got); },
-               [&](caf::error& e) { a.reason = sys_->render(e); });
+               [&](caf::error& e) { a.message = sys_->render(e); });
   if (decision) {
     *decision = a;
   }
-  if (a.decision != "ok") {
+  if (a.verdict != admit::ok) {
     gen_event e;
     e.request_id = id;
-    e.finish_reason = "error";
-    e.error = a.reason;
-    e.error_kind = a.why;
+    e.finish = finish_reason::error;
+    e.error = a.message;
+    e.error_kind = a.reason;
     stream->push(std::move(e));
     caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
   }

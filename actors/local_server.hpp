@@ -116,7 +116,7 @@ class local_server {
   bool peer_died();
 
   /// Submits a request (its id is assigned when 0). A refusal arrives on the stream as a
-  /// final event with finish_reason "error", the admission's reason in `error` and its
+  /// final event with finish_reason::error, the admission's message in `error` and its
   /// kind in `error_kind`.
   std::shared_ptr<event_stream> submit(gen_request r, admission* decision = nullptr);
   void cancel(uint64_t id);

@@ -3,29 +3,34 @@
 
 namespace baton {
 
-std::string to_string(refusal x) {
+std::string to_string(admit x) {
   switch (x) {
-    case refusal::none:
-      return "none";
-    case refusal::queue_full:
-      return "queue_full";
-    case refusal::key_quota:
-      return "key_quota";
-    case refusal::stage_down:
-      return "stage_down";
-    case refusal::shutting_down:
-      return "shutting_down";
-    case refusal::invalid:
-      return "invalid";
-    case refusal::internal:
-      return "internal";
+    case admit::ok:
+      return "ok";
+    case admit::later:
+      return "later";
+    case admit::never:
+      return "never";
   }
-  return "refusal(" + std::to_string(static_cast<int>(x)) + ")";
+  return "admit(" + std::to_string(static_cast<int>(x)) + ")";
+}
+
+std::string to_string(pipeline_state x) {
+  switch (x) {
+    case pipeline_state::running:
+      return "running";
+    case pipeline_state::stage_down:
+      return "stage_down";
+    case pipeline_state::stopped:
+      return "stopped";
+  }
+  return "pipeline_state(" + std::to_string(static_cast<int>(x)) + ")";
 }
 
 void add_message_types(caf::actor_system_config& cfg) {
-  // refusal needs no entry: it crosses processes only as a field of gen_event and
-  // admission (written as its uint8_t), and refuse messages stay within the head
+  // the outcome enums need no entry: they cross processes only as fields of gen_event,
+  // admission and router_stats (written as their uint8_t), and refuse messages and the
+  // client actor's handle stay within the head
   cfg.add_message_type<sampling_params>("sampling_params");
   cfg.add_message_type<gen_request>("gen_request");
   cfg.add_message_type<gen_event>("gen_event");

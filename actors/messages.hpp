@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/serving/outcome.hpp"
 #include "runtime/serving/sampler.hpp"
 
 namespace baton {
@@ -30,21 +31,32 @@ using refuse_atom = caf::atom_constant<caf::atom("refuse")>;
 
 // -- outcomes ----------------------------------------------------------------------
 
-/// Why a request was refused or ended with an error, as a type: the front end chooses
-/// its HTTP status from this, never from the text of `reason` / `error` (those are for
-/// people and may change).
-enum class refusal : uint8_t {
-  none,           ///< not refused
-  queue_full,     ///< max_num_seqs + max_queue requests in the system (retry later)
-  key_quota,      ///< this key's requests in flight reached max_per_key (retry later)
-  stage_down,     ///< a stage of the pipeline died or left: nothing can run
-  shutting_down,  ///< the server is stopping (a signal, or the head's shutdown)
-  invalid,        ///< the request itself cannot be served (too long, bad sampling, ...)
-  internal,       ///< a stage failed the request's step (a device fault): a server error
+// finish_reason (stop / length / cancelled / error) and refusal (the kinds of refusal
+// and failure) are in runtime/serving/outcome.hpp: the scheduler and the front end's
+// status table read them without the actor system.
+
+/// The admission actor's verdict: admitted, not now, or not this request (the KV
+/// accounting's ok / later / never). A full queue answers never with queue_full and a
+/// retry-after hint, which the front end has always sent as a 429: nothing answers
+/// later yet.
+enum class admit : uint8_t {
+  ok,
+  later,
+  never,
 };
 
-/// The enum's name as written above ("queue_full", ...); also how CAF prints it.
-std::string to_string(refusal x);
+/// The name ("ok", "later", "never"); also how CAF prints it.
+std::string to_string(admit x);
+
+/// Whether the pipeline can run, as the router last saw it.
+enum class pipeline_state : uint8_t {
+  running,     ///< every stage is there
+  stage_down,  ///< a stage died or left while the head ran: nothing can run
+  stopped,     ///< a stage went away after the head began stopping (expected)
+};
+
+/// The name ("running", ...); also how CAF prints it.
+std::string to_string(pipeline_state x);
 
 // -- requests and events -----------------------------------------------------------
 
@@ -64,10 +76,10 @@ struct gen_event {
   uint64_t request_id = 0;
   std::string text;                 ///< decoded text completed by this token (may be empty)
   int32_t token = -1;               ///< -1 on the final event
-  std::string finish_reason;        ///< "", "stop", "length", "error", "cancelled"
-  std::string error;                ///< the message when finish_reason is "error"
-  /// Set on "error" events (stage_down, shutting_down, invalid, internal), and on
-  /// "cancelled" ones to shutting_down when the server's stop cancelled the request.
+  finish_reason finish = finish_reason::none;  ///< none on every event but the last
+  std::string error;                ///< for people, when finish is error
+  /// Set on error events (stage_down, shutting_down, invalid, internal), and on
+  /// cancelled ones to shutting_down when the server's stop cancelled the request.
   refusal error_kind = refusal::none;
   int32_t prompt_tokens = 0;        ///< on the final event
   int32_t completion_tokens = 0;
@@ -78,12 +90,13 @@ struct gen_event {
   std::vector<float> top_logprobs;  ///< and their log-probabilities, most likely first
 };
 
-/// The admission actor's answer.
+/// The admission actor's answer: its verdict, and for never the kind of refusal (what
+/// callers compare) and a message naming the numbers (what people read).
 struct admission {
-  std::string decision;             ///< "ok", "later" or "never"
-  std::string reason;               ///< for "never": "queue full", "context length", ...
-  int32_t retry_after_s = 0;        ///< a hint with "queue full"
-  refusal why = refusal::none;      ///< for "never": the kind of refusal
+  admit verdict = admit::ok;
+  refusal reason = refusal::none;   ///< for never: queue_full, key_quota, invalid, ...
+  std::string message;              ///< for never: "queue full", "context length: ...", ...
+  int32_t retry_after_s = 0;        ///< a hint with queue_full and key_quota
 };
 
 // -- the pipeline step ---------------------------------------------------------------
@@ -143,7 +156,8 @@ struct router_stats {
   uint64_t evictions = 0;
   uint64_t control_bytes = 0;       ///< CAF bytes to and from remote shards (serialized)
   uint64_t remote_steps = 0;        ///< steps that went to a remote shard
-  std::string down;                 ///< empty, or which stage is down and why
+  pipeline_state state = pipeline_state::running;
+  std::string down_message;         ///< when not running: which stage went and why (for people)
   int32_t down_rank = -1;           ///< the rank of that stage
 };
 
@@ -164,14 +178,14 @@ typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_event& x) {
-  return f(caf::meta::type_name("gen_event"), x.request_id, x.text, x.token, x.finish_reason,
+  return f(caf::meta::type_name("gen_event"), x.request_id, x.text, x.token, x.finish,
            x.error, x.error_kind, x.prompt_tokens, x.completion_tokens, x.cached_tokens, x.logit,
            x.logprob, x.top_ids, x.top_logprobs);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, admission& x) {
-  return f(caf::meta::type_name("admission"), x.decision, x.reason, x.retry_after_s, x.why);
+  return f(caf::meta::type_name("admission"), x.verdict, x.reason, x.message, x.retry_after_s);
 }
 
 template <class Inspector>
@@ -201,7 +215,7 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
   return f(caf::meta::type_name("router_stats"), x.running, x.waiting, x.in_flight,
            x.free_blocks, x.total_blocks, x.steps, x.preemptions, x.prompt_tokens,
            x.generated_tokens, x.cached_prompt_tokens, x.prefix_hits, x.evictions,
-           x.control_bytes, x.remote_steps, x.down, x.down_rank);
+           x.control_bytes, x.remote_steps, x.state, x.down_message, x.down_rank);
 }
 
 // -- actor interfaces ---------------------------------------------------------------------
@@ -218,20 +232,24 @@ using shard_actor =
                      caf::replies_to<stats_atom>::with<std::vector<step_timing>>,
                      caf::replies_to<stats_atom, int32_t>::with<std::vector<step_timing>>>;
 
-/// The router: takes admitted requests (events go to the client actor as
-/// (event_atom, gen_event)), cancels, and the shards' step results. Shutdown: the head
-/// began stopping, so a stage that goes down from now on is expected, not a failure.
-using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, caf::actor>,
+/// A request's client (local_server's, one per request): the router sends it every
+/// event of the request, the last one with its finish reason set; then it quits.
+using client_actor = caf::typed_actor<caf::reacts_to<event_atom, gen_event>>;
+
+/// The router: takes admitted requests (events go to the client actor), cancels, and
+/// the shards' step results. Shutdown: the head began stopping, so a stage that goes
+/// down from now on is expected, not a failure.
+using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, client_actor>,
                                       caf::reacts_to<cancel_atom, uint64_t>,
                                       caf::reacts_to<result_atom, step_result>,
                                       caf::reacts_to<shutdown_atom>,
                                       caf::replies_to<stats_atom>::with<router_stats>>;
 
-/// The admission actor: ok (forwarded to the router) or never (with the reason and its
-/// kind); the router reports finished requests back with done; refuse makes it refuse
-/// every later request with that kind and reason (a stage died, the server stops).
+/// The admission actor: ok (forwarded to the router) or never (with the kind of refusal
+/// and its message); the router reports finished requests back with done; refuse makes it refuse
+/// every later request with that kind and message (a stage died, the server stops).
 using admission_actor =
-    caf::typed_actor<caf::replies_to<submit_atom, gen_request, caf::actor>::with<admission>,
+    caf::typed_actor<caf::replies_to<submit_atom, gen_request, client_actor>::with<admission>,
                      caf::reacts_to<done_atom, uint64_t>,
                      caf::reacts_to<refuse_atom, refusal, std::string>>;
 

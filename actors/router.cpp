@@ -13,8 +13,8 @@ namespace baton {
 namespace {
 
 struct client_info {
-  caf::actor client;
-  caf::actor admission;  // told when the request is done
+  client_actor client;
+  admission_actor admission;  // told when the request is done
   std::unique_ptr<stream_decoder> dec;
   std::unique_ptr<stop_strings> stops;
   int32_t prompt_tokens = 0;
@@ -24,8 +24,8 @@ struct router_state {
   std::unique_ptr<scheduler> sched;
   router_config cfg;
   std::map<uint64_t, client_info> clients;
-  std::string down;                 // why the pipeline cannot run, once a stage is gone
-  refusal down_kind = refusal::none;  // stage_down, or shutting_down when it was expected
+  pipeline_state state = pipeline_state::running;
+  std::string down_message;         // when not running: which stage went and why
   int32_t down_rank = -1;
   bool stopping = false;            // the head began stopping: a stage going down is expected
   uint64_t control_bytes = 0;       // CAF bytes to and from remote shards
@@ -41,7 +41,7 @@ void finish(router_ptr self, uint64_t id, gen_event ev) {
     return;
   }
   client_info& c = it->second;
-  if (ev.finish_reason != "error" && ev.finish_reason != "cancelled") {
+  if (ev.finish != finish_reason::error && ev.finish != finish_reason::cancelled) {
     ev.text += c.stops->push(c.dec->flush());
     if (!c.stops->stopped()) {
       ev.text += c.stops->flush();
@@ -51,7 +51,7 @@ void finish(router_ptr self, uint64_t id, gen_event ev) {
   ev.prompt_tokens = c.prompt_tokens;
   caf::anon_send(c.client, event_atom::value, std::move(ev));
   if (c.admission) {
-    self->send(caf::actor_cast<admission_actor>(c.admission), done_atom::value, id);
+    self->send(c.admission, done_atom::value, id);
   }
   self->send(st.cfg.shards.back(), release_atom::value, id);
   st.clients.erase(it);
@@ -90,7 +90,8 @@ router_stats make_stats(router_ptr self) {
   out.evictions = c.evictions;
   out.control_bytes = st.control_bytes;
   out.remote_steps = st.remote_steps;
-  out.down = st.down;
+  out.state = st.state;
+  out.down_message = st.down_message;
   out.down_rank = st.down_rank;
   return out;
 }
@@ -104,7 +105,7 @@ void publish(router_ptr self) {
 
 void pump(router_ptr self) {
   auto& st = self->state;
-  if (!st.down.empty()) {
+  if (st.state != pipeline_state::running) {
     return;
   }
   while (auto step = st.sched->next_step()) {
@@ -142,7 +143,7 @@ void fail_all(router_ptr self, const std::string& why, refusal kind) {
   }
   for (uint64_t id : ids) {
     gen_event ev;
-    ev.finish_reason = "error";
+    ev.finish = finish_reason::error;
     ev.error = why;
     ev.error_kind = kind;
     finish(self, id, std::move(ev));
@@ -154,13 +155,13 @@ void on_result(router_ptr self, const step_result& r) {
   if (is_remote(self, st.cfg.shards.size() - 1)) {
     st.control_bytes += wire_bytes(self->system(), caf::make_message(result_atom::value, r));
   }
-  if (!st.down.empty()) {
+  if (st.state != pipeline_state::running) {
     return;  // a step abandoned when a stage went down: the scheduler forgot it
   }
   if (!r.error.empty()) {
     for (uint64_t id : st.sched->fail_step(r.step_id)) {
       gen_event ev;
-      ev.finish_reason = "error";
+      ev.finish = finish_reason::error;
       ev.error = r.error;
       ev.error_kind = refusal::internal;
       finish(self, id, std::move(ev));
@@ -200,23 +201,23 @@ void on_result(router_ptr self, const step_result& r) {
         ev.top_logprobs.push_back(r.top_logprobs[sc->second.top_from + k]);
       }
     }
-    const bool eog = o.finish_reason == "stop";  // the end-of-generation token shows no text
+    const bool eog = o.finish == finish_reason::stop;  // the end-of-generation token shows no text
     if (o.token >= 0 && !eog) {
       auto piece = c.dec->push(o.token);
       if (piece) {
         ev.text = c.stops->push(*piece);
       }
     }
-    std::string reason = o.finish_reason;
-    if (reason.empty() && c.stops->stopped()) {
-      reason = "stop";
+    finish_reason reason = o.finish;
+    if (reason == finish_reason::none && c.stops->stopped()) {
+      reason = finish_reason::stop;
       st.sched->finish(o.id);
     }
-    if (reason.empty()) {
+    if (reason == finish_reason::none) {
       caf::anon_send(c.client, event_atom::value, std::move(ev));
     } else {
-      ev.finish_reason = reason;
-      if (reason == "cancelled" && st.stopping) {
+      ev.finish = reason;
+      if (reason == finish_reason::cancelled && st.stopping) {
         ev.error_kind = refusal::shutting_down;
       }
       finish(self, o.id, std::move(ev));
@@ -236,7 +237,7 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
     auto& st = self->state;
     const auto& shards = st.cfg.shards;
     for (size_t i = 0; i < shards.size(); ++i) {
-      if (shards[i].address() != dm.source || !st.down.empty()) {
+      if (shards[i].address() != dm.source || st.state != pipeline_state::running) {
         continue;
       }
       const int32_t rank = i < st.cfg.stage_ranks.size() ? st.cfg.stage_ranks[i] : 0;
@@ -254,48 +255,48 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         // before its shard's exit reaches us (remote_link_unreachable), and marking it
         // dead would make every rank skip MPI_Finalize, which mpirun reports as an
         // improper exit. One that really died is left to the finalize watchdog.
-        st.down = stage + " stopped: the server is shutting down";
-        st.down_kind = refusal::shutting_down;
+        st.state = pipeline_state::stopped;
+        st.down_message = stage + " stopped: the server is shutting down";
         fail_all(self, "the server is shutting down", refusal::shutting_down);
       } else if (left) {
-        st.down = stage + " stopped: its process was asked to stop";
-        st.down_kind = refusal::stage_down;
+        st.state = pipeline_state::stage_down;
+        st.down_message = stage + " stopped: its process was asked to stop";
         std::fprintf(stderr, "baton: %s stopped\n", stage.c_str());
         if (st.cfg.on_rank_down) {
           st.cfg.on_rank_down(rank);
         }
-        fail_all(self, st.down, refusal::stage_down);
+        fail_all(self, st.down_message, refusal::stage_down);
       } else {
-        st.down = stage + " is down: its process died or its host is unreachable (" +
-                  self->system().render(dm.reason) + ")";
-        st.down_kind = refusal::stage_down;
-        std::fprintf(stderr, "baton: %s\n", st.down.c_str());
+        st.state = pipeline_state::stage_down;
+        st.down_message = stage + " is down: its process died or its host is unreachable (" +
+                          self->system().render(dm.reason) + ")";
+        std::fprintf(stderr, "baton: %s\n", st.down_message.c_str());
         if (st.cfg.on_rank_down) {
           st.cfg.on_rank_down(rank);
         }
-        fail_all(self, st.down, refusal::stage_down);
+        fail_all(self, st.down_message, refusal::stage_down);
       }
     }
     publish(self);
   });
   publish(self);
   return {
-      [=](submit_atom, gen_request& r, caf::actor& client) {
+      [=](submit_atom, gen_request& r, client_actor& client) {
         auto& st = self->state;
         client_info c;
         c.client = client;
-        c.admission = caf::actor_cast<caf::actor>(self->current_sender());
+        c.admission = caf::actor_cast<admission_actor>(self->current_sender());
         c.dec = std::make_unique<stream_decoder>(*st.cfg.tok);
         c.stops = std::make_unique<stop_strings>(r.stop);
         c.prompt_tokens = static_cast<int32_t>(r.prompt.size());
         const uint64_t id = r.id;
         st.clients.emplace(id, std::move(c));
-        if (!st.down.empty()) {
+        if (st.state != pipeline_state::running) {
+          const bool stopped = st.state == pipeline_state::stopped;
           gen_event ev;
-          ev.finish_reason = "error";
-          ev.error = st.down_kind == refusal::shutting_down ? "the server is shutting down"
-                                                            : st.down;
-          ev.error_kind = st.down_kind;
+          ev.finish = finish_reason::error;
+          ev.error = stopped ? "the server is shutting down" : st.down_message;
+          ev.error_kind = stopped ? refusal::shutting_down : refusal::stage_down;
           finish(self, id, std::move(ev));
           publish(self);
           return;
@@ -308,7 +309,7 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
       [=](cancel_atom, uint64_t id) {
         if (auto o = self->state.sched->cancel(id)) {
           gen_event ev;
-          ev.finish_reason = "cancelled";
+          ev.finish = finish_reason::cancelled;
           ev.completion_tokens = o->completion_tokens;
           if (self->state.stopping) {
             ev.error_kind = refusal::shutting_down;

@@ -4,12 +4,13 @@
 // events for the request's client. It monitors every shard: when one goes down (its rank
 // died), every request in flight ends with an error naming the stage (error_kind
 // stage_down) and the scheduler forgets it, so no block stays taken; new ones are
-// refused with that message; the stage shows as down in the stats. A stage that goes
-// down after the head began stopping (shutdown) is expected: nothing is printed and the
-// requests end with "the server is shutting down" (shutting_down). A shard that quit on
-// its own (exit reason normal or user_shutdown) reads "stopped", not "is down". After
-// every change the router hands its counters to on_stats, so a reader never has to ask
-// the actor (the front end's snapshot).
+// refused with that message; the stats read pipeline_state::stage_down. A stage that
+// goes down after the head began stopping (shutdown) is expected (pipeline_state::stopped):
+// nothing is printed and the requests end with "the server is shutting down"
+// (shutting_down). A shard that quit on its own (exit reason normal or user_shutdown)
+// reads "stopped", not "is down", in the message. After every change the router hands
+// its counters to on_stats, so a reader never has to ask the actor (the front end's
+// snapshot).
 #pragma once
 
 #include <functional>

@@ -174,7 +174,7 @@ struct shard_core {
 /// A step whose input has not arrived yet, and whom to answer.
 struct waiting_step {
   step_desc desc;
-  caf::actor reply_to;
+  router_actor reply_to;
 };
 
 struct shard_state {
@@ -185,11 +185,11 @@ struct shard_state {
 using shard_ptr = shard_actor::stateful_pointer<shard_state>;
 
 void run_step(shard_ptr self, const step_desc& d, std::optional<activations> input,
-              const caf::actor& reply_to) {
+              const router_actor& reply_to) {
   auto res = self->state.core->run(d, std::move(input));
   if (res) {
     // the last stage (or a failing one) answers the router
-    self->send(caf::actor_cast<router_actor>(reply_to), result_atom::value, std::move(*res));
+    self->send(reply_to, result_atom::value, std::move(*res));
   }
 }
 
@@ -199,7 +199,7 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
     // the transport's thread announces arrivals; the step runs on the shard's own thread
     caf::actor_addr me = self->address();
     cfg.data->on_arrival(cfg.stage, [me](uint64_t step) {
-      if (auto a = caf::actor_cast<caf::actor>(me)) {
+      if (auto a = caf::actor_cast<shard_actor>(me)) {
         caf::anon_send(a, input_atom::value, step);
       }
     });
@@ -207,7 +207,8 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
   return {
       [=](step_atom, step_desc& d) {
         auto& st = self->state;
-        const auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
+        // steps come from the router (its proxy, on other ranks)
+        const auto reply_to = caf::actor_cast<router_actor>(self->current_sender());
         if (cfg.stage == 0) {
           run_step(self, d, std::nullopt, reply_to);
           return;

@@ -129,7 +129,7 @@ std::pair<std::vector<int32_t>, gen_event> drain(event_stream& s) {
     if (e->token >= 0) {
       toks.push_back(e->token);
     }
-    if (!e->finish_reason.empty()) {
+    if (e->finish != finish_reason::none) {
       return {toks, *e};
     }
   }
@@ -161,7 +161,7 @@ TEST(actors, concurrent_requests_give_the_tokens_they_give_alone) {
     }
     for (int i = 0; i < n_req; ++i) {
       auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
-      EXPECT_EQ(fin.finish_reason, "length") << fin.error;
+      EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
       EXPECT_EQ(toks, want[static_cast<size_t>(i)]) << "request " << i << ", " << stages
                                                    << " stages";
     }
@@ -184,7 +184,7 @@ TEST(actors, preemption_under_a_small_kv_budget_loses_nothing) {
   }
   for (int i = 0; i < n_req; ++i) {
     auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
-    EXPECT_EQ(fin.finish_reason, "length") << fin.error;
+    EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
     EXPECT_EQ(toks, want[static_cast<size_t>(i)]) << "request " << i;
   }
   const auto st = srv->stats();
@@ -232,12 +232,12 @@ TEST(actors, admission_refuses_with_reasons) {
   // an over-long request names both numbers
   admission a;
   auto s = srv->submit(greedy_request(prompt(1), 600), &a);
-  EXPECT_EQ(a.decision, "never");
-  EXPECT_EQ(a.why, refusal::invalid);
-  EXPECT_NE(a.reason.find("max_tokens (600)"), std::string::npos) << a.reason;
-  EXPECT_NE(a.reason.find("context length (512)"), std::string::npos) << a.reason;
+  EXPECT_EQ(a.verdict, admit::never);
+  EXPECT_EQ(a.reason, refusal::invalid);
+  EXPECT_NE(a.message.find("max_tokens (600)"), std::string::npos) << a.message;
+  EXPECT_NE(a.message.find("context length (512)"), std::string::npos) << a.message;
   auto [toks, fin] = drain(*s);
-  EXPECT_EQ(fin.finish_reason, "error");
+  EXPECT_EQ(fin.finish, finish_reason::error);
   EXPECT_EQ(fin.error_kind, refusal::invalid);
 
   // three long requests fill max_num_seqs + max_queue; the fourth is refused
@@ -249,19 +249,19 @@ TEST(actors, admission_refuses_with_reasons) {
     ids.push_back(r.id);
     admission ok;
     held.push_back(srv->submit(r, &ok));
-    EXPECT_EQ(ok.decision, "ok") << ok.reason;
+    EXPECT_EQ(ok.verdict, admit::ok) << ok.message;
   }
   admission full;
   srv->submit(greedy_request(prompt(5), 4), &full);
-  EXPECT_EQ(full.decision, "never");
-  EXPECT_EQ(full.reason, "queue full");
-  EXPECT_EQ(full.why, refusal::queue_full);
+  EXPECT_EQ(full.verdict, admit::never);
+  EXPECT_EQ(full.message, "queue full");
+  EXPECT_EQ(full.reason, refusal::queue_full);
   EXPECT_GT(full.retry_after_s, 0);
   for (auto id : ids) {
     srv->cancel(id);
   }
   for (auto& h : held) {
-    EXPECT_EQ(drain(*h).second.finish_reason, "cancelled");
+    EXPECT_EQ(drain(*h).second.finish, finish_reason::cancelled);
   }
 }
 
@@ -275,13 +275,13 @@ TEST(actors, per_key_quota_holds_while_other_keys_get_through) {
   auto h = srv->submit(r, &first);
   srv->submit(greedy_request(prompt(2), 4, "alice"), &second);
   auto b = srv->submit(greedy_request(prompt(3), 4, "bob"), &other);
-  EXPECT_EQ(first.decision, "ok");
-  EXPECT_EQ(second.decision, "never");
-  EXPECT_NE(second.reason.find("key quota"), std::string::npos) << second.reason;
-  EXPECT_EQ(second.why, refusal::key_quota);
-  EXPECT_EQ(first.why, refusal::none);
-  EXPECT_EQ(other.decision, "ok");
-  EXPECT_EQ(drain(*b).second.finish_reason, "length");
+  EXPECT_EQ(first.verdict, admit::ok);
+  EXPECT_EQ(second.verdict, admit::never);
+  EXPECT_NE(second.message.find("key quota"), std::string::npos) << second.message;
+  EXPECT_EQ(second.reason, refusal::key_quota);
+  EXPECT_EQ(first.reason, refusal::none);
+  EXPECT_EQ(other.verdict, admit::ok);
+  EXPECT_EQ(drain(*b).second.finish, finish_reason::length);
   srv->cancel(77);
   drain(*h);
 }
@@ -296,7 +296,7 @@ TEST(actors, cancel_frees_every_block) {
   ASSERT_TRUE(first);
   srv->cancel(42);
   auto [toks, fin] = drain(*s);
-  EXPECT_EQ(fin.finish_reason, "cancelled");
+  EXPECT_EQ(fin.finish, finish_reason::cancelled);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const auto after = srv->stats();
   EXPECT_EQ(after.free_blocks, before.free_blocks);
@@ -423,7 +423,7 @@ TEST(actors, a_stage_death_ends_every_request_and_returns_every_block) {
   caf::anon_send_exit(srv->stage_actor(1), caf::exit_reason::remote_link_unreachable);
   for (auto& s : streams) {
     auto [toks, fin] = drain(*s);
-    EXPECT_EQ(fin.finish_reason, "error");
+    EXPECT_EQ(fin.finish, finish_reason::error);
     EXPECT_EQ(fin.error_kind, refusal::stage_down);
     EXPECT_NE(fin.error.find("stage 1 (rank 0) is down"), std::string::npos) << fin.error;
   }
@@ -435,7 +435,8 @@ TEST(actors, a_stage_death_ends_every_request_and_returns_every_block) {
   EXPECT_EQ(after.in_flight, 0);
   EXPECT_EQ(after.free_blocks, after.total_blocks);
   EXPECT_EQ(after.down_rank, 0);
-  EXPECT_NE(after.down.find("is down"), std::string::npos) << after.down;
+  EXPECT_EQ(after.state, pipeline_state::stage_down);
+  EXPECT_NE(after.down_message.find("is down"), std::string::npos) << after.down_message;
   // the snapshot says the same, without asking the router
   const auto snap = snapshot_when(*srv, [](const serving_snapshot& x) {
     return x.stats.running == 0 && x.stats.free_blocks == x.stats.total_blocks;
@@ -444,13 +445,14 @@ TEST(actors, a_stage_death_ends_every_request_and_returns_every_block) {
   EXPECT_EQ(snap.stats.waiting, 0);
   EXPECT_EQ(snap.stats.in_flight, 0);
   EXPECT_EQ(snap.stats.free_blocks, snap.stats.total_blocks);
-  EXPECT_EQ(snap.stats.down, after.down);
+  EXPECT_EQ(snap.stats.state, after.state);
+  EXPECT_EQ(snap.stats.down_message, after.down_message);
   // new requests are refused by the admission, with the kind
   admission a;
   auto late = srv->submit(greedy_request(prompt(1), 4), &a);
-  EXPECT_EQ(a.decision, "never");
-  EXPECT_EQ(a.why, refusal::stage_down);
-  EXPECT_EQ(a.reason, after.down);
+  EXPECT_EQ(a.verdict, admit::never);
+  EXPECT_EQ(a.reason, refusal::stage_down);
+  EXPECT_EQ(a.message, after.down_message);
   EXPECT_EQ(drain(*late).second.error_kind, refusal::stage_down);
 }
 
@@ -466,7 +468,7 @@ TEST(actors, a_stage_going_down_after_begin_stop_is_the_shutdown_not_a_failure) 
   caf::anon_send_exit(srv->stage_actor(1), caf::exit_reason::remote_link_unreachable);
   for (auto& s : streams) {
     auto [toks, fin] = drain(*s);
-    EXPECT_EQ(fin.finish_reason, "error");
+    EXPECT_EQ(fin.finish, finish_reason::error);
     EXPECT_EQ(fin.error, "the server is shutting down");
     EXPECT_EQ(fin.error_kind, refusal::shutting_down);
   }
@@ -481,8 +483,8 @@ TEST(actors, a_stage_going_down_after_begin_stop_is_the_shutdown_not_a_failure) 
   EXPECT_FALSE(srv->peer_died());
   admission a;
   srv->submit(greedy_request(prompt(1), 4), &a);
-  EXPECT_EQ(a.decision, "never");
-  EXPECT_EQ(a.why, refusal::shutting_down);
+  EXPECT_EQ(a.verdict, admit::never);
+  EXPECT_EQ(a.reason, refusal::shutting_down);
 }
 
 TEST(actors, a_stage_that_quits_on_its_own_reads_as_stopped) {
@@ -495,7 +497,7 @@ TEST(actors, a_stage_that_quits_on_its_own_reads_as_stopped) {
   caf::anon_send_exit(srv->stage_actor(1), caf::exit_reason::user_shutdown);
   for (auto& s : streams) {
     auto [toks, fin] = drain(*s);
-    EXPECT_EQ(fin.finish_reason, "error");
+    EXPECT_EQ(fin.finish, finish_reason::error);
     EXPECT_EQ(fin.error_kind, refusal::stage_down);
     EXPECT_NE(fin.error.find("stage 1 (rank 0) stopped"), std::string::npos) << fin.error;
   }
@@ -532,7 +534,7 @@ TEST(actors, cancelled_by_the_stop_says_so) {
   srv->begin_stop();
   srv->cancel(43);
   auto [toks, fin] = drain(*s);
-  EXPECT_EQ(fin.finish_reason, "cancelled");
+  EXPECT_EQ(fin.finish, finish_reason::cancelled);
   EXPECT_EQ(fin.error_kind, refusal::shutting_down);
 }
 
@@ -552,7 +554,7 @@ TEST(actors, snapshot_follows_the_router_and_times_every_stage) {
   EXPECT_EQ(running.stats.running, 4);
   EXPECT_LT(running.stats.free_blocks, running.stats.total_blocks);
   for (auto& s : streams) {
-    EXPECT_EQ(drain(*s).second.finish_reason, "length");
+    EXPECT_EQ(drain(*s).second.finish, finish_reason::length);
   }
   const auto st = srv->stats();
   const auto done = snapshot_when(*srv, [&](const serving_snapshot& x) {

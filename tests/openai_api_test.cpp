@@ -1,12 +1,14 @@
 // OpenAI request parser tests (unit): every field with every wrong JSON type gives a 400
 // naming that field and never throws; integers out of range are refused before any
 // conversion (no wrap-around of 2^32 + 1); int64 and uint64 seeds; the limits on 'stop';
-// content parts; and error objects that dump without throwing whatever bytes they hold.
+// content parts; error objects that dump without throwing whatever bytes they hold; and
+// the status table's rows for the pipeline's refusal kinds.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include <limits>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -372,4 +374,30 @@ TEST(OpenAiApi, ValidUtf8ReplacesEachBadByte) {
   EXPECT_EQ(valid_utf8("a\xe2\x82"), "a" + fffd + fffd);      // cut short at the end
   EXPECT_EQ(valid_utf8("\xe2\x82" "b"), fffd + fffd + "b");
   EXPECT_EQ(valid_utf8(std::string("a\0b", 3)), std::string("a\0b", 3));
+}
+
+TEST(OpenAiApi, TheStatusTableGivesEveryRefusalItsStatusAndEveryReasonOneLabel) {
+  using baton::refusal;
+  using baton::api::reason_of;
+  using baton::api::reject_reason;
+  using baton::api::status_of;
+  const std::vector<std::pair<refusal, int>> rows = {
+      {refusal::queue_full, 429}, {refusal::key_quota, 429},     {refusal::stage_down, 503},
+      {refusal::shutting_down, 503}, {refusal::invalid, 400},    {refusal::internal, 500},
+  };
+  for (const auto& [r, status] : rows) {
+    EXPECT_EQ(status_of(reason_of(r)).status, status) << baton::to_string(r);
+  }
+  EXPECT_STREQ(status_of(reason_of(refusal::queue_full)).type, "rate_limit_exceeded");
+  const api_error e =
+      baton::api::error_for(reject_reason::context_length, "too long", "prompt");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.message, "too long");
+  EXPECT_EQ(e.type, "invalid_request_error");
+  EXPECT_EQ(e.param, "prompt");
+  EXPECT_EQ(e.code, "context_length_exceeded");
+  std::set<std::string> labels;
+  for (int r = 0; r <= static_cast<int>(reject_reason::stage_failed); ++r) {
+    EXPECT_TRUE(labels.insert(status_of(static_cast<reject_reason>(r)).label).second) << r;
+  }
 }

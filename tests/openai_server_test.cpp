@@ -41,16 +41,16 @@ class scripted_backend final : public api::serving_backend {
       throw std::runtime_error("scripted failure");
     }
     auto s = std::make_shared<event_stream>();
-    decision->decision = next.why == refusal::none ? "ok" : "never";
-    decision->why = next.why;
-    decision->reason = "scripted refusal";
+    decision->verdict = next.why == refusal::none ? admit::ok : admit::never;
+    decision->reason = next.why;
+    decision->message = "scripted refusal";
     decision->retry_after_s = 3;
     if (next.why != refusal::none) {
       return s;
     }
     gen_event e;
     e.request_id = r.id;
-    e.finish_reason = next.final_error ? "error" : "length";
+    e.finish = next.final_error ? finish_reason::error : finish_reason::length;
     e.error = "scripted error";
     e.error_kind = next.final_kind;
     s->push(e);

@@ -90,7 +90,7 @@ struct stream_log {
   clock_type::time_point last;
   int32_t n_tokens = 0;
   std::vector<int32_t> tokens;
-  std::string finish_reason;
+  finish_reason finish = finish_reason::none;
   std::string error;
 };
 
@@ -128,7 +128,7 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
         auto e = stream->next(std::chrono::minutes(30));
         const auto now = clock_type::now();
         if (!e) {
-          log.finish_reason = "error";
+          log.finish = finish_reason::error;
           log.error = "no event within 30 minutes";
           return;
         }
@@ -139,8 +139,8 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
           log.last = now;
           log.tokens.push_back(e->token);
         }
-        if (!e->finish_reason.empty()) {
-          log.finish_reason = e->finish_reason;
+        if (e->finish != finish_reason::none) {
+          log.finish = e->finish;
           log.error = e->error;
           log.last = now;
           return;
@@ -155,9 +155,9 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
   out.t0 = t0;
   double ttft_sum = 0;
   for (const auto& log : logs) {
-    if (log.finish_reason != "length" || log.n_tokens != n_gen) {
+    if (log.finish != finish_reason::length || log.n_tokens != n_gen) {
       return make_error("a request ended with '%s' after %d of %d tokens%s%s",
-                        log.finish_reason.c_str(), log.n_tokens, n_gen,
+                        to_string(log.finish).c_str(), log.n_tokens, n_gen,
                         log.error.empty() ? "" : ": ", log.error.c_str());
     }
     const double ttft = seconds(t0, log.first);

@@ -91,13 +91,13 @@ int run_pipeline(const run_options& o, loaded& l, const std::vector<std::vector<
     }
     std::fwrite(e->text.data(), 1, e->text.size(), stdout);
     std::fflush(stdout);
-    if (!e->finish_reason.empty()) {
-      if (e->finish_reason == "error") {
+    if (e->finish != finish_reason::none) {
+      if (e->finish == finish_reason::error) {
         std::printf("\n");
         on_stop_signal({});
         return fail(e->error);
       }
-      if (e->finish_reason == "cancelled") {
+      if (e->finish == finish_reason::cancelled) {
         std::fprintf(stderr, "\nbaton: stopped by a signal\n");
       }
       break;
@@ -143,7 +143,8 @@ int run_many(const run_options& o, local_server& srv, mpi_session& mpi, pipeline
   struct outcome {
     std::vector<int32_t> tokens;
     std::vector<float> logits, logprobs;
-    std::string text, finish_reason, error;
+    std::string text, error;
+    finish_reason finish = finish_reason::none;
   };
   std::vector<outcome> out(prompts.size());
   std::vector<std::shared_ptr<event_stream>> streams;
@@ -167,7 +168,7 @@ int run_many(const run_options& o, local_server& srv, mpi_session& mpi, pipeline
     for (;;) {
       auto e = streams[i]->next(std::chrono::minutes(30));
       if (!e) {
-        out[i].finish_reason = "error";
+        out[i].finish = finish_reason::error;
         out[i].error = "no answer from the pipeline within 30 minutes";
         break;
       }
@@ -178,8 +179,8 @@ int run_many(const run_options& o, local_server& srv, mpi_session& mpi, pipeline
         ++n_tokens;
       }
       out[i].text += e->text;
-      if (!e->finish_reason.empty()) {
-        out[i].finish_reason = e->finish_reason;
+      if (e->finish != finish_reason::none) {
+        out[i].finish = e->finish;
         out[i].error = e->error;
         break;
       }
@@ -189,14 +190,14 @@ int run_many(const run_options& o, local_server& srv, mpi_session& mpi, pipeline
   const double t_all = seconds_since(t0);
   int status = exit_ok;
   for (size_t i = 0; i < out.size(); ++i) {
-    if (out[i].finish_reason == "error") {
+    if (out[i].finish == finish_reason::error) {
       std::fprintf(stderr, "baton: request %zu: %s\n", i, out[i].error.c_str());
       status = exit_failure;
     }
     if (o.json) {
       nlohmann::json j = {{"index", i},           {"tokens", out[i].tokens},
                           {"logits", out[i].logits}, {"logprobs", out[i].logprobs},
-                          {"text", out[i].text},  {"finish_reason", out[i].finish_reason}};
+                          {"text", out[i].text},  {"finish_reason", to_string(out[i].finish)}};
       if (!out[i].error.empty()) {
         j["error"] = out[i].error;
       }

@@ -1,6 +1,7 @@
 // What the OpenAI front end counts itself, beside the router's counters: latency
-// histograms (Prometheus, fixed buckets), requests refused by reason, requests ended by
-// finish reason. openai_server writes them out for /metrics.
+// histograms (Prometheus, fixed buckets), requests refused by reason (status_table.hpp
+// names them), requests ended by finish reason. openai_server writes them out for
+// /metrics.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "launch/serve/status_table.hpp"
 
 namespace baton::api {
 
@@ -41,36 +44,6 @@ struct histogram {
     out += name + "_sum " + nlohmann::json(sum).dump() + "\n" + name + "_count " + std::to_string(n) + "\n";
   }
 };
-
-/// Why a request was refused, as /metrics labels it.
-enum class reject_reason {
-  invalid_request,
-  context_length,
-  model_not_found,
-  unauthorized,
-  queue_full,
-  key_quota,
-  unavailable,
-  body_too_large,
-  header_too_large,
-  internal_error,
-};
-
-inline const char* label(reject_reason r) {
-  switch (r) {
-    case reject_reason::invalid_request: return "invalid_request";
-    case reject_reason::context_length: return "context_length";
-    case reject_reason::model_not_found: return "model_not_found";
-    case reject_reason::unauthorized: return "unauthorized";
-    case reject_reason::queue_full: return "queue_full";
-    case reject_reason::key_quota: return "key_quota";
-    case reject_reason::unavailable: return "unavailable";
-    case reject_reason::body_too_large: return "body_too_large";
-    case reject_reason::header_too_large: return "header_too_large";
-    case reject_reason::internal_error: return "internal_error";
-  }
-  return "invalid_request";
-}
 
 /// What the front end counts itself (the router counts tokens, blocks and steps).
 struct front_metrics {

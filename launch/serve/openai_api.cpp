@@ -15,7 +15,7 @@ namespace {
 using nlohmann::json;
 
 api_error bad(const std::string& param, const std::string& message) {
-  return api_error{400, message, "invalid_request_error", param, ""};
+  return error_for(reject_reason::invalid_request, message, param);
 }
 
 const char* type_name(const json& v) {
@@ -378,6 +378,11 @@ std::string valid_utf8(std::string_view s) {
     i += good;
   }
   return out;
+}
+
+api_error error_for(reject_reason why, std::string message, std::string param) {
+  const reply_status r = status_of(why);
+  return api_error{r.status, std::move(message), r.type, std::move(param), r.code};
 }
 
 json error_json(const api_error& e) {

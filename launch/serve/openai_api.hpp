@@ -1,10 +1,11 @@
 // The OpenAI-compatible request and response shapes, apart from any HTTP: parsing a
 // /v1/completions or /v1/chat/completions body into what the router needs (every
 // invalid parameter named, wrong types refused, unknown fields ignored as OpenAI does),
-// the error object, and the JSON of responses and SSE chunks. Nothing here throws on
-// any JSON value: every integer is range-checked before it is converted, every field's
-// type is checked before it is read, and error objects hold valid UTF-8 only, so that
-// dumping them with nlohmann's strict default cannot throw either.
+// the error object (its status, type and code from status_table.hpp) and the usage
+// object; openai_server builds the responses and SSE chunks around them. Nothing here
+// throws on any JSON value: every integer is range-checked before it is converted, every
+// field's type is checked before it is read, and error objects hold valid UTF-8 only, so
+// that dumping them with nlohmann's strict default cannot throw either.
 #pragma once
 
 #include <cstddef>
@@ -15,6 +16,7 @@
 #include <variant>
 #include <vector>
 
+#include "launch/serve/status_table.hpp"
 #include "runtime/text/chat_template.hpp"
 #include "runtime/serving/sampler.hpp"
 
@@ -27,6 +29,7 @@ inline constexpr int64_t k_max_tokens_limit = 1000000000;  ///< max_tokens, top_
 inline constexpr int64_t k_max_logprobs = 20;         ///< logprobs (completions), top_logprobs
 
 /// An error as OpenAI reports it: HTTP status and {"error": {message, type, param, code}}.
+/// Made by error_for, so that its status, type and code are status_table.hpp's.
 struct api_error {
   int status = 400;
   std::string message;
@@ -34,6 +37,10 @@ struct api_error {
   std::string param;  ///< the offending field ("messages[1].content[0]"), or empty
   std::string code;   ///< e.g. "invalid_api_key", "model_not_found", or empty
 };
+
+/// The error for `why` (its status, type and code from the status table) with the
+/// message for people and the offending field, if any.
+api_error error_for(reject_reason why, std::string message, std::string param = "");
 
 /// The error object; its strings are made valid UTF-8 (each bad byte becomes U+FFFD),
 /// so `error_json(e).dump()` never throws whatever bytes `e` holds.

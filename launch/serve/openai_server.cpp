@@ -54,12 +54,14 @@ struct front_end::impl {
         backend(b),
         workers(static_cast<size_t>(std::max(1, o.n_workers))) {}
 
-  void reject(http::response& res, const api_error& e, reject_reason why,
-              http::header_list headers = {}) {
+  /// Answers with `why`'s row of the status table and counts it.
+  void reject(http::response& res, reject_reason why, std::string message,
+              std::string param = "", http::header_list headers = {}) {
     {
       std::lock_guard<std::mutex> ml(metrics.mu);
       metrics.rejected[why] += 1;
     }
+    const api_error e = error_for(why, std::move(message), std::move(param));
     res.send(e.status, "application/json", dump(error_json(e)), std::move(headers));
   }
   void route(const http::request& rq, const std::shared_ptr<http::response>& res,
@@ -163,14 +165,10 @@ json chunk_json(const request_state& st, const std::string& text, const json& fi
           {"choices", json::array({choice})}};
 }
 
-/// The final event's error as the client sees it: 503 for a pipeline that is down or
-/// stopping, 500 otherwise.
+/// The final event's error as the client sees it: its kind's row of the status table
+/// (unavailable for a pipeline that is down or stopping, stage_failed otherwise).
 api_error event_error(const gen_event& e, bool stopping) {
-  api_error err{500, e.error, "server_error", "", ""};
-  if (e.error_kind == refusal::stage_down || e.error_kind == refusal::shutting_down || stopping) {
-    err.status = 503;
-  }
-  return err;
+  return error_for(stopping ? reject_reason::unavailable : reason_of(e.error_kind), e.error);
 }
 
 /// Takes whatever events wait and answers with them (a stream's chunks, or the whole
@@ -203,7 +201,7 @@ void drain(const std::shared_ptr<request_state>& st) {
       st->tops.push_back(std::move(alt));
     }
     st->text += e->text;
-    const bool last = !e->finish_reason.empty();
+    const bool last = e->finish != finish_reason::none;
     if (st->req.stream && (!e->text.empty() || (st->req.logprobs && e->token >= 0))) {
       st->res->chunk("data: " + dump(chunk_json(*st, e->text, nullptr,
                                                 logprobs_json(*st, before, st->tokens.size()),
@@ -220,22 +218,22 @@ void drain(const std::shared_ptr<request_state>& st) {
     }
     {
       std::lock_guard<std::mutex> ml(fe.metrics.mu);
-      fe.metrics.finished[e->finish_reason] += 1;
+      fe.metrics.finished[to_string(e->finish)] += 1;
       fe.metrics.e2e.observe(std::chrono::duration<double>(now - st->t0).count());
     }
-    if (e->finish_reason == "cancelled" && !fe.stopping) {
+    if (e->finish == finish_reason::cancelled && !fe.stopping) {
       if (st->req.stream) {
         st->res->end();
       }
       return;  // the client is gone
     }
-    if (e->finish_reason == "cancelled") {  // the server stops: say so, as a final event
-      e->finish_reason = "error";
+    if (e->finish == finish_reason::cancelled) {  // the server stops: say so, as a final event
+      e->finish = finish_reason::error;
       e->error = "the server is shutting down";
       e->error_kind = refusal::shutting_down;
     }
     const json usage = usage_json(e->prompt_tokens, e->completion_tokens, e->cached_tokens);
-    if (e->finish_reason == "error") {
+    if (e->finish == finish_reason::error) {
       const api_error err = event_error(*e, fe.stopping);
       if (st->req.stream) {
         st->res->chunk("data: " + dump(error_json(err)) + "\n\n");
@@ -247,8 +245,8 @@ void drain(const std::shared_ptr<request_state>& st) {
       return;
     }
     if (st->req.stream) {
-      st->res->chunk("data: " + dump(chunk_json(*st, "", e->finish_reason, nullptr, false)) +
-                     "\n\n");
+      st->res->chunk("data: " +
+                     dump(chunk_json(*st, "", to_string(e->finish), nullptr, false)) + "\n\n");
       if (st->req.include_usage) {
         json u = chunk_json(*st, "", nullptr, nullptr, false);
         u["choices"] = json::array();
@@ -261,7 +259,7 @@ void drain(const std::shared_ptr<request_state>& st) {
     }
     json choice = {{"index", 0},
                    {"logprobs", logprobs_json(*st, 0, st->tokens.size())},
-                   {"finish_reason", e->finish_reason}};
+                   {"finish_reason", to_string(e->finish)}};
     if (st->req.chat) {
       choice["message"] = {{"role", "assistant"}, {"content", st->text}};
     } else {
@@ -286,40 +284,38 @@ void front_end::impl::completion(const http::request& rq,
                                  const std::string& key) {
   json body = json::parse(rq.body, nullptr, false);
   if (body.is_discarded()) {
-    return reject(*res, {400, "the request body is not valid JSON (or not valid UTF-8)",
-                         "invalid_request_error", "", ""},
-                  reject_reason::invalid_request);
+    return reject(*res, reject_reason::invalid_request,
+                  "the request body is not valid JSON (or not valid UTF-8)");
   }
   auto parsed = parse_request(body, chat);
   if (auto* e = std::get_if<api_error>(&parsed)) {
-    return reject(*res, *e, reject_reason::invalid_request);
+    return reject(*res, reject_reason::invalid_request, e->message, e->param);
   }
   auto st = std::make_shared<request_state>();
   st->fe = this;
   st->req = std::move(std::get<completion_request>(parsed));
   auto& r = st->req;
   if (!r.model.empty() && r.model != o.model_name) {
-    return reject(*res, {404, "The model '" + r.model + "' does not exist (this server serves '" +
-                                  o.model_name + "')", "invalid_request_error", "model",
-                         "model_not_found"}, reject_reason::model_not_found);
+    return reject(*res, reject_reason::model_not_found,
+                  "The model '" + r.model + "' does not exist (this server serves '" +
+                      o.model_name + "')",
+                  "model");
   }
   std::vector<int32_t> prompt;
   if (chat) {
     auto t = encode_chat(*tok, r.messages, true, o.allow_special_tokens_in_chat);
     if (!t) {
-      return reject(*res, {400, t.err().message, "invalid_request_error", "messages", ""},
-                    reject_reason::invalid_request);
+      return reject(*res, reject_reason::invalid_request, t.err().message, "messages");
     }
     prompt = std::move(*t);
   } else if (!r.prompt_tokens.empty()) {
     for (size_t i = 0; i < r.prompt_tokens.size(); ++i) {
       const auto t = r.prompt_tokens[i];
       if (t < 0 || t >= o.n_vocab) {
-        return reject(*res, {400, "prompt[" + std::to_string(i) + "]: token id " +
-                                      std::to_string(t) + " is outside the vocabulary (0.." +
-                                      std::to_string(o.n_vocab - 1) + ")",
-                             "invalid_request_error", "prompt", ""},
-                      reject_reason::invalid_request);
+        return reject(*res, reject_reason::invalid_request,
+                      "prompt[" + std::to_string(i) + "]: token id " + std::to_string(t) +
+                          " is outside the vocabulary (0.." + std::to_string(o.n_vocab - 1) + ")",
+                      "prompt");
       }
       prompt.push_back(static_cast<int32_t>(t));
     }
@@ -331,17 +327,15 @@ void front_end::impl::completion(const http::request& rq,
     r.max_tokens = static_cast<int32_t>(std::max<int64_t>(1, o.n_ctx - n_prompt));
   }
   if (n_prompt + r.max_tokens > o.n_ctx) {
-    return reject(*res,
-                  {400, "This model's maximum context length is " + std::to_string(o.n_ctx) +
-                            " tokens. However, you requested " +
-                            std::to_string(n_prompt + r.max_tokens) + " tokens (" +
-                            std::to_string(n_prompt) + " in the " + (chat ? "messages" : "prompt") +
-                            ", " + std::to_string(r.max_tokens) +
-                            " in the completion). Please reduce the length of the " +
-                            (chat ? "messages" : "prompt") + " or completion.",
-                   "invalid_request_error", chat ? "messages" : "prompt",
-                   "context_length_exceeded"},
-                  reject_reason::context_length);
+    return reject(*res, reject_reason::context_length,
+                  "This model's maximum context length is " + std::to_string(o.n_ctx) +
+                      " tokens. However, you requested " +
+                      std::to_string(n_prompt + r.max_tokens) + " tokens (" +
+                      std::to_string(n_prompt) + " in the " + (chat ? "messages" : "prompt") +
+                      ", " + std::to_string(r.max_tokens) +
+                      " in the completion). Please reduce the length of the " +
+                      (chat ? "messages" : "prompt") + " or completion.",
+                  chat ? "messages" : "prompt");
   }
   gen_request g;
   st->id = next_id++;
@@ -356,23 +350,13 @@ void front_end::impl::completion(const http::request& rq,
   st->res = res;
   admission decision;
   st->stream = backend.submit(std::move(g), &decision);
-  if (decision.decision != "ok") {
-    switch (decision.why) {
-      case refusal::queue_full:
-      case refusal::key_quota:
-        return reject(*res, {429, "the server is busy: " + decision.reason + "; retry later",
-                             "rate_limit_exceeded", "", "rate_limit_exceeded"},
-                      decision.why == refusal::queue_full ? reject_reason::queue_full
-                                                          : reject_reason::key_quota,
-                      {{"Retry-After", std::to_string(std::max(1, decision.retry_after_s))}});
-      case refusal::stage_down:
-      case refusal::shutting_down:
-        return reject(*res, {503, decision.reason, "server_error", "", ""},
-                      reject_reason::unavailable);
-      default:
-        return reject(*res, {400, decision.reason, "invalid_request_error", "", ""},
-                      reject_reason::invalid_request);
+  if (decision.verdict != admit::ok) {
+    const reject_reason why = reason_of(decision.reason);
+    if (why == reject_reason::queue_full || why == reject_reason::key_quota) {
+      return reject(*res, why, "the server is busy: " + decision.message + "; retry later", "",
+                    {{"Retry-After", std::to_string(std::max(1, decision.retry_after_s))}});
     }
+    return reject(*res, why, decision.message);
   }
   {
     std::lock_guard<std::mutex> ml(metrics.mu);
@@ -418,7 +402,8 @@ std::string front_end::impl::metrics_text() {
   gauge("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens),
         "counter");
   gauge("steps_total", "Pipeline steps run.", static_cast<double>(s.steps), "counter");
-  gauge("stage_down", "1 when a pipeline stage is down.", s.down.empty() ? 0 : 1);
+  gauge("stage_down", "1 when a pipeline stage is down.",
+        s.state == pipeline_state::running ? 0 : 1);
   http::server_counters hc;
   if (http_counters) {
     hc = http_counters();
@@ -484,9 +469,8 @@ void front_end::impl::internal_error(const http::request& rq, http::response& re
   std::fprintf(stderr, "baton: internal error in request %llu (%s, a %zu-byte path, from %s): %s\n",
                static_cast<unsigned long long>(number), rq.method.c_str(), rq.target.size(),
                rq.peer.c_str(), what);
-  reject(res, {500, "internal server error (request " + std::to_string(number) + ")",
-               "server_error", "", "internal_error"},
-         reject_reason::internal_error);
+  reject(res, reject_reason::internal_error,
+         "internal server error (request " + std::to_string(number) + ")");
 }
 
 void front_end::impl::route(const http::request& rq, const std::shared_ptr<http::response>& res,
@@ -496,19 +480,19 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
   std::string key;
   const bool v1 = rq.target == "/v1" || rq.target.rfind("/v1/", 0) == 0;
   if (keys.required() && v1 && !keys.accepts(rq.authorization, &key)) {
-    return reject(*res, {401, rq.authorization.empty()
-                                  ? "Missing API key (Authorization: Bearer ...)"
-                                  : "Incorrect API key provided",
-                         "invalid_request_error", "", "invalid_api_key"},
-                  reject_reason::unauthorized);
+    return reject(*res, reject_reason::unauthorized,
+                  rq.authorization.empty() ? "Missing API key (Authorization: Bearer ...)"
+                                           : "Incorrect API key provided");
   }
   if (rq.target == "/health" && rq.method == "GET") {
     const auto s = backend.snapshot();
-    if (!s.stats.down.empty()) {
-      return send_json(*res, 503, {{"status", "unavailable"}, {"error", s.stats.down}});
+    const int unavailable = status_of(reject_reason::unavailable).status;
+    if (s.stats.state != pipeline_state::running) {
+      return send_json(*res, unavailable,
+                       {{"status", "unavailable"}, {"error", s.stats.down_message}});
     }
     if (stopping) {
-      return send_json(*res, 503, {{"status", "unavailable"}, {"error", "shutting down"}});
+      return send_json(*res, unavailable, {{"status", "unavailable"}, {"error", "shutting down"}});
     }
     return send_json(*res, 200, {{"status", "ok"}});
   }
@@ -527,19 +511,16 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
   const bool chat = rq.target == "/v1/chat/completions";
   if (chat || rq.target == "/v1/completions") {
     if (rq.method != "POST") {
-      return res->send(405, "application/json",
-                       dump(error_json({405, "use POST on " + rq.target, "invalid_request_error",
-                                        "", "method_not_allowed"})),
-                       {{"Allow", "POST"}});
+      const api_error e =
+          error_for(reject_reason::method_not_allowed, "use POST on " + rq.target);
+      return res->send(e.status, "application/json", dump(error_json(e)), {{"Allow", "POST"}});
     }
     if (stopping) {
-      return reject(*res, {503, "the server is shutting down", "server_error", "", ""},
-                    reject_reason::unavailable);
+      return reject(*res, reject_reason::unavailable, "the server is shutting down");
     }
     const auto s = backend.snapshot();
-    if (!s.stats.down.empty()) {
-      return reject(*res, {503, s.stats.down, "server_error", "", ""},
-                    reject_reason::unavailable);
+    if (s.stats.state != pipeline_state::running) {
+      return reject(*res, reject_reason::unavailable, s.stats.down_message);
     }
     // parsing, templating and tokenising may take a while: off the io thread
     boost::asio::post(workers, [this, rq, res, chat, key, number]() {
@@ -553,9 +534,9 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
     });
     return;
   }
-  res->send(404, "application/json",
-            dump(error_json({404, "no route " + rq.method + " " + rq.target,
-                             "invalid_request_error", "", "not_found"})));
+  const api_error e =
+      error_for(reject_reason::not_found, "no route " + rq.method + " " + rq.target);
+  res->send(e.status, "application/json", dump(error_json(e)));
 }
 
 // -- front_end --------------------------------------------------------------------------

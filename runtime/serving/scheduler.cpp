@@ -66,7 +66,7 @@ std::optional<sched_output> scheduler::cancel(uint64_t id) {
     s.cancelled = true;  // ends when its step returns
     return std::nullopt;
   }
-  sched_output out{id, -1, "cancelled", static_cast<int32_t>(s.req.prompt.size()),
+  sched_output out{id, -1, finish_reason::cancelled, static_cast<int32_t>(s.req.prompt.size()),
                    s.n_generated, s.cached_tokens};
   erase(id);
   return out;
@@ -246,7 +246,7 @@ std::vector<sched_output> scheduler::on_step_done(uint64_t step_id,
                                                             static_cast<size_t>(s.n_computed)));
     const auto prompt_n = static_cast<int32_t>(s.req.prompt.size());
     if (s.cancelled) {
-      out.push_back({id, -1, "cancelled", prompt_n, s.n_generated, s.cached_tokens});
+      out.push_back({id, -1, finish_reason::cancelled, prompt_n, s.n_generated, s.cached_tokens});
       erase(id);
       continue;
     }
@@ -262,16 +262,16 @@ std::vector<sched_output> scheduler::on_step_done(uint64_t step_id,
     s.tokens.push_back(token);
     ++s.n_generated;
     ++counters_.generated_tokens;
-    sched_output o{id, token, "", prompt_n, s.n_generated, s.cached_tokens};
+    sched_output o{id, token, finish_reason::none, prompt_n, s.n_generated, s.cached_tokens};
     const bool eog = std::find(eog_.begin(), eog_.end(), token) != eog_.end();
     if (eog && !s.req.ignore_eos) {
-      o.finish_reason = "stop";
+      o.finish = finish_reason::stop;
     } else if (s.n_generated >= s.req.max_tokens ||
                static_cast<int64_t>(s.tokens.size()) >= cfg_.n_ctx) {
-      o.finish_reason = "length";
+      o.finish = finish_reason::length;
     }
     out.push_back(o);
-    if (!o.finish_reason.empty()) {
+    if (o.finish != finish_reason::none) {
       erase(id);
     }
   }

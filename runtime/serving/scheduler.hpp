@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/compute/kv_cache.hpp"
+#include "runtime/serving/outcome.hpp"
 #include "runtime/serving/prefix_cache.hpp"
 #include "runtime/serving/sampler.hpp"
 
@@ -57,7 +58,7 @@ struct sched_step {
 struct sched_output {
   uint64_t id = 0;
   int32_t token = -1;          ///< the new token, -1 when none
-  std::string finish_reason;   ///< "" while running; "stop", "length", "cancelled"
+  finish_reason finish = finish_reason::none;  ///< none while running; stop, length, cancelled
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
   int32_t cached_tokens = 0;   ///< prompt tokens served from the prefix cache

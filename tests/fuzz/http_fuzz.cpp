@@ -33,10 +33,10 @@ class stub_backend final : public api::serving_backend {
   std::shared_ptr<event_stream> submit(gen_request r, admission* decision) override {
     auto s = std::make_shared<event_stream>();
     const auto pick = static_cast<uint32_t>(r.max_tokens) % 5;
-    decision->decision = pick < 3 ? "ok" : "never";
-    decision->why = pick == 3 ? refusal::queue_full : pick == 4 ? refusal::stage_down
-                                                               : refusal::none;
-    decision->reason = pick == 3 ? "queue full" : "stage 1 (rank 1) is down";
+    decision->verdict = pick < 3 ? admit::ok : admit::never;
+    decision->reason = pick == 3 ? refusal::queue_full : pick == 4 ? refusal::stage_down
+                                                                  : refusal::none;
+    decision->message = pick == 3 ? "queue full" : "stage 1 (rank 1) is down";
     if (pick >= 3) {
       return s;
     }
@@ -51,7 +51,7 @@ class stub_backend final : public api::serving_backend {
     }
     gen_event last;
     last.request_id = r.id;
-    last.finish_reason = pick == 2 ? "error" : "length";
+    last.finish = pick == 2 ? finish_reason::error : finish_reason::length;
     last.error = "a stage failed";
     last.error_kind = pick == 2 ? refusal::stage_down : refusal::none;
     last.prompt_tokens = static_cast<int32_t>(r.prompt.size());
