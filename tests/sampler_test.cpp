@@ -1,9 +1,8 @@
-// runtime/sampler, stop strings and the KV block manager.
+// runtime/serving/sampler and stop strings.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "runtime/compute/kv_cache.hpp"
 #include "runtime/serving/sampler.hpp"
 #include "runtime/text/stop_strings.hpp"
 
@@ -117,25 +116,6 @@ TEST(stop_strings, holds_back_prefixes_and_cuts_at_the_match) {
   out += none.flush();
   EXPECT_EQ(out, "abcxy");
   EXPECT_FALSE(none.stopped());
-}
-
-TEST(block_manager, allocates_refcounts_and_answers_ok_later_never) {
-  block_manager bm(4, 16);
-  EXPECT_EQ(bm.blocks_for(33), 3);
-  EXPECT_EQ(bm.can_allocate(4), alloc_status::ok);
-  EXPECT_EQ(bm.can_allocate(5), alloc_status::never);
-  auto a = bm.allocate();
-  auto b = bm.allocate();
-  auto c = bm.allocate();
-  ASSERT_TRUE(a && b && c);
-  EXPECT_EQ(bm.can_allocate(2), alloc_status::later);
-  bm.retain(*a);
-  EXPECT_EQ(bm.ref_count(*a), 2);
-  bm.release(*a);
-  EXPECT_EQ(bm.n_free(), 1);
-  bm.release(*a);
-  EXPECT_EQ(bm.n_free(), 2);
-  EXPECT_DEATH(bm.release(*a), "double free");
 }
 
 }  // namespace

@@ -77,7 +77,7 @@ result<std::vector<std::vector<float>>> engine::feed(std::span<const feed_item> 
                         blocks_.n_free());
     }
     for (int32_t i = 0; i < need; ++i) {
-      s.block_table.push_back(*blocks_.allocate());
+      s.block_table.push_back(blocks_.allocate());
     }
   }
   for (size_t si = 0; si < items.size(); ++si) {
@@ -133,7 +133,7 @@ result<std::vector<float>> engine::prefill(sequence& s, std::span<const int32_t>
 
 void engine::release(sequence& s) {
   for (int32_t b : s.block_table) {
-    blocks_.release(b);
+    blocks_.free(b);
   }
   s.block_table.clear();
   s.tokens.clear();

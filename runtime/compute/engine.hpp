@@ -14,6 +14,7 @@
 #include "runtime/compute/kv_cache.hpp"
 #include "runtime/model/model_config.hpp"
 #include "runtime/compute/stage_executor.hpp"
+#include "runtime/serving/block_allocator.hpp"
 
 namespace baton {
 
@@ -72,7 +73,7 @@ class engine {
   std::shared_ptr<const model> model_;
   engine_options opts_;
   cpu::thread_pool pool_;
-  block_manager blocks_;
+  block_allocator blocks_;
   kv_storage kv_;
   stage_executor exec_;
   batch batch_;
