@@ -1,5 +1,5 @@
-// kv_cache.hpp.
-#include "runtime/compute/kv_cache.hpp"
+// kv_storage.hpp.
+#include "runtime/compute/kv_storage.hpp"
 
 #include <cstring>
 
