@@ -71,7 +71,7 @@ prefix_cache_stats prefix_cache::stats() const {
 // -- lookup -------------------------------------------------------------------
 
 void prefix_cache::match(std::span<const int32_t> tokens, std::vector<int32_t>& blocks,
-                               std::vector<prefix_hash>& keys) const {
+                         std::vector<prefix_hash>& keys) const {
   blocks.clear();
   keys.clear();
   if (!caching_ || tokens.empty()) {
@@ -136,8 +136,7 @@ int32_t prefix_cache::credit(const std::vector<int32_t>& hits) const {
 
 // -- allocation -----------------------------------------------------------------
 
-prompt_allocation prefix_cache::allocate_prompt(seq_id seq,
-                                                      std::span<const int32_t> tokens) {
+prompt_allocation prefix_cache::allocate_prompt(seq_id seq, std::span<const int32_t> tokens) {
   BATON_ASSERT(!tokens.empty());
   BATON_ASSERT(!seqs_.contains(seq) && "allocate_prompt for a live sequence");
   const int32_t n = blocks_for(static_cast<int64_t>(tokens.size()));
