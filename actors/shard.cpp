@@ -19,36 +19,6 @@ int64_t now_us() {
       .count();
 }
 
-/// log softmax(l)[tok], in double.
-/// log sum exp(l), in double: log softmax(l)[i] = l[i] - this.
-double log_sum_exp(std::span<const float> l) {
-  float mx = l[0];
-  for (float v : l) {
-    mx = std::max(mx, v);
-  }
-  double sum = 0;
-  for (float v : l) {
-    sum += std::exp(static_cast<double>(v - mx));
-  }
-  return static_cast<double>(mx) + std::log(sum);
-}
-
-/// The `n` most likely ids, highest logit first (ties: the lower id).
-std::vector<int32_t> top_ids(std::span<const float> l, int32_t n) {
-  std::vector<int32_t> ids(l.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    ids[i] = static_cast<int32_t>(i);
-  }
-  const auto k = std::min<size_t>(static_cast<size_t>(n), ids.size());
-  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
-                    [&](int32_t a, int32_t b) {
-                      return l[static_cast<size_t>(a)] > l[static_cast<size_t>(b)] ||
-                             (l[static_cast<size_t>(a)] == l[static_cast<size_t>(b)] && a < b);
-                    });
-  ids.resize(k);
-  return ids;
-}
-
 /// What a shard owns; built once when the actor starts.
 struct shard_core {
   explicit shard_core(const shard_config& c) : cfg(c), compute(c.compute) {}
@@ -136,16 +106,13 @@ struct shard_core {
         res->seq_ids.push_back(s.seq_id);
         res->tokens.push_back(tok);
         res->logits.push_back(l[static_cast<size_t>(tok)]);
-        const double lse = log_sum_exp(l);
-        res->logprobs.push_back(static_cast<float>(l[static_cast<size_t>(tok)] - lse));
         const int32_t n_top = std::max(0, s.sampling.top_logprobs);
+        const token_logprobs lp = sampler::logprobs(l, tok, n_top);
+        res->logprobs.push_back(lp.logprob);
         res->top_counts.push_back(n_top);
-        if (n_top > 0) {
-          for (int32_t id : top_ids(l, n_top)) {
-            res->top_ids.push_back(id);
-            res->top_logprobs.push_back(static_cast<float>(l[static_cast<size_t>(id)] - lse));
-          }
-        }
+        res->top_ids.insert(res->top_ids.end(), lp.top_ids.begin(), lp.top_ids.end());
+        res->top_logprobs.insert(res->top_logprobs.end(), lp.top_logprobs.begin(),
+                                 lp.top_logprobs.end());
         ++row;
       }
     }

@@ -1,4 +1,4 @@
-// The shard actor: owns layers [first, last) of the model through a stage_executor and the
+// The shard actor: owns layers [first, last) of the model through a stage_compute and the
 // physical KV storage for them, and computes on its own thread (a detached actor), never
 // blocking CAF's scheduler. A step arrives as a descriptor from the router; activations
 // come from the previous stage and go to the next through the transport, which announces

@@ -1,4 +1,4 @@
-// runtime/prefix_cache: the router's KV block allocator with automatic prefix caching.
+// runtime/serving/prefix_cache: the router's prefix caching over the KV block allocator.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -26,7 +26,7 @@ std::vector<int32_t> cat(std::vector<int32_t> a, const std::vector<int32_t>& b) 
 }
 
 TEST(prefix_cache, second_sequence_shares_a_three_block_prefix) {
-  kv_block_allocator a(32, bs, true);
+  prefix_cache a(32, bs, true);
   const auto prefix = run(1000, 3 * bs);
   const auto p1 = cat(prefix, run(1, 10));
   const auto p2 = cat(prefix, run(500, 7));
@@ -80,7 +80,7 @@ TEST(prefix_cache, second_sequence_shares_a_three_block_prefix) {
 }
 
 TEST(prefix_cache, a_fully_cached_prompt_still_computes_its_last_token) {
-  kv_block_allocator a(16, bs, true);
+  prefix_cache a(16, bs, true);
   const auto p = run(7, 3 * bs);
   ASSERT_EQ(a.allocate_prompt(1, p).status, alloc_status::ok);
   a.commit_full_blocks(1, p);
@@ -119,7 +119,7 @@ TEST(prefix_cache, chained_hash_depends_on_the_whole_prefix) {
   std::swap(x2[0], x2[1]);
   EXPECT_NE(chain_hash(root, x), chain_hash(root, x2));
 
-  kv_block_allocator a(32, bs, true);
+  prefix_cache a(32, bs, true);
   const auto seq1 = cat(cat(p, x), {1});  // x at block 1 after p
   ASSERT_EQ(a.allocate_prompt(1, seq1).status, alloc_status::ok);
   a.commit_full_blocks(1, seq1);
@@ -132,7 +132,7 @@ TEST(prefix_cache, chained_hash_depends_on_the_whole_prefix) {
 }
 
 TEST(prefix_cache, second_chat_turn_hits_the_blocks_filled_during_decode) {
-  kv_block_allocator a(32, bs, true);
+  prefix_cache a(32, bs, true);
   const auto prompt = run(1, 40);  // 2.5 blocks
   ASSERT_EQ(a.allocate_prompt(1, prompt).status, alloc_status::ok);
   std::vector<int32_t> fed = prompt;  // tokens whose KV is written
@@ -164,7 +164,7 @@ TEST(prefix_cache, second_chat_turn_hits_the_blocks_filled_during_decode) {
 }
 
 TEST(prefix_cache, concurrent_identical_prompts_keep_one_cached_copy) {
-  kv_block_allocator a(16, bs, true);
+  prefix_cache a(16, bs, true);
   const auto p = run(1, 2 * bs + 3);
   ASSERT_EQ(a.allocate_prompt(1, p).status, alloc_status::ok);
   ASSERT_EQ(a.allocate_prompt(2, p).status, alloc_status::ok);  // before 1 committed
@@ -184,7 +184,7 @@ TEST(prefix_cache, concurrent_identical_prompts_keep_one_cached_copy) {
 
 TEST(prefix_cache, evicts_the_least_recently_used_block_first) {
   constexpr int32_t b4 = 4;
-  kv_block_allocator a(8, b4, true);
+  prefix_cache a(8, b4, true);
   const auto pa = run(100, 2 * b4 + 1);  // 3 blocks, 2 of them full
   const auto pb = run(200, 2 * b4 + 1);
   ASSERT_EQ(a.allocate_prompt(1, pa).status, alloc_status::ok);
@@ -226,7 +226,7 @@ TEST(prefix_cache, evicts_the_least_recently_used_block_first) {
 
 TEST(prefix_cache, freeing_everything_returns_every_block) {
   for (bool caching : {true, false}) {
-    kv_block_allocator a(40, bs, caching);
+    prefix_cache a(40, bs, caching);
     for (uint64_t s = 0; s < 5; ++s) {
       const auto p = cat(run(1, 2 * bs), run(100 * static_cast<int32_t>(s) + 1000, 20));
       ASSERT_EQ(a.allocate_prompt(s, p).status, alloc_status::ok);
@@ -257,7 +257,7 @@ TEST(prefix_cache, freeing_everything_returns_every_block) {
 
 TEST(prefix_cache, can_allocate_counts_evictable_blocks_as_available) {
   constexpr int32_t b4 = 4;
-  kv_block_allocator a(8, b4, true);
+  prefix_cache a(8, b4, true);
   const auto p = run(1, 8 * b4);
   ASSERT_EQ(a.allocate_prompt(1, p).status, alloc_status::ok);
   EXPECT_EQ(a.can_allocate(1), alloc_status::later);
@@ -286,7 +286,7 @@ TEST(prefix_cache, can_allocate_counts_evictable_blocks_as_available) {
 }
 
 TEST(prefix_cache, growth_fails_when_blocks_run_out) {
-  kv_block_allocator a(4, bs, true);
+  prefix_cache a(4, bs, true);
   ASSERT_EQ(a.allocate_prompt(1, run(1, 2 * bs)).status, alloc_status::ok);
   ASSERT_EQ(a.allocate_prompt(2, run(100, 2 * bs)).status, alloc_status::ok);
   EXPECT_EQ(a.n_available(), 0);
@@ -306,7 +306,7 @@ TEST(prefix_cache, growth_fails_when_blocks_run_out) {
 
 TEST(prefix_cache, misuse_aborts) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  kv_block_allocator a(4, bs, true);
+  prefix_cache a(4, bs, true);
   ASSERT_EQ(a.allocate_prompt(1, run(1, 5)).status, alloc_status::ok);
   EXPECT_DEATH(a.allocate_prompt(1, run(1, 5)), "live sequence");
   a.free(1);
@@ -323,7 +323,7 @@ TEST(prefix_cache, random_stress_keeps_the_invariants) {
   for (bool caching : {true, false}) {
     constexpr int32_t b4 = 4;
     constexpr int32_t n_blocks = 48;
-    kv_block_allocator a(n_blocks, b4, caching);
+    prefix_cache a(n_blocks, b4, caching);
     std::mt19937 rng(caching ? 42 : 7);
     auto uniform = [&rng](int32_t lo, int32_t hi) {
       return std::uniform_int_distribution<int32_t>(lo, hi)(rng);

@@ -1,9 +1,8 @@
-// runtime/sampler, stop strings and the KV block manager.
+// runtime/serving/sampler and stop strings.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "runtime/compute/kv_cache.hpp"
 #include "runtime/serving/sampler.hpp"
 #include "runtime/text/stop_strings.hpp"
 
@@ -102,6 +101,30 @@ TEST(sampler, invalid_parameters_are_named) {
   EXPECT_TRUE(p.validate());
 }
 
+TEST(sampler, logprobs_are_log_softmax_with_the_top_ids_most_likely_first) {
+  const std::vector<float> l = {1.0f, 3.0f, -2.0f, 3.0f, 0.5f};
+  double sum = 0;
+  for (float v : l) {
+    sum += std::exp(static_cast<double>(v - 3.0f));
+  }
+  const double lse = 3.0 + std::log(sum);
+  const token_logprobs lp = sampler::logprobs(l, 4, 3);
+  EXPECT_EQ(lp.logprob, static_cast<float>(0.5f - lse));
+  EXPECT_EQ(lp.top_ids, (std::vector<int32_t>{1, 3, 0}));  // a tie goes to the lower id
+  ASSERT_EQ(lp.top_logprobs.size(), 3u);
+  EXPECT_EQ(lp.top_logprobs[0], static_cast<float>(3.0f - lse));
+  EXPECT_EQ(lp.top_logprobs[1], lp.top_logprobs[0]);
+  EXPECT_EQ(lp.top_logprobs[2], static_cast<float>(1.0f - lse));
+  // probabilities sum to one
+  double p = 0;
+  for (float v : l) {
+    p += std::exp(static_cast<double>(v) - lse);
+  }
+  EXPECT_NEAR(p, 1.0, 1e-12);
+  EXPECT_TRUE(sampler::logprobs(l, 0, 0).top_ids.empty());
+  EXPECT_EQ(sampler::logprobs(l, 0, 9).top_ids.size(), l.size());  // at most n_vocab
+}
+
 TEST(stop_strings, holds_back_prefixes_and_cuts_at_the_match) {
   stop_strings s({"STOP", "\n\n"});
   std::string shown;
@@ -117,25 +140,6 @@ TEST(stop_strings, holds_back_prefixes_and_cuts_at_the_match) {
   out += none.flush();
   EXPECT_EQ(out, "abcxy");
   EXPECT_FALSE(none.stopped());
-}
-
-TEST(block_manager, allocates_refcounts_and_answers_ok_later_never) {
-  block_manager bm(4, 16);
-  EXPECT_EQ(bm.blocks_for(33), 3);
-  EXPECT_EQ(bm.can_allocate(4), alloc_status::ok);
-  EXPECT_EQ(bm.can_allocate(5), alloc_status::never);
-  auto a = bm.allocate();
-  auto b = bm.allocate();
-  auto c = bm.allocate();
-  ASSERT_TRUE(a && b && c);
-  EXPECT_EQ(bm.can_allocate(2), alloc_status::later);
-  bm.retain(*a);
-  EXPECT_EQ(bm.ref_count(*a), 2);
-  bm.release(*a);
-  EXPECT_EQ(bm.n_free(), 1);
-  bm.release(*a);
-  EXPECT_EQ(bm.n_free(), 2);
-  EXPECT_DEATH(bm.release(*a), "double free");
 }
 
 }  // namespace

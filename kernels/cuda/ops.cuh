@@ -71,7 +71,7 @@ cudaError_t add(float* x, const float* y, int64_t n, cudaStream_t stream);
 cudaError_t softmax_rows(float* x, int64_t n, int64_t n_rows, cudaStream_t stream);
 
 /// One layer's paged K/V on the device: K and V each [n_blocks][block_size][n_head_kv]
-/// [head_dim] of `type` (f16 or f32), the layout of runtime/kv_cache's kv_storage.
+/// [head_dim] of `type` (f16 or f32), the layout of runtime/compute/kv_storage.
 struct paged_kv {
   void* k = nullptr;
   void* v = nullptr;

@@ -1,4 +1,4 @@
-// cuda_stage.hpp. The step is the CPU stage_executor's, kernel for kernel; the comments
+// cuda_stage.hpp. The step is cpu_stage's, kernel for kernel; the comments
 // there give the shapes.
 #include "runtime/compute/cuda_stage.hpp"
 

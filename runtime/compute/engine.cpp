@@ -34,13 +34,18 @@ result<std::unique_ptr<engine>> engine::create(std::shared_ptr<const model> m,
 engine::engine(std::shared_ptr<const model> m, engine_options opts)
     : model_(std::move(m)),
       opts_(opts),
-      pool_(opts.n_threads),
       blocks_(static_cast<int32_t>((opts.n_ctx + opts.block_size - 1) / opts.block_size *
                                    opts.n_seq_max),
               opts.block_size),
-      kv_(0, model_->config().n_layer, blocks_.n_blocks(), opts.block_size,
-          model_->config().n_head_kv, model_->config().n_embd_head_k, opts.kv_type),
-      exec_(model_, 0, model_->config().n_layer, kv_, pool_, opts.kernels) {}
+      stage_(stage_compute_options{.m = model_,
+                                   .first_layer = 0,
+                                   .last_layer = model_->config().n_layer,
+                                   .device = "cpu",
+                                   .n_blocks = blocks_.n_blocks(),
+                                   .block_size = opts.block_size,
+                                   .kv_type = opts.kv_type,
+                                   .n_threads = opts.n_threads,
+                                   .kernels = opts.kernels}) {}
 
 result<std::vector<std::vector<float>>> engine::feed(std::span<const feed_item> items) {
   batch_.clear();
@@ -77,7 +82,7 @@ result<std::vector<std::vector<float>>> engine::feed(std::span<const feed_item> 
                         blocks_.n_free());
     }
     for (int32_t i = 0; i < need; ++i) {
-      s.block_table.push_back(*blocks_.allocate());
+      s.block_table.push_back(blocks_.allocate());
     }
   }
   for (size_t si = 0; si < items.size(); ++si) {
@@ -90,7 +95,7 @@ result<std::vector<std::vector<float>>> engine::feed(std::span<const feed_item> 
                  last && it.want_logits);
     }
   }
-  exec_.forward(batch_, hidden_, logits_);
+  stage_.run(batch_, hidden_, logits_);
   for (const auto& it : items) {
     it.seq->tokens.insert(it.seq->tokens.end(), it.tokens.begin(), it.tokens.end());
   }
@@ -133,7 +138,7 @@ result<std::vector<float>> engine::prefill(sequence& s, std::span<const int32_t>
 
 void engine::release(sequence& s) {
   for (int32_t b : s.block_table) {
-    blocks_.release(b);
+    blocks_.free(b);
   }
   s.block_table.clear();
   s.tokens.clear();

@@ -1,7 +1,7 @@
 // A single-process engine: one model, every layer in one stage, a paged KV cache and a
 // thread pool; sequences are fed tokens in batches that may mix many sequences, chunked
 // prefill and decode. `baton run`, `baton logits`, `baton bench model` and the tests use
-// it; the actors of the pipeline use stage_executor and kv_storage directly.
+// it; the shards of a pipeline run a stage_compute (cpu_stage or cuda_stage) instead.
 #pragma once
 
 #include <cstdint>
@@ -10,10 +10,10 @@
 #include <vector>
 
 #include "kernels/cpu/isa.hpp"
-#include "kernels/cpu/thread_pool.hpp"
-#include "runtime/compute/kv_cache.hpp"
+#include "runtime/compute/batch.hpp"
+#include "runtime/compute/cpu_stage.hpp"
 #include "runtime/model/model_config.hpp"
-#include "runtime/compute/stage_executor.hpp"
+#include "runtime/serving/block_allocator.hpp"
 
 namespace baton {
 
@@ -71,10 +71,8 @@ class engine {
   // -- member variables -------------------------------------------------------
   std::shared_ptr<const model> model_;
   engine_options opts_;
-  cpu::thread_pool pool_;
-  block_manager blocks_;
-  kv_storage kv_;
-  stage_executor exec_;
+  block_allocator blocks_;
+  cpu_stage stage_;  // every layer
   batch batch_;
   std::vector<float> hidden_;
   std::vector<float> logits_;

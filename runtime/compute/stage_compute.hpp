@@ -1,19 +1,21 @@
 // What a shard computes with: layers [first, last) of a model on one device, with that
-// device's KV storage for them. "cpu" runs stage_executor over kv_storage on a thread
-// pool; "cuda:N" runs the CUDA kernels with weights and KV in device memory
-// (runtime/cuda_stage). Both take and give activations in host memory, so stages on
-// different devices (and ranks) chain through the transport unchanged.
+// device's KV storage for them — the interface both stages implement. "cpu" is
+// cpu_stage (the layer loop over kv_storage on a thread pool); "cuda:N" is cuda_stage,
+// the CUDA kernels with weights and KV in device memory. Both take and give activations
+// in host memory, so stages on different devices (and ranks) chain through the transport
+// unchanged.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/isa.hpp"
 #include "runtime/system/error.hpp"
 #include "runtime/model/model_config.hpp"
-#include "runtime/compute/stage_executor.hpp"
+#include "runtime/compute/batch.hpp"
 
 namespace baton {
 
@@ -49,8 +51,9 @@ class stage_compute {
  public:
   virtual ~stage_compute() = default;
 
-  /// As stage_executor::forward, on `io` (input, then output); an error (a device fault)
-  /// fails this step only.
+  /// hidden [n_tokens, n_embd] in `io` (input, ignored by the first stage, then output);
+  /// the last stage writes logits [n_logits, n_vocab] for the rows marked in b.logits, in
+  /// batch order. An error (a device fault) fails this step only.
   virtual result<void> forward(const batch& b, stage_activations& io,
                                std::vector<float>& logits) = 0;
   /// The same with activations in host memory.

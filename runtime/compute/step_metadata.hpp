@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "runtime/system/error.hpp"
-#include "runtime/compute/stage_executor.hpp"
+#include "runtime/compute/batch.hpp"
 
 namespace baton {
 

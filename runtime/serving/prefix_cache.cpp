@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "runtime/system/error.hpp"
+
 namespace baton {
 
 namespace {
@@ -43,19 +45,13 @@ prefix_hash chain_hash(const prefix_hash& parent, std::span<const int32_t> block
   return prefix_hash{mix_a(a ^ n), mix_b(b + n)};
 }
 
-kv_block_allocator::kv_block_allocator(int32_t n_blocks, int32_t block_size,
-                                       bool enable_prefix_caching)
-    : block_size_(block_size),
+prefix_cache::prefix_cache(int32_t n_blocks, int32_t block_size, bool enable_prefix_caching)
+    : blocks_(n_blocks, block_size),
       caching_(enable_prefix_caching),
       ref_(static_cast<size_t>(n_blocks), 0),
       cached_(static_cast<size_t>(n_blocks), 0),
       lru_prev_(static_cast<size_t>(n_blocks) + 1, -1),
       lru_next_(static_cast<size_t>(n_blocks) + 1, -1) {
-  BATON_ASSERT(n_blocks >= 0 && block_size > 0);
-  free_.reserve(static_cast<size_t>(n_blocks));
-  for (int32_t b = n_blocks - 1; b >= 0; --b) {
-    free_.push_back(b);  // block 0 comes out first
-  }
   if (caching_) {
     key_.resize(static_cast<size_t>(n_blocks));
     block_tokens_.resize(static_cast<size_t>(n_blocks) * static_cast<size_t>(block_size));
@@ -64,11 +60,7 @@ kv_block_allocator::kv_block_allocator(int32_t n_blocks, int32_t block_size,
   lru_next_[static_cast<size_t>(n_blocks)] = n_blocks;
 }
 
-int32_t kv_block_allocator::blocks_for(int64_t n_tokens) const {
-  return static_cast<int32_t>((n_tokens + block_size_ - 1) / block_size_);
-}
-
-prefix_cache_stats kv_block_allocator::stats() const {
+prefix_cache_stats prefix_cache::stats() const {
   prefix_cache_stats s = counters_;
   s.n_free = n_free();
   s.n_evictable = n_evictable();
@@ -78,8 +70,8 @@ prefix_cache_stats kv_block_allocator::stats() const {
 
 // -- lookup -------------------------------------------------------------------
 
-void kv_block_allocator::match(std::span<const int32_t> tokens, std::vector<int32_t>& blocks,
-                               std::vector<prefix_hash>& keys) const {
+void prefix_cache::match(std::span<const int32_t> tokens, std::vector<int32_t>& blocks,
+                         std::vector<prefix_hash>& keys) const {
   blocks.clear();
   keys.clear();
   if (!caching_ || tokens.empty()) {
@@ -87,8 +79,8 @@ void kv_block_allocator::match(std::span<const int32_t> tokens, std::vector<int3
   }
   // The last token is always computed, so at most the blocks before it can hit.
   const auto n_max = static_cast<size_t>((static_cast<int64_t>(tokens.size()) - 1) /
-                                         block_size_);
-  const auto bs = static_cast<size_t>(block_size_);
+                                         block_size());
+  const auto bs = static_cast<size_t>(block_size());
   prefix_hash h;
   for (size_t i = 0; i < n_max; ++i) {
     const auto block_tokens = tokens.subspan(i * bs, bs);
@@ -108,7 +100,7 @@ void kv_block_allocator::match(std::span<const int32_t> tokens, std::vector<int3
   }
 }
 
-int32_t kv_block_allocator::count_evictable(const std::vector<int32_t>& blocks) const {
+int32_t prefix_cache::count_evictable(const std::vector<int32_t>& blocks) const {
   int32_t n = 0;
   for (int32_t b : blocks) {
     n += ref_[static_cast<size_t>(b)] == 0 ? 1 : 0;
@@ -116,53 +108,45 @@ int32_t kv_block_allocator::count_evictable(const std::vector<int32_t>& blocks) 
   return n;
 }
 
-int64_t kv_block_allocator::lookup(std::span<const int32_t> tokens) const {
+int64_t prefix_cache::lookup(std::span<const int32_t> tokens) const {
   std::vector<int32_t> blocks;
   std::vector<prefix_hash> keys;
   match(tokens, blocks, keys);
-  return static_cast<int64_t>(blocks.size()) * block_size_;
+  return static_cast<int64_t>(blocks.size()) * block_size();
 }
 
-alloc_status kv_block_allocator::can_allocate(int64_t n_tokens) const {
-  const int32_t n = blocks_for(n_tokens);
-  if (n > n_blocks()) {
-    return alloc_status::never;
-  }
-  return n <= n_available() ? alloc_status::ok : alloc_status::later;
+alloc_status prefix_cache::can_allocate(int64_t n_tokens) const {
+  return blocks_.can_allocate(blocks_for(n_tokens), n_evictable());
 }
 
-alloc_status kv_block_allocator::can_allocate_prompt(std::span<const int32_t> tokens) const {
-  const int32_t n = blocks_for(static_cast<int64_t>(tokens.size()));
-  if (n > n_blocks()) {
-    return alloc_status::never;
-  }
+alloc_status prefix_cache::can_allocate_prompt(std::span<const int32_t> tokens) const {
   std::vector<int32_t> hits;
   std::vector<prefix_hash> keys;
   match(tokens, hits, keys);
+  return blocks_.can_allocate(blocks_for(static_cast<int64_t>(tokens.size())),
+                              credit(hits));
+}
+
+int32_t prefix_cache::credit(const std::vector<int32_t>& hits) const {
   // A hit on an evictable block uses up an available block as a fresh one would; a
-  // hit on a block in use costs nothing.
-  const int32_t n_fresh = n - static_cast<int32_t>(hits.size());
-  return n_fresh <= n_available() - count_evictable(hits) ? alloc_status::ok
-                                                          : alloc_status::later;
+  // hit on a block in use costs nothing. So a table sharing `hits` may count on the
+  // evictable blocks it does not hit, and on each hit itself.
+  return n_evictable() - count_evictable(hits) + static_cast<int32_t>(hits.size());
 }
 
 // -- allocation -----------------------------------------------------------------
 
-prompt_allocation kv_block_allocator::allocate_prompt(seq_id seq,
-                                                      std::span<const int32_t> tokens) {
+prompt_allocation prefix_cache::allocate_prompt(seq_id seq, std::span<const int32_t> tokens) {
   BATON_ASSERT(!tokens.empty());
   BATON_ASSERT(!seqs_.contains(seq) && "allocate_prompt for a live sequence");
   const int32_t n = blocks_for(static_cast<int64_t>(tokens.size()));
-  if (n > n_blocks()) {
-    return {alloc_status::never};
-  }
   std::vector<int32_t> hits;
   std::vector<prefix_hash> keys;
   match(tokens, hits, keys);
-  const int32_t n_fresh = n - static_cast<int32_t>(hits.size());
-  if (n_fresh > n_available() - count_evictable(hits)) {
-    return {alloc_status::later};
+  if (const alloc_status st = blocks_.can_allocate(n, credit(hits)); st != alloc_status::ok) {
+    return {st};
   }
+  const int32_t n_fresh = n - static_cast<int32_t>(hits.size());
 
   sequence_state s;
   s.table.reserve(static_cast<size_t>(n));
@@ -182,7 +166,7 @@ prompt_allocation kv_block_allocator::allocate_prompt(seq_id seq,
   s.n_tokens = static_cast<int64_t>(tokens.size());
   seqs_.emplace(seq, std::move(s));
 
-  const int64_t n_cached = static_cast<int64_t>(hits.size()) * block_size_;
+  const int64_t n_cached = static_cast<int64_t>(hits.size()) * block_size();
   if (caching_) {
     counters_.n_prompt_tokens_looked_up += static_cast<int64_t>(tokens.size());
     counters_.n_cached_prompt_tokens += n_cached;
@@ -191,10 +175,10 @@ prompt_allocation kv_block_allocator::allocate_prompt(seq_id seq,
   return {alloc_status::ok, n_cached};
 }
 
-bool kv_block_allocator::grow(seq_id seq, int64_t n_tokens) {
+bool prefix_cache::grow(seq_id seq, int64_t n_tokens) {
   auto& s = state(seq);
   const int32_t n_new = blocks_for(n_tokens) - static_cast<int32_t>(s.table.size());
-  if (n_new > n_available()) {
+  if (blocks_.can_allocate(n_new, n_evictable()) != alloc_status::ok) {
     return false;
   }
   for (int32_t i = 0; i < n_new; ++i) {
@@ -204,12 +188,13 @@ bool kv_block_allocator::grow(seq_id seq, int64_t n_tokens) {
   return true;
 }
 
-int32_t kv_block_allocator::take_fresh() {
+int32_t prefix_cache::take_fresh() {
   int32_t b = -1;
-  if (!free_.empty()) {
-    b = free_.back();
-    free_.pop_back();
+  if (blocks_.n_free() > 0) {
+    b = blocks_.allocate();
   } else {
+    // An evictable block stays held through its eviction: it passes from the cache to
+    // the new table directly.
     b = lru_next_[static_cast<size_t>(n_blocks())];  // least recently used
     BATON_ASSERT(b != n_blocks() && "no block free or evictable");
     lru_remove(b);
@@ -222,14 +207,14 @@ int32_t kv_block_allocator::take_fresh() {
   return b;
 }
 
-void kv_block_allocator::commit_full_blocks(seq_id seq, std::span<const int32_t> tokens) {
+void prefix_cache::commit_full_blocks(seq_id seq, std::span<const int32_t> tokens) {
   auto& s = state(seq);
   BATON_ASSERT(static_cast<int64_t>(tokens.size()) <= s.n_tokens);
   if (!caching_) {
     return;
   }
-  const size_t n_full = tokens.size() / static_cast<size_t>(block_size_);
-  const auto bs = static_cast<size_t>(block_size_);
+  const size_t n_full = tokens.size() / static_cast<size_t>(block_size());
+  const auto bs = static_cast<size_t>(block_size());
   for (size_t i = s.hashes.size(); i < n_full; ++i) {
     const auto block_tokens = tokens.subspan(i * bs, bs);
     const prefix_hash h = chain_hash(i == 0 ? prefix_hash{} : s.hashes[i - 1], block_tokens);
@@ -252,7 +237,7 @@ void kv_block_allocator::commit_full_blocks(seq_id seq, std::span<const int32_t>
 
 // -- release ------------------------------------------------------------------
 
-void kv_block_allocator::free(seq_id seq) {
+void prefix_cache::free(seq_id seq) {
   const auto it = seqs_.find(seq);
   BATON_ASSERT(it != seqs_.end() && "free of a sequence that is not live (double free?)");
   // Tail first: the tail ends up less recently used than the head, so it is evicted
@@ -264,7 +249,7 @@ void kv_block_allocator::free(seq_id seq) {
   seqs_.erase(it);
 }
 
-void kv_block_allocator::release(int32_t block) {
+void prefix_cache::release(int32_t block) {
   BATON_ASSERT(block >= 0 && block < n_blocks());
   auto& r = ref_[static_cast<size_t>(block)];
   BATON_ASSERT(r > 0 && "double free of a KV block");
@@ -274,11 +259,11 @@ void kv_block_allocator::release(int32_t block) {
   if (cached_[static_cast<size_t>(block)]) {
     lru_push_back(block);
   } else {
-    free_.push_back(block);
+    blocks_.free(block);
   }
 }
 
-void kv_block_allocator::forget(int32_t block) {
+void prefix_cache::forget(int32_t block) {
   const auto& h = key_[static_cast<size_t>(block)];
   const auto it = map_.find(h);
   BATON_ASSERT(cached_[static_cast<size_t>(block)] && it != map_.end() && it->second == block);
@@ -286,7 +271,7 @@ void kv_block_allocator::forget(int32_t block) {
   cached_[static_cast<size_t>(block)] = 0;
 }
 
-void kv_block_allocator::reset_cache() {
+void prefix_cache::reset_cache() {
   for (int32_t b = 0; b < n_blocks(); ++b) {
     if (!cached_[static_cast<size_t>(b)]) {
       continue;
@@ -294,7 +279,7 @@ void kv_block_allocator::reset_cache() {
     forget(b);
     if (ref_[static_cast<size_t>(b)] == 0) {
       lru_remove(b);
-      free_.push_back(b);
+      blocks_.free(b);
     }
   }
   BATON_ASSERT(map_.empty() && n_evictable_ == 0);
@@ -302,11 +287,11 @@ void kv_block_allocator::reset_cache() {
 
 // -- LRU list -------------------------------------------------------------------
 
-bool kv_block_allocator::in_lru(int32_t block) const {
+bool prefix_cache::in_lru(int32_t block) const {
   return lru_prev_[static_cast<size_t>(block)] >= 0;
 }
 
-void kv_block_allocator::lru_push_back(int32_t block) {
+void prefix_cache::lru_push_back(int32_t block) {
   BATON_ASSERT(!in_lru(block));
   const int32_t sentinel = n_blocks();
   const int32_t last = lru_prev_[static_cast<size_t>(sentinel)];
@@ -317,7 +302,7 @@ void kv_block_allocator::lru_push_back(int32_t block) {
   ++n_evictable_;
 }
 
-void kv_block_allocator::lru_remove(int32_t block) {
+void prefix_cache::lru_remove(int32_t block) {
   BATON_ASSERT(block >= 0 && block < n_blocks() && in_lru(block));
   const int32_t prev = lru_prev_[static_cast<size_t>(block)];
   const int32_t next = lru_next_[static_cast<size_t>(block)];
@@ -330,41 +315,41 @@ void kv_block_allocator::lru_remove(int32_t block) {
 
 // -- accessors ------------------------------------------------------------------
 
-kv_block_allocator::sequence_state& kv_block_allocator::state(seq_id seq) {
+prefix_cache::sequence_state& prefix_cache::state(seq_id seq) {
   const auto it = seqs_.find(seq);
   BATON_ASSERT(it != seqs_.end() && "unknown sequence");
   return it->second;
 }
 
-const kv_block_allocator::sequence_state& kv_block_allocator::state(seq_id seq) const {
+const prefix_cache::sequence_state& prefix_cache::state(seq_id seq) const {
   const auto it = seqs_.find(seq);
   BATON_ASSERT(it != seqs_.end() && "unknown sequence");
   return it->second;
 }
 
-const std::vector<int32_t>& kv_block_allocator::table(seq_id seq) const {
+const std::vector<int32_t>& prefix_cache::table(seq_id seq) const {
   return state(seq).table;
 }
 
-int64_t kv_block_allocator::n_tokens(seq_id seq) const { return state(seq).n_tokens; }
+int64_t prefix_cache::n_tokens(seq_id seq) const { return state(seq).n_tokens; }
 
-int32_t kv_block_allocator::n_committed_blocks(seq_id seq) const {
+int32_t prefix_cache::n_committed_blocks(seq_id seq) const {
   return static_cast<int32_t>(state(seq).hashes.size());
 }
 
-int32_t kv_block_allocator::ref_count(int32_t block) const {
+int32_t prefix_cache::ref_count(int32_t block) const {
   BATON_ASSERT(block >= 0 && block < n_blocks());
   return ref_[static_cast<size_t>(block)];
 }
 
-bool kv_block_allocator::is_cached(int32_t block) const {
+bool prefix_cache::is_cached(int32_t block) const {
   BATON_ASSERT(block >= 0 && block < n_blocks());
   return cached_[static_cast<size_t>(block)] != 0;
 }
 
 // -- invariants -----------------------------------------------------------------
 
-void kv_block_allocator::check_invariants() const {
+void prefix_cache::check_invariants() const {
   const auto n = static_cast<size_t>(n_blocks());
   // Ref counts are exactly the references held by the live tables.
   std::vector<int32_t> refs(n, 0);
@@ -388,13 +373,15 @@ void kv_block_allocator::check_invariants() const {
   for (size_t b = 0; b < n; ++b) {
     BATON_ASSERT(refs[b] == ref_[b]);
   }
-  // Each block is exactly one of: free (on the stack), evictable (in the LRU list),
-  // used (referenced).
+  // Each block is exactly one of: free (not held by the allocator), evictable (in the
+  // LRU list), used (referenced).
+  blocks_.check_invariants();
   std::vector<uint8_t> seen(n, 0);
-  for (int32_t b : free_) {
-    BATON_ASSERT(b >= 0 && static_cast<size_t>(b) < n);
-    const auto i = static_cast<size_t>(b);
-    BATON_ASSERT(!seen[i] && "a block twice on the free stack");
+  for (size_t i = 0; i < n; ++i) {
+    const auto b = static_cast<int32_t>(i);
+    if (blocks_.is_held(b)) {
+      continue;
+    }
     seen[i] = 1;
     BATON_ASSERT(ref_[i] == 0 && !cached_[i] && !in_lru(b) && "a free block in use or cached");
   }

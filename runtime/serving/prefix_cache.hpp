@@ -1,12 +1,14 @@
-// The router's logical KV block allocator with automatic prefix caching (vLLM's
-// design). Every full block is keyed by a 128-bit hash chained over the token ids of
-// all blocks up to and including it, so one key names one whole prefix. A new
-// sequence whose prompt starts with cached blocks shares them (ref-counted) and only
-// computes the rest; blocks nobody references stay resident as "evictable" in LRU
-// order and are handed out again on a hit, or evicted when a fresh block is needed
-// and none is truly free. Only full blocks are shared and a sequence's last partial
-// block is always its own, so no copy-on-write is needed. The block tables it hands
-// out are the ones every stage's kv_storage is indexed with.
+// The router's view of the KV cache: automatic prefix caching (vLLM's design) on top of
+// the one block accounting, block_allocator. Every full block is keyed by a 128-bit
+// hash chained over the token ids of all blocks up to and including it, so one key
+// names one whole prefix. A new sequence whose prompt starts with cached blocks shares
+// them (ref-counted here) and only computes the rest; blocks nobody references stay
+// resident as "evictable" in LRU order and are handed out again on a hit, or evicted
+// when a fresh block is needed and none is truly free. Only full blocks are shared and
+// a sequence's last partial block is always its own, so no copy-on-write is needed.
+// The allocator sees a block as held while a sequence references it or it is cached;
+// hashing, the LRU and the per-block ref counts are this file's. The block tables it
+// hands out are the ones every stage's kv_storage is indexed with.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "runtime/compute/kv_cache.hpp"
+#include "runtime/serving/block_allocator.hpp"
 
 namespace baton {
 
@@ -48,21 +50,21 @@ struct prompt_allocation {
   int64_t n_cached_tokens = 0;  ///< prompt tokens whose KV is already there (ok only)
 };
 
-class kv_block_allocator {
+class prefix_cache {
  public:
   using seq_id = uint64_t;
 
   /// With enable_prefix_caching false it is a plain paged allocator: nothing is ever
   /// looked up, registered or kept after free.
-  kv_block_allocator(int32_t n_blocks, int32_t block_size, bool enable_prefix_caching);
+  prefix_cache(int32_t n_blocks, int32_t block_size, bool enable_prefix_caching);
 
-  int32_t n_blocks() const { return static_cast<int32_t>(ref_.size()); }
-  int32_t block_size() const { return block_size_; }
+  int32_t n_blocks() const { return blocks_.n_blocks(); }
+  int32_t block_size() const { return blocks_.block_size(); }
   bool prefix_caching() const { return caching_; }
   /// Blocks needed to hold n_tokens.
-  int32_t blocks_for(int64_t n_tokens) const;
+  int32_t blocks_for(int64_t n_tokens) const { return blocks_.blocks_for(n_tokens); }
 
-  int32_t n_free() const { return static_cast<int32_t>(free_.size()); }
+  int32_t n_free() const { return blocks_.n_free(); }
   int32_t n_evictable() const { return n_evictable_; }
   int32_t n_used() const { return n_blocks() - n_free() - n_evictable(); }
   /// Blocks a fresh allocation may take: free ones, then evictable ones.
@@ -110,6 +112,7 @@ class kv_block_allocator {
   /// Full blocks of `seq` committed (or shared from the cache) so far; 0 without
   /// prefix caching.
   int32_t n_committed_blocks(seq_id seq) const;
+  /// References to `block` from live sequences' tables.
   int32_t ref_count(int32_t block) const;
   bool is_cached(int32_t block) const;
 
@@ -135,8 +138,13 @@ class kv_block_allocator {
              std::vector<prefix_hash>& keys) const;
   /// Blocks in `blocks` that are evictable now (taking them shrinks n_available).
   int32_t count_evictable(const std::vector<int32_t>& blocks) const;
+  /// Held blocks a new table sharing the cached blocks `hits` may count on besides the
+  /// free ones (block_allocator::can_allocate's n_credit).
+  int32_t credit(const std::vector<int32_t>& hits) const;
   /// A fresh block with ref count 1: a free one, else the LRU evictable one.
   int32_t take_fresh();
+  /// Drops a sequence's reference; at zero the block becomes evictable if cached, else
+  /// goes back to the allocator. Releasing an unreferenced block aborts (a double free).
   void release(int32_t block);
   void forget(int32_t block);  // drops a cached block's key
   sequence_state& state(seq_id seq);
@@ -149,10 +157,9 @@ class kv_block_allocator {
   bool in_lru(int32_t block) const;
 
   // -- member variables -------------------------------------------------------
-  int32_t block_size_;
+  block_allocator blocks_;              // free: neither referenced nor cached
   bool caching_;
-  std::vector<int32_t> ref_;            // [n_blocks]
-  std::vector<int32_t> free_;           // stack of free block ids (not cached, ref 0)
+  std::vector<int32_t> ref_;            // [n_blocks] references from live tables
   std::vector<uint8_t> cached_;         // [n_blocks] 1 when registered in map_
   std::vector<prefix_hash> key_;        // [n_blocks] valid where cached_
   std::vector<int32_t> block_tokens_;   // [n_blocks][block_size] where cached_

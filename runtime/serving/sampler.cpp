@@ -47,6 +47,53 @@ int32_t sampler::greedy(std::span<const float> logits) {
   return best;
 }
 
+namespace {
+
+/// log sum exp(l), in double: log softmax(l)[i] = l[i] - this.
+double log_sum_exp(std::span<const float> l) {
+  float mx = l[0];
+  for (float v : l) {
+    mx = std::max(mx, v);
+  }
+  double sum = 0;
+  for (float v : l) {
+    sum += std::exp(static_cast<double>(v - mx));
+  }
+  return static_cast<double>(mx) + std::log(sum);
+}
+
+/// The `n` most likely ids, highest logit first (ties: the lower id).
+std::vector<int32_t> top_ids(std::span<const float> l, int32_t n) {
+  std::vector<int32_t> ids(l.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<int32_t>(i);
+  }
+  const auto k = std::min<size_t>(static_cast<size_t>(n), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                    [&](int32_t a, int32_t b) {
+                      return l[static_cast<size_t>(a)] > l[static_cast<size_t>(b)] ||
+                             (l[static_cast<size_t>(a)] == l[static_cast<size_t>(b)] && a < b);
+                    });
+  ids.resize(k);
+  return ids;
+}
+
+}  // namespace
+
+token_logprobs sampler::logprobs(std::span<const float> logits, int32_t token, int32_t n_top) {
+  token_logprobs r;
+  const double lse = log_sum_exp(logits);
+  r.logprob = static_cast<float>(logits[static_cast<size_t>(token)] - lse);
+  if (n_top > 0) {
+    r.top_ids = top_ids(logits, n_top);
+    r.top_logprobs.reserve(r.top_ids.size());
+    for (int32_t id : r.top_ids) {
+      r.top_logprobs.push_back(static_cast<float>(logits[static_cast<size_t>(id)] - lse));
+    }
+  }
+  return r;
+}
+
 int32_t sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
   cand_.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) {

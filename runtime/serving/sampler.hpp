@@ -1,7 +1,9 @@
 // Picks the next token from logits: greedy, or llama.cpp's default chain — repetition /
 // presence / frequency penalties over the last `penalty_last_n` tokens, top-k, top-p,
 // min-p, temperature, then a draw from the distribution with the sequence's own seeded
-// generator (same seed, same tokens, on every machine).
+// generator (same seed, same tokens, on every machine). It also reports what a reply's
+// logprobs show: the sampled token's log-probability and the most likely alternatives,
+// under the raw logits.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +31,14 @@ struct sampling_params {
   result<void> validate() const;
 };
 
+/// What a reply reports for one sampled token, under the raw logits (before penalties
+/// and temperature, as OpenAI's logprobs are).
+struct token_logprobs {
+  float logprob = 0;                ///< log softmax(logits)[token]
+  std::vector<int32_t> top_ids;     ///< the most likely ids, highest logit first (ties: lower id)
+  std::vector<float> top_logprobs;  ///< [top_ids.size()] their log-probabilities
+};
+
 class sampler {
  public:
   explicit sampler(const sampling_params& p);
@@ -38,6 +48,10 @@ class sampler {
 
   /// Argmax, ties to the lowest id.
   static int32_t greedy(std::span<const float> logits);
+
+  /// The log-probability of `token` under `logits` [n_vocab] and the min(n_top, n_vocab)
+  /// most likely tokens with theirs (none for n_top <= 0); the softmax is summed in double.
+  static token_logprobs logprobs(std::span<const float> logits, int32_t token, int32_t n_top);
 
  private:
   struct candidate {

@@ -2,7 +2,8 @@
 // queues, logical KV block tables (identical on every stage), continuous batching with
 // chunked prefill, up to `micro_batches` steps in flight over disjoint sequences, and
 // preemption by recompute. It deals in token ids only; text, clients and actors stay in
-// the router. Block accounting is block_manager's; the policy is here.
+// the router. Block accounting is block_allocator's, with prefix sharing on top
+// (prefix_cache.hpp); the policy is here.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "runtime/compute/kv_cache.hpp"
 #include "runtime/serving/outcome.hpp"
 #include "runtime/serving/prefix_cache.hpp"
 #include "runtime/serving/sampler.hpp"
@@ -133,7 +133,7 @@ class scheduler {
   // -- member variables -------------------------------------------------------
   scheduler_config cfg_;
   std::vector<int32_t> eog_;
-  kv_block_allocator blocks_;
+  prefix_cache blocks_;
   std::map<uint64_t, seq> seqs_;
   std::deque<uint64_t> waiting_;
   std::vector<uint64_t> running_;  // in arrival order

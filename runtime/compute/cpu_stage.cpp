@@ -1,6 +1,6 @@
-// stage_executor.hpp. Shapes follow ggml's naming in comments: a weight is
+// cpu_stage.hpp. Shapes follow ggml's naming in comments: a weight is
 // [n_in, n_out] (n_out rows of n_in), activations are [n_tokens, n].
-#include "runtime/compute/stage_executor.hpp"
+#include "runtime/compute/cpu_stage.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -11,34 +11,14 @@
 
 namespace baton {
 
-int64_t batch::n_logits() const {
-  int64_t n = 0;
-  for (auto l : logits) {
-    n += l ? 1 : 0;
-  }
-  return n;
-}
-
-void batch::add(int32_t seq_index, int32_t token_id, int32_t position, bool want_logits) {
-  seq.push_back(seq_index);
-  token.push_back(token_id);
-  pos.push_back(position);
-  logits.push_back(want_logits ? 1 : 0);
-}
-
-void batch::clear() {
-  token.clear();
-  pos.clear();
-  seq.clear();
-  logits.clear();
-  block_tables.clear();
-}
-
-stage_executor::stage_executor(std::shared_ptr<const model> m, int64_t first_layer,
-                               int64_t last_layer, kv_storage& kv, cpu::thread_pool& pool,
-                               cpu::isa kernels)
-    : model_(std::move(m)), first_(first_layer), last_(last_layer), kv_(kv), pool_(pool),
-      isa_(kernels) {
+cpu_stage::cpu_stage(const stage_compute_options& o)
+    : model_(o.m),
+      first_(o.first_layer),
+      last_(o.last_layer),
+      pool_(o.n_threads),
+      kv_(o.first_layer, o.last_layer, o.n_blocks, o.block_size, o.m->config().n_head_kv,
+          o.m->config().n_embd_head_k, o.kv_type),
+      isa_(o.kernels) {
   const auto& c = model_->config();
   BATON_ASSERT(0 <= first_ && first_ < last_ && last_ <= c.n_layer);
   BATON_ASSERT(c.n_embd_head_k <= 1024 && c.n_embd_head_k == c.n_embd_head_v);
@@ -48,7 +28,7 @@ stage_executor::stage_executor(std::shared_ptr<const model> m, int64_t first_lay
   }
 }
 
-void stage_executor::matmul(const tensor_info& w, const float* x, int64_t n_tokens, float* y) {
+void cpu_stage::matmul(const tensor_info& w, const float* x, int64_t n_tokens, float* y) {
   const int64_t n_in = w.ne[0];
   const int64_t n_out = w.ne[1];
   const size_t xq_row = cpu::activation_row_bytes(w.type, n_in);
@@ -71,7 +51,7 @@ void stage_executor::matmul(const tensor_info& w, const float* x, int64_t n_toke
   });
 }
 
-void stage_executor::attention(const batch& b, int64_t il, const float* q, float* out) {
+void cpu_stage::attention(const batch& b, int64_t il, const float* q, float* out) {
   const auto& c = model_->config();
   const int64_t n_tokens = b.n_tokens();
   const int64_t head_dim = c.n_embd_head_k;
@@ -102,8 +82,7 @@ void stage_executor::attention(const batch& b, int64_t il, const float* q, float
   });
 }
 
-void stage_executor::forward(const batch& b, std::vector<float>& hidden,
-                             std::vector<float>& logits) {
+void cpu_stage::run(const batch& b, std::vector<float>& hidden, std::vector<float>& logits) {
   const auto& c = model_->config();
   const auto& w = model_->weights();
   const int64_t n_tokens = b.n_tokens();
@@ -206,6 +185,16 @@ void stage_executor::forward(const batch& b, std::vector<float>& hidden,
       matmul(*w.head(), cur_.data(), n_out, logits.data());  // logits [n_out, n_vocab]
     }
   }
+}
+
+result<void> cpu_stage::forward(const batch& b, stage_activations& io,
+                                std::vector<float>& logits) {
+  if (io.on_device) {
+    // only a GPU stage that knows its successor is a GPU stage leaves them there
+    return make_error("cpu stage: activations arrived in the memory of cuda:%d", io.device);
+  }
+  run(b, io.host, logits);
+  return {};
 }
 
 }  // namespace baton

@@ -1,61 +1,11 @@
-// kv_cache.hpp.
-#include "runtime/compute/kv_cache.hpp"
+// kv_storage.hpp.
+#include "runtime/compute/kv_storage.hpp"
 
 #include <cstring>
 
 #include "kernels/blocks.hpp"
 
 namespace baton {
-
-block_manager::block_manager(int32_t n_blocks, int32_t block_size)
-    : block_size_(block_size), ref_(static_cast<size_t>(n_blocks), 0) {
-  BATON_ASSERT(n_blocks >= 0 && block_size > 0);
-  free_.reserve(static_cast<size_t>(n_blocks));
-  for (int32_t b = n_blocks - 1; b >= 0; --b) {
-    free_.push_back(b);  // block 0 comes out first
-  }
-}
-
-int32_t block_manager::blocks_for(int64_t n_tokens) const {
-  return static_cast<int32_t>((n_tokens + block_size_ - 1) / block_size_);
-}
-
-alloc_status block_manager::can_allocate(int32_t n) const {
-  if (n > n_blocks()) {
-    return alloc_status::never;
-  }
-  return n <= n_free() ? alloc_status::ok : alloc_status::later;
-}
-
-std::optional<int32_t> block_manager::allocate() {
-  if (free_.empty()) {
-    return std::nullopt;
-  }
-  const int32_t b = free_.back();
-  free_.pop_back();
-  BATON_ASSERT(ref_[static_cast<size_t>(b)] == 0);
-  ref_[static_cast<size_t>(b)] = 1;
-  return b;
-}
-
-void block_manager::retain(int32_t block) {
-  BATON_ASSERT(block >= 0 && block < n_blocks() && ref_[static_cast<size_t>(block)] > 0);
-  ++ref_[static_cast<size_t>(block)];
-}
-
-void block_manager::release(int32_t block) {
-  BATON_ASSERT(block >= 0 && block < n_blocks());
-  auto& r = ref_[static_cast<size_t>(block)];
-  BATON_ASSERT(r > 0 && "double free of a KV block");
-  if (--r == 0) {
-    free_.push_back(block);
-  }
-}
-
-int32_t block_manager::ref_count(int32_t block) const {
-  BATON_ASSERT(block >= 0 && block < n_blocks());
-  return ref_[static_cast<size_t>(block)];
-}
 
 kv_storage::kv_storage(int64_t first_layer, int64_t last_layer, int32_t n_blocks,
                        int32_t block_size, int64_t n_head_kv, int64_t head_dim, ggml_type type)

@@ -1,13 +1,12 @@
-// The paged KV cache. `block_manager` does the logical accounting (fixed-size blocks,
-// ref counts, can_allocate answering ok / later / never) — the router owns one and its
-// block tables are identical on every stage. `kv_storage` is a stage's physical memory
-// for its own layers: per layer, K and V as [n_blocks][block_size][n_head_kv][head_dim]
-// in f16 (default, as llama.cpp) or f32.
+// The paged KV cache's memory: `kv_storage` is a stage's physical K/V for its own
+// layers: per layer, K and V as [n_blocks][block_size][n_head_kv][head_dim] in f16
+// (default, as llama.cpp) or f32. Which blocks a sequence holds is decided elsewhere,
+// by runtime/serving/block_allocator (the engine's) or the router's prefix cache on top
+// of one; their block tables, identical on every stage, index this storage.
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <vector>
 
 #include "kernels/cpu/ops.hpp"
@@ -15,38 +14,6 @@
 #include "runtime/system/error.hpp"
 
 namespace baton {
-
-enum class alloc_status {
-  ok,     ///< enough free blocks now
-  later,  ///< not now, but the cache could hold it once others finish
-  never,  ///< more blocks than the whole cache has
-};
-
-class block_manager {
- public:
-  block_manager(int32_t n_blocks, int32_t block_size);
-
-  int32_t n_blocks() const { return static_cast<int32_t>(ref_.size()); }
-  int32_t block_size() const { return block_size_; }
-  int32_t n_free() const { return static_cast<int32_t>(free_.size()); }
-  /// Blocks needed to hold n_tokens.
-  int32_t blocks_for(int64_t n_tokens) const;
-
-  alloc_status can_allocate(int32_t n) const;
-  /// A free block with ref count 1, or nothing when none is free.
-  std::optional<int32_t> allocate();
-  /// Another reference to an allocated block (a shared prefix).
-  void retain(int32_t block);
-  /// Drops one reference; the block is free again at zero. A double free aborts.
-  void release(int32_t block);
-  int32_t ref_count(int32_t block) const;
-
- private:
-  // -- member variables -------------------------------------------------------
-  int32_t block_size_;
-  std::vector<int32_t> ref_;   // [n_blocks]
-  std::vector<int32_t> free_;  // stack of free block ids
-};
 
 /// Physical K/V memory of layers [first, last).
 class kv_storage {

@@ -1,0 +1,65 @@
+// A pipeline stage on the CPU: layers [first, last) of a Llama model run on a thread
+// pool over the stage's own kv_storage, one batch at a time — the unit a shard runs on
+// "cpu", and what the single-process engine runs with every layer. The first stage
+// embeds token ids; the last applies the final norm and the output head (tied or
+// untied) to the rows that need logits. Attention always reads the current chunk's own
+// K/V back from the cache after rounding to the cache type, so one-batch prefill,
+// chunked prefill and token-by-token decode compute bit-identical values. It implements
+// stage_compute, as cuda_stage does for CUDA devices.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/isa.hpp"
+#include "kernels/cpu/thread_pool.hpp"
+#include "runtime/compute/batch.hpp"
+#include "runtime/compute/kv_storage.hpp"
+#include "runtime/compute/stage_compute.hpp"
+#include "runtime/model/model_config.hpp"
+
+namespace baton {
+
+class cpu_stage final : public stage_compute {
+ public:
+  /// Layers o.first_layer..o.last_layer of o.m with o.n_blocks KV blocks of o.kv_type,
+  /// on o.n_threads threads with the o.kernels kernels. The model must hold those layers.
+  explicit cpu_stage(const stage_compute_options& o);
+
+  bool first_stage() const { return first_ == 0; }
+  bool last_stage() const { return last_ == model_->config().n_layer; }
+  int64_t first_layer() const { return first_; }
+  int64_t last_layer() const { return last_; }
+
+  /// hidden [n_tokens, n_embd]: the input activations (ignored by the first stage,
+  /// which embeds b.token) and, on return, the output activations. The last stage
+  /// writes logits [n_logits, n_vocab] for the rows marked in b.logits, in batch order.
+  void run(const batch& b, std::vector<float>& hidden, std::vector<float>& logits);
+
+  using stage_compute::forward;
+  /// run() on io.host; fails only when the activations arrived in device memory.
+  result<void> forward(const batch& b, stage_activations& io,
+                       std::vector<float>& logits) override;
+  std::string describe() const override { return "cpu"; }
+
+ private:
+  /// y[n_tokens, n_out] = x[n_tokens, n_in] · Wᵀ, split by output rows over the pool.
+  void matmul(const tensor_info& w, const float* x, int64_t n_tokens, float* y);
+  void attention(const batch& b, int64_t il, const float* q, float* out);
+
+  // -- member variables -------------------------------------------------------
+  std::shared_ptr<const model> model_;
+  int64_t first_;
+  int64_t last_;
+  cpu::thread_pool pool_;
+  kv_storage kv_;
+  cpu::isa isa_;
+  std::vector<float> rope_freqs_;  // [n_rot / 2] or empty
+  // scratch, grown to the largest batch seen
+  std::vector<float> cur_, q_, k_, v_, attn_, gate_, up_, rope_cs_;
+  std::vector<uint8_t> xq_;
+};
+
+}  // namespace baton
