@@ -15,6 +15,7 @@
 #include <toml++/toml.h>
 
 #include "runtime/system/budget.hpp"
+#include "runtime/system/units.hpp"
 #include "runtime/model/gguf.hpp"
 
 #ifdef BATON_HAVE_CUDA

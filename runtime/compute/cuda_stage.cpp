@@ -9,7 +9,7 @@
 
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/ops.hpp"
-#include "runtime/system/budget.hpp"
+#include "runtime/system/units.hpp"
 #include "runtime/compute/pooled_floats.hpp"
 
 namespace baton {
