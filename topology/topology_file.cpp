@@ -15,7 +15,7 @@
 #include <toml++/toml.h>
 
 #include "runtime/system/units.hpp"
-#include "runtime/model/gguf.hpp"
+#include "runtime/system/files.hpp"
 
 namespace baton {
 
