@@ -1,5 +1,7 @@
 // cuda_stage.hpp. The step is the CPU stage_executor's, kernel for kernel; the comments
-// there give the shapes.
+// there give the shapes. One file of some 520 lines because it is one class whose parts
+// (creation, the weights' upload, the buffers, the step) share the device, the stream
+// and the buffers they grow; the kernels it launches are in kernels/cuda.
 #include "runtime/compute/cuda_stage.hpp"
 
 #include <algorithm>
