@@ -8,6 +8,8 @@
 #include <fstream>
 
 #include "runtime/system/budget.hpp"
+#include "runtime/system/cgroup.hpp"
+#include "runtime/system/units.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "runtime/system/budget.hpp"
+#include "runtime/system/cgroup.hpp"
 #include "tests/test_util.hpp"
 
 namespace baton {

@@ -19,6 +19,7 @@
 #include <set>
 
 #include "runtime/system/budget.hpp"
+#include "runtime/system/units.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton {

@@ -1,7 +1,7 @@
 // topology_file.hpp, the file side: reading a topology file with toml++ (every key
 // known, every value of the expected type and range, messages at file:line), writing
-// one back, the default topology of `--stages N`, and describing this host's devices.
-// The checks against a model and a world are in planner.cpp.
+// one back, and the default topology of `--stages N`. The checks against a model and a
+// world are in planner.cpp; this host's devices are described by runtime/system/device.hpp.
 #include "topology/topology_file.hpp"
 
 #include <cerrno>
@@ -14,12 +14,8 @@
 #include <sstream>
 #include <toml++/toml.h>
 
-#include "runtime/system/budget.hpp"
-#include "runtime/model/gguf.hpp"
-
-#ifdef BATON_HAVE_CUDA
-#include <cuda_runtime.h>
-#endif
+#include "runtime/system/units.hpp"
+#include "runtime/system/files.hpp"
 
 namespace baton {
 
@@ -151,19 +147,6 @@ result<std::string> get_string(const field_ref& ref, const toml::node& n, const 
 }
 
 
-/// "cpu" or "cuda:N".
-bool valid_device(std::string_view d) {
-  if (d == "cpu") {
-    return true;
-  }
-  if (d.substr(0, 5) != "cuda:" || d.size() == 5) {
-    return false;
-  }
-  int n = 0;
-  auto [p, ec] = std::from_chars(d.data() + 5, d.data() + d.size(), n);
-  return ec == std::errc{} && p == d.data() + d.size() && n >= 0;
-}
-
 result<pipeline_spec> read_pipeline(const std::string& file, const toml::node& node) {
   const field_ref ref{file, "[pipeline]"};
   const auto* t = node.as_table();
@@ -269,7 +252,7 @@ result<stage_spec> read_stage(const std::string& file, const toml::node& node, s
     if (!v) {
       return v.err();
     }
-    if (!valid_device(*v)) {
+    if (!parse_device(*v)) {
       return ref.fail(*n, "device", "'" + *v + "': expected \"cpu\" or \"cuda:N\" (N >= 0)");
     }
     s.device = *v;
@@ -489,53 +472,6 @@ topology default_topology(const std::string& model_path, int32_t n_stages) {
     t.stages.push_back(s);
   }
   return t;
-}
-
-device_info query_local_device(const std::string& device) {
-  device_info d;
-  if (device == "cpu") {
-    const resource_budget b = detect_budget();
-    d.exists = true;
-    d.memory_bytes = b.memory_bytes;
-    d.source = b.memory_source;
-    d.threads = b.threads;
-    return d;
-  }
-  if (!valid_device(device)) {
-    d.source = "'" + device + "' is not a device (expected \"cpu\" or \"cuda:N\")";
-    return d;
-  }
-#ifdef BATON_HAVE_CUDA
-  const int index = std::atoi(device.c_str() + 5);
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) {
-    d.source = std::string("no CUDA device: ") + cudaGetErrorString(e);
-    return d;
-  }
-  if (index >= n) {
-    d.source = "this host has " + std::to_string(n) + " CUDA device" + (n == 1 ? "" : "s");
-    return d;
-  }
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
-    d.source = "cudaGetDeviceProperties failed for " + device;
-    return d;
-  }
-  d.exists = true;
-  d.memory_bytes = prop.totalGlobalMem;
-  d.source = std::string(prop.name) + " total memory";
-  d.threads = 1;
-  // peak bandwidth: double data rate x clock x bus width
-  int clock_khz = 0, bus_bits = 0;
-  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, index) == cudaSuccess &&
-      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, index) == cudaSuccess) {
-    d.bandwidth = 2.0 * clock_khz * 1e3 * bus_bits / 8.0;
-  }
-#else
-  d.source = "no CUDA device (this build has no CUDA)";
-#endif
-  return d;
 }
 
 placement_env local_placement_env(int32_t world_size) {

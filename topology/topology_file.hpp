@@ -14,6 +14,7 @@
 #include "runtime/system/error.hpp"
 #include "kernels/ggml_type.hpp"
 #include "runtime/model/model_config.hpp"
+#include "runtime/system/device.hpp"
 #include "topology/layer_range.hpp"
 
 namespace baton {
@@ -73,20 +74,6 @@ struct topology {
 /// single values. Errors read "cluster.toml:12: stage 2 field 'layers': expected ..."
 result<topology> parse_topology_file(const std::string& path);
 result<topology> parse_topology_text(std::string_view text, const std::string& name = "<text>");
-
-/// What a stage's placement is checked against.
-struct device_info {
-  bool exists = false;
-  uint64_t memory_bytes = 0;                   ///< the device's memory (cgroup limit / RAM on cpu)
-  std::string source;                          ///< where the number came from, for messages
-  int32_t threads = 0;                         ///< cpu: threads the rank may use (0: unknown)
-  double bandwidth = 0;                        ///< memory bytes/s (0: unknown); weighs "auto"
-};
-
-/// Describes a device of this process's host: "cpu" from detect_budget() (cgroup limit,
-/// else RAM; threads from the CPU quota), "cuda:N" from the CUDA runtime when baton was
-/// built with CUDA (total memory), else exists = false with the reason as `source`.
-device_info query_local_device(const std::string& device);
 
 struct placement_env {
   int32_t world_size = 1;                      ///< MPI ranks

@@ -403,7 +403,7 @@ int run_bench_batch(bench_batch_options o) {
                         {"device", o.engine.device},
                         // peak memory bytes/s of the device (GPUs: clock x bus width; 0:
                         // unknown), to read the decode figures as a share of it
-                        {"device_bandwidth", o.engine.device.rfind("cuda:", 0) == 0
+                        {"device_bandwidth", cuda_device_index(o.engine.device)
                                                  ? query_local_device(o.engine.device).bandwidth
                                                  : 0.0},
                         {"model_bytes", l->m->weight_bytes()},

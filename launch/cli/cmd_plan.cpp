@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launch/cli/commands.hpp"
-#include "runtime/system/budget.hpp"
+#include "runtime/system/units.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton::cli {

@@ -7,6 +7,7 @@
 
 #include "launch/cli/commands.hpp"
 #include "runtime/system/budget.hpp"
+#include "runtime/system/units.hpp"
 #include "runtime/text/vocab.hpp"
 
 namespace baton::cli {

@@ -1,4 +1,9 @@
-// http_server.hpp.
+// The server of http_server.hpp. One file of some 700 lines because it is one state
+// machine: a connection's phases (idle, reading, responding), its timeouts and the
+// eviction list the accept loop draws on are views of one shared_state, and a session
+// apart from the acceptor would put that state and the phase rules in a header both
+// sides edit. The session (one connection) comes first, the server (accept, back-off
+// when descriptors run out, stop) last.
 #include "launch/http/http_server.hpp"
 
 #include <sys/resource.h>

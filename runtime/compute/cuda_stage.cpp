@@ -1,5 +1,7 @@
-// cuda_stage.hpp. The step is cpu_stage's, kernel for kernel; the comments
-// there give the shapes.
+// The CUDA stage declared in cuda_stage.hpp. The step is cpu_stage's, kernel for kernel; the comments
+// there give the shapes. One file of some 520 lines because it is one class whose parts
+// (creation, the weights' upload, the buffers, the step) share the device, the stream
+// and the buffers they grow; the kernels it launches are in kernels/cuda.
 #include "runtime/compute/cuda_stage.hpp"
 
 #include <algorithm>
@@ -9,7 +11,7 @@
 
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/ops.hpp"
-#include "runtime/system/budget.hpp"
+#include "runtime/system/units.hpp"
 #include "runtime/compute/pooled_floats.hpp"
 
 namespace baton {

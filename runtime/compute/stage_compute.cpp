@@ -1,8 +1,6 @@
 // stage_compute.hpp: which stage a device name makes.
 #include "runtime/compute/stage_compute.hpp"
 
-#include <charconv>
-
 #include "runtime/compute/cpu_stage.hpp"
 
 #if defined(BATON_HAVE_CUDA)
@@ -11,19 +9,6 @@
 
 namespace baton {
 
-std::optional<int> cuda_device_index(const std::string& device) {
-  if (device.size() <= 5 || device.compare(0, 5, "cuda:") != 0) {
-    return std::nullopt;
-  }
-  int n = -1;
-  const char* first = device.data() + 5;
-  const char* last = device.data() + device.size();
-  auto [p, ec] = std::from_chars(first, last, n);
-  if (ec != std::errc() || p != last || n < 0) {
-    return std::nullopt;
-  }
-  return n;
-}
 
 result<std::unique_ptr<stage_compute>> make_stage_compute(const stage_compute_options& o) {
   if (o.device == "cpu") {

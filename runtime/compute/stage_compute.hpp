@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cpu/isa.hpp"
+#include "runtime/system/device.hpp"
 #include "runtime/system/error.hpp"
 #include "runtime/model/model_config.hpp"
 #include "runtime/compute/batch.hpp"
@@ -71,8 +72,5 @@ class stage_compute {
 /// The compute for `o.device`; errors name the device and what failed (no such device,
 /// a build without CUDA, device memory too small for the weights and KV).
 result<std::unique_ptr<stage_compute>> make_stage_compute(const stage_compute_options& o);
-
-/// The N of "cuda:N", or nothing for any other name.
-std::optional<int> cuda_device_index(const std::string& device);
 
 }  // namespace baton

@@ -22,8 +22,12 @@
 
 #include "kernels/ggml_type.hpp"
 #include "runtime/system/error.hpp"
+#include "runtime/system/files.hpp"
 
 namespace baton {
+
+inline constexpr uint32_t gguf_magic = 0x46554747;  ///< "GGUF" little-endian
+inline constexpr uint32_t gguf_max_dims = 4;         ///< dimensions a tensor may have
 
 /// GGUF metadata value types, as stored.
 enum class gguf_type : uint32_t {
@@ -103,42 +107,6 @@ struct gguf_limits {
   /// before anything is allocated for them.
   uint64_t max_metadata_bytes = uint64_t{1} << 30;
   uint64_t max_tensor_count = uint64_t{1} << 20;     ///< tensors (1 Mi)
-};
-
-/// Opens `path` read-only if it is a regular file; a FIFO, a directory, a device or a
-/// socket is refused ("<path>: not a regular file (a FIFO)") before anything is read,
-/// so such a path can never block the caller. The caller owns the descriptor. `what`
-/// ("topology file") is named when it cannot be opened: "<path>: cannot open the
-/// topology file: No such file or directory".
-result<int> open_regular_file(const std::string& path, const char* what = nullptr);
-
-/// The whole of a regular file of at most `max_bytes` (text formats such as topology
-/// files); `what` names the file in messages ("topology file").
-result<std::string> read_regular_file(const std::string& path, uint64_t max_bytes,
-                                      const char* what);
-
-/// A read-only memory mapping of a file.
-class mapped_file {
- public:
-  static result<std::shared_ptr<mapped_file>> open(const std::string& path);
-  ~mapped_file();
-  mapped_file(const mapped_file&) = delete;
-  mapped_file& operator=(const mapped_file&) = delete;
-
-  const std::byte* data() const { return data_; }
-  uint64_t size() const { return size_; }
-  const std::string& path() const { return path_; }
-  /// Drops the resident pages wholly inside [p, p + n) (they are re-read from the file
-  /// if touched again): for data copied elsewhere, such as weights uploaded to a GPU.
-  void release_pages(const std::byte* p, uint64_t n) const;
-
- private:
-  mapped_file() = default;
-
-  // -- member variables -------------------------------------------------------
-  std::string path_;
-  const std::byte* data_ = nullptr;
-  uint64_t size_ = 0;
 };
 
 /// A GGUF file opened for reading. Tensors are views into the mapping.

@@ -8,7 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "runtime/model/gguf.hpp"
+#include "runtime/system/files.hpp"
 #include "runtime/text/vocab.hpp"
 
 namespace baton {

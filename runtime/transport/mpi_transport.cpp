@@ -1,12 +1,11 @@
-// mpi_transport.hpp. Only the progress thread touches MPI after construction.
+// mpi_transport.hpp: the progress thread, its loop and the pending sends, receives and
+// device transfers it completes. Only the progress thread touches MPI after
+// construction. The bytes of a message are activation_wire.hpp's.
 #include "runtime/transport/mpi_transport.hpp"
 
 #include <mpi.h>
 
 #include <atomic>
-#include <cereal/archives/binary.hpp>
-#include <cereal/types/string.hpp>
-#include <cereal/types/vector.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -14,10 +13,10 @@
 #include <deque>
 #include <map>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "runtime/system/error.hpp"
+#include "runtime/transport/activation_wire.hpp"
 
 namespace baton {
 
@@ -29,60 +28,6 @@ using clock_type = std::chrono::steady_clock;
 
 double micros_since(clock_type::time_point t0) {
   return std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
-}
-
-std::vector<char> pack(const activations& a) {
-  std::ostringstream os;
-  {
-    cereal::BinaryOutputArchive ar(os);
-    ar(a.header);
-  }
-  const std::string head = os.str();
-  const auto head_len = static_cast<uint32_t>(head.size());
-  std::vector<char> buf(sizeof(head_len) + head.size() + a.hidden.size() * sizeof(float));
-  std::memcpy(buf.data(), &head_len, sizeof(head_len));
-  std::memcpy(buf.data() + sizeof(head_len), head.data(), head.size());
-  if (!a.hidden.empty()) {
-    std::memcpy(buf.data() + sizeof(head_len) + head.size(), a.hidden.data(),
-                a.hidden.size() * sizeof(float));
-  }
-  return buf;
-}
-
-result<activations> unpack(const std::vector<char>& buf) {
-  uint32_t head_len = 0;
-  if (buf.size() < sizeof(head_len)) {
-    return make_error("activation message of %zu bytes: shorter than its header length",
-                      buf.size());
-  }
-  std::memcpy(&head_len, buf.data(), sizeof(head_len));
-  if (buf.size() < sizeof(head_len) + head_len) {
-    return make_error("activation message of %zu bytes: header of %u bytes does not fit",
-                      buf.size(), head_len);
-  }
-  activations a;
-  try {
-    std::istringstream is(std::string(buf.data() + sizeof(head_len), head_len));
-    cereal::BinaryInputArchive ar(is);
-    ar(a.header);
-  } catch (const std::exception& e) {
-    return make_error("activation header does not parse: %s", e.what());
-  }
-  const size_t n_bytes = buf.size() - sizeof(head_len) - head_len;
-  const auto expected = a.header.floats_on_device || !a.header.error.empty()
-                            ? 0
-                            : static_cast<size_t>(a.header.n_tokens) *
-                                  static_cast<size_t>(a.header.n_embd) * sizeof(float);
-  if (n_bytes != expected) {
-    return make_error("step %llu stage %d: %zu bytes of activations, header says %d x %d floats",
-                      static_cast<unsigned long long>(a.header.step), a.header.stage, n_bytes,
-                      a.header.n_tokens, a.header.n_embd);
-  }
-  a.hidden.resize(n_bytes / sizeof(float));
-  if (n_bytes > 0) {
-    std::memcpy(a.hidden.data(), buf.data() + sizeof(head_len) + head_len, n_bytes);
-  }
-  return a;
 }
 
 }  // namespace
@@ -227,7 +172,7 @@ struct mpi_transport::impl {
     pending_send s;
     s.peer = peer;
     s.t0 = clock_type::now();
-    s.buf = pack(a);
+    s.buf = pack_activations(a);
     const int rc = MPI_Isend(s.buf.data(), static_cast<int>(s.buf.size()), MPI_BYTE, peer,
                              activation_tag, comm_, &s.req);
     if (rc != MPI_SUCCESS) {
@@ -407,7 +352,7 @@ struct mpi_transport::impl {
         ++it;
         continue;
       }
-      auto a = unpack(it->buf);
+      auto a = unpack_activations(it->buf);
       if (!a) {
         std::fprintf(stderr, "baton: rank %d: from rank %d: %s\n", rank_, it->peer,
                      a.err().message.c_str());

@@ -1,0 +1,103 @@
+// Device names and this host's devices (device.hpp): "cpu" is described by the budget
+// (cgroup limit, else RAM; threads from the CPU quota), "cuda:N" by the CUDA runtime.
+#include "runtime/system/device.hpp"
+
+#include <charconv>
+#include <system_error>
+
+#include "runtime/system/budget.hpp"
+
+#ifdef BATON_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/dequantize.cuh"
+#endif
+
+namespace baton {
+
+std::optional<device_id> parse_device(std::string_view name) {
+  if (name == "cpu") {
+    return device_id{device_kind::cpu, 0};
+  }
+  constexpr std::string_view prefix = "cuda:";
+  if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) {
+    return std::nullopt;
+  }
+  int n = -1;
+  const char* first = name.data() + prefix.size();
+  const char* last = name.data() + name.size();
+  auto [p, ec] = std::from_chars(first, last, n);
+  if (ec != std::errc() || p != last || n < 0) {
+    return std::nullopt;
+  }
+  return device_id{device_kind::cuda, n};
+}
+
+std::optional<int> cuda_device_index(std::string_view name) {
+  const std::optional<device_id> d = parse_device(name);
+  if (!d || d->kind != device_kind::cuda) {
+    return std::nullopt;
+  }
+  return d->index;
+}
+
+device_info query_local_device(const std::string& device) {
+  device_info d;
+  if (device == "cpu") {
+    const resource_budget b = detect_budget();
+    d.exists = true;
+    d.memory_bytes = b.memory_bytes;
+    d.source = b.memory_source;
+    d.threads = b.threads;
+    return d;
+  }
+  const std::optional<device_id> id = parse_device(device);
+  if (!id) {
+    d.source = "'" + device + "' is not a device (expected \"cpu\" or \"cuda:N\")";
+    return d;
+  }
+#ifdef BATON_HAVE_CUDA
+  const int index = id->index;
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    d.source = std::string("no CUDA device: ") + cudaGetErrorString(e);
+    return d;
+  }
+  if (index >= n) {
+    d.source = "this host has " + std::to_string(n) + " CUDA device" + (n == 1 ? "" : "s");
+    return d;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
+    d.source = "cudaGetDeviceProperties failed for " + device;
+    return d;
+  }
+  d.exists = true;
+  d.memory_bytes = prop.totalGlobalMem;
+  d.source = std::string(prop.name) + " total memory";
+  d.threads = 1;
+  // peak bandwidth: double data rate x clock x bus width
+  int clock_khz = 0, bus_bits = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, index) == cudaSuccess &&
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, index) == cudaSuccess) {
+    d.bandwidth = 2.0 * clock_khz * 1e3 * bus_bits / 8.0;
+  }
+#else
+  d.source = "no CUDA device (this build has no CUDA)";
+#endif
+  return d;
+}
+
+bool cuda_device_available(std::string* why) {
+#ifdef BATON_HAVE_CUDA
+  return cuda::device_available(why);
+#else
+  if (why) {
+    *why = "this build has no CUDA (nvcc was not found)";
+  }
+  return false;
+#endif
+}
+
+}  // namespace baton

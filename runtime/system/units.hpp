@@ -1,0 +1,21 @@
+// Sizes in bytes as people write and read them (powers of 1024 both ways). One pair of
+// functions for every flag, topology field and message that names a size, so that what
+// `baton plan` prints, `--kv-cache-memory` reads back.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "runtime/system/error.hpp"
+
+namespace baton {
+
+/// "2GiB", "512M", "1.5G", "1000000": bytes, units in powers of 1024 (K, M, G, T, with
+/// or without B / iB); the error says what was expected, the caller names the field.
+result<uint64_t> parse_bytes(std::string_view text);
+
+/// "1.50 GiB", "12.0 MiB", "512 B": the unit that keeps the number readable.
+std::string format_bytes(uint64_t n);
+
+}  // namespace baton
