@@ -5,6 +5,7 @@
 #include "actors/router.hpp"
 #include "actors/shard.hpp"
 #include "topology/layer_range.hpp"
+#include "topology/memory_plan.hpp"
 
 #include <caf/io/all.hpp>
 #include <sstream>
@@ -106,7 +107,7 @@ result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const
                       static_cast<long long>(o.n_ctx), static_cast<long long>(c.n_ctx_train));
   }
   if (o.n_blocks <= 0) {
-    o.n_blocks = static_cast<int32_t>((o.n_ctx + o.block_size - 1) / o.block_size);
+    o.n_blocks = static_cast<int32_t>(kv_blocks_needed(1, o.n_ctx, o.block_size));  // one sequence
   }
   if (link.world > 1 && !link.allgather) {
     return make_error("a job of %d ranks needs an allgather to exchange endpoints", link.world);

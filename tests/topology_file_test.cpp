@@ -14,6 +14,7 @@
 #include "runtime/system/budget.hpp"
 #include "runtime/model/model_builder.hpp"
 #include "tests/test_util.hpp"
+#include "topology/planner.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton {

@@ -1,7 +1,8 @@
 // Topology files (TOML): which layers run on which rank and device, the pipeline's
-// settings and each stage's memory budget; parsing with file:line errors, validation
-// against a model and an MPI world, "auto" placement, the memory plan that `baton plan`
-// prints, and writing a resolved file back (same semantics, so it round-trips).
+// settings and each stage's memory budget; parsing with file:line errors and writing a
+// resolved file back (same semantics, so it round-trips). Checking a topology against a
+// model and an MPI world, "auto" placement and the memory plan are the planner's
+// (topology/planner.hpp, topology/memory_plan.hpp).
 #pragma once
 
 #include <cstdint>
@@ -99,33 +100,6 @@ struct placement_env {
 
 /// A world of `world_size` ranks on this host, each device described by query_local_device.
 placement_env local_placement_env(int32_t world_size);
-
-/// The memory plan of one stage.
-struct stage_plan {
-  layer_range layers;                          ///< resolved (never automatic)
-  uint64_t weight_bytes = 0;                   ///< its layers, plus token_embd on the first
-                                               ///< stage and output_norm + head on the last
-  uint64_t buffer_bytes = 0;                   ///< one step's scratch
-  uint64_t kv_bytes_per_token = 0;             ///< its layers only
-  uint64_t budget_bytes = 0;                   ///< memory_utilization x device memory
-  uint64_t kv_bytes = 0;                       ///< what the budget leaves for KV
-  int64_t kv_capacity_tokens = 0;              ///< kv_bytes / kv_bytes_per_token, in whole blocks
-  int32_t n_blocks = 0;
-  int32_t threads = 0;                         ///< resolved
-  std::string budget_source;                   ///< "memory_utilization 0.45 of 24.0 GiB (RAM)"
-};
-
-struct pipeline_plan {
-  topology resolved;                           ///< layers resolved, defaults filled in
-  std::vector<stage_plan> stages;
-  int64_t capacity_tokens = 0;                 ///< min over stages
-  int32_t n_blocks = 0;                        ///< min over stages: the router's block count
-};
-
-/// Validates the topology against the model and the world, resolves "auto" (balancing
-/// per-stage time, embedding and output head counted, within each budget) and plans
-/// memory. Errors name file:line, the field and what was expected.
-result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const placement_env& env);
 
 /// TOML text for `t` (layers always explicit) that parse_topology_text reads back equal.
 std::string to_toml(const topology& t);

@@ -32,6 +32,7 @@
 #include "launch/cli/commands.hpp"
 #include "launch/cli/engine_flags.hpp"
 #include "launch/job/pipeline_job.hpp"
+#include "topology/memory_plan.hpp"
 
 namespace baton::cli {
 
@@ -194,8 +195,7 @@ server_options make_server_options(const bench_batch_options& o, const loaded& l
   so.max_num_batched_tokens =
       static_cast<int32_t>(std::max<int64_t>(l.opts.max_batch_tokens, n_streams));
   so.enable_prefix_caching = false;
-  const int32_t per_seq = (o.n_prompt + o.n_gen + so.block_size - 1) / so.block_size;
-  so.n_blocks = n_streams * per_seq + n_streams + 8;  // slack: one block each, and some
+  so.n_blocks = kv_blocks_for_requests(n_streams, o.n_prompt + o.n_gen, so.block_size);
   return so;
 }
 

@@ -18,6 +18,7 @@
 #include "runtime/transport/nccl_channel.hpp"
 #endif
 #include "topology/layer_range.hpp"
+#include "topology/planner.hpp"
 
 namespace baton::cli {
 
@@ -294,15 +295,7 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
     so.block_size = p.block_size;
     so.n_ctx = p.max_model_len;
     so.kv_type = p.kv_type;
-    // KV up to the plan's capacity, but no more than max_num_seqs sequences of
-    // max_model_len can use: on CPU the rest would only hold RAM
-    const int64_t needed = static_cast<int64_t>(p.max_num_seqs) *
-                           ((p.max_model_len + p.block_size - 1) / p.block_size);
-    int64_t n_blocks = std::min<int64_t>(plan->n_blocks, needed);
-    if (so.n_blocks > 0) {
-      n_blocks = std::min<int64_t>(n_blocks, so.n_blocks);  // the command needs no more
-    }
-    so.n_blocks = static_cast<int32_t>(n_blocks);
+    so.n_blocks = pipeline_kv_blocks(*plan, so.n_blocks);
     if (!mpi.active() || mpi.rank() == 0) {
       if (!f.quiet) {
         std::fprintf(stderr, "baton: topology %s: %zu stages, KV capacity %lld tokens\n",
