@@ -26,6 +26,7 @@
 #include "actors/messages.hpp"
 #include "kernels/cpu/isa.hpp"
 #include "runtime/model/model_config.hpp"
+#include "runtime/serving/serving_config.hpp"
 #include "runtime/text/tokenizer.hpp"
 #include "runtime/transport/transport.hpp"
 
@@ -56,19 +57,12 @@ struct cluster_link {
   std::function<void(int32_t rank)> on_rank_down;
 };
 
+/// What a local_server is built with: the serving settings, where the stages run, and
+/// the compute threads and kernels.
 struct server_options {
+  serving_config serving;
   int32_t n_stages = 1;
   std::vector<stage_setup> stages;     ///< empty: n_stages on rank 0, layers split evenly
-  int32_t micro_batches = 0;           ///< 0: the number of stages
-  int32_t max_num_seqs = 256;
-  int32_t max_num_batched_tokens = 2048;
-  int32_t max_queue = 1024;
-  int32_t max_per_key = 0;
-  int32_t block_size = 16;
-  bool enable_prefix_caching = true;
-  int32_t n_blocks = 0;                ///< KV capacity in blocks (the memory plan decides)
-  int64_t n_ctx = 4096;
-  ggml_type kv_type = ggml_type::f16;
   int32_t n_threads = 2;               ///< in all, split over the stages
   cpu::isa kernels = cpu::best_isa();
 };

@@ -228,8 +228,8 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
                       at(file, p.line).c_str(), static_cast<long long>(p.max_model_len),
                       static_cast<long long>(cfg.n_ctx_train));
   }
-  if (p.micro_batches == 0) {  // as local_server: two per stage in a pipeline
-    p.micro_batches = n_stages > 1 ? static_cast<int32_t>(2 * n_stages) : 1;
+  if (p.micro_batches == 0) {
+    p.micro_batches = default_micro_batches(n_stages);
   }
 
   // -- ranks ----------------------------------------------------------------------

@@ -15,6 +15,7 @@
 #include "runtime/system/error.hpp"
 #include "kernels/ggml_type.hpp"
 #include "runtime/model/model_config.hpp"
+#include "runtime/serving/serving_config.hpp"
 #include "topology/layer_range.hpp"
 
 namespace baton {
@@ -48,9 +49,9 @@ struct stage_spec {
   int memory_line = 0;                         ///< memory_utilization or kv_cache_memory
 };
 
-/// The [pipeline] table.
+/// The [pipeline] table as written (serving_config's meanings; 0 = resolved by the planner).
 struct pipeline_spec {
-  int32_t micro_batches = 0;                   ///< in flight; 0 = two per stage (1 alone)
+  int32_t micro_batches = 0;                   ///< 0 = default_micro_batches(stages)
   int32_t max_num_seqs = 256;
   int32_t max_num_batched_tokens = 2048;
   int32_t block_size = 16;
@@ -58,6 +59,13 @@ struct pipeline_spec {
   ggml_type kv_type = ggml_type::f16;          ///< key "kv_cache_dtype": "f16" | "f32"
   int line = 0;                                ///< the [pipeline] header (0: absent)
 };
+
+/// The [pipeline] keys of `s`: the table a topology made in memory carries (--device).
+pipeline_spec pipeline_keys_of(const serving_config& s);
+
+/// `s` with a (resolved) [pipeline] table's settings: the file's keys replace the
+/// command's; the rest (max_queue, max_per_key, prefix caching, n_blocks) stays as it is.
+serving_config with_pipeline_keys(serving_config s, const pipeline_spec& p);
 
 struct topology {
   std::string path;                            ///< the file ("<text>" when parsed from a string)

@@ -184,18 +184,14 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
 
 server_options make_server_options(const bench_batch_options& o, const loaded& l,
                                    int32_t n_streams) {
-  server_options so;
-  so.n_stages = o.engine.stages;
-  so.micro_batches = o.micro_batches;
-  so.n_threads = l.n_threads;
-  so.kv_type = l.opts.kv_type;
-  so.kernels = l.opts.kernels;
-  so.n_ctx = l.opts.n_ctx;
-  so.max_num_seqs = std::max(n_streams, 1);
-  so.max_num_batched_tokens =
+  serving_config sv;
+  sv.micro_batches = o.micro_batches;
+  sv.max_num_seqs = std::max(n_streams, 1);
+  sv.max_num_batched_tokens =
       static_cast<int32_t>(std::max<int64_t>(l.opts.max_batch_tokens, n_streams));
-  so.enable_prefix_caching = false;
-  so.n_blocks = kv_blocks_for_requests(n_streams, o.n_prompt + o.n_gen, so.block_size);
+  sv.enable_prefix_caching = false;
+  server_options so = server_options_for(l, o.engine.stages, sv);
+  so.serving.n_blocks = kv_blocks_for_requests(n_streams, o.n_prompt + o.n_gen, sv.block_size);
   return so;
 }
 

@@ -48,15 +48,10 @@ int run_many(const run_options& o, local_server& srv, mpi_session& mpi, pipeline
 int run_pipeline(const run_options& o, loaded& l, const std::vector<std::vector<int32_t>>& prompts,
                  mpi_session& mpi, const std::optional<topology>& topo) {
   const std::vector<int32_t>& prompt = prompts.front();
-  server_options so;
-  so.n_stages = o.engine.stages;
-  so.n_threads = l.n_threads;
-  so.n_ctx = l.opts.n_ctx;
-  so.n_blocks = l.n_blocks;
-  so.kv_type = l.opts.kv_type;
-  so.kernels = l.opts.kernels;
-  so.max_num_batched_tokens = static_cast<int32_t>(l.opts.max_batch_tokens);
-  auto job = pipeline_job::start(mpi, o.engine, l, so, topo);
+  serving_config sv;
+  sv.max_num_batched_tokens = static_cast<int32_t>(l.opts.max_batch_tokens);  // -b
+  auto job = pipeline_job::start(mpi, o.engine, l, server_options_for(l, o.engine.stages, sv),
+                                 topo);
   if (!job) {
     return fail_agreed(mpi, job.err().message);
   }

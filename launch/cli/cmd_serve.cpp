@@ -24,11 +24,7 @@ struct serve_options {
   std::vector<std::string> api_keys;
   std::string api_key_file;
   std::string served_model_name;
-  int32_t max_num_seqs = 256;
-  int32_t max_num_batched_tokens = 2048;
-  int32_t max_queue = 1024;
-  int32_t block_size = 16;
-  bool enable_prefix_caching = true;
+  serving_config serving;                ///< the flags below; context, KV from `load`
   uint64_t max_body_bytes = 4 * 1024 * 1024;
   std::string timeout_keep_alive = "5";  ///< seconds (uvicorn's flag), or "500ms"
   std::string header_timeout = "10";
@@ -76,7 +72,9 @@ int run_serve(serve_options o) {
   if (o.port < 0 || o.port > 65535) {
     return fail("--port " + std::to_string(o.port) + ": expected 0..65535 (0: any free port)");
   }
-  if (o.max_num_seqs < 1 || o.max_queue < 0 || o.block_size < 1 || o.max_num_batched_tokens < 1) {
+  const serving_config& sv = o.serving;
+  if (sv.max_num_seqs < 1 || sv.max_queue < 0 || sv.block_size < 1 ||
+      sv.max_num_batched_tokens < 1) {
     return fail("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, "
                 "--max-queue >= 0");
   }
@@ -124,23 +122,12 @@ int run_serve(serve_options o) {
   if (!head) {
     o.engine.quiet = true;
   }
-  auto l = load(o.engine, o.max_num_seqs, false);
+  auto l = load(o.engine, o.serving.max_num_seqs, false);
   if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
     return fail_agreed(**mpi, ok.err().message);
   }
-  server_options so;
-  so.n_stages = o.engine.stages;
-  so.n_threads = l->n_threads;
-  so.n_ctx = l->opts.n_ctx;
-  so.n_blocks = l->n_blocks;
-  so.kv_type = l->opts.kv_type;
-  so.kernels = l->opts.kernels;
-  so.max_num_seqs = o.max_num_seqs;
-  so.max_num_batched_tokens = o.max_num_batched_tokens;
-  so.max_queue = o.max_queue;
-  so.block_size = o.block_size;
-  so.enable_prefix_caching = o.enable_prefix_caching;
-  auto job = pipeline_job::start(**mpi, o.engine, *l, so, *topo);
+  auto job = pipeline_job::start(**mpi, o.engine, *l,
+                                 server_options_for(*l, o.engine.stages, o.serving), *topo);
   if (!job) {
     return fail_agreed(**mpi, job.err().message);
   }
@@ -150,7 +137,7 @@ int run_serve(serve_options o) {
   }
   local_server& srv = (*job)->server();
   api::front_end_options fo;
-  fo.n_ctx = srv.options().n_ctx;
+  fo.n_ctx = srv.options().serving.n_ctx;
   fo.n_vocab = l->m->config().n_vocab;
   fo.created = std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
@@ -205,14 +192,14 @@ void add_serve_command(CLI::App& app, int& status) {
                   "File of keys, one per line (blank lines and # comments skipped)");
   cmd->add_option("--served-model-name", o->served_model_name,
                   "Model name in the API (default: the model file's name)");
-  cmd->add_option("--max-num-seqs", o->max_num_seqs, "Sequences in the running batch")
+  cmd->add_option("--max-num-seqs", o->serving.max_num_seqs, "Sequences in the running batch")
       ->capture_default_str();
-  cmd->add_option("--max-num-batched-tokens", o->max_num_batched_tokens, "Tokens per step")
+  cmd->add_option("--max-num-batched-tokens", o->serving.max_num_batched_tokens, "Tokens per step")
       ->capture_default_str();
-  cmd->add_option("--max-queue", o->max_queue, "Requests waiting beyond max-num-seqs (then 429)")
+  cmd->add_option("--max-queue", o->serving.max_queue, "Requests waiting beyond max-num-seqs (then 429)")
       ->capture_default_str();
-  cmd->add_option("--block-size", o->block_size, "Tokens per KV block")->capture_default_str();
-  cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->enable_prefix_caching,
+  cmd->add_option("--block-size", o->serving.block_size, "Tokens per KV block")->capture_default_str();
+  cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->serving.enable_prefix_caching,
                 "Reuse KV blocks of shared prompt prefixes (on by default)");
   cmd->add_option("--max-body-bytes", o->max_body_bytes, "Largest request body (413 beyond)")
       ->capture_default_str();

@@ -167,4 +167,16 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
   return out;
 }
 
+server_options server_options_for(const loaded& l, int32_t n_stages, serving_config s) {
+  server_options so;
+  so.n_stages = n_stages;
+  so.n_threads = l.n_threads;
+  so.kernels = l.opts.kernels;
+  s.n_ctx = l.opts.n_ctx;
+  s.kv_type = l.opts.kv_type;
+  s.n_blocks = l.n_blocks;
+  so.serving = s;
+  return so;
+}
+
 }  // namespace baton::cli

@@ -105,12 +105,7 @@ result<topology> device_topology(const mpi_session& mpi, const engine_flags& f,
   const int32_t n = std::max(f.stages, world);
   topology t = default_topology(model_path, n);
   t.path = "--device " + f.device;
-  t.pipeline.micro_batches = so.micro_batches;
-  t.pipeline.max_num_seqs = so.max_num_seqs;
-  t.pipeline.max_num_batched_tokens = so.max_num_batched_tokens;
-  t.pipeline.block_size = so.block_size;
-  t.pipeline.max_model_len = so.n_ctx;
-  t.pipeline.kv_type = so.kv_type;
+  t.pipeline = pipeline_keys_of(so.serving);
   auto kv_flag = f.kv_cache_bytes();
   if (!kv_flag) {
     return kv_flag.err();
@@ -288,14 +283,8 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
                                       sp.layers.last, f.threads > 0 ? f.threads : sp.threads,
                                       plan->resolved.stages[i].device});
     }
-    const pipeline_spec& p = plan->resolved.pipeline;
-    so.micro_batches = p.micro_batches;
-    so.max_num_seqs = p.max_num_seqs;
-    so.max_num_batched_tokens = p.max_num_batched_tokens;
-    so.block_size = p.block_size;
-    so.n_ctx = p.max_model_len;
-    so.kv_type = p.kv_type;
-    so.n_blocks = pipeline_kv_blocks(*plan, so.n_blocks);
+    so.serving = with_pipeline_keys(so.serving, plan->resolved.pipeline);
+    so.serving.n_blocks = pipeline_kv_blocks(*plan, so.serving.n_blocks);
     if (!mpi.active() || mpi.rank() == 0) {
       if (!f.quiet) {
         std::fprintf(stderr, "baton: topology %s: %zu stages, KV capacity %lld tokens\n",
