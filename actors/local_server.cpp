@@ -4,11 +4,11 @@
 #include "actors/admission.hpp"
 #include "actors/router.hpp"
 #include "actors/shard.hpp"
+#include "runtime/transport/gathered.hpp"
 #include "topology/layer_range.hpp"
 #include "topology/memory_plan.hpp"
 
 #include <caf/io/all.hpp>
-#include <sstream>
 
 namespace baton {
 
@@ -140,9 +140,9 @@ result<void> local_server::start() {
   for (const auto& st : opts_.stages) {
     n_local += st.rank == link_.rank ? 1 : 0;
   }
-  std::vector<std::string> endpoints;
   shards_.assign(static_cast<size_t>(n_stages), shard_actor{});
-  std::string mine = link_.bind_host;
+  // {"host": "10.0.0.2", "stages": [{"stage": 1, "port": 41234}]}, or {"error": "..."}
+  nlohmann::json mine = {{"host", link_.bind_host}, {"stages", nlohmann::json::array()}};
   std::string failed;  // a rank that cannot publish still joins the exchange, to say so
   for (int32_t s = 0; s < n_stages; ++s) {
     const stage_setup& st = opts_.stages[static_cast<size_t>(s)];
@@ -200,15 +200,43 @@ result<void> local_server::start() {
                  sys_->render(port.error());
         continue;
       }
-      mine += " " + std::to_string(s) + ":" + std::to_string(*port);
+      mine["stages"].push_back({{"stage", s}, {"port", *port}});
     }
   }
+  struct endpoint {
+    int32_t rank = 0;
+    std::string host;
+    int32_t stage = 0;
+    uint16_t port = 0;
+  };
+  std::vector<endpoint> remote;  // every other rank's stages
   if (link_.world > 1) {
-    endpoints = link_.allgather(failed.empty() ? mine : "!" + failed);
-    for (size_t r = 0; r < endpoints.size(); ++r) {
-      if (!endpoints[r].empty() && endpoints[r][0] == '!') {
-        return make_error("rank %zu: %s", r, endpoints[r].c_str() + 1);
-      }
+    const auto said = link_.allgather(
+        to_payload(failed.empty() ? mine : nlohmann::json{{"error", failed}}));
+    auto read = read_payloads(
+        said, "exchanging the stages' endpoints",
+        [&](int32_t r, const nlohmann::json& j) -> result<void> {
+          if (j.contains("error")) {
+            return make_error("rank %d: %s", r, j.at("error").get<std::string>().c_str());
+          }
+          const auto host = j.at("host").get<std::string>();
+          for (const auto& e : j.at("stages")) {
+            const auto stage = e.at("stage").get<int64_t>();
+            const auto port = e.at("port").get<int64_t>();
+            if (stage < 0 || stage >= n_stages || port < 1 || port > 65535 ||
+                opts_.stages[static_cast<size_t>(stage)].rank != r) {
+              return make_error("rank %d published stage %lld on port %lld (expected one of its "
+                                "own stages and a port 1-65535)",
+                                r, static_cast<long long>(stage), static_cast<long long>(port));
+            }
+            if (r != link_.rank) {
+              remote.push_back({r, host, static_cast<int32_t>(stage), static_cast<uint16_t>(port)});
+            }
+          }
+          return {};
+        });
+    if (!read) {
+      return read;
     }
   } else if (!failed.empty()) {
     return make_error("%s", failed.c_str());
@@ -217,22 +245,13 @@ result<void> local_server::start() {
     return {};
   }
   // the head reaches every remote stage through a proxy
-  for (int32_t r = 1; r < static_cast<int32_t>(endpoints.size()); ++r) {
-    std::istringstream in(endpoints[static_cast<size_t>(r)]);
-    std::string host;
-    in >> host;
-    std::string item;
-    while (in >> item) {
-      const auto colon = item.find(':');
-      const int stage = std::stoi(item.substr(0, colon));
-      const auto port = static_cast<uint16_t>(std::stoi(item.substr(colon + 1)));
-      auto proxy = sys_->middleman().remote_actor<shard_actor>(host, port);
-      if (!proxy) {
-        return make_error("cannot reach stage %d on rank %d at %s:%u: %s", stage, r,
-                          host.c_str(), port, sys_->render(proxy.error()).c_str());
-      }
-      shards_.at(static_cast<size_t>(stage)) = *proxy;
+  for (const endpoint& e : remote) {
+    auto proxy = sys_->middleman().remote_actor<shard_actor>(e.host, e.port);
+    if (!proxy) {
+      return make_error("cannot reach stage %d on rank %d at %s:%u: %s", e.stage, e.rank,
+                        e.host.c_str(), e.port, sys_->render(proxy.error()).c_str());
     }
+    shards_.at(static_cast<size_t>(e.stage)) = *proxy;
   }
   for (int32_t s = 0; s < n_stages; ++s) {
     if (!shards_[static_cast<size_t>(s)]) {

@@ -4,7 +4,8 @@
 // cancel(id) stops a request and frees its blocks. The stages live in this process
 // (activations handed over in memory) or spread over MPI ranks: then every rank builds
 // one local_server, which spawns that rank's shards and publishes them on an ephemeral
-// port; the endpoints are exchanged through the link's allgather (MPI_Allgather), and
+// port; the endpoints are exchanged through the link's allgather (MPI_Allgather; one
+// JSON object per rank, read as hostile input: runtime/transport/gathered.hpp), and
 // the head (rank 0) connects to the remote shards with remote_actor and runs the router
 // and the admission actor. Other ranks only serve their shards until the head's
 // shutdown (or a signal) ends them. What a front end shows (counters, per-stage step

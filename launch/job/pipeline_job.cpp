@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launch/job/signals.hpp"
+#include "runtime/transport/gathered.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -57,8 +58,8 @@ const char* const k_devices[] = {"cpu",    "cuda:0", "cuda:1", "cuda:2", "cuda:3
                                  "cuda:4", "cuda:5", "cuda:6", "cuda:7"};
 
 /// Every rank describes its own devices; the plan is made from what all of them said,
-/// identically on every rank.
-placement_env gather_devices(mpi_session& mpi) {
+/// identically on every rank (a malformed description is an error on every rank alike).
+result<placement_env> gather_devices(mpi_session& mpi) {
   nlohmann::json mine = nlohmann::json::array();
   for (const char* d : k_devices) {
     const device_info i = query_local_device(d);
@@ -66,10 +67,26 @@ placement_env gather_devices(mpi_session& mpi) {
                     {"source", i.source}, {"threads", i.threads},
                     {"bandwidth", i.bandwidth}});
   }
-  std::vector<nlohmann::json> all;
-  for (const auto& text :
-       mpi.allgather(mine.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))) {
-    all.push_back(nlohmann::json::parse(text));
+  using described = std::map<std::string, device_info>;  // device -> what its rank said
+  std::vector<described> all;
+  auto read = read_payloads(
+      mpi.allgather(to_payload({{"devices", mine}})), "describing the devices",
+      [&](int32_t, const nlohmann::json& j) -> result<void> {
+        described rank;
+        for (const auto& d : j.at("devices")) {
+          device_info out;
+          out.exists = d.at("exists").get<bool>();
+          out.memory_bytes = d.at("memory").get<uint64_t>();
+          out.source = d.at("source").get<std::string>();
+          out.threads = d.at("threads").get<int32_t>();
+          out.bandwidth = d.at("bandwidth").get<double>();
+          rank[d.at("device").get<std::string>()] = out;
+        }
+        all.push_back(std::move(rank));
+        return {};
+      });
+  if (!read) {
+    return read.err();
   }
   placement_env env;
   env.world_size = mpi.size();
@@ -82,14 +99,9 @@ placement_env gather_devices(mpi_session& mpi) {
     if (rank < 0 || static_cast<size_t>(rank) >= all.size()) {
       return out;
     }
-    for (const auto& d : all[static_cast<size_t>(rank)]) {
-      if (d["device"] == device) {
-        out.exists = d["exists"];
-        out.memory_bytes = d["memory"];
-        out.source = d["source"];
-        out.threads = d["threads"];
-        out.bandwidth = d["bandwidth"];
-      }
+    const described& said = all[static_cast<size_t>(rank)];
+    if (auto it = said.find(device); it != said.end()) {
+      out = it->second;
     }
     return out;
   };
@@ -211,31 +223,47 @@ result<std::shared_ptr<device_link>> device_link_for(mpi_session& mpi,
   // failed after the others entered ncclCommInitRank would leave them waiting forever);
   // the first also makes the id. One allgather tells everyone everything.
   const auto here = gpu_of_rank.find(mpi.rank());
-  std::string mine;
+  nlohmann::json mine = nlohmann::json::object();  // {} from a rank without a GPU stage
   if (here != gpu_of_rank.end()) {
     auto ready = nccl_channel::available();
     if (ready && cudaSetDevice(here->second) != cudaSuccess) {
       ready = make_error("cuda:%d: %s", here->second, cudaGetErrorString(cudaGetLastError()));
     }
     if (!ready) {
-      mine = "!" + ready.err().message;
+      mine["error"] = ready.err().message;
     } else if (mpi.rank() == members.front()) {
       auto id = nccl_channel::make_id();
-      mine = id ? "id:" + to_hex(id->data(), id->size()) : "!" + id.err().message;
+      if (id) {
+        mine["nccl_id"] = to_hex(id->data(), id->size());
+      } else {
+        mine["error"] = id.err().message;
+      }
     } else {
-      mine = "ok";
+      mine["ready"] = true;
     }
   }
-  const std::vector<std::string> said = mpi.allgather(mine);
-  for (int32_t r : members) {
-    const std::string& x = said[static_cast<size_t>(r)];
-    if (x.empty() || x[0] == '!') {
-      return make_error("--nccl: rank %d: %s", r, x.empty() ? "said nothing" : x.c_str() + 1);
-    }
+  std::string id_text;
+  auto read = read_payloads(
+      mpi.allgather(to_payload(mine)), "--nccl", [&](int32_t r, const nlohmann::json& j) -> result<void> {
+        if (gpu_of_rank.count(r) == 0) {
+          return {};
+        }
+        if (j.contains("error")) {
+          return make_error("--nccl: rank %d: %s", r, j.at("error").get<std::string>().c_str());
+        }
+        if (j.empty()) {
+          return make_error("--nccl: rank %d: said nothing", r);
+        }
+        if (r == members.front()) {
+          id_text = j.at("nccl_id").get<std::string>();
+        }
+        return {};
+      });
+  if (!read) {
+    return read.err();
   }
-  const std::string& id_text = said[static_cast<size_t>(members.front())];
   nccl_channel::unique_id id{};
-  if (id_text.rfind("id:", 0) != 0 || !from_hex(id_text.substr(3), id.data(), id.size())) {
+  if (!from_hex(id_text, id.data(), id.size())) {
     return make_error("--nccl: rank %d sent a malformed NCCL id", members.front());
   }
   if (here == gpu_of_rank.end()) {
@@ -272,7 +300,11 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
   }
   if (const std::optional<topology>& topo_or_device = topo ? topo : from_device; topo_or_device) {
     const topology& t = *topo_or_device;
-    auto plan = plan_pipeline(t, *l.m, gather_devices(mpi));
+    auto env = gather_devices(mpi);
+    if (!env) {
+      return env.err();  // every rank read the same payloads: every rank fails alike
+    }
+    auto plan = plan_pipeline(t, *l.m, *env);
     if (auto ok = mpi.agree(plan ? result<void>() : result<void>(plan.err())); !ok) {
       return ok.err();
     }
