@@ -10,7 +10,7 @@
 #include "launch/cli/engine_flags.hpp"
 #include "launch/http/http_server.hpp"
 #include "launch/serve/openai_server.hpp"
-#include "launch/job/pipeline_job.hpp"
+#include "launch/job/start_job.hpp"
 #include "launch/job/signals.hpp"
 
 namespace baton::cli {
@@ -110,46 +110,35 @@ int run_serve(serve_options o) {
   if (!keys) {
     return fail(keys.err().message);
   }
-  auto mpi = mpi_session::init();
-  if (!mpi) {
-    return fail(mpi.err().message);
+  auto j = open_job(o.engine, [&](const mpi_session&,
+                                  const std::optional<topology>&) -> result<load_request> {
+    return load_request{o.serving.max_num_seqs, false};
+  });
+  if (j.status != exit_ok) {
+    return j.status;
   }
-  const bool head = (*mpi)->rank() == 0;
-  auto topo = read_topology(**mpi, o.engine);
-  if (!topo) {
-    return fail_agreed(**mpi, topo.err().message);
-  }
-  if (!head) {
-    o.engine.quiet = true;
-  }
-  auto l = load(o.engine, o.serving.max_num_seqs, false);
-  if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
-    return fail_agreed(**mpi, ok.err().message);
-  }
-  auto job = pipeline_job::start(**mpi, o.engine, *l,
-                                 server_options_for(*l, o.engine.stages, o.serving), *topo);
+  auto job = start_job(j, o.engine, server_options_for(j.l, o.engine.stages, o.serving));
   if (!job) {
-    return fail_agreed(**mpi, job.err().message);
+    return fail_agreed(*j.mpi, job.err().message);
   }
-  if (!(*job)->head()) {
-    (*job)->serve_until_shutdown();
-    return exit_ok;
+  if (!*job) {
+    return exit_ok;  // a rank other than the head: the head has ended the job
   }
   local_server& srv = (*job)->server();
   api::front_end_options fo;
   fo.n_ctx = srv.options().serving.n_ctx;
-  fo.n_vocab = l->m->config().n_vocab;
+  fo.n_vocab = j.l.m->config().n_vocab;
   fo.created = std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
   fo.model_name = o.served_model_name.empty()
-                      ? std::filesystem::path(l->m->file().path()).filename().string()
+                      ? std::filesystem::path(j.l.m->file().path()).filename().string()
                       : o.served_model_name;
   fo.n_workers = o.frontend_threads;
   fo.allow_special_tokens_in_chat = o.allow_special_tokens_in_chat;
   const bool keyed = keys->required();
   pipeline_backend backend(srv);
-  api::front_end fe(fo, std::move(*keys), l->tok, backend);
+  api::front_end fe(fo, std::move(*keys), j.l.tok, backend);
   auto http_server = http::server::create(
       o.host, static_cast<uint16_t>(o.port),
       [&fe](http::request rq, std::shared_ptr<http::response> res) {
@@ -170,7 +159,7 @@ int run_serve(serve_options o) {
   });
   std::fprintf(stderr, "baton: serving %s on http://%s:%u (%d stage(s), %d rank(s)%s)\n",
                fo.model_name.c_str(), o.host.c_str(), hs->port(), srv.options().n_stages,
-               (*mpi)->size(), keyed ? ", API keys required" : "");
+               j.mpi->size(), keyed ? ", API keys required" : "");
   hs->run();
   on_stop_signal({});
   std::fprintf(stderr, "baton: shutting down\n");
