@@ -2,6 +2,9 @@
 // devices, NCCL's one-rank-per-GPU rule, layer coverage), "auto" stages placed, and every
 // stage's memory planned as vLLM sizes it (weights + buffers + KV within
 // memory_utilization of the device, KV gets the rest; the numbers are memory_plan's).
+// Over 500 lines because plan_pipeline is one sequence of checks (ranks, layers, devices,
+// shares, auto runs, the plan) whose messages each point at a file:line; split, each
+// part would need the same file, stage and budget state passed around.
 //
 // Auto placement. Explicit ranges must be in stage order without overlap; a run of
 // "auto" stages shares the layers its explicit neighbours leave (all of them when every
