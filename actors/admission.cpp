@@ -30,10 +30,10 @@ admission decide(const admission_config& cfg, const gen_request& r, int32_t in_s
                      std::to_string(r.max_tokens) + ") = " + std::to_string(total) +
                      " exceeds the context length (" + std::to_string(cfg.n_ctx) + ")");
   }
-  if (cfg.kv_capacity_tokens > 0 && total > cfg.kv_capacity_tokens) {
+  if (cfg.kv_capacity_tokens() > 0 && total > cfg.kv_capacity_tokens()) {
     return never(refusal::invalid,
                  "kv cache: prompt + max_tokens = " + std::to_string(total) +
-                     " tokens exceeds the KV cache (" + std::to_string(cfg.kv_capacity_tokens) +
+                     " tokens exceeds the KV cache (" + std::to_string(cfg.kv_capacity_tokens()) +
                      " tokens)");
   }
   if (auto v = r.sampling.validate(); !v) {

@@ -10,15 +10,13 @@
 #pragma once
 
 #include "actors/messages.hpp"
+#include "runtime/serving/serving_config.hpp"
 
 namespace baton {
 
-struct admission_config {
-  int32_t max_num_seqs = 256;
-  int32_t max_queue = 1024;
-  int32_t max_per_key = 0;        ///< 0: no per-key quota
-  int64_t n_ctx = 4096;           ///< per sequence
-  int64_t kv_capacity_tokens = 0; ///< blocks × block size: what one sequence can ever use
+/// The serving settings it reads (max_num_seqs, max_queue, max_per_key, n_ctx and the KV
+/// capacity) and the router it forwards admitted requests to.
+struct admission_config : serving_config {
   router_actor router;
 };
 

@@ -4,10 +4,11 @@
 #include "actors/admission.hpp"
 #include "actors/router.hpp"
 #include "actors/shard.hpp"
+#include "runtime/transport/gathered.hpp"
 #include "topology/layer_range.hpp"
+#include "topology/memory_plan.hpp"
 
 #include <caf/io/all.hpp>
-#include <sstream>
 
 namespace baton {
 
@@ -91,22 +92,20 @@ result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const
     return make_error("the stages cover layers [0, %lld) of the model's %lld",
                       static_cast<long long>(next), static_cast<long long>(c.n_layer));
   }
-  if (o.micro_batches == 0) {
-    // two per stage: while a micro-batch's result travels back to the router and its next
-    // step is scheduled, the stage works on another one (2 ranks x 1 thread, 16 streams,
-    // 1B Q4_0: 130 t/s with one per stage, 149 with two; bench/RESULTS.md)
-    o.micro_batches = o.n_stages > 1 ? 2 * o.n_stages : 1;
+  serving_config& sv = o.serving;
+  if (sv.micro_batches == 0) {
+    sv.micro_batches = default_micro_batches(o.n_stages);
   }
-  if (o.max_num_batched_tokens < 1 || o.max_num_seqs < 1) {
+  if (sv.max_num_batched_tokens < 1 || sv.max_num_seqs < 1) {
     return make_error("max_num_batched_tokens (%d) and max_num_seqs (%d) must be >= 1",
-                      o.max_num_batched_tokens, o.max_num_seqs);
+                      sv.max_num_batched_tokens, sv.max_num_seqs);
   }
-  if (o.n_ctx > c.n_ctx_train) {
+  if (sv.n_ctx > c.n_ctx_train) {
     return make_error("context (%lld) is larger than the model's training context (%lld)",
-                      static_cast<long long>(o.n_ctx), static_cast<long long>(c.n_ctx_train));
+                      static_cast<long long>(sv.n_ctx), static_cast<long long>(c.n_ctx_train));
   }
-  if (o.n_blocks <= 0) {
-    o.n_blocks = static_cast<int32_t>((o.n_ctx + o.block_size - 1) / o.block_size);
+  if (sv.n_blocks <= 0) {
+    sv.n_blocks = static_cast<int32_t>(kv_blocks_needed(1, sv.n_ctx, sv.block_size));  // one sequence
   }
   if (link.world > 1 && !link.allgather) {
     return make_error("a job of %d ranks needs an allgather to exchange endpoints", link.world);
@@ -141,9 +140,9 @@ result<void> local_server::start() {
   for (const auto& st : opts_.stages) {
     n_local += st.rank == link_.rank ? 1 : 0;
   }
-  std::vector<std::string> endpoints;
   shards_.assign(static_cast<size_t>(n_stages), shard_actor{});
-  std::string mine = link_.bind_host;
+  // {"host": "10.0.0.2", "stages": [{"stage": 1, "port": 41234}]}, or {"error": "..."}
+  nlohmann::json mine = {{"host", link_.bind_host}, {"stages", nlohmann::json::array()}};
   std::string failed;  // a rank that cannot publish still joins the exchange, to say so
   for (int32_t s = 0; s < n_stages; ++s) {
     const stage_setup& st = opts_.stages[static_cast<size_t>(s)];
@@ -156,19 +155,20 @@ result<void> local_server::start() {
     sc.n_stages = n_stages;
     sc.first_layer = st.first_layer;
     sc.last_layer = st.last_layer;
+    const serving_config& sv = opts_.serving;
     stage_compute_options co;
     co.m = model_;
     co.first_layer = st.first_layer;
     co.last_layer = st.last_layer;
     co.device = st.device;
-    co.n_blocks = opts_.n_blocks;
-    co.block_size = opts_.block_size;
-    co.kv_type = opts_.kv_type;
+    co.n_blocks = sv.n_blocks;
+    co.block_size = sv.block_size;
+    co.kv_type = sv.kv_type;
     co.n_threads = st.n_threads > 0 ? st.n_threads : std::max(1, opts_.n_threads / n_local);
     co.kernels = opts_.kernels;
-    co.max_tokens = opts_.max_num_batched_tokens;
-    co.max_logits = opts_.max_num_seqs;
-    co.max_context = opts_.n_ctx;
+    co.max_tokens = sv.max_num_batched_tokens;
+    co.max_logits = sv.max_num_seqs;
+    co.max_context = sv.n_ctx;
     if (s + 1 < n_stages) {
       const stage_setup& next = opts_.stages[static_cast<size_t>(s + 1)];
       co.keep_output_on_device = (next.rank == link_.rank || link_.device_link) &&
@@ -200,15 +200,43 @@ result<void> local_server::start() {
                  sys_->render(port.error());
         continue;
       }
-      mine += " " + std::to_string(s) + ":" + std::to_string(*port);
+      mine["stages"].push_back({{"stage", s}, {"port", *port}});
     }
   }
+  struct endpoint {
+    int32_t rank = 0;
+    std::string host;
+    int32_t stage = 0;
+    uint16_t port = 0;
+  };
+  std::vector<endpoint> remote;  // every other rank's stages
   if (link_.world > 1) {
-    endpoints = link_.allgather(failed.empty() ? mine : "!" + failed);
-    for (size_t r = 0; r < endpoints.size(); ++r) {
-      if (!endpoints[r].empty() && endpoints[r][0] == '!') {
-        return make_error("rank %zu: %s", r, endpoints[r].c_str() + 1);
-      }
+    const auto said = link_.allgather(
+        to_payload(failed.empty() ? mine : nlohmann::json{{"error", failed}}));
+    auto read = read_payloads(
+        said, "exchanging the stages' endpoints",
+        [&](int32_t r, const nlohmann::json& j) -> result<void> {
+          if (j.contains("error")) {
+            return make_error("rank %d: %s", r, j.at("error").get<std::string>().c_str());
+          }
+          const auto host = j.at("host").get<std::string>();
+          for (const auto& e : j.at("stages")) {
+            const auto stage = e.at("stage").get<int64_t>();
+            const auto port = e.at("port").get<int64_t>();
+            if (stage < 0 || stage >= n_stages || port < 1 || port > 65535 ||
+                opts_.stages[static_cast<size_t>(stage)].rank != r) {
+              return make_error("rank %d published stage %lld on port %lld (expected one of its "
+                                "own stages and a port 1-65535)",
+                                r, static_cast<long long>(stage), static_cast<long long>(port));
+            }
+            if (r != link_.rank) {
+              remote.push_back({r, host, static_cast<int32_t>(stage), static_cast<uint16_t>(port)});
+            }
+          }
+          return {};
+        });
+    if (!read) {
+      return read;
     }
   } else if (!failed.empty()) {
     return make_error("%s", failed.c_str());
@@ -217,22 +245,13 @@ result<void> local_server::start() {
     return {};
   }
   // the head reaches every remote stage through a proxy
-  for (int32_t r = 1; r < static_cast<int32_t>(endpoints.size()); ++r) {
-    std::istringstream in(endpoints[static_cast<size_t>(r)]);
-    std::string host;
-    in >> host;
-    std::string item;
-    while (in >> item) {
-      const auto colon = item.find(':');
-      const int stage = std::stoi(item.substr(0, colon));
-      const auto port = static_cast<uint16_t>(std::stoi(item.substr(colon + 1)));
-      auto proxy = sys_->middleman().remote_actor<shard_actor>(host, port);
-      if (!proxy) {
-        return make_error("cannot reach stage %d on rank %d at %s:%u: %s", stage, r,
-                          host.c_str(), port, sys_->render(proxy.error()).c_str());
-      }
-      shards_.at(static_cast<size_t>(stage)) = *proxy;
+  for (const endpoint& e : remote) {
+    auto proxy = sys_->middleman().remote_actor<shard_actor>(e.host, e.port);
+    if (!proxy) {
+      return make_error("cannot reach stage %d on rank %d at %s:%u: %s", e.stage, e.rank,
+                        e.host.c_str(), e.port, sys_->render(proxy.error()).c_str());
     }
+    shards_.at(static_cast<size_t>(e.stage)) = *proxy;
   }
   for (int32_t s = 0; s < n_stages; ++s) {
     if (!shards_[static_cast<size_t>(s)]) {
@@ -241,13 +260,7 @@ result<void> local_server::start() {
     }
   }
   router_config rc;
-  rc.sched.max_num_seqs = opts_.max_num_seqs;
-  rc.sched.max_num_batched_tokens = opts_.max_num_batched_tokens;
-  rc.sched.micro_batches = opts_.micro_batches;
-  rc.sched.n_blocks = opts_.n_blocks;
-  rc.sched.block_size = opts_.block_size;
-  rc.sched.n_ctx = opts_.n_ctx;
-  rc.sched.enable_prefix_caching = opts_.enable_prefix_caching;
+  rc.sched = opts_.serving;
   rc.shards = shards_;
   for (const auto& st : opts_.stages) {
     rc.stage_ranks.push_back(st.rank);
@@ -273,13 +286,7 @@ result<void> local_server::start() {
   };
   rc.tok = tok_;
   router_ = spawn_router(*sys_, rc);
-  admission_config ac;
-  ac.max_num_seqs = opts_.max_num_seqs;
-  ac.max_queue = opts_.max_queue;
-  ac.max_per_key = opts_.max_per_key;
-  ac.n_ctx = opts_.n_ctx;
-  ac.kv_capacity_tokens = static_cast<int64_t>(opts_.n_blocks) * opts_.block_size;
-  ac.router = router_;
+  admission_config ac{opts_.serving, router_};
   admission_ = spawn_admission(*sys_, ac);
   // the router publishes its counters when it starts: once it has answered, the
   // snapshot holds them (a reader never sees an empty cache)

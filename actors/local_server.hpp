@@ -4,7 +4,8 @@
 // cancel(id) stops a request and frees its blocks. The stages live in this process
 // (activations handed over in memory) or spread over MPI ranks: then every rank builds
 // one local_server, which spawns that rank's shards and publishes them on an ephemeral
-// port; the endpoints are exchanged through the link's allgather (MPI_Allgather), and
+// port; the endpoints are exchanged through the link's allgather (MPI_Allgather; one
+// JSON object per rank, read as hostile input: runtime/transport/gathered.hpp), and
 // the head (rank 0) connects to the remote shards with remote_actor and runs the router
 // and the admission actor. Other ranks only serve their shards until the head's
 // shutdown (or a signal) ends them. What a front end shows (counters, per-stage step
@@ -26,6 +27,7 @@
 #include "actors/messages.hpp"
 #include "kernels/cpu/isa.hpp"
 #include "runtime/model/model_config.hpp"
+#include "runtime/serving/serving_config.hpp"
 #include "runtime/text/tokenizer.hpp"
 #include "runtime/transport/transport.hpp"
 
@@ -56,19 +58,12 @@ struct cluster_link {
   std::function<void(int32_t rank)> on_rank_down;
 };
 
+/// What a local_server is built with: the serving settings, where the stages run, and
+/// the compute threads and kernels.
 struct server_options {
+  serving_config serving;
   int32_t n_stages = 1;
   std::vector<stage_setup> stages;     ///< empty: n_stages on rank 0, layers split evenly
-  int32_t micro_batches = 0;           ///< 0: the number of stages
-  int32_t max_num_seqs = 256;
-  int32_t max_num_batched_tokens = 2048;
-  int32_t max_queue = 1024;
-  int32_t max_per_key = 0;
-  int32_t block_size = 16;
-  bool enable_prefix_caching = true;
-  int32_t n_blocks = 0;                ///< KV capacity in blocks (the memory plan decides)
-  int64_t n_ctx = 4096;
-  ggml_type kv_type = ggml_type::f16;
   int32_t n_threads = 2;               ///< in all, split over the stages
   cpu::isa kernels = cpu::best_isa();
 };

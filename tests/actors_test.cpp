@@ -139,9 +139,9 @@ server_options options(int stages, int n_blocks = 0) {
   server_options o;
   o.n_stages = stages;
   o.n_threads = 2;
-  o.n_ctx = 512;
-  o.n_blocks = n_blocks;
-  o.max_num_batched_tokens = 64;
+  o.serving.n_ctx = 512;
+  o.serving.n_blocks = n_blocks;
+  o.serving.max_num_batched_tokens = 64;
   return o;
 }
 
@@ -195,7 +195,7 @@ TEST(actors, preemption_under_a_small_kv_budget_loses_nothing) {
 
 TEST(actors, two_stages_overlap_with_two_micro_batches) {
   auto o = options(2, 256);
-  o.micro_batches = 2;
+  o.serving.micro_batches = 2;
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
   std::vector<std::shared_ptr<event_stream>> streams;
   for (int i = 0; i < 8; ++i) {
@@ -225,9 +225,9 @@ TEST(actors, two_stages_overlap_with_two_micro_batches) {
 
 TEST(actors, admission_refuses_with_reasons) {
   auto o = options(1, 256);
-  o.max_num_seqs = 2;
-  o.max_queue = 1;
-  o.max_per_key = 0;
+  o.serving.max_num_seqs = 2;
+  o.serving.max_queue = 1;
+  o.serving.max_per_key = 0;
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
   // an over-long request names both numbers
   admission a;
@@ -267,7 +267,7 @@ TEST(actors, admission_refuses_with_reasons) {
 
 TEST(actors, per_key_quota_holds_while_other_keys_get_through) {
   auto o = options(1, 256);
-  o.max_per_key = 1;
+  o.serving.max_per_key = 1;
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
   auto r = greedy_request(prompt(1), 300, "alice");
   r.id = 77;
@@ -410,7 +410,7 @@ TEST(actors, scheduler_abort_all_forgets_waiting_running_and_in_flight_and_frees
 
 TEST(actors, a_stage_death_ends_every_request_and_returns_every_block) {
   auto o = options(2, 64);
-  o.max_num_seqs = 2;
+  o.serving.max_num_seqs = 2;
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
   auto streams = busy(*srv);
   const auto during = srv->stats();
@@ -458,7 +458,7 @@ TEST(actors, a_stage_death_ends_every_request_and_returns_every_block) {
 
 TEST(actors, a_stage_going_down_after_begin_stop_is_the_shutdown_not_a_failure) {
   auto o = options(2, 64);
-  o.max_num_seqs = 2;
+  o.serving.max_num_seqs = 2;
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
   auto streams = busy(*srv);
   srv->begin_stop();
@@ -489,7 +489,7 @@ TEST(actors, a_stage_going_down_after_begin_stop_is_the_shutdown_not_a_failure) 
 
 TEST(actors, a_stage_that_quits_on_its_own_reads_as_stopped) {
   auto o = options(2, 64);
-  o.max_num_seqs = 2;
+  o.serving.max_num_seqs = 2;
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
   auto streams = busy(*srv);
   testing::internal::CaptureStderr();

@@ -15,6 +15,7 @@
 #include "runtime/model/model_builder.hpp"
 #include "tests/fixture_model.hpp"
 #include "tests/test_util.hpp"
+#include "topology/planner.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton {

@@ -1,7 +1,10 @@
-// topology_file.hpp, the planner: a parsed topology checked against a model and an MPI
-// world (ranks, devices, NCCL's one-rank-per-GPU rule, layer coverage), "auto" stages
-// placed, and every stage's memory planned as vLLM sizes it (weights + buffers + KV
-// within memory_utilization of the device, KV gets the rest).
+// planner.hpp: a parsed topology checked against a model and an MPI world (ranks,
+// devices, NCCL's one-rank-per-GPU rule, layer coverage), "auto" stages placed, and every
+// stage's memory planned as vLLM sizes it (weights + buffers + KV within
+// memory_utilization of the device, KV gets the rest; the numbers are memory_plan's).
+// Over 500 lines because plan_pipeline is one sequence of checks (ranks, layers, devices,
+// shares, auto runs, the plan) whose messages each point at a file:line; split, each
+// part would need the same file, stage and budget state passed around.
 //
 // Auto placement. Explicit ranges must be in stage order without overlap; a run of
 // "auto" stages shares the layers its explicit neighbours leave (all of them when every
@@ -20,7 +23,7 @@
 
 #include "runtime/system/budget.hpp"
 #include "runtime/system/units.hpp"
-#include "topology/topology_file.hpp"
+#include "topology/planner.hpp"
 
 namespace baton {
 
@@ -89,7 +92,7 @@ struct stage_costs {
   }
   /// One sequence of max_model_len tokens, in whole blocks.
   uint64_t min_kv(int64_t first, int64_t last) const {
-    const int64_t tokens = (p.max_model_len + p.block_size - 1) / p.block_size * p.block_size;
+    const int64_t tokens = kv_blocks_for(p.max_model_len, p.block_size) * p.block_size;
     return kv_per_token(first, last) * static_cast<uint64_t>(tokens);
   }
 };
@@ -229,8 +232,8 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
                       at(file, p.line).c_str(), static_cast<long long>(p.max_model_len),
                       static_cast<long long>(cfg.n_ctx_train));
   }
-  if (p.micro_batches == 0) {  // as local_server: two per stage in a pipeline
-    p.micro_batches = n_stages > 1 ? static_cast<int32_t>(2 * n_stages) : 1;
+  if (p.micro_batches == 0) {
+    p.micro_batches = default_micro_batches(n_stages);
   }
 
   // -- ranks ----------------------------------------------------------------------
@@ -453,22 +456,15 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
   costs.head_bytes = tensor_bytes(w.output_norm) + tensor_bytes(w.head());
   costs.rope_bytes = tensor_bytes(w.rope_freqs);
   {
-    // as launch/cli/engine_flags.cpp sizes one step: activations of a full batch, logits for
-    // every sequence on the last stage, and the parsed metadata + tokenizer (~4x their
-    // bytes on disk) once per rank, on its first cpu stage
-    const uint64_t scratch =
-        static_cast<uint64_t>(p.max_num_batched_tokens) * cfg.step_bytes_per_token();
-    const uint64_t logits =
-        static_cast<uint64_t>(p.max_num_seqs) * static_cast<uint64_t>(cfg.n_vocab) * 4;
-    const uint64_t metadata = 4 * m.file().data_offset();
+    // the parsed metadata + tokenizer once per rank, on its first cpu stage; logits for
+    // every sequence on the last stage
     std::set<int32_t> ranks_with_metadata;
     for (int64_t i = 0; i < n_stages; ++i) {
       const stage_spec& s = t.stages[static_cast<size_t>(i)];
       stage_budget& b = budgets[static_cast<size_t>(i)];
-      b.buffers = scratch + (i == n_stages - 1 ? logits : 0);
-      if (s.device == "cpu" && ranks_with_metadata.insert(s.rank).second) {
-        b.buffers += metadata;
-      }
+      const bool metadata = s.device == "cpu" && ranks_with_metadata.insert(s.rank).second;
+      b.buffers = step_buffer_bytes(m, p.max_num_batched_tokens,
+                                    i == n_stages - 1 ? p.max_num_seqs : 0, metadata);
       const long double share =
           static_cast<long double>(b.dev.memory_bytes) * static_cast<long double>(b.utilization);
       b.share = static_cast<uint64_t>(std::floor(share));
@@ -563,9 +559,7 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
       sp.budget_source = "memory_utilization " + fmt_double(b.utilization) + " of " +
                          format_bytes(b.dev.memory_bytes) + " (" + b.dev.source + ")";
     }
-    const uint64_t per_block = sp.kv_bytes_per_token * static_cast<uint64_t>(p.block_size);
-    sp.n_blocks = static_cast<int32_t>(
-        std::min<uint64_t>(sp.kv_bytes / per_block, std::numeric_limits<int32_t>::max()));
+    sp.n_blocks = kv_blocks_in(sp.kv_bytes, sp.kv_bytes_per_token, p.block_size);
     sp.kv_capacity_tokens = static_cast<int64_t>(sp.n_blocks) * p.block_size;
     if (s.threads > 0) {
       sp.threads = s.threads;

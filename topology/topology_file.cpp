@@ -461,6 +461,27 @@ std::string to_toml(const topology& t) {
   return out;
 }
 
+pipeline_spec pipeline_keys_of(const serving_config& s) {
+  pipeline_spec p;
+  p.micro_batches = s.micro_batches;
+  p.max_num_seqs = s.max_num_seqs;
+  p.max_num_batched_tokens = s.max_num_batched_tokens;
+  p.block_size = s.block_size;
+  p.max_model_len = s.n_ctx;
+  p.kv_type = s.kv_type;
+  return p;
+}
+
+serving_config with_pipeline_keys(serving_config s, const pipeline_spec& p) {
+  s.micro_batches = p.micro_batches;
+  s.max_num_seqs = p.max_num_seqs;
+  s.max_num_batched_tokens = p.max_num_batched_tokens;
+  s.block_size = p.block_size;
+  s.n_ctx = p.max_model_len;
+  s.kv_type = p.kv_type;
+  return s;
+}
+
 topology default_topology(const std::string& model_path, int32_t n_stages) {
   topology t;
   t.path = "--stages " + std::to_string(n_stages);

@@ -1,7 +1,8 @@
 // Topology files (TOML): which layers run on which rank and device, the pipeline's
-// settings and each stage's memory budget; parsing with file:line errors, validation
-// against a model and an MPI world, "auto" placement, the memory plan that `baton plan`
-// prints, and writing a resolved file back (same semantics, so it round-trips).
+// settings and each stage's memory budget; parsing with file:line errors and writing a
+// resolved file back (same semantics, so it round-trips). Checking a topology against a
+// model and an MPI world, "auto" placement and the memory plan are the planner's
+// (topology/planner.hpp, topology/memory_plan.hpp).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include "runtime/system/error.hpp"
 #include "kernels/ggml_type.hpp"
 #include "runtime/model/model_config.hpp"
+#include "runtime/serving/serving_config.hpp"
 #include "runtime/system/device.hpp"
 #include "topology/layer_range.hpp"
 
@@ -48,9 +50,9 @@ struct stage_spec {
   int memory_line = 0;                         ///< memory_utilization or kv_cache_memory
 };
 
-/// The [pipeline] table.
+/// The [pipeline] table as written (serving_config's meanings; 0 = resolved by the planner).
 struct pipeline_spec {
-  int32_t micro_batches = 0;                   ///< in flight; 0 = two per stage (1 alone)
+  int32_t micro_batches = 0;                   ///< 0 = default_micro_batches(stages)
   int32_t max_num_seqs = 256;
   int32_t max_num_batched_tokens = 2048;
   int32_t block_size = 16;
@@ -58,6 +60,13 @@ struct pipeline_spec {
   ggml_type kv_type = ggml_type::f16;          ///< key "kv_cache_dtype": "f16" | "f32"
   int line = 0;                                ///< the [pipeline] header (0: absent)
 };
+
+/// The [pipeline] keys of `s`: the table a topology made in memory carries (--device).
+pipeline_spec pipeline_keys_of(const serving_config& s);
+
+/// `s` with a (resolved) [pipeline] table's settings: the file's keys replace the
+/// command's; the rest (max_queue, max_per_key, prefix caching, n_blocks) stays as it is.
+serving_config with_pipeline_keys(serving_config s, const pipeline_spec& p);
 
 struct topology {
   std::string path;                            ///< the file ("<text>" when parsed from a string)
@@ -86,33 +95,6 @@ struct placement_env {
 
 /// A world of `world_size` ranks on this host, each device described by query_local_device.
 placement_env local_placement_env(int32_t world_size);
-
-/// The memory plan of one stage.
-struct stage_plan {
-  layer_range layers;                          ///< resolved (never automatic)
-  uint64_t weight_bytes = 0;                   ///< its layers, plus token_embd on the first
-                                               ///< stage and output_norm + head on the last
-  uint64_t buffer_bytes = 0;                   ///< one step's scratch
-  uint64_t kv_bytes_per_token = 0;             ///< its layers only
-  uint64_t budget_bytes = 0;                   ///< memory_utilization x device memory
-  uint64_t kv_bytes = 0;                       ///< what the budget leaves for KV
-  int64_t kv_capacity_tokens = 0;              ///< kv_bytes / kv_bytes_per_token, in whole blocks
-  int32_t n_blocks = 0;
-  int32_t threads = 0;                         ///< resolved
-  std::string budget_source;                   ///< "memory_utilization 0.45 of 24.0 GiB (RAM)"
-};
-
-struct pipeline_plan {
-  topology resolved;                           ///< layers resolved, defaults filled in
-  std::vector<stage_plan> stages;
-  int64_t capacity_tokens = 0;                 ///< min over stages
-  int32_t n_blocks = 0;                        ///< min over stages: the router's block count
-};
-
-/// Validates the topology against the model and the world, resolves "auto" (balancing
-/// per-stage time, embedding and output head counted, within each budget) and plans
-/// memory. Errors name file:line, the field and what was expected.
-result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const placement_env& env);
 
 /// TOML text for `t` (layers always explicit) that parse_topology_text reads back equal.
 std::string to_toml(const topology& t);

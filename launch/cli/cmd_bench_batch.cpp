@@ -31,7 +31,8 @@
 #include "actors/local_server.hpp"
 #include "launch/cli/commands.hpp"
 #include "launch/cli/engine_flags.hpp"
-#include "launch/job/pipeline_job.hpp"
+#include "launch/job/start_job.hpp"
+#include "topology/memory_plan.hpp"
 
 namespace baton::cli {
 
@@ -183,19 +184,14 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
 
 server_options make_server_options(const bench_batch_options& o, const loaded& l,
                                    int32_t n_streams) {
-  server_options so;
-  so.n_stages = o.engine.stages;
-  so.micro_batches = o.micro_batches;
-  so.n_threads = l.n_threads;
-  so.kv_type = l.opts.kv_type;
-  so.kernels = l.opts.kernels;
-  so.n_ctx = l.opts.n_ctx;
-  so.max_num_seqs = std::max(n_streams, 1);
-  so.max_num_batched_tokens =
+  serving_config sv;
+  sv.micro_batches = o.micro_batches;
+  sv.max_num_seqs = std::max(n_streams, 1);
+  sv.max_num_batched_tokens =
       static_cast<int32_t>(std::max<int64_t>(l.opts.max_batch_tokens, n_streams));
-  so.enable_prefix_caching = false;
-  const int32_t per_seq = (o.n_prompt + o.n_gen + so.block_size - 1) / so.block_size;
-  so.n_blocks = n_streams * per_seq + n_streams + 8;  // slack: one block each, and some
+  sv.enable_prefix_caching = false;
+  server_options so = server_options_for(l, o.engine.stages, sv);
+  so.serving.n_blocks = kv_blocks_for_requests(n_streams, o.n_prompt + o.n_gen, sv.block_size);
   return so;
 }
 
@@ -207,18 +203,17 @@ struct batch_result {
   std::vector<std::string> token_digests;  ///< one per repetition (hex)
 };
 
-result<batch_result> bench_streams(const bench_batch_options& o, const loaded& l,
-                                   int32_t n_streams, uint64_t& round, mpi_session& mpi,
-                                   const std::optional<topology>& topo) {
-  auto job = pipeline_job::start(mpi, o.engine, l, make_server_options(o, l, n_streams), topo);
+result<batch_result> bench_streams(const bench_batch_options& o, opened_job& j,
+                                   int32_t n_streams, uint64_t& round) {
+  const loaded& l = j.l;
+  auto job = start_job(j, o.engine, make_server_options(o, l, n_streams));
   if (!job) {
     return job.err();
   }
   batch_result br;
   br.n_streams = n_streams;
-  if (!(*job)->head()) {
-    (*job)->serve_until_shutdown();
-    return br;
+  if (!*job) {
+    return br;  // a rank other than the head: the head has ended this round's job
   }
   local_server* srv = &(*job)->server();
   const int64_t n_vocab = l.m->config().n_vocab;
@@ -353,30 +348,26 @@ int run_bench_batch(bench_batch_options o) {
     return fail("bench batch: --ctx-size (" + std::to_string(o.engine.ctx_size) +
                 ") must hold -p + -n (" + std::to_string(o.n_prompt + o.n_gen) + ")");
   }
-  auto mpi = mpi_session::init();
-  if (!mpi) {
-    return fail(mpi.err().message);
+  o.engine.quiet = o.engine.quiet || o.json;
+  auto opened = open_job(o.engine, [&](const mpi_session& mpi,
+                                  const std::optional<topology>& topo) -> result<load_request> {
+    if (mpi.size() > 1 || topo.has_value() || o.engine.device != "cpu") {
+      o.no_overhead = true;  // the overhead run compares with the CPU engine in one process
+    }
+    return load_request{1, !o.no_overhead};
+  });
+  if (opened.status != exit_ok) {
+    return opened.status;
   }
-  const bool head = (*mpi)->rank() == 0;
-  auto topo = read_topology(**mpi, o.engine);
-  if (!topo) {
-    return fail_agreed(**mpi, topo.err().message);
-  }
-  if ((*mpi)->size() > 1 || topo->has_value() || o.engine.device != "cpu") {
-    o.no_overhead = true;  // the overhead run compares with the CPU engine in one process
-  }
-  o.engine.quiet = o.engine.quiet || o.json || !head;
-  auto l = load(o.engine, 1, !o.no_overhead);
-  if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
-    return fail_agreed(**mpi, ok.err().message);
-  }
+  const bool head = opened.mpi->rank() == 0;
+  loaded* l = &opened.l;
   uint64_t round = 1;
   std::vector<batch_result> batches;
   if (!o.no_batch) {
     for (int32_t c : o.streams) {
-      auto b = bench_streams(o, *l, c, round, **mpi, *topo);
+      auto b = bench_streams(o, opened, c, round);
       if (!b) {
-        return fail_agreed(**mpi, b.err().message);
+        return fail_agreed(*opened.mpi, b.err().message);
       }
       batches.push_back(std::move(*b));
     }
@@ -398,7 +389,7 @@ int run_bench_batch(bench_batch_options o) {
     nlohmann::json j = {{"model", l->m->file().path()},
                         {"threads", l->n_threads},
                         {"stages", o.engine.stages},
-                        {"ranks", (*mpi)->size()},
+                        {"ranks", opened.mpi->size()},
                         {"topology", o.engine.topology},
                         {"device", o.engine.device},
                         // peak memory bytes/s of the device (GPUs: clock x bus width; 0:
@@ -446,7 +437,7 @@ int run_bench_batch(bench_batch_options o) {
   }
   std::printf("model %s, %d threads, %d stage(s), %d rank(s)%s%s, kernels %s, -p %d -n %d, "
               "%d runs (medians)\n",
-              l->m->file().path().c_str(), l->n_threads, o.engine.stages, (*mpi)->size(),
+              l->m->file().path().c_str(), l->n_threads, o.engine.stages, opened.mpi->size(),
               o.engine.topology.empty() ? "" : ", topology ", o.engine.topology.c_str(),
               kernels.c_str(), o.n_prompt, o.n_gen, o.reps);
   if (!batches.empty()) {

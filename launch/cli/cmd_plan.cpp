@@ -11,6 +11,7 @@
 
 #include "launch/cli/commands.hpp"
 #include "runtime/system/units.hpp"
+#include "topology/planner.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton::cli {

@@ -1,5 +1,7 @@
-// `baton run`: one prompt, generated in this process and streamed to stdout as it comes
-// (like `ollama run` / llama-cli). Prompt and generation speed go to stderr at the end.
+// `baton run`: one prompt, generated through the actor pipeline (one stage in this
+// process by default, as every other topology: launch/job/start_job) and streamed to
+// stdout as it comes (like `ollama run` / llama-cli); --prompt-file submits one request
+// per line at once. Prompt and generation speed go to stderr at the end.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -8,11 +10,9 @@
 #include "launch/cli/commands.hpp"
 #include "actors/local_server.hpp"
 #include "launch/cli/engine_flags.hpp"
-#include "launch/job/pipeline_job.hpp"
+#include "launch/job/start_job.hpp"
 #include "launch/job/signals.hpp"
 #include "runtime/text/chat_prompt.hpp"
-#include "runtime/serving/sampler.hpp"
-#include "runtime/text/stop_strings.hpp"
 
 namespace baton::cli {
 
@@ -39,38 +39,37 @@ double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-/// The same generation through the actor pipeline: --stages shards in this process, or
-/// the stages spread over the ranks of an MPI job; a router and an admission actor on
-/// rank 0. Tokens equal the single-stage path's for the same seed.
+/// The generation through the actor pipeline, as every topology runs it: --stages shards
+/// in this process (one by default), or the stages spread over the ranks of an MPI job; a
+/// router and an admission actor on rank 0.
 int run_many(const run_options& o, local_server& srv, mpi_session& mpi, pipeline_job& job,
              const std::vector<std::vector<int32_t>>& prompts);
 
-int run_pipeline(const run_options& o, loaded& l, const std::vector<std::vector<int32_t>>& prompts,
-                 mpi_session& mpi, const std::optional<topology>& topo) {
+int run_pipeline(const run_options& o, opened_job& j,
+                 const std::vector<std::vector<int32_t>>& prompts) {
+  const loaded& l = j.l;
+  mpi_session& mpi = *j.mpi;
   const std::vector<int32_t>& prompt = prompts.front();
-  server_options so;
-  so.n_stages = o.engine.stages;
-  so.n_threads = l.n_threads;
-  so.n_ctx = l.opts.n_ctx;
-  so.n_blocks = l.n_blocks;
-  so.kv_type = l.opts.kv_type;
-  so.kernels = l.opts.kernels;
-  so.max_num_batched_tokens = static_cast<int32_t>(l.opts.max_batch_tokens);
-  auto job = pipeline_job::start(mpi, o.engine, l, so, topo);
+  serving_config sv;
+  sv.max_num_batched_tokens = static_cast<int32_t>(l.opts.max_batch_tokens);  // -b
+  auto job = start_job(j, o.engine, server_options_for(l, o.engine.stages, sv));
   if (!job) {
     return fail_agreed(mpi, job.err().message);
   }
-  if (!(*job)->head()) {
-    (*job)->serve_until_shutdown();
-    return exit_ok;
+  if (!*job) {
+    return exit_ok;  // a rank other than the head: the head has ended the job
   }
   local_server* srv = &(*job)->server();
   if (!o.prompt_file.empty()) {
     return run_many(o, *srv, mpi, **job, prompts);
   }
+  if (o.n_predict == 0) {
+    std::printf("\n");  // nothing to generate (a request asks for one token at least)
+    return exit_ok;
+  }
   gen_request r;
   r.prompt = prompt;
-  r.max_tokens = static_cast<int32_t>(std::max<int64_t>(o.n_predict, 1));
+  r.max_tokens = static_cast<int32_t>(o.n_predict);
   r.sampling = o.sampling;
   r.stop = o.stop;
   const auto t0 = clock_type::now();
@@ -239,49 +238,39 @@ int run_run(run_options o) {
   if (auto v = o.sampling.validate(); !v) {
     return fail(v.err().message);
   }
-  auto mpi = mpi_session::init();
-  if (!mpi) {
-    return fail(mpi.err().message);
-  }
-  auto topo = read_topology(**mpi, o.engine);
-  if (!topo) {
-    return fail_agreed(**mpi, topo.err().message);
-  }
   std::vector<std::string> texts;
-  if (!o.prompt_file.empty()) {
-    std::ifstream in(o.prompt_file);
-    if (!in) {
-      return fail("--prompt-file " + o.prompt_file + ": cannot read it");
-    }
-    for (std::string line; std::getline(in, line);) {
-      if (!line.empty()) {
-        texts.push_back(line);
+  auto j = open_job(o.engine, [&](const mpi_session&,
+                                  const std::optional<topology>&) -> result<load_request> {
+    if (!o.prompt_file.empty()) {
+      std::ifstream in(o.prompt_file);
+      if (!in) {
+        return make_error("--prompt-file %s: cannot read it", o.prompt_file.c_str());
       }
+      for (std::string line; std::getline(in, line);) {
+        if (!line.empty()) {
+          texts.push_back(line);
+        }
+      }
+      if (texts.empty()) {
+        return make_error("--prompt-file %s: no prompts (one per line)", o.prompt_file.c_str());
+      }
+    } else if (o.prompt.empty()) {
+      return make_error("give a prompt with -p TEXT or --prompt-file FILE");
+    } else {
+      texts.push_back(o.prompt);
     }
-    if (texts.empty()) {
-      return fail("--prompt-file " + o.prompt_file + ": no prompts (one per line)");
+    if (!o.chat && !o.system.empty()) {
+      return make_error("--system needs --chat");
     }
-  } else if (o.prompt.empty()) {
-    return fail("give a prompt with -p TEXT or --prompt-file FILE");
-  } else {
-    texts.push_back(o.prompt);
+    if (!o.chat && o.special_in_chat) {
+      return make_error("--allow-special-tokens-in-chat needs --chat");
+    }
+    return load_request{static_cast<int32_t>(texts.size()), false};
+  });
+  if (j.status != exit_ok) {
+    return j.status;
   }
-  if (!o.chat && !o.system.empty()) {
-    return fail("--system needs --chat");
-  }
-  if (!o.chat && o.special_in_chat) {
-    return fail("--allow-special-tokens-in-chat needs --chat");
-  }
-  const bool pipeline = o.engine.stages > 1 || (*mpi)->size() > 1 || topo->has_value() ||
-                        !o.prompt_file.empty() || o.engine.device != "cpu";
-  if ((*mpi)->rank() != 0) {
-    o.engine.quiet = true;
-  }
-  auto l = load(o.engine, static_cast<int32_t>(texts.size()), !pipeline);
-  if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
-    return fail_agreed(**mpi, ok.err().message);
-  }
-  tokenizer& tok = *l->tok;
+  tokenizer& tok = *j.l.tok;
 
   std::vector<std::vector<int32_t>> prompts;
   for (const std::string& one : texts) {
@@ -300,77 +289,17 @@ int run_run(run_options o) {
       prompts.push_back(tok.encode(one, true, true));
     }
     const auto& prompt = prompts.back();
-    const int64_t n_ctx = l->opts.n_ctx;
+    const int64_t n_ctx = j.l.opts.n_ctx;
     if (static_cast<int64_t>(prompt.size()) + o.n_predict > n_ctx) {
       return fail("prompt (" + std::to_string(prompt.size()) + " tokens) + -n (" +
                   std::to_string(o.n_predict) + ") exceeds the context size (" +
                   std::to_string(n_ctx) + " tokens; raise -c up to the model's " +
-                  std::to_string(l->m->config().n_ctx_train) + ")");
+                  std::to_string(j.l.m->config().n_ctx_train) + ")");
     }
   }
-  const auto& prompt = prompts.front();
-  if (pipeline) {
-    const int status = run_pipeline(o, *l, prompts, **mpi, *topo);
-    (*mpi)->set_exit_status(status);
-    return status;
-  }
-  engine& eng = *l->eng;
-
-  sequence seq;
-  const auto t0 = clock_type::now();
-  auto logits = eng.prefill(seq, prompt);
-  if (!logits) {
-    return fail(logits.err().message);
-  }
-  const double t_prompt = seconds_since(t0);
-
-  sampler smp(o.sampling);
-  stream_decoder dec(tok);
-  stop_strings stops(o.stop);
-  std::vector<int32_t> generated;
-  const auto t1 = clock_type::now();
-  std::vector<float> cur = std::move(*logits);
-  for (int64_t i = 0; i < o.n_predict; ++i) {
-    const int32_t id = smp.sample(cur, seq.tokens);
-    generated.push_back(id);
-    if (tok.is_eog(id)) {
-      break;
-    }
-    auto piece = dec.push(id);
-    if (!piece) {
-      return fail(piece.err().message);
-    }
-    const std::string shown = stops.push(*piece);
-    std::fwrite(shown.data(), 1, shown.size(), stdout);
-    std::fflush(stdout);
-    if (stops.stopped() || i + 1 == o.n_predict) {
-      break;
-    }
-    feed_item item{&seq, std::span<const int32_t>(&generated.back(), 1), true};
-    auto next = eng.feed(std::span<const feed_item>(&item, 1));
-    if (!next) {
-      return fail(next.err().message);
-    }
-    cur = std::move(next->front());
-  }
-  if (!stops.stopped()) {
-    const std::string rest = stops.push(dec.flush()) + stops.flush();
-    std::fwrite(rest.data(), 1, rest.size(), stdout);
-  }
-  std::printf("\n");
-  std::fflush(stdout);
-  const double t_gen = seconds_since(t1);
-  if (!o.no_stats) {
-    std::fprintf(stderr,
-                 "\nprompt: %zu tokens in %.3f s (%.2f tokens/s); generation: %zu tokens in "
-                 "%.3f s (%.2f tokens/s); %d threads, kernels %s, KV %s\n",
-                 prompt.size(), t_prompt, static_cast<double>(prompt.size()) / t_prompt,
-                 generated.size(), t_gen,
-                 generated.size() > 1 ? static_cast<double>(generated.size() - 1) / t_gen : 0.0,
-                 eng.options().n_threads, std::string(cpu::isa_name(eng.options().kernels)).c_str(),
-                 std::string(traits(eng.options().kv_type).name).c_str());
-  }
-  return exit_ok;
+  const int status = run_pipeline(o, j, prompts);
+  j.mpi->set_exit_status(status);
+  return status;
 }
 
 }  // namespace

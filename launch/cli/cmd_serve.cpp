@@ -10,7 +10,7 @@
 #include "launch/cli/engine_flags.hpp"
 #include "launch/http/http_server.hpp"
 #include "launch/serve/openai_server.hpp"
-#include "launch/job/pipeline_job.hpp"
+#include "launch/job/start_job.hpp"
 #include "launch/job/signals.hpp"
 
 namespace baton::cli {
@@ -24,11 +24,7 @@ struct serve_options {
   std::vector<std::string> api_keys;
   std::string api_key_file;
   std::string served_model_name;
-  int32_t max_num_seqs = 256;
-  int32_t max_num_batched_tokens = 2048;
-  int32_t max_queue = 1024;
-  int32_t block_size = 16;
-  bool enable_prefix_caching = true;
+  serving_config serving;                ///< the flags below; context, KV from `load`
   uint64_t max_body_bytes = 4 * 1024 * 1024;
   std::string timeout_keep_alive = "5";  ///< seconds (uvicorn's flag), or "500ms"
   std::string header_timeout = "10";
@@ -76,7 +72,9 @@ int run_serve(serve_options o) {
   if (o.port < 0 || o.port > 65535) {
     return fail("--port " + std::to_string(o.port) + ": expected 0..65535 (0: any free port)");
   }
-  if (o.max_num_seqs < 1 || o.max_queue < 0 || o.block_size < 1 || o.max_num_batched_tokens < 1) {
+  const serving_config& sv = o.serving;
+  if (sv.max_num_seqs < 1 || sv.max_queue < 0 || sv.block_size < 1 ||
+      sv.max_num_batched_tokens < 1) {
     return fail("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, "
                 "--max-queue >= 0");
   }
@@ -112,57 +110,35 @@ int run_serve(serve_options o) {
   if (!keys) {
     return fail(keys.err().message);
   }
-  auto mpi = mpi_session::init();
-  if (!mpi) {
-    return fail(mpi.err().message);
+  auto j = open_job(o.engine, [&](const mpi_session&,
+                                  const std::optional<topology>&) -> result<load_request> {
+    return load_request{o.serving.max_num_seqs, false};
+  });
+  if (j.status != exit_ok) {
+    return j.status;
   }
-  const bool head = (*mpi)->rank() == 0;
-  auto topo = read_topology(**mpi, o.engine);
-  if (!topo) {
-    return fail_agreed(**mpi, topo.err().message);
-  }
-  if (!head) {
-    o.engine.quiet = true;
-  }
-  auto l = load(o.engine, o.max_num_seqs, false);
-  if (auto ok = (*mpi)->agree(l ? result<void>() : result<void>(l.err())); !ok) {
-    return fail_agreed(**mpi, ok.err().message);
-  }
-  server_options so;
-  so.n_stages = o.engine.stages;
-  so.n_threads = l->n_threads;
-  so.n_ctx = l->opts.n_ctx;
-  so.n_blocks = l->n_blocks;
-  so.kv_type = l->opts.kv_type;
-  so.kernels = l->opts.kernels;
-  so.max_num_seqs = o.max_num_seqs;
-  so.max_num_batched_tokens = o.max_num_batched_tokens;
-  so.max_queue = o.max_queue;
-  so.block_size = o.block_size;
-  so.enable_prefix_caching = o.enable_prefix_caching;
-  auto job = pipeline_job::start(**mpi, o.engine, *l, so, *topo);
+  auto job = start_job(j, o.engine, server_options_for(j.l, o.engine.stages, o.serving));
   if (!job) {
-    return fail_agreed(**mpi, job.err().message);
+    return fail_agreed(*j.mpi, job.err().message);
   }
-  if (!(*job)->head()) {
-    (*job)->serve_until_shutdown();
-    return exit_ok;
+  if (!*job) {
+    return exit_ok;  // a rank other than the head: the head has ended the job
   }
   local_server& srv = (*job)->server();
   api::front_end_options fo;
-  fo.n_ctx = srv.options().n_ctx;
-  fo.n_vocab = l->m->config().n_vocab;
+  fo.n_ctx = srv.options().serving.n_ctx;
+  fo.n_vocab = j.l.m->config().n_vocab;
   fo.created = std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
   fo.model_name = o.served_model_name.empty()
-                      ? std::filesystem::path(l->m->file().path()).filename().string()
+                      ? std::filesystem::path(j.l.m->file().path()).filename().string()
                       : o.served_model_name;
   fo.n_workers = o.frontend_threads;
   fo.allow_special_tokens_in_chat = o.allow_special_tokens_in_chat;
   const bool keyed = keys->required();
   pipeline_backend backend(srv);
-  api::front_end fe(fo, std::move(*keys), l->tok, backend);
+  api::front_end fe(fo, std::move(*keys), j.l.tok, backend);
   auto http_server = http::server::create(
       o.host, static_cast<uint16_t>(o.port),
       [&fe](http::request rq, std::shared_ptr<http::response> res) {
@@ -183,7 +159,7 @@ int run_serve(serve_options o) {
   });
   std::fprintf(stderr, "baton: serving %s on http://%s:%u (%d stage(s), %d rank(s)%s)\n",
                fo.model_name.c_str(), o.host.c_str(), hs->port(), srv.options().n_stages,
-               (*mpi)->size(), keyed ? ", API keys required" : "");
+               j.mpi->size(), keyed ? ", API keys required" : "");
   hs->run();
   on_stop_signal({});
   std::fprintf(stderr, "baton: shutting down\n");
@@ -205,14 +181,14 @@ void add_serve_command(CLI::App& app, int& status) {
                   "File of keys, one per line (blank lines and # comments skipped)");
   cmd->add_option("--served-model-name", o->served_model_name,
                   "Model name in the API (default: the model file's name)");
-  cmd->add_option("--max-num-seqs", o->max_num_seqs, "Sequences in the running batch")
+  cmd->add_option("--max-num-seqs", o->serving.max_num_seqs, "Sequences in the running batch")
       ->capture_default_str();
-  cmd->add_option("--max-num-batched-tokens", o->max_num_batched_tokens, "Tokens per step")
+  cmd->add_option("--max-num-batched-tokens", o->serving.max_num_batched_tokens, "Tokens per step")
       ->capture_default_str();
-  cmd->add_option("--max-queue", o->max_queue, "Requests waiting beyond max-num-seqs (then 429)")
+  cmd->add_option("--max-queue", o->serving.max_queue, "Requests waiting beyond max-num-seqs (then 429)")
       ->capture_default_str();
-  cmd->add_option("--block-size", o->block_size, "Tokens per KV block")->capture_default_str();
-  cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->enable_prefix_caching,
+  cmd->add_option("--block-size", o->serving.block_size, "Tokens per KV block")->capture_default_str();
+  cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->serving.enable_prefix_caching,
                 "Reuse KV blocks of shared prompt prefixes (on by default)");
   cmd->add_option("--max-body-bytes", o->max_body_bytes, "Largest request body (413 beyond)")
       ->capture_default_str();

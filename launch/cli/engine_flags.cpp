@@ -9,6 +9,7 @@
 #include "runtime/system/budget.hpp"
 #include "runtime/system/units.hpp"
 #include "runtime/text/vocab.hpp"
+#include "topology/memory_plan.hpp"
 
 namespace baton::cli {
 
@@ -130,36 +131,31 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
   if (!kv_explicit) {
     return kv_explicit.err();
   }
-  const uint64_t per_token = c.kv_bytes_per_token(o.kv_type);
-  const uint64_t per_block = per_token * static_cast<uint64_t>(o.block_size);
-  // scratch of one forward step: activations of a full batch plus one row of logits each
-  const uint64_t buffers =
-      static_cast<uint64_t>(o.max_batch_tokens) * c.step_bytes_per_token() +
-      static_cast<uint64_t>(n_seq_max) * static_cast<uint64_t>(c.n_vocab) * 4 +
-      // the parsed metadata and tokenizer (strings, maps): about 4x their bytes on disk
-      4 * out.m->file().data_offset();
-  const int64_t needed = (o.n_ctx + o.block_size - 1) / o.block_size * n_seq_max;
-  if (planned) {
-    out.n_blocks = static_cast<int32_t>(needed);  // at most: the plan may give fewer
-    out.n_threads = o.n_threads;
-    out.opts = o;
-    return out;
-  }
-  auto kv = kv_budget_bytes(budget.memory_bytes, f.memory_utilization, out.m->weight_bytes(),
-                            buffers, *kv_explicit, per_token * static_cast<uint64_t>(o.n_ctx));
-  if (!kv) {
+  process_memory_request want;
+  want.kv_type = o.kv_type;
+  want.block_size = o.block_size;
+  want.n_ctx = o.n_ctx;
+  want.batch_tokens = o.max_batch_tokens;
+  want.n_seqs = n_seq_max;
+  want.memory_utilization = f.memory_utilization;
+  want.kv_cache_bytes = *kv_explicit;
+  want.planned = planned;
+  auto mem = plan_process_memory(*out.m, want, budget.memory_bytes);
+  if (!mem) {
     return make_error("%s (%s; raise --memory-utilization or lower --ctx-size)",
-                      kv.err().message.c_str(), describe(budget).c_str());
+                      mem.err().message.c_str(), describe(budget).c_str());
   }
-  out.n_blocks = static_cast<int32_t>(std::min<uint64_t>(*kv / per_block,
-                                                         static_cast<uint64_t>(needed)));
+  out.n_blocks = mem->n_blocks;  // planned: at most, the plan may give fewer
   out.n_threads = o.n_threads;
   out.opts = o;
+  if (planned) {
+    return out;
+  }
   if (!f.quiet) {
     std::fprintf(stderr, "baton: %s; using %d threads (%s); KV cache %s (%d blocks of %d tokens)\n",
                  describe(budget).c_str(), o.n_threads,
                  f.threads > 0 ? "--threads" : "from the budget",
-                 format_bytes(static_cast<uint64_t>(out.n_blocks) * per_block).c_str(),
+                 format_bytes(static_cast<uint64_t>(out.n_blocks) * mem->kv_bytes_per_block).c_str(),
                  out.n_blocks, o.block_size);
   }
   if (with_engine) {
@@ -170,6 +166,18 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
     out.eng = std::move(*e);
   }
   return out;
+}
+
+server_options server_options_for(const loaded& l, int32_t n_stages, serving_config s) {
+  server_options so;
+  so.n_stages = n_stages;
+  so.n_threads = l.n_threads;
+  so.kernels = l.opts.kernels;
+  s.n_ctx = l.opts.n_ctx;
+  s.kv_type = l.opts.kv_type;
+  s.n_blocks = l.n_blocks;
+  so.serving = s;
+  return so;
 }
 
 }  // namespace baton::cli

@@ -8,7 +8,9 @@
 #include <optional>
 #include <string>
 
+#include "actors/local_server.hpp"
 #include "runtime/compute/engine.hpp"
+#include "runtime/serving/serving_config.hpp"
 #include "runtime/text/tokenizer.hpp"
 
 namespace baton::cli {
@@ -51,5 +53,10 @@ struct loaded {
 /// and builds an engine (unless `with_engine` is false). Errors name the flag and the
 /// numbers: a budget that cannot hold the weights plus one sequence of KV is one.
 result<loaded> load(const engine_flags& f, int32_t n_seq_max = 1, bool with_engine = true);
+
+/// The options of a local_server for `n_stages` stages with the settings `s` of the
+/// command, and what `load` decided: the context, the KV type and the KV blocks (the
+/// memory plan's), the threads and the kernels.
+server_options server_options_for(const loaded& l, int32_t n_stages, serving_config s);
 
 }  // namespace baton::cli

@@ -2,6 +2,7 @@
 #include "launch/job/mpi_session.hpp"
 
 #include "launch/cli/commands.hpp"
+#include "runtime/transport/gathered.hpp"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 namespace baton::cli {
@@ -71,7 +73,16 @@ result<std::unique_ptr<mpi_session>> mpi_session::init() {
     return make_error("MPI provides thread level %d; baton needs MPI_THREAD_SERIALIZED or more",
                       provided);
   }
-  s->hosts_ = s->allgather(host);
+  std::vector<std::string> hosts;
+  auto named = read_payloads(s->allgather(to_payload({{"host", std::string(host)}})),
+                             "host names", [&](int32_t, const nlohmann::json& j) -> result<void> {
+                               hosts.push_back(j.at("host").get<std::string>());
+                               return {};
+                             });
+  if (!named) {
+    return named.err();
+  }
+  s->hosts_ = std::move(hosts);
   bool one_host = true;
   for (const auto& h : s->hosts_) {
     one_host = one_host && h == s->hosts_.front();
@@ -137,14 +148,27 @@ result<void> mpi_session::agree(const result<void>& mine) const {
   if (!active_) {
     return mine;
   }
-  const auto all = allgather(mine ? std::string() : mine.err().message);
-  for (size_t r = 0; r < all.size(); ++r) {
-    if (!all[r].empty()) {
-      return size_ > 1 ? make_error("rank %zu: %s", r, all[r].c_str())
-                       : make_error("%s", all[r].c_str());
-    }
+  nlohmann::json said = nlohmann::json::object();
+  if (!mine) {
+    said["error"] = mine.err().message;
   }
-  return {};
+  std::optional<error> first;  // the first failing rank's
+  auto read = read_payloads(allgather(to_payload(said)), "agreeing on an outcome",
+                            [&](int32_t r, const nlohmann::json& j) -> result<void> {
+                              if (first || !j.contains("error")) {
+                                return {};
+                              }
+                              const auto message = j.at("error").get<std::string>();
+                              if (!message.empty()) {
+                                first = size_ > 1 ? make_error("rank %d: %s", r, message.c_str())
+                                                  : make_error("%s", message.c_str());
+                              }
+                              return {};
+                            });
+  if (first) {
+    return *first;
+  }
+  return read;
 }
 
 void mpi_session::rank_died(int /*rank*/) { peer_died_ = true; }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launch/job/signals.hpp"
+#include "runtime/transport/gathered.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "runtime/transport/nccl_channel.hpp"
 #endif
 #include "topology/layer_range.hpp"
+#include "topology/planner.hpp"
 
 namespace baton::cli {
 
@@ -56,8 +58,8 @@ const char* const k_devices[] = {"cpu",    "cuda:0", "cuda:1", "cuda:2", "cuda:3
                                  "cuda:4", "cuda:5", "cuda:6", "cuda:7"};
 
 /// Every rank describes its own devices; the plan is made from what all of them said,
-/// identically on every rank.
-placement_env gather_devices(mpi_session& mpi) {
+/// identically on every rank (a malformed description is an error on every rank alike).
+result<placement_env> gather_devices(mpi_session& mpi) {
   nlohmann::json mine = nlohmann::json::array();
   for (const char* d : k_devices) {
     const device_info i = query_local_device(d);
@@ -65,10 +67,26 @@ placement_env gather_devices(mpi_session& mpi) {
                     {"source", i.source}, {"threads", i.threads},
                     {"bandwidth", i.bandwidth}});
   }
-  std::vector<nlohmann::json> all;
-  for (const auto& text :
-       mpi.allgather(mine.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))) {
-    all.push_back(nlohmann::json::parse(text));
+  using described = std::map<std::string, device_info>;  // device -> what its rank said
+  std::vector<described> all;
+  auto read = read_payloads(
+      mpi.allgather(to_payload({{"devices", mine}})), "describing the devices",
+      [&](int32_t, const nlohmann::json& j) -> result<void> {
+        described rank;
+        for (const auto& d : j.at("devices")) {
+          device_info out;
+          out.exists = d.at("exists").get<bool>();
+          out.memory_bytes = d.at("memory").get<uint64_t>();
+          out.source = d.at("source").get<std::string>();
+          out.threads = d.at("threads").get<int32_t>();
+          out.bandwidth = d.at("bandwidth").get<double>();
+          rank[d.at("device").get<std::string>()] = out;
+        }
+        all.push_back(std::move(rank));
+        return {};
+      });
+  if (!read) {
+    return read.err();
   }
   placement_env env;
   env.world_size = mpi.size();
@@ -81,14 +99,9 @@ placement_env gather_devices(mpi_session& mpi) {
     if (rank < 0 || static_cast<size_t>(rank) >= all.size()) {
       return out;
     }
-    for (const auto& d : all[static_cast<size_t>(rank)]) {
-      if (d["device"] == device) {
-        out.exists = d["exists"];
-        out.memory_bytes = d["memory"];
-        out.source = d["source"];
-        out.threads = d["threads"];
-        out.bandwidth = d["bandwidth"];
-      }
+    const described& said = all[static_cast<size_t>(rank)];
+    if (auto it = said.find(device); it != said.end()) {
+      out = it->second;
     }
     return out;
   };
@@ -104,12 +117,7 @@ result<topology> device_topology(const mpi_session& mpi, const engine_flags& f,
   const int32_t n = std::max(f.stages, world);
   topology t = default_topology(model_path, n);
   t.path = "--device " + f.device;
-  t.pipeline.micro_batches = so.micro_batches;
-  t.pipeline.max_num_seqs = so.max_num_seqs;
-  t.pipeline.max_num_batched_tokens = so.max_num_batched_tokens;
-  t.pipeline.block_size = so.block_size;
-  t.pipeline.max_model_len = so.n_ctx;
-  t.pipeline.kv_type = so.kv_type;
+  t.pipeline = pipeline_keys_of(so.serving);
   auto kv_flag = f.kv_cache_bytes();
   if (!kv_flag) {
     return kv_flag.err();
@@ -215,31 +223,47 @@ result<std::shared_ptr<device_link>> device_link_for(mpi_session& mpi,
   // failed after the others entered ncclCommInitRank would leave them waiting forever);
   // the first also makes the id. One allgather tells everyone everything.
   const auto here = gpu_of_rank.find(mpi.rank());
-  std::string mine;
+  nlohmann::json mine = nlohmann::json::object();  // {} from a rank without a GPU stage
   if (here != gpu_of_rank.end()) {
     auto ready = nccl_channel::available();
     if (ready && cudaSetDevice(here->second) != cudaSuccess) {
       ready = make_error("cuda:%d: %s", here->second, cudaGetErrorString(cudaGetLastError()));
     }
     if (!ready) {
-      mine = "!" + ready.err().message;
+      mine["error"] = ready.err().message;
     } else if (mpi.rank() == members.front()) {
       auto id = nccl_channel::make_id();
-      mine = id ? "id:" + to_hex(id->data(), id->size()) : "!" + id.err().message;
+      if (id) {
+        mine["nccl_id"] = to_hex(id->data(), id->size());
+      } else {
+        mine["error"] = id.err().message;
+      }
     } else {
-      mine = "ok";
+      mine["ready"] = true;
     }
   }
-  const std::vector<std::string> said = mpi.allgather(mine);
-  for (int32_t r : members) {
-    const std::string& x = said[static_cast<size_t>(r)];
-    if (x.empty() || x[0] == '!') {
-      return make_error("--nccl: rank %d: %s", r, x.empty() ? "said nothing" : x.c_str() + 1);
-    }
+  std::string id_text;
+  auto read = read_payloads(
+      mpi.allgather(to_payload(mine)), "--nccl", [&](int32_t r, const nlohmann::json& j) -> result<void> {
+        if (gpu_of_rank.count(r) == 0) {
+          return {};
+        }
+        if (j.contains("error")) {
+          return make_error("--nccl: rank %d: %s", r, j.at("error").get<std::string>().c_str());
+        }
+        if (j.empty()) {
+          return make_error("--nccl: rank %d: said nothing", r);
+        }
+        if (r == members.front()) {
+          id_text = j.at("nccl_id").get<std::string>();
+        }
+        return {};
+      });
+  if (!read) {
+    return read.err();
   }
-  const std::string& id_text = said[static_cast<size_t>(members.front())];
   nccl_channel::unique_id id{};
-  if (id_text.rfind("id:", 0) != 0 || !from_hex(id_text.substr(3), id.data(), id.size())) {
+  if (!from_hex(id_text, id.data(), id.size())) {
     return make_error("--nccl: rank %d sent a malformed NCCL id", members.front());
   }
   if (here == gpu_of_rank.end()) {
@@ -276,7 +300,11 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
   }
   if (const std::optional<topology>& topo_or_device = topo ? topo : from_device; topo_or_device) {
     const topology& t = *topo_or_device;
-    auto plan = plan_pipeline(t, *l.m, gather_devices(mpi));
+    auto env = gather_devices(mpi);
+    if (!env) {
+      return env.err();  // every rank read the same payloads: every rank fails alike
+    }
+    auto plan = plan_pipeline(t, *l.m, *env);
     if (auto ok = mpi.agree(plan ? result<void>() : result<void>(plan.err())); !ok) {
       return ok.err();
     }
@@ -287,22 +315,8 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
                                       sp.layers.last, f.threads > 0 ? f.threads : sp.threads,
                                       plan->resolved.stages[i].device});
     }
-    const pipeline_spec& p = plan->resolved.pipeline;
-    so.micro_batches = p.micro_batches;
-    so.max_num_seqs = p.max_num_seqs;
-    so.max_num_batched_tokens = p.max_num_batched_tokens;
-    so.block_size = p.block_size;
-    so.n_ctx = p.max_model_len;
-    so.kv_type = p.kv_type;
-    // KV up to the plan's capacity, but no more than max_num_seqs sequences of
-    // max_model_len can use: on CPU the rest would only hold RAM
-    const int64_t needed = static_cast<int64_t>(p.max_num_seqs) *
-                           ((p.max_model_len + p.block_size - 1) / p.block_size);
-    int64_t n_blocks = std::min<int64_t>(plan->n_blocks, needed);
-    if (so.n_blocks > 0) {
-      n_blocks = std::min<int64_t>(n_blocks, so.n_blocks);  // the command needs no more
-    }
-    so.n_blocks = static_cast<int32_t>(n_blocks);
+    so.serving = with_pipeline_keys(so.serving, plan->resolved.pipeline);
+    so.serving.n_blocks = pipeline_kv_blocks(*plan, so.serving.n_blocks);
     if (!mpi.active() || mpi.rank() == 0) {
       if (!f.quiet) {
         std::fprintf(stderr, "baton: topology %s: %zu stages, KV capacity %lld tokens\n",

@@ -16,18 +16,12 @@
 #include "runtime/serving/outcome.hpp"
 #include "runtime/serving/prefix_cache.hpp"
 #include "runtime/serving/sampler.hpp"
+#include "runtime/serving/serving_config.hpp"
 
 namespace baton {
 
-struct scheduler_config {
-  int32_t max_num_seqs = 256;            ///< sequences computing at once
-  int32_t max_num_batched_tokens = 2048; ///< tokens in one micro-batch
-  int32_t micro_batches = 1;             ///< steps in flight (default: two per stage)
-  int32_t n_blocks = 0;
-  int32_t block_size = 16;
-  int64_t n_ctx = 4096;                  ///< max tokens of one sequence
-  bool enable_prefix_caching = true;
-};
+/// The scheduler reads the serving settings as they are (micro_batches resolved: >= 1).
+using scheduler_config = serving_config;
 
 /// A request as the scheduler needs it.
 struct sched_request {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/model/model_builder.hpp"
+#include "topology/planner.hpp"
 #include "topology/topology_file.hpp"
 
 namespace {
