@@ -167,7 +167,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
   return f(caf::meta::type_name("sampling_params"), x.temperature, x.top_k, x.top_p, x.min_p,
            x.repeat_penalty, x.presence_penalty, x.frequency_penalty, x.penalty_last_n, x.seed,
-           x.top_logprobs);
+           x.top_logprobs, x.logprobs);
 }
 
 template <class Inspector>

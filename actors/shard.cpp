@@ -107,7 +107,9 @@ struct shard_core {
         res->tokens.push_back(tok);
         res->logits.push_back(l[static_cast<size_t>(tok)]);
         const int32_t n_top = std::max(0, s.sampling.top_logprobs);
-        const token_logprobs lp = sampler::logprobs(l, tok, n_top);
+        const token_logprobs lp = s.sampling.logprobs || n_top > 0
+                                      ? sampler::logprobs(l, tok, n_top)
+                                      : token_logprobs{};
         res->logprobs.push_back(lp.logprob);
         res->top_counts.push_back(n_top);
         res->top_ids.insert(res->top_ids.end(), lp.top_ids.begin(), lp.top_ids.end());

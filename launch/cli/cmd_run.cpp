@@ -153,6 +153,7 @@ int run_many(const run_options& o, local_server& srv, mpi_session& mpi, pipeline
     r.prompt = prompts[i];
     r.max_tokens = static_cast<int32_t>(std::max<int64_t>(o.n_predict, 1));
     r.sampling = o.sampling;
+    r.sampling.logprobs = true;  // the JSON lines report them
     r.stop = o.stop;
     streams.push_back(srv.submit(std::move(r)));
   }

@@ -1,7 +1,10 @@
-// openai_api.hpp. Defaults follow OpenAI (and vLLM's server): temperature 1, top_p 1,
-// no top-k, no min-p, no penalties; completions default to 16 tokens. Fields are read
-// through `field_reader`, which checks a value's type, and an integer's range on the
-// int64 or uint64 nlohmann holds, before converting it; the first bad field is the error.
+// The OpenAI request parser and reply pieces of openai_api.hpp. Defaults follow OpenAI
+// (and vLLM's server): temperature 1, top_p 1, no top-k, no min-p, no penalties;
+// completions default to 16 tokens. Fields are read through `field_reader`, which checks
+// a value's type, and an integer's range on the int64 or uint64 nlohmann holds, before
+// converting it; the first bad field is the error. One file of some 530 lines because it
+// is one parser: every field's check goes through the same field_reader and ends in the
+// same api_error shape, and the fuzz target and the unit test drive it whole.
 #include "launch/serve/openai_api.hpp"
 
 #include <limits>
@@ -499,6 +502,7 @@ std::variant<completion_request, api_error> parse_request(const json& body, bool
       return *f.error();
     }
   }
+  r.sampling.logprobs = r.logprobs;
   if (chat) {
     const auto top = f.integer("top_logprobs", 0, k_max_logprobs).value_or(0);
     if (f.error()) {
