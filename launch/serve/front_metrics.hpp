@@ -1,7 +1,7 @@
 // What the OpenAI front end counts itself, beside the router's counters: latency
 // histograms (Prometheus, fixed buckets), requests refused by reason (status_table.hpp
-// names them), requests ended by finish reason. openai_server writes them out for
-// /metrics.
+// names them), requests ended by finish reason; and `metrics_text`, which writes them
+// with the pipeline's and the HTTP server's counters for /metrics.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "actors/local_server.hpp"
+#include "launch/http/http_server.hpp"
 #include "launch/serve/status_table.hpp"
 
 namespace baton::api {
@@ -55,5 +57,10 @@ struct front_metrics {
   std::map<std::string, uint64_t> finished;      // by finish reason
   uint64_t requests = 0;                         // admitted
 };
+
+/// The /metrics page: `snap`'s pipeline counters, the HTTP server's counters `hc`, and
+/// the front end's own `metrics` (locked while read).
+std::string metrics_text(const serving_snapshot& snap, const http::server_counters& hc,
+                         front_metrics& metrics);
 
 }  // namespace baton::api

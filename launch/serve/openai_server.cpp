@@ -1,4 +1,7 @@
-// openai_server.hpp.
+// The front end of openai_server.hpp: the routes (/health, /metrics, /v1/models,
+// /v1/completions, /v1/chat/completions), a completion's life from parsed request to the
+// last SSE chunk or JSON reply (request_state, drain), and refusals through the status
+// table. Parsing and reply shapes are openai_api's; the /metrics text is front_metrics'.
 #include "launch/serve/openai_server.hpp"
 
 #include <boost/asio/post.hpp>
@@ -71,7 +74,6 @@ struct front_end::impl {
                       const char* what);
   void completion(const http::request& rq, const std::shared_ptr<http::response>& res,
                   bool chat, const std::string& key);
-  std::string metrics_text();
 };
 
 namespace {
@@ -378,91 +380,6 @@ void front_end::impl::completion(const http::request& rq,
   st->stream->on_push([st] { drain(st); });     // drain() lets go of it at the end
 }
 
-std::string front_end::impl::metrics_text() {
-  const serving_snapshot snap = backend.snapshot();
-  const router_stats& s = snap.stats;
-  std::string out;
-  auto gauge = [&](const std::string& name, const std::string& help, double v,
-                   const std::string& type = "gauge") {
-    out += "# HELP baton:" + name + " " + help + "\n# TYPE baton:" + name + " " + type + "\n";
-    out += "baton:" + name + " " + json(v).dump() + "\n";
-  };
-  gauge("num_requests_running", "Requests in the running batch.", s.running);
-  gauge("num_requests_waiting", "Requests waiting for a slot or KV blocks.", s.waiting);
-  gauge("kv_cache_usage_perc", "Share of KV blocks in use (1 = full).",
-        s.total_blocks ? 1.0 - static_cast<double>(s.free_blocks) / s.total_blocks : 0.0);
-  gauge("kv_cache_blocks_total", "KV blocks in the pool.", s.total_blocks);
-  gauge("kv_cache_blocks_free", "KV blocks free (cached ones count as free).", s.free_blocks);
-  gauge("prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache.",
-        static_cast<double>(s.cached_prompt_tokens), "counter");
-  gauge("num_preemptions_total", "Sequences preempted for lack of KV blocks.",
-        static_cast<double>(s.preemptions), "counter");
-  gauge("prompt_tokens_total", "Prompt tokens computed.", static_cast<double>(s.prompt_tokens),
-        "counter");
-  gauge("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens),
-        "counter");
-  gauge("steps_total", "Pipeline steps run.", static_cast<double>(s.steps), "counter");
-  gauge("stage_down", "1 when a pipeline stage is down.",
-        s.state == pipeline_state::running ? 0 : 1);
-  http::server_counters hc;
-  if (http_counters) {
-    hc = http_counters();
-  }
-  gauge("http_connections_open", "Client connections open.",
-        static_cast<double>(hc.connections_open));
-  gauge("http_connections_evicted_total",
-        "Idle or half-sent connections closed to make room for new ones.",
-        static_cast<double>(hc.evicted), "counter");
-  gauge("http_connections_timed_out_total",
-        "Connections closed by the keep-alive, header, body or send timeout.",
-        static_cast<double>(hc.timed_out), "counter");
-  gauge("http_connections_dropped_total",
-        "Connections dropped for not reading their answer or pushing too much input.",
-        static_cast<double>(hc.dropped_slow), "counter");
-  {
-    std::lock_guard<std::mutex> ml(metrics.mu);
-    gauge("requests_total", "Requests admitted.", static_cast<double>(metrics.requests),
-          "counter");
-    out += "# HELP baton:request_rejected_total Requests refused, by reason.\n"
-           "# TYPE baton:request_rejected_total counter\n";
-    for (auto r : {reject_reason::invalid_request, reject_reason::context_length,
-                   reject_reason::model_not_found, reject_reason::unauthorized,
-                   reject_reason::queue_full, reject_reason::key_quota,
-                   reject_reason::unavailable, reject_reason::body_too_large,
-                   reject_reason::header_too_large, reject_reason::internal_error}) {
-      auto it = metrics.rejected.find(r);
-      uint64_t n = it == metrics.rejected.end() ? 0 : it->second;
-      if (r == reject_reason::body_too_large) {
-        n += hc.body_too_large;  // the server answered those before any handler ran
-      } else if (r == reject_reason::header_too_large) {
-        n += hc.header_too_large;
-      } else if (r == reject_reason::invalid_request) {
-        n += hc.bad_request;
-      } else if (r == reject_reason::internal_error) {
-        n += hc.handler_errors;
-      }
-      out += std::string("baton:request_rejected_total{reason=\"") + label(r) + "\"} " +
-             std::to_string(n) + "\n";
-    }
-    out += "# HELP baton:request_finished_total Requests ended, by finish reason.\n"
-           "# TYPE baton:request_finished_total counter\n";
-    for (const auto& [r, n] : metrics.finished) {
-      out += "baton:request_finished_total{finished_reason=\"" + r + "\"} " + std::to_string(n) +
-             "\n";
-    }
-    metrics.ttft.write(out, "baton:time_to_first_token_seconds", "Time to first token.");
-    metrics.itl.write(out, "baton:inter_token_latency_seconds", "Time between two tokens.");
-    metrics.e2e.write(out, "baton:e2e_request_latency_seconds", "Request latency.");
-  }
-  out += "# HELP baton:stage_step_seconds Mean time of a stage's last steps (up to 256).\n"
-         "# TYPE baton:stage_step_seconds gauge\n";
-  for (size_t stage = 0; stage < snap.stage_step_seconds.size(); ++stage) {
-    out += "baton:stage_step_seconds{stage=\"" + std::to_string(stage) + "\"} " +
-           json(snap.stage_step_seconds[stage]).dump() + "\n";
-  }
-  return out;
-}
-
 void front_end::impl::internal_error(const http::request& rq, http::response& res,
                                      uint64_t number, const char* what) {
   // the target may hold any bytes: log its length, not its text
@@ -497,7 +414,12 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
     return send_json(*res, 200, {{"status", "ok"}});
   }
   if (rq.target == "/metrics" && rq.method == "GET") {
-    return res->send(200, "text/plain; version=0.0.4", metrics_text());
+    http::server_counters hc;
+    if (http_counters) {
+      hc = http_counters();
+    }
+    return res->send(200, "text/plain; version=0.0.4",
+                     metrics_text(backend.snapshot(), hc, metrics));
   }
   if (rq.target == "/v1/models" && rq.method == "GET") {
     return send_json(*res, 200,
