@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "runtime/model/model_builder.hpp"
+#include "tests/fixture_model.hpp"
 #include "topology/memory_plan.hpp"
 
 namespace baton {
@@ -16,25 +17,9 @@ namespace {
 
 constexpr uint64_t MiB = 1024ull * 1024;
 
+/// The tests' fixture model (tests/fixture_model.hpp), built once.
 std::shared_ptr<const model> small_model() {
-  static std::shared_ptr<const model> m = [] {
-    static std::vector<std::byte> bytes;
-    build_options o;
-    o.shape.n_vocab = 320;
-    o.shape.n_embd = 128;
-    o.shape.n_ff = 192;
-    o.shape.n_layer = 4;
-    o.shape.n_head = 4;
-    o.shape.n_head_kv = 2;
-    auto w = build_model(o, nullptr);
-    BATON_ASSERT(w.ok());
-    bytes = w->to_bytes();
-    auto f = gguf_file::parse(bytes.data(), bytes.size(), "small.gguf");
-    BATON_ASSERT(f.ok());
-    auto r = model::from_file(std::move(*f));
-    BATON_ASSERT(r.ok());
-    return *r;
-  }();
+  static const std::shared_ptr<const model> m = test::open_model(test::fixture_options());
   return m;
 }
 
