@@ -112,7 +112,8 @@ int run_serve(serve_options o) {
   }
   auto j = open_job(o.engine, [&](const mpi_session&,
                                   const std::optional<topology>&) -> result<load_request> {
-    return load_request{o.serving.max_num_seqs, false};
+    return load_request{o.serving.max_num_seqs, false, o.serving.block_size,
+                        o.serving.max_num_batched_tokens};
   });
   if (j.status != exit_ok) {
     return j.status;
@@ -183,7 +184,10 @@ void add_serve_command(CLI::App& app, int& status) {
                   "Model name in the API (default: the model file's name)");
   cmd->add_option("--max-num-seqs", o->serving.max_num_seqs, "Sequences in the running batch")
       ->capture_default_str();
-  cmd->add_option("--max-num-batched-tokens", o->serving.max_num_batched_tokens, "Tokens per step")
+  // one step size: the memory plan's and the scheduler's (-b is llama-server's name for it)
+  cmd->remove_option(cmd->get_option("--batch-size"));
+  cmd->add_option("--max-num-batched-tokens,-b,--batch-size", o->serving.max_num_batched_tokens,
+                  "Tokens per step (prompt chunks and decodes together)")
       ->capture_default_str();
   cmd->add_option("--max-queue", o->serving.max_queue, "Requests waiting beyond max-num-seqs (then 429)")
       ->capture_default_str();

@@ -1,4 +1,5 @@
-// engine_flags.hpp.
+// engine_flags.hpp: the flags, and `load`, which checks them against the model and the
+// memory budget and asks topology/memory_plan for the KV blocks.
 #include "launch/cli/engine_flags.hpp"
 
 #include <algorithm>
@@ -56,7 +57,9 @@ void engine_flags::add_topology_to(CLI::App& cmd) {
 }
 
 
-result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) {
+result<loaded> load(const engine_flags& f, const load_request& req) {
+  const int32_t n_seq_max = req.n_seq_max;
+  const bool with_engine = req.with_engine;
   loaded out;
   const std::string path = f.model.empty() ? demo_model_path() : f.model;
   const resource_budget budget = detect_budget();
@@ -123,7 +126,10 @@ result<loaded> load(const engine_flags& f, int32_t n_seq_max, bool with_engine) 
     return make_error("--stages (%d) must be between 1 and the model's layer count (%lld)",
                       f.stages, static_cast<long long>(c.n_layer));
   }
-  o.max_batch_tokens = f.batch_size;
+  o.max_batch_tokens = req.batch_tokens > 0 ? req.batch_tokens : f.batch_size;
+  if (req.block_size > 0) {
+    o.block_size = req.block_size;
+  }
   o.n_seq_max = n_seq_max;
 
   // KV from the memory budget, as vLLM sizes it: weights + buffers + KV within the share

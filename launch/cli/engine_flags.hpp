@@ -1,6 +1,7 @@
-// Flags shared by the commands that compute (run, logits, bench model): model, threads,
-// KV cache type, kernel variant, context size; and turning them into a model, a
-// tokenizer and an engine with errors that name the flag.
+// Flags shared by the commands that compute (run, serve, logits, bench model, bench
+// batch): model, threads, KV cache type, kernel variant, context size, memory budget;
+// and turning them into a model, a tokenizer, the process's memory plan and (for the
+// commands that need one) an engine, with errors that name the flag.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -22,7 +23,7 @@ struct engine_flags {
   std::string kernels;     ///< empty: best for this CPU
   int64_t ctx_size = 0;    ///< 0: min(training context, 4096)
   int64_t batch_size = 512;
-  int32_t stages = 1;      ///< pipeline stages in this process (1: no actors needed)
+  int32_t stages = 1;      ///< pipeline stages in this process
   double memory_utilization = 0.9;  ///< vLLM's meaning, of the memory budget
   std::string kv_cache_memory;      ///< bytes ("2GiB", "512M", "1000000"); overrides
   bool quiet = false;               ///< no budget line on stderr
@@ -35,6 +36,15 @@ struct engine_flags {
   result<std::optional<uint64_t>> kv_cache_bytes() const;
   /// --topology, for the commands that run the actor pipeline.
   void add_topology_to(CLI::App& cmd);
+};
+
+/// What a command asks of `load` besides its flags.
+struct load_request {
+  int32_t n_seq_max = 1;      ///< sequences at once (the KV and logits they need)
+  bool with_engine = true;    ///< also a single-process engine (logits, bench model, bench
+                              ///< batch's overhead run); the actor pipeline needs none
+  int32_t block_size = 0;     ///< tokens per KV block the server will use (0: the engine's 16)
+  int64_t batch_tokens = 0;   ///< tokens per step the server will run (0: --batch-size)
 };
 
 struct loaded {
@@ -52,7 +62,10 @@ struct loaded {
 /// --kv-cache-memory) and the threads from the CPU quota, logs both with their sources,
 /// and builds an engine (unless `with_engine` is false). Errors name the flag and the
 /// numbers: a budget that cannot hold the weights plus one sequence of KV is one.
-result<loaded> load(const engine_flags& f, int32_t n_seq_max = 1, bool with_engine = true);
+/// The memory plan is made for `want`'s step size and block size, the ones the server will
+/// run with (serve's --max-num-batched-tokens and --block-size), so no number is planned
+/// with one value and used with another.
+result<loaded> load(const engine_flags& f, const load_request& want = {});
 
 /// The options of a local_server for `n_stages` stages with the settings `s` of the
 /// command, and what `load` decided: the context, the KV type and the KV blocks (the

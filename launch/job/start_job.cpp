@@ -1,4 +1,4 @@
-// start_job.hpp.
+// start_job.hpp: open_job and start_job, each step agreed on by every rank.
 #include "launch/job/start_job.hpp"
 
 
@@ -29,7 +29,7 @@ opened_job open_job(engine_flags& f,
   if (j.mpi->rank() != 0) {
     f.quiet = true;
   }
-  auto l = load(f, want->n_seq_max, want->with_engine);
+  auto l = load(f, *want);
   if (auto ok = j.mpi->agree(l ? result<void>() : result<void>(l.err())); !ok) {
     j.status = fail_agreed(*j.mpi, ok.err().message);
     return j;

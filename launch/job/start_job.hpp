@@ -19,12 +19,6 @@
 
 namespace baton::cli {
 
-/// What the command asks of `load` once the job's world and topology are known.
-struct load_request {
-  int32_t n_seq_max = 1;     ///< sequences at once (the KV and logits they need)
-  bool with_engine = false;  ///< also a single-process engine (bench batch's overhead run)
-};
-
 /// A job that has started (status exit_ok), or the exit status after its error was printed.
 struct opened_job {
   int status = exit_ok;
