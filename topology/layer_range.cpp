@@ -43,11 +43,11 @@ result<layer_range> parse_layer_range(std::string_view text) {
                       ? parse_index(text, a) && (b = a, true)
                       : parse_index(text.substr(0, dash), a) && parse_index(text.substr(dash + 1), b);
   if (!ok) {
-    return make_error("layers %s: expected \"A-B\" (inclusive layer indices), \"A\" or \"auto\"",
+    return make_error("%s: expected \"A-B\" (inclusive layer indices), \"A\" or \"auto\"",
                       quoted.c_str());
   }
   if (a > b) {
-    return make_error("layers %s: first layer %lld is after last layer %lld", quoted.c_str(),
+    return make_error("%s: first layer %lld is after last layer %lld", quoted.c_str(),
                       static_cast<long long>(a), static_cast<long long>(b));
   }
   return layer_range{a, b + 1, false};

@@ -21,7 +21,8 @@ struct layer_range {
   std::string to_string() const;
 };
 
-/// Parses "A-B" (inclusive, A <= B), "A" or "auto"; the error quotes the text.
+/// Parses "A-B" (inclusive, A <= B), "A" or "auto"; the error quotes the text and says
+/// what is wrong with it ("'0..3': expected ..."); the caller names the field.
 result<layer_range> parse_layer_range(std::string_view text);
 
 /// Splits n_layer layers into n_stages contiguous ranges, the first stages taking the

@@ -575,4 +575,11 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
   return plan;
 }
 
+placement_env local_placement_env(int32_t world_size) {
+  placement_env env;
+  env.world_size = world_size;
+  env.query_device = [](int32_t, const std::string& device) { return query_local_device(device); };
+  return env;
+}
+
 }  // namespace baton

@@ -4,11 +4,29 @@
 // that reading or writing a topology file (topology_file.hpp) does not bring placement.
 #pragma once
 
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/system/device.hpp"
 #include "runtime/system/error.hpp"
 #include "topology/memory_plan.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton {
+
+/// The world a topology is placed in: its ranks, their hosts and their devices.
+struct placement_env {
+  int32_t world_size = 1;                      ///< MPI ranks
+  /// The host of each rank (after bootstrap); empty: all ranks on one host.
+  std::vector<std::string> rank_hosts;
+  /// Describes `device` ("cpu", "cuda:1") on `rank`.
+  /// Unset: query_local_device (every rank is taken to look like this host).
+  std::function<device_info(int32_t rank, const std::string& device)> query_device;
+};
+
+/// A world of `world_size` ranks on this host, each device described by query_local_device.
+placement_env local_placement_env(int32_t world_size);
 
 /// Validates the topology against the model and the world, resolves "auto" (balancing
 /// per-stage time, embedding and output head counted, within each budget) and plans

@@ -14,8 +14,9 @@
 #include <sstream>
 #include <toml++/toml.h>
 
-#include "runtime/system/units.hpp"
+#include "runtime/system/device.hpp"
 #include "runtime/system/files.hpp"
+#include "runtime/system/units.hpp"
 
 namespace baton {
 
@@ -210,13 +211,11 @@ result<pipeline_spec> read_pipeline(const std::string& file, const toml::node& n
     if (!v) {
       return v.err();
     }
-    if (*v == "f16" || *v == "F16") {
-      p.kv_type = ggml_type::f16;
-    } else if (*v == "f32" || *v == "F32") {
-      p.kv_type = ggml_type::f32;
-    } else {
+    const auto type = parse_kv_type(*v);
+    if (!type) {
       return ref.fail(*n, "kv_cache_dtype", "'" + *v + "': expected \"f16\" or \"f32\"");
     }
+    p.kv_type = *type;
   }
   return p;
 }
@@ -265,11 +264,7 @@ result<stage_spec> read_stage(const std::string& file, const toml::node& node, s
     }
     auto r = parse_layer_range(*v);
     if (!r) {
-      std::string why = r.err().message;  // "layers '0..3': expected ..."
-      if (why.rfind("layers ", 0) == 0) {
-        why.erase(0, 7);
-      }
-      return ref.fail(*n, "layers", why);
+      return ref.fail(*n, "layers", r.err().message);  // "'0..3': expected ..."
     }
     s.layers = *r;
     s.layers_line = line_of(*n);
@@ -436,7 +431,7 @@ std::string to_toml(const topology& t) {
   out += "max_num_batched_tokens = " + std::to_string(p.max_num_batched_tokens) + "\n";
   out += "block_size = " + std::to_string(p.block_size) + "\n";
   out += "max_model_len = " + std::to_string(p.max_model_len) + "\n";
-  out += std::string("kv_cache_dtype = ") + (p.kv_type == ggml_type::f32 ? "\"f32\"" : "\"f16\"") +
+  out += std::string("kv_cache_dtype = ") + "\"" + kv_type_name(p.kv_type) + "\"" +
          "\n";
   for (const auto& s : t.stages) {
     out += "\n[[stage]]\n";
@@ -493,13 +488,6 @@ topology default_topology(const std::string& model_path, int32_t n_stages) {
     t.stages.push_back(s);
   }
   return t;
-}
-
-placement_env local_placement_env(int32_t world_size) {
-  placement_env env;
-  env.world_size = world_size;
-  env.query_device = [](int32_t, const std::string& device) { return query_local_device(device); };
-  return env;
 }
 
 }  // namespace baton

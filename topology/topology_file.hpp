@@ -12,11 +12,10 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/system/error.hpp"
 #include "kernels/ggml_type.hpp"
 #include "runtime/model/model_config.hpp"
 #include "runtime/serving/serving_config.hpp"
-#include "runtime/system/device.hpp"
+#include "runtime/system/error.hpp"
 #include "topology/layer_range.hpp"
 
 namespace baton {
@@ -53,11 +52,11 @@ struct stage_spec {
 /// The [pipeline] table as written (serving_config's meanings; 0 = resolved by the planner).
 struct pipeline_spec {
   int32_t micro_batches = 0;                   ///< 0 = default_micro_batches(stages)
-  int32_t max_num_seqs = 256;
-  int32_t max_num_batched_tokens = 2048;
-  int32_t block_size = 16;
+  int32_t max_num_seqs = serving_config{}.max_num_seqs;
+  int32_t max_num_batched_tokens = serving_config{}.max_num_batched_tokens;
+  int32_t block_size = serving_config{}.block_size;
   int64_t max_model_len = 0;                   ///< context; 0 = min(training context, 4096)
-  ggml_type kv_type = ggml_type::f16;          ///< key "kv_cache_dtype": "f16" | "f32"
+  ggml_type kv_type = serving_config{}.kv_type;  ///< key "kv_cache_dtype": "f16" | "f32"
   int line = 0;                                ///< the [pipeline] header (0: absent)
 };
 
@@ -83,18 +82,6 @@ struct topology {
 /// single values. Errors read "cluster.toml:12: stage 2 field 'layers': expected ..."
 result<topology> parse_topology_file(const std::string& path);
 result<topology> parse_topology_text(std::string_view text, const std::string& name = "<text>");
-
-struct placement_env {
-  int32_t world_size = 1;                      ///< MPI ranks
-  /// The host of each rank (after bootstrap); empty: all ranks on one host.
-  std::vector<std::string> rank_hosts;
-  /// Describes `device` ("cpu", "cuda:1") on `rank`.
-  /// Unset: query_local_device (every rank is taken to look like this host).
-  std::function<device_info(int32_t rank, const std::string& device)> query_device;
-};
-
-/// A world of `world_size` ranks on this host, each device described by query_local_device.
-placement_env local_placement_env(int32_t world_size);
 
 /// TOML text for `t` (layers always explicit) that parse_topology_text reads back equal.
 std::string to_toml(const topology& t);

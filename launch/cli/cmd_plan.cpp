@@ -41,7 +41,7 @@ nlohmann::json to_json(const topology& given, const pipeline_plan& plan, const m
       {"max_num_batched_tokens", p.max_num_batched_tokens},
       {"block_size", p.block_size},
       {"max_model_len", p.max_model_len},
-      {"kv_cache_dtype", p.kv_type == ggml_type::f32 ? "f32" : "f16"},
+      {"kv_cache_dtype", kv_type_name(p.kv_type)},
   };
   j["stages"] = nlohmann::json::array();
   for (size_t i = 0; i < plan.stages.size(); ++i) {
@@ -82,7 +82,7 @@ void print_table(const topology& given, const pipeline_plan& plan, const model& 
   std::printf("pipeline  micro_batches %d, max_num_seqs %d, max_num_batched_tokens %d, "
               "block_size %d, max_model_len %lld, kv %s\n\n",
               p.micro_batches, p.max_num_seqs, p.max_num_batched_tokens, p.block_size,
-              static_cast<long long>(p.max_model_len), p.kv_type == ggml_type::f32 ? "f32" : "f16");
+              static_cast<long long>(p.max_model_len), kv_type_name(p.kv_type));
   std::printf("%-5s %-4s %-8s %-12s %11s %11s %9s %11s %11s %11s %7s\n", "stage", "rank",
               "device", "layers", "weights", "buffers", "KV/token", "budget", "KV", "KV tokens",
               "threads");

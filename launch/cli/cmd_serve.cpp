@@ -1,5 +1,5 @@
 // `baton serve`: its flags (vLLM's and uvicorn's names), and the wiring of the HTTP
-// server (launch/http_server) and the OpenAI front end (launch/openai_server) over the
+// server (launch/http/http_server) and the OpenAI front end (launch/serve/openai_server) over the
 // actor pipeline on rank 0 (one process, --stages N, or a --topology spread over mpirun
 // ranks; the other ranks serve their shards).
 #include <chrono>

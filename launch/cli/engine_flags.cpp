@@ -98,13 +98,11 @@ result<loaded> load(const engine_flags& f, const load_request& req) {
 
   engine_options o;
   o.n_threads = f.threads > 0 ? f.threads : budget.threads;
-  if (f.kv_type == "f16" || f.kv_type == "F16") {
-    o.kv_type = ggml_type::f16;
-  } else if (f.kv_type == "f32" || f.kv_type == "F32") {
-    o.kv_type = ggml_type::f32;
-  } else {
+  const auto kv_type = parse_kv_type(f.kv_type);
+  if (!kv_type) {
     return make_error("--kv-type '%s': expected f16 or f32", f.kv_type.c_str());
   }
+  o.kv_type = *kv_type;
   if (!f.kernels.empty()) {
     auto k = cpu::parse_isa(f.kernels);
     if (!k) {

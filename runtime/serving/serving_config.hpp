@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 #include "kernels/ggml_type.hpp"
 
@@ -32,6 +34,21 @@ struct serving_config {
   /// Tokens the KV cache holds (what one sequence can ever use); 0 while n_blocks is 0.
   int64_t kv_capacity_tokens() const { return static_cast<int64_t>(n_blocks) * block_size; }
 };
+
+/// The KV cache's element type from its name ("f16" or "f32", either case as vLLM's
+/// --kv-cache-dtype and llama.cpp's --cache-type-k write it); nothing for another name.
+inline std::optional<ggml_type> parse_kv_type(std::string_view name) {
+  if (name == "f16" || name == "F16") {
+    return ggml_type::f16;
+  }
+  if (name == "f32" || name == "F32") {
+    return ggml_type::f32;
+  }
+  return std::nullopt;
+}
+
+/// The name parse_kv_type reads back: "f32" or "f16".
+constexpr const char* kv_type_name(ggml_type t) { return t == ggml_type::f32 ? "f32" : "f16"; }
 
 /// Micro-batches in flight for a pipeline of `n_stages`: two per stage (one alone), not
 /// one per stage (the number of stages) as GPipe and DESIGN.md have it. While a
