@@ -1,4 +1,6 @@
-// admission.hpp.
+// admission.hpp: `decide`, which checks one request against the context length, the KV cache,
+// the queue and its key's quota; and the actor around it, which counts requests in the system
+// and per key, forwards admitted ones to the router, and refuses all once told to (refuse_atom).
 #include "actors/admission.hpp"
 
 #include <map>

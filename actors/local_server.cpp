@@ -1,4 +1,6 @@
-// local_server.hpp.
+// local_server.hpp: checking the stages and serving settings, building this rank's shards and
+// exchanging their endpoints with the other ranks, the router and admission on the head, the
+// stage-time poller, submit through the admission actor, and a shutdown that every rank hears.
 #include "actors/local_server.hpp"
 
 #include "actors/admission.hpp"

@@ -1,4 +1,4 @@
-// router.hpp. The arithmetic of scheduling lives in runtime/scheduler; this actor only
+// router.hpp. The arithmetic of scheduling lives in runtime/serving/scheduler; this actor only
 // moves messages between it, the shards and the clients.
 #include "actors/router.hpp"
 

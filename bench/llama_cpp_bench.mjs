@@ -2,7 +2,7 @@
 // compiler needed), measured as `baton bench model` measures baton: -p prompt tokens
 // evaluated as one batch, then -n tokens decoded one at a time. Prints one JSON line.
 //   node bench/llama_cpp_bench.mjs MODEL [-p 128] [-n 32] [-t 2]
-// node-llama-cpp is looked up from NODE_PATH (bench/compare_llama_cpp.sh installs it
+// node-llama-cpp is looked up from NODE_PATH (bench/setup_peer.sh installs it
 // into ~/.cache/baton/peer); it is not part of the repository.
 import { createRequire } from "node:module";
 import path from "node:path";

@@ -1,6 +1,6 @@
-// runtime/budget: cgroup discovery and limits on fake /proc + /sys/fs/cgroup trees (v1,
-// v2, hybrid, unlimited, malformed), the KV share of device memory, and one look at
-// this machine's real budget.
+// runtime/system/budget and cgroup: cgroup discovery and limits on fake /proc +
+// /sys/fs/cgroup trees (v1, v2, hybrid, unlimited, malformed), the KV share of device
+// memory, and one look at this machine's real budget.
 #include <gtest/gtest.h>
 
 #include <cmath>

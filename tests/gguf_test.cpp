@@ -1,4 +1,4 @@
-// runtime/gguf: what the writer writes the reader reads back, for every value type,
+// runtime/model/gguf: what the writer writes the reader reads back, for every value type,
 // both versions, any alignment; tensors are views into the mapping, never copies.
 #include <gtest/gtest.h>
 

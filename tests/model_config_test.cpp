@@ -1,4 +1,4 @@
-// runtime/model_config and model_builder: hyperparameters, the KV arithmetic with
+// runtime/model/model_config and model_builder: hyperparameters, the KV arithmetic with
 // grouped-query attention, the presets' shapes, determinism of the random weights.
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// The step metadata a GPU stage uploads (runtime/step_metadata): for random batches of
+// The step metadata a GPU stage uploads (runtime/compute/step_metadata): for random batches of
 // prefill chunks and decode tokens over shuffled block tables, every array says what the
 // CUDA kernels take it to say. Runs on every machine: an earlier version wrote these
 // arrays through pointers that appending the tables had moved.

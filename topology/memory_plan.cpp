@@ -1,4 +1,5 @@
-// memory_plan.hpp.
+// memory_plan.hpp: the step buffer bytes, the KV block counts, a process's memory plan (KV gets
+// what the budget leaves, never more than its sequences need) and the pipeline's block count.
 #include "topology/memory_plan.hpp"
 
 #include <algorithm>

@@ -1,4 +1,6 @@
-// mpi_session.hpp.
+// mpi_session.hpp: MPI started only under mpirun, the host-name exchange and the address other
+// hosts reach this rank at, allgather over MPI_Allgatherv, agree, and an MPI_Finalize that
+// gives up after 20 s when a rank may have died.
 #include "launch/job/mpi_session.hpp"
 
 #include "launch/cli/commands.hpp"

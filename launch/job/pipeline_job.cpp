@@ -1,4 +1,6 @@
-// pipeline_job.hpp.
+// pipeline_job.hpp: the stages from a topology file, --device or --stages, every rank's devices
+// gathered for the planner, the NCCL id exchange for --nccl, the local_server started on every
+// rank, and a teardown that leaves after 10 s if it hangs.
 #include "launch/job/pipeline_job.hpp"
 
 #include <nlohmann/json.hpp>

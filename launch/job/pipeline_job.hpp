@@ -25,7 +25,7 @@ class pipeline_job {
  public:
   /// Collective: every rank calls it with the same arguments. `so` carries the
   /// pipeline's settings; its stages are filled in here. With a topology, the file's
-  /// settings replace so's, and so.n_blocks (when > 0) caps the plan's KV blocks.
+  /// settings replace so's, and so.serving.n_blocks (when > 0) caps the plan's KV blocks.
   static result<std::unique_ptr<pipeline_job>> start(mpi_session& mpi, const engine_flags& f,
                                                      const loaded& l, server_options so,
                                                      const std::optional<topology>& topo = {});

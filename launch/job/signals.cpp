@@ -1,4 +1,5 @@
-// signals.hpp.
+// signals.hpp: the signal thread, and the handler and the listeners it runs (each guarded by its
+// own mutex); a second signal, or one with no handler installed, ends the process with 128 + it.
 #include "launch/job/signals.hpp"
 
 #include <pthread.h>

@@ -1,4 +1,6 @@
-// api_keys.hpp.
+// api_keys.hpp: trimming and loading keys from flags and a key file (blank lines and # comments
+// skipped, an empty key refused), and the Bearer check, which compares the presented key with
+// every key in time that depends only on the lengths.
 #include "launch/serve/api_keys.hpp"
 
 #include <cctype>

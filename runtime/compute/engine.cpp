@@ -1,4 +1,6 @@
-// engine.hpp.
+// engine.hpp: the options checked once in create(), and feed(), which checks a batch's context,
+// token ids and size, takes the blocks its new positions need, runs the one stage and hands back
+// each requested row of logits; prefill feeds a prompt in chunks.
 #include "runtime/compute/engine.hpp"
 
 #include <algorithm>

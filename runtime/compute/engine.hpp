@@ -1,7 +1,9 @@
 // A single-process engine: one model, every layer in one stage, a paged KV cache and a
 // thread pool; sequences are fed tokens in batches that may mix many sequences, chunked
-// prefill and decode. `baton run`, `baton logits`, `baton bench model` and the tests use
-// it; the shards of a pipeline run a stage_compute (cpu_stage or cuda_stage) instead.
+// prefill and decode. `baton logits`, `baton bench model`, `baton bench batch`'s measure
+// of the actors' overhead and the tests use it. `baton run` does not: it goes through the
+// actor pipeline (launch/job/start_job), whose shards run a stage_compute (cpu_stage or
+// cuda_stage) instead.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,5 @@
-// kv_storage.hpp.
+// kv_storage.hpp: the per-layer K and V buffers, a row stored at its position through a block
+// table (converted to f16 unless the cache is f32), and the block pointers attention reads.
 #include "runtime/compute/kv_storage.hpp"
 
 #include <cstring>

@@ -1,4 +1,5 @@
-// step_metadata.hpp.
+// step_metadata.hpp: build_step_metadata, which lays out the five per-token arrays and then the
+// block tables in one vector, and refuses a token with no KV block or an id outside the vocabulary.
 #include "runtime/compute/step_metadata.hpp"
 
 namespace baton {

@@ -1,4 +1,5 @@
-// block_allocator.hpp.
+// block_allocator.hpp: the free stack and the held flags, the abort on a double free, and the
+// invariant check that every block is either held or on the free stack, once.
 #include "runtime/serving/block_allocator.hpp"
 
 #include <cstdio>

@@ -1,4 +1,5 @@
-// prefix_cache.hpp.
+// prefix_cache.hpp: the two-lane chained hash, matching a prompt against cached blocks, allocation
+// that takes the hits before any fresh block, eviction from the LRU list, and the invariant check.
 #include "runtime/serving/prefix_cache.hpp"
 
 #include <algorithm>

@@ -1,4 +1,5 @@
-// chat_prompt.hpp.
+// chat_prompt.hpp: encode_chat, which tokenises the template's segments apart, or the joined text
+// when special tokens in content are to be parsed.
 #include "runtime/text/chat_prompt.hpp"
 
 namespace baton {

@@ -1,5 +1,5 @@
 // Moves activations between GPU stages of different ranks from device memory to device
-// memory (NCCL; runtime/nccl_channel), while mpi_transport carries the step header: the
+// memory (NCCL; runtime/transport/nccl_channel), while mpi_transport carries the step header: the
 // header says the floats travel apart, and the receiver posts the matching receive when
 // the header arrives. Every call comes from mpi_transport's progress thread, in the order
 // the headers go out and come in — the order NCCL matches a pair's sends and receives.
