@@ -3,25 +3,26 @@
 // rank, and a teardown that leaves after 10 s if it hangs.
 #include "launch/job/pipeline_job.hpp"
 
-#include <nlohmann/json.hpp>
-
-#include "launch/job/signals.hpp"
-#include "runtime/transport/gathered.hpp"
-
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <map>
-#include <condition_variable>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
+
+#include "launch/job/signals.hpp"
 #include "runtime/compute/stage_compute.hpp"
+#include "runtime/system/device.hpp"
+#include "runtime/transport/gathered.hpp"
+#include "topology/layer_range.hpp"
+#include "topology/planner.hpp"
+
 #if defined(BATON_HAVE_NCCL)
 #include <cuda_runtime.h>
 
 #include "runtime/transport/nccl_channel.hpp"
 #endif
-#include "topology/layer_range.hpp"
-#include "topology/planner.hpp"
 
 namespace baton::cli {
 
@@ -56,14 +57,22 @@ result<std::optional<topology>> read_topology(mpi_session& mpi, engine_flags& f)
 
 namespace {
 
-const char* const k_devices[] = {"cpu",    "cuda:0", "cuda:1", "cuda:2", "cuda:3",
-                                 "cuda:4", "cuda:5", "cuda:6", "cuda:7"};
+/// The devices each rank describes: the CPU and the first GPUs of its host.
+constexpr int k_described_gpus = 8;
+
+std::vector<std::string> described_devices() {
+  std::vector<std::string> out{to_string(device_id{})};
+  for (int i = 0; i < k_described_gpus; ++i) {
+    out.push_back(cuda_device_name(i));
+  }
+  return out;
+}
 
 /// Every rank describes its own devices; the plan is made from what all of them said,
 /// identically on every rank (a malformed description is an error on every rank alike).
 result<placement_env> gather_devices(mpi_session& mpi) {
   nlohmann::json mine = nlohmann::json::array();
-  for (const char* d : k_devices) {
+  for (const std::string& d : described_devices()) {
     const device_info i = query_local_device(d);
     mine.push_back({{"device", d}, {"exists", i.exists}, {"memory", i.memory_bytes},
                     {"source", i.source}, {"threads", i.threads},
@@ -97,7 +106,8 @@ result<placement_env> gather_devices(mpi_session& mpi) {
   }
   env.query_device = [all](int32_t rank, const std::string& device) {
     device_info out;
-    out.source = "not a device baton knows (expected cpu or cuda:0..7)";
+    out.source = "not a device baton knows (expected cpu or cuda:0.." +
+                 std::to_string(k_described_gpus - 1) + ")";
     if (rank < 0 || static_cast<size_t>(rank) >= all.size()) {
       return out;
     }
@@ -139,7 +149,7 @@ result<topology> device_topology(const mpi_session& mpi, const engine_flags& f,
       for (int32_t r = 0; r < st.rank && world > 1; ++r) {
         local += mpi.hosts()[static_cast<size_t>(r)] == mpi.hosts()[static_cast<size_t>(st.rank)];
       }
-      st.device = "cuda:" + std::to_string(local);
+      st.device = cuda_device_name(local);
     } else if (!cuda_device_index(f.device)) {
       return make_error("--device '%s': expected cpu, cuda:N or cuda", f.device.c_str());
     }

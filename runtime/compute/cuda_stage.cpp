@@ -88,7 +88,7 @@ result<std::unique_ptr<cuda_stage>> cuda_stage::create(const stage_compute_optio
   if (auto ok = s->check(cudaSetDevice(index), "cudaSetDevice"); !ok) {
     return ok.err();
   }
-  s->name_ = "cuda:" + std::to_string(index);
+  s->name_ = cuda_device_name(index);
   if (cudaGetDeviceProperties(&prop, index) == cudaSuccess) {
     s->name_ += std::string(" (") + prop.name + ")";
   }

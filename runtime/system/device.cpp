@@ -15,6 +15,10 @@
 
 namespace baton {
 
+std::string to_string(const device_id& d) {
+  return d.kind == device_kind::cpu ? "cpu" : "cuda:" + std::to_string(d.index);
+}
+
 std::optional<device_id> parse_device(std::string_view name) {
   if (name == "cpu") {
     return device_id{device_kind::cpu, 0};

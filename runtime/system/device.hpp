@@ -19,6 +19,14 @@ struct device_id {
   int index = 0;  ///< the N of "cuda:N"; 0 for the CPU
 };
 
+/// The name parse_device reads back: "cpu" or "cuda:N".
+std::string to_string(const device_id& d);
+
+/// "cuda:N".
+inline std::string cuda_device_name(int index) {
+  return to_string(device_id{device_kind::cuda, index});
+}
+
 /// "cpu", or "cuda:N" with N a decimal int >= 0; nothing for any other text.
 std::optional<device_id> parse_device(std::string_view name);
 
