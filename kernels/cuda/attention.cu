@@ -207,9 +207,11 @@ cudaError_t kv_store(const paged_kv& kv, const float* k, const float* v, const i
   }
   const unsigned grid = detail::grid_1d(n_tokens * kv.n_head_kv * kv.head_dim);
   if (kv.type == ggml_type::f16) {
-    kv_store_kernel<uint16_t><<<grid, detail::threads_1d, 0, stream>>>(kv, k, v, slots, n_tokens);
+    BATON_LAUNCH(grid, detail::threads_1d, 0, stream, kv_store_kernel<uint16_t>)(
+        kv, k, v, slots, n_tokens);
   } else {
-    kv_store_kernel<float><<<grid, detail::threads_1d, 0, stream>>>(kv, k, v, slots, n_tokens);
+    BATON_LAUNCH(grid, detail::threads_1d, 0, stream, kv_store_kernel<float>)(
+        kv, k, v, slots, n_tokens);
   }
   return cudaGetLastError();
 }
@@ -227,9 +229,9 @@ cudaError_t attention(const paged_kv& kv, const float* q, int64_t n_tokens, int6
   const attn_args a{q, n_head, n_head / kv.n_head_kv, tables, table_offset, n_kv, scale, out};
   const auto grid = static_cast<unsigned>(n_tokens * n_head);
   if (kv.type == ggml_type::f16) {
-    attention_kernel<uint16_t><<<grid, warp_size * attn_warps, 0, stream>>>(kv, a);
+    BATON_LAUNCH(grid, warp_size * attn_warps, 0, stream, attention_kernel<uint16_t>)(kv, a);
   } else {
-    attention_kernel<float><<<grid, warp_size * attn_warps, 0, stream>>>(kv, a);
+    BATON_LAUNCH(grid, warp_size * attn_warps, 0, stream, attention_kernel<float>)(kv, a);
   }
   return cudaGetLastError();
 }

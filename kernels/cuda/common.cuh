@@ -3,7 +3,7 @@
 // on how many rows or tokens were launched with it.
 #pragma once
 
-#include <cuda_runtime.h>
+#include "kernels/cuda/portability.cuh"
 
 #include <cstdint>
 

@@ -42,7 +42,7 @@ cudaError_t launch_blocks(const void* x, float* y, int64_t n, cudaStream_t strea
   if (n_blocks == 0) {
     return cudaSuccess;
   }
-  dequantize_blocks<Block, N><<<grid_for(n_blocks), threads, 0, stream>>>(
+  BATON_LAUNCH(grid_for(n_blocks), threads, 0, stream, dequantize_blocks<Block, N>)(
       static_cast<const uint8_t*>(x), y, n_blocks);
   return cudaGetLastError();
 }
@@ -75,12 +75,14 @@ cudaError_t dequantize_row(ggml_type type, const void* x, float* y, int64_t n,
                              cudaMemcpyDeviceToDevice, stream);
     case ggml_type::f16:
       if (n > 0) {
-        convert_f16<<<grid_for(n), threads, 0, stream>>>(static_cast<const uint16_t*>(x), y, n);
+        BATON_LAUNCH(grid_for(n), threads, 0, stream, convert_f16)(
+            static_cast<const uint16_t*>(x), y, n);
       }
       return cudaGetLastError();
     case ggml_type::bf16:
       if (n > 0) {
-        convert_bf16<<<grid_for(n), threads, 0, stream>>>(static_cast<const uint16_t*>(x), y, n);
+        BATON_LAUNCH(grid_for(n), threads, 0, stream, convert_bf16)(
+            static_cast<const uint16_t*>(x), y, n);
       }
       return cudaGetLastError();
     case ggml_type::q4_0:

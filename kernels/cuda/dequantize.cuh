@@ -3,7 +3,7 @@
 // that the CPU scalar reference calls.
 #pragma once
 
-#include <cuda_runtime.h>
+#include "kernels/cuda/portability.cuh"
 
 #include <cstdint>
 #include <string>

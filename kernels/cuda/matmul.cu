@@ -55,7 +55,7 @@ __global__ void convert_bf16(const float* x, uint16_t* y, int64_t n) {
 
 template <class Block, int N>
 cudaError_t launch_quantize(const float* x, void* xq, int64_t n, cudaStream_t stream) {
-  quantize_blocks<Block, N><<<detail::grid_1d(n / N), detail::threads_1d, 0, stream>>>(
+  BATON_LAUNCH(detail::grid_1d(n / N), detail::threads_1d, 0, stream, quantize_blocks<Block, N>)(
       x, static_cast<uint8_t*>(xq), n / N);
   return cudaGetLastError();
 }
@@ -240,12 +240,12 @@ cudaError_t launch_quantized(const void* w, const void* xq, float* y, const matm
   const dim3 block(warp_size * rows_per_cta);
   if (s.n_tokens == 1) {
     const dim3 grid(static_cast<unsigned>((s.n_out + rows_per_cta - 1) / rows_per_cta), 1);
-    matmul_quantized<D, 1><<<grid, block, 0, stream>>>(wb, s.w_stride, xb, s.x_stride, y,
-                                                       n_blocks, s.n_out, 1, s.ldy);
+    BATON_LAUNCH(grid, block, 0, stream, matmul_quantized<D, 1>)(
+        wb, s.w_stride, xb, s.x_stride, y, n_blocks, s.n_out, 1, s.ldy);
   } else {
     const dim3 grid(static_cast<unsigned>((s.n_out + rows_per_cta - 1) / rows_per_cta),
                     static_cast<unsigned>((s.n_tokens + max_tile - 1) / max_tile));
-    matmul_quantized<D, max_tile><<<grid, block, 0, stream>>>(
+    BATON_LAUNCH(grid, block, 0, stream, matmul_quantized<D, max_tile>)(
         wb, s.w_stride, xb, s.x_stride, y, n_blocks, s.n_out, s.n_tokens, s.ldy);
   }
   return cudaGetLastError();
@@ -263,13 +263,13 @@ cudaError_t launch_float(const void* w, const void* xq, float* y, const matmul_s
   const dim3 block(warp_size * rows_per_cta);
   if (s.n_tokens == 1) {
     const dim3 grid(static_cast<unsigned>((s.n_out + rows_per_cta - 1) / rows_per_cta), 1);
-    matmul_float<E, 1><<<grid, block, 0, stream>>>(wb, s.w_stride, xb, s.x_stride, y, s.n_in,
-                                                   s.n_out, 1, s.ldy);
+    BATON_LAUNCH(grid, block, 0, stream, matmul_float<E, 1>)(
+        wb, s.w_stride, xb, s.x_stride, y, s.n_in, s.n_out, 1, s.ldy);
   } else {
     const dim3 grid(static_cast<unsigned>((s.n_out + rows_per_cta - 1) / rows_per_cta),
                     static_cast<unsigned>((s.n_tokens + max_tile - 1) / max_tile));
-    matmul_float<E, max_tile><<<grid, block, 0, stream>>>(wb, s.w_stride, xb, s.x_stride, y,
-                                                          s.n_in, s.n_out, s.n_tokens, s.ldy);
+    BATON_LAUNCH(grid, block, 0, stream, matmul_float<E, max_tile>)(
+        wb, s.w_stride, xb, s.x_stride, y, s.n_in, s.n_out, s.n_tokens, s.ldy);
   }
   return cudaGetLastError();
 }
@@ -351,11 +351,11 @@ cudaError_t quantize_activations(ggml_type weight, const float* x, void* xq, int
     case ggml_type::q8_k:
       return launch_quantize<block_q8_k, qk_k>(x, xq, n, stream);
     case ggml_type::f16:
-      convert_f16<<<detail::grid_1d(n), detail::threads_1d, 0, stream>>>(
+      BATON_LAUNCH(detail::grid_1d(n), detail::threads_1d, 0, stream, convert_f16)(
           x, static_cast<uint16_t*>(xq), n);
       return cudaGetLastError();
     case ggml_type::bf16:
-      convert_bf16<<<detail::grid_1d(n), detail::threads_1d, 0, stream>>>(
+      BATON_LAUNCH(detail::grid_1d(n), detail::threads_1d, 0, stream, convert_bf16)(
           x, static_cast<uint16_t*>(xq), n);
       return cudaGetLastError();
     default:
@@ -402,7 +402,7 @@ cudaError_t block_dot_ints(ggml_type weight, const void* w_row, const void* x_ro
     return cudaErrorInvalidValue;
   }
   const int64_t n_blocks = n_in / traits(weight).block_size;
-  block_ints_kernel<<<static_cast<unsigned>((n_blocks + 127) / 128), 128, 0, stream>>>(
+  BATON_LAUNCH(static_cast<unsigned>((n_blocks + 127) / 128), 128, 0, stream, block_ints_kernel)(
       weight, static_cast<const uint8_t*>(w_row), static_cast<const uint8_t*>(x_row), n_blocks,
       out);
   return cudaGetLastError();

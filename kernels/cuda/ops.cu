@@ -66,7 +66,7 @@ template <class Block, int N>
 cudaError_t launch_get_rows(const void* table, int64_t n, const int32_t* ids, int64_t n_ids,
                             float* out, cudaStream_t stream) {
   const int64_t n_blocks = n_ids * (n / N);
-  get_rows_blocks<Block, N><<<detail::grid_1d(n_blocks), detail::threads_1d, 0, stream>>>(
+  BATON_LAUNCH(detail::grid_1d(n_blocks), detail::threads_1d, 0, stream, get_rows_blocks<Block, N>)(
       static_cast<const uint8_t*>(table), n / N * sizeof(Block), n / N, ids, n_blocks, out);
   return cudaGetLastError();
 }
@@ -74,7 +74,7 @@ cudaError_t launch_get_rows(const void* table, int64_t n, const int32_t* ids, in
 template <class T, int Bytes>
 cudaError_t launch_get_elems(const void* table, int64_t n, const int32_t* ids, int64_t n_ids,
                              float* out, cudaStream_t stream) {
-  get_rows_elems<T, Bytes><<<detail::grid_1d(n * n_ids), detail::threads_1d, 0, stream>>>(
+  BATON_LAUNCH(detail::grid_1d(n * n_ids), detail::threads_1d, 0, stream, get_rows_elems<T, Bytes>)(
       static_cast<const uint8_t*>(table), n, ids, n * n_ids, out);
   return cudaGetLastError();
 }
@@ -221,7 +221,8 @@ cudaError_t rms_norm(const float* x, const float* w, float* y, int64_t n, int64_
   if (n_rows == 0) {
     return cudaSuccess;
   }
-  rms_norm_kernel<<<static_cast<unsigned>(n_rows), row_threads, 0, stream>>>(x, w, y, n, eps);
+  BATON_LAUNCH(static_cast<unsigned>(n_rows), row_threads, 0, stream, rms_norm_kernel)(
+      x, w, y, n, eps);
   return cudaGetLastError();
 }
 
@@ -235,7 +236,7 @@ cudaError_t rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
   if (n == 0) {
     return cudaSuccess;
   }
-  rope_kernel<<<detail::grid_1d(n), detail::threads_1d, 0, stream>>>(
+  BATON_LAUNCH(detail::grid_1d(n), detail::threads_1d, 0, stream, rope_kernel)(
       x, rope_shape{n_tokens, n_heads, head_dim, row_stride, n_rot}, cs);
   return cudaGetLastError();
 }
@@ -248,7 +249,7 @@ cudaError_t silu_mul(const float* gate, const float* up, float* y, int64_t n,
   if (n == 0) {
     return cudaSuccess;
   }
-  silu_mul_kernel<<<detail::grid_1d(n), detail::threads_1d, 0, stream>>>(gate, up, y, n);
+  BATON_LAUNCH(detail::grid_1d(n), detail::threads_1d, 0, stream, silu_mul_kernel)(gate, up, y, n);
   return cudaGetLastError();
 }
 
@@ -259,7 +260,7 @@ cudaError_t add(float* x, const float* y, int64_t n, cudaStream_t stream) {
   if (n == 0) {
     return cudaSuccess;
   }
-  add_kernel<<<detail::grid_1d(n), detail::threads_1d, 0, stream>>>(x, y, n);
+  BATON_LAUNCH(detail::grid_1d(n), detail::threads_1d, 0, stream, add_kernel)(x, y, n);
   return cudaGetLastError();
 }
 
@@ -270,7 +271,7 @@ cudaError_t softmax_rows(float* x, int64_t n, int64_t n_rows, cudaStream_t strea
   if (n_rows == 0) {
     return cudaSuccess;
   }
-  softmax_kernel<<<static_cast<unsigned>(n_rows), row_threads, 0, stream>>>(x, n);
+  BATON_LAUNCH(static_cast<unsigned>(n_rows), row_threads, 0, stream, softmax_kernel)(x, n);
   return cudaGetLastError();
 }
 

@@ -18,7 +18,7 @@
 // size, so a sequence's tokens do not depend on what it is batched with.
 #pragma once
 
-#include <cuda_runtime.h>
+#include "kernels/cuda/portability.cuh"
 
 #include <cstddef>
 #include <cstdint>
