@@ -1,0 +1,624 @@
+// The CPU emulation's machinery (declared in cuda_emu.hpp): the fiber scheduler that runs
+// a block's threads, and the runtime API over host memory. Each block's threads are
+// ucontext fibers on the launching OS thread, their stacks kept for the next launch;
+// the scheduler runs every ready fiber in thread order until it waits at a barrier or
+// returns, then releases a warp once all its live lanes wait at __syncwarp or a
+// shuffle, and the block once all its live threads wait at __syncthreads. A wait that
+// can never be released (a barrier inside divergent code) aborts with the block and
+// thread. Device memory is host memory, counted against an emulated capacity
+// (BATON_CUDA_EMU_MEMORY_MIB, default 8192, never above the host's RAM) on each of
+// BATON_CUDA_EMU_DEVICES devices (default 1). Streams and events are synchronous.
+#include "kernels/cuda/emu/cuda_emu.hpp"
+
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define BATON_EMU_ASAN 1
+#endif
+
+namespace baton::cuda_emu {
+
+thread_local thread_state* current = nullptr;
+
+namespace {
+
+#if defined(BATON_EMU_ASAN)
+constexpr size_t stack_bytes = 512 * 1024;
+#else
+constexpr size_t stack_bytes = 128 * 1024;
+#endif
+constexpr int max_threads = 1024;
+
+enum class fiber_state { ready, wait_block, wait_warp, done };
+
+struct fiber {
+  ucontext_t ctx{};
+  void* stack = nullptr;
+  thread_state ts{};
+  fiber_state st = fiber_state::done;
+  void* fake_stack = nullptr;  // ASan's fake-stack handle while switched away
+
+  fiber() = default;
+  fiber(const fiber&) = delete;
+  fiber& operator=(const fiber&) = delete;
+  ~fiber() {
+    if (stack != nullptr) {
+      munmap(stack, stack_bytes);
+    }
+  }
+};
+
+/// One per OS thread that launches: its fibers, the scheduler's context, the running
+/// launch's body and the warps' shuffle slots.
+struct executor {
+  ucontext_t sched{};
+  std::vector<std::unique_ptr<fiber>> fibers;
+  void (*body)(void*) = nullptr;
+  void* ctx = nullptr;
+  int n_threads = 0;
+  uint64_t slots[max_threads] = {};
+#if defined(BATON_EMU_ASAN)
+  const void* sched_stack_bottom = nullptr;
+  size_t sched_stack_size = 0;
+  void* sched_fake_stack = nullptr;
+#endif
+};
+
+thread_local executor* tl_exec = nullptr;
+
+executor& this_executor() {
+  static thread_local std::unique_ptr<executor> ex;
+  if (!ex) {
+    ex = std::make_unique<executor>();
+    tl_exec = ex.get();
+  }
+  return *ex;
+}
+
+/// Called by a fiber to give control back to the scheduler; returns when resumed.
+void switch_to_scheduler(executor& ex, fiber& f) {
+#if defined(BATON_EMU_ASAN)
+  __sanitizer_start_switch_fiber(&f.fake_stack, ex.sched_stack_bottom, ex.sched_stack_size);
+#endif
+  swapcontext(&f.ctx, &ex.sched);
+#if defined(BATON_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(f.fake_stack, &ex.sched_stack_bottom, &ex.sched_stack_size);
+#endif
+}
+
+void fiber_main(int index) {
+  executor& ex = *tl_exec;
+  fiber& f = *ex.fibers[static_cast<size_t>(index)];
+#if defined(BATON_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(nullptr, &ex.sched_stack_bottom, &ex.sched_stack_size);
+#endif
+  for (;;) {
+    ex.body(ex.ctx);
+    f.st = fiber_state::done;
+    switch_to_scheduler(ex, f);
+  }
+}
+
+void resume(executor& ex, fiber& f) {
+  current = &f.ts;
+#if defined(BATON_EMU_ASAN)
+  __sanitizer_start_switch_fiber(&ex.sched_fake_stack, f.stack, stack_bytes);
+#endif
+  swapcontext(&ex.sched, &f.ctx);
+#if defined(BATON_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(ex.sched_fake_stack, nullptr, nullptr);
+#endif
+  current = nullptr;
+}
+
+void ensure_fibers(executor& ex, int n) {
+  while (static_cast<int>(ex.fibers.size()) < n) {
+    auto f = std::make_unique<fiber>();
+    f->stack = mmap(nullptr, stack_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                    -1, 0);
+    if (f->stack == MAP_FAILED) {
+      std::fprintf(stderr, "cuda_emu: cannot map a %zu-byte fiber stack\n", stack_bytes);
+      std::abort();
+    }
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // a false alarm on ucontext_t's padding
+    getcontext(&f->ctx);
+#pragma GCC diagnostic pop
+    f->ctx.uc_stack.ss_sp = f->stack;
+    f->ctx.uc_stack.ss_size = stack_bytes;
+    f->ctx.uc_link = nullptr;
+    makecontext(&f->ctx, reinterpret_cast<void (*)()>(&fiber_main), 1,
+                static_cast<int>(ex.fibers.size()));
+    ex.fibers.push_back(std::move(f));
+  }
+}
+
+fiber& running_fiber(executor& ex) {
+  return *ex.fibers[static_cast<size_t>(current->linear)];
+}
+
+/// Runs one block to completion.
+void run_block(executor& ex, const uint3& block_idx, const dim3& grid, const dim3& block) {
+  const int n = ex.n_threads;
+  for (int i = 0; i < n; ++i) {
+    fiber& f = *ex.fibers[static_cast<size_t>(i)];
+    const auto u = static_cast<unsigned>(i);
+    f.ts.thread_idx = {u % block.x, u / block.x % block.y, u / (block.x * block.y)};
+    f.ts.block_idx = block_idx;
+    f.ts.block_dim = block;
+    f.ts.grid_dim = grid;
+    f.ts.linear = i;
+    f.st = fiber_state::ready;
+  }
+  int n_done = 0;
+  for (;;) {
+    for (int i = 0; i < n; ++i) {
+      fiber& f = *ex.fibers[static_cast<size_t>(i)];
+      if (f.st == fiber_state::ready) {
+        resume(ex, f);
+        n_done += f.st == fiber_state::done ? 1 : 0;
+      }
+    }
+    if (n_done == n) {
+      return;
+    }
+    // Nothing is ready: release the warps whose live lanes all wait at a warp barrier,
+    // else the block if every live thread waits at __syncthreads.
+    bool released = false;
+    bool all_block = true;
+    for (int w0 = 0; w0 < n; w0 += warp_size) {
+      const int w1 = std::min(n, w0 + warp_size);
+      int n_warp = 0;
+      int n_live = 0;
+      for (int i = w0; i < w1; ++i) {
+        const fiber_state st = ex.fibers[static_cast<size_t>(i)]->st;
+        n_warp += st == fiber_state::wait_warp ? 1 : 0;
+        n_live += st != fiber_state::done ? 1 : 0;
+      }
+      if (n_warp > 0 && n_warp == n_live) {
+        for (int i = w0; i < w1; ++i) {
+          fiber& f = *ex.fibers[static_cast<size_t>(i)];
+          if (f.st == fiber_state::wait_warp) {
+            f.st = fiber_state::ready;
+          }
+        }
+        released = true;
+      }
+      all_block = all_block && n_warp == 0;
+    }
+    if (!released && all_block) {
+      for (int i = 0; i < n; ++i) {
+        fiber& f = *ex.fibers[static_cast<size_t>(i)];
+        if (f.st == fiber_state::wait_block) {
+          f.st = fiber_state::ready;
+        }
+      }
+      released = true;
+    }
+    if (!released) {
+      std::fprintf(stderr,
+                   "cuda_emu: deadlock in block (%u, %u, %u): some threads wait at "
+                   "__syncthreads while others of the same warp wait at a warp barrier\n",
+                   block_idx.x, block_idx.y, block_idx.z);
+      std::abort();
+    }
+  }
+}
+
+thread_local cudaError_t last_error = cudaSuccess;
+
+cudaError_t set_error(cudaError_t e) {
+  if (e != cudaSuccess) {
+    last_error = e;
+  }
+  return e;
+}
+
+}  // namespace
+
+void sync_block() {
+  executor& ex = *tl_exec;
+  fiber& f = running_fiber(ex);
+  f.st = fiber_state::wait_block;
+  switch_to_scheduler(ex, f);
+}
+
+void sync_warp() {
+  executor& ex = *tl_exec;
+  fiber& f = running_fiber(ex);
+  f.st = fiber_state::wait_warp;
+  switch_to_scheduler(ex, f);
+}
+
+uint64_t* warp_slots() {
+  return tl_exec->slots + current->linear / warp_size * warp_size;
+}
+
+void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t /*stream*/, void (*body)(void*),
+            void* ctx) {
+  const uint64_t n_threads = static_cast<uint64_t>(block.x) * block.y * block.z;
+  if (n_threads == 0 || n_threads > max_threads || block.x > 1024 || block.y > 1024 ||
+      block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu ||
+      grid.y > 65535 || grid.z > 65535 || shmem > 48 * 1024) {
+    set_error(cudaErrorInvalidConfiguration);
+    return;
+  }
+  if (current != nullptr) {
+    std::fprintf(stderr, "cuda_emu: a kernel launched a kernel (dynamic parallelism)\n");
+    std::abort();
+  }
+  executor& ex = this_executor();
+  ensure_fibers(ex, static_cast<int>(n_threads));
+  ex.body = body;
+  ex.ctx = ctx;
+  ex.n_threads = static_cast<int>(n_threads);
+  for (unsigned z = 0; z < grid.z; ++z) {
+    for (unsigned y = 0; y < grid.y; ++y) {
+      for (unsigned x = 0; x < grid.x; ++x) {
+        run_block(ex, uint3{x, y, z}, grid, block);
+      }
+    }
+  }
+}
+
+}  // namespace baton::cuda_emu
+
+// -- runtime API -----------------------------------------------------------------------
+
+struct CUstream_st {
+  unsigned flags = 0;
+};
+struct CUevent_st {
+  unsigned flags = 0;
+};
+struct CUmemPoolHandle_st {
+  int device = 0;
+  uint64_t release_threshold = 0;
+};
+
+namespace {
+
+using baton::cuda_emu::set_error;
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
+}
+
+int device_count() { return std::clamp(env_int("BATON_CUDA_EMU_DEVICES", 1), 0, 8); }
+
+size_t device_capacity() {
+  const size_t want = static_cast<size_t>(std::max(env_int("BATON_CUDA_EMU_MEMORY_MIB", 8192), 1))
+                      << 20;
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  const size_t host = pages > 0 && page > 0 ? static_cast<size_t>(pages) * page : want;
+  return std::min(want, host);
+}
+
+thread_local int current_device = 0;
+
+struct allocations {
+  std::mutex mu;
+  std::unordered_map<void*, std::pair<int, size_t>> live;  // pointer → (device, bytes)
+  std::vector<size_t> used = std::vector<size_t>(8, 0);
+  CUmemPoolHandle_st pools[8];
+};
+
+allocations& allocs() {
+  static allocations a;
+  return a;
+}
+
+}  // namespace
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (count == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  *count = device_count();
+  return *count > 0 ? cudaSuccess : set_error(cudaErrorInvalidDevice);
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= device_count()) {
+    return set_error(cudaErrorInvalidDevice);
+  }
+  current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  if (device == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  *device = current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (prop == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  if (device < 0 || device >= device_count()) {
+    return set_error(cudaErrorInvalidDevice);
+  }
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof prop->name, "baton CUDA emulator");
+  prop->totalGlobalMem = device_capacity();
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->warpSize = baton::cuda_emu::warp_size;
+  prop->maxThreadsPerBlock = 1024;
+  prop->maxThreadsDim[0] = 1024;
+  prop->maxThreadsDim[1] = 1024;
+  prop->maxThreadsDim[2] = 64;
+  prop->maxGridSize[0] = 0x7fffffff;
+  prop->maxGridSize[1] = 65535;
+  prop->maxGridSize[2] = 65535;
+  prop->memoryClockRate = 1'593'000;  // an A100's figures, so bandwidth estimates are finite
+  prop->memoryBusWidth = 5120;
+  prop->multiProcessorCount = 1;
+  prop->major = 8;
+  prop->minor = 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  cudaDeviceProp p;
+  if (value == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  if (const cudaError_t e = cudaGetDeviceProperties(&p, device); e != cudaSuccess) {
+    return e;
+  }
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock:
+      *value = p.maxThreadsPerBlock;
+      return cudaSuccess;
+    case cudaDevAttrMemoryClockRate:
+      *value = p.memoryClockRate;
+      return cudaSuccess;
+    case cudaDevAttrGlobalMemoryBusWidth:
+      *value = p.memoryBusWidth;
+      return cudaSuccess;
+  }
+  return set_error(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
+  if (free == nullptr || total == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  allocations& a = allocs();
+  std::lock_guard lock(a.mu);
+  *total = device_capacity();
+  *free = *total - std::min(*total, a.used[static_cast<size_t>(current_device)]);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = baton::cuda_emu::last_error;
+  baton::cuda_emu::last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError() { return baton::cuda_emu::last_error; }
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInitializationError:
+      return "cudaErrorInitializationError";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady:
+      return "cudaErrorNotReady";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+    case cudaErrorUnknown:
+      return "cudaErrorUnknown";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInitializationError:
+      return "initialization error";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    case cudaErrorNotReady:
+      return "device not ready";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
+    case cudaErrorUnknown:
+      return "unknown error";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (p == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  allocations& a = allocs();
+  std::lock_guard lock(a.mu);
+  size_t& used = a.used[static_cast<size_t>(current_device)];
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
+  if (rounded > device_capacity() - std::min(device_capacity(), used)) {
+    *p = nullptr;
+    return set_error(cudaErrorMemoryAllocation);
+  }
+  void* m = std::aligned_alloc(256, rounded);
+  if (m == nullptr) {
+    *p = nullptr;
+    return set_error(cudaErrorMemoryAllocation);
+  }
+  used += rounded;
+  a.live.emplace(m, std::make_pair(current_device, rounded));
+  *p = m;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+  if (p == nullptr) {
+    return cudaSuccess;
+  }
+  allocations& a = allocs();
+  std::lock_guard lock(a.mu);
+  const auto it = a.live.find(p);
+  if (it == a.live.end()) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  a.used[static_cast<size_t>(it->second.first)] -= it->second.second;
+  a.live.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
+
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
+  if (pool == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  if (device < 0 || device >= device_count()) {
+    return set_error(cudaErrorInvalidDevice);
+  }
+  *pool = &allocs().pools[device];
+  (*pool)->device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  if (pool == nullptr || value == nullptr || attr != cudaMemPoolAttrReleaseThreshold) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  std::memcpy(&pool->release_threshold, value, sizeof pool->release_threshold);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (bytes > 0 && (dst == nullptr || src == nullptr)) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  if (bytes > 0) {
+    std::memmove(dst, src, bytes);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int src_device,
+                                size_t bytes, cudaStream_t) {
+  if (dst_device < 0 || dst_device >= device_count() || src_device < 0 ||
+      src_device >= device_count()) {
+    return set_error(cudaErrorInvalidDevice);
+  }
+  return cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice);
+}
+
+cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  if (bytes > 0 && p == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  if (bytes > 0) {
+    std::memset(p, value, bytes);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+  return cudaMemset(p, value, bytes);
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+  return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  if (stream == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  *stream = new CUstream_st{flags};
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  return cudaEventCreateWithFlags(event, cudaEventDefault);
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
+  if (event == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  *event = new CUevent_st{flags};
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  return event != nullptr ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  return event != nullptr ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) { return cudaEventQuery(event); }
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (ms == nullptr || start == nullptr || end == nullptr) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  *ms = 0.0f;
+  return cudaSuccess;
+}

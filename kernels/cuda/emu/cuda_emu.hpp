@@ -1,0 +1,239 @@
+// A CPU emulation of the CUDA subset baton's kernels (kernels/cuda/*.cu) and their host
+// code use, so those sources, compiled by the host compiler with BATON_CUDA_EMU, run and
+// are tested on machines without a GPU. Device side: the execution-space keywords,
+// dim3 and the built-in indices, __syncthreads, __syncwarp, __shfl_xor_sync, __ldg and
+// static __shared__ arrays. A launch runs the grid's blocks one after another on the
+// calling thread; inside a block every CUDA thread is a fiber (cuda_emu.cpp), so
+// __syncthreads is a real barrier and a warp's shuffles run in lockstep. Host side: the
+// runtime API calls the kernels, the tests and runtime/ use, declared here with cudart's
+// names and defined in cuda_emu.cpp. Streams run synchronously: every call has finished
+// when it returns. Test-only: never linked into the baton executable.
+#pragma once
+
+#include <math.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+// -- execution spaces and qualifiers -----------------------------------------------------
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+// Every fiber of a block runs on the launching OS thread, one block at a time, so a
+// thread_local static is exactly one copy per running block: its threads share it, and
+// launches on other OS threads have their own.
+#define __shared__ static thread_local
+
+// -- runtime API types -------------------------------------------------------------------
+
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInitializationError = 3,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorInvalidResourceHandle = 400,
+  cudaErrorNotReady = 600,
+  cudaErrorLaunchFailure = 719,
+  cudaErrorUnknown = 999,
+};
+
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+
+enum cudaDeviceAttr {
+  cudaDevAttrMaxThreadsPerBlock = 1,
+  cudaDevAttrMemoryClockRate = 36,
+  cudaDevAttrGlobalMemoryBusWidth = 37,
+};
+
+enum cudaMemPoolAttr {
+  cudaMemPoolAttrReleaseThreshold = 4,
+};
+
+constexpr unsigned cudaStreamDefault = 0x0;
+constexpr unsigned cudaStreamNonBlocking = 0x1;
+constexpr unsigned cudaEventDefault = 0x0;
+constexpr unsigned cudaEventDisableTiming = 0x2;
+
+struct CUstream_st;
+struct CUevent_st;
+struct CUmemPoolHandle_st;
+using cudaStream_t = CUstream_st*;
+using cudaEvent_t = CUevent_st*;
+using cudaMemPool_t = CUmemPoolHandle_st*;
+
+struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;
+  size_t sharedMemPerBlock;
+  int warpSize;
+  int maxThreadsPerBlock;
+  int maxThreadsDim[3];
+  int maxGridSize[3];
+  int memoryClockRate;  // kHz
+  int memoryBusWidth;   // bits
+  int multiProcessorCount;
+  int major;
+  int minor;
+};
+
+struct uint3 {
+  unsigned x, y, z;
+};
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total);
+cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
+const char* cudaGetErrorString(cudaError_t e);
+const char* cudaGetErrorName(cudaError_t e);
+
+cudaError_t cudaMalloc(void** p, size_t bytes);
+cudaError_t cudaFree(void* p);
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream);
+cudaError_t cudaFreeAsync(void* p, cudaStream_t stream);
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream = nullptr);
+cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int src_device,
+                                size_t bytes, cudaStream_t stream = nullptr);
+cudaError_t cudaMemset(void* p, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream = nullptr);
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamQuery(cudaStream_t stream);
+
+cudaError_t cudaEventCreate(cudaEvent_t* event);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
+cudaError_t cudaEventQuery(cudaEvent_t event);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+
+// -- device side -------------------------------------------------------------------------
+
+namespace baton::cuda_emu {
+
+constexpr int warp_size = 32;
+
+/// What one CUDA thread sees; the scheduler points `current` at the running fiber's.
+struct thread_state {
+  uint3 thread_idx;
+  uint3 block_idx;
+  dim3 block_dim;
+  dim3 grid_dim;
+  int linear;  // threadIdx.x + blockDim.x × (threadIdx.y + blockDim.y × threadIdx.z)
+};
+
+extern thread_local thread_state* current;
+
+/// All threads of the block arrive before any leaves (threads that returned count as
+/// arrived, as on sm_70+).
+void sync_block();
+/// All live lanes of the caller's warp arrive before any leaves.
+void sync_warp();
+/// The caller's warp's exchange slots, one 8-byte word per lane.
+uint64_t* warp_slots();
+
+template <class T>
+T shfl_xor(T v, int lane_mask, int width) {
+  static_assert(sizeof(T) <= sizeof(uint64_t) && std::is_trivially_copyable_v<T>);
+  const int lane = current->linear % warp_size;
+  uint64_t* slots = warp_slots();
+  std::memcpy(&slots[lane], &v, sizeof(T));
+  sync_warp();
+  const int src = (lane & ~(width - 1)) | ((lane ^ lane_mask) & (width - 1));
+  T r = v;
+  if (src < warp_size) {
+    std::memcpy(&r, &slots[src], sizeof(T));
+  }
+  sync_warp();  // the slot is read before any lane writes the next value
+  return r;
+}
+
+/// Runs `body(ctx)` as every thread of the grid; sets the last error on a bad
+/// configuration and returns without running.
+void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, void (*body)(void*),
+            void* ctx);
+
+template <class... P>
+struct launcher {
+  void (*kernel)(P...);
+  dim3 grid;
+  dim3 block;
+  size_t shmem;
+  cudaStream_t stream;
+
+  /// Converts the arguments to the kernel's parameter types once, as cudaLaunchKernel
+  /// copies them, and runs the grid.
+  template <class... A>
+  void operator()(A&&... a) const {
+    struct frame {
+      void (*kernel)(P...);
+      std::tuple<std::decay_t<P>...> args;
+    } f{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)};
+    launch(grid, block, shmem, stream,
+           [](void* p) {
+             auto* fp = static_cast<frame*>(p);
+             std::apply(fp->kernel, fp->args);
+           },
+           &f);
+  }
+};
+
+template <class... P>
+launcher<P...> make_launcher(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
+                             void (*kernel)(P...)) {
+  return launcher<P...>{kernel, grid, block, shmem, stream};
+}
+
+}  // namespace baton::cuda_emu
+
+#define threadIdx (::baton::cuda_emu::current->thread_idx)
+#define blockIdx (::baton::cuda_emu::current->block_idx)
+#define blockDim (::baton::cuda_emu::current->block_dim)
+#define gridDim (::baton::cuda_emu::current->grid_dim)
+
+inline void __syncthreads() { ::baton::cuda_emu::sync_block(); }
+inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) { ::baton::cuda_emu::sync_warp(); }
+
+template <class T>
+T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask, int width = 32) {
+  return ::baton::cuda_emu::shfl_xor(v, lane_mask, width);
+}
+
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
