@@ -1,13 +1,17 @@
 // The CPU emulation of CUDA (kernels/cuda/emu) itself: that __syncthreads is a real
 // barrier across a block's threads, that warp shuffles exchange in lockstep, that 2-D
 // grids and blocks get their indices, that launch-configuration errors come back from
-// cudaGetLastError as on a device, and that device memory is counted. Built only into
+// cudaGetLastError as on a device, that device memory is counted, and that the shuffle
+// mode (BATON_CUDA_EMU_SHUFFLE) really changes the order blocks and threads run in. Built only into
 // test_cuda_emu_kernels (label gpu-emu); the kernel tests that share that binary trust
 // these.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/cuda/portability.cuh"
@@ -45,6 +49,96 @@ __global__ void write_indices(int* out) {
   const int b = static_cast<int>(blockIdx.x + gridDim.x * blockIdx.y);
   const int t = static_cast<int>(threadIdx.x + blockDim.x * threadIdx.y);
   out[b * static_cast<int>(blockDim.x * blockDim.y) + t] = b * 1000 + t;
+}
+
+/// Appends blockIdx.x to block_log and, in each block, threadIdx.x to the block's
+/// thread_log [gridDim.x, blockDim.x] in the order they run; the counters are plain
+/// because the emulator runs one fiber at a time.
+__global__ void record_order(int* n_blocks_run, int* block_log, int* n_threads_run,
+                             int* thread_log) {
+  const int b = static_cast<int>(blockIdx.x);
+  const int n_threads = static_cast<int>(blockDim.x);
+  if (threadIdx.x == 0) {
+    block_log[(*n_blocks_run)++] = b;
+  }
+  thread_log[b * n_threads + n_threads_run[b]++] = static_cast<int>(threadIdx.x);
+  __syncthreads();
+}
+
+struct run_order {
+  std::vector<int> blocks;   // [n_blocks] block indices as they ran
+  std::vector<int> threads;  // [n_blocks, n_threads] thread indices as they ran
+};
+
+run_order record_run_order(int n_blocks, int n_threads) {
+  int* d = nullptr;
+  const size_t n_ints = 1 + static_cast<size_t>(n_blocks) * (2 + n_threads);
+  EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&d), n_ints * sizeof(int)), cudaSuccess);
+  EXPECT_EQ(cudaMemset(d, 0, n_ints * sizeof(int)), cudaSuccess);
+  int* block_log = d + 1;
+  int* n_threads_run = block_log + n_blocks;
+  int* thread_log = n_threads_run + n_blocks;
+  BATON_LAUNCH(n_blocks, n_threads, 0, nullptr, record_order)(d, block_log, n_threads_run,
+                                                              thread_log);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  std::vector<int> all(n_ints);
+  EXPECT_EQ(cudaMemcpy(all.data(), d, n_ints * sizeof(int), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  cudaFree(d);
+  const auto at = [&](int* p) { return all.begin() + (p - d); };
+  return {std::vector<int>(at(block_log), at(n_threads_run)),
+          std::vector<int>(at(thread_log), all.end())};
+}
+
+TEST(cuda_emu, shuffle_mode_changes_block_and_thread_order_reproducibly) {
+  const int n_blocks = 16;
+  const int n_threads = 64;
+  const uint64_t saved = baton::cuda_emu::shuffle_seed();
+  std::vector<int> in_order(n_blocks);
+  std::iota(in_order.begin(), in_order.end(), 0);
+  std::vector<int> lanes_in_order(n_threads);
+  std::iota(lanes_in_order.begin(), lanes_in_order.end(), 0);
+
+  baton::cuda_emu::set_shuffle_seed(0);
+  const run_order plain = record_run_order(n_blocks, n_threads);
+  EXPECT_EQ(plain.blocks, in_order);
+  for (int b = 0; b < n_blocks; ++b) {
+    EXPECT_EQ(std::vector<int>(plain.threads.begin() + b * n_threads,
+                               plain.threads.begin() + (b + 1) * n_threads),
+              lanes_in_order)
+        << "block " << b;
+  }
+
+  for (const uint64_t seed : {uint64_t{1}, uint64_t{12345}}) {
+    baton::cuda_emu::set_shuffle_seed(seed);
+    const run_order shuffled = record_run_order(n_blocks, n_threads);
+    EXPECT_NE(shuffled.blocks, in_order) << "seed " << seed;
+    std::vector<int> sorted = shuffled.blocks;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, in_order) << "seed " << seed << ": each block runs once";
+    int n_blocks_reordered = 0;
+    for (int b = 0; b < n_blocks; ++b) {
+      std::vector<int> lanes(shuffled.threads.begin() + b * n_threads,
+                             shuffled.threads.begin() + (b + 1) * n_threads);
+      n_blocks_reordered += lanes != lanes_in_order ? 1 : 0;
+      std::sort(lanes.begin(), lanes.end());
+      EXPECT_EQ(lanes, lanes_in_order) << "seed " << seed << " block " << b;
+    }
+    EXPECT_EQ(n_blocks_reordered, n_blocks) << "seed " << seed;
+    const run_order again = record_run_order(n_blocks, n_threads);
+    EXPECT_NE(again.blocks, shuffled.blocks) << "two launches share one order";
+  }
+
+  // A seed's orders are reproducible: two fresh threads, each counting its launches from
+  // one, see the same orders.
+  baton::cuda_emu::set_shuffle_seed(7);
+  run_order first;
+  run_order second;
+  std::thread([&] { first = record_run_order(n_blocks, n_threads); }).join();
+  std::thread([&] { second = record_run_order(n_blocks, n_threads); }).join();
+  EXPECT_EQ(first.blocks, second.blocks);
+  EXPECT_EQ(first.threads, second.threads);
+  baton::cuda_emu::set_shuffle_seed(saved);
 }
 
 TEST(cuda_emu, syncthreads_is_a_barrier_in_1d_and_2d_blocks) {

@@ -5,7 +5,8 @@
 // returns, then releases a warp once all its live lanes wait at __syncwarp or a
 // shuffle, and the block once all its live threads wait at __syncthreads. A wait that
 // can never be released (a barrier inside divergent code) aborts with the block and
-// thread. Device memory is host memory, counted against an emulated capacity
+// thread. With BATON_CUDA_EMU_SHUFFLE=<seed> (not 0) the blocks of a launch, and the ready
+// fibers of each round, run in a seeded random order instead. Device memory is host memory, counted against an emulated capacity
 // (BATON_CUDA_EMU_MEMORY_MIB, default 8192, never above the host's RAM) on each of
 // BATON_CUDA_EMU_DEVICES devices (default 1). Streams and events are synchronous.
 #include "kernels/cuda/emu/cuda_emu.hpp"
@@ -15,12 +16,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <numeric>
+#include <random>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -70,6 +75,9 @@ struct executor {
   void* ctx = nullptr;
   int n_threads = 0;
   uint64_t slots[max_threads] = {};
+  uint64_t n_launches = 0;
+  std::mt19937_64 rng;           // the shuffle mode's, reseeded at each launch
+  std::vector<int> fiber_order;  // [n_threads] the order of the round being run
 #if defined(BATON_EMU_ASAN)
   const void* sched_stack_bottom = nullptr;
   size_t sched_stack_size = 0;
@@ -78,6 +86,24 @@ struct executor {
 };
 
 thread_local executor* tl_exec = nullptr;
+
+uint64_t seed_from_env() {
+  const char* v = std::getenv("BATON_CUDA_EMU_SHUFFLE");
+  return v != nullptr ? std::strtoull(v, nullptr, 10) : 0;
+}
+
+std::atomic<uint64_t> shuffle_seed_value{seed_from_env()};
+
+/// A uniform draw in [0, n), the same on every platform for a seed (unlike
+/// std::uniform_int_distribution); the modulo's bias does not matter here.
+uint64_t draw(std::mt19937_64& rng, uint64_t n) { return rng() % n; }
+
+template <class T>
+void shuffle(std::mt19937_64& rng, T* first, size_t n) {
+  for (size_t i = n; i > 1; --i) {
+    std::swap(first[i - 1], first[draw(rng, i)]);
+  }
+}
 
 /// swapcontext, but under ASan libc's own: ASan's interceptor clears the shadow of the
 /// whole target stack on every switch (minutes of system time per test), which fibers
@@ -180,9 +206,31 @@ void run_block(executor& ex, const uint3& block_idx, const dim3& grid, const dim
     f.ts.linear = i;
     f.st = fiber_state::ready;
   }
+  const bool shuffled = shuffle_seed_value.load(std::memory_order_relaxed) != 0;
+  ex.fiber_order.resize(static_cast<size_t>(n));
+  std::iota(ex.fiber_order.begin(), ex.fiber_order.end(), 0);
   int n_done = 0;
   for (;;) {
-    for (int i = 0; i < n; ++i) {
+    if (shuffled) {
+      // Warps in a random order, each warp's lanes in a random order: every lane writes
+      // its shuffle slot before the warp barrier and reads after it, so any order of a
+      // round is one the lockstep design allows.
+      const int n_warps = (n + warp_size - 1) / warp_size;
+      int warps[max_threads / warp_size];
+      std::iota(warps, warps + n_warps, 0);
+      shuffle(ex.rng, warps, static_cast<size_t>(n_warps));
+      size_t k = 0;
+      for (int w = 0; w < n_warps; ++w) {
+        const int w0 = warps[w] * warp_size;
+        const int w1 = std::min(n, w0 + warp_size);
+        int* lanes = ex.fiber_order.data() + k;
+        for (int i = w0; i < w1; ++i) {
+          ex.fiber_order[k++] = i;
+        }
+        shuffle(ex.rng, lanes, static_cast<size_t>(w1 - w0));
+      }
+    }
+    for (const int i : ex.fiber_order) {
       fiber& f = *ex.fibers[static_cast<size_t>(i)];
       if (f.st == fiber_state::ready) {
         resume(ex, f);
@@ -282,14 +330,36 @@ void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t /*stream*/, void (
   ex.body = body;
   ex.ctx = ctx;
   ex.n_threads = static_cast<int>(n_threads);
-  for (unsigned z = 0; z < grid.z; ++z) {
-    for (unsigned y = 0; y < grid.y; ++y) {
-      for (unsigned x = 0; x < grid.x; ++x) {
-        run_block(ex, uint3{x, y, z}, grid, block);
+  ++ex.n_launches;
+  const uint64_t seed = shuffle_seed_value.load(std::memory_order_relaxed);
+  if (seed == 0) {
+    for (unsigned z = 0; z < grid.z; ++z) {
+      for (unsigned y = 0; y < grid.y; ++y) {
+        for (unsigned x = 0; x < grid.x; ++x) {
+          run_block(ex, uint3{x, y, z}, grid, block);
+        }
       }
     }
+    return;
+  }
+  // One seed per launch, from the mode's seed and the launch's number on this thread, so
+  // a run is reproducible and two launches of one kernel do not share an order.
+  ex.rng.seed(seed ^ (ex.n_launches * 0x9e3779b97f4a7c15ull));
+  // block index = x + grid.x × (y + grid.y × z)
+  std::vector<uint64_t> blocks(static_cast<size_t>(grid.x) * grid.y * grid.z);
+  std::iota(blocks.begin(), blocks.end(), uint64_t{0});
+  shuffle(ex.rng, blocks.data(), blocks.size());
+  for (const uint64_t b : blocks) {
+    const auto x = static_cast<unsigned>(b % grid.x);
+    const auto y = static_cast<unsigned>(b / grid.x % grid.y);
+    const auto z = static_cast<unsigned>(b / grid.x / grid.y);
+    run_block(ex, uint3{x, y, z}, grid, block);
   }
 }
+
+uint64_t shuffle_seed() { return shuffle_seed_value.load(); }
+
+void set_shuffle_seed(uint64_t seed) { shuffle_seed_value.store(seed); }
 
 }  // namespace baton::cuda_emu
 

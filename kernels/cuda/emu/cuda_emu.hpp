@@ -182,6 +182,13 @@ T shfl_xor(T v, int lane_mask, int width) {
   return r;
 }
 
+/// The shuffle mode's seed: 0 runs blocks in grid order and a block's fibers in thread
+/// order; any other value runs each launch's blocks, and at each barrier round the
+/// block's warps and each warp's lanes, in an order drawn from the seed and the launch's
+/// number on this thread, to expose order dependence. Starts as BATON_CUDA_EMU_SHUFFLE.
+uint64_t shuffle_seed();
+void set_shuffle_seed(uint64_t seed);
+
 /// Runs `body(ctx)` as every thread of the grid; sets the last error on a bad
 /// configuration and returns without running.
 void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, void (*body)(void*),
