@@ -189,6 +189,12 @@ T shfl_xor(T v, int lane_mask, int width) {
 uint64_t shuffle_seed();
 void set_shuffle_seed(uint64_t seed);
 
+/// This OS thread's last runtime error (what cudaGetLastError returns and clears), and
+/// set_error, which records `e` when it is an error and returns it: shared by the
+/// launcher (configuration errors) and the runtime API (cuda_emu_runtime.cpp).
+extern thread_local cudaError_t last_error;
+cudaError_t set_error(cudaError_t e);
+
 /// Runs `body(ctx)` as every thread of the grid; sets the last error on a bad
 /// configuration and returns without running.
 void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, void (*body)(void*),
