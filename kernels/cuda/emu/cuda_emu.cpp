@@ -1,6 +1,6 @@
 // The CPU emulation's execution (declared in cuda_emu.hpp): the fiber scheduler that runs
 // a block's threads, and the launcher (the runtime API is cuda_emu_runtime.cpp). Each block's threads are
-// ucontext fibers on the launching OS thread, their stacks kept for the next launch;
+// fibers (fiber_switch.hpp) on the launching OS thread, their stacks kept for the next launch;
 // the scheduler runs every ready fiber in thread order until it waits at a barrier or
 // returns, then releases a warp once all its live lanes wait at __syncwarp or a
 // shuffle, and the block once all its live threads wait at __syncthreads. A wait that
@@ -10,7 +10,6 @@
 #include "kernels/cuda/emu/cuda_emu.hpp"
 
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,8 +23,9 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/emu/fiber_switch.hpp"
+
 #if defined(__SANITIZE_ADDRESS__)
-#include <dlfcn.h>
 #include <sanitizer/common_interface_defs.h>
 #define BATON_EMU_ASAN 1
 #endif
@@ -46,7 +46,7 @@ constexpr int max_threads = 1024;
 enum class fiber_state { ready, wait_block, wait_warp, done };
 
 struct fiber {
-  ucontext_t ctx{};
+  fiber_context ctx;
   void* stack = nullptr;
   thread_state ts{};
   fiber_state st = fiber_state::done;
@@ -65,7 +65,7 @@ struct fiber {
 /// One per OS thread that launches: its fibers, the scheduler's context, the running
 /// launch's body and the warps' shuffle slots.
 struct executor {
-  ucontext_t sched{};
+  fiber_context sched;
   std::vector<std::unique_ptr<fiber>> fibers;
   void (*body)(void*) = nullptr;
   void* ctx = nullptr;
@@ -101,23 +101,6 @@ void shuffle(std::mt19937_64& rng, T* first, size_t n) {
   }
 }
 
-/// swapcontext, but under ASan libc's own: ASan's interceptor clears the shadow of the
-/// whole target stack on every switch (minutes of system time per test), which fibers
-/// that always switch through the annotations below do not need.
-int switch_context(ucontext_t* from, const ucontext_t* to) {
-#if defined(BATON_EMU_ASAN)
-  using swap_fn = int (*)(ucontext_t*, const ucontext_t*);
-  static const swap_fn libc_swap = [] {
-    void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-    void* f = libc != nullptr ? dlsym(libc, "swapcontext") : nullptr;
-    return f != nullptr ? reinterpret_cast<swap_fn>(f) : &swapcontext;
-  }();
-  return libc_swap(from, to);
-#else
-  return swapcontext(from, to);
-#endif
-}
-
 executor& this_executor() {
   static thread_local std::unique_ptr<executor> ex;
   if (!ex) {
@@ -132,7 +115,7 @@ void switch_to_scheduler(executor& ex, fiber& f) {
 #if defined(BATON_EMU_ASAN)
   __sanitizer_start_switch_fiber(&f.fake_stack, ex.sched_stack_bottom, ex.sched_stack_size);
 #endif
-  switch_context(&f.ctx, &ex.sched);
+  switch_fiber(f.ctx, ex.sched);
 #if defined(BATON_EMU_ASAN)
   __sanitizer_finish_switch_fiber(f.fake_stack, &ex.sched_stack_bottom, &ex.sched_stack_size);
 #endif
@@ -156,7 +139,7 @@ void resume(executor& ex, fiber& f) {
 #if defined(BATON_EMU_ASAN)
   __sanitizer_start_switch_fiber(&ex.sched_fake_stack, f.stack, stack_bytes);
 #endif
-  switch_context(&ex.sched, &f.ctx);
+  switch_fiber(ex.sched, f.ctx);
 #if defined(BATON_EMU_ASAN)
   __sanitizer_finish_switch_fiber(ex.sched_fake_stack, nullptr, nullptr);
 #endif
@@ -172,15 +155,8 @@ void ensure_fibers(executor& ex, int n) {
       std::fprintf(stderr, "cuda_emu: cannot map a %zu-byte fiber stack\n", stack_bytes);
       std::abort();
     }
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // a false alarm on ucontext_t's padding
-    getcontext(&f->ctx);
-#pragma GCC diagnostic pop
-    f->ctx.uc_stack.ss_sp = f->stack;
-    f->ctx.uc_stack.ss_size = stack_bytes;
-    f->ctx.uc_link = nullptr;
-    makecontext(&f->ctx, reinterpret_cast<void (*)()>(&fiber_main), 1,
-                static_cast<int>(ex.fibers.size()));
+    make_fiber_context(f->ctx, f->stack, stack_bytes, &fiber_main,
+                       static_cast<int>(ex.fibers.size()));
     ex.fibers.push_back(std::move(f));
   }
 }
