@@ -3,11 +3,10 @@
 // floats arrive bit for bit. Skips, saying why, without a CUDA device.
 #include <gtest/gtest.h>
 
-#include <cuda_runtime.h>
-
 #include <vector>
 
 #include "kernels/cuda/dequantize.cuh"
+#include "kernels/cuda/portability.cuh"
 #include "runtime/transport/nccl_channel.hpp"
 
 namespace baton {

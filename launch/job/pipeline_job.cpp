@@ -12,17 +12,13 @@
 #include <thread>
 
 #include "launch/job/signals.hpp"
+#include "runtime/backend/cuda_backend.hpp"
 #include "runtime/compute/stage_compute.hpp"
 #include "runtime/system/device.hpp"
 #include "runtime/transport/gathered.hpp"
 #include "topology/layer_range.hpp"
 #include "topology/planner.hpp"
 
-#if defined(BATON_HAVE_NCCL)
-#include <cuda_runtime.h>
-
-#include "runtime/transport/nccl_channel.hpp"
-#endif
 
 namespace baton::cli {
 
@@ -164,7 +160,6 @@ result<topology> device_topology(const mpi_session& mpi, const engine_flags& f,
   return t;
 }
 
-#if defined(BATON_HAVE_NCCL)
 std::string to_hex(const char* p, size_t n) {
   static const char digits[] = "0123456789abcdef";
   std::string out;
@@ -193,7 +188,6 @@ bool from_hex(const std::string& text, char* out, size_t n) {
   }
   return true;
 }
-#endif
 
 /// --nccl: the NCCL link between the ranks that run GPU stages, or nothing where no GPU
 /// stage hands over to a GPU stage of another rank. Every rank calls it (collective).
@@ -226,7 +220,6 @@ result<std::shared_ptr<device_link>> device_link_for(mpi_session& mpi,
   if (!crosses) {
     return std::shared_ptr<device_link>();  // nothing goes GPU to GPU across ranks
   }
-#if defined(BATON_HAVE_NCCL)
   std::vector<int32_t> members;
   for (const auto& [rank, dev] : gpu_of_rank) {
     members.push_back(rank);
@@ -237,14 +230,10 @@ result<std::shared_ptr<device_link>> device_link_for(mpi_session& mpi,
   const auto here = gpu_of_rank.find(mpi.rank());
   nlohmann::json mine = nlohmann::json::object();  // {} from a rank without a GPU stage
   if (here != gpu_of_rank.end()) {
-    auto ready = nccl_channel::available();
-    if (ready && cudaSetDevice(here->second) != cudaSuccess) {
-      ready = make_error("cuda:%d: %s", here->second, cudaGetErrorString(cudaGetLastError()));
-    }
-    if (!ready) {
+    if (auto ready = cuda_backend::nccl_ready(here->second); !ready) {
       mine["error"] = ready.err().message;
     } else if (mpi.rank() == members.front()) {
-      auto id = nccl_channel::make_id();
+      auto id = cuda_backend::nccl_make_id();
       if (id) {
         mine["nccl_id"] = to_hex(id->data(), id->size());
       } else {
@@ -274,24 +263,19 @@ result<std::shared_ptr<device_link>> device_link_for(mpi_session& mpi,
   if (!read) {
     return read.err();
   }
-  nccl_channel::unique_id id{};
+  cuda_backend::nccl_id id{};
   if (!from_hex(id_text, id.data(), id.size())) {
     return make_error("--nccl: rank %d sent a malformed NCCL id", members.front());
   }
   if (here == gpu_of_rank.end()) {
     return std::shared_ptr<device_link>();  // a CPU-only rank takes no part
   }
-  auto l = nccl_link::create(id, members, mpi.rank(), here->second);
+  auto l = cuda_backend::nccl_connect(id, members, mpi.rank(), here->second);
   if (!l) {
     return make_error("--nccl: rank %d (cuda:%d): %s", mpi.rank(), here->second,
                       l.err().message.c_str());
   }
   return std::shared_ptr<device_link>(std::move(*l));
-#else
-  (void)mpi;
-  return make_error("--nccl: this build of baton has no NCCL (nccl.h was not found when it was "
-                    "configured)");
-#endif
 }
 
 }  // namespace

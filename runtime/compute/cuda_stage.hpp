@@ -7,7 +7,7 @@
 // only with CUDA (BATON_HAVE_CUDA).
 #pragma once
 
-#include <cuda_runtime.h>
+#include "kernels/cuda/portability.cuh"
 
 #include <cstdint>
 #include <map>

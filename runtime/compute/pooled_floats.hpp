@@ -2,7 +2,7 @@
 // on a GPU travel to the next stage (cuda_stage, nccl_link). CUDA builds only.
 #pragma once
 
-#include <cuda_runtime.h>
+#include "kernels/cuda/portability.cuh"
 
 #include <cstddef>
 #include <memory>

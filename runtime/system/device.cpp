@@ -5,13 +5,8 @@
 #include <charconv>
 #include <system_error>
 
+#include "runtime/backend/cuda_backend.hpp"
 #include "runtime/system/budget.hpp"
-
-#ifdef BATON_HAVE_CUDA
-#include <cuda_runtime.h>
-
-#include "kernels/cuda/dequantize.cuh"
-#endif
 
 namespace baton {
 
@@ -60,48 +55,9 @@ device_info query_local_device(const std::string& device) {
     d.source = "'" + device + "' is not a device (expected \"cpu\" or \"cuda:N\")";
     return d;
   }
-#ifdef BATON_HAVE_CUDA
-  const int index = id->index;
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) {
-    d.source = std::string("no CUDA device: ") + cudaGetErrorString(e);
-    return d;
-  }
-  if (index >= n) {
-    d.source = "this host has " + std::to_string(n) + " CUDA device" + (n == 1 ? "" : "s");
-    return d;
-  }
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
-    d.source = "cudaGetDeviceProperties failed for " + device;
-    return d;
-  }
-  d.exists = true;
-  d.memory_bytes = prop.totalGlobalMem;
-  d.source = std::string(prop.name) + " total memory";
-  d.threads = 1;
-  // peak bandwidth: double data rate x clock x bus width
-  int clock_khz = 0, bus_bits = 0;
-  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, index) == cudaSuccess &&
-      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, index) == cudaSuccess) {
-    d.bandwidth = 2.0 * clock_khz * 1e3 * bus_bits / 8.0;
-  }
-#else
-  d.source = "no CUDA device (this build has no CUDA)";
-#endif
-  return d;
+  return cuda_backend::query_device(id->index);
 }
 
-bool cuda_device_available(std::string* why) {
-#ifdef BATON_HAVE_CUDA
-  return cuda::device_available(why);
-#else
-  if (why) {
-    *why = "this build has no CUDA (nvcc was not found)";
-  }
-  return false;
-#endif
-}
+bool cuda_device_available(std::string* why) { return cuda_backend::device_available(why); }
 
 }  // namespace baton

@@ -3,7 +3,6 @@
 // for NCCL needs it, with an error naming the library when it is missing.
 #include "runtime/transport/nccl_channel.hpp"
 
-#include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <nccl.h>
 
@@ -12,6 +11,7 @@
 #include <map>
 #include <mutex>
 
+#include "kernels/cuda/portability.cuh"
 #include "runtime/compute/pooled_floats.hpp"
 
 namespace baton {
