@@ -4,10 +4,10 @@
 // cudaGetLastError at the call as on a device, that device memory is counted, that the
 // shuffle mode (BATON_CUDA_EMU_SHUFFLE) really changes the order blocks and threads run
 // in, that streams run asynchronously with CUDA's ordering (events, host functions, the
-// legacy default stream, stream-ordered frees), and that a kernel fault is sticky. Built
-// only into test_cuda_emu_kernels (label gpu-emu); the kernel tests that share that
-// binary trust these. A test that would hang on a broken ordering waits with a timeout
-// instead, and fails.
+// legacy default stream, stream-ordered frees), that a kernel fault is sticky, and that
+// ASan catches an overrun of a __shared__ array. Built only into test_cuda_emu_kernels
+// (label gpu-emu); the kernel tests that share that binary trust these. A test that
+// would hang on a broken ordering waits with a timeout instead, and fails.
 // Device asserts are under test in every build type.
 #undef NDEBUG
 #include <cassert>
@@ -632,6 +632,37 @@ TEST(cuda_emu, a_failed_device_assert_traps) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(fault_and_check_sticky_error(1), testing::ExitedWithCode(0),
               "device assertion `i != bad' failed");
+}
+
+/// Each thread writes shared[threadIdx.x] of a 32-int array: with 33 threads, one past it.
+/// UBSan is off here (its object-size check would report first): the test is that ASan's
+/// red zones surround a __shared__ array.
+[[maybe_unused]] __attribute__((no_sanitize("undefined"))) __global__ void write_shared(
+    int* out) {
+  __shared__ int buf[32];
+  const int i = static_cast<int>(threadIdx.x);
+  buf[i] = i;
+  __syncthreads();
+  out[i] = buf[i];
+}
+
+TEST(cuda_emu, a_shared_memory_overrun_is_an_asan_error) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  int* d = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d), 33 * sizeof(int)), cudaSuccess);
+  BATON_LAUNCH(1, 32, 0, nullptr, write_shared)(d);  // in bounds: no report
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_DEATH(
+      {
+        BATON_LAUNCH(1, 33, 0, nullptr, write_shared)(d);
+        cudaDeviceSynchronize();
+      },
+      "AddressSanitizer: global-buffer-overflow");
+  EXPECT_EQ(cudaFree(d), cudaSuccess);
+#else
+  GTEST_SKIP() << "needs AddressSanitizer's red zones: runs in test_cuda_emu_kernels_asan";
+#endif
 }
 
 }  // namespace

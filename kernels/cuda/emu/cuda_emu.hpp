@@ -30,10 +30,10 @@
 #define __forceinline__ inline __attribute__((always_inline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-// Every fiber of a block runs on the launching OS thread, one block at a time, so a
-// thread_local static is exactly one copy per running block: its threads share it, and
-// launches on other OS threads have their own.
-#define __shared__ static thread_local
+// One block runs at a time in the whole process (cuda_emu.cpp), so one static copy is
+// exactly the running block's; and a static, unlike a thread_local, gets AddressSanitizer's
+// red zones, so an overrun of a shared array is caught.
+#define __shared__ static
 
 // -- runtime API types -------------------------------------------------------------------
 
