@@ -1,14 +1,19 @@
 // The CPU emulation's execution (declared in cuda_emu.hpp): the fiber scheduler that runs
-// a block's threads, and the launcher (the runtime API is cuda_emu_runtime.cpp). Each block's threads are
-// fibers (fiber_switch.hpp) on the launching OS thread, their stacks kept for the next launch;
-// the scheduler runs every ready fiber in thread order until it waits at a barrier or
-// returns, then releases a warp once all its live lanes wait at __syncwarp or a
-// shuffle, and the block once all its live threads wait at __syncthreads. A wait that
-// can never be released (a barrier inside divergent code) aborts with the block and
-// thread. With BATON_CUDA_EMU_SHUFFLE=<seed> (not 0) the blocks of a launch, and the ready
-// fibers of each round, run in a seeded random order instead.
+// a block's threads, the launcher, and device faults (__trap, device asserts); streams
+// are cuda_emu_streams.cpp, the rest of the runtime API cuda_emu_runtime.cpp. A launch is
+// checked on the calling thread and queued on its stream; the stream's worker thread runs
+// the grid, one block at a time under a process-wide lock, so `__shared__` (a plain
+// static) is only ever the running block's. Each block's threads are fibers (fiber_switch.hpp)
+// on that worker, their stacks kept for the worker's next launch; the scheduler runs every
+// ready fiber in thread order until it waits at a barrier or returns, then releases a
+// warp once all its live lanes wait at __syncwarp or a shuffle, and the block once all
+// its live threads wait at __syncthreads. A wait that can never be released (a barrier
+// inside divergent code) aborts with the block and thread. With
+// BATON_CUDA_EMU_SHUFFLE=<seed> (not 0) the blocks of a launch, and the ready fibers of
+// each round, run in a seeded random order instead.
 #include "kernels/cuda/emu/cuda_emu.hpp"
 
+#include <dlfcn.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -17,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <string>
@@ -26,6 +32,7 @@
 #include "kernels/cuda/emu/fiber_switch.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define BATON_EMU_ASAN 1
 #endif
@@ -62,16 +69,16 @@ struct fiber {
   }
 };
 
-/// One per OS thread that launches: its fibers, the scheduler's context, the running
-/// launch's body and the warps' shuffle slots.
+/// One per OS thread that runs grids (a stream's worker): its fibers, the scheduler's
+/// context, the running launch's body and the warps' shuffle slots.
 struct executor {
   fiber_context sched;
   std::vector<std::unique_ptr<fiber>> fibers;
-  void (*body)(void*) = nullptr;
-  void* ctx = nullptr;
+  const std::function<void()>* body = nullptr;
   int n_threads = 0;
+  bool trapped = false;  // a thread of the running block called trap()
   uint64_t slots[max_threads] = {};
-  uint64_t n_launches = 0;
+  uint64_t n_launches = 0;  // on this thread, so on its stream: the shuffle seed's input
   std::mt19937_64 rng;           // the shuffle mode's, reseeded at each launch
   std::vector<int> fiber_order;  // [n_threads] the order of the round being run
 #if defined(BATON_EMU_ASAN)
@@ -128,7 +135,7 @@ void fiber_main(int index) {
   __sanitizer_finish_switch_fiber(nullptr, &ex.sched_stack_bottom, &ex.sched_stack_size);
 #endif
   for (;;) {
-    ex.body(ex.ctx);
+    (*ex.body)();
     f.st = fiber_state::done;
     switch_to_scheduler(ex, f);
   }
@@ -146,6 +153,12 @@ void resume(executor& ex, fiber& f) {
   current = nullptr;
 }
 
+/// (Re)starts fiber `index` at fiber_main on its own stack.
+void start_fiber(executor& ex, int index) {
+  fiber& f = *ex.fibers[static_cast<size_t>(index)];
+  make_fiber_context(f.ctx, f.stack, stack_bytes, &fiber_main, index);
+}
+
 void ensure_fibers(executor& ex, int n) {
   while (static_cast<int>(ex.fibers.size()) < n) {
     auto f = std::make_unique<fiber>();
@@ -155,18 +168,31 @@ void ensure_fibers(executor& ex, int n) {
       std::fprintf(stderr, "cuda_emu: cannot map a %zu-byte fiber stack\n", stack_bytes);
       std::abort();
     }
-    make_fiber_context(f->ctx, f->stack, stack_bytes, &fiber_main,
-                       static_cast<int>(ex.fibers.size()));
     ex.fibers.push_back(std::move(f));
+    start_fiber(ex, static_cast<int>(ex.fibers.size()) - 1);
   }
+}
+
+/// After a trap the block's fibers are abandoned mid-kernel: each starts afresh, its
+/// stack's stale ASan poisoning (the abandoned frames' red zones) cleared.
+void restart_fibers(executor& ex) {
+  for (int i = 0; i < ex.n_threads; ++i) {
+#if defined(BATON_EMU_ASAN)
+    fiber& f = *ex.fibers[static_cast<size_t>(i)];
+    ASAN_UNPOISON_MEMORY_REGION(f.stack, stack_bytes);
+    f.fake_stack = nullptr;
+#endif
+    start_fiber(ex, i);
+  }
+  ex.trapped = false;
 }
 
 fiber& running_fiber(executor& ex) {
   return *ex.fibers[static_cast<size_t>(current->linear)];
 }
 
-/// Runs one block to completion.
-void run_block(executor& ex, const uint3& block_idx, const dim3& grid, const dim3& block) {
+/// Runs one block to completion; false when one of its threads trapped.
+bool run_block(executor& ex, const uint3& block_idx, const dim3& grid, const dim3& block) {
   const int n = ex.n_threads;
   for (int i = 0; i < n; ++i) {
     fiber& f = *ex.fibers[static_cast<size_t>(i)];
@@ -206,11 +232,14 @@ void run_block(executor& ex, const uint3& block_idx, const dim3& grid, const dim
       fiber& f = *ex.fibers[static_cast<size_t>(i)];
       if (f.st == fiber_state::ready) {
         resume(ex, f);
+        if (ex.trapped) {
+          return false;
+        }
         n_done += f.st == fiber_state::done ? 1 : 0;
       }
     }
     if (n_done == n) {
-      return;
+      return true;
     }
     // Nothing is ready: release the warps whose live lanes all wait at a warp barrier,
     // else the block if every live thread waits at __syncthreads.
@@ -255,6 +284,62 @@ void run_block(executor& ex, const uint3& block_idx, const dim3& grid, const dim
   }
 }
 
+/// One block at a time in the whole process: what makes a plain static `__shared__` the
+/// running block's own, while two streams' grids still interleave block by block.
+std::mutex block_mu;
+
+bool valid_configuration(dim3 grid, dim3 block, size_t shmem) {
+  const uint64_t n_threads = static_cast<uint64_t>(block.x) * block.y * block.z;
+  return n_threads > 0 && n_threads <= max_threads && block.x <= 1024 && block.y <= 1024 &&
+         block.z <= 64 && grid.x > 0 && grid.y > 0 && grid.z > 0 && grid.x <= 0x7fffffffu &&
+         grid.y <= 65535 && grid.z <= 65535 && shmem <= 48 * 1024;
+}
+
+/// The launch's blocks, each as x + grid.x × (y + grid.y × z), in the order they run:
+/// empty for grid order, shuffled in the shuffle mode. One seed per launch, from the
+/// mode's seed and the launch's number on this thread (its stream's worker), so a run is
+/// reproducible and two launches of one kernel do not share an order.
+std::vector<uint64_t> block_order(executor& ex, uint64_t n_blocks) {
+  const uint64_t seed = shuffle_seed_value.load(std::memory_order_relaxed);
+  if (seed == 0) {
+    return {};
+  }
+  ex.rng.seed(seed ^ (ex.n_launches * 0x9e3779b97f4a7c15ull));
+  std::vector<uint64_t> blocks(n_blocks);
+  std::iota(blocks.begin(), blocks.end(), uint64_t{0});
+  shuffle(ex.rng, blocks.data(), blocks.size());
+  return blocks;
+}
+
+/// Runs the grid on this thread (a stream's worker); cudaErrorLaunchFailure when a thread
+/// trapped, the rest of the grid then skipped.
+cudaError_t run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+  if (current != nullptr) {
+    std::fprintf(stderr, "cuda_emu: a kernel launched a kernel (dynamic parallelism)\n");
+    std::abort();
+  }
+  executor& ex = this_executor();
+  const int n_threads = static_cast<int>(block.x * block.y * block.z);
+  ensure_fibers(ex, n_threads);
+  ex.body = &body;
+  ex.n_threads = n_threads;
+  ++ex.n_launches;
+  const uint64_t n_blocks = static_cast<uint64_t>(grid.x) * grid.y * grid.z;
+  const std::vector<uint64_t> order = block_order(ex, n_blocks);
+  for (uint64_t i = 0; i < n_blocks; ++i) {
+    const uint64_t b = order.empty() ? i : order[i];
+    const uint3 block_idx{static_cast<unsigned>(b % grid.x),
+                          static_cast<unsigned>(b / grid.x % grid.y),
+                          static_cast<unsigned>(b / grid.x / grid.y)};
+    std::lock_guard lock(block_mu);
+    if (!run_block(ex, block_idx, grid, block)) {
+      restart_fibers(ex);
+      return cudaErrorLaunchFailure;
+    }
+  }
+  return cudaSuccess;
+}
+
 }  // namespace
 
 thread_local cudaError_t last_error = cudaSuccess;
@@ -284,49 +369,34 @@ uint64_t* warp_slots() {
   return tl_exec->slots + current->linear / warp_size * warp_size;
 }
 
-void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t /*stream*/, void (*body)(void*),
-            void* ctx) {
-  const uint64_t n_threads = static_cast<uint64_t>(block.x) * block.y * block.z;
-  if (n_threads == 0 || n_threads > max_threads || block.x > 1024 || block.y > 1024 ||
-      block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu ||
-      grid.y > 65535 || grid.z > 65535 || shmem > 48 * 1024) {
+void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
+            std::function<void()> body) {
+  if (!valid_configuration(grid, block, shmem)) {
     set_error(cudaErrorInvalidConfiguration);
     return;
   }
-  if (current != nullptr) {
-    std::fprintf(stderr, "cuda_emu: a kernel launched a kernel (dynamic parallelism)\n");
+  const cudaError_t e = enqueue(stream, [grid, block, body = std::move(body)] {
+    return run_grid(grid, block, body);
+  });
+  set_error(e);
+}
+
+void trap() {
+  if (current == nullptr) {
+    std::fprintf(stderr, "cuda_emu: __trap() outside a kernel\n");
     std::abort();
   }
-  executor& ex = this_executor();
-  ensure_fibers(ex, static_cast<int>(n_threads));
-  ex.body = body;
-  ex.ctx = ctx;
-  ex.n_threads = static_cast<int>(n_threads);
-  ++ex.n_launches;
-  const uint64_t seed = shuffle_seed_value.load(std::memory_order_relaxed);
-  if (seed == 0) {
-    for (unsigned z = 0; z < grid.z; ++z) {
-      for (unsigned y = 0; y < grid.y; ++y) {
-        for (unsigned x = 0; x < grid.x; ++x) {
-          run_block(ex, uint3{x, y, z}, grid, block);
-        }
-      }
-    }
-    return;
-  }
-  // One seed per launch, from the mode's seed and the launch's number on this thread, so
-  // a run is reproducible and two launches of one kernel do not share an order.
-  ex.rng.seed(seed ^ (ex.n_launches * 0x9e3779b97f4a7c15ull));
-  // block index = x + grid.x × (y + grid.y × z)
-  std::vector<uint64_t> blocks(static_cast<size_t>(grid.x) * grid.y * grid.z);
-  std::iota(blocks.begin(), blocks.end(), uint64_t{0});
-  shuffle(ex.rng, blocks.data(), blocks.size());
-  for (const uint64_t b : blocks) {
-    const auto x = static_cast<unsigned>(b % grid.x);
-    const auto y = static_cast<unsigned>(b / grid.x % grid.y);
-    const auto z = static_cast<unsigned>(b / grid.x / grid.y);
-    run_block(ex, uint3{x, y, z}, grid, block);
-  }
+  executor& ex = *tl_exec;
+  fiber& f = running_fiber(ex);
+  const thread_state& ts = f.ts;
+  std::fprintf(stderr,
+               "cuda_emu: block (%u, %u, %u) thread (%u, %u, %u) trapped: the device's "
+               "context is lost (unspecified launch failure)\n",
+               ts.block_idx.x, ts.block_idx.y, ts.block_idx.z, ts.thread_idx.x, ts.thread_idx.y,
+               ts.thread_idx.z);
+  ex.trapped = true;
+  switch_to_scheduler(ex, f);
+  std::abort();  // never resumed: restart_fibers starts the fiber afresh
 }
 
 uint64_t shuffle_seed() { return shuffle_seed_value.load(); }
@@ -334,3 +404,22 @@ uint64_t shuffle_seed() { return shuffle_seed_value.load(); }
 void set_shuffle_seed(uint64_t seed) { shuffle_seed_value.store(seed); }
 
 }  // namespace baton::cuda_emu
+
+// A failed `assert` calls glibc's __assert_fail. Defined here, it traps when the caller is
+// a CUDA thread, as a device assert does on a GPU, and is glibc's own (a message and
+// abort) in host code.
+extern "C" [[noreturn]] void __assert_fail(const char* assertion, const char* file,
+                                           unsigned line, const char* function) noexcept {
+  if (baton::cuda_emu::current != nullptr) {
+    std::fprintf(stderr, "cuda_emu: %s:%u: %s: device assertion `%s' failed\n", file, line,
+                 function, assertion);
+    baton::cuda_emu::trap();
+  }
+  using assert_fn = void (*)(const char*, const char*, unsigned, const char*);
+  const auto libc_assert = reinterpret_cast<assert_fn>(dlsym(RTLD_NEXT, "__assert_fail"));
+  if (libc_assert != nullptr) {
+    libc_assert(assertion, file, line, function);
+  }
+  std::fprintf(stderr, "%s:%u: %s: Assertion `%s' failed.\n", file, line, function, assertion);
+  std::abort();
+}

@@ -1,13 +1,15 @@
 // A CPU emulation of the CUDA subset baton's kernels (kernels/cuda/*.cu) and their host
 // code use, so those sources, compiled by the host compiler with BATON_CUDA_EMU, run and
 // are tested on machines without a GPU. Device side: the execution-space keywords,
-// dim3 and the built-in indices, __syncthreads, __syncwarp, __shfl_xor_sync, __ldg and
-// static __shared__ arrays. A launch runs the grid's blocks one after another on the
-// calling thread; inside a block every CUDA thread is a fiber (cuda_emu.cpp), so
-// __syncthreads is a real barrier and a warp's shuffles run in lockstep. Host side: the
-// runtime API calls the kernels, the tests and runtime/ use, declared here with cudart's
-// names and defined in cuda_emu.cpp. Streams run synchronously: every call has finished
-// when it returns. Test-only: never linked into the baton executable.
+// dim3 and the built-in indices, __syncthreads, __syncwarp, __shfl_xor_sync, __ldg,
+// __trap (device assert failures trap too) and static __shared__ arrays. Inside a block
+// every CUDA thread is a fiber (cuda_emu.cpp), so __syncthreads is a real barrier and a
+// warp's shuffles run in lockstep; one block runs at a time in the whole process. Host
+// side: the runtime API calls the kernels, the tests and runtime/ use, declared here with
+// cudart's names. Streams are asynchronous as on a device (cuda_emu_streams.cpp): each
+// is a FIFO run by its own worker thread, with the legacy default stream's implicit
+// ordering; memory and errors are cuda_emu_runtime.cpp. A kernel fault is sticky, as in
+// CUDA. Test-only: never linked into the baton executable.
 #pragma once
 
 #include <math.h>
@@ -15,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -27,10 +30,10 @@
 #define __forceinline__ inline __attribute__((always_inline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-// Every fiber of a block runs on the launching OS thread, one block at a time, so a
-// thread_local static is exactly one copy per running block: its threads share it, and
-// launches on other OS threads have their own.
-#define __shared__ static thread_local
+// One block runs at a time in the whole process (cuda_emu.cpp), so one static copy is
+// exactly the running block's; and a static, unlike a thread_local, gets AddressSanitizer's
+// red zones, so an overrun of a shared array is caught.
+#define __shared__ static
 
 // -- runtime API types -------------------------------------------------------------------
 
@@ -76,6 +79,7 @@ struct CUmemPoolHandle_st;
 using cudaStream_t = CUstream_st*;
 using cudaEvent_t = CUevent_st*;
 using cudaMemPool_t = CUmemPoolHandle_st*;
+using cudaHostFn_t = void (*)(void*);
 
 struct cudaDeviceProp {
   char name[256];
@@ -132,6 +136,9 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaStreamQuery(cudaStream_t stream);
+// C linkage, as cudart's: the emulation's NCCL shim (nccl_emu.cpp) finds it by name.
+extern "C" cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn,
+                                          void* user_data);
 
 cudaError_t cudaEventCreate(cudaEvent_t* event);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
@@ -185,7 +192,7 @@ T shfl_xor(T v, int lane_mask, int width) {
 /// The shuffle mode's seed: 0 runs blocks in grid order and a block's fibers in thread
 /// order; any other value runs each launch's blocks, and at each barrier round the
 /// block's warps and each warp's lanes, in an order drawn from the seed and the launch's
-/// number on this thread, to expose order dependence. Starts as BATON_CUDA_EMU_SHUFFLE.
+/// number on its stream, to expose order dependence. Starts as BATON_CUDA_EMU_SHUFFLE.
 uint64_t shuffle_seed();
 void set_shuffle_seed(uint64_t seed);
 
@@ -195,10 +202,37 @@ void set_shuffle_seed(uint64_t seed);
 extern thread_local cudaError_t last_error;
 cudaError_t set_error(cudaError_t e);
 
-/// Runs `body(ctx)` as every thread of the grid; sets the last error on a bad
-/// configuration and returns without running.
-void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, void (*body)(void*),
-            void* ctx);
+/// The device this OS thread's runtime calls address (cudaSetDevice).
+extern thread_local int current_device;
+
+// -- between the emulator's files: streams (cuda_emu_streams.cpp) ------------------------
+
+/// A stream's unit of work, run on the stream's worker thread; an error it returns is a
+/// device fault, sticky for the stream's device (cudaErrorLaunchFailure from then on).
+using stream_work = std::function<cudaError_t()>;
+
+/// Queues `work` on `stream` (nullptr: the current device's legacy default stream) and
+/// returns at once: cudaErrorInvalidResourceHandle for a stream that is not live, the
+/// sticky error once the device has faulted (the work is then dropped).
+cudaError_t enqueue(cudaStream_t stream, stream_work work);
+/// Queues `work` on the current device's legacy default stream and waits until it has
+/// run: what CUDA's synchronous calls do (cudaMemcpy, cudaFree). Aborts when called from a
+/// host function, which CUDA forbids to call the runtime (it would wait for itself).
+cudaError_t run_synchronously(stream_work work);
+/// cudaErrorLaunchFailure once a kernel on the current device has faulted, else
+/// cudaSuccess.
+cudaError_t sticky_error();
+
+// -- the launcher (cuda_emu.cpp) ---------------------------------------------------------
+
+/// Checks the configuration on the calling thread (a bad one sets the last error and
+/// queues nothing, as cudaLaunchKernel reports it), then queues the grid on `stream`;
+/// its worker runs `body` as every thread of the grid.
+void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, std::function<void()> body);
+
+/// Ends the calling CUDA thread's kernel with a fault: the rest of the grid does not run
+/// and the device's context is lost (every later call returns cudaErrorLaunchFailure).
+[[noreturn]] void trap();
 
 template <class... P>
 struct launcher {
@@ -209,19 +243,13 @@ struct launcher {
   cudaStream_t stream;
 
   /// Converts the arguments to the kernel's parameter types once, as cudaLaunchKernel
-  /// copies them, and runs the grid.
+  /// copies them, and queues the grid; the stream keeps the copies until it has run.
   template <class... A>
   void operator()(A&&... a) const {
-    struct frame {
-      void (*kernel)(P...);
-      std::tuple<std::decay_t<P>...> args;
-    } f{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)};
     launch(grid, block, shmem, stream,
-           [](void* p) {
-             auto* fp = static_cast<frame*>(p);
-             std::apply(fp->kernel, fp->args);
-           },
-           &f);
+           [k = kernel, args = std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)] {
+             std::apply(k, args);
+           });
   }
 };
 
@@ -250,3 +278,5 @@ template <class T>
 T __ldg(const T* p) {
   return *p;
 }
+
+[[noreturn]] inline void __trap() { ::baton::cuda_emu::trap(); }

@@ -1,8 +1,15 @@
 // The CPU emulation's runtime API (declared in cuda_emu.hpp), apart from the fiber
-// scheduler and launcher in cuda_emu.cpp: devices, memory, streams, events and errors.
-// Device memory is host memory, counted against an emulated capacity
-// (BATON_CUDA_EMU_MEMORY_MIB, default 8192, never above the host's RAM) on each of
-// BATON_CUDA_EMU_DEVICES devices (default 1). Streams and events are synchronous.
+// scheduler and launcher (cuda_emu.cpp) and the streams and events
+// (cuda_emu_streams.cpp): devices, memory, copies and errors. Device memory is host
+// memory, counted against an emulated capacity (BATON_CUDA_EMU_MEMORY_MIB, default 8192,
+// never above the host's RAM) on each of BATON_CUDA_EMU_DEVICES devices (default 1).
+// Async copies, memsets and frees run when their stream reaches them; host memory counts
+// as pinned, so an async copy reads or writes it then, never at the call. The synchronous
+// cudaMemcpy and cudaFree run on the legacy default stream and wait for it: so they wait
+// for the device's blocking streams, not its non-blocking ones (a conservative reading
+// of CUDA's implicit synchronisation, which catches a free racing a non-blocking stream).
+// cudaMemset queues on the legacy stream and returns, as CUDA's does. Once a kernel has
+// faulted, every call on its device returns the sticky cudaErrorLaunchFailure.
 #include "kernels/cuda/emu/cuda_emu.hpp"
 
 #include <unistd.h>
@@ -18,12 +25,6 @@
 
 // -- runtime API -----------------------------------------------------------------------
 
-struct CUstream_st {
-  unsigned flags = 0;
-};
-struct CUevent_st {
-  unsigned flags = 0;
-};
 struct CUmemPoolHandle_st {
   int device = 0;
   uint64_t release_threshold = 0;
@@ -31,7 +32,11 @@ struct CUmemPoolHandle_st {
 
 namespace {
 
+using baton::cuda_emu::current_device;
+using baton::cuda_emu::enqueue;
+using baton::cuda_emu::run_synchronously;
 using baton::cuda_emu::set_error;
+using baton::cuda_emu::sticky_error;
 
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -49,21 +54,58 @@ size_t device_capacity() {
   return std::min(want, host);
 }
 
-thread_local int current_device = 0;
+struct allocation {
+  int device = 0;
+  size_t bytes = 0;
+  bool freeing = false;  // a stream-ordered free is queued
+};
 
 struct allocations {
   std::mutex mu;
-  std::unordered_map<void*, std::pair<int, size_t>> live;  // pointer → (device, bytes)
+  std::unordered_map<void*, allocation> live;
   std::vector<size_t> used = std::vector<size_t>(8, 0);
   CUmemPoolHandle_st pools[8];
 };
 
+/// Never destroyed: a stream's worker may release memory while the process exits.
 allocations& allocs() {
-  static allocations a;
+  static allocations& a = *new allocations;
   return a;
 }
 
+/// Marks a live allocation as being freed; cudaErrorInvalidValue for a pointer that is not
+/// one, or whose free is already queued.
+cudaError_t claim_for_free(void* p) {
+  allocations& a = allocs();
+  std::lock_guard lock(a.mu);
+  const auto it = a.live.find(p);
+  if (it == a.live.end() || it->second.freeing) {
+    return cudaErrorInvalidValue;
+  }
+  it->second.freeing = true;
+  return cudaSuccess;
+}
+
+/// Returns a claimed allocation's memory to its device and the host.
+cudaError_t release(void* p) {
+  allocations& a = allocs();
+  std::lock_guard lock(a.mu);
+  const auto it = a.live.find(p);
+  a.used[static_cast<size_t>(it->second.device)] -= it->second.bytes;
+  a.live.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+
+bool valid_device(int device) { return device >= 0 && device < device_count(); }
+
 }  // namespace
+
+namespace baton::cuda_emu {
+
+thread_local int current_device = 0;
+
+}  // namespace baton::cuda_emu
 
 cudaError_t cudaGetDeviceCount(int* count) {
   if (count == nullptr) {
@@ -74,7 +116,7 @@ cudaError_t cudaGetDeviceCount(int* count) {
 }
 
 cudaError_t cudaSetDevice(int device) {
-  if (device < 0 || device >= device_count()) {
+  if (!valid_device(device)) {
     return set_error(cudaErrorInvalidDevice);
   }
   current_device = device;
@@ -93,7 +135,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (prop == nullptr) {
     return set_error(cudaErrorInvalidValue);
   }
-  if (device < 0 || device >= device_count()) {
+  if (!valid_device(device)) {
     return set_error(cudaErrorInvalidDevice);
   }
   *prop = cudaDeviceProp{};
@@ -138,11 +180,12 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   return set_error(cudaErrorInvalidValue);
 }
 
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
   if (free == nullptr || total == nullptr) {
     return set_error(cudaErrorInvalidValue);
+  }
+  if (const cudaError_t e = sticky_error(); e != cudaSuccess) {
+    return set_error(e);
   }
   allocations& a = allocs();
   std::lock_guard lock(a.mu);
@@ -152,12 +195,18 @@ cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
 }
 
 cudaError_t cudaGetLastError() {
+  if (const cudaError_t e = sticky_error(); e != cudaSuccess) {
+    return e;  // sticky: not cleared
+  }
   const cudaError_t e = baton::cuda_emu::last_error;
   baton::cuda_emu::last_error = cudaSuccess;
   return e;
 }
 
-cudaError_t cudaPeekAtLastError() { return baton::cuda_emu::last_error; }
+cudaError_t cudaPeekAtLastError() {
+  const cudaError_t e = sticky_error();
+  return e != cudaSuccess ? e : baton::cuda_emu::last_error;
+}
 
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
@@ -215,6 +264,9 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   if (p == nullptr) {
     return set_error(cudaErrorInvalidValue);
   }
+  if (const cudaError_t e = sticky_error(); e != cudaSuccess) {
+    return set_error(e);
+  }
   allocations& a = allocs();
   std::lock_guard lock(a.mu);
   size_t& used = a.used[static_cast<size_t>(current_device)];
@@ -229,35 +281,46 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     return set_error(cudaErrorMemoryAllocation);
   }
   used += rounded;
-  a.live.emplace(m, std::make_pair(current_device, rounded));
+  a.live.emplace(m, allocation{current_device, rounded, false});
   *p = m;
   return cudaSuccess;
 }
 
 cudaError_t cudaFree(void* p) {
+  if (const cudaError_t e = sticky_error(); e != cudaSuccess) {
+    return set_error(e);
+  }
   if (p == nullptr) {
     return cudaSuccess;
   }
-  allocations& a = allocs();
-  std::lock_guard lock(a.mu);
-  const auto it = a.live.find(p);
-  if (it == a.live.end()) {
-    return set_error(cudaErrorInvalidValue);
+  if (const cudaError_t e = claim_for_free(p); e != cudaSuccess) {
+    return set_error(e);
   }
-  a.used[static_cast<size_t>(it->second.first)] -= it->second.second;
-  a.live.erase(it);
-  std::free(p);
-  return cudaSuccess;
+  return set_error(run_synchronously([p] { return release(p); }));
 }
 
+/// The memory is taken at the call, so the pointer is valid for work queued after it on
+/// any stream (stricter than CUDA's pool, which makes it usable only in stream order).
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
+
+cudaError_t cudaFreeAsync(void* p, cudaStream_t stream) {
+  if (const cudaError_t e = sticky_error(); e != cudaSuccess) {
+    return set_error(e);
+  }
+  if (p == nullptr) {
+    return cudaSuccess;
+  }
+  if (const cudaError_t e = claim_for_free(p); e != cudaSuccess) {
+    return set_error(e);
+  }
+  return set_error(enqueue(stream, [p] { return release(p); }));
+}
 
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
   if (pool == nullptr) {
     return set_error(cudaErrorInvalidValue);
   }
-  if (device < 0 || device >= device_count()) {
+  if (!valid_device(device)) {
     return set_error(cudaErrorInvalidDevice);
   }
   *pool = &allocs().pools[device];
@@ -277,89 +340,47 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind)
   if (bytes > 0 && (dst == nullptr || src == nullptr)) {
     return set_error(cudaErrorInvalidValue);
   }
-  if (bytes > 0) {
-    std::memmove(dst, src, bytes);
-  }
-  return cudaSuccess;
+  return set_error(run_synchronously([=] {
+    if (bytes > 0) {
+      std::memmove(dst, src, bytes);
+    }
+    return cudaSuccess;
+  }));
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
+                            cudaStream_t stream) {
+  if (bytes > 0 && (dst == nullptr || src == nullptr)) {
+    return set_error(cudaErrorInvalidValue);
+  }
+  return set_error(enqueue(stream, [=] {
+    if (bytes > 0) {
+      std::memmove(dst, src, bytes);
+    }
+    return cudaSuccess;
+  }));
 }
 
 cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int src_device,
-                                size_t bytes, cudaStream_t) {
-  if (dst_device < 0 || dst_device >= device_count() || src_device < 0 ||
-      src_device >= device_count()) {
+                                size_t bytes, cudaStream_t stream) {
+  if (!valid_device(dst_device) || !valid_device(src_device)) {
     return set_error(cudaErrorInvalidDevice);
   }
-  return cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice);
+  return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream);
 }
 
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  return cudaMemsetAsync(p, value, bytes, nullptr);
+}
+
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
   if (bytes > 0 && p == nullptr) {
     return set_error(cudaErrorInvalidValue);
   }
-  if (bytes > 0) {
-    std::memset(p, value, bytes);
-  }
-  return cudaSuccess;
-}
-
-cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
-  return cudaMemset(p, value, bytes);
-}
-
-cudaError_t cudaStreamCreate(cudaStream_t* stream) {
-  return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
-}
-
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
-  if (stream == nullptr) {
-    return set_error(cudaErrorInvalidValue);
-  }
-  *stream = new CUstream_st{flags};
-  return cudaSuccess;
-}
-
-cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  delete stream;
-  return cudaSuccess;
-}
-
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
-
-cudaError_t cudaEventCreate(cudaEvent_t* event) {
-  return cudaEventCreateWithFlags(event, cudaEventDefault);
-}
-
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
-  if (event == nullptr) {
-    return set_error(cudaErrorInvalidValue);
-  }
-  *event = new CUevent_st{flags};
-  return cudaSuccess;
-}
-
-cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  delete event;
-  return cudaSuccess;
-}
-
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
-  return event != nullptr ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
-}
-cudaError_t cudaEventQuery(cudaEvent_t event) {
-  return event != nullptr ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t event) { return cudaEventQuery(event); }
-
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (ms == nullptr || start == nullptr || end == nullptr) {
-    return set_error(cudaErrorInvalidValue);
-  }
-  *ms = 0.0f;
-  return cudaSuccess;
+  return set_error(enqueue(stream, [=] {
+    if (bytes > 0) {
+      std::memset(p, value, bytes);
+    }
+    return cudaSuccess;
+  }));
 }
