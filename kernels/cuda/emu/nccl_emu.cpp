@@ -186,7 +186,8 @@ std::string describe_failure(uint64_t word) {
       break;
     case failure_left:
       std::snprintf(buf, sizeof(buf),
-                    "rank %d left the communicator with a transfer to rank %d unfinished",
+                    "rank %d left the communicator with a transfer between it and rank %d "
+                    "unfinished",
                     subject, by);
       break;
     default:
@@ -386,12 +387,13 @@ struct mapped {
 
 mapped create_segment(int fd, const std::string& name, int nranks) {
   const segment_layout layout(nranks);
-  if (ftruncate(fd, off_t(layout.bytes)) != 0) {
-    const int e = errno;
+  // allocated now, not on first touch: a full /dev/shm is an error here, not a SIGBUS
+  // in the middle of a transfer
+  if (const int e = posix_fallocate(fd, 0, off_t(layout.bytes)); e != 0) {
     close(fd);
     shm_unlink(name.c_str());
-    return {nullptr, fail(ncclSystemError, "ftruncate(%s, %zu bytes): %s", name.c_str(),
-                          layout.bytes, std::strerror(e))};
+    return {nullptr, fail(ncclSystemError, "posix_fallocate(/dev/shm%s, %zu bytes): %s",
+                          name.c_str(), layout.bytes, std::strerror(e))};
   }
   void* base = mmap(nullptr, layout.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
@@ -399,7 +401,7 @@ mapped create_segment(int fd, const std::string& name, int nranks) {
     shm_unlink(name.c_str());
     return {nullptr, fail(ncclSystemError, "mmap(%s): %s", name.c_str(), std::strerror(errno))};
   }
-  auto* h = static_cast<segment_header*>(base);  // ftruncate zeroed everything else
+  auto* h = static_cast<segment_header*>(base);  // posix_fallocate zeroed the rest
   h->version = segment_version;
   h->nranks = nranks;
   h->ring_bytes = ring_bytes;
@@ -412,7 +414,7 @@ mapped open_segment(int fd, const std::string& name, int nranks,
                     clock_type::time_point deadline) {
   struct stat st {};
   while (fstat(fd, &st) == 0 && st.st_size == 0 && clock_type::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // the creator's ftruncate
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // the creator's fallocate
   }
   if (st.st_size < off_t(sizeof(segment_header))) {
     close(fd);
@@ -630,13 +632,15 @@ void check_peer(transfer& t) {
   }
   char buf[200];
   if (dead) {
-    std::snprintf(buf, sizeof(buf), "rank %d (pid %d) died with a transfer to rank %d unfinished",
+    std::snprintf(buf, sizeof(buf),
+                  "rank %d (pid %d) died with a transfer between it and rank %d unfinished",
                   t.peer, int(pid), c.rank());
     fail_transfer(t, ncclRemoteError, failure_died, buf);
   } else {
     std::snprintf(buf, sizeof(buf),
-                  "rank %d left the communicator with a transfer to rank %d unfinished", t.peer,
-                  c.rank());
+                  "rank %d left the communicator with a transfer between it and rank %d "
+                  "unfinished",
+                  t.peer, c.rank());
     fail_transfer(t, ncclRemoteError, failure_left, buf);
   }
 }
@@ -680,6 +684,15 @@ std::pair<bool, bool> step_all(group& g) {
   return {moved, pending};
 }
 
+const transfer& first_pending(const group& g) {
+  for (const transfer& t : g.transfers) {
+    if (!t.done) {
+      return t;
+    }
+  }
+  return g.transfers.front();
+}
+
 /// Moves every transfer of the group together, so a rank sending to itself, or two
 /// ranks sending to each other, cannot deadlock on a full ring.
 void progress(group& g) {
@@ -695,7 +708,7 @@ void progress(group& g) {
   }
   for (;;) {
     // read before stepping, so a bell rung after the step ends the wait at once
-    const comm_state& first = *g.transfers.front().comm;
+    const comm_state& first = *first_pending(g).comm;
     std::atomic<uint32_t>& bell = first.slot(first.rank()).doorbell;
     const uint32_t seen = bell.load(std::memory_order_acquire);
     const auto [moved, pending] = step_all(g);

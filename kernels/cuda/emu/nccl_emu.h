@@ -17,8 +17,9 @@ namespace baton::nccl_emu {
 /// this moves in pieces, each as large as the ring's free space.
 constexpr size_t ring_bytes = size_t{256} << 10;
 
-/// The most ranks one communicator holds: the segment has a ring per ordered pair.
-constexpr int max_ranks = 64;
+/// The most ranks one communicator holds: its segment, allocated whole at init, holds a
+/// ring per ordered pair (16 ranks: 64 MiB of /dev/shm).
+constexpr int max_ranks = 16;
 
 }  // namespace baton::nccl_emu
 
