@@ -2,7 +2,9 @@
 // runtime/transport/nccl_channel.cpp loads libnccl.so.2: ranks as fork()ed processes and
 // as threads exchange float buffers bit-exactly, a rank sends to itself in a group, and
 // every failure (an abort, a killed or departed peer, a missing peer at init, a bad
-// argument) comes back as an error with a message within seconds, never a hang.
+// argument) comes back as an error with a message within seconds, never a hang. Built
+// twice: test_nccl_emu defines an inline cudaLaunchHostFunc for the shim to find, and
+// test_nccl_emu_no_host_func (BATON_NCCL_EMU_NO_HOST_FUNC) none, to see the shim say so.
 #include <dlfcn.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -22,14 +24,17 @@
 #include "kernels/cuda/emu/cuda_emu.hpp"
 #include "kernels/cuda/emu/nccl_emu.h"
 
+#ifndef BATON_NCCL_EMU_NO_HOST_FUNC
 // The shim puts its transfers on a stream with cudaLaunchHostFunc, which it finds in the
 // process at run time. This one runs the function at once, as a synchronous stream
-// would; weak, so the emulator's own takes its place wherever that is linked.
-extern "C" __attribute__((weak)) cudaError_t cudaLaunchHostFunc(cudaStream_t,
-                                                               void (*fn)(void*), void* arg) {
+// would; weak, so the emulator's own takes its place wherever that is linked. Declared
+// as cuda_emu.hpp declares cudart's names, with C++ linkage (the shim looks up both).
+__attribute__((weak)) cudaError_t cudaLaunchHostFunc(cudaStream_t, void (*fn)(void*),
+                                                     void* arg) {
   fn(arg);
   return cudaSuccess;
 }
+#endif
 
 namespace {
 
@@ -97,6 +102,28 @@ struct watchdog {
   watchdog() { alarm(30); }
   ~watchdog() { alarm(0); }
 };
+
+ncclComm_t must_join(int nranks, const ncclUniqueId& id, int rank) {
+  ncclComm_t comm = nullptr;
+  const ncclResult_t r = nccl().init_rank(&comm, nranks, id, rank);
+  EXPECT_EQ(r, ncclSuccess) << nccl().error_string(r);
+  return comm;
+}
+
+ncclResult_t async_error(ncclComm_t comm) {
+  ncclResult_t r = ncclInternalError;
+  EXPECT_EQ(nccl().async_error(comm, &r), ncclSuccess);
+  return r;
+}
+
+/// The result of a call, and whether this thread's error string then holds `words`.
+void expect_error(ncclResult_t got, ncclResult_t want, const std::string& words) {
+  EXPECT_EQ(got, want);
+  const std::string text = nccl().error_string(got);
+  EXPECT_NE(text.find(words), std::string::npos) << text;
+}
+
+#ifndef BATON_NCCL_EMU_NO_HOST_FUNC
 
 /// n floats of seeded random bits, NaN payloads and signed zeros included: a transfer
 /// that converts instead of copying shows.
@@ -176,19 +203,6 @@ std::string finish(const child& c) {
     failure = "the child ended with wait status " + std::to_string(status);
   }
   return failure;
-}
-
-ncclComm_t must_join(int nranks, const ncclUniqueId& id, int rank) {
-  ncclComm_t comm = nullptr;
-  const ncclResult_t r = nccl().init_rank(&comm, nranks, id, rank);
-  EXPECT_EQ(r, ncclSuccess) << nccl().error_string(r);
-  return comm;
-}
-
-ncclResult_t async_error(ncclComm_t comm) {
-  ncclResult_t r = ncclInternalError;
-  EXPECT_EQ(nccl().async_error(comm, &r), ncclSuccess);
-  return r;
 }
 
 /// Rank 0 and rank 1 each send their own seeded buffer and receive the other's.
@@ -411,13 +425,6 @@ TEST(nccl_emu, a_size_mismatch_fails_both_ranks) {
 
 // -- errors ---------------------------------------------------------------------------
 
-/// The result of a call, and whether this thread's error string then holds `words`.
-void expect_error(ncclResult_t got, ncclResult_t want, const std::string& words) {
-  EXPECT_EQ(got, want);
-  const std::string text = nccl().error_string(got);
-  EXPECT_NE(text.find(words), std::string::npos) << text;
-}
-
 TEST(nccl_emu, bad_arguments_are_errors_with_a_message) {
   watchdog w;
   ncclComm_t comm = must_join(1, fresh_id(), 0);
@@ -501,5 +508,27 @@ TEST(nccl_emu, init_without_its_peer_times_out) {
   comm = must_join(1, id, 0);
   EXPECT_EQ(nccl().destroy(comm), ncclSuccess);
 }
+
+#else  // BATON_NCCL_EMU_NO_HOST_FUNC: test_nccl_emu_no_host_func, which defines no
+       // cudaLaunchHostFunc
+
+TEST(nccl_emu, without_cudaLaunchHostFunc_a_transfer_is_an_error_naming_it) {
+  watchdog w;
+  ncclComm_t comm = must_join(1, fresh_id(), 0);  // joining needs no stream
+  std::vector<float> buf(2);
+  const std::string why = "cudaLaunchHostFunc is not defined in this process";
+  expect_error(nccl().send(buf.data(), 1, ncclFloat32, 0, comm, nullptr), ncclUnhandledCudaError,
+               "ncclSend: " + why);
+  expect_error(nccl().recv(buf.data(), 1, ncclFloat32, 0, comm, nullptr), ncclUnhandledCudaError,
+               "ncclRecv: " + why);
+  EXPECT_EQ(nccl().group_start(), ncclSuccess);
+  expect_error(nccl().send(buf.data(), 1, ncclFloat32, 0, comm, nullptr), ncclUnhandledCudaError,
+               why);
+  EXPECT_EQ(nccl().group_end(), ncclSuccess);  // nothing was posted, nothing to launch
+  EXPECT_EQ(async_error(comm), ncclSuccess);
+  EXPECT_EQ(nccl().destroy(comm), ncclSuccess);
+}
+
+#endif
 
 }  // namespace
