@@ -261,7 +261,7 @@ TEST(nccl_emu, abort_wakes_a_blocked_recv_in_the_other_process) {
     close(go[1]);
     ncclComm_t comm = nullptr;
     CHILD_CHECK(nccl().init_rank(&comm, 2, id, 1) == ncclSuccess);
-    std::this_thread::sleep_for(200ms);
+    std::this_thread::sleep_for(300ms);
     CHILD_CHECK(nccl().abort(comm) == ncclSuccess);
     char byte = 0;
     CHILD_CHECK(read(go[0], &byte, 1) == 1);  // alive until the parent has looked

@@ -615,8 +615,8 @@ bool step(transfer& t) {
 /// bytes and left between this rank's step and its look.
 void check_peer(transfer& t) {
   comm_state& c = *t.comm;
-  if (t.peer == c.rank()) {
-    return;
+  if (t.peer == c.rank() || c.failed()) {
+    return;  // itself; or failed already, which the next pass reports
   }
   const rank_slot& s = c.slot(t.peer);
   const uint32_t state = s.state.load(std::memory_order_acquire);
