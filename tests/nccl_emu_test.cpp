@@ -27,9 +27,9 @@
 #ifndef BATON_NCCL_EMU_NO_HOST_FUNC
 // The shim puts its transfers on a stream with cudaLaunchHostFunc, which it finds in the
 // process at run time. This one runs the function at once, as a synchronous stream
-// would; weak, so the emulator's own takes its place wherever that is linked. Declared
-// as cuda_emu.hpp declares cudart's names, with C++ linkage (the shim looks up both).
-__attribute__((weak)) cudaError_t cudaLaunchHostFunc(cudaStream_t, void (*fn)(void*),
+// would; weak, so the emulator's own takes its place wherever that is linked. C linkage,
+// as cuda_emu.hpp's: the shim looks it up by that name.
+extern "C" __attribute__((weak)) cudaError_t cudaLaunchHostFunc(cudaStream_t, void (*fn)(void*),
                                                      void* arg) {
   fn(arg);
   return cudaSuccess;

@@ -738,14 +738,9 @@ void run_group(void* arg) {
 /// emulator's enum read as its underlying int.
 using launch_host_func_fn = int (*)(cudaStream_t, void (*)(void*), void*);
 
-/// The process's cudaLaunchHostFunc: by its C name, else by the name g++ gives it when
-/// declared without extern "C" (cuda_emu.hpp declares cudart's names as C++).
+/// The process's cudaLaunchHostFunc (C linkage, as cudart's and cuda_emu.hpp's).
 launch_host_func_fn launch_host_func() {
-  void* f = dlsym(RTLD_DEFAULT, "cudaLaunchHostFunc");
-  if (f == nullptr) {
-    f = dlsym(RTLD_DEFAULT, "_Z18cudaLaunchHostFuncP11CUstream_stPFvPvES1_");
-  }
-  return reinterpret_cast<launch_host_func_fn>(f);
+  return reinterpret_cast<launch_host_func_fn>(dlsym(RTLD_DEFAULT, "cudaLaunchHostFunc"));
 }
 
 ncclResult_t missing_launch_host_func(const char* call) {
