@@ -21,6 +21,14 @@ out=.gpu
 for b in baton test_cuda_kernels test_cuda_stage; do
   [[ -x $build/bin/$b ]] || { echo "gpu-bundle: $build/bin/$b is missing: build first" >&2; exit 2; }
 done
+# the CPU emulation of CUDA is test-only (test_cuda_emu_*, baton-emu): a binary that holds
+# it would run on the emulation, not the GPU
+for b in baton test_cuda_kernels test_cuda_stage; do
+  if nm -C "$build/bin/$b" | grep -q 'baton::cuda_emu::'; then
+    echo "gpu-bundle: $build/bin/$b contains the CUDA emulation (kernels/cuda/emu)" >&2
+    exit 2
+  fi
+done
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib" "$out/shared/models" "$out/shared/golden"
 cp "$build"/bin/{baton,test_cuda_kernels,test_cuda_stage} "$out/bin/"

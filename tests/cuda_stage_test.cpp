@@ -16,8 +16,8 @@
 #include "runtime/text/tokenizer.hpp"
 #include "runtime/text/vocab.hpp"
 #include "tests/golden_util.hpp"
-
 #include "tests/gpu_util.hpp"
+#include "tests/mpi_util.hpp"
 #if defined(BATON_HAVE_CUDA)
 #include "kernels/cuda/dequantize.cuh"
 #endif
@@ -273,6 +273,44 @@ TEST(cuda_stage, the_command_line_runs_on_the_gpu_and_beside_the_cpu) {
                                "-p 'The capital of'");
   ASSERT_EQ(split.status, 0) << split.err;
   EXPECT_EQ(split.out, direct.out);
+}
+
+/// What a two-rank job on two GPUs needs besides mpirun: on the emulation, two emulated
+/// devices per rank and the emulation's NCCL shim (built beside the test); on real GPUs,
+/// nothing (libnccl.so.2 from the system).
+std::string two_gpu_env() {
+#if defined(BATON_CUDA_EMU)
+  return "BATON_CUDA_EMU_DEVICES=2 BATON_NCCL_LIBRARY=" BATON_NCCL_EMU_LIBRARY " ";
+#else
+  return "";
+#endif
+}
+
+TEST(cuda_stage, two_ranks_hand_over_between_their_gpus_through_nccl) {
+  BATON_REQUIRE_GPU();
+  if (!mpi_test::have_mpirun()) {
+    GTEST_SKIP() << "mpirun is not installed (openmpi-bin)";
+  }
+#if !defined(BATON_CUDA_EMU)
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n < 2) {
+    GTEST_SKIP() << "two CUDA devices are needed (NCCL takes one per rank); this host has " << n;
+  }
+#endif
+  const std::string run = two_gpu_env() + mpi_test::mpirun(2) +
+                          "-x BATON_CUDA_EMU_DEVICES -x BATON_NCCL_LIBRARY " BATON_BINARY " run" +
+                          demo_model_flag() + " --device cuda -n 4 --temp 0 -p 'The capital of'";
+  // rank r runs its stage on cuda:r; the activations go GPU to GPU over NCCL, or through
+  // host memory and MPI without --nccl: the same tokens either way
+  auto nccl = test::run_shell(run + " --nccl");
+  ASSERT_EQ(nccl.status, 0) << nccl.err;
+  auto host = test::run_shell(run);
+  ASSERT_EQ(host.status, 0) << host.err;
+  EXPECT_FALSE(nccl.out.empty());
+  EXPECT_EQ(nccl.out, host.out);
+  EXPECT_NE(nccl.err.find("transfers"), std::string::npos) << nccl.err;
+  EXPECT_EQ(nccl.err.find(" 0 device to device"), std::string::npos) << nccl.err;
+  EXPECT_NE(host.err.find(" 0 device to device"), std::string::npos) << host.err;
 }
 
 // -- without a GPU: errors, never a crash ----------------------------------------------

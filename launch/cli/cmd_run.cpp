@@ -119,11 +119,12 @@ int run_pipeline(const run_options& o, opened_job& j,
       const auto rs = srv->stats();
       std::fprintf(stderr,
                    "pipeline: %d ranks; rank 0 sent %llu activation bytes in %llu transfers "
-                   "(%.1f us each); control plane: %llu CAF bytes over %llu remote steps "
-                   "(%.0f bytes per step)\n",
+                   "(%.1f us each, %llu device to device); control plane: %llu CAF bytes over "
+                   "%llu remote steps (%.0f bytes per step)\n",
                    mpi.size(), static_cast<unsigned long long>(ts.bytes_sent),
                    static_cast<unsigned long long>(ts.sends),
                    ts.sends ? ts.send_us / static_cast<double>(ts.sends) : 0.0,
+                   static_cast<unsigned long long>(ts.device_sends),
                    static_cast<unsigned long long>(rs.control_bytes),
                    static_cast<unsigned long long>(rs.remote_steps),
                    rs.remote_steps ? static_cast<double>(rs.control_bytes) /

@@ -188,6 +188,7 @@ struct mpi_transport::impl {
     {
       std::lock_guard<std::mutex> lock(stats_mu_);
       stats_.sends += 1;
+      stats_.device_sends += floats ? 1 : 0;
       stats_.bytes_sent += a.header.error.empty() ? n_floats * sizeof(float) : 0;
     }
     sends_.push_back(std::move(s));

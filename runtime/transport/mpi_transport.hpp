@@ -23,6 +23,7 @@ namespace baton {
 /// Counters for benchmarks and the control-plane test.
 struct transport_stats {
   uint64_t sends = 0;              ///< transfers to another rank
+  uint64_t device_sends = 0;       ///< of those, floats sent device to device (--nccl)
   uint64_t recvs = 0;              ///< transfers from another rank
   uint64_t bytes_sent = 0;         ///< activation bytes sent to other ranks
   uint64_t bytes_received = 0;
