@@ -207,6 +207,60 @@ TEST(cuda_stage, a_cpu_stage_feeds_a_cuda_stage_through_host_memory) {
   }
 }
 
+#if defined(BATON_CUDA_EMU)
+/// In a child process (a faulted device stays faulted): a CUDA stage steps once, then the
+/// emulation faults its next kernel. The step fails naming the device and the fault, so
+/// does every later step, without a crash or a hang; a new stage on the device is refused
+/// with the device named; a CPU stage of the process still computes what it did.
+[[noreturn]] void kernel_fault_scenario(const std::filesystem::path& model_path) {
+  auto check = [](bool ok, const std::string& what) {
+    if (!ok) {
+      std::fprintf(stderr, "kernel fault scenario: %s\n", what.c_str());
+      std::exit(1);
+    }
+  };
+  auto m = model::open(model_path.string());
+  check(m.ok(), "the model opens");
+  const std::vector<int32_t> ids = {128000, 791, 6864, 315, 9822, 374};
+  auto cpu = make(*m, "cpu", ggml_type::f32);
+  auto gpu = make(*m, "cuda:0", ggml_type::f32);
+  check(cpu && gpu, "both stages are made");
+  const auto want = prefill(*cpu, ids);
+  check(!prefill(*gpu, ids).empty(), "the first step runs");
+  cuda_emu::set_fault_at_launch(1);
+  sequences seqs(1);
+  const batch b = prompt_batch(seqs.tables[0], ids);
+  for (int step = 0; step < 2; ++step) {
+    std::vector<float> hidden, logits;
+    auto r = gpu->forward(b, hidden, logits);
+    check(!r.ok(), "step " + std::to_string(step) + " after the fault fails");
+    const std::string& msg = r.err().message;
+    check(msg.find("cuda:0") != std::string::npos, "the error names the device: " + msg);
+    check(msg.find("launch failure") != std::string::npos, "the error names the fault: " + msg);
+    check(msg.find("restart") != std::string::npos, "the error says what to do: " + msg);
+  }
+  stage_compute_options o;
+  o.m = *m;
+  o.last_layer = (*m)->config().n_layer;
+  o.device = "cuda:0";
+  o.n_blocks = 8;
+  auto again = make_stage_compute(o);
+  check(!again.ok(), "a new stage on the faulted device is refused");
+  check(again.err().message.find("cuda:0") != std::string::npos,
+        "the refusal names the device: " + again.err().message);
+  check(prefill(*cpu, ids) == want, "the CPU stage still computes the same logits");
+  gpu.reset();  // tearing down a faulted stage neither hangs nor crashes
+  std::exit(0);
+}
+
+TEST(cuda_stage, a_kernel_fault_fails_that_step_and_every_later_one_naming_the_device) {
+  BATON_REQUIRE_SHARED(shared);
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // the parent has stream workers running
+  EXPECT_EXIT(kernel_fault_scenario(shared / "models/tiny-q8_0.gguf"),
+              testing::ExitedWithCode(0), "");
+}
+#endif
+
 TEST(cuda_stage, two_gpu_stages_of_one_process_hand_over_on_the_device) {
   BATON_REQUIRE_GPU();
   BATON_REQUIRE_SHARED(shared);

@@ -97,6 +97,22 @@ uint64_t seed_from_env() {
 
 std::atomic<uint64_t> shuffle_seed_value{seed_from_env()};
 
+uint64_t fault_from_env() {
+  const char* v = std::getenv("BATON_CUDA_EMU_FAULT_AT_LAUNCH");
+  return v != nullptr ? std::strtoull(v, nullptr, 10) : 0;
+}
+
+/// Grids still to run before the injected fault (0: none injected).
+std::atomic<uint64_t> launches_to_fault{fault_from_env()};
+
+/// Whether the grid about to run is the one set_fault_at_launch chose.
+bool injected_fault() {
+  uint64_t n = launches_to_fault.load();
+  while (n != 0 && !launches_to_fault.compare_exchange_weak(n, n - 1)) {
+  }
+  return n == 1;
+}
+
 /// A uniform draw in [0, n), the same on every platform for a seed (unlike
 /// std::uniform_int_distribution); the modulo's bias does not matter here.
 uint64_t draw(std::mt19937_64& rng, uint64_t n) { return rng() % n; }
@@ -324,6 +340,11 @@ cudaError_t run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
   ex.body = &body;
   ex.n_threads = n_threads;
   ++ex.n_launches;
+  if (injected_fault()) {
+    std::fprintf(stderr, "cuda_emu: an injected fault (set_fault_at_launch): the device's "
+                         "context is lost (unspecified launch failure)\n");
+    return cudaErrorLaunchFailure;
+  }
   const uint64_t n_blocks = static_cast<uint64_t>(grid.x) * grid.y * grid.z;
   const std::vector<uint64_t> order = block_order(ex, n_blocks);
   for (uint64_t i = 0; i < n_blocks; ++i) {
@@ -402,6 +423,8 @@ void trap() {
 uint64_t shuffle_seed() { return shuffle_seed_value.load(); }
 
 void set_shuffle_seed(uint64_t seed) { shuffle_seed_value.store(seed); }
+
+void set_fault_at_launch(uint64_t n) { launches_to_fault.store(n); }
 
 }  // namespace baton::cuda_emu
 

@@ -120,6 +120,15 @@ const char* cudaGetErrorName(cudaError_t e);
 cudaError_t cudaMalloc(void** p, size_t bytes);
 cudaError_t cudaFree(void* p);
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream);
+// cudart's typed overloads (cuda_runtime.h's C++ API): any T** for the void** of the C API.
+template <class T>
+cudaError_t cudaMalloc(T** p, size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(p), bytes);
+}
+template <class T>
+cudaError_t cudaMallocAsync(T** p, size_t bytes, cudaStream_t stream) {
+  return cudaMallocAsync(reinterpret_cast<void**>(p), bytes, stream);
+}
 cudaError_t cudaFreeAsync(void* p, cudaStream_t stream);
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
@@ -188,6 +197,12 @@ T shfl_xor(T v, int lane_mask, int width) {
   sync_warp();  // the slot is read before any lane writes the next value
   return r;
 }
+
+/// Fault injection, for tests of what code does after a kernel fault: the `n`-th grid to
+/// run from now (on any stream) faults before its first block, as if a thread trapped
+/// (the device's context is lost; cudaErrorLaunchFailure from then on); 0 injects none.
+/// Starts as BATON_CUDA_EMU_FAULT_AT_LAUNCH.
+void set_fault_at_launch(uint64_t n);
 
 /// The shuffle mode's seed: 0 runs blocks in grid order and a block's fibers in thread
 /// order; any other value runs each launch's blocks, and at each barrier round the
