@@ -110,6 +110,7 @@ struct seq_slice {
   bool want_token = false;          ///< the last stage samples after the last token
   sampling_params sampling;         ///< read by the last stage
   std::vector<int32_t> history_tail;///< recent tokens for penalties (last stage)
+  int32_t draw = 0;                 ///< the sampled token's index among the generated ones
 };
 
 /// A micro-batch descriptor the router sends to every shard.
@@ -191,7 +192,7 @@ typename Inspector::result_type inspect(Inspector& f, admission& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, seq_slice& x) {
   return f(caf::meta::type_name("seq_slice"), x.seq_id, x.first_pos, x.tokens, x.block_table,
-           x.want_token, x.sampling, x.history_tail);
+           x.want_token, x.sampling, x.history_tail, x.draw);
 }
 
 template <class Inspector>

@@ -115,7 +115,7 @@ void pump(router_ptr self) {
     for (auto& s : step->slices) {
       d.seqs.push_back(seq_slice{s.seq_id, s.first_pos, std::move(s.tokens),
                                  std::move(s.block_table), s.want_token, s.sampling,
-                                 std::move(s.history_tail)});
+                                 std::move(s.history_tail), s.draw});
     }
     bool remote = false;
     for (size_t i = 0; i < st.cfg.shards.size(); ++i) {

@@ -102,7 +102,8 @@ struct shard_core {
           it = samplers.emplace(s.seq_id, sampler(s.sampling)).first;
         }
         const std::span<const float> l(logits.data() + row * n_vocab, n_vocab);
-        const int32_t tok = it->second.sample(l, s.history_tail);
+        const int32_t tok = it->second.sample(l, s.history_tail,
+                                              static_cast<uint64_t>(s.draw));
         res->seq_ids.push_back(s.seq_id);
         res->tokens.push_back(tok);
         res->logits.push_back(l[static_cast<size_t>(tok)]);
@@ -128,6 +129,9 @@ struct shard_core {
   batch b;
   stage_activations io;
   std::vector<float> logits;
+  /// Per sequence: its sampling parameters and scratch. No randomness lives here (a
+  /// draw is a function of the seed and the token's index), so a sequence's tokens do not
+  /// depend on which shard samples them.
   std::map<uint64_t, sampler> samplers;
   /// Keeps the last 4096 to 8192 steps' timings (a server runs for days).
   void record(step_timing t) {

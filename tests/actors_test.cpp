@@ -96,7 +96,7 @@ std::vector<int32_t> alone(const std::vector<int32_t>& p, int n, const sampling_
   std::vector<int32_t> out;
   sampler smp(sp);
   for (int i = 0; i < n; ++i) {
-    out.push_back(smp.sample(l, {}));
+    out.push_back(smp.sample(l, {}, static_cast<uint64_t>(i)));
     feed_item it{&s, std::span<const int32_t>(&out.back(), 1), true};
     l = std::move((*e->feed(std::span<const feed_item>(&it, 1)))[0]);
   }

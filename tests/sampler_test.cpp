@@ -25,7 +25,7 @@ TEST(sampler, greedy_takes_the_lowest_id_on_ties) {
   sampling_params p;
   p.temperature = 0.0f;
   sampler s(p);
-  EXPECT_EQ(s.sample(l, {}), 1);
+  EXPECT_EQ(s.sample(l, {}, 0), 1);
 }
 
 TEST(sampler, same_seed_same_tokens_other_seed_other_tokens) {
@@ -40,12 +40,46 @@ TEST(sampler, same_seed_same_tokens_other_seed_other_tokens) {
   sampler s3(p);
   for (uint32_t i = 0; i < 64; ++i) {
     const auto l = some_logits(1000, i);
-    a.push_back(s1.sample(l, {}));
-    b.push_back(s2.sample(l, {}));
-    c.push_back(s3.sample(l, {}));
+    a.push_back(s1.sample(l, {}, i));
+    b.push_back(s2.sample(l, {}, i));
+    c.push_back(s3.sample(l, {}, i));
   }
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
+}
+
+TEST(sampler, a_draw_depends_on_the_seed_and_the_token_index_alone) {
+  sampling_params p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  // one sampler through 64 tokens, against a fresh sampler for each token (what a new
+  // owner of the last stage after a reshard is): the same tokens
+  sampler through(p);
+  std::vector<int32_t> a, b, shifted;
+  for (uint32_t i = 0; i < 64; ++i) {
+    const auto l = some_logits(1000, i);
+    a.push_back(through.sample(l, {}, i));
+    b.push_back(sampler(p).sample(l, {}, i));
+    shifted.push_back(sampler(p).sample(l, {}, i + 1));
+  }
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, shifted);  // the index matters
+  // the uniform numbers look uniform: mean 1/2, variance 1/12, all in [0, 1)
+  double sum = 0.0, sq = 0.0;
+  const int n = 100000;
+  for (int i = 0; i < n; ++i) {
+    const double u = sampler::uniform(0xbaf0, static_cast<uint64_t>(i));
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+    sq += u * u;
+  }
+  const double mean = sum / n;
+  EXPECT_NEAR(mean, 0.5, 0.005);
+  EXPECT_NEAR(sq / n - mean * mean, 1.0 / 12.0, 0.002);
+  EXPECT_NE(sampler::uniform(1, 0), sampler::uniform(2, 0));
 }
 
 TEST(sampler, filters_keep_what_they_should) {
@@ -55,16 +89,16 @@ TEST(sampler, filters_keep_what_they_should) {
   p.top_k = 1;
   sampler k1(p);
   for (int i = 0; i < 20; ++i) {
-    EXPECT_EQ(k1.sample(l, {}), best);
+    EXPECT_EQ(k1.sample(l, {}, static_cast<uint64_t>(i)), best);
   }
   p.top_k = 0;
   p.min_p = 1.0f;  // only tokens as likely as the best
   sampler mp(p);
-  EXPECT_EQ(mp.sample(l, {}), best);
+  EXPECT_EQ(mp.sample(l, {}, 0), best);
   p.min_p = 0.0f;
   p.top_p = 1e-6f;  // the smallest prefix: the best token
   sampler tp(p);
-  EXPECT_EQ(tp.sample(l, {}), best);
+  EXPECT_EQ(tp.sample(l, {}, 0), best);
 }
 
 TEST(sampler, penalties_push_repeated_tokens_down) {
@@ -74,20 +108,20 @@ TEST(sampler, penalties_push_repeated_tokens_down) {
   p.repeat_penalty = 1.2f;  // 2.0 / 1.2 < 1.9
   sampler s(p);
   std::vector<int32_t> hist = {0};
-  EXPECT_EQ(s.sample(l, hist), 1);
+  EXPECT_EQ(s.sample(l, hist, 0), 1);
   sampling_params q;
   q.temperature = 0.0f;
   q.frequency_penalty = 0.06f;
   sampler f(q);
   std::vector<int32_t> once = {0};
   std::vector<int32_t> twice = {0, 0};
-  EXPECT_EQ(f.sample(l, once), 0);   // 2.0 - 0.06 > 1.9
-  EXPECT_EQ(f.sample(l, twice), 1);  // 2.0 - 0.12 < 1.9
+  EXPECT_EQ(f.sample(l, once, 0), 0);   // 2.0 - 0.06 > 1.9
+  EXPECT_EQ(f.sample(l, twice, 0), 1);  // 2.0 - 0.12 < 1.9
   sampling_params r;
   r.temperature = 0.0f;
   r.presence_penalty = 0.2f;
   sampler pr(r);
-  EXPECT_EQ(pr.sample(l, once), 1);
+  EXPECT_EQ(pr.sample(l, once, 0), 1);
 }
 
 TEST(sampler, invalid_parameters_are_named) {

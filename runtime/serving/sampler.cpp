@@ -35,7 +35,24 @@ result<void> sampling_params::validate() const {
   return {};
 }
 
-sampler::sampler(const sampling_params& p) : p_(p), rng_(p.seed) {}
+sampler::sampler(const sampling_params& p) : p_(p) {}
+
+namespace {
+
+/// SplitMix64's finaliser: a bijection of 64-bit words whose outputs for consecutive
+/// inputs look independent.
+uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+double sampler::uniform(uint64_t seed, uint64_t draw) {
+  return static_cast<double>(mix64(mix64(seed) ^ draw) >> 11) * 0x1p-53;
+}
 
 int32_t sampler::greedy(std::span<const float> logits) {
   int32_t best = 0;
@@ -94,7 +111,8 @@ token_logprobs sampler::logprobs(std::span<const float> logits, int32_t token, i
   return r;
 }
 
-int32_t sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+int32_t sampler::sample(std::span<const float> logits, std::span<const int32_t> history,
+                        uint64_t draw) {
   cand_.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) {
     cand_[i] = {static_cast<int32_t>(i), logits[i]};
@@ -143,7 +161,7 @@ int32_t sampler::sample(std::span<const float> logits, std::span<const int32_t> 
       w[i] = std::exp((static_cast<double>(cand_[i].logit) - mx) / p_.temperature);
       total += w[i];
     }
-    const double u = static_cast<double>(rng_() >> 11) * 0x1p-53 * total;
+    const double u = uniform(p_.seed, draw) * total;
     double acc = 0.0;
     for (size_t i = 0; i < cand_.size(); ++i) {
       acc += w[i];
@@ -209,8 +227,7 @@ int32_t sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     w[i] = std::exp((static_cast<double>(cand_[i].logit) - max) / p_.temperature);
     total += w[i];
   }
-  // uniform in [0, 1) from 53 random bits: the same on every platform
-  const double u = static_cast<double>(rng_() >> 11) * 0x1p-53 * total;
+  const double u = uniform(p_.seed, draw) * total;
   double acc = 0.0;
   for (size_t i = 0; i < k; ++i) {
     acc += w[i];

@@ -1,13 +1,15 @@
 // Picks the next token from logits: greedy, or llama.cpp's default chain — repetition /
 // presence / frequency penalties over the last `penalty_last_n` tokens, top-k, top-p,
-// min-p, temperature, then a draw from the distribution with the sequence's own seeded
-// generator (same seed, same tokens, on every machine). It also reports what a reply's
+// min-p, temperature, then a draw from the distribution. A draw's random bits are a
+// function of the sequence's seed and the index of the token being sampled alone
+// (counter-based, no generator state), so the same seed gives the same tokens on every
+// machine and whichever stage, on whichever rank, samples a sequence's k-th token: a
+// reshard or a replayed stage starts no sequence's randomness over. It also reports what a reply's
 // logprobs show: the sampled token's log-probability and the most likely alternatives,
 // under the raw logits.
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <span>
 #include <vector>
 
@@ -46,8 +48,15 @@ class sampler {
  public:
   explicit sampler(const sampling_params& p);
 
-  /// The next token for `logits` [n_vocab], given the tokens so far (for penalties).
-  int32_t sample(std::span<const float> logits, std::span<const int32_t> history);
+  /// The next token for `logits` [n_vocab], given the tokens so far (for penalties);
+  /// `draw` is its index among the sequence's sampled tokens (the tokens generated
+  /// before it), which with the seed alone decides the random draw.
+  int32_t sample(std::span<const float> logits, std::span<const int32_t> history,
+                 uint64_t draw);
+
+  /// The uniform number in [0, 1) that draw `draw` of seed `seed` uses: 53 bits of a
+  /// counter-based hash, the same on every platform.
+  static double uniform(uint64_t seed, uint64_t draw);
 
   /// Argmax, ties to the lowest id.
   static int32_t greedy(std::span<const float> logits);
@@ -64,7 +73,6 @@ class sampler {
 
   // -- member variables -------------------------------------------------------
   sampling_params p_;
-  std::mt19937_64 rng_;
   std::vector<candidate> cand_;
   std::vector<double> weights_;  // scratch of the untruncated draw
 };

@@ -139,6 +139,7 @@ sched_slice scheduler::make_slice(seq& s, int32_t n) {
   sl.block_table = blocks_.table(s.req.id);
   sl.want_token = s.n_computed + n == static_cast<int32_t>(s.tokens.size());
   sl.sampling = s.req.sampling;
+  sl.draw = s.n_generated;
   const auto& p = s.req.sampling;
   if (sl.want_token && (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f ||
                         p.frequency_penalty != 0.0f)) {

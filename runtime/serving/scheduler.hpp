@@ -41,6 +41,7 @@ struct sched_slice {
   bool want_token = false;
   sampling_params sampling;
   std::vector<int32_t> history_tail;
+  int32_t draw = 0;  ///< the sampled token's index among the sequence's generated ones
 };
 
 struct sched_step {
