@@ -17,6 +17,7 @@
 #include "runtime/text/vocab.hpp"
 #include "tests/golden_util.hpp"
 #include "tests/gpu_util.hpp"
+#include "tests/kv_move_util.hpp"
 #include "tests/mpi_util.hpp"
 #if defined(BATON_HAVE_CUDA)
 #include "kernels/cuda/dequantize.cuh"
@@ -260,6 +261,14 @@ TEST(cuda_stage, a_kernel_fault_fails_that_step_and_every_later_one_naming_the_d
               testing::ExitedWithCode(0), "");
 }
 #endif
+
+TEST(cuda_stage, kv_rows_moved_to_a_new_owner_give_the_same_next_logits) {
+  BATON_REQUIRE_GPU();
+  BATON_REQUIRE_SHARED(shared);
+  auto m = model::open((shared / "models/tiny-q8_0.gguf").string());
+  ASSERT_TRUE(m) << m.err().message;
+  test::expect_kv_rows_move_between_stages(*m, "cuda:0");
+}
 
 TEST(cuda_stage, two_gpu_stages_of_one_process_hand_over_on_the_device) {
   BATON_REQUIRE_GPU();

@@ -10,6 +10,7 @@
 #include "runtime/compute/engine.hpp"
 #include "runtime/model/model_builder.hpp"
 #include "tests/fixture_model.hpp"
+#include "tests/kv_move_util.hpp"
 #include "tests/reference_forward.hpp"
 
 namespace baton {
@@ -163,6 +164,10 @@ TEST(forward, a_sequence_alone_equals_it_inside_a_batch_of_8_others) {
     }
     EXPECT_EQ(got, *want) << cpu::isa_name(isa);
   }
+}
+
+TEST(forward, kv_rows_moved_to_a_new_owner_give_the_same_next_logits) {
+  test::expect_kv_rows_move_between_stages(fixture(ggml_type::q8_0), "cpu");
 }
 
 TEST(forward, context_and_cache_limits_are_errors) {

@@ -43,6 +43,14 @@ class cpu_stage final : public stage_compute {
   result<void> forward(const batch& b, stage_activations& io,
                        std::vector<float>& logits) override;
   std::string describe() const override { return "cpu"; }
+  result<std::vector<uint8_t>> export_kv(int64_t layer,
+                                         std::span<const int32_t> blocks) const override {
+    return kv_.export_rows(layer, blocks);
+  }
+  result<void> import_kv(int64_t layer, std::span<const int32_t> blocks,
+                         std::span<const uint8_t> rows) override {
+    return kv_.import_rows(layer, blocks, rows);
+  }
 
  private:
   /// y[n_tokens, n_out] = x[n_tokens, n_in] · Wᵀ, split by output rows over the pool.

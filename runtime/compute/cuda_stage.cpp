@@ -12,6 +12,7 @@
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/ops.hpp"
 #include "runtime/system/units.hpp"
+#include "runtime/compute/kv_storage.hpp"
 #include "runtime/compute/pooled_floats.hpp"
 
 namespace baton {
@@ -513,6 +514,83 @@ result<void> cuda_stage::forward(const batch& b, stage_activations& io,
     return make_error("%s", broken_.c_str());
   }
   return ok;
+}
+
+namespace {
+
+/// Bytes of one block of one layer's K (or V).
+size_t kv_block_bytes(const cuda::paged_kv& kv) {
+  return static_cast<size_t>(kv.block_size * kv.n_head_kv * kv.head_dim) *
+         traits(kv.type).type_size;
+}
+
+}  // namespace
+
+result<std::vector<uint8_t>> cuda_stage::export_kv(int64_t il,
+                                                   std::span<const int32_t> blocks) const {
+  const cuda::paged_kv& any = kv_layers_.front();
+  const size_t bb = kv_block_bytes(any);
+  if (auto ok = check_kv_rows(il, first_, last_, blocks, static_cast<int32_t>(any.n_blocks),
+                              bb, std::nullopt);
+      !ok) {
+    return make_error("%s: %s", name_.c_str(), ok.err().message.c_str());
+  }
+  if (!broken_.empty()) {
+    return make_error("%s", broken_.c_str());
+  }
+  const cuda::paged_kv& kv = kv_layers_[static_cast<size_t>(il - first_)];
+  std::vector<uint8_t> rows(2 * blocks.size() * bb);
+  uint8_t* out = rows.data();
+  if (auto ok = check(cudaSetDevice(device_), "cudaSetDevice"); !ok) {
+    return ok.err();
+  }
+  for (const void* base : {kv.k, kv.v}) {
+    for (const int32_t b : blocks) {
+      const auto* src = static_cast<const uint8_t*>(base) + static_cast<size_t>(b) * bb;
+      if (auto ok = check(cudaMemcpyAsync(out, src, bb, cudaMemcpyDeviceToHost, stream_),
+                          "exporting KV rows");
+          !ok) {
+        return ok.err();
+      }
+      out += bb;
+    }
+  }
+  if (auto ok = check(cudaStreamSynchronize(stream_), "exporting KV rows"); !ok) {
+    return ok.err();
+  }
+  return rows;
+}
+
+result<void> cuda_stage::import_kv(int64_t il, std::span<const int32_t> blocks,
+                                   std::span<const uint8_t> rows) {
+  const cuda::paged_kv& any = kv_layers_.front();
+  const size_t bb = kv_block_bytes(any);
+  if (auto ok = check_kv_rows(il, first_, last_, blocks, static_cast<int32_t>(any.n_blocks),
+                              bb, rows.size());
+      !ok) {
+    return make_error("%s: %s", name_.c_str(), ok.err().message.c_str());
+  }
+  if (!broken_.empty()) {
+    return make_error("%s", broken_.c_str());
+  }
+  const cuda::paged_kv& kv = kv_layers_[static_cast<size_t>(il - first_)];
+  const uint8_t* in = rows.data();
+  if (auto ok = check(cudaSetDevice(device_), "cudaSetDevice"); !ok) {
+    return ok;
+  }
+  for (void* base : {kv.k, kv.v}) {
+    for (const int32_t b : blocks) {
+      auto* dst = static_cast<uint8_t*>(base) + static_cast<size_t>(b) * bb;
+      if (auto ok = check(cudaMemcpyAsync(dst, in, bb, cudaMemcpyHostToDevice, stream_),
+                          "importing KV rows");
+          !ok) {
+        return ok;
+      }
+      in += bb;
+    }
+  }
+  // the rows are the caller's: they must have reached the device before it lets go
+  return check(cudaStreamSynchronize(stream_), "importing KV rows");
 }
 
 }  // namespace baton

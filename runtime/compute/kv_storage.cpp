@@ -74,4 +74,65 @@ cpu::kv_view kv_storage::view(const std::vector<const void*>& blocks) const {
   return cpu::kv_view{blocks.data(), block_size_, n_head_kv_, head_dim_, type_};
 }
 
+result<void> check_kv_rows(int64_t layer, int64_t first, int64_t last,
+                           std::span<const int32_t> blocks, int32_t n_blocks,
+                           size_t block_bytes, std::optional<size_t> rows_size) {
+  if (layer < first || layer >= last) {
+    return make_error("KV rows of layer %lld: this stage holds layers [%lld, %lld)",
+                      static_cast<long long>(layer), static_cast<long long>(first),
+                      static_cast<long long>(last));
+  }
+  for (const int32_t b : blocks) {
+    if (b < 0 || b >= n_blocks) {
+      return make_error("KV rows of layer %lld: block %d is not one of this stage's %d blocks",
+                        static_cast<long long>(layer), b, n_blocks);
+    }
+  }
+  const size_t want = 2 * blocks.size() * block_bytes;
+  if (rows_size && *rows_size != want) {
+    return make_error("KV rows of layer %lld: %zu bytes for %zu blocks; expected %zu (K and V "
+                      "of %zu bytes a block: another cache type, block size or model?)",
+                      static_cast<long long>(layer), *rows_size, blocks.size(), want,
+                      block_bytes);
+  }
+  return {};
+}
+
+result<std::vector<uint8_t>> kv_storage::export_rows(int64_t layer,
+                                                     std::span<const int32_t> blocks) const {
+  const auto last = first_ + static_cast<int64_t>(k_.size());
+  if (auto ok = check_kv_rows(layer, first_, last, blocks, n_blocks_, block_bytes_, std::nullopt);
+      !ok) {
+    return ok.err();
+  }
+  std::vector<uint8_t> rows(2 * blocks.size() * block_bytes_);
+  uint8_t* out = rows.data();
+  for (const auto* buf : {&k_[static_cast<size_t>(layer - first_)],
+                          &v_[static_cast<size_t>(layer - first_)]}) {
+    for (const int32_t b : blocks) {
+      std::memcpy(out, buf->data() + static_cast<size_t>(b) * block_bytes_, block_bytes_);
+      out += block_bytes_;
+    }
+  }
+  return rows;
+}
+
+result<void> kv_storage::import_rows(int64_t layer, std::span<const int32_t> blocks,
+                                     std::span<const uint8_t> rows) {
+  const auto last = first_ + static_cast<int64_t>(k_.size());
+  if (auto ok = check_kv_rows(layer, first_, last, blocks, n_blocks_, block_bytes_, rows.size());
+      !ok) {
+    return ok;
+  }
+  const uint8_t* in = rows.data();
+  for (auto* buf : {&k_[static_cast<size_t>(layer - first_)],
+                    &v_[static_cast<size_t>(layer - first_)]}) {
+    for (const int32_t b : blocks) {
+      std::memcpy(buf->data() + static_cast<size_t>(b) * block_bytes_, in, block_bytes_);
+      in += block_bytes_;
+    }
+  }
+  return {};
+}
+
 }  // namespace baton

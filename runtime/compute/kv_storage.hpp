@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <vector>
 
 #include "kernels/cpu/ops.hpp"
@@ -32,6 +34,11 @@ class kv_storage {
   void store_k(int64_t il, const std::vector<int32_t>& table, int64_t pos, const float* row);
   void store_v(int64_t il, const std::vector<int32_t>& table, int64_t pos, const float* row);
 
+  /// stage_compute::export_kv and import_kv over this storage.
+  result<std::vector<uint8_t>> export_rows(int64_t layer, std::span<const int32_t> blocks) const;
+  result<void> import_rows(int64_t layer, std::span<const int32_t> blocks,
+                           std::span<const uint8_t> rows);
+
   /// Pointers to the K (or V) blocks of `table` for layer il, in table order.
   void block_pointers(int64_t il, bool values, const std::vector<int32_t>& table,
                       std::vector<const void*>& out) const;
@@ -52,5 +59,13 @@ class kv_storage {
   std::vector<std::vector<uint8_t>> k_;  // [n_layers] each n_blocks × block_bytes_
   std::vector<std::vector<uint8_t>> v_;
 };
+
+/// Whether the KV rows of `blocks` of `layer` can leave or enter a stage that holds layers
+/// [first, last) in `n_blocks` blocks of `block_bytes` (K or V, one layer), and, with
+/// `rows_size`, whether the rows hold exactly them: the error names what does not fit.
+/// Both backends check with it before touching memory.
+result<void> check_kv_rows(int64_t layer, int64_t first, int64_t last,
+                           std::span<const int32_t> blocks, int32_t n_blocks,
+                           size_t block_bytes, std::optional<size_t> rows_size);
 
 }  // namespace baton

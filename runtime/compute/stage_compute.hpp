@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,19 @@ class stage_compute {
   }
   /// "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
   virtual std::string describe() const = 0;
+
+  /// The KV rows of `blocks` of layer `layer` (one of this stage's), in the format KV
+  /// travels in between stages when a layer changes owner (a reshard): K of every block,
+  /// then V of every block, each block [slot][kv head][head_dim] in the cache type — the
+  /// layout both backends keep, so the bytes are the cache's own. Errors name the layer or
+  /// block that is not this stage's.
+  virtual result<std::vector<uint8_t>> export_kv(int64_t layer,
+                                                 std::span<const int32_t> blocks) const = 0;
+  /// Writes rows export_kv gave (another stage's, same model, cache type and block size)
+  /// into `blocks` of layer `layer`: block ids are the router's, the same on every stage.
+  /// A layer, block or size that does not fit is an error and writes nothing.
+  virtual result<void> import_kv(int64_t layer, std::span<const int32_t> blocks,
+                                 std::span<const uint8_t> rows) = 0;
 };
 
 /// The compute for `o.device`; errors name the device and what failed (no such device,
