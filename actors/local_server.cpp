@@ -59,6 +59,45 @@ std::optional<gen_event> event_stream::next(std::chrono::milliseconds timeout) {
   return e;
 }
 
+namespace {
+
+/// Stages that run the model's layers [0, n_layer) in order, each on a rank of `world`.
+result<void> check_stages(const std::vector<stage_setup>& stages, int64_t n_layer,
+                          int32_t world) {
+  int64_t next = 0;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const stage_setup& st = stages[s];
+    if (st.first_layer != next || st.last_layer <= st.first_layer || st.last_layer > n_layer) {
+      return make_error("stage %zu: layers [%lld, %lld) do not continue the pipeline at layer "
+                        "%lld within the model's %lld layers",
+                        s, static_cast<long long>(st.first_layer),
+                        static_cast<long long>(st.last_layer), static_cast<long long>(next),
+                        static_cast<long long>(n_layer));
+    }
+    if (st.rank < 0 || st.rank >= world) {
+      return make_error("stage %zu: rank %d is outside the MPI world of %d ranks", s, st.rank,
+                        world);
+    }
+    next = st.last_layer;
+  }
+  if (next != n_layer) {
+    return make_error("the stages cover layers [0, %lld) of the model's %lld",
+                      static_cast<long long>(next), static_cast<long long>(n_layer));
+  }
+  return {};
+}
+
+/// Stages of `stages` on `rank`.
+int32_t stages_on(const std::vector<stage_setup>& stages, int32_t rank) {
+  int32_t n = 0;
+  for (const auto& st : stages) {
+    n += st.rank == rank ? 1 : 0;
+  }
+  return n;
+}
+
+}  // namespace
+
 result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const model> m,
                                                            std::shared_ptr<const tokenizer> tok,
                                                            server_options o, cluster_link link) {
@@ -74,25 +113,8 @@ result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const
     }
   }
   o.n_stages = static_cast<int32_t>(o.stages.size());
-  int64_t next = 0;
-  for (size_t s = 0; s < o.stages.size(); ++s) {
-    const stage_setup& st = o.stages[s];
-    if (st.first_layer != next || st.last_layer <= st.first_layer || st.last_layer > c.n_layer) {
-      return make_error("stage %zu: layers [%lld, %lld) do not continue the pipeline at layer "
-                        "%lld within the model's %lld layers",
-                        s, static_cast<long long>(st.first_layer),
-                        static_cast<long long>(st.last_layer), static_cast<long long>(next),
-                        static_cast<long long>(c.n_layer));
-    }
-    if (st.rank < 0 || st.rank >= link.world) {
-      return make_error("stage %zu: rank %d is outside the MPI world of %d ranks", s, st.rank,
-                        link.world);
-    }
-    next = st.last_layer;
-  }
-  if (next != c.n_layer) {
-    return make_error("the stages cover layers [0, %lld) of the model's %lld",
-                      static_cast<long long>(next), static_cast<long long>(c.n_layer));
+  if (auto ok = check_stages(o.stages, c.n_layer, link.world); !ok) {
+    return ok.err();
   }
   serving_config& sv = o.serving;
   if (sv.micro_batches == 0) {
@@ -135,13 +157,58 @@ local_server::local_server(std::shared_ptr<const model> m, std::shared_ptr<const
   data_ = link_.data ? link_.data : std::make_shared<local_transport>();
 }
 
+stage_compute_options local_server::compute_options(const std::vector<stage_setup>& stages,
+                                                    int32_t s, int32_t n_local) const {
+  const stage_setup& st = stages[static_cast<size_t>(s)];
+  const serving_config& sv = opts_.serving;
+  stage_compute_options co;
+  co.m = model_;
+  co.first_layer = st.first_layer;
+  co.last_layer = st.last_layer;
+  co.device = st.device;
+  co.n_blocks = sv.n_blocks;
+  co.block_size = sv.block_size;
+  co.kv_type = sv.kv_type;
+  // threads: the rank's share split over the stages it runs (they overlap in time)
+  co.n_threads = st.n_threads > 0 ? st.n_threads : std::max(1, opts_.n_threads / n_local);
+  co.kernels = opts_.kernels;
+  co.max_tokens = sv.max_num_batched_tokens;
+  co.max_logits = sv.max_num_seqs;
+  co.max_context = sv.n_ctx;
+  if (static_cast<size_t>(s) + 1 < stages.size()) {
+    const stage_setup& next = stages[static_cast<size_t>(s) + 1];
+    co.keep_output_on_device = (next.rank == link_.rank || link_.device_link) &&
+                               cuda_device_index(st.device) && cuda_device_index(next.device);
+  }
+  return co;
+}
+
+shard_actor local_server::spawn_stage(const std::vector<stage_setup>& stages, int32_t s,
+                                      std::shared_ptr<stage_compute> compute) {
+  const stage_setup& st = stages[static_cast<size_t>(s)];
+  shard_config sc;
+  sc.m = model_;
+  sc.stage = s;
+  sc.n_stages = static_cast<int32_t>(stages.size());
+  sc.first_layer = st.first_layer;
+  sc.last_layer = st.last_layer;
+  sc.compute = std::move(compute);
+  sc.data = data_;
+  sc.on_shutdown = [this](bool peer_died) {
+    {
+      std::lock_guard<std::mutex> lock(shutdown_mu_);
+      shutdown_ = true;
+      peer_died_ = peer_died_ || peer_died;
+    }
+    shutdown_cv_.notify_all();
+  };
+  return spawn_shard(*sys_, sc);
+}
+
 result<void> local_server::start() {
   const int32_t n_stages = opts_.n_stages;
-  // threads: the rank's share split over the stages it runs (they overlap in time)
-  int32_t n_local = 0;
-  for (const auto& st : opts_.stages) {
-    n_local += st.rank == link_.rank ? 1 : 0;
-  }
+  const int32_t n_local = stages_on(opts_.stages, link_.rank);
+  computes_.assign(static_cast<size_t>(n_stages), nullptr);
   shards_.assign(static_cast<size_t>(n_stages), shard_actor{});
   // {"host": "10.0.0.2", "stages": [{"stage": 1, "port": 41234}]}, or {"error": "..."}
   nlohmann::json mine = {{"host", link_.bind_host}, {"stages", nlohmann::json::array()}};
@@ -151,48 +218,14 @@ result<void> local_server::start() {
     if (st.rank != link_.rank) {
       continue;
     }
-    shard_config sc;
-    sc.m = model_;
-    sc.stage = s;
-    sc.n_stages = n_stages;
-    sc.first_layer = st.first_layer;
-    sc.last_layer = st.last_layer;
-    const serving_config& sv = opts_.serving;
-    stage_compute_options co;
-    co.m = model_;
-    co.first_layer = st.first_layer;
-    co.last_layer = st.last_layer;
-    co.device = st.device;
-    co.n_blocks = sv.n_blocks;
-    co.block_size = sv.block_size;
-    co.kv_type = sv.kv_type;
-    co.n_threads = st.n_threads > 0 ? st.n_threads : std::max(1, opts_.n_threads / n_local);
-    co.kernels = opts_.kernels;
-    co.max_tokens = sv.max_num_batched_tokens;
-    co.max_logits = sv.max_num_seqs;
-    co.max_context = sv.n_ctx;
-    if (s + 1 < n_stages) {
-      const stage_setup& next = opts_.stages[static_cast<size_t>(s + 1)];
-      co.keep_output_on_device = (next.rank == link_.rank || link_.device_link) &&
-                                 cuda_device_index(st.device) && cuda_device_index(next.device);
-    }
-    auto compute = make_stage_compute(co);
+    auto compute = make_stage_compute(compute_options(opts_.stages, s, n_local));
     if (!compute) {
       // still joins the endpoint exchange below, which carries the message to every rank
       failed = "stage " + std::to_string(s) + ": " + compute.err().message;
       continue;
     }
-    sc.compute = std::move(*compute);
-    sc.data = data_;
-    sc.on_shutdown = [this](bool peer_died) {
-      {
-        std::lock_guard<std::mutex> lock(shutdown_mu_);
-        shutdown_ = true;
-        peer_died_ = peer_died_ || peer_died;
-      }
-      shutdown_cv_.notify_all();
-    };
-    auto shard = spawn_shard(*sys_, sc);
+    computes_[static_cast<size_t>(s)] = std::move(*compute);
+    auto shard = spawn_stage(opts_.stages, s, computes_[static_cast<size_t>(s)]);
     shards_[static_cast<size_t>(s)] = shard;
     local_shards_.push_back(shard);
     if (link_.world > 1) {
@@ -384,14 +417,16 @@ serving_snapshot local_server::snapshot() const {
 
 void local_server::poll_stage_times() const {
   caf::scoped_actor self{*sys_};
-  std::vector<double> seconds(shards_.size(), 0.0);
+  std::vector<double> seconds;
   std::unique_lock<std::mutex> lock(view_->mu);
   while (!view_->poll_stop) {
     lock.unlock();
-    for (size_t s = 0; s < shards_.size(); ++s) {
+    const std::vector<shard_actor> shards = current_shards();  // a reshard may swap them
+    seconds.resize(shards.size(), 0.0);
+    for (size_t s = 0; s < shards.size(); ++s) {
       // bounded: a stage whose rank died may not answer (its proxy may not know yet);
       // it keeps its last value
-      self->request(shards_[s], std::chrono::seconds(1), stats_atom::value, int32_t{256})
+      self->request(shards[s], std::chrono::seconds(1), stats_atom::value, int32_t{256})
           .receive(
               [&](std::vector<step_timing>& t) {
                 if (t.empty()) {
@@ -492,9 +527,132 @@ std::vector<step_timing> local_server::timings(int32_t stage) {
   caf::scoped_actor self{*sys_};
   std::vector<step_timing> out;
   // bounded: a stage whose rank died answers nothing (its proxy may not know yet)
-  self->request(shards_.at(static_cast<size_t>(stage)), std::chrono::seconds(2), stats_atom::value)
+  self->request(current_shards().at(static_cast<size_t>(stage)), std::chrono::seconds(2),
+                stats_atom::value)
       .receive([&](std::vector<step_timing>& t) { out = std::move(t); }, [&](caf::error&) {});
   return out;
+}
+
+std::vector<shard_actor> local_server::current_shards() const {
+  std::lock_guard<std::mutex> lock(shards_mu_);
+  return shards_;
+}
+
+result<reshard_report> local_server::reshard(std::vector<stage_setup> stages) {
+  using clock = std::chrono::steady_clock;
+  std::unique_lock<std::mutex> one_at_a_time(reshard_mu_, std::try_to_lock);
+  if (!one_at_a_time.owns_lock()) {
+    return make_error("another reshard is under way");
+  }
+  if (!head()) {
+    return make_error("a reshard is applied by the head (rank 0)");
+  }
+  if (link_.world > 1) {
+    return make_error("resharding a job of %d ranks is not built yet: only one-process jobs "
+                      "change shape while serving",
+                      link_.world);
+  }
+  const int64_t n_layer = model_->config().n_layer;
+  if (auto ok = check_stages(stages, n_layer, link_.world); !ok) {
+    return ok.err();
+  }
+  // a layer keeps its kind of device: CPU and CUDA round differently, and a reshard must
+  // not change a sequence's tokens
+  for (const stage_setup& st : stages) {
+    for (const stage_setup& old : opts_.stages) {
+      const bool overlap = st.first_layer < old.last_layer && old.first_layer < st.last_layer;
+      if (overlap && cuda_device_index(st.device).has_value() !=
+                         cuda_device_index(old.device).has_value()) {
+        return make_error("layers [%lld, %lld) would move from %s to %s: a reshard keeps each "
+                          "layer on its kind of device (CPU and CUDA results differ in rounding)",
+                          static_cast<long long>(std::max(st.first_layer, old.first_layer)),
+                          static_cast<long long>(std::min(st.last_layer, old.last_layer)),
+                          old.device.c_str(), st.device.c_str());
+      }
+    }
+  }
+  const auto t_prepare = clock::now();
+  // prepare while serving goes on: the new stages' weights and empty KV
+  const int32_t n_local = stages_on(stages, link_.rank);
+  std::vector<std::shared_ptr<stage_compute>> fresh(stages.size());
+  for (size_t s = 0; s < stages.size(); ++s) {
+    auto c = make_stage_compute(compute_options(stages, static_cast<int32_t>(s), n_local));
+    if (!c) {
+      return make_error("preparing stage %zu (layers [%lld, %lld) on %s): %s; nothing changed", s,
+                        static_cast<long long>(stages[s].first_layer),
+                        static_cast<long long>(stages[s].last_layer), stages[s].device.c_str(),
+                        c.err().message.c_str());
+    }
+    fresh[s] = std::move(*c);
+  }
+  reshard_report rep;
+  rep.prepare_seconds = std::chrono::duration<double>(clock::now() - t_prepare).count();
+  // quiesce: no new steps; the ones in flight finish
+  const auto t_pause = clock::now();
+  caf::scoped_actor self{*sys_};
+  bool drained = false;
+  self->request(router_, caf::infinite, pause_atom::value)
+      .receive([&](bool ok) { drained = ok; }, [&](caf::error&) {});
+  auto resume_old = [&] {
+    self->request(router_, caf::infinite, switch_atom::value, std::vector<shard_actor>{},
+                  std::vector<int32_t>{})
+        .receive([](uint64_t) {}, [](caf::error&) {});
+  };
+  if (!drained) {
+    resume_old();
+    return make_error("the pipeline went down before the reshard could start: %s",
+                      snapshot().stats.down_message.c_str());
+  }
+  // every layer's KV rows, every block, from its old owner to its new one (the block ids
+  // are the router's: the same in both pipelines)
+  std::vector<int32_t> blocks(static_cast<size_t>(opts_.serving.n_blocks));
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    blocks[b] = static_cast<int32_t>(b);
+  }
+  for (size_t s = 0; s < stages.size(); ++s) {
+    for (int64_t layer = stages[s].first_layer; layer < stages[s].last_layer; ++layer) {
+      size_t owner = 0;
+      while (opts_.stages[owner].last_layer <= layer) {
+        ++owner;
+      }
+      auto rows = computes_[owner]->export_kv(layer, blocks);
+      auto moved = rows ? fresh[s]->import_kv(layer, blocks, *rows) : result<void>(rows.err());
+      if (!moved) {
+        resume_old();
+        return make_error("moving the KV rows of layer %lld: %s; nothing changed",
+                          static_cast<long long>(layer), moved.err().message.c_str());
+      }
+      rep.kv_bytes_moved += rows->size();
+    }
+  }
+  // switch: the new shards take the stages; the router starts the next epoch
+  std::vector<shard_actor> shards(stages.size());
+  std::vector<int32_t> ranks;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    shards[s] = spawn_stage(stages, static_cast<int32_t>(s), fresh[s]);
+    ranks.push_back(stages[s].rank);
+  }
+  self->request(router_, caf::infinite, switch_atom::value, shards, ranks)
+      .receive([&](uint64_t epoch) { rep.epoch = epoch; }, [](caf::error&) {});
+  rep.pause_seconds = std::chrono::duration<double>(clock::now() - t_pause).count();
+  // release what the old pipeline held
+  std::vector<shard_actor> old;
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    old = std::exchange(shards_, shards);
+    local_shards_ = shards_;
+  }
+  for (auto& s : old) {
+    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+  }
+  computes_ = std::move(fresh);
+  opts_.stages = std::move(stages);
+  opts_.n_stages = static_cast<int32_t>(opts_.stages.size());
+  {
+    std::lock_guard<std::mutex> lock(view_->mu);
+    view_->snap.stage_step_seconds.assign(opts_.stages.size(), 0.0);
+  }
+  return rep;
 }
 
 }  // namespace baton

@@ -26,6 +26,7 @@
 
 #include "actors/messages.hpp"
 #include "kernels/cpu/isa.hpp"
+#include "runtime/compute/stage_compute.hpp"
 #include "runtime/model/model_config.hpp"
 #include "runtime/serving/serving_config.hpp"
 #include "runtime/text/tokenizer.hpp"
@@ -72,6 +73,14 @@ struct server_options {
 struct serving_snapshot {
   router_stats stats;                     ///< as the router last published them
   std::vector<double> stage_step_seconds; ///< [n_stages] mean over each stage's last 256 steps
+};
+
+/// What a reshard did (local_server::reshard).
+struct reshard_report {
+  uint64_t epoch = 0;            ///< the pipeline's number from now on
+  double prepare_seconds = 0;    ///< making the new stages while serving went on
+  double pause_seconds = 0;      ///< no step ran: quiesce, KV moved, switch
+  uint64_t kv_bytes_moved = 0;
 };
 
 /// The events of one request, in order; thread-safe.
@@ -127,8 +136,18 @@ class local_server {
   /// is shutting down", refusal::shutting_down), and new requests are refused with
   /// refusal::shutting_down. Returns at once; any thread; nothing on other ranks.
   void begin_stop();
+  /// Changes the pipeline's shape while it serves (head; one-process jobs for now):
+  /// `stages` (checked as at start; a layer keeps its kind of device) are made while
+  /// steps go on, then the router pauses, the steps in flight finish, every layer's KV
+  /// rows move from the old stage to the new one, the new shards take over under a new
+  /// epoch and the old ones are released. No request is lost or changed: a sequence's
+  /// tokens are those of the undisturbed run. A failure before the switch leaves the
+  /// old pipeline serving and says what failed; one reshard at a time.
+  result<reshard_report> reshard(std::vector<stage_setup> stages);
   /// A stage's actor (another rank's: its proxy); for tests that stop one.
-  shard_actor stage_actor(int32_t stage) const { return shards_.at(static_cast<size_t>(stage)); }
+  shard_actor stage_actor(int32_t stage) const {
+    return current_shards().at(static_cast<size_t>(stage));
+  }
   /// Every step's begin and end on one stage.
   std::vector<step_timing> timings(int32_t stage);
   const server_options& options() const { return opts_; }
@@ -150,6 +169,14 @@ class local_server {
   local_server(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
                server_options opts, cluster_link link);
   result<void> start();
+  /// What make_stage_compute gets for stage `s` of `stages` (`n_local` of them here).
+  stage_compute_options compute_options(const std::vector<stage_setup>& stages, int32_t s,
+                                        int32_t n_local) const;
+  /// Spawns stage `s` of `stages` over `compute`.
+  shard_actor spawn_stage(const std::vector<stage_setup>& stages, int32_t s,
+                          std::shared_ptr<stage_compute> compute);
+  /// shards_, read under its lock (a reshard swaps it).
+  std::vector<shard_actor> current_shards() const;
   /// The poller's loop: every stage's last 256 step timings, once a second.
   void poll_stage_times() const;
 
@@ -163,6 +190,9 @@ class local_server {
   std::shared_ptr<transport> data_;
   std::vector<shard_actor> shards_;    ///< every stage's (remote ones on the head only)
   std::vector<shard_actor> local_shards_;
+  std::vector<std::shared_ptr<stage_compute>> computes_;  ///< [stage] this rank's; else null
+  mutable std::mutex shards_mu_;       ///< shards_ and local_shards_ against a reshard
+  std::mutex reshard_mu_;              ///< one reshard at a time
   std::mutex shutdown_mu_;
   std::condition_variable shutdown_cv_;
   bool shutdown_ = false;

@@ -41,6 +41,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<step_timing>("step_timing");
   cfg.add_message_type<std::vector<step_timing>>("std::vector<step_timing>");
   cfg.add_message_type<router_stats>("router_stats");
+  cfg.add_message_type<std::vector<shard_actor>>("std::vector<shard_actor>");
 }
 
 }  // namespace baton

@@ -28,6 +28,8 @@ using event_atom = caf::atom_constant<caf::atom("event")>;
 using input_atom = caf::atom_constant<caf::atom("input")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using refuse_atom = caf::atom_constant<caf::atom("refuse")>;
+using pause_atom = caf::atom_constant<caf::atom("pause")>;
+using switch_atom = caf::atom_constant<caf::atom("switch")>;
 
 // -- outcomes ----------------------------------------------------------------------
 
@@ -160,6 +162,8 @@ struct router_stats {
   pipeline_state state = pipeline_state::running;
   std::string down_message;         ///< when not running: which stage went and why (for people)
   int32_t down_rank = -1;           ///< the rank of that stage
+  uint64_t epoch = 0;               ///< pipelines switched to so far (reshards)
+  bool paused = false;              ///< no new steps: a reshard is under way
 };
 
 // -- inspect ----------------------------------------------------------------------------
@@ -216,7 +220,8 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
   return f(caf::meta::type_name("router_stats"), x.running, x.waiting, x.in_flight,
            x.free_blocks, x.total_blocks, x.steps, x.preemptions, x.prompt_tokens,
            x.generated_tokens, x.cached_prompt_tokens, x.prefix_hits, x.evictions,
-           x.control_bytes, x.remote_steps, x.state, x.down_message, x.down_rank);
+           x.control_bytes, x.remote_steps, x.state, x.down_message, x.down_rank, x.epoch,
+           x.paused);
 }
 
 // -- actor interfaces ---------------------------------------------------------------------
@@ -244,7 +249,10 @@ using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, c
                                       caf::reacts_to<cancel_atom, uint64_t>,
                                       caf::reacts_to<result_atom, step_result>,
                                       caf::reacts_to<shutdown_atom>,
-                                      caf::replies_to<stats_atom>::with<router_stats>>;
+                                      caf::replies_to<stats_atom>::with<router_stats>,
+                                      caf::replies_to<pause_atom>::with<bool>,
+                                      caf::replies_to<switch_atom, std::vector<shard_actor>,
+                                                      std::vector<int32_t>>::with<uint64_t>>;
 
 /// The admission actor: ok (forwarded to the router) or never (with the kind of refusal
 /// and its message); the router reports finished requests back with done; refuse makes it refuse

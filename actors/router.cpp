@@ -30,6 +30,10 @@ struct router_state {
   bool stopping = false;            // the head began stopping: a stage going down is expected
   uint64_t control_bytes = 0;       // CAF bytes to and from remote shards
   uint64_t remote_steps = 0;
+  // a reshard: no new steps while paused; who waits for the in-flight ones to finish
+  bool paused = false;
+  std::vector<caf::typed_response_promise<bool>> drained;
+  uint64_t epoch = 0;               // pipelines switched to
 };
 
 using router_ptr = router_actor::stateful_pointer<router_state>;
@@ -92,6 +96,8 @@ router_stats make_stats(router_ptr self) {
   out.remote_steps = st.remote_steps;
   out.state = st.state;
   out.down_message = st.down_message;
+  out.epoch = st.epoch;
+  out.paused = st.paused;
   out.down_rank = st.down_rank;
   return out;
 }
@@ -105,7 +111,7 @@ void publish(router_ptr self) {
 
 void pump(router_ptr self) {
   auto& st = self->state;
-  if (st.state != pipeline_state::running) {
+  if (st.state != pipeline_state::running || st.paused) {
     return;
   }
   while (auto step = st.sched->next_step()) {
@@ -148,6 +154,20 @@ void fail_all(router_ptr self, const std::string& why, refusal kind) {
     ev.error_kind = kind;
     finish(self, id, std::move(ev));
   }
+}
+
+/// A pause waits for the steps in flight: answers it once none is left (true), or once
+/// the pipeline cannot run any more (false).
+void settle_pause(router_ptr self) {
+  auto& st = self->state;
+  const bool down = st.state != pipeline_state::running;
+  if (st.drained.empty() || (!down && st.sched->n_in_flight() > 0)) {
+    return;
+  }
+  for (auto& rp : st.drained) {
+    rp.deliver(!down);
+  }
+  st.drained.clear();
 }
 
 void on_result(router_ptr self, const step_result& r) {
@@ -277,6 +297,7 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         fail_all(self, st.down_message, refusal::stage_down);
       }
     }
+    settle_pause(self);
     publish(self);
   });
   publish(self);
@@ -321,7 +342,41 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
       },
       [=](result_atom, const step_result& r) {
         on_result(self, r);
+        settle_pause(self);
         publish(self);
+      },
+      [=](pause_atom) -> caf::result<bool> {
+        auto& st = self->state;
+        if (st.state != pipeline_state::running) {
+          return false;
+        }
+        st.paused = true;
+        publish(self);
+        if (st.sched->n_in_flight() == 0) {
+          return true;
+        }
+        st.drained.push_back(self->make_response_promise<bool>());
+        return st.drained.back();
+      },
+      [=](switch_atom, std::vector<shard_actor>& shards,
+          std::vector<int32_t>& stage_ranks) -> uint64_t {
+        auto& st = self->state;
+        if (!shards.empty()) {
+          // the old shards go away next: their exits are no stage going down
+          for (const auto& s : st.cfg.shards) {
+            self->demonitor(s.address());
+          }
+          st.cfg.shards = std::move(shards);
+          st.cfg.stage_ranks = std::move(stage_ranks);
+          for (const auto& s : st.cfg.shards) {
+            self->monitor(s);
+          }
+          ++st.epoch;
+        }
+        st.paused = false;
+        pump(self);
+        publish(self);
+        return st.epoch;
       },
       [=](shutdown_atom) { self->state.stopping = true; },
       [=](stats_atom) { return make_stats(self); },

@@ -10,7 +10,11 @@
 // (shutting_down). A shard that quit on its own (exit reason normal or user_shutdown)
 // reads "stopped", not "is down", in the message. After every change the router hands
 // its counters to on_stats, so a reader never has to ask the actor (the front end's
-// snapshot).
+// snapshot). A reshard pauses it (pause: no new steps; the answer, true, comes once the
+// steps in flight have finished, false if the pipeline went down meanwhile), then
+// switches it to the new pipeline's shards (switch: the old ones are demonitored, the
+// epoch counts up, steps resume; with no shards it resumes the old pipeline). Requests
+// keep arriving and waiting while it is paused.
 #pragma once
 
 #include <functional>

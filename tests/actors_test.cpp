@@ -571,5 +571,73 @@ TEST(actors, snapshot_follows_the_router_and_times_every_stage) {
   }
 }
 
+/// Stages over the fixture's 4 layers on rank 0's CPU, one per [first, last) pair.
+std::vector<stage_setup> cpu_stages(std::vector<std::pair<int64_t, int64_t>> ranges) {
+  std::vector<stage_setup> out;
+  for (const auto& [first, last] : ranges) {
+    out.push_back(stage_setup{0, first, last, 0, "cpu"});
+  }
+  return out;
+}
+
+TEST(actors, reshards_while_serving_lose_no_request_and_change_no_token) {
+  constexpr int n_req = 32, n_gen = 24;
+  std::vector<std::vector<int32_t>> want;
+  for (int i = 0; i < n_req; ++i) {
+    want.push_back(alone(prompt(i), n_gen, seeded(i)));
+  }
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 256)));
+  std::vector<std::shared_ptr<event_stream>> streams;
+  for (int i = 0; i < n_req; ++i) {
+    streams.push_back(srv->submit(greedy_request(prompt(i), n_gen, "", i)));
+  }
+  // during generation: split to three stages, move a boundary, merge into one, split
+  // into four; each once more tokens have come out
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>> shapes = {
+      {{0, 1}, {1, 3}, {3, 4}}, {{0, 2}, {2, 4}}, {{0, 4}}, {{0, 1}, {1, 2}, {2, 3}, {3, 4}}};
+  uint64_t generated = 0;
+  uint64_t epoch = 0;
+  for (const auto& shape : shapes) {
+    const auto snap = snapshot_when(*srv, [&](const serving_snapshot& sn) {
+      return sn.stats.generated_tokens >= generated + 20;
+    });
+    generated = snap.stats.generated_tokens;
+    auto r = srv->reshard(cpu_stages(shape));
+    ASSERT_TRUE(r) << r.err().message;
+    EXPECT_EQ(r->epoch, ++epoch);
+    EXPECT_GT(r->kv_bytes_moved, 0u);
+    EXPECT_EQ(srv->options().n_stages, static_cast<int32_t>(shape.size()));
+  }
+  EXPECT_LT(generated, static_cast<uint64_t>(n_req * n_gen)) << "the reshards came too late";
+  for (int i = 0; i < n_req; ++i) {
+    auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
+    EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
+    EXPECT_EQ(toks, want[static_cast<size_t>(i)]) << "request " << i;
+  }
+  const auto st = srv->stats();
+  EXPECT_EQ(st.epoch, epoch);
+  EXPECT_FALSE(st.paused);
+  EXPECT_EQ(st.free_blocks, st.total_blocks);  // everything returned
+}
+
+TEST(actors, a_reshard_that_cannot_apply_is_refused_and_serving_goes_on) {
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 64)));
+  auto gap = srv->reshard(cpu_stages({{0, 1}, {2, 4}}));
+  ASSERT_FALSE(gap);
+  EXPECT_NE(gap.err().message.find("do not continue the pipeline at layer 1"), std::string::npos)
+      << gap.err().message;
+  auto to_gpu = cpu_stages({{0, 2}, {2, 4}});
+  to_gpu[1].device = "cuda:0";
+  auto moved = srv->reshard(to_gpu);
+  ASSERT_FALSE(moved);
+  EXPECT_NE(moved.err().message.find("from cpu to cuda:0"), std::string::npos)
+      << moved.err().message;
+  EXPECT_EQ(srv->stats().epoch, 0u);
+  EXPECT_EQ(srv->options().n_stages, 2);
+  auto [toks, fin] = drain(*srv->submit(greedy_request(prompt(3), 8, "", 3)));
+  EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
+  EXPECT_EQ(toks, alone(prompt(3), 8, seeded(3)));
+}
+
 }  // namespace
 }  // namespace baton
