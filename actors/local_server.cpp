@@ -538,10 +538,13 @@ std::vector<shard_actor> local_server::current_shards() const {
   return shards_;
 }
 
-result<reshard_report> local_server::reshard(std::vector<stage_setup> stages) {
+result<reshard_report> local_server::reshard(std::vector<stage_setup> stages, bool* busy) {
   using clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> one_at_a_time(reshard_mu_, std::try_to_lock);
   if (!one_at_a_time.owns_lock()) {
+    if (busy) {
+      *busy = true;
+    }
     return make_error("another reshard is under way");
   }
   if (!head()) {

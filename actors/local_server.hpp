@@ -143,7 +143,8 @@ class local_server {
   /// epoch and the old ones are released. No request is lost or changed: a sequence's
   /// tokens are those of the undisturbed run. A failure before the switch leaves the
   /// old pipeline serving and says what failed; one reshard at a time.
-  result<reshard_report> reshard(std::vector<stage_setup> stages);
+  /// `busy` (when given) turns true when the refusal is another reshard under way.
+  result<reshard_report> reshard(std::vector<stage_setup> stages, bool* busy = nullptr);
   /// A stage's actor (another rank's: its proxy); for tests that stop one.
   shard_actor stage_actor(int32_t stage) const {
     return current_shards().at(static_cast<size_t>(stage));

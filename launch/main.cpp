@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   cli::add_bench_command(app, status);
   cli::add_plan_command(app, status);
   cli::add_client_command(app, status);
+  cli::add_reshard_command(app, status);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

@@ -257,6 +257,11 @@ TEST(hostile, every_wrong_shape_of_json_is_a_named_400_and_never_a_crash) {
       {"/v1/completions", "{\"prompt\":\"\xc0\xaf\"}", nullptr},          // overlong
       {"/v1/completions", std::string(200000, '['), nullptr},             // deep nesting
       {"/v1/completions", R"({"prompt":"x")", nullptr},                    // truncated
+      {"/admin/topology", R"({"topology":5})", "topology"},
+      {"/admin/topology", R"({"topology":["[[stage]]"]})", "topology"},
+      {"/admin/topology", R"({"topology":"[[stage]]\nlayers = 7"})", nullptr},
+      {"/admin/topology", "{\"topology\":\"\xff\xfe\"}", nullptr},      // invalid UTF-8
+      {"/admin/topology", "[[stage]]\nlayers = \"0-99\"\n", nullptr},   // raw TOML, no such layers
   };
   for (const auto& c : cases) {
     const auto raw = roundtrip(s.port(), post(c.path, c.body));

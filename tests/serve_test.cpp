@@ -121,6 +121,53 @@ TEST(serve, an_api_key_is_checked_before_any_work) {
   EXPECT_EQ(metric(s, "baton:requests_total"), 1);
 }
 
+TEST(serve, a_topology_applied_live_changes_no_token_and_refusals_are_named) {
+  REQUIRE_FIXTURE();
+  server_process s("--stages 2 --kv-cache-memory 32MiB --admin-key sk-admin");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string three = (dir() / "three.toml").string();
+  std::ofstream(three) << "[[stage]]\nlayers = \"0\"\n[[stage]]\nlayers = \"1-2\"\n"
+                          "[[stage]]\nlayers = \"3\"\n";
+  const std::string gap = (dir() / "gap.toml").string();
+  std::ofstream(gap) << "[[stage]]\nlayers = \"0\"\n[[stage]]\nlayers = \"2-3\"\n";
+  const std::string reshard = std::string(BATON_BINARY) + " reshard --url " + s.url();
+  // seeded requests, before and while the pipeline changes shape: the same text
+  auto ask = [&](int i) {
+    const std::string body = R"({"prompt":"the river )" + std::to_string(i) +
+                             R"(","max_tokens":24,"temperature":0.9,"seed":)" +
+                             std::to_string(i) + "}";
+    auto r = curl(s, "/v1/completions", body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return json::parse(r.body, nullptr, false).value("choices", json::array())[0].value(
+        "text", std::string());
+  };
+  std::vector<std::string> before;
+  for (int i = 0; i < 4; ++i) {
+    before.push_back(ask(i));
+  }
+  std::vector<std::string> during(4);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.emplace_back([&, i] { during[static_cast<size_t>(i)] = ask(i); });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto no_key = test::run_shell(reshard + " --topology " + three);
+  EXPECT_EQ(no_key.status, 2) << no_key.out << no_key.err;
+  EXPECT_NE(no_key.err.find("HTTP 401"), std::string::npos) << no_key.err;
+  auto ok = test::run_shell(reshard + " --admin-key sk-admin --topology " + three);
+  EXPECT_EQ(ok.status, 0) << ok.err;
+  EXPECT_NE(ok.out.find("epoch 1"), std::string::npos) << ok.out;
+  for (auto& c : clients) {
+    c.join();
+  }
+  EXPECT_EQ(during, before);
+  auto bad = test::run_shell(reshard + " --admin-key sk-admin --topology " + gap);
+  EXPECT_EQ(bad.status, 2) << bad.err;
+  EXPECT_NE(bad.err.find(":4: layer 1 is on no stage"), std::string::npos) << bad.err;
+  EXPECT_EQ(ask(0), before[0]);  // still serving, on the three stages
+  EXPECT_NE(s.log().find("baton: reshard: epoch 1, 3 stages"), std::string::npos) << s.log();
+}
+
 TEST(serve, queue_full_is_429_with_retry_after) {
   REQUIRE_FIXTURE();
   server_process s("--max-num-seqs 1 --max-queue 0");

@@ -23,6 +23,7 @@ struct serve_options {
   int port = 8000;
   std::vector<std::string> api_keys;
   std::string api_key_file;
+  std::vector<std::string> admin_keys;
   std::string served_model_name;
   serving_config serving;                ///< the flags below; context, KV from `load`
   uint64_t max_body_bytes = 4 * 1024 * 1024;
@@ -56,15 +57,29 @@ result<std::chrono::milliseconds> parse_timeout(const std::string& flag, const s
 /// The live pipeline as the front end sees it.
 class pipeline_backend final : public api::serving_backend {
  public:
-  explicit pipeline_backend(local_server& srv) : srv_(srv) {}
+  explicit pipeline_backend(pipeline_job& job) : job_(job), srv_(job.server()) {}
   std::shared_ptr<event_stream> submit(gen_request r, admission* decision) override {
     return srv_.submit(std::move(r), decision);
   }
   void cancel(uint64_t id) override { srv_.cancel(id); }
   serving_snapshot snapshot() const override { return srv_.snapshot(); }
+  result<reshard_report> reshard(const std::string& toml, bool* busy) override {
+    auto r = job_.reshard(toml, "POST /admin/topology", busy);
+    if (r) {
+      std::fprintf(stderr, "baton: reshard: epoch %llu, %zu stages; prepared in %.3f s, paused "
+                           "%.3f s, moved %llu KV bytes\n",
+                   static_cast<unsigned long long>(r->epoch), srv_.options().stages.size(),
+                   r->prepare_seconds, r->pause_seconds,
+                   static_cast<unsigned long long>(r->kv_bytes_moved));
+    } else {
+      std::fprintf(stderr, "baton: reshard refused: %s\n", r.err().message.c_str());
+    }
+    return r;
+  }
 
  private:
   // -- member variables -------------------------------------------------------
+  pipeline_job& job_;
   local_server& srv_;
 };
 
@@ -110,6 +125,10 @@ int run_serve(serve_options o) {
   if (!keys) {
     return fail(keys.err().message);
   }
+  auto admin_keys = api::api_keys::load(o.admin_keys, "");
+  if (!admin_keys) {
+    return fail(admin_keys.err().message);
+  }
   auto j = open_job(o.engine, [&](const mpi_session&,
                                   const std::optional<topology>&) -> result<load_request> {
     return load_request{o.serving.max_num_seqs, false, o.serving.block_size,
@@ -137,8 +156,9 @@ int run_serve(serve_options o) {
                       : o.served_model_name;
   fo.n_workers = o.frontend_threads;
   fo.allow_special_tokens_in_chat = o.allow_special_tokens_in_chat;
+  fo.admin_keys = std::move(*admin_keys);
   const bool keyed = keys->required();
-  pipeline_backend backend(srv);
+  pipeline_backend backend(**job);
   api::front_end fe(fo, std::move(*keys), j.l.tok, backend);
   auto http_server = http::server::create(
       o.host, static_cast<uint16_t>(o.port),
@@ -178,6 +198,9 @@ void add_serve_command(CLI::App& app, int& status) {
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->port, "Port (0: any free one)")->capture_default_str();
   cmd->add_option("--api-key", o->api_keys, "Required Bearer key for /v1 (repeatable)");
+  cmd->add_option("--admin-key", o->admin_keys,
+                  "Bearer key for admin calls (POST /admin/topology); without one they are "
+                  "taken from this host only (repeatable)");
   cmd->add_option("--api-key-file", o->api_key_file,
                   "File of keys, one per line (blank lines and # comments skipped)");
   cmd->add_option("--served-model-name", o->served_model_name,

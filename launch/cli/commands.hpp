@@ -27,6 +27,7 @@ void add_bench_batch_command(CLI::App& bench, int& status);
 void add_bench_serve_command(CLI::App& bench, int& status);
 /// `baton client` (cmd_client.cpp): one request to an OpenAI-compatible server.
 void add_client_command(CLI::App& app, int& status);
+void add_reshard_command(CLI::App& app, int& status);
 
 /// After the command, end the process with _Exit (stdio flushed) instead of returning
 /// from main: an MPI job leaves threads of its actor systems behind.

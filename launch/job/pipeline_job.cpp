@@ -4,6 +4,7 @@
 #include "launch/job/pipeline_job.hpp"
 
 #include <chrono>
+#include <filesystem>
 #include <condition_variable>
 #include <cstdio>
 #include <map>
@@ -278,7 +279,76 @@ result<std::shared_ptr<device_link>> device_link_for(mpi_session& mpi,
   return std::shared_ptr<device_link>(std::move(*l));
 }
 
+/// The stages a plan places (threads: --threads, else the plan's).
+std::vector<stage_setup> stages_of(const pipeline_plan& plan, int32_t threads_flag) {
+  std::vector<stage_setup> out;
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    const stage_plan& sp = plan.stages[i];
+    out.push_back(stage_setup{plan.resolved.stages[i].rank, sp.layers.first, sp.layers.last,
+                              threads_flag > 0 ? threads_flag : sp.threads,
+                              plan.resolved.stages[i].device});
+  }
+  return out;
+}
+
 }  // namespace
+
+result<reshard_report> pipeline_job::reshard(std::string_view text, const std::string& name,
+                                             bool* busy) {
+  if (mpi_->size() > 1) {
+    return make_error("resharding a job of %d ranks is not built yet: only one-process jobs "
+                      "change shape while serving",
+                      mpi_->size());
+  }
+  auto t = parse_topology_text(text, name);
+  if (!t) {
+    return t.err();
+  }
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string running = model_->file().path();
+  if (!t->model.empty() &&
+      fs::weakly_canonical(t->model, ec) != fs::weakly_canonical(running, ec)) {
+    return make_error("%s: model \"%s\" is not the model this job serves (%s): a reshard "
+                      "keeps the model",
+                      name.c_str(), t->model.c_str(), running.c_str());
+  }
+  auto env = gather_devices(*mpi_);  // one rank: no collective
+  if (!env) {
+    return env.err();
+  }
+  auto plan = plan_pipeline(*t, *model_, *env);
+  if (!plan) {
+    return plan.err();
+  }
+  // a [pipeline] table may restate the running settings, not change them (yet)
+  const serving_config& now = srv_->options().serving;
+  if (t->pipeline.line > 0) {
+    const serving_config want = with_pipeline_keys(now, plan->resolved.pipeline);
+    const char* changed = want.kv_type != now.kv_type         ? "kv_cache_dtype"
+                          : want.block_size != now.block_size ? "block_size"
+                          : want.n_ctx != now.n_ctx           ? "max_model_len"
+                          : want.micro_batches != 0 && want.micro_batches != now.micro_batches
+                              ? "micro_batches"
+                          : want.max_num_seqs != now.max_num_seqs ? "max_num_seqs"
+                          : want.max_num_batched_tokens != now.max_num_batched_tokens
+                              ? "max_num_batched_tokens"
+                              : nullptr;
+    if (changed != nullptr) {
+      return make_error("%s:%d: [pipeline] %s differs from the running job's; a reshard keeps "
+                        "the KV cache type (%s), block size (%d), context length (%lld), "
+                        "micro-batches (%d) and batch limits: leave the table out or restate them",
+                        name.c_str(), t->pipeline.line, changed, kv_type_name(now.kv_type),
+                        now.block_size, static_cast<long long>(now.n_ctx), now.micro_batches);
+    }
+  }
+  if (const int32_t fits = pipeline_kv_blocks(*plan, now.n_blocks); fits < now.n_blocks) {
+    return make_error("%s: the new placement holds %d KV blocks, fewer than the running "
+                      "job's %d; shrinking the KV cache while serving is not built yet",
+                      name.c_str(), fits, now.n_blocks);
+  }
+  return srv_->reshard(stages_of(*plan, threads_flag_), busy);
+}
 
 result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
                                                            const engine_flags& f,
@@ -286,6 +356,8 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
                                                            const std::optional<topology>& topo) {
   std::unique_ptr<pipeline_job> job(new pipeline_job());
   job->mpi_ = &mpi;
+  job->model_ = l.m;
+  job->threads_flag_ = f.threads;
   std::optional<topology> from_device;
   if (!topo && f.device != "cpu") {
     auto t = device_topology(mpi, f, l.m->file().path(), so);
@@ -304,13 +376,7 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
     if (auto ok = mpi.agree(plan ? result<void>() : result<void>(plan.err())); !ok) {
       return ok.err();
     }
-    so.stages.clear();
-    for (size_t i = 0; i < plan->stages.size(); ++i) {
-      const stage_plan& sp = plan->stages[i];
-      so.stages.push_back(stage_setup{plan->resolved.stages[i].rank, sp.layers.first,
-                                      sp.layers.last, f.threads > 0 ? f.threads : sp.threads,
-                                      plan->resolved.stages[i].device});
-    }
+    so.stages = stages_of(*plan, f.threads);
     so.serving = with_pipeline_keys(so.serving, plan->resolved.pipeline);
     so.serving.n_blocks = pipeline_kv_blocks(*plan, so.serving.n_blocks);
     if (!mpi.active() || mpi.rank() == 0) {

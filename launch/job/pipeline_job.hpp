@@ -33,6 +33,12 @@ class pipeline_job {
 
   local_server& server() { return *srv_; }
   bool head() const { return srv_->head(); }
+  /// Applies an edited topology (TOML `text`, called `name` in errors) to the running
+  /// pipeline (local_server::reshard): parsed and planned against this job's model and
+  /// devices first; a different model, or a change of KV cache type, block size, context
+  /// length or micro-batches, or fewer KV blocks than the running plan, is refused. Head
+  /// of a one-process job; any thread. `busy` turns true when another reshard runs.
+  result<reshard_report> reshard(std::string_view text, const std::string& name, bool* busy);
   /// Activation transfer counters (MPI jobs only; zeros otherwise).
   transport_stats transfer_stats() const;
   /// On ranks other than the head: serves the shards until the head ends the job or,
@@ -47,6 +53,8 @@ class pipeline_job {
   mpi_session* mpi_ = nullptr;
   std::shared_ptr<mpi_transport> mpi_data_;
   std::unique_ptr<local_server> srv_;
+  std::shared_ptr<const model> model_;
+  int32_t threads_flag_ = 0;  ///< --threads (0: the plan's)
   int stop_listener_ = 0;  ///< on the head: a signal marks the server as stopping
 };
 

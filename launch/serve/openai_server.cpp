@@ -67,6 +67,9 @@ struct front_end::impl {
     const api_error e = error_for(why, std::move(message), std::move(param));
     res.send(e.status, "application/json", dump(error_json(e)), std::move(headers));
   }
+  /// POST /admin/topology: a live reshard (the admin key, or a loopback client).
+  void admin_topology(const http::request& rq, const std::shared_ptr<http::response>& res,
+                      uint64_t number);
   void route(const http::request& rq, const std::shared_ptr<http::response>& res,
              uint64_t number);
   /// The 500 for an exception that escaped a handler, and its log line.
@@ -390,6 +393,71 @@ void front_end::impl::internal_error(const http::request& rq, http::response& re
          "internal server error (request " + std::to_string(number) + ")");
 }
 
+namespace {
+
+/// Whether `peer` is this host: 127.0.0.0/8, ::1, or either mapped into IPv6.
+bool loopback(std::string_view peer) {
+  if (peer.rfind("::ffff:", 0) == 0) {
+    peer.remove_prefix(7);
+  }
+  return peer == "::1" || peer.rfind("127.", 0) == 0;
+}
+
+}  // namespace
+
+void front_end::impl::admin_topology(const http::request& rq,
+                                     const std::shared_ptr<http::response>& res,
+                                     uint64_t number) {
+  if (rq.method != "POST") {
+    const api_error e = error_for(reject_reason::method_not_allowed, "use POST on " + rq.target);
+    return res->send(e.status, "application/json", dump(error_json(e)), {{"Allow", "POST"}});
+  }
+  if (o.admin_keys.required()) {
+    if (!o.admin_keys.accepts(rq.authorization, nullptr)) {
+      return reject(*res, reject_reason::unauthorized,
+                    rq.authorization.empty()
+                        ? "Missing admin key (Authorization: Bearer <--admin-key>)"
+                        : "Incorrect admin key provided");
+    }
+  } else if (!loopback(rq.peer)) {
+    return reject(*res, reject_reason::forbidden,
+                  "admin calls come from this host only unless the server has --admin-key");
+  }
+  // a reshard takes as long as the KV it moves: off the io thread
+  boost::asio::post(workers, [this, rq, res, number]() {
+    try {
+      // {"topology": "<TOML>"} (baton reshard), or the TOML itself (curl --data-binary)
+      std::string toml = rq.body;
+      if (const auto at = rq.body.find_first_not_of(" \t\r\n");
+          at != std::string::npos && rq.body[at] == '{') {
+        const json j = json::parse(rq.body, nullptr, false);
+        if (!j.is_object() || !j.contains("topology") || !j["topology"].is_string()) {
+          return reject(*res, reject_reason::invalid_request,
+                        "expected {\"topology\": \"<the TOML text>\"} or the TOML itself",
+                        "topology");
+        }
+        toml = j["topology"].get<std::string>();
+      }
+      bool busy = false;
+      auto r = backend.reshard(toml, &busy);
+      if (!r) {
+        return reject(*res, busy ? reject_reason::conflict : reject_reason::invalid_request,
+                      r.err().message);
+      }
+      send_json(*res, 200,
+                {{"object", "reshard"},
+                 {"epoch", r->epoch},
+                 {"prepare_seconds", r->prepare_seconds},
+                 {"pause_seconds", r->pause_seconds},
+                 {"kv_bytes_moved", r->kv_bytes_moved}});
+    } catch (const std::exception& e) {
+      internal_error(rq, *res, number, e.what());
+    } catch (...) {
+      internal_error(rq, *res, number, "unknown exception");
+    }
+  });
+}
+
 void front_end::impl::route(const http::request& rq, const std::shared_ptr<http::response>& res,
                             uint64_t number) {
   // As in vLLM, keys guard /v1; /health and /metrics stay open. The key is checked
@@ -429,6 +497,9 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
                                              {"created", o.created},
                                              {"owned_by", "baton"},
                                              {"max_model_len", o.n_ctx}}})}});
+  }
+  if (rq.target == "/admin/topology") {
+    return admin_topology(rq, res, number);
   }
   const bool chat = rq.target == "/v1/chat/completions";
   if (chat || rq.target == "/v1/completions") {

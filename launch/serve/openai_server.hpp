@@ -32,6 +32,13 @@ class serving_backend {
   virtual void cancel(uint64_t id) = 0;
   /// Never blocks: what the router last published.
   virtual serving_snapshot snapshot() const = 0;
+  /// POST /admin/topology: applies an edited topology (TOML text) to the running
+  /// pipeline; `busy` turns true when another reshard runs. Blocks for the reshard.
+  virtual result<reshard_report> reshard(const std::string& toml, bool* busy) {
+    (void)toml;
+    (void)busy;
+    return make_error("this server cannot change its pipeline while serving");
+  }
 };
 
 struct front_end_options {
@@ -41,6 +48,9 @@ struct front_end_options {
   int64_t created = 0;                      ///< the models' "created" timestamp
   int32_t n_workers = 2;                    ///< threads that parse and tokenise requests
   bool allow_special_tokens_in_chat = false;///< trusted deployments: parse <|...|> in content
+  /// --admin-key: what admin calls (POST /admin/topology) must carry; with none, they are
+  /// taken from loopback clients only.
+  api_keys admin_keys;
 };
 
 class front_end {

@@ -27,6 +27,8 @@ enum class reject_reason {
   not_found,           ///< no such route
   method_not_allowed,  ///< a completion route asked with another method than POST
   stage_failed,        ///< refusal::internal (or no kind): a stage failed the request's step
+  forbidden,           ///< an admin call from another host while no --admin-key is set
+  conflict,            ///< an admin call while another one (a reshard) runs
 };
 
 /// One row: what the client is told.
@@ -67,6 +69,10 @@ constexpr reply_status status_of(reject_reason r) {
       return {405, "invalid_request_error", "method_not_allowed", "method_not_allowed"};
     case reject_reason::stage_failed:
       return {500, "server_error", "", "stage_failed"};
+    case reject_reason::forbidden:
+      return {403, "permission_error", "forbidden", "forbidden"};
+    case reject_reason::conflict:
+      return {409, "invalid_request_error", "conflict", "conflict"};
   }
   return {500, "server_error", "", "internal_error"};
 }
