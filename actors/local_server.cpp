@@ -594,8 +594,14 @@ result<reshard_report> local_server::reshard(std::vector<stage_setup> stages, bo
   const auto t_pause = clock::now();
   caf::scoped_actor self{*sys_};
   bool drained = false;
+  std::vector<int32_t> blocks;  // those holding KV, live or cached: the rest is garbage
   self->request(router_, caf::infinite, pause_atom::value)
-      .receive([&](bool ok) { drained = ok; }, [&](caf::error&) {});
+      .receive(
+          [&](bool ok, std::vector<int32_t>& held) {
+            drained = ok;
+            blocks = std::move(held);
+          },
+          [&](caf::error&) {});
   auto resume_old = [&] {
     self->request(router_, caf::infinite, switch_atom::value, std::vector<shard_actor>{},
                   std::vector<int32_t>{})
@@ -606,12 +612,8 @@ result<reshard_report> local_server::reshard(std::vector<stage_setup> stages, bo
     return make_error("the pipeline went down before the reshard could start: %s",
                       snapshot().stats.down_message.c_str());
   }
-  // every layer's KV rows, every block, from its old owner to its new one (the block ids
-  // are the router's: the same in both pipelines)
-  std::vector<int32_t> blocks(static_cast<size_t>(opts_.serving.n_blocks));
-  for (size_t b = 0; b < blocks.size(); ++b) {
-    blocks[b] = static_cast<int32_t>(b);
-  }
+  // every layer's KV rows of those blocks, from its old owner to its new one (the block
+  // ids are the router's: the same in both pipelines)
   for (size_t s = 0; s < stages.size(); ++s) {
     for (int64_t layer = stages[s].first_layer; layer < stages[s].last_layer; ++layer) {
       size_t owner = 0;

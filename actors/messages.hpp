@@ -250,7 +250,7 @@ using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, c
                                       caf::reacts_to<result_atom, step_result>,
                                       caf::reacts_to<shutdown_atom>,
                                       caf::replies_to<stats_atom>::with<router_stats>,
-                                      caf::replies_to<pause_atom>::with<bool>,
+                                      caf::replies_to<pause_atom>::with<bool, std::vector<int32_t>>,
                                       caf::replies_to<switch_atom, std::vector<shard_actor>,
                                                       std::vector<int32_t>>::with<uint64_t>>;
 

@@ -32,7 +32,7 @@ struct router_state {
   uint64_t remote_steps = 0;
   // a reshard: no new steps while paused; who waits for the in-flight ones to finish
   bool paused = false;
-  std::vector<caf::typed_response_promise<bool>> drained;
+  std::vector<caf::typed_response_promise<bool, std::vector<int32_t>>> drained;
   uint64_t epoch = 0;               // pipelines switched to
 };
 
@@ -156,16 +156,17 @@ void fail_all(router_ptr self, const std::string& why, refusal kind) {
   }
 }
 
-/// A pause waits for the steps in flight: answers it once none is left (true), or once
-/// the pipeline cannot run any more (false).
+/// A pause waits for the steps in flight: answers it once none is left (true, and the
+/// blocks holding KV), or once the pipeline cannot run any more (false).
 void settle_pause(router_ptr self) {
   auto& st = self->state;
   const bool down = st.state != pipeline_state::running;
   if (st.drained.empty() || (!down && st.sched->n_in_flight() > 0)) {
     return;
   }
+  const std::vector<int32_t> held = down ? std::vector<int32_t>() : st.sched->held_blocks();
   for (auto& rp : st.drained) {
-    rp.deliver(!down);
+    rp.deliver(!down, held);
   }
   st.drained.clear();
 }
@@ -345,17 +346,17 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         settle_pause(self);
         publish(self);
       },
-      [=](pause_atom) -> caf::result<bool> {
+      [=](pause_atom) -> caf::result<bool, std::vector<int32_t>> {
         auto& st = self->state;
         if (st.state != pipeline_state::running) {
-          return false;
+          return {false, std::vector<int32_t>()};
         }
         st.paused = true;
         publish(self);
         if (st.sched->n_in_flight() == 0) {
-          return true;
+          return {true, st.sched->held_blocks()};
         }
-        st.drained.push_back(self->make_response_promise<bool>());
+        st.drained.push_back(self->make_response_promise<bool, std::vector<int32_t>>());
         return st.drained.back();
       },
       [=](switch_atom, std::vector<shard_actor>& shards,

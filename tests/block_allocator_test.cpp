@@ -2,10 +2,24 @@
 // the order blocks are handed out in, a double free aborting).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "runtime/serving/block_allocator.hpp"
 
 namespace baton {
 namespace {
+
+TEST(block_allocator, held_blocks_lists_exactly_what_is_held) {
+  block_allocator a(8, 16);
+  EXPECT_TRUE(a.held_blocks().empty());
+  const int32_t x = a.allocate();
+  const int32_t y = a.allocate();
+  const int32_t z = a.allocate();
+  a.free(y);
+  std::vector<int32_t> want = {x, z};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(a.held_blocks(), want);
+}
 
 TEST(block_allocator, answers_ok_later_never) {
   block_allocator a(4, 16);

@@ -70,4 +70,15 @@ void block_allocator::check_invariants() const {
   }
 }
 
+std::vector<int32_t> block_allocator::held_blocks() const {
+  std::vector<int32_t> out;
+  out.reserve(static_cast<size_t>(n_held()));
+  for (size_t b = 0; b < held_.size(); ++b) {
+    if (held_[b] != 0) {
+      out.push_back(static_cast<int32_t>(b));
+    }
+  }
+  return out;
+}
+
 }  // namespace baton

@@ -42,6 +42,8 @@ class block_allocator {
   /// Gives a held block back. Aborts (a double free) when it is not held.
   void free(int32_t block);
   bool is_held(int32_t block) const;
+  /// The held blocks, ascending: every block whose KV is live or cached.
+  std::vector<int32_t> held_blocks() const;
 
   /// Checks that the free stack and the held flags agree (each block free exactly
   /// once or held) and aborts on a violation. O(n_blocks): for tests.

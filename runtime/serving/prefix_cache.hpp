@@ -115,6 +115,8 @@ class prefix_cache {
   /// References to `block` from live sequences' tables.
   int32_t ref_count(int32_t block) const;
   bool is_cached(int32_t block) const;
+  /// Blocks whose KV is worth keeping (a sequence's or the cache's), ascending.
+  std::vector<int32_t> held_blocks() const { return blocks_.held_blocks(); }
 
   /// Checks every structural invariant (each block exactly one of free / evictable /
   /// used, ref counts equal to table references, the hash map and the LRU list

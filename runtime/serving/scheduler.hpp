@@ -101,6 +101,8 @@ class scheduler {
   /// Blocks a new allocation may take (free or cached-but-unreferenced).
   int32_t n_free_blocks() const { return blocks_.n_available(); }
   int32_t n_blocks() const { return blocks_.n_blocks(); }
+  /// Blocks whose KV is live or cached (what a reshard must move), ascending.
+  std::vector<int32_t> held_blocks() const { return blocks_.held_blocks(); }
   sched_counters counters() const;
   bool idle() const { return running_.empty() && waiting_.empty() && in_flight_.empty(); }
 
