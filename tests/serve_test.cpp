@@ -168,6 +168,37 @@ TEST(serve, a_topology_applied_live_changes_no_token_and_refusals_are_named) {
   EXPECT_NE(s.log().find("baton: reshard: epoch 1, 3 stages"), std::string::npos) << s.log();
 }
 
+TEST(serve, sighup_rereads_the_topology_file_and_a_bad_edit_changes_nothing) {
+  REQUIRE_FIXTURE();
+  const std::string file = (dir() / "live.toml").string();
+  std::ofstream(file) << "[[stage]]\nlayers = \"0-1\"\n[[stage]]\nlayers = \"2-3\"\n";
+  server_process s("--topology " + file + " --kv-cache-memory 32MiB");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string body = R"({"prompt":"the river","max_tokens":12,"temperature":0.9,"seed":3})";
+  const auto before = curl(s, "/v1/completions", body);
+  ASSERT_EQ(before.status, 200) << before.body;
+  auto log_has = [&](const std::string& line) {
+    for (int i = 0; i < 100; ++i) {
+      if (s.log().find(line) != std::string::npos) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  };
+  std::ofstream(file) << "[[stage]]\nlayers = \"0\"\n[[stage]]\nlayers = \"1-2\"\n"
+                         "[[stage]]\nlayers = \"3\"\n";
+  kill(s.pid(), SIGHUP);
+  EXPECT_TRUE(log_has("baton: reshard: epoch 1, 3 stages")) << s.log();
+  std::ofstream(file) << "[[stage]]\nlayers = \"0\"\n";  // a bad edit
+  kill(s.pid(), SIGHUP);
+  EXPECT_TRUE(log_has("reshard refused: " + file + ":2: layers 1-3 are on no stage")) << s.log();
+  const auto after = curl(s, "/v1/completions", body);
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(json::parse(after.body)["choices"][0]["text"],
+            json::parse(before.body)["choices"][0]["text"]);
+}
+
 TEST(serve, queue_full_is_429_with_retry_after) {
   REQUIRE_FIXTURE();
   server_process s("--max-num-seqs 1 --max-queue 0");

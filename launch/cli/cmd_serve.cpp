@@ -4,7 +4,12 @@
 // ranks; the other ranks serve their shards).
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
 
 #include "launch/cli/commands.hpp"
 #include "launch/cli/engine_flags.hpp"
@@ -63,8 +68,9 @@ class pipeline_backend final : public api::serving_backend {
   }
   void cancel(uint64_t id) override { srv_.cancel(id); }
   serving_snapshot snapshot() const override { return srv_.snapshot(); }
-  result<reshard_report> reshard(const std::string& toml, bool* busy) override {
-    auto r = job_.reshard(toml, "POST /admin/topology", busy);
+  result<reshard_report> reshard(const std::string& toml, const std::string& name,
+                                 bool* busy) override {
+    auto r = job_.reshard(toml, name, busy);
     if (r) {
       std::fprintf(stderr, "baton: reshard: epoch %llu, %zu stages; prepared in %.3f s, paused "
                            "%.3f s, moved %llu KV bytes\n",
@@ -81,6 +87,70 @@ class pipeline_backend final : public api::serving_backend {
   // -- member variables -------------------------------------------------------
   pipeline_job& job_;
   local_server& srv_;
+};
+
+/// SIGHUP: re-reads the topology file the server started with and reshards to it, on a
+/// thread of its own (the signal thread only wakes it). Ends with the server.
+class topology_reloader {
+ public:
+  topology_reloader(std::string path, api::serving_backend& backend)
+      : path_(std::move(path)), backend_(backend), thread_([this] { loop(); }) {}
+  ~topology_reloader() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  /// Asks for one reload (several while one runs make one more).
+  void poke() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      wanted_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return wanted_ || done_; });
+      if (done_) {
+        return;
+      }
+      wanted_ = false;
+      lock.unlock();
+      reload();
+      lock.lock();
+    }
+  }
+  void reload() {
+    if (path_.empty()) {
+      std::fprintf(stderr, "baton: SIGHUP: the server started without --topology: no file to "
+                           "re-read\n");
+      return;
+    }
+    std::ifstream in(path_, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      std::fprintf(stderr, "baton: SIGHUP: cannot read %s\n", path_.c_str());
+      return;
+    }
+    bool busy = false;
+    (void)backend_.reshard(text.str(), path_, &busy);  // the backend logs what happened
+  }
+
+  // -- member variables -------------------------------------------------------
+  std::string path_;
+  api::serving_backend& backend_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool wanted_ = false;
+  bool done_ = false;
+  std::thread thread_;
 };
 
 int run_serve(serve_options o) {
@@ -181,7 +251,10 @@ int run_serve(serve_options o) {
   std::fprintf(stderr, "baton: serving %s on http://%s:%u (%d stage(s), %d rank(s)%s)\n",
                fo.model_name.c_str(), o.host.c_str(), hs->port(), srv.options().n_stages,
                j.mpi->size(), keyed ? ", API keys required" : "");
+  topology_reloader reloader(o.engine.topology, backend);
+  on_reload_signal([&reloader] { reloader.poke(); });
   hs->run();
+  on_reload_signal({});
   on_stop_signal({});
   std::fprintf(stderr, "baton: shutting down\n");
   http_server->reset();  // open connections close; the job's teardown ends their requests

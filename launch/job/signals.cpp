@@ -17,6 +17,7 @@ namespace {
 std::atomic<bool> g_stop{false};
 std::mutex g_mu;
 std::function<void()> g_handler;
+std::function<void()> g_reload;  // under g_mu
 std::mutex g_listeners_mu;  // held while listeners run: removal waits for them
 std::map<int, std::function<void()>> g_listeners;
 int g_next_listener = 1;
@@ -26,6 +27,7 @@ sigset_t stop_signals() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   return set;
 }
 
@@ -38,6 +40,18 @@ void start_signal_thread() {
     for (;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) {
+        continue;
+      }
+      if (sig == SIGHUP) {
+        std::function<void()> reload;
+        {
+          std::lock_guard<std::mutex> lock(g_mu);
+          reload = g_reload;
+        }
+        if (!reload) {
+          std::_Exit(128 + sig);  // no reload here: SIGHUP's default, the end
+        }
+        reload();
         continue;
       }
       const bool first = !g_stop.exchange(true);
@@ -63,6 +77,11 @@ void start_signal_thread() {
 void on_stop_signal(std::function<void()> fn) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_handler = std::move(fn);
+}
+
+void on_reload_signal(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_reload = std::move(fn);
 }
 
 int add_stop_listener(std::function<void()> fn) {

@@ -4,7 +4,9 @@
 // stopping, so the ranks' going away reads as the shutdown it is) and then the handler
 // the running command installed (end requests with a final event, tell the pipeline to
 // shut down). With no handler installed the process exits with 128 + the signal, as it
-// would by default.
+// would by default. SIGHUP is taken by the same thread: it runs the reload handler the
+// command installed (`baton serve` re-reads its topology file, as nginx reloads), or ends
+// the process as it would by default when there is none.
 #pragma once
 
 #include <atomic>
@@ -12,7 +14,7 @@
 
 namespace baton::cli {
 
-/// Blocks SIGINT/SIGTERM and starts the signal thread; call first thing in main.
+/// Blocks SIGINT/SIGTERM/SIGHUP and starts the signal thread; call first thing in main.
 void start_signal_thread();
 /// Replaces the handler (runs on the signal thread; may be empty to restore the default).
 void on_stop_signal(std::function<void()> fn);
@@ -21,6 +23,9 @@ void on_stop_signal(std::function<void()> fn);
 int add_stop_listener(std::function<void()> fn);
 /// Removes a listener; once it returns, the listener is not running and will not run.
 void remove_stop_listener(int id);
+/// Replaces the SIGHUP handler (runs on the signal thread: it must return quickly; empty
+/// restores the default, ending the process).
+void on_reload_signal(std::function<void()> fn);
 /// Turns true at the first SIGINT or SIGTERM.
 const std::atomic<bool>& stop_requested();
 

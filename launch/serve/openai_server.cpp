@@ -439,7 +439,7 @@ void front_end::impl::admin_topology(const http::request& rq,
         toml = j["topology"].get<std::string>();
       }
       bool busy = false;
-      auto r = backend.reshard(toml, &busy);
+      auto r = backend.reshard(toml, "POST /admin/topology", &busy);
       if (!r) {
         return reject(*res, busy ? reject_reason::conflict : reject_reason::invalid_request,
                       r.err().message);

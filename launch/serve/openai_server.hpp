@@ -32,10 +32,13 @@ class serving_backend {
   virtual void cancel(uint64_t id) = 0;
   /// Never blocks: what the router last published.
   virtual serving_snapshot snapshot() const = 0;
-  /// POST /admin/topology: applies an edited topology (TOML text) to the running
-  /// pipeline; `busy` turns true when another reshard runs. Blocks for the reshard.
-  virtual result<reshard_report> reshard(const std::string& toml, bool* busy) {
+  /// POST /admin/topology (and SIGHUP): applies an edited topology (TOML text, `name` in
+  /// errors) to the running pipeline; `busy` turns true when another reshard runs.
+  /// Blocks for the reshard.
+  virtual result<reshard_report> reshard(const std::string& toml, const std::string& name,
+                                         bool* busy) {
     (void)toml;
+    (void)name;
     (void)busy;
     return make_error("this server cannot change its pipeline while serving");
   }
