@@ -539,6 +539,24 @@ std::vector<shard_actor> local_server::current_shards() const {
 }
 
 result<reshard_report> local_server::reshard(std::vector<stage_setup> stages, bool* busy) {
+  auto r = apply_reshard(std::move(stages), busy);
+  std::lock_guard<std::mutex> lock(view_->mu);
+  if (r) {
+    ++view_->snap.reshards_ok;
+    view_->snap.last_reshard_pause_seconds = r->pause_seconds;
+    view_->snap.reshard_kv_bytes_moved += r->kv_bytes_moved;
+  } else {
+    ++view_->snap.reshards_refused;
+  }
+  return r;
+}
+
+void local_server::note_reshard_refused() {
+  std::lock_guard<std::mutex> lock(view_->mu);
+  ++view_->snap.reshards_refused;
+}
+
+result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stages, bool* busy) {
   using clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> one_at_a_time(reshard_mu_, std::try_to_lock);
   if (!one_at_a_time.owns_lock()) {

@@ -73,6 +73,10 @@ struct server_options {
 struct serving_snapshot {
   router_stats stats;                     ///< as the router last published them
   std::vector<double> stage_step_seconds; ///< [n_stages] mean over each stage's last 256 steps
+  uint64_t reshards_ok = 0;               ///< reshards applied
+  uint64_t reshards_refused = 0;          ///< refused or rolled back
+  double last_reshard_pause_seconds = 0;
+  uint64_t reshard_kv_bytes_moved = 0;    ///< over all reshards
 };
 
 /// What a reshard did (local_server::reshard).
@@ -145,6 +149,8 @@ class local_server {
   /// old pipeline serving and says what failed; one reshard at a time.
   /// `busy` (when given) turns true when the refusal is another reshard under way.
   result<reshard_report> reshard(std::vector<stage_setup> stages, bool* busy = nullptr);
+  /// Counts a reshard refused before it reached reshard() (a file that does not plan).
+  void note_reshard_refused();
   /// A stage's actor (another rank's: its proxy); for tests that stop one.
   shard_actor stage_actor(int32_t stage) const {
     return current_shards().at(static_cast<size_t>(stage));
@@ -176,6 +182,8 @@ class local_server {
   /// Spawns stage `s` of `stages` over `compute`.
   shard_actor spawn_stage(const std::vector<stage_setup>& stages, int32_t s,
                           std::shared_ptr<stage_compute> compute);
+  /// reshard() but for the counters it keeps.
+  result<reshard_report> apply_reshard(std::vector<stage_setup> stages, bool* busy);
   /// shards_, read under its lock (a reshard swaps it).
   std::vector<shard_actor> current_shards() const;
   /// The poller's loop: every stage's last 256 step timings, once a second.

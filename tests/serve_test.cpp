@@ -166,6 +166,9 @@ TEST(serve, a_topology_applied_live_changes_no_token_and_refusals_are_named) {
   EXPECT_NE(bad.err.find(":4: layer 1 is on no stage"), std::string::npos) << bad.err;
   EXPECT_EQ(ask(0), before[0]);  // still serving, on the three stages
   EXPECT_NE(s.log().find("baton: reshard: epoch 1, 3 stages"), std::string::npos) << s.log();
+  EXPECT_EQ(metric(s, "baton:pipeline_epoch"), 1);
+  EXPECT_EQ(metric(s, "baton:reshards_total{result=\"ok\"}"), 1);
+  EXPECT_EQ(metric(s, "baton:reshards_total{result=\"refused\"}"), 1);  // the gap (a 401 is no reshard)
 }
 
 TEST(serve, sighup_rereads_the_topology_file_and_a_bad_edit_changes_nothing) {

@@ -295,6 +295,16 @@ std::vector<stage_setup> stages_of(const pipeline_plan& plan, int32_t threads_fl
 
 result<reshard_report> pipeline_job::reshard(std::string_view text, const std::string& name,
                                              bool* busy) {
+  auto stages = reshard_stages(text, name);
+  if (!stages) {
+    srv_->note_reshard_refused();
+    return stages.err();
+  }
+  return srv_->reshard(std::move(*stages), busy);
+}
+
+result<std::vector<stage_setup>> pipeline_job::reshard_stages(std::string_view text,
+                                                              const std::string& name) {
   if (mpi_->size() > 1) {
     return make_error("resharding a job of %d ranks is not built yet: only one-process jobs "
                       "change shape while serving",
@@ -347,7 +357,7 @@ result<reshard_report> pipeline_job::reshard(std::string_view text, const std::s
                       "job's %d; shrinking the KV cache while serving is not built yet",
                       name.c_str(), fits, now.n_blocks);
   }
-  return srv_->reshard(stages_of(*plan, threads_flag_), busy);
+  return stages_of(*plan, threads_flag_);
 }
 
 result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,

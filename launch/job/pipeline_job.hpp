@@ -48,6 +48,8 @@ class pipeline_job {
 
  private:
   pipeline_job() = default;
+  /// reshard's file, checked and planned into stages.
+  result<std::vector<stage_setup>> reshard_stages(std::string_view text, const std::string& name);
 
   // -- member variables -------------------------------------------------------
   mpi_session* mpi_ = nullptr;

@@ -33,6 +33,16 @@ std::string metrics_text(const serving_snapshot& snap, const http::server_counte
   gauge("steps_total", "Pipeline steps run.", static_cast<double>(s.steps), "counter");
   gauge("stage_down", "1 when a pipeline stage is down.",
         s.state == pipeline_state::running ? 0 : 1);
+  gauge("pipeline_epoch", "Pipelines switched to by live reshards.", static_cast<double>(s.epoch));
+  out += "# HELP baton:reshards_total Live reshards, by result.\n# TYPE baton:reshards_total "
+         "counter\n";
+  out += "baton:reshards_total{result=\"ok\"} " + json(snap.reshards_ok).dump() + "\n";
+  out += "baton:reshards_total{result=\"refused\"} " + json(snap.reshards_refused).dump() +
+         "\n";
+  gauge("reshard_pause_seconds", "The last reshard's pause (no step ran).",
+        snap.last_reshard_pause_seconds);
+  gauge("reshard_kv_bytes_moved_total", "KV bytes moved between stages by reshards.",
+        static_cast<double>(snap.reshard_kv_bytes_moved), "counter");
   gauge("http_connections_open", "Client connections open.",
         static_cast<double>(hc.connections_open));
   gauge("http_connections_evicted_total",
