@@ -6,6 +6,8 @@
 #include "actors/admission.hpp"
 #include "actors/router.hpp"
 #include "actors/shard.hpp"
+#include "runtime/system/budget.hpp"
+#include "runtime/system/units.hpp"
 #include "runtime/transport/gathered.hpp"
 #include "topology/layer_range.hpp"
 #include "topology/memory_plan.hpp"
@@ -591,6 +593,27 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
                           old.device.c_str(), st.device.c_str());
       }
     }
+  }
+  // old and new stages are resident together until the switch: the new CPU stages' KV
+  // must fit beside what the process holds now (a GPU stage's allocation fails by itself)
+  std::vector<std::pair<int64_t, int64_t>> new_cpu;
+  for (const stage_setup& st : stages) {
+    if (!cuda_device_index(st.device)) {
+      new_cpu.emplace_back(st.first_layer, st.last_layer);
+    }
+  }
+  const serving_config& sv = opts_.serving;
+  const uint64_t new_kv =
+      cpu_stage_kv_bytes(*model_, new_cpu, sv.n_blocks, sv.block_size, sv.kv_type);
+  const resource_budget budget = detect_budget();
+  const uint64_t used = budget.memory_used_bytes.value_or(0);
+  const uint64_t room = budget.memory_bytes > used ? budget.memory_bytes - used : 0;
+  if (new_kv > room) {
+    return make_error("preparing the new stages needs %s of KV memory on the host beside the "
+                      "running pipeline's (both are held until the switch), and %s of %s is "
+                      "free (%s); nothing changed",
+                      format_bytes(new_kv).c_str(), format_bytes(room).c_str(),
+                      format_bytes(budget.memory_bytes).c_str(), budget.memory_source.c_str());
   }
   const auto t_prepare = clock::now();
   // prepare while serving goes on: the new stages' weights and empty KV

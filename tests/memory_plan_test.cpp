@@ -36,6 +36,15 @@ TEST(memory_plan, per_token_sizes_are_the_hand_computed_ones) {
   EXPECT_EQ(small_model()->config().kv_bytes_per_token(ggml_type::f32), 2 * k_kv_per_token);
 }
 
+TEST(memory_plan, a_reshard_s_new_cpu_stages_hold_their_layers_kv) {
+  const model& m = *small_model();
+  // layers [0, 1) and [2, 4) of 4 on the CPU: 3 of 4 layers' KV, in 100 blocks
+  EXPECT_EQ(cpu_stage_kv_bytes(m, {{0, 1}, {2, 4}}, 100, 16, ggml_type::f16),
+            100 * k_kv_per_block * 3 / 4);
+  EXPECT_EQ(cpu_stage_kv_bytes(m, {{0, 4}}, 100, 16, ggml_type::f32), 200 * k_kv_per_block);
+  EXPECT_EQ(cpu_stage_kv_bytes(m, {}, 100, 16, ggml_type::f16), 0u);  // every stage on a GPU
+}
+
 TEST(memory_plan, step_buffer_is_activations_logits_and_metadata) {
   const model& m = *small_model();
   const uint64_t metadata = 4 * m.file().data_offset();

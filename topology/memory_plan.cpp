@@ -27,6 +27,16 @@ int64_t kv_blocks_needed(int64_t n_seqs, int64_t n_ctx, int32_t block_size) {
   return kv_blocks_for(n_ctx, block_size) * n_seqs;
 }
 
+uint64_t cpu_stage_kv_bytes(const model& m,
+                            const std::vector<std::pair<int64_t, int64_t>>& cpu_layers,
+                            int32_t n_blocks, int32_t block_size, ggml_type kv_type) {
+  uint64_t per_token = 0;
+  for (const auto& [first, last] : cpu_layers) {
+    per_token += m.config().kv_bytes_per_token(kv_type, first, last);
+  }
+  return per_token * static_cast<uint64_t>(block_size) * static_cast<uint64_t>(n_blocks);
+}
+
 int32_t kv_blocks_in(uint64_t kv_bytes, uint64_t kv_bytes_per_token, int32_t block_size) {
   BATON_ASSERT(kv_bytes_per_token > 0 && block_size > 0);
   const uint64_t per_block = kv_bytes_per_token * static_cast<uint64_t>(block_size);

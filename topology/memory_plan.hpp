@@ -42,6 +42,11 @@ int32_t kv_blocks_in(uint64_t kv_bytes, uint64_t kv_bytes_per_token, int32_t blo
 /// run waits on a block.
 int32_t kv_blocks_for_requests(int32_t n_seqs, int32_t n_tokens, int32_t block_size);
 
+/// KV bytes the CPU stages of `stages` hold in `n_blocks` blocks: what a reshard's new
+/// stages allocate on the host while the old ones still hold theirs.
+uint64_t cpu_stage_kv_bytes(const model& m, const std::vector<std::pair<int64_t, int64_t>>& cpu_layers,
+                            int32_t n_blocks, int32_t block_size, ggml_type kv_type);
+
 /// What one process that runs every layer on its CPU asks of the memory budget.
 struct process_memory_request {
   ggml_type kv_type = ggml_type::f16;
