@@ -113,6 +113,43 @@ TEST(plan_cli, model_and_world_from_flags) {
       << small_world.err;
 }
 
+TEST(plan_cli, against_the_running_topology_says_what_a_reshard_moves_and_shows_standby) {
+  const auto old_t = write_file("old.toml", "model = \"small.gguf\"\n[[stage]]\nlayers = \"0-1\"\n"
+                                            "[[stage]]\nrank = 1\nlayers = \"2-3\"\n");
+  const auto new_t = write_file("new.toml", "model = \"small.gguf\"\n[[stage]]\nlayers = \"0\"\n"
+                                            "[[stage]]\nrank = 1\nlayers = \"1-2\"\n"
+                                            "[[stage]]\nrank = 2\nlayers = \"3\"\n");
+  auto r = baton("plan --json --topology " + new_t + " --against " + old_t + " --world 4");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto doc = nlohmann::json::parse(r.out);
+  EXPECT_EQ(doc["standby_ranks"], nlohmann::json::array({3}));
+  const auto& mv = doc["reshard_moves"];
+  ASSERT_EQ(mv.size(), 4u);
+  EXPECT_EQ(mv[0]["gained"], nlohmann::json::array());
+  EXPECT_EQ(mv[0]["lost"], nlohmann::json::array({"1-1 on cpu"}));
+  EXPECT_EQ(mv[1]["gained"], nlohmann::json::array({"1-1 on cpu"}));
+  EXPECT_EQ(mv[1]["lost"], nlohmann::json::array({"3-3 on cpu"}));
+  EXPECT_EQ(mv[2]["gained"], nlohmann::json::array({"3-3 on cpu"}));
+  EXPECT_EQ(mv[3]["standby"], true);
+  EXPECT_EQ(mv[0]["weight_bytes_to_load"], 0);
+  // rank 2 loads layer 3 and, running the last stage now, the output norm and head: more
+  // than rank 1, which loads one layer only
+  EXPECT_GT(mv[2]["weight_bytes_to_load"].get<uint64_t>(),
+            mv[1]["weight_bytes_to_load"].get<uint64_t>());
+  EXPECT_GT(mv[1]["weight_bytes_to_load"].get<uint64_t>(), 0u);
+  // one layer's KV at the new plan's capacity each
+  const uint64_t capacity = doc["capacity_tokens"].get<uint64_t>();
+  EXPECT_EQ(mv[1]["kv_bytes_in_at_capacity"].get<uint64_t>(), capacity * 1024 / 4);
+  EXPECT_EQ(mv[2]["kv_bytes_in_at_capacity"], mv[1]["kv_bytes_in_at_capacity"]);
+  auto text = baton("plan --topology " + new_t + " --against " + old_t + " --world 4");
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_NE(text.out.find("standby ranks (no stage; they can take stages in a reshard): 3"),
+            std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("rank 2: gains 3-3 on cpu; loses nothing"), std::string::npos)
+      << text.out;
+}
+
 TEST(plan_cli, bad_input_exits_2_with_file_and_line) {
   const auto typo = write_file("typo.toml", "model = \"small.gguf\"\n[[stage]]\nlayer = \"auto\"\n");
   auto r = baton("plan --topology " + typo);

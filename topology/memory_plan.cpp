@@ -27,6 +27,16 @@ int64_t kv_blocks_needed(int64_t n_seqs, int64_t n_ctx, int32_t block_size) {
   return kv_blocks_for(n_ctx, block_size) * n_seqs;
 }
 
+uint64_t layer_weight_bytes(const model& m, int64_t il) {
+  const auto& lw = m.weights().layers.at(static_cast<size_t>(il));
+  uint64_t n = 0;
+  for (const tensor_info* t : {lw.attn_norm, lw.wq, lw.wk, lw.wv, lw.wo, lw.ffn_norm,
+                               lw.ffn_gate, lw.ffn_up, lw.ffn_down}) {
+    n += t ? t->n_bytes : 0;
+  }
+  return n;
+}
+
 uint64_t cpu_stage_kv_bytes(const model& m,
                             const std::vector<std::pair<int64_t, int64_t>>& cpu_layers,
                             int32_t n_blocks, int32_t block_size, ggml_type kv_type) {

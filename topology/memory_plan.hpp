@@ -42,6 +42,9 @@ int32_t kv_blocks_in(uint64_t kv_bytes, uint64_t kv_bytes_per_token, int32_t blo
 /// run waits on a block.
 int32_t kv_blocks_for_requests(int32_t n_seqs, int32_t n_tokens, int32_t block_size);
 
+/// Weight bytes of layer `il` (its norms and matrices, as stored).
+uint64_t layer_weight_bytes(const model& m, int64_t il);
+
 /// KV bytes the CPU stages of `stages` hold in `n_blocks` blocks: what a reshard's new
 /// stages allocate on the host while the old ones still hold theirs.
 uint64_t cpu_stage_kv_bytes(const model& m, const std::vector<std::pair<int64_t, int64_t>>& cpu_layers,

@@ -446,11 +446,8 @@ result<pipeline_plan> plan_pipeline(const topology& t, const model& m, const pla
   // -- per-stage numbers that do not depend on the layers ----------------------------
   stage_costs costs{m, p, n_stages, {}, 0, 0, 0};
   const model_weights& w = m.weights();
-  for (const auto& lw : w.layers) {
-    costs.layer_bytes.push_back(
-        tensor_bytes(lw.attn_norm) + tensor_bytes(lw.wq) + tensor_bytes(lw.wk) +
-        tensor_bytes(lw.wv) + tensor_bytes(lw.wo) + tensor_bytes(lw.ffn_norm) +
-        tensor_bytes(lw.ffn_gate) + tensor_bytes(lw.ffn_up) + tensor_bytes(lw.ffn_down));
+  for (int64_t il = 0; il < static_cast<int64_t>(w.layers.size()); ++il) {
+    costs.layer_bytes.push_back(layer_weight_bytes(m, il));
   }
   costs.embd_bytes = tensor_bytes(w.token_embd);
   costs.head_bytes = tensor_bytes(w.output_norm) + tensor_bytes(w.head());

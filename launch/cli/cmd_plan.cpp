@@ -2,16 +2,21 @@
 // a topology file against its model and an MPI world of N ranks (every rank's devices
 // described as this host's), resolves "auto" layers, and prints each stage's memory
 // plan — weights, KV bytes per token, budget and its source, KV bytes and tokens — and
-// the pipeline's capacity (the smallest stage's). --write saves the resolved file.
+// the pipeline's capacity (the smallest stage's), and the ranks of the world that hold no
+// stage (standby). --write saves the resolved file. --against OLD also plans OLD and says
+// what a live reshard from it would move, rank by rank (layers gained and lost, weight
+// bytes to load, KV bytes to receive at full capacity).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "launch/cli/commands.hpp"
 #include "runtime/system/units.hpp"
 #include "topology/planner.hpp"
+#include "topology/reshard_plan.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton::cli {
@@ -24,7 +29,23 @@ struct plan_options {
   int32_t np = 0;  ///< 0: the highest rank + 1
   bool json = false;
   std::string write;
+  std::string against;  ///< the running topology a reshard would leave
 };
+
+/// The ranks of the world with no stage.
+std::vector<int32_t> standby_ranks(const pipeline_plan& plan, int32_t world) {
+  std::vector<int32_t> out;
+  for (int32_t r = 0; r < world; ++r) {
+    bool holds = false;
+    for (const auto& s : plan.resolved.stages) {
+      holds = holds || s.rank == r;
+    }
+    if (!holds) {
+      out.push_back(r);
+    }
+  }
+  return out;
+}
 
 nlohmann::json to_json(const topology& given, const pipeline_plan& plan, const model& m,
                        int32_t world) {
@@ -68,6 +89,7 @@ nlohmann::json to_json(const topology& given, const pipeline_plan& plan, const m
   }
   j["capacity_tokens"] = plan.capacity_tokens;
   j["n_blocks"] = plan.n_blocks;
+  j["standby_ranks"] = standby_ranks(plan, world);
   return j;
 }
 
@@ -106,6 +128,44 @@ void print_table(const topology& given, const pipeline_plan& plan, const model& 
   }
   std::printf("\npipeline capacity: %lld tokens of KV (%d blocks of %d; the smallest stage's)\n",
               static_cast<long long>(plan.capacity_tokens), plan.n_blocks, p.block_size);
+  const auto standby = standby_ranks(plan, world);
+  if (!standby.empty()) {
+    std::printf("standby ranks (no stage; they can take stages in a reshard):");
+    for (int32_t rank : standby) {
+      std::printf(" %d", rank);
+    }
+    std::printf("\n");
+  }
+}
+
+nlohmann::json moves_json(const std::vector<rank_moves>& moves) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const rank_moves& mv : moves) {
+    out.push_back({{"rank", mv.rank},
+                   {"gained", mv.gained},
+                   {"lost", mv.lost},
+                   {"weight_bytes_to_load", mv.weight_bytes_to_load},
+                   {"kv_bytes_in_at_capacity", mv.kv_bytes_in},
+                   {"standby", mv.standby}});
+  }
+  return out;
+}
+
+void print_moves(const std::string& against, const std::vector<rank_moves>& moves) {
+  std::printf("\nreshard from %s (KV at full capacity):\n", against.c_str());
+  for (const rank_moves& mv : moves) {
+    auto list = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (const auto& x : v) {
+        s += (s.empty() ? "" : ", ") + x;
+      }
+      return s.empty() ? std::string("nothing") : s;
+    };
+    std::printf("  rank %d: gains %s; loses %s; loads %s of weights, receives %s of KV%s\n",
+                mv.rank, list(mv.gained).c_str(), list(mv.lost).c_str(),
+                format_bytes(mv.weight_bytes_to_load).c_str(),
+                format_bytes(mv.kv_bytes_in).c_str(), mv.standby ? " (standby after)" : "");
+  }
 }
 
 int run_plan(const plan_options& o) {
@@ -151,12 +211,31 @@ int run_plan(const plan_options& o) {
       return fail(o.write + ": cannot write the resolved topology");
     }
   }
+  std::optional<std::vector<rank_moves>> moves;
+  if (!o.against.empty()) {
+    auto old = parse_topology_file(o.against);
+    if (!old) {
+      return fail(old.err().message);
+    }
+    old->model = t->model;  // a reshard keeps the model
+    auto old_plan = plan_pipeline(*old, **m, local_placement_env(static_cast<int32_t>(world)));
+    if (!old_plan) {
+      return fail(old_plan.err().message);
+    }
+    moves = plan_reshard_moves(*old_plan, *plan, **m, static_cast<int32_t>(world));
+  }
   if (o.json) {
-    std::printf("%s\n", to_json(*t, *plan, **m, static_cast<int32_t>(world))
-                            .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
-                            .c_str());
+    auto j = to_json(*t, *plan, **m, static_cast<int32_t>(world));
+    if (moves) {
+      j["reshard_from"] = o.against;
+      j["reshard_moves"] = moves_json(*moves);
+    }
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     print_table(*t, *plan, **m, static_cast<int32_t>(world));
+    if (moves) {
+      print_moves(o.against, *moves);
+    }
   }
   return exit_ok;
 }
@@ -169,7 +248,11 @@ void add_plan_command(CLI::App& app, int& status) {
       "plan", "Check a topology file and print each stage's layers and memory plan");
   cmd->add_option("-T,--topology", opts->topology, "Topology file (TOML)")->required();
   cmd->add_option("-m,--model", opts->model, "GGUF model file (overrides the file's 'model')");
-  cmd->add_option("--np", opts->np, "MPI world size for the rank checks (default: highest rank + 1)");
+  cmd->add_option("--np,--world", opts->np,
+                  "MPI world size for the rank checks; ranks beyond the stages' are standby "
+                  "(default: highest rank + 1)");
+  cmd->add_option("--against", opts->against,
+                  "The running topology: also print what a live reshard from it would move");
   cmd->add_flag("--json", opts->json, "Print JSON");
   cmd->add_option("--write", opts->write, "Write the resolved topology (explicit layers) here");
   cmd->callback([opts, &status] { status = run_plan(*opts); });
