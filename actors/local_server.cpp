@@ -540,8 +540,9 @@ std::vector<shard_actor> local_server::current_shards() const {
   return shards_;
 }
 
-result<reshard_report> local_server::reshard(std::vector<stage_setup> stages, bool* busy) {
-  auto r = apply_reshard(std::move(stages), busy);
+result<reshard_report> local_server::reshard(std::vector<stage_setup> stages, bool* busy,
+                                             int32_t micro_batches) {
+  auto r = apply_reshard(std::move(stages), busy, micro_batches);
   std::lock_guard<std::mutex> lock(view_->mu);
   if (r) {
     ++view_->snap.reshards_ok;
@@ -558,7 +559,8 @@ void local_server::note_reshard_refused() {
   ++view_->snap.reshards_refused;
 }
 
-result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stages, bool* busy) {
+result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stages, bool* busy,
+                                                   int32_t micro_batches) {
   using clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> one_at_a_time(reshard_mu_, std::try_to_lock);
   if (!one_at_a_time.owns_lock()) {
@@ -645,7 +647,7 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
           [&](caf::error&) {});
   auto resume_old = [&] {
     self->request(router_, caf::infinite, switch_atom::value, std::vector<shard_actor>{},
-                  std::vector<int32_t>{})
+                  std::vector<int32_t>{}, int32_t{0})
         .receive([](uint64_t) {}, [](caf::error&) {});
   };
   if (!drained) {
@@ -678,7 +680,7 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
     shards[s] = spawn_stage(stages, static_cast<int32_t>(s), fresh[s]);
     ranks.push_back(stages[s].rank);
   }
-  self->request(router_, caf::infinite, switch_atom::value, shards, ranks)
+  self->request(router_, caf::infinite, switch_atom::value, shards, ranks, micro_batches)
       .receive([&](uint64_t epoch) { rep.epoch = epoch; }, [](caf::error&) {});
   rep.pause_seconds = std::chrono::duration<double>(clock::now() - t_pause).count();
   // release what the old pipeline held
@@ -692,6 +694,9 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
     caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
   }
   computes_ = std::move(fresh);
+  if (micro_batches > 0) {
+    opts_.serving.micro_batches = micro_batches;
+  }
   opts_.stages = std::move(stages);
   opts_.n_stages = static_cast<int32_t>(opts_.stages.size());
   {

@@ -147,8 +147,10 @@ class local_server {
   /// epoch and the old ones are released. No request is lost or changed: a sequence's
   /// tokens are those of the undisturbed run. A failure before the switch leaves the
   /// old pipeline serving and says what failed; one reshard at a time.
-  /// `busy` (when given) turns true when the refusal is another reshard under way.
-  result<reshard_report> reshard(std::vector<stage_setup> stages, bool* busy = nullptr);
+  /// `busy` (when given) turns true when the refusal is another reshard under way;
+  /// `micro_batches` > 0 sets the steps in flight of the new pipeline (0: as before).
+  result<reshard_report> reshard(std::vector<stage_setup> stages, bool* busy = nullptr,
+                                 int32_t micro_batches = 0);
   /// Counts a reshard refused before it reached reshard() (a file that does not plan).
   void note_reshard_refused();
   /// A stage's actor (another rank's: its proxy); for tests that stop one.
@@ -183,7 +185,8 @@ class local_server {
   shard_actor spawn_stage(const std::vector<stage_setup>& stages, int32_t s,
                           std::shared_ptr<stage_compute> compute);
   /// reshard() but for the counters it keeps.
-  result<reshard_report> apply_reshard(std::vector<stage_setup> stages, bool* busy);
+  result<reshard_report> apply_reshard(std::vector<stage_setup> stages, bool* busy,
+                                       int32_t micro_batches);
   /// shards_, read under its lock (a reshard swaps it).
   std::vector<shard_actor> current_shards() const;
   /// The poller's loop: every stage's last 256 step timings, once a second.

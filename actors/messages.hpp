@@ -252,7 +252,7 @@ using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, c
                                       caf::replies_to<stats_atom>::with<router_stats>,
                                       caf::replies_to<pause_atom>::with<bool, std::vector<int32_t>>,
                                       caf::replies_to<switch_atom, std::vector<shard_actor>,
-                                                      std::vector<int32_t>>::with<uint64_t>>;
+                                                      std::vector<int32_t>, int32_t>::with<uint64_t>>;
 
 /// The admission actor: ok (forwarded to the router) or never (with the kind of refusal
 /// and its message); the router reports finished requests back with done; refuse makes it refuse

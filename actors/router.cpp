@@ -359,10 +359,13 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         st.drained.push_back(self->make_response_promise<bool, std::vector<int32_t>>());
         return st.drained.back();
       },
-      [=](switch_atom, std::vector<shard_actor>& shards,
-          std::vector<int32_t>& stage_ranks) -> uint64_t {
+      [=](switch_atom, std::vector<shard_actor>& shards, std::vector<int32_t>& stage_ranks,
+          int32_t micro_batches) -> uint64_t {
         auto& st = self->state;
         if (!shards.empty()) {
+          if (micro_batches > 0) {
+            st.sched->set_micro_batches(micro_batches);
+          }
           // the old shards go away next: their exits are no stage going down
           for (const auto& s : st.cfg.shards) {
             self->demonitor(s.address());

@@ -13,7 +13,8 @@
 // snapshot). A reshard pauses it (pause: no new steps; the answer, true, comes once the
 // steps in flight have finished, false if the pipeline went down meanwhile), then
 // switches it to the new pipeline's shards (switch: the old ones are demonitored, the
-// epoch counts up, steps resume; with no shards it resumes the old pipeline). Requests
+// epoch counts up, the new pipeline's micro-batches apply, steps resume; with no shards
+// it resumes the old pipeline). Requests
 // keep arriving and waiting while it is paused.
 #pragma once
 

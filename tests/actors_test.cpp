@@ -591,8 +591,8 @@ TEST(actors, reshards_while_serving_lose_no_request_and_change_no_token) {
   for (int i = 0; i < n_req; ++i) {
     streams.push_back(srv->submit(greedy_request(prompt(i), n_gen, "", i)));
   }
-  // during generation: split to three stages, move a boundary, merge into one, split
-  // into four; each once more tokens have come out
+  // during generation: split to three stages, move a boundary, merge into one (one step
+  // in flight), split into four (three in flight); each once more tokens have come out
   const std::vector<std::vector<std::pair<int64_t, int64_t>>> shapes = {
       {{0, 1}, {1, 3}, {3, 4}}, {{0, 2}, {2, 4}}, {{0, 4}}, {{0, 1}, {1, 2}, {2, 3}, {3, 4}}};
   uint64_t generated = 0;
@@ -602,8 +602,11 @@ TEST(actors, reshards_while_serving_lose_no_request_and_change_no_token) {
       return sn.stats.generated_tokens >= generated + 20;
     });
     generated = snap.stats.generated_tokens;
-    auto r = srv->reshard(cpu_stages(shape));
+    const int32_t micro_batches = shape.size() == 1 ? 1 : shape.size() == 4 ? 3 : 0;
+    const int32_t before = srv->options().serving.micro_batches;
+    auto r = srv->reshard(cpu_stages(shape), nullptr, micro_batches);
     ASSERT_TRUE(r) << r.err().message;
+    EXPECT_EQ(srv->options().serving.micro_batches, micro_batches > 0 ? micro_batches : before);
     EXPECT_EQ(r->epoch, ++epoch);
     EXPECT_GT(r->kv_bytes_moved, 0u);
     EXPECT_EQ(srv->options().n_stages, static_cast<int32_t>(shape.size()));

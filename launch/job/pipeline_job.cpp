@@ -295,16 +295,18 @@ std::vector<stage_setup> stages_of(const pipeline_plan& plan, int32_t threads_fl
 
 result<reshard_report> pipeline_job::reshard(std::string_view text, const std::string& name,
                                              bool* busy) {
-  auto stages = reshard_stages(text, name);
+  int32_t micro_batches = 0;
+  auto stages = reshard_stages(text, name, &micro_batches);
   if (!stages) {
     srv_->note_reshard_refused();
     return stages.err();
   }
-  return srv_->reshard(std::move(*stages), busy);
+  return srv_->reshard(std::move(*stages), busy, micro_batches);
 }
 
 result<std::vector<stage_setup>> pipeline_job::reshard_stages(std::string_view text,
-                                                              const std::string& name) {
+                                                              const std::string& name,
+                                                              int32_t* micro_batches) {
   if (mpi_->size() > 1) {
     return make_error("resharding a job of %d ranks is not built yet: only one-process jobs "
                       "change shape while serving",
@@ -334,22 +336,22 @@ result<std::vector<stage_setup>> pipeline_job::reshard_stages(std::string_view t
   // a [pipeline] table may restate the running settings, not change them (yet)
   const serving_config& now = srv_->options().serving;
   if (t->pipeline.line > 0) {
+    *micro_batches = t->pipeline.micro_batches;  // 0 (not in the table): as it is
     const serving_config want = with_pipeline_keys(now, plan->resolved.pipeline);
     const char* changed = want.kv_type != now.kv_type         ? "kv_cache_dtype"
                           : want.block_size != now.block_size ? "block_size"
                           : want.n_ctx != now.n_ctx           ? "max_model_len"
-                          : want.micro_batches != 0 && want.micro_batches != now.micro_batches
-                              ? "micro_batches"
                           : want.max_num_seqs != now.max_num_seqs ? "max_num_seqs"
                           : want.max_num_batched_tokens != now.max_num_batched_tokens
                               ? "max_num_batched_tokens"
                               : nullptr;
     if (changed != nullptr) {
       return make_error("%s:%d: [pipeline] %s differs from the running job's; a reshard keeps "
-                        "the KV cache type (%s), block size (%d), context length (%lld), "
-                        "micro-batches (%d) and batch limits: leave the table out or restate them",
+                        "the KV cache type (%s), block size (%d), context length (%lld) and "
+                        "batch limits (micro_batches may change): leave the table out or "
+                        "restate them",
                         name.c_str(), t->pipeline.line, changed, kv_type_name(now.kv_type),
-                        now.block_size, static_cast<long long>(now.n_ctx), now.micro_batches);
+                        now.block_size, static_cast<long long>(now.n_ctx));
     }
   }
   if (const int32_t fits = pipeline_kv_blocks(*plan, now.n_blocks); fits < now.n_blocks) {

@@ -36,7 +36,8 @@ class pipeline_job {
   /// Applies an edited topology (TOML `text`, called `name` in errors) to the running
   /// pipeline (local_server::reshard): parsed and planned against this job's model and
   /// devices first; a different model, or a change of KV cache type, block size, context
-  /// length or micro-batches, or fewer KV blocks than the running plan, is refused. Head
+  /// length or batch limits, or fewer KV blocks than the running plan, is refused; its
+  /// micro_batches apply. Head
   /// of a one-process job; any thread. `busy` turns true when another reshard runs.
   result<reshard_report> reshard(std::string_view text, const std::string& name, bool* busy);
   /// Activation transfer counters (MPI jobs only; zeros otherwise).
@@ -48,8 +49,10 @@ class pipeline_job {
 
  private:
   pipeline_job() = default;
-  /// reshard's file, checked and planned into stages.
-  result<std::vector<stage_setup>> reshard_stages(std::string_view text, const std::string& name);
+  /// reshard's file, checked and planned into stages, and the micro-batches its
+  /// [pipeline] table sets (0: none).
+  result<std::vector<stage_setup>> reshard_stages(std::string_view text, const std::string& name,
+                                                  int32_t* micro_batches);
 
   // -- member variables -------------------------------------------------------
   mpi_session* mpi_ = nullptr;

@@ -79,6 +79,12 @@ class scheduler {
   /// Returns the final output when it ended now.
   std::optional<sched_output> cancel(uint64_t id);
 
+  /// A reshard's new pipeline may keep a different number of steps in flight (>= 1);
+  /// the steps already in flight are not affected.
+  void set_micro_batches(int32_t n) {
+    BATON_ASSERT(n >= 1);
+    cfg_.micro_batches = n;
+  }
   /// The next micro-batch, when one can go: fewer than micro_batches in flight and some
   /// sequence not in flight has tokens to compute.
   std::optional<sched_step> next_step();

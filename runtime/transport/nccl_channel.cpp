@@ -275,7 +275,9 @@ result<std::unique_ptr<nccl_link>> nccl_link::create(const nccl_channel::unique_
   if (auto ok = check_cuda(cudaMalloc(&one, 2 * sizeof(float)), "cudaMalloc"); !ok) {
     return ok.err();
   }
-  cudaMemset(one, 0, 2 * sizeof(float));
+  // zeroed on the link's own stream: a non-blocking stream is not ordered after the
+  // default stream's cudaMemset
+  cudaMemsetAsync(one, 0, 2 * sizeof(float), s);
   const int world = static_cast<int>(l->members_.size());
   const nccl_api& a = **api();
   auto warm = [&]() -> result<void> {
@@ -299,9 +301,11 @@ result<std::unique_ptr<nccl_link>> nccl_link::create(const nccl_channel::unique_
     return check_cuda(cudaStreamSynchronize(s), "the NCCL warm-up");
   };
   auto warmed = warm();
+  if (!warmed) {
+    l->abort();  // ends a transfer still posted on `one` before it is freed
+  }
   cudaFree(one);
   if (!warmed) {
-    l->abort();
     return warmed.err();
   }
   return l;
