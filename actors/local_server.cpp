@@ -483,16 +483,22 @@ std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* dec
     r.id = next_id_++;
   }
   auto stream = std::make_shared<event_stream>();
-  // the client actor forwards the router's events into the stream, and ends with them
-  auto client = sys_->spawn([stream](client_actor::pointer self) -> client_actor::behavior_type {
-    return {[=](event_atom, gen_event& e) {
-      const bool last = e.finish != finish_reason::none;
-      stream->push(std::move(e));
-      if (last) {
-        self->quit();
-      }
-    }};
-  });
+  // the client actor forwards the router's events into the stream, and ends with them.
+  // The stream is a spawn argument, not a capture: CAF 0.17 keeps a spawn's arguments
+  // behind a shared_ptr it leaves null when there are none, then dereferences it (UBSan
+  // stops the process there)
+  auto client = sys_->spawn(
+      [](client_actor::pointer self,
+         std::shared_ptr<event_stream> events) -> client_actor::behavior_type {
+        return {[=](event_atom, gen_event& e) {
+          const bool last = e.finish != finish_reason::none;
+          events->push(std::move(e));
+          if (last) {
+            self->quit();
+          }
+        }};
+      },
+      stream);
   const uint64_t id = r.id;
   caf::scoped_actor self{*sys_};
   // no answer: the admission actor is gone, which only the server's end does
