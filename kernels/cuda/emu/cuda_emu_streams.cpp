@@ -195,6 +195,17 @@ cudaError_t device_error(const stream_registry& r, int device) {
   return r.devices[device].faulted ? cudaErrorLaunchFailure : cudaSuccess;
 }
 
+/// The live stream `handle` names, on a device that has not faulted: in `out`, or the
+/// error to report (an unknown handle; the device's sticky fault).
+cudaError_t usable_stream(stream_registry& r, cudaStream_t handle,
+                          std::shared_ptr<CUstream_st>& out) {
+  out = find_stream(r, handle);
+  if (!out) {
+    return cudaErrorInvalidResourceHandle;
+  }
+  return device_error(r, out->device);
+}
+
 /// Waits (r.mu held by `lock`) until every mark is reached; the device's sticky error,
 /// if any, is the result.
 cudaError_t wait_for(std::unique_lock<std::mutex>& lock, const std::vector<stream_mark>& marks,
@@ -209,11 +220,8 @@ cudaError_t wait_for(std::unique_lock<std::mutex>& lock, const std::vector<strea
 cudaError_t enqueue(cudaStream_t stream, stream_work work) {
   stream_registry& r = registry();
   std::lock_guard lock(r.mu);
-  const std::shared_ptr<CUstream_st> s = find_stream(r, stream);
-  if (!s) {
-    return cudaErrorInvalidResourceHandle;
-  }
-  if (const cudaError_t e = device_error(r, s->device); e != cudaSuccess) {
+  std::shared_ptr<CUstream_st> s;
+  if (const cudaError_t e = usable_stream(r, stream, s); e != cudaSuccess) {
     return e;
   }
   push(r, s, std::move(work));
@@ -297,11 +305,8 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   stream_registry& r = registry();
   std::lock_guard lock(r.mu);
-  const std::shared_ptr<CUstream_st> s = find_stream(r, stream);
-  if (!s) {
-    return set_error(cudaErrorInvalidResourceHandle);
-  }
-  if (const cudaError_t e = device_error(r, s->device); e != cudaSuccess) {
+  std::shared_ptr<CUstream_st> s;
+  if (const cudaError_t e = usable_stream(r, stream, s); e != cudaSuccess) {
     return set_error(e);
   }
   return reached(end_of(s)) ? cudaSuccess : cudaErrorNotReady;
@@ -362,11 +367,8 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   }
   stream_registry& r = registry();
   std::lock_guard lock(r.mu);
-  const std::shared_ptr<CUstream_st> s = find_stream(r, stream);
-  if (!s) {
-    return set_error(cudaErrorInvalidResourceHandle);
-  }
-  if (const cudaError_t e = device_error(r, s->device); e != cudaSuccess) {
+  std::shared_ptr<CUstream_st> s;
+  if (const cudaError_t e = usable_stream(r, stream, s); e != cudaSuccess) {
     return set_error(e);
   }
   auto at = std::make_shared<clock_type::time_point>();
