@@ -240,12 +240,34 @@ result<void> local_server::start() {
       mine["stages"].push_back({{"stage", s}, {"port", *port}});
     }
   }
+  if (link_.world > 1 && n_local == 0 && failed.empty()) {
+    // a standby rank: an agent that hears the head's shutdown, as a shard would
+    agent_ = sys_->spawn([this](agent_actor::pointer) -> agent_actor::behavior_type {
+      return {[this](shutdown_atom, bool peer_died) {
+        {
+          std::lock_guard<std::mutex> lock(shutdown_mu_);
+          shutdown_ = true;
+          peer_died_ = peer_died_ || peer_died;
+        }
+        shutdown_cv_.notify_all();
+        return true;
+      }};
+    });
+    auto port = sys_->middleman().publish(agent_, 0, link_.bind_host.c_str());
+    if (!port) {
+      failed = "cannot publish the standby agent on " + link_.bind_host + ": " +
+               sys_->render(port.error());
+    } else {
+      mine["agent"] = *port;
+    }
+  }
   struct endpoint {
     int32_t rank = 0;
     std::string host;
     int32_t stage = 0;
     uint16_t port = 0;
   };
+  std::vector<endpoint> agents;  // the standby ranks' (stage unused)
   std::vector<endpoint> remote;  // every other rank's stages
   if (link_.world > 1) {
     const auto said = link_.allgather(
@@ -257,6 +279,14 @@ result<void> local_server::start() {
             return make_error("rank %d: %s", r, j.at("error").get<std::string>().c_str());
           }
           const auto host = j.at("host").get<std::string>();
+          if (j.contains("agent")) {
+            const auto port = j.at("agent").get<int64_t>();
+            if (port < 1 || port > 65535) {
+              return make_error("rank %d published its agent on port %lld (expected 1-65535)",
+                                r, static_cast<long long>(port));
+            }
+            agents.push_back({r, host, -1, static_cast<uint16_t>(port)});
+          }
           for (const auto& e : j.at("stages")) {
             const auto stage = e.at("stage").get<int64_t>();
             const auto port = e.at("port").get<int64_t>();
@@ -289,6 +319,14 @@ result<void> local_server::start() {
                         e.host.c_str(), e.port, sys_->render(proxy.error()).c_str());
     }
     shards_.at(static_cast<size_t>(e.stage)) = *proxy;
+  }
+  for (const endpoint& e : agents) {
+    auto proxy = sys_->middleman().remote_actor<agent_actor>(e.host, e.port);
+    if (!proxy) {
+      return make_error("cannot reach the standby rank %d at %s:%u: %s", e.rank, e.host.c_str(),
+                        e.port, sys_->render(proxy.error()).c_str());
+    }
+    standby_.emplace_back(e.rank, *proxy);
   }
   for (int32_t s = 0; s < n_stages; ++s) {
     if (!shards_[static_cast<size_t>(s)]) {
@@ -374,6 +412,18 @@ local_server::~local_server() {
           [&](bool) { heard = true; }, [&](caf::down_msg&) { heard = true; },
           caf::after(std::chrono::seconds(5)) >> [&] { heard = true; });
     }
+    for (auto& [rank, agent] : standby_) {
+      if (rank == st.down_rank) {
+        continue;
+      }
+      self->monitor(agent);
+      self->send(agent, shutdown_atom::value, died);
+      bool heard = false;
+      self->receive_while([&] { return !heard; })(
+          [&](bool) { heard = true; }, [&](caf::down_msg&) { heard = true; },
+          caf::after(std::chrono::seconds(5)) >> [&] { heard = true; });
+    }
+    standby_.clear();
   }
   for (auto& s : local_shards_) {
     caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
@@ -381,6 +431,11 @@ local_server::~local_server() {
       // the middleman holds published actors: let go, or the system waits for them forever
       auto ignored = sys_->middleman().unpublish(s, 0);
     }
+  }
+  if (agent_) {
+    caf::anon_send_exit(agent_, caf::exit_reason::user_shutdown);
+    auto ignored = sys_->middleman().unpublish(agent_, 0);
+    agent_ = nullptr;
   }
   // drop our references first: a detached shard's thread ends only once its actor is
   // destroyed, and the system's destructor waits for those threads

@@ -203,6 +203,8 @@ class local_server {
   std::vector<shard_actor> shards_;    ///< every stage's (remote ones on the head only)
   std::vector<shard_actor> local_shards_;
   std::vector<std::shared_ptr<stage_compute>> computes_;  ///< [stage] this rank's; else null
+  agent_actor agent_;                  ///< this rank's when it holds no stage (standby)
+  std::vector<std::pair<int32_t, agent_actor>> standby_;  ///< on the head: rank, its agent
   mutable std::mutex shards_mu_;       ///< shards_ and local_shards_ against a reshard
   std::mutex reshard_mu_;              ///< one reshard at a time
   std::mutex shutdown_mu_;

@@ -238,6 +238,10 @@ using shard_actor =
                      caf::replies_to<stats_atom>::with<std::vector<step_timing>>,
                      caf::replies_to<stats_atom, int32_t>::with<std::vector<step_timing>>>;
 
+/// A rank that holds no stage (a standby rank): the head tells it when the job ends, as
+/// it tells every shard (shutdown: true when a rank of the job died).
+using agent_actor = caf::typed_actor<caf::replies_to<shutdown_atom, bool>::with<bool>>;
+
 /// A request's client (local_server's, one per request): the router sends it every
 /// event of the request, the last one with its finish reason set; then it quits.
 using client_actor = caf::typed_actor<caf::reacts_to<event_atom, gen_event>>;

@@ -77,6 +77,24 @@ TEST(mpi, uneven_and_auto_topologies_give_the_same_outputs) {
   EXPECT_EQ(request_lines(r.out), ref);
 }
 
+TEST(mpi, a_standby_rank_with_no_stage_ends_with_the_job) {
+  REQUIRE_MPI();
+  const auto& ref = single_process();
+  // three ranks, two stages: rank 2 holds none (a standby rank); the head tells it when
+  // the job ends, as it tells the shards (it used to wait until MPI_Finalize's 20 s
+  // watchdog gave up on it and the job exited 1)
+  const std::string topo = write_topology("standby.toml",
+                                          "[[stage]]\nrank = 0\nlayers = \"0-1\"\n"
+                                          "[[stage]]\nrank = 1\nlayers = \"2-3\"\n");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = shell(mpirun(3) + run_args("--topology " + topo));
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(request_lines(r.out), ref);
+  EXPECT_EQ(r.err.find("MPI_Finalize did not return"), std::string::npos) << r.err;
+  EXPECT_LT(took, 20.0) << "the job waited for a watchdog";
+}
+
 TEST(mpi, stages_overlap_and_the_control_plane_stays_small) {
   REQUIRE_MPI();
   const std::string topo = write_topology("two.toml",
