@@ -620,16 +620,7 @@ void local_server::note_reshard_refused() {
   ++view_->snap.reshards_refused;
 }
 
-result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stages, bool* busy,
-                                                   int32_t micro_batches) {
-  using clock = std::chrono::steady_clock;
-  std::unique_lock<std::mutex> one_at_a_time(reshard_mu_, std::try_to_lock);
-  if (!one_at_a_time.owns_lock()) {
-    if (busy) {
-      *busy = true;
-    }
-    return make_error("another reshard is under way");
-  }
+result<void> local_server::check_reshard(const std::vector<stage_setup>& stages) const {
   if (!head()) {
     return make_error("a reshard is applied by the head (rank 0)");
   }
@@ -638,9 +629,8 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
                       "change shape while serving",
                       link_.world);
   }
-  const int64_t n_layer = model_->config().n_layer;
-  if (auto ok = check_stages(stages, n_layer, link_.world); !ok) {
-    return ok.err();
+  if (auto ok = check_stages(stages, model_->config().n_layer, link_.world); !ok) {
+    return ok;
   }
   // a layer keeps its kind of device: CPU and CUDA round differently, and a reshard must
   // not change a sequence's tokens
@@ -678,8 +668,11 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
                       format_bytes(new_kv).c_str(), format_bytes(room).c_str(),
                       format_bytes(budget.memory_bytes).c_str(), budget.memory_source.c_str());
   }
-  const auto t_prepare = clock::now();
-  // prepare while serving goes on: the new stages' weights and empty KV
+  return {};
+}
+
+result<std::vector<std::shared_ptr<stage_compute>>> local_server::prepare_stages(
+    const std::vector<stage_setup>& stages) const {
   const int32_t n_local = stages_on(stages, link_.rank);
   std::vector<std::shared_ptr<stage_compute>> fresh(stages.size());
   for (size_t s = 0; s < stages.size(); ++s) {
@@ -692,7 +685,74 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
     }
     fresh[s] = std::move(*c);
   }
+  return fresh;
+}
+
+result<uint64_t> local_server::move_kv(const std::vector<stage_setup>& stages,
+                                       const std::vector<std::shared_ptr<stage_compute>>& fresh,
+                                       const std::vector<int32_t>& blocks) const {
+  uint64_t bytes = 0;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    for (int64_t layer = stages[s].first_layer; layer < stages[s].last_layer; ++layer) {
+      size_t owner = 0;
+      while (opts_.stages[owner].last_layer <= layer) {
+        ++owner;
+      }
+      auto rows = computes_[owner]->export_kv(layer, blocks);
+      auto moved = rows ? fresh[s]->import_kv(layer, blocks, *rows) : result<void>(rows.err());
+      if (!moved) {
+        return make_error("moving the KV rows of layer %lld: %s; nothing changed",
+                          static_cast<long long>(layer), moved.err().message.c_str());
+      }
+      bytes += rows->size();
+    }
+  }
+  return bytes;
+}
+
+void local_server::retire_old_pipeline(std::vector<stage_setup> stages,
+                                       std::vector<shard_actor> shards,
+                                       std::vector<std::shared_ptr<stage_compute>> fresh,
+                                       int32_t micro_batches) {
+  std::vector<shard_actor> old;
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    old = std::exchange(shards_, std::move(shards));
+    local_shards_ = shards_;
+  }
+  for (auto& s : old) {
+    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+  }
+  computes_ = std::move(fresh);
+  if (micro_batches > 0) {
+    opts_.serving.micro_batches = micro_batches;
+  }
+  opts_.stages = std::move(stages);
+  opts_.n_stages = static_cast<int32_t>(opts_.stages.size());
+  std::lock_guard<std::mutex> lock(view_->mu);
+  view_->snap.stage_step_seconds.assign(opts_.stages.size(), 0.0);
+}
+
+result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stages, bool* busy,
+                                                   int32_t micro_batches) {
+  using clock = std::chrono::steady_clock;
+  std::unique_lock<std::mutex> one_at_a_time(reshard_mu_, std::try_to_lock);
+  if (!one_at_a_time.owns_lock()) {
+    if (busy) {
+      *busy = true;
+    }
+    return make_error("another reshard is under way");
+  }
+  if (auto ok = check_reshard(stages); !ok) {
+    return ok.err();
+  }
+  // prepare while serving goes on: the new stages' weights and empty KV
   reshard_report rep;
+  const auto t_prepare = clock::now();
+  auto fresh = prepare_stages(stages);
+  if (!fresh) {
+    return fresh.err();
+  }
   rep.prepare_seconds = std::chrono::duration<double>(clock::now() - t_prepare).count();
   // quiesce: no new steps; the ones in flight finish
   const auto t_pause = clock::now();
@@ -718,52 +778,23 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
   }
   // every layer's KV rows of those blocks, from its old owner to its new one (the block
   // ids are the router's: the same in both pipelines)
-  for (size_t s = 0; s < stages.size(); ++s) {
-    for (int64_t layer = stages[s].first_layer; layer < stages[s].last_layer; ++layer) {
-      size_t owner = 0;
-      while (opts_.stages[owner].last_layer <= layer) {
-        ++owner;
-      }
-      auto rows = computes_[owner]->export_kv(layer, blocks);
-      auto moved = rows ? fresh[s]->import_kv(layer, blocks, *rows) : result<void>(rows.err());
-      if (!moved) {
-        resume_old();
-        return make_error("moving the KV rows of layer %lld: %s; nothing changed",
-                          static_cast<long long>(layer), moved.err().message.c_str());
-      }
-      rep.kv_bytes_moved += rows->size();
-    }
+  auto moved = move_kv(stages, *fresh, blocks);
+  if (!moved) {
+    resume_old();
+    return moved.err();
   }
+  rep.kv_bytes_moved = *moved;
   // switch: the new shards take the stages; the router starts the next epoch
   std::vector<shard_actor> shards(stages.size());
   std::vector<int32_t> ranks;
   for (size_t s = 0; s < stages.size(); ++s) {
-    shards[s] = spawn_stage(stages, static_cast<int32_t>(s), fresh[s]);
+    shards[s] = spawn_stage(stages, static_cast<int32_t>(s), (*fresh)[s]);
     ranks.push_back(stages[s].rank);
   }
   self->request(router_, caf::infinite, switch_atom::value, shards, ranks, micro_batches)
       .receive([&](uint64_t epoch) { rep.epoch = epoch; }, [](caf::error&) {});
   rep.pause_seconds = std::chrono::duration<double>(clock::now() - t_pause).count();
-  // release what the old pipeline held
-  std::vector<shard_actor> old;
-  {
-    std::lock_guard<std::mutex> lock(shards_mu_);
-    old = std::exchange(shards_, shards);
-    local_shards_ = shards_;
-  }
-  for (auto& s : old) {
-    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
-  }
-  computes_ = std::move(fresh);
-  if (micro_batches > 0) {
-    opts_.serving.micro_batches = micro_batches;
-  }
-  opts_.stages = std::move(stages);
-  opts_.n_stages = static_cast<int32_t>(opts_.stages.size());
-  {
-    std::lock_guard<std::mutex> lock(view_->mu);
-    view_->snap.stage_step_seconds.assign(opts_.stages.size(), 0.0);
-  }
+  retire_old_pipeline(std::move(stages), std::move(shards), std::move(*fresh), micro_batches);
   return rep;
 }
 

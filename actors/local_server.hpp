@@ -187,6 +187,22 @@ class local_server {
   /// reshard() but for the counters it keeps.
   result<reshard_report> apply_reshard(std::vector<stage_setup> stages, bool* busy,
                                        int32_t micro_batches);
+  /// Whether `stages` can replace the running ones here: the head of a one-process job,
+  /// a chain over every layer, each layer on its kind of device, and room for the new
+  /// CPU stages' KV beside the old.
+  result<void> check_reshard(const std::vector<stage_setup>& stages) const;
+  /// The new stages' computes (weights, empty KV), made while serving goes on.
+  result<std::vector<std::shared_ptr<stage_compute>>> prepare_stages(
+      const std::vector<stage_setup>& stages) const;
+  /// Every layer's KV rows of `blocks` from its running stage into `fresh`; the bytes.
+  result<uint64_t> move_kv(const std::vector<stage_setup>& stages,
+                           const std::vector<std::shared_ptr<stage_compute>>& fresh,
+                           const std::vector<int32_t>& blocks) const;
+  /// After the switch: the new pipeline's shards, computes and settings replace the old
+  /// ones, which are released.
+  void retire_old_pipeline(std::vector<stage_setup> stages, std::vector<shard_actor> shards,
+                           std::vector<std::shared_ptr<stage_compute>> fresh,
+                           int32_t micro_batches);
   /// shards_, read under its lock (a reshard swaps it).
   std::vector<shard_actor> current_shards() const;
   /// The poller's loop: every stage's last 256 step timings, once a second.
