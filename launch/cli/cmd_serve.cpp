@@ -248,11 +248,12 @@ int run_serve(serve_options o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the last bytes leave
     hs->stop();
   });
+  // SIGHUP re-reads the topology: ready before the line that says the server is up
+  topology_reloader reloader(o.engine.topology, backend);
+  on_reload_signal([&reloader] { reloader.poke(); });
   std::fprintf(stderr, "baton: serving %s on http://%s:%u (%d stage(s), %d rank(s)%s)\n",
                fo.model_name.c_str(), o.host.c_str(), hs->port(), srv.options().n_stages,
                j.mpi->size(), keyed ? ", API keys required" : "");
-  topology_reloader reloader(o.engine.topology, backend);
-  on_reload_signal([&reloader] { reloader.poke(); });
   hs->run();
   on_reload_signal({});
   on_stop_signal({});
