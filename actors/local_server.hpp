@@ -43,6 +43,13 @@ struct stage_setup {
   std::string device = "cpu";          ///< "cpu" or "cuda:N" (of the rank's host)
 };
 
+/// Stages that run the model's layers [0, n_layer) in order, each on a rank of `world`:
+/// the error names the stage that does not.
+result<void> check_stages(const std::vector<stage_setup>& stages, int64_t n_layer,
+                          int32_t world);
+/// Stages of `stages` on `rank`.
+int32_t stages_on(const std::vector<stage_setup>& stages, int32_t rank);
+
 /// How this process is part of a job spanning several ranks (defaults: alone).
 struct cluster_link {
   int32_t rank = 0;
