@@ -113,7 +113,10 @@ TEST(mpi, stages_overlap_and_the_control_plane_stays_small) {
               steps, control, control / steps, moved);
   ASSERT_GT(steps, 0);
   EXPECT_LT(control / steps, 4096.0);
-  EXPECT_GE(moved, 1024.0 * 1024.0);
+  // every request's 47 decode steps send one hidden row (256 floats of the demo shape) from
+  // rank 0 to rank 1; prompt rows add to that, fewer when a prompt finds its prefix cached by
+  // an earlier request (prompts 0, 3, 6... share words), and that depends on timing
+  EXPECT_GE(moved, 16.0 * 47 * 256 * sizeof(float));
   // a step of stage 1 (rank 1) runs while stage 0 (rank 0) runs another one
   std::vector<std::array<int64_t, 4>> spans;
   for (const auto& x : s["spans"]) {

@@ -29,6 +29,9 @@ class server_process {
                           const std::string& setup = "") {
     static int counter = 0;
     err_ = dir() / ("serve" + std::to_string(counter++) + ".err");
+    // no earlier file may stand in for this server's log while the child starts
+    std::error_code ec;
+    fs::remove(err_, ec);
     const std::string cmd = prefix + std::string(BATON_BINARY) + " serve --port 0 -m " +
                             fx().model + " " + args + " 2>" + err_.string() + " >/dev/null";
     pid_ = fork();

@@ -13,7 +13,12 @@
 #include <fstream>
 #include <sstream>
 #include <optional>
+#include <mutex>
+#include <random>
 #include <string>
+#include <system_error>
+#include <vector>
+#include <cstdio>
 
 namespace baton::test {
 
@@ -49,11 +54,52 @@ inline std::optional<std::filesystem::path> hf_tokenizer_json() {
   return std::nullopt;
 }
 
-/// A fresh temporary folder for one test.
+namespace detail {
+
+/// The folders temp_dir made in this process, removed when it exits. Only the process that
+/// made them removes them: a forked child that calls exit() leaves them to its parent.
+struct temp_dirs {
+  pid_t owner = ::getpid();
+  std::string suffix;
+  std::mutex lock;
+  std::vector<std::filesystem::path> made;
+
+  temp_dirs() {
+    // pid alone is not unique: a CI run starts thousands of processes and pids come
+    // round again, and a folder left by an earlier test held files (a server's log with
+    // its port) that a later one read as its own
+    std::random_device rd;
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%d-%08x", static_cast<int>(owner), rd());
+    suffix = buf;
+  }
+  ~temp_dirs() {
+    if (::getpid() != owner || std::getenv("BATON_KEEP_TEST_DIRS")) {
+      return;
+    }
+    for (const auto& p : made) {
+      std::error_code ec;
+      std::filesystem::remove_all(p, ec);
+    }
+  }
+};
+
+inline temp_dirs& the_temp_dirs() {
+  static temp_dirs d;
+  return d;
+}
+
+}  // namespace detail
+
+/// A temporary folder of this test process (the same `name` gives the same folder within
+/// it); unique to the process, and removed when it exits (BATON_KEEP_TEST_DIRS=1 keeps it).
 inline std::filesystem::path temp_dir(const std::string& name) {
-  auto p = std::filesystem::temp_directory_path() / ("baton-test-" + name + "-" +
-                                                     std::to_string(::getpid()));
-  std::filesystem::create_directories(p);
+  auto& d = detail::the_temp_dirs();
+  auto p = std::filesystem::temp_directory_path() / ("baton-test-" + name + "-" + d.suffix);
+  if (std::filesystem::create_directories(p)) {
+    std::lock_guard<std::mutex> hold(d.lock);
+    d.made.push_back(p);
+  }
   return p;
 }
 
