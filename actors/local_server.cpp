@@ -181,12 +181,13 @@ stage_compute_options local_server::compute_options(const std::vector<stage_setu
 }
 
 shard_actor local_server::spawn_stage(const std::vector<stage_setup>& stages, int32_t s,
-                                      std::shared_ptr<stage_compute> compute) {
+                                      std::shared_ptr<stage_compute> compute, uint64_t epoch) {
   const stage_setup& st = stages[static_cast<size_t>(s)];
   shard_config sc;
   sc.m = model_;
   sc.stage = s;
   sc.n_stages = static_cast<int32_t>(stages.size());
+  sc.epoch = epoch;
   sc.first_layer = st.first_layer;
   sc.last_layer = st.last_layer;
   sc.compute = std::move(compute);
@@ -222,7 +223,7 @@ result<void> local_server::start() {
       continue;
     }
     computes_[static_cast<size_t>(s)] = std::move(*compute);
-    auto shard = spawn_stage(opts_.stages, s, computes_[static_cast<size_t>(s)]);
+    auto shard = spawn_stage(opts_.stages, s, computes_[static_cast<size_t>(s)], 0);
     shards_[static_cast<size_t>(s)] = shard;
     local_shards_.push_back(shard);
     if (link_.world > 1) {
@@ -235,22 +236,13 @@ result<void> local_server::start() {
       mine["stages"].push_back({{"stage", s}, {"port", *port}});
     }
   }
-  if (link_.world > 1 && n_local == 0 && failed.empty()) {
-    // a standby rank: an agent that hears the head's shutdown, as a shard would
-    agent_ = sys_->spawn([this](agent_actor::pointer) -> agent_actor::behavior_type {
-      return {[this](shutdown_atom, bool peer_died) {
-        {
-          std::lock_guard<std::mutex> lock(shutdown_mu_);
-          shutdown_ = true;
-          peer_died_ = peer_died_ || peer_died;
-        }
-        shutdown_cv_.notify_all();
-        return true;
-      }};
-    });
+  // every rank's agent: the head reaches it for the job's end and for reshards (a rank
+  // with no stage, a standby rank, has only its agent)
+  agent_ = spawn_agent();
+  if (link_.world > 1 && failed.empty()) {
     auto port = sys_->middleman().publish(agent_, 0, link_.bind_host.c_str());
     if (!port) {
-      failed = "cannot publish the standby agent on " + link_.bind_host + ": " +
+      failed = "cannot publish the rank's agent on " + link_.bind_host + ": " +
                sys_->render(port.error());
     } else {
       mine["agent"] = *port;
@@ -262,7 +254,7 @@ result<void> local_server::start() {
     int32_t stage = 0;
     uint16_t port = 0;
   };
-  std::vector<endpoint> agents;  // the standby ranks' (stage unused)
+  std::vector<endpoint> agents;  // every rank's (stage unused)
   std::vector<endpoint> remote;  // every other rank's stages
   if (link_.world > 1) {
     const auto said = link_.allgather(
@@ -274,7 +266,8 @@ result<void> local_server::start() {
             return make_error("rank %d: %s", r, j.at("error").get<std::string>().c_str());
           }
           const auto host = j.at("host").get<std::string>();
-          if (j.contains("agent")) {
+          rank_hosts_.push_back(host);
+          {
             const auto port = j.at("agent").get<int64_t>();
             if (port < 1 || port > 65535) {
               return make_error("rank %d published its agent on port %lld (expected 1-65535)",
@@ -315,13 +308,18 @@ result<void> local_server::start() {
     }
     shards_.at(static_cast<size_t>(e.stage)) = *proxy;
   }
+  agents_.assign(static_cast<size_t>(link_.world), agent_actor{});
+  agents_[static_cast<size_t>(link_.rank)] = agent_;
   for (const endpoint& e : agents) {
+    if (e.rank == link_.rank) {
+      continue;
+    }
     auto proxy = sys_->middleman().remote_actor<agent_actor>(e.host, e.port);
     if (!proxy) {
-      return make_error("cannot reach the standby rank %d at %s:%u: %s", e.rank, e.host.c_str(),
+      return make_error("cannot reach the agent of rank %d at %s:%u: %s", e.rank, e.host.c_str(),
                         e.port, sys_->render(proxy.error()).c_str());
     }
-    standby_.emplace_back(e.rank, *proxy);
+    agents_[static_cast<size_t>(e.rank)] = *proxy;
   }
   for (int32_t s = 0; s < n_stages; ++s) {
     if (!shards_[static_cast<size_t>(s)]) {
@@ -395,41 +393,30 @@ local_server::~local_server() {
     // or its going away (a rank may exit before its reply leaves), at most 5 s
     caf::scoped_actor self{*sys_};
     const bool died = peer_died();
-    for (size_t s = 0; s < shards_.size(); ++s) {
-      const int32_t rank = opts_.stages[s].rank;
-      if (!shards_[s] || rank == link_.rank || rank == st.down_rank) {
+    for (size_t rank = 0; rank < agents_.size(); ++rank) {
+      if (!agents_[rank] || static_cast<int32_t>(rank) == link_.rank ||
+          static_cast<int32_t>(rank) == st.down_rank) {
         continue;
       }
-      self->monitor(shards_[s]);
-      self->send(shards_[s], shutdown_atom::value, died);
+      self->monitor(agents_[rank]);
+      self->send(agents_[rank], shutdown_atom::value, died);
       bool heard = false;
       self->receive_while([&] { return !heard; })(
           [&](bool) { heard = true; }, [&](caf::down_msg&) { heard = true; },
           caf::after(std::chrono::seconds(5)) >> [&] { heard = true; });
     }
-    for (auto& [rank, agent] : standby_) {
-      if (rank == st.down_rank) {
-        continue;
-      }
-      self->monitor(agent);
-      self->send(agent, shutdown_atom::value, died);
-      bool heard = false;
-      self->receive_while([&] { return !heard; })(
-          [&](bool) { heard = true; }, [&](caf::down_msg&) { heard = true; },
-          caf::after(std::chrono::seconds(5)) >> [&] { heard = true; });
-    }
-    standby_.clear();
+    agents_.clear();
   }
-  for (auto& s : local_shards_) {
-    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
-    if (link_.world > 1) {
-      // the middleman holds published actors: let go, or the system waits for them forever
-      auto ignored = sys_->middleman().unpublish(s, 0);
-    }
+  release_shards(local_shards_);
+  if (pending_) {
+    release_shards(pending_->shards);
+    pending_.reset();
   }
   if (agent_) {
     caf::anon_send_exit(agent_, caf::exit_reason::user_shutdown);
-    auto ignored = sys_->middleman().unpublish(agent_, 0);
+    if (link_.world > 1) {
+      auto ignored = sys_->middleman().unpublish(agent_, 0);
+    }
     agent_ = nullptr;
   }
   // drop our references first: a detached shard's thread ends only once its actor is

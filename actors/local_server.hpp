@@ -34,15 +34,6 @@
 
 namespace baton {
 
-/// Where one stage runs.
-struct stage_setup {
-  int32_t rank = 0;
-  int64_t first_layer = 0;
-  int64_t last_layer = 0;              ///< one past
-  int32_t n_threads = 0;               ///< 0: the rank's threads split over its stages
-  std::string device = "cpu";          ///< "cpu" or "cuda:N" (of the rank's host)
-};
-
 /// Stages that run the model's layers [0, n_layer) in order, each on a rank of `world`:
 /// the error names the stage that does not.
 result<void> check_stages(const std::vector<stage_setup>& stages, int64_t n_layer,
@@ -147,11 +138,12 @@ class local_server {
   /// is shutting down", refusal::shutting_down), and new requests are refused with
   /// refusal::shutting_down. Returns at once; any thread; nothing on other ranks.
   void begin_stop();
-  /// Changes the pipeline's shape while it serves (head; one-process jobs for now):
+  /// Changes the pipeline's shape while it serves (head; the stages may move to any rank,
+  /// a standby one included):
   /// `stages` (checked as at start; a layer keeps its kind of device) are made while
   /// steps go on, then the router pauses, the steps in flight finish, every layer's KV
-  /// rows move from the old stage to the new one, the new shards take over under a new
-  /// epoch and the old ones are released. No request is lost or changed: a sequence's
+  /// rows move from the old stage to the new one (over the data plane between ranks),
+  /// the new shards take over under a new epoch and the old ones are released. No request is lost or changed: a sequence's
   /// tokens are those of the undisturbed run. A failure before the switch leaves the
   /// old pipeline serving and says what failed; one reshard at a time.
   /// `busy` (when given) turns true when the refusal is another reshard under way;
@@ -188,28 +180,43 @@ class local_server {
   /// What make_stage_compute gets for stage `s` of `stages` (`n_local` of them here).
   stage_compute_options compute_options(const std::vector<stage_setup>& stages, int32_t s,
                                         int32_t n_local) const;
-  /// Spawns stage `s` of `stages` over `compute`.
+  /// Spawns stage `s` of `stages` over `compute`, in the pipeline of `epoch`.
   shard_actor spawn_stage(const std::vector<stage_setup>& stages, int32_t s,
-                          std::shared_ptr<stage_compute> compute);
+                          std::shared_ptr<stage_compute> compute, uint64_t epoch);
   /// reshard() but for the counters it keeps.
   result<reshard_report> apply_reshard(std::vector<stage_setup> stages, bool* busy,
                                        int32_t micro_batches);
-  /// Whether `stages` can replace the running ones here: the head of a one-process job,
-  /// a chain over every layer, each layer on its kind of device, and room for the new
-  /// CPU stages' KV beside the old.
+  /// Whether `stages` can replace the running ones: the head, a chain over every layer on
+  /// ranks of the world, each layer on its kind of device, and under --nccl the same GPU
+  /// ranks in pipeline order.
   result<void> check_reshard(const std::vector<stage_setup>& stages) const;
-  /// The new stages' computes (weights, empty KV), made while serving goes on.
-  result<std::vector<std::shared_ptr<stage_compute>>> prepare_stages(
-      const std::vector<stage_setup>& stages) const;
-  /// Every layer's KV rows of `blocks` from its running stage into `fresh`; the bytes.
-  result<uint64_t> move_kv(const std::vector<stage_setup>& stages,
-                           const std::vector<std::shared_ptr<stage_compute>>& fresh,
-                           const std::vector<int32_t>& blocks) const;
-  /// After the switch: the new pipeline's shards, computes and settings replace the old
-  /// ones, which are released.
-  void retire_old_pipeline(std::vector<stage_setup> stages, std::vector<shard_actor> shards,
-                           std::vector<std::shared_ptr<stage_compute>> fresh,
-                           int32_t micro_batches);
+  /// The head's side of a reshard to `epoch`: each rank's agent prepares, KV moves, the
+  /// router switches, every rank commits (or, on a failure before the switch, aborts).
+  result<reshard_report> reshard_ranks(const std::vector<stage_setup>& stages, uint64_t epoch,
+                                       int32_t micro_batches);
+
+  // -- a rank's side of a reshard (actors/reshard_agent.cpp; on the agent's thread) --
+  /// Spawns this rank's agent (shutdown and the reshard's phases).
+  agent_actor spawn_agent();
+  /// The stages of `stages` on this rank, made and (in a job of several ranks)
+  /// published, held for `epoch`; each stage's port (0: not here or not published).
+  result<std::vector<int32_t>> prepare_here(uint64_t epoch, const std::vector<stage_setup>& stages);
+  /// The KV rows of `layers` (held here) of `blocks`, each to its rank in `to_ranks`:
+  /// over the data plane, or into the prepared stages when that rank is this one.
+  result<uint64_t> ship_kv_here(uint64_t epoch, const std::vector<int64_t>& layers,
+                                const std::vector<int32_t>& to_ranks,
+                                const std::vector<int32_t>& blocks);
+  /// Waits for the KV rows of `layers` from other ranks and writes them into the
+  /// prepared stages.
+  result<uint64_t> take_kv_here(uint64_t epoch, const std::vector<int64_t>& layers,
+                                const std::vector<int32_t>& blocks);
+  /// The prepared stages become this rank's; the old ones are released.
+  void commit_here(uint64_t epoch);
+  /// The prepared stages are released; the running ones stay.
+  void abort_here(uint64_t epoch);
+  /// Ends `shards` here (and unpublishes them in a job of several ranks).
+  void release_shards(const std::vector<shard_actor>& shards);
+
   /// shards_, read under its lock (a reshard swaps it).
   std::vector<shard_actor> current_shards() const;
   /// The poller's loop: every stage's last 256 step timings, once a second.
@@ -226,9 +233,20 @@ class local_server {
   std::vector<shard_actor> shards_;    ///< every stage's (remote ones on the head only)
   std::vector<shard_actor> local_shards_;
   std::vector<std::shared_ptr<stage_compute>> computes_;  ///< [stage] this rank's; else null
-  agent_actor agent_;                  ///< this rank's when it holds no stage (standby)
-  std::vector<std::pair<int32_t, agent_actor>> standby_;  ///< on the head: rank, its agent
-  mutable std::mutex shards_mu_;       ///< shards_ and local_shards_ against a reshard
+  uint64_t epoch_ = 0;                 ///< the running pipeline's (reshards count it up)
+  /// What a reshard prepared on this rank, until it commits or aborts.
+  struct prepared {
+    uint64_t epoch = 0;
+    std::vector<stage_setup> stages;
+    std::vector<std::shared_ptr<stage_compute>> computes;  ///< [stage] this rank's; else null
+    std::vector<shard_actor> shards;                       ///< [stage] this rank's; else null
+  };
+  std::optional<prepared> pending_;
+  agent_actor agent_;                  ///< this rank's
+  std::vector<agent_actor> agents_;    ///< on the head: every rank's ([rank]; its own local)
+  std::vector<std::string> rank_hosts_;  ///< on the head: the address of every rank
+  mutable std::mutex shards_mu_;       ///< shards_, local_shards_, computes_, opts_.stages,
+                                       ///< pending_ and epoch_ against a reshard
   std::mutex reshard_mu_;              ///< one reshard at a time
   std::mutex shutdown_mu_;
   std::condition_variable shutdown_cv_;

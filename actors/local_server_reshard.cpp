@@ -1,12 +1,13 @@
-// local_server.hpp's live reshard: checking new stages against the running job,
-// preparing them while serving goes on, pausing the router, moving every layer's KV rows
-// to its new stage, switching and releasing the old pipeline.
+// local_server.hpp's live reshard, the head's side: checking new stages against the
+// running job, having every rank's agent prepare its new stages while serving goes on,
+// pausing the router, moving every layer's KV rows to its new owner, switching, and having
+// every rank release its old stages. The ranks' side is actors/reshard_agent.cpp.
 #include <caf/all.hpp>
 
 #include "actors/local_server.hpp"
-#include "runtime/system/budget.hpp"
-#include "runtime/system/units.hpp"
-#include "topology/memory_plan.hpp"
+#include <caf/io/all.hpp>
+
+#include <map>
 
 namespace baton {
 
@@ -33,18 +34,17 @@ result<void> local_server::check_reshard(const std::vector<stage_setup>& stages)
   if (!head()) {
     return make_error("a reshard is applied by the head (rank 0)");
   }
-  if (link_.world > 1) {
-    return make_error("resharding a job of %d ranks is not built yet: only one-process jobs "
-                      "change shape while serving",
-                      link_.world);
-  }
   if (auto ok = check_stages(stages, model_->config().n_layer, link_.world); !ok) {
     return ok;
   }
+  const std::vector<stage_setup> running = [&] {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    return opts_.stages;
+  }();
   // a layer keeps its kind of device: CPU and CUDA round differently, and a reshard must
   // not change a sequence's tokens
   for (const stage_setup& st : stages) {
-    for (const stage_setup& old : opts_.stages) {
+    for (const stage_setup& old : running) {
       const bool overlap = st.first_layer < old.last_layer && old.first_layer < st.last_layer;
       if (overlap && cuda_device_index(st.device).has_value() !=
                          cuda_device_index(old.device).has_value()) {
@@ -56,95 +56,35 @@ result<void> local_server::check_reshard(const std::vector<stage_setup>& stages)
       }
     }
   }
-  // old and new stages are resident together until the switch: the new CPU stages' KV
-  // must fit beside what the process holds now (a GPU stage's allocation fails by itself)
-  std::vector<std::pair<int64_t, int64_t>> new_cpu;
-  for (const stage_setup& st : stages) {
-    if (!cuda_device_index(st.device)) {
-      new_cpu.emplace_back(st.first_layer, st.last_layer);
+  if (link_.device_link) {
+    // NCCL's communicator was made once, for the ranks that ran GPU stages, each on one GPU,
+    // in pipeline order: a placement that needs other members needs a new communicator
+    auto gpu_ranks = [](const std::vector<stage_setup>& v) {
+      std::map<int32_t, std::string> out;
+      for (const auto& st : v) {
+        if (cuda_device_index(st.device)) {
+          out[st.rank] = st.device;
+        }
+      }
+      return out;
+    };
+    if (gpu_ranks(stages) != gpu_ranks(running)) {
+      return make_error("under --nccl a reshard keeps the ranks that run GPU stages and their "
+                        "GPUs (the NCCL communicator's members are fixed when the job starts)");
     }
-  }
-  const serving_config& sv = opts_.serving;
-  const uint64_t new_kv =
-      cpu_stage_kv_bytes(*model_, new_cpu, sv.n_blocks, sv.block_size, sv.kv_type);
-  const resource_budget budget = detect_budget();
-  const uint64_t used = budget.memory_used_bytes.value_or(0);
-  const uint64_t room = budget.memory_bytes > used ? budget.memory_bytes - used : 0;
-  if (new_kv > room) {
-    return make_error("preparing the new stages needs %s of KV memory on the host beside the "
-                      "running pipeline's (both are held until the switch), and %s of %s is "
-                      "free (%s); nothing changed",
-                      format_bytes(new_kv).c_str(), format_bytes(room).c_str(),
-                      format_bytes(budget.memory_bytes).c_str(), budget.memory_source.c_str());
+    for (size_t s = 1; s < stages.size(); ++s) {
+      if (stages[s].rank < stages[s - 1].rank) {
+        return make_error("under --nccl the stages' ranks must not decrease: stage %zu runs on "
+                          "rank %d after rank %d",
+                          s, stages[s].rank, stages[s - 1].rank);
+      }
+    }
   }
   return {};
 }
 
-result<std::vector<std::shared_ptr<stage_compute>>> local_server::prepare_stages(
-    const std::vector<stage_setup>& stages) const {
-  const int32_t n_local = stages_on(stages, link_.rank);
-  std::vector<std::shared_ptr<stage_compute>> fresh(stages.size());
-  for (size_t s = 0; s < stages.size(); ++s) {
-    auto c = make_stage_compute(compute_options(stages, static_cast<int32_t>(s), n_local));
-    if (!c) {
-      return make_error("preparing stage %zu (layers [%lld, %lld) on %s): %s; nothing changed", s,
-                        static_cast<long long>(stages[s].first_layer),
-                        static_cast<long long>(stages[s].last_layer), stages[s].device.c_str(),
-                        c.err().message.c_str());
-    }
-    fresh[s] = std::move(*c);
-  }
-  return fresh;
-}
-
-result<uint64_t> local_server::move_kv(const std::vector<stage_setup>& stages,
-                                       const std::vector<std::shared_ptr<stage_compute>>& fresh,
-                                       const std::vector<int32_t>& blocks) const {
-  uint64_t bytes = 0;
-  for (size_t s = 0; s < stages.size(); ++s) {
-    for (int64_t layer = stages[s].first_layer; layer < stages[s].last_layer; ++layer) {
-      size_t owner = 0;
-      while (opts_.stages[owner].last_layer <= layer) {
-        ++owner;
-      }
-      auto rows = computes_[owner]->export_kv(layer, blocks);
-      auto moved = rows ? fresh[s]->import_kv(layer, blocks, *rows) : result<void>(rows.err());
-      if (!moved) {
-        return make_error("moving the KV rows of layer %lld: %s; nothing changed",
-                          static_cast<long long>(layer), moved.err().message.c_str());
-      }
-      bytes += rows->size();
-    }
-  }
-  return bytes;
-}
-
-void local_server::retire_old_pipeline(std::vector<stage_setup> stages,
-                                       std::vector<shard_actor> shards,
-                                       std::vector<std::shared_ptr<stage_compute>> fresh,
-                                       int32_t micro_batches) {
-  std::vector<shard_actor> old;
-  {
-    std::lock_guard<std::mutex> lock(shards_mu_);
-    old = std::exchange(shards_, std::move(shards));
-    local_shards_ = shards_;
-  }
-  for (auto& s : old) {
-    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
-  }
-  computes_ = std::move(fresh);
-  if (micro_batches > 0) {
-    opts_.serving.micro_batches = micro_batches;
-  }
-  opts_.stages = std::move(stages);
-  opts_.n_stages = static_cast<int32_t>(opts_.stages.size());
-  std::lock_guard<std::mutex> lock(view_->mu);
-  view_->snap.stage_step_seconds.assign(opts_.stages.size(), 0.0);
-}
-
 result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stages, bool* busy,
                                                    int32_t micro_batches) {
-  using clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> one_at_a_time(reshard_mu_, std::try_to_lock);
   if (!one_at_a_time.owns_lock()) {
     if (busy) {
@@ -155,17 +95,86 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
   if (auto ok = check_reshard(stages); !ok) {
     return ok.err();
   }
-  // prepare while serving goes on: the new stages' weights and empty KV
+  uint64_t epoch = 0;
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    epoch = epoch_ + 1;
+  }
+  auto rep = reshard_ranks(stages, epoch, micro_batches);
+  if (rep && micro_batches > 0) {
+    opts_.serving.micro_batches = micro_batches;
+  }
+  if (rep) {
+    std::lock_guard<std::mutex> lock(view_->mu);
+    view_->snap.stage_step_seconds.assign(stages.size(), 0.0);
+  }
+  return rep;
+}
+
+result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup>& stages,
+                                                   uint64_t epoch, int32_t micro_batches) {
+  using clock = std::chrono::steady_clock;
+  // the longest the head waits for a rank's answer: preparing loads weights
+  constexpr auto k_prepare_wait = std::chrono::minutes(10);
+  constexpr auto k_kv_wait = std::chrono::minutes(5);
+  constexpr auto k_commit_wait = std::chrono::seconds(30);
+  caf::scoped_actor self{*sys_};
   reshard_report rep;
+  const auto world = static_cast<int32_t>(agents_.size());
+  auto abort_all = [&] {
+    for (int32_t r = 0; r < world; ++r) {
+      self->request(agents_[static_cast<size_t>(r)], k_commit_wait, abort_atom::value, epoch)
+          .receive([](bool) {}, [](caf::error&) {});
+    }
+  };
+  // prepare while serving goes on: every rank makes its new stages (weights, empty KV)
+  // and routes the new epoch; a rank that fails stops the reshard before anything changed
   const auto t_prepare = clock::now();
-  auto fresh = prepare_stages(stages);
-  if (!fresh) {
-    return fresh.err();
+  std::vector<shard_actor> shards(stages.size());
+  std::string failed;
+  for (int32_t r = 0; r < world && failed.empty(); ++r) {
+    self->request(agents_[static_cast<size_t>(r)], k_prepare_wait, prepare_atom::value, epoch,
+                  stages)
+        .receive(
+            [&](std::string& error, std::vector<int32_t>& ports) {
+              if (!error.empty()) {
+                failed = std::move(error);
+                return;
+              }
+              for (size_t s = 0; s < stages.size() && failed.empty(); ++s) {
+                if (stages[s].rank != r || r == link_.rank) {
+                  continue;
+                }
+                const auto port = s < ports.size() ? ports[s] : 0;
+                auto proxy = sys_->middleman().remote_actor<shard_actor>(
+                    rank_hosts_.at(static_cast<size_t>(r)), static_cast<uint16_t>(port));
+                if (!proxy) {
+                  failed = "cannot reach the new stage " + std::to_string(s) + " on rank " +
+                           std::to_string(r) + ": " + sys_->render(proxy.error());
+                } else {
+                  shards[s] = *proxy;
+                }
+              }
+            },
+            [&](caf::error& e) {
+              failed = "rank " + std::to_string(r) + " did not prepare: " + sys_->render(e);
+            });
+  }
+  if (failed.empty()) {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    for (size_t s = 0; s < stages.size(); ++s) {
+      if (stages[s].rank == link_.rank) {
+        shards[s] = pending_ ? pending_->shards[s] : shard_actor{};
+      }
+    }
+  }
+  if (!failed.empty()) {
+    abort_all();
+    return make_error("%s", failed.c_str());
   }
   rep.prepare_seconds = std::chrono::duration<double>(clock::now() - t_prepare).count();
   // quiesce: no new steps; the ones in flight finish
   const auto t_pause = clock::now();
-  caf::scoped_actor self{*sys_};
   bool drained = false;
   std::vector<int32_t> blocks;  // those holding KV, live or cached: the rest is garbage
   self->request(router_, caf::infinite, pause_atom::value)
@@ -182,28 +191,89 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
   };
   if (!drained) {
     resume_old();
+    abort_all();
     return make_error("the pipeline went down before the reshard could start: %s",
                       snapshot().stats.down_message.c_str());
   }
-  // every layer's KV rows of those blocks, from its old owner to its new one (the block
-  // ids are the router's: the same in both pipelines)
-  auto moved = move_kv(stages, *fresh, blocks);
-  if (!moved) {
-    resume_old();
-    return moved.err();
+  // every layer's KV rows of those blocks, from its old owner to its new one (block ids
+  // are the router's: the same on every stage). Every shipment is sent before any rank is
+  // asked to take: a take waits for rows another rank's ship sends.
+  const std::vector<stage_setup> running = [&] {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    return opts_.stages;
+  }();
+  std::map<int32_t, std::pair<std::vector<int64_t>, std::vector<int32_t>>> ship;  // from rank
+  std::map<int32_t, std::vector<int64_t>> take;                                    // to rank
+  for (const stage_setup& now : running) {
+    for (int64_t layer = now.first_layer; layer < now.last_layer; ++layer) {
+      size_t to = 0;
+      while (stages[to].last_layer <= layer) {
+        ++to;
+      }
+      ship[now.rank].first.push_back(layer);
+      ship[now.rank].second.push_back(stages[to].rank);
+      if (stages[to].rank != now.rank) {
+        take[stages[to].rank].push_back(layer);
+      }
+    }
   }
-  rep.kv_bytes_moved = *moved;
+  auto first_error = [&](const std::string& error) {
+    if (!error.empty() && failed.empty()) {
+      failed = error;
+    }
+  };
+  for (auto& [r, moves] : ship) {
+    self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_ship_atom::value, epoch,
+                  moves.first, moves.second, blocks)
+        .receive(
+            [&](std::string& error, uint64_t bytes) {
+              first_error(error);
+              rep.kv_bytes_moved += bytes;  // counted where the rows leave
+            },
+            [&, r = r](caf::error& e) {
+              first_error("rank " + std::to_string(r) + " did not send its KV rows: " +
+                          sys_->render(e));
+        });
+  }
+  for (auto& [r, layers] : take) {
+    self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_take_atom::value, epoch, layers,
+                  blocks)
+        .receive([&](std::string& error, uint64_t) { first_error(error); },
+                 [&, r = r](caf::error& e) {
+                   first_error("rank " + std::to_string(r) + " did not take its KV rows: " +
+                               sys_->render(e));
+        });
+  }
+  if (!failed.empty()) {
+    resume_old();
+    abort_all();
+    return make_error("moving the KV cache: %s; nothing changed", failed.c_str());
+  }
   // switch: the new shards take the stages; the router starts the next epoch
-  std::vector<shard_actor> shards(stages.size());
   std::vector<int32_t> ranks;
-  for (size_t s = 0; s < stages.size(); ++s) {
-    shards[s] = spawn_stage(stages, static_cast<int32_t>(s), (*fresh)[s]);
-    ranks.push_back(stages[s].rank);
+  for (const stage_setup& st : stages) {
+    ranks.push_back(st.rank);
   }
   self->request(router_, caf::infinite, switch_atom::value, shards, ranks, micro_batches)
-      .receive([&](uint64_t epoch) { rep.epoch = epoch; }, [](caf::error&) {});
+      .receive([&](uint64_t e) { rep.epoch = e; }, [](caf::error&) {});
   rep.pause_seconds = std::chrono::duration<double>(clock::now() - t_pause).count();
-  retire_old_pipeline(std::move(stages), std::move(shards), std::move(*fresh), micro_batches);
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    shards_ = shards;
+  }
+  // every rank lets its old stages go (the router no longer watches them)
+  for (int32_t r = 0; r < world; ++r) {
+    self->request(agents_[static_cast<size_t>(r)], k_commit_wait, commit_atom::value, epoch)
+        .receive([](bool) {}, [&, r](caf::error& e) {
+          std::fprintf(stderr, "baton: reshard %llu: rank %d did not confirm its switch: %s\n",
+                       static_cast<unsigned long long>(epoch), r, sys_->render(e).c_str());
+        });
+  }
+  if (rep.epoch != epoch) {
+    std::fprintf(stderr, "baton: reshard: the router counts epoch %llu, the ranks %llu\n",
+                 static_cast<unsigned long long>(rep.epoch),
+                 static_cast<unsigned long long>(epoch));
+  }
   return rep;
 }
 

@@ -42,6 +42,10 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<step_timing>>("std::vector<step_timing>");
   cfg.add_message_type<router_stats>("router_stats");
   cfg.add_message_type<std::vector<shard_actor>>("std::vector<shard_actor>");
+  cfg.add_message_type<stage_setup>("stage_setup");
+  cfg.add_message_type<std::vector<stage_setup>>("std::vector<stage_setup>");
+  cfg.add_message_type<std::vector<int32_t>>("std::vector<int32_t>");
+  cfg.add_message_type<std::vector<int64_t>>("std::vector<int64_t>");
 }
 
 }  // namespace baton

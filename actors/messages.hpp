@@ -30,6 +30,11 @@ using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using refuse_atom = caf::atom_constant<caf::atom("refuse")>;
 using pause_atom = caf::atom_constant<caf::atom("pause")>;
 using switch_atom = caf::atom_constant<caf::atom("switch")>;
+using prepare_atom = caf::atom_constant<caf::atom("prepare")>;
+using kv_ship_atom = caf::atom_constant<caf::atom("kvship")>;
+using kv_take_atom = caf::atom_constant<caf::atom("kvtake")>;
+using commit_atom = caf::atom_constant<caf::atom("commit")>;
+using abort_atom = caf::atom_constant<caf::atom("abort")>;
 
 // -- outcomes ----------------------------------------------------------------------
 
@@ -101,6 +106,15 @@ struct admission {
   int32_t retry_after_s = 0;        ///< a hint with queue_full and key_quota
 };
 
+// -- the pipeline's shape -------------------------------------------------------------
+/// Where one stage runs.
+struct stage_setup {
+  int32_t rank = 0;
+  int64_t first_layer = 0;
+  int64_t last_layer = 0;              ///< one past
+  int32_t n_threads = 0;               ///< 0: the rank's threads split over its stages
+  std::string device = "cpu";          ///< "cpu" or "cuda:N" (of the rank's host)
+};
 // -- the pipeline step ---------------------------------------------------------------
 
 /// The tokens of one sequence in a step.
@@ -194,6 +208,11 @@ typename Inspector::result_type inspect(Inspector& f, admission& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stage_setup& x) {
+  return f(caf::meta::type_name("stage_setup"), x.rank, x.first_layer, x.last_layer, x.n_threads,
+           x.device);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, seq_slice& x) {
   return f(caf::meta::type_name("seq_slice"), x.seq_id, x.first_pos, x.tokens, x.block_table,
            x.want_token, x.sampling, x.history_tail, x.draw);
@@ -238,10 +257,24 @@ using shard_actor =
                      caf::replies_to<stats_atom>::with<std::vector<step_timing>>,
                      caf::replies_to<stats_atom, int32_t>::with<std::vector<step_timing>>>;
 
-/// A rank that holds no stage (a standby rank): the head tells it when the job ends, as
-/// it tells every shard (shutdown: true when a rank of the job died).
-using agent_actor = caf::typed_actor<caf::replies_to<shutdown_atom, bool>::with<bool>>;
-
+/// Every rank's agent: how the head reaches a rank apart from its shards, one holding no
+/// stage (a standby rank) included. Shutdown: the job is over (true when a rank of the
+/// job died). A reshard to epoch E: prepare makes and publishes this rank's stages of
+/// the new placement (empty KV; the error, or each stage's port, 0 where not here);
+/// kvship sends the KV rows of the listed layers of the listed blocks to the listed
+/// ranks over the data plane (into this rank's prepared stages where the rank is this
+/// one); kvtake waits for the listed layers' rows and imports them (error, bytes); commit
+/// makes the prepared stages this rank's and releases the old ones; abort drops them.
+using agent_actor = caf::typed_actor<
+    caf::replies_to<shutdown_atom, bool>::with<bool>,
+    caf::replies_to<prepare_atom, uint64_t, std::vector<stage_setup>>::with<
+        std::string, std::vector<int32_t>>,
+    caf::replies_to<kv_ship_atom, uint64_t, std::vector<int64_t>, std::vector<int32_t>,
+                    std::vector<int32_t>>::with<std::string, uint64_t>,
+    caf::replies_to<kv_take_atom, uint64_t, std::vector<int64_t>,
+                    std::vector<int32_t>>::with<std::string, uint64_t>,
+    caf::replies_to<commit_atom, uint64_t>::with<bool>,
+    caf::replies_to<abort_atom, uint64_t>::with<bool>>;
 /// A request's client (local_server's, one per request): the router sends it every
 /// event of the request, the last one with its finish reason set; then it quits.
 using client_actor = caf::typed_actor<caf::reacts_to<event_atom, gen_event>>;

@@ -29,6 +29,7 @@ struct shard_core {
     const int64_t t0 = now_us();
     b.clear();
     activation_header head;
+    head.epoch = cfg.epoch;
     head.step = d.step_id;
     head.stage = cfg.stage + 1;
     head.n_embd = static_cast<int32_t>(cfg.m->config().n_embd);
@@ -171,7 +172,7 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
   if (cfg.stage > 0) {
     // the transport's thread announces arrivals; the step runs on the shard's own thread
     caf::actor_addr me = self->address();
-    cfg.data->on_arrival(cfg.stage, [me](uint64_t step) {
+    cfg.data->on_arrival(cfg.epoch, cfg.stage, [me](uint64_t step) {
       if (auto a = caf::actor_cast<shard_actor>(me)) {
         caf::anon_send(a, input_atom::value, step);
       }
@@ -186,12 +187,12 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
           run_step(self, d, std::nullopt, reply_to);
           return;
         }
-        if (auto in = cfg.data->take(d.step_id, cfg.stage)) {
+        if (auto in = cfg.data->take(cfg.epoch, d.step_id, cfg.stage)) {
           run_step(self, d, std::move(in), reply_to);
           return;
         }
         cfg.data->expect(cfg.stage);
-        if (auto in = cfg.data->take(d.step_id, cfg.stage)) {  // came in between
+        if (auto in = cfg.data->take(cfg.epoch, d.step_id, cfg.stage)) {  // came in between
           cfg.data->expect_done(cfg.stage);
           run_step(self, d, std::move(in), reply_to);
           return;
@@ -205,7 +206,7 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
         if (it == st.waiting.end()) {
           return;  // the descriptor comes later and takes the input then
         }
-        auto in = cfg.data->take(step, cfg.stage);
+        auto in = cfg.data->take(cfg.epoch, step, cfg.stage);
         if (!in) {
           return;
         }

@@ -22,6 +22,7 @@ struct shard_config {
   std::shared_ptr<const model> m;
   int32_t stage = 0;
   int32_t n_stages = 1;
+  uint64_t epoch = 0;  ///< the pipeline's shape it belongs to (its transfers carry it)
   int64_t first_layer = 0;
   int64_t last_layer = 0;
   /// The stage's layers on its device, with their KV storage (made before the actor, so

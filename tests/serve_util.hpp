@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <regex>
@@ -27,7 +28,7 @@ class server_process {
   /// `prefix` goes before the binary (env, mpirun); `setup` is shell run before it (ulimit).
   explicit server_process(const std::string& args, const std::string& prefix = "",
                           const std::string& setup = "") {
-    static int counter = 0;
+    static std::atomic<int> counter{0};
     err_ = dir() / ("serve" + std::to_string(counter++) + ".err");
     // no earlier file may stand in for this server's log while the child starts
     std::error_code ec;
@@ -94,7 +95,7 @@ struct http_result {
 
 inline http_result curl(const server_process& s, const std::string& path, const std::string& data = "",
                  const std::string& extra = "") {
-  static int counter = 0;
+  static std::atomic<int> counter{0};
   std::string name = "h";
   name += std::to_string(counter++);
   const auto hdr = dir() / name;

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -119,7 +120,7 @@ struct run_result {
 
 /// Runs `cmd` through the shell with `stdin_text` on its stdin; captures stdout and stderr.
 inline run_result run_shell(const std::string& cmd, const std::string& stdin_text = "") {
-  static int counter = 0;
+  static std::atomic<int> counter{0};
   const auto dir = temp_dir("run");
   const std::string n = std::to_string(counter++);
   const auto in = dir / ("in" + n);

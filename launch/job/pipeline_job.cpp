@@ -307,11 +307,6 @@ result<reshard_report> pipeline_job::reshard(std::string_view text, const std::s
 result<std::vector<stage_setup>> pipeline_job::reshard_stages(std::string_view text,
                                                               const std::string& name,
                                                               int32_t* micro_batches) {
-  if (mpi_->size() > 1) {
-    return make_error("resharding a job of %d ranks is not built yet: only one-process jobs "
-                      "change shape while serving",
-                      mpi_->size());
-  }
   auto t = parse_topology_text(text, name);
   if (!t) {
     return t.err();
@@ -325,7 +320,9 @@ result<std::vector<stage_setup>> pipeline_job::reshard_stages(std::string_view t
                       "keeps the model",
                       name.c_str(), t->model.c_str(), running.c_str());
   }
-  auto env = gather_devices(*mpi_);  // one rank: no collective
+  // one rank describes its devices as they are now; the ranks of a job said at its start
+  // what they have (a collective cannot be entered while serving: a rank may be gone)
+  auto env = mpi_->size() == 1 ? gather_devices(*mpi_) : result<placement_env>(env_);
   if (!env) {
     return env.err();
   }
@@ -370,6 +367,12 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
   job->mpi_ = &mpi;
   job->model_ = l.m;
   job->threads_flag_ = f.threads;
+  // every rank's devices, for the plan now and for reshards later
+  auto env = gather_devices(mpi);
+  if (!env) {
+    return env.err();  // every rank read the same payloads: every rank fails alike
+  }
+  job->env_ = std::move(*env);
   std::optional<topology> from_device;
   if (!topo && f.device != "cpu") {
     auto t = device_topology(mpi, f, l.m->file().path(), so);
@@ -380,11 +383,7 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
   }
   if (const std::optional<topology>& topo_or_device = topo ? topo : from_device; topo_or_device) {
     const topology& t = *topo_or_device;
-    auto env = gather_devices(mpi);
-    if (!env) {
-      return env.err();  // every rank read the same payloads: every rank fails alike
-    }
-    auto plan = plan_pipeline(t, *l.m, *env);
+    auto plan = plan_pipeline(t, *l.m, job->env_);
     if (auto ok = mpi.agree(plan ? result<void>() : result<void>(plan.err())); !ok) {
       return ok.err();
     }

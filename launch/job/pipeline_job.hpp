@@ -13,6 +13,7 @@
 #include "launch/cli/engine_flags.hpp"
 #include "launch/job/mpi_session.hpp"
 #include "runtime/transport/mpi_transport.hpp"
+#include "topology/planner.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton::cli {
@@ -37,8 +38,8 @@ class pipeline_job {
   /// pipeline (local_server::reshard): parsed and planned against this job's model and
   /// devices first; a different model, or a change of KV cache type, block size, context
   /// length or batch limits, or fewer KV blocks than the running plan, is refused; its
-  /// micro_batches apply. Head
-  /// of a one-process job; any thread. `busy` turns true when another reshard runs.
+  /// micro_batches apply. Stages may move to any rank of the job (a standby one
+  /// included). The head; any thread. `busy` turns true when another reshard runs.
   result<reshard_report> reshard(std::string_view text, const std::string& name, bool* busy);
   /// Activation transfer counters (MPI jobs only; zeros otherwise).
   transport_stats transfer_stats() const;
@@ -59,6 +60,7 @@ class pipeline_job {
   std::shared_ptr<mpi_transport> mpi_data_;
   std::unique_ptr<local_server> srv_;
   std::shared_ptr<const model> model_;
+  placement_env env_;      ///< every rank's devices as each said at the start
   int32_t threads_flag_ = 0;  ///< --threads (0: the plan's)
   int stop_listener_ = 0;  ///< on the head: a signal marks the server as stopping
 };

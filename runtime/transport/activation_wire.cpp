@@ -20,12 +20,16 @@ std::vector<char> pack_activations(const activations& a) {
   }
   const std::string head = os.str();
   const auto head_len = static_cast<uint32_t>(head.size());
-  std::vector<char> buf(sizeof(head_len) + head.size() + a.hidden.size() * sizeof(float));
+  const size_t body = a.hidden.size() * sizeof(float) + a.bytes.size();
+  std::vector<char> buf(sizeof(head_len) + head.size() + body);
   std::memcpy(buf.data(), &head_len, sizeof(head_len));
   std::memcpy(buf.data() + sizeof(head_len), head.data(), head.size());
+  char* tail = buf.data() + sizeof(head_len) + head.size();
   if (!a.hidden.empty()) {
-    std::memcpy(buf.data() + sizeof(head_len) + head.size(), a.hidden.data(),
-                a.hidden.size() * sizeof(float));
+    std::memcpy(tail, a.hidden.data(), a.hidden.size() * sizeof(float));
+  }
+  if (!a.bytes.empty()) {
+    std::memcpy(tail + a.hidden.size() * sizeof(float), a.bytes.data(), a.bytes.size());
   }
   return buf;
 }
@@ -50,6 +54,22 @@ result<activations> unpack_activations(const std::vector<char>& buf) {
     return make_error("activation header does not parse: %s", e.what());
   }
   const size_t n_bytes = buf.size() - sizeof(head_len) - head_len;
+  if (a.header.kind == payload_kind::kv_rows) {
+    if (n_bytes != a.header.n_bytes || !a.header.error.empty()) {
+      return make_error("KV rows of layer %lld (epoch %llu): %zu bytes, header says %llu",
+                        static_cast<long long>(a.header.layer),
+                        static_cast<unsigned long long>(a.header.epoch), n_bytes,
+                        static_cast<unsigned long long>(a.header.n_bytes));
+    }
+    a.bytes.resize(n_bytes);
+    if (n_bytes > 0) {
+      std::memcpy(a.bytes.data(), buf.data() + sizeof(head_len) + head_len, n_bytes);
+    }
+    return a;
+  }
+  if (a.header.kind != payload_kind::activations) {
+    return make_error("a message of unknown kind %d", static_cast<int>(a.header.kind));
+  }
   const auto expected = a.header.floats_on_device || !a.header.error.empty()
                             ? 0
                             : static_cast<size_t>(a.header.n_tokens) *

@@ -54,7 +54,8 @@ struct mpi_transport::impl {
   };
 
   impl(mailbox& box, std::vector<int32_t> ranks, std::shared_ptr<device_link> link)
-      : box_(box), stage_ranks_(std::move(ranks)), link_(std::move(link)) {
+      : box_(box), link_(std::move(link)) {
+    routes_[0] = std::move(ranks);
     if (const char* us = std::getenv("BATON_MPI_POLL_US")) {
       poll_fast_ = std::chrono::microseconds(std::max(1, std::atoi(us)));
     }
@@ -139,8 +140,7 @@ struct mpi_transport::impl {
   }
 
   void post_send(activations a) {
-    const int32_t stage = a.header.stage;
-    const int32_t peer = stage_ranks_.at(static_cast<size_t>(stage));
+    const int32_t peer = a.header.to_rank;  // send() resolved the stage's rank
     if (dead_.count(peer)) {
       return;
     }
@@ -190,6 +190,7 @@ struct mpi_transport::impl {
       stats_.sends += 1;
       stats_.device_sends += floats ? 1 : 0;
       stats_.bytes_sent += a.header.error.empty() ? n_floats * sizeof(float) : 0;
+      stats_.kv_bytes_sent += a.bytes.size();
     }
     sends_.push_back(std::move(s));
     if (floats) {
@@ -361,6 +362,7 @@ struct mpi_transport::impl {
         std::lock_guard<std::mutex> lock(stats_mu_);
         stats_.recvs += 1;
         stats_.bytes_received += a->hidden.size() * sizeof(float);
+        stats_.kv_bytes_received += a->bytes.size();
         stats_.recv_us += micros_since(it->t0);
       }
       const int32_t peer = it->peer;
@@ -420,7 +422,8 @@ struct mpi_transport::impl {
 
   // -- member variables -------------------------------------------------------
   mailbox& box_;
-  std::vector<int32_t> stage_ranks_;
+  std::mutex route_mu_;                // routes_ (senders' threads, a reshard)
+  std::map<uint64_t, std::vector<int32_t>> routes_;  // epoch -> each stage's rank
   std::shared_ptr<device_link> link_;  // null: every float goes through MPI
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
@@ -452,9 +455,15 @@ mpi_transport::mpi_transport(std::vector<int32_t> stage_ranks, std::shared_ptr<d
 mpi_transport::~mpi_transport() = default;
 
 void mpi_transport::send(activations a) {
-  const auto stage = static_cast<size_t>(a.header.stage);
-  BATON_ASSERT(stage < impl_->stage_ranks_.size());
-  if (impl_->stage_ranks_[stage] == impl_->rank_) {
+  if (a.header.kind != payload_kind::kv_rows) {
+    std::lock_guard<std::mutex> lock(impl_->route_mu_);
+    auto route = impl_->routes_.find(a.header.epoch);
+    BATON_ASSERT(route != impl_->routes_.end());
+    const auto stage = static_cast<size_t>(a.header.stage);
+    BATON_ASSERT(stage < route->second.size());
+    a.header.to_rank = route->second[stage];
+  }
+  if (a.header.to_rank == impl_->rank_) {
     box_.deliver(std::move(a));
     return;
   }
@@ -463,6 +472,19 @@ void mpi_transport::send(activations a) {
     impl_->outgoing_.push_back(std::move(a));
   }
   impl_->cv_.notify_all();
+}
+
+void mpi_transport::set_route(uint64_t epoch, std::vector<int32_t> stage_ranks) {
+  std::lock_guard<std::mutex> lock(impl_->route_mu_);
+  impl_->routes_[epoch] = std::move(stage_ranks);
+}
+
+void mpi_transport::retire_before(uint64_t epoch) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->route_mu_);
+    std::erase_if(impl_->routes_, [&](const auto& r) { return r.first < epoch; });
+  }
+  transport::retire_before(epoch);
 }
 
 uint64_t mpi_transport::bytes_sent() const { return stats().bytes_sent; }

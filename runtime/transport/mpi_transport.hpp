@@ -27,6 +27,8 @@ struct transport_stats {
   uint64_t recvs = 0;              ///< transfers from another rank
   uint64_t bytes_sent = 0;         ///< activation bytes sent to other ranks
   uint64_t bytes_received = 0;
+  uint64_t kv_bytes_sent = 0;      ///< a reshard's KV rows sent to other ranks
+  uint64_t kv_bytes_received = 0;
   double send_us = 0;              ///< sum of send() to completion, over all sends
   double recv_us = 0;              ///< sum of first sight to delivery, over all receives
   uint64_t errors = 0;             ///< failed MPI calls (a peer died)
@@ -35,7 +37,8 @@ struct transport_stats {
 class mpi_transport final : public transport {
  public:
   /// Needs MPI initialized (MPI_THREAD_MULTIPLE or SERIALIZED: only the progress thread
-  /// calls MPI while it runs). `stage_ranks[s]` is the rank that runs stage s.
+  /// calls MPI while it runs). `stage_ranks[s]` is the rank that runs stage s in epoch 0
+  /// (set_route gives later epochs theirs).
   explicit mpi_transport(std::vector<int32_t> stage_ranks);
   /// The same, with activations left on a GPU (activations::on_device) sent device to
   /// device over `link` to the ranks it reaches: MPI carries only the header then.
@@ -44,6 +47,8 @@ class mpi_transport final : public transport {
   ~mpi_transport() override;
 
   void send(activations a) override;
+  void set_route(uint64_t epoch, std::vector<int32_t> stage_ranks) override;
+  void retire_before(uint64_t epoch) override;
   uint64_t bytes_sent() const override;
   /// Input for stage `stage` is expected soon: poll fast until it comes.
   void expect(int32_t stage) override;
@@ -56,7 +61,7 @@ class mpi_transport final : public transport {
   void stop();
   /// stop() found transfers that could not finish: a peer is gone, do not finalize MPI.
   bool abandoned() const;
-  int32_t rank() const;
+  int32_t rank() const override;
 
  private:
   struct impl;

@@ -1,0 +1,303 @@
+// local_server.hpp's rank side: the agent every rank runs, and what it does for the head
+// during a reshard: prepare this rank's stages of the new placement, ship the KV rows of
+// the layers it holds to their new owners over the data plane, take the rows that come to
+// it, and commit (or abort).
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <cstdlib>
+
+#include "actors/local_server.hpp"
+#include "runtime/system/budget.hpp"
+#include "runtime/system/units.hpp"
+#include "topology/memory_plan.hpp"
+
+namespace baton {
+
+namespace {
+
+/// How long a rank waits for one layer's KV rows from another rank.
+constexpr auto k_kv_wait = std::chrono::seconds(120);
+
+/// The stage of `stages` that holds `layer`, or -1.
+int32_t stage_of_layer(const std::vector<stage_setup>& stages, int64_t layer) {
+  for (size_t s = 0; s < stages.size(); ++s) {
+    if (stages[s].first_layer <= layer && layer < stages[s].last_layer) {
+      return static_cast<int32_t>(s);
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+agent_actor local_server::spawn_agent() {
+  return sys_->spawn<caf::detached>([this](agent_actor::pointer) -> agent_actor::behavior_type {
+    return {
+        [this](shutdown_atom, bool peer_died) {
+          {
+            std::lock_guard<std::mutex> lock(shutdown_mu_);
+            shutdown_ = true;
+            peer_died_ = peer_died_ || peer_died;
+          }
+          shutdown_cv_.notify_all();
+          return true;
+        },
+        [this](prepare_atom, uint64_t epoch,
+               const std::vector<stage_setup>& stages) -> caf::result<std::string, std::vector<int32_t>> {
+          auto ports = prepare_here(epoch, stages);
+          if (!ports) {
+            return {ports.err().message, std::vector<int32_t>()};
+          }
+          return {std::string(), std::move(*ports)};
+        },
+        [this](kv_ship_atom, uint64_t epoch, const std::vector<int64_t>& layers,
+               const std::vector<int32_t>& to_ranks,
+               const std::vector<int32_t>& blocks) -> caf::result<std::string, uint64_t> {
+          auto bytes = ship_kv_here(epoch, layers, to_ranks, blocks);
+          if (!bytes) {
+            return {bytes.err().message, uint64_t{0}};
+          }
+          return {std::string(), *bytes};
+        },
+        [this](kv_take_atom, uint64_t epoch, const std::vector<int64_t>& layers,
+               const std::vector<int32_t>& blocks) -> caf::result<std::string, uint64_t> {
+          auto bytes = take_kv_here(epoch, layers, blocks);
+          if (!bytes) {
+            return {bytes.err().message, uint64_t{0}};
+          }
+          return {std::string(), *bytes};
+        },
+        [this](commit_atom, uint64_t epoch) {
+          commit_here(epoch);
+          return true;
+        },
+        [this](abort_atom, uint64_t epoch) {
+          abort_here(epoch);
+          return true;
+        },
+    };
+  });
+}
+
+result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
+                                                        const std::vector<stage_setup>& stages) {
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    if (pending_) {
+      return make_error("rank %d still holds the stages of reshard %llu", link_.rank,
+                        static_cast<unsigned long long>(pending_->epoch));
+    }
+    if (epoch <= epoch_) {
+      return make_error("rank %d runs epoch %llu already; a reshard to %llu comes too late",
+                        link_.rank, static_cast<unsigned long long>(epoch_),
+                        static_cast<unsigned long long>(epoch));
+    }
+  }
+  if (auto ok = check_stages(stages, model_->config().n_layer, link_.world); !ok) {
+    return make_error("rank %d: %s", link_.rank, ok.err().message.c_str());
+  }
+  if (const char* fail = std::getenv("BATON_TEST_RESHARD_FAIL_RANK");
+      fail != nullptr && std::atoi(fail) == link_.rank && stages_on(stages, link_.rank) > 0) {
+    // tests: a rank that cannot prepare its stages (a device that fails, a host out of
+    // memory)
+    return make_error("rank %d: preparing failed as BATON_TEST_RESHARD_FAIL_RANK asks; nothing "
+                      "changed",
+                      link_.rank);
+  }
+  // old and new stages are resident together until the switch: the new CPU stages' KV
+  // must fit beside what the process holds now (a GPU stage's allocation fails by itself)
+  std::vector<std::pair<int64_t, int64_t>> new_cpu;
+  for (const stage_setup& st : stages) {
+    if (st.rank == link_.rank && !cuda_device_index(st.device)) {
+      new_cpu.emplace_back(st.first_layer, st.last_layer);
+    }
+  }
+  const serving_config& sv = opts_.serving;
+  const uint64_t new_kv =
+      cpu_stage_kv_bytes(*model_, new_cpu, sv.n_blocks, sv.block_size, sv.kv_type);
+  if (new_kv > 0) {
+    const resource_budget budget = detect_budget();
+    const uint64_t used = budget.memory_used_bytes.value_or(0);
+    const uint64_t room = budget.memory_bytes > used ? budget.memory_bytes - used : 0;
+    if (new_kv > room) {
+      return make_error("rank %d: preparing the new stages needs %s of KV memory on the host "
+                        "beside the running pipeline's (both are held until the switch), and %s "
+                        "of %s is free (%s); nothing changed",
+                        link_.rank, format_bytes(new_kv).c_str(), format_bytes(room).c_str(),
+                        format_bytes(budget.memory_bytes).c_str(), budget.memory_source.c_str());
+    }
+  }
+  // the new epoch's route first: its stages send to it from their first step on
+  std::vector<int32_t> ranks;
+  for (const stage_setup& st : stages) {
+    ranks.push_back(st.rank);
+  }
+  data_->set_route(epoch, ranks);
+  prepared p;
+  p.epoch = epoch;
+  p.stages = stages;
+  p.computes.resize(stages.size());
+  p.shards.resize(stages.size());
+  std::vector<int32_t> ports(stages.size(), 0);
+  const int32_t n_local = stages_on(stages, link_.rank);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    if (stages[s].rank != link_.rank) {
+      continue;
+    }
+    auto c = make_stage_compute(compute_options(stages, static_cast<int32_t>(s), n_local));
+    std::string failed;
+    if (!c) {
+      failed = c.err().message;
+    } else {
+      p.computes[s] = std::move(*c);
+      p.shards[s] = spawn_stage(stages, static_cast<int32_t>(s), p.computes[s], epoch);
+      if (link_.world > 1) {
+        auto port = sys_->middleman().publish(p.shards[s], 0, link_.bind_host.c_str());
+        if (!port) {
+          failed = "cannot publish it on " + link_.bind_host + ": " + sys_->render(port.error());
+        } else {
+          ports[s] = *port;
+        }
+      }
+    }
+    if (!failed.empty()) {
+      release_shards(p.shards);
+      return make_error("rank %d: preparing stage %zu (layers [%lld, %lld) on %s): %s; nothing "
+                        "changed",
+                        link_.rank, s, static_cast<long long>(stages[s].first_layer),
+                        static_cast<long long>(stages[s].last_layer), stages[s].device.c_str(),
+                        failed.c_str());
+    }
+  }
+  std::lock_guard<std::mutex> lock(shards_mu_);
+  pending_ = std::move(p);
+  return ports;
+}
+
+result<uint64_t> local_server::ship_kv_here(uint64_t epoch, const std::vector<int64_t>& layers,
+                                            const std::vector<int32_t>& to_ranks,
+                                            const std::vector<int32_t>& blocks) {
+  std::lock_guard<std::mutex> lock(shards_mu_);
+  if (!pending_ || pending_->epoch != epoch || layers.size() != to_ranks.size()) {
+    return make_error("rank %d: no reshard to epoch %llu prepared here", link_.rank,
+                      static_cast<unsigned long long>(epoch));
+  }
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const int64_t layer = layers[i];
+    const int32_t from = stage_of_layer(opts_.stages, layer);
+    if (from < 0 || !computes_[static_cast<size_t>(from)]) {
+      return make_error("rank %d does not hold layer %lld", link_.rank,
+                        static_cast<long long>(layer));
+    }
+    auto rows = computes_[static_cast<size_t>(from)]->export_kv(layer, blocks);
+    if (!rows) {
+      return make_error("rank %d: exporting the KV rows of layer %lld: %s", link_.rank,
+                        static_cast<long long>(layer), rows.err().message.c_str());
+    }
+    bytes += rows->size();
+    if (to_ranks[i] == link_.rank) {
+      const int32_t to = stage_of_layer(pending_->stages, layer);
+      auto moved = to >= 0 && pending_->computes[static_cast<size_t>(to)]
+                       ? pending_->computes[static_cast<size_t>(to)]->import_kv(layer, blocks, *rows)
+                       : result<void>(make_error("no prepared stage here holds it"));
+      if (!moved) {
+        return make_error("rank %d: moving the KV rows of layer %lld: %s", link_.rank,
+                          static_cast<long long>(layer), moved.err().message.c_str());
+      }
+      continue;
+    }
+    activations a;
+    a.header.kind = payload_kind::kv_rows;
+    a.header.epoch = epoch;
+    a.header.to_rank = to_ranks[i];
+    a.header.layer = layer;
+    a.header.n_bytes = rows->size();
+    a.bytes = std::move(*rows);
+    data_->send(std::move(a));
+  }
+  return bytes;
+}
+
+result<uint64_t> local_server::take_kv_here(uint64_t epoch, const std::vector<int64_t>& layers,
+                                            const std::vector<int32_t>& blocks) {
+  uint64_t bytes = 0;
+  for (const int64_t layer : layers) {
+    // no lock while waiting: the rows come from another rank's agent
+    auto got = data_->recv_kv(epoch, layer, k_kv_wait);
+    if (!got) {
+      return make_error("rank %d: the KV rows of layer %lld did not arrive within %lld s",
+                        link_.rank, static_cast<long long>(layer),
+                        static_cast<long long>(k_kv_wait.count()));
+    }
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    if (!pending_ || pending_->epoch != epoch) {
+      return make_error("rank %d: no reshard to epoch %llu prepared here", link_.rank,
+                        static_cast<unsigned long long>(epoch));
+    }
+    const int32_t to = stage_of_layer(pending_->stages, layer);
+    auto moved = to >= 0 && pending_->computes[static_cast<size_t>(to)]
+                     ? pending_->computes[static_cast<size_t>(to)]->import_kv(layer, blocks,
+                                                                               got->bytes)
+                     : result<void>(make_error("no prepared stage here holds it"));
+    if (!moved) {
+      return make_error("rank %d: importing the KV rows of layer %lld: %s", link_.rank,
+                        static_cast<long long>(layer), moved.err().message.c_str());
+    }
+    bytes += got->bytes.size();
+  }
+  return bytes;
+}
+
+void local_server::commit_here(uint64_t epoch) {
+  std::vector<shard_actor> old;
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    if (!pending_ || pending_->epoch != epoch) {
+      return;
+    }
+    prepared p = std::move(*pending_);
+    pending_.reset();
+    old = std::exchange(local_shards_, {});
+    for (const auto& s : p.shards) {
+      if (s) {
+        local_shards_.push_back(s);
+      }
+    }
+    computes_ = std::move(p.computes);
+    opts_.stages = std::move(p.stages);
+    opts_.n_stages = static_cast<int32_t>(opts_.stages.size());
+    epoch_ = epoch;
+  }
+  release_shards(old);
+  data_->retire_before(epoch);
+}
+
+void local_server::abort_here(uint64_t epoch) {
+  std::optional<prepared> p;
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    if (!pending_ || pending_->epoch != epoch) {
+      return;
+    }
+    p = std::move(pending_);
+    pending_.reset();
+  }
+  release_shards(p->shards);
+}
+
+void local_server::release_shards(const std::vector<shard_actor>& shards) {
+  for (const auto& s : shards) {
+    if (!s) {
+      continue;
+    }
+    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    if (link_.world > 1) {
+      // the middleman holds published actors: let go, or the system waits for them forever
+      auto ignored = sys_->middleman().unpublish(s, 0);
+    }
+  }
+}
+
+}  // namespace baton
