@@ -155,7 +155,8 @@ local_server::local_server(std::shared_ptr<const model> m, std::shared_ptr<const
 }
 
 stage_compute_options local_server::compute_options(const std::vector<stage_setup>& stages,
-                                                    int32_t s, int32_t n_local) const {
+                                                    int32_t s, int32_t n_local,
+                                                    int32_t n_blocks) const {
   const stage_setup& st = stages[static_cast<size_t>(s)];
   const serving_config& sv = opts_.serving;
   stage_compute_options co;
@@ -163,7 +164,7 @@ stage_compute_options local_server::compute_options(const std::vector<stage_setu
   co.first_layer = st.first_layer;
   co.last_layer = st.last_layer;
   co.device = st.device;
-  co.n_blocks = sv.n_blocks;
+  co.n_blocks = n_blocks;
   co.block_size = sv.block_size;
   co.kv_type = sv.kv_type;
   // threads: the rank's share split over the stages it runs (they overlap in time)
@@ -216,7 +217,8 @@ result<void> local_server::start() {
     if (st.rank != link_.rank) {
       continue;
     }
-    auto compute = make_stage_compute(compute_options(opts_.stages, s, n_local));
+    auto compute =
+        make_stage_compute(compute_options(opts_.stages, s, n_local, opts_.serving.n_blocks));
     if (!compute) {
       // still joins the endpoint exchange below, which carries the message to every rank
       failed = "stage " + std::to_string(s) + ": " + compute.err().message;

@@ -77,12 +77,24 @@ struct serving_snapshot {
   uint64_t reshard_kv_bytes_moved = 0;    ///< over all reshards
 };
 
+/// How a reshard treats the pipeline's settings and its KV (local_server::reshard).
+struct reshard_settings {
+  int32_t micro_batches = 0;  ///< > 0: the new pipeline's steps in flight (0: as before)
+  /// > 0: the new KV pool's blocks (0: as before; at least one full-context sequence's)
+  int32_t n_blocks = 0;
+  /// No KV moves: every running sequence is preempted and recomputed on the new stages,
+  /// and the prefix cache starts empty (vLLM's way after a restart; slower, no transfer).
+  bool recompute_kv = false;
+};
+
 /// What a reshard did (local_server::reshard).
 struct reshard_report {
   uint64_t epoch = 0;            ///< the pipeline's number from now on
   double prepare_seconds = 0;    ///< making the new stages while serving went on
   double pause_seconds = 0;      ///< no step ran: quiesce, KV moved, switch
   uint64_t kv_bytes_moved = 0;
+  int32_t n_blocks = 0;          ///< the KV pool's blocks from now on
+  uint64_t preempted = 0;        ///< sequences preempted to fit a smaller pool (recomputed later)
 };
 
 /// The events of one request, in order; thread-safe.
@@ -146,10 +158,12 @@ class local_server {
   /// the new shards take over under a new epoch and the old ones are released. No request is lost or changed: a sequence's
   /// tokens are those of the undisturbed run. A failure before the switch leaves the
   /// old pipeline serving and says what failed; one reshard at a time.
-  /// `busy` (when given) turns true when the refusal is another reshard under way;
-  /// `micro_batches` > 0 sets the steps in flight of the new pipeline (0: as before).
+  /// `busy` (when given) turns true when the refusal is another reshard under way.
+  /// `how.n_blocks` resizes the KV pool: when the blocks in use do not fit, the youngest
+  /// sequences are preempted and recomputed later, and every stage's blocks are laid out
+  /// anew.
   result<reshard_report> reshard(std::vector<stage_setup> stages, bool* busy = nullptr,
-                                 int32_t micro_batches = 0);
+                                 reshard_settings how = {});
   /// Counts a reshard refused before it reached reshard() (a file that does not plan).
   void note_reshard_refused();
   /// A stage's actor (another rank's: its proxy); for tests that stop one.
@@ -177,15 +191,16 @@ class local_server {
   local_server(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
                server_options opts, cluster_link link);
   result<void> start();
-  /// What make_stage_compute gets for stage `s` of `stages` (`n_local` of them here).
+  /// What make_stage_compute gets for stage `s` of `stages` (`n_local` of them here), with
+  /// a KV pool of `n_blocks` blocks.
   stage_compute_options compute_options(const std::vector<stage_setup>& stages, int32_t s,
-                                        int32_t n_local) const;
+                                        int32_t n_local, int32_t n_blocks) const;
   /// Spawns stage `s` of `stages` over `compute`, in the pipeline of `epoch`.
   shard_actor spawn_stage(const std::vector<stage_setup>& stages, int32_t s,
                           std::shared_ptr<stage_compute> compute, uint64_t epoch);
   /// reshard() but for the counters it keeps.
   result<reshard_report> apply_reshard(std::vector<stage_setup> stages, bool* busy,
-                                       int32_t micro_batches);
+                                       reshard_settings how);
   /// Whether `stages` can replace the running ones: the head, a chain over every layer on
   /// ranks of the world, each layer on its kind of device, and under --nccl the same GPU
   /// ranks in pipeline order.
@@ -193,23 +208,26 @@ class local_server {
   /// The head's side of a reshard to `epoch`: each rank's agent prepares, KV moves, the
   /// router switches, every rank commits (or, on a failure before the switch, aborts).
   result<reshard_report> reshard_ranks(const std::vector<stage_setup>& stages, uint64_t epoch,
-                                       int32_t micro_batches);
+                                       const reshard_settings& how);
 
   // -- a rank's side of a reshard (actors/reshard_agent.cpp; on the agent's thread) --
   /// Spawns this rank's agent (shutdown and the reshard's phases).
   agent_actor spawn_agent();
-  /// The stages of `stages` on this rank, made and (in a job of several ranks)
-  /// published, held for `epoch`; each stage's port (0: not here or not published).
-  result<std::vector<int32_t>> prepare_here(uint64_t epoch, const std::vector<stage_setup>& stages);
-  /// The KV rows of `layers` (held here) of `blocks`, each to its rank in `to_ranks`:
-  /// over the data plane, or into the prepared stages when that rank is this one.
+  /// The stages of `stages` on this rank (KV pools of `n_blocks` blocks), made and (in a
+  /// job of several ranks) published, held for `epoch`; each stage's port (0: not here or
+  /// not published).
+  result<std::vector<int32_t>> prepare_here(uint64_t epoch, const std::vector<stage_setup>& stages,
+                                            int32_t n_blocks);
+  /// The KV rows of `layers` (held here) of blocks `from`, each to its rank in
+  /// `to_ranks`, for blocks `to` there: over the data plane, or into the prepared stages
+  /// when that rank is this one.
   result<uint64_t> ship_kv_here(uint64_t epoch, const std::vector<int64_t>& layers,
                                 const std::vector<int32_t>& to_ranks,
-                                const std::vector<int32_t>& blocks);
-  /// Waits for the KV rows of `layers` from other ranks and writes them into the
-  /// prepared stages.
+                                const std::vector<int32_t>& from, const std::vector<int32_t>& to);
+  /// Waits for the KV rows of `layers` from other ranks and writes them into blocks `to`
+  /// of the prepared stages.
   result<uint64_t> take_kv_here(uint64_t epoch, const std::vector<int64_t>& layers,
-                                const std::vector<int32_t>& blocks);
+                                const std::vector<int32_t>& to);
   /// The prepared stages become this rank's; the old ones are released.
   void commit_here(uint64_t epoch);
   /// The prepared stages are released; the running ones stay.
@@ -238,6 +256,7 @@ class local_server {
   struct prepared {
     uint64_t epoch = 0;
     std::vector<stage_setup> stages;
+    int32_t n_blocks = 0;
     std::vector<std::shared_ptr<stage_compute>> computes;  ///< [stage] this rank's; else null
     std::vector<shard_actor> shards;                       ///< [stage] this rank's; else null
   };

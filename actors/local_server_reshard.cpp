@@ -9,11 +9,13 @@
 
 #include <map>
 
+#include "topology/memory_plan.hpp"
+
 namespace baton {
 
 result<reshard_report> local_server::reshard(std::vector<stage_setup> stages, bool* busy,
-                                             int32_t micro_batches) {
-  auto r = apply_reshard(std::move(stages), busy, micro_batches);
+                                             reshard_settings how) {
+  auto r = apply_reshard(std::move(stages), busy, how);
   std::lock_guard<std::mutex> lock(view_->mu);
   if (r) {
     ++view_->snap.reshards_ok;
@@ -84,7 +86,7 @@ result<void> local_server::check_reshard(const std::vector<stage_setup>& stages)
 }
 
 result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stages, bool* busy,
-                                                   int32_t micro_batches) {
+                                                   reshard_settings how) {
   std::unique_lock<std::mutex> one_at_a_time(reshard_mu_, std::try_to_lock);
   if (!one_at_a_time.owns_lock()) {
     if (busy) {
@@ -95,14 +97,24 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
   if (auto ok = check_reshard(stages); !ok) {
     return ok.err();
   }
+  const serving_config& sv = opts_.serving;
+  if (how.n_blocks <= 0) {
+    how.n_blocks = sv.n_blocks;
+  }
+  if (const int64_t one = kv_blocks_needed(1, sv.n_ctx, sv.block_size); how.n_blocks < one) {
+    return make_error("a KV pool of %d blocks cannot hold one sequence of the context length "
+                      "(%lld tokens: %lld blocks of %d)",
+                      how.n_blocks, static_cast<long long>(sv.n_ctx),
+                      static_cast<long long>(one), sv.block_size);
+  }
   uint64_t epoch = 0;
   {
     std::lock_guard<std::mutex> lock(shards_mu_);
     epoch = epoch_ + 1;
   }
-  auto rep = reshard_ranks(stages, epoch, micro_batches);
-  if (rep && micro_batches > 0) {
-    opts_.serving.micro_batches = micro_batches;
+  auto rep = reshard_ranks(stages, epoch, how);
+  if (rep && how.micro_batches > 0) {
+    opts_.serving.micro_batches = how.micro_batches;
   }
   if (rep) {
     std::lock_guard<std::mutex> lock(view_->mu);
@@ -112,7 +124,7 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
 }
 
 result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup>& stages,
-                                                   uint64_t epoch, int32_t micro_batches) {
+                                                   uint64_t epoch, const reshard_settings& how) {
   using clock = std::chrono::steady_clock;
   // the longest the head waits for a rank's answer: preparing loads weights
   constexpr auto k_prepare_wait = std::chrono::minutes(10);
@@ -134,7 +146,7 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   std::string failed;
   for (int32_t r = 0; r < world && failed.empty(); ++r) {
     self->request(agents_[static_cast<size_t>(r)], k_prepare_wait, prepare_atom::value, epoch,
-                  stages)
+                  stages, how.n_blocks)
         .receive(
             [&](std::string& error, std::vector<int32_t>& ports) {
               if (!error.empty()) {
@@ -174,14 +186,19 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   }
   rep.prepare_seconds = std::chrono::duration<double>(clock::now() - t_prepare).count();
   // quiesce: no new steps; the ones in flight finish
+  const uint64_t preempted_before = stats().preemptions;
   const auto t_pause = clock::now();
   bool drained = false;
-  std::vector<int32_t> blocks;  // those holding KV, live or cached: the rest is garbage
-  self->request(router_, caf::infinite, pause_atom::value)
+  // the blocks holding KV, live or cached (the rest is garbage), and their ids in the new
+  // pool: the same unless it changes size
+  std::vector<int32_t> from;
+  std::vector<int32_t> to;
+  self->request(router_, caf::infinite, pause_atom::value, how.n_blocks, how.recompute_kv)
       .receive(
-          [&](bool ok, std::vector<int32_t>& held) {
+          [&](bool ok, std::vector<int32_t>& f, std::vector<int32_t>& t) {
             drained = ok;
-            blocks = std::move(held);
+            from = std::move(f);
+            to = std::move(t);
           },
           [&](caf::error&) {});
   auto resume_old = [&] {
@@ -196,8 +213,9 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
                       snapshot().stats.down_message.c_str());
   }
   // every layer's KV rows of those blocks, from its old owner to its new one (block ids
-  // are the router's: the same on every stage). Every shipment is sent before any rank is
-  // asked to take: a take waits for rows another rank's ship sends.
+  // are the router's: the same on every stage; rows move from `from` to `to`; none with
+  // recompute_kv). Every shipment is sent before any rank is asked to take: a take waits
+  // for rows another rank's ship sends.
   const std::vector<stage_setup> running = [&] {
     std::lock_guard<std::mutex> lock(shards_mu_);
     return opts_.stages;
@@ -205,15 +223,15 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   std::map<int32_t, std::pair<std::vector<int64_t>, std::vector<int32_t>>> ship;  // from rank
   std::map<int32_t, std::vector<int64_t>> take;                                    // to rank
   for (const stage_setup& now : running) {
-    for (int64_t layer = now.first_layer; layer < now.last_layer; ++layer) {
-      size_t to = 0;
-      while (stages[to].last_layer <= layer) {
-        ++to;
+    for (int64_t layer = now.first_layer; layer < now.last_layer && !from.empty(); ++layer) {
+      size_t next = 0;
+      while (stages[next].last_layer <= layer) {
+        ++next;
       }
       ship[now.rank].first.push_back(layer);
-      ship[now.rank].second.push_back(stages[to].rank);
-      if (stages[to].rank != now.rank) {
-        take[stages[to].rank].push_back(layer);
+      ship[now.rank].second.push_back(stages[next].rank);
+      if (stages[next].rank != now.rank) {
+        take[stages[next].rank].push_back(layer);
       }
     }
   }
@@ -224,7 +242,7 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   };
   for (auto& [r, moves] : ship) {
     self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_ship_atom::value, epoch,
-                  moves.first, moves.second, blocks)
+                  moves.first, moves.second, from, to)
         .receive(
             [&](std::string& error, uint64_t bytes) {
               first_error(error);
@@ -237,7 +255,7 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   }
   for (auto& [r, layers] : take) {
     self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_take_atom::value, epoch, layers,
-                  blocks)
+                  to)
         .receive([&](std::string& error, uint64_t) { first_error(error); },
                  [&, r = r](caf::error& e) {
                    first_error("rank " + std::to_string(r) + " did not take its KV rows: " +
@@ -254,9 +272,11 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   for (const stage_setup& st : stages) {
     ranks.push_back(st.rank);
   }
-  self->request(router_, caf::infinite, switch_atom::value, shards, ranks, micro_batches)
+  self->request(router_, caf::infinite, switch_atom::value, shards, ranks, how.micro_batches)
       .receive([&](uint64_t e) { rep.epoch = e; }, [](caf::error&) {});
   rep.pause_seconds = std::chrono::duration<double>(clock::now() - t_pause).count();
+  rep.n_blocks = how.n_blocks;
+  rep.preempted = stats().preemptions - preempted_before;
   {
     std::lock_guard<std::mutex> lock(shards_mu_);
     shards_ = shards;

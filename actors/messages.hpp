@@ -178,6 +178,7 @@ struct router_stats {
   int32_t down_rank = -1;           ///< the rank of that stage
   uint64_t epoch = 0;               ///< pipelines switched to so far (reshards)
   bool paused = false;              ///< no new steps: a reshard is under way
+  uint64_t recomputed_tokens = 0;   ///< tokens whose KV preemptions dropped (computed again)
 };
 
 // -- inspect ----------------------------------------------------------------------------
@@ -240,7 +241,7 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
            x.free_blocks, x.total_blocks, x.steps, x.preemptions, x.prompt_tokens,
            x.generated_tokens, x.cached_prompt_tokens, x.prefix_hits, x.evictions,
            x.control_bytes, x.remote_steps, x.state, x.down_message, x.down_rank, x.epoch,
-           x.paused);
+           x.paused, x.recomputed_tokens);
 }
 
 // -- actor interfaces ---------------------------------------------------------------------
@@ -260,17 +261,18 @@ using shard_actor =
 /// Every rank's agent: how the head reaches a rank apart from its shards, one holding no
 /// stage (a standby rank) included. Shutdown: the job is over (true when a rank of the
 /// job died). A reshard to epoch E: prepare makes and publishes this rank's stages of
-/// the new placement (empty KV; the error, or each stage's port, 0 where not here);
-/// kvship sends the KV rows of the listed layers of the listed blocks to the listed
-/// ranks over the data plane (into this rank's prepared stages where the rank is this
-/// one); kvtake waits for the listed layers' rows and imports them (error, bytes); commit
+/// the new placement (empty KV pools of the given blocks; the error, or each stage's
+/// port, 0 where not here); kvship sends the KV rows of the listed layers of blocks
+/// `from` to the listed ranks, for blocks `to` there, over the data plane (into this
+/// rank's prepared stages where the rank is this one); kvtake waits for the listed
+/// layers' rows and writes them into blocks `to` (error, bytes); commit
 /// makes the prepared stages this rank's and releases the old ones; abort drops them.
 using agent_actor = caf::typed_actor<
     caf::replies_to<shutdown_atom, bool>::with<bool>,
-    caf::replies_to<prepare_atom, uint64_t, std::vector<stage_setup>>::with<
+    caf::replies_to<prepare_atom, uint64_t, std::vector<stage_setup>, int32_t>::with<
         std::string, std::vector<int32_t>>,
     caf::replies_to<kv_ship_atom, uint64_t, std::vector<int64_t>, std::vector<int32_t>,
-                    std::vector<int32_t>>::with<std::string, uint64_t>,
+                    std::vector<int32_t>, std::vector<int32_t>>::with<std::string, uint64_t>,
     caf::replies_to<kv_take_atom, uint64_t, std::vector<int64_t>,
                     std::vector<int32_t>>::with<std::string, uint64_t>,
     caf::replies_to<commit_atom, uint64_t>::with<bool>,
@@ -287,7 +289,8 @@ using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, c
                                       caf::reacts_to<result_atom, step_result>,
                                       caf::reacts_to<shutdown_atom>,
                                       caf::replies_to<stats_atom>::with<router_stats>,
-                                      caf::replies_to<pause_atom>::with<bool, std::vector<int32_t>>,
+                                      caf::replies_to<pause_atom, int32_t, bool>::with<
+                                          bool, std::vector<int32_t>, std::vector<int32_t>>,
                                       caf::replies_to<switch_atom, std::vector<shard_actor>,
                                                       std::vector<int32_t>, int32_t>::with<uint64_t>>;
 

@@ -43,18 +43,18 @@ agent_actor local_server::spawn_agent() {
           shutdown_cv_.notify_all();
           return true;
         },
-        [this](prepare_atom, uint64_t epoch,
-               const std::vector<stage_setup>& stages) -> caf::result<std::string, std::vector<int32_t>> {
-          auto ports = prepare_here(epoch, stages);
+        [this](prepare_atom, uint64_t epoch, const std::vector<stage_setup>& stages,
+               int32_t n_blocks) -> caf::result<std::string, std::vector<int32_t>> {
+          auto ports = prepare_here(epoch, stages, n_blocks);
           if (!ports) {
             return {ports.err().message, std::vector<int32_t>()};
           }
           return {std::string(), std::move(*ports)};
         },
         [this](kv_ship_atom, uint64_t epoch, const std::vector<int64_t>& layers,
-               const std::vector<int32_t>& to_ranks,
-               const std::vector<int32_t>& blocks) -> caf::result<std::string, uint64_t> {
-          auto bytes = ship_kv_here(epoch, layers, to_ranks, blocks);
+               const std::vector<int32_t>& to_ranks, const std::vector<int32_t>& from,
+               const std::vector<int32_t>& to) -> caf::result<std::string, uint64_t> {
+          auto bytes = ship_kv_here(epoch, layers, to_ranks, from, to);
           if (!bytes) {
             return {bytes.err().message, uint64_t{0}};
           }
@@ -81,7 +81,8 @@ agent_actor local_server::spawn_agent() {
 }
 
 result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
-                                                        const std::vector<stage_setup>& stages) {
+                                                        const std::vector<stage_setup>& stages,
+                                                        int32_t n_blocks) {
   {
     std::lock_guard<std::mutex> lock(shards_mu_);
     if (pending_) {
@@ -115,7 +116,7 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
   }
   const serving_config& sv = opts_.serving;
   const uint64_t new_kv =
-      cpu_stage_kv_bytes(*model_, new_cpu, sv.n_blocks, sv.block_size, sv.kv_type);
+      cpu_stage_kv_bytes(*model_, new_cpu, n_blocks, sv.block_size, sv.kv_type);
   if (new_kv > 0) {
     const resource_budget budget = detect_budget();
     const uint64_t used = budget.memory_used_bytes.value_or(0);
@@ -137,6 +138,7 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
   prepared p;
   p.epoch = epoch;
   p.stages = stages;
+  p.n_blocks = n_blocks;
   p.computes.resize(stages.size());
   p.shards.resize(stages.size());
   std::vector<int32_t> ports(stages.size(), 0);
@@ -145,7 +147,8 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
     if (stages[s].rank != link_.rank) {
       continue;
     }
-    auto c = make_stage_compute(compute_options(stages, static_cast<int32_t>(s), n_local));
+    auto c = make_stage_compute(
+        compute_options(stages, static_cast<int32_t>(s), n_local, n_blocks));
     std::string failed;
     if (!c) {
       failed = c.err().message;
@@ -177,30 +180,32 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
 
 result<uint64_t> local_server::ship_kv_here(uint64_t epoch, const std::vector<int64_t>& layers,
                                             const std::vector<int32_t>& to_ranks,
-                                            const std::vector<int32_t>& blocks) {
+                                            const std::vector<int32_t>& from,
+                                            const std::vector<int32_t>& to) {
   std::lock_guard<std::mutex> lock(shards_mu_);
-  if (!pending_ || pending_->epoch != epoch || layers.size() != to_ranks.size()) {
+  if (!pending_ || pending_->epoch != epoch || layers.size() != to_ranks.size() ||
+      from.size() != to.size()) {
     return make_error("rank %d: no reshard to epoch %llu prepared here", link_.rank,
                       static_cast<unsigned long long>(epoch));
   }
   uint64_t bytes = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
     const int64_t layer = layers[i];
-    const int32_t from = stage_of_layer(opts_.stages, layer);
-    if (from < 0 || !computes_[static_cast<size_t>(from)]) {
+    const int32_t owner = stage_of_layer(opts_.stages, layer);
+    if (owner < 0 || !computes_[static_cast<size_t>(owner)]) {
       return make_error("rank %d does not hold layer %lld", link_.rank,
                         static_cast<long long>(layer));
     }
-    auto rows = computes_[static_cast<size_t>(from)]->export_kv(layer, blocks);
+    auto rows = computes_[static_cast<size_t>(owner)]->export_kv(layer, from);
     if (!rows) {
       return make_error("rank %d: exporting the KV rows of layer %lld: %s", link_.rank,
                         static_cast<long long>(layer), rows.err().message.c_str());
     }
     bytes += rows->size();
     if (to_ranks[i] == link_.rank) {
-      const int32_t to = stage_of_layer(pending_->stages, layer);
-      auto moved = to >= 0 && pending_->computes[static_cast<size_t>(to)]
-                       ? pending_->computes[static_cast<size_t>(to)]->import_kv(layer, blocks, *rows)
+      const int32_t next = stage_of_layer(pending_->stages, layer);
+      auto moved = next >= 0 && pending_->computes[static_cast<size_t>(next)]
+                       ? pending_->computes[static_cast<size_t>(next)]->import_kv(layer, to, *rows)
                        : result<void>(make_error("no prepared stage here holds it"));
       if (!moved) {
         return make_error("rank %d: moving the KV rows of layer %lld: %s", link_.rank,
@@ -221,7 +226,7 @@ result<uint64_t> local_server::ship_kv_here(uint64_t epoch, const std::vector<in
 }
 
 result<uint64_t> local_server::take_kv_here(uint64_t epoch, const std::vector<int64_t>& layers,
-                                            const std::vector<int32_t>& blocks) {
+                                            const std::vector<int32_t>& to) {
   uint64_t bytes = 0;
   for (const int64_t layer : layers) {
     // no lock while waiting: the rows come from another rank's agent
@@ -236,10 +241,10 @@ result<uint64_t> local_server::take_kv_here(uint64_t epoch, const std::vector<in
       return make_error("rank %d: no reshard to epoch %llu prepared here", link_.rank,
                         static_cast<unsigned long long>(epoch));
     }
-    const int32_t to = stage_of_layer(pending_->stages, layer);
-    auto moved = to >= 0 && pending_->computes[static_cast<size_t>(to)]
-                     ? pending_->computes[static_cast<size_t>(to)]->import_kv(layer, blocks,
-                                                                               got->bytes)
+    const int32_t next = stage_of_layer(pending_->stages, layer);
+    auto moved = next >= 0 && pending_->computes[static_cast<size_t>(next)]
+                     ? pending_->computes[static_cast<size_t>(next)]->import_kv(layer, to,
+                                                                                 got->bytes)
                      : result<void>(make_error("no prepared stage here holds it"));
     if (!moved) {
       return make_error("rank %d: importing the KV rows of layer %lld: %s", link_.rank,
@@ -267,6 +272,7 @@ void local_server::commit_here(uint64_t epoch) {
     }
     computes_ = std::move(p.computes);
     opts_.stages = std::move(p.stages);
+    opts_.serving.n_blocks = p.n_blocks;
     opts_.n_stages = static_cast<int32_t>(opts_.stages.size());
     epoch_ = epoch;
   }

@@ -32,7 +32,10 @@ struct router_state {
   uint64_t remote_steps = 0;
   // a reshard: no new steps while paused; who waits for the in-flight ones to finish
   bool paused = false;
-  std::vector<caf::typed_response_promise<bool, std::vector<int32_t>>> drained;
+  int32_t pause_blocks = 0;         // the KV pool the reshard's new stages hold
+  bool pause_recompute = false;     // the reshard moves no KV: sequences recompute
+  std::vector<caf::typed_response_promise<bool, std::vector<int32_t>, std::vector<int32_t>>>
+      drained;
   uint64_t epoch = 0;               // pipelines switched to
 };
 
@@ -87,6 +90,7 @@ router_stats make_stats(router_ptr self) {
   out.total_blocks = s.n_blocks();
   out.steps = c.steps;
   out.preemptions = c.preemptions;
+  out.recomputed_tokens = c.recomputed_tokens;
   out.prompt_tokens = c.prompt_tokens;
   out.generated_tokens = c.generated_tokens;
   out.cached_prompt_tokens = c.cached_prompt_tokens;
@@ -158,15 +162,33 @@ void fail_all(router_ptr self, const std::string& why, refusal kind) {
 
 /// A pause waits for the steps in flight: answers it once none is left (true, and the
 /// blocks holding KV), or once the pipeline cannot run any more (false).
+/// With no step in flight: the blocks whose KV the new stages take, and their ids there
+/// (the same unless the pool changes size: then the youngest sequences may be preempted
+/// and the pool is laid out anew, committed at the switch).
+void blocks_to_move(router_ptr self, std::vector<int32_t>& from, std::vector<int32_t>& to) {
+  auto& st = self->state;
+  if (st.pause_blocks == st.sched->n_blocks() && !st.pause_recompute) {
+    from = st.sched->held_blocks();
+    to = from;
+    return;
+  }
+  const bool ok = st.sched->prepare_resize(st.pause_blocks, st.pause_recompute, from, to);
+  BATON_ASSERT(ok);  // called with nothing in flight
+}
+
 void settle_pause(router_ptr self) {
   auto& st = self->state;
   const bool down = st.state != pipeline_state::running;
   if (st.drained.empty() || (!down && st.sched->n_in_flight() > 0)) {
     return;
   }
-  const std::vector<int32_t> held = down ? std::vector<int32_t>() : st.sched->held_blocks();
+  std::vector<int32_t> from;
+  std::vector<int32_t> to;
+  if (!down) {
+    blocks_to_move(self, from, to);
+  }
   for (auto& rp : st.drained) {
-    rp.deliver(!down, held);
+    rp.deliver(!down, from, to);
   }
   st.drained.clear();
 }
@@ -346,23 +368,34 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         settle_pause(self);
         publish(self);
       },
-      [=](pause_atom) -> caf::result<bool, std::vector<int32_t>> {
+      [=](pause_atom, int32_t n_blocks, bool recompute)
+          -> caf::result<bool, std::vector<int32_t>, std::vector<int32_t>> {
         auto& st = self->state;
-        if (st.state != pipeline_state::running) {
-          return {false, std::vector<int32_t>()};
+        if (st.state != pipeline_state::running || n_blocks < 1) {
+          return {false, std::vector<int32_t>(), std::vector<int32_t>()};
         }
         st.paused = true;
+        st.pause_blocks = n_blocks;
+        st.pause_recompute = recompute;
         publish(self);
         if (st.sched->n_in_flight() == 0) {
-          return {true, st.sched->held_blocks()};
+          std::vector<int32_t> from;
+          std::vector<int32_t> to;
+          blocks_to_move(self, from, to);
+          publish(self);
+          return {true, std::move(from), std::move(to)};
         }
-        st.drained.push_back(self->make_response_promise<bool, std::vector<int32_t>>());
+        st.drained.push_back(
+            self->make_response_promise<bool, std::vector<int32_t>, std::vector<int32_t>>());
         return st.drained.back();
       },
       [=](switch_atom, std::vector<shard_actor>& shards, std::vector<int32_t>& stage_ranks,
           int32_t micro_batches) -> uint64_t {
         auto& st = self->state;
-        if (!shards.empty()) {
+        if (shards.empty()) {
+          st.sched->drop_resize();  // the old pipeline goes on, with its pool
+        } else {
+          st.sched->commit_resize();
           if (micro_batches > 0) {
             st.sched->set_micro_batches(micro_batches);
           }

@@ -10,12 +10,14 @@
 // (shutting_down). A shard that quit on its own (exit reason normal or user_shutdown)
 // reads "stopped", not "is down", in the message. After every change the router hands
 // its counters to on_stats, so a reader never has to ask the actor (the front end's
-// snapshot). A reshard pauses it (pause: no new steps; the answer, true, comes once the
-// steps in flight have finished, false if the pipeline went down meanwhile), then
-// switches it to the new pipeline's shards (switch: the old ones are demonitored, the
-// epoch counts up, the new pipeline's micro-batches apply, steps resume; with no shards
-// it resumes the old pipeline). Requests
-// keep arriving and waiting while it is paused.
+// snapshot). A reshard pauses it (pause with the new pipeline's KV pool size: no new
+// steps; the answer, true, comes once the steps in flight have finished, false if the
+// pipeline went down meanwhile, with the blocks whose KV must move and their ids in the
+// new pool — a pool of another size preempts the youngest sequences until the rest fit
+// and lays the blocks out anew), then switches it to the new pipeline's shards (switch:
+// the old ones are demonitored, the new pool and micro-batches apply, the epoch counts
+// up, steps resume; with no shards it resumes the old pipeline and pool). Requests keep
+// arriving and waiting while it is paused.
 #pragma once
 
 #include <functional>

@@ -604,7 +604,7 @@ TEST(actors, reshards_while_serving_lose_no_request_and_change_no_token) {
     generated = snap.stats.generated_tokens;
     const int32_t micro_batches = shape.size() == 1 ? 1 : shape.size() == 4 ? 3 : 0;
     const int32_t before = srv->options().serving.micro_batches;
-    auto r = srv->reshard(cpu_stages(shape), nullptr, micro_batches);
+    auto r = srv->reshard(cpu_stages(shape), nullptr, reshard_settings{micro_batches});
     ASSERT_TRUE(r) << r.err().message;
     EXPECT_EQ(srv->options().serving.micro_batches, micro_batches > 0 ? micro_batches : before);
     EXPECT_EQ(r->epoch, ++epoch);
@@ -621,6 +621,79 @@ TEST(actors, reshards_while_serving_lose_no_request_and_change_no_token) {
   EXPECT_EQ(st.epoch, epoch);
   EXPECT_FALSE(st.paused);
   EXPECT_EQ(st.free_blocks, st.total_blocks);  // everything returned
+  EXPECT_EQ(st.recomputed_tokens, 0u);  // the KV moved: nothing was computed twice
+}
+
+TEST(actors, a_reshard_that_recomputes_moves_no_kv_and_changes_no_token) {
+  constexpr int n_req = 16, n_gen = 24;
+  std::vector<std::vector<int32_t>> want;
+  for (int i = 0; i < n_req; ++i) {
+    want.push_back(alone(prompt(i), n_gen, seeded(i)));
+  }
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 256)));
+  std::vector<std::shared_ptr<event_stream>> streams;
+  for (int i = 0; i < n_req; ++i) {
+    streams.push_back(srv->submit(greedy_request(prompt(i), n_gen, "", i)));
+  }
+  const auto busy = snapshot_when(
+      *srv, [&](const serving_snapshot& sn) { return sn.stats.generated_tokens >= 32; });
+  ASSERT_LT(busy.stats.generated_tokens, static_cast<uint64_t>(n_req * n_gen));
+  reshard_settings how;
+  how.recompute_kv = true;
+  auto r = srv->reshard(cpu_stages({{0, 1}, {1, 2}, {2, 4}}), nullptr, how);
+  ASSERT_TRUE(r) << r.err().message;
+  EXPECT_EQ(r->kv_bytes_moved, 0u);
+  EXPECT_GT(r->preempted, 0u);
+  for (int i = 0; i < n_req; ++i) {
+    auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
+    EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
+    EXPECT_EQ(toks, want[static_cast<size_t>(i)]) << "request " << i;
+  }
+  EXPECT_GT(srv->stats().recomputed_tokens, 0u);
+}
+
+TEST(actors, a_smaller_kv_pool_preempts_the_youngest_and_a_larger_one_changes_no_token) {
+  constexpr int n_req = 32, n_gen = 24;
+  std::vector<std::vector<int32_t>> want;
+  for (int i = 0; i < n_req; ++i) {
+    want.push_back(alone(prompt(i), n_gen, seeded(i)));
+  }
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 256)));
+  std::vector<std::shared_ptr<event_stream>> streams;
+  for (int i = 0; i < n_req; ++i) {
+    streams.push_back(srv->submit(greedy_request(prompt(i), n_gen, "", i)));
+  }
+  const auto busy = snapshot_when(*srv, [&](const serving_snapshot& sn) {
+    return sn.stats.generated_tokens >= 64 && sn.stats.total_blocks - sn.stats.free_blocks > 40;
+  });
+  ASSERT_LT(busy.stats.generated_tokens, static_cast<uint64_t>(n_req * n_gen));
+  // 32 blocks: one sequence of the 512-token context; fewer are refused
+  auto too_small = srv->reshard(cpu_stages({{0, 2}, {2, 4}}), nullptr, reshard_settings{0, 31});
+  ASSERT_FALSE(too_small);
+  EXPECT_NE(too_small.err().message.find("cannot hold one sequence"), std::string::npos)
+      << too_small.err().message;
+  auto shrunk = srv->reshard(cpu_stages({{0, 1}, {1, 4}}), nullptr, reshard_settings{0, 32});
+  ASSERT_TRUE(shrunk) << shrunk.err().message;
+  EXPECT_GT(shrunk->preempted, 0u);
+  EXPECT_GT(srv->stats().recomputed_tokens, 0u);
+  EXPECT_EQ(shrunk->n_blocks, 32);
+  EXPECT_EQ(srv->stats().total_blocks, 32);
+  EXPECT_EQ(srv->options().serving.n_blocks, 32);
+  snapshot_when(*srv, [&](const serving_snapshot& sn) {
+    return sn.stats.generated_tokens >= busy.stats.generated_tokens + 24;
+  });
+  auto grown = srv->reshard(cpu_stages({{0, 3}, {3, 4}}), nullptr, reshard_settings{0, 300});
+  ASSERT_TRUE(grown) << grown.err().message;
+  EXPECT_EQ(grown->preempted, 0u);
+  EXPECT_EQ(srv->stats().total_blocks, 300);
+  for (int i = 0; i < n_req; ++i) {
+    auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
+    EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
+    EXPECT_EQ(toks, want[static_cast<size_t>(i)]) << "request " << i;
+  }
+  const auto st = srv->stats();
+  EXPECT_EQ(st.free_blocks, st.total_blocks);
+  EXPECT_EQ(st.epoch, 2u);
 }
 
 TEST(actors, a_reshard_that_cannot_apply_is_refused_and_serving_goes_on) {

@@ -1,6 +1,7 @@
 // runtime/serving/prefix_cache: the router's prefix caching over the KV block allocator.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <random>
 
@@ -222,6 +223,67 @@ TEST(prefix_cache, evicts_the_least_recently_used_block_first) {
   EXPECT_EQ(a.stats().n_evictions, 3);
   EXPECT_EQ(a.n_evictable(), 1);
   a.check_invariants();
+}
+
+TEST(prefix_cache, a_resized_pool_keeps_live_tables_and_the_most_recent_cache) {
+  constexpr int32_t b4 = 4;
+  prefix_cache a(16, b4, true);
+  const auto pa = run(100, 2 * b4 + 1);  // 3 blocks, 2 full
+  const auto pb = run(200, 2 * b4 + 1);
+  const auto pc = run(300, 3 * b4 + 2);  // live: 4 blocks
+  for (auto [id, p] : {std::pair{1, pa}, std::pair{2, pb}}) {
+    ASSERT_EQ(a.allocate_prompt(static_cast<uint64_t>(id), p).status, alloc_status::ok);
+    a.commit_full_blocks(static_cast<uint64_t>(id), p);
+  }
+  a.free(1);
+  a.free(2);  // B's blocks are the more recent
+  ASSERT_EQ(a.allocate_prompt(3, pc).status, alloc_status::ok);
+  a.commit_full_blocks(3, pc);
+  const auto old_table = a.table(3);
+  ASSERT_EQ(a.n_used(), 4);
+  ASSERT_EQ(a.n_evictable(), 4);
+
+  // 6 blocks: C's 4, then B's 2 (most recent); A's are evicted
+  std::vector<int32_t> from;
+  std::vector<int32_t> to;
+  prefix_cache small = a.resized(6, from, to);
+  small.check_invariants();
+  EXPECT_EQ(small.n_blocks(), 6);
+  EXPECT_EQ(small.n_used(), 4);
+  EXPECT_EQ(small.n_evictable(), 2);
+  EXPECT_EQ(small.n_free(), 0);
+  EXPECT_EQ(small.n_tokens(3), a.n_tokens(3));
+  EXPECT_EQ(small.lookup(pb), 8);
+  EXPECT_EQ(small.lookup(pa), 0);
+  EXPECT_EQ(small.stats().n_evictions, a.stats().n_evictions + 2);
+  ASSERT_EQ(from.size(), 6u);
+  ASSERT_EQ(to.size(), 6u);
+  // C's blocks get ids 0-3, each where its table says
+  for (size_t i = 0; i < old_table.size(); ++i) {
+    const auto k = std::find(from.begin(), from.end(), old_table[i]) - from.begin();
+    EXPECT_EQ(small.table(3)[i], to[static_cast<size_t>(k)]) << "block " << i;
+    EXPECT_LT(small.table(3)[i], 4);
+  }
+  // once C is done, the kept cache serves a new sequence
+  small.free(3);
+  const auto hit = small.allocate_prompt(4, cat(pb, run(9, 3)));
+  ASSERT_EQ(hit.status, alloc_status::ok);
+  EXPECT_EQ(hit.n_cached_tokens, 8);
+  small.free(4);
+  small.check_invariants();
+  EXPECT_EQ(small.n_used(), 0);
+
+  // larger: everything kept, room to spare
+  from.clear();
+  to.clear();
+  prefix_cache large = a.resized(40, from, to);
+  large.check_invariants();
+  EXPECT_EQ(large.n_blocks(), 40);
+  EXPECT_EQ(large.n_evictable(), 4);
+  EXPECT_EQ(large.n_free(), 40 - 8);
+  EXPECT_EQ(large.lookup(pa), 8);
+  EXPECT_EQ(large.lookup(pb), 8);
+  EXPECT_EQ(from.size(), 8u);
 }
 
 TEST(prefix_cache, freeing_everything_returns_every_block) {

@@ -21,10 +21,10 @@ using json = nlohmann::json;
   }                                                                \
   ASSERT_TRUE(fx().error.empty()) << fx().error
 
-/// A topology file of `stages` ("rank:first-last" or "rank:layer" each), with 2 MiB of KV
-/// memory per layer: every placement holds the same KV blocks.
+/// A topology file of `stages` ("rank:first-last" or "rank:layer" each), with `kib` KiB of
+/// KV memory per layer: every placement holds the same KV blocks.
 std::string topology_file(const std::string& name, const std::vector<std::string>& stages,
-                          const std::string& pipeline = "") {
+                          const std::string& pipeline = "", int kib = 2048) {
   std::string text = pipeline;
   for (const auto& s : stages) {
     const auto colon = s.find(':');
@@ -34,7 +34,7 @@ std::string topology_file(const std::string& name, const std::vector<std::string
                       ? 1
                       : std::stoi(layers.substr(dash + 1)) - std::stoi(layers.substr(0, dash)) + 1;
     text += "[[stage]]\nrank = " + s.substr(0, colon) + "\nlayers = \"" + layers +
-            "\"\nkv_cache_memory = \"" + std::to_string(2 * n) + "MiB\"\n";
+            "\"\nkv_cache_memory = \"" + std::to_string(kib * n) + "KiB\"\n";
   }
   const auto path = dir() / name;
   std::ofstream(path) << text;
@@ -43,8 +43,10 @@ std::string topology_file(const std::string& name, const std::vector<std::string
 
 /// Request i: seeded sampling, its log-probabilities, no early stop. What it answered.
 std::string ask(const server_process& s, int i) {
+  // over 16 tokens: every sequence holds two KV blocks or more
   const std::string body = R"({"prompt":"the river )" + std::to_string(i) +
-                           R"( runs","max_tokens":48,"temperature":0.9,"seed":)" +
+                           R"( runs under a quiet city where nobody sleeps and every door )"
+                           R"(opens onto the sea","max_tokens":48,"temperature":0.9,"seed":)" +
                            std::to_string(100 + i) + R"(,"logprobs":1,"ignore_eos":true})";
   auto r = curl(s, "/v1/completions", body);
   if (r.status != 200) {
@@ -71,19 +73,22 @@ std::vector<std::string> ask_all(const server_process& s, int n) {
   return out;
 }
 
-std::string reshard_cmd(const server_process& s, const std::string& file) {
-  return std::string(BATON_BINARY) + " reshard --url " + s.url() + " --topology " + file;
+std::string reshard_cmd(const server_process& s, const std::string& file,
+                        const std::string& extra = "") {
+  return std::string(BATON_BINARY) + " reshard --url " + s.url() + " --topology " + file + " " +
+         extra;
 }
 
 /// Applies `files` one after the other while `n` requests run; the requests' answers.
 std::vector<std::string> ask_while_resharding(const server_process& s, int n,
-                                              const std::vector<std::string>& files) {
+                                              const std::vector<std::string>& files,
+                                              const std::string& extra = "") {
   std::vector<std::string> out;
   std::thread clients([&] { out = ask_all(s, n); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   for (const auto& f : files) {
     const double running = metric(s, "baton:num_requests_running");
-    auto r = test::run_shell(reshard_cmd(s, f));
+    auto r = test::run_shell(reshard_cmd(s, f, extra));
     EXPECT_EQ(r.status, 0) << f << ": " << r.err << "\n" << s.log();
     std::printf("%s with %.0f requests running: %s", fs::path(f).filename().c_str(), running,
                 r.out.c_str());
@@ -105,10 +110,11 @@ void expect_a_clean_stop(server_process& s) {
   }
 }
 
-TEST(reshard, three_ranks_move_merge_and_split_stages_onto_a_standby_rank_mid_generation) {
+TEST(reshard, three_ranks_move_merge_split_and_shrink_stages_onto_a_standby_rank_mid_generation) {
   REQUIRE_MPI_FIXTURE();
   const auto start = topology_file("start.toml", {"0:0-1", "1:2-3"});
-  server_process s("--topology " + start, "env " + mpirun(3));
+  // 512-token context: an eighth of the KV pool (32 blocks) still holds one whole sequence
+  server_process s("--topology " + start + " --ctx-size 512", "env " + mpirun(3));
   ASSERT_GT(s.port(), 0) << s.log();
   const auto reference = ask_all(s, 32);
   for (const auto& r : reference) {
@@ -119,19 +125,21 @@ TEST(reshard, three_ranks_move_merge_and_split_stages_onto_a_standby_rank_mid_ge
       topology_file("standby.toml", {"0:0", "2:1-3"}),                  // a stage to rank 2
       topology_file("merged.toml", {"2:0-3"}),                          // all on one rank
       topology_file("split.toml", {"1:0-1", "2:2-3"}),                  // split again
+      topology_file("shrunk.toml", {"1:0-1", "2:2-3"}, "", 256),        // an eighth of the KV
       topology_file("micro.toml", {"0:0-1", "1:2", "2:3"}, "[pipeline]\nmicro_batches = 3\n"),
   };
   const auto during = ask_while_resharding(s, 32, steps);
   for (size_t i = 0; i < during.size(); ++i) {
     EXPECT_EQ(during[i], reference[i]) << "request " << i;
   }
-  EXPECT_EQ(metric(s, "baton:pipeline_epoch"), 5);
-  EXPECT_EQ(metric(s, "baton:reshards_total{result=\"ok\"}"), 5);
+  EXPECT_EQ(metric(s, "baton:pipeline_epoch"), 6);
+  EXPECT_EQ(metric(s, "baton:reshards_total{result=\"ok\"}"), 6);
+  EXPECT_GT(metric(s, "baton:num_preemptions_total"), 0) << s.log();  // the small pool's doing
   EXPECT_EQ(curl(s, "/health").status, 200);
   expect_a_clean_stop(s);
 }
 
-TEST(reshard, a_rank_that_fails_to_prepare_changes_nothing_and_is_named) {
+TEST(reshard, four_ranks_name_a_rank_that_fails_to_prepare_and_recompute_when_asked) {
   REQUIRE_MPI_FIXTURE();
   const auto start = topology_file("start4.toml", {"0:0-1", "1:2-3"});
   // rank 3 (a standby rank) fails whatever it is asked to prepare
@@ -156,6 +164,16 @@ TEST(reshard, a_rank_that_fails_to_prepare_changes_nothing_and_is_named) {
   EXPECT_EQ(during, reference);
   EXPECT_EQ(metric(s, "baton:pipeline_epoch"), 1);
   EXPECT_EQ(metric(s, "baton:reshards_total{result=\"refused\"}"), 2);
+  EXPECT_EQ(metric(s, "baton:recomputed_tokens_total"), 0);  // the KV moved
+  // back, recomputing instead of moving the KV: the same tokens, computed twice
+  const auto recomputed = ask_while_resharding(s, 8, {start}, "--reshard-kv recompute");
+  EXPECT_EQ(recomputed, reference);
+  EXPECT_GT(metric(s, "baton:recomputed_tokens_total"), 0);
+  EXPECT_EQ(metric(s, "baton:pipeline_epoch"), 2);
+  // a reshard_kv that is not one of the two is named
+  auto odd = curl(s, "/admin/topology", R"({"topology":"","reshard_kv":5})");
+  EXPECT_EQ(odd.status, 400) << odd.body;
+  EXPECT_NE(odd.body.find("reshard_kv"), std::string::npos) << odd.body;
   expect_a_clean_stop(s);
 }
 

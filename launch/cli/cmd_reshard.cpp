@@ -1,4 +1,5 @@
-// `baton reshard --topology FILE [--url URL] [--admin-key K]`: sends an edited topology to
+// `baton reshard --topology FILE [--url URL] [--admin-key K] [--reshard-kv move|recompute]`:
+// sends an edited topology to
 // a running `baton serve` (POST /admin/topology), which applies it without dropping a
 // request. Prints what the reshard did; a file the server refuses (its file:line error,
 // or another reshard under way) exits 2, a server that cannot be reached 1.
@@ -18,6 +19,7 @@ struct reshard_options {
   std::string url = "http://127.0.0.1:8000";
   std::string topology;
   std::string admin_key;
+  std::string reshard_kv;  ///< "move" or "recompute"; empty: the server's --reshard-kv
   double timeout_s = 600;
 };
 
@@ -34,7 +36,11 @@ int run_reshard(const reshard_options& o) {
   text << in.rdbuf();
   http_client http(*url, o.admin_key,
                    std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)));
-  auto r = http.post("/admin/topology", {{"topology", text.str()}});
+  nlohmann::json body = {{"topology", text.str()}};
+  if (!o.reshard_kv.empty()) {
+    body["reshard_kv"] = o.reshard_kv;
+  }
+  auto r = http.post("/admin/topology", body);
   if (!r) {
     fail(r.err().message);
     return exit_failure;
@@ -48,11 +54,14 @@ int run_reshard(const reshard_options& o) {
     fail("the server's reply is not JSON: " + r->body.substr(0, 200));
     return exit_failure;
   }
-  std::printf("reshard: epoch %s; prepared in %s s, paused %s s, moved %s KV bytes\n",
+  std::printf("reshard: epoch %s; prepared in %s s, paused %s s, moved %s KV bytes; %s KV "
+              "blocks, %s sequences preempted\n",
               j.value("epoch", nlohmann::json()).dump().c_str(),
               j.value("prepare_seconds", nlohmann::json()).dump().c_str(),
               j.value("pause_seconds", nlohmann::json()).dump().c_str(),
-              j.value("kv_bytes_moved", nlohmann::json()).dump().c_str());
+              j.value("kv_bytes_moved", nlohmann::json()).dump().c_str(),
+              j.value("kv_blocks", nlohmann::json()).dump().c_str(),
+              j.value("preempted", nlohmann::json()).dump().c_str());
   return exit_ok;
 }
 
@@ -66,6 +75,10 @@ void add_reshard_command(CLI::App& app, int& status) {
   cmd->add_option("--url", o->url, "The server (default http://127.0.0.1:8000)");
   cmd->add_option("--admin-key", o->admin_key, "The server's --admin-key, when it has one");
   cmd->add_option("--timeout", o->timeout_s, "Seconds to wait for the reshard (default 600)");
+  cmd->add_option("--reshard-kv", o->reshard_kv,
+                  "move: the KV cache follows its layers; recompute: running sequences are "
+                  "computed again on the new stages (default: the server's --reshard-kv)")
+      ->check(CLI::IsMember({"move", "recompute"}));
   cmd->callback([o, &status] { status = run_reshard(*o); });
 }
 

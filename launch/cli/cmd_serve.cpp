@@ -29,6 +29,7 @@ struct serve_options {
   std::vector<std::string> api_keys;
   std::string api_key_file;
   std::vector<std::string> admin_keys;
+  std::string reshard_kv = "move";       ///< a live reshard's KV: "move" or "recompute"
   std::string served_model_name;
   serving_config serving;                ///< the flags below; context, KV from `load`
   uint64_t max_body_bytes = 4 * 1024 * 1024;
@@ -62,21 +63,24 @@ result<std::chrono::milliseconds> parse_timeout(const std::string& flag, const s
 /// The live pipeline as the front end sees it.
 class pipeline_backend final : public api::serving_backend {
  public:
-  explicit pipeline_backend(pipeline_job& job) : job_(job), srv_(job.server()) {}
+  pipeline_backend(pipeline_job& job, std::string reshard_kv)
+      : job_(job), srv_(job.server()), reshard_kv_(std::move(reshard_kv)) {}
   std::shared_ptr<event_stream> submit(gen_request r, admission* decision) override {
     return srv_.submit(std::move(r), decision);
   }
   void cancel(uint64_t id) override { srv_.cancel(id); }
   serving_snapshot snapshot() const override { return srv_.snapshot(); }
   result<reshard_report> reshard(const std::string& toml, const std::string& name,
-                                 bool* busy) override {
-    auto r = job_.reshard(toml, name, busy);
+                                 bool* busy, const std::string& kv) override {
+    auto r = job_.reshard(toml, name, busy, (kv.empty() ? reshard_kv_ : kv) == "recompute");
     if (r) {
       std::fprintf(stderr, "baton: reshard: epoch %llu, %zu stages; prepared in %.3f s, paused "
-                           "%.3f s, moved %llu KV bytes\n",
+                           "%.3f s, moved %llu KV bytes; %d KV blocks, %llu sequences "
+                           "preempted\n",
                    static_cast<unsigned long long>(r->epoch), srv_.options().stages.size(),
                    r->prepare_seconds, r->pause_seconds,
-                   static_cast<unsigned long long>(r->kv_bytes_moved));
+                   static_cast<unsigned long long>(r->kv_bytes_moved), r->n_blocks,
+                   static_cast<unsigned long long>(r->preempted));
     } else {
       std::fprintf(stderr, "baton: reshard refused: %s\n", r.err().message.c_str());
     }
@@ -87,6 +91,7 @@ class pipeline_backend final : public api::serving_backend {
   // -- member variables -------------------------------------------------------
   pipeline_job& job_;
   local_server& srv_;
+  std::string reshard_kv_;  ///< --reshard-kv: what a reshard that does not say does
 };
 
 /// SIGHUP: re-reads the topology file the server started with and reshards to it, on a
@@ -140,7 +145,7 @@ class topology_reloader {
       return;
     }
     bool busy = false;
-    (void)backend_.reshard(text.str(), path_, &busy);  // the backend logs what happened
+    (void)backend_.reshard(text.str(), path_, &busy, "");  // the backend logs what happened
   }
 
   // -- member variables -------------------------------------------------------
@@ -228,7 +233,7 @@ int run_serve(serve_options o) {
   fo.allow_special_tokens_in_chat = o.allow_special_tokens_in_chat;
   fo.admin_keys = std::move(*admin_keys);
   const bool keyed = keys->required();
-  pipeline_backend backend(**job);
+  pipeline_backend backend(**job, o.reshard_kv);
   api::front_end fe(fo, std::move(*keys), j.l.tok, backend);
   auto http_server = http::server::create(
       o.host, static_cast<uint16_t>(o.port),
@@ -275,6 +280,11 @@ void add_serve_command(CLI::App& app, int& status) {
   cmd->add_option("--admin-key", o->admin_keys,
                   "Bearer key for admin calls (POST /admin/topology); without one they are "
                   "taken from this host only (repeatable)");
+  cmd->add_option("--reshard-kv", o->reshard_kv,
+                  "What a live reshard does with the KV cache: move it to the stages' new "
+                  "owners, or drop it and recompute the running sequences")
+      ->check(CLI::IsMember({"move", "recompute"}))
+      ->capture_default_str();
   cmd->add_option("--api-key-file", o->api_key_file,
                   "File of keys, one per line (blank lines and # comments skipped)");
   cmd->add_option("--served-model-name", o->served_model_name,

@@ -294,19 +294,21 @@ std::vector<stage_setup> stages_of(const pipeline_plan& plan, int32_t threads_fl
 }  // namespace
 
 result<reshard_report> pipeline_job::reshard(std::string_view text, const std::string& name,
-                                             bool* busy) {
-  int32_t micro_batches = 0;
-  auto stages = reshard_stages(text, name, &micro_batches);
+                                             bool* busy, bool recompute_kv) {
+  reshard_settings how;
+  how.recompute_kv = recompute_kv;
+  auto stages = reshard_stages(text, name, &how.micro_batches, &how.n_blocks);
   if (!stages) {
     srv_->note_reshard_refused();
     return stages.err();
   }
-  return srv_->reshard(std::move(*stages), busy, micro_batches);
+  return srv_->reshard(std::move(*stages), busy, how);
 }
 
 result<std::vector<stage_setup>> pipeline_job::reshard_stages(std::string_view text,
                                                               const std::string& name,
-                                                              int32_t* micro_batches) {
+                                                              int32_t* micro_batches,
+                                                              int32_t* n_blocks) {
   auto t = parse_topology_text(text, name);
   if (!t) {
     return t.err();
@@ -326,12 +328,15 @@ result<std::vector<stage_setup>> pipeline_job::reshard_stages(std::string_view t
   if (!env) {
     return env.err();
   }
+  const serving_config& now = srv_->options().serving;
+  if (t->pipeline.max_model_len == 0) {
+    t->pipeline.max_model_len = now.n_ctx;  // the file leaves the context as it runs
+  }
   auto plan = plan_pipeline(*t, *model_, *env);
   if (!plan) {
     return plan.err();
   }
   // a [pipeline] table may restate the running settings, not change them (yet)
-  const serving_config& now = srv_->options().serving;
   if (t->pipeline.line > 0) {
     *micro_batches = t->pipeline.micro_batches;  // 0 (not in the table): as it is
     const serving_config want = with_pipeline_keys(now, plan->resolved.pipeline);
@@ -351,10 +356,19 @@ result<std::vector<stage_setup>> pipeline_job::reshard_stages(std::string_view t
                         now.block_size, static_cast<long long>(now.n_ctx));
     }
   }
-  if (const int32_t fits = pipeline_kv_blocks(*plan, now.n_blocks); fits < now.n_blocks) {
-    return make_error("%s: the new placement holds %d KV blocks, fewer than the running "
-                      "job's %d; shrinking the KV cache while serving is not built yet",
-                      name.c_str(), fits, now.n_blocks);
+  // the KV pool: a file that sizes the stages' KV memory sizes the pool (capped as at
+  // start; smaller or larger than the running one, it is laid out anew at the switch);
+  // one that does not keeps the running pool, unless the new placement cannot hold it
+  bool sized = false;
+  for (const stage_spec& st : t->stages) {
+    sized = sized || st.kv_cache_memory.has_value() || st.memory_utilization.has_value();
+  }
+  *n_blocks = pipeline_kv_blocks(*plan, sized ? n_blocks_cap_ : now.n_blocks);
+  if (const int64_t one = kv_blocks_needed(1, now.n_ctx, now.block_size); *n_blocks < one) {
+    return make_error("%s: the new placement holds %d KV blocks, fewer than one sequence of the "
+                      "context length needs (%lld tokens: %lld blocks of %d)",
+                      name.c_str(), *n_blocks, static_cast<long long>(now.n_ctx),
+                      static_cast<long long>(one), now.block_size);
   }
   return stages_of(*plan, threads_flag_);
 }
@@ -382,13 +396,17 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
     from_device = std::move(*t);
   }
   if (const std::optional<topology>& topo_or_device = topo ? topo : from_device; topo_or_device) {
-    const topology& t = *topo_or_device;
+    topology t = *topo_or_device;
+    if (t.pipeline.max_model_len == 0) {
+      t.pipeline.max_model_len = so.serving.n_ctx;  // the file leaves the context to -c
+    }
     auto plan = plan_pipeline(t, *l.m, job->env_);
     if (auto ok = mpi.agree(plan ? result<void>() : result<void>(plan.err())); !ok) {
       return ok.err();
     }
     so.stages = stages_of(*plan, f.threads);
     so.serving = with_pipeline_keys(so.serving, plan->resolved.pipeline);
+    job->n_blocks_cap_ = so.serving.n_blocks;
     so.serving.n_blocks = pipeline_kv_blocks(*plan, so.serving.n_blocks);
     if (!mpi.active() || mpi.rank() == 0) {
       if (!f.quiet) {

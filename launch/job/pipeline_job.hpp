@@ -37,10 +37,13 @@ class pipeline_job {
   /// Applies an edited topology (TOML `text`, called `name` in errors) to the running
   /// pipeline (local_server::reshard): parsed and planned against this job's model and
   /// devices first; a different model, or a change of KV cache type, block size, context
-  /// length or batch limits, or fewer KV blocks than the running plan, is refused; its
-  /// micro_batches apply. Stages may move to any rank of the job (a standby one
+  /// length or batch limits, or a KV pool smaller than one full-context sequence, is
+  /// refused; its micro_batches and KV memory apply (a smaller pool preempts the youngest
+  /// sequences). Stages may move to any rank of the job (a standby one
   /// included). The head; any thread. `busy` turns true when another reshard runs.
-  result<reshard_report> reshard(std::string_view text, const std::string& name, bool* busy);
+  /// `recompute_kv`: no KV moves; running sequences are recomputed on the new stages.
+  result<reshard_report> reshard(std::string_view text, const std::string& name, bool* busy,
+                                 bool recompute_kv = false);
   /// Activation transfer counters (MPI jobs only; zeros otherwise).
   transport_stats transfer_stats() const;
   /// On ranks other than the head: serves the shards until the head ends the job or,
@@ -50,10 +53,10 @@ class pipeline_job {
 
  private:
   pipeline_job() = default;
-  /// reshard's file, checked and planned into stages, and the micro-batches its
-  /// [pipeline] table sets (0: none).
+  /// reshard's file, checked and planned into stages, the micro-batches its [pipeline]
+  /// table sets (0: none) and the KV blocks the new placement holds.
   result<std::vector<stage_setup>> reshard_stages(std::string_view text, const std::string& name,
-                                                  int32_t* micro_batches);
+                                                  int32_t* micro_batches, int32_t* n_blocks);
 
   // -- member variables -------------------------------------------------------
   mpi_session* mpi_ = nullptr;
@@ -61,7 +64,8 @@ class pipeline_job {
   std::unique_ptr<local_server> srv_;
   std::shared_ptr<const model> model_;
   placement_env env_;      ///< every rank's devices as each said at the start
-  int32_t threads_flag_ = 0;  ///< --threads (0: the plan's)
+  int32_t threads_flag_ = 0;
+  int32_t n_blocks_cap_ = 0;  ///< the KV blocks the command allowed at most (0: no cap)  ///< --threads (0: the plan's)
   int stop_listener_ = 0;  ///< on the head: a signal marks the server as stopping
 };
 

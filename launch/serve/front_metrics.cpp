@@ -26,6 +26,8 @@ std::string metrics_text(const serving_snapshot& snap, const http::server_counte
         static_cast<double>(s.cached_prompt_tokens), "counter");
   gauge("num_preemptions_total", "Sequences preempted for lack of KV blocks.",
         static_cast<double>(s.preemptions), "counter");
+  gauge("recomputed_tokens_total", "Tokens computed again because a preemption dropped their KV.",
+        static_cast<double>(s.recomputed_tokens), "counter");
   gauge("prompt_tokens_total", "Prompt tokens computed.", static_cast<double>(s.prompt_tokens),
         "counter");
   gauge("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens),

@@ -426,8 +426,10 @@ void front_end::impl::admin_topology(const http::request& rq,
   // a reshard takes as long as the KV it moves: off the io thread
   boost::asio::post(workers, [this, rq, res, number]() {
     try {
-      // {"topology": "<TOML>"} (baton reshard), or the TOML itself (curl --data-binary)
+      // {"topology": "<TOML>", "reshard_kv": "move" | "recompute"} (baton reshard), or the
+      // TOML itself (curl --data-binary)
       std::string toml = rq.body;
+      std::string kv;
       if (const auto at = rq.body.find_first_not_of(" \t\r\n");
           at != std::string::npos && rq.body[at] == '{') {
         const json j = json::parse(rq.body, nullptr, false);
@@ -437,9 +439,17 @@ void front_end::impl::admin_topology(const http::request& rq,
                         "topology");
         }
         toml = j["topology"].get<std::string>();
+        if (j.contains("reshard_kv")) {
+          const json& k = j["reshard_kv"];
+          if (!k.is_string() || (k != "move" && k != "recompute")) {
+            return reject(*res, reject_reason::invalid_request,
+                          "reshard_kv: expected \"move\" or \"recompute\"", "reshard_kv");
+          }
+          kv = k.get<std::string>();
+        }
       }
       bool busy = false;
-      auto r = backend.reshard(toml, "POST /admin/topology", &busy);
+      auto r = backend.reshard(toml, "POST /admin/topology", &busy, kv);
       if (!r) {
         return reject(*res, busy ? reject_reason::conflict : reject_reason::invalid_request,
                       r.err().message);
@@ -449,7 +459,9 @@ void front_end::impl::admin_topology(const http::request& rq,
                  {"epoch", r->epoch},
                  {"prepare_seconds", r->prepare_seconds},
                  {"pause_seconds", r->pause_seconds},
-                 {"kv_bytes_moved", r->kv_bytes_moved}});
+                 {"kv_bytes_moved", r->kv_bytes_moved},
+                 {"kv_blocks", r->n_blocks},
+                 {"preempted", r->preempted}});
     } catch (const std::exception& e) {
       internal_error(rq, *res, number, e.what());
     } catch (...) {

@@ -34,12 +34,14 @@ class serving_backend {
   virtual serving_snapshot snapshot() const = 0;
   /// POST /admin/topology (and SIGHUP): applies an edited topology (TOML text, `name` in
   /// errors) to the running pipeline; `busy` turns true when another reshard runs.
-  /// Blocks for the reshard.
+  /// `kv`: "move" or "recompute" (what becomes of the KV cache), "" for the server's
+  /// default. Blocks for the reshard.
   virtual result<reshard_report> reshard(const std::string& toml, const std::string& name,
-                                         bool* busy) {
+                                         bool* busy, const std::string& kv) {
     (void)toml;
     (void)name;
     (void)busy;
+    (void)kv;
     return make_error("this server cannot change its pipeline while serving");
   }
 };

@@ -288,6 +288,57 @@ void prefix_cache::reset_cache() {
 
 // -- LRU list -------------------------------------------------------------------
 
+prefix_cache prefix_cache::resized(int32_t n_blocks, std::vector<int32_t>& from,
+                                   std::vector<int32_t>& to, bool keep_cache) const {
+  BATON_ASSERT(n_used() <= n_blocks);
+  prefix_cache out(n_blocks, block_size(), caching_);
+  std::vector<int32_t> moved(static_cast<size_t>(this->n_blocks()), -1);  // old -> new
+  for (int32_t b = 0; b < this->n_blocks(); ++b) {
+    if (ref_[static_cast<size_t>(b)] > 0) {
+      moved[static_cast<size_t>(b)] = out.blocks_.allocate();  // 0, 1, ... in order
+    }
+  }
+  std::vector<int32_t> kept;  // evictable blocks kept, most recently used first
+  const auto sentinel = static_cast<size_t>(this->n_blocks());
+  for (int32_t b = lru_prev_[sentinel]; keep_cache && b != this->n_blocks() && out.n_free() > 0;
+       b = lru_prev_[static_cast<size_t>(b)]) {
+    moved[static_cast<size_t>(b)] = out.blocks_.allocate();
+    kept.push_back(b);
+  }
+  out.counters_ = counters_;
+  out.counters_.n_evictions += n_evictable_ - static_cast<int32_t>(kept.size());
+  const auto bs = static_cast<size_t>(block_size());
+  for (int32_t b = 0; b < this->n_blocks(); ++b) {
+    const int32_t nb = moved[static_cast<size_t>(b)];
+    if (nb < 0) {
+      continue;
+    }
+    const auto i = static_cast<size_t>(b);
+    const auto j = static_cast<size_t>(nb);
+    out.ref_[j] = ref_[i];
+    if (cached_[i]) {
+      out.cached_[j] = 1;
+      out.key_[j] = key_[i];
+      std::copy_n(block_tokens_.begin() + static_cast<std::ptrdiff_t>(i * bs), bs,
+                  out.block_tokens_.begin() + static_cast<std::ptrdiff_t>(j * bs));
+      out.map_[key_[i]] = nb;
+    }
+    from.push_back(b);
+    to.push_back(nb);
+  }
+  for (auto it = kept.rbegin(); it != kept.rend(); ++it) {  // least recently used first
+    out.lru_push_back(moved[static_cast<size_t>(*it)]);
+  }
+  for (const auto& [id, st] : seqs_) {
+    sequence_state copy = st;
+    for (int32_t& b : copy.table) {
+      b = moved[static_cast<size_t>(b)];
+    }
+    out.seqs_.emplace(id, std::move(copy));
+  }
+  return out;
+}
+
 bool prefix_cache::in_lru(int32_t block) const {
   return lru_prev_[static_cast<size_t>(block)] >= 0;
 }

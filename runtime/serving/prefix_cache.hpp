@@ -118,6 +118,16 @@ class prefix_cache {
   /// Blocks whose KV is worth keeping (a sequence's or the cache's), ascending.
   std::vector<int32_t> held_blocks() const { return blocks_.held_blocks(); }
 
+  /// The same sequences and cache in a pool of `n_blocks` blocks (a reshard that grows
+  /// or shrinks the KV cache): the blocks sequences reference get ids 0, 1, ... in the
+  /// order of their old ids, then the evictable ones, most recently used first, while
+  /// room is left (the rest are evicted). `from` and `to` receive each kept block's old
+  /// and new id, where its KV must move. Every referenced block must fit: n_used() <=
+  /// n_blocks (the caller preempts first). Without `keep_cache` every evictable block is
+  /// dropped (their KV will not follow).
+  prefix_cache resized(int32_t n_blocks, std::vector<int32_t>& from, std::vector<int32_t>& to,
+                       bool keep_cache = true) const;
+
   /// Checks every structural invariant (each block exactly one of free / evictable /
   /// used, ref counts equal to table references, the hash map and the LRU list
   /// consistent) and aborts on a violation. O(n_blocks + table sizes): for tests.

@@ -124,12 +124,37 @@ bool scheduler::preempt_youngest(uint64_t requester) {
   }
   seq& v = seqs_.at(victim);
   release_blocks(v);
+  counters_.recomputed_tokens += static_cast<uint64_t>(v.n_computed);
   v.n_computed = 0;  // recomputed from its tokens (prompt + generated so far)
   running_.erase(std::remove(running_.begin(), running_.end(), victim), running_.end());
   waiting_.push_front(victim);
   ++counters_.preemptions;
   return true;
 }
+
+bool scheduler::prepare_resize(int32_t n_blocks, bool recompute, std::vector<int32_t>& from,
+                               std::vector<int32_t>& to) {
+  if (!in_flight_.empty()) {
+    return false;
+  }
+  // no requester: any running sequence may go, the youngest first
+  constexpr uint64_t nobody = ~uint64_t{0};
+  while ((recompute || blocks_.n_used() > n_blocks) && preempt_youngest(nobody)) {
+  }
+  BATON_ASSERT(blocks_.n_used() <= n_blocks);  // nothing in flight: everyone could go
+  resized_ = blocks_.resized(n_blocks, from, to, !recompute);
+  return true;
+}
+
+void scheduler::commit_resize() {
+  if (resized_) {
+    blocks_ = std::move(*resized_);
+    resized_.reset();
+    cfg_.n_blocks = blocks_.n_blocks();
+  }
+}
+
+void scheduler::drop_resize() { resized_.reset(); }
 
 sched_slice scheduler::make_slice(seq& s, int32_t n) {
   sched_slice sl;

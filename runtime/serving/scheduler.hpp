@@ -67,6 +67,7 @@ struct sched_counters {
   uint64_t cached_prompt_tokens = 0;  ///< from the prefix cache
   uint64_t prefix_hits = 0;           ///< cached blocks handed to sequences
   uint64_t evictions = 0;             ///< cached blocks dropped for fresh ones
+  uint64_t recomputed_tokens = 0;     ///< tokens whose KV a preemption dropped
 };
 
 class scheduler {
@@ -85,6 +86,19 @@ class scheduler {
     BATON_ASSERT(n >= 1);
     cfg_.micro_batches = n;
   }
+  /// A reshard's new KV pool of `n_blocks` blocks, with no step in flight: the youngest
+  /// running sequences are preempted (recomputed later, tokens kept) until the rest fit,
+  /// and the pool is laid out anew (prefix_cache::resized), held aside until
+  /// commit_resize() or drop_resize(). `from` / `to`: each kept block's old and new id,
+  /// where its KV moves on every stage. With `recompute` no KV moves: every running
+  /// sequence is preempted and the prefix cache emptied. False (nothing preempted) when
+  /// steps are in flight.
+  bool prepare_resize(int32_t n_blocks, bool recompute, std::vector<int32_t>& from,
+                      std::vector<int32_t>& to);
+  /// The prepared pool replaces the running one (the new stages hold its blocks).
+  void commit_resize();
+  /// The prepared pool is dropped (the reshard failed); the preempted sequences wait.
+  void drop_resize();
   /// The next micro-batch, when one can go: fewer than micro_batches in flight and some
   /// sequence not in flight has tokens to compute.
   std::optional<sched_step> next_step();
@@ -137,6 +151,7 @@ class scheduler {
   scheduler_config cfg_;
   std::vector<int32_t> eog_;
   prefix_cache blocks_;
+  std::optional<prefix_cache> resized_;  // prepare_resize's pool, until commit or drop
   std::map<uint64_t, seq> seqs_;
   std::deque<uint64_t> waiting_;
   std::vector<uint64_t> running_;  // in arrival order

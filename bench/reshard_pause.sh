@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The live reshard's pause (issue 15) on the Llama-3.2-1B shape in Q4_0: `mpirun -np 3
+# baton serve` with two stages (rank 0: layers 0-7, rank 1: layers 8-15; rank 2 on
+# standby), then a reshard to three ranks that moves layers 11-15 (a third of the model)
+# from rank 1 to rank 2, with about LIVE tokens of live KV: LIVE/1024 requests of
+# 1024-token prompts that go on generating. For each LIVE it prints the reshard's line
+# (prepare, pause, KV bytes moved) and the stages' mean step time just before it; the
+# data plane's bandwidth comes from `mpirun -np 2 build/bin/bench_transport`.
+#
+#   bench/reshard_pause.sh [LIVE...]        (default: 1024 16384 65536)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+baton="$root/build/bin/baton"
+models="${BATON_MODELS:-$HOME/.cache/baton/models}"
+model="$models/llama3.2-1b-shape-q4_0.gguf"
+if [[ ! -s "$model" ]]; then
+  if [[ -s "$models/llama3.2-1b-shape-q8_0.gguf" ]]; then
+    "$baton" quantize "$models/llama3.2-1b-shape-q8_0.gguf" "$model" q4_0
+  else
+    "$root/bench/make_models.sh"
+  fi
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+work="$(mktemp -d /tmp/baton-reshard-pause.XXXXXX)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+port=18470
+# KV: 2 KiB per layer and token (8 KV heads x 64 x K,V x f16); room for 80k tokens a layer
+per_layer=160
+cat >"$work/two.toml" <<EOF
+[[stage]]
+rank = 0
+layers = "0-7"
+kv_cache_memory = "$((8 * per_layer))MiB"
+[[stage]]
+rank = 1
+layers = "8-15"
+kv_cache_memory = "$((8 * per_layer))MiB"
+EOF
+cat >"$work/three.toml" <<EOF
+[[stage]]
+rank = 0
+layers = "0-7"
+kv_cache_memory = "$((8 * per_layer))MiB"
+[[stage]]
+rank = 1
+layers = "8-10"
+kv_cache_memory = "$((3 * per_layer))MiB"
+[[stage]]
+rank = 2
+layers = "11-15"
+kv_cache_memory = "$((5 * per_layer))MiB"
+EOF
+
+metric() {
+  curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m { print $2 }'
+}
+
+body_of() {  # 1024 prompt token ids (BOS first), distinct from the second token on
+  python3 - "$1" <<'EOF'
+import json, sys
+i = int(sys.argv[1])
+ids = [128000, 1000 + i] + [1000 + (i * 7919 + j * 104729) % 100000 for j in range(1022)]
+print(json.dumps({"prompt": ids, "max_tokens": 3000, "ignore_eos": True}))
+EOF
+}
+
+for live in "${@:-1024 16384 65536}"; do
+  for l in $live; do
+    n=$((l / 1024))
+    mpirun -np 3 --oversubscribe "$baton" serve -m "$model" --topology "$work/two.toml" \
+      --port "$port" --ctx-size 4096 --max-num-seqs 128 >"$work/serve.out" 2>"$work/serve.err" &
+    server=$!
+    for _ in $(seq 120); do
+      grep -q "serving" "$work/serve.err" 2>/dev/null && break
+      sleep 1
+    done
+    for i in $(seq "$n"); do
+      body="$(body_of "$i")"
+      curl -s "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
+        -d "$body" >/dev/null &
+    done
+    # every prompt computed, and a few decode steps on top
+    target=$(( n * 1024 ))
+    while true; do
+      p="$(metric 'baton:prompt_tokens_total')"
+      [[ -n "$p" ]] && awk -v p="$p" -v t="$target" 'BEGIN { exit !(p >= t) }' && break
+      sleep 2
+    done
+    sleep 3
+    steps="$(curl -s "http://127.0.0.1:$port/metrics" | grep '^baton:stage_step_seconds' | tr '\n' ' ')"
+    running="$(metric 'baton:num_requests_running')"
+    generated="$(metric 'baton:generation_tokens_total')"
+    out="$("$baton" reshard --url "http://127.0.0.1:$port" --topology "$work/three.toml")"
+    echo "live $l prompt tokens + $generated generated ($n requests, $running running): $out"
+    echo "  step times before: $steps"
+    kill -TERM "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    kill $(jobs -p) 2>/dev/null || true
+    sleep 2
+  done
+done
