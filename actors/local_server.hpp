@@ -92,7 +92,10 @@ struct reshard_report {
   uint64_t epoch = 0;            ///< the pipeline's number from now on
   double prepare_seconds = 0;    ///< making the new stages while serving went on
   double pause_seconds = 0;      ///< no step ran: quiesce, KV moved, switch
-  uint64_t kv_bytes_moved = 0;
+  double drain_seconds = 0;      ///< of the pause: the steps in flight finishing
+  double kv_seconds = 0;         ///< of the pause: the KV rows moving
+  uint64_t kv_bytes_moved = 0;  ///< written into new stages (stages kept as they were move none)
+  uint64_t kv_bytes_sent = 0;   ///< of those, over the data plane to another rank
   int32_t n_blocks = 0;          ///< the KV pool's blocks from now on
   uint64_t preempted = 0;        ///< sequences preempted to fit a smaller pool (recomputed later)
 };

@@ -212,6 +212,8 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
     return make_error("the pipeline went down before the reshard could start: %s",
                       snapshot().stats.down_message.c_str());
   }
+  const auto t_drained = clock::now();
+  rep.drain_seconds = std::chrono::duration<double>(t_drained - t_pause).count();
   // every layer's KV rows of those blocks, from its old owner to its new one (block ids
   // are the router's: the same on every stage; rows move from `from` to `to`; none with
   // recompute_kv). Every shipment is sent before any rank is asked to take: a take waits
@@ -240,26 +242,47 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
       failed = error;
     }
   };
-  for (auto& [r, moves] : ship) {
-    self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_ship_atom::value, epoch,
-                  moves.first, moves.second, from, to)
-        .receive(
-            [&](std::string& error, uint64_t bytes) {
-              first_error(error);
-              rep.kv_bytes_moved += bytes;  // counted where the rows leave
-            },
-            [&, r = r](caf::error& e) {
-              first_error("rank " + std::to_string(r) + " did not send its KV rows: " +
-                          sys_->render(e));
+  // every ship is sent before any take (an agent sees its ship first: CAF keeps one
+  // sender's messages in order), and all of them are under way at once: a rank takes
+  // one layer's rows while another still exports the next
+  auto ask_ship = [&](int32_t r, const std::pair<std::vector<int64_t>, std::vector<int32_t>>& m) {
+    return self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_ship_atom::value, epoch,
+                         m.first, m.second, from, to);
+  };
+  auto ask_take = [&](int32_t r, const std::vector<int64_t>& layers) {
+    return self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_take_atom::value, epoch,
+                         layers, to);
+  };
+  using handle = decltype(ask_take(0, {}));
+  std::vector<std::pair<int32_t, handle>> ships;
+  std::vector<std::pair<int32_t, handle>> takes;
+  for (const auto& [r, moves] : ship) {
+    ships.emplace_back(r, ask_ship(r, moves));
+  }
+  for (const auto& [r, layers] : take) {
+    takes.emplace_back(r, ask_take(r, layers));
+  }
+  for (auto& [r, h] : ships) {
+    h.receive(
+        [&](std::string& error, uint64_t bytes) {
+          first_error(error);
+          rep.kv_bytes_moved += bytes;  // copied within the rank
+        },
+        [&, r = r](caf::error& e) {
+          first_error("rank " + std::to_string(r) + " did not send its KV rows: " +
+                      sys_->render(e));
         });
   }
-  for (auto& [r, layers] : take) {
-    self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_take_atom::value, epoch, layers,
-                  to)
-        .receive([&](std::string& error, uint64_t) { first_error(error); },
-                 [&, r = r](caf::error& e) {
-                   first_error("rank " + std::to_string(r) + " did not take its KV rows: " +
-                               sys_->render(e));
+  for (auto& [r, h] : takes) {
+    h.receive(
+        [&](std::string& error, uint64_t bytes) {
+          first_error(error);
+          rep.kv_bytes_moved += bytes;  // received from another rank
+          rep.kv_bytes_sent += bytes;
+        },
+        [&, r = r](caf::error& e) {
+          first_error("rank " + std::to_string(r) + " did not take its KV rows: " +
+                      sys_->render(e));
         });
   }
   if (!failed.empty()) {
@@ -267,6 +290,7 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
     abort_all();
     return make_error("moving the KV cache: %s; nothing changed", failed.c_str());
   }
+  rep.kv_seconds = std::chrono::duration<double>(clock::now() - t_drained).count();
   // switch: the new shards take the stages; the router starts the next epoch
   std::vector<int32_t> ranks;
   for (const stage_setup& st : stages) {

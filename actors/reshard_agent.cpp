@@ -106,11 +106,38 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
                       "changed",
                       link_.rank);
   }
+  // a stage that stays as it is here (same layers, device, threads, neighbours' kinds and
+  // KV pool) keeps its compute, weights and KV: nothing to make, nothing to move
+  const int32_t n_local = stages_on(stages, link_.rank);
+  std::vector<std::shared_ptr<stage_compute>> kept(stages.size());
+  {
+    std::lock_guard<std::mutex> lock(shards_mu_);
+    const int32_t old_local = stages_on(opts_.stages, link_.rank);
+    for (size_t s = 0; s < stages.size() && n_blocks == opts_.serving.n_blocks; ++s) {
+      if (stages[s].rank != link_.rank) {
+        continue;
+      }
+      const auto want = compute_options(stages, static_cast<int32_t>(s), n_local, n_blocks);
+      for (size_t t = 0; t < opts_.stages.size(); ++t) {
+        if (!computes_[t] || opts_.stages[t].rank != link_.rank) {
+          continue;
+        }
+        const auto had = compute_options(opts_.stages, static_cast<int32_t>(t), old_local,
+                                         opts_.serving.n_blocks);
+        if (had.first_layer == want.first_layer && had.last_layer == want.last_layer &&
+            had.device == want.device && had.n_threads == want.n_threads &&
+            had.keep_output_on_device == want.keep_output_on_device) {
+          kept[s] = computes_[t];
+        }
+      }
+    }
+  }
   // old and new stages are resident together until the switch: the new CPU stages' KV
   // must fit beside what the process holds now (a GPU stage's allocation fails by itself)
   std::vector<std::pair<int64_t, int64_t>> new_cpu;
-  for (const stage_setup& st : stages) {
-    if (st.rank == link_.rank && !cuda_device_index(st.device)) {
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const stage_setup& st = stages[s];
+    if (st.rank == link_.rank && !cuda_device_index(st.device) && !kept[s]) {
       new_cpu.emplace_back(st.first_layer, st.last_layer);
     }
   }
@@ -142,18 +169,18 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
   p.computes.resize(stages.size());
   p.shards.resize(stages.size());
   std::vector<int32_t> ports(stages.size(), 0);
-  const int32_t n_local = stages_on(stages, link_.rank);
   for (size_t s = 0; s < stages.size(); ++s) {
     if (stages[s].rank != link_.rank) {
       continue;
     }
-    auto c = make_stage_compute(
-        compute_options(stages, static_cast<int32_t>(s), n_local, n_blocks));
+    auto c = kept[s] ? result<std::unique_ptr<stage_compute>>(nullptr)
+                     : make_stage_compute(
+                           compute_options(stages, static_cast<int32_t>(s), n_local, n_blocks));
     std::string failed;
     if (!c) {
       failed = c.err().message;
     } else {
-      p.computes[s] = std::move(*c);
+      p.computes[s] = kept[s] ? kept[s] : std::shared_ptr<stage_compute>(std::move(*c));
       p.shards[s] = spawn_stage(stages, static_cast<int32_t>(s), p.computes[s], epoch);
       if (link_.world > 1) {
         auto port = sys_->middleman().publish(p.shards[s], 0, link_.bind_host.c_str());
@@ -188,7 +215,7 @@ result<uint64_t> local_server::ship_kv_here(uint64_t epoch, const std::vector<in
     return make_error("rank %d: no reshard to epoch %llu prepared here", link_.rank,
                       static_cast<unsigned long long>(epoch));
   }
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;  // copied into this rank's new stages
   for (size_t i = 0; i < layers.size(); ++i) {
     const int64_t layer = layers[i];
     const int32_t owner = stage_of_layer(opts_.stages, layer);
@@ -196,14 +223,18 @@ result<uint64_t> local_server::ship_kv_here(uint64_t epoch, const std::vector<in
       return make_error("rank %d does not hold layer %lld", link_.rank,
                         static_cast<long long>(layer));
     }
+    const int32_t next = stage_of_layer(pending_->stages, layer);
+    if (to_ranks[i] == link_.rank && next >= 0 &&
+        pending_->computes[static_cast<size_t>(next)] == computes_[static_cast<size_t>(owner)]) {
+      continue;  // a stage kept as it was: its KV is where it belongs
+    }
     auto rows = computes_[static_cast<size_t>(owner)]->export_kv(layer, from);
     if (!rows) {
       return make_error("rank %d: exporting the KV rows of layer %lld: %s", link_.rank,
                         static_cast<long long>(layer), rows.err().message.c_str());
     }
-    bytes += rows->size();
     if (to_ranks[i] == link_.rank) {
-      const int32_t next = stage_of_layer(pending_->stages, layer);
+      bytes += rows->size();
       auto moved = next >= 0 && pending_->computes[static_cast<size_t>(next)]
                        ? pending_->computes[static_cast<size_t>(next)]->import_kv(layer, to, *rows)
                        : result<void>(make_error("no prepared stage here holds it"));
@@ -215,6 +246,7 @@ result<uint64_t> local_server::ship_kv_here(uint64_t epoch, const std::vector<in
     }
     activations a;
     a.header.kind = payload_kind::kv_rows;
+    a.header.stage = activation_header::kv_stage;
     a.header.epoch = epoch;
     a.header.to_rank = to_ranks[i];
     a.header.layer = layer;
@@ -229,8 +261,11 @@ result<uint64_t> local_server::take_kv_here(uint64_t epoch, const std::vector<in
                                             const std::vector<int32_t>& to) {
   uint64_t bytes = 0;
   for (const int64_t layer : layers) {
-    // no lock while waiting: the rows come from another rank's agent
+    // no lock while waiting: the rows come from another rank's agent (the transport polls
+    // fast while they are expected: an idle rank's progress thread naps 100 ms at a time)
+    data_->expect(activation_header::kv_stage);
     auto got = data_->recv_kv(epoch, layer, k_kv_wait);
+    data_->expect_done(activation_header::kv_stage);
     if (!got) {
       return make_error("rank %d: the KV rows of layer %lld did not arrive within %lld s",
                         link_.rank, static_cast<long long>(layer),

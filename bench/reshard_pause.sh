@@ -26,30 +26,12 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port=18470
 # KV: 2 KiB per layer and token (8 KV heads x 64 x K,V x f16); room for 80k tokens a layer
 per_layer=160
-cat >"$work/two.toml" <<EOF
-[[stage]]
-rank = 0
-layers = "0-7"
-kv_cache_memory = "$((8 * per_layer))MiB"
-[[stage]]
-rank = 1
-layers = "8-15"
-kv_cache_memory = "$((8 * per_layer))MiB"
-EOF
-cat >"$work/three.toml" <<EOF
-[[stage]]
-rank = 0
-layers = "0-7"
-kv_cache_memory = "$((8 * per_layer))MiB"
-[[stage]]
-rank = 1
-layers = "8-10"
-kv_cache_memory = "$((3 * per_layer))MiB"
-[[stage]]
-rank = 2
-layers = "11-15"
-kv_cache_memory = "$((5 * per_layer))MiB"
-EOF
+stage() {  # a [[stage]] table: RANK FIRST LAST
+  printf '[[stage]]\nrank = %s\nlayers = "%s-%s"\nkv_cache_memory = "%sMiB"\n' \
+    "$1" "$2" "$3" $(( ($3 - $2 + 1) * per_layer ))
+}
+{ stage 0 0 7; stage 1 8 15; } >"$work/two.toml"
+{ stage 0 0 7; stage 1 8 10; stage 2 11 15; } >"$work/three.toml"
 
 metric() {
   curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m { print $2 }'
@@ -60,7 +42,7 @@ body_of() {  # 1024 prompt token ids (BOS first), distinct from the second token
 import json, sys
 i = int(sys.argv[1])
 ids = [128000, 1000 + i] + [1000 + (i * 7919 + j * 104729) % 100000 for j in range(1022)]
-print(json.dumps({"prompt": ids, "max_tokens": 3000, "ignore_eos": True}))
+print(json.dumps({"prompt": ids, "max_tokens": 3000, "ignore_eos": True, "stream": True}))
 EOF
 }
 
@@ -75,24 +57,26 @@ for live in "${@:-1024 16384 65536}"; do
       sleep 1
     done
     for i in $(seq "$n"); do
-      body="$(body_of "$i")"
-      curl -s "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
-        -d "$body" >/dev/null &
+      body_of "$i" >"$work/body$i.json"
+      curl -s -N "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
+        -d @"$work/body$i.json" >"$work/out$i.txt" &
     done
-    # every prompt computed, and a few decode steps on top
-    target=$(( n * 1024 ))
+    # every prompt computed: each stream has sent two tokens (decoding only from here)
     while true; do
-      p="$(metric 'baton:prompt_tokens_total')"
-      [[ -n "$p" ]] && awk -v p="$p" -v t="$target" 'BEGIN { exit !(p >= t) }' && break
-      sleep 2
+      ready=0
+      for i in $(seq "$n"); do
+        [[ "$(grep -c '^data: {' "$work/out$i.txt" 2>/dev/null)" -ge 2 ]] && ready=$((ready + 1))
+      done
+      [[ "$ready" -eq "$n" ]] && break
+      sleep 1
     done
+    # the pipeline's step cadence over 3 s of decoding
+    s0="$(metric 'baton:steps_total')"
     sleep 3
-    steps="$(curl -s "http://127.0.0.1:$port/metrics" | grep '^baton:stage_step_seconds' | tr '\n' ' ')"
-    running="$(metric 'baton:num_requests_running')"
-    generated="$(metric 'baton:generation_tokens_total')"
+    s1="$(metric 'baton:steps_total')"
+    blocks="$(( $(metric 'baton:kv_cache_blocks_total' | cut -d. -f1) - $(metric 'baton:kv_cache_blocks_free' | cut -d. -f1) ))"
     out="$("$baton" reshard --url "http://127.0.0.1:$port" --topology "$work/three.toml")"
-    echo "live $l prompt tokens + $generated generated ($n requests, $running running): $out"
-    echo "  step times before: $steps"
+    echo "live KV $((blocks * 16)) tokens ($n requests); $(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f ms a step", 3000 / (b - a) }'): $out"
     kill -TERM "$server" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
     kill $(jobs -p) 2>/dev/null || true

@@ -145,20 +145,43 @@ server_options options(int stages, int n_blocks = 0) {
   return o;
 }
 
+/// What requests 0..n-1 give alone (n_gen tokens each, seeded): the reference a busy or
+/// resharded server must match.
+std::vector<std::vector<int32_t>> alone_all(int n, int n_gen) {
+  std::vector<std::vector<int32_t>> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(alone(prompt(i), n_gen, seeded(i)));
+  }
+  return out;
+}
+
+/// Requests 0..n-1 submitted at once.
+std::vector<std::shared_ptr<event_stream>> submit_all(local_server& srv, int n, int n_gen) {
+  std::vector<std::shared_ptr<event_stream>> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(srv.submit(greedy_request(prompt(i), n_gen, "", i)));
+  }
+  return out;
+}
+
+/// Every stream ends at its length with the tokens it gives alone.
+void expect_as_alone(const std::vector<std::shared_ptr<event_stream>>& streams,
+                     const std::vector<std::vector<int32_t>>& want) {
+  for (size_t i = 0; i < streams.size(); ++i) {
+    auto [toks, fin] = drain(*streams[i]);
+    EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
+    EXPECT_EQ(toks, want[i]) << "request " << i;
+  }
+}
+
 TEST(actors, concurrent_requests_give_the_tokens_they_give_alone) {
   constexpr int n_req = 32, n_gen = 10;
-  std::vector<std::vector<int32_t>> want;
-  for (int i = 0; i < n_req; ++i) {
-    want.push_back(alone(prompt(i), n_gen, seeded(i)));
-  }
+  const auto want = alone_all(n_req, n_gen);
   std::set<int32_t> distinct(want[0].begin(), want[0].end());
   EXPECT_GT(distinct.size(), 3u) << "the fixture should not repeat one token";
   for (int stages : {1, 2, 4}) {
     auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(stages, 256)));
-    std::vector<std::shared_ptr<event_stream>> streams;
-    for (int i = 0; i < n_req; ++i) {
-      streams.push_back(srv->submit(greedy_request(prompt(i), n_gen, "", i)));
-    }
+    const auto streams = submit_all(*srv, n_req, n_gen);
     for (int i = 0; i < n_req; ++i) {
       auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
       EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
@@ -172,21 +195,11 @@ TEST(actors, concurrent_requests_give_the_tokens_they_give_alone) {
 
 TEST(actors, preemption_under_a_small_kv_budget_loses_nothing) {
   constexpr int n_req = 16, n_gen = 64;
-  std::vector<std::vector<int32_t>> want;
-  for (int i = 0; i < n_req; ++i) {
-    want.push_back(alone(prompt(i), n_gen, seeded(i)));
-  }
+  const auto want = alone_all(n_req, n_gen);
   // 16 blocks of 16 tokens: room for about 3 of the 16 sequences at full length
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 16)));
-  std::vector<std::shared_ptr<event_stream>> streams;
-  for (int i = 0; i < n_req; ++i) {
-    streams.push_back(srv->submit(greedy_request(prompt(i), n_gen, "", i)));
-  }
-  for (int i = 0; i < n_req; ++i) {
-    auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
-    EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
-    EXPECT_EQ(toks, want[static_cast<size_t>(i)]) << "request " << i;
-  }
+  const auto streams = submit_all(*srv, n_req, n_gen);
+  expect_as_alone(streams, want);
   const auto st = srv->stats();
   EXPECT_GT(st.preemptions, 0u);
   EXPECT_EQ(st.free_blocks, st.total_blocks);
@@ -582,15 +595,9 @@ std::vector<stage_setup> cpu_stages(std::vector<std::pair<int64_t, int64_t>> ran
 
 TEST(actors, reshards_while_serving_lose_no_request_and_change_no_token) {
   constexpr int n_req = 32, n_gen = 24;
-  std::vector<std::vector<int32_t>> want;
-  for (int i = 0; i < n_req; ++i) {
-    want.push_back(alone(prompt(i), n_gen, seeded(i)));
-  }
+  const auto want = alone_all(n_req, n_gen);
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 256)));
-  std::vector<std::shared_ptr<event_stream>> streams;
-  for (int i = 0; i < n_req; ++i) {
-    streams.push_back(srv->submit(greedy_request(prompt(i), n_gen, "", i)));
-  }
+  const auto streams = submit_all(*srv, n_req, n_gen);
   // during generation: split to three stages, move a boundary, merge into one (one step
   // in flight), split into four (three in flight); each once more tokens have come out
   const std::vector<std::vector<std::pair<int64_t, int64_t>>> shapes = {
@@ -612,11 +619,7 @@ TEST(actors, reshards_while_serving_lose_no_request_and_change_no_token) {
     EXPECT_EQ(srv->options().n_stages, static_cast<int32_t>(shape.size()));
   }
   EXPECT_LT(generated, static_cast<uint64_t>(n_req * n_gen)) << "the reshards came too late";
-  for (int i = 0; i < n_req; ++i) {
-    auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
-    EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
-    EXPECT_EQ(toks, want[static_cast<size_t>(i)]) << "request " << i;
-  }
+  expect_as_alone(streams, want);
   const auto st = srv->stats();
   EXPECT_EQ(st.epoch, epoch);
   EXPECT_FALSE(st.paused);
@@ -626,15 +629,9 @@ TEST(actors, reshards_while_serving_lose_no_request_and_change_no_token) {
 
 TEST(actors, a_reshard_that_recomputes_moves_no_kv_and_changes_no_token) {
   constexpr int n_req = 16, n_gen = 24;
-  std::vector<std::vector<int32_t>> want;
-  for (int i = 0; i < n_req; ++i) {
-    want.push_back(alone(prompt(i), n_gen, seeded(i)));
-  }
+  const auto want = alone_all(n_req, n_gen);
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 256)));
-  std::vector<std::shared_ptr<event_stream>> streams;
-  for (int i = 0; i < n_req; ++i) {
-    streams.push_back(srv->submit(greedy_request(prompt(i), n_gen, "", i)));
-  }
+  const auto streams = submit_all(*srv, n_req, n_gen);
   const auto busy = snapshot_when(
       *srv, [&](const serving_snapshot& sn) { return sn.stats.generated_tokens >= 32; });
   ASSERT_LT(busy.stats.generated_tokens, static_cast<uint64_t>(n_req * n_gen));
@@ -644,25 +641,15 @@ TEST(actors, a_reshard_that_recomputes_moves_no_kv_and_changes_no_token) {
   ASSERT_TRUE(r) << r.err().message;
   EXPECT_EQ(r->kv_bytes_moved, 0u);
   EXPECT_GT(r->preempted, 0u);
-  for (int i = 0; i < n_req; ++i) {
-    auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
-    EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
-    EXPECT_EQ(toks, want[static_cast<size_t>(i)]) << "request " << i;
-  }
+  expect_as_alone(streams, want);
   EXPECT_GT(srv->stats().recomputed_tokens, 0u);
 }
 
 TEST(actors, a_smaller_kv_pool_preempts_the_youngest_and_a_larger_one_changes_no_token) {
   constexpr int n_req = 32, n_gen = 24;
-  std::vector<std::vector<int32_t>> want;
-  for (int i = 0; i < n_req; ++i) {
-    want.push_back(alone(prompt(i), n_gen, seeded(i)));
-  }
+  const auto want = alone_all(n_req, n_gen);
   auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 256)));
-  std::vector<std::shared_ptr<event_stream>> streams;
-  for (int i = 0; i < n_req; ++i) {
-    streams.push_back(srv->submit(greedy_request(prompt(i), n_gen, "", i)));
-  }
+  const auto streams = submit_all(*srv, n_req, n_gen);
   const auto busy = snapshot_when(*srv, [&](const serving_snapshot& sn) {
     return sn.stats.generated_tokens >= 64 && sn.stats.total_blocks - sn.stats.free_blocks > 40;
   });
@@ -686,11 +673,7 @@ TEST(actors, a_smaller_kv_pool_preempts_the_youngest_and_a_larger_one_changes_no
   ASSERT_TRUE(grown) << grown.err().message;
   EXPECT_EQ(grown->preempted, 0u);
   EXPECT_EQ(srv->stats().total_blocks, 300);
-  for (int i = 0; i < n_req; ++i) {
-    auto [toks, fin] = drain(*streams[static_cast<size_t>(i)]);
-    EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
-    EXPECT_EQ(toks, want[static_cast<size_t>(i)]) << "request " << i;
-  }
+  expect_as_alone(streams, want);
   const auto st = srv->stats();
   EXPECT_EQ(st.free_blocks, st.total_blocks);
   EXPECT_EQ(st.epoch, 2u);

@@ -169,6 +169,18 @@ TEST(serve, a_topology_applied_live_changes_no_token_and_refusals_are_named) {
   EXPECT_EQ(metric(s, "baton:pipeline_epoch"), 1);
   EXPECT_EQ(metric(s, "baton:reshards_total{result=\"ok\"}"), 1);
   EXPECT_EQ(metric(s, "baton:reshards_total{result=\"refused\"}"), 1);  // the gap (a 401 is no reshard)
+  // what going back to two stages would move, at the server's occupancy (nothing runs)
+  const std::string two = (dir() / "two.toml").string();
+  std::ofstream(two) << "[[stage]]\nlayers = \"0-1\"\n[[stage]]\nlayers = \"2-3\"\n";
+  const std::string plan = std::string(BATON_BINARY) + " plan -m " + fx().model + " -T " + two +
+                           " --against " + three;
+  auto at_server = test::run_shell(plan + " --url " + s.url());
+  EXPECT_EQ(at_server.status, 0) << at_server.err;
+  EXPECT_NE(at_server.out.find("(KV at the server's occupancy: 0 tokens)"), std::string::npos)
+      << at_server.out;
+  auto no_server = test::run_shell(plan + " --url http://127.0.0.1:1");
+  EXPECT_EQ(no_server.status, 2) << no_server.err;
+  EXPECT_NE(no_server.err.find("--url http://127.0.0.1:1"), std::string::npos) << no_server.err;
 }
 
 TEST(serve, sighup_rereads_the_topology_file_and_a_bad_edit_changes_nothing) {

@@ -1,19 +1,23 @@
-// `baton plan --topology T [--model M] [--np N] [--json] [--write resolved.toml]`: checks
+// `baton plan --topology T [--model M] [--np N] [--json] [--write resolved.toml]
+// [--against OLD [--url URL]]`: checks
 // a topology file against its model and an MPI world of N ranks (every rank's devices
 // described as this host's), resolves "auto" layers, and prints each stage's memory
 // plan — weights, KV bytes per token, budget and its source, KV bytes and tokens — and
 // the pipeline's capacity (the smallest stage's), and the ranks of the world that hold no
 // stage (standby). --write saves the resolved file. --against OLD also plans OLD and says
 // what a live reshard from it would move, rank by rank (layers gained and lost, weight
-// bytes to load, KV bytes to receive at full capacity).
+// bytes to load, KV bytes to receive at full capacity, or with --url at a running
+// server's occupancy).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 
 #include "launch/cli/commands.hpp"
+#include "launch/http/http_client.hpp"
 #include "runtime/system/units.hpp"
 #include "topology/planner.hpp"
 #include "topology/reshard_plan.hpp"
@@ -30,6 +34,7 @@ struct plan_options {
   bool json = false;
   std::string write;
   std::string against;  ///< the running topology a reshard would leave
+  std::string url;      ///< a running head: KV to move at its occupancy, not at capacity
 };
 
 /// The ranks of the world with no stage.
@@ -151,8 +156,48 @@ nlohmann::json moves_json(const std::vector<rank_moves>& moves) {
   return out;
 }
 
-void print_moves(const std::string& against, const std::vector<rank_moves>& moves) {
-  std::printf("\nreshard from %s (KV at full capacity):\n", against.c_str());
+/// The KV tokens a running server holds for its sequences now: its KV blocks in use
+/// (total minus free in /metrics) times the block size.
+result<int64_t> live_kv_tokens(const std::string& url, int32_t block_size) {
+  auto u = parse_http_url(url);
+  if (!u) {
+    return u.err();
+  }
+  http_client http(*u, "", std::chrono::seconds(30));
+  auto r = http.get("/metrics");
+  if (!r) {
+    return make_error("--url %s: %s", url.c_str(), r.err().message.c_str());
+  }
+  if (!r->ok()) {
+    return make_error("--url %s: GET /metrics: HTTP %d", url.c_str(), r->status);
+  }
+  std::optional<double> total;
+  std::optional<double> free;
+  std::istringstream in(r->body);
+  for (std::string line; std::getline(in, line);) {
+    auto value = [&](const std::string& name) -> std::optional<double> {
+      if (line.rfind(name + " ", 0) != 0) {
+        return std::nullopt;
+      }
+      char* end = nullptr;
+      const double v = std::strtod(line.c_str() + name.size() + 1, &end);
+      return end != line.c_str() + name.size() + 1 && v >= 0 ? std::optional<double>(v)
+                                                              : std::nullopt;
+    };
+    total = total ? total : value("baton:kv_cache_blocks_total");
+    free = free ? free : value("baton:kv_cache_blocks_free");
+  }
+  if (!total || !free || *free > *total) {
+    return make_error("--url %s: /metrics has no baton:kv_cache_blocks_total and _free (is "
+                      "it a baton server?)",
+                      url.c_str());
+  }
+  return static_cast<int64_t>(*total - *free) * block_size;
+}
+
+void print_moves(const std::string& against, const std::vector<rank_moves>& moves,
+                 const std::string& at) {
+  std::printf("\nreshard from %s (KV %s):\n", against.c_str(), at.c_str());
   for (const rank_moves& mv : moves) {
     auto list = [](const std::vector<std::string>& v) {
       std::string s;
@@ -212,6 +257,10 @@ int run_plan(const plan_options& o) {
     }
   }
   std::optional<std::vector<rank_moves>> moves;
+  std::string at = "at full capacity";
+  if (!o.url.empty() && o.against.empty()) {
+    return fail("--url goes with --against (the topology the server runs)");
+  }
   if (!o.against.empty()) {
     auto old = parse_topology_file(o.against);
     if (!old) {
@@ -223,18 +272,34 @@ int run_plan(const plan_options& o) {
       return fail(old_plan.err().message);
     }
     moves = plan_reshard_moves(*old_plan, *plan, **m, static_cast<int32_t>(world));
+    if (!o.url.empty()) {
+      // the moves are at the new plan's capacity: scale them to what the server holds
+      auto live = live_kv_tokens(o.url, plan->resolved.pipeline.block_size);
+      if (!live) {
+        return fail(live.err().message);
+      }
+      const double capacity = static_cast<double>(plan->n_blocks) *
+                              static_cast<double>(plan->resolved.pipeline.block_size);
+      for (rank_moves& mv : *moves) {
+        mv.kv_bytes_in = capacity > 0 ? static_cast<uint64_t>(static_cast<double>(mv.kv_bytes_in) *
+                                                               std::min(1.0, *live / capacity))
+                                      : 0;
+      }
+      at = "at the server's occupancy: " + std::to_string(*live) + " tokens";
+    }
   }
   if (o.json) {
     auto j = to_json(*t, *plan, **m, static_cast<int32_t>(world));
     if (moves) {
       j["reshard_from"] = o.against;
       j["reshard_moves"] = moves_json(*moves);
+      j["reshard_kv_at"] = at;
     }
     std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     print_table(*t, *plan, **m, static_cast<int32_t>(world));
     if (moves) {
-      print_moves(o.against, *moves);
+      print_moves(o.against, *moves, at);
     }
   }
   return exit_ok;
@@ -253,6 +318,9 @@ void add_plan_command(CLI::App& app, int& status) {
                   "(default: highest rank + 1)");
   cmd->add_option("--against", opts->against,
                   "The running topology: also print what a live reshard from it would move");
+  cmd->add_option("--url", opts->url,
+                  "With --against: the running server (its KV in use, from /metrics) sizes the "
+                  "KV to move instead of full capacity");
   cmd->add_flag("--json", opts->json, "Print JSON");
   cmd->add_option("--write", opts->write, "Write the resolved topology (explicit layers) here");
   cmd->callback([opts, &status] { status = run_plan(*opts); });

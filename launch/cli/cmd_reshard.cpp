@@ -54,12 +54,16 @@ int run_reshard(const reshard_options& o) {
     fail("the server's reply is not JSON: " + r->body.substr(0, 200));
     return exit_failure;
   }
-  std::printf("reshard: epoch %s; prepared in %s s, paused %s s, moved %s KV bytes; %s KV "
-              "blocks, %s sequences preempted\n",
+  std::printf("reshard: epoch %s; prepared in %s s, paused %s s (steps in flight %s s, KV %s "
+              "s), moved %s KV bytes (%s to other ranks); %s KV blocks, %s sequences "
+              "preempted\n",
               j.value("epoch", nlohmann::json()).dump().c_str(),
               j.value("prepare_seconds", nlohmann::json()).dump().c_str(),
               j.value("pause_seconds", nlohmann::json()).dump().c_str(),
+              j.value("drain_seconds", nlohmann::json()).dump().c_str(),
+              j.value("kv_seconds", nlohmann::json()).dump().c_str(),
               j.value("kv_bytes_moved", nlohmann::json()).dump().c_str(),
+              j.value("kv_bytes_sent", nlohmann::json()).dump().c_str(),
               j.value("kv_blocks", nlohmann::json()).dump().c_str(),
               j.value("preempted", nlohmann::json()).dump().c_str());
   return exit_ok;

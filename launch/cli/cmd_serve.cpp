@@ -75,11 +75,12 @@ class pipeline_backend final : public api::serving_backend {
     auto r = job_.reshard(toml, name, busy, (kv.empty() ? reshard_kv_ : kv) == "recompute");
     if (r) {
       std::fprintf(stderr, "baton: reshard: epoch %llu, %zu stages; prepared in %.3f s, paused "
-                           "%.3f s, moved %llu KV bytes; %d KV blocks, %llu sequences "
-                           "preempted\n",
+                           "%.3f s (steps in flight %.3f s, KV %.3f s), moved %llu KV bytes "
+                           "(%llu to other ranks); %d KV blocks, %llu sequences preempted\n",
                    static_cast<unsigned long long>(r->epoch), srv_.options().stages.size(),
-                   r->prepare_seconds, r->pause_seconds,
-                   static_cast<unsigned long long>(r->kv_bytes_moved), r->n_blocks,
+                   r->prepare_seconds, r->pause_seconds, r->drain_seconds, r->kv_seconds,
+                   static_cast<unsigned long long>(r->kv_bytes_moved),
+                   static_cast<unsigned long long>(r->kv_bytes_sent), r->n_blocks,
                    static_cast<unsigned long long>(r->preempted));
     } else {
       std::fprintf(stderr, "baton: reshard refused: %s\n", r.err().message.c_str());

@@ -459,7 +459,10 @@ void front_end::impl::admin_topology(const http::request& rq,
                  {"epoch", r->epoch},
                  {"prepare_seconds", r->prepare_seconds},
                  {"pause_seconds", r->pause_seconds},
+                 {"drain_seconds", r->drain_seconds},
+                 {"kv_seconds", r->kv_seconds},
                  {"kv_bytes_moved", r->kv_bytes_moved},
+                 {"kv_bytes_sent", r->kv_bytes_sent},
                  {"kv_blocks", r->n_blocks},
                  {"preempted", r->preempted}});
     } catch (const std::exception& e) {

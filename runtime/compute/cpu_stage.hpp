@@ -43,7 +43,7 @@ class cpu_stage final : public stage_compute {
   result<void> forward(const batch& b, stage_activations& io,
                        std::vector<float>& logits) override;
   std::string describe() const override { return "cpu"; }
-  result<std::vector<uint8_t>> export_kv(int64_t layer,
+  result<byte_buffer> export_kv(int64_t layer,
                                          std::span<const int32_t> blocks) const override {
     return kv_.export_rows(layer, blocks);
   }

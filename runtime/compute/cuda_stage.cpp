@@ -526,7 +526,7 @@ size_t kv_block_bytes(const cuda::paged_kv& kv) {
 
 }  // namespace
 
-result<std::vector<uint8_t>> cuda_stage::export_kv(int64_t il,
+result<byte_buffer> cuda_stage::export_kv(int64_t il,
                                                    std::span<const int32_t> blocks) const {
   const cuda::paged_kv& any = kv_layers_.front();
   const size_t bb = kv_block_bytes(any);
@@ -539,7 +539,7 @@ result<std::vector<uint8_t>> cuda_stage::export_kv(int64_t il,
     return make_error("%s", broken_.c_str());
   }
   const cuda::paged_kv& kv = kv_layers_[static_cast<size_t>(il - first_)];
-  std::vector<uint8_t> rows(2 * blocks.size() * bb);
+  byte_buffer rows(2 * blocks.size() * bb);
   uint8_t* out = rows.data();
   if (auto ok = check(cudaSetDevice(device_), "cudaSetDevice"); !ok) {
     return ok.err();

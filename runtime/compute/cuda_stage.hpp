@@ -36,7 +36,7 @@ class cuda_stage final : public stage_compute {
   result<void> forward(const batch& b, stage_activations& io,
                        std::vector<float>& logits) override;
   std::string describe() const override { return name_; }
-  result<std::vector<uint8_t>> export_kv(int64_t il,
+  result<byte_buffer> export_kv(int64_t il,
                                          std::span<const int32_t> blocks) const override;
   result<void> import_kv(int64_t il, std::span<const int32_t> blocks,
                          std::span<const uint8_t> rows) override;

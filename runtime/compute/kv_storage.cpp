@@ -98,14 +98,14 @@ result<void> check_kv_rows(int64_t layer, int64_t first, int64_t last,
   return {};
 }
 
-result<std::vector<uint8_t>> kv_storage::export_rows(int64_t layer,
+result<byte_buffer> kv_storage::export_rows(int64_t layer,
                                                      std::span<const int32_t> blocks) const {
   const auto last = first_ + static_cast<int64_t>(k_.size());
   if (auto ok = check_kv_rows(layer, first_, last, blocks, n_blocks_, block_bytes_, std::nullopt);
       !ok) {
     return ok.err();
   }
-  std::vector<uint8_t> rows(2 * blocks.size() * block_bytes_);
+  byte_buffer rows(2 * blocks.size() * block_bytes_);
   uint8_t* out = rows.data();
   for (const auto* buf : {&k_[static_cast<size_t>(layer - first_)],
                           &v_[static_cast<size_t>(layer - first_)]}) {

@@ -14,6 +14,7 @@
 #include "kernels/cpu/ops.hpp"
 #include "kernels/ggml_type.hpp"
 #include "runtime/system/error.hpp"
+#include "runtime/system/huge_pages.hpp"
 
 namespace baton {
 
@@ -35,7 +36,7 @@ class kv_storage {
   void store_v(int64_t il, const std::vector<int32_t>& table, int64_t pos, const float* row);
 
   /// stage_compute::export_kv and import_kv over this storage.
-  result<std::vector<uint8_t>> export_rows(int64_t layer, std::span<const int32_t> blocks) const;
+  result<byte_buffer> export_rows(int64_t layer, std::span<const int32_t> blocks) const;
   result<void> import_rows(int64_t layer, std::span<const int32_t> blocks,
                            std::span<const uint8_t> rows);
 

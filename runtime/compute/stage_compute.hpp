@@ -16,6 +16,7 @@
 #include "kernels/cpu/isa.hpp"
 #include "runtime/system/device.hpp"
 #include "runtime/system/error.hpp"
+#include "runtime/system/huge_pages.hpp"
 #include "runtime/model/model_config.hpp"
 #include "runtime/compute/batch.hpp"
 
@@ -74,7 +75,7 @@ class stage_compute {
   /// then V of every block, each block [slot][kv head][head_dim] in the cache type — the
   /// layout both backends keep, so the bytes are the cache's own. Errors name the layer or
   /// block that is not this stage's.
-  virtual result<std::vector<uint8_t>> export_kv(int64_t layer,
+  virtual result<byte_buffer> export_kv(int64_t layer,
                                                  std::span<const int32_t> blocks) const = 0;
   /// Writes rows export_kv gave (another stage's, same model, cache type and block size)
   /// into `blocks` of layer `layer`: block ids are the router's, the same on every stage.

@@ -12,7 +12,7 @@
 
 namespace baton {
 
-std::vector<char> pack_activations(const activations& a) {
+wire_buffer pack_activations(const activations& a) {
   std::ostringstream os;
   {
     cereal::BinaryOutputArchive ar(os);
@@ -21,7 +21,7 @@ std::vector<char> pack_activations(const activations& a) {
   const std::string head = os.str();
   const auto head_len = static_cast<uint32_t>(head.size());
   const size_t body = a.hidden.size() * sizeof(float) + a.bytes.size();
-  std::vector<char> buf(sizeof(head_len) + head.size() + body);
+  wire_buffer buf(sizeof(head_len) + head.size() + body);
   std::memcpy(buf.data(), &head_len, sizeof(head_len));
   std::memcpy(buf.data() + sizeof(head_len), head.data(), head.size());
   char* tail = buf.data() + sizeof(head_len) + head.size();
@@ -34,7 +34,7 @@ std::vector<char> pack_activations(const activations& a) {
   return buf;
 }
 
-result<activations> unpack_activations(const std::vector<char>& buf) {
+result<activations> unpack_activations(const wire_buffer& buf) {
   uint32_t head_len = 0;
   if (buf.size() < sizeof(head_len)) {
     return make_error("activation message of %zu bytes: shorter than its header length",

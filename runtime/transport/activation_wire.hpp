@@ -12,10 +12,10 @@
 namespace baton {
 
 /// One message holding `a`'s header and host floats.
-std::vector<char> pack_activations(const activations& a);
+wire_buffer pack_activations(const activations& a);
 
 /// The activations in `buf`; an error when the lengths disagree with the header or the
 /// header does not parse.
-result<activations> unpack_activations(const std::vector<char>& buf);
+result<activations> unpack_activations(const wire_buffer& buf);
 
 }  // namespace baton

@@ -35,13 +35,13 @@ double micros_since(clock_type::time_point t0) {
 struct mpi_transport::impl {
   struct pending_send {
     MPI_Request req = MPI_REQUEST_NULL;
-    std::vector<char> buf;
+    wire_buffer buf;
     int32_t peer = 0;
     clock_type::time_point t0;
   };
   struct pending_recv {
     MPI_Request req = MPI_REQUEST_NULL;
-    std::vector<char> buf;
+    wire_buffer buf;
     int32_t peer = 0;
     clock_type::time_point t0;
   };
@@ -82,10 +82,10 @@ struct mpi_transport::impl {
     // buffers, so those live as long as the process.
     for (auto& r : recvs_) {
       MPI_Cancel(&r.req);
-      new std::vector<char>(std::move(r.buf));
+      new wire_buffer(std::move(r.buf));
     }
     for (auto& snd : sends_) {
-      new std::vector<char>(std::move(snd.buf));
+      new wire_buffer(std::move(snd.buf));
     }
     if (!device_.empty()) {
       link_->abort();  // transfers that will not finish: do not wait for them
@@ -135,7 +135,8 @@ struct mpi_transport::impl {
                        : clock_type::now() - idle_since < std::chrono::seconds(1)
                            ? std::chrono::microseconds(1000)
                            : std::chrono::microseconds(100000);
-      cv_.wait_for(lock, nap, [&] { return stop_ || !outgoing_.empty(); });
+      cv_.wait_for(lock, nap, [&] { return stop_ || !outgoing_.empty() || poked_; });
+      poked_ = false;
     }
   }
 
@@ -432,6 +433,7 @@ struct mpi_transport::impl {
   std::condition_variable cv_;
   std::deque<activations> outgoing_;
   bool stop_ = false;
+  bool poked_ = false;  // expect() was called: wake up and poll fast now
   std::map<int32_t, clock_type::time_point> expecting_;  // stage -> give up at
   std::chrono::microseconds poll_fast_{50};  // while a transfer is pending or expected
   std::set<int32_t> dead_asked_;
@@ -493,6 +495,7 @@ void mpi_transport::expect(int32_t stage) {
   {
     std::lock_guard<std::mutex> lock(impl_->mu_);
     impl_->expecting_[stage] = clock_type::now() + std::chrono::seconds(10);
+    impl_->poked_ = true;
   }
   impl_->cv_.notify_all();
 }

@@ -25,6 +25,8 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/system/huge_pages.hpp"
+
 namespace baton {
 
 /// What a message carries.
@@ -38,6 +40,8 @@ struct activation_header {
   uint64_t epoch = 0;                ///< the pipeline's shape the step belongs to
   payload_kind kind = payload_kind::activations;
   int32_t to_rank = -1;              ///< kv_rows: the receiving rank; else set by the transport
+  /// kv_rows messages' `stage`: what a rank waiting for KV rows expect()s.
+  static constexpr int32_t kv_stage = -1;
   int64_t layer = -1;                ///< kv_rows: the layer
   uint64_t n_bytes = 0;              ///< kv_rows: bytes that follow
   uint64_t step = 0;
@@ -65,7 +69,7 @@ struct activations {
   /// (hidden is then empty). Handed over in memory only; never serialized.
   std::shared_ptr<float> on_device;
   int32_t device = -1;
-  std::vector<uint8_t> bytes;        ///< kv_rows: the rows (stage_compute::export_kv's)
+  byte_buffer bytes;                 ///< kv_rows: the rows (stage_compute::export_kv's)
 };
 
 /// Arrived transfers keyed by (epoch, step, stage), with a listener per (epoch, stage),
