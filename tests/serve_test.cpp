@@ -166,6 +166,11 @@ TEST(serve, a_topology_applied_live_changes_no_token_and_refusals_are_named) {
   EXPECT_NE(bad.err.find(":4: layer 1 is on no stage"), std::string::npos) << bad.err;
   EXPECT_EQ(ask(0), before[0]);  // still serving, on the three stages
   EXPECT_NE(s.log().find("baton: reshard: epoch 1, 3 stages"), std::string::npos) << s.log();
+  for (const char* phase : {"prepare", "drain", "KV", "switch"}) {  // a line each
+    EXPECT_NE(s.log().find(std::string("baton: reshard to epoch 1: ") + phase + " "),
+              std::string::npos)
+        << phase << " in " << s.log();
+  }
   EXPECT_EQ(metric(s, "baton:pipeline_epoch"), 1);
   EXPECT_EQ(metric(s, "baton:reshards_total{result=\"ok\"}"), 1);
   EXPECT_EQ(metric(s, "baton:reshards_total{result=\"refused\"}"), 1);  // the gap (a 401 is no reshard)

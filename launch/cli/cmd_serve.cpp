@@ -2,6 +2,7 @@
 // server (launch/http/http_server) and the OpenAI front end (launch/serve/openai_server) over the
 // actor pipeline on rank 0 (one process, --stages N, or a --topology spread over mpirun
 // ranks; the other ranks serve their shards).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -74,6 +75,19 @@ class pipeline_backend final : public api::serving_backend {
                                  bool* busy, const std::string& kv) override {
     auto r = job_.reshard(toml, name, busy, (kv.empty() ? reshard_kv_ : kv) == "recompute");
     if (r) {
+      // one line per phase, then the summary
+      const auto epoch = static_cast<unsigned long long>(r->epoch);
+      std::fprintf(stderr, "baton: reshard to epoch %llu: prepare %.3f s (new stages made "
+                           "while serving)\n", epoch, r->prepare_seconds);
+      std::fprintf(stderr, "baton: reshard to epoch %llu: drain %.3f s (steps in flight "
+                           "finished)\n", epoch, r->drain_seconds);
+      std::fprintf(stderr, "baton: reshard to epoch %llu: KV %.3f s (%llu bytes, %llu to other "
+                           "ranks)\n", epoch, r->kv_seconds,
+                   static_cast<unsigned long long>(r->kv_bytes_moved),
+                   static_cast<unsigned long long>(r->kv_bytes_sent));
+      std::fprintf(stderr, "baton: reshard to epoch %llu: switch %.3f s (new shards in, "
+                           "steps resumed)\n", epoch,
+                   std::max(0.0, r->pause_seconds - r->drain_seconds - r->kv_seconds));
       std::fprintf(stderr, "baton: reshard: epoch %llu, %zu stages; prepared in %.3f s, paused "
                            "%.3f s (steps in flight %.3f s, KV %.3f s), moved %llu KV bytes "
                            "(%llu to other ranks); %d KV blocks, %llu sequences preempted\n",
