@@ -460,7 +460,7 @@ TEST(serve, many_streaming_clients_complete_or_get_429) {
 namespace baton {
 namespace {
 
-TEST(serve, a_dead_stage_makes_health_and_requests_503) {
+TEST(serve, a_dead_stage_makes_health_models_and_requests_503) {
   REQUIRE_FIXTURE();
   if (!have_mpirun()) {
     GTEST_SKIP() << "mpirun is not installed (openmpi-bin)";
@@ -486,6 +486,9 @@ TEST(serve, a_dead_stage_makes_health_and_requests_503) {
   auto r = curl(s, "/v1/completions", R"({"prompt":"hello","max_tokens":4})");
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("is down"), std::string::npos) << r.body;
+  auto models = curl(s, "/v1/models");  // no model is served: a balancer must look elsewhere
+  EXPECT_EQ(models.status, 503) << models.body;
+  EXPECT_NE(models.body.find("is down"), std::string::npos) << models.body;
   EXPECT_EQ(metric(s, "baton:stage_down"), 1);
 }
 

@@ -505,6 +505,11 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
                      metrics_text(backend.snapshot(), hc, metrics));
   }
   if (rq.target == "/v1/models" && rq.method == "GET") {
+    // a pipeline that cannot serve lists no model: a load balancer that probes
+    // /v1/models must not send requests here (vLLM answers 200 while dead, vllm#53157)
+    if (const auto s = backend.snapshot(); s.stats.state != pipeline_state::running) {
+      return reject(*res, reject_reason::unavailable, s.stats.down_message);
+    }
     return send_json(*res, 200,
                      {{"object", "list"},
                       {"data", json::array({{{"id", o.model_name},
