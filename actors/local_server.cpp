@@ -94,6 +94,15 @@ int32_t stages_on(const std::vector<stage_setup>& stages, int32_t rank) {
   return n;
 }
 
+int32_t stage_of_layer(const std::vector<stage_setup>& stages, int64_t layer) {
+  for (size_t s = 0; s < stages.size(); ++s) {
+    if (stages[s].first_layer <= layer && layer < stages[s].last_layer) {
+      return static_cast<int32_t>(s);
+    }
+  }
+  return -1;
+}
+
 
 result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const model> m,
                                                            std::shared_ptr<const tokenizer> tok,

@@ -40,6 +40,8 @@ result<void> check_stages(const std::vector<stage_setup>& stages, int64_t n_laye
                           int32_t world);
 /// Stages of `stages` on `rank`.
 int32_t stages_on(const std::vector<stage_setup>& stages, int32_t rank);
+/// The stage of `stages` that holds `layer`, or -1.
+int32_t stage_of_layer(const std::vector<stage_setup>& stages, int64_t layer);
 
 /// How this process is part of a job spanning several ranks (defaults: alone).
 struct cluster_link {
@@ -212,6 +214,15 @@ class local_server {
   /// router switches, every rank commits (or, on a failure before the switch, aborts).
   result<reshard_report> reshard_ranks(const std::vector<stage_setup>& stages, uint64_t epoch,
                                        const reshard_settings& how);
+  /// Every rank's agent prepares its stages of `stages` for `epoch`; the new pipeline's
+  /// shards (proxies for other ranks'). The first rank that fails names the error.
+  result<std::vector<shard_actor>> prepare_ranks(const std::vector<stage_setup>& stages,
+                                                 uint64_t epoch, int32_t n_blocks);
+  /// With the router paused: each layer's KV rows of blocks `from` go from its running
+  /// owner to its owner in `stages` (blocks `to` there); counts bytes into `rep`.
+  result<void> move_kv_between_ranks(const std::vector<stage_setup>& stages, uint64_t epoch,
+                                     const std::vector<int32_t>& from,
+                                     const std::vector<int32_t>& to, reshard_report& rep);
 
   // -- a rank's side of a reshard (actors/reshard_agent.cpp; on the agent's thread) --
   /// Spawns this rank's agent (shutdown and the reshard's phases).

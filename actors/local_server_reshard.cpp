@@ -13,6 +13,15 @@
 
 namespace baton {
 
+namespace {
+
+// the longest the head waits for a rank's answer: preparing loads weights
+constexpr auto k_prepare_wait = std::chrono::minutes(10);
+constexpr auto k_kv_wait = std::chrono::minutes(5);
+constexpr auto k_commit_wait = std::chrono::seconds(30);
+
+}  // namespace
+
 result<reshard_report> local_server::reshard(std::vector<stage_setup> stages, bool* busy,
                                              reshard_settings how) {
   auto r = apply_reshard(std::move(stages), busy, how);
@@ -123,30 +132,14 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
   return rep;
 }
 
-result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup>& stages,
-                                                   uint64_t epoch, const reshard_settings& how) {
-  using clock = std::chrono::steady_clock;
-  // the longest the head waits for a rank's answer: preparing loads weights
-  constexpr auto k_prepare_wait = std::chrono::minutes(10);
-  constexpr auto k_kv_wait = std::chrono::minutes(5);
-  constexpr auto k_commit_wait = std::chrono::seconds(30);
+result<std::vector<shard_actor>> local_server::prepare_ranks(
+    const std::vector<stage_setup>& stages, uint64_t epoch, int32_t n_blocks) {
   caf::scoped_actor self{*sys_};
-  reshard_report rep;
-  const auto world = static_cast<int32_t>(agents_.size());
-  auto abort_all = [&] {
-    for (int32_t r = 0; r < world; ++r) {
-      self->request(agents_[static_cast<size_t>(r)], k_commit_wait, abort_atom::value, epoch)
-          .receive([](bool) {}, [](caf::error&) {});
-    }
-  };
-  // prepare while serving goes on: every rank makes its new stages (weights, empty KV)
-  // and routes the new epoch; a rank that fails stops the reshard before anything changed
-  const auto t_prepare = clock::now();
   std::vector<shard_actor> shards(stages.size());
   std::string failed;
-  for (int32_t r = 0; r < world && failed.empty(); ++r) {
+  for (int32_t r = 0; r < static_cast<int32_t>(agents_.size()) && failed.empty(); ++r) {
     self->request(agents_[static_cast<size_t>(r)], k_prepare_wait, prepare_atom::value, epoch,
-                  stages, how.n_blocks)
+                  stages, n_blocks)
         .receive(
             [&](std::string& error, std::vector<int32_t>& ports) {
               if (!error.empty()) {
@@ -172,52 +165,28 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
               failed = "rank " + std::to_string(r) + " did not prepare: " + sys_->render(e);
             });
   }
-  if (failed.empty()) {
-    std::lock_guard<std::mutex> lock(shards_mu_);
-    for (size_t s = 0; s < stages.size(); ++s) {
-      if (stages[s].rank == link_.rank) {
-        shards[s] = pending_ ? pending_->shards[s] : shard_actor{};
-      }
-    }
-  }
   if (!failed.empty()) {
-    abort_all();
     return make_error("%s", failed.c_str());
   }
-  rep.prepare_seconds = std::chrono::duration<double>(clock::now() - t_prepare).count();
-  // quiesce: no new steps; the ones in flight finish
-  const uint64_t preempted_before = stats().preemptions;
-  const auto t_pause = clock::now();
-  bool drained = false;
-  // the blocks holding KV, live or cached (the rest is garbage), and their ids in the new
-  // pool: the same unless it changes size
-  std::vector<int32_t> from;
-  std::vector<int32_t> to;
-  self->request(router_, caf::infinite, pause_atom::value, how.n_blocks, how.recompute_kv)
-      .receive(
-          [&](bool ok, std::vector<int32_t>& f, std::vector<int32_t>& t) {
-            drained = ok;
-            from = std::move(f);
-            to = std::move(t);
-          },
-          [&](caf::error&) {});
-  auto resume_old = [&] {
-    self->request(router_, caf::infinite, switch_atom::value, std::vector<shard_actor>{},
-                  std::vector<int32_t>{}, int32_t{0})
-        .receive([](uint64_t) {}, [](caf::error&) {});
-  };
-  if (!drained) {
-    resume_old();
-    abort_all();
-    return make_error("the pipeline went down before the reshard could start: %s",
-                      snapshot().stats.down_message.c_str());
+  // this rank's new stages are local actors
+  std::lock_guard<std::mutex> lock(shards_mu_);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    if (stages[s].rank == link_.rank) {
+      shards[s] = pending_ ? pending_->shards[s] : shard_actor{};
+    }
   }
-  const auto t_drained = clock::now();
-  rep.drain_seconds = std::chrono::duration<double>(t_drained - t_pause).count();
-  // every layer's KV rows of those blocks, from its old owner to its new one (block ids
-  // are the router's: the same on every stage; rows move from `from` to `to`; none with
-  // recompute_kv). Every shipment is sent before any rank is asked to take: a take waits
-  // for rows another rank's ship sends.
+  return shards;
+}
+
+result<void> local_server::move_kv_between_ranks(const std::vector<stage_setup>& stages,
+                                                  uint64_t epoch, const std::vector<int32_t>& from,
+                                                  const std::vector<int32_t>& to,
+                                                  reshard_report& rep) {
+  caf::scoped_actor self{*sys_};
+  std::string failed;
+  // block ids are the router's, the same on every stage: rows move from `from` to `to`.
+  // Every shipment is sent before any rank is asked to take: a take waits for rows
+  // another rank's ship sends.
   const std::vector<stage_setup> running = [&] {
     std::lock_guard<std::mutex> lock(shards_mu_);
     return opts_.stages;
@@ -226,14 +195,11 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   std::map<int32_t, std::vector<int64_t>> take;                                    // to rank
   for (const stage_setup& now : running) {
     for (int64_t layer = now.first_layer; layer < now.last_layer && !from.empty(); ++layer) {
-      size_t next = 0;
-      while (stages[next].last_layer <= layer) {
-        ++next;
-      }
+      const int32_t owner = stages[static_cast<size_t>(stage_of_layer(stages, layer))].rank;
       ship[now.rank].first.push_back(layer);
-      ship[now.rank].second.push_back(stages[next].rank);
-      if (stages[next].rank != now.rank) {
-        take[stages[next].rank].push_back(layer);
+      ship[now.rank].second.push_back(owner);
+      if (owner != now.rank) {
+        take[owner].push_back(layer);
       }
     }
   }
@@ -286,9 +252,67 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
         });
   }
   if (!failed.empty()) {
+    return make_error("%s", failed.c_str());
+  }
+  return {};
+}
+
+result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup>& stages,
+                                                   uint64_t epoch, const reshard_settings& how) {
+  using clock = std::chrono::steady_clock;
+  caf::scoped_actor self{*sys_};
+  reshard_report rep;
+  const auto world = static_cast<int32_t>(agents_.size());
+  auto abort_all = [&] {
+    for (int32_t r = 0; r < world; ++r) {
+      self->request(agents_[static_cast<size_t>(r)], k_commit_wait, abort_atom::value, epoch)
+          .receive([](bool) {}, [](caf::error&) {});
+    }
+  };
+  // prepare while serving goes on: every rank makes its new stages (weights, empty KV)
+  // and routes the new epoch; a rank that fails stops the reshard before anything changed
+  const auto t_prepare = clock::now();
+  auto shards = prepare_ranks(stages, epoch, how.n_blocks);
+  if (!shards) {
+    abort_all();
+    return shards.err();
+  }
+  rep.prepare_seconds = std::chrono::duration<double>(clock::now() - t_prepare).count();
+  // quiesce: no new steps; the ones in flight finish
+  const uint64_t preempted_before = stats().preemptions;
+  const auto t_pause = clock::now();
+  bool drained = false;
+  // the blocks holding KV, live or cached (the rest is garbage), and their ids in the new
+  // pool: the same unless it changes size
+  std::vector<int32_t> from;
+  std::vector<int32_t> to;
+  self->request(router_, caf::infinite, pause_atom::value, how.n_blocks, how.recompute_kv)
+      .receive(
+          [&](bool ok, std::vector<int32_t>& f, std::vector<int32_t>& t) {
+            drained = ok;
+            from = std::move(f);
+            to = std::move(t);
+          },
+          [&](caf::error&) {});
+  auto resume_old = [&] {
+    self->request(router_, caf::infinite, switch_atom::value, std::vector<shard_actor>{},
+                  std::vector<int32_t>{}, int32_t{0})
+        .receive([](uint64_t) {}, [](caf::error&) {});
+  };
+  if (!drained) {
     resume_old();
     abort_all();
-    return make_error("moving the KV cache: %s; nothing changed", failed.c_str());
+    return make_error("the pipeline went down before the reshard could start: %s",
+                      snapshot().stats.down_message.c_str());
+  }
+  const auto t_drained = clock::now();
+  rep.drain_seconds = std::chrono::duration<double>(t_drained - t_pause).count();
+  // every layer's KV rows of those blocks, from its old owner to its new one (none with
+  // recompute_kv)
+  if (auto moved = move_kv_between_ranks(stages, epoch, from, to, rep); !moved) {
+    resume_old();
+    abort_all();
+    return make_error("moving the KV cache: %s; nothing changed", moved.err().message.c_str());
   }
   rep.kv_seconds = std::chrono::duration<double>(clock::now() - t_drained).count();
   // switch: the new shards take the stages; the router starts the next epoch
@@ -296,14 +320,14 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   for (const stage_setup& st : stages) {
     ranks.push_back(st.rank);
   }
-  self->request(router_, caf::infinite, switch_atom::value, shards, ranks, how.micro_batches)
+  self->request(router_, caf::infinite, switch_atom::value, *shards, ranks, how.micro_batches)
       .receive([&](uint64_t e) { rep.epoch = e; }, [](caf::error&) {});
   rep.pause_seconds = std::chrono::duration<double>(clock::now() - t_pause).count();
   rep.n_blocks = how.n_blocks;
   rep.preempted = stats().preemptions - preempted_before;
   {
     std::lock_guard<std::mutex> lock(shards_mu_);
-    shards_ = shards;
+    shards_ = *shards;
   }
   // every rank lets its old stages go (the router no longer watches them)
   for (int32_t r = 0; r < world; ++r) {

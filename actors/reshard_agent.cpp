@@ -19,16 +19,6 @@ namespace {
 /// How long a rank waits for one layer's KV rows from another rank.
 constexpr auto k_kv_wait = std::chrono::seconds(120);
 
-/// The stage of `stages` that holds `layer`, or -1.
-int32_t stage_of_layer(const std::vector<stage_setup>& stages, int64_t layer) {
-  for (size_t s = 0; s < stages.size(); ++s) {
-    if (stages[s].first_layer <= layer && layer < stages[s].last_layer) {
-      return static_cast<int32_t>(s);
-    }
-  }
-  return -1;
-}
-
 }  // namespace
 
 agent_actor local_server::spawn_agent() {
