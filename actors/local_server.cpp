@@ -250,13 +250,16 @@ result<void> local_server::start() {
   // every rank's agent: the head reaches it for the job's end and for reshards (a rank
   // with no stage, a standby rank, has only its agent)
   agent_ = spawn_agent();
+  pulse_ = spawn_pulse();
   if (link_.world > 1 && failed.empty()) {
     auto port = sys_->middleman().publish(agent_, 0, link_.bind_host.c_str());
-    if (!port) {
+    auto pulse_port = sys_->middleman().publish(pulse_, 0, link_.bind_host.c_str());
+    if (!port || !pulse_port) {
       failed = "cannot publish the rank's agent on " + link_.bind_host + ": " +
-               sys_->render(port.error());
+               sys_->render(port ? pulse_port.error() : port.error());
     } else {
       mine["agent"] = *port;
+      mine["pulse"] = *pulse_port;
     }
   }
   struct endpoint {
@@ -266,6 +269,7 @@ result<void> local_server::start() {
     uint16_t port = 0;
   };
   std::vector<endpoint> agents;  // every rank's (stage unused)
+  std::vector<endpoint> pulses;  // every rank's
   std::vector<endpoint> remote;  // every other rank's stages
   if (link_.world > 1) {
     const auto said = link_.allgather(
@@ -285,6 +289,12 @@ result<void> local_server::start() {
                                 r, static_cast<long long>(port));
             }
             agents.push_back({r, host, -1, static_cast<uint16_t>(port)});
+            const auto pulse = j.at("pulse").get<int64_t>();
+            if (pulse < 1 || pulse > 65535) {
+              return make_error("rank %d published its pulse on port %lld (expected 1-65535)",
+                                r, static_cast<long long>(pulse));
+            }
+            pulses.push_back({r, host, -1, static_cast<uint16_t>(pulse)});
           }
           for (const auto& e : j.at("stages")) {
             const auto stage = e.at("stage").get<int64_t>();
@@ -332,6 +342,19 @@ result<void> local_server::start() {
     }
     agents_[static_cast<size_t>(e.rank)] = *proxy;
   }
+  std::vector<pulse_actor> pulse_of(static_cast<size_t>(link_.world));
+  pulse_of[static_cast<size_t>(link_.rank)] = pulse_;
+  for (const endpoint& e : pulses) {
+    if (e.rank == link_.rank) {
+      continue;
+    }
+    auto proxy = sys_->middleman().remote_actor<pulse_actor>(e.host, e.port);
+    if (!proxy) {
+      return make_error("cannot reach the pulse of rank %d at %s:%u: %s", e.rank, e.host.c_str(),
+                        e.port, sys_->render(proxy.error()).c_str());
+    }
+    pulse_of[static_cast<size_t>(e.rank)] = *proxy;
+  }
   for (int32_t s = 0; s < n_stages; ++s) {
     if (!shards_[static_cast<size_t>(s)]) {
       return make_error("stage %d (rank %d) published no endpoint", s,
@@ -354,10 +377,16 @@ result<void> local_server::start() {
       down(rank);
     }
   };
+  if (link_.world > 1) {
+    // a lost stage is replaced and its requests replayed (local_server_recovery.cpp)
+    rc.on_stage_lost = [this](int32_t rank, const std::string& why) { rank_lost(rank, why); };
+  }
   rc.on_stats = [view = view_](const router_stats& s) {
     std::lock_guard<std::mutex> lock(view->mu);
-    const bool newly_down = s.state != pipeline_state::running &&
-                            view->snap.stats.state == pipeline_state::running;
+    auto down = [](pipeline_state x) {
+      return x == pipeline_state::stage_down || x == pipeline_state::stopped;
+    };
+    const bool newly_down = down(s.state) && !down(view->snap.stats.state);
     view->snap.stats = s;
     if (newly_down && view->admission && !view->stopping) {
       caf::anon_send(view->admission, refuse_atom::value, refusal::stage_down, s.down_message);
@@ -372,8 +401,11 @@ result<void> local_server::start() {
   (void)stats();
   std::lock_guard<std::mutex> lock(view_->mu);
   view_->admission = admission_;
+  if (link_.world > 1) {
+    start_recovery(std::move(pulse_of));
+  }
   // a stage went down before the admission was there
-  if (view_->snap.stats.state != pipeline_state::running) {
+  if (view_->snap.stats.state == pipeline_state::stage_down) {
     caf::anon_send(admission_, refuse_atom::value, refusal::stage_down,
                    view_->snap.stats.down_message);
   }
@@ -390,6 +422,15 @@ local_server::~local_server() {
   if (poller_.joinable()) {
     poller_.join();
   }
+  {
+    // no recovery from here on: the ranks leave in any order
+    std::lock_guard<std::mutex> lock(lost_mu_);
+    recovery_stop_ = true;
+  }
+  lost_cv_.notify_all();
+  if (recovery_.joinable()) {
+    recovery_.join();
+  }
   if (head()) {
     router_stats st;
     if (router_) {
@@ -403,25 +444,47 @@ local_server::~local_server() {
     // tell the other ranks the job is over, and wait until each has heard it: its reply,
     // or its going away (a rank may exit before its reply leaves), at most 5 s
     caf::scoped_actor self{*sys_};
-    const bool died = peer_died();
+    const std::set<int32_t> lost = lost_ranks();
+    const bool died = peer_died() || !lost.empty();
     for (size_t rank = 0; rank < agents_.size(); ++rank) {
       if (!agents_[rank] || static_cast<int32_t>(rank) == link_.rank ||
-          static_cast<int32_t>(rank) == st.down_rank) {
+          static_cast<int32_t>(rank) == st.down_rank || lost.count(static_cast<int32_t>(rank))) {
         continue;
+      }
+      // first the pulse: the watcher's going away, later, is then no lost head to it
+      if (rank < pulses_.size() && pulses_[rank]) {
+        caf::anon_send(pulses_[rank], shutdown_atom::value);
       }
       self->monitor(agents_[rank]);
       self->send(agents_[rank], shutdown_atom::value, died);
       bool heard = false;
+      const caf::actor_addr agent = agents_[rank].address();
       self->receive_while([&] { return !heard; })(
-          [&](bool) { heard = true; }, [&](caf::down_msg&) { heard = true; },
+          [&](bool) { heard = true; },
+          // this rank's agent went (an earlier rank's leaving is no answer from this one)
+          [&](caf::down_msg& dm) { heard = heard || dm.source == agent; },
           caf::after(std::chrono::seconds(5)) >> [&] { heard = true; });
     }
     agents_.clear();
+    // only now: a rank whose head's watcher goes before it heard the shutdown leaves on
+    // its own, as from a dead head
+    if (watcher_) {
+      caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
+      watcher_ = nullptr;
+    }
+    pulses_.clear();
   }
   release_shards(local_shards_);
   if (pending_) {
     release_shards(pending_->shards);
     pending_.reset();
+  }
+  if (pulse_) {
+    caf::anon_send_exit(pulse_, caf::exit_reason::user_shutdown);
+    if (link_.world > 1) {
+      auto ignored = sys_->middleman().unpublish(pulse_, 0);
+    }
+    pulse_ = nullptr;
   }
   if (agent_) {
     caf::anon_send_exit(agent_, caf::exit_reason::user_shutdown);

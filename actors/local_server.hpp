@@ -22,9 +22,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "actors/messages.hpp"
+#include "actors/recovery_plan.hpp"
 #include "kernels/cpu/isa.hpp"
 #include "runtime/compute/stage_compute.hpp"
 #include "runtime/model/model_config.hpp"
@@ -57,6 +59,13 @@ struct cluster_link {
   bool device_link = false;
   /// Called on the head when a stage's rank is found dead (its transfers are abandoned).
   std::function<void(int32_t rank)> on_rank_down;
+  /// A rank that answers no heartbeat for this long is lost (hung, or its host cut off).
+  std::chrono::milliseconds stage_timeout{30000};
+  /// The head's placement without the `lost` ranks (budgets checked); null:
+  /// recovery_candidates' first, with the KV pool as it is.
+  std::function<result<recovery_plan>(const std::vector<stage_setup>& running,
+                                      const std::set<int32_t>& lost, int32_t n_blocks)>
+      replan;
 };
 
 /// What a local_server is built with: the serving settings, where the stages run, and
@@ -169,6 +178,8 @@ class local_server {
   /// anew.
   result<reshard_report> reshard(std::vector<stage_setup> stages, bool* busy = nullptr,
                                  reshard_settings how = {});
+  /// The ranks the head gave up on (died, hung past the stage timeout, fenced).
+  std::set<int32_t> lost_ranks() const;
   /// Counts a reshard refused before it reached reshard() (a file that does not plan).
   void note_reshard_refused();
   /// A stage's actor (another rank's: its proxy); for tests that stop one.
@@ -214,8 +225,9 @@ class local_server {
   /// router switches, every rank commits (or, on a failure before the switch, aborts).
   result<reshard_report> reshard_ranks(const std::vector<stage_setup>& stages, uint64_t epoch,
                                        const reshard_settings& how);
-  /// Every rank's agent prepares its stages of `stages` for `epoch`; the new pipeline's
-  /// shards (proxies for other ranks'). The first rank that fails names the error.
+  /// Every rank's agent (but the lost ones') prepares its stages of `stages` for
+  /// `epoch`; the new pipeline's shards (proxies for other ranks'). The first rank that
+  /// fails names the error; a rank lost meanwhile is given up on at once.
   result<std::vector<shard_actor>> prepare_ranks(const std::vector<stage_setup>& stages,
                                                  uint64_t epoch, int32_t n_blocks);
   /// With the router paused: each layer's KV rows of blocks `from` go from its running
@@ -249,6 +261,27 @@ class local_server {
   /// Ends `shards` here (and unpublishes them in a job of several ranks).
   void release_shards(const std::vector<shard_actor>& shards);
 
+  // -- surviving a lost rank (actors/local_server_recovery.cpp) --
+  /// This rank's pulse: answers the head's heartbeats, leaves when fenced or when the
+  /// head is gone.
+  pulse_actor spawn_pulse();
+  /// The head: watches every rank (its agent going down, its heartbeat) and starts the
+  /// thread that replaces lost stages.
+  void start_recovery(std::vector<pulse_actor> pulses);
+  /// The head: rank `rank` is lost (`why`); any thread. The recovery thread takes it.
+  void rank_lost(int32_t rank, std::string why);
+  /// The recovery thread's loop: one lost rank after another.
+  void recovery_loop();
+  /// Replaces the stages of lost rank `rank`: fence it, re-plan without the lost ranks,
+  /// the survivors stop their old stages and make the new ones, the router switches
+  /// and replays; or, when nothing fits, every request ends with why.
+  void recover_from(int32_t rank, const std::string& why);
+  /// Why to stop waiting for `rank` (lost, or the head stops); empty: keep waiting.
+  std::string gave_up_on(int32_t rank);
+  /// A rank's side: its old stages end (each finishes the step it runs) and the lost
+  /// ranks' transfers are dropped.
+  void quiesce_here(const std::vector<int32_t>& lost);
+
   /// shards_, read under its lock (a reshard swaps it).
   std::vector<shard_actor> current_shards() const;
   /// The poller's loop: every stage's last 256 step timings, once a second.
@@ -276,6 +309,15 @@ class local_server {
   };
   std::optional<prepared> pending_;
   agent_actor agent_;                  ///< this rank's
+  pulse_actor pulse_;                  ///< this rank's
+  std::vector<pulse_actor> pulses_;    ///< on the head: every rank's ([rank]; its own local)
+  caf::actor watcher_;                 ///< on the head: heartbeats and every rank's agent
+  std::thread recovery_;               ///< on the head (several ranks): recover_from
+  mutable std::mutex lost_mu_;         ///< lost_queue_, lost_, recovery_stop_
+  std::condition_variable lost_cv_;
+  std::deque<std::pair<int32_t, std::string>> lost_queue_;
+  std::set<int32_t> lost_;             ///< on the head: ranks given up on
+  bool recovery_stop_ = false;
   std::vector<agent_actor> agents_;    ///< on the head: every rank's ([rank]; its own local)
   std::vector<std::string> rank_hosts_;  ///< on the head: the address of every rank
   mutable std::mutex shards_mu_;       ///< shards_, local_shards_, computes_, opts_.stages,
@@ -285,6 +327,7 @@ class local_server {
   std::condition_variable shutdown_cv_;
   bool shutdown_ = false;
   bool peer_died_ = false;
+  bool job_over_ = false;              ///< the head said the job ends (its pulse heard it)
   router_actor router_;
   admission_actor admission_;
   std::atomic<uint64_t> next_id_{1};

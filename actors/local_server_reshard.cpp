@@ -4,6 +4,7 @@
 // every rank release its old stages. The ranks' side is actors/reshard_agent.cpp.
 #include <caf/all.hpp>
 
+#include "actors/ask.hpp"
 #include "actors/local_server.hpp"
 #include <caf/io/all.hpp>
 
@@ -134,36 +135,41 @@ result<reshard_report> local_server::apply_reshard(std::vector<stage_setup> stag
 
 result<std::vector<shard_actor>> local_server::prepare_ranks(
     const std::vector<stage_setup>& stages, uint64_t epoch, int32_t n_blocks) {
-  caf::scoped_actor self{*sys_};
   std::vector<shard_actor> shards(stages.size());
   std::string failed;
+  const std::set<int32_t> lost = lost_ranks();
   for (int32_t r = 0; r < static_cast<int32_t>(agents_.size()) && failed.empty(); ++r) {
-    self->request(agents_[static_cast<size_t>(r)], k_prepare_wait, prepare_atom::value, epoch,
-                  stages, n_blocks)
-        .receive(
-            [&](std::string& error, std::vector<int32_t>& ports) {
-              if (!error.empty()) {
-                failed = std::move(error);
-                return;
-              }
-              for (size_t s = 0; s < stages.size() && failed.empty(); ++s) {
-                if (stages[s].rank != r || r == link_.rank) {
-                  continue;
-                }
-                const auto port = s < ports.size() ? ports[s] : 0;
-                auto proxy = sys_->middleman().remote_actor<shard_actor>(
-                    rank_hosts_.at(static_cast<size_t>(r)), static_cast<uint16_t>(port));
-                if (!proxy) {
-                  failed = "cannot reach the new stage " + std::to_string(s) + " on rank " +
-                           std::to_string(r) + ": " + sys_->render(proxy.error());
-                } else {
-                  shards[s] = *proxy;
-                }
-              }
-            },
-            [&](caf::error& e) {
-              failed = "rank " + std::to_string(r) + " did not prepare: " + sys_->render(e);
-            });
+    if (lost.count(r)) {
+      continue;  // holds no stage of `stages` (a reshard or recovery planned around it)
+    }
+    // a rank that dies or hangs meanwhile is given up on at once, not after minutes
+    auto a = ask(*sys_, caf::actor_cast<caf::actor>(agents_[static_cast<size_t>(r)]),
+                 caf::make_message(prepare_atom::value, epoch, stages, n_blocks),
+                 k_prepare_wait, [this, r] { return gave_up_on(r); });
+    if (!a.answer || !a.answer->match_elements<std::string, std::vector<int32_t>>()) {
+      failed = "rank " + std::to_string(r) + " did not prepare: " +
+               (a.answer ? "an unexpected answer " + to_string(*a.answer) : a.error);
+      break;
+    }
+    if (!a.answer->get_as<std::string>(0).empty()) {
+      failed = a.answer->get_as<std::string>(0);
+      break;
+    }
+    const auto& ports = a.answer->get_as<std::vector<int32_t>>(1);
+    for (size_t s = 0; s < stages.size() && failed.empty(); ++s) {
+      if (stages[s].rank != r || r == link_.rank) {
+        continue;
+      }
+      const auto port = s < ports.size() ? ports[s] : 0;
+      auto proxy = sys_->middleman().remote_actor<shard_actor>(
+          rank_hosts_.at(static_cast<size_t>(r)), static_cast<uint16_t>(port));
+      if (!proxy) {
+        failed = "cannot reach the new stage " + std::to_string(s) + " on rank " +
+                 std::to_string(r) + ": " + sys_->render(proxy.error());
+      } else {
+        shards[s] = *proxy;
+      }
+    }
   }
   if (!failed.empty()) {
     return make_error("%s", failed.c_str());
@@ -208,49 +214,38 @@ result<void> local_server::move_kv_between_ranks(const std::vector<stage_setup>&
       failed = error;
     }
   };
-  // every ship is sent before any take (an agent sees its ship first: CAF keeps one
-  // sender's messages in order), and all of them are under way at once: a rank takes
-  // one layer's rows while another still exports the next
-  auto ask_ship = [&](int32_t r, const std::pair<std::vector<int64_t>, std::vector<int32_t>>& m) {
-    return self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_ship_atom::value, epoch,
-                         m.first, m.second, from, to);
-  };
-  auto ask_take = [&](int32_t r, const std::vector<int64_t>& layers) {
-    return self->request(agents_[static_cast<size_t>(r)], k_kv_wait, kv_take_atom::value, epoch,
-                         layers, to);
-  };
-  using handle = decltype(ask_take(0, {}));
-  std::vector<std::pair<int32_t, handle>> ships;
-  std::vector<std::pair<int32_t, handle>> takes;
+  // every ship is sent before any take (an agent sees its ship first: ask_start enqueues
+  // from this thread, in order), and all of them are under way at once: a rank takes one layer's rows while another still exports
+  // the next. A rank that dies or hangs meanwhile is given up on at once.
+  std::vector<std::pair<int32_t, pending_ask>> ships;
+  std::vector<std::pair<int32_t, pending_ask>> takes;
   for (const auto& [r, moves] : ship) {
-    ships.emplace_back(r, ask_ship(r, moves));
+    ships.emplace_back(r, ask_start(*sys_, caf::actor_cast<caf::actor>(agents_[static_cast<size_t>(r)]),
+                                    caf::make_message(kv_ship_atom::value, epoch, moves.first,
+                                                      moves.second, from, to)));
   }
   for (const auto& [r, layers] : take) {
-    takes.emplace_back(r, ask_take(r, layers));
+    takes.emplace_back(r, ask_start(*sys_, caf::actor_cast<caf::actor>(agents_[static_cast<size_t>(r)]),
+                                    caf::make_message(kv_take_atom::value, epoch, layers, to)));
   }
-  for (auto& [r, h] : ships) {
-    h.receive(
-        [&](std::string& error, uint64_t bytes) {
-          first_error(error);
-          rep.kv_bytes_moved += bytes;  // copied within the rank
-        },
-        [&, r = r](caf::error& e) {
-          first_error("rank " + std::to_string(r) + " did not send its KV rows: " +
-                      sys_->render(e));
-        });
-  }
-  for (auto& [r, h] : takes) {
-    h.receive(
-        [&](std::string& error, uint64_t bytes) {
-          first_error(error);
-          rep.kv_bytes_moved += bytes;  // received from another rank
-          rep.kv_bytes_sent += bytes;
-        },
-        [&, r = r](caf::error& e) {
-          first_error("rank " + std::to_string(r) + " did not take its KV rows: " +
-                      sys_->render(e));
-        });
-  }
+  auto collect = [&](std::vector<std::pair<int32_t, pending_ask>>& asks, const char* what,
+                     bool received) {
+    for (auto& [r, q] : asks) {
+      const int32_t rank = r;
+      auto a = ask_wait(q, k_kv_wait, [this, rank] { return gave_up_on(rank); });
+      if (!a.answer || !a.answer->match_elements<std::string, uint64_t>()) {
+        first_error("rank " + std::to_string(rank) + " did not " + what + " its KV rows: " +
+                    (a.answer ? "an unexpected answer " + to_string(*a.answer) : a.error));
+        continue;
+      }
+      first_error(a.answer->get_as<std::string>(0));
+      const uint64_t bytes = a.answer->get_as<uint64_t>(1);
+      rep.kv_bytes_moved += bytes;  // copied within a rank, or received from another
+      rep.kv_bytes_sent += received ? bytes : 0;
+    }
+  };
+  collect(ships, "send", false);
+  collect(takes, "take", true);
   if (!failed.empty()) {
     return make_error("%s", failed.c_str());
   }
@@ -264,7 +259,11 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   reshard_report rep;
   const auto world = static_cast<int32_t>(agents_.size());
   auto abort_all = [&] {
+    const std::set<int32_t> lost = lost_ranks();
     for (int32_t r = 0; r < world; ++r) {
+      if (lost.count(r)) {
+        continue;
+      }
       self->request(agents_[static_cast<size_t>(r)], k_commit_wait, abort_atom::value, epoch)
           .receive([](bool) {}, [](caf::error&) {});
     }
@@ -322,6 +321,14 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   }
   self->request(router_, caf::infinite, switch_atom::value, *shards, ranks, how.micro_batches)
       .receive([&](uint64_t e) { rep.epoch = e; }, [](caf::error&) {});
+  if (rep.epoch != epoch) {
+    // a stage was lost meanwhile: the router recovers instead (the new stages may
+    // include the lost rank's)
+    abort_all();
+    return make_error("a stage was lost during the reshard (%s); the recovery replaces the "
+                      "pipeline instead",
+                      snapshot().stats.down_message.c_str());
+  }
   rep.pause_seconds = std::chrono::duration<double>(clock::now() - t_pause).count();
   rep.n_blocks = how.n_blocks;
   rep.preempted = stats().preemptions - preempted_before;
@@ -330,17 +337,16 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
     shards_ = *shards;
   }
   // every rank lets its old stages go (the router no longer watches them)
+  const std::set<int32_t> lost = lost_ranks();
   for (int32_t r = 0; r < world; ++r) {
+    if (lost.count(r)) {
+      continue;
+    }
     self->request(agents_[static_cast<size_t>(r)], k_commit_wait, commit_atom::value, epoch)
         .receive([](bool) {}, [&, r](caf::error& e) {
           std::fprintf(stderr, "baton: reshard %llu: rank %d did not confirm its switch: %s\n",
                        static_cast<unsigned long long>(epoch), r, sys_->render(e).c_str());
         });
-  }
-  if (rep.epoch != epoch) {
-    std::fprintf(stderr, "baton: reshard: the router counts epoch %llu, the ranks %llu\n",
-                 static_cast<unsigned long long>(rep.epoch),
-                 static_cast<unsigned long long>(epoch));
   }
   return rep;
 }

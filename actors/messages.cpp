@@ -23,6 +23,8 @@ std::string to_string(pipeline_state x) {
       return "stage_down";
     case pipeline_state::stopped:
       return "stopped";
+    case pipeline_state::recovering:
+      return "recovering";
   }
   return "pipeline_state(" + std::to_string(static_cast<int>(x)) + ")";
 }

@@ -35,6 +35,13 @@ using kv_ship_atom = caf::atom_constant<caf::atom("kvship")>;
 using kv_take_atom = caf::atom_constant<caf::atom("kvtake")>;
 using commit_atom = caf::atom_constant<caf::atom("commit")>;
 using abort_atom = caf::atom_constant<caf::atom("abort")>;
+using lost_atom = caf::atom_constant<caf::atom("lost")>;
+using recover_atom = caf::atom_constant<caf::atom("recover")>;
+using fail_atom = caf::atom_constant<caf::atom("fail")>;
+using ping_atom = caf::atom_constant<caf::atom("ping")>;
+using fence_atom = caf::atom_constant<caf::atom("fence")>;
+using quiesce_atom = caf::atom_constant<caf::atom("quiesce")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 // -- outcomes ----------------------------------------------------------------------
 
@@ -60,10 +67,16 @@ enum class pipeline_state : uint8_t {
   running,     ///< every stage is there
   stage_down,  ///< a stage died or left while the head ran: nothing can run
   stopped,     ///< a stage went away after the head began stopping (expected)
+  recovering,  ///< a stage's rank was lost: its layers move to survivors; requests wait
 };
 
 /// The name ("running", ...); also how CAF prints it.
 std::string to_string(pipeline_state x);
+
+/// Whether requests are taken: running, or recovering (they queue meanwhile).
+inline bool can_serve(pipeline_state x) {
+  return x == pipeline_state::running || x == pipeline_state::recovering;
+}
 
 // -- requests and events -----------------------------------------------------------
 
@@ -139,6 +152,7 @@ struct step_desc {
 /// when each stage started and finished (for the overlap test and per-stage metrics).
 struct step_result {
   uint64_t step_id = 0;
+  uint64_t epoch = 0;               ///< the pipeline that ran it (an older one's is dropped)
   std::vector<uint64_t> seq_ids;
   std::vector<int32_t> tokens;
   std::vector<float> logits;        ///< each sampled token's raw logit
@@ -179,6 +193,11 @@ struct router_stats {
   uint64_t epoch = 0;               ///< pipelines switched to so far (reshards)
   bool paused = false;              ///< no new steps: a reshard is under way
   uint64_t recomputed_tokens = 0;   ///< tokens whose KV preemptions dropped (computed again)
+  uint64_t stage_failures = 0;      ///< ranks holding a stage that were lost (died or hung)
+  uint64_t recoveries_ok = 0;       ///< lost stages replaced, their requests replayed
+  uint64_t recoveries_failed = 0;   ///< the survivors could not take the lost layers
+  uint64_t requests_replayed = 0;   ///< requests recomputed after a loss
+  double last_recovery_seconds = 0; ///< detection to the last replayed request's next token
 };
 
 // -- inspect ----------------------------------------------------------------------------
@@ -226,7 +245,7 @@ typename Inspector::result_type inspect(Inspector& f, step_desc& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_result& x) {
-  return f(caf::meta::type_name("step_result"), x.step_id, x.seq_ids, x.tokens, x.logits,
+  return f(caf::meta::type_name("step_result"), x.step_id, x.epoch, x.seq_ids, x.tokens, x.logits,
            x.logprobs, x.top_counts, x.top_ids, x.top_logprobs, x.error);
 }
 
@@ -241,7 +260,8 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
            x.free_blocks, x.total_blocks, x.steps, x.preemptions, x.prompt_tokens,
            x.generated_tokens, x.cached_prompt_tokens, x.prefix_hits, x.evictions,
            x.control_bytes, x.remote_steps, x.state, x.down_message, x.down_rank, x.epoch,
-           x.paused, x.recomputed_tokens);
+           x.paused, x.recomputed_tokens, x.stage_failures, x.recoveries_ok,
+           x.recoveries_failed, x.requests_replayed, x.last_recovery_seconds);
 }
 
 // -- actor interfaces ---------------------------------------------------------------------
@@ -276,7 +296,17 @@ using agent_actor = caf::typed_actor<
     caf::replies_to<kv_take_atom, uint64_t, std::vector<int64_t>,
                     std::vector<int32_t>>::with<std::string, uint64_t>,
     caf::replies_to<commit_atom, uint64_t>::with<bool>,
-    caf::replies_to<abort_atom, uint64_t>::with<bool>>;
+    caf::replies_to<abort_atom, uint64_t>::with<bool>,
+    caf::replies_to<quiesce_atom, uint64_t, std::vector<int32_t>>::with<bool>>;
+
+/// Every rank's pulse, apart from its agent and shards (which may be busy for minutes):
+/// ping (the head's epoch) answers at once with this rank's, and the first ping makes it
+/// watch the head (a rank whose head died leaves the job). Fence: the head gave up on
+/// this rank (it did not answer in time) and runs epoch E without it: the rank leaves.
+/// Shutdown: the head ends the job; its watcher's going away is no lost head.
+using pulse_actor = caf::typed_actor<caf::replies_to<ping_atom, uint64_t>::with<uint64_t>,
+                                     caf::reacts_to<fence_atom, uint64_t>,
+                                     caf::reacts_to<shutdown_atom>>;
 /// A request's client (local_server's, one per request): the router sends it every
 /// event of the request, the last one with its finish reason set; then it quits.
 using client_actor = caf::typed_actor<caf::reacts_to<event_atom, gen_event>>;
@@ -292,7 +322,11 @@ using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, gen_request, c
                                       caf::replies_to<pause_atom, int32_t, bool>::with<
                                           bool, std::vector<int32_t>, std::vector<int32_t>>,
                                       caf::replies_to<switch_atom, std::vector<shard_actor>,
-                                                      std::vector<int32_t>, int32_t>::with<uint64_t>>;
+                                                      std::vector<int32_t>, int32_t>::with<uint64_t>,
+                                      caf::reacts_to<lost_atom, int32_t, std::string>,
+                                      caf::replies_to<recover_atom, std::vector<shard_actor>,
+                                                      std::vector<int32_t>, int32_t>::with<uint64_t>,
+                                      caf::reacts_to<fail_atom, std::string>>;
 
 /// The admission actor: ok (forwarded to the router) or never (with the kind of refusal
 /// and its message); the router reports finished requests back with done; refuse makes it refuse

@@ -6,6 +6,7 @@
 #include <caf/io/all.hpp>
 
 #include <cstdlib>
+#include <thread>
 
 #include "actors/local_server.hpp"
 #include "runtime/system/budget.hpp"
@@ -66,6 +67,10 @@ agent_actor local_server::spawn_agent() {
           abort_here(epoch);
           return true;
         },
+        [this](quiesce_atom, uint64_t, const std::vector<int32_t>& lost) {
+          quiesce_here(lost);
+          return true;
+        },
     };
   });
 }
@@ -95,6 +100,11 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
     return make_error("rank %d: preparing failed as BATON_TEST_RESHARD_FAIL_RANK asks; nothing "
                       "changed",
                       link_.rank);
+  }
+  if (const char* slow = std::getenv("BATON_TEST_SLOW_PREPARE_RANK");
+      slow != nullptr && std::atoi(slow) == link_.rank && stages_on(stages, link_.rank) > 0) {
+    // tests: a rank whose preparing takes long (a big model's weights), to be killed then
+    std::this_thread::sleep_for(std::chrono::seconds(4));
   }
   // a stage that stays as it is here (same layers, device, threads, neighbours' kinds and
   // KV pool) keeps its compute, weights and KV: nothing to make, nothing to move

@@ -3,8 +3,10 @@
 #include "actors/router.hpp"
 
 #include <caf/io/all.hpp>
+#include <chrono>
 #include <cstdio>
 #include <map>
+#include <set>
 
 #include "runtime/text/stop_strings.hpp"
 
@@ -37,6 +39,16 @@ struct router_state {
   std::vector<caf::typed_response_promise<bool, std::vector<int32_t>, std::vector<int32_t>>>
       drained;
   uint64_t epoch = 0;               // pipelines switched to
+  // a lost stage: the requests recomputed on the new pipeline, until each has its next
+  // token, and when the loss was seen
+  std::set<uint64_t> replaying;
+  std::chrono::steady_clock::time_point lost_at;
+  uint64_t recomputed_at_loss = 0;  // the counter before the requeue
+  uint64_t stage_failures = 0;
+  uint64_t recoveries_ok = 0;
+  uint64_t recoveries_failed = 0;
+  uint64_t requests_replayed = 0;
+  double last_recovery_seconds = 0;
 };
 
 using router_ptr = router_actor::stateful_pointer<router_state>;
@@ -48,6 +60,7 @@ void finish(router_ptr self, uint64_t id, gen_event ev) {
     return;
   }
   client_info& c = it->second;
+  st.replaying.erase(id);
   if (ev.finish != finish_reason::error && ev.finish != finish_reason::cancelled) {
     ev.text += c.stops->push(c.dec->flush());
     if (!c.stops->stopped()) {
@@ -103,6 +116,11 @@ router_stats make_stats(router_ptr self) {
   out.epoch = st.epoch;
   out.paused = st.paused;
   out.down_rank = st.down_rank;
+  out.stage_failures = st.stage_failures;
+  out.recoveries_ok = st.recoveries_ok;
+  out.recoveries_failed = st.recoveries_failed;
+  out.requests_replayed = st.requests_replayed;
+  out.last_recovery_seconds = st.last_recovery_seconds;
   return out;
 }
 
@@ -193,12 +211,58 @@ void settle_pause(router_ptr self) {
   st.drained.clear();
 }
 
+/// The last replayed request has its next token: the recovery is over.
+void replay_progress(router_ptr self) {
+  auto& st = self->state;
+  if (!st.replaying.empty() || st.lost_at == std::chrono::steady_clock::time_point{}) {
+    return;
+  }
+  st.last_recovery_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - st.lost_at).count();
+  st.lost_at = {};
+  std::fprintf(stderr,
+               "baton: recovery: replayed: every request has its next token (%llu tokens "
+               "recomputed); %.3f s since the loss was seen\n",
+               static_cast<unsigned long long>(st.sched->counters().recomputed_tokens -
+                                               st.recomputed_at_loss),
+               st.last_recovery_seconds);
+}
+
+/// A stage of the running pipeline was lost (`why`): no step runs until recover or
+/// fail; every sequence goes back to the queue to be recomputed, those inside a step
+/// that will never return included. Nothing when already recovering (the coordinator
+/// plans around every lost rank) or not running.
+void enter_recovery(router_ptr self, int32_t rank, const std::string& why) {
+  auto& st = self->state;
+  if (st.state != pipeline_state::running) {
+    return;
+  }
+  st.state = pipeline_state::recovering;
+  st.down_rank = rank;
+  st.down_message = why;
+  ++st.stage_failures;
+  for (const auto& s : st.cfg.shards) {
+    self->demonitor(s.address());
+  }
+  st.recomputed_at_loss = st.sched->counters().recomputed_tokens;
+  std::vector<uint64_t> replayed;
+  for (auto& o : st.sched->requeue_all(replayed)) {
+    gen_event ev;
+    ev.finish = finish_reason::cancelled;
+    ev.completion_tokens = o.completion_tokens;
+    finish(self, o.id, std::move(ev));
+  }
+  st.replaying.insert(replayed.begin(), replayed.end());
+  st.requests_replayed += replayed.size();
+  st.lost_at = std::chrono::steady_clock::now();
+}
+
 void on_result(router_ptr self, const step_result& r) {
   auto& st = self->state;
   if (is_remote(self, st.cfg.shards.size() - 1)) {
     st.control_bytes += wire_bytes(self->system(), caf::make_message(result_atom::value, r));
   }
-  if (st.state != pipeline_state::running) {
+  if (st.state != pipeline_state::running || r.epoch != st.epoch) {
     return;  // a step abandoned when a stage went down: the scheduler forgot it
   }
   if (!r.error.empty()) {
@@ -243,6 +307,9 @@ void on_result(router_ptr self, const step_result& r) {
         ev.top_ids.push_back(r.top_ids[sc->second.top_from + k]);
         ev.top_logprobs.push_back(r.top_logprobs[sc->second.top_from + k]);
       }
+    }
+    if (o.token >= 0 && st.replaying.erase(o.id) > 0) {
+      replay_progress(self);
     }
     const bool eog = o.finish == finish_reason::stop;  // the end-of-generation token shows no text
     if (o.token >= 0 && !eog) {
@@ -301,6 +368,14 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         st.state = pipeline_state::stopped;
         st.down_message = stage + " stopped: the server is shutting down";
         fail_all(self, "the server is shutting down", refusal::shutting_down);
+      } else if (st.cfg.on_stage_lost) {
+        // the head replaces it: the requests wait and are replayed on the new pipeline
+        const std::string why =
+            stage + (left ? " stopped: its process was asked to stop"
+                          : " is down: its process died or its host is unreachable (" +
+                                self->system().render(dm.reason) + ")");
+        enter_recovery(self, rank, why);
+        st.cfg.on_stage_lost(rank, why);
       } else if (left) {
         st.state = pipeline_state::stage_down;
         st.down_message = stage + " stopped: its process was asked to stop";
@@ -335,7 +410,7 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         c.prompt_tokens = static_cast<int32_t>(r.prompt.size());
         const uint64_t id = r.id;
         st.clients.emplace(id, std::move(c));
-        if (st.state != pipeline_state::running) {
+        if (st.state != pipeline_state::running && st.state != pipeline_state::recovering) {
           const bool stopped = st.state == pipeline_state::stopped;
           gen_event ev;
           ev.finish = finish_reason::error;
@@ -392,8 +467,10 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
       [=](switch_atom, std::vector<shard_actor>& shards, std::vector<int32_t>& stage_ranks,
           int32_t micro_batches) -> uint64_t {
         auto& st = self->state;
-        if (shards.empty()) {
-          st.sched->drop_resize();  // the old pipeline goes on, with its pool
+        if (shards.empty() || st.state != pipeline_state::running) {
+          // the old pipeline goes on, with its pool; or a stage was lost during the
+          // reshard, and the recovery replaces the pipeline (the epoch does not move)
+          st.sched->drop_resize();
         } else {
           st.sched->commit_resize();
           if (micro_batches > 0) {
@@ -414,6 +491,48 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         pump(self);
         publish(self);
         return st.epoch;
+      },
+      [=](lost_atom, int32_t rank, std::string& why) {
+        enter_recovery(self, rank, why);
+        settle_pause(self);
+        publish(self);
+      },
+      [=](recover_atom, std::vector<shard_actor>& shards, std::vector<int32_t>& stage_ranks,
+          int32_t n_blocks) -> uint64_t {
+        auto& st = self->state;
+        if (st.state != pipeline_state::recovering) {
+          return st.epoch;  // nothing to recover (the head stops)
+        }
+        st.sched->reset_pool(n_blocks);
+        st.cfg.shards = std::move(shards);
+        st.cfg.stage_ranks = std::move(stage_ranks);
+        for (const auto& s : st.cfg.shards) {
+          self->monitor(s);
+        }
+        ++st.epoch;
+        ++st.recoveries_ok;
+        st.state = pipeline_state::running;
+        st.down_message.clear();
+        st.down_rank = -1;
+        st.paused = false;
+        replay_progress(self);  // nothing to replay: recovered now
+        pump(self);
+        publish(self);
+        return st.epoch;
+      },
+      [=](fail_atom, std::string& why) {
+        auto& st = self->state;
+        if (st.state != pipeline_state::recovering) {
+          return;
+        }
+        st.state = pipeline_state::stage_down;
+        st.down_message = why;
+        ++st.recoveries_failed;
+        st.replaying.clear();
+        st.lost_at = {};
+        std::fprintf(stderr, "baton: %s\n", why.c_str());
+        fail_all(self, why, refusal::stage_down);
+        publish(self);
       },
       [=](shutdown_atom) { self->state.stopping = true; },
       [=](stats_atom) { return make_stats(self); },

@@ -37,6 +37,14 @@ struct router_config {
   /// Called once when a stage's actor goes down (its rank died or left) while the
   /// head is not stopping.
   std::function<void(int32_t rank)> on_rank_down;
+  /// When set (a job of several ranks): a lost stage is replaced instead. The router
+  /// enters pipeline_state::recovering (no step runs; every running sequence, those in a
+  /// step that will never return included, is requeued for recompute; new requests
+  /// queue) and calls this once with the rank and why; then recover (the new
+  /// pipeline's shards, ranks and KV blocks: the epoch counts up, replay begins) or fail
+  /// (every request ends with the message; stage_down). lost: the head found a rank of
+  /// the running pipeline dead or hung by other means (a heartbeat).
+  std::function<void(int32_t rank, const std::string& why)> on_stage_lost;
   /// Called on the router's thread with its counters after every change (submit,
   /// finish, cancel, step result, a stage down) and once at the start.
   std::function<void(const router_stats&)> on_stats;

@@ -163,6 +163,7 @@ void run_step(shard_ptr self, const step_desc& d, std::optional<activations> inp
   auto res = self->state.core->run(d, std::move(input));
   if (res) {
     // the last stage (or a failing one) answers the router
+    res->epoch = self->state.core->cfg.epoch;
     self->send(reply_to, result_atom::value, std::move(*res));
   }
 }

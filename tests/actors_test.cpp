@@ -389,6 +389,83 @@ std::vector<std::shared_ptr<event_stream>> busy(local_server& srv) {
   return streams;
 }
 
+TEST(actors, recovery_candidates_try_a_standby_first_then_the_neighbours) {
+  const std::vector<stage_setup> running = {
+      {0, 0, 4, 0, "cpu"}, {1, 4, 8, 0, "cpu"}, {2, 8, 12, 0, "cpu"}};
+  auto layers = [](const recovery_candidate& c) {
+    std::string out;
+    for (const auto& st : c.stages) {
+      out += std::to_string(st.rank) + ":" + std::to_string(st.first_layer) + "-" +
+             std::to_string(st.last_layer) + " ";
+    }
+    return out;
+  };
+  // rank 3 is a standby: it takes rank 1's stage as it was
+  auto c = recovery_candidates(running, {1}, 4);
+  ASSERT_EQ(c.size(), 4u);
+  EXPECT_EQ(layers(c[0]), "0:0-4 3:4-8 2:8-12 ");
+  EXPECT_EQ(c[0].how, "standby rank 3 takes rank 1's stage 1 (layers [4, 8))");
+  EXPECT_EQ(layers(c[1]), "0:0-6 2:6-12 ");     // split between the neighbours
+  EXPECT_EQ(layers(c[2]), "0:0-8 2:8-12 ");     // all to the stage before
+  EXPECT_EQ(layers(c[3]), "0:0-4 2:4-12 ");     // all to the stage after
+  EXPECT_EQ(c[1].derived_from, (std::vector<int32_t>{0, 2}));
+  // the last stage lost, no standby: only the stage before can take it
+  c = recovery_candidates(running, {2}, 3);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(layers(c[0]), "0:0-4 1:4-12 ");
+  EXPECT_EQ(c[0].how, "layers [8, 12) to rank 1");
+  // two ranks lost, one standby: it takes one, the other's layers merge
+  c = recovery_candidates(running, {0, 1}, 4);
+  ASSERT_FALSE(c.empty());
+  EXPECT_EQ(layers(c[0]), "3:0-6 2:6-12 ");
+  // a lost standby changes nothing; every stage-holding rank lost: nothing
+  EXPECT_EQ(layers(recovery_candidates(running, {3}, 4).at(0)), "0:0-4 1:4-8 2:8-12 ");
+  EXPECT_TRUE(recovery_candidates(running, {0, 1, 2}, 3).empty());
+}
+
+TEST(actors, scheduler_requeue_all_puts_running_and_in_flight_sequences_back_first_to_recompute) {
+  scheduler_config c;
+  c.max_num_seqs = 2;
+  c.micro_batches = 2;
+  c.n_blocks = 32;
+  c.block_size = 4;
+  c.max_num_batched_tokens = 8;
+  scheduler s(c, {257});
+  for (uint64_t id = 1; id <= 4; ++id) {
+    s.add(sched_request{id, prompt(static_cast<int>(id)), 50, {}, true});
+  }
+  // sequence 2 prefilled (its whole prompt: it samples a token), 1 stays in flight; 3
+  // and 4 wait
+  auto first = s.next_step();
+  ASSERT_TRUE(first);
+  auto second = s.next_step();
+  ASSERT_TRUE(second);
+  s.on_step_done(second->step_id, {2}, {42});
+  ASSERT_EQ(s.n_in_flight(), 1);
+  s.cancel(1);  // in flight: it ends when its step returns, which it never will
+  std::vector<uint64_t> replayed;
+  const auto ended = s.requeue_all(replayed);
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].id, 1u);
+  EXPECT_EQ(ended[0].finish, finish_reason::cancelled);
+  EXPECT_EQ(replayed, (std::vector<uint64_t>{2}));
+  EXPECT_EQ(s.n_in_flight(), 0);
+  EXPECT_EQ(s.n_running(), 0);
+  EXPECT_EQ(s.n_waiting(), 3);
+  EXPECT_EQ(s.n_free_blocks(), s.n_blocks());
+  EXPECT_GT(s.counters().recomputed_tokens, 0u);
+  s.reset_pool(16);
+  EXPECT_EQ(s.n_blocks(), 16);
+  // the replayed sequence goes first, with its prompt and the token it had: the next
+  // step recomputes them before the waiting ones join
+  auto next = s.next_step();
+  ASSERT_TRUE(next);
+  ASSERT_FALSE(next->slices.empty());
+  EXPECT_EQ(next->slices[0].seq_id, 2u);
+  EXPECT_EQ(next->slices[0].first_pos, 0);
+  EXPECT_EQ(next->slices[0].draw, 1);  // its next token is its second draw
+}
+
 TEST(actors, scheduler_abort_all_forgets_waiting_running_and_in_flight_and_frees_every_block) {
   scheduler_config c;
   c.max_num_seqs = 2;

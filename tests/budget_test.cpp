@@ -536,3 +536,25 @@ TEST(budget_real, this_machine_has_memory_and_threads) {
 
 }  // namespace
 }  // namespace baton
+
+namespace baton {
+namespace {
+
+TEST(parse_duration, units_fractions_and_refusals) {
+  EXPECT_EQ(parse_duration("30s").value(), std::chrono::milliseconds(30000));
+  EXPECT_EQ(parse_duration("500ms").value(), std::chrono::milliseconds(500));
+  EXPECT_EQ(parse_duration("1.5s").value(), std::chrono::milliseconds(1500));
+  EXPECT_EQ(parse_duration("2m").value(), std::chrono::milliseconds(120000));
+  EXPECT_EQ(parse_duration("10").value(), std::chrono::milliseconds(10000));
+  for (const char* bad : {"", "s", "-3s", "0s", "0.1ms", "3h", "3 s", "nan", "inf", "2d",
+                          "1e9s", " 3s", "+3s"}) {
+    auto d = parse_duration(bad);
+    EXPECT_FALSE(d) << bad;
+    if (!d) {
+      EXPECT_NE(d.err().message.find("not a duration"), std::string::npos) << bad;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace baton

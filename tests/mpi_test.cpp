@@ -162,12 +162,17 @@ TEST(mpi, a_bad_topology_fails_on_every_rank_with_its_message) {
 
 /// A 3-rank `baton run` streaming a long generation in the background (stdout to `out`,
 /// stderr to `err`); returns once its first text is out, or after 30 s.
-pid_t start_streaming_job(const fs::path& out, const fs::path& err, const std::string& mpirun_flags) {
-  const std::string cmd =
-      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 exec timeout 60 mpirun " +
-      mpirun_flags + " --oversubscribe -np 3 " + std::string(BATON_BINARY) + " run -q -m " +
-      fx().model + " -p 'Once upon a time' -n 2000 -c 2048 --temp 0.8 --seed 3 >" +
-      out.string() + " 2>" + err.string();
+std::string streaming_job(const fs::path& out, const fs::path& err, const std::string& mpirun_flags,
+                          int n_tokens) {
+  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 exec timeout 60 mpirun " +
+         mpirun_flags + " --oversubscribe -np 3 " + std::string(BATON_BINARY) + " run -q -m " +
+         fx().model + " -p 'Once upon a time' -n " + std::to_string(n_tokens) +
+         " -c 2048 --temp 0.8 --seed 3 >" + out.string() + " 2>" + err.string();
+}
+
+pid_t start_streaming_job(const fs::path& out, const fs::path& err, const std::string& mpirun_flags,
+                          int n_tokens = 2000) {
+  const std::string cmd = streaming_job(out, err, mpirun_flags, n_tokens);
   const pid_t pid = fork();
   if (pid == 0) {
     execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
@@ -181,13 +186,19 @@ pid_t start_streaming_job(const fs::path& out, const fs::path& err, const std::s
   return pid;
 }
 
-TEST(mpi, a_killed_rank_ends_its_requests_with_an_error_and_the_job_exits) {
+TEST(mpi, a_killed_rank_is_replaced_and_baton_run_prints_the_undisturbed_text) {
   REQUIRE_MPI();
+  const auto ref_out = dir() / "kill-ref.out";
+  const auto ref_err = dir() / "kill-ref.err";
+  // (run_shell's own redirections come last and win: the text is in ref.out)
+  auto ref = shell(streaming_job(ref_out, ref_err, "--enable-recovery", 600));
+  ASSERT_EQ(ref.status, 0) << ref.err;
+  ASSERT_FALSE(ref.out.empty()) << ref.err;
   const auto out = dir() / "kill.out";
   const auto err = dir() / "kill.err";
   // once rank 0 streams text, kill -9 rank 2
   using clock = std::chrono::steady_clock;
-  const pid_t pid = start_streaming_job(out, err, "--enable-recovery");
+  const pid_t pid = start_streaming_job(out, err, "--enable-recovery", 600);
   ASSERT_GE(pid, 0);
   // this job's ranks only (the model path is this test process's own): ctest runs other
   // mpi tests beside this one
@@ -196,26 +207,16 @@ TEST(mpi, a_killed_rank_ends_its_requests_with_an_error_and_the_job_exits) {
                  "OMPI_COMM_WORLD_RANK=2 && kill -9 $p && echo $p; done");
   ASSERT_FALSE(r.out.empty()) << "no rank 2 found to kill";
   const auto t_kill = clock::now();
-  // the error reaches the client within 10 s
-  std::string e;
-  while (clock::now() - t_kill < std::chrono::seconds(10)) {
-    e = slurp(err);
-    if (e.find("stage 2 (rank 2) is down") != std::string::npos) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  const double t_error = std::chrono::duration<double>(clock::now() - t_kill).count();
-  EXPECT_NE(e.find("stage 2 (rank 2) is down"), std::string::npos) << e;
-  std::printf("error after %.2f s\n", t_error);
-  EXPECT_LT(t_error, 10.0);
-  // and the job ends (no rank left waiting), well before the 60 s timeout
+  // rank 2's layers move to rank 1, the sequence is recomputed, and the job finishes
   int status = 0;
   waitpid(pid, &status, 0);
   const double t_exit = std::chrono::duration<double>(clock::now() - t_kill).count();
-  std::printf("job gone %.2f s after the kill\n", t_exit);
-  EXPECT_LT(t_exit, 30.0);
+  std::printf("job done %.2f s after the kill\n", t_exit);
   EXPECT_NE(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 124) << "timed out";
+  const std::string e = slurp(err);
+  EXPECT_NE(e.find("recovery: detected: rank 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("recovery: replayed"), std::string::npos) << e;
+  EXPECT_EQ(slurp(out), ref.out) << e;
 }
 
 TEST(mpi, a_sigterm_to_the_job_is_a_clean_stop_not_a_dead_stage) {

@@ -43,6 +43,14 @@ result<std::optional<uint64_t>> engine_flags::kv_cache_bytes() const {
   return std::optional<uint64_t>(*b);
 }
 
+result<std::chrono::milliseconds> engine_flags::stage_timeout_ms() const {
+  auto d = parse_duration(stage_timeout);
+  if (!d) {
+    return make_error("--stage-timeout: %s", d.err().message.c_str());
+  }
+  return *d;
+}
+
 void engine_flags::add_topology_to(CLI::App& cmd) {
   cmd.add_option("--topology", topology,
                  "Topology file (TOML): stages, ranks, devices, layers, budgets; see baton plan");
@@ -54,6 +62,10 @@ void engine_flags::add_topology_to(CLI::App& cmd) {
                "GPU stages on different ranks pass activations device to device over NCCL "
                "(experimental: not yet run on a multi-GPU host); without it they go through "
                "host memory over MPI");
+  cmd.add_option("--stage-timeout", stage_timeout,
+                 "A rank that answers no heartbeat for this long (\"30s\", \"500ms\") is "
+                 "lost: fenced, and its stages replaced on a standby rank or the survivors")
+      ->capture_default_str();
 }
 
 

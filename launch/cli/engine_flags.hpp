@@ -5,6 +5,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,10 +31,13 @@ struct engine_flags {
   std::string topology;             ///< a topology file (commands that run a pipeline)
   std::string device = "cpu";       ///< without --topology: cpu, cuda:N, or cuda (per rank)
   bool nccl = false;                ///< GPU stages of different ranks exchange over NCCL
+  std::string stage_timeout = "30s";  ///< a rank answering no heartbeat this long is lost
 
   void add_to(CLI::App& cmd);
   /// --kv-cache-memory in bytes (nothing when not given); the error names the flag.
   result<std::optional<uint64_t>> kv_cache_bytes() const;
+  /// --stage-timeout as a duration; the error names the flag.
+  result<std::chrono::milliseconds> stage_timeout_ms() const;
   /// --topology, for the commands that run the actor pipeline.
   void add_topology_to(CLI::App& cmd);
 };

@@ -16,6 +16,7 @@
 #include "runtime/backend/cuda_backend.hpp"
 #include "runtime/compute/stage_compute.hpp"
 #include "runtime/system/device.hpp"
+#include "runtime/system/units.hpp"
 #include "runtime/transport/gathered.hpp"
 #include "topology/layer_range.hpp"
 #include "topology/planner.hpp"
@@ -293,6 +294,75 @@ std::vector<stage_setup> stages_of(const pipeline_plan& plan, int32_t threads_fl
 
 }  // namespace
 
+void pipeline_job::remember_specs(const pipeline_plan& plan) {
+  for (size_t i = 0; i < plan.stages.size() && i < plan.resolved.stages.size(); ++i) {
+    const stage_spec& sp = plan.resolved.stages[i];
+    specs_[{sp.rank, plan.stages[i].layers.first, plan.stages[i].layers.last, sp.device}] = sp;
+  }
+}
+
+result<recovery_plan> pipeline_job::recovery_stages(const std::vector<stage_setup>& running,
+                                                    const std::set<int32_t>& lost,
+                                                    int32_t n_blocks) {
+  if (!srv_) {
+    return make_error("the job is still starting");
+  }
+  const auto candidates = recovery_candidates(running, lost, mpi_->size());
+  if (candidates.empty()) {
+    return make_error("no rank holding a stage survives");
+  }
+  const serving_config& now = srv_->options().serving;
+  const int64_t one = kv_blocks_needed(1, now.n_ctx, now.block_size);
+  std::string refused;
+  for (const recovery_candidate& c : candidates) {
+    topology t;
+    t.path = "the recovery's placement";
+    t.model = model_->file().path();
+    t.pipeline = pipeline_keys_of(now);
+    bool sized = false;
+    for (size_t s = 0; s < c.stages.size(); ++s) {
+      const stage_setup& st = c.stages[s];
+      stage_spec sp;
+      // the memory share of the running stage it grows from (a standby takes the lost one's)
+      const stage_setup& was = running[static_cast<size_t>(c.derived_from[s])];
+      if (auto it = specs_.find({was.rank, was.first_layer, was.last_layer, was.device});
+          it != specs_.end()) {
+        sp = it->second;
+      }
+      sized = sized || sp.kv_cache_memory.has_value() || sp.memory_utilization.has_value();
+      sp.rank = st.rank;
+      sp.device = st.device;
+      sp.layers = layer_range{st.first_layer, st.last_layer, false};
+      sp.threads = st.n_threads;
+      t.stages.push_back(sp);
+    }
+    auto plan = plan_pipeline(t, *model_, env_);
+    if (!plan) {
+      refused += "; " + c.how + ": " + plan.err().message;
+      continue;
+    }
+    const int32_t blocks = pipeline_kv_blocks(*plan, sized && n_blocks_cap_ > 0
+                                                         ? n_blocks_cap_
+                                                         : n_blocks);
+    if (blocks < one) {
+      const stage_plan* tight = &plan->stages.front();
+      for (const stage_plan& sp : plan->stages) {
+        tight = sp.n_blocks < tight->n_blocks ? &sp : tight;
+      }
+      refused += "; " + c.how + ": the KV pool would hold " + std::to_string(blocks) +
+                 " blocks, fewer than one sequence of " + std::to_string(now.n_ctx) +
+                 " tokens needs (" + std::to_string(one) + "): layers " +
+                 tight->layers.to_string() + " get " + format_bytes(tight->kv_bytes) +
+                 " of KV (" + tight->budget_source + ", weights " +
+                 format_bytes(tight->weight_bytes) + ")";
+      continue;
+    }
+    remember_specs(*plan);
+    return recovery_plan{stages_of(*plan, threads_flag_), blocks, c.how};
+  }
+  return make_error("no placement fits%s", refused.c_str());
+}
+
 result<reshard_report> pipeline_job::reshard(std::string_view text, const std::string& name,
                                              bool* busy, bool recompute_kv) {
   reshard_settings how;
@@ -370,6 +440,7 @@ result<std::vector<stage_setup>> pipeline_job::reshard_stages(std::string_view t
                       name.c_str(), *n_blocks, static_cast<long long>(now.n_ctx),
                       static_cast<long long>(one), now.block_size);
   }
+  remember_specs(*plan);
   return stages_of(*plan, threads_flag_);
 }
 
@@ -405,6 +476,7 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
       return ok.err();
     }
     so.stages = stages_of(*plan, f.threads);
+    job->remember_specs(*plan);
     so.serving = with_pipeline_keys(so.serving, plan->resolved.pipeline);
     job->n_blocks_cap_ = so.serving.n_blocks;
     so.serving.n_blocks = pipeline_kv_blocks(*plan, so.serving.n_blocks);
@@ -431,7 +503,13 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
     }
     so.n_threads = std::max(1, so.n_threads / here);
   }
+  auto stage_timeout = f.stage_timeout_ms();
+  if (auto ok = mpi.agree(stage_timeout ? result<void>() : result<void>(stage_timeout.err()));
+      !ok) {
+    return ok.err();
+  }
   cluster_link link;
+  link.stage_timeout = *stage_timeout;
   link.rank = mpi.rank();
   link.world = mpi.size();
   link.bind_host = mpi.bind_host();
@@ -456,6 +534,9 @@ result<std::unique_ptr<pipeline_job>> pipeline_job::start(mpi_session& mpi,
       }
       mpi.rank_died(rank);
     };
+    pipeline_job* self = job.get();
+    link.replan = [self](const std::vector<stage_setup>& running, const std::set<int32_t>& lost,
+                         int32_t n_blocks) { return self->recovery_stages(running, lost, n_blocks); };
   }
   auto srv = local_server::create(l.m, l.tok, so, link);
   if (auto ok = mpi.agree(srv ? result<void>() : result<void>(srv.err())); !ok) {

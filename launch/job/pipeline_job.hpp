@@ -5,9 +5,12 @@
 // missing model on one host ends the job with that rank's message, never a hang.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <tuple>
 
 #include "actors/local_server.hpp"
 #include "launch/cli/engine_flags.hpp"
@@ -57,6 +60,14 @@ class pipeline_job {
   /// table sets (0: none) and the KV blocks the new placement holds.
   result<std::vector<stage_setup>> reshard_stages(std::string_view text, const std::string& name,
                                                   int32_t* micro_batches, int32_t* n_blocks);
+  /// After `lost` ranks were lost: the first of recovery_candidates that the planner
+  /// places within every survivor's budget with a KV pool for one full-context sequence
+  /// at least (`n_blocks` running now, the cap when the stages size their KV memory);
+  /// else every candidate's refusal, with its numbers.
+  result<recovery_plan> recovery_stages(const std::vector<stage_setup>& running,
+                                        const std::set<int32_t>& lost, int32_t n_blocks);
+  /// Keeps the memory settings of a plan's stages, for the recovery's re-plan.
+  void remember_specs(const pipeline_plan& plan);
 
   // -- member variables -------------------------------------------------------
   mpi_session* mpi_ = nullptr;
@@ -67,6 +78,8 @@ class pipeline_job {
   int32_t threads_flag_ = 0;
   int32_t n_blocks_cap_ = 0;  ///< the KV blocks the command allowed at most (0: no cap)  ///< --threads (0: the plan's)
   int stop_listener_ = 0;  ///< on the head: a signal marks the server as stopping
+  /// Each planned stage's spec (memory share), by (rank, first layer, last layer, device).
+  std::map<std::tuple<int32_t, int64_t, int64_t, std::string>, stage_spec> specs_;
 };
 
 /// Stage placement without a topology file: `n_stages` (at least one per rank) spread

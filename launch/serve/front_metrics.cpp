@@ -33,9 +33,23 @@ std::string metrics_text(const serving_snapshot& snap, const http::server_counte
   gauge("generation_tokens_total", "Tokens generated.", static_cast<double>(s.generated_tokens),
         "counter");
   gauge("steps_total", "Pipeline steps run.", static_cast<double>(s.steps), "counter");
-  gauge("stage_down", "1 when a pipeline stage is down.",
-        s.state == pipeline_state::running ? 0 : 1);
-  gauge("pipeline_epoch", "Pipelines switched to by live reshards.", static_cast<double>(s.epoch));
+  gauge("stage_down", "1 when a pipeline stage is down and not being replaced.",
+        can_serve(s.state) ? 0 : 1);
+  gauge("recovering", "1 while a lost stage is being replaced (requests wait).",
+        s.state == pipeline_state::recovering ? 1 : 0);
+  gauge("pipeline_epoch", "Pipelines switched to by live reshards and recoveries.",
+        static_cast<double>(s.epoch));
+  gauge("stage_failures_total", "Ranks holding a stage that died or hung (lost).",
+        static_cast<double>(s.stage_failures), "counter");
+  out += "# HELP baton:recoveries_total Lost stages replaced (ok) or not (failed: nothing "
+         "fit).\n# TYPE baton:recoveries_total counter\n";
+  out += "baton:recoveries_total{result=\"ok\"} " + json(s.recoveries_ok).dump() + "\n";
+  out += "baton:recoveries_total{result=\"failed\"} " + json(s.recoveries_failed).dump() + "\n";
+  gauge("recovery_seconds",
+        "The last recovery: the loss seen to every replayed request's next token.",
+        s.last_recovery_seconds);
+  gauge("requests_replayed_total", "Requests recomputed on a new pipeline after a loss.",
+        static_cast<double>(s.requests_replayed), "counter");
   out += "# HELP baton:reshards_total Live reshards, by result.\n# TYPE baton:reshards_total "
          "counter\n";
   out += "baton:reshards_total{result=\"ok\"} " + json(snap.reshards_ok).dump() + "\n";

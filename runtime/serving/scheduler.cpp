@@ -39,9 +39,10 @@ void scheduler::release_blocks(seq& s) {
 sched_counters scheduler::counters() const {
   sched_counters c = counters_;
   const auto st = blocks_.stats();
-  c.cached_prompt_tokens = static_cast<uint64_t>(st.n_cached_prompt_tokens);
-  c.prefix_hits = static_cast<uint64_t>(st.n_block_hits);
-  c.evictions = static_cast<uint64_t>(st.n_evictions);
+  // counters_ holds what earlier pools counted (reset_pool): the sums keep rising
+  c.cached_prompt_tokens += static_cast<uint64_t>(st.n_cached_prompt_tokens);
+  c.prefix_hits += static_cast<uint64_t>(st.n_block_hits);
+  c.evictions += static_cast<uint64_t>(st.n_evictions);
   return c;
 }
 
@@ -333,6 +334,47 @@ std::vector<uint64_t> scheduler::abort_all() {
   running_.clear();
   in_flight_.clear();
   return ids;
+}
+
+std::vector<sched_output> scheduler::requeue_all(std::vector<uint64_t>& replayed) {
+  std::vector<sched_output> ended;
+  in_flight_.clear();
+  std::vector<uint64_t> ids = running_;  // arrival order: the oldest first
+  for (auto& [id, s] : seqs_) {
+    if (s.in_flight && s.cancelled) {
+      ended.push_back({id, -1, finish_reason::cancelled, static_cast<int32_t>(s.req.prompt.size()),
+                       s.n_generated, s.cached_tokens});
+    }
+  }
+  for (const auto& o : ended) {
+    erase(o.id);
+    ids.erase(std::remove(ids.begin(), ids.end(), o.id), ids.end());
+  }
+  // waiting sequences preempted earlier hold no blocks; their place in the queue stays
+  for (auto& [id, s] : seqs_) {
+    s.in_flight = false;
+    release_blocks(s);
+  }
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+    seq& s = seqs_.at(*it);
+    counters_.recomputed_tokens += static_cast<uint64_t>(s.n_computed);
+    s.n_computed = 0;
+    waiting_.push_front(*it);
+  }
+  running_.clear();
+  replayed = ids;
+  return ended;
+}
+
+void scheduler::reset_pool(int32_t n_blocks) {
+  BATON_ASSERT(running_.empty() && in_flight_.empty() && n_blocks >= 1);
+  resized_.reset();
+  const auto st = blocks_.stats();
+  counters_.cached_prompt_tokens += static_cast<uint64_t>(st.n_cached_prompt_tokens);
+  counters_.prefix_hits += static_cast<uint64_t>(st.n_block_hits);
+  counters_.evictions += static_cast<uint64_t>(st.n_evictions);
+  blocks_ = prefix_cache(n_blocks, cfg_.block_size, cfg_.enable_prefix_caching);
+  cfg_.n_blocks = n_blocks;
 }
 
 }  // namespace baton

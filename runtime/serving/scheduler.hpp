@@ -114,6 +114,16 @@ class scheduler {
   /// order). Afterwards idle() holds and every block is available again; a result for
   /// one of the abandoned steps must not be passed to on_step_done.
   std::vector<uint64_t> abort_all();
+  /// A stage was lost: every running sequence, those in a step that will never return
+  /// included, goes back to the front of the waiting queue (oldest first, ahead of the
+  /// requests that never ran) to be recomputed from its prompt and the tokens generated
+  /// so far; the steps in flight are forgotten (their results must not reach
+  /// on_step_done) and every block is freed. A sequence cancelled inside such a step
+  /// ends now: its final output is returned. `replayed`: the sequences requeued.
+  std::vector<sched_output> requeue_all(std::vector<uint64_t>& replayed);
+  /// A new KV pool of `n_blocks` blocks with nothing cached (the new stages hold no KV);
+  /// only when no sequence holds a block (after requeue_all).
+  void reset_pool(int32_t n_blocks);
 
   int32_t n_running() const { return static_cast<int32_t>(running_.size()); }
   int32_t n_waiting() const { return static_cast<int32_t>(waiting_.size()); }

@@ -4,6 +4,8 @@
 #include "runtime/system/units.hpp"
 
 #include <cctype>
+#include <cmath>
+#include <stdexcept>
 #include <cstdio>
 #include <limits>
 #include <string>
@@ -115,6 +117,29 @@ result<uint64_t> parse_bytes(std::string_view text) {
     return make_error("%s; '%s' is less than one byte", expected, shown.c_str());
   }
   return bytes;
+}
+
+result<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  const std::string t(text);
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(t, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = used > 0 ? t.substr(used) : std::string();
+  const double scale = unit == "ms" ? 1.0 : unit.empty() || unit == "s" ? 1000.0
+                       : unit == "m"                                 ? 60000.0
+                                                                     : -1.0;
+  const double ms = x * scale;
+  if (used == 0 || scale < 0 || !(ms >= 1.0) || ms > 86400000.0 ||
+      !std::isdigit(static_cast<unsigned char>(t[0]))) {
+    return make_error("'%s' is not a duration: expected a positive number with ms, s or m "
+                      "(\"30s\", \"500ms\"), at least 1 ms and at most a day",
+                      t.c_str());
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(ms + 0.5));
 }
 
 }  // namespace baton

@@ -3,6 +3,7 @@
 // `baton plan` prints, `--kv-cache-memory` reads back.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -17,5 +18,9 @@ result<uint64_t> parse_bytes(std::string_view text);
 
 /// "1.50 GiB", "12.0 MiB", "512 B": the unit that keeps the number readable.
 std::string format_bytes(uint64_t n);
+
+/// "30s", "500ms", "1.5s", "2m", "10" (seconds): a positive duration, at most a day; the
+/// error says what was expected, the caller names the flag.
+result<std::chrono::milliseconds> parse_duration(std::string_view text);
 
 }  // namespace baton

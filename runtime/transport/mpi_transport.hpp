@@ -54,7 +54,7 @@ class mpi_transport final : public transport {
   void expect(int32_t stage) override;
   void expect_done(int32_t stage) override;
   /// Stops waiting on `rank` (it died): its pending transfers are abandoned.
-  void forget_peer(int32_t rank);
+  void forget_peer(int32_t rank) override;
   transport_stats stats() const;
   /// Ends the progress thread (the destructor does it too); pending transfers are
   /// cancelled or abandoned.

@@ -114,6 +114,9 @@ class transport {
   virtual void set_route(uint64_t /*epoch*/, std::vector<int32_t> /*stage_ranks*/) {}
   /// Forgets epochs before `epoch`: their routes, transfers and listeners.
   virtual void retire_before(uint64_t epoch) { box_.retire_before(epoch); }
+  /// Rank `rank` is gone (dead, or fenced out of the job): what is under way with it is
+  /// abandoned, and nothing is sent to it or taken from it again.
+  virtual void forget_peer(int32_t /*rank*/) {}
   /// This process's rank (0 within one process).
   virtual int32_t rank() const { return 0; }
   /// The transfer for (epoch, step, stage) if it has arrived; never waits.
