@@ -78,8 +78,8 @@ while ! grep -q "recovery: detected" "$work/serve.err"; do sleep 0.01; done
 t_detect="$(now)"
 while ! grep -q "recovery: replayed" "$work/serve.err"; do sleep 0.05; done
 wait $(jobs -p | grep -v "^$server\$") 2>/dev/null || true
-errors="$(grep -l '"error"' "$work"/out*.txt 2>/dev/null | wc -l)"
-done_streams="$(grep -l 'data: \[DONE\]' "$work"/out*.txt | wc -l)"
+errors="$( (grep -l '"error"' "$work"/out*.txt || true) | wc -l)"
+done_streams="$( (grep -l "data: \[DONE\]" "$work"/out*.txt || true) | wc -l)"
 log="$work/serve.err"
 load="$(grep -o 'loaded in [0-9.]* s' "$log" | awk '{ print $3 }')"
 plan="$(grep -o 'planned in [0-9.]* s' "$log" | awk '{ print $3 }')"
