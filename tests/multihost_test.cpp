@@ -8,7 +8,7 @@
 
 #include <cstdlib>
 
-#include "tests/mpi_util.hpp"
+#include "tests/stream_util.hpp"
 
 namespace baton {
 namespace {
@@ -20,7 +20,7 @@ const std::string k_scripts = BATON_SOURCE_DIR "/tests/multihost";
 class multihost : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto r = shell(k_scripts + "/netns.sh up 3");
+    auto r = shell(k_scripts + "/netns.sh up 4");
     up_ = r.status == 0;
     why_ = r.err;
   }
@@ -81,6 +81,27 @@ TEST_F(multihost, ranks_on_separate_hosts_give_the_single_process_outputs) {
     EXPECT_EQ(summary["ranks"], np);
     EXPECT_GT(summary["activation_bytes_sent"].get<double>(), 0.0);
   }
+  // a host cut off mid-generation: no heartbeat within --stage-timeout, so rank 2 (host
+  // bt-h3) is fenced and its stage goes to the standby host; the survivors go on over TCP
+  // and mpirun keeps the job (its own link to the host is cut too: Open MPI does not
+  // notice an idle TCP link)
+  const auto topo = dir() / "mh-three.toml";
+  std::ofstream(topo) << "[[stage]]\nrank = 0\nlayers = \"0-1\"\n[[stage]]\nrank = 1\n"
+                         "layers = \"2\"\n[[stage]]\nrank = 2\nlayers = \"3\"\n";
+  server_process s("--host 0.0.0.0 --topology " + topo.string() +
+                       " --ctx-size 512 --stage-timeout 3s",
+                   "env " + mpirun_hosts(4, "--enable-recovery"));
+  s.set_host("10.77.0.11");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const auto reference = stream_all(s, 8);
+  const auto during = stream_all(s, 8, [&] { shell("ip link set bt-v3 down"); });
+  shell("ip link set bt-v3 up");
+  for (size_t i = 0; i < during.size(); ++i) {
+    EXPECT_EQ(during[i], reference[i]) << "request " << i << "\n" << s.log();
+  }
+  EXPECT_NE(s.log().find("rank 2 answered no heartbeat"), std::string::npos) << s.log();
+  EXPECT_NE(s.log().find("standby rank 3 takes rank 2's stage"), std::string::npos) << s.log();
+  EXPECT_EQ(metric(s, "baton:recoveries_total{result=\"ok\"}"), 1);
 }
 
 }  // namespace

@@ -76,13 +76,16 @@ class server_process {
   }
 
   int port() const { return port_; }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string url() const { return "http://" + host_ + ":" + std::to_string(port_); }
+  /// Where clients reach it (a server in a network namespace: its address there).
+  void set_host(std::string host) { host_ = std::move(host); }
   std::string log() const { return slurp(err_); }
   pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+  std::string host_ = "127.0.0.1";
   int status_ = -1;
   fs::path err_;
 };
