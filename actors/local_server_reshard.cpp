@@ -278,7 +278,8 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   }
   rep.prepare_seconds = std::chrono::duration<double>(clock::now() - t_prepare).count();
   // quiesce: no new steps; the ones in flight finish
-  const uint64_t preempted_before = stats().preemptions;
+  // what the new pool's size preempts (not what the running pipeline preempts meanwhile)
+  const uint64_t preempted_before = stats().resize_preemptions;
   const auto t_pause = clock::now();
   bool drained = false;
   // the blocks holding KV, live or cached (the rest is garbage), and their ids in the new
@@ -331,7 +332,7 @@ result<reshard_report> local_server::reshard_ranks(const std::vector<stage_setup
   }
   rep.pause_seconds = std::chrono::duration<double>(clock::now() - t_pause).count();
   rep.n_blocks = how.n_blocks;
-  rep.preempted = stats().preemptions - preempted_before;
+  rep.preempted = stats().resize_preemptions - preempted_before;
   {
     std::lock_guard<std::mutex> lock(shards_mu_);
     shards_ = *shards;

@@ -198,6 +198,7 @@ struct router_stats {
   uint64_t recoveries_failed = 0;   ///< the survivors could not take the lost layers
   uint64_t requests_replayed = 0;   ///< requests recomputed after a loss
   double last_recovery_seconds = 0; ///< detection to the last replayed request's next token
+  uint64_t resize_preemptions = 0;  ///< preemptions a reshard's smaller KV pool made
 };
 
 // -- inspect ----------------------------------------------------------------------------
@@ -261,7 +262,8 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
            x.generated_tokens, x.cached_prompt_tokens, x.prefix_hits, x.evictions,
            x.control_bytes, x.remote_steps, x.state, x.down_message, x.down_rank, x.epoch,
            x.paused, x.recomputed_tokens, x.stage_failures, x.recoveries_ok,
-           x.recoveries_failed, x.requests_replayed, x.last_recovery_seconds);
+           x.recoveries_failed, x.requests_replayed, x.last_recovery_seconds,
+           x.resize_preemptions);
 }
 
 // -- actor interfaces ---------------------------------------------------------------------

@@ -104,6 +104,7 @@ router_stats make_stats(router_ptr self) {
   out.steps = c.steps;
   out.preemptions = c.preemptions;
   out.recomputed_tokens = c.recomputed_tokens;
+  out.resize_preemptions = c.resize_preemptions;
   out.prompt_tokens = c.prompt_tokens;
   out.generated_tokens = c.generated_tokens;
   out.cached_prompt_tokens = c.cached_prompt_tokens;

@@ -389,6 +389,22 @@ std::vector<std::shared_ptr<event_stream>> busy(local_server& srv) {
   return streams;
 }
 
+/// A scheduler of 32 four-token blocks, two sequences and two micro-batches at a time,
+/// 8 tokens a step, with four 50-token requests queued.
+scheduler four_requests_two_at_a_time() {
+  scheduler_config c;
+  c.max_num_seqs = 2;
+  c.micro_batches = 2;
+  c.n_blocks = 32;
+  c.block_size = 4;
+  c.max_num_batched_tokens = 8;
+  scheduler s(c, {257});
+  for (uint64_t id = 1; id <= 4; ++id) {
+    s.add(sched_request{id, prompt(static_cast<int>(id)), 50, {}, true});
+  }
+  return s;
+}
+
 TEST(actors, recovery_candidates_try_a_standby_first_then_the_neighbours) {
   const std::vector<stage_setup> running = {
       {0, 0, 4, 0, "cpu"}, {1, 4, 8, 0, "cpu"}, {2, 8, 12, 0, "cpu"}};
@@ -424,16 +440,7 @@ TEST(actors, recovery_candidates_try_a_standby_first_then_the_neighbours) {
 }
 
 TEST(actors, scheduler_requeue_all_puts_running_and_in_flight_sequences_back_first_to_recompute) {
-  scheduler_config c;
-  c.max_num_seqs = 2;
-  c.micro_batches = 2;
-  c.n_blocks = 32;
-  c.block_size = 4;
-  c.max_num_batched_tokens = 8;
-  scheduler s(c, {257});
-  for (uint64_t id = 1; id <= 4; ++id) {
-    s.add(sched_request{id, prompt(static_cast<int>(id)), 50, {}, true});
-  }
+  scheduler s = four_requests_two_at_a_time();
   // sequence 2 prefilled (its whole prompt: it samples a token), 1 stays in flight; 3
   // and 4 wait
   auto first = s.next_step();
@@ -467,16 +474,7 @@ TEST(actors, scheduler_requeue_all_puts_running_and_in_flight_sequences_back_fir
 }
 
 TEST(actors, scheduler_abort_all_forgets_waiting_running_and_in_flight_and_frees_every_block) {
-  scheduler_config c;
-  c.max_num_seqs = 2;
-  c.micro_batches = 2;
-  c.n_blocks = 32;
-  c.block_size = 4;
-  c.max_num_batched_tokens = 8;
-  scheduler s(c, {257});
-  for (uint64_t id = 1; id <= 4; ++id) {
-    s.add(sched_request{id, prompt(static_cast<int>(id)), 50, {}, true});
-  }
+  scheduler s = four_requests_two_at_a_time();
   // one sequence per micro-batch: two join (max_num_seqs), two wait
   auto first = s.next_step();
   ASSERT_TRUE(first);

@@ -8,38 +8,12 @@
 #include <cstdio>
 #include <thread>
 
-#include "tests/serve_util.hpp"
+#include "tests/stream_util.hpp"
 
 namespace baton {
 namespace {
 
 using json = nlohmann::json;
-
-#define REQUIRE_MPI_FIXTURE()                                      \
-  if (!have_mpirun()) {                                            \
-    GTEST_SKIP() << "mpirun is not installed (openmpi-bin)";       \
-  }                                                                \
-  ASSERT_TRUE(fx().error.empty()) << fx().error
-
-/// A topology file of `stages` ("rank:first-last" or "rank:layer" each), with `kib` KiB of
-/// KV memory per layer: every placement holds the same KV blocks.
-std::string topology_file(const std::string& name, const std::vector<std::string>& stages,
-                          const std::string& pipeline = "", int kib = 2048) {
-  std::string text = pipeline;
-  for (const auto& s : stages) {
-    const auto colon = s.find(':');
-    const std::string layers = s.substr(colon + 1);
-    const auto dash = layers.find('-');
-    const int n = dash == std::string::npos
-                      ? 1
-                      : std::stoi(layers.substr(dash + 1)) - std::stoi(layers.substr(0, dash)) + 1;
-    text += "[[stage]]\nrank = " + s.substr(0, colon) + "\nlayers = \"" + layers +
-            "\"\nkv_cache_memory = \"" + std::to_string(kib * n) + "KiB\"\n";
-  }
-  const auto path = dir() / name;
-  std::ofstream(path) << text;
-  return path.string();
-}
 
 /// Request i: seeded sampling, its log-probabilities, no early stop. What it answered.
 std::string ask(const server_process& s, int i) {

@@ -321,18 +321,6 @@ TEST(serve, tokens_equal_baton_run_and_the_second_chat_turn_is_cached) {
   EXPECT_GT(metric(s, "baton:prefix_cache_hit_tokens_total"), 0);
 }
 
-std::optional<fs::path> openai_js() {
-  const char* home = std::getenv("HOME");
-  fs::path p = std::string(home ? home : "/root") + "/.cache/baton/npm/node_modules/openai";
-  if (const char* c = std::getenv("BATON_CACHE")) {
-    p = fs::path(c) / "npm/node_modules/openai";
-  }
-  if (fs::exists(p / "package.json") && std::system("command -v node >/dev/null 2>&1") == 0) {
-    return p.parent_path();
-  }
-  return std::nullopt;
-}
-
 /// Runs the OpenAI JS client against `s`: a chat completion and a streamed one.
 void check_openai_client(const server_process& s, const std::string& expected_text) {
   auto modules = openai_js();

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -118,6 +119,20 @@ inline http_result curl(const server_process& s, const std::string& path, const 
   out.status = std::atoi(r.out.substr(nl + 1).c_str());
   out.headers = slurp(hdr);
   return out;
+}
+
+/// The folder holding the npm package openai (scripts/setup.sh installs it), when node is
+/// there too.
+inline std::optional<fs::path> openai_js() {
+  const char* home = std::getenv("HOME");
+  fs::path p = std::string(home ? home : "/root") + "/.cache/baton/npm/node_modules/openai";
+  if (const char* c = std::getenv("BATON_CACHE")) {
+    p = fs::path(c) / "npm/node_modules/openai";
+  }
+  if (fs::exists(p / "package.json") && std::system("command -v node >/dev/null 2>&1") == 0) {
+    return p.parent_path();
+  }
+  return std::nullopt;
 }
 
 inline double metric(const server_process& s, const std::string& name) {

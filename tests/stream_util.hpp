@@ -1,6 +1,7 @@
-// Seeded streaming completions against a `baton serve` under test, all at once, with
-// something done to the job while they run: how the recovery tests (tests/recovery_test,
-// tests/multihost_test) prove a stream unchanged by a lost rank.
+// Jobs whose pipeline changes under load (tests/reshard_test, tests/recovery_test,
+// tests/multihost_test): topology files with a fixed KV share per layer, and seeded
+// streaming completions run all at once with something done to the job meanwhile, to
+// prove every stream unchanged.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -13,7 +14,33 @@
 
 #include "tests/serve_util.hpp"
 
+#define REQUIRE_MPI_FIXTURE()                                      \
+  if (!have_mpirun()) {                                            \
+    GTEST_SKIP() << "mpirun is not installed (openmpi-bin)";       \
+  }                                                                \
+  ASSERT_TRUE(fx().error.empty()) << fx().error
+
 namespace baton {
+
+/// A topology file of `stages` ("rank:first-last" or "rank:layer" each), with `kib` KiB of
+/// KV memory per layer: every placement holds the same KV blocks.
+inline std::string topology_file(const std::string& name, const std::vector<std::string>& stages,
+                          const std::string& pipeline = "", int kib = 2048) {
+  std::string text = pipeline;
+  for (const auto& s : stages) {
+    const auto colon = s.find(':');
+    const std::string layers = s.substr(colon + 1);
+    const auto dash = layers.find('-');
+    const int n = dash == std::string::npos
+                      ? 1
+                      : std::stoi(layers.substr(dash + 1)) - std::stoi(layers.substr(0, dash)) + 1;
+    text += "[[stage]]\nrank = " + s.substr(0, colon) + "\nlayers = \"" + layers +
+            "\"\nkv_cache_memory = \"" + std::to_string(kib * n) + "KiB\"\n";
+  }
+  const auto path = dir() / name;
+  std::ofstream(path) << text;
+  return path.string();
+}
 
 /// Streamed request i (seeded sampling, no early stop): its text pieces in order, and
 /// "ERROR ..." for an error event or a failed request. `keepalives` counts SSE comments.
@@ -68,7 +95,9 @@ inline std::vector<std::string> stream_all(const server_process& s, int n,
   }
   if (during) {
     // mid-generation: every request has tokens out, none is finished
-    for (int k = 0; k < 200 && metric(s, "baton:generation_tokens_total") < 16 * 20; ++k) {
+    const double before = metric(s, "baton:generation_tokens_total");
+    for (int k = 0; k < 400 && metric(s, "baton:generation_tokens_total") < before + n * 20;
+         ++k) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     during();

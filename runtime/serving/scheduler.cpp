@@ -141,6 +141,7 @@ bool scheduler::prepare_resize(int32_t n_blocks, bool recompute, std::vector<int
   // no requester: any running sequence may go, the youngest first
   constexpr uint64_t nobody = ~uint64_t{0};
   while ((recompute || blocks_.n_used() > n_blocks) && preempt_youngest(nobody)) {
+    ++counters_.resize_preemptions;
   }
   BATON_ASSERT(blocks_.n_used() <= n_blocks);  // nothing in flight: everyone could go
   resized_ = blocks_.resized(n_blocks, from, to, !recompute);

@@ -68,6 +68,7 @@ struct sched_counters {
   uint64_t prefix_hits = 0;           ///< cached blocks handed to sequences
   uint64_t evictions = 0;             ///< cached blocks dropped for fresh ones
   uint64_t recomputed_tokens = 0;     ///< tokens whose KV a preemption dropped
+  uint64_t resize_preemptions = 0;    ///< of the preemptions, those a smaller pool made
 };
 
 class scheduler {
