@@ -242,5 +242,31 @@ TEST(recovery, a_rank_lost_during_a_reshard_fails_the_reshard_and_is_replaced) {
   EXPECT_EQ(curl(s, "/health").status, 200);
 }
 
+TEST(recovery, a_dead_head_ends_the_job_and_every_other_rank_leaves) {
+  REQUIRE_MPI_FIXTURE();
+  // rank 0 (the front end and router) is the one single point of failure: the others
+  // notice that its watcher is gone and leave, and mpirun ends, instead of waiting forever
+  server_process s("--stages 2", launcher(3));
+  ASSERT_GT(s.port(), 0) << s.log();
+  signal_rank(0, SIGKILL);
+  // mpirun (the server_process's child) has exited once it is a zombie
+  auto exited = [&] {
+    const std::string stat = slurp("/proc/" + std::to_string(s.pid()) + "/stat");
+    const auto close = stat.rfind(')');
+    return stat.empty() || (close != std::string::npos && stat.substr(close + 2, 1) == "Z");
+  };
+  bool ended = false;
+  for (int i = 0; i < 300 && !ended; ++i) {
+    ended = exited();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(ended) << "mpirun still runs 30 s after the head died\n" << s.log();
+  EXPECT_NE(s.log().find("rank 1: the head (rank 0) is gone; leaving the job"),
+            std::string::npos)
+      << s.log();
+  EXPECT_EQ(rank_pid(1), 0);
+  EXPECT_EQ(rank_pid(2), 0);
+}
+
 }  // namespace
 }  // namespace baton
