@@ -9,31 +9,14 @@
 #
 #   bench/recovery.sh [STREAMS]        (default 16)
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-baton="$root/build/bin/baton"
-models="${BATON_MODELS:-$HOME/.cache/baton/models}"
-model="$models/llama3.2-1b-shape-q4_0.gguf"
-if [[ ! -s "$model" ]]; then
-  if [[ -s "$models/llama3.2-1b-shape-q8_0.gguf" ]]; then
-    "$baton" quantize "$models/llama3.2-1b-shape-q8_0.gguf" "$model" q4_0
-  else
-    "$root/bench/make_models.sh"
-  fi
-fi
+source "$(dirname "$0")/live_pipeline.sh"
 n="${1:-16}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 work="$(mktemp -d /tmp/baton-recovery.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port=18490
-stage() {  # a [[stage]] table: RANK FIRST LAST (40 MiB of KV a layer: 20k tokens)
-  printf '[[stage]]\nrank = %s\nlayers = "%s-%s"\nkv_cache_memory = "%sMiB"\n' \
-    "$1" "$2" "$3" $(( ($3 - $2 + 1) * 40 ))
-}
+PER_LAYER_MIB=40  # 20k tokens a layer
 { stage 0 0 5; stage 1 6 10; stage 2 11 15; } >"$work/three.toml"
 now() { date +%s.%N; }
-metric() {
-  curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m { print $2 }'
-}
 body_of() {  # 512 prompt token ids (BOS first), distinct from the second token on
   python3 - "$1" <<'PY'
 import json, sys
@@ -52,20 +35,8 @@ for _ in $(seq 120); do
   sleep 1
 done
 t_submit="$(now)"
-for i in $(seq "$n"); do
-  body_of "$i" >"$work/body$i.json"
-  curl -s -N "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
-    -d @"$work/body$i.json" >"$work/out$i.txt" &
-done
-# every prompt computed: each stream has its first token
-while true; do
-  ready=0
-  for i in $(seq "$n"); do
-    [[ "$(grep -c '^data: {' "$work/out$i.txt" 2>/dev/null)" -ge 1 ]] && ready=$((ready + 1))
-  done
-  [[ "$ready" -eq "$n" ]] && break
-  sleep 0.2
-done
+start_streams "$n" body_of
+wait_streams "$n" 1  # every prompt computed: each stream has its first token
 t_prefilled="$(now)"
 prefill_tps="$(awk -v a="$t_submit" -v b="$t_prefilled" -v n="$n" 'BEGIN { printf "%.1f", n * 512 / (b - a) }')"
 rank2=""

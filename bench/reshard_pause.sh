@@ -9,33 +9,14 @@
 #
 #   bench/reshard_pause.sh [LIVE...]        (default: 1024 16384 65536)
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-baton="$root/build/bin/baton"
-models="${BATON_MODELS:-$HOME/.cache/baton/models}"
-model="$models/llama3.2-1b-shape-q4_0.gguf"
-if [[ ! -s "$model" ]]; then
-  if [[ -s "$models/llama3.2-1b-shape-q8_0.gguf" ]]; then
-    "$baton" quantize "$models/llama3.2-1b-shape-q8_0.gguf" "$model" q4_0
-  else
-    "$root/bench/make_models.sh"
-  fi
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+source "$(dirname "$0")/live_pipeline.sh"
 work="$(mktemp -d /tmp/baton-reshard-pause.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port=18470
 # KV: 2 KiB per layer and token (8 KV heads x 64 x K,V x f16); room for 80k tokens a layer
-per_layer=160
-stage() {  # a [[stage]] table: RANK FIRST LAST
-  printf '[[stage]]\nrank = %s\nlayers = "%s-%s"\nkv_cache_memory = "%sMiB"\n' \
-    "$1" "$2" "$3" $(( ($3 - $2 + 1) * per_layer ))
-}
+PER_LAYER_MIB=160
 { stage 0 0 7; stage 1 8 15; } >"$work/two.toml"
 { stage 0 0 7; stage 1 8 10; stage 2 11 15; } >"$work/three.toml"
-
-metric() {
-  curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m { print $2 }'
-}
 
 body_of() {  # 1024 prompt token ids (BOS first), distinct from the second token on
   python3 - "$1" <<'EOF'
@@ -56,20 +37,8 @@ for live in "${@:-1024 16384 65536}"; do
       grep -q "serving" "$work/serve.err" 2>/dev/null && break
       sleep 1
     done
-    for i in $(seq "$n"); do
-      body_of "$i" >"$work/body$i.json"
-      curl -s -N "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
-        -d @"$work/body$i.json" >"$work/out$i.txt" &
-    done
-    # every prompt computed: each stream has sent two tokens (decoding only from here)
-    while true; do
-      ready=0
-      for i in $(seq "$n"); do
-        [[ "$(grep -c '^data: {' "$work/out$i.txt" 2>/dev/null)" -ge 2 ]] && ready=$((ready + 1))
-      done
-      [[ "$ready" -eq "$n" ]] && break
-      sleep 1
-    done
+    start_streams "$n" body_of
+    wait_streams "$n" 2  # every prompt computed: decoding only from here
     # the pipeline's step cadence over 3 s of decoding
     s0="$(metric 'baton:steps_total')"
     sleep 3
