@@ -310,6 +310,13 @@ void local_server::recover_from(int32_t rank, const std::string& why) {
       }
       return recovery_plan{c.front().stages, n_blocks, c.front().how};
     }();
+    if (plan) {
+      // what a reshard keeps, a recovery keeps: each layer on its kind of device (tokens
+      // must not change) and, under --nccl, the ranks of the NCCL communicator
+      if (auto ok = check_reshard(plan->stages); !ok) {
+        plan = make_error("%s: %s", plan->how.c_str(), ok.err().message.c_str());
+      }
+    }
     if (!plan) {
       const std::string failed = "stage " + held + " of rank " + std::to_string(rank) +
                                  " is lost (" + why + ") and the survivors cannot take its "
