@@ -393,6 +393,7 @@ result<void> local_server::start() {
     }
   };
   rc.tok = tok_;
+  rc.trace = opts_.trace;
   router_ = spawn_router(*sys_, rc);
   admission_config ac{opts_.serving, router_};
   admission_ = spawn_admission(*sys_, ac);

@@ -30,6 +30,7 @@
 #include "kernels/cpu/isa.hpp"
 #include "runtime/compute/stage_compute.hpp"
 #include "runtime/model/model_config.hpp"
+#include "runtime/serving/scheduler.hpp"
 #include "runtime/serving/serving_config.hpp"
 #include "runtime/text/tokenizer.hpp"
 #include "runtime/transport/transport.hpp"
@@ -76,6 +77,8 @@ struct server_options {
   std::vector<stage_setup> stages;     ///< empty: n_stages on rank 0, layers split evenly
   int32_t n_threads = 2;               ///< in all, split over the stages
   cpu::isa kernels = cpu::best_isa();
+  /// The router's scheduler trace (router_config::trace); the head only.
+  std::function<void(const trace_event&)> trace;
 };
 
 /// What the front end reads without asking an actor (/health, /metrics).

@@ -340,6 +340,9 @@ void on_result(router_ptr self, const step_result& r) {
 router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
   std::vector<int32_t> eog = cfg.tok->eog_ids();
   self->state.sched = std::make_unique<scheduler>(cfg.sched, std::move(eog));
+  if (cfg.trace) {
+    self->state.sched->set_trace(cfg.trace);
+  }
   self->state.cfg = std::move(cfg);
   for (const auto& shard : self->state.cfg.shards) {
     self->monitor(shard);

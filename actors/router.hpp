@@ -49,6 +49,9 @@ struct router_config {
   /// finish, cancel, step result, a stage down) and once at the start.
   std::function<void(const router_stats&)> on_stats;
   std::shared_ptr<const tokenizer> tok;
+  /// Hears the scheduler's every input and decision (scheduler::set_trace), on the
+  /// router's thread: a recording the simulator can replay.
+  std::function<void(const trace_event&)> trace;
 };
 
 router_actor spawn_router(caf::actor_system& sys, router_config cfg);

@@ -193,6 +193,37 @@ TEST(actors, concurrent_requests_give_the_tokens_they_give_alone) {
   }
 }
 
+TEST(actors, a_recorded_live_schedule_replays_decision_for_decision_and_a_changed_one_does_not) {
+  // a live 2-stage run with a small KV pool (preemption, chunked prefill, micro-batches)
+  std::mutex mu;
+  std::vector<trace_event> events;
+  auto o = options(2, 24);
+  o.trace = [&](const trace_event& e) {
+    std::lock_guard<std::mutex> lock(mu);
+    events.push_back(e);
+  };
+  scheduler_config used;
+  {
+    auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
+    used = srv->options().serving;  // resolved (micro_batches)
+    expect_as_alone(submit_all(*srv, 12, 40), alone_all(12, 40));
+    EXPECT_GT(srv->stats().preemptions, 0u);
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  size_t steps = 0;
+  for (const auto& e : events) {
+    steps += e.what == trace_event::kind::step;
+  }
+  EXPECT_GT(steps, 40u);
+  const auto eog = fixture().tok->eog_ids();
+  EXPECT_EQ(replay_trace(used, eog, events), "");
+  // a replay on other settings decides otherwise, and says where
+  scheduler_config other = used;
+  other.max_num_batched_tokens = used.max_num_batched_tokens / 2;
+  const std::string differs = replay_trace(other, eog, events);
+  EXPECT_NE(differs.find("the recording has step"), std::string::npos) << differs;
+}
+
 TEST(actors, preemption_under_a_small_kv_budget_loses_nothing) {
   constexpr int n_req = 16, n_gen = 64;
   const auto want = alone_all(n_req, n_gen);

@@ -19,6 +19,12 @@ scheduler::scheduler(scheduler_config cfg, std::vector<int32_t> eog_ids)
 }
 
 void scheduler::add(sched_request r) {
+  if (trace_) {
+    trace_event e;
+    e.what = trace_event::kind::add;
+    e.request = r;
+    trace_(e);
+  }
   const uint64_t id = r.id;
   BATON_ASSERT(!r.prompt.empty() && seqs_.count(id) == 0);
   seq s;
@@ -58,6 +64,12 @@ void scheduler::erase(uint64_t id) {
 }
 
 std::optional<sched_output> scheduler::cancel(uint64_t id) {
+  if (trace_) {
+    trace_event e;
+    e.what = trace_event::kind::cancel;
+    e.id = id;
+    trace_(e);
+  }
   auto it = seqs_.find(id);
   if (it == seqs_.end()) {
     return std::nullopt;
@@ -74,6 +86,12 @@ std::optional<sched_output> scheduler::cancel(uint64_t id) {
 }
 
 void scheduler::finish(uint64_t id) {
+  if (trace_) {
+    trace_event e;
+    e.what = trace_event::kind::finish;
+    e.id = id;
+    trace_(e);
+  }
   auto it = seqs_.find(id);
   if (it == seqs_.end()) {
     return;
@@ -138,6 +156,11 @@ bool scheduler::prepare_resize(int32_t n_blocks, bool recompute, std::vector<int
   if (!in_flight_.empty()) {
     return false;
   }
+  if (trace_) {
+    trace_event e;
+    e.what = trace_event::kind::other;
+    trace_(e);
+  }
   // no requester: any running sequence may go, the youngest first
   constexpr uint64_t nobody = ~uint64_t{0};
   while ((recompute || blocks_.n_used() > n_blocks) && preempt_youngest(nobody)) {
@@ -177,6 +200,23 @@ sched_slice scheduler::make_slice(seq& s, int32_t n) {
 }
 
 std::optional<sched_step> scheduler::next_step() {
+  auto step = decide_step();
+  if (trace_) {
+    trace_event e;
+    e.what = step ? trace_event::kind::step : trace_event::kind::no_step;
+    if (step) {
+      e.id = step->step_id;
+      for (const auto& sl : step->slices) {
+        e.seq_ids.push_back(sl.seq_id);
+        e.n_tokens.push_back(static_cast<int32_t>(sl.tokens.size()));
+      }
+    }
+    trace_(e);
+  }
+  return step;
+}
+
+std::optional<sched_step> scheduler::decide_step() {
   if (static_cast<int32_t>(in_flight_.size()) >= cfg_.micro_batches) {
     return std::nullopt;
   }
@@ -256,6 +296,14 @@ std::optional<sched_step> scheduler::next_step() {
 std::vector<sched_output> scheduler::on_step_done(uint64_t step_id,
                                                   const std::vector<uint64_t>& seq_ids,
                                                   const std::vector<int32_t>& tokens) {
+  if (trace_) {
+    trace_event e;
+    e.what = trace_event::kind::done;
+    e.id = step_id;
+    e.seq_ids = seq_ids;
+    e.tokens = tokens;
+    trace_(e);
+  }
   std::vector<sched_output> out;
   auto it = in_flight_.find(step_id);
   BATON_ASSERT(it != in_flight_.end());
@@ -324,6 +372,11 @@ std::vector<uint64_t> scheduler::fail_step(uint64_t step_id) {
 }
 
 std::vector<uint64_t> scheduler::abort_all() {
+  if (trace_) {
+    trace_event e;
+    e.what = trace_event::kind::other;
+    trace_(e);
+  }
   std::vector<uint64_t> ids;
   ids.reserve(seqs_.size());
   for (auto& [id, s] : seqs_) {
@@ -338,6 +391,11 @@ std::vector<uint64_t> scheduler::abort_all() {
 }
 
 std::vector<sched_output> scheduler::requeue_all(std::vector<uint64_t>& replayed) {
+  if (trace_) {
+    trace_event e;
+    e.what = trace_event::kind::requeue;
+    trace_(e);
+  }
   std::vector<sched_output> ended;
   in_flight_.clear();
   std::vector<uint64_t> ids = running_;  // arrival order: the oldest first
@@ -368,6 +426,12 @@ std::vector<sched_output> scheduler::requeue_all(std::vector<uint64_t>& replayed
 }
 
 void scheduler::reset_pool(int32_t n_blocks) {
+  if (trace_) {
+    trace_event e;
+    e.what = trace_event::kind::reset;
+    e.id = static_cast<uint64_t>(n_blocks);
+    trace_(e);
+  }
   BATON_ASSERT(running_.empty() && in_flight_.empty() && n_blocks >= 1);
   resized_.reset();
   const auto st = blocks_.stats();
@@ -376,6 +440,79 @@ void scheduler::reset_pool(int32_t n_blocks) {
   counters_.evictions += static_cast<uint64_t>(st.n_evictions);
   blocks_ = prefix_cache(n_blocks, cfg_.block_size, cfg_.enable_prefix_caching);
   cfg_.n_blocks = n_blocks;
+}
+
+namespace {
+
+std::string ids_text(const std::vector<uint64_t>& ids, const std::vector<int32_t>& n) {
+  std::string out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    out += (i ? " " : "") + std::to_string(ids[i]) + "x" +
+           (i < n.size() ? std::to_string(n[i]) : std::string("?"));
+  }
+  return "[" + out + "]";
+}
+
+}  // namespace
+
+std::string replay_trace(const scheduler_config& cfg, const std::vector<int32_t>& eog_ids,
+                         const std::vector<trace_event>& events) {
+  scheduler s(cfg, eog_ids);
+  for (size_t i = 0; i < events.size(); ++i) {
+    const trace_event& e = events[i];
+    const std::string at = "event " + std::to_string(i) + ": ";
+    switch (e.what) {
+      case trace_event::kind::add:
+        s.add(e.request);
+        break;
+      case trace_event::kind::step:
+      case trace_event::kind::no_step: {
+        const auto step = s.next_step();
+        if (!step) {
+          if (e.what == trace_event::kind::step) {
+            return at + "the recording has step " + std::to_string(e.id) + " " +
+                   ids_text(e.seq_ids, e.n_tokens) + ", the replay none";
+          }
+          break;
+        }
+        std::vector<uint64_t> ids;
+        std::vector<int32_t> n;
+        for (const auto& sl : step->slices) {
+          ids.push_back(sl.seq_id);
+          n.push_back(static_cast<int32_t>(sl.tokens.size()));
+        }
+        if (e.what == trace_event::kind::no_step || step->step_id != e.id || ids != e.seq_ids ||
+            n != e.n_tokens) {
+          return at + "the recording has " +
+                 (e.what == trace_event::kind::no_step
+                      ? std::string("no step")
+                      : "step " + std::to_string(e.id) + " " + ids_text(e.seq_ids, e.n_tokens)) +
+                 ", the replay step " + std::to_string(step->step_id) + " " + ids_text(ids, n);
+        }
+        break;
+      }
+      case trace_event::kind::done:
+        s.on_step_done(e.id, e.seq_ids, e.tokens);
+        break;
+      case trace_event::kind::cancel:
+        s.cancel(e.id);
+        break;
+      case trace_event::kind::finish:
+        s.finish(e.id);
+        break;
+      case trace_event::kind::requeue: {
+        std::vector<uint64_t> replayed;
+        s.requeue_all(replayed);
+        break;
+      }
+      case trace_event::kind::reset:
+        s.reset_pool(static_cast<int32_t>(e.id));
+        break;
+      case trace_event::kind::other:
+        return at + "a reshard's pool resize cannot be replayed";
+    }
+  }
+  return {};
 }
 
 }  // namespace baton

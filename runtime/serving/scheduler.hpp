@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -71,9 +72,34 @@ struct sched_counters {
   uint64_t resize_preemptions = 0;    ///< of the preemptions, those a smaller pool made
 };
 
+/// What the scheduler was told and what it decided, in order: enough to replay a live
+/// run's decisions on another scheduler (the simulator's, replay_trace).
+struct trace_event {
+  enum class kind : uint8_t {
+    add,       ///< request
+    step,      ///< next_step() gave step `id`: seq_ids with n_tokens each
+    no_step,   ///< next_step() gave none
+    done,      ///< on_step_done(id, seq_ids, tokens)
+    cancel,    ///< cancel(id)
+    finish,    ///< finish(id)
+    requeue,   ///< requeue_all()
+    reset,     ///< reset_pool(id = the blocks)
+    other,     ///< a reshard's resize: not replayable
+  };
+  kind what = kind::add;
+  sched_request request;
+  uint64_t id = 0;
+  std::vector<uint64_t> seq_ids;
+  std::vector<int32_t> n_tokens;
+  std::vector<int32_t> tokens;
+};
+
 class scheduler {
  public:
   scheduler(scheduler_config cfg, std::vector<int32_t> eog_ids);
+
+  /// `fn` hears every call that changes the schedule, and every decision, in order.
+  void set_trace(std::function<void(const trace_event&)> fn) { trace_ = std::move(fn); }
 
   /// Queues a request (FCFS). The caller (admission) has checked it can ever fit.
   void add(sched_request r);
@@ -150,6 +176,8 @@ class scheduler {
     uint64_t order = 0;           // arrival: larger is younger
   };
 
+  /// next_step() but for the trace.
+  std::optional<sched_step> decide_step();
   bool ensure_blocks(seq& s, int64_t n_tokens);
   /// Gives a waiting sequence its blocks for every known token, sharing cached ones.
   bool admit_blocks(seq& s);
@@ -170,6 +198,13 @@ class scheduler {
   uint64_t next_step_id_ = 1;
   uint64_t next_order_ = 0;
   sched_counters counters_;
+  std::function<void(const trace_event&)> trace_;
 };
+
+/// Replays `events` (a trace_event recording) on a fresh scheduler of `cfg`: the same
+/// calls in the same order, each step compared with the recorded one. Empty when every
+/// decision was the same; else the first difference, described.
+std::string replay_trace(const scheduler_config& cfg, const std::vector<int32_t>& eog_ids,
+                         const std::vector<trace_event>& events);
 
 }  // namespace baton
