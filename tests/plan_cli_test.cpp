@@ -283,3 +283,34 @@ TEST(plan_cli, info_replaces_invalid_utf8_instead_of_aborting) {
 
 }  // namespace
 }  // namespace baton
+
+namespace baton {
+namespace {
+
+TEST(plan_cli, calibrate_writes_a_profile_whose_speeds_fit_its_own_steps) {
+  const auto out = fixture_dir() / "cpu.json";
+  auto r = baton("bench calibrate -q -t 1 -r 2 -m " + (fixture_dir() / "small.gguf").string() +
+                 " -o " + out.string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("worst fit error"), std::string::npos) << r.err;
+  const auto j = nlohmann::json::parse(slurp(out), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << slurp(out);
+  for (const char* key : {"weight_bytes_per_s", "flops_per_s", "kv_bytes_per_s"}) {
+    EXPECT_GT(j.value(key, 0.0), 0.0) << key;
+  }
+  EXPECT_GE(j.value("fixed_s", -1.0), 0.0);
+  ASSERT_TRUE(j["runs"].is_array());
+  EXPECT_EQ(j["runs"].size(), 7u * 3u);  // 7 step shapes at 3 depths
+  for (const auto& run : j["runs"]) {
+    EXPECT_GT(run.value("seconds", 0.0), 0.0);
+    EXPECT_GT(run.value("predicted_s", 0.0), 0.0);
+  }
+  // and a file that is not a profile is refused by name (read_profile)
+  auto bad = baton("bench calibrate -q -o /nonexistent/dir/p.json -m " +
+                   (fixture_dir() / "small.gguf").string());
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("/nonexistent/dir/p.json"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace baton

@@ -66,7 +66,7 @@ TEST(sim, a_slow_link_and_the_control_message_add_their_latency_to_every_step) {
   EXPECT_NEAR(r.tpot_s.mean, 0.014, 1e-9);
 }
 
-TEST(sim, compute_costs_follow_tokens_weights_and_attended_positions) {
+TEST(sim, a_step_is_bound_by_its_weights_or_its_math_plus_the_kv_it_reads) {
   sim_stage st;
   st.device.fixed_s = 0.001;
   st.device.weight_bytes_per_s = 1e9;
@@ -76,7 +76,12 @@ TEST(sim, compute_costs_follow_tokens_weights_and_attended_positions) {
   st.flops_per_token = 1e6;          // 0.1 ms a token
   st.kv_bytes_per_position = 1000;   // 1 us a position
   st.head_flops_per_row = 1e7;       // 1 ms a sampled row
-  EXPECT_NEAR(stage_step_seconds(st, 10, 100, 1), 0.001 + 0.001 + 0.001 + 0.0001 + 0.001, 1e-12);
+  // 10 tokens and a sampled row: 2 ms of math outlast 1 ms of weights; 0.1 ms of KV
+  EXPECT_NEAR(stage_step_seconds(st, 10, 100, 1), 0.001 + 0.002 + 0.0001, 1e-12);
+  // one token: the weights bound it
+  EXPECT_NEAR(stage_step_seconds(st, 1, 1, 0), 0.001 + 0.001 + 0.000001, 1e-12);
+  // prefill-like: 1000 tokens of math (0.1 s) outlast the weights
+  EXPECT_NEAR(stage_step_seconds(st, 1000, 0, 0), 0.001 + 0.1, 1e-12);
 }
 
 TEST(sim, a_small_kv_pool_preempts_and_still_finishes_every_request) {

@@ -114,6 +114,7 @@ void add_bench_command(CLI::App& app, int& status) {
   cmd->callback([o, &status] { status = run_bench_model(*o); });
   add_bench_batch_command(*bench, status);
   add_bench_serve_command(*bench, status);
+  add_bench_calibrate_command(*bench, status);
 }
 
 }  // namespace baton::cli

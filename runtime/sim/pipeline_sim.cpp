@@ -12,10 +12,13 @@ namespace baton {
 double stage_step_seconds(const sim_stage& st, int64_t n_tokens, int64_t positions,
                           int64_t rows) {
   const device_profile& d = st.device;
-  return d.fixed_s + static_cast<double>(st.weight_bytes) / d.weight_bytes_per_s +
-         (static_cast<double>(n_tokens) * st.flops_per_token +
-          static_cast<double>(rows) * st.head_flops_per_row) /
-             d.flops_per_s +
+  // the matmuls are bound by the weights they stream or by their arithmetic, whichever
+  // takes longer (a roofline); attention reads its positions' K and V on top
+  const double weights = static_cast<double>(st.weight_bytes) / d.weight_bytes_per_s;
+  const double math = (static_cast<double>(n_tokens) * st.flops_per_token +
+                       static_cast<double>(rows) * st.head_flops_per_row) /
+                      d.flops_per_s;
+  return d.fixed_s + std::max(weights, math) +
          static_cast<double>(positions) * st.kv_bytes_per_position / d.kv_bytes_per_s;
 }
 

@@ -19,9 +19,10 @@
 namespace baton {
 
 /// A device's speeds, as `baton bench calibrate` fits them (seconds = fixed +
-/// weight_bytes / weight_bytes_per_s + flops / flops_per_s + kv_bytes / kv_bytes_per_s):
-/// a step streams its layers' weights once (decode is bound by it), does 2 x params
-/// flops per token (prefill is bound by it) and reads every attended position's K and V.
+/// max(weight_bytes / weight_bytes_per_s, flops / flops_per_s) + kv_bytes /
+/// kv_bytes_per_s): a step streams its layers' weights once (decode is bound by it) or
+/// is bound by its 2 x params flops per token (prefill), a roofline; attention reads every
+/// attended position's K and V on top.
 struct device_profile {
   std::string name = "cpu";
   double fixed_s = 0;
