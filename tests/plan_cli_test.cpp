@@ -314,3 +314,50 @@ TEST(plan_cli, calibrate_writes_a_profile_whose_speeds_fit_its_own_steps) {
 
 }  // namespace
 }  // namespace baton
+
+namespace baton {
+namespace {
+
+TEST(plan_cli, simulate_predicts_each_stream_count_from_a_profile_and_needs_one) {
+  const auto t = write_file("sim.toml", "model = \"small.gguf\"\n[[stage]]\nlayers = \"0-1\"\n"
+                                        "[[stage]]\nrank = 1\nlayers = \"2-3\"\n");
+  const auto profile = write_file(
+      "sim-profile.json",
+      R"({"device": "cpu", "fixed_s": 0.001, "weight_bytes_per_s": 1e10, "flops_per_s": 1e11,)"
+      R"( "kv_bytes_per_s": 1e10, "link": {"latency_s": 0.0001, "bytes_per_s": 1e9}})");
+  auto r = baton("plan --topology " + t + " --simulate --profile " + profile +
+                 " --streams 1,8 -p 16 -n 8 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  ASSERT_EQ(j["simulated"].size(), 2u);
+  const auto& one = j["simulated"][0];
+  const auto& eight = j["simulated"][1];
+  EXPECT_EQ(one["streams"], 1);
+  EXPECT_GT(one["output_tokens_per_s"].get<double>(), 0.0);
+  EXPECT_EQ(one["stage_busy"].size(), 2u);
+  // eight streams share the steps: more tokens a second, each later
+  EXPECT_GT(eight["output_tokens_per_s"].get<double>(), one["output_tokens_per_s"].get<double>());
+  EXPECT_GE(eight["ttft_mean_s"].get<double>(), one["ttft_mean_s"].get<double>());
+  EXPECT_EQ(j["micro_batches"], 4);
+  // the table names its assumptions
+  auto table = baton("plan --topology " + t + " --simulate --profile " + profile);
+  ASSERT_EQ(table.status, 0) << table.err;
+  EXPECT_NE(table.out.find("control free (no 'control' in the profile)"), std::string::npos)
+      << table.out;
+  // no profile, a broken one, bad stream counts: refused by name
+  auto none = baton("plan --topology " + t + " --simulate");
+  EXPECT_NE(none.status, 0);
+  EXPECT_NE(none.err.find("--profile"), std::string::npos) << none.err;
+  const auto broken = write_file("broken.json", R"({"fixed_s": "fast"})");
+  auto bad = baton("plan --topology " + t + " --simulate --profile " + broken);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("'fixed_s'"), std::string::npos) << bad.err;
+  auto streams = baton("plan --topology " + t + " --simulate --profile " + profile +
+                       " --streams 1,x");
+  EXPECT_NE(streams.status, 0);
+  EXPECT_NE(streams.err.find("--streams"), std::string::npos) << streams.err;
+}
+
+}  // namespace
+}  // namespace baton

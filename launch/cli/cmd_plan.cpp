@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "launch/cli/commands.hpp"
+#include "launch/cli/simulate.hpp"
 #include "launch/http/http_client.hpp"
 #include "runtime/system/units.hpp"
 #include "topology/planner.hpp"
@@ -35,6 +36,11 @@ struct plan_options {
   std::string write;
   std::string against;  ///< the running topology a reshard would leave
   std::string url;      ///< a running head: KV to move at its occupancy, not at capacity
+  bool simulate = false;         ///< predict throughput and latency (runtime/sim)
+  std::string profile;           ///< the device profile (baton bench calibrate)
+  std::string streams = "1,16,64";
+  int32_t n_prompt = 128;
+  int32_t n_gen = 64;
 };
 
 /// The ranks of the world with no stage.
@@ -288,6 +294,32 @@ int run_plan(const plan_options& o) {
       at = "at the server's occupancy: " + std::to_string(*live) + " tokens";
     }
   }
+  if (o.simulate) {
+    if (o.profile.empty()) {
+      return fail("--simulate needs --profile P.json (baton bench calibrate -o P.json makes one "
+                  "on the machine the stages run on)");
+    }
+    auto profile = read_profile(o.profile);
+    if (!profile) {
+      return fail(profile.err().message);
+    }
+    std::vector<int32_t> streams;
+    std::stringstream list(o.streams);
+    for (std::string item; std::getline(list, item, ',');) {
+      char* end = nullptr;
+      const long v = std::strtol(item.c_str(), &end, 10);
+      if (item.empty() || *end != '\0' || v < 1 || v > 65536) {
+        return fail("--streams '" + o.streams + "': expected stream counts 1-65536, comma-separated");
+      }
+      streams.push_back(static_cast<int32_t>(v));
+    }
+    if (o.n_prompt < 1 || o.n_gen < 1 ||
+        int64_t{o.n_prompt} + o.n_gen > plan->resolved.pipeline.max_model_len) {
+      return fail("-p and -n must be >= 1 and fit the context (" +
+                  std::to_string(plan->resolved.pipeline.max_model_len) + " tokens)");
+    }
+    return print_simulation(*plan, **m, *profile, streams, o.n_prompt, o.n_gen, o.json);
+  }
   if (o.json) {
     auto j = to_json(*t, *plan, **m, static_cast<int32_t>(world));
     if (moves) {
@@ -323,6 +355,17 @@ void add_plan_command(CLI::App& app, int& status) {
                   "KV to move instead of full capacity");
   cmd->add_flag("--json", opts->json, "Print JSON");
   cmd->add_option("--write", opts->write, "Write the resolved topology (explicit layers) here");
+  cmd->add_flag("--simulate", opts->simulate,
+                "Predict output and decode tokens/s, TTFT, TPOT, stage busy shares, KV use and "
+                "preemptions for --streams clients (a simulation on the real scheduler)");
+  cmd->add_option("--profile", opts->profile,
+                  "With --simulate: the device profile (baton bench calibrate -o P.json)");
+  cmd->add_option("--streams", opts->streams, "With --simulate: stream counts, comma-separated")
+      ->capture_default_str();
+  cmd->add_option("-p,--n-prompt", opts->n_prompt, "With --simulate: prompt tokens a request")
+      ->capture_default_str();
+  cmd->add_option("-n,--n-gen", opts->n_gen, "With --simulate: generated tokens a request")
+      ->capture_default_str();
   cmd->callback([opts, &status] { status = run_plan(*opts); });
 }
 

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "launch/cli/commands.hpp"
@@ -20,6 +21,7 @@
 #include "runtime/compute/batch.hpp"
 #include "runtime/compute/stage_compute.hpp"
 #include "runtime/system/budget.hpp"
+#include "topology/topology_file.hpp"
 
 namespace baton::cli {
 
@@ -50,7 +52,7 @@ sim_stage sim_stage_of(const model& m, int64_t first, int64_t last, ggml_type kv
   return st;
 }
 
-result<device_profile> read_profile(const std::string& path) {
+result<profile_file> read_profile(const std::string& path) {
   std::ifstream f(path);
   if (!f) {
     return make_error("%s: cannot read the profile (baton bench calibrate -o %s writes one)",
@@ -60,28 +62,138 @@ result<device_profile> read_profile(const std::string& path) {
   if (j.is_discarded() || !j.is_object()) {
     return make_error("%s: not a JSON object", path.c_str());
   }
-  device_profile d;
-  auto number = [&](const char* key, double& out) -> result<void> {
-    if (!j.contains(key) || !j.at(key).is_number() || !(j.at(key).get<double>() >= 0)) {
-      return make_error("%s: '%s' must be a number >= 0", path.c_str(), key);
+  auto number = [&](const nlohmann::json& o, const std::string& where, const char* key,
+                    double& out) -> result<void> {
+    if (!o.contains(key) || !o.at(key).is_number() || !(o.at(key).get<double>() >= 0) ||
+        !std::isfinite(o.at(key).get<double>())) {
+      return make_error("%s: '%s%s' must be a finite number >= 0", path.c_str(), where.c_str(),
+                        key);
     }
-    out = j.at(key).get<double>();
+    out = o.at(key).get<double>();
     return {};
   };
+  profile_file p;
+  device_profile& d = p.device;
   for (auto [key, out] : {std::pair{"fixed_s", &d.fixed_s},
                           std::pair{"weight_bytes_per_s", &d.weight_bytes_per_s},
                           std::pair{"flops_per_s", &d.flops_per_s},
                           std::pair{"kv_bytes_per_s", &d.kv_bytes_per_s}}) {
-    if (auto ok = number(key, *out); !ok) {
+    if (auto ok = number(j, "", key, *out); !ok) {
       return ok.err();
     }
   }
   if (d.weight_bytes_per_s <= 0 || d.flops_per_s <= 0 || d.kv_bytes_per_s <= 0) {
     return make_error("%s: the speeds must be > 0", path.c_str());
   }
-  d.name = j.value("device", std::string("cpu"));
-  d.estimate = j.value("estimate", false);
-  return d;
+  for (auto [key, link, has] : {std::tuple{"link", &p.link, &p.has_link},
+                                std::tuple{"control", &p.control, &p.has_control}}) {
+    if (!j.contains(key)) {
+      continue;
+    }
+    const auto& o = j.at(key);
+    if (!o.is_object()) {
+      return make_error("%s: '%s' must be an object {\"latency_s\", \"bytes_per_s\"}",
+                        path.c_str(), key);
+    }
+    const std::string where = std::string(key) + ".";
+    if (auto ok = number(o, where, "latency_s", link->latency_s); !ok) {
+      return ok.err();
+    }
+    if (auto ok = number(o, where, "bytes_per_s", link->bytes_per_s); !ok) {
+      return ok.err();
+    }
+    if (link->bytes_per_s <= 0) {
+      return make_error("%s: '%s.bytes_per_s' must be > 0", path.c_str(), key);
+    }
+    *has = true;
+  }
+  d.name = j.contains("device") && j.at("device").is_string() ? j.at("device").get<std::string>()
+                                                               : "cpu";
+  d.estimate = j.contains("estimate") && j.at("estimate").is_boolean() &&
+               j.at("estimate").get<bool>();
+  return p;
+}
+
+int print_simulation(const pipeline_plan& plan, const model& m, const profile_file& profile,
+                     const std::vector<int32_t>& streams, int32_t prompt, int32_t gen,
+                     bool json) {
+  sim_setup base;
+  base.sched = with_pipeline_keys(serving_config{}, plan.resolved.pipeline);
+  const auto n_stages = static_cast<int64_t>(plan.stages.size());
+  if (base.sched.micro_batches == 0) {
+    base.sched.micro_batches = default_micro_batches(n_stages);
+  }
+  base.sched.n_blocks = pipeline_kv_blocks(plan, 0);
+  for (const stage_plan& sp : plan.stages) {
+    base.stages.push_back(
+        sim_stage_of(m, sp.layers.first, sp.layers.last, base.sched.kv_type, profile.device));
+  }
+  base.hops.assign(static_cast<size_t>(std::max<int64_t>(0, n_stages - 1)), profile.link);
+  base.control = profile.control;
+  base.n_embd = m.config().n_embd;
+  nlohmann::json all = nlohmann::json::array();
+  if (!json) {
+    std::printf("simulated: %lld stages, %d micro-batches, %d KV blocks, %d-token prompts, "
+                "%d generated; device %s%s; links %s; control %s\n",
+                static_cast<long long>(n_stages), base.sched.micro_batches, base.sched.n_blocks,
+                prompt, gen, profile.device.name.c_str(),
+                profile.device.estimate ? " (estimate)" : " (calibrated)",
+                profile.has_link ? "from the profile" : "free (no 'link' in the profile)",
+                profile.has_control ? "from the profile" : "free (no 'control' in the profile)");
+    std::printf("%8s %12s %12s %10s %10s %10s %10s %8s %8s  %s\n", "streams", "output tok/s",
+                "decode tok/s", "TTFT mean", "TTFT p99", "TPOT mean", "TPOT p99", "KV use",
+                "preempt", "stage busy");
+  }
+  for (const int32_t n : streams) {
+    sim_setup s = base;
+    s.work.streams = n;
+    s.work.requests_per_stream = 1;
+    s.work.prompt_tokens = prompt;
+    s.work.gen_tokens = gen;
+    const sim_report r = simulate(s);
+    nlohmann::json busy = nlohmann::json::array();
+    std::string busy_text;
+    for (double b : r.stage_busy) {
+      busy.push_back(b);
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "%s%.0f%%", busy_text.empty() ? "" : " ", b * 100);
+      busy_text += buf;
+    }
+    if (json) {
+      all.push_back({{"streams", n},
+                     {"output_tokens_per_s", r.output_tokens_per_s},
+                     {"decode_tokens_per_s", r.decode_tokens_per_s},
+                     {"total_tokens_per_s", r.total_tokens_per_s},
+                     {"ttft_mean_s", r.ttft_s.mean},
+                     {"ttft_p50_s", r.ttft_s.p50},
+                     {"ttft_p99_s", r.ttft_s.p99},
+                     {"tpot_mean_s", r.tpot_s.mean},
+                     {"tpot_p50_s", r.tpot_s.p50},
+                     {"tpot_p99_s", r.tpot_s.p99},
+                     {"stage_busy", busy},
+                     {"hop_busy", r.hop_busy},
+                     {"kv_usage_mean", r.kv_usage_mean},
+                     {"preemptions", r.preemptions},
+                     {"steps", r.steps},
+                     {"seconds", r.seconds}});
+    } else {
+      std::printf("%8d %12.1f %12.1f %9.1fms %9.1fms %9.2fms %9.2fms %7.0f%% %8llu  %s\n", n,
+                  r.output_tokens_per_s, r.decode_tokens_per_s, r.ttft_s.mean * 1e3,
+                  r.ttft_s.p99 * 1e3, r.tpot_s.mean * 1e3, r.tpot_s.p99 * 1e3,
+                  r.kv_usage_mean * 100, static_cast<unsigned long long>(r.preemptions),
+                  busy_text.c_str());
+    }
+  }
+  if (json) {
+    std::printf("%s\n", nlohmann::json{{"simulated", all},
+                                       {"device", profile.device.name},
+                                       {"estimate", profile.device.estimate},
+                                       {"micro_batches", base.sched.micro_batches},
+                                       {"n_blocks", base.sched.n_blocks}}
+                             .dump(2)
+                             .c_str());
+  }
+  return exit_ok;
 }
 
 namespace {

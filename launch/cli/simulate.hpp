@@ -16,7 +16,21 @@ namespace baton::cli {
 sim_stage sim_stage_of(const model& m, int64_t first, int64_t last, ggml_type kv_type,
                        const device_profile& device);
 
-/// A profile file: {"device": ..., "threads": ..., "fixed_s": ..., ...} as calibrate writes.
-result<device_profile> read_profile(const std::string& path);
+/// A profile file: {"device": ..., "threads": ..., "fixed_s": ..., ...} as calibrate writes,
+/// with optional "link" and "control" objects ({"latency_s", "bytes_per_s"}).
+struct profile_file {
+  device_profile device;
+  sim_link link;      ///< between stages (default: free)
+  sim_link control;   ///< router <-> a stage (default: free)
+  bool has_link = false;
+  bool has_control = false;
+};
+result<profile_file> read_profile(const std::string& path);
+
+/// What `baton plan --simulate` runs: `plan` of `m` with `profile`, for each stream
+/// count of `streams` with `prompt` and `gen` tokens; the table (or JSON) on stdout.
+int print_simulation(const pipeline_plan& plan, const model& m, const profile_file& profile,
+                     const std::vector<int32_t>& streams, int32_t prompt, int32_t gen,
+                     bool json);
 
 }  // namespace baton::cli
