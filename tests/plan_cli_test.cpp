@@ -300,7 +300,7 @@ TEST(plan_cli, calibrate_writes_a_profile_whose_speeds_fit_its_own_steps) {
   }
   EXPECT_GE(j.value("fixed_s", -1.0), 0.0);
   ASSERT_TRUE(j["runs"].is_array());
-  EXPECT_EQ(j["runs"].size(), 7u * 3u);  // 7 step shapes at 3 depths
+  EXPECT_EQ(j["runs"].size(), 8u * 3u);  // 8 step shapes at 3 depths
   for (const auto& run : j["runs"]) {
     EXPECT_GT(run.value("seconds", 0.0), 0.0);
     EXPECT_GT(run.value("predicted_s", 0.0), 0.0);

@@ -291,8 +291,10 @@ int run_calibrate(const calibrate_options& o) {
     int32_t tokens;
     int32_t context;
   };
-  const std::vector<shape> shapes = {{1, 1, 64},  {4, 1, 64},   {16, 1, 64}, {1, 1, 448},
-                                     {16, 1, 448}, {1, 64, 0}, {1, 256, 0}};
+  // decode batches at two context lengths; prefill of one long prompt and of many short
+  // ones (a step of 512 tokens, as 16 streams' first step)
+  const std::vector<shape> shapes = {{1, 1, 64},  {4, 1, 64},  {16, 1, 64}, {1, 1, 448},
+                                     {16, 1, 448}, {1, 64, 0}, {1, 256, 0}, {16, 32, 0}};
   std::vector<timed_step> runs;
   std::vector<int64_t> depths = {std::max<int64_t>(1, n_layer / 4), std::max<int64_t>(1, n_layer / 2),
                                  n_layer};
