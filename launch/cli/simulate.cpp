@@ -218,6 +218,13 @@ struct timed_step {
 /// all on relative error (the steps span 10 ms to seconds); the pair that fits best.
 /// The roofline's max() is not linear, hence the grid over its two speeds.
 double fit_profile(const std::vector<timed_step>& runs, device_profile& d) {
+  // the roofline's part of step r: its weights or its math, whichever is slower
+  auto roof_of = [](const timed_step& r, double bw, double rate) {
+    return std::max(static_cast<double>(r.st.weight_bytes) / bw,
+                    (static_cast<double>(r.tokens) * r.st.flops_per_token +
+                     static_cast<double>(r.rows) * r.st.head_flops_per_row) /
+                        rate);
+  };
   double best = 1e300;
   for (int i = 0; i <= 80; ++i) {
     const double bw = std::pow(10.0, 8.0 + i * 5.0 / 80);  // 0.1 GB/s .. 10 TB/s
@@ -226,11 +233,7 @@ double fit_profile(const std::vector<timed_step>& runs, device_profile& d) {
       // y_r / t_r = f / t_r + c * kv_r / t_r + roof_r / t_r: least squares in (f, c)
       double s11 = 0, s12 = 0, s22 = 0, b1 = 0, b2 = 0;
       for (const auto& r : runs) {
-        const double roof =
-            std::max(static_cast<double>(r.st.weight_bytes) / bw,
-                     (static_cast<double>(r.tokens) * r.st.flops_per_token +
-                      static_cast<double>(r.rows) * r.st.head_flops_per_row) /
-                         rate);
+        const double roof = roof_of(r, bw, rate);
         const double u = 1.0 / r.seconds;
         const double v = static_cast<double>(r.positions) * r.st.kv_bytes_per_position / r.seconds;
         const double y = 1.0 - roof / r.seconds;
@@ -254,11 +257,7 @@ double fit_profile(const std::vector<timed_step>& runs, device_profile& d) {
       }
       double err = 0;
       for (const auto& r : runs) {
-        const double roof =
-            std::max(static_cast<double>(r.st.weight_bytes) / bw,
-                     (static_cast<double>(r.tokens) * r.st.flops_per_token +
-                      static_cast<double>(r.rows) * r.st.head_flops_per_row) /
-                         rate);
+        const double roof = roof_of(r, bw, rate);
         const double p = f + roof + c * static_cast<double>(r.positions) * r.st.kv_bytes_per_position;
         err += (p / r.seconds - 1) * (p / r.seconds - 1);
       }
