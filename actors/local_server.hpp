@@ -13,6 +13,7 @@
 // current, so no reader's thread ever waits on an actor.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -302,6 +303,7 @@ class local_server {
   std::vector<shard_actor> local_shards_;
   std::vector<std::shared_ptr<stage_compute>> computes_;  ///< [stage] this rank's; else null
   uint64_t epoch_ = 0;                 ///< the running pipeline's (reshards count it up)
+  std::atomic<uint64_t> committed_epoch_{0};  ///< epoch_, for the pulse (no lock)
   /// What a reshard prepared on this rank, until it commits or aborts.
   struct prepared {
     uint64_t epoch = 0;

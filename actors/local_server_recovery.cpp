@@ -76,8 +76,9 @@ pulse_actor local_server::spawn_pulse() {
             self->monitor(self->current_sender());
             *watching = true;
           }
-          std::lock_guard<std::mutex> lock(shards_mu_);
-          return epoch_;
+          // no lock: a reshard holds shards_mu_ while it exports KV rows, for seconds,
+          // and a heartbeat must not wait for that
+          return committed_epoch_.load();
         },
         [this](fence_atom, uint64_t epoch) {
           // this rank did not answer in time (stopped, cut off) and the head went on

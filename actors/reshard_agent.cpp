@@ -310,6 +310,7 @@ void local_server::commit_here(uint64_t epoch) {
     opts_.serving.n_blocks = p.n_blocks;
     opts_.n_stages = static_cast<int32_t>(opts_.stages.size());
     epoch_ = epoch;
+    committed_epoch_ = epoch;
   }
   release_shards(old);
   data_->retire_before(epoch);
