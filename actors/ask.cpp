@@ -19,7 +19,7 @@ pending_ask ask_start(caf::actor_system& sys, const caf::actor& whom, caf::messa
   if (!whom) {
     sh->done = true;
     sh->out = {std::nullopt, "no such actor"};
-    return pending_ask(sh, caf::actor());
+    return pending_ask{sh, caf::actor()};
   }
   auto settle = [sh](asked a) {
     {
@@ -52,12 +52,12 @@ pending_ask ask_start(caf::actor_system& sys, const caf::actor& whom, caf::messa
   whom->enqueue(caf::make_mailbox_element(caf::actor_cast<caf::strong_actor_ptr>(helper),
                                           caf::make_message_id(), {}, std::move(msg)),
                 nullptr);
-  return pending_ask(sh, helper);
+  return pending_ask{sh, helper};
 }
 
 asked ask_wait(pending_ask& q, std::chrono::milliseconds timeout,
                const std::function<std::string()>& give_up) {
-  auto& sh = q.st_;
+  auto& sh = q.st;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock<std::mutex> lock(sh->mu);
   while (!sh->done) {
@@ -80,8 +80,8 @@ asked ask_wait(pending_ask& q, std::chrono::milliseconds timeout,
   }
   asked out = std::move(sh->out);
   lock.unlock();
-  if (q.helper_) {
-    caf::anon_send_exit(q.helper_, caf::exit_reason::user_shutdown);
+  if (q.helper) {
+    caf::anon_send_exit(q.helper, caf::exit_reason::user_shutdown);
   }
   return out;
 }

@@ -22,13 +22,10 @@ struct asked {
 };
 
 /// A question under way (ask_start); wait for it with ask_wait.
-class pending_ask {
- public:
+struct pending_ask {
   struct state;
-  explicit pending_ask(std::shared_ptr<state> st, caf::actor helper)
-      : st_(std::move(st)), helper_(std::move(helper)) {}
-  std::shared_ptr<state> st_;
-  caf::actor helper_;
+  std::shared_ptr<state> st;  ///< the answer, once it is there
+  caf::actor helper;          ///< waits for it (ends with ask_wait)
 };
 
 /// Sends `msg` to `whom` and returns at once: several questions can be under way.

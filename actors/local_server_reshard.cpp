@@ -188,7 +188,6 @@ result<void> local_server::move_kv_between_ranks(const std::vector<stage_setup>&
                                                   uint64_t epoch, const std::vector<int32_t>& from,
                                                   const std::vector<int32_t>& to,
                                                   reshard_report& rep) {
-  caf::scoped_actor self{*sys_};
   std::string failed;
   // block ids are the router's, the same on every stage: rows move from `from` to `to`.
   // Every shipment is sent before any rank is asked to take: a take waits for rows

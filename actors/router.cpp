@@ -372,31 +372,24 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         st.state = pipeline_state::stopped;
         st.down_message = stage + " stopped: the server is shutting down";
         fail_all(self, "the server is shutting down", refusal::shutting_down);
-      } else if (st.cfg.on_stage_lost) {
-        // the head replaces it: the requests wait and are replayed on the new pipeline
+      } else {
         const std::string why =
             stage + (left ? " stopped: its process was asked to stop"
                           : " is down: its process died or its host is unreachable (" +
                                 self->system().render(dm.reason) + ")");
-        enter_recovery(self, rank, why);
-        st.cfg.on_stage_lost(rank, why);
-      } else if (left) {
-        st.state = pipeline_state::stage_down;
-        st.down_message = stage + " stopped: its process was asked to stop";
-        std::fprintf(stderr, "baton: %s stopped\n", stage.c_str());
-        if (st.cfg.on_rank_down) {
-          st.cfg.on_rank_down(rank);
+        std::fprintf(stderr, "baton: %s\n", why.c_str());
+        if (st.cfg.on_stage_lost) {
+          // the head replaces it: the requests wait and are replayed on the new pipeline
+          enter_recovery(self, rank, why);
+          st.cfg.on_stage_lost(rank, why);
+        } else {
+          st.state = pipeline_state::stage_down;
+          st.down_message = why;
+          if (st.cfg.on_rank_down) {
+            st.cfg.on_rank_down(rank);
+          }
+          fail_all(self, why, refusal::stage_down);
         }
-        fail_all(self, st.down_message, refusal::stage_down);
-      } else {
-        st.state = pipeline_state::stage_down;
-        st.down_message = stage + " is down: its process died or its host is unreachable (" +
-                          self->system().render(dm.reason) + ")";
-        std::fprintf(stderr, "baton: %s\n", st.down_message.c_str());
-        if (st.cfg.on_rank_down) {
-          st.cfg.on_rank_down(rank);
-        }
-        fail_all(self, st.down_message, refusal::stage_down);
       }
     }
     settle_pause(self);

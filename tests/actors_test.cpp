@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "actors/local_server.hpp"
+#include "runtime/serving/sched_trace.hpp"
 #include "runtime/compute/engine.hpp"
 #include "runtime/model/model_builder.hpp"
 #include "runtime/serving/scheduler.hpp"

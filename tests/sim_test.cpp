@@ -4,6 +4,7 @@
 // replays like the live router's.
 #include <gtest/gtest.h>
 
+#include "runtime/serving/sched_trace.hpp"
 #include "runtime/sim/pipeline_sim.hpp"
 
 namespace baton {

@@ -82,6 +82,9 @@ class pipeline_job {
   std::map<std::tuple<int32_t, int64_t, int64_t, std::string>, stage_spec> specs_;
 };
 
+/// The stages a plan places (threads: `threads_flag` when > 0, else the plan's).
+std::vector<stage_setup> stages_of(const pipeline_plan& plan, int32_t threads_flag);
+
 /// Stage placement without a topology file: `n_stages` (at least one per rank) spread
 /// over `world` ranks in order, layers split evenly.
 result<std::vector<stage_setup>> spread_stages(int64_t n_layer, int32_t n_stages, int32_t world);

@@ -7,8 +7,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 
-#include <atomic>
-#include <condition_variable>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -19,6 +17,7 @@
 
 #include "launch/serve/api_keys.hpp"
 #include "launch/serve/front_metrics.hpp"
+#include "launch/serve/sse_keepalive.hpp"
 #include "launch/serve/openai_api.hpp"
 #include "runtime/text/chat_prompt.hpp"
 
@@ -49,50 +48,15 @@ struct front_end::impl {
   std::atomic<bool> stopping{false};   ///< a signal came: new requests get 503
   mutable std::mutex active_mu;
   std::set<uint64_t> active;           ///< requests not finished yet
-  /// A streamed answer and when it last sent something (ms on clock_type).
-  struct stream_entry {
-    std::shared_ptr<http::response> res;
-    std::shared_ptr<std::atomic<int64_t>> last_ms;
-  };
-  std::map<uint64_t, stream_entry> streams;  ///< under active_mu: unfinished streams
   boost::asio::thread_pool workers;
-  /// Sends an SSE comment to every stream silent for 2 s (a pause while a lost stage is
-  /// replaced, a long prefill): clients and proxies with read timeouts keep waiting.
-  std::thread keepalive;
-  std::mutex keepalive_mu;
-  std::condition_variable keepalive_cv;
-  bool keepalive_stop = false;
-
+  sse_keepalive keepalive;  ///< comments to streams silent for 2 s
   impl(front_end_options opts, api_keys k, std::shared_ptr<const tokenizer> t,
        serving_backend& b)
       : o(std::move(opts)),
         keys(std::move(k)),
         tok(std::move(t)),
         backend(b),
-        workers(static_cast<size_t>(std::max(1, o.n_workers))) {
-    keepalive = std::thread([this] { keep_streams_alive(); });
-  }
-
-  static int64_t now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               clock_type::now().time_since_epoch())
-        .count();
-  }
-
-  void keep_streams_alive() {
-    std::unique_lock<std::mutex> lock(keepalive_mu);
-    while (!keepalive_cv.wait_for(lock, std::chrono::milliseconds(500),
-                                  [&] { return keepalive_stop; })) {
-      const int64_t now = now_ms();
-      std::lock_guard<std::mutex> al(active_mu);
-      for (auto& [id, e] : streams) {
-        if (now - e.last_ms->load() >= 2000) {
-          e.res->chunk(": keep-alive\n\n");  // a comment: SSE readers skip it
-          e.last_ms->store(now);
-        }
-      }
-    }
-  }
+        workers(static_cast<size_t>(std::max(1, o.n_workers))) {}
 
   /// Answers with `why`'s row of the status table and counts it.
   void reject(http::response& res, reject_reason why, std::string message,
@@ -139,8 +103,6 @@ struct request_state {
   std::vector<float> logprobs;
   std::vector<std::vector<std::pair<int32_t, float>>> tops;  // per token: the alternatives
   std::mutex mu;  // drains come from CAF threads
-  /// When the stream last sent something (the keep-alive thread reads it).
-  std::shared_ptr<std::atomic<int64_t>> last_ms = std::make_shared<std::atomic<int64_t>>(0);
 };
 
 std::string piece_text(const request_state& st, int32_t id) {
@@ -250,7 +212,7 @@ void drain(const std::shared_ptr<request_state>& st) {
       st->res->chunk("data: " + dump(chunk_json(*st, e->text, nullptr,
                                                 logprobs_json(*st, before, st->tokens.size()),
                                                 false)) + "\n\n");
-      st->last_ms->store(front_end::impl::now_ms());
+      fe.keepalive.sent(st->id);
     }
     if (!last) {
       continue;
@@ -260,8 +222,8 @@ void drain(const std::shared_ptr<request_state>& st) {
     {
       std::lock_guard<std::mutex> al(fe.active_mu);
       fe.active.erase(st->id);
-      fe.streams.erase(st->id);  // no keep-alive after the end
     }
+    fe.keepalive.remove(st->id);  // no keep-alive after the end
     {
       std::lock_guard<std::mutex> ml(fe.metrics.mu);
       fe.metrics.finished[to_string(e->finish)] += 1;
@@ -417,10 +379,9 @@ void front_end::impl::completion(const http::request& rq,
   {
     std::lock_guard<std::mutex> al(active_mu);
     active.insert(st->id);
-    if (r.stream) {
-      st->last_ms->store(now_ms());
-      streams[st->id] = stream_entry{res, st->last_ms};
-    }
+  }
+  if (r.stream) {
+    keepalive.add(st->id, res);
   }
   serving_backend* be = &backend;
   const uint64_t id = st->id;
@@ -607,15 +568,7 @@ front_end::front_end(front_end_options o, api_keys keys, std::shared_ptr<const t
                      serving_backend& backend)
     : impl_(std::make_unique<impl>(std::move(o), std::move(keys), std::move(tok), backend)) {}
 
-front_end::~front_end() {
-  {
-    std::lock_guard<std::mutex> lock(impl_->keepalive_mu);
-    impl_->keepalive_stop = true;
-  }
-  impl_->keepalive_cv.notify_all();
-  impl_->keepalive.join();
-  impl_->workers.join();
-}
+front_end::~front_end() { impl_->workers.join(); }
 
 void front_end::handle(http::request rq, std::shared_ptr<http::response> res) {
   const uint64_t number = impl_->next_request_number++;

@@ -73,7 +73,7 @@ struct sched_counters {
 };
 
 /// What the scheduler was told and what it decided, in order: enough to replay a live
-/// run's decisions on another scheduler (the simulator's, replay_trace).
+/// run's decisions on another scheduler (sched_trace.hpp's replay_trace).
 struct trace_event {
   enum class kind : uint8_t {
     add,       ///< request
@@ -200,11 +200,5 @@ class scheduler {
   sched_counters counters_;
   std::function<void(const trace_event&)> trace_;
 };
-
-/// Replays `events` (a trace_event recording) on a fresh scheduler of `cfg`: the same
-/// calls in the same order, each step compared with the recorded one. Empty when every
-/// decision was the same; else the first difference, described.
-std::string replay_trace(const scheduler_config& cfg, const std::vector<int32_t>& eog_ids,
-                         const std::vector<trace_event>& events);
 
 }  // namespace baton
