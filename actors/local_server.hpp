@@ -158,6 +158,8 @@ class local_server {
   void cancel(uint64_t id);
   /// Asks the router (a blocking request: not for an event loop; see snapshot()).
   router_stats stats() const;
+  /// Stages of the pipeline now.
+  size_t n_stages() const { return current_shards().size(); }
   /// The router's counters as it last published them (after every change) and each
   /// stage's mean step seconds, polled by a background thread at most once a second
   /// from the first call on (zeros until its first round; a stage that does not answer

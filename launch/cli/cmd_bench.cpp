@@ -115,6 +115,7 @@ void add_bench_command(CLI::App& app, int& status) {
   add_bench_batch_command(*bench, status);
   add_bench_serve_command(*bench, status);
   add_bench_calibrate_command(*bench, status);
+  add_bench_link_command(*bench, status);
 }
 
 }  // namespace baton::cli

@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <atomic>
 #include <optional>
 #include <thread>
 
@@ -32,6 +33,7 @@
 #include "launch/cli/commands.hpp"
 #include "launch/cli/engine_flags.hpp"
 #include "launch/job/start_job.hpp"
+#include "runtime/sim/pipeline_sim.hpp"
 #include "topology/memory_plan.hpp"
 
 namespace baton::cli {
@@ -104,6 +106,49 @@ struct batch_run {
   double output_tokens_per_s = 0;
   uint64_t token_digest = 0;  ///< FNV-1a over every stream's tokens, in request order
   clock_type::time_point t0;
+  sim_dist ttft_s;              ///< over the requests (the simulator's summary)
+  sim_dist tpot_s;              ///< (last - first token) / (tokens - 1), per request
+  std::vector<double> stage_busy;  ///< [stage] share of the run it computed
+  double kv_usage_mean = 0;     ///< time-weighted share of KV blocks in use
+  uint64_t preemptions = 0;
+};
+
+/// Samples the router's KV blocks in use every 5 ms while a run lasts: the time-weighted
+/// mean share, as the simulator reports it.
+class kv_sampler {
+ public:
+  explicit kv_sampler(local_server& srv) : srv_(srv), thread_([this] { loop(); }) {}
+  ~kv_sampler() { stop(); }
+  double stop() {
+    if (thread_.joinable()) {
+      done_ = true;
+      thread_.join();
+    }
+    return seconds_ > 0 ? area_ / seconds_ : 0.0;
+  }
+
+ private:
+  void loop() {
+    auto last = clock_type::now();
+    double share = 0;
+    while (!done_) {
+      const router_stats s = srv_.stats();
+      const auto now = clock_type::now();
+      const double dt = std::chrono::duration<double>(now - last).count();
+      area_ += share * dt;
+      seconds_ += dt;
+      last = now;
+      share = s.total_blocks > 0
+                  ? static_cast<double>(s.total_blocks - s.free_blocks) / s.total_blocks
+                  : 0.0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  local_server& srv_;
+  std::atomic<bool> done_{false};
+  double area_ = 0;
+  double seconds_ = 0;
+  std::thread thread_;
 };
 
 result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prompt,
@@ -119,6 +164,8 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
   std::vector<stream_log> logs(static_cast<size_t>(n_streams));
   std::vector<std::thread> readers;
   readers.reserve(reqs.size());
+  const uint64_t preempted_before = srv.stats().preemptions;
+  kv_sampler kv(srv);
   const auto t0 = clock_type::now();
   // one reader per stream stamps each event as it arrives; submitting takes
   // microseconds per request, the first step tens of milliseconds
@@ -152,8 +199,33 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
   for (auto& t : readers) {
     t.join();
   }
+  const auto t_done = clock_type::now();
   batch_run out;
   out.t0 = t0;
+  out.kv_usage_mean = kv.stop();
+  out.preemptions = srv.stats().preemptions - preempted_before;
+  // each stage's steps of this run (its own clock: durations only, the begin against t0,
+  // which every rank of one host shares through CLOCK_MONOTONIC)
+  const double run_s = seconds(t0, t_done);
+  for (size_t k = 0; k < srv.n_stages(); ++k) {
+    double busy_us = 0;
+    for (const step_timing& t : srv.timings(static_cast<int32_t>(k))) {
+      if (t.begin_us >= to_us(t0) && t.end_us <= to_us(t_done)) {
+        busy_us += static_cast<double>(t.end_us - t.begin_us);
+      }
+    }
+    out.stage_busy.push_back(run_s > 0 ? busy_us / 1e6 / run_s : 0.0);
+  }
+  std::vector<double> ttfts;
+  std::vector<double> tpots;
+  for (const auto& log : logs) {
+    ttfts.push_back(seconds(t0, log.first));
+    if (log.n_tokens > 1) {
+      tpots.push_back(seconds(log.first, log.last) / (log.n_tokens - 1));
+    }
+  }
+  out.ttft_s = distribution_of(ttfts);
+  out.tpot_s = distribution_of(tpots);
   double ttft_sum = 0;
   for (const auto& log : logs) {
     if (log.finish != finish_reason::length || log.n_tokens != n_gen) {
@@ -201,7 +273,24 @@ struct batch_result {
   double transfer_us = 0;     ///< mean time of one activation transfer (MPI jobs)
   uint64_t transfers = 0;
   std::vector<std::string> token_digests;  ///< one per repetition (hex)
+  // the simulator's fields, one per repetition (stage_busy: [repetition][stage])
+  std::vector<double> ttft_p50, ttft_p99, tpot_mean, tpot_p50, tpot_p99, kv_usage;
+  std::vector<double> preemptions;
+  std::vector<std::vector<double>> stage_busy;
 };
+
+/// Each stage's median busy share over the repetitions.
+std::vector<double> median_per_stage(const std::vector<std::vector<double>>& reps) {
+  std::vector<double> out;
+  for (size_t k = 0; !reps.empty() && k < reps.front().size(); ++k) {
+    std::vector<double> v;
+    for (const auto& r : reps) {
+      v.push_back(k < r.size() ? r[k] : 0.0);
+    }
+    out.push_back(median(v));
+  }
+  return out;
+}
 
 result<batch_result> bench_streams(const bench_batch_options& o, opened_job& j,
                                    int32_t n_streams, uint64_t& round) {
@@ -232,6 +321,14 @@ result<batch_result> bench_streams(const bench_batch_options& o, opened_job& j,
     br.ttft_mean.push_back(b->ttft_mean_s);
     br.t_first.push_back(b->t_first_s);
     br.t_end.push_back(b->t_end_s);
+    br.ttft_p50.push_back(b->ttft_s.p50);
+    br.ttft_p99.push_back(b->ttft_s.p99);
+    br.tpot_mean.push_back(b->tpot_s.mean);
+    br.tpot_p50.push_back(b->tpot_s.p50);
+    br.tpot_p99.push_back(b->tpot_s.p99);
+    br.kv_usage.push_back(b->kv_usage_mean);
+    br.preemptions.push_back(static_cast<double>(b->preemptions));
+    br.stage_busy.push_back(b->stage_busy);
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(b->token_digest));
     br.token_digests.emplace_back(hex);
@@ -405,6 +502,21 @@ int run_bench_batch(bench_batch_options o) {
                         {"reps", o.reps},
                         {"batch", nlohmann::json::array()}};
     for (const auto& b : batches) {
+      // the simulator's names (baton plan --simulate --json), as medians over the runs
+      const std::vector<double> busy = median_per_stage(b.stage_busy);
+      std::vector<double> idle;
+      for (double x : busy) {
+        idle.push_back(1.0 - x);
+      }
+      nlohmann::json sim_fields = {{"ttft_p50_s", median(b.ttft_p50)},
+                                   {"ttft_p99_s", median(b.ttft_p99)},
+                                   {"tpot_mean_s", median(b.tpot_mean)},
+                                   {"tpot_p50_s", median(b.tpot_p50)},
+                                   {"tpot_p99_s", median(b.tpot_p99)},
+                                   {"stage_busy", busy},
+                                   {"stage_idle", idle},
+                                   {"kv_usage_mean", median(b.kv_usage)},
+                                   {"preemptions", median(b.preemptions)}};
       j["batch"].push_back({{"streams", b.n_streams},
                             {"decode_tokens_per_s", b.decode},
                             {"output_tokens_per_s", b.output},
@@ -417,6 +529,7 @@ int run_bench_batch(bench_batch_options o) {
                             {"transfers", b.transfers},
                             {"token_digests", b.token_digests},
                             {"transfer_us_mean", b.transfer_us}});
+      j["batch"].back().update(sim_fields);
     }
     if (ovh) {
       const double e = median(ovh->engine_ms);
@@ -443,12 +556,20 @@ int run_bench_batch(bench_batch_options o) {
   if (!batches.empty()) {
     std::printf("decode: C*(n-1) tokens from the moment every request has its first token to "
                 "the last one's end;\noutput: C*n tokens from submit to the end\n");
-    std::printf("%8s %14s %14s %14s %14s %14s\n", "streams", "decode t/s", "output t/s",
-                "TTFT mean ms", "all first ms", "transfer us");
+    std::printf("%8s %12s %12s %12s %12s %10s %8s %8s %11s  %s\n", "streams", "decode t/s",
+                "output t/s", "TTFT mean ms", "all first ms", "TPOT ms", "KV use", "preempt",
+                "transfer us", "stage busy");
     for (const auto& b : batches) {
-      std::printf("%8d %14.2f %14.2f %14.1f %14.1f %14.1f\n", b.n_streams, median(b.decode),
-                  median(b.output), median(b.ttft_mean) * 1e3, median(b.t_first) * 1e3,
-                  b.transfer_us);
+      std::string busy;
+      for (double x : median_per_stage(b.stage_busy)) {
+        char buf[16];
+        std::snprintf(buf, sizeof buf, "%s%.0f%%", busy.empty() ? "" : " ", x * 100);
+        busy += buf;
+      }
+      std::printf("%8d %12.2f %12.2f %12.1f %12.1f %10.2f %7.0f%% %8.0f %11.1f  %s\n",
+                  b.n_streams, median(b.decode), median(b.output), median(b.ttft_mean) * 1e3,
+                  median(b.t_first) * 1e3, median(b.tpot_mean) * 1e3, median(b.kv_usage) * 100,
+                  median(b.preemptions), b.transfer_us, busy.c_str());
     }
   }
   if (ovh) {

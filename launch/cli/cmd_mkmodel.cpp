@@ -38,7 +38,7 @@ int run_mkmodel(const mkmodel_options& o) {
   auto shape = preset_shape(o.preset);
   if (!shape) {
     return fail("mkmodel: unknown --preset '" + o.preset +
-                "' (expected demo, llama3.2-1b or llama3-8b)");
+                "' (expected " + preset_names() + ")");
   }
   auto set = [](const std::optional<int64_t>& v, int64_t& dst) {
     if (v) {
@@ -126,7 +126,7 @@ int run_mkmodel(const mkmodel_options& o) {
 void add_mkmodel_command(CLI::App& app, int& status) {
   auto o = std::make_shared<mkmodel_options>();
   auto* cmd = app.add_subcommand("mkmodel", "Write a random-weight Llama 3 GGUF model");
-  cmd->add_option("--preset", o->preset, "demo | llama3.2-1b | llama3-8b")->capture_default_str();
+  cmd->add_option("--preset", o->preset, preset_names())->capture_default_str();
   cmd->add_option("-o,--output", o->output, "Output file (default for demo: the demo model path)");
   cmd->add_option("--type", o->type, "Weight type: f32, f16, bf16, q8_0")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Random seed")->capture_default_str();

@@ -19,7 +19,10 @@
 #include "launch/cli/commands.hpp"
 #include "launch/cli/simulate.hpp"
 #include "launch/http/http_client.hpp"
+#include "runtime/model/shape_model.hpp"
+#include "runtime/system/device.hpp"
 #include "runtime/system/units.hpp"
+#include "topology/cluster_file.hpp"
 #include "topology/planner.hpp"
 #include "topology/reshard_plan.hpp"
 #include "topology/topology_file.hpp"
@@ -41,7 +44,33 @@ struct plan_options {
   std::string streams = "1,16,64";
   int32_t n_prompt = 128;
   int32_t n_gen = 64;
+  std::string shape;             ///< a model shape without a file (model_builder presets)
+  std::string type;              ///< with --shape: its file type (Q4_K_M, F16, ...)
+  std::string cluster;           ///< a cluster description instead of this host
+  int32_t pp = 0;                ///< no --topology: this many "auto" stages, one per rank
+  int32_t max_num_seqs = 0;      ///< overrides the file's [pipeline] (0: keep)
+  bool search = false;           ///< --simulate over the splits and micro-batches that fit
 };
+
+/// --pp N without a file: N "auto" stages, stage k on rank k, on the rank's k-th GPU of
+/// its host when the cluster gives the host GPUs, else its cpu.
+topology pipeline_topology(int32_t n, const std::optional<cluster>& c) {
+  topology t;
+  t.path = "--pp " + std::to_string(n);
+  for (int32_t k = 0; k < n; ++k) {
+    stage_spec s;
+    s.rank = k;
+    s.layers.automatic = true;
+    if (c && k < c->world_size()) {
+      const cluster_host& h = c->host_of(k);
+      if (h.gpus > 0) {
+        s.device = cuda_device_name((k - h.first_rank) % h.gpus);
+      }
+    }
+    t.stages.push_back(s);
+  }
+  return t;
+}
 
 /// The ranks of the world with no stage.
 std::vector<int32_t> standby_ranks(const pipeline_plan& plan, int32_t world) {
@@ -105,13 +134,14 @@ nlohmann::json to_json(const topology& given, const pipeline_plan& plan, const m
 }
 
 void print_table(const topology& given, const pipeline_plan& plan, const model& m,
-                 int32_t world) {
+                 int32_t world, const std::string& devices_from) {
   const topology& r = plan.resolved;
   const pipeline_spec& p = r.pipeline;
   std::printf("topology  %s\n", given.path.c_str());
   std::printf("model     %s (%lld layers)\n", r.model.c_str(),
               static_cast<long long>(m.config().n_layer));
-  std::printf("world     %d rank%s, devices as this host's\n", world, world == 1 ? "" : "s");
+  std::printf("world     %d rank%s, devices %s\n", world, world == 1 ? "" : "s",
+              devices_from.c_str());
   std::printf("pipeline  micro_batches %d, max_num_seqs %d, max_num_batched_tokens %d, "
               "block_size %d, max_model_len %lld, kv %s\n\n",
               p.micro_batches, p.max_num_seqs, p.max_num_batched_tokens, p.block_size,
@@ -220,19 +250,65 @@ void print_moves(const std::string& against, const std::vector<rank_moves>& move
 }
 
 int run_plan(const plan_options& o) {
-  auto t = parse_topology_file(o.topology);
+  std::optional<cluster> c;
+  if (!o.cluster.empty()) {
+    auto parsed = parse_cluster_file(o.cluster);
+    if (!parsed) {
+      return fail(parsed.err().message);
+    }
+    c = std::move(*parsed);
+  }
+  result<topology> t = error{""};
+  if (!o.topology.empty()) {
+    t = parse_topology_file(o.topology);
+  } else if (o.pp >= 1 && o.pp <= 4096) {
+    t = pipeline_topology(o.pp, c);
+  } else {
+    return fail("plan: give --topology T, or --pp N (1-4096) for N auto stages one per rank");
+  }
   if (!t) {
     return fail(t.err().message);
+  }
+  if (o.max_num_seqs > 0) {
+    t->pipeline.max_num_seqs = o.max_num_seqs;
   }
   if (!o.model.empty()) {
     t->model = o.model;
   }
-  if (t->model.empty()) {
-    return fail(o.topology + ": no model (expected a 'model' key or --model)");
+  std::shared_ptr<const model> mp;
+  if (!o.shape.empty()) {
+    // a shape and type without a file: the header alone, typed as baton quantize would
+    auto shape = preset_shape(o.shape);
+    if (!shape) {
+      return fail("--shape '" + o.shape + "': expected " + preset_names());
+    }
+    const auto type = parse_ftype(o.type);
+    if (!type) {
+      return fail("--shape needs --type, one of " + ftype_names(" or ") +
+                  (o.type.empty() ? std::string() : " (got '" + o.type + "')"));
+    }
+    auto m = shape_model(*shape, *type);
+    if (!m) {
+      return fail(m.err().message);
+    }
+    mp = *m;
+    t->model = o.shape + " " + std::string(info(*type).name) + " (shape only, no file)";
+  } else {
+    if (t->model.empty()) {
+      return fail(t->path + ": no model (expected a 'model' key, --model or --shape)");
+    }
+    auto m = model::open(t->model);
+    if (!m) {
+      return fail(m.err().message);
+    }
+    mp = *m;
   }
+  const model& model_ref = *mp;
   // int64: the highest rank + 1 must not wrap (ranks are bounded when the file is read)
   int64_t world = o.np;
-  if (world == 0) {
+  if (c) {
+    world = c->world_size();
+  } else if (world == 0) {
     for (const auto& s : t->stages) {
       world = std::max<int64_t>(world, int64_t{s.rank} + 1);
     }
@@ -240,11 +316,9 @@ int run_plan(const plan_options& o) {
     return fail("--np (" + std::to_string(world) + ") must be 1 to " +
                 std::to_string(topology_limits::max_world_size));
   }
-  auto m = model::open(t->model);
-  if (!m) {
-    return fail(m.err().message);
-  }
-  auto plan = plan_pipeline(*t, **m, local_placement_env(static_cast<int32_t>(world)));
+  const placement_env env =
+      c ? cluster_placement_env(*c) : local_placement_env(static_cast<int32_t>(world));
+  auto plan = plan_pipeline(*t, model_ref, env);
   if (!plan) {
     return fail(plan.err().message);
   }
@@ -273,11 +347,11 @@ int run_plan(const plan_options& o) {
       return fail(old.err().message);
     }
     old->model = t->model;  // a reshard keeps the model
-    auto old_plan = plan_pipeline(*old, **m, local_placement_env(static_cast<int32_t>(world)));
+    auto old_plan = plan_pipeline(*old, model_ref, env);
     if (!old_plan) {
       return fail(old_plan.err().message);
     }
-    moves = plan_reshard_moves(*old_plan, *plan, **m, static_cast<int32_t>(world));
+    moves = plan_reshard_moves(*old_plan, *plan, model_ref, static_cast<int32_t>(world));
     if (!o.url.empty()) {
       // the moves are at the new plan's capacity: scale them to what the server holds
       auto live = live_kv_tokens(o.url, plan->resolved.pipeline.block_size);
@@ -294,34 +368,58 @@ int run_plan(const plan_options& o) {
       at = "at the server's occupancy: " + std::to_string(*live) + " tokens";
     }
   }
-  if (o.simulate) {
-    if (o.profile.empty()) {
+  if (o.simulate || o.search) {
+    profile_file profile;
+    if (!o.profile.empty()) {
+      auto p = read_profile(o.profile);
+      if (!p) {
+        return fail(p.err().message);
+      }
+      profile = *p;
+    } else if (!c) {
       return fail("--simulate needs --profile P.json (baton bench calibrate -o P.json makes one "
-                  "on the machine the stages run on)");
+                  "on the machine the stages run on) or --cluster C.toml");
     }
-    auto profile = read_profile(o.profile);
-    if (!profile) {
-      return fail(profile.err().message);
-    }
-    std::vector<int32_t> streams;
+    sim_request req;
     std::stringstream list(o.streams);
     for (std::string item; std::getline(list, item, ',');) {
       char* end = nullptr;
       const long v = std::strtol(item.c_str(), &end, 10);
-      if (item.empty() || *end != '\0' || v < 1 || v > 65536) {
-        return fail("--streams '" + o.streams + "': expected stream counts 1-65536, comma-separated");
+      if (item.empty() || *end != '\0' || v < 1 || v > 4096) {
+        return fail("--streams '" + o.streams + "': expected stream counts 1-4096, comma-separated");
       }
-      streams.push_back(static_cast<int32_t>(v));
+      req.streams.push_back(static_cast<int32_t>(v));
+    }
+    if (req.streams.empty()) {
+      return fail("--streams: expected at least one stream count");
     }
     if (o.n_prompt < 1 || o.n_gen < 1 ||
         int64_t{o.n_prompt} + o.n_gen > plan->resolved.pipeline.max_model_len) {
       return fail("-p and -n must be >= 1 and fit the context (" +
                   std::to_string(plan->resolved.pipeline.max_model_len) + " tokens)");
     }
-    return print_simulation(*plan, **m, *profile, streams, o.n_prompt, o.n_gen, o.json);
+    req.prompt = o.n_prompt;
+    req.gen = o.n_gen;
+    req.json = o.json;
+    auto place = [&](const pipeline_plan& p) {
+      return c ? placement_on_cluster(p, *c, profile.device) : placement_from_profile(p, profile);
+    };
+    if (o.search) {
+      const replan_fn replan =
+          [&](const topology& cand) -> result<std::pair<pipeline_plan, sim_placement>> {
+        auto p = plan_pipeline(cand, model_ref, env);
+        if (!p) {
+          return p.err();
+        }
+        sim_placement w = place(*p);
+        return std::pair{std::move(*p), std::move(w)};
+      };
+      return print_search(*t, model_ref, replan, req, 3);
+    }
+    return print_simulation(*plan, model_ref, place(*plan), req);
   }
   if (o.json) {
-    auto j = to_json(*t, *plan, **m, static_cast<int32_t>(world));
+    auto j = to_json(*t, *plan, model_ref, static_cast<int32_t>(world));
     if (moves) {
       j["reshard_from"] = o.against;
       j["reshard_moves"] = moves_json(*moves);
@@ -329,7 +427,8 @@ int run_plan(const plan_options& o) {
     }
     std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
-    print_table(*t, *plan, **m, static_cast<int32_t>(world));
+    print_table(*t, *plan, model_ref, static_cast<int32_t>(world),
+                c ? "from " + c->path : std::string("as this host's"));
     if (moves) {
       print_moves(o.against, *moves, at);
     }
@@ -343,7 +442,21 @@ void add_plan_command(CLI::App& app, int& status) {
   auto opts = std::make_shared<plan_options>();
   auto* cmd = app.add_subcommand(
       "plan", "Check a topology file and print each stage's layers and memory plan");
-  cmd->add_option("-T,--topology", opts->topology, "Topology file (TOML)")->required();
+  cmd->add_option("-T,--topology", opts->topology, "Topology file (TOML); or --pp N");
+  cmd->add_option("--pp,--pipeline-parallel-size", opts->pp,
+                  "Without --topology: N auto stages, stage k on rank k (on its host's GPUs "
+                  "with --cluster)");
+  cmd->add_option("--shape", opts->shape,
+                  "Plan a model shape without its file: " + preset_names() + " (with --type)");
+  cmd->add_option("--type", opts->type, "With --shape: the file type (" + ftype_names(" or ") + ")");
+  cmd->add_option("--cluster", opts->cluster,
+                  "A cluster description (TOML: hosts, GPUs, links) to plan and simulate on "
+                  "instead of this host");
+  cmd->add_option("--max-num-seqs", opts->max_num_seqs,
+                  "Overrides the topology's max_num_seqs (sequences in the running batch)");
+  cmd->add_flag("--search", opts->search,
+                "Simulate the splits and micro-batch counts that fit and print the best 3 for "
+                "the workload (ranked at the largest --streams)");
   cmd->add_option("-m,--model", opts->model, "GGUF model file (overrides the file's 'model')");
   cmd->add_option("--np,--world", opts->np,
                   "MPI world size for the rank checks; ranks beyond the stages' are standby "

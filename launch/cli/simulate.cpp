@@ -1,11 +1,4 @@
-// simulate.hpp, and `baton bench calibrate`: one stage of the model timed on this machine
-// for steps of several shapes (decode batches at two context lengths, prefill chunks) and
-// depths (a quarter, half and all of the layers), then the profile's four speeds fitted by
-// least squares to step seconds = fixed + weight bytes / bw + flops / rate + KV bytes / bw.
-// Why that form: a CPU decode step streams every weight once (memory-bound), a prefill
-// chunk is matmul work (compute-bound), attention reads each attended position's K and V,
-// and a step has a fixed cost (threads waking, the pipeline's bookkeeping); the depths
-// separate the fixed cost from the weights.
+// simulate.hpp.
 #include "launch/cli/simulate.hpp"
 
 #include <algorithm>
@@ -13,14 +6,13 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <tuple>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "launch/cli/commands.hpp"
 #include "launch/cli/engine_flags.hpp"
-#include "runtime/compute/batch.hpp"
-#include "runtime/compute/stage_compute.hpp"
-#include "runtime/system/budget.hpp"
+#include "topology/planner.hpp"
 #include "topology/topology_file.hpp"
 
 namespace baton::cli {
@@ -41,6 +33,7 @@ sim_stage sim_stage_of(const model& m, int64_t first, int64_t last, ggml_type kv
   const auto embd = static_cast<double>(c.n_embd);
   const double per_layer = embd * (embd + 2.0 * static_cast<double>(c.n_embd_k_gqa()) + embd) +
                            3.0 * embd * static_cast<double>(c.n_ff);
+  st.n_layers = last - first;
   st.flops_per_token = 2.0 * per_layer * static_cast<double>(last - first);
   st.kv_bytes_per_position = static_cast<double>(c.kv_bytes_per_token(kv_type, first, last));
   if (last == c.n_layer) {
@@ -52,142 +45,174 @@ sim_stage sim_stage_of(const model& m, int64_t first, int64_t last, ggml_type kv
   return st;
 }
 
-result<profile_file> read_profile(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) {
-    return make_error("%s: cannot read the profile (baton bench calibrate -o %s writes one)",
-                      path.c_str(), path.c_str());
-  }
-  const auto j = nlohmann::json::parse(f, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return make_error("%s: not a JSON object", path.c_str());
-  }
-  auto number = [&](const nlohmann::json& o, const std::string& where, const char* key,
-                    double& out) -> result<void> {
-    if (!o.contains(key) || !o.at(key).is_number() || !(o.at(key).get<double>() >= 0) ||
-        !std::isfinite(o.at(key).get<double>())) {
-      return make_error("%s: '%s%s' must be a finite number >= 0", path.c_str(), where.c_str(),
-                        key);
-    }
-    out = o.at(key).get<double>();
-    return {};
-  };
-  profile_file p;
-  device_profile& d = p.device;
-  for (auto [key, out] : {std::pair{"fixed_s", &d.fixed_s},
-                          std::pair{"weight_bytes_per_s", &d.weight_bytes_per_s},
-                          std::pair{"flops_per_s", &d.flops_per_s},
-                          std::pair{"kv_bytes_per_s", &d.kv_bytes_per_s}}) {
-    if (auto ok = number(j, "", key, *out); !ok) {
-      return ok.err();
+sim_placement placement_from_profile(const pipeline_plan& plan, const profile_file& p) {
+  sim_placement w;
+  const auto& st = plan.resolved.stages;
+  for (size_t k = 0; k < st.size(); ++k) {
+    w.devices.push_back(p.device);
+    w.control.push_back(st[k].rank == 0 ? sim_link{} : p.control);
+    if (k + 1 < st.size()) {
+      w.hops.push_back(st[k].rank == st[k + 1].rank ? sim_link{} : p.link);
     }
   }
-  if (d.weight_bytes_per_s <= 0 || d.flops_per_s <= 0 || d.kv_bytes_per_s <= 0) {
-    return make_error("%s: the speeds must be > 0", path.c_str());
-  }
-  for (auto [key, link, has] : {std::tuple{"link", &p.link, &p.has_link},
-                                std::tuple{"control", &p.control, &p.has_control}}) {
-    if (!j.contains(key)) {
-      continue;
-    }
-    const auto& o = j.at(key);
-    if (!o.is_object()) {
-      return make_error("%s: '%s' must be an object {\"latency_s\", \"bytes_per_s\"}",
-                        path.c_str(), key);
-    }
-    const std::string where = std::string(key) + ".";
-    if (auto ok = number(o, where, "latency_s", link->latency_s); !ok) {
-      return ok.err();
-    }
-    if (auto ok = number(o, where, "bytes_per_s", link->bytes_per_s); !ok) {
-      return ok.err();
-    }
-    if (link->bytes_per_s <= 0) {
-      return make_error("%s: '%s.bytes_per_s' must be > 0", path.c_str(), key);
-    }
-    *has = true;
-  }
-  d.name = j.contains("device") && j.at("device").is_string() ? j.at("device").get<std::string>()
-                                                               : "cpu";
-  d.estimate = j.contains("estimate") && j.at("estimate").is_boolean() &&
-               j.at("estimate").get<bool>();
-  return p;
+  w.links = std::string("links ") +
+            (p.has_link ? "from the profile" : "free (no 'link' in the profile)") +
+            "; control " +
+            (p.has_control ? "from the profile" : "free (no 'control' in the profile)");
+  return w;
 }
 
-int print_simulation(const pipeline_plan& plan, const model& m, const profile_file& profile,
-                     const std::vector<int32_t>& streams, int32_t prompt, int32_t gen,
-                     bool json) {
-  sim_setup base;
-  base.sched = with_pipeline_keys(serving_config{}, plan.resolved.pipeline);
+sim_placement placement_on_cluster(const pipeline_plan& plan, const cluster& c,
+                                   const device_profile& fallback) {
+  sim_placement w;
+  const auto& st = plan.resolved.stages;
+  for (size_t k = 0; k < st.size(); ++k) {
+    w.devices.push_back(c.profile_of(st[k].rank, st[k].device, fallback));
+    w.control.push_back(c.control(st[k].rank));
+    if (k + 1 < st.size()) {
+      w.hops.push_back(c.link(st[k].rank, st[k + 1].rank));
+    }
+  }
+  w.links = "links and control from " + c.path;
+  return w;
+}
+
+namespace {
+
+sim_setup setup_for(const pipeline_plan& plan, const model& m, const sim_placement& where) {
+  sim_setup s;
+  s.sched = with_pipeline_keys(serving_config{}, plan.resolved.pipeline);
   const auto n_stages = static_cast<int64_t>(plan.stages.size());
-  if (base.sched.micro_batches == 0) {
-    base.sched.micro_batches = default_micro_batches(n_stages);
+  if (s.sched.micro_batches == 0) {
+    s.sched.micro_batches = default_micro_batches(n_stages);
   }
-  base.sched.n_blocks = pipeline_kv_blocks(plan, 0);
-  for (const stage_plan& sp : plan.stages) {
-    base.stages.push_back(
-        sim_stage_of(m, sp.layers.first, sp.layers.last, base.sched.kv_type, profile.device));
+  s.sched.n_blocks = pipeline_kv_blocks(plan, 0);
+  for (size_t k = 0; k < plan.stages.size(); ++k) {
+    const stage_plan& sp = plan.stages[k];
+    s.stages.push_back(
+        sim_stage_of(m, sp.layers.first, sp.layers.last, s.sched.kv_type, where.devices[k]));
   }
-  base.hops.assign(static_cast<size_t>(std::max<int64_t>(0, n_stages - 1)), profile.link);
-  base.control = profile.control;
-  base.n_embd = m.config().n_embd;
+  s.hops = where.hops;
+  s.control_to = where.control;
+  s.n_embd = m.config().n_embd;
+  return s;
+}
+
+sim_report run_workload(sim_setup s, int32_t streams, const sim_request& req) {
+  s.work.streams = streams;
+  s.work.requests_per_stream = 1;
+  s.work.prompt_tokens = req.prompt;
+  s.work.gen_tokens = req.gen;
+  return simulate(s);
+}
+
+nlohmann::json report_json(int32_t streams, const sim_report& r) {
+  std::vector<double> idle;
+  for (double b : r.stage_busy) {
+    idle.push_back(1.0 - b);
+  }
+  return {{"streams", streams},
+          {"output_tokens_per_s", r.output_tokens_per_s},
+          {"decode_tokens_per_s", r.decode_tokens_per_s},
+          {"total_tokens_per_s", r.total_tokens_per_s},
+          {"ttft_mean_s", r.ttft_s.mean},
+          {"ttft_p50_s", r.ttft_s.p50},
+          {"ttft_p99_s", r.ttft_s.p99},
+          {"tpot_mean_s", r.tpot_s.mean},
+          {"tpot_p50_s", r.tpot_s.p50},
+          {"tpot_p99_s", r.tpot_s.p99},
+          {"stage_busy", r.stage_busy},
+          {"stage_idle", idle},
+          {"hop_busy", r.hop_busy},
+          {"kv_usage_mean", r.kv_usage_mean},
+          {"preemptions", r.preemptions},
+          {"steps", r.steps},
+          {"seconds", r.seconds}};
+}
+
+/// "62% 60% 58% 61%", or the range when there are many stages: "58-62% (8 stages)".
+std::string busy_text(const std::vector<double>& busy) {
+  if (busy.size() > 8) {
+    const auto [lo, hi] = std::minmax_element(busy.begin(), busy.end());
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.0f-%.0f%% (%zu stages)", *lo * 100, *hi * 100, busy.size());
+    return buf;
+  }
+  std::string out;
+  for (double b : busy) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%s%.0f%%", out.empty() ? "" : " ", b * 100);
+    out += buf;
+  }
+  return out;
+}
+
+void print_header() {
+  std::printf("%8s %12s %12s %10s %10s %10s %10s %8s %8s  %s\n", "streams", "output tok/s",
+              "decode tok/s", "TTFT mean", "TTFT p99", "TPOT mean", "TPOT p99", "KV use",
+              "preempt", "stage busy");
+}
+
+void print_row(int32_t n, const sim_report& r) {
+  std::printf("%8d %12.1f %12.1f %9.1fms %9.1fms %9.2fms %9.2fms %7.0f%% %8llu  %s\n", n,
+              r.output_tokens_per_s, r.decode_tokens_per_s, r.ttft_s.mean * 1e3,
+              r.ttft_s.p99 * 1e3, r.tpot_s.mean * 1e3, r.tpot_s.p99 * 1e3, r.kv_usage_mean * 100,
+              static_cast<unsigned long long>(r.preemptions), busy_text(r.stage_busy).c_str());
+}
+
+/// "cpu (calibrated)", "h100-sxm (estimate)", or both kinds when stages differ.
+std::string devices_text(const sim_placement& w) {
+  std::set<std::string> names;
+  for (const auto& d : w.devices) {
+    names.insert(d.name + (d.estimate ? " (estimate)" : " (calibrated)"));
+  }
+  std::string out;
+  for (const auto& n : names) {
+    out += (out.empty() ? "" : ", ") + n;
+  }
+  return out;
+}
+
+/// "0-15 16-31" for a plan's layers.
+std::string split_text(const pipeline_plan& plan) {
+  std::string out;
+  for (const auto& sp : plan.stages) {
+    out += (out.empty() ? "" : " ") + sp.layers.to_string();
+  }
+  return out;
+}
+
+}  // namespace
+
+int print_simulation(const pipeline_plan& plan, const model& m, const sim_placement& where,
+                     const sim_request& req) {
+  const sim_setup base = setup_for(plan, m, where);
+  if (!req.json) {
+    std::printf("simulated: %zu stages (%s), %d micro-batches, %d KV blocks, %d-token prompts, "
+                "%d generated; device %s; %s\n",
+                plan.stages.size(), split_text(plan).c_str(), base.sched.micro_batches,
+                base.sched.n_blocks, req.prompt, req.gen, devices_text(where).c_str(),
+                where.links.c_str());
+    print_header();
+  }
   nlohmann::json all = nlohmann::json::array();
-  if (!json) {
-    std::printf("simulated: %lld stages, %d micro-batches, %d KV blocks, %d-token prompts, "
-                "%d generated; device %s%s; links %s; control %s\n",
-                static_cast<long long>(n_stages), base.sched.micro_batches, base.sched.n_blocks,
-                prompt, gen, profile.device.name.c_str(),
-                profile.device.estimate ? " (estimate)" : " (calibrated)",
-                profile.has_link ? "from the profile" : "free (no 'link' in the profile)",
-                profile.has_control ? "from the profile" : "free (no 'control' in the profile)");
-    std::printf("%8s %12s %12s %10s %10s %10s %10s %8s %8s  %s\n", "streams", "output tok/s",
-                "decode tok/s", "TTFT mean", "TTFT p99", "TPOT mean", "TPOT p99", "KV use",
-                "preempt", "stage busy");
-  }
-  for (const int32_t n : streams) {
-    sim_setup s = base;
-    s.work.streams = n;
-    s.work.requests_per_stream = 1;
-    s.work.prompt_tokens = prompt;
-    s.work.gen_tokens = gen;
-    const sim_report r = simulate(s);
-    nlohmann::json busy = nlohmann::json::array();
-    std::string busy_text;
-    for (double b : r.stage_busy) {
-      busy.push_back(b);
-      char buf[16];
-      std::snprintf(buf, sizeof buf, "%s%.0f%%", busy_text.empty() ? "" : " ", b * 100);
-      busy_text += buf;
-    }
-    if (json) {
-      all.push_back({{"streams", n},
-                     {"output_tokens_per_s", r.output_tokens_per_s},
-                     {"decode_tokens_per_s", r.decode_tokens_per_s},
-                     {"total_tokens_per_s", r.total_tokens_per_s},
-                     {"ttft_mean_s", r.ttft_s.mean},
-                     {"ttft_p50_s", r.ttft_s.p50},
-                     {"ttft_p99_s", r.ttft_s.p99},
-                     {"tpot_mean_s", r.tpot_s.mean},
-                     {"tpot_p50_s", r.tpot_s.p50},
-                     {"tpot_p99_s", r.tpot_s.p99},
-                     {"stage_busy", busy},
-                     {"hop_busy", r.hop_busy},
-                     {"kv_usage_mean", r.kv_usage_mean},
-                     {"preemptions", r.preemptions},
-                     {"steps", r.steps},
-                     {"seconds", r.seconds}});
+  for (const int32_t n : req.streams) {
+    const sim_report r = run_workload(base, n, req);
+    if (req.json) {
+      all.push_back(report_json(n, r));
     } else {
-      std::printf("%8d %12.1f %12.1f %9.1fms %9.1fms %9.2fms %9.2fms %7.0f%% %8llu  %s\n", n,
-                  r.output_tokens_per_s, r.decode_tokens_per_s, r.ttft_s.mean * 1e3,
-                  r.ttft_s.p99 * 1e3, r.tpot_s.mean * 1e3, r.tpot_s.p99 * 1e3,
-                  r.kv_usage_mean * 100, static_cast<unsigned long long>(r.preemptions),
-                  busy_text.c_str());
+      print_row(n, r);
     }
   }
-  if (json) {
+  if (req.json) {
+    bool estimate = false;
+    for (const auto& d : where.devices) {
+      estimate = estimate || d.estimate;
+    }
     std::printf("%s\n", nlohmann::json{{"simulated", all},
-                                       {"device", profile.device.name},
-                                       {"estimate", profile.device.estimate},
+                                       {"device", devices_text(where)},
+                                       {"estimate", estimate},
+                                       {"layers", split_text(plan)},
                                        {"micro_batches", base.sched.micro_batches},
                                        {"n_blocks", base.sched.n_blocks}}
                              .dump(2)
@@ -198,231 +223,165 @@ int print_simulation(const pipeline_plan& plan, const model& m, const profile_fi
 
 namespace {
 
-struct calibrate_options {
-  engine_flags engine;
-  std::string out;
-  int reps = 5;
+/// A candidate of the search: explicit layer boundaries and a micro-batch count.
+struct candidate {
+  std::vector<int64_t> firsts;  ///< each stage's first layer
+  int32_t micro_batches = 0;
+  bool operator<(const candidate& o) const {
+    return std::tie(firsts, micro_batches) < std::tie(o.firsts, o.micro_batches);
+  }
 };
 
-struct timed_step {
-  int64_t layers = 0;
-  int64_t tokens = 0;
-  int64_t positions = 0;
-  int64_t rows = 0;
-  double seconds = 0;
-  sim_stage st;
+struct scored {
+  candidate c;
+  pipeline_plan plan;
+  sim_placement where;
+  double score = 0;  ///< output tokens/s at the largest stream count
 };
 
-/// Fits `d` to the timed steps: for each pair of weight bandwidth and arithmetic rate on a
-/// logarithmic grid, the fixed cost and the KV bandwidth by least squares (both >= 0),
-/// all on relative error (the steps span 10 ms to seconds); the pair that fits best.
-/// The roofline's max() is not linear, hence the grid over its two speeds.
-double fit_profile(const std::vector<timed_step>& runs, device_profile& d) {
-  // the roofline's part of step r: its weights or its math, whichever is slower
-  auto roof_of = [](const timed_step& r, double bw, double rate) {
-    return std::max(static_cast<double>(r.st.weight_bytes) / bw,
-                    (static_cast<double>(r.tokens) * r.st.flops_per_token +
-                     static_cast<double>(r.rows) * r.st.head_flops_per_row) /
-                        rate);
-  };
-  double best = 1e300;
-  for (int i = 0; i <= 80; ++i) {
-    const double bw = std::pow(10.0, 8.0 + i * 5.0 / 80);  // 0.1 GB/s .. 10 TB/s
-    for (int k = 0; k <= 80; ++k) {
-      const double rate = std::pow(10.0, 9.0 + k * 6.0 / 80);  // 1 GFLOP/s .. 1 PFLOP/s
-      // y_r / t_r = f / t_r + c * kv_r / t_r + roof_r / t_r: least squares in (f, c)
-      double s11 = 0, s12 = 0, s22 = 0, b1 = 0, b2 = 0;
-      for (const auto& r : runs) {
-        const double roof = roof_of(r, bw, rate);
-        const double u = 1.0 / r.seconds;
-        const double v = static_cast<double>(r.positions) * r.st.kv_bytes_per_position / r.seconds;
-        const double y = 1.0 - roof / r.seconds;
-        s11 += u * u;
-        s12 += u * v;
-        s22 += v * v;
-        b1 += u * y;
-        b2 += v * y;
-      }
-      const double det = s11 * s22 - s12 * s12;
-      double f = det != 0 ? (b1 * s22 - b2 * s12) / det : 0;
-      double c = det != 0 ? (s11 * b2 - s12 * b1) / det : 0;
-      if (f < 0 || c < 0) {  // one of them explains nothing: fit the other alone
-        f = std::max(0.0, f);
-        c = std::max(0.0, c);
-        if (f == 0) {
-          c = s22 > 0 ? std::max(0.0, b2 / s22) : 0;
-        } else if (c == 0) {
-          f = s11 > 0 ? std::max(0.0, b1 / s11) : 0;
-        }
-      }
-      double err = 0;
-      for (const auto& r : runs) {
-        const double roof = roof_of(r, bw, rate);
-        const double p = f + roof + c * static_cast<double>(r.positions) * r.st.kv_bytes_per_position;
-        err += (p / r.seconds - 1) * (p / r.seconds - 1);
-      }
-      if (err < best) {
-        best = err;
-        d.fixed_s = f;
-        d.weight_bytes_per_s = bw;
-        d.flops_per_s = rate;
-        d.kv_bytes_per_s = c > 0 ? 1.0 / c : 1e30;
-      }
-    }
+topology with_candidate(const topology& given, const candidate& c, int64_t n_layer) {
+  topology t = given;
+  t.even_split = false;
+  t.pipeline.micro_batches = c.micro_batches;
+  for (size_t k = 0; k < t.stages.size(); ++k) {
+    t.stages[k].layers.automatic = false;
+    t.stages[k].layers.first = c.firsts[k];
+    t.stages[k].layers.last = k + 1 < c.firsts.size() ? c.firsts[k + 1] : n_layer;
   }
-  return best;
-}
-
-int run_calibrate(const calibrate_options& o) {
-  // the weights alone: no tokenizer, no KV budget (the steps hold their own small pool)
-  auto opened = model::open(o.engine.model.empty() ? demo_model_path() : o.engine.model);
-  if (!opened) {
-    return fail(opened.err().message);
-  }
-  const std::shared_ptr<const model> mp = *opened;
-  const model& m = *mp;
-  const int n_threads = o.engine.threads > 0 ? o.engine.threads : detect_budget().threads;
-  const int64_t n_layer = m.config().n_layer;
-  const int32_t block = 16;
-  // shapes: (sequences, tokens each, context before them)
-  struct shape {
-    int32_t seqs;
-    int32_t tokens;
-    int32_t context;
-  };
-  // decode batches at two context lengths; prefill of one long prompt and of many short
-  // ones (a step of 512 tokens, as 16 streams' first step)
-  const std::vector<shape> shapes = {{1, 1, 64},  {4, 1, 64},  {16, 1, 64}, {1, 1, 448},
-                                     {16, 1, 448}, {1, 64, 0}, {1, 256, 0}, {16, 32, 0}};
-  std::vector<timed_step> runs;
-  std::vector<int64_t> depths = {std::max<int64_t>(1, n_layer / 4), std::max<int64_t>(1, n_layer / 2),
-                                 n_layer};
-  depths.erase(std::unique(depths.begin(), depths.end()), depths.end());
-  for (const int64_t layers : depths) {
-    const int64_t first = n_layer - layers;  // ends at the head: the last stage's work too
-    stage_compute_options co;
-    co.m = mp;
-    co.first_layer = first;
-    co.last_layer = n_layer;
-    co.n_blocks = 16 * (512 / block + 1);
-    co.block_size = block;
-    co.n_threads = n_threads;
-    co.kernels = cpu::best_isa();
-    co.max_context = 512;
-    auto compute = make_stage_compute(co);
-    if (!compute) {
-      return fail(compute.err().message);
-    }
-    // every shape once per round, rounds interleaved (drift and page faults spread over
-    // all shapes alike); the first round only warms the memory
-    struct prepared {
-      batch b;
-      std::vector<std::vector<int32_t>> tables;
-      int64_t positions = 0;
-      std::vector<double> seconds;
-    };
-    std::vector<prepared> cases(shapes.size());
-    for (size_t c = 0; c < shapes.size(); ++c) {
-      const shape& sh = shapes[c];
-      prepared& p = cases[c];
-      p.tables.resize(static_cast<size_t>(sh.seqs));
-      for (int32_t s = 0; s < sh.seqs; ++s) {
-        for (int32_t k = 0; k < 512 / block + 1; ++k) {
-          p.tables[static_cast<size_t>(s)].push_back(s * (512 / block + 1) + k);
-        }
-      }
-      for (int32_t s = 0; s < sh.seqs; ++s) {
-        p.b.block_tables.push_back(&p.tables[static_cast<size_t>(s)]);
-        for (int32_t t = 0; t < sh.tokens; ++t) {
-          p.b.add(s, static_cast<int32_t>((1000 + t) % m.config().n_vocab), sh.context + t,
-                  t + 1 == sh.tokens);
-          p.positions += sh.context + t + 1;
-        }
-      }
-    }
-    for (int r = 0; r < o.reps + 1; ++r) {
-      for (prepared& p : cases) {
-        std::vector<float> hidden(static_cast<size_t>(p.b.n_tokens() * m.config().n_embd),
-                                  0.01f);
-        std::vector<float> logits;
-        const auto t0 = std::chrono::steady_clock::now();
-        if (auto ok = (*compute)->forward(p.b, hidden, logits); !ok) {
-          return fail(ok.err().message);
-        }
-        if (r > 0) {
-          p.seconds.push_back(
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        }
-      }
-    }
-    for (prepared& p : cases) {
-      std::sort(p.seconds.begin(), p.seconds.end());
-      timed_step ts;
-      ts.layers = layers;
-      ts.tokens = p.b.n_tokens();
-      ts.positions = p.positions;
-      ts.rows = p.b.n_logits();
-      ts.seconds = p.seconds[p.seconds.size() / 2];
-      ts.st = sim_stage_of(m, first, n_layer, o.engine.kv_type == "f32" ? ggml_type::f32
-                                                                          : ggml_type::f16,
-                           device_profile{});
-      runs.push_back(ts);
-    }
-  }
-  device_profile d;
-  d.name = "cpu";
-  fit_profile(runs, d);
-  nlohmann::json fit = nlohmann::json::array();
-  double worst = 0;
-  for (auto& r : runs) {
-    r.st.device = d;
-    const double predicted = stage_step_seconds(r.st, r.tokens, r.positions, r.rows);
-    const double err = (predicted - r.seconds) / r.seconds;
-    worst = std::max(worst, std::fabs(err));
-    fit.push_back({{"layers", r.layers}, {"tokens", r.tokens}, {"positions", r.positions},
-                   {"rows", r.rows}, {"seconds", r.seconds}, {"predicted_s", predicted},
-                   {"error", err}});
-  }
-  nlohmann::json j = {{"device", d.name},
-                      {"model", m.file().path()},
-                      {"threads", n_threads},
-                      {"fixed_s", d.fixed_s},
-                      {"weight_bytes_per_s", d.weight_bytes_per_s},
-                      {"flops_per_s", d.flops_per_s},
-                      {"kv_bytes_per_s", d.kv_bytes_per_s},
-                      {"estimate", false},
-                      {"max_fit_error", worst},
-                      {"runs", fit}};
-  const std::string text = j.dump(2);
-  if (o.out.empty() || o.out == "-") {
-    std::printf("%s\n", text.c_str());
-  } else {
-    std::ofstream f(o.out, std::ios::trunc);
-    f << text << "\n";
-    if (!f) {
-      return fail(o.out + ": cannot write the profile");
-    }
-  }
-  std::fprintf(stderr,
-               "calibrate: %zu steps on %d threads: fixed %.3g ms, weights %.3g GB/s, %.3g "
-               "GFLOP/s, KV %.3g GB/s; worst fit error %.1f %%\n",
-               runs.size(), n_threads, d.fixed_s * 1e3, d.weight_bytes_per_s / 1e9,
-               d.flops_per_s / 1e9, d.kv_bytes_per_s / 1e9, worst * 100);
-  return exit_ok;
+  return t;
 }
 
 }  // namespace
 
-void add_bench_calibrate_command(CLI::App& bench, int& status) {
-  auto o = std::make_shared<calibrate_options>();
-  auto* cmd = bench.add_subcommand(
-      "calibrate", "Time one stage's steps on this machine and fit the simulator's device "
-                   "profile (baton plan --simulate --profile)");
-  o->engine.add_to(*cmd);
-  cmd->add_option("-o,--output", o->out, "The profile (JSON; default: stdout)");
-  cmd->add_option("-r,--repetitions", o->reps, "Timed runs per step shape (median)")
-      ->capture_default_str();
-  cmd->callback([o, &status] { status = run_calibrate(*o); });
+int print_search(const topology& given, const model& m, const replan_fn& replan,
+                 const sim_request& req, int top) {
+  const int64_t n_layer = m.config().n_layer;
+  const auto n_stages = static_cast<int64_t>(given.stages.size());
+  const int32_t workload = *std::max_element(req.streams.begin(), req.streams.end());
+  const auto t0 = std::chrono::steady_clock::now();
+  std::map<candidate, double> seen;
+  std::vector<scored> fits;
+  size_t refused = 0;
+  std::string first_refusal;
+  // re-plans and simulates `c` once; its score, or nothing when it does not fit
+  auto evaluate = [&](const candidate& c) -> std::optional<double> {
+    if (auto it = seen.find(c); it != seen.end()) {
+      return it->second < 0 ? std::nullopt : std::optional<double>(it->second);
+    }
+    auto placed = replan(with_candidate(given, c, n_layer));
+    if (!placed) {
+      seen[c] = -1;
+      ++refused;
+      if (first_refusal.empty()) {
+        first_refusal = placed.err().message;
+      }
+      return std::nullopt;
+    }
+    const sim_report r = run_workload(setup_for(placed->first, m, placed->second), workload, req);
+    seen[c] = r.output_tokens_per_s;
+    fits.push_back(scored{c, std::move(placed->first), std::move(placed->second),
+                          r.output_tokens_per_s});
+    return r.output_tokens_per_s;
+  };
+  // micro-batch counts: 1, every stage one, one more, two per stage (and the file's)
+  std::set<int32_t> micro = {1, static_cast<int32_t>(n_stages), static_cast<int32_t>(n_stages + 1),
+                             static_cast<int32_t>(2 * n_stages)};
+  if (given.pipeline.micro_batches > 0) {
+    micro.insert(given.pipeline.micro_batches);
+  }
+  std::vector<std::vector<int64_t>> starts;
+  // the given file's split ("auto" stages as the planner balances them)
+  if (auto placed = replan(given)) {
+    std::vector<int64_t> f;
+    for (const auto& sp : placed->first.stages) {
+      f.push_back(sp.layers.first);
+    }
+    starts.push_back(f);
+  }
+  {
+    std::vector<int64_t> even;
+    for (int64_t k = 0; k < n_stages; ++k) {
+      even.push_back(k * n_layer / n_stages);
+    }
+    starts.push_back(even);
+  }
+  for (const auto& f : starts) {
+    for (int32_t mb : micro) {
+      evaluate(candidate{f, mb});
+    }
+  }
+  if (fits.empty()) {
+    return fail("--search: no split fits" +
+                (first_refusal.empty() ? std::string() : ": " + first_refusal));
+  }
+  // hill climb from the best: move one layer over one boundary while that helps
+  auto best_of = [&] {
+    return std::max_element(fits.begin(), fits.end(),
+                            [](const scored& a, const scored& b) { return a.score < b.score; });
+  };
+  for (int round = 0; round < 16 && n_stages > 1; ++round) {
+    const candidate from = best_of()->c;
+    const double before = best_of()->score;
+    for (int64_t b = 1; b < n_stages; ++b) {
+      for (int64_t d : {-1, 1}) {
+        candidate c = from;
+        c.firsts[static_cast<size_t>(b)] += d;
+        const int64_t lo = c.firsts[static_cast<size_t>(b - 1)];
+        const int64_t hi = b + 1 < n_stages ? c.firsts[static_cast<size_t>(b + 1)] : n_layer;
+        if (c.firsts[static_cast<size_t>(b)] <= lo || c.firsts[static_cast<size_t>(b)] >= hi) {
+          continue;
+        }
+        evaluate(c);
+      }
+    }
+    if (best_of()->score <= before * 1.001) {
+      break;
+    }
+  }
+  std::sort(fits.begin(), fits.end(),
+            [](const scored& a, const scored& b) { return a.score > b.score; });
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json all = nlohmann::json::array();
+  if (!req.json) {
+    std::printf("search: %zu candidates fit, %zu refused by the planner, %.1f s; ranked by "
+                "output tokens/s at %d streams\n",
+                fits.size(), refused, took, workload);
+  }
+  for (size_t i = 0; i < fits.size() && static_cast<int>(i) < top; ++i) {
+    const scored& s = fits[i];
+    const sim_setup base = setup_for(s.plan, m, s.where);
+    nlohmann::json rows = nlohmann::json::array();
+    if (!req.json) {
+      std::printf("\n#%zu: layers %s, %d micro-batches, %d KV blocks\n", i + 1,
+                  split_text(s.plan).c_str(), base.sched.micro_batches, base.sched.n_blocks);
+      print_header();
+    }
+    for (const int32_t n : req.streams) {
+      const sim_report r = run_workload(base, n, req);
+      if (req.json) {
+        rows.push_back(report_json(n, r));
+      } else {
+        print_row(n, r);
+      }
+    }
+    if (req.json) {
+      all.push_back({{"rank", i + 1},
+                     {"layers", split_text(s.plan)},
+                     {"micro_batches", base.sched.micro_batches},
+                     {"n_blocks", base.sched.n_blocks},
+                     {"simulated", rows}});
+    }
+  }
+  if (req.json) {
+    std::printf("%s\n", nlohmann::json{{"search", all},
+                                       {"candidates", fits.size()},
+                                       {"refused", refused},
+                                       {"ranked_at_streams", workload}}
+                             .dump(2)
+                             .c_str());
+  }
+  return exit_ok;
 }
 
 }  // namespace baton::cli

@@ -120,6 +120,14 @@ class gguf_file {
   static result<gguf_file> parse(const std::byte* data, uint64_t size, std::string name,
                                  const gguf_limits& limits = {});
 
+  /// Parses a header with no tensor data after it (gguf_writer::header_bytes of a model
+  /// too large to write here): tensor sizes and offsets are read, `data` stays null. For
+  /// planning and simulation only (`baton plan --shape`); nothing may compute with it.
+  static result<gguf_file> parse_header(std::vector<std::byte> header, std::string name);
+
+  /// Whether the file has no tensor data (parse_header).
+  bool header_only() const { return header_ != nullptr; }
+
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
@@ -141,8 +149,12 @@ class gguf_file {
   result<std::optional<bool>> get_bool(std::string_view key) const;
 
  private:
+  static result<gguf_file> parse_impl(const std::byte* data, uint64_t size, std::string name,
+                                      const gguf_limits& limits, bool header_only);
+
   // -- member variables -------------------------------------------------------
   std::shared_ptr<mapped_file> map_;  // null when parsed from a caller's buffer
+  std::shared_ptr<const std::vector<std::byte>> header_;  // parse_header's bytes
   std::string path_;
   uint32_t version_ = 0;
   uint32_t alignment_ = 32;
@@ -177,6 +189,8 @@ class gguf_writer {
   result<void> write(const std::string& path) const;
   /// The whole file in memory (small fixtures for tests).
   std::vector<std::byte> to_bytes() const;
+  /// The header alone (metadata and tensor infos, padded to the alignment).
+  std::vector<std::byte> header_bytes() const;
 
  private:
   struct pending_tensor {
@@ -187,8 +201,6 @@ class gguf_writer {
     uint64_t offset;
     fill_fn fill;
   };
-  std::vector<std::byte> header_bytes() const;
-
   // -- member variables -------------------------------------------------------
   uint32_t version_;
   uint32_t alignment_ = 32;

@@ -241,8 +241,22 @@ result<gguf_value> read_value(cursor& c, gguf_type t, const std::string& what, u
 
 }  // namespace
 
+result<gguf_file> gguf_file::parse_header(std::vector<std::byte> header, std::string name) {
+  auto bytes = std::make_shared<const std::vector<std::byte>>(std::move(header));
+  auto f = parse_impl(bytes->data(), bytes->size(), std::move(name), {}, true);
+  if (f) {
+    f->header_ = std::move(bytes);
+  }
+  return f;
+}
+
 result<gguf_file> gguf_file::parse(const std::byte* data, uint64_t size, std::string name,
                                    const gguf_limits& limits) {
+  return parse_impl(data, size, std::move(name), limits, false);
+}
+
+result<gguf_file> gguf_file::parse_impl(const std::byte* data, uint64_t size, std::string name,
+                                        const gguf_limits& limits, bool header_only) {
   using u = unsigned long long;
   gguf_file f;
   f.path_ = std::move(name);
@@ -429,6 +443,9 @@ result<gguf_file> gguf_file::parse(const std::byte* data, uint64_t size, std::st
     return make_error("%s: truncated file: tensor data should start at offset %llu but the "
                       "file is %llu bytes",
                       fn.c_str(), u(f.data_offset_), u(size));
+  }
+  if (header_only) {
+    return f;  // sizes and offsets as read; no data to check them against
   }
   const uint64_t data_size = size >= f.data_offset_ ? size - f.data_offset_ : 0;
   for (auto& ti : f.tensors_) {

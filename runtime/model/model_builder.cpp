@@ -105,7 +105,35 @@ std::optional<model_shape> preset_shape(const std::string& name) {
     s.scaling.reset();  // Llama 3 8B has no rope frequency factors (3.1 has)
     return s;
   }
+  if (name == "llama3-70b") {
+    s.name = "baton-llama3-70b-shape";
+    s.n_ctx_train = 8192;
+    s.n_embd = 8192;
+    s.n_layer = 80;
+    s.n_ff = 28672;
+    s.n_head = 64;
+    s.n_head_kv = 8;
+    s.tied_output = false;
+    s.scaling.reset();
+    return s;
+  }
+  if (name == "llama3.1-405b") {
+    s.name = "baton-llama3.1-405b-shape";
+    s.n_ctx_train = 131072;
+    s.n_embd = 16384;
+    s.n_layer = 126;
+    s.n_ff = 53248;
+    s.n_head = 128;
+    s.n_head_kv = 8;
+    s.tied_output = false;
+    s.scaling = rope_scaling{8.0f, 1.0f, 4.0f, 8192};
+    return s;
+  }
   return std::nullopt;
+}
+
+std::string preset_names() {
+  return "demo, llama3.2-1b, llama3-8b, llama3-70b or llama3.1-405b";
 }
 
 std::vector<float> llama3_rope_factors(const rope_scaling& s, float freq_base, int64_t n_rot) {

@@ -38,8 +38,12 @@ struct model_shape {
   std::optional<rope_scaling> scaling = rope_scaling{};
 };
 
-/// Presets: "demo" (the shared tiny models' shape), "llama3.2-1b", "llama3-8b".
+/// Presets: "demo" (the shared tiny models' shape), "llama3.2-1b", "llama3-8b",
+/// "llama3-70b", "llama3.1-405b".
 std::optional<model_shape> preset_shape(const std::string& name);
+
+/// The preset names for messages and help: "demo, llama3.2-1b, ... or llama3.1-405b".
+std::string preset_names();
 
 struct build_options {
   model_shape shape;

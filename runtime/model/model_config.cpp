@@ -225,7 +225,8 @@ result<std::shared_ptr<const model>> model::from_file(gguf_file file) {
       return make_error("%s: tensor '%s' has shape %s, expected %s", fn.c_str(), name.c_str(),
                         t->shape_string().c_str(), want.c_str());
     }
-    if (!traits(t->type).can_dequantize) {
+    // a header-only file is sized, never computed with: any type llama.cpp's rules give
+    if (!traits(t->type).can_dequantize && !f.header_only()) {
       return make_error("%s: tensor '%s' has type %s, which baton does not compute with "
                         "(supported: f32, f16, bf16, q8_0, q4_0, q4_K, q6_K)",
                         fn.c_str(), name.c_str(), std::string(traits(t->type).name).c_str());

@@ -280,7 +280,7 @@ result<std::vector<tensor_plan>> plan_quantization(const model& m, const quantiz
         }
         p.to = *r;
       }
-      if (p.to != p.from && !cpu::can_quantize(p.to)) {
+      if (p.to != p.from && !cpu::can_quantize(p.to) && !o.types_only) {
         return make_error(
             "%s: tensor '%s' %s would become %s under llama.cpp's %s rules, a "
             "type baton cannot compute with",
@@ -288,7 +288,7 @@ result<std::vector<tensor_plan>> plan_quantization(const model& m, const quantiz
             (std::string(info(o.target).name) + (o.pure ? " --pure" : "")).c_str());
       }
     }
-    if (p.to != p.from && !cpu::can_dequantize(p.from)) {
+    if (p.to != p.from && !cpu::can_dequantize(p.from) && !o.types_only) {
       return make_error("%s: tensor '%s' has type %s, which baton cannot convert", f.path().c_str(),
                         t->name.c_str(), type_name(p.from).c_str());
     }

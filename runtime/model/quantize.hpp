@@ -41,6 +41,9 @@ struct quantize_options {
   bool pure = false;
   /// Threads converting one tensor (rows are split between them); 1 or more.
   int n_threads = 2;
+  /// Only the types are wanted (sizing a model that is never computed, runtime/model/
+  /// shape_model): a type baton cannot compute with (a 70B's Q5_K attn_v) is allowed.
+  bool types_only = false;
 };
 
 /// One tensor of the output, in write order.

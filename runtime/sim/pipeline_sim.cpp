@@ -18,13 +18,11 @@ double stage_step_seconds(const sim_stage& st, int64_t n_tokens, int64_t positio
   const double math = (static_cast<double>(n_tokens) * st.flops_per_token +
                        static_cast<double>(rows) * st.head_flops_per_row) /
                       d.flops_per_s;
-  return d.fixed_s + std::max(weights, math) +
+  return d.fixed_s + static_cast<double>(st.n_layers) * d.layer_s + std::max(weights, math) +
          static_cast<double>(positions) * st.kv_bytes_per_position / d.kv_bytes_per_s;
 }
 
-namespace {
-
-sim_dist summarize(std::vector<double> v) {
+sim_dist distribution_of(std::vector<double> v) {
   sim_dist d;
   if (v.empty()) {
     return d;
@@ -43,6 +41,8 @@ sim_dist summarize(std::vector<double> v) {
   d.p99 = at(0.99);
   return d;
 }
+
+namespace {
 
 struct request_log {
   double arrival = 0;
@@ -102,6 +102,9 @@ sim_report simulate(const sim_setup& setup, const std::function<void(const trace
     kv_since = t;
   };
   auto hop = [&](size_t k) { return k < setup.hops.size() ? setup.hops[k] : sim_link{}; };
+  auto control = [&](size_t k) {
+    return k < setup.control_to.size() ? setup.control_to[k] : setup.control;
+  };
   // a step's way through the stages, from its dispatch at `t`; when its result is back
   auto run_step = [&](const sched_step& step, double t) {
     int64_t n_tokens = 0;
@@ -113,10 +116,10 @@ sim_report simulate(const sim_setup& setup, const std::function<void(const trace
       positions += n * sl.first_pos + n * (n + 1) / 2;
       rows += sl.want_token ? 1 : 0;
     }
-    const double desc = t + setup.control.latency_s;
-    double ready = desc;
-    double end = desc;
+    double ready = t;
+    double end = t;
     for (size_t k = 0; k < n_stages; ++k) {
+      const double desc = t + control(k).latency_s;
       const double start = std::max({ready, desc, stage_free[k]});
       const double d = stage_step_seconds(setup.stages[k], n_tokens, positions,
                                           k + 1 == n_stages ? rows : 0);
@@ -133,7 +136,7 @@ sim_report simulate(const sim_setup& setup, const std::function<void(const trace
         ready = send + carry + l.latency_s;
       }
     }
-    return end + setup.control.latency_s;
+    return end + control(n_stages - 1).latency_s;
   };
   auto pump = [&](double t) {
     while (auto step = sched.next_step()) {
@@ -203,8 +206,8 @@ sim_report simulate(const sim_setup& setup, const std::function<void(const trace
       }
     }
   }
-  rep.ttft_s = summarize(ttft);
-  rep.tpot_s = summarize(tpot);
+  rep.ttft_s = distribution_of(ttft);
+  rep.tpot_s = distribution_of(tpot);
   if (rep.seconds > 0) {
     rep.output_tokens_per_s = static_cast<double>(rep.output_tokens) / rep.seconds;
     rep.total_tokens_per_s =

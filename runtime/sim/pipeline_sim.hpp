@@ -18,14 +18,15 @@
 
 namespace baton {
 
-/// A device's speeds, as `baton bench calibrate` fits them (seconds = fixed +
-/// max(weight_bytes / weight_bytes_per_s, flops / flops_per_s) + kv_bytes /
+/// A device's speeds, as `baton bench calibrate` fits them (seconds = fixed + layers x
+/// layer_s + max(weight_bytes / weight_bytes_per_s, flops / flops_per_s) + kv_bytes /
 /// kv_bytes_per_s): a step streams its layers' weights once (decode is bound by it) or
 /// is bound by its 2 x params flops per token (prefill), a roofline; attention reads every
 /// attended position's K and V on top.
 struct device_profile {
   std::string name = "cpu";
   double fixed_s = 0;
+  double layer_s = 0;  ///< per layer of the stage, per step (kernel launches on a GPU)
   double weight_bytes_per_s = 1e10;
   double flops_per_s = 1e11;
   double kv_bytes_per_s = 1e10;
@@ -36,6 +37,7 @@ struct device_profile {
 struct sim_stage {
   device_profile device;
   uint64_t weight_bytes = 0;      ///< streamed once per step (its layers, head, embedding)
+  int64_t n_layers = 0;
   double flops_per_token = 0;     ///< 2 x its matmul parameters
   double kv_bytes_per_position = 0;  ///< K and V of one position over its layers
   double head_flops_per_row = 0;  ///< the last stage: 2 x n_vocab x n_embd per sampled row
@@ -60,6 +62,7 @@ struct sim_setup {
   std::vector<sim_stage> stages;
   std::vector<sim_link> hops;      ///< [stage k -> k + 1]; missing: free
   sim_link control;                ///< router -> a stage's descriptor; result back
+  std::vector<sim_link> control_to;  ///< [stage]: its own control link; missing: `control`
   int64_t n_embd = 0;              ///< activations: n_tokens x n_embd floats per hop
   sim_workload work;
 };
@@ -70,6 +73,10 @@ struct sim_dist {
   double p50 = 0;
   double p99 = 0;
 };
+
+/// Mean, median and 99th percentile (nearest rank) of `v`; zeros when empty. What the
+/// simulator reports and `baton bench batch` measures, computed alike.
+sim_dist distribution_of(std::vector<double> v);
 
 struct sim_report {
   double seconds = 0;              ///< the first request's arrival to the last token

@@ -7,7 +7,10 @@
 #include <cmath>
 #include <stdexcept>
 #include <cstdio>
+#include <algorithm>
+#include <initializer_list>
 #include <limits>
+#include <optional>
 #include <string>
 
 namespace baton {
@@ -140,6 +143,57 @@ result<std::chrono::milliseconds> parse_duration(std::string_view text) {
                       t.c_str());
   }
   return std::chrono::milliseconds(static_cast<int64_t>(ms + 0.5));
+}
+
+namespace {
+
+/// "<number><unit>" with a plain decimal number (no sign, exponent, inf or nan) and the
+/// unit's scale from `units`; nothing when it is not that.
+std::optional<double> scaled(std::string_view text,
+                             std::initializer_list<std::pair<std::string_view, double>> units) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
+    ++i;
+  }
+  const std::string number(text.substr(0, i));
+  if (number.empty() || number == "." || std::count(number.begin(), number.end(), '.') > 1) {
+    return std::nullopt;
+  }
+  std::string_view unit = text.substr(i);
+  while (!unit.empty() && unit.front() == ' ') {
+    unit.remove_prefix(1);
+  }
+  for (const auto& [name, scale] : units) {
+    if (unit == name) {
+      return std::stod(number) * scale;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+result<double> parse_seconds(std::string_view text) {
+  const auto s = scaled(text, {{"", 1.0}, {"s", 1.0}, {"ms", 1e-3}, {"us", 1e-6}, {"ns", 1e-9}});
+  if (!s || *s > 3600.0) {
+    return make_error("'%s' is not a latency: expected a number >= 0 with us, ms or s "
+                      "(\"8us\", \"1.5ms\"), at most an hour",
+                      std::string(text).c_str());
+  }
+  return *s;
+}
+
+result<double> parse_rate(std::string_view text) {
+  const auto r = scaled(text, {{"B/s", 1.0}, {"KB/s", 1e3}, {"MB/s", 1e6}, {"GB/s", 1e9},
+                               {"TB/s", 1e12}, {"bit/s", 0.125}, {"Kbit/s", 125.0},
+                               {"Mbit/s", 1.25e5}, {"Gbit/s", 1.25e8}, {"Tbit/s", 1.25e11}});
+  if (!r || !(*r > 0) || !std::isfinite(*r)) {
+    return make_error("'%s' is not a bandwidth: expected a number > 0 with B/s, KB/s, MB/s, "
+                      "GB/s, TB/s or bit/s, Kbit/s, Mbit/s, Gbit/s, Tbit/s (\"100Gbit/s\", "
+                      "\"450GB/s\")",
+                      std::string(text).c_str());
+  }
+  return *r;
 }
 
 }  // namespace baton

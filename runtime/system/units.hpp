@@ -23,4 +23,13 @@ std::string format_bytes(uint64_t n);
 /// error says what was expected, the caller names the flag.
 result<std::chrono::milliseconds> parse_duration(std::string_view text);
 
+/// "8us", "1.5ms", "0.2s", "0": seconds >= 0 (at most an hour), for latencies; units us,
+/// ms, s (none: seconds). The error says what was expected, the caller names the field.
+result<double> parse_seconds(std::string_view text);
+
+/// "100Gbit/s", "450GB/s", "3.35TB/s", "900MB/s": bytes per second > 0, in the decimal
+/// units spec sheets and network links use (1 GB/s = 1e9 bytes/s, 1 Gbit/s = 1.25e8);
+/// B/s, KB/s, MB/s, GB/s, TB/s, bit/s, Kbit/s, Mbit/s, Gbit/s, Tbit/s.
+result<double> parse_rate(std::string_view text);
+
 }  // namespace baton

@@ -1,0 +1,79 @@
+// profile_file.hpp.
+#include "runtime/sim/profile_file.hpp"
+
+#include <cmath>
+#include <fstream>
+#include <tuple>
+#include <utility>
+#include <nlohmann/json.hpp>
+
+namespace baton {
+
+result<profile_file> read_profile(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) {
+    return make_error("%s: cannot read the profile (baton bench calibrate -o %s writes one)",
+                      path.c_str(), path.c_str());
+  }
+  const auto j = nlohmann::json::parse(f, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return make_error("%s: not a JSON object", path.c_str());
+  }
+  auto number = [&](const nlohmann::json& o, const std::string& where, const char* key,
+                    double& out) -> result<void> {
+    if (!o.contains(key) || !o.at(key).is_number() || !(o.at(key).get<double>() >= 0) ||
+        !std::isfinite(o.at(key).get<double>())) {
+      return make_error("%s: '%s%s' must be a finite number >= 0", path.c_str(), where.c_str(),
+                        key);
+    }
+    out = o.at(key).get<double>();
+    return {};
+  };
+  profile_file p;
+  device_profile& d = p.device;
+  if (j.contains("layer_s")) {
+    if (auto ok = number(j, "", "layer_s", d.layer_s); !ok) {
+      return ok.err();
+    }
+  }
+  for (auto [key, out] : {std::pair{"fixed_s", &d.fixed_s},
+                          std::pair{"weight_bytes_per_s", &d.weight_bytes_per_s},
+                          std::pair{"flops_per_s", &d.flops_per_s},
+                          std::pair{"kv_bytes_per_s", &d.kv_bytes_per_s}}) {
+    if (auto ok = number(j, "", key, *out); !ok) {
+      return ok.err();
+    }
+  }
+  if (d.weight_bytes_per_s <= 0 || d.flops_per_s <= 0 || d.kv_bytes_per_s <= 0) {
+    return make_error("%s: the speeds must be > 0", path.c_str());
+  }
+  for (auto [key, link, has] : {std::tuple{"link", &p.link, &p.has_link},
+                                std::tuple{"control", &p.control, &p.has_control}}) {
+    if (!j.contains(key)) {
+      continue;
+    }
+    const auto& o = j.at(key);
+    if (!o.is_object()) {
+      return make_error("%s: '%s' must be an object {\"latency_s\", \"bytes_per_s\"}",
+                        path.c_str(), key);
+    }
+    const std::string where = std::string(key) + ".";
+    if (auto ok = number(o, where, "latency_s", link->latency_s); !ok) {
+      return ok.err();
+    }
+    if (auto ok = number(o, where, "bytes_per_s", link->bytes_per_s); !ok) {
+      return ok.err();
+    }
+    if (link->bytes_per_s <= 0) {
+      return make_error("%s: '%s.bytes_per_s' must be > 0", path.c_str(), key);
+    }
+    *has = true;
+  }
+  d.name = j.contains("device") && j.at("device").is_string() ? j.at("device").get<std::string>()
+                                                               : "cpu";
+  d.estimate = j.contains("estimate") && j.at("estimate").is_boolean() &&
+               j.at("estimate").get<bool>();
+  return p;
+}
+
+}  // namespace baton

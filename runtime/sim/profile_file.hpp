@@ -1,0 +1,24 @@
+// The device profile file `baton bench calibrate -o P.json` writes and `baton plan
+// --simulate --profile P.json` (or a cluster description) reads: a device's fitted speeds,
+// with optional "link" and "control" objects ({"latency_s", "bytes_per_s"}).
+#pragma once
+
+#include <string>
+
+#include "runtime/sim/pipeline_sim.hpp"
+#include "runtime/system/error.hpp"
+
+namespace baton {
+
+struct profile_file {
+  device_profile device;
+  sim_link link;      ///< between stages (default: free)
+  sim_link control;   ///< router <-> a stage (default: free)
+  bool has_link = false;
+  bool has_control = false;
+};
+
+/// Reads and checks a profile; errors name the file and the key.
+result<profile_file> read_profile(const std::string& path);
+
+}  // namespace baton
