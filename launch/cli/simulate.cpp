@@ -310,6 +310,10 @@ int print_search(const topology& given, const model& m, const replan_fn& replan,
       evaluate(candidate{f, mb});
     }
   }
+  // what the search is measured against: layers split evenly, the default micro-batches
+  // (vLLM's split and baton's default)
+  const candidate even_default{starts.back(), default_micro_batches(n_stages)};
+  const std::optional<double> even_score = evaluate(even_default);
   if (fits.empty()) {
     return fail("--search: no split fits" +
                 (first_refusal.empty() ? std::string() : ": " + first_refusal));
@@ -338,6 +342,10 @@ int print_search(const topology& given, const model& m, const replan_fn& replan,
       break;
     }
   }
+  // how much of the gain is the split's: the even split at the best one's micro-batches
+  // (a candidate too: it may itself be the best)
+  const std::optional<double> even_same_micro =
+      evaluate(candidate{even_default.firsts, best_of()->c.micro_batches});
   std::sort(fits.begin(), fits.end(),
             [](const scored& a, const scored& b) { return a.score > b.score; });
   const double took =
@@ -347,6 +355,18 @@ int print_search(const topology& given, const model& m, const replan_fn& replan,
     std::printf("search: %zu candidates fit, %zu refused by the planner, %.1f s; ranked by "
                 "output tokens/s at %d streams\n",
                 fits.size(), refused, took, workload);
+    if (even_score) {
+      std::printf("even split, %d micro-batches: %.1f output tokens/s; the best below: %.2fx",
+                  even_default.micro_batches, *even_score, fits.front().score / *even_score);
+      if (even_same_micro) {
+        std::printf("; the even split with %d micro-batches: %.1f (the split alone: %.2fx)",
+                    fits.front().c.micro_batches, *even_same_micro,
+                    fits.front().score / *even_same_micro);
+      }
+      std::printf("\n");
+    } else {
+      std::printf("even split, %d micro-batches: does not fit\n", even_default.micro_batches);
+    }
   }
   for (size_t i = 0; i < fits.size() && static_cast<int>(i) < top; ++i) {
     const scored& s = fits[i];
@@ -376,6 +396,11 @@ int print_search(const topology& given, const model& m, const replan_fn& replan,
   if (req.json) {
     std::printf("%s\n", nlohmann::json{{"search", all},
                                        {"candidates", fits.size()},
+                                       {"even_split_output_tokens_per_s",
+                                        even_score ? nlohmann::json(*even_score) : nlohmann::json()},
+                                       {"even_split_same_micro_batches_output_tokens_per_s",
+                                        even_same_micro ? nlohmann::json(*even_same_micro)
+                                                        : nlohmann::json()},
                                        {"refused", refused},
                                        {"ranked_at_streams", workload}}
                              .dump(2)
