@@ -169,6 +169,10 @@ struct step_timing {
   int32_t stage = 0;
   int64_t begin_us = 0;
   int64_t end_us = 0;
+  // what the step did, for `baton bench calibrate`'s fit of live steps
+  int32_t n_tokens = 0;
+  int64_t positions = 0;  ///< attended positions over all its tokens
+  int32_t rows = 0;       ///< sampled rows (logits)
 };
 
 /// The router's counters, for /metrics and tests.
@@ -252,7 +256,8 @@ typename Inspector::result_type inspect(Inspector& f, step_result& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_timing& x) {
-  return f(caf::meta::type_name("step_timing"), x.step_id, x.stage, x.begin_us, x.end_us);
+  return f(caf::meta::type_name("step_timing"), x.step_id, x.stage, x.begin_us, x.end_us,
+           x.n_tokens, x.positions, x.rows);
 }
 
 template <class Inspector>

@@ -50,7 +50,7 @@ struct shard_core {
       const activation_header& h = input->header;
       if (!h.error.empty()) {
         // the transport could not bring this step's activations (a broken device link)
-        record({d.step_id, cfg.stage, t0, now_us()});
+        record(d.step_id, t0);
         step_result bad;
         bad.step_id = d.step_id;
         bad.error = "stage " + std::to_string(cfg.stage) + ": step " +
@@ -59,7 +59,7 @@ struct shard_core {
       }
       if (h.n_tokens != head.n_tokens || h.n_embd != head.n_embd || h.seq_ids != head.seq_ids ||
           h.seq_rows != head.seq_rows) {
-        record({d.step_id, cfg.stage, t0, now_us()});
+        record(d.step_id, t0);
         step_result bad;
         bad.step_id = d.step_id;
         bad.error = "stage " + std::to_string(cfg.stage) + ": step " +
@@ -77,7 +77,7 @@ struct shard_core {
     std::optional<step_result> res;
     if (auto ok = compute->forward(b, io, logits); !ok) {
       // a device fault fails this step's sequences; the router reports it to each
-      record({d.step_id, cfg.stage, t0, now_us()});
+      record(d.step_id, t0);
       step_result bad;
       bad.step_id = d.step_id;
       bad.error = "stage " + std::to_string(cfg.stage) + " (" + compute->describe() +
@@ -120,7 +120,7 @@ struct shard_core {
         ++row;
       }
     }
-    record({d.step_id, cfg.stage, t0, now_us()});
+    record(d.step_id, t0);
     return res;
   }
 
@@ -134,8 +134,14 @@ struct shard_core {
   /// draw is a function of the seed and the token's index), so a sequence's tokens do not
   /// depend on which shard samples them.
   std::map<uint64_t, sampler> samplers;
-  /// Keeps the last 4096 to 8192 steps' timings (a server runs for days).
-  void record(step_timing t) {
+  /// Keeps the last 4096 to 8192 steps' timings (a server runs for days): step `id`,
+  /// begun at `t0` and ending now, with the shape of the batch `b` it ran.
+  void record(uint64_t id, int64_t t0) {
+    step_timing t{id, cfg.stage, t0, now_us(), static_cast<int32_t>(b.n_tokens()), 0,
+                  static_cast<int32_t>(b.n_logits())};
+    for (int64_t i = 0; i < b.n_tokens(); ++i) {
+      t.positions += b.pos[static_cast<size_t>(i)] + 1;
+    }
     if (timings.size() >= 8192) {
       timings.erase(timings.begin(), timings.begin() + 4096);
     }

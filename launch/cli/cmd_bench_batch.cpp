@@ -54,6 +54,7 @@ struct bench_batch_options {
   bool no_batch = false;
   bool no_overhead = false;
   bool json = false;
+  int32_t n_blocks = 0;  ///< KV blocks of the pool (0: every stream's whole context)
 };
 
 double median(std::vector<double> v) {
@@ -263,7 +264,9 @@ server_options make_server_options(const bench_batch_options& o, const loaded& l
       static_cast<int32_t>(std::max<int64_t>(l.opts.max_batch_tokens, n_streams));
   sv.enable_prefix_caching = false;
   server_options so = server_options_for(l, o.engine.stages, sv);
-  so.serving.n_blocks = kv_blocks_for_requests(n_streams, o.n_prompt + o.n_gen, sv.block_size);
+  so.serving.n_blocks = o.n_blocks > 0 ? o.n_blocks
+                                       : kv_blocks_for_requests(n_streams, o.n_prompt + o.n_gen,
+                                                                sv.block_size);
   return so;
 }
 
@@ -434,6 +437,9 @@ int run_bench_batch(bench_batch_options o) {
     if (c < 1) {
       return fail("bench batch: --streams " + std::to_string(c) + ": each count must be >= 1");
     }
+  }
+  if (o.n_blocks < 0) {
+    return fail("bench batch: --num-gpu-blocks-override must be >= 0 (0: enough for every stream)");
   }
   if (o.micro_batches < 0) {
     return fail("bench batch: --micro-batches must be >= 0 (0: two per stage)");
@@ -610,6 +616,9 @@ void add_bench_batch_command(CLI::App& bench, int& status) {
   cmd->add_option("-r,--repetitions", o->reps, "Runs (medians reported)")->capture_default_str();
   cmd->add_option("--micro-batches", o->micro_batches, "Steps in flight (0: two per stage)")
       ->capture_default_str();
+  cmd->add_option("--num-gpu-blocks-override", o->n_blocks,
+                  "KV blocks of 16 tokens in the pool (vLLM's flag; on any device); fewer than "
+                  "the streams' contexts preempt (default: enough for all)");
   cmd->add_flag("--no-overhead", o->no_overhead, "Skip the actor-overhead measurement");
   cmd->add_flag("--no-batch", o->no_batch, "Only measure the actor overhead");
   cmd->add_flag("--json", o->json, "Print JSON");

@@ -8,18 +8,22 @@
 // separate the fixed cost from the weights. (layer_s, a per-layer cost, stays 0 here: on a
 // CPU it cannot be told from the weights' time, which also grows with the layers.)
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "actors/local_server.hpp"
 #include "launch/cli/commands.hpp"
 #include "launch/cli/engine_flags.hpp"
 #include "launch/cli/simulate.hpp"
 #include "runtime/compute/batch.hpp"
 #include "runtime/compute/stage_compute.hpp"
 #include "runtime/system/budget.hpp"
+#include "topology/memory_plan.hpp"
 
 namespace baton::cli {
 
@@ -98,6 +102,121 @@ double fit_profile(const std::vector<timed_step>& runs, device_profile& d) {
     }
   }
   return best;
+}
+
+/// What the live pipeline adds to the isolated steps: the router's turn and the steps'
+/// own time when they share the cores with the router and the clients' threads.
+struct live_measure {
+  double router_s = 0;
+  double router_row_s = 0;
+  std::vector<timed_step> steps;  ///< the stage's steps (all layers), as they ran
+};
+
+/// A one-stage local_server decodes 1, 4 and 16 greedy streams (a reader thread each, as
+/// `baton bench batch` and the HTTP front end have) with one micro-batch in flight. The
+/// stage's idle time between consecutive decode steps (the result's way to the router,
+/// its bookkeeping and an event per row, the next step's way back) is fitted to router_s +
+/// rows x router_row_s by least squares on the medians; every step is kept with its shape.
+result<live_measure> measure_live(const calibrate_options& o, ggml_type kv_type) {
+  auto l = load(o.engine, load_request{16, false});
+  if (!l) {
+    return l.err();
+  }
+  serving_config sv;
+  sv.micro_batches = 1;
+  sv.max_num_seqs = 16;
+  sv.enable_prefix_caching = false;
+  server_options so = server_options_for(*l, 1, sv);
+  so.serving.n_blocks = kv_blocks_for_requests(16, 64, sv.block_size);
+  auto srv = local_server::create(l->m, l->tok, so);
+  if (!srv) {
+    return srv.err();
+  }
+  const int64_t n_layer = l->m->config().n_layer;
+  const sim_stage whole = sim_stage_of(*l->m, 0, n_layer, kv_type, device_profile{});
+  live_measure out;
+  std::vector<double> rows;
+  std::vector<double> gaps;
+  const std::vector<int32_t> counts = {1, 4, 16};
+  for (int round = 0; round < 2; ++round) {  // the first round warms up
+    for (const int32_t n : counts) {
+      const int64_t since_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count();
+      std::vector<std::thread> readers;
+      std::atomic<bool> failed{false};
+      for (int32_t i = 0; i < n; ++i) {
+        gen_request r;
+        for (int32_t t = 0; t < 32; ++t) {
+          r.prompt.push_back(static_cast<int32_t>((1000 + 97 * i + t) % l->m->config().n_vocab));
+        }
+        r.max_tokens = 24;
+        r.ignore_eos = true;
+        r.sampling.temperature = 0.0f;
+        readers.emplace_back([st = (*srv)->submit(std::move(r)), &failed] {
+          for (;;) {
+            auto e = st->next(std::chrono::minutes(5));
+            if (!e || e->finish == finish_reason::error) {
+              failed = true;
+              return;
+            }
+            if (e->finish != finish_reason::none) {
+              return;
+            }
+          }
+        });
+      }
+      for (auto& t : readers) {
+        t.join();
+      }
+      if (failed) {
+        return make_error("calibrate: a request of the live measurement failed");
+      }
+      std::vector<step_timing> steps;
+      for (const auto& t : (*srv)->timings(0)) {
+        if (t.begin_us >= since_us) {
+          steps.push_back(t);
+        }
+      }
+      std::sort(steps.begin(), steps.end(),
+                [](const step_timing& a, const step_timing& b) { return a.step_id < b.step_id; });
+      // the decode steps with every stream running: after the prefills, before the ends
+      std::vector<double> g;
+      for (size_t i = 2; i + 2 < steps.size(); ++i) {
+        g.push_back(static_cast<double>(steps[i].begin_us - steps[i - 1].end_us) * 1e-6);
+      }
+      if (g.empty()) {
+        return make_error("calibrate: the live measurement saw no decode steps");
+      }
+      if (round == 0) {
+        continue;
+      }
+      std::sort(g.begin(), g.end());
+      rows.push_back(n);
+      gaps.push_back(g[g.size() / 2]);
+      for (const step_timing& t : steps) {
+        timed_step ts;
+        ts.layers = n_layer;
+        ts.tokens = t.n_tokens;
+        ts.positions = t.positions;
+        ts.rows = t.rows;
+        ts.seconds = static_cast<double>(t.end_us - t.begin_us) * 1e-6;
+        ts.st = whole;
+        out.steps.push_back(ts);
+      }
+    }
+  }
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    sx += rows[i];
+    sy += gaps[i];
+    sxx += rows[i] * rows[i];
+    sxy += rows[i] * gaps[i];
+  }
+  const double k = static_cast<double>(rows.size());
+  out.router_row_s = std::max(0.0, (k * sxy - sx * sy) / (k * sxx - sx * sx));
+  out.router_s = std::max(0.0, (sy - out.router_row_s * sx) / k);
+  return out;
 }
 
 int run_calibrate(const calibrate_options& o) {
@@ -199,6 +318,7 @@ int run_calibrate(const calibrate_options& o) {
   device_profile d;
   d.name = "cpu";
   fit_profile(runs, d);
+  // the isolated fit, before the live factor
   nlohmann::json fit = nlohmann::json::array();
   double worst = 0;
   for (auto& r : runs) {
@@ -210,6 +330,32 @@ int run_calibrate(const calibrate_options& o) {
                    {"rows", r.rows}, {"seconds", r.seconds}, {"predicted_s", predicted},
                    {"error", err}});
   }
+  const ggml_type kv_type = o.engine.kv_type == "f32" ? ggml_type::f32 : ggml_type::f16;
+  auto live = measure_live(o, kv_type);
+  if (!live) {
+    return fail(live.err().message);
+  }
+  // the live steps ran slower than alone (the router and the clients' threads share the
+  // cores): every speed scaled by the median ratio, measured over predicted
+  std::vector<double> ratios;
+  for (timed_step& r : live->steps) {
+    r.st.device = d;
+    ratios.push_back(r.seconds / stage_step_seconds(r.st, r.tokens, r.positions, r.rows));
+  }
+  std::sort(ratios.begin(), ratios.end());
+  const double live_factor = ratios.empty() ? 1.0 : ratios[ratios.size() / 2];
+  d.fixed_s *= live_factor;
+  d.weight_bytes_per_s /= live_factor;
+  d.flops_per_s /= live_factor;
+  d.kv_bytes_per_s /= live_factor;
+  nlohmann::json live_fit = nlohmann::json::array();
+  for (timed_step& r : live->steps) {
+    r.st.device = d;
+    const double predicted = stage_step_seconds(r.st, r.tokens, r.positions, r.rows);
+    live_fit.push_back({{"tokens", r.tokens}, {"positions", r.positions}, {"rows", r.rows},
+                        {"seconds", r.seconds}, {"predicted_s", predicted},
+                        {"error", (predicted - r.seconds) / r.seconds}});
+  }
   nlohmann::json j = {{"device", d.name},
                       {"model", m.file().path()},
                       {"threads", n_threads},
@@ -217,9 +363,13 @@ int run_calibrate(const calibrate_options& o) {
                       {"weight_bytes_per_s", d.weight_bytes_per_s},
                       {"flops_per_s", d.flops_per_s},
                       {"kv_bytes_per_s", d.kv_bytes_per_s},
+                      {"router_s", live->router_s},
+                      {"router_row_s", live->router_row_s},
+                      {"live_factor", live_factor},
                       {"estimate", false},
                       {"max_fit_error", worst},
-                      {"runs", fit}};
+                      {"runs", fit},
+                      {"live_runs", live_fit}};
   const std::string text = j.dump(2);
   if (o.out.empty() || o.out == "-") {
     std::printf("%s\n", text.c_str());
@@ -232,9 +382,11 @@ int run_calibrate(const calibrate_options& o) {
   }
   std::fprintf(stderr,
                "calibrate: %zu steps on %d threads: fixed %.3g ms, weights %.3g GB/s, %.3g "
-               "GFLOP/s, KV %.3g GB/s; worst fit error %.1f %%\n",
+               "GFLOP/s, KV %.3g GB/s; worst fit error %.1f %%; router %.3g ms a step + "
+               "%.3g ms a row; live steps %.2fx the isolated ones\n",
                runs.size(), n_threads, d.fixed_s * 1e3, d.weight_bytes_per_s / 1e9,
-               d.flops_per_s / 1e9, d.kv_bytes_per_s / 1e9, worst * 100);
+               d.flops_per_s / 1e9, d.kv_bytes_per_s / 1e9, worst * 100, live->router_s * 1e3,
+               live->router_row_s * 1e3, live_factor);
   return exit_ok;
 }
 

@@ -50,6 +50,7 @@ struct plan_options {
   int32_t pp = 0;                ///< no --topology: this many "auto" stages, one per rank
   int32_t max_num_seqs = 0;      ///< overrides the file's [pipeline] (0: keep)
   bool search = false;           ///< --simulate over the splits and micro-batches that fit
+  int32_t n_blocks = 0;          ///< --simulate: the KV pool in blocks (0: as planned)
 };
 
 /// --pp N without a file: N "auto" stages, stage k on rank k, on the rank's k-th GPU of
@@ -401,8 +402,12 @@ int run_plan(const plan_options& o) {
     req.prompt = o.n_prompt;
     req.gen = o.n_gen;
     req.json = o.json;
+    if (o.n_blocks < 0) {
+      return fail("--num-gpu-blocks-override must be >= 0 (0: as the plan sizes the pool)");
+    }
+    req.n_blocks = o.n_blocks;
     auto place = [&](const pipeline_plan& p) {
-      return c ? placement_on_cluster(p, *c, profile.device) : placement_from_profile(p, profile);
+      return c ? placement_on_cluster(p, *c, profile) : placement_from_profile(p, profile);
     };
     if (o.search) {
       const replan_fn replan =
@@ -452,6 +457,9 @@ void add_plan_command(CLI::App& app, int& status) {
   cmd->add_option("--cluster", opts->cluster,
                   "A cluster description (TOML: hosts, GPUs, links) to plan and simulate on "
                   "instead of this host");
+  cmd->add_option("--num-gpu-blocks-override", opts->n_blocks,
+                  "With --simulate: the KV pool in blocks instead of the plan's (vLLM's flag; "
+                  "as bench batch takes it)");
   cmd->add_option("--max-num-seqs", opts->max_num_seqs,
                   "Overrides the topology's max_num_seqs (sequences in the running batch)");
   cmd->add_flag("--search", opts->search,

@@ -55,6 +55,8 @@ sim_placement placement_from_profile(const pipeline_plan& plan, const profile_fi
       w.hops.push_back(st[k].rank == st[k + 1].rank ? sim_link{} : p.link);
     }
   }
+  w.router_s = p.router_s;
+  w.router_row_s = p.router_row_s;
   w.links = std::string("links ") +
             (p.has_link ? "from the profile" : "free (no 'link' in the profile)") +
             "; control " +
@@ -63,11 +65,13 @@ sim_placement placement_from_profile(const pipeline_plan& plan, const profile_fi
 }
 
 sim_placement placement_on_cluster(const pipeline_plan& plan, const cluster& c,
-                                   const device_profile& fallback) {
+                                   const profile_file& fallback) {
   sim_placement w;
+  w.router_s = fallback.router_s;
+  w.router_row_s = fallback.router_row_s;
   const auto& st = plan.resolved.stages;
   for (size_t k = 0; k < st.size(); ++k) {
-    w.devices.push_back(c.profile_of(st[k].rank, st[k].device, fallback));
+    w.devices.push_back(c.profile_of(st[k].rank, st[k].device, fallback.device));
     w.control.push_back(c.control(st[k].rank));
     if (k + 1 < st.size()) {
       w.hops.push_back(c.link(st[k].rank, st[k + 1].rank));
@@ -95,10 +99,15 @@ sim_setup setup_for(const pipeline_plan& plan, const model& m, const sim_placeme
   s.hops = where.hops;
   s.control_to = where.control;
   s.n_embd = m.config().n_embd;
+  s.router_s = where.router_s;
+  s.router_row_s = where.router_row_s;
   return s;
 }
 
 sim_report run_workload(sim_setup s, int32_t streams, const sim_request& req) {
+  if (req.n_blocks > 0) {
+    s.sched.n_blocks = req.n_blocks;
+  }
   s.work.streams = streams;
   s.work.requests_per_stream = 1;
   s.work.prompt_tokens = req.prompt;
@@ -186,7 +195,10 @@ std::string split_text(const pipeline_plan& plan) {
 
 int print_simulation(const pipeline_plan& plan, const model& m, const sim_placement& where,
                      const sim_request& req) {
-  const sim_setup base = setup_for(plan, m, where);
+  sim_setup base = setup_for(plan, m, where);
+  if (req.n_blocks > 0) {
+    base.sched.n_blocks = req.n_blocks;
+  }
   if (!req.json) {
     std::printf("simulated: %zu stages (%s), %d micro-batches, %d KV blocks, %d-token prompts, "
                 "%d generated; device %s; %s\n",

@@ -26,6 +26,8 @@ struct sim_placement {
   std::vector<sim_link> hops;           ///< [stage k -> k + 1]
   std::vector<sim_link> control;        ///< [stage]: the router's descriptor to it
   std::string links;                    ///< how the links were chosen, for people
+  double router_s = 0;                  ///< the router's turn (profile_file::router_s)
+  double router_row_s = 0;
 };
 
 /// Every stage on the profile's device; its link between stages on different ranks and
@@ -33,9 +35,9 @@ struct sim_placement {
 sim_placement placement_from_profile(const pipeline_plan& plan, const profile_file& p);
 
 /// Each stage on its host's device; links by host (cluster_file.hpp). Stages on a host
-/// without a cpu profile use `fallback`.
+/// without a cpu profile use `fallback`'s device; the router's turn is `fallback`'s.
 sim_placement placement_on_cluster(const pipeline_plan& plan, const cluster& c,
-                                   const device_profile& fallback);
+                                   const profile_file& fallback);
 
 /// The workload and output of a simulation run.
 struct sim_request {
@@ -43,6 +45,7 @@ struct sim_request {
   int32_t prompt = 128;
   int32_t gen = 64;
   bool json = false;
+  int32_t n_blocks = 0;  ///< the KV pool in blocks (0: as the plan sizes it)
 };
 
 /// Simulates `plan` for each stream count; the table (or JSON) on stdout.

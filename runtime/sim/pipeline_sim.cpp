@@ -145,12 +145,13 @@ sim_report simulate(const sim_setup& setup, const std::function<void(const trace
       in_flight.emplace(step->step_id, std::move(*step));
     }
   };
+  double router_free = 0;         // when the router's current turn ends
   double first_decode_ready = 0;  // the last request's first token: decode only after it
   while (!events.empty()) {
     const event e = events.top();
     events.pop();
-    note_kv(e.time);
-    now = e.time;
+    now = std::max(now, e.time);
+    note_kv(now);
     if (!e.result) {
       const request_log& log = logs.at(e.id);
       sched_request r;
@@ -163,6 +164,7 @@ sim_report simulate(const sim_setup& setup, const std::function<void(const trace
       r.ignore_eos = true;
       (void)log;
       sched.add(std::move(r));
+      now = std::max(now, router_free);  // a busy router admits it after its turn
     } else {
       auto it = in_flight.find(e.id);
       std::vector<uint64_t> ids;
@@ -174,6 +176,12 @@ sim_report simulate(const sim_setup& setup, const std::function<void(const trace
         }
       }
       in_flight.erase(it);
+      // the router takes results one at a time: its turn (the result's way in, sampling's
+      // bookkeeping, each row's event to its client, the next step's way out) before the
+      // tokens reach anyone and the next step leaves
+      now = std::max(now, router_free) + setup.router_s +
+            static_cast<double>(ids.size()) * setup.router_row_s;
+      router_free = now;
       for (const auto& o : sched.on_step_done(e.id, ids, toks)) {
         request_log& log = logs.at(o.id);
         if (o.token >= 0) {

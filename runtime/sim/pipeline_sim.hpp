@@ -64,6 +64,11 @@ struct sim_setup {
   sim_link control;                ///< router -> a stage's descriptor; result back
   std::vector<sim_link> control_to;  ///< [stage]: its own control link; missing: `control`
   int64_t n_embd = 0;              ///< activations: n_tokens x n_embd floats per hop
+  /// The router's turn for each result: from the stage's end of a step to the next step's
+  /// start when one micro-batch is in flight (messages both ways in one process, the
+  /// scheduler, an event per sampled row to its client): router_s + rows x router_row_s.
+  double router_s = 0;
+  double router_row_s = 0;
   sim_workload work;
 };
 

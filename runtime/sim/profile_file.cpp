@@ -31,9 +31,12 @@ result<profile_file> read_profile(const std::string& path) {
   };
   profile_file p;
   device_profile& d = p.device;
-  if (j.contains("layer_s")) {
-    if (auto ok = number(j, "", "layer_s", d.layer_s); !ok) {
-      return ok.err();
+  for (auto [key, out] : {std::pair{"layer_s", &d.layer_s}, std::pair{"router_s", &p.router_s},
+                          std::pair{"router_row_s", &p.router_row_s}}) {
+    if (j.contains(key)) {
+      if (auto ok = number(j, "", key, *out); !ok) {
+        return ok.err();
+      }
     }
   }
   for (auto [key, out] : {std::pair{"fixed_s", &d.fixed_s},

@@ -16,6 +16,8 @@ struct profile_file {
   sim_link control;   ///< router <-> a stage (default: free)
   bool has_link = false;
   bool has_control = false;
+  double router_s = 0;      ///< the router's turn per result (sim_setup::router_s)
+  double router_row_s = 0;  ///< ... and per sampled row
 };
 
 /// Reads and checks a profile; errors name the file and the key.
