@@ -3,6 +3,8 @@
 // stage-time poller, submit through the admission actor, and a shutdown that every rank hears.
 #include "actors/local_server.hpp"
 
+#include "runtime/serving/step_pump.hpp"
+
 #include "actors/admission.hpp"
 #include "actors/router.hpp"
 #include "actors/shard.hpp"
@@ -122,21 +124,11 @@ result<std::unique_ptr<local_server>> local_server::create(std::shared_ptr<const
   if (auto ok = check_stages(o.stages, c.n_layer, link.world); !ok) {
     return ok.err();
   }
-  serving_config& sv = o.serving;
-  if (sv.micro_batches == 0) {
-    sv.micro_batches = default_micro_batches(o.n_stages);
+  auto sv = resolve_serving(o.serving, o.n_stages, c.n_ctx_train);  // as the simulator does
+  if (!sv) {
+    return sv.err();
   }
-  if (sv.max_num_batched_tokens < 1 || sv.max_num_seqs < 1) {
-    return make_error("max_num_batched_tokens (%d) and max_num_seqs (%d) must be >= 1",
-                      sv.max_num_batched_tokens, sv.max_num_seqs);
-  }
-  if (sv.n_ctx > c.n_ctx_train) {
-    return make_error("context (%lld) is larger than the model's training context (%lld)",
-                      static_cast<long long>(sv.n_ctx), static_cast<long long>(c.n_ctx_train));
-  }
-  if (sv.n_blocks <= 0) {
-    sv.n_blocks = static_cast<int32_t>(kv_blocks_needed(1, sv.n_ctx, sv.block_size));  // one sequence
-  }
+  o.serving = *sv;
   if (link.world > 1 && !link.allgather) {
     return make_error("a job of %d ranks needs an allgather to exchange endpoints", link.world);
   }

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "runtime/serving/step_pump.hpp"
 #include "runtime/text/stop_strings.hpp"
 
 namespace baton {
@@ -137,11 +138,11 @@ void pump(router_ptr self) {
   if (st.state != pipeline_state::running || st.paused) {
     return;
   }
-  while (auto step = st.sched->next_step()) {
+  pump_steps(*st.sched, [&](sched_step&& step) {  // as the simulator pumps its scheduler
     step_desc d;
-    d.step_id = step->step_id;
-    d.seqs.reserve(step->slices.size());
-    for (auto& s : step->slices) {
+    d.step_id = step.step_id;
+    d.seqs.reserve(step.slices.size());
+    for (auto& s : step.slices) {
       d.seqs.push_back(seq_slice{s.seq_id, s.first_pos, std::move(s.tokens),
                                  std::move(s.block_table), s.want_token, s.sampling,
                                  std::move(s.history_tail), s.draw});
@@ -157,7 +158,7 @@ void pump(router_ptr self) {
       }
       self->send(st.cfg.shards[i], step_atom::value, d);
     }
-  }
+  });
 }
 
 /// Ends every request with `why` (a stage is gone): nothing can run any more. The

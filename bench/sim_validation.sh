@@ -6,14 +6,15 @@
 # and the link is `baton bench link`'s); one case whose KV pool is small enough to preempt.
 # Prints a Markdown table (predicted, measured, miss) for decode tok/s, output tok/s and
 # mean TTFT; the JSON of every run stays in $work.
-#   CASES="demo 1b 1b-2ranks 1b-preempt" REPS=5 bench/sim_validation.sh
+# and two namespace hosts behind a shaped link (1b-2hosts; RATE=100mbit).
+#   CASES="demo 1b 1b-2ranks 1b-2hosts 1b-preempt" REPS=5 bench/sim_validation.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 baton="$root/build/bin/baton"
 models="${BATON_MODELS:-$HOME/.cache/baton/models}"
 work="${WORK:-$root/build/sim-validation}"
 reps="${REPS:-5}"
-cases="${CASES:-demo 1b 1b-2ranks 1b-preempt}"
+cases="${CASES:-demo 1b 1b-2ranks 1b-2hosts 1b-preempt}"
 mkdir -p "$work"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 demo="$work/demo.gguf"
@@ -54,19 +55,45 @@ for b in meas["batch"]:
         miss = (p - m) / m * 100
         flag = "" if abs(miss) <= 15 else " (missed)"
         print(f"| {name} | {b['streams']} | {label} | {p:.1f}{unit} | {m:.1f}{unit} | {miss:+.0f} %{flag} |")
-    print(f"| {name} | {b['streams']} | preemptions / KV use | {s['preemptions']} / {s['kv_usage_mean']*100:.0f} % | "
+    # the simulated pool is the plan's (or the override), bench batch's every stream's
+    # context: the simulated blocks in use on the measured pool's scale
+    pool = b["kv_blocks"]
+    kv = s["kv_usage_mean"] * sim["n_blocks"] / pool
+    print(f"| {name} | {b['streams']} | preemptions / KV use | {s['preemptions']} / {kv*100:.0f} % | "
           f"{b['preemptions']:.0f} / {b['kv_usage_mean']*100:.0f} % | |")
 PY
+}
+
+# two namespace hosts (tests/multihost/netns.sh) whose veth links are shaped by tc's token
+# bucket to $RATE each way (this kernel has no netem: no added delay); MPI over TCP
+rate="${RATE:-100mbit}"
+hosts_up() {
+  "$root/tests/multihost/netns.sh" up 2
+  for i in 1 2; do
+    tc qdisc add dev "bt-v$i" root tbf rate "$rate" burst 64kb latency 400ms
+    ip netns exec "bt-h$i" tc qdisc add dev eth0 root tbf rate "$rate" burst 64kb latency 400ms
+  done
+}
+mpirun_hosts() {
+  echo "mpirun --mca plm_rsh_agent $root/tests/multihost/netns-rsh.sh --mca btl self,tcp" \
+       "--mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24" \
+       "--host 10.77.0.11,10.77.0.12 -np 2 env HOME=$HOME"
 }
 
 run_case() {  # NAME MODEL THREADS STREAMS [extra bench/plan flags]
   local name=$1 model=$2 threads=$3 streams=$4 extra=${5:-}
   local p t sim="$work/$name-sim.json" meas="$work/$name-batch.json"
   p="$(profile "$model" "$threads")"
-  if [[ $name == *2ranks* ]]; then
+  if [[ $name == *2ranks* || $name == *2hosts* ]]; then
     t="$(two_ranks "$model")"
+    local launch="mpirun --oversubscribe -np 2"
+    if [[ $name == *2hosts* ]]; then
+      launch="$(mpirun_hosts)"
+      cp "$p" "$work/profile-2hosts.json"
+      p="$work/profile-2hosts.json"
+    fi
     if ! python3 -c "import json,sys; sys.exit(0 if 'link' in json.load(open('$p')) else 1)"; then
-      mpirun --oversubscribe -np 2 "$baton" bench link -r 20 --profile "$p" >"$work/link.json" 2>>"$work/link.log"
+      $launch "$baton" bench link -r 20 --profile "$p" >"$work/link-$name.json" 2>>"$work/link.log"
       # the router's descriptor to rank 1 crosses a TCP socket on this host: taken as the
       # link's latency (baton bench link measures MPI's; CAF's is of the same order)
       python3 - "$p" <<'PY'
@@ -76,7 +103,7 @@ json.dump(p, open(sys.argv[1], "w"), indent=2)
 PY
     fi
     "$baton" plan --topology "$t" --simulate --profile "$p" --streams "$streams" -p 32 -n 32 $extra --json > "$sim"
-    mpirun --oversubscribe -np 2 "$baton" bench batch -q --topology "$t" -t "$threads" --streams "$streams" \
+    $launch "$baton" bench batch -q --topology "$t" -t "$threads" --streams "$streams" \
       -p 32 -n 32 -r "$reps" --no-overhead $extra --json > "$meas"
   else
     t="$(one_stage "$model")"
@@ -94,6 +121,8 @@ for c in $cases; do
     demo) run_case demo "$demo" 2 1,16,64 ;;
     1b) run_case 1b-q4_0 "$q40" 2 1,16,64 ;;
     1b-2ranks) run_case 1b-q4_0-2ranks "$q40" 1 1,16 ;;
+    1b-2hosts) hosts_up; run_case 1b-q4_0-2hosts-$rate "$q40" 1 1,16
+               "$root/tests/multihost/netns.sh" down ;;
     1b-preempt) run_case 1b-q4_0-preempt "$q40" 2 16 "--num-gpu-blocks-override 40" ;;
   esac
 done

@@ -181,6 +181,38 @@ TEST(plan_simulate, search_finds_a_split_at_least_as_fast_as_the_given_one) {
   EXPECT_NE(f["search"][0]["layers"].get<std::string>(), "0 1-3");
 }
 
+TEST(plan_simulate, predicts_a_small_live_run_within_a_loose_bound) {
+  // calibrate here, predict, measure: the demo-sized model at 4 streams. The bound is
+  // loose (a factor of 2 either way: ctest runs two tests at once on CI's 2 cores); the
+  // 15 % table is bench/sim_validation.sh's, on a quiet machine
+  ASSERT_TRUE(mpi_test::fx().error.empty()) << mpi_test::fx().error;
+  const std::string model = mpi_test::fx().model;  // with a tokenizer: the live part runs
+  const auto profile = (dir() / "live-profile.json").string();
+  auto cal = baton("bench calibrate -q -t 1 -r 2 -m " + model + " -o " + profile);
+  ASSERT_EQ(cal.status, 0) << cal.err;
+  const auto t = write_file("live.toml", "model = \"" + model + "\"\n[pipeline]\n"
+                                         "max_num_batched_tokens = 512\n[[stage]]\n"
+                                         "layers = \"auto\"\n");
+  auto sim = baton("plan --topology " + t + " --simulate --profile " + profile +
+                   " --streams 4 -p 16 -n 16 --json");
+  ASSERT_EQ(sim.status, 0) << sim.err;
+  auto meas = baton("bench batch -q -t 1 -m " + model +
+                    " --streams 4 -p 16 -n 16 -r 3 --no-overhead --json");
+  ASSERT_EQ(meas.status, 0) << meas.err;
+  const auto s = nlohmann::json::parse(sim.out, nullptr, false);
+  const auto m = nlohmann::json::parse(meas.out, nullptr, false);
+  ASSERT_TRUE(s.is_object() && m.is_object()) << sim.out << meas.out;
+  const double predicted = s["simulated"][0]["output_tokens_per_s"].get<double>();
+  const double measured = m["batch"][0]["output_tokens_per_s_median"].get<double>();
+  EXPECT_GT(predicted, measured / 2) << "predicted " << predicted << ", measured " << measured;
+  EXPECT_LT(predicted, measured * 2) << "predicted " << predicted << ", measured " << measured;
+  // the measurement has the simulator's fields
+  for (const char* key : {"tpot_p99_s", "ttft_p50_s", "kv_usage_mean", "preemptions"}) {
+    EXPECT_TRUE(m["batch"][0].contains(key)) << key;
+  }
+  EXPECT_EQ(m["batch"][0]["stage_busy"].size(), 1u);
+}
+
 TEST(bench_link, two_ranks_measure_a_latency_and_a_bandwidth_into_a_profile) {
   if (!mpi_test::have_mpirun()) {
     GTEST_SKIP() << "mpirun is not installed (openmpi-bin)";

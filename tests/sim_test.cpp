@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/serving/sched_trace.hpp"
+#include "runtime/serving/step_pump.hpp"
 #include "runtime/sim/pipeline_sim.hpp"
 
 namespace baton {
@@ -65,6 +66,36 @@ TEST(sim, a_slow_link_and_the_control_message_add_their_latency_to_every_step) {
   const auto r = simulate(s);
   // descriptor 1 ms, stage 0 1 ms, hop 10 ms, stage 1 1 ms, result 1 ms
   EXPECT_NEAR(r.tpot_s.mean, 0.014, 1e-9);
+}
+
+TEST(sim, the_routers_turn_comes_between_a_result_and_the_next_step_and_layers_cost_their_share) {
+  auto s = fixed_stages(1, 1.0);
+  s.router_s = 0.0005;
+  s.router_row_s = 0.0001;
+  const auto r = simulate(s);
+  // stage 1 ms, then the router's turn for one row: 0.6 ms before the token and the next step
+  EXPECT_NEAR(r.tpot_s.mean, 0.0016, 1e-9);
+  EXPECT_NEAR(r.ttft_s.mean, 0.0016, 1e-9);
+  auto layered = fixed_stages(1, 1.0);
+  layered.stages[0].n_layers = 4;
+  layered.stages[0].device.layer_s = 0.00025;
+  EXPECT_NEAR(simulate(layered).tpot_s.mean, 0.002, 1e-9);
+}
+
+TEST(sim, the_serving_defaults_resolve_as_the_live_server_resolves_them) {
+  serving_config sv;
+  sv.n_ctx = 100;
+  sv.block_size = 16;
+  auto one = resolve_serving(sv, 1, 4096);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->micro_batches, 1);
+  EXPECT_EQ(one->n_blocks, 7);  // one sequence of the whole context
+  auto four = resolve_serving(sv, 4, 4096);
+  ASSERT_TRUE(four.ok());
+  EXPECT_EQ(four->micro_batches, default_micro_batches(4));
+  EXPECT_FALSE(resolve_serving(sv, 1, 64).ok());  // longer than the training context
+  sv.max_num_seqs = 0;
+  EXPECT_FALSE(resolve_serving(sv, 1, 4096).ok());
 }
 
 TEST(sim, a_step_is_bound_by_its_weights_or_its_math_plus_the_kv_it_reads) {

@@ -276,6 +276,7 @@ struct batch_result {
   double transfer_us = 0;     ///< mean time of one activation transfer (MPI jobs)
   uint64_t transfers = 0;
   std::vector<std::string> token_digests;  ///< one per repetition (hex)
+  int32_t kv_blocks = 0;                   ///< the KV pool
   // the simulator's fields, one per repetition (stage_busy: [repetition][stage])
   std::vector<double> ttft_p50, ttft_p99, tpot_mean, tpot_p50, tpot_p99, kv_usage;
   std::vector<double> preemptions;
@@ -298,12 +299,14 @@ std::vector<double> median_per_stage(const std::vector<std::vector<double>>& rep
 result<batch_result> bench_streams(const bench_batch_options& o, opened_job& j,
                                    int32_t n_streams, uint64_t& round) {
   const loaded& l = j.l;
-  auto job = start_job(j, o.engine, make_server_options(o, l, n_streams));
+  const server_options so = make_server_options(o, l, n_streams);
+  auto job = start_job(j, o.engine, so);
   if (!job) {
     return job.err();
   }
   batch_result br;
   br.n_streams = n_streams;
+  br.kv_blocks = so.serving.n_blocks;
   if (!*job) {
     return br;  // a rank other than the head: the head has ended this round's job
   }
@@ -522,6 +525,7 @@ int run_bench_batch(bench_batch_options o) {
                                    {"stage_busy", busy},
                                    {"stage_idle", idle},
                                    {"kv_usage_mean", median(b.kv_usage)},
+                                   {"kv_blocks", b.kv_blocks},
                                    {"preemptions", median(b.preemptions)}};
       j["batch"].push_back({{"streams", b.n_streams},
                             {"decode_tokens_per_s", b.decode},

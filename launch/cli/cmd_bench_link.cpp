@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "launch/cli/commands.hpp"
@@ -62,9 +63,11 @@ int run_bench_link(const link_options& o) {
       a.header.seq_ids = {step};
       a.header.seq_rows = {n};
       a.hidden.assign(static_cast<size_t>(n) * static_cast<size_t>(o.n_embd), 0.5f);
+      // a shard waiting for its input tells the transport (it polls fast then): so here
       if (rank == 0) {
         a.header.stage = 1;
         const auto t0 = clock_type::now();
+        t.expect(0);
         t.send(std::move(a));
         if (!t.recv(step, 0, timeout)) {
           return fail("bench link: no answer from rank 1 within 30 s");
@@ -73,6 +76,7 @@ int run_bench_link(const link_options& o) {
           rtt.push_back(std::chrono::duration<double>(clock_type::now() - t0).count());
         }
       } else {
+        t.expect(1);
         if (!t.recv(step, 1, timeout)) {
           return fail("bench link: nothing from rank 0 within 30 s");
         }
@@ -86,28 +90,59 @@ int run_bench_link(const link_options& o) {
                              rtt[rtt.size() / 2] / 2});
     }
   }
+  // a last tiny round trip: each side then knows its big messages arrived, and a short
+  // wait lets the progress thread see its own last send complete; stop() would abandon a
+  // send still pending (and the peer would wait for it in vain)
+  {
+    activations bye;
+    bye.header.step = step;
+    bye.header.seq_ids = {step};
+    bye.header.seq_rows = {0};
+    if (rank == 0) {
+      bye.header.stage = 1;
+      t.send(std::move(bye));
+      if (!t.recv(step, 0, timeout)) {
+        return fail("bench link: rank 1 did not say goodbye within 30 s");
+      }
+    } else {
+      if (!t.recv(step, 1, timeout)) {
+        return fail("bench link: rank 0 did not say goodbye within 30 s");
+      }
+      bye.header.stage = 0;
+      t.send(std::move(bye));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
   t.stop();
   if (rank != 0) {
     return exit_ok;
   }
-  // one-way = latency + bytes / bandwidth: least squares over the points
-  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  // one-way = latency + bytes / bandwidth: least squares on relative error (weights
+  // 1 / t^2), so the small messages of decode count as much as the large ones; the
+  // points themselves go into the link too, and the simulator interpolates them
+  double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
   for (const point& p : points) {
-    sx += p.bytes;
-    sy += p.one_way_s;
-    sxx += p.bytes * p.bytes;
-    sxy += p.bytes * p.one_way_s;
+    const double w = 1.0 / (p.one_way_s * p.one_way_s);
+    sw += w;
+    sx += w * p.bytes;
+    sy += w * p.one_way_s;
+    sxx += w * p.bytes * p.bytes;
+    sxy += w * p.bytes * p.one_way_s;
   }
-  const double n = static_cast<double>(points.size());
-  const double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
-  const double latency = std::max(0.0, (sy - slope * sx) / n);
+  const double slope = (sw * sxy - sx * sy) / (sw * sxx - sx * sx);
+  const double latency = std::max(0.0, (sy - slope * sx) / sw);
   const double bandwidth = slope > 0 ? 1.0 / slope : 1e15;
   nlohmann::json pts = nlohmann::json::array();
   for (const point& p : points) {
     pts.push_back({{"tokens", p.tokens}, {"bytes", p.bytes}, {"one_way_s", p.one_way_s},
                    {"predicted_s", latency + p.bytes / bandwidth}});
   }
-  const nlohmann::json link = {{"latency_s", latency}, {"bytes_per_s", bandwidth}};
+  nlohmann::json measured = nlohmann::json::array();
+  for (const point& p : points) {
+    measured.push_back({p.bytes, p.one_way_s});
+  }
+  const nlohmann::json link = {
+      {"latency_s", latency}, {"bytes_per_s", bandwidth}, {"points", measured}};
   const auto& hosts = (*mpi)->hosts();
   std::fprintf(stderr, "bench link: rank 0 (%s) <-> rank 1 (%s): latency %.1f us, %.3g GB/s\n",
                hosts.size() > 0 ? hosts[0].c_str() : "?", hosts.size() > 1 ? hosts[1].c_str() : "?",

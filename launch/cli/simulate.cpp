@@ -12,6 +12,7 @@
 
 #include "launch/cli/commands.hpp"
 #include "launch/cli/engine_flags.hpp"
+#include "runtime/serving/step_pump.hpp"
 #include "topology/planner.hpp"
 #include "topology/topology_file.hpp"
 
@@ -85,12 +86,13 @@ namespace {
 
 sim_setup setup_for(const pipeline_plan& plan, const model& m, const sim_placement& where) {
   sim_setup s;
-  s.sched = with_pipeline_keys(serving_config{}, plan.resolved.pipeline);
-  const auto n_stages = static_cast<int64_t>(plan.stages.size());
-  if (s.sched.micro_batches == 0) {
-    s.sched.micro_batches = default_micro_batches(n_stages);
-  }
-  s.sched.n_blocks = pipeline_kv_blocks(plan, 0);
+  // the live job's settings: the file's [pipeline], the planned pool, the defaults the
+  // local_server resolves (resolve_serving); a plan is already checked against them
+  serving_config sv = with_pipeline_keys(serving_config{}, plan.resolved.pipeline);
+  sv.n_blocks = pipeline_kv_blocks(plan, 0);
+  auto resolved = resolve_serving(sv, static_cast<int64_t>(plan.stages.size()),
+                                  m.config().n_ctx_train);
+  s.sched = resolved ? *resolved : sv;
   for (size_t k = 0; k < plan.stages.size(); ++k) {
     const stage_plan& sp = plan.stages[k];
     s.stages.push_back(

@@ -3,11 +3,30 @@
 // stage and every hop serves in dispatch order (a FIFO resource each).
 #include "runtime/sim/pipeline_sim.hpp"
 
+#include "runtime/serving/step_pump.hpp"
+
 #include <algorithm>
 #include <map>
 #include <queue>
 
 namespace baton {
+
+double sim_link::one_way(double bytes) const {
+  if (points.empty()) {
+    return latency_s + bytes / bytes_per_s;
+  }
+  if (bytes <= points.front().first) {
+    return points.front().second;
+  }
+  for (size_t i = 1; i < points.size(); ++i) {
+    const auto& [b0, t0] = points[i - 1];
+    const auto& [b1, t1] = points[i];
+    if (bytes <= b1) {
+      return t0 + (t1 - t0) * (bytes - b0) / std::max(1.0, b1 - b0);
+    }
+  }
+  return points.back().second + (bytes - points.back().first) / bytes_per_s;
+}
 
 double stage_step_seconds(const sim_stage& st, int64_t n_tokens, int64_t positions,
                           int64_t rows) {
@@ -130,20 +149,22 @@ sim_report simulate(const sim_setup& setup, const std::function<void(const trace
         const sim_link l = hop(k);
         const double bytes = static_cast<double>(n_tokens * setup.n_embd) * sizeof(float);
         const double send = std::max(end, hop_free[k]);
-        const double carry = bytes / l.bytes_per_s;
+        // measured points: the hop is taken for the whole way (the transport's own
+        // handshakes included); else for the bytes, the latency on top
+        const double carry = l.points.empty() ? bytes / l.bytes_per_s : l.one_way(bytes);
         hop_free[k] = send + carry;
         hop_busy[k] += carry;
-        ready = send + carry + l.latency_s;
+        ready = send + l.one_way(bytes);
       }
     }
     return end + control(n_stages - 1).latency_s;
   };
-  auto pump = [&](double t) {
-    while (auto step = sched.next_step()) {
-      const double back = run_step(*step, t);
-      events.push(event{back, order++, true, step->step_id});
-      in_flight.emplace(step->step_id, std::move(*step));
-    }
+  auto pump = [&](double t) {  // as the live router pumps its scheduler
+    pump_steps(sched, [&](sched_step&& step) {
+      const double back = run_step(step, t);
+      events.push(event{back, order++, true, step.step_id});
+      in_flight.emplace(step.step_id, std::move(step));
+    });
   };
   double router_free = 0;         // when the router's current turn ends
   double first_decode_ready = 0;  // the last request's first token: decode only after it

@@ -43,10 +43,16 @@ struct sim_stage {
   double head_flops_per_row = 0;  ///< the last stage: 2 x n_vocab x n_embd per sampled row
 };
 
-/// A hop: latency plus bytes over bandwidth, one message after another.
+/// A hop: latency plus bytes over bandwidth, one message after another; or, where
+/// `baton bench link` measured it, its one-way times at several sizes interpolated (a
+/// transport's time is not linear: MPI's eager and rendezvous protocols differ).
 struct sim_link {
   double latency_s = 0;
   double bytes_per_s = 1e12;
+  std::vector<std::pair<double, double>> points;  ///< (bytes, one-way seconds), ascending
+
+  /// A message of `bytes` from send to arrival.
+  double one_way(double bytes) const;
 };
 
 struct sim_workload {

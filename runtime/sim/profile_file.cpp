@@ -70,6 +70,26 @@ result<profile_file> read_profile(const std::string& path) {
     if (link->bytes_per_s <= 0) {
       return make_error("%s: '%s.bytes_per_s' must be > 0", path.c_str(), key);
     }
+    if (o.contains("points")) {
+      // [[bytes, seconds], ...] with the bytes ascending (baton bench link writes them)
+      const auto& pts = o.at("points");
+      bool ok = pts.is_array() && pts.size() <= 64;
+      for (size_t i = 0; ok && i < pts.size(); ++i) {
+        const auto& pt = pts[i];
+        ok = pt.is_array() && pt.size() == 2 && pt[0].is_number() && pt[1].is_number() &&
+             pt[0].get<double>() >= 0 && pt[1].get<double>() >= 0 &&
+             std::isfinite(pt[0].get<double>()) && std::isfinite(pt[1].get<double>()) &&
+             (i == 0 || pt[0].get<double>() > pts[i - 1][0].get<double>());
+        if (ok) {
+          link->points.emplace_back(pt[0].get<double>(), pt[1].get<double>());
+        }
+      }
+      if (!ok) {
+        return make_error("%s: '%s.points' must be at most 64 pairs [bytes, seconds] of "
+                          "finite numbers >= 0, bytes ascending",
+                          path.c_str(), key);
+      }
+    }
     *has = true;
   }
   d.name = j.contains("device") && j.at("device").is_string() ? j.at("device").get<std::string>()
