@@ -72,3 +72,36 @@ PY
     done
   done
 done
+
+# Pipeline scaling on one host of 8 H200 (TensorRT-LLM publishes PP1 -> PP8 for 70B):
+# Llama-3-70B Q4_K_M, 2048 streams of 128 + 128 tokens, max_num_seqs 2048, the best
+# micro-batch count --search finds for each depth.
+h200="$work/h200x8.toml"
+cat > "$h200" <<TOML
+[[host]]
+name = "h200"
+gpus = 8
+gpu = "h200"
+
+[links]
+within_host = { latency = "10us", bandwidth = "150GB/s" }
+TOML
+echo
+echo "| PP | micro-batches | output tok/s | decode tok/s | TTFT mean s | TPOT ms | preemptions | vs PP1 |"
+echo "|---|---|---|---|---|---|---|---|"
+base=""
+for pp in 1 2 4 8; do
+  out="$("$baton" plan --pp "$pp" --cluster "$h200" --shape llama3-70b --type q4_k_m --search \
+          --max-num-seqs 2048 --streams 2048 -p 128 -n 128 --json)"
+  python3 - "$out" "$pp" "${base:-0}" <<'PY'
+import json, sys
+j, pp, base = json.loads(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+b = j["search"][0]; r = b["simulated"][0]
+vs = f'{r["output_tokens_per_s"] / base:.2f}x' if base else "1.00x"
+print(f'| {pp} | {b["micro_batches"]} | {r["output_tokens_per_s"]:.0f} | {r["decode_tokens_per_s"]:.0f} | '
+      f'{r["ttft_mean_s"]:.1f} | {r["tpot_mean_s"]*1e3:.0f} | {r["preemptions"]} | {vs} |')
+PY
+  if [[ -z "$base" ]]; then
+    base="$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['search'][0]['simulated'][0]['output_tokens_per_s'])" "$out")"
+  fi
+done

@@ -44,19 +44,20 @@ struct timed_step {
   sim_stage st;
 };
 
-/// Fits `d` to the timed steps: for each pair of weight bandwidth and arithmetic rate on a
-/// logarithmic grid, the fixed cost and the KV bandwidth by least squares (both >= 0),
-/// all on relative error (the steps span 10 ms to seconds); the pair that fits best.
-/// The roofline's max() is not linear, hence the grid over its two speeds.
+/// Fits `d` to the timed steps: for each weight bandwidth, arithmetic rate (logarithmic
+/// grids) and half-rate row count, the fixed cost and the KV bandwidth by least squares
+/// (both >= 0), all on relative error (the steps span 10 ms to seconds); the triple that
+/// fits best. The roofline's max() is not linear, hence the grid over its speeds.
 double fit_profile(const std::vector<timed_step>& runs, device_profile& d) {
+  double best = 1e300;
+  for (const double h : {0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0}) {
   // the roofline's part of step r: its weights or its math, whichever is slower
-  auto roof_of = [](const timed_step& r, double bw, double rate) {
+  auto roof_of = [h](const timed_step& r, double bw, double rate) {
     return std::max(static_cast<double>(r.st.weight_bytes) / bw,
-                    (static_cast<double>(r.tokens) * r.st.flops_per_token +
-                     static_cast<double>(r.rows) * r.st.head_flops_per_row) /
+                    ((static_cast<double>(r.tokens) + h) * r.st.flops_per_token +
+                     (static_cast<double>(r.rows) + h) * r.st.head_flops_per_row) /
                         rate);
   };
-  double best = 1e300;
   for (int i = 0; i <= 80; ++i) {
     const double bw = std::pow(10.0, 8.0 + i * 5.0 / 80);  // 0.1 GB/s .. 10 TB/s
     for (int k = 0; k <= 80; ++k) {
@@ -98,8 +99,10 @@ double fit_profile(const std::vector<timed_step>& runs, device_profile& d) {
         d.weight_bytes_per_s = bw;
         d.flops_per_s = rate;
         d.kv_bytes_per_s = c > 0 ? 1.0 / c : 1e30;
+        d.half_rate_tokens = h;
       }
     }
+  }
   }
   return best;
 }
@@ -377,6 +380,7 @@ int run_calibrate(const calibrate_options& o) {
                       {"fixed_s", d.fixed_s},
                       {"weight_bytes_per_s", d.weight_bytes_per_s},
                       {"flops_per_s", d.flops_per_s},
+                      {"half_rate_tokens", d.half_rate_tokens},
                       {"kv_bytes_per_s", d.kv_bytes_per_s},
                       {"router_s", live->router_s},
                       {"router_row_s", live->router_row_s},

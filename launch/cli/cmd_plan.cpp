@@ -277,6 +277,9 @@ int run_plan(const plan_options& o) {
     t->model = o.model;
   }
   std::shared_ptr<const model> mp;
+  if (!o.shape.empty() && !o.write.empty()) {
+    return fail("--write saves a topology to run, which needs a model file: not with --shape");
+  }
   if (!o.shape.empty()) {
     // a shape and type without a file: the header alone, typed as baton quantize would
     auto shape = preset_shape(o.shape);

@@ -34,8 +34,11 @@ double stage_step_seconds(const sim_stage& st, int64_t n_tokens, int64_t positio
   // the matmuls are bound by the weights they stream or by their arithmetic, whichever
   // takes longer (a roofline); attention reads its positions' K and V on top
   const double weights = static_cast<double>(st.weight_bytes) / d.weight_bytes_per_s;
-  const double math = (static_cast<double>(n_tokens) * st.flops_per_token +
-                       static_cast<double>(rows) * st.head_flops_per_row) /
+  // a matmul of n rows runs at n / (n + half_rate_tokens) of its peak rate (few rows do
+  // not amortize a weight's unpacking): (n + h) x its flops per row over the peak
+  const double h = d.half_rate_tokens;
+  const double math = ((static_cast<double>(n_tokens) + h) * st.flops_per_token +
+                       (rows > 0 ? static_cast<double>(rows) + h : 0.0) * st.head_flops_per_row) /
                       d.flops_per_s;
   return d.fixed_s + static_cast<double>(st.n_layers) * d.layer_s + std::max(weights, math) +
          static_cast<double>(positions) * st.kv_bytes_per_position / d.kv_bytes_per_s;

@@ -19,8 +19,8 @@
 namespace baton {
 
 /// A device's speeds, as `baton bench calibrate` fits them (seconds = fixed + layers x
-/// layer_s + max(weight_bytes / weight_bytes_per_s, flops / flops_per_s) + kv_bytes /
-/// kv_bytes_per_s): a step streams its layers' weights once (decode is bound by it) or
+/// layer_s + max(weight_bytes / weight_bytes_per_s, (rows + half_rate_tokens) x flops per
+/// row / flops_per_s) + kv_bytes / kv_bytes_per_s): a step streams its layers' weights once (decode is bound by it) or
 /// is bound by its 2 x params flops per token (prefill), a roofline; attention reads every
 /// attended position's K and V on top.
 struct device_profile {
@@ -29,6 +29,9 @@ struct device_profile {
   double layer_s = 0;  ///< per layer of the stage, per step (kernel launches on a GPU)
   double weight_bytes_per_s = 1e10;
   double flops_per_s = 1e11;
+  /// Rows per matmul at which it runs at half of flops_per_s (0: always at it): a CPU's
+  /// 16-row decode step reaches a third of what a 512-token prefill does.
+  double half_rate_tokens = 0;
   double kv_bytes_per_s = 1e10;
   bool estimate = false;  ///< from a spec sheet, not calibrated on the device
 };

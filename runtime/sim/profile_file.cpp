@@ -31,7 +31,9 @@ result<profile_file> read_profile(const std::string& path) {
   };
   profile_file p;
   device_profile& d = p.device;
-  for (auto [key, out] : {std::pair{"layer_s", &d.layer_s}, std::pair{"router_s", &p.router_s},
+  for (auto [key, out] : {std::pair{"layer_s", &d.layer_s},
+                          std::pair{"half_rate_tokens", &d.half_rate_tokens},
+                          std::pair{"router_s", &p.router_s},
                           std::pair{"router_row_s", &p.router_row_s}}) {
     if (j.contains(key)) {
       if (auto ok = number(j, "", key, *out); !ok) {
