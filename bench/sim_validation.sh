@@ -75,7 +75,8 @@ hosts_up() {
   done
 }
 mpirun_hosts() {
-  echo "mpirun --mca plm_rsh_agent $root/tests/multihost/netns-rsh.sh --mca btl self,tcp" \
+  # --bind-to none: each namespace "host" would bind its rank to its core 0, the same core
+  echo "mpirun --bind-to none --mca plm_rsh_agent $root/tests/multihost/netns-rsh.sh --mca btl self,tcp" \
        "--mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24" \
        "--host 10.77.0.11,10.77.0.12 -np 2 env HOME=$HOME"
 }
