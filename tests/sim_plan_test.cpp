@@ -149,6 +149,10 @@ TEST(plan_simulate, a_70b_shape_is_planned_and_simulated_on_a_described_cluster_
                     " --shape llama3-8b --type f16 --simulate --streams 1");
   ASSERT_EQ(text.status, 0) << text.err;
   EXPECT_NE(text.out.find("h100-sxm (estimate)"), std::string::npos) << text.out;
+  // --np that the cluster contradicts is refused, not ignored
+  EXPECT_NE(baton("plan --pp 2 --np 3 --cluster " + cluster + " --shape llama3-8b --type f16")
+                .err.find("has 16 ranks"),
+            std::string::npos);
   // a shape without a type, an unknown shape, --simulate without a profile or a cluster
   EXPECT_EQ(baton("plan --pp 2 --shape llama3-70b --simulate").status, 2);
   EXPECT_NE(baton("plan --pp 2 --shape llama9 --type f16").err.find("llama3-70b"),

@@ -310,6 +310,10 @@ int run_plan(const plan_options& o) {
   const model& model_ref = *mp;
   // int64: the highest rank + 1 must not wrap (ranks are bounded when the file is read)
   int64_t world = o.np;
+  if (c && o.np != 0 && o.np != c->world_size()) {
+    return fail("--np " + std::to_string(o.np) + " with --cluster: " + c->path + " has " +
+                std::to_string(c->world_size()) + " ranks (its hosts decide the world)");
+  }
   if (c) {
     world = c->world_size();
   } else if (world == 0) {
