@@ -209,16 +209,9 @@ result<live_measure> measure_live(const calibrate_options& o, ggml_type kv_type)
       }
     }
   }
-  double sx = 0, sy = 0, sxx = 0, sxy = 0;
-  for (size_t i = 0; i < rows.size(); ++i) {
-    sx += rows[i];
-    sy += gaps[i];
-    sxx += rows[i] * rows[i];
-    sxy += rows[i] * gaps[i];
-  }
-  const double k = static_cast<double>(rows.size());
-  out.router_row_s = std::max(0.0, (k * sxy - sx * sy) / (k * sxx - sx * sx));
-  out.router_s = std::max(0.0, (sy - out.router_row_s * sx) / k);
+  const line_fit f = fit_line(rows, gaps);
+  out.router_row_s = std::max(0.0, f.slope);
+  out.router_s = std::max(0.0, f.intercept);
   return out;
 }
 

@@ -14,6 +14,7 @@
 
 #include "launch/cli/commands.hpp"
 #include "launch/job/mpi_session.hpp"
+#include "runtime/sim/profile_file.hpp"
 #include "runtime/transport/mpi_transport.hpp"
 
 namespace baton::cli {
@@ -120,18 +121,15 @@ int run_bench_link(const link_options& o) {
   // one-way = latency + bytes / bandwidth: least squares on relative error (weights
   // 1 / t^2), so the small messages of decode count as much as the large ones; the
   // points themselves go into the link too, and the simulator interpolates them
-  double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  std::vector<double> bytes, times, weights;
   for (const point& p : points) {
-    const double w = 1.0 / (p.one_way_s * p.one_way_s);
-    sw += w;
-    sx += w * p.bytes;
-    sy += w * p.one_way_s;
-    sxx += w * p.bytes * p.bytes;
-    sxy += w * p.bytes * p.one_way_s;
+    bytes.push_back(p.bytes);
+    times.push_back(p.one_way_s);
+    weights.push_back(1.0 / (p.one_way_s * p.one_way_s));
   }
-  const double slope = (sw * sxy - sx * sy) / (sw * sxx - sx * sx);
-  const double latency = std::max(0.0, (sy - slope * sx) / sw);
-  const double bandwidth = slope > 0 ? 1.0 / slope : 1e15;
+  const line_fit f = fit_line(bytes, times, weights);
+  const double latency = std::max(0.0, f.intercept);
+  const double bandwidth = f.slope > 0 ? 1.0 / f.slope : 1e15;
   nlohmann::json pts = nlohmann::json::array();
   for (const point& p : points) {
     pts.push_back({{"tokens", p.tokens}, {"bytes", p.bytes}, {"one_way_s", p.one_way_s},

@@ -101,4 +101,24 @@ result<profile_file> read_profile(const std::string& path) {
   return p;
 }
 
+line_fit fit_line(const std::vector<double>& x, const std::vector<double>& y,
+                  const std::vector<double>& w) {
+  double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
+    const double wi = i < w.size() ? w[i] : 1.0;
+    sw += wi;
+    sx += wi * x[i];
+    sy += wi * y[i];
+    sxx += wi * x[i] * x[i];
+    sxy += wi * x[i] * y[i];
+  }
+  line_fit f;
+  const double det = sw * sxx - sx * sx;
+  if (sw > 0) {
+    f.slope = det != 0 ? (sw * sxy - sx * sy) / det : 0;
+    f.intercept = (sy - f.slope * sx) / sw;
+  }
+  return f;
+}
+
 }  // namespace baton

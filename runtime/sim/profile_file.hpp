@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "runtime/sim/pipeline_sim.hpp"
 #include "runtime/system/error.hpp"
@@ -22,5 +23,14 @@ struct profile_file {
 
 /// Reads and checks a profile; errors name the file and the key.
 result<profile_file> read_profile(const std::string& path);
+
+/// y = intercept + slope x by weighted least squares over the points (weights 1 when
+/// `w` is empty): the router's turn against its rows, a link's time against its bytes.
+struct line_fit {
+  double intercept = 0;
+  double slope = 0;
+};
+line_fit fit_line(const std::vector<double>& x, const std::vector<double>& y,
+                  const std::vector<double>& w = {});
 
 }  // namespace baton
