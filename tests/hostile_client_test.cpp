@@ -3,7 +3,8 @@
 // status, and after each the server is still healthy (GET /health answers 200) and, at
 // the end, exits 0 on SIGTERM (a crash would show as 128 + the signal):
 // - JSON of every wrong shape and type, invalid UTF-8 in bodies, paths and the served
-//   model name, integers beyond their range, too many or too long stop strings;
+//   model name, integers beyond their range, too many or too long stop strings; the same
+//   for /tokenize and /detokenize, and id lists of a million entries;
 // - API keys that would fail open (empty key, empty key file) refuse to start; key
 //   files with CR line ends, spaces and comments work;
 // - the keep-alive, header and body timeouts close idle and half-sent connections but
@@ -257,6 +258,22 @@ TEST(hostile, every_wrong_shape_of_json_is_a_named_400_and_never_a_crash) {
       {"/v1/completions", "{\"prompt\":\"\xc0\xaf\"}", nullptr},          // overlong
       {"/v1/completions", std::string(200000, '['), nullptr},             // deep nesting
       {"/v1/completions", R"({"prompt":"x")", nullptr},                    // truncated
+      {"/tokenize", R"({"prompt":5})", "prompt"},
+      {"/tokenize", R"({"prompt":["a"]})", "prompt"},
+      {"/tokenize", R"({"prompt":"a","add_special_tokens":"no"})", "add_special_tokens"},
+      {"/tokenize", R"({"messages":"hi"})", "messages"},
+      {"/tokenize", R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})",
+       "messages"},
+      {"/tokenize", "{\"prompt\":\"\xff\xfe\"}", nullptr},            // invalid UTF-8
+      {"/tokenize", R"([])", nullptr},
+      {"/tokenize", std::string(200000, '['), nullptr},
+      {"/detokenize", R"("tokens")", nullptr},
+      {"/detokenize", R"({"tokens":[-1]})", "tokens[0]"},
+      {"/detokenize", R"({"tokens":[1,-9223372036854775808]})", "tokens[1]"},
+      {"/detokenize", R"({"tokens":[18446744073709551615]})", "tokens[0]"},
+      {"/detokenize", R"({"tokens":[1e300]})", "tokens[0]"},
+      {"/detokenize", R"({"tokens":[[1]]})", "tokens[0]"},
+      {"/detokenize", R"({"tokens":{"0":1}})", "tokens"},
       {"/admin/topology", R"({"topology":5})", "topology"},
       {"/admin/topology", R"({"topology":["[[stage]]"]})", "topology"},
       {"/admin/topology", R"({"topology":"[[stage]]\nlayers = 7"})", nullptr},
@@ -291,6 +308,18 @@ TEST(hostile, every_wrong_shape_of_json_is_a_named_400_and_never_a_crash) {
   raw = roundtrip(s.port(), post("/v1/completions",
                                 R"({"prompt":"x","max_tokens":2,"seed":9223372036854775807})"));
   EXPECT_EQ(status_of(raw), 200) << raw;
+  // a million ids (under the 4 MiB body limit) decode; one bad id at the end is named
+  std::string ids = R"({"tokens":[)";
+  for (int i = 0; i < 1000000; ++i) {
+    ids += "9,";
+  }
+  raw = roundtrip(s.port(), post("/detokenize", ids + "9]}"));
+  EXPECT_EQ(status_of(raw), 200) << raw.substr(0, 300);
+  raw = roundtrip(s.port(), post("/detokenize", ids + "-9]}"));
+  EXPECT_EQ(status_of(raw), 400) << raw.substr(0, 300);
+  EXPECT_EQ(error_of(raw)["error"]["param"], "tokens[1000000]") << raw.substr(0, 300);
+  raw = roundtrip(s.port(), post("/detokenize", ids + ids.substr(11) + ids.substr(11) + "9]}"));
+  EXPECT_EQ(status_of(raw), 413) << raw.substr(0, 300);
   expect_healthy(s);
   EXPECT_EQ(s.stop(), 0) << s.log();
 }

@@ -1,8 +1,10 @@
 // OpenAI request parser tests (unit): every field with every wrong JSON type gives a 400
 // naming that field and never throws; integers out of range are refused before any
 // conversion (no wrap-around of 2^32 + 1); int64 and uint64 seeds; the limits on 'stop';
-// content parts; error objects that dump without throwing whatever bytes they hold; and
-// the status table's rows for the pipeline's refusal kinds.
+// content parts; fields not implemented yet (structured output, tools, logit bias...)
+// refused by name unless they hold their default; error objects that dump without
+// throwing whatever bytes they hold; and the status table's rows for the pipeline's
+// refusal kinds.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -10,6 +12,7 @@
 #include <limits>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "launch/serve/openai_api.hpp"
@@ -148,6 +151,92 @@ TEST(OpenAiApi, WrongTypesOfEveryFieldAreNamed) {
     EXPECT_TRUE(contains(refused(body, true).message, "must be a JSON object"));
     EXPECT_TRUE(contains(refused(body, false).message, "must be a JSON object"));
   }
+}
+
+// A field that would change the answer in a way not implemented is a 400 naming it, never
+// ignored; its default values, and the benign fields clients send, are accepted.
+TEST(OpenAiApi, FieldsNotImplementedYetAreRefusedByNameUnlessDefault) {
+  struct row {
+    bool chat;
+    const char* field;
+    json value;
+    const char* says;  ///< a part of the message
+  };
+  const json schema = {{"type", "json_schema"}, {"json_schema", {{"name", "x"}}}};
+  const json tool = {{"type", "function"}, {"function", {{"name", "f"}}}};
+  const std::vector<row> refused_rows = {
+      {true, "response_format", schema, "'json_schema': structured output is not supported"},
+      {true, "response_format", json{{"type", "json_object"}}, "'json_object'"},
+      {false, "response_format", json{{"type", "json_object"}}, "structured output"},
+      {true, "tools", json::array({tool}), "tool calling"},
+      {true, "tool_choice", "auto", "= 'auto'"},
+      {true, "tool_choice", json{{"type", "function"}}, "tool calling"},
+      {true, "functions", json::array({tool}), "function calling"},
+      {true, "function_call", "auto", "function calling"},
+      {true, "logit_bias", json{{"50256", -100}}, "logit bias"},
+      {false, "logit_bias", json{{"50256", -100}}, "logit bias"},
+      {false, "best_of", 2, "= 2"},
+      {false, "echo", true, "= true"},
+      {true, "echo", true, "echoing"},
+      {false, "suffix", "end", "suffix"},
+      {true, "guided_json", json{{"type", "object"}}, "structured output"},
+      {false, "guided_regex", "[a-z]+", "structured output"},
+      {true, "guided_choice", json::array({"yes", "no"}), "with 2 entries"},
+      {false, "guided_grammar", "root ::= \"a\"", "structured output"},
+      {true, "structured_outputs", json{{"json", json::object()}}, "structured output"},
+      {false, "grammar", "root ::= \"a\"", "grammar"},
+      {true, "json_schema", json::object(), "structured output"},
+      {true, "min_tokens", 5, "minimum length"},
+      {false, "stop_token_ids", json::array({2}), "stop token ids"},
+      {true, "use_beam_search", true, "beam search"},
+      {true, "add_generation_prompt", false, "assistant's header"},
+      {true, "continue_final_message", true, "continuing"},
+      {true, "chat_template", "{{ x }}", "chat template"},
+  };
+  for (const auto& r : refused_rows) {
+    json body = r.chat ? chat_body() : completion_body();
+    body[r.field] = r.value;
+    const api_error e = refused(body, r.chat);
+    EXPECT_EQ(e.param, r.field) << body.dump();
+    EXPECT_TRUE(contains(e.message, r.says)) << e.message;
+    EXPECT_TRUE(contains(e.message, "not supported")) << e.message;
+  }
+  // a wrong type is named as such, not as a missing feature
+  for (const auto& [field, value, expected] :
+       {std::tuple{"echo", json("yes"), "must be a boolean"},
+        std::tuple{"best_of", json(1.5), "must be an integer"},
+        std::tuple{"tools", json::object(), "must be a list"},
+        std::tuple{"response_format", json("json"), "must be an object"},
+        std::tuple{"logit_bias", json::array(), "must be an object"},
+        std::tuple{"tool_choice", json(5), "must be a string or an object"}}) {
+    json body = chat_body();
+    body[field] = value;
+    const api_error e = refused(body, true);
+    EXPECT_EQ(e.param, field);
+    EXPECT_TRUE(contains(e.message, expected)) << e.message;
+  }
+  // defaults, nulls, fields of the other endpoint, and benign fields clients send
+  json chat = chat_body();
+  chat.update({{"response_format", {{"type", "text"}}}, {"tools", json::array()},
+               {"tool_choice", "none"}, {"logit_bias", json::object()}, {"echo", false},
+               {"best_of", 1}, {"guided_json", nullptr}, {"min_tokens", 0},
+               {"add_generation_prompt", true}, {"chat_template", ""},
+               {"parallel_tool_calls", true}, {"metadata", {{"k", "v"}}}, {"store", false},
+               {"service_tier", "auto"}, {"suffix", "only completions read it"},
+               {"stream_options", {{"include_usage", true}}}});
+  (void)accepted(chat, true);
+  json completion = completion_body();
+  completion.update({{"suffix", ""}, {"grammar", ""}, {"echo", false}, {"best_of", 1},
+                     {"stop_token_ids", json::array()}, {"tools", json::array({1})}});
+  (void)accepted(completion, false);
+  // the chat form of /tokenize reads the template's fields only
+  json tokenize = chat_body();
+  tokenize["logit_bias"] = json{{"1", 1}};
+  EXPECT_FALSE(baton::api::refuse_unsupported(tokenize, baton::api::in_tokenize_chat));
+  tokenize["tools"] = json::array({tool});
+  const auto e = baton::api::refuse_unsupported(tokenize, baton::api::in_tokenize_chat);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->param, "tools");
 }
 
 TEST(OpenAiApi, ContentPartsAreTextOnlyAndNamedByIndex) {

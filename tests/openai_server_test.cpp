@@ -1,7 +1,9 @@
 // The OpenAI front end over a scripted backend (no pipeline): an exception anywhere in
 // a handler is a 500 OpenAI error and the server goes on; every typed refusal and final
 // event kind maps to its HTTP status (429 with Retry-After, 503, 400, 500) without any
-// message text being matched.
+// message text being matched; /tokenize and /detokenize (vLLM's shapes, the chat form
+// equal to the prompt a chat completion submits, ids range-checked, keys required);
+// CORS (preflights on any path before the key check, allowed and refused origins, SSE).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -16,6 +18,7 @@
 #include "launch/http/http_server.hpp"
 #include "launch/serve/openai_server.hpp"
 #include "runtime/model/gguf.hpp"
+#include "runtime/text/chat_prompt.hpp"
 #include "runtime/text/vocab.hpp"
 #include "tests/mpi_util.hpp"
 
@@ -36,10 +39,12 @@ struct script {
 class scripted_backend final : public api::serving_backend {
  public:
   script next;
+  std::vector<int32_t> last_prompt;  ///< the prompt of the last submit
   std::shared_ptr<event_stream> submit(gen_request r, admission* decision) override {
     if (next.throw_on_submit) {
       throw std::runtime_error("scripted failure");
     }
+    last_prompt = r.prompt;
     auto s = std::make_shared<event_stream>();
     decision->verdict = next.why == refusal::none ? admit::ok : admit::never;
     decision->reason = next.why;
@@ -62,28 +67,29 @@ class scripted_backend final : public api::serving_backend {
 
 struct fixture_server {
   scripted_backend backend;
+  std::shared_ptr<const tokenizer> tok;
   std::unique_ptr<api::front_end> fe;
   std::unique_ptr<http::server> server;
   std::thread io;
 
-  fixture_server() {
+  explicit fixture_server(std::vector<std::string> keys = {}, http::cors_policy cors = {}) {
     auto f = gguf_file::open(mpi_test::fx().model);
     EXPECT_TRUE(static_cast<bool>(f));
     auto spec = load_vocab(*f);
     auto t = tokenizer::create(std::move(*spec));
-    auto tok = std::make_shared<const tokenizer>(std::move(*t));
+    tok = std::make_shared<const tokenizer>(std::move(*t));
     api::front_end_options o;
     o.model_name = "m";
     o.n_ctx = 512;
     o.n_vocab = tok->n_vocab();
-    fe = std::make_unique<api::front_end>(o, std::move(*api::api_keys::load({}, "")), tok,
+    fe = std::make_unique<api::front_end>(o, std::move(*api::api_keys::load(keys, "")), tok,
                                           backend);
     auto s = http::server::create(
         "127.0.0.1", 0,
         [this](http::request rq, std::shared_ptr<http::response> res) {
           fe->handle(std::move(rq), std::move(res));
         },
-        http::server_limits{});
+        http::server_limits{}, std::move(cors));
     server = std::move(*s);
     io = std::thread([this] { server->run(); });
   }
@@ -94,15 +100,20 @@ struct fixture_server {
 
   /// One request with Connection: close; the raw answer.
   std::string ask(const std::string& path, const std::string& body) {
+    return ask(body.empty() ? "GET" : "POST", path, body, "");
+  }
+  /// `headers`: more header lines, each ending in \r\n.
+  std::string ask(const std::string& method, const std::string& path, const std::string& body,
+                  const std::string& headers) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(server->port());
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    const std::string req = (body.empty() ? "GET " : "POST ") + path +
+    const std::string req = method + " " + path +
                             " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: " +
-                            std::to_string(body.size()) + "\r\n\r\n" + body;
+                            std::to_string(body.size()) + "\r\n" + headers + "\r\n" + body;
     EXPECT_EQ(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
     std::string out;
     char buf[4096];
@@ -127,6 +138,25 @@ int status_of(const std::string& raw) { return raw.size() > 12 ? std::atoi(raw.c
 json body_of(const std::string& raw) {
   const auto p = raw.find("\r\n\r\n");
   return json::parse(p == std::string::npos ? "" : raw.substr(p + 4), nullptr, false);
+}
+
+/// The value of header `name` in a raw answer ("" when absent); names match in any case.
+std::string header_of(const std::string& raw, std::string name) {
+  const auto lower = [](std::string x) {
+    for (char& c : x) {
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    return x;
+  };
+  const std::string head = lower(raw.substr(0, raw.find("\r\n\r\n")));
+  const auto at = head.find("\r\n" + lower(name) + ":");
+  if (at == std::string::npos) {
+    return "";
+  }
+  const auto from = at + 3 + name.size();
+  const auto to = raw.find("\r\n", from);
+  std::string v = raw.substr(from, to - from);
+  return v.erase(0, v.find_first_not_of(' '));
 }
 
 #define REQUIRE_FIXTURE() ASSERT_TRUE(mpi_test::fx().error.empty()) << mpi_test::fx().error
@@ -173,6 +203,250 @@ TEST(openai_server, typed_refusals_and_final_events_choose_the_status) {
     if (r.status == 429) {
       EXPECT_NE(raw.find("Retry-After: 3"), std::string::npos) << raw;
     }
+  }
+}
+
+// -- /tokenize and /detokenize -------------------------------------------------------------
+
+TEST(openai_server, tokenize_and_detokenize_round_trip_as_vllm_shapes_them) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  auto raw = s.ask("/tokenize", R"({"prompt":"hello world"})");
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  const json with_bos = body_of(raw);
+  EXPECT_EQ(with_bos["max_model_len"], 512);
+  EXPECT_TRUE(with_bos["token_strs"].is_null());
+  const auto ids = with_bos["tokens"].get<std::vector<int32_t>>();
+  EXPECT_EQ(with_bos["count"], ids.size());
+  EXPECT_EQ(ids, s.tok->encode("hello world", true, true));
+  raw = s.ask("/tokenize", R"({"model":"m","prompt":"hello world","add_special_tokens":false,)"
+                           R"("return_token_strs":true})");
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  const json plain = body_of(raw);
+  EXPECT_EQ(plain["tokens"].size() + (s.tok->add_bos() ? 1 : 0), ids.size());
+  ASSERT_EQ(plain["token_strs"].size(), plain["tokens"].size());
+  EXPECT_EQ(plain["token_strs"][0], s.tok->token_text(plain["tokens"][0].get<int32_t>()));
+  // back to the text: exactly, and control tokens written out as vLLM's /detokenize does
+  raw = s.ask("/detokenize", json{{"tokens", plain["tokens"]}}.dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  EXPECT_EQ(body_of(raw), json({{"prompt", "hello world"}}));
+  raw = s.ask("/detokenize", json{{"tokens", ids}, {"model", "m"}}.dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  const std::string text = body_of(raw)["prompt"];
+  EXPECT_EQ(text, (s.tok->add_bos() ? s.tok->token_text(s.tok->bos_id()) : "") + "hello world");
+  EXPECT_EQ(body_of(s.ask("/detokenize", R"({"tokens":[]})"))["prompt"], "");
+}
+
+TEST(openai_server, tokenize_of_a_chat_is_the_prompt_a_chat_completion_submits) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  const json messages = {{{"role", "system"}, {"content", "be brief"}},
+                         {{"role", "user"}, {"content", "Hi <|eot_id|> there"}}};
+  ASSERT_EQ(status_of(s.ask("/v1/chat/completions", json{{"messages", messages}}.dump())), 200);
+  auto raw = s.ask("/tokenize", json{{"messages", messages}}.dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  EXPECT_EQ(body_of(raw)["tokens"].get<std::vector<int32_t>>(), s.backend.last_prompt);
+  // the add_special_tokens of vLLM's chat form changes nothing: one BOS either way
+  raw = s.ask("/tokenize", json{{"messages", messages}, {"add_special_tokens", true}}.dump());
+  EXPECT_EQ(body_of(raw)["tokens"].get<std::vector<int32_t>>(), s.backend.last_prompt);
+  raw = s.ask("/tokenize", json{{"messages", messages}, {"add_generation_prompt", false}}.dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  const auto open = body_of(raw)["tokens"].get<std::vector<int32_t>>();
+  EXPECT_EQ(open, *encode_chat(*s.tok, {{"system", "be brief"}, {"user", "Hi <|eot_id|> there"}},
+                               false, false));
+  EXPECT_LT(open.size(), s.backend.last_prompt.size());
+}
+
+TEST(openai_server, tokenize_refusals_name_the_field_and_the_id) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  const int32_t n_vocab = s.tok->n_vocab();
+  struct row {
+    const char* path;
+    std::string body;
+    int status;
+    std::string param;
+    std::string says;  ///< a part of the message
+  };
+  const std::vector<row> rows = {
+      {"/detokenize", json{{"tokens", {1, 2, n_vocab}}}.dump(), 400, "tokens[2]",
+       std::to_string(n_vocab)},
+      {"/detokenize", R"({"tokens":[5,-1]})", 400, "tokens[1]", "-1"},
+      {"/detokenize", R"({"tokens":[1.5]})", 400, "tokens[0]", "between 0 and"},
+      {"/detokenize", R"({"tokens":["1"]})", 400, "tokens[0]", "a string"},
+      {"/detokenize", R"({"tokens":[18446744073709551615]})", 400, "tokens[0]",
+       "18446744073709551615"},
+      {"/detokenize", R"({"tokens":"1 2"})", 400, "tokens", "list of token ids"},
+      {"/detokenize", R"({})", 400, "tokens", "nothing"},
+      {"/detokenize", R"({"tokens":[1],"model":"other"})", 404, "model", "other"},
+      {"/tokenize", R"({"prompt":5})", 400, "prompt", "must be a string"},
+      {"/tokenize", R"({})", 400, "prompt", "required"},
+      {"/tokenize", R"({"prompt":"a","messages":[{"role":"user","content":"b"}]})", 400, "prompt",
+       "not both"},
+      {"/tokenize", R"({"prompt":"a","add_special_tokens":"yes"})", 400, "add_special_tokens",
+       "boolean"},
+      {"/tokenize", R"({"prompt":"a","return_token_strs":1})", 400, "return_token_strs",
+       "boolean"},
+      {"/tokenize", R"({"messages":[{"role":"wizard","content":"b"}]})", 400, "messages[0].role",
+       "wizard"},
+      {"/tokenize", R"({"messages":[{"role":"user","content":"b"}],"tools":[{"type":"function"}]})",
+       400, "tools", "tool calling"},
+      {"/tokenize", R"({"messages":[],"prompt":null})", 400, "messages", "non-empty"},
+      {"/tokenize", R"([1,2])", 400, "", "JSON object"},
+      {"/tokenize", R"({"prompt":)", 400, "", "not valid JSON"},
+  };
+  for (const auto& r : rows) {
+    const auto raw = s.ask(r.path, r.body);
+    SCOPED_TRACE(std::string(r.path) + " " + r.body);
+    ASSERT_EQ(status_of(raw), r.status) << raw;
+    const json e = body_of(raw)["error"];
+    EXPECT_EQ(e["param"], r.param.empty() ? json(nullptr) : json(r.param)) << e.dump();
+    EXPECT_NE(e["message"].get<std::string>().find(r.says), std::string::npos) << e.dump();
+  }
+  const auto get = s.ask("/tokenize", "");
+  EXPECT_EQ(status_of(get), 405) << get;
+  EXPECT_EQ(header_of(get, "Allow"), "POST");
+}
+
+TEST(openai_server, tokenize_needs_the_api_key_when_the_server_has_keys) {
+  REQUIRE_FIXTURE();
+  fixture_server s({"sekret"});
+  for (const char* path : {"/tokenize", "/detokenize"}) {
+    const auto raw = s.ask("POST", path, R"({"prompt":"a","tokens":[1]})", "");
+    EXPECT_EQ(status_of(raw), 401) << raw;
+    EXPECT_EQ(body_of(raw)["error"]["code"], "invalid_api_key");
+  }
+  const auto raw = s.ask("POST", "/tokenize", R"({"prompt":"a"})",
+                         "Authorization: Bearer sekret\r\n");
+  EXPECT_EQ(status_of(raw), 200) << raw;
+}
+
+// -- CORS -------------------------------------------------------------------------------------
+
+http::cors_policy cors(const std::string& origins, bool credentials = false,
+                       const std::string& methods = "*", const std::string& headers = "*") {
+  auto p = http::cors_policy::parse(origins, methods, headers, credentials);
+  EXPECT_TRUE(static_cast<bool>(p)) << p.err().message;
+  return p ? *p : http::cors_policy{};
+}
+
+TEST(openai_server, cors_flags_take_json_or_comma_lists_and_name_a_bad_value) {
+  for (const char* ok :
+       {R"(["http://a.com", "https://b.org:8443"])", "http://a.com,https://b.org:8443",
+        " http://a.com , https://b.org:8443 ", R"(["*"])", "*", "", "[]"}) {
+    EXPECT_TRUE(static_cast<bool>(http::cors_policy::parse(ok, "*", "*", false))) << ok;
+  }
+  EXPECT_FALSE(cors("").enabled());
+  EXPECT_FALSE(cors("[]").enabled());
+  EXPECT_TRUE(cors(R"(["http://a.com"])").enabled());
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+      {{"http://a.com/", "*", "*"}, "--allowed-origins: 'http://a.com/'"},
+      {{"a.com", "*", "*"}, "--allowed-origins: 'a.com'"},
+      {{"http://*.a.com", "*", "*"}, "--allowed-origins"},
+      {{R"(["http://a.com")", "*", "*"}, "--allowed-origins"},
+      {{R"([5])", "*", "*"}, "--allowed-origins"},
+      {{"*", "GET POST", "*"}, "--allowed-methods: 'GET POST'"},
+      {{"*", "*", R"(["x-a b"])"}, "--allowed-headers: 'x-a b'"},
+  };
+  for (const auto& [v, says] : bad) {
+    const auto p = http::cors_policy::parse(v[0], v[1], v[2], false);
+    ASSERT_FALSE(static_cast<bool>(p)) << v[0] << " " << v[1] << " " << v[2];
+    EXPECT_NE(p.err().message.find(says), std::string::npos) << p.err().message;
+  }
+}
+
+TEST(openai_server, cors_answers_allowed_origins_and_preflights_before_the_key_check) {
+  REQUIRE_FIXTURE();
+  fixture_server s({"sekret"}, cors(R"(["http://a.com", "http://b.com"])"));
+  const std::string key = "Authorization: Bearer sekret\r\n";
+  // a preflight on any path, with no key: 204 and what the browser asked for
+  for (const char* path : {"/v1/chat/completions", "/tokenize", "/anything"}) {
+    const auto raw = s.ask("OPTIONS", path, "",
+                           "Origin: http://b.com\r\nAccess-Control-Request-Method: POST\r\n"
+                           "Access-Control-Request-Headers: Content-Type, Authorization\r\n");
+    EXPECT_EQ(status_of(raw), 204) << raw;
+    EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "http://b.com") << raw;
+    EXPECT_NE(header_of(raw, "Access-Control-Allow-Methods").find("POST"), std::string::npos);
+    EXPECT_EQ(header_of(raw, "Access-Control-Allow-Headers"), "content-type, authorization");
+    EXPECT_EQ(header_of(raw, "Access-Control-Max-Age"), "600");
+    EXPECT_EQ(header_of(raw, "Vary"), "Origin");
+    EXPECT_EQ(header_of(raw, "Content-Length"), "") << "a 204 has no body";
+  }
+  // answers to an allowed origin carry the header: JSON, refusals, SSE
+  auto raw = s.ask("POST", "/v1/completions", completion, key + "Origin: http://a.com\r\n");
+  EXPECT_EQ(status_of(raw), 200) << raw;
+  EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "http://a.com");
+  EXPECT_EQ(header_of(raw, "Vary"), "Origin");
+  EXPECT_EQ(header_of(raw, "Access-Control-Allow-Credentials"), "");
+  raw = s.ask("POST", "/v1/completions", completion, "Origin: http://a.com\r\n");
+  EXPECT_EQ(status_of(raw), 401) << raw;
+  EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "http://a.com");
+  raw = s.ask("POST", "/v1/chat/completions",
+              R"({"messages":[{"role":"user","content":"hi"}],"stream":true})",
+              key + "Origin: http://a.com\r\n");
+  EXPECT_EQ(status_of(raw), 200) << raw;
+  EXPECT_NE(header_of(raw, "Content-Type").find("text/event-stream"), std::string::npos) << raw;
+  EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "http://a.com") << raw;
+  EXPECT_NE(raw.find("data: [DONE]"), std::string::npos) << raw;
+  // another origin gets no CORS header (the browser keeps the answer from the page), and
+  // its preflight is refused; no Origin at all changes nothing
+  raw = s.ask("POST", "/v1/completions", completion, key + "Origin: http://evil.com\r\n");
+  EXPECT_EQ(status_of(raw), 200) << raw;
+  EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "");
+  EXPECT_EQ(header_of(raw, "Vary"), "");
+  raw = s.ask("OPTIONS", "/v1/completions", "",
+              "Origin: http://evil.com\r\nAccess-Control-Request-Method: POST\r\n");
+  EXPECT_EQ(status_of(raw), 400) << raw;
+  EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "");
+  raw = s.ask("POST", "/v1/completions", completion, key);
+  EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "");
+  // an OPTIONS that is no preflight goes to the routes, as without CORS
+  EXPECT_EQ(status_of(s.ask("OPTIONS", "/v1/completions", "", key + "Origin: http://a.com\r\n")),
+            405);
+}
+
+TEST(openai_server, cors_wildcards_methods_headers_and_credentials) {
+  REQUIRE_FIXTURE();
+  const std::string preflight = "Access-Control-Request-Method: POST\r\n";
+  {
+    fixture_server s({}, cors("*"));
+    const auto raw = s.ask("POST", "/v1/completions", completion, "Origin: http://x.org\r\n");
+    EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "*") << raw;
+  }
+  {
+    // credentials: the origin echoed, never `*`; "null" (sandboxed pages) never allowed
+    fixture_server s({}, cors("*", true));
+    auto raw = s.ask("POST", "/v1/completions", completion, "Origin: http://x.org\r\n");
+    EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "http://x.org") << raw;
+    EXPECT_EQ(header_of(raw, "Access-Control-Allow-Credentials"), "true");
+    raw = s.ask("POST", "/v1/completions", completion, "Origin: null\r\n");
+    EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "") << raw;
+  }
+  {
+    fixture_server s({}, cors("http://x.org", false, "GET,POST", R"(["Authorization"])"));
+    auto raw = s.ask("OPTIONS", "/v1/completions", "",
+                     "Origin: http://x.org\r\n" + preflight +
+                         "Access-Control-Request-Headers: authorization, content-type\r\n");
+    EXPECT_EQ(status_of(raw), 204) << raw;
+    EXPECT_EQ(header_of(raw, "Access-Control-Allow-Methods"), "GET, POST");
+    EXPECT_EQ(header_of(raw, "Access-Control-Allow-Headers"), "authorization");
+    raw = s.ask("OPTIONS", "/v1/completions", "",
+                "Origin: http://x.org\r\nAccess-Control-Request-Method: DELETE\r\n");
+    EXPECT_EQ(status_of(raw), 400) << raw;
+    raw = s.ask("OPTIONS", "/v1/completions", "",
+                "Origin: http://x.org\r\n" + preflight +
+                    "Access-Control-Request-Headers: x-secret\r\n");
+    EXPECT_EQ(status_of(raw), 400) << raw;
+    EXPECT_NE(body_of(raw)["error"]["message"].get<std::string>().find("x-secret"),
+              std::string::npos) << raw;
+  }
+  {
+    // no --allowed-origins: no CORS at all, as before
+    fixture_server s;
+    auto raw = s.ask("OPTIONS", "/v1/completions", "",
+                     "Origin: http://x.org\r\n" + preflight);
+    EXPECT_EQ(status_of(raw), 405) << raw;
+    EXPECT_EQ(header_of(raw, "Access-Control-Allow-Origin"), "");
   }
 }
 

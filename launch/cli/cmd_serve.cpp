@@ -40,6 +40,10 @@ struct serve_options {
   int64_t max_connections = 0;           ///< 0: what the descriptor limit allows
   int32_t frontend_threads = 2;
   bool allow_special_tokens_in_chat = false;
+  std::string allowed_origins;           ///< CORS (vLLM's flags); empty: no CORS headers
+  std::string allowed_methods = "*";
+  std::string allowed_headers = "*";
+  bool allow_credentials = false;
 };
 
 /// "5", "2.5", "5s" or "500ms" as a duration; an error names the flag.
@@ -183,6 +187,15 @@ int run_serve(serve_options o) {
     return fail("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, "
                 "--max-queue >= 0");
   }
+  if (sv.max_per_key < 0) {
+    return fail("--max-concurrent-per-key " + std::to_string(sv.max_per_key) +
+                ": expected 0 (no quota) or more");
+  }
+  auto cors = http::cors_policy::parse(o.allowed_origins, o.allowed_methods, o.allowed_headers,
+                                       o.allow_credentials);
+  if (!cors) {
+    return fail(cors.err().message);
+  }
   if (o.frontend_threads < 1 || o.frontend_threads > 256) {
     return fail("--frontend-threads " + std::to_string(o.frontend_threads) +
                 ": expected 1..256");
@@ -214,6 +227,10 @@ int run_serve(serve_options o) {
   auto keys = api::api_keys::load(o.api_keys, o.api_key_file);
   if (!keys) {
     return fail(keys.err().message);
+  }
+  if (sv.max_per_key > 0 && !keys->required()) {
+    std::fprintf(stderr, "baton: --max-concurrent-per-key without --api-key: the quota holds "
+                         "per request 'user' field, and requests without one share one quota\n");
   }
   auto admin_keys = api::api_keys::load(o.admin_keys, "");
   if (!admin_keys) {
@@ -255,7 +272,7 @@ int run_serve(serve_options o) {
       [&fe](http::request rq, std::shared_ptr<http::response> res) {
         fe.handle(std::move(rq), std::move(res));
       },
-      limits);
+      limits, std::move(*cors));
   if (!http_server) {
     return fail(http_server.err().message);
   }
@@ -313,6 +330,10 @@ void add_serve_command(CLI::App& app, int& status) {
       ->capture_default_str();
   cmd->add_option("--max-queue", o->serving.max_queue, "Requests waiting beyond max-num-seqs (then 429)")
       ->capture_default_str();
+  cmd->add_option("--max-concurrent-per-key", o->serving.max_per_key,
+                  "Requests one API key (or, without keys, one 'user') may have in flight, "
+                  "running or queued; beyond, 429 (0: no quota)")
+      ->capture_default_str();
   cmd->add_option("--block-size", o->serving.block_size, "Tokens per KV block")->capture_default_str();
   cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->serving.enable_prefix_caching,
                 "Reuse KV blocks of shared prompt prefixes (on by default)");
@@ -334,6 +355,19 @@ void add_serve_command(CLI::App& app, int& status) {
   cmd->add_option("--frontend-threads", o->frontend_threads,
                   "Threads that parse, template and tokenise requests")
       ->capture_default_str();
+  cmd->add_option("--allowed-origins", o->allowed_origins,
+                  "CORS: origins allowed to call the API from a browser, a JSON list "
+                  "('[\"*\"]', '[\"http://localhost:3000\"]') or a comma-separated one "
+                  "(default: none, no CORS headers)");
+  cmd->add_option("--allowed-methods", o->allowed_methods,
+                  "CORS: methods a preflight may ask for (JSON or comma-separated list)")
+      ->capture_default_str();
+  cmd->add_option("--allowed-headers", o->allowed_headers,
+                  "CORS: request headers a preflight may ask for (JSON or comma-separated list)")
+      ->capture_default_str();
+  cmd->add_flag("--allow-credentials", o->allow_credentials,
+                "CORS: allow cookies and Authorization from browsers (the origin is echoed, "
+                "never *)");
   cmd->add_flag("--allow-special-tokens-in-chat", o->allow_special_tokens_in_chat,
                 "Parse special-token text (<|eot_id|>...) inside chat messages, as llama-server "
                 "does (trusted clients only: it lets a message forge other turns)");

@@ -1,4 +1,4 @@
-// The server of http_server.hpp. One file of some 700 lines because it is one state
+// The server of http_server.hpp. One file of some 750 lines because it is one state
 // machine: a connection's phases (idle, reading, responding), its timeouts and the
 // eviction list the accept loop draws on are views of one shared_state, and a session
 // apart from the acceptor would put that state and the phase rules in a header both
@@ -63,6 +63,7 @@ struct shared_state {
   net::io_context ioc{1};
   handler h;
   server_limits limits;
+  cors_policy cors;
   std::atomic<bool> alive{true};      ///< false once the server is gone: posts are dropped
   std::list<session*> evictable;      ///< idle and reading sessions, oldest first
   std::list<session*> all;            ///< every open session (closed when the server goes)
@@ -114,7 +115,7 @@ class session : public std::enable_shared_from_this<session> {
     for (const auto& [k, v] : headers) {
       s += k + ": " + v + "\r\n";
     }
-    s += connection_header();
+    s += cors_lines() + connection_header();
     if (!head_) {
       s += body;
     }
@@ -127,7 +128,8 @@ class session : public std::enable_shared_from_this<session> {
     }
     std::string s = status_line(status) + "Content-Type: " + type +
                     "\r\nCache-Control: no-cache\r\n" +
-                    (chunked_ ? "Transfer-Encoding: chunked\r\n" : "") + connection_header();
+                    (chunked_ ? "Transfer-Encoding: chunked\r\n" : "") + cors_lines() +
+                    connection_header();
     write(std::move(s), false);
   }
   void chunk(const std::string& data) {
@@ -158,6 +160,14 @@ class session : public std::enable_shared_from_this<session> {
   }
   std::string connection_header() const {
     return keep_alive_ ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
+  }
+  /// The CORS header lines of this request's answer (none unless its Origin is allowed).
+  std::string cors_lines() const {
+    std::string s;
+    for (const auto& [k, v] : cors_) {
+      s += k + ": " + v + "\r\n";
+    }
+    return s;
   }
 
   // -- phases -------------------------------------------------------------------------
@@ -218,6 +228,7 @@ class session : public std::enable_shared_from_this<session> {
 
   void read_header() {
     enter(phase::reading);
+    cors_.clear();  // the previous request's, on a keep-alive connection
     arm(st_->limits.header);
     parser_.emplace();
     parser_->body_limit(st_->limits.body_bytes);
@@ -235,6 +246,9 @@ class session : public std::enable_shared_from_this<session> {
     auto& req = parser_->get();
     version_ = req.version() >= 11 ? 11 : 10;
     keep_alive_ = req.keep_alive();
+    if (st_->cors.enabled()) {
+      cors_ = st_->cors.response_headers(header(req, bhttp::field::origin));
+    }
     if (req.count(bhttp::field::content_length) > 0 &&
         req.count(bhttp::field::transfer_encoding) > 0) {
       // two framings of one body: a request smuggling vector (RFC 9112 section 6.1)
@@ -347,6 +361,10 @@ class session : public std::enable_shared_from_this<session> {
     enter(phase::responding);
     disarm();
     watch();
+    if (st_->cors.enabled() && r.method == "OPTIONS" &&
+        req.count(bhttp::field::access_control_request_method) > 0) {
+      return answer_preflight(req);
+    }
     auto res = make_response();
     try {
       st_->h(std::move(r), res);
@@ -355,6 +373,31 @@ class session : public std::enable_shared_from_this<session> {
     } catch (...) {
       handler_failed("unknown exception");
     }
+  }
+
+  /// A CORS preflight, answered for any path without the handler (no API key comes with
+  /// one): 204 with the Access-Control-* headers, or 400 with none.
+  void answer_preflight(const bhttp::request<bhttp::string_body>& req) {
+    const preflight_answer a =
+        st_->cors.preflight(header(req, bhttp::field::origin),
+                            header(req, bhttp::field::access_control_request_method),
+                            header(req, bhttp::field::access_control_request_headers));
+    if (a.status != 204) {
+      cors_.clear();
+      return send_whole(a.status, "application/json",
+                        error_body(a.message, "invalid_request_error", "cors_not_allowed"), {});
+    }
+    cors_ = a.headers;
+    write(status_line(204) + cors_lines() + connection_header(), true);  // no body, no length
+  }
+
+  static std::string_view header(const bhttp::request<bhttp::string_body>& req,
+                                 bhttp::field f) {
+    const auto it = req.find(f);
+    if (it == req.end()) {
+      return {};
+    }
+    return std::string_view(it->value().data(), it->value().size());
   }
 
   void handler_failed(const char* what) {
@@ -521,6 +564,7 @@ class session : public std::enable_shared_from_this<session> {
   std::string current_;             ///< the write under way
   std::string continue_;
   std::function<void()> on_close_;
+  header_list cors_;                ///< this request's CORS headers (cors.hpp)
   std::list<session*>::iterator where_;
   std::list<session*>::iterator in_all_;
   uint64_t timer_gen_ = 0;
@@ -645,11 +689,12 @@ struct server::impl {
 };
 
 result<std::unique_ptr<server>> server::create(const std::string& host, uint16_t port, handler h,
-                                               server_limits limits) {
+                                               server_limits limits, cors_policy cors) {
   std::unique_ptr<server> s(new server());
   s->impl_ = std::make_unique<impl>();
   s->impl_->st->h = std::move(h);
   s->impl_->st->limits = limits;
+  s->impl_->st->cors = std::move(cors);
   beast::error_code ec;
   const auto addr = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
   if (ec) {

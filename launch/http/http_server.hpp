@@ -11,7 +11,9 @@
 // HTTP/1.0 clients get plain (unchunked) streams ended by closing; HEAD is GET without
 // the body. Input a client pushes while its request runs and output it does not read
 // are both bounded: beyond the bounds the connection is dropped and its request
-// cancelled (on_close), as when the client goes away.
+// cancelled (on_close), as when the client goes away. CORS (cors.hpp), when configured,
+// is applied here to every answer, streams and refusals included, and preflights are
+// answered without reaching the handler.
 #pragma once
 
 #include <chrono>
@@ -22,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "launch/http/cors.hpp"
 #include "runtime/system/error.hpp"
 
 namespace baton::http {
@@ -34,8 +37,6 @@ struct request {
   std::string peer;                   ///< the client's address, "127.0.0.1" or "::1"
   bool head = false;                  ///< a HEAD request: the body of the answer is dropped
 };
-
-using header_list = std::vector<std::pair<std::string, std::string>>;
 
 /// One request's answer; thread-safe (every call is posted to the io thread), and safe
 /// to call after the server is gone (the calls are then dropped).
@@ -88,9 +89,11 @@ struct server_counters {
 
 class server {
  public:
-  /// Binds host:port (port 0: an ephemeral one, see port()).
+  /// Binds host:port (port 0: an ephemeral one, see port()). `cors`: the CORS headers
+  /// every answer gets, and the preflights answered before the handler (off by default).
   static result<std::unique_ptr<server>> create(const std::string& host, uint16_t port,
-                                                handler h, server_limits limits);
+                                                handler h, server_limits limits,
+                                                cors_policy cors = {});
   ~server();
   uint16_t port() const;
   /// Serves until stop() (from any thread).

@@ -1,7 +1,7 @@
 // The OpenAI-compatible request and response shapes, apart from any HTTP: parsing a
 // /v1/completions or /v1/chat/completions body into what the router needs (every
-// invalid parameter named, wrong types refused, unknown fields ignored as OpenAI does),
-// the error object (its status, type and code from status_table.hpp) and the usage
+// invalid parameter named, wrong types refused, fields that ask for what baton does not
+// implement yet refused by name, other unknown fields ignored), the error object (its status, type and code from status_table.hpp) and the usage
 // object; openai_server builds the responses and SSE chunks around them. Nothing here
 // throws on any JSON value: every integer is range-checked before it is converted, every
 // field's type is checked before it is read, and error objects hold valid UTF-8 only, so
@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -36,6 +37,7 @@ struct api_error {
   std::string type = "invalid_request_error";
   std::string param;  ///< the offending field ("messages[1].content[0]"), or empty
   std::string code;   ///< e.g. "invalid_api_key", "model_not_found", or empty
+  reject_reason reason = reject_reason::invalid_request;  ///< the status table's row
 };
 
 /// The error for `why` (its status, type and code from the status table) with the
@@ -49,6 +51,26 @@ nlohmann::json error_json(const api_error& e);
 /// `text` with every byte that is not part of a well-formed UTF-8 sequence (RFC 3629:
 /// no overlong forms, surrogates or code points past U+10FFFF) replaced by U+FFFD.
 std::string valid_utf8(std::string_view text);
+
+/// Where a request field is read, as bits of a set: the two completion endpoints and
+/// the chat form of POST /tokenize (which renders the same prompt).
+enum field_scope : uint8_t {
+  in_completions = 1,
+  in_chat = 2,
+  in_tokenize_chat = 4,
+};
+
+/// The first field of `body` that asks for what baton does not implement yet
+/// (structured output, tool calling, logit bias, beam search...) on an endpoint in
+/// `scope`, as a 400 naming it; nothing when each such field is absent, null or holds
+/// its default. One table in openai_api.cpp lists them: a row goes when its feature
+/// lands. A value of the wrong type is a 400 too ("'echo' must be a boolean").
+std::optional<api_error> refuse_unsupported(const nlohmann::json& body, uint8_t scope);
+
+/// 'messages' of a chat request (or of /tokenize's chat form): a non-empty array of
+/// {role, content}, content a string or a list of text parts; "developer" reads as
+/// "system".
+std::variant<std::vector<chat_message>, api_error> parse_messages(const nlohmann::json& body);
 
 struct completion_request {
   bool chat = false;

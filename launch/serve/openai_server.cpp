@@ -1,7 +1,8 @@
 // The front end of openai_server.hpp: the routes (/health, /metrics, /v1/models,
-// /v1/completions, /v1/chat/completions), a completion's life from parsed request to the
-// last SSE chunk or JSON reply (request_state, drain), and refusals through the status
-// table. Parsing and reply shapes are openai_api's; the /metrics text is front_metrics'.
+// /v1/completions, /v1/chat/completions, /tokenize, /detokenize), a completion's life
+// from parsed request to the last SSE chunk or JSON reply (request_state, drain), and
+// refusals through the status table. Parsing and reply shapes are openai_api's and
+// tokenize_api's; the /metrics text is front_metrics'.
 #include "launch/serve/openai_server.hpp"
 
 #include <boost/asio/post.hpp>
@@ -19,6 +20,7 @@
 #include "launch/serve/front_metrics.hpp"
 #include "launch/serve/sse_keepalive.hpp"
 #include "launch/serve/openai_api.hpp"
+#include "launch/serve/tokenize_api.hpp"
 #include "runtime/text/chat_prompt.hpp"
 
 namespace baton::api {
@@ -61,12 +63,28 @@ struct front_end::impl {
   /// Answers with `why`'s row of the status table and counts it.
   void reject(http::response& res, reject_reason why, std::string message,
               std::string param = "", http::header_list headers = {}) {
+    reject(res, error_for(why, std::move(message), std::move(param)), std::move(headers));
+  }
+  void reject(http::response& res, const api_error& e, http::header_list headers = {}) {
     {
       std::lock_guard<std::mutex> ml(metrics.mu);
-      metrics.rejected[why] += 1;
+      metrics.rejected[e.reason] += 1;
     }
-    const api_error e = error_for(why, std::move(message), std::move(param));
     res.send(e.status, "application/json", dump(error_json(e)), std::move(headers));
+  }
+  /// Runs `work` on the worker pool behind the same catch-all as the io thread's.
+  template <class F>
+  void off_io(const http::request& rq, const std::shared_ptr<http::response>& res,
+              uint64_t number, F work) {
+    boost::asio::post(workers, [this, rq, res, number, work = std::move(work)]() {
+      try {
+        work();
+      } catch (const std::exception& e) {
+        internal_error(rq, *res, number, e.what());
+      } catch (...) {
+        internal_error(rq, *res, number, "unknown exception");
+      }
+    });
   }
   /// POST /admin/topology: a live reshard (the admin key, or a loopback client).
   void admin_topology(const http::request& rq, const std::shared_ptr<http::response>& res,
@@ -78,12 +96,20 @@ struct front_end::impl {
                       const char* what);
   void completion(const http::request& rq, const std::shared_ptr<http::response>& res,
                   bool chat, const std::string& key);
+  /// POST /tokenize or /detokenize (tokenize_api), on a worker: a 4 MiB prompt takes a while.
+  void tokenize(const http::request& rq, http::response& res, bool detokenize);
 };
 
 namespace {
 
 void send_json(http::response& res, int status, const json& j) {
   res.send(status, "application/json", dump(j));
+}
+
+/// The 405 of a POST route asked with another method.
+void post_only(const http::request& rq, http::response& res) {
+  const api_error e = error_for(reject_reason::method_not_allowed, "use POST on " + rq.target);
+  res.send(e.status, "application/json", dump(error_json(e)), {{"Allow", "POST"}});
 }
 
 /// One admitted request's life: its events in, its answer out.
@@ -297,7 +323,7 @@ void front_end::impl::completion(const http::request& rq,
   }
   auto parsed = parse_request(body, chat);
   if (auto* e = std::get_if<api_error>(&parsed)) {
-    return reject(*res, reject_reason::invalid_request, e->message, e->param);
+    return reject(*res, *e);
   }
   auto st = std::make_shared<request_state>();
   st->fe = this;
@@ -389,6 +415,20 @@ void front_end::impl::completion(const http::request& rq,
   st->stream->on_push([st] { drain(st); });     // drain() lets go of it at the end
 }
 
+void front_end::impl::tokenize(const http::request& rq, http::response& res, bool detokenize) {
+  const json body = json::parse(rq.body, nullptr, false);
+  if (body.is_discarded()) {
+    return reject(res, reject_reason::invalid_request,
+                  "the request body is not valid JSON (or not valid UTF-8)");
+  }
+  const tokenize_settings s{o.model_name, o.n_ctx, o.allow_special_tokens_in_chat};
+  auto reply = detokenize ? detokenize_reply(body, *tok, s) : tokenize_reply(body, *tok, s);
+  if (auto* e = std::get_if<api_error>(&reply)) {
+    return reject(res, *e);
+  }
+  send_json(res, 200, std::get<json>(reply));
+}
+
 void front_end::impl::internal_error(const http::request& rq, http::response& res,
                                      uint64_t number, const char* what) {
   // the target may hold any bytes: log its length, not its text
@@ -415,8 +455,7 @@ void front_end::impl::admin_topology(const http::request& rq,
                                      const std::shared_ptr<http::response>& res,
                                      uint64_t number) {
   if (rq.method != "POST") {
-    const api_error e = error_for(reject_reason::method_not_allowed, "use POST on " + rq.target);
-    return res->send(e.status, "application/json", dump(error_json(e)), {{"Allow", "POST"}});
+    return post_only(rq, *res);
   }
   if (o.admin_keys.required()) {
     if (!o.admin_keys.accepts(rq.authorization, nullptr)) {
@@ -430,62 +469,58 @@ void front_end::impl::admin_topology(const http::request& rq,
                   "admin calls come from this host only unless the server has --admin-key");
   }
   // a reshard takes as long as the KV it moves: off the io thread
-  boost::asio::post(workers, [this, rq, res, number]() {
-    try {
-      // {"topology": "<TOML>", "reshard_kv": "move" | "recompute"} (baton reshard), or the
-      // TOML itself (curl --data-binary)
-      std::string toml = rq.body;
-      std::string kv;
-      if (const auto at = rq.body.find_first_not_of(" \t\r\n");
-          at != std::string::npos && rq.body[at] == '{') {
-        const json j = json::parse(rq.body, nullptr, false);
-        if (!j.is_object() || !j.contains("topology") || !j["topology"].is_string()) {
+  off_io(rq, res, number, [this, rq, res]() {
+    // {"topology": "<TOML>", "reshard_kv": "move" | "recompute"} (baton reshard), or the
+    // TOML itself (curl --data-binary)
+    std::string toml = rq.body;
+    std::string kv;
+    if (const auto at = rq.body.find_first_not_of(" \t\r\n");
+        at != std::string::npos && rq.body[at] == '{') {
+      const json j = json::parse(rq.body, nullptr, false);
+      if (!j.is_object() || !j.contains("topology") || !j["topology"].is_string()) {
+        return reject(*res, reject_reason::invalid_request,
+                      "expected {\"topology\": \"<the TOML text>\"} or the TOML itself",
+                      "topology");
+      }
+      toml = j["topology"].get<std::string>();
+      if (j.contains("reshard_kv")) {
+        const json& k = j["reshard_kv"];
+        if (!k.is_string() || (k != "move" && k != "recompute")) {
           return reject(*res, reject_reason::invalid_request,
-                        "expected {\"topology\": \"<the TOML text>\"} or the TOML itself",
-                        "topology");
+                        "reshard_kv: expected \"move\" or \"recompute\"", "reshard_kv");
         }
-        toml = j["topology"].get<std::string>();
-        if (j.contains("reshard_kv")) {
-          const json& k = j["reshard_kv"];
-          if (!k.is_string() || (k != "move" && k != "recompute")) {
-            return reject(*res, reject_reason::invalid_request,
-                          "reshard_kv: expected \"move\" or \"recompute\"", "reshard_kv");
-          }
-          kv = k.get<std::string>();
-        }
+        kv = k.get<std::string>();
       }
-      bool busy = false;
-      auto r = backend.reshard(toml, "POST /admin/topology", &busy, kv);
-      if (!r) {
-        return reject(*res, busy ? reject_reason::conflict : reject_reason::invalid_request,
-                      r.err().message);
-      }
-      send_json(*res, 200,
-                {{"object", "reshard"},
-                 {"epoch", r->epoch},
-                 {"prepare_seconds", r->prepare_seconds},
-                 {"pause_seconds", r->pause_seconds},
-                 {"drain_seconds", r->drain_seconds},
-                 {"kv_seconds", r->kv_seconds},
-                 {"kv_bytes_moved", r->kv_bytes_moved},
-                 {"kv_bytes_sent", r->kv_bytes_sent},
-                 {"kv_blocks", r->n_blocks},
-                 {"preempted", r->preempted}});
-    } catch (const std::exception& e) {
-      internal_error(rq, *res, number, e.what());
-    } catch (...) {
-      internal_error(rq, *res, number, "unknown exception");
     }
+    bool busy = false;
+    auto r = backend.reshard(toml, "POST /admin/topology", &busy, kv);
+    if (!r) {
+      return reject(*res, busy ? reject_reason::conflict : reject_reason::invalid_request,
+                    r.err().message);
+    }
+    send_json(*res, 200,
+              {{"object", "reshard"},
+               {"epoch", r->epoch},
+               {"prepare_seconds", r->prepare_seconds},
+               {"pause_seconds", r->pause_seconds},
+               {"drain_seconds", r->drain_seconds},
+               {"kv_seconds", r->kv_seconds},
+               {"kv_bytes_moved", r->kv_bytes_moved},
+               {"kv_bytes_sent", r->kv_bytes_sent},
+               {"kv_blocks", r->n_blocks},
+               {"preempted", r->preempted}});
   });
 }
 
 void front_end::impl::route(const http::request& rq, const std::shared_ptr<http::response>& res,
                             uint64_t number) {
-  // As in vLLM, keys guard /v1; /health and /metrics stay open. The key is checked
-  // before anything else is done.
+  // As in vLLM, keys guard /v1; /health and /metrics stay open. /tokenize and
+  // /detokenize are guarded too (vLLM leaves them open): they spend the server's CPU.
+  // The key is checked before anything else is done.
   std::string key;
-  const bool v1 = rq.target == "/v1" || rq.target.rfind("/v1/", 0) == 0;
-  if (keys.required() && v1 && !keys.accepts(rq.authorization, &key)) {
+  const bool guarded = rq.target == "/v1" || rq.target.rfind("/v1/", 0) == 0 ||
+                       rq.target == "/tokenize" || rq.target == "/detokenize";
+  if (keys.required() && guarded && !keys.accepts(rq.authorization, &key)) {
     return reject(*res, reject_reason::unauthorized,
                   rq.authorization.empty() ? "Missing API key (Authorization: Bearer ...)"
                                            : "Incorrect API key provided");
@@ -534,9 +569,7 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
   const bool chat = rq.target == "/v1/chat/completions";
   if (chat || rq.target == "/v1/completions") {
     if (rq.method != "POST") {
-      const api_error e =
-          error_for(reject_reason::method_not_allowed, "use POST on " + rq.target);
-      return res->send(e.status, "application/json", dump(error_json(e)), {{"Allow", "POST"}});
+      return post_only(rq, *res);
     }
     if (stopping) {
       return reject(*res, reject_reason::unavailable, "the server is shutting down");
@@ -546,16 +579,16 @@ void front_end::impl::route(const http::request& rq, const std::shared_ptr<http:
       return reject(*res, reject_reason::unavailable, s.stats.down_message);
     }
     // parsing, templating and tokenising may take a while: off the io thread
-    boost::asio::post(workers, [this, rq, res, chat, key, number]() {
-      try {
-        completion(rq, res, chat, key);
-      } catch (const std::exception& e) {
-        internal_error(rq, *res, number, e.what());
-      } catch (...) {
-        internal_error(rq, *res, number, "unknown exception");
-      }
-    });
-    return;
+    return off_io(rq, res, number,
+                  [this, rq, res, chat, key]() { completion(rq, res, chat, key); });
+  }
+  const bool detokenize = rq.target == "/detokenize";
+  if (detokenize || rq.target == "/tokenize") {
+    if (rq.method != "POST") {
+      return post_only(rq, *res);
+    }
+    return off_io(rq, res, number,
+                  [this, rq, res, detokenize]() { tokenize(rq, *res, detokenize); });
   }
   const api_error e =
       error_for(reject_reason::not_found, "no route " + rq.method + " " + rq.target);

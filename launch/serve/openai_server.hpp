@@ -1,6 +1,7 @@
 // The OpenAI-compatible front end of `baton serve`, apart from sockets and from the
 // pipeline: the routes (POST /v1/completions, POST /v1/chat/completions with SSE,
-// GET /v1/models, GET /health, GET /metrics), API keys, the metrics, and each admitted
+// GET /v1/models, GET /health, GET /metrics, POST /tokenize and /detokenize), API keys,
+// the metrics, and each admitted
 // request's life from its body to its last event. It talks to the pipeline through
 // `serving_backend` (the live local_server, or a stub in tests and the fuzzer) and to
 // the client through http::response. Every handler runs behind a boundary that turns
