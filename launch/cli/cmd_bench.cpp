@@ -116,6 +116,7 @@ void add_bench_command(CLI::App& app, int& status) {
   add_bench_serve_command(*bench, status);
   add_bench_calibrate_command(*bench, status);
   add_bench_link_command(*bench, status);
+  add_bench_grammar_command(*bench, status);
 }
 
 }  // namespace baton::cli

@@ -24,6 +24,8 @@ void add_plan_command(CLI::App& app, int& status);
 /// `baton bench calibrate` (launch/cli/cmd_bench_calibrate.cpp).
 void add_bench_calibrate_command(CLI::App& bench, int& status);
 void add_bench_link_command(CLI::App& bench, int& status);
+/// `baton bench grammar` (cmd_bench_grammar.cpp): MaskBench's protocol on JSON Schemas.
+void add_bench_grammar_command(CLI::App& bench, int& status);
 /// `baton bench batch` (cmd_bench_batch.cpp), under the `bench` subcommand.
 void add_bench_batch_command(CLI::App& bench, int& status);
 /// `baton bench serve` (cmd_bench_serve.cpp): load against an OpenAI-compatible server.

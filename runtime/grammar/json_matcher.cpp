@@ -1,0 +1,1278 @@
+// The JSON matcher's transitions. Frames (json_matcher.hpp) by kind:
+//   value   node: a value of `node` is due (leading whitespace allowed)
+//   object  phase, a = properties so far, b = the value node of the current key,
+//           e/f = properties seen (bits 0..127 of object_rule::properties)
+//   key     a = code points, b = propertyNames regex state, c = name trie node (-1: no
+//           declared name), d = patternProperties regex state, u = \u digits, f = high
+//           surrogate
+//   array   phase, a = items so far
+//   string  a = code points, b = regex state (-1: none), u = \u digits, f = high surrogate
+//   number  phase, flags (negative, negative exponent), a = integer digits, b = fraction
+//           digits in e, c = exponent digits, d = exponent, e = significant digits, f =
+//           residue modulo multipleOf, u = digits held in e, pad = integer digits beyond e,
+//           ws = fraction digits typed
+//   literal a = bytes matched, b = which (true, false, null)
+// A frame whose construct completes is popped and its parent told; a number ends at the
+// first byte that cannot continue it, and that byte goes on to the parent.
+#include "runtime/grammar/json_matcher.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace baton::grammar {
+
+namespace {
+
+enum frame_kind : uint8_t { fk_value, fk_object, fk_array, fk_key, fk_string, fk_number, fk_literal };
+enum object_phase : uint8_t { o_start, o_key, o_key_done, o_colon, o_value, o_after_value, o_after_comma };
+enum array_phase : uint8_t { a_start, a_value, a_after_value, a_after_comma };
+enum number_phase : uint8_t { n_begin, n_sign, n_zero, n_int, n_dot, n_frac, n_e, n_esign, n_exp };
+
+constexpr int64_t k_far = int64_t{1} << 40;
+constexpr uint8_t k_negative = 1, k_exp_negative = 2;
+constexpr const char* k_literals[3] = {"true", "false", "null"};
+constexpr int32_t k_literal_len[3] = {4, 5, 4};
+constexpr int32_t k_max_exp_digits = 3;
+
+const schema_node& any_node() {
+  static const schema_node n;
+  return n;
+}
+
+bool is_ws(uint8_t b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
+bool is_digit(uint8_t b) { return b >= '0' && b <= '9'; }
+
+double pow10(int64_t k) {
+  static const double exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  return k >= 0 && k <= 22 ? exact[k] : std::pow(10.0, static_cast<double>(k));
+}
+
+/// Whether some t in the interval from x to y (open ends as flagged) meets the rule's
+/// bounds.
+bool meets(double x, bool x_open, double y, bool y_open, const number_rule& r) {
+  double lo = x, hi = y;
+  bool lo_open = x_open, hi_open = y_open;
+  if (r.has_min && (r.min > lo || (r.min == lo && r.min_exclusive))) {
+    lo = r.min;
+    lo_open = r.min_exclusive;
+  }
+  if (r.has_max && (r.max < hi || (r.max == hi && r.max_exclusive))) {
+    hi = r.max;
+    hi_open = r.max_exclusive;
+  }
+  return lo < hi || (lo == hi && !lo_open && !hi_open);
+}
+
+/// Whether some integer in [x, y] meets the bounds.
+bool meets_integer(double x, double y, const number_rule& r) {
+  double lo = x, hi = y;
+  if (r.has_min) {
+    double m = std::ceil(r.min);
+    if (r.min_exclusive && m == r.min) {
+      m += 1;
+    }
+    lo = std::max(lo, m);
+  }
+  if (r.has_max) {
+    double m = std::floor(r.max);
+    if (r.max_exclusive && m == r.max) {
+      m -= 1;
+    }
+    hi = std::min(hi, m);
+  }
+  return lo <= hi;
+}
+
+class thread_runner;
+
+}  // namespace
+
+// -- numbers ----------------------------------------------------------------------
+
+namespace {
+
+bool integer_only(const schema_node& n) { return !(n.types & jt_number); }
+bool bounded(const schema_node& n) { return n.num.has_min || n.num.has_max; }
+
+double number_value(const frame& f) {
+  const int64_t scale = static_cast<int64_t>(f.pad) - f.b +
+                        ((f.flags & k_exp_negative) ? -int64_t{f.d} : int64_t{f.d});
+  double v = static_cast<double>(f.e);
+  v = scale < 0 ? (-scale <= 22 ? v / pow10(-scale) : v * std::pow(10.0, static_cast<double>(scale)))
+                : v * pow10(scale);
+  return (f.flags & k_negative) ? -v : v;
+}
+
+bool number_terminal(const frame& f) {
+  return f.phase == n_zero || f.phase == n_int || f.phase == n_frac || f.phase == n_exp;
+}
+
+/// A whole number that meets the node's rule.
+bool number_valid(const schema_node& n, const frame& f) {
+  if (!number_terminal(f)) {
+    return false;
+  }
+  if (n.num.multiple_of > 0 && f.f != 0) {
+    return false;
+  }
+  if (!bounded(n)) {
+    return true;
+  }
+  const double v = number_value(f);
+  return meets(v, false, v, false, n.num);
+}
+
+/// Whether the digits so far can still become a number that meets the bounds.
+bool number_feasible(const schema_node& n, const frame& f, int32_t max_int_digits) {
+  if (!bounded(n)) {
+    return true;
+  }
+  const bool neg = f.flags & k_negative;
+  const auto& r = n.num;
+  // the reachable values x..y (magnitudes), mirrored when negative
+  auto check = [&](double x, bool x_open, double y, bool y_open) {
+    return neg ? meets(-y, y_open, -x, x_open, r) : meets(x, x_open, y, y_open, r);
+  };
+  auto check_int = [&](double x, double y) { return neg ? meets_integer(-y, -x, r) : meets_integer(x, y, r); };
+  const bool integer = integer_only(n);
+  switch (f.phase) {
+    case n_begin:
+      return true;
+    case n_sign:
+      return integer ? check_int(0, std::numeric_limits<double>::infinity())
+                     : check(0, false, std::numeric_limits<double>::infinity(), true);
+    case n_zero:
+      return integer ? check_int(0, 0) : check(0, false, 1, true);
+    case n_int: {
+      const double p = std::fabs(number_value(f));
+      for (int32_t k = 0; k + f.a <= max_int_digits; ++k) {
+        const double s = pow10(k);
+        const bool ok = integer ? check_int(p * s, p * s + s - 1) : check(p * s, false, (p + 1) * s, true);
+        if (ok) {
+          return true;
+        }
+        if (!neg && r.has_max && p * s > r.max) {
+          return false;
+        }
+        if (neg && r.has_min && -p * s < r.min) {
+          return false;
+        }
+      }
+      return false;
+    }
+    case n_dot:
+    case n_frac: {
+      const double v = std::fabs(number_value(f));
+      return check(v, false, v + 1.0 / pow10(f.b), true);
+    }
+    default:
+      return true;  // exponents: only unbounded numbers have them
+  }
+}
+
+/// Feeds one byte to a number frame: 1 taken, 0 not part of the number, -1 refused.
+int number_byte(frame& f, const schema_node& n, uint8_t byte, const schema_options& o) {
+  const bool integer = integer_only(n);
+  const bool exp_ok = !integer && !bounded(n);
+  auto digit = [&](bool integer_part) {
+    const uint32_t dv = byte - '0';
+    if (f.u < 19) {
+      if (f.e != 0 || dv != 0) {
+        f.e = f.e * 10 + dv;
+        ++f.u;
+      }
+    } else if (integer_part) {
+      ++f.pad;
+    }
+    if (integer_part && n.num.multiple_of > 0) {
+      f.f = (f.f * 10 + dv) % static_cast<uint64_t>(n.num.multiple_of);
+    }
+  };
+  switch (f.phase) {
+    case n_begin:
+      if (byte == '-') {
+        f.flags |= k_negative;
+        f.phase = n_sign;
+        break;
+      }
+      [[fallthrough]];
+    case n_sign:
+      if (byte == '0') {
+        f.phase = n_zero;
+        f.a = 1;
+      } else if (byte >= '1' && byte <= '9') {
+        f.phase = n_int;
+        f.a = 1;
+        digit(true);
+      } else {
+        return f.phase == n_begin ? 0 : 0;
+      }
+      break;
+    case n_zero:
+    case n_int:
+      if (is_digit(byte) && f.phase == n_int) {
+        if (f.a >= o.max_int_digits) {
+          return -1;
+        }
+        ++f.a;
+        digit(true);
+      } else if (byte == '.' && !integer) {
+        f.phase = n_dot;
+      } else if ((byte == 'e' || byte == 'E') && exp_ok) {
+        f.phase = n_e;
+      } else {
+        return 0;
+      }
+      break;
+    case n_dot:
+    case n_frac:
+      if (is_digit(byte)) {
+        if (f.ws >= o.max_frac_digits) {
+          return -1;
+        }
+        ++f.ws;
+        if (f.u < 19) {  // beyond 19 significant digits the value no longer changes
+          ++f.b;
+          digit(false);
+        }
+        f.phase = n_frac;
+      } else if ((byte == 'e' || byte == 'E') && exp_ok && f.phase == n_frac) {
+        f.phase = n_e;
+      } else {
+        return 0;
+      }
+      break;
+    case n_e:
+      if (byte == '+' || byte == '-') {
+        if (byte == '-') {
+          f.flags |= k_exp_negative;
+        }
+        f.phase = n_esign;
+        break;
+      }
+      [[fallthrough]];
+    case n_esign:
+    case n_exp:
+      if (!is_digit(byte)) {
+        return 0;
+      }
+      if (f.c >= k_max_exp_digits) {
+        return -1;
+      }
+      ++f.c;
+      f.d = f.d * 10 + (byte - '0');
+      f.phase = n_exp;
+      break;
+    default:
+      return -1;
+  }
+  return number_feasible(n, f, o.max_int_digits) ? 1 : -1;
+}
+
+/// Fewest bytes that make the number whole and valid (k_far when none is found).
+int64_t number_close(const frame& f, const schema_node& n, const schema_options& o) {
+  if (number_valid(n, f)) {
+    return 0;
+  }
+  static const char* const suffixes[] = {
+      "0",     "1",      "5",      "9",       "00",      "10",      "50",      "99",
+      "000",   "100",    "500",    "999",     "0000",    "1000",    "9999",    "00000",
+      "10000", "99999",  "000000", "100000",  "999999",  ".0",      ".5",      ".1",
+      "0.0",   "0.5",    ".00",    ".01",     ".99",     ".001",    ".999",    "0.01",
+      "0000000", "1000000", "9999999", "00000000", "10000000", "99999999"};
+  int64_t best = k_far;
+  for (const char* s : suffixes) {
+    frame g = f;
+    int64_t len = 0;
+    bool ok = true;
+    for (const char* p = s; *p; ++p, ++len) {
+      if (number_byte(g, n, static_cast<uint8_t>(*p), o) != 1) {
+        ok = false;
+        break;
+      }
+    }
+    if (ok && number_valid(n, g)) {
+      best = std::min(best, len);
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+// -- the runner: one thread, one byte ------------------------------------------------
+
+namespace {
+
+/// Advances one thread (a stack) by one byte; forks of a value's start go to `forks`.
+class thread_runner {
+ public:
+  thread_runner(const json_grammar& g, std::vector<frame>& st, std::vector<frame>& forks,
+                std::vector<uint32_t>& fork_ends)
+      : g_(g), st_(st), forks_(forks), fork_ends_(fork_ends) {}
+
+  /// False when the thread dies.
+  bool run(uint8_t byte) {
+    for (int guard = 0; guard < 64; ++guard) {
+      if (st_.empty()) {
+        return false;  // a whole document takes no more bytes
+      }
+      switch (top().kind) {
+        case fk_value:
+          return start_value(byte);
+        case fk_object: {
+          const int r = object_byte(byte);
+          if (r != 2) {
+            return r == 1;
+          }
+          break;  // a value was pushed: it takes the byte
+        }
+        case fk_array: {
+          const int r = array_byte(byte);
+          if (r != 2) {
+            return r == 1;
+          }
+          break;
+        }
+        case fk_key:
+        case fk_string:
+          return string_byte(byte);
+        case fk_literal:
+          return literal_byte(byte);
+        case fk_number: {
+          frame& f = top();
+          const int r = number_byte(f, node(f.node), byte, g_.options);
+          if (r == 1) {
+            return true;
+          }
+          if (r < 0 || !number_valid(node(f.node), f)) {
+            return false;
+          }
+          pop_done();
+          break;  // the byte goes on to the parent
+        }
+        default:
+          return false;
+      }
+    }
+    return false;
+  }
+
+ private:
+  frame& top() { return st_.back(); }
+
+  const schema_node& node(int32_t id) const {
+    return id >= 0 ? g_.nodes[static_cast<size_t>(id)] : any_node();
+  }
+
+  /// Pops a completed construct and tells its parent.
+  void pop_done() {
+    st_.pop_back();
+    if (st_.empty()) {
+      return;
+    }
+    frame& p = top();
+    p.ws = 0;
+    if (p.kind == fk_object) {
+      p.phase = o_after_value;
+    } else if (p.kind == fk_array) {
+      p.phase = a_after_value;
+      ++p.a;
+    }
+  }
+
+  bool whitespace(frame& f) {
+    if (f.ws >= g_.options.max_whitespace) {
+      return false;
+    }
+    ++f.ws;
+    return true;
+  }
+
+  // -- values -------------------------------------------------------------------
+
+  /// The basic nodes `id` stands for (unions flattened), into `out`.
+  void flatten(int32_t id, std::vector<int32_t>& out, int depth) const {
+    if (id == k_no_value || depth > 32) {
+      return;
+    }
+    if (id >= 0 && !g_.nodes[static_cast<size_t>(id)].any_of.empty()) {
+      for (int32_t a : g_.nodes[static_cast<size_t>(id)].any_of) {
+        flatten(a, out, depth + 1);
+      }
+      return;
+    }
+    if (std::find(out.begin(), out.end(), id) == out.end()) {
+      out.push_back(id);
+    }
+  }
+
+  /// The frame a value of basic node `id` starts with `byte`, if it can.
+  bool started(int32_t id, uint8_t byte, frame& out) const {
+    const schema_node& n = node(id);
+    out = frame{};
+    out.node = id;
+    switch (byte) {
+      case '{':
+        if (!(n.types & jt_object)) {
+          return false;
+        }
+        out.kind = fk_object;
+        out.phase = o_start;
+        return true;
+      case '[':
+        if (!(n.types & jt_array)) {
+          return false;
+        }
+        out.kind = fk_array;
+        out.phase = a_start;
+        return true;
+      case '"':
+        if (!(n.types & jt_string)) {
+          return false;
+        }
+        out.kind = fk_string;
+        out.b = n.str.regex >= 0 ? g_.regexes[static_cast<size_t>(n.str.regex)]->start() : -1;
+        return n.str.max_len != 0 || n.str.min_len == 0;
+      case 't':
+      case 'f':
+      case 'n': {
+        const int which = byte == 't' ? 0 : byte == 'f' ? 1 : 2;
+        const bool ok = which == 2 ? (n.types & jt_null) != 0
+                                   : (n.types & jt_bool) && (which == 0 ? n.allow_true : n.allow_false);
+        if (!ok) {
+          return false;
+        }
+        out.kind = fk_literal;
+        out.b = which;
+        out.a = 1;
+        return true;
+      }
+      default:
+        if ((byte == '-' || is_digit(byte)) && (n.types & (jt_number | jt_integer))) {
+          out.kind = fk_number;
+          out.phase = n_begin;
+          return number_byte(out, n, byte, g_.options) == 1;
+        }
+        return false;
+    }
+  }
+
+  bool start_value(uint8_t byte) {
+    frame& f = top();
+    if (is_ws(byte)) {
+      return whitespace(f);
+    }
+    alts_.clear();
+    flatten(f.node, alts_, 0);
+    bool kept = false;
+    frame first;
+    frame other;
+    for (int32_t id : alts_) {
+      if (!started(id, byte, kept ? other : first)) {
+        continue;
+      }
+      if (kept) {
+        forks_.insert(forks_.end(), st_.begin(), st_.end() - 1);
+        forks_.push_back(other);
+        fork_ends_.push_back(static_cast<uint32_t>(forks_.size()));
+      }
+      kept = true;
+    }
+    if (!kept) {
+      return false;
+    }
+    top() = first;
+    if (first.kind == fk_literal && first.a == k_literal_len[first.b]) {
+      pop_done();
+    }
+    return true;
+  }
+
+  // -- objects ------------------------------------------------------------------
+
+  static bool seen(const frame& f, size_t k) {
+    return k < 64 ? (f.e >> k & 1) : k < 128 ? (f.f >> (k - 64) & 1) : false;
+  }
+
+  bool can_add_key(const frame& f) const {
+    const auto& o = node(f.node).obj;
+    if (o.max_props >= 0 && f.a >= o.max_props) {
+      return false;
+    }
+    if (o.additional != k_no_value || !o.patterns.empty()) {
+      return true;
+    }
+    for (size_t k = 0; k < o.properties.size(); ++k) {
+      if (!seen(f, k) && o.properties[k].node != k_no_value) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  bool can_close(const frame& f) const {
+    const auto& o = node(f.node).obj;
+    for (int32_t k = 0; k < o.n_required && k < 128; ++k) {
+      if (!seen(f, static_cast<size_t>(k))) {
+        return false;
+      }
+    }
+    return f.a >= o.min_props;
+  }
+
+  /// 1 taken, 0 refused, 2 a value frame pushed that takes the byte.
+  int object_byte(uint8_t byte) {
+    frame& f = top();
+    if (is_ws(byte) && f.phase != o_value && f.phase != o_key) {
+      return whitespace(f) ? 1 : 0;
+    }
+    switch (f.phase) {
+      case o_start:
+      case o_after_comma:
+        if (byte == '"' && (f.phase == o_after_comma || can_add_key(f))) {
+          const auto& o = node(f.node).obj;
+          frame k;
+          k.kind = fk_key;
+          k.node = f.node;
+          k.c = o.names >= 0 ? 0 : -1;
+          k.d = o.pattern_rx >= 0 ? g_.regexes[static_cast<size_t>(o.pattern_rx)]->start() : k_dead;
+          k.b = o.key_rule >= 0 && g_.key_rules[static_cast<size_t>(o.key_rule)].regex >= 0
+                    ? g_.regexes[static_cast<size_t>(g_.key_rules[static_cast<size_t>(o.key_rule)].regex)]->start()
+                    : -1;
+          f.phase = o_key;
+          f.ws = 0;
+          st_.push_back(k);
+          return 1;
+        }
+        if (byte == '}' && f.phase == o_start && can_close(f)) {
+          pop_done();
+          return 1;
+        }
+        return 0;
+      case o_key_done:
+        if (byte == ':') {
+          f.phase = o_colon;
+          f.ws = 0;
+          return 1;
+        }
+        return 0;
+      case o_colon: {
+        f.phase = o_value;
+        frame v;
+        v.kind = fk_value;
+        v.node = f.b;
+        st_.push_back(v);
+        return 2;
+      }
+      case o_after_value:
+        if (byte == ',' && can_add_key(f)) {
+          f.phase = o_after_comma;
+          f.ws = 0;
+          return 1;
+        }
+        if (byte == '}' && can_close(f)) {
+          pop_done();
+          return 1;
+        }
+        return 0;
+      default:
+        return 0;
+    }
+  }
+
+  /// The key frame on top closes: classify it and hand its value node to the object.
+  bool close_key() {
+    const frame k = top();
+    frame& o = st_[st_.size() - 2];
+    const auto& rule = node(o.node).obj;
+    if (rule.key_rule >= 0) {
+      const auto& kr = g_.key_rules[static_cast<size_t>(rule.key_rule)];
+      if (k.a < kr.min_len || (kr.max_len >= 0 && k.a > kr.max_len)) {
+        return false;
+      }
+      if (kr.regex >= 0) {
+        auto& rx = *g_.regexes[static_cast<size_t>(kr.regex)];
+        if (k.b == k_dead || rx.accept_mask(k.b) != rx.all_mask()) {
+          return false;
+        }
+      }
+    }
+    int32_t value_node = rule.additional;
+    const int32_t prop = k.c >= 0 && rule.names >= 0
+                             ? g_.name_tries[static_cast<size_t>(rule.names)].property[static_cast<size_t>(k.c)]
+                             : -1;
+    if (prop >= 0) {
+      const auto p = static_cast<size_t>(prop);
+      if (seen(o, p)) {
+        return false;  // a duplicate key
+      }
+      value_node = rule.properties[p].node;
+      if (p < 64) {
+        o.e |= uint64_t{1} << p;
+      } else if (p < 128) {
+        o.f |= uint64_t{1} << (p - 64);
+      }
+    } else if (rule.pattern_rx >= 0) {
+      const uint64_t m = k.d == k_dead ? 0 : g_.regexes[static_cast<size_t>(rule.pattern_rx)]->accept_mask(k.d);
+      value_node = rule.pattern_combos[m];
+    }
+    if (value_node == k_no_value) {
+      return false;
+    }
+    st_.pop_back();
+    ++o.a;
+    o.b = value_node;
+    o.phase = o_key_done;
+    o.ws = 0;
+    return true;
+  }
+
+  /// Whether a key frame can still become an allowed key.
+  bool key_alive(const frame& k) const {
+    const frame& o = st_[st_.size() - 2];
+    const auto& rule = node(o.node).obj;
+    if (rule.key_rule >= 0) {
+      const auto& kr = g_.key_rules[static_cast<size_t>(rule.key_rule)];
+      if ((kr.max_len >= 0 && k.a > kr.max_len) || (kr.regex >= 0 && k.b == k_dead)) {
+        return false;
+      }
+    }
+    if (rule.additional != k_no_value) {
+      return true;
+    }
+    if (k.d != k_dead && rule.pattern_rx >= 0) {
+      return true;
+    }
+    if (k.c >= 0) {
+      const auto& below = g_.name_tries[static_cast<size_t>(rule.names)].below[static_cast<size_t>(k.c)];
+      return (below[0] & ~o.e) != 0 || (below[1] & ~o.f) != 0 || rule.properties.size() > 128;
+    }
+    return false;
+  }
+
+  // -- arrays -------------------------------------------------------------------
+
+  int32_t item_node(const array_rule& a, int32_t i) const {
+    return i < static_cast<int32_t>(a.prefix.size()) ? a.prefix[static_cast<size_t>(i)] : a.items;
+  }
+
+  bool can_add_item(const frame& f) const {
+    const auto& a = node(f.node).arr;
+    return (a.max_items < 0 || f.a < a.max_items) && item_node(a, f.a) != k_no_value;
+  }
+
+  int array_byte(uint8_t byte) {
+    frame& f = top();
+    if (is_ws(byte) && f.phase != a_value) {
+      return whitespace(f) ? 1 : 0;
+    }
+    const auto& a = node(f.node).arr;
+    switch (f.phase) {
+      case a_start:
+        if (byte == ']') {
+          if (f.a < a.min_items) {
+            return 0;
+          }
+          pop_done();
+          return 1;
+        }
+        if (!can_add_item(f)) {
+          return 0;
+        }
+        [[fallthrough]];
+      case a_after_comma: {
+        f.phase = a_value;
+        frame v;
+        v.kind = fk_value;
+        v.node = item_node(a, f.a);
+        st_.push_back(v);
+        return 2;
+      }
+      case a_after_value:
+        if (byte == ',' && can_add_item(f)) {
+          f.phase = a_after_comma;
+          f.ws = 0;
+          return 1;
+        }
+        if (byte == ']' && f.a >= a.min_items) {
+          pop_done();
+          return 1;
+        }
+        return 0;
+      default:
+        return 0;
+    }
+  }
+
+  // -- strings and keys ---------------------------------------------------------
+
+  /// One decoded byte of a string's or key's content.
+  bool content(frame& f, uint8_t byte) {
+    const bool lead = (byte & 0xC0) != 0x80;
+    if (f.kind == fk_string) {
+      const auto& s = node(f.node).str;
+      if (lead && s.max_len >= 0 && f.a >= s.max_len) {
+        return false;
+      }
+      if (f.b >= 0) {
+        f.b = g_.regexes[static_cast<size_t>(s.regex)]->next(f.b, byte);
+        const auto& rx = *g_.regexes[static_cast<size_t>(s.regex)];
+        if (f.b == k_dead || rx.alive_mask(f.b) != rx.all_mask()) {
+          return false;
+        }
+      }
+      if (lead) {
+        ++f.a;
+      }
+      return true;
+    }
+    // a key
+    const auto& rule = node(f.node).obj;
+    if (lead) {
+      ++f.a;
+    }
+    if (f.c >= 0) {
+      f.c = g_.name_tries[static_cast<size_t>(rule.names)].next(f.c, byte);
+    }
+    if (f.d != k_dead) {
+      f.d = g_.regexes[static_cast<size_t>(rule.pattern_rx)]->next(f.d, byte);
+    }
+    if (rule.key_rule >= 0 && f.b >= 0) {
+      const auto& kr = g_.key_rules[static_cast<size_t>(rule.key_rule)];
+      f.b = g_.regexes[static_cast<size_t>(kr.regex)]->next(f.b, byte);
+    }
+    return key_alive(f);
+  }
+
+  /// A code point decoded from a \u escape, as UTF-8 content.
+  bool content_code_point(frame& f, uint32_t cp) {
+    uint8_t buf[4];
+    int n = 0;
+    if (cp < 0x80) {
+      buf[n++] = static_cast<uint8_t>(cp);
+    } else if (cp < 0x800) {
+      buf[n++] = static_cast<uint8_t>(0xC0 | (cp >> 6));
+      buf[n++] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      buf[n++] = static_cast<uint8_t>(0xE0 | (cp >> 12));
+      buf[n++] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3F));
+      buf[n++] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
+    } else {
+      buf[n++] = static_cast<uint8_t>(0xF0 | (cp >> 18));
+      buf[n++] = static_cast<uint8_t>(0x80 | ((cp >> 12) & 0x3F));
+      buf[n++] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3F));
+      buf[n++] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
+    }
+    for (int i = 0; i < n; ++i) {
+      if (!content(f, buf[i])) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  static int hex_value(uint8_t b) {
+    if (is_digit(b)) {
+      return b - '0';
+    }
+    if (b >= 'a' && b <= 'f') {
+      return b - 'a' + 10;
+    }
+    if (b >= 'A' && b <= 'F') {
+      return b - 'A' + 10;
+    }
+    return -1;
+  }
+
+  // escape progress (frame::esc)
+  static constexpr uint8_t e_none = 0, e_backslash = 1, e_hex = 2,  // 2..5: digits read + 2
+      e_low_backslash = 6, e_low_u = 7;
+
+  bool string_byte(uint8_t byte) {
+    frame& f = top();
+    if (f.esc == e_backslash) {
+      f.esc = e_none;
+      switch (byte) {
+        case '"':
+        case '\\':
+        case '/':
+          return content(f, byte);
+        case 'b':
+          return content(f, '\b');
+        case 'f':
+          return content(f, '\f');
+        case 'n':
+          return content(f, '\n');
+        case 'r':
+          return content(f, '\r');
+        case 't':
+          return content(f, '\t');
+        case 'u':
+          f.esc = e_hex;
+          f.u = 0;
+          return true;
+        default:
+          return false;
+      }
+    }
+    if (f.esc >= e_hex && f.esc < e_hex + 4) {
+      const int h = hex_value(byte);
+      if (h < 0) {
+        return false;
+      }
+      f.u = f.u * 16 + static_cast<uint32_t>(h);
+      if (++f.esc < e_hex + 4) {
+        return true;
+      }
+      f.esc = e_none;
+      const uint32_t cp = f.u;
+      if (f.f != 0) {  // the low half of a surrogate pair
+        const auto hi = static_cast<uint32_t>(f.f);
+        f.f = 0;
+        if (cp < 0xDC00 || cp > 0xDFFF) {
+          return false;
+        }
+        return content_code_point(f, 0x10000 + ((hi - 0xD800) << 10) + (cp - 0xDC00));
+      }
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        f.f = cp;
+        f.esc = e_low_backslash;
+        return true;
+      }
+      if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        return false;  // a lone low surrogate
+      }
+      return content_code_point(f, cp);
+    }
+    if (f.esc == e_low_backslash) {
+      f.esc = e_low_u;
+      return byte == '\\';
+    }
+    if (f.esc == e_low_u) {
+      f.esc = e_hex;
+      f.u = 0;
+      return byte == 'u';
+    }
+    if (f.utf8_left > 0) {
+      static const uint8_t lo[] = {0x80, 0xA0, 0x80, 0x90, 0x80};
+      static const uint8_t hi[] = {0xBF, 0xBF, 0x9F, 0xBF, 0x8F};
+      if (byte < lo[f.utf8_class] || byte > hi[f.utf8_class]) {
+        return false;
+      }
+      f.utf8_class = 0;
+      --f.utf8_left;
+      return content(f, byte);
+    }
+    if (byte == '"') {
+      return f.kind == fk_key ? close_key() : close_string();
+    }
+    if (byte == '\\') {
+      f.esc = e_backslash;
+      return true;
+    }
+    if (byte < 0x20) {
+      return false;
+    }
+    if (byte >= 0x80) {
+      if (byte >= 0xC2 && byte <= 0xDF) {
+        f.utf8_left = 1;
+      } else if (byte >= 0xE0 && byte <= 0xEF) {
+        f.utf8_left = 2;
+        f.utf8_class = byte == 0xE0 ? 1 : byte == 0xED ? 2 : 0;
+      } else if (byte >= 0xF0 && byte <= 0xF4) {
+        f.utf8_left = 3;
+        f.utf8_class = byte == 0xF0 ? 3 : byte == 0xF4 ? 4 : 0;
+      } else {
+        return false;
+      }
+    }
+    return content(f, byte);
+  }
+
+  bool close_string() {
+    const frame& f = top();
+    const auto& s = node(f.node).str;
+    if (f.a < s.min_len) {
+      return false;
+    }
+    if (f.b >= 0) {
+      const auto& rx = *g_.regexes[static_cast<size_t>(s.regex)];
+      if (rx.accept_mask(f.b) != rx.all_mask()) {
+        return false;
+      }
+    }
+    pop_done();
+    return true;
+  }
+
+  bool literal_byte(uint8_t byte) {
+    frame& f = top();
+    if (byte != static_cast<uint8_t>(k_literals[f.b][f.a])) {
+      return false;
+    }
+    if (++f.a == k_literal_len[f.b]) {
+      pop_done();
+    }
+    return true;
+  }
+
+  // -- member variables ---------------------------------------------------------
+  const json_grammar& g_;
+  std::vector<frame>& st_;
+  std::vector<frame>& forks_;
+  std::vector<uint32_t>& fork_ends_;
+  std::vector<int32_t> alts_;
+};
+
+}  // namespace
+
+// -- the matcher --------------------------------------------------------------------
+
+json_matcher::json_matcher(std::shared_ptr<json_grammar> g) : g_(std::move(g)) {}
+
+match_state json_matcher::start() const {
+  match_state s;
+  frame v;
+  v.kind = fk_value;
+  v.node = g_->root;
+  s.frames.push_back(v);
+  s.ends.push_back(1);
+  return s;
+}
+
+bool json_matcher::step(const match_state& in, uint8_t byte, match_state& out) {
+  out.clear();
+  uint32_t begin = 0;
+  auto add = [&](const frame* first, size_t n) {
+    // identical stacks merge
+    uint32_t b = 0;
+    for (uint32_t end : out.ends) {
+      if (end - b == n && std::equal(first, first + n, out.frames.begin() + b)) {
+        return;
+      }
+      b = end;
+    }
+    out.frames.insert(out.frames.end(), first, first + n);
+    out.ends.push_back(static_cast<uint32_t>(out.frames.size()));
+  };
+  for (uint32_t end : in.ends) {
+    scratch_.assign(in.frames.begin() + begin, in.frames.begin() + end);
+    begin = end;
+    forks_.clear();
+    fork_ends_.clear();
+    thread_runner run(*g_, scratch_, forks_, fork_ends_);
+    if (run.run(byte)) {
+      add(scratch_.data(), scratch_.size());
+    }
+    // forks start a value of another alternative; each takes no further part of this byte
+    uint32_t fb = 0;
+    for (uint32_t fe : fork_ends_) {
+      add(forks_.data() + fb, fe - fb);
+      fb = fe;
+    }
+  }
+  return !out.dead();
+}
+
+bool json_matcher::feed(match_state& s, std::string_view bytes) {
+  match_state next;
+  for (unsigned char c : bytes) {
+    if (!step(s, c, next)) {
+      s.clear();
+      return false;
+    }
+    std::swap(s, next);
+  }
+  return true;
+}
+
+bool json_matcher::accepting(const match_state& s) const {
+  uint32_t begin = 0;
+  for (uint32_t end : s.ends) {
+    if (end == begin) {
+      return true;
+    }
+    if (end - begin == 1) {
+      const frame& f = s.frames[begin];
+      const schema_node& n = f.node >= 0 ? g_->nodes[static_cast<size_t>(f.node)] : any_node();
+      if (f.kind == fk_number && number_valid(n, f)) {
+        return true;
+      }
+    }
+    begin = end;
+  }
+  return false;
+}
+
+// -- closing costs ------------------------------------------------------------------
+
+namespace {
+
+class closer {
+ public:
+  explicit closer(const json_grammar& g) : g_(g) {}
+
+  int64_t thread(const frame* st, size_t n) const {
+    if (n == 0) {
+      return 0;
+    }
+    int64_t sum = own(st, n);
+    // a key's cost takes in its object's rest (which key it becomes decides that)
+    const size_t below = st[n - 1].kind == fk_key ? n - 2 : n - 1;
+    for (size_t i = below; i-- > 0 && sum < k_far;) {
+      sum += after_child(st[i]);
+    }
+    return std::min(sum, k_far);
+  }
+
+ private:
+  const schema_node& node(int32_t id) const {
+    return id >= 0 ? g_.nodes[static_cast<size_t>(id)] : any_node();
+  }
+  int64_t value(int32_t id) const { return std::min(g_.min_value_bytes(id), k_far); }
+
+  static bool seen(const frame& f, size_t k) {
+    return k < 64 ? (f.e >> k & 1) : k < 128 ? (f.f >> (k - 64) & 1) : false;
+  }
+
+  /// Bytes for the required properties not yet seen, and how many they are.
+  std::pair<int64_t, int64_t> unseen_required(const frame& f) const {
+    const auto& o = node(f.node).obj;
+    int64_t sum = 0, n = 0;
+    for (int32_t k = 0; k < o.n_required; ++k) {
+      if (!seen(f, static_cast<size_t>(k))) {
+        const auto& p = o.properties[static_cast<size_t>(k)];
+        sum += p.key_bytes + 1 + value(p.node);
+        ++n;
+      }
+    }
+    return {sum, n};
+  }
+
+  /// The cheapest property that may still be added ("key":value).
+  int64_t cheapest_extra(const frame& f) const {
+    const auto& o = node(f.node).obj;
+    int64_t best = o.additional != k_no_value ? 3 + value(o.additional) : k_far;
+    for (size_t k = 0; k < o.properties.size(); ++k) {
+      if (!seen(f, k)) {
+        best = std::min(best, o.properties[k].key_bytes + 1 + value(o.properties[k].node));
+      }
+    }
+    return best;
+  }
+
+  int64_t object_rest(const frame& f, bool after_value) const {
+    const auto [req, n_req] = unseen_required(f);
+    const auto& o = node(f.node).obj;
+    int64_t sum = req + 1;
+    int64_t n_more = n_req;
+    if (f.a + n_req < o.min_props) {
+      const int64_t extra = o.min_props - f.a - n_req;
+      sum += extra * cheapest_extra(f);
+      n_more += extra;
+    }
+    return sum + (after_value ? n_more : std::max<int64_t>(n_more - 1, 0));
+  }
+
+  int64_t array_rest(const frame& f, int32_t done, bool after_value, bool need_one) const {
+    const auto& a = node(f.node).arr;
+    int64_t n_need = std::max<int64_t>(a.min_items - done, need_one ? 1 : 0);
+    if (n_need > 100000) {
+      return k_far;
+    }
+    int64_t sum = 1;
+    for (int64_t i = 0; i < n_need; ++i) {
+      const int32_t idx = done + static_cast<int32_t>(i);
+      const int32_t item = idx < static_cast<int32_t>(a.prefix.size()) ? a.prefix[static_cast<size_t>(idx)] : a.items;
+      sum += value(item) + ((after_value || i > 0) ? 1 : 0);
+      if (sum >= k_far) {
+        return k_far;
+      }
+    }
+    if (need_one && !after_value) {
+      // after a comma: the first item needs no comma of its own
+    }
+    return sum;
+  }
+
+  /// What the frame below a finished child still needs.
+  int64_t after_child(const frame& f) const {
+    switch (f.kind) {
+      case fk_object:
+        return object_rest(f, true);
+      case fk_array:
+        return array_rest(f, f.a + 1, true, false);
+      default:
+        return 0;
+    }
+  }
+
+  int64_t string_rest(const frame& f, const string_rule& s) const {
+    int64_t pending = f.utf8_left;
+    if (f.esc == 1) {
+      pending += 1;
+    } else if (f.esc >= 2 && f.esc < 6) {
+      pending += 6 - f.esc;
+    } else if (f.esc >= 6) {
+      pending += 6;
+    }
+    const int64_t need = std::max<int64_t>(s.min_len - f.a, 0);
+    int64_t body = need;
+    if (s.regex >= 0 && f.b >= 0) {
+      auto& rx = *g_.regexes[static_cast<size_t>(s.regex)];
+      const int32_t d = rx.distance_to_accept(f.b, rx.all_mask());
+      if (d < 0) {
+        return k_far;
+      }
+      body = std::max<int64_t>(d, need);
+    }
+    return pending + body + 1;
+  }
+
+  /// What the top frame needs to finish itself.
+  int64_t own(const frame* st, size_t n) const {
+    const frame& f = st[n - 1];
+    switch (f.kind) {
+      case fk_value:
+        return value(f.node);
+      case fk_literal:
+        return k_literal_len[f.b] - f.a;
+      case fk_number:
+        return number_close(f, node(f.node), g_.options);
+      case fk_string:
+        return string_rest(f, node(f.node).str);
+      case fk_object:
+        switch (f.phase) {
+          case o_start:
+            return object_rest(f, false);
+          case o_after_comma: {
+            const auto [req, n_req] = unseen_required(f);
+            (void)req;
+            const int64_t base = object_rest(f, false);
+            return n_req > 0 ? base : base + cheapest_extra(f);
+          }
+          case o_key_done:
+            return 1 + value(f.b) + object_rest(f, true);
+          case o_colon:
+            return value(f.b) + object_rest(f, true);
+          default:
+            return object_rest(f, true);
+        }
+      case fk_array:
+        switch (f.phase) {
+          case a_start:
+            return array_rest(f, f.a, false, false);
+          case a_after_comma:
+            return array_rest(f, f.a, false, true);
+          default:
+            return array_rest(f, f.a, true, false);
+        }
+      case fk_key:
+        return key_rest(st, n);
+      default:
+        return k_far;
+    }
+  }
+
+  /// Closing the key, its colon, the cheapest value it can lead to, and the rest of its
+  /// object once that property is in.
+  int64_t key_rest(const frame* st, size_t n) const {
+    const frame& k = st[n - 1];
+    const frame& o = st[n - 2];
+    const auto& rule = node(o.node).obj;
+    string_rule none;
+    const string_rule& kr = rule.key_rule >= 0 ? g_.key_rules[static_cast<size_t>(rule.key_rule)] : none;
+    frame as_string = k;
+    as_string.b = kr.regex >= 0 ? k.b : -1;
+    const int64_t close = string_rest(as_string, kr);  // the closing quote included
+    frame after = o;
+    ++after.a;
+    const int64_t rest_other = object_rest(after, true);
+    int64_t best = k_far;
+    if (rule.additional != k_no_value) {
+      best = close + 1 + value(rule.additional) + rest_other;
+    }
+    if (k.c >= 0 && rule.names >= 0) {
+      const auto& trie = g_.name_tries[static_cast<size_t>(rule.names)];
+      const int32_t depth = trie.depth[static_cast<size_t>(k.c)];
+      const auto& below = trie.below[static_cast<size_t>(k.c)];
+      for (size_t p = 0; p < rule.properties.size() && p < 128; ++p) {
+        if ((below[p / 64] >> (p % 64) & 1) && !seen(o, p)) {
+          const auto& pr = rule.properties[p];
+          frame with = after;
+          if (p < 64) {
+            with.e |= uint64_t{1} << p;
+          } else {
+            with.f |= uint64_t{1} << (p - 64);
+          }
+          best = std::min(best, static_cast<int64_t>(pr.name.size()) - depth + 2 + value(pr.node) +
+                                    object_rest(with, true));
+        }
+      }
+    }
+    if (k.d != k_dead && rule.pattern_rx >= 0) {
+      auto& rx = *g_.regexes[static_cast<size_t>(rule.pattern_rx)];
+      const int32_t d = rx.distance_to_any(k.d, rx.all_mask());
+      if (d >= 0) {
+        int64_t worst = 0;
+        for (int32_t pn : rule.pattern_nodes) {
+          worst = std::max(worst, value(pn));
+        }
+        best = std::min(best, d + 2 + worst + rest_other);
+      }
+    }
+    return best;
+  }
+
+  // -- member variables ---------------------------------------------------------
+  const json_grammar& g_;
+};
+
+}  // namespace
+
+int64_t json_matcher::min_close_bytes(const match_state& s) const {
+  closer c(*g_);
+  int64_t best = k_far;
+  uint32_t begin = 0;
+  for (uint32_t end : s.ends) {
+    best = std::min(best, c.thread(s.frames.data() + begin, end - begin));
+    begin = end;
+  }
+  return best;
+}
+
+bool json_matcher::in_free_string(const match_state& s, int64_t& max_more_chars) const {
+  if (s.ends.size() != 1 || s.frames.empty()) {
+    return false;
+  }
+  const frame& f = s.frames.back();
+  if (f.esc != 0 || f.utf8_left != 0) {
+    return false;
+  }
+  if (f.kind == fk_string) {
+    const auto& r = (f.node >= 0 ? g_->nodes[static_cast<size_t>(f.node)] : any_node()).str;
+    if (r.regex >= 0) {
+      return false;
+    }
+    max_more_chars = r.max_len < 0 ? -1 : r.max_len - f.a;
+    return true;
+  }
+  if (f.kind == fk_key && s.frames.size() >= 2) {
+    const frame& o = s.frames[s.frames.size() - 2];
+    const auto& rule = (o.node >= 0 ? g_->nodes[static_cast<size_t>(o.node)] : any_node()).obj;
+    if (rule.additional == k_no_value || rule.key_rule >= 0) {
+      return false;
+    }
+    max_more_chars = -1;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace baton::grammar
