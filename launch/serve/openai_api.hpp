@@ -72,6 +72,13 @@ std::optional<api_error> refuse_unsupported(const nlohmann::json& body, uint8_t 
 /// "system".
 std::variant<std::vector<chat_message>, api_error> parse_messages(const nlohmann::json& body);
 
+/// One entry of `tools` (type "function").
+struct tool_function {
+  std::string name;
+  std::string description;
+  std::string parameters;  ///< its JSON Schema as JSON text ("{}" when absent)
+};
+
 struct completion_request {
   bool chat = false;
   std::string model;
@@ -88,6 +95,19 @@ struct completion_request {
   bool logprobs = false;                ///< the chosen tokens' log-probabilities
   bool ignore_eos = false;              ///< vLLM's extension, for benchmarks
   std::string user;
+  /// The reply must be one JSON document matching this JSON Schema (response_format
+  /// json_object / json_schema, or a required or named tool call); empty: free text.
+  std::string json_schema;
+  /// With json_schema: refuse a keyword the grammar cannot enforce (OpenAI's `strict`)
+  /// instead of leaving it out with a warning.
+  bool schema_strict = false;
+  /// logit_bias: token id and the bias added to its logit, in [-100, 100].
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  /// Tools the model may call (chat), and `tool_choice`: "none", "auto", "required", or a
+  /// function's name.
+  std::vector<tool_function> tools;
+  std::string tool_choice = "auto";
+  bool parallel_tool_calls = true;
 };
 
 /// Parses a request body (already JSON: the caller parses hostile bytes with
