@@ -34,6 +34,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   // admission and router_stats (written as their uint8_t), and refuse messages and the
   // client actor's handle stay within the head
   cfg.add_message_type<sampling_params>("sampling_params");
+  cfg.add_message_type<output_constraint>("output_constraint");
   cfg.add_message_type<gen_request>("gen_request");
   cfg.add_message_type<gen_event>("gen_event");
   cfg.add_message_type<admission>("admission");

@@ -42,6 +42,7 @@ using ping_atom = caf::atom_constant<caf::atom("ping")>;
 using fence_atom = caf::atom_constant<caf::atom("fence")>;
 using quiesce_atom = caf::atom_constant<caf::atom("quiesce")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using constrain_atom = caf::atom_constant<caf::atom("constrain")>;
 
 // -- outcomes ----------------------------------------------------------------------
 
@@ -80,6 +81,21 @@ inline bool can_serve(pipeline_state x) {
 
 // -- requests and events -----------------------------------------------------------
 
+/// What holds a sequence's sampling beyond its parameters: a JSON Schema the reply must
+/// match (the last stage compiles it into a grammar and masks every token with it) and
+/// logit biases. It goes to the last stage once per sequence (and again to a new last
+/// stage after a reshard or a recovery, with the tokens generated so far, which rebuild
+/// the grammar's state), never in a step descriptor.
+struct output_constraint {
+  std::string json_schema;        ///< empty: none
+  bool strict = false;            ///< a keyword the grammar cannot enforce is refused
+  std::vector<int32_t> bias_ids;  ///< logit_bias: ids, and what their logits get added
+  std::vector<float> bias_values;
+  int32_t max_tokens = 0;         ///< the reply's budget: the document closes within it
+
+  bool empty() const { return json_schema.empty() && bias_ids.empty(); }
+};
+
 /// A generation request as the router sees it: already tokenized.
 struct gen_request {
   uint64_t id = 0;
@@ -89,6 +105,7 @@ struct gen_request {
   sampling_params sampling;
   std::vector<std::string> stop;    ///< stop strings
   bool ignore_eos = false;
+  output_constraint constraint;
 };
 
 /// One streamed event of a request: a piece of text (with its token), or the end.
@@ -215,9 +232,15 @@ typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, output_constraint& x) {
+  return f(caf::meta::type_name("output_constraint"), x.json_schema, x.strict, x.bias_ids,
+           x.bias_values, x.max_tokens);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
   return f(caf::meta::type_name("gen_request"), x.id, x.key, x.prompt, x.max_tokens, x.sampling,
-           x.stop, x.ignore_eos);
+           x.stop, x.ignore_eos, x.constraint);
 }
 
 template <class Inspector>
@@ -274,13 +297,15 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
 // -- actor interfaces ---------------------------------------------------------------------
 
 /// A layer shard: runs its layers for each step once its input activations are there
-/// (input: the transport announced them); drops a finished sequence's sampler; shutdown
+/// (input: the transport announced them); drops a finished sequence's sampler; constrain: a sequence's output constraint and the tokens it generated so far (last stage); shutdown
 /// ends the shard's process (ranks other than the head wait for it); its flag says that
 /// a rank of the job died, so MPI cannot be finalized. Stats: every step's timing kept,
 /// or (with a count n) the last n of them.
 using shard_actor =
     caf::typed_actor<caf::reacts_to<step_atom, step_desc>, caf::reacts_to<input_atom, uint64_t>,
                      caf::reacts_to<release_atom, uint64_t>,
+                     caf::reacts_to<constrain_atom, uint64_t, output_constraint,
+                                    std::vector<int32_t>>,
                      caf::replies_to<shutdown_atom, bool>::with<bool>,
                      caf::replies_to<stats_atom>::with<std::vector<step_timing>>,
                      caf::replies_to<stats_atom, int32_t>::with<std::vector<step_timing>>>;

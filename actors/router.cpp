@@ -21,6 +21,11 @@ struct client_info {
   std::unique_ptr<stream_decoder> dec;
   std::unique_ptr<stop_strings> stops;
   int32_t prompt_tokens = 0;
+  /// A constrained request: its constraint, the pipeline (epoch) whose last stage has
+  /// it, and the tokens generated so far (a new last stage replays them).
+  output_constraint constraint;
+  uint64_t constraint_epoch = UINT64_MAX;
+  std::vector<int32_t> generated;
 };
 
 struct router_state {
@@ -146,6 +151,17 @@ void pump(router_ptr self) {
       d.seqs.push_back(seq_slice{s.seq_id, s.first_pos, std::move(s.tokens),
                                  std::move(s.block_table), s.want_token, s.sampling,
                                  std::move(s.history_tail), s.draw});
+    }
+    // constraints go to the last stage once, ahead of the first step that samples for
+    // them there (messages between two actors keep their order)
+    for (const auto& s : d.seqs) {
+      auto c = s.want_token ? st.clients.find(s.seq_id) : st.clients.end();
+      if (c != st.clients.end() && !c->second.constraint.empty() &&
+          c->second.constraint_epoch != st.epoch) {
+        c->second.constraint_epoch = st.epoch;
+        self->send(st.cfg.shards.back(), constrain_atom::value, s.seq_id, c->second.constraint,
+                   c->second.generated);
+      }
     }
     bool remote = false;
     for (size_t i = 0; i < st.cfg.shards.size(); ++i) {
@@ -314,6 +330,9 @@ void on_result(router_ptr self, const step_result& r) {
       replay_progress(self);
     }
     const bool eog = o.finish == finish_reason::stop;  // the end-of-generation token shows no text
+    if (o.token >= 0 && !c.constraint.empty()) {
+      c.generated.push_back(o.token);
+    }
     if (o.token >= 0 && !eog) {
       auto piece = c.dec->push(o.token);
       if (piece) {
@@ -406,6 +425,7 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
         c.dec = std::make_unique<stream_decoder>(*st.cfg.tok);
         c.stops = std::make_unique<stop_strings>(r.stop);
         c.prompt_tokens = static_cast<int32_t>(r.prompt.size());
+        c.constraint = std::move(r.constraint);
         const uint64_t id = r.id;
         st.clients.emplace(id, std::move(c));
         if (st.state != pipeline_state::running && st.state != pipeline_state::recovering) {

@@ -4,10 +4,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <span>
 #include <map>
 
 #include "runtime/compute/stage_compute.hpp"
+#include "runtime/grammar/sequence_filter.hpp"
+#include "runtime/text/tokenizer.hpp"
+#include "runtime/text/vocab.hpp"
 
 namespace baton {
 
@@ -102,9 +106,24 @@ struct shard_core {
         if (it == samplers.end()) {
           it = samplers.emplace(s.seq_id, sampler(s.sampling)).first;
         }
-        const std::span<const float> l(logits.data() + row * n_vocab, n_vocab);
-        const int32_t tok = it->second.sample(l, s.history_tail,
-                                              static_cast<uint64_t>(s.draw));
+        std::span<const float> l(logits.data() + row * n_vocab, n_vocab);
+        int32_t tok = -1;
+        const auto f = filters.find(s.seq_id);
+        if (f != filters.end()) {
+          // biased and masked: the distribution the token is drawn from (and reported)
+          if (f->second->apply(l, s.draw, filtered)) {
+            l = std::span<const float>(filtered);
+          } else {
+            // no token keeps the reply valid (the grammar's dead end): end it
+            tok = trie && !trie->eog.empty() ? trie->eog.front() : 0;
+          }
+        }
+        if (tok < 0) {
+          tok = it->second.sample(l, s.history_tail, static_cast<uint64_t>(s.draw));
+        }
+        if (f != filters.end()) {
+          f->second->commit(s.draw, tok);
+        }
         res->seq_ids.push_back(s.seq_id);
         res->tokens.push_back(tok);
         res->logits.push_back(l[static_cast<size_t>(tok)]);
@@ -134,6 +153,69 @@ struct shard_core {
   /// draw is a function of the seed and the token's index), so a sequence's tokens do not
   /// depend on which shard samples them.
   std::map<uint64_t, sampler> samplers;
+  /// Per constrained sequence (last stage): its logit biases and grammar.
+  std::map<uint64_t, std::unique_ptr<grammar::sequence_filter>> filters;
+  std::vector<float> filtered;  // one sequence's filtered logits [n_vocab]
+  /// The vocabulary as a token trie, built when the first grammar comes.
+  std::shared_ptr<const grammar::token_trie> trie;
+  /// Compiled grammars by schema text (and strictness): requests sharing a schema share
+  /// one grammar (its lazy tables are only touched on this shard's thread).
+  std::map<std::string, std::shared_ptr<grammar::json_grammar>> grammars;
+
+  /// Takes a sequence's constraint and replays its tokens so far; an error for people.
+  result<void> constrain(uint64_t seq_id, const output_constraint& c,
+                         const std::vector<int32_t>& generated) {
+    std::shared_ptr<grammar::json_grammar> g;
+    if (!c.json_schema.empty()) {
+      if (!trie) {
+        auto v = load_vocab(cfg.m->file());
+        if (!v) {
+          return error{"the model has no vocabulary for a grammar: " + v.err().message};
+        }
+        auto tok = tokenizer::create(std::move(*v));
+        if (!tok) {
+          return tok.err();
+        }
+        trie = grammar::token_trie::build(*tok);
+      }
+      const std::string key = (c.strict ? "s" : "l") + c.json_schema;
+      if (auto it = grammars.find(key); it != grammars.end()) {
+        g = it->second;
+      } else {
+        grammar::schema_options o;
+        o.strict = c.strict;
+        auto compiled = grammar::compile_json_schema(c.json_schema, o);
+        if (!compiled) {
+          return compiled.err();
+        }
+        g = *compiled;
+        if (grammars.size() >= 64) {
+          grammars.erase(grammars.begin());
+        }
+        grammars.emplace(key, g);
+      }
+    }
+    auto f = grammar::sequence_filter::create(g, trie, c.bias_ids, c.bias_values, c.max_tokens);
+    if (!f) {
+      return f.err();
+    }
+    if (auto r = (*f)->replay(generated); !r) {
+      return r;
+    }
+    filters[seq_id] = std::move(*f);
+    return {};
+  }
+
+  /// The masks of a step's constrained sequences, computed before its input arrives.
+  void prepare_masks(const step_desc& d) {
+    for (const seq_slice& s : d.seqs) {
+      if (s.want_token) {
+        if (auto f = filters.find(s.seq_id); f != filters.end()) {
+          f->second->prepare(s.draw);
+        }
+      }
+    }
+  }
   /// Keeps the last 4096 to 8192 steps' timings (a server runs for days): step `id`,
   /// begun at `t0` and ending now, with the shape of the batch `b` it ran.
   void record(uint64_t id, int64_t t0) {
@@ -190,6 +272,9 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
         auto& st = self->state;
         // steps come from the router (its proxy, on other ranks)
         const auto reply_to = caf::actor_cast<router_actor>(self->current_sender());
+        if (cfg.stage + 1 == cfg.n_stages) {
+          st.core->prepare_masks(d);  // while the activations are on their way
+        }
         if (cfg.stage == 0) {
           run_step(self, d, std::nullopt, reply_to);
           return;
@@ -221,7 +306,18 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
         st.waiting.erase(it);
         run_step(self, w.desc, std::move(in), w.reply_to);
       },
-      [=](release_atom, uint64_t seq_id) { self->state.core->samplers.erase(seq_id); },
+      [=](release_atom, uint64_t seq_id) {
+        self->state.core->samplers.erase(seq_id);
+        self->state.core->filters.erase(seq_id);
+      },
+      [=](constrain_atom, uint64_t seq_id, const output_constraint& c,
+          const std::vector<int32_t>& generated) {
+        if (auto r = self->state.core->constrain(seq_id, c, generated); !r) {
+          // the front end compiled the same schema: this is not the client's doing
+          std::fprintf(stderr, "baton: stage %d: request %llu: its constraint: %s\n", cfg.stage,
+                       static_cast<unsigned long long>(seq_id), r.err().message.c_str());
+        }
+      },
       [=](shutdown_atom, bool peer_died) {
         if (cfg.on_shutdown) {
           cfg.on_shutdown(peer_died);

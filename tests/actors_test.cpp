@@ -16,56 +16,13 @@
 #include "runtime/compute/engine.hpp"
 #include "runtime/model/model_builder.hpp"
 #include "runtime/serving/scheduler.hpp"
+#include "tests/byte_fixture.hpp"
 #include "tests/fixture_model.hpp"
 
 namespace baton {
 namespace {
 
-/// 256 byte tokens in GPT-2's byte-to-unicode form, then BOS and <|eot_id|>.
-vocab_spec byte_vocab() {
-  vocab_spec v;
-  v.model = "gpt2";
-  v.pre = "llama-bpe";
-  int n = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
-    const uint32_t cpt = printable ? static_cast<uint32_t>(b) : static_cast<uint32_t>(256 + n++);
-    std::string s;
-    if (cpt < 0x80) {
-      s.push_back(static_cast<char>(cpt));
-    } else {
-      s.push_back(static_cast<char>(0xc0 | (cpt >> 6)));
-      s.push_back(static_cast<char>(0x80 | (cpt & 0x3f)));
-    }
-    v.tokens.push_back(s);
-    v.token_types.push_back(1);
-  }
-  v.tokens.push_back("<|begin_of_text|>");
-  v.token_types.push_back(3);
-  v.tokens.push_back("<|eot_id|>");
-  v.token_types.push_back(3);
-  v.bos_id = 256;
-  v.eos_id = 257;
-  return v;
-}
-
-struct fixture_model {
-  std::shared_ptr<const model> m;
-  std::shared_ptr<const tokenizer> tok;
-};
-
-const fixture_model& fixture() {
-  static const fixture_model f = [] {
-    fixture_model out;
-    const auto v = byte_vocab();
-    build_options o = test::fixture_options(ggml_type::q8_0);
-    o.shape.n_vocab = static_cast<int64_t>(v.tokens.size());  // 258: the byte vocabulary's
-    out.m = test::open_model(o, &v);
-    out.tok = std::make_shared<tokenizer>(std::move(*tokenizer::create(v)));
-    return out;
-  }();
-  return f;
-}
+using test::fixture;
 
 std::vector<int32_t> prompt(int i) {
   std::vector<int32_t> p = {256};

@@ -121,15 +121,18 @@ class session : public std::enable_shared_from_this<session> {
     }
     write(std::move(s), true);
   }
-  void start_stream(int status, const std::string& type) {
+  void start_stream(int status, const std::string& type, const header_list& headers) {
     chunked_ = version_ >= 11;
     if (!chunked_) {
       keep_alive_ = false;  // an HTTP/1.0 body without a length ends with the connection
     }
     std::string s = status_line(status) + "Content-Type: " + type +
                     "\r\nCache-Control: no-cache\r\n" +
-                    (chunked_ ? "Transfer-Encoding: chunked\r\n" : "") + cors_lines() +
-                    connection_header();
+                    (chunked_ ? "Transfer-Encoding: chunked\r\n" : "");
+    for (const auto& [k, v] : headers) {
+      s += k + ": " + v + "\r\n";
+    }
+    s += cors_lines() + connection_header();
     write(std::move(s), false);
   }
   void chunk(const std::string& data) {
@@ -592,8 +595,10 @@ class session_response final : public response {
     post([status, content_type, body = std::move(body), headers = std::move(headers)](
              session& s) mutable { s.send_whole(status, content_type, std::move(body), headers); });
   }
-  void start_stream(int status, const std::string& content_type) override {
-    post([status, content_type](session& s) { s.start_stream(status, content_type); });
+  void start_stream(int status, const std::string& content_type, header_list headers) override {
+    post([status, content_type, headers = std::move(headers)](session& s) {
+      s.start_stream(status, content_type, headers);
+    });
   }
   void chunk(std::string data) override {
     if (data.empty()) {

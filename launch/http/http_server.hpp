@@ -48,7 +48,8 @@ class response {
                     header_list headers = {}) = 0;
   /// Starts a streamed response (SSE: text/event-stream); then chunk()..., end().
   /// Chunked for HTTP/1.1 clients; for HTTP/1.0 ones the body ends with the connection.
-  virtual void start_stream(int status, const std::string& content_type) = 0;
+  virtual void start_stream(int status, const std::string& content_type,
+                            header_list headers = {}) = 0;
   virtual void chunk(std::string data) = 0;
   virtual void end() = 0;
   /// `fn` runs (on the io thread) if the client goes away, or is dropped for not reading

@@ -72,28 +72,20 @@ bool never(const json&) { return false; }
 bool is_empty(const json& v) {
   return v.is_string() ? v.get_ref<const std::string&>().empty() : v.empty();
 }
-bool is_text_format(const json& v) {
-  const auto t = v.find("type");
-  return t != v.end() && *t == "text";
-}
 
 constexpr uint8_t k_completions = in_completions | in_chat;
 constexpr uint8_t k_chat = in_chat | in_tokenize_chat;
 
 // OpenAI's fields first, then vLLM's extensions, then llama.cpp's.
 const unsupported_field k_unsupported[] = {
-    {"response_format", json_kind::object, is_text_format, "structured output",
-     R"({"type": "text"})", k_completions},
     {"tools", json_kind::list, is_empty, "tool calling", "an empty list", k_chat},
     {"tool_choice", json_kind::string_or_object, is_none, "tool calling", R"("none")", in_chat},
     {"functions", json_kind::list, is_empty, "function calling", "an empty list", in_chat},
     {"function_call", json_kind::string_or_object, is_none, "function calling", R"("none")",
      in_chat},
-    {"logit_bias", json_kind::object, is_empty, "logit bias", "{}", k_completions},
     {"best_of", json_kind::integer, is_one, "best-of-n sampling", "1", k_completions},
     {"echo", json_kind::boolean, is_false, "echoing the prompt", "false", k_completions},
     {"suffix", json_kind::string, is_empty, "a suffix (insertion)", R"("")", in_completions},
-    {"guided_json", json_kind::any, never, "structured output", "", k_completions},
     {"guided_regex", json_kind::any, never, "structured output", "", k_completions},
     {"guided_choice", json_kind::any, never, "structured output", "", k_completions},
     {"guided_grammar", json_kind::any, never, "structured output", "", k_completions},
@@ -118,7 +110,6 @@ const unsupported_field k_unsupported[] = {
      k_chat},
     {"grammar", json_kind::string, is_empty, "grammar-constrained sampling", R"("")",
      k_completions},
-    {"json_schema", json_kind::any, never, "structured output", "", k_completions},
 };
 
 /// A refused value as the message names it: "= true", "with 2 entries", "of type
@@ -294,6 +285,144 @@ std::optional<api_error> parse_seed(const json& body, completion_request& r) {
   }
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   r.sampling.seed = rng();
+  return std::nullopt;
+}
+
+/// A schema given as an object, or as JSON text (vLLM's guided_json takes both).
+std::optional<std::string> schema_text(const json& v) {
+  if (v.is_object() || v.is_boolean()) {
+    return v.dump();
+  }
+  if (v.is_string()) {
+    const json parsed = json::parse(v.get_ref<const std::string&>(), nullptr, false);
+    if (!parsed.is_discarded() && (parsed.is_object() || parsed.is_boolean())) {
+      return v.get<std::string>();
+    }
+  }
+  return std::nullopt;
+}
+
+/// response_format (OpenAI's json_object and json_schema; llama.cpp's json_object with a
+/// "schema"), vLLM's guided_json and llama.cpp's json_schema: at most one of them.
+std::optional<api_error> parse_structured_output(const json& body, completion_request& r) {
+  const char* from = nullptr;
+  auto take = [&](const char* field, std::string schema, bool strict) -> std::optional<api_error> {
+    if (from) {
+      return invalid(field, std::string("'") + field + "' and '" + from +
+                                "' both constrain the output: send one of them");
+    }
+    from = field;
+    r.json_schema = std::move(schema);
+    r.schema_strict = strict;
+    return std::nullopt;
+  };
+  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) {
+      return invalid("response_format", "'response_format' must be an object such as "
+                                        "{\"type\": \"json_object\"}, got " + shown(*it));
+    }
+    const auto type = it->find("type");
+    if (type == it->end() || !type->is_string()) {
+      return invalid("response_format.type",
+                     "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"");
+    }
+    const std::string& t = type->get_ref<const std::string&>();
+    if (t == "json_object") {
+      std::string schema = R"({"type":"object"})";
+      if (auto sc = it->find("schema"); sc != it->end() && !sc->is_null()) {
+        auto text = schema_text(*sc);
+        if (!text) {
+          return invalid("response_format.schema",
+                         "'response_format.schema' must be a JSON Schema object, got " + shown(*sc));
+        }
+        schema = *text;
+      }
+      if (auto e = take("response_format", std::move(schema), false)) {
+        return e;
+      }
+    } else if (t == "json_schema") {
+      const auto js = it->find("json_schema");
+      if (js == it->end() || !js->is_object()) {
+        return invalid("response_format.json_schema",
+                       "'response_format.json_schema' must be an object {\"name\", \"schema\", "
+                       "\"strict\"}");
+      }
+      if (auto n = js->find("name"); n != js->end() && !n->is_string()) {
+        return invalid("response_format.json_schema.name",
+                       "'response_format.json_schema.name' must be a string, got " + shown(*n));
+      }
+      bool strict = false;
+      if (auto st = js->find("strict"); st != js->end() && !st->is_null()) {
+        if (!st->is_boolean()) {
+          return invalid("response_format.json_schema.strict",
+                         "'response_format.json_schema.strict' must be a boolean, got " + shown(*st));
+        }
+        strict = st->get<bool>();
+      }
+      std::string schema = "{}";
+      if (auto sc = js->find("schema"); sc != js->end() && !sc->is_null()) {
+        auto text = schema_text(*sc);
+        if (!text) {
+          return invalid("response_format.json_schema.schema",
+                         "'response_format.json_schema.schema' must be a JSON Schema object, got " +
+                             shown(*sc));
+        }
+        schema = *text;
+      }
+      if (auto e = take("response_format", std::move(schema), strict)) {
+        return e;
+      }
+    } else if (t != "text") {
+      return invalid("response_format.type", "'response_format.type' must be \"text\", "
+                                             "\"json_object\" or \"json_schema\", got " + shown(*type));
+    }
+  }
+  for (const char* field : {"guided_json", "json_schema"}) {
+    if (auto it = body.find(field); it != body.end() && !it->is_null()) {
+      auto text = schema_text(*it);
+      if (!text) {
+        return invalid(field, std::string("'") + field + "' must be a JSON Schema object, got " +
+                                  shown(*it));
+      }
+      if (auto e = take(field, std::move(*text), false)) {
+        return e;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+/// logit_bias: {"token id": bias in [-100, 100]} (ids are checked against the
+/// vocabulary by the server).
+std::optional<api_error> parse_logit_bias(const json& body, completion_request& r) {
+  const auto it = body.find("logit_bias");
+  if (it == body.end() || it->is_null()) {
+    return std::nullopt;
+  }
+  if (!it->is_object()) {
+    return invalid("logit_bias", "'logit_bias' must be an object {\"token id\": bias}, got " +
+                                     shown(*it));
+  }
+  constexpr size_t k_max_bias_entries = 1024;
+  if (it->size() > k_max_bias_entries) {
+    return invalid("logit_bias", "'logit_bias' has " + std::to_string(it->size()) +
+                                     " entries; at most " + std::to_string(k_max_bias_entries));
+  }
+  for (auto e = it->begin(); e != it->end(); ++e) {
+    const std::string& k = e.key();
+    const bool digits = !k.empty() && k.size() <= 10 &&
+                        std::all_of(k.begin(), k.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const long long id = digits ? std::stoll(k) : -1;
+    if (!digits || id > INT32_MAX) {
+      return invalid("logit_bias", "'logit_bias' keys must be token ids (\"1234\"), got " +
+                                       shown(json(valid_utf8(k))));
+    }
+    if (!e.value().is_number() || e.value().get<double>() < -100 || e.value().get<double>() > 100) {
+      return invalid("logit_bias", "'logit_bias' values must be numbers in [-100, 100], got " +
+                                       shown(e.value()) + " for token " + k);
+    }
+    r.logit_bias.emplace_back(static_cast<int32_t>(id), e.value().get<float>());
+  }
   return std::nullopt;
 }
 
@@ -526,6 +655,12 @@ std::variant<completion_request, api_error> parse_request(const json& body, bool
     return *e;
   }
   if (auto e = parse_seed(body, r)) {
+    return *e;
+  }
+  if (auto e = parse_structured_output(body, r)) {
+    return *e;
+  }
+  if (auto e = parse_logit_bias(body, r)) {
     return *e;
   }
   if (auto v = r.sampling.validate(); !v) {

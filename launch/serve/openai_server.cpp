@@ -21,6 +21,7 @@
 #include "launch/serve/sse_keepalive.hpp"
 #include "launch/serve/openai_api.hpp"
 #include "launch/serve/tokenize_api.hpp"
+#include "runtime/grammar/json_schema.hpp"
 #include "runtime/text/chat_prompt.hpp"
 
 namespace baton::api {
@@ -102,8 +103,8 @@ struct front_end::impl {
 
 namespace {
 
-void send_json(http::response& res, int status, const json& j) {
-  res.send(status, "application/json", dump(j));
+void send_json(http::response& res, int status, const json& j, http::header_list headers = {}) {
+  res.send(status, "application/json", dump(j), std::move(headers));
 }
 
 /// The 405 of a POST route asked with another method.
@@ -125,6 +126,8 @@ struct request_state {
   bool first = true;
   bool finished = false;
   std::string text;
+  /// A `Warning` header for schema keywords left out (strict: false), else empty.
+  http::header_list warnings;
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   std::vector<std::vector<std::pair<int32_t, float>>> tops;  // per token: the alternatives
@@ -305,7 +308,8 @@ void drain(const std::shared_ptr<request_state>& st) {
                {"created", fe.o.created},
                {"model", fe.o.model_name},
                {"choices", json::array({choice})},
-               {"usage", usage}});
+               {"usage", usage}},
+              st->warnings);
   }
 }
 
@@ -371,7 +375,53 @@ void front_end::impl::completion(const http::request& rq,
                       (chat ? "messages" : "prompt") + " or completion.",
                   chat ? "messages" : "prompt");
   }
+  if (!r.json_schema.empty()) {
+    // compiled here too, to refuse what the grammar cannot do before anything runs (the
+    // last stage compiles it again: it may be another process)
+    grammar::schema_options so;
+    so.strict = r.schema_strict;
+    grammar::schema_error why;
+    auto g = grammar::compile_json_schema(r.json_schema, so, &why);
+    if (!g) {
+      return reject(*res, reject_reason::invalid_request,
+                    "the JSON Schema cannot be used: " + why.message, "response_format");
+    }
+    const int64_t shortest = (*g)->min_value_bytes((*g)->root);
+    if (shortest > r.max_tokens) {
+      return reject(*res, reject_reason::invalid_request,
+                    "max_tokens (" + std::to_string(r.max_tokens) +
+                        ") is too small for any JSON document the schema allows: the shortest "
+                        "takes " + std::to_string(shortest) + " tokens",
+                    "max_tokens");
+    }
+    std::string w;
+    for (const auto& x : (*g)->warnings) {
+      w += (w.empty() ? "" : "; ") + x;
+    }
+    if (!w.empty()) {
+      // RFC 7234's miscellaneous persistent warning; quotes and line breaks cannot appear
+      for (char& c : w) {
+        c = c == '"' || c == '\r' || c == '\n' ? '\'' : c;
+      }
+      st->warnings.emplace_back("Warning", "299 baton \"" + valid_utf8(w.substr(0, 2000)) + "\"");
+    }
+  }
+  for (const auto& [id, bias] : r.logit_bias) {
+    if (id < 0 || id >= o.n_vocab) {
+      return reject(*res, reject_reason::invalid_request,
+                    "logit_bias: token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                        std::to_string(o.n_vocab - 1) + ")",
+                    "logit_bias");
+    }
+  }
   gen_request g;
+  g.constraint.json_schema = r.json_schema;
+  g.constraint.strict = r.schema_strict;
+  for (const auto& [id, bias] : r.logit_bias) {
+    g.constraint.bias_ids.push_back(id);
+    g.constraint.bias_values.push_back(bias);
+  }
+  g.constraint.max_tokens = r.max_tokens;
   st->id = next_id++;
   g.id = st->id;
   g.key = key.empty() ? r.user : key;
@@ -397,7 +447,7 @@ void front_end::impl::completion(const http::request& rq,
     metrics.requests += 1;
   }
   if (r.stream) {
-    res->start_stream(200, "text/event-stream");
+    res->start_stream(200, "text/event-stream", st->warnings);
     if (chat) {
       res->chunk("data: " + dump(chunk_json(*st, "", nullptr, nullptr, true)) + "\n\n");
     }

@@ -19,7 +19,10 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <limits>
 
 namespace baton::grammar {
@@ -304,6 +307,54 @@ int64_t number_close(const frame& f, const schema_node& n, const schema_options&
 }
 
 }  // namespace
+
+// -- escapes ---------------------------------------------------------------------------
+
+/// Ways to finish the escape sequence begun in `f` (the bytes still due): the short
+/// escapes, \u of every ASCII code point, and the low half of a surrogate pair taken
+/// (\udc00). A subset of what JSON allows, enough to tell whether an escape can still
+/// end in a byte the string takes, and what it costs at least.
+std::vector<std::string> escape_completions(const frame& f) {
+  std::vector<std::string> bodies;  // what follows the backslash
+  if (f.f != 0) {
+    bodies.push_back("udc00");
+  } else {
+    for (const char* e : {"\"", "\\", "/", "b", "f", "n", "r", "t"}) {
+      bodies.emplace_back(e);
+    }
+    for (int cp = 0; cp < 0x7f; ++cp) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "u%04x", cp);
+      bodies.emplace_back(buf);
+    }
+  }
+  std::vector<std::string> out;
+  if (f.esc == 1) {  // after the backslash
+    return bodies;
+  }
+  if (f.esc == 6) {  // a high surrogate taken: its low half is due
+    for (auto& b : bodies) {
+      out.push_back("\\" + b);
+    }
+    return out;
+  }
+  if (f.esc == 7) {
+    return bodies;
+  }
+  if (f.esc >= 2 && f.esc < 6) {  // hex digits: those read so far must match
+    const int read = f.esc - 2;
+    for (const auto& b : bodies) {
+      if (b.size() != 5 || b[0] != 'u') {
+        continue;
+      }
+      const uint32_t v = static_cast<uint32_t>(std::strtoul(b.substr(1, static_cast<size_t>(read)).c_str(), nullptr, 16));
+      if (read == 0 || v == f.u) {
+        out.push_back(b.substr(1 + static_cast<size_t>(read)));
+      }
+    }
+  }
+  return out;
+}
 
 // -- the runner: one thread, one byte ------------------------------------------------
 
@@ -816,7 +867,7 @@ class thread_runner {
         case 'u':
           f.esc = e_hex;
           f.u = 0;
-          return true;
+          return escape_feasible();
         default:
           return false;
       }
@@ -828,7 +879,7 @@ class thread_runner {
       }
       f.u = f.u * 16 + static_cast<uint32_t>(h);
       if (++f.esc < e_hex + 4) {
-        return true;
+        return escape_feasible();
       }
       f.esc = e_none;
       const uint32_t cp = f.u;
@@ -843,7 +894,7 @@ class thread_runner {
       if (cp >= 0xD800 && cp <= 0xDBFF) {
         f.f = cp;
         f.esc = e_low_backslash;
-        return true;
+        return escape_feasible();
       }
       if (cp >= 0xDC00 && cp <= 0xDFFF) {
         return false;  // a lone low surrogate
@@ -874,7 +925,7 @@ class thread_runner {
     }
     if (byte == '\\') {
       f.esc = e_backslash;
-      return true;
+      return escape_feasible();
     }
     if (byte < 0x20) {
       return false;
@@ -893,6 +944,44 @@ class thread_runner {
       }
     }
     return content(f, byte);
+  }
+
+  /// Whether the escape begun in the top frame can still end in a byte the string or
+  /// key takes: always for free content; else tried on escape_completions() (so a
+  /// pattern or a key's names never leave a backslash with nothing to follow it).
+  bool escape_feasible() {
+    if (checking_) {
+      return true;
+    }
+    const frame& f = top();
+    if (f.kind == fk_string && f.b < 0) {
+      return true;
+    }
+    if (f.kind == fk_key) {
+      const auto& rule = node(st_[st_.size() - 2].node).obj;
+      if (rule.additional != k_no_value && rule.key_rule < 0) {
+        return true;
+      }
+    }
+    std::vector<frame> copy;
+    std::vector<frame> forks;
+    std::vector<uint32_t> fork_ends;
+    for (const auto& c : escape_completions(f)) {
+      copy = st_;
+      thread_runner r(g_, copy, forks, fork_ends);
+      r.checking_ = true;
+      bool ok = true;
+      for (char ch : c) {
+        if (!r.run(static_cast<uint8_t>(ch))) {
+          ok = false;
+          break;
+        }
+      }
+      if (ok) {
+        return true;
+      }
+    }
+    return false;
   }
 
   bool close_string() {
@@ -928,6 +1017,7 @@ class thread_runner {
   std::vector<frame>& forks_;
   std::vector<uint32_t>& fork_ends_;
   std::vector<int32_t> alts_;
+  bool checking_ = false;  // inside escape_feasible: no nested checks
 };
 
 }  // namespace
@@ -1241,7 +1331,21 @@ int64_t json_matcher::min_close_bytes(const match_state& s) const {
   int64_t best = k_far;
   uint32_t begin = 0;
   for (uint32_t end : s.ends) {
-    best = std::min(best, c.thread(s.frames.data() + begin, end - begin));
+    if (end > begin && s.frames[end - 1].esc != 0) {
+      // an escape half written: which character it becomes decides the rest, so each
+      // way to finish it is tried
+      match_state one;
+      one.frames.assign(s.frames.begin() + begin, s.frames.begin() + end);
+      one.ends.push_back(end - begin);
+      for (const auto& done : escape_completions(s.frames[end - 1])) {
+        match_state after = one;
+        if (const_cast<json_matcher*>(this)->feed(after, done)) {
+          best = std::min(best, static_cast<int64_t>(done.size()) + min_close_bytes(after));
+        }
+      }
+    } else {
+      best = std::min(best, c.thread(s.frames.data() + begin, end - begin));
+    }
     begin = end;
   }
   return best;
