@@ -89,7 +89,8 @@ class kv_sampler {
 }  // namespace
 
 result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prompt,
-                            int32_t n_gen, uint64_t round, int64_t n_vocab) {
+                            int32_t n_gen, uint64_t round, int64_t n_vocab,
+                            const std::string& json_schema) {
   std::vector<gen_request> reqs(static_cast<size_t>(n_streams));
   for (int32_t i = 0; i < n_streams; ++i) {
     gen_request& r = reqs[static_cast<size_t>(i)];
@@ -97,6 +98,8 @@ result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prom
     r.max_tokens = n_gen;
     r.ignore_eos = true;
     r.sampling.temperature = 0.0f;  // greedy, as the llama.cpp side samples
+    r.constraint.json_schema = json_schema;
+    r.constraint.max_tokens = json_schema.empty() ? 0 : n_gen;
   }
   std::vector<stream_log> logs(static_cast<size_t>(n_streams));
   std::vector<std::thread> readers;

@@ -42,8 +42,10 @@ struct batch_run {
 };
 
 /// `n_streams` greedy requests of `n_prompt` tokens generating `n_gen` each (EOS ignored);
-/// an error when one ends otherwise.
+/// an error when one ends otherwise. `json_schema` (JSON text; empty: none) constrains
+/// every request's output, so the grammar's masks are part of what is timed.
 result<batch_run> run_batch(local_server& srv, int32_t n_streams, int32_t n_prompt,
-                            int32_t n_gen, uint64_t round, int64_t n_vocab);
+                            int32_t n_gen, uint64_t round, int64_t n_vocab,
+                            const std::string& json_schema = "");
 
 }  // namespace baton::cli

@@ -34,7 +34,9 @@
 #include "launch/cli/commands.hpp"
 #include "launch/cli/engine_flags.hpp"
 #include "launch/job/start_job.hpp"
+#include "runtime/grammar/json_schema.hpp"
 #include "runtime/sim/pipeline_sim.hpp"
+#include "runtime/system/files.hpp"
 #include "topology/memory_plan.hpp"
 
 namespace baton::cli {
@@ -54,6 +56,8 @@ struct bench_batch_options {
   bool no_overhead = false;
   bool json = false;
   int32_t n_blocks = 0;  ///< KV blocks of the pool (0: every stream's whole context)
+  std::string json_schema_file;  ///< every request's output constrained by this schema
+  std::string json_schema;       ///< its text
 };
 
 server_options make_server_options(const bench_batch_options& o, const loaded& l,
@@ -114,12 +118,12 @@ result<batch_result> bench_streams(const bench_batch_options& o, opened_job& j,
   local_server* srv = &(*job)->server();
   const int64_t n_vocab = l.m->config().n_vocab;
   // warm-up: weights paged in, scratch grown to the C × p prefill, C-wide decode
-  if (auto w = run_batch(*srv, n_streams, o.n_prompt, 2, round++, n_vocab); !w) {
+  if (auto w = run_batch(*srv, n_streams, o.n_prompt, 2, round++, n_vocab, o.json_schema); !w) {
     return w.err();
   }
   const transport_stats before = (*job)->transfer_stats();
   for (int r = 0; r < o.reps; ++r) {
-    auto b = run_batch(*srv, n_streams, o.n_prompt, o.n_gen, round++, n_vocab);
+    auto b = run_batch(*srv, n_streams, o.n_prompt, o.n_gen, round++, n_vocab, o.json_schema);
     if (!b) {
       return b.err();
     }
@@ -197,7 +201,7 @@ result<overhead_result> bench_overhead(const bench_batch_options& o, loaded& l,
     if (!e) {
       return e.err();
     }
-    auto b = run_batch(**srv, 1, o.n_prompt, o.n_gen, round++, n_vocab);
+    auto b = run_batch(**srv, 1, o.n_prompt, o.n_gen, round++, n_vocab, o.json_schema);
     if (!b) {
       return b.err();
     }
@@ -244,6 +248,17 @@ int run_bench_batch(bench_batch_options o) {
   }
   if (o.n_blocks < 0) {
     return fail("bench batch: --num-gpu-blocks-override must be >= 0 (0: enough for every stream)");
+  }
+  if (!o.json_schema_file.empty()) {
+    auto text = read_regular_file(o.json_schema_file, uint64_t{16} << 20, "JSON Schema");
+    if (!text) {
+      return fail("bench batch: --json-schema: " + text.err().message);
+    }
+    grammar::schema_error why;
+    if (!grammar::compile_json_schema(*text, {}, &why)) {
+      return fail("bench batch: --json-schema " + o.json_schema_file + ": " + why.message);
+    }
+    o.json_schema = std::move(*text);
   }
   if (o.micro_batches < 0) {
     return fail("bench batch: --micro-batches must be >= 0 (0: two per stage)");
@@ -426,6 +441,8 @@ void add_bench_batch_command(CLI::App& bench, int& status) {
                   "the streams' contexts preempt (default: enough for all)");
   cmd->add_flag("--no-overhead", o->no_overhead, "Skip the actor-overhead measurement");
   cmd->add_flag("--no-batch", o->no_batch, "Only measure the actor overhead");
+  cmd->add_option("--json-schema", o->json_schema_file,
+                  "Constrain every request's output to this JSON Schema file (the masks timed too)");
   cmd->add_flag("--json", o->json, "Print JSON");
   cmd->callback([o, &status] { status = run_bench_batch(*o); });
 }
