@@ -1,7 +1,7 @@
 // OpenAI request parser tests (unit): every field with every wrong JSON type gives a 400
 // naming that field and never throws; integers out of range are refused before any
 // conversion (no wrap-around of 2^32 + 1); int64 and uint64 seeds; the limits on 'stop';
-// content parts; fields not implemented yet (structured output, tools, logit bias...)
+// content parts; fields not implemented yet (legacy function calling, beam search...)
 // refused by name unless they hold their default; error objects that dump without
 // throwing whatever bytes they hold; and the status table's rows for the pipeline's
 // refusal kinds.
@@ -162,30 +162,21 @@ TEST(OpenAiApi, FieldsNotImplementedYetAreRefusedByNameUnlessDefault) {
     json value;
     const char* says;  ///< a part of the message
   };
-  const json schema = {{"type", "json_schema"}, {"json_schema", {{"name", "x"}}}};
+  // (structured output, logit_bias and tools are implemented: their own tests, and
+  // tool_calls_test.cpp, check them)
   const json tool = {{"type", "function"}, {"function", {{"name", "f"}}}};
   const std::vector<row> refused_rows = {
-      {true, "response_format", schema, "'json_schema': structured output is not supported"},
-      {true, "response_format", json{{"type", "json_object"}}, "'json_object'"},
-      {false, "response_format", json{{"type", "json_object"}}, "structured output"},
-      {true, "tools", json::array({tool}), "tool calling"},
-      {true, "tool_choice", "auto", "= 'auto'"},
-      {true, "tool_choice", json{{"type", "function"}}, "tool calling"},
       {true, "functions", json::array({tool}), "function calling"},
       {true, "function_call", "auto", "function calling"},
-      {true, "logit_bias", json{{"50256", -100}}, "logit bias"},
-      {false, "logit_bias", json{{"50256", -100}}, "logit bias"},
       {false, "best_of", 2, "= 2"},
       {false, "echo", true, "= true"},
       {true, "echo", true, "echoing"},
       {false, "suffix", "end", "suffix"},
-      {true, "guided_json", json{{"type", "object"}}, "structured output"},
       {false, "guided_regex", "[a-z]+", "structured output"},
       {true, "guided_choice", json::array({"yes", "no"}), "with 2 entries"},
       {false, "guided_grammar", "root ::= \"a\"", "structured output"},
       {true, "structured_outputs", json{{"json", json::object()}}, "structured output"},
       {false, "grammar", "root ::= \"a\"", "grammar"},
-      {true, "json_schema", json::object(), "structured output"},
       {true, "min_tokens", 5, "minimum length"},
       {false, "stop_token_ids", json::array({2}), "stop token ids"},
       {true, "use_beam_search", true, "beam search"},
@@ -208,7 +199,8 @@ TEST(OpenAiApi, FieldsNotImplementedYetAreRefusedByNameUnlessDefault) {
         std::tuple{"tools", json::object(), "must be a list"},
         std::tuple{"response_format", json("json"), "must be an object"},
         std::tuple{"logit_bias", json::array(), "must be an object"},
-        std::tuple{"tool_choice", json(5), "must be a string or an object"}}) {
+        std::tuple{"tool_choice", json(5), "must be \"none\", \"auto\""},
+        std::tuple{"function_call", json(5), "must be a string or an object"}}) {
     json body = chat_body();
     body[field] = value;
     const api_error e = refused(body, true);
@@ -233,10 +225,12 @@ TEST(OpenAiApi, FieldsNotImplementedYetAreRefusedByNameUnlessDefault) {
   json tokenize = chat_body();
   tokenize["logit_bias"] = json{{"1", 1}};
   EXPECT_FALSE(baton::api::refuse_unsupported(tokenize, baton::api::in_tokenize_chat));
-  tokenize["tools"] = json::array({tool});
+  tokenize["tools"] = json::array({tool});  // shown to the model, as in a chat completion
+  EXPECT_FALSE(baton::api::refuse_unsupported(tokenize, baton::api::in_tokenize_chat));
+  tokenize["chat_template"] = "{{ x }}";
   const auto e = baton::api::refuse_unsupported(tokenize, baton::api::in_tokenize_chat);
   ASSERT_TRUE(e);
-  EXPECT_EQ(e->param, "tools");
+  EXPECT_EQ(e->param, "chat_template");
 }
 
 TEST(OpenAiApi, ContentPartsAreTextOnlyAndNamedByIndex) {

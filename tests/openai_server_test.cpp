@@ -290,7 +290,7 @@ TEST(openai_server, tokenize_refusals_name_the_field_and_the_id) {
       {"/tokenize", R"({"messages":[{"role":"wizard","content":"b"}]})", 400, "messages[0].role",
        "wizard"},
       {"/tokenize", R"({"messages":[{"role":"user","content":"b"}],"tools":[{"type":"function"}]})",
-       400, "tools", "tool calling"},
+       400, "tools[0].function", "must be an object"},
       {"/tokenize", R"({"messages":[],"prompt":null})", 400, "messages", "non-empty"},
       {"/tokenize", R"([1,2])", 400, "", "JSON object"},
       {"/tokenize", R"({"prompt":)", 400, "", "not valid JSON"},

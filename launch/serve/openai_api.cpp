@@ -13,6 +13,7 @@
 #include <random>
 
 #include "launch/serve/field_reader.hpp"
+#include "launch/serve/tool_calls.hpp"
 
 namespace baton::api {
 
@@ -78,8 +79,6 @@ constexpr uint8_t k_chat = in_chat | in_tokenize_chat;
 
 // OpenAI's fields first, then vLLM's extensions, then llama.cpp's.
 const unsupported_field k_unsupported[] = {
-    {"tools", json_kind::list, is_empty, "tool calling", "an empty list", k_chat},
-    {"tool_choice", json_kind::string_or_object, is_none, "tool calling", R"("none")", in_chat},
     {"functions", json_kind::list, is_empty, "function calling", "an empty list", in_chat},
     {"function_call", json_kind::string_or_object, is_none, "function calling", R"("none")",
      in_chat},
@@ -131,8 +130,8 @@ std::string described(const json& v) {
   return "= " + shown(v);
 }
 
-/// messages[i] of a chat request.
-std::variant<chat_message, api_error> parse_message(const json& m, size_t i) {
+/// messages[i] of a chat request: its role and text.
+std::variant<chat_message, api_error> parse_message_text(const json& m, size_t i) {
   const std::string where = "messages[" + std::to_string(i) + "]";
   if (!m.is_object()) {
     return invalid(where, "'" + where + "' must be an object with 'role' and 'content', got " +
@@ -187,6 +186,17 @@ std::variant<chat_message, api_error> parse_message(const json& m, size_t i) {
                              (text == part.end() ? std::string("missing") : shown(*text)));
     }
     cm.content += text->get_ref<const std::string&>();
+  }
+  return cm;
+}
+
+/// messages[i] of a chat request as a turn of Llama 3.1's format (tool_calls.hpp).
+std::variant<chat_message, api_error> parse_message(const json& m, size_t i) {
+  auto cm = parse_message_text(m, i);
+  if (auto* c = std::get_if<chat_message>(&cm)) {
+    if (auto e = read_tool_turn(m, "messages[" + std::to_string(i) + "]", *c)) {
+      return *e;
+    }
   }
   return cm;
 }
@@ -661,6 +671,9 @@ std::variant<completion_request, api_error> parse_request(const json& body, bool
     return *e;
   }
   if (auto e = parse_logit_bias(body, r)) {
+    return *e;
+  }
+  if (auto e = parse_tools(body, r)) {  // after response_format: a forced call conflicts
     return *e;
   }
   if (auto v = r.sampling.validate(); !v) {

@@ -61,7 +61,7 @@ enum field_scope : uint8_t {
 };
 
 /// The first field of `body` that asks for what baton does not implement yet
-/// (structured output, tool calling, logit bias, beam search...) on an endpoint in
+/// (the legacy function calling, beam search, a suffix...) on an endpoint in
 /// `scope`, as a 400 naming it; nothing when each such field is absent, null or holds
 /// its default. One table in openai_api.cpp lists them: a row goes when its feature
 /// lands. A value of the wrong type is a 400 too ("'echo' must be a boolean").
@@ -69,14 +69,25 @@ std::optional<api_error> refuse_unsupported(const nlohmann::json& body, uint8_t 
 
 /// 'messages' of a chat request (or of /tokenize's chat form): a non-empty array of
 /// {role, content}, content a string or a list of text parts; "developer" reads as
-/// "system".
+/// "system". A `tool` message becomes Llama 3.1's `ipython` turn, and an assistant
+/// message's `tool_calls` its call's JSON (launch/serve/tool_calls.hpp).
 std::variant<std::vector<chat_message>, api_error> parse_messages(const nlohmann::json& body);
 
 /// One entry of `tools` (type "function").
 struct tool_function {
-  std::string name;
+  std::string name;         ///< ^[a-zA-Z0-9_-]{1,64}$, unique in the request
   std::string description;
-  std::string parameters;  ///< its JSON Schema as JSON text ("{}" when absent)
+  std::string parameters;   ///< its JSON Schema as JSON text ("{}" when absent)
+  bool strict = false;      ///< OpenAI's `strict`: a required or named call refuses what
+                            ///< the grammar cannot enforce in it
+};
+
+/// `tool_choice`: whether the reply may, or must, call a tool.
+enum class tool_choice_mode : uint8_t {
+  none,       ///< no tool: the tools are not even shown to the model
+  automatic,  ///< "auto": the model chooses between a call and text
+  required,   ///< a call to any of the tools
+  named,      ///< {"type": "function", "function": {"name": N}}: a call to N
 };
 
 struct completion_request {
@@ -103,11 +114,11 @@ struct completion_request {
   bool schema_strict = false;
   /// logit_bias: token id and the bias added to its logit, in [-100, 100].
   std::vector<std::pair<int32_t, float>> logit_bias;
-  /// Tools the model may call (chat), and `tool_choice`: "none", "auto", "required", or a
-  /// function's name.
+  /// Tools the model may call (chat; launch/serve/tool_calls.hpp), and `tool_choice`.
   std::vector<tool_function> tools;
-  std::string tool_choice = "auto";
-  bool parallel_tool_calls = true;
+  tool_choice_mode tool_choice = tool_choice_mode::automatic;
+  std::string tool_choice_name;         ///< the function a `named` choice must call
+  bool parallel_tool_calls = true;      ///< accepted; a reply holds at most one call
 };
 
 /// Parses a request body (already JSON: the caller parses hostile bytes with

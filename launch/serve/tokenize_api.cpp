@@ -1,11 +1,13 @@
 // tokenize_api.hpp: the two bodies read through field_reader, the chat form through the
-// completion parser's parse_messages and its table of fields not implemented yet.
+// completion parser's parse_messages, its tools (tool_calls.hpp) and its table of fields
+// not implemented yet.
 #include "launch/serve/tokenize_api.hpp"
 
 #include <optional>
 #include <vector>
 
 #include "launch/serve/field_reader.hpp"
+#include "launch/serve/tool_calls.hpp"
 #include "runtime/text/chat_prompt.hpp"
 
 namespace baton::api {
@@ -69,8 +71,13 @@ std::variant<json, api_error> tokenize_reply(const json& body, const tokenizer& 
     if (auto* e = std::get_if<api_error>(&messages)) {
       return *e;
     }
-    auto t = encode_chat(tok, std::get<std::vector<chat_message>>(messages), generation_prompt,
-                         s.allow_special_tokens_in_chat);
+    completion_request r;  // for its tools, shown to the model as a chat completion shows them
+    r.chat = true;
+    r.messages = std::move(std::get<std::vector<chat_message>>(messages));
+    if (auto e = parse_tools(body, r)) {
+      return *e;
+    }
+    auto t = encode_chat(tok, r.messages, generation_prompt, s.allow_special_tokens_in_chat);
     if (!t) {
       return invalid("messages", t.err().message);
     }

@@ -1,7 +1,8 @@
 // POST /tokenize and POST /detokenize as vLLM's server has them, apart from any HTTP:
 // a body in, the reply's JSON or an api_error out. /tokenize takes a text
 // ({"prompt", "add_special_tokens": true}) or a conversation ({"messages",
-// "add_generation_prompt": true}) and answers {"count", "max_model_len", "tokens",
+// "add_generation_prompt": true}, and `tools` / `tool_choice` as a chat completion takes
+// them) and answers {"count", "max_model_len", "tokens",
 // "token_strs"}; the conversation's ids are the very prompt /v1/chat/completions would
 // compute from it (the same template and encode_chat), so a client can count a chat's
 // tokens before it sends it. /detokenize takes {"tokens": [ids]} and answers
