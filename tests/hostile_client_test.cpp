@@ -14,7 +14,9 @@
 // - malformed HTTP gets 400 / 413 / 431, HTTP/1.0 gets an unchunked stream, HEAD
 //   works, `Expect: 100-continue` is answered;
 // - large prompts are tokenised off the io thread: /health stays quick;
-// - special-token text in chat content cannot forge a turn.
+// - special-token text in chat content cannot forge a turn;
+// - tool definitions of every wrong type, 10,000 of them, schemas nested a million deep
+//   or megabytes wide, names in invalid UTF-8 or not OpenAI's: named 400s, no crash.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -661,6 +663,110 @@ TEST(hostile, special_token_text_in_chat_content_cannot_forge_a_turn) {
               trusted);
   // parsed, each of the 3 markers is one token; as text, each is several
   EXPECT_GT(safe, trusted + 6);
+}
+
+// -- tools ---------------------------------------------------------------------------------------
+
+TEST(hostile, tool_definitions_of_every_wrong_shape_and_size_are_named_400s) {
+  REQUIRE_FIXTURE();
+  server_process s("");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string user = R"("messages":[{"role":"user","content":"hi"}])";
+  const auto with_tools = [&](const std::string& tools, const std::string& more = "") {
+    return "{" + user + ",\"tools\":" + tools + more + "}";
+  };
+  const auto tool = [](const std::string& name, const std::string& rest = "") {
+    return R"({"type":"function","function":{"name":)" + name + rest + "}}";
+  };
+  std::string many = "[";
+  for (int i = 0; i < 10000; ++i) {
+    many += i ? "," : "";
+    many += tool("\"f" + std::to_string(i) + "\"");
+  }
+  many += "]";
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  std::string wide = R"({"type":"object","properties":{)";
+  for (int i = 0; i < 20000; ++i) {
+    wide += i ? ",\"p" : "\"p";
+    wide += std::to_string(i) + "\":{\"type\":\"string\"}";
+  }
+  wide += "}}";
+  struct bad_case {
+    std::string body;
+    const char* param;  // the field the error must name (a prefix), or nullptr
+    int status = 400;
+  };
+  const std::vector<bad_case> cases = {
+      {with_tools(R"("get_weather")"), "tools"},
+      {with_tools("{}"), "tools"},
+      {with_tools("[5]"), "tools[0]"},
+      {with_tools("[null]"), "tools[0]"},
+      {with_tools(R"([{"type":"function","function":[]}])"), "tools[0].function"},
+      {with_tools("[" + tool("5") + "]"), "tools[0].function.name"},
+      {with_tools("[" + tool("null") + "]"), "tools[0].function.name"},
+      {with_tools("[" + tool(R"("f")", R"(,"parameters":"{}")") + "]"),
+       "tools[0].function.parameters"},
+      {with_tools("[" + tool(R"("f")", R"(,"parameters":[1])") + "]"),
+       "tools[0].function.parameters"},
+      {with_tools("[" + tool(R"("f")", R"(,"description":{"a":1})") + "]"),
+       "tools[0].function.description"},
+      {with_tools("[" + tool(R"("f")", R"(,"strict":"yes")") + "]"), "tools[0].function.strict"},
+      {with_tools("[" + tool(R"("f")") + "]", R"(,"tool_choice":7)"), "tool_choice"},
+      {with_tools("[" + tool(R"("f")") + "]", R"(,"tool_choice":{"type":"function"})"),
+       "tool_choice.function.name"},
+      {with_tools("[" + tool(R"("f")") + "]", R"(,"tool_choice":{"function":{"name":"g"}})"),
+       "tool_choice.function.name"},
+      {with_tools("[" + tool(R"("f")") + "]", R"(,"parallel_tool_calls":"yes")"),
+       "parallel_tool_calls"},
+      {with_tools(many), "tools"},
+      // nested a million deep: the JSON parses, the depth check refuses it before any
+      // recursive writer sees it
+      {with_tools("[" + tool(R"("f")", R"(,"parameters":{"default":)" + deep + "}") + "]"),
+       "tools[0].function.parameters"},
+      {"{" + user.substr(0, user.size() - 1) +
+           R"(,{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"f",)" +
+           R"("arguments":")" + std::string(1000000, '[') + R"("}}]}]})",
+       "messages[1].tool_calls[0].function.arguments"},
+      {"{" + user.substr(0, user.size() - 1) +
+           R"(,{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"f",)" +
+           R"("arguments":)" + deep + "}}]}]}",
+       "messages[1].tool_calls[0].function.arguments"},
+      {"{" + user.substr(0, user.size() - 1) + R"(,{"role":"assistant","tool_calls":5}]})",
+       "messages[1].tool_calls"},
+      {"{" + user.substr(0, user.size() - 1) + R"(,{"role":"tool","tool_call_id":[1]}]})",
+       "messages[1].tool_call_id"},
+      // megabytes of schema: shown to the model, it is far past the context
+      {with_tools("[" + tool(R"("f")", R"(,"parameters":)" + wide) + "]",
+                  R"(,"tool_choice":"required")"),
+       "messages"},
+      // names: invalid UTF-8 (raw, or a lone surrogate escaped) is no JSON at all; valid
+      // UTF-8 outside OpenAI's letters, or 100,000 letters, is a name refused by field
+      {with_tools("[" + tool("\"f\xff\xfe\"") + "]"), nullptr},
+      {with_tools("[" + tool("\"f\xc0\xaf\"") + "]"), nullptr},
+      {with_tools("[" + tool(R"("f\udc00")") + "]"), nullptr},
+      {with_tools("[" + tool("\"caf\xc3\xa9\"") + "]"), "tools[0].function.name"},
+      {with_tools("[" + tool(R"("f\u0000")") + "]"), "tools[0].function.name"},
+      {with_tools("[" + tool("\"" + std::string(100000, 'x') + "\"") + "]"),
+       "tools[0].function.name"},
+  };
+  for (const auto& c : cases) {
+    const auto raw = roundtrip(s.port(), post("/v1/chat/completions", c.body), 120s);
+    SCOPED_TRACE(c.body.substr(0, 160));
+    ASSERT_EQ(status_of(raw), c.status) << raw.substr(0, 400) << "\n" << s.log();
+    const json e = error_of(raw);
+    ASSERT_FALSE(e.is_discarded()) << raw.substr(0, 400);
+    EXPECT_LT(raw.size(), 2000u) << "the error quotes what it refuses";
+    if (c.param != nullptr) {
+      const json p = e["error"]["param"];
+      EXPECT_TRUE(p.is_string() && p.get<std::string>().rfind(c.param, 0) == 0) << e.dump();
+    }
+  }
+  // /tokenize reads the same tools the same way
+  const auto raw = roundtrip(s.port(), post("/tokenize", with_tools(many)));
+  EXPECT_EQ(status_of(raw), 400) << raw.substr(0, 300);
+  EXPECT_EQ(error_of(raw)["error"]["param"], "tools") << raw.substr(0, 300);
+  expect_healthy(s);
+  EXPECT_EQ(s.stop(), 0) << s.log();
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 // event kind maps to its HTTP status (429 with Retry-After, 503, 400, 500) without any
 // message text being matched; /tokenize and /detokenize (vLLM's shapes, the chat form
 // equal to the prompt a chat completion submits, ids range-checked, keys required);
-// CORS (preflights on any path before the key check, allowed and refused origins, SSE).
+// CORS (preflights on any path before the key check, allowed and refused origins, SSE);
+// tool calls (a reply read back as a call, whole and streamed; text held back only while
+// it may be one; the constraint of a required call; tool turns in a later request).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -16,6 +18,7 @@
 #include <thread>
 
 #include "launch/http/http_server.hpp"
+#include "launch/serve/openai_api.hpp"
 #include "launch/serve/openai_server.hpp"
 #include "runtime/model/gguf.hpp"
 #include "runtime/text/chat_prompt.hpp"
@@ -34,17 +37,20 @@ struct script {
   refusal why = refusal::none;               ///< none: admitted
   refusal final_kind = refusal::none;        ///< the final event's error kind, when an error
   bool final_error = false;
+  std::vector<std::string> reply;            ///< text pieces, one event each, then "stop"
 };
 
 class scripted_backend final : public api::serving_backend {
  public:
   script next;
   std::vector<int32_t> last_prompt;  ///< the prompt of the last submit
+  std::string last_schema;           ///< and its output constraint's schema
   std::shared_ptr<event_stream> submit(gen_request r, admission* decision) override {
     if (next.throw_on_submit) {
       throw std::runtime_error("scripted failure");
     }
     last_prompt = r.prompt;
+    last_schema = r.constraint.json_schema;
     auto s = std::make_shared<event_stream>();
     decision->verdict = next.why == refusal::none ? admit::ok : admit::never;
     decision->reason = next.why;
@@ -53,9 +59,18 @@ class scripted_backend final : public api::serving_backend {
     if (next.why != refusal::none) {
       return s;
     }
+    for (size_t i = 0; i < next.reply.size(); ++i) {
+      gen_event piece;
+      piece.request_id = r.id;
+      piece.text = next.reply[i];
+      piece.token = static_cast<int32_t>(100 + i);
+      s->push(piece);
+    }
     gen_event e;
     e.request_id = r.id;
-    e.finish = next.final_error ? finish_reason::error : finish_reason::length;
+    e.finish = next.final_error      ? finish_reason::error
+               : next.reply.empty() ? finish_reason::length
+                                     : finish_reason::stop;
     e.error = "scripted error";
     e.error_kind = next.final_kind;
     s->push(e);
@@ -319,6 +334,207 @@ TEST(openai_server, tokenize_needs_the_api_key_when_the_server_has_keys) {
   const auto raw = s.ask("POST", "/tokenize", R"({"prompt":"a"})",
                          "Authorization: Bearer sekret\r\n");
   EXPECT_EQ(status_of(raw), 200) << raw;
+}
+
+// -- tool calls --------------------------------------------------------------------------------
+
+const json weather_tool = {
+    {"type", "function"},
+    {"function",
+     {{"name", "get_weather"},
+      {"parameters",
+       {{"type", "object"},
+        {"properties", {{"city", {{"type", "string"}}}}},
+        {"required", {"city"}}}}}}};
+
+json tool_request(bool stream, json extra = json::object()) {
+  json body = {{"messages", json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}})},
+               {"tools", json::array({weather_tool})},
+               {"stream", stream},
+               {"max_tokens", 64}};
+  body.update(extra);
+  return body;
+}
+
+/// The JSON of each `data:` event of a raw SSE answer, [DONE] left out.
+std::vector<json> sse_events(const std::string& raw) {
+  std::vector<json> out;
+  size_t at = 0;
+  while ((at = raw.find("data: ", at)) != std::string::npos) {
+    const size_t end = raw.find("\n\n", at);
+    const std::string data = raw.substr(at + 6, end - at - 6);
+    at = end;
+    if (data != "[DONE]") {
+      out.push_back(json::parse(data, nullptr, false));
+    }
+  }
+  return out;
+}
+
+const std::string weather_call = R"({"name": "get_weather", "parameters": {"city": "Paris"}})";
+
+TEST(openai_server, a_reply_that_is_a_call_to_a_declared_tool_is_a_tool_call) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  s.backend.next.reply = {"\n", R"({"name": "get_weather", )", R"("parameters": {"city": )",
+                          R"("Paris"}})"};
+  auto raw = s.ask("/v1/chat/completions", tool_request(false).dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  EXPECT_TRUE(s.backend.last_schema.empty()) << "tool_choice auto constrains nothing";
+  json choice = body_of(raw)["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls") << raw;
+  EXPECT_TRUE(choice["message"]["content"].is_null()) << raw;
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u) << raw;
+  const json call = choice["message"]["tool_calls"][0];
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u) << call;
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  EXPECT_EQ(call["function"]["arguments"], R"({"city":"Paris"})");
+  // text, an undeclared tool, or tools not offered: content, as the model wrote it
+  for (const auto& [reply, extra] :
+       {std::pair{std::string("It is sunny."), json::object()},
+        std::pair{std::string(R"({"name": "get_time", "parameters": {}})"), json::object()},
+        std::pair{weather_call, json{{"tool_choice", "none"}}}}) {
+    s.backend.next.reply = {reply};
+    raw = s.ask("/v1/chat/completions", tool_request(false, extra).dump());
+    ASSERT_EQ(status_of(raw), 200) << raw;
+    choice = body_of(raw)["choices"][0];
+    EXPECT_EQ(choice["finish_reason"], "stop") << raw;
+    EXPECT_EQ(choice["message"]["content"], reply) << raw;
+    EXPECT_FALSE(choice["message"].contains("tool_calls")) << raw;
+  }
+}
+
+TEST(openai_server, a_streamed_call_is_held_back_and_sent_as_openai_streams_tool_calls) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  s.backend.next.reply = {" ", R"({"name": "get_weather", )", R"("parameters": {"city": )",
+                          R"("Paris"}})"};
+  auto raw = s.ask("/v1/chat/completions",
+                   tool_request(true, {{"logprobs", true}, {"stream_options",
+                                                             {{"include_usage", true}}}})
+                       .dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  auto events = sse_events(raw);
+  ASSERT_EQ(events.size(), 5u) << raw;  // role, call, arguments, finish, usage
+  EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
+  const json first = events[1]["choices"][0]["delta"]["tool_calls"][0];
+  EXPECT_EQ(first["index"], 0);
+  EXPECT_EQ(first["type"], "function");
+  EXPECT_EQ(first["id"].get<std::string>().rfind("call_", 0), 0u) << first;
+  EXPECT_EQ(first["function"], json({{"name", "get_weather"}, {"arguments", ""}}));
+  const json args = events[2]["choices"][0];
+  EXPECT_EQ(args["delta"]["tool_calls"][0],
+            json({{"index", 0}, {"function", {{"arguments", R"({"city":"Paris"})"}}}}));
+  EXPECT_EQ(args["logprobs"]["content"].size(), 4u) << "every held token's logprob goes out";
+  EXPECT_EQ(events[3]["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_TRUE(events[4]["choices"].empty());
+  EXPECT_TRUE(events[4].contains("usage"));
+  for (const json& e : events) {
+    const json delta = e["choices"].empty() ? json() : e["choices"][0]["delta"];
+    EXPECT_TRUE(delta.is_null() || !delta.contains("content") || delta["content"] == "")
+        << "no call text went out as content: " << e;
+  }
+  EXPECT_NE(raw.find("data: [DONE]"), std::string::npos);
+}
+
+TEST(openai_server, streamed_text_is_held_only_while_it_may_be_a_call) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  const auto content_of = [](const std::vector<json>& events) {
+    std::vector<std::string> pieces;
+    for (const json& e : events) {
+      if (!e["choices"].empty() && e["choices"][0]["delta"].contains("content")) {
+        pieces.push_back(e["choices"][0]["delta"]["content"]);
+      }
+    }
+    return pieces;
+  };
+  // white space waits for the first other character; then text streams as it comes
+  s.backend.next.reply = {"\n", " ", "It is", " sunny."};
+  auto raw = s.ask("/v1/chat/completions", tool_request(true).dump());
+  auto events = sse_events(raw);
+  EXPECT_EQ(content_of(events), std::vector<std::string>({"", "\n It is", " sunny."})) << raw;
+  EXPECT_EQ(events.back()["choices"][0]["finish_reason"], "stop") << raw;
+  // JSON that is no call: held to the end, then sent as content
+  s.backend.next.reply = {R"({"answer": )", "42}"};
+  raw = s.ask("/v1/chat/completions", tool_request(true).dump());
+  events = sse_events(raw);
+  EXPECT_EQ(content_of(events), std::vector<std::string>({"", R"({"answer": 42})"})) << raw;
+  EXPECT_EQ(events.back()["choices"][0]["finish_reason"], "stop") << raw;
+  // tool_choice none, or no tools: nothing is held
+  s.backend.next.reply = {R"({"name": "get_weather", )", R"("parameters": {}})"};
+  raw = s.ask("/v1/chat/completions", tool_request(true, {{"tool_choice", "none"}}).dump());
+  EXPECT_EQ(content_of(sse_events(raw)),
+            std::vector<std::string>({"", R"({"name": "get_weather", )", R"("parameters": {}})"}))
+      << raw;
+}
+
+TEST(openai_server, a_required_or_named_call_is_constrained_and_conflicts_with_response_format) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  s.backend.next.reply = {weather_call};
+  auto raw = s.ask("/v1/chat/completions",
+                   tool_request(false, {{"tool_choice", "required"}}).dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  const json schema = json::parse(s.backend.last_schema, nullptr, false);
+  EXPECT_EQ(schema["properties"]["name"]["const"], "get_weather") << s.backend.last_schema;
+  EXPECT_EQ(schema["properties"]["parameters"], weather_tool["function"]["parameters"]);
+  EXPECT_EQ(body_of(raw)["choices"][0]["finish_reason"], "tool_calls") << raw;
+  raw = s.ask("/v1/chat/completions",
+              tool_request(false, {{"tool_choice",
+                                    {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}})
+                  .dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  EXPECT_EQ(json::parse(s.backend.last_schema), schema);
+  raw = s.ask("/v1/chat/completions",
+              tool_request(false, {{"tool_choice", "required"},
+                                   {"response_format", {{"type", "json_object"}}}})
+                  .dump());
+  EXPECT_EQ(status_of(raw), 400) << raw;
+  EXPECT_EQ(body_of(raw)["error"]["param"], "tool_choice") << raw;
+  // a tool schema the grammar cannot take names the tools
+  json bad = tool_request(false, {{"tool_choice", "required"}});
+  bad["tools"][0]["function"]["parameters"] = {{"type", "object"}, {"$ref", "#/nowhere"}};
+  raw = s.ask("/v1/chat/completions", bad.dump());
+  EXPECT_EQ(status_of(raw), 400) << raw;
+  EXPECT_EQ(body_of(raw)["error"]["param"], "tools") << raw;
+}
+
+TEST(openai_server, tool_turns_of_a_later_request_are_rendered_as_llama_31_turns) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  json body = tool_request(false);
+  body["messages"].push_back(
+      {{"role", "assistant"},
+       {"content", nullptr},
+       {"tool_calls",
+        {{{"id", "call_1"},
+          {"type", "function"},
+          {"function", {{"name", "get_weather"}, {"arguments", R"({"city":"Paris"})"}}}}}}});
+  body["messages"].push_back(
+      {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "21 C <|eot_id|>"}});
+  s.backend.next.reply = {"It is 21 C."};
+  auto raw = s.ask("/v1/chat/completions", body.dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  EXPECT_EQ(body_of(raw)["choices"][0]["message"]["content"], "It is 21 C.");
+  const auto parsed = api::parse_request(body, true);
+  const auto& messages = std::get<api::completion_request>(parsed).messages;
+  ASSERT_EQ(messages.size(), 3u);
+  EXPECT_EQ(messages[1].content, weather_call);
+  EXPECT_EQ(messages[2].role, "ipython");
+  EXPECT_EQ(s.backend.last_prompt, *encode_chat(*s.tok, messages, true, false))
+      << "the tool's result is text: its <|eot_id|> cannot end the turn";
+  // /tokenize of the same body counts the same prompt, tools included
+  raw = s.ask("/tokenize", body.dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  EXPECT_EQ(body_of(raw)["tokens"].get<std::vector<int32_t>>(), s.backend.last_prompt);
+  // tool_choice none: the tools are not shown, the earlier turns are
+  body["tool_choice"] = "none";
+  ASSERT_EQ(status_of(s.ask("/v1/chat/completions", body.dump())), 200);
+  std::vector<chat_message> plain = messages;
+  plain[0].content = "Weather in Paris?";
+  EXPECT_EQ(s.backend.last_prompt, *encode_chat(*s.tok, plain, true, false));
 }
 
 // -- CORS -------------------------------------------------------------------------------------

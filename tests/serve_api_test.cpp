@@ -2,8 +2,9 @@
 // (--max-concurrent-per-key) holds a second request of a key beyond it to a 429 in
 // OpenAI's shape while other keys go on, and frees with the first request; the CORS flags
 // in both of vLLM's spellings, and a bad value refused at start naming the flag;
-// /tokenize and /detokenize on the live server. Their details are unit-tested over a
-// scripted backend in openai_server_test.cpp.
+// /tokenize and /detokenize on the live server; a required or named tool call, whole and
+// streamed, made by the demo model under the call's grammar. Their details are
+// unit-tested over a scripted backend in openai_server_test.cpp.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -158,6 +159,76 @@ TEST(serve_api, tokenize_and_detokenize_on_the_live_server) {
   r = curl(s, "/detokenize", R"({"tokens":[99999999]})");
   EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_EQ(json::parse(r.body)["error"]["param"], "tokens[0]");
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+// The demo model's weights are random: only the grammar makes its reply a call.
+TEST(serve_api, a_required_or_named_tool_call_on_the_live_server) {
+  REQUIRE_FIXTURE();
+  server_process s("");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const json city = {{"type", "string"}, {"maxLength", 12}};
+  const json tools = json::array(
+      {{{"type", "function"},
+        {"function",
+         {{"name", "get_weather"},
+          {"parameters",
+           {{"type", "object"},
+            {"properties", {{"city", city}}},
+            {"required", {"city"}},
+            {"additionalProperties", false}}}}}},
+       {{"type", "function"}, {"function", {{"name", "get_time"}}}}});
+  json body = {{"messages", json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}})},
+               {"tools", tools},
+               {"tool_choice", "required"},
+               {"max_tokens", 96},
+               {"seed", 7}};
+  auto r = curl(s, "/v1/chat/completions", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  json choice = json::parse(r.body)["choices"][0];
+  ASSERT_EQ(choice["finish_reason"], "tool_calls") << r.body;
+  json call = choice["message"]["tool_calls"][0]["function"];
+  EXPECT_TRUE(call["name"] == "get_weather" || call["name"] == "get_time") << r.body;
+  const json args = json::parse(call["arguments"].get<std::string>(), nullptr, false);
+  ASSERT_TRUE(args.is_object()) << r.body;
+  if (call["name"] == "get_weather") {
+    ASSERT_TRUE(args.contains("city") && args["city"].is_string()) << r.body;
+    EXPECT_LE(args.size(), 1u) << r.body;
+  } else {
+    EXPECT_TRUE(args.empty()) << r.body;
+  }
+  // the chat form of /tokenize counts the prompt with the tools shown
+  const auto t = curl(s, "/tokenize", body.dump());
+  ASSERT_EQ(t.status, 200) << t.body;
+  EXPECT_EQ(json::parse(t.body)["count"], json::parse(r.body)["usage"]["prompt_tokens"]);
+  // named, streamed: the call comes whole, in OpenAI's two deltas
+  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "get_weather"}}}};
+  body["stream"] = true;
+  r = curl(s, "/v1/chat/completions", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::string name;
+  std::string arguments;
+  std::string finish;
+  for (size_t at = 0; (at = r.body.find("data: {", at)) != std::string::npos; ++at) {
+    const json e = json::parse(r.body.substr(at + 6, r.body.find('\n', at) - at - 6));
+    if (e["choices"].empty()) {
+      continue;
+    }
+    const json& c = e["choices"][0];
+    if (c["delta"].contains("tool_calls")) {
+      const json& f = c["delta"]["tool_calls"][0]["function"];
+      name += f.value("name", "");
+      arguments += f.value("arguments", "");
+    }
+    EXPECT_FALSE(c["delta"].contains("content") && c["delta"]["content"] != "") << r.body;
+    if (c["finish_reason"].is_string()) {
+      finish = c["finish_reason"];
+    }
+  }
+  EXPECT_EQ(name, "get_weather") << r.body;
+  EXPECT_EQ(finish, "tool_calls") << r.body;
+  const json streamed = json::parse(arguments, nullptr, false);
+  ASSERT_TRUE(streamed.is_object() && streamed.contains("city")) << r.body;
   EXPECT_EQ(s.stop(), 0) << s.log();
 }
 

@@ -1,8 +1,9 @@
 // The front end of openai_server.hpp: the routes (/health, /metrics, /v1/models,
 // /v1/completions, /v1/chat/completions, /tokenize, /detokenize), a completion's life
-// from parsed request to the last SSE chunk or JSON reply (request_state, drain), and
-// refusals through the status table. Parsing and reply shapes are openai_api's and
-// tokenize_api's; the /metrics text is front_metrics'.
+// from parsed request to the last SSE chunk or JSON reply (request_state, drain; a reply
+// that is a tool call answered as `tool_calls`, and held back while streamed), and
+// refusals through the status table. Parsing and reply shapes are openai_api's,
+// tool_calls' and tokenize_api's; the /metrics text is front_metrics'.
 #include "launch/serve/openai_server.hpp"
 
 #include <boost/asio/post.hpp>
@@ -13,14 +14,17 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "launch/serve/api_keys.hpp"
 #include "launch/serve/front_metrics.hpp"
 #include "launch/serve/sse_keepalive.hpp"
 #include "launch/serve/openai_api.hpp"
 #include "launch/serve/tokenize_api.hpp"
+#include "launch/serve/tool_calls.hpp"
 #include "runtime/grammar/json_schema.hpp"
 #include "runtime/text/chat_prompt.hpp"
 
@@ -131,6 +135,11 @@ struct request_state {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   std::vector<std::vector<std::pair<int32_t, float>>> tops;  // per token: the alternatives
+  size_t n_streamed = 0;  ///< tokens whose text (and logprobs) went out in a chunk
+  /// A streamed chat with tools offered holds its text back while it is white space, and
+  /// to the end once it starts with '{': a call goes out whole, its arguments parsed.
+  bool holding = false;
+  std::string held;
   std::mutex mu;  // drains come from CAF threads
 };
 
@@ -178,6 +187,15 @@ json logprobs_json(const request_state& st, size_t from, size_t to) {
           {"top_logprobs", st.req.sampling.top_logprobs > 0 ? tops : json(nullptr)}};
 }
 
+/// A stream chunk around its one choice.
+json chunk_of(const request_state& st, json choice) {
+  return {{"id", st.object_id},
+          {"object", st.req.chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", st.fe->o.created},
+          {"model", st.fe->o.model_name},
+          {"choices", json::array({std::move(choice)})}};
+}
+
 json chunk_json(const request_state& st, const std::string& text, const json& finish,
                 const json& logprobs, bool role) {
   json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish}};
@@ -193,11 +211,80 @@ json chunk_json(const request_state& st, const std::string& text, const json& fi
   } else {
     choice["text"] = text;
   }
-  return {{"id", st.object_id},
-          {"object", st.req.chat ? "chat.completion.chunk" : "text_completion"},
-          {"created", st.fe->o.created},
-          {"model", st.fe->o.model_name},
-          {"choices", json::array({choice})}};
+  return chunk_of(st, std::move(choice));
+}
+
+/// A chat chunk whose delta is one entry of `tool_calls`.
+json tool_call_chunk(const request_state& st, json call, const json& logprobs) {
+  call["index"] = 0;
+  json delta = {{"tool_calls", json::array({std::move(call)})}};
+  return chunk_of(st, {{"index", 0}, {"delta", std::move(delta)}, {"logprobs", logprobs},
+                       {"finish_reason", nullptr}});
+}
+
+void send_chunk(request_state& st, const json& chunk) {
+  st.res->chunk("data: " + dump(chunk) + "\n\n");
+  st.fe->keepalive.sent(st.id);
+}
+
+/// Streams `text`, with the logprobs of the tokens not sent yet, unless it is held back.
+void stream_text(request_state& st, const std::string& text) {
+  std::string out = text;
+  if (st.holding) {
+    st.held += text;
+    const size_t at = st.held.find_first_not_of(" \t\r\n");
+    if (at == std::string::npos || st.held[at] == '{') {
+      return;  // not known yet, or maybe a call
+    }
+    st.holding = false;
+    out = std::exchange(st.held, std::string());
+  }
+  const bool new_logprobs = st.req.logprobs && st.n_streamed < st.tokens.size();
+  if (out.empty() && !new_logprobs) {
+    return;
+  }
+  send_chunk(st, chunk_json(st, out, nullptr, logprobs_json(st, st.n_streamed, st.tokens.size()),
+                            false));
+  st.n_streamed = st.tokens.size();
+}
+
+/// The reply as a tool call, when tools were offered and it is one.
+std::optional<tool_call> reply_call(const request_state& st) {
+  return tools_offered(st.req) ? parse_tool_call(st.text, st.req.tools) : std::nullopt;
+}
+
+/// The end of a stream's text: what was held back goes out, as a call (OpenAI's two
+/// deltas: the id and name with empty arguments, then the arguments) or as content.
+/// Returns the finish reason to send.
+std::string end_stream_text(request_state& st, finish_reason finish) {
+  if (!st.holding) {
+    return to_string(finish);
+  }
+  st.holding = false;
+  const json logprobs = logprobs_json(st, st.n_streamed, st.tokens.size());
+  st.n_streamed = st.tokens.size();
+  if (auto call = reply_call(st)) {
+    send_chunk(st, tool_call_chunk(st, tool_call_json({call->name, ""}, new_tool_call_id()),
+                                   nullptr));
+    send_chunk(st, tool_call_chunk(st, {{"function", {{"arguments", call->arguments}}}},
+                                   logprobs));
+    return "tool_calls";
+  }
+  if (!st.held.empty() || !logprobs.is_null()) {
+    send_chunk(st, chunk_json(st, st.held, nullptr, logprobs, false));
+  }
+  return to_string(finish);
+}
+
+/// The message of a whole chat reply: a tool call, or the text as content.
+json reply_message(const request_state& st, std::string& finish) {
+  if (auto call = reply_call(st)) {
+    finish = "tool_calls";
+    return {{"role", "assistant"},
+            {"content", nullptr},
+            {"tool_calls", json::array({tool_call_json(*call, new_tool_call_id())})}};
+  }
+  return {{"role", "assistant"}, {"content", st.text}};
 }
 
 /// The final event's error as the client sees it: its kind's row of the status table
@@ -217,7 +304,6 @@ void drain(const std::shared_ptr<request_state>& st) {
       return;
     }
     const auto now = clock_type::now();
-    const size_t before = st->tokens.size();
     if (e->token >= 0) {
       std::lock_guard<std::mutex> ml(fe.metrics.mu);
       if (st->first) {
@@ -237,11 +323,8 @@ void drain(const std::shared_ptr<request_state>& st) {
     }
     st->text += e->text;
     const bool last = e->finish != finish_reason::none;
-    if (st->req.stream && (!e->text.empty() || (st->req.logprobs && e->token >= 0))) {
-      st->res->chunk("data: " + dump(chunk_json(*st, e->text, nullptr,
-                                                logprobs_json(*st, before, st->tokens.size()),
-                                                false)) + "\n\n");
-      fe.keepalive.sent(st->id);
+    if (st->req.stream) {
+      stream_text(*st, e->text);
     }
     if (!last) {
       continue;
@@ -282,8 +365,8 @@ void drain(const std::shared_ptr<request_state>& st) {
       return;
     }
     if (st->req.stream) {
-      st->res->chunk("data: " +
-                     dump(chunk_json(*st, "", to_string(e->finish), nullptr, false)) + "\n\n");
+      const std::string finish = end_stream_text(*st, e->finish);
+      st->res->chunk("data: " + dump(chunk_json(*st, "", finish, nullptr, false)) + "\n\n");
       if (st->req.include_usage) {
         json u = chunk_json(*st, "", nullptr, nullptr, false);
         u["choices"] = json::array();
@@ -294,14 +377,14 @@ void drain(const std::shared_ptr<request_state>& st) {
       st->res->end();
       return;
     }
-    json choice = {{"index", 0},
-                   {"logprobs", logprobs_json(*st, 0, st->tokens.size())},
-                   {"finish_reason", to_string(e->finish)}};
+    std::string finish = to_string(e->finish);
+    json choice = {{"index", 0}, {"logprobs", logprobs_json(*st, 0, st->tokens.size())}};
     if (st->req.chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", st->text}};
+      choice["message"] = reply_message(*st, finish);
     } else {
       choice["text"] = st->text;
     }
+    choice["finish_reason"] = finish;
     send_json(*st->res, 200,
               {{"id", st->object_id},
                {"object", st->req.chat ? "chat.completion" : "text_completion"},
@@ -384,7 +467,11 @@ void front_end::impl::completion(const http::request& rq,
     auto g = grammar::compile_json_schema(r.json_schema, so, &why);
     if (!g) {
       return reject(*res, reject_reason::invalid_request,
-                    "the JSON Schema cannot be used: " + why.message, "response_format");
+                    "the JSON Schema cannot be used: " + why.message,
+                    r.tool_choice == tool_choice_mode::required ||
+                            r.tool_choice == tool_choice_mode::named
+                        ? "tools"
+                        : "response_format");
     }
     const int64_t shortest = (*g)->min_value_bytes((*g)->root);
     if (shortest > r.max_tokens) {
@@ -432,6 +519,7 @@ void front_end::impl::completion(const http::request& rq,
   g.ignore_eos = r.ignore_eos;
   st->object_id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(st->id);
   st->res = res;
+  st->holding = r.stream && tools_offered(r);
   admission decision;
   st->stream = backend.submit(std::move(g), &decision);
   if (decision.verdict != admit::ok) {
