@@ -20,7 +20,6 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <limits>
@@ -310,50 +309,77 @@ int64_t number_close(const frame& f, const schema_node& n, const schema_options&
 
 // -- escapes ---------------------------------------------------------------------------
 
-/// Ways to finish the escape sequence begun in `f` (the bytes still due): the short
-/// escapes, \u of every ASCII code point, and the low half of a surrogate pair taken
-/// (\udc00). A subset of what JSON allows, enough to tell whether an escape can still
-/// end in a byte the string takes, and what it costs at least.
-std::vector<std::string> escape_completions(const frame& f) {
-  std::vector<std::string> bodies;  // what follows the backslash
-  if (f.f != 0) {
-    bodies.push_back("udc00");
-  } else {
+namespace {
+
+/// What may follow a backslash in escape completions: the short escapes and \u of every
+/// ASCII code point; and, after a high surrogate, its low half \udc00. Each also with
+/// the backslash before it, for a low half whose backslash is still due.
+struct escape_bodies {
+  std::vector<std::string> any, low, any_backslash, low_backslash;
+
+  escape_bodies() {
     for (const char* e : {"\"", "\\", "/", "b", "f", "n", "r", "t"}) {
-      bodies.emplace_back(e);
+      any.emplace_back(e);
     }
     for (int cp = 0; cp < 0x7f; ++cp) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "u%04x", cp);
-      bodies.emplace_back(buf);
+      any.emplace_back(buf);
     }
+    low.emplace_back("udc00");
+    for (const auto& b : any) {
+      any_backslash.push_back("\\" + b);
+    }
+    low_backslash.push_back("\\udc00");
   }
-  std::vector<std::string> out;
-  if (f.esc == 1) {  // after the backslash
-    return bodies;
+};
+
+uint32_t hex_prefix(std::string_view digits) {
+  uint32_t v = 0;
+  for (char c : digits) {
+    v = v * 16 + static_cast<uint32_t>(c >= 'a' ? c - 'a' + 10 : c - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+/// Calls `try_one` on each way to finish the escape sequence begun in `f` (the bytes
+/// still due) until it returns true; whether one did. The ways: the short escapes, \u of
+/// every ASCII code point, and the low half of a surrogate pair taken (\udc00). A subset
+/// of what JSON allows, enough to tell whether an escape can still end in a byte the
+/// string takes, and what it costs at least.
+template <class F>
+bool any_escape_completion(const frame& f, F&& try_one) {
+  static const escape_bodies tables;
+  const auto& bodies = f.f != 0 ? tables.low : tables.any;  // what follows the backslash
+  const auto each = [&](const std::vector<std::string>& v) {
+    for (const auto& b : v) {
+      if (try_one(std::string_view(b))) {
+        return true;
+      }
+    }
+    return false;
+  };
+  if (f.esc == 1 || f.esc == 7) {  // after the backslash (of a low half's: its u is due)
+    return each(bodies);
   }
   if (f.esc == 6) {  // a high surrogate taken: its low half is due
-    for (auto& b : bodies) {
-      out.push_back("\\" + b);
-    }
-    return out;
-  }
-  if (f.esc == 7) {
-    return bodies;
+    return each(f.f != 0 ? tables.low_backslash : tables.any_backslash);
   }
   if (f.esc >= 2 && f.esc < 6) {  // hex digits: those read so far must match
-    const int read = f.esc - 2;
+    const auto read = static_cast<size_t>(f.esc - 2);
     for (const auto& b : bodies) {
       if (b.size() != 5 || b[0] != 'u') {
         continue;
       }
-      const uint32_t v = static_cast<uint32_t>(std::strtoul(b.substr(1, static_cast<size_t>(read)).c_str(), nullptr, 16));
-      if (read == 0 || v == f.u) {
-        out.push_back(b.substr(1 + static_cast<size_t>(read)));
+      if ((read == 0 || hex_prefix(std::string_view(b).substr(1, read)) == f.u) &&
+          try_one(std::string_view(b).substr(1 + read))) {
+        return true;
       }
     }
   }
-  return out;
+  return false;
 }
 
 // -- the runner: one thread, one byte ------------------------------------------------
@@ -947,7 +973,7 @@ class thread_runner {
   }
 
   /// Whether the escape begun in the top frame can still end in a byte the string or
-  /// key takes: always for free content; else tried on escape_completions() (so a
+  /// key takes: always for free content; else tried on any_escape_completion() (so a
   /// pattern or a key's names never leave a backslash with nothing to follow it).
   bool escape_feasible() {
     if (checking_) {
@@ -966,22 +992,17 @@ class thread_runner {
     std::vector<frame> copy;
     std::vector<frame> forks;
     std::vector<uint32_t> fork_ends;
-    for (const auto& c : escape_completions(f)) {
+    return any_escape_completion(f, [&](std::string_view c) {
       copy = st_;
       thread_runner r(g_, copy, forks, fork_ends);
       r.checking_ = true;
-      bool ok = true;
       for (char ch : c) {
         if (!r.run(static_cast<uint8_t>(ch))) {
-          ok = false;
-          break;
+          return false;
         }
       }
-      if (ok) {
-        return true;
-      }
-    }
-    return false;
+      return true;
+    });
   }
 
   bool close_string() {
@@ -1337,12 +1358,14 @@ int64_t json_matcher::min_close_bytes(const match_state& s) const {
       match_state one;
       one.frames.assign(s.frames.begin() + begin, s.frames.begin() + end);
       one.ends.push_back(end - begin);
-      for (const auto& done : escape_completions(s.frames[end - 1])) {
-        match_state after = one;
+      match_state after;
+      any_escape_completion(s.frames[end - 1], [&](std::string_view done) {
+        after = one;
         if (const_cast<json_matcher*>(this)->feed(after, done)) {
           best = std::min(best, static_cast<int64_t>(done.size()) + min_close_bytes(after));
         }
-      }
+        return false;  // every way
+      });
     } else {
       best = std::min(best, c.thread(s.frames.data() + begin, end - begin));
     }
