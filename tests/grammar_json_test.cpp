@@ -397,5 +397,117 @@ TEST(grammar_mask, when_the_tokens_left_only_just_suffice_only_the_shortest_comp
   EXPECT_TRUE(allowed(mask, id_of("\"}")));
 }
 
+/// The mask by its definition, token by token: those whose bytes the matcher takes after
+/// `prefix` and after which the document still closes in the tokens left (`remaining`
+/// counts this one; -1: no limit), and end-of-generation where the document is whole.
+std::vector<uint64_t> reference_mask(const std::shared_ptr<json_grammar>& g, const std::string& prefix,
+                                     int64_t remaining) {
+  const auto& tok = small_tokenizer();
+  std::vector<uint64_t> mask((static_cast<size_t>(tok.n_vocab()) + 63) / 64, 0);
+  auto set = [&](int32_t id) { mask[static_cast<size_t>(id) / 64] |= uint64_t{1} << (id % 64); };
+  json_matcher m(g);
+  auto s = m.start();
+  EXPECT_TRUE(m.feed(s, prefix)) << prefix;
+  if (m.accepting(s)) {
+    set(tok.eos_id());
+  }
+  for (int32_t id = 0; id < tok.n_vocab() && remaining != 0; ++id) {
+    if (id == tok.eos_id()) {
+      continue;
+    }
+    auto t = s;
+    if (m.feed(t, *tok.token_piece(id, true)) && (remaining < 0 || m.min_close_bytes(t) <= remaining - 1)) {
+      set(id);
+    }
+  }
+  return mask;
+}
+
+/// Pieces of the masks that differ, for a failure message.
+std::string mask_diff(const std::vector<uint64_t>& got, const std::vector<uint64_t>& want) {
+  std::string out;
+  for (size_t i = 0; i < got.size() * 64; ++i) {
+    const bool a = got[i / 64] >> (i % 64) & 1, b = want[i / 64] >> (i % 64) & 1;
+    if (a != b) {
+      auto piece = small_tokenizer().token_piece(static_cast<int32_t>(i), true);
+      out += std::string(a ? " +" : " -") + "[" + (piece ? std::string(*piece) : "?") + "]";
+    }
+  }
+  return out;
+}
+
+TEST(grammar_mask, masks_equal_their_definition_token_by_token_with_and_without_a_budget) {
+  // regex strings and keys (walked on plain tokens, cached by their top frame), free
+  // strings and keys, anyOf threads in one string, numbers and structure (cached by
+  // state); each prefix under every budget from none to tight, the same state asked
+  // again and again so that cached masks must hold for every budget
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {R"({"type":"object","properties":{"a":{"type":"string","pattern":"^[a-z]*q$"}},"required":["a"]})",
+       {"", "{", R"({"a": ")", R"({"a": "ab)", R"({"a": "abq)", R"({"a": "abq")"}},
+      {R"({"enum":["abc","abd","日本語",12]})", {"", "\"", "\"ab", "\"日", "1"}},
+      {R"({"type":"string","format":"date"})", {"\"", "\"2024-", "\"2024-01-3"}},
+      {R"({"type":"string","minLength":3,"maxLength":5})", {"\"", "\"a", "\"abc", "\"abcd"}},
+      {R"({"type":"object","properties":{"a":{"const":1}},"additionalProperties":{"type":"string","minLength":5}})",
+       {"{", "{\"", "{\"a", "{\"b", R"({"a": 1, ")"}},
+      {R"({"type":"object","patternProperties":{"^x-[a-z]+$":{"type":"integer"}},"additionalProperties":false})",
+       {"{", "{\"", "{\"x-", "{\"x-ab"}},
+      {R"({"anyOf":[{"type":"object","properties":{"k":{"type":"string"},"a":{"type":"integer"}},"required":["a"]},)"
+       R"({"type":"object","properties":{"k":{"type":"string","maxLength":2},"b":{"type":"boolean"}},"required":["b"]}]})",
+       {"{", R"({"k": ")", R"({"k": "x)", R"({"k": "xy)"}},
+      {R"({"type":"array","items":{"type":"number","minimum":10},"minItems":2})", {"[", "[1", "[12, ", "[12, 1"}},
+  };
+  const auto trie = token_trie::build(small_tokenizer());
+  const std::vector<int64_t> budgets = {-1, 40, 9, 7, 6, 5, 4, 3, 2, 1, -1};
+  std::vector<uint64_t> mask;
+  for (const auto& [schema, prefixes] : cases) {
+    auto g = compiled(schema);
+    ASSERT_TRUE(g);
+    std::vector<std::vector<std::vector<uint64_t>>> want(prefixes.size());  // [prefix][budget]
+    for (size_t p = 0; p < prefixes.size(); ++p) {
+      for (int64_t remaining : budgets) {
+        want[p].push_back(reference_mask(g, prefixes[p], remaining));
+      }
+    }
+    for (int round = 0; round < 2; ++round) {
+      for (size_t p = 0; p < prefixes.size(); ++p) {
+        json_constraint c(g, trie);
+        for (unsigned char b : prefixes[p]) {
+          ASSERT_TRUE(c.commit(b)) << schema << " " << prefixes[p];
+        }
+        for (size_t k = 0; k < budgets.size(); ++k) {
+          c.fill_mask(budgets[k], mask);
+          EXPECT_EQ(mask, want[p][k]) << schema << " after [" << prefixes[p] << "] with " << budgets[k]
+                                      << " tokens left:" << mask_diff(mask, want[p][k]);
+        }
+      }
+    }
+  }
+}
+
+TEST(grammar_mask, a_pattern_string_under_a_tight_budget_allows_only_what_still_closes) {
+  const auto trie = token_trie::build(small_tokenizer());
+  json_constraint c(compiled(R"({"type":"object","properties":{"a":{"type":"string","pattern":"^[a-z]*q$"}},)"
+                             R"("required":["a"]})"),
+                    trie);
+  for (const char* t : {"{\"", "a\":", "\""}) {
+    ASSERT_TRUE(c.commit(id_of(t)));
+  }
+  std::vector<uint64_t> mask;
+  c.fill_mask(-1, mask);
+  EXPECT_TRUE(allowed(mask, id_of("abc")));
+  EXPECT_FALSE(allowed(mask, id_of("12")));  // not [a-z]
+  EXPECT_FALSE(allowed(mask, id_of("\"")));  // the pattern wants a q first
+  // after abc: q"} are due, 3 tokens at least
+  c.fill_mask(4, mask);
+  EXPECT_TRUE(allowed(mask, id_of("abc")));
+  EXPECT_TRUE(allowed(mask, id_of("q")));
+  c.fill_mask(3, mask);
+  EXPECT_FALSE(allowed(mask, id_of("abc")));
+  EXPECT_FALSE(allowed(mask, id_of("a")));
+  EXPECT_TRUE(allowed(mask, id_of("q")));  // then "}
+  c.fill_mask(2, mask);
+  EXPECT_FALSE(allowed(mask, id_of("q")));
+}
+
 }  // namespace
 }  // namespace baton::grammar

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <string>
 #include <limits>
+#include <type_traits>
 
 namespace baton::grammar {
 
@@ -33,7 +34,7 @@ enum object_phase : uint8_t { o_start, o_key, o_key_done, o_colon, o_value, o_af
 enum array_phase : uint8_t { a_start, a_value, a_after_value, a_after_comma };
 enum number_phase : uint8_t { n_begin, n_sign, n_zero, n_int, n_dot, n_frac, n_e, n_esign, n_exp };
 
-constexpr int64_t k_far = int64_t{1} << 40;
+constexpr int64_t k_far = json_matcher::k_infinite;
 constexpr uint8_t k_negative = 1, k_exp_negative = 2;
 constexpr const char* k_literals[3] = {"true", "false", "null"};
 constexpr int32_t k_literal_len[3] = {4, 5, 4};
@@ -382,16 +383,122 @@ bool any_escape_completion(const frame& f, F&& try_one) {
   return false;
 }
 
+// -- string and key content ----------------------------------------------------------
+
+namespace {
+
+const schema_node& node_of(const json_grammar& g, int32_t id) {
+  return id >= 0 ? g.nodes[static_cast<size_t>(id)] : any_node();
+}
+
+/// Whether key frame `k` (of object frame `o`) can still become an allowed key.
+bool key_alive(const json_grammar& g, const frame& o, const frame& k) {
+  const auto& rule = node_of(g, o.node).obj;
+  if (rule.key_rule >= 0) {
+    const auto& kr = g.key_rules[static_cast<size_t>(rule.key_rule)];
+    if ((kr.max_len >= 0 && k.a > kr.max_len) || (kr.regex >= 0 && k.b == k_dead)) {
+      return false;
+    }
+  }
+  if (rule.additional != k_no_value) {
+    return true;
+  }
+  if (k.d != k_dead && rule.pattern_rx >= 0) {
+    return true;
+  }
+  if (k.c >= 0) {
+    const auto& below = g.name_tries[static_cast<size_t>(rule.names)].below[static_cast<size_t>(k.c)];
+    return (below[0] & ~o.e) != 0 || (below[1] & ~o.f) != 0 || rule.properties.size() > 128;
+  }
+  return false;
+}
+
+/// One decoded byte of a string's or key's content into `f` (`parent`: a key's object):
+/// counts code points, steps the regexes and the name trie; false when no string or
+/// key `f` may become can follow.
+bool content_byte(const json_grammar& g, frame& f, const frame* parent, uint8_t byte) {
+  const bool lead = (byte & 0xC0) != 0x80;
+  if (f.kind == fk_string) {
+    const auto& s = node_of(g, f.node).str;
+    if (lead && s.max_len >= 0 && f.a >= s.max_len) {
+      return false;
+    }
+    if (f.b >= 0) {
+      auto& rx = *g.regexes[static_cast<size_t>(s.regex)];
+      f.b = rx.next(f.b, byte);
+      if (f.b == k_dead || rx.alive_mask(f.b) != rx.all_mask()) {
+        return false;
+      }
+    }
+    if (lead) {
+      ++f.a;
+    }
+    return true;
+  }
+  // a key
+  const auto& rule = node_of(g, f.node).obj;
+  if (lead) {
+    ++f.a;
+  }
+  if (f.c >= 0) {
+    f.c = g.name_tries[static_cast<size_t>(rule.names)].next(f.c, byte);
+  }
+  if (f.d != k_dead) {
+    f.d = g.regexes[static_cast<size_t>(rule.pattern_rx)]->next(f.d, byte);
+  }
+  if (rule.key_rule >= 0 && f.b >= 0) {
+    const auto& kr = g.key_rules[static_cast<size_t>(rule.key_rule)];
+    f.b = g.regexes[static_cast<size_t>(kr.regex)]->next(f.b, byte);
+  }
+  return key_alive(g, *parent, f);
+}
+
+}  // namespace
+
 // -- the runner: one thread, one byte ------------------------------------------------
 
 namespace {
 
+/// A thread's stack as a step writes it: the first `n_shared` frames are read in place
+/// from another state, the frames above them are `own`. Writing a shared frame first
+/// moves it, and the shared frames above it, into `own`; a step mostly writes the top
+/// frame or two, so it copies those and not the stack.
+struct cow_stack {
+  const frame* shared;
+  uint32_t n_shared;
+  std::vector<frame>& own;
+
+  size_t size() const { return n_shared + own.size(); }
+  bool empty() const { return size() == 0; }
+  const frame& operator[](size_t i) const { return i < n_shared ? shared[i] : own[i - n_shared]; }
+  frame& edit(size_t i) {
+    if (i < n_shared) {
+      own.insert(own.begin(), shared + i, shared + n_shared);
+      n_shared = static_cast<uint32_t>(i);
+    }
+    return own[i - n_shared];
+  }
+  frame& back() { return edit(size() - 1); }
+  void pop_back() {
+    if (own.empty()) {
+      --n_shared;
+    } else {
+      own.pop_back();
+    }
+  }
+  void push_back(const frame& f) { own.push_back(f); }
+};
+
+/// Forks a step made: per fork, its shared frames (of the stack it forked from) and
+/// one past its own frames in the forks' frames.
+using fork_list = std::vector<std::pair<uint32_t, uint32_t>>;
+
 /// Advances one thread (a stack) by one byte; forks of a value's start go to `forks`.
 class thread_runner {
  public:
-  thread_runner(const json_grammar& g, std::vector<frame>& st, std::vector<frame>& forks,
-                std::vector<uint32_t>& fork_ends)
-      : g_(g), st_(st), forks_(forks), fork_ends_(fork_ends) {}
+  thread_runner(const json_grammar& g, cow_stack& st, std::vector<frame>& forks,
+                fork_list& fork_ends, std::vector<int32_t>& alts)
+      : g_(g), st_(st), forks_(forks), fork_ends_(fork_ends), alts_(alts) {}
 
   /// False when the thread dies.
   bool run(uint8_t byte) {
@@ -555,9 +662,13 @@ class thread_runner {
         continue;
       }
       if (kept) {
-        forks_.insert(forks_.end(), st_.begin(), st_.end() - 1);
+        // this stack with `other` for its top (written above: not shared)
+        const size_t below = st_.size() - 1;
+        for (size_t i = st_.n_shared; i < below; ++i) {
+          forks_.push_back(st_[i]);
+        }
         forks_.push_back(other);
-        fork_ends_.push_back(static_cast<uint32_t>(forks_.size()));
+        fork_ends_.emplace_back(st_.n_shared, static_cast<uint32_t>(forks_.size()));
       }
       kept = true;
     }
@@ -666,7 +777,7 @@ class thread_runner {
   /// The key frame on top closes: classify it and hand its value node to the object.
   bool close_key() {
     const frame k = top();
-    frame& o = st_[st_.size() - 2];
+    frame& o = st_.edit(st_.size() - 2);
     const auto& rule = node(o.node).obj;
     if (rule.key_rule >= 0) {
       const auto& kr = g_.key_rules[static_cast<size_t>(rule.key_rule)];
@@ -708,29 +819,6 @@ class thread_runner {
     o.phase = o_key_done;
     o.ws = 0;
     return true;
-  }
-
-  /// Whether a key frame can still become an allowed key.
-  bool key_alive(const frame& k) const {
-    const frame& o = st_[st_.size() - 2];
-    const auto& rule = node(o.node).obj;
-    if (rule.key_rule >= 0) {
-      const auto& kr = g_.key_rules[static_cast<size_t>(rule.key_rule)];
-      if ((kr.max_len >= 0 && k.a > kr.max_len) || (kr.regex >= 0 && k.b == k_dead)) {
-        return false;
-      }
-    }
-    if (rule.additional != k_no_value) {
-      return true;
-    }
-    if (k.d != k_dead && rule.pattern_rx >= 0) {
-      return true;
-    }
-    if (k.c >= 0) {
-      const auto& below = g_.name_tries[static_cast<size_t>(rule.names)].below[static_cast<size_t>(k.c)];
-      return (below[0] & ~o.e) != 0 || (below[1] & ~o.f) != 0 || rule.properties.size() > 128;
-    }
-    return false;
   }
 
   // -- arrays -------------------------------------------------------------------
@@ -791,40 +879,7 @@ class thread_runner {
 
   /// One decoded byte of a string's or key's content.
   bool content(frame& f, uint8_t byte) {
-    const bool lead = (byte & 0xC0) != 0x80;
-    if (f.kind == fk_string) {
-      const auto& s = node(f.node).str;
-      if (lead && s.max_len >= 0 && f.a >= s.max_len) {
-        return false;
-      }
-      if (f.b >= 0) {
-        f.b = g_.regexes[static_cast<size_t>(s.regex)]->next(f.b, byte);
-        const auto& rx = *g_.regexes[static_cast<size_t>(s.regex)];
-        if (f.b == k_dead || rx.alive_mask(f.b) != rx.all_mask()) {
-          return false;
-        }
-      }
-      if (lead) {
-        ++f.a;
-      }
-      return true;
-    }
-    // a key
-    const auto& rule = node(f.node).obj;
-    if (lead) {
-      ++f.a;
-    }
-    if (f.c >= 0) {
-      f.c = g_.name_tries[static_cast<size_t>(rule.names)].next(f.c, byte);
-    }
-    if (f.d != k_dead) {
-      f.d = g_.regexes[static_cast<size_t>(rule.pattern_rx)]->next(f.d, byte);
-    }
-    if (rule.key_rule >= 0 && f.b >= 0) {
-      const auto& kr = g_.key_rules[static_cast<size_t>(rule.key_rule)];
-      f.b = g_.regexes[static_cast<size_t>(kr.regex)]->next(f.b, byte);
-    }
-    return key_alive(f);
+    return content_byte(g_, f, f.kind == fk_key ? &st_[st_.size() - 2] : nullptr, byte);
   }
 
   /// A code point decoded from a \u escape, as UTF-8 content.
@@ -989,12 +1044,14 @@ class thread_runner {
         return true;
       }
     }
-    std::vector<frame> copy;
+    std::vector<frame> own;
     std::vector<frame> forks;
-    std::vector<uint32_t> fork_ends;
+    fork_list fork_ends;
+    std::vector<int32_t> alts;
     return any_escape_completion(f, [&](std::string_view c) {
-      copy = st_;
-      thread_runner r(g_, copy, forks, fork_ends);
+      own = st_.own;
+      cow_stack copy{st_.shared, st_.n_shared, own};
+      thread_runner r(g_, copy, forks, fork_ends, alts);
       r.checking_ = true;
       for (char ch : c) {
         if (!r.run(static_cast<uint8_t>(ch))) {
@@ -1034,10 +1091,10 @@ class thread_runner {
 
   // -- member variables ---------------------------------------------------------
   const json_grammar& g_;
-  std::vector<frame>& st_;
+  cow_stack& st_;
   std::vector<frame>& forks_;
-  std::vector<uint32_t>& fork_ends_;
-  std::vector<int32_t> alts_;
+  fork_list& fork_ends_;
+  std::vector<int32_t>& alts_;
   bool checking_ = false;  // inside escape_feasible: no nested checks
 };
 
@@ -1059,32 +1116,39 @@ match_state json_matcher::start() const {
 
 bool json_matcher::step(const match_state& in, uint8_t byte, match_state& out) {
   out.clear();
-  uint32_t begin = 0;
-  auto add = [&](const frame* first, size_t n) {
+  auto add = [&](const frame* shared, uint32_t n_shared, const frame* own, size_t n_own) {
+    const size_t at = out.frames.size();
+    out.frames.insert(out.frames.end(), shared, shared + n_shared);
+    out.frames.insert(out.frames.end(), own, own + n_own);
     // identical stacks merge
+    const size_t n = n_shared + n_own;
     uint32_t b = 0;
     for (uint32_t end : out.ends) {
-      if (end - b == n && std::equal(first, first + n, out.frames.begin() + b)) {
+      if (end - b == n && std::equal(out.frames.begin() + b, out.frames.begin() + end,
+                                     out.frames.begin() + static_cast<std::ptrdiff_t>(at))) {
+        out.frames.resize(at);
         return;
       }
       b = end;
     }
-    out.frames.insert(out.frames.end(), first, first + n);
     out.ends.push_back(static_cast<uint32_t>(out.frames.size()));
   };
+  uint32_t begin = 0;
   for (uint32_t end : in.ends) {
-    scratch_.assign(in.frames.begin() + begin, in.frames.begin() + end);
+    const frame* shared = in.frames.data() + begin;
+    scratch_.clear();
+    cow_stack st{shared, end - begin, scratch_};
     begin = end;
     forks_.clear();
     fork_ends_.clear();
-    thread_runner run(*g_, scratch_, forks_, fork_ends_);
+    thread_runner run(*g_, st, forks_, fork_ends_, alts_);
     if (run.run(byte)) {
-      add(scratch_.data(), scratch_.size());
+      add(shared, st.n_shared, scratch_.data(), scratch_.size());
     }
     // forks start a value of another alternative; each takes no further part of this byte
     uint32_t fb = 0;
-    for (uint32_t fe : fork_ends_) {
-      add(forks_.data() + fb, fe - fb);
+    for (const auto& [n_shared, fe] : fork_ends_) {
+      add(shared, n_shared, forks_.data() + fb, fe - fb);
       fb = fe;
     }
   }
@@ -1133,13 +1197,75 @@ class closer {
     if (n == 0) {
       return 0;
     }
-    int64_t sum = own(st, n);
-    // a key's cost takes in its object's rest (which key it becomes decides that)
-    const size_t below = st[n - 1].kind == fk_key ? n - 2 : n - 1;
-    for (size_t i = below; i-- > 0 && sum < k_far;) {
+    return std::min(k_far, own(st[n - 1], n >= 2 ? &st[n - 2] : nullptr) + below(st, n));
+  }
+
+  /// What the top frame needs to finish itself (`parent`: the frame under it).
+  int64_t own(const frame& f, const frame* parent) const {
+    switch (f.kind) {
+      case fk_value:
+        return value(f.node);
+      case fk_literal:
+        return k_literal_len[f.b] - f.a;
+      case fk_number:
+        return number_close(f, node(f.node), g_.options);
+      case fk_string:
+        return string_rest(f, node(f.node).str);
+      case fk_object:
+        switch (f.phase) {
+          case o_start:
+            return object_rest(f, false);
+          case o_after_comma: {
+            const auto [req, n_req] = unseen_required(f);
+            (void)req;
+            const int64_t base = object_rest(f, false);
+            return n_req > 0 ? base : base + cheapest_extra(f);
+          }
+          case o_key_done:
+            return 1 + value(f.b) + object_rest(f, true);
+          case o_colon:
+            return value(f.b) + object_rest(f, true);
+          default:
+            return object_rest(f, true);
+        }
+      case fk_array:
+        switch (f.phase) {
+          case a_start:
+            return array_rest(f, f.a, false, false);
+          case a_after_comma:
+            return array_rest(f, f.a, false, true);
+          default:
+            return array_rest(f, f.a, true, false);
+        }
+      case fk_key:
+        return key_rest(f, *parent);
+      default:
+        return k_far;
+    }
+  }
+
+  /// What the frames under the top of `n` frames from `st` need once it is done, at
+  /// most k_far; a key's cost takes in its object's rest (which key it becomes decides
+  /// that), so under a key the object is left out too.
+  int64_t below(const frame* st, size_t n) const {
+    const size_t under = st[n - 1].kind == fk_key ? n - 2 : n - 1;
+    int64_t sum = 0;
+    for (size_t i = under; i-- > 0 && sum < k_far;) {
       sum += after_child(st[i]);
     }
     return std::min(sum, k_far);
+  }
+
+  /// What the frame below a finished child still needs.
+  int64_t after_child(const frame& f) const {
+    switch (f.kind) {
+      case fk_object:
+        return object_rest(f, true);
+      case fk_array:
+        return array_rest(f, f.a + 1, true, false);
+      default:
+        return 0;
+    }
   }
 
  private:
@@ -1212,17 +1338,7 @@ class closer {
     return sum;
   }
 
-  /// What the frame below a finished child still needs.
-  int64_t after_child(const frame& f) const {
-    switch (f.kind) {
-      case fk_object:
-        return object_rest(f, true);
-      case fk_array:
-        return array_rest(f, f.a + 1, true, false);
-      default:
-        return 0;
-    }
-  }
+
 
   int64_t string_rest(const frame& f, const string_rule& s) const {
     int64_t pending = f.utf8_left;
@@ -1246,56 +1362,9 @@ class closer {
     return pending + body + 1;
   }
 
-  /// What the top frame needs to finish itself.
-  int64_t own(const frame* st, size_t n) const {
-    const frame& f = st[n - 1];
-    switch (f.kind) {
-      case fk_value:
-        return value(f.node);
-      case fk_literal:
-        return k_literal_len[f.b] - f.a;
-      case fk_number:
-        return number_close(f, node(f.node), g_.options);
-      case fk_string:
-        return string_rest(f, node(f.node).str);
-      case fk_object:
-        switch (f.phase) {
-          case o_start:
-            return object_rest(f, false);
-          case o_after_comma: {
-            const auto [req, n_req] = unseen_required(f);
-            (void)req;
-            const int64_t base = object_rest(f, false);
-            return n_req > 0 ? base : base + cheapest_extra(f);
-          }
-          case o_key_done:
-            return 1 + value(f.b) + object_rest(f, true);
-          case o_colon:
-            return value(f.b) + object_rest(f, true);
-          default:
-            return object_rest(f, true);
-        }
-      case fk_array:
-        switch (f.phase) {
-          case a_start:
-            return array_rest(f, f.a, false, false);
-          case a_after_comma:
-            return array_rest(f, f.a, false, true);
-          default:
-            return array_rest(f, f.a, true, false);
-        }
-      case fk_key:
-        return key_rest(st, n);
-      default:
-        return k_far;
-    }
-  }
-
   /// Closing the key, its colon, the cheapest value it can lead to, and the rest of its
   /// object once that property is in.
-  int64_t key_rest(const frame* st, size_t n) const {
-    const frame& k = st[n - 1];
-    const frame& o = st[n - 2];
+  int64_t key_rest(const frame& k, const frame& o) const {
     const auto& rule = node(o.node).obj;
     string_rule none;
     const string_rule& kr = rule.key_rule >= 0 ? g_.key_rules[static_cast<size_t>(rule.key_rule)] : none;
@@ -1374,32 +1443,127 @@ int64_t json_matcher::min_close_bytes(const match_state& s) const {
   return best;
 }
 
-bool json_matcher::in_free_string(const match_state& s, int64_t& max_more_chars) const {
-  if (s.ends.size() != 1 || s.frames.empty()) {
+// -- plain content --------------------------------------------------------------------
+
+bool json_matcher::in_content(const match_state& s) const {
+  if (s.dead()) {
     return false;
   }
-  const frame& f = s.frames.back();
-  if (f.esc != 0 || f.utf8_left != 0) {
-    return false;
-  }
-  if (f.kind == fk_string) {
-    const auto& r = (f.node >= 0 ? g_->nodes[static_cast<size_t>(f.node)] : any_node()).str;
-    if (r.regex >= 0) {
+  uint32_t begin = 0;
+  for (uint32_t end : s.ends) {
+    if (end == begin) {
+      return false;  // a whole document
+    }
+    const frame& f = s.frames[end - 1];
+    if ((f.kind != fk_string && f.kind != fk_key) || f.esc != 0 || f.utf8_left != 0) {
       return false;
     }
-    max_more_chars = r.max_len < 0 ? -1 : r.max_len - f.a;
-    return true;
+    begin = end;
   }
-  if (f.kind == fk_key && s.frames.size() >= 2) {
-    const frame& o = s.frames[s.frames.size() - 2];
-    const auto& rule = (o.node >= 0 ? g_->nodes[static_cast<size_t>(o.node)] : any_node()).obj;
-    if (rule.additional == k_no_value || rule.key_rule >= 0) {
-      return false;
+  return true;
+}
+
+json_matcher::plain_rule json_matcher::plain_rule_of(const frame* parent, const frame& top) const {
+  plain_rule r;
+  const closer c(*g_);
+  if (top.kind == fk_string) {
+    const auto& s = node_of(*g_, top.node).str;
+    if (s.regex < 0) {
+      r.free = true;
+      r.max_chars = s.max_len < 0 ? -1 : s.max_len - top.a;
+      // more code points only lower what is still due (string_rest)
+      r.close_bound = c.own(top, parent);
     }
-    max_more_chars = -1;
-    return true;
+    return r;
   }
-  return false;
+  const auto& rule = node_of(*g_, parent->node).obj;
+  if (rule.additional != k_no_value && rule.key_rule < 0) {
+    r.free = true;
+    // key_rest's first way, closing the key as an additional property, costs the same
+    // after any plain token and bounds the others: it alone is left with no declared
+    // name (c) and no patternProperties state (d)
+    frame any = top;
+    any.c = -1;
+    any.d = k_dead;
+    r.close_bound = c.own(any, parent);
+  }
+  return r;
+}
+
+bool json_matcher::plain_byte(const frame* parent, frame& top, uint8_t byte) {
+  return content_byte(*g_, top, parent, byte);
+}
+
+int64_t json_matcher::close_top(const frame* parent, const frame& top) const {
+  return closer(*g_).own(top, parent);
+}
+
+int64_t json_matcher::close_below(const frame* st, size_t n) const {
+  return closer(*g_).below(st, n);
+}
+
+// -- cache keys -----------------------------------------------------------------------
+
+namespace {
+
+static_assert(std::has_unique_object_representations_v<frame>, "frames are keys byte for byte");
+
+/// Appends frame `f` (`parent`: the one under it) as cache key bytes. A string's or
+/// key's code-point count counts only through its bounds: as the code points it may
+/// still take (a token of n bytes adds at most n, so beyond max_token_bytes all counts
+/// are alike) and those it still needs. Fields no transition or closing cost reads in
+/// the frame's phase are zeroed: \u digits outside an escape, an object's value node
+/// outside o_key_done and o_colon.
+void append_frame(const json_grammar& g, const frame* parent, const frame& f,
+                  int64_t max_token_bytes, std::string& out) {
+  frame k = f;
+  if (f.kind == fk_string || f.kind == fk_key) {
+    string_rule none;
+    const string_rule* r = &none;
+    if (f.kind == fk_string) {
+      r = &node_of(g, f.node).str;
+    } else if (const auto& o = node_of(g, parent->node).obj; o.key_rule >= 0) {
+      r = &g.key_rules[static_cast<size_t>(o.key_rule)];
+    }
+    const int64_t room = r->max_len < 0 ? -1 : std::min<int64_t>(r->max_len - f.a, max_token_bytes + 1);
+    const int64_t need = std::max<int64_t>(r->min_len - f.a, 0);
+    k.a = 0;
+    if (f.esc == 0) {
+      k.u = 0;
+    }
+    out.append(reinterpret_cast<const char*>(&k), sizeof k);
+    out.append(reinterpret_cast<const char*>(&room), sizeof room);
+    out.append(reinterpret_cast<const char*>(&need), sizeof need);
+    return;
+  }
+  if (f.kind == fk_object && f.phase != o_key_done && f.phase != o_colon) {
+    k.b = 0;
+  }
+  out.append(reinterpret_cast<const char*>(&k), sizeof k);
+}
+
+}  // namespace
+
+void json_matcher::state_key(const match_state& s, int64_t max_token_bytes, std::string& out) const {
+  uint32_t begin = 0;
+  for (uint32_t end : s.ends) {
+    const uint32_t n = end - begin;
+    out.append(reinterpret_cast<const char*>(&n), sizeof n);
+    for (uint32_t i = begin; i < end; ++i) {
+      append_frame(*g_, i > begin ? &s.frames[i - 1] : nullptr, s.frames[i], max_token_bytes, out);
+    }
+    begin = end;
+  }
+}
+
+void json_matcher::plain_key(const frame* parent, const frame& top, int64_t max_token_bytes,
+                             std::string& out) const {
+  // a string's plain tokens and its closing cost read the string alone; a key's, its
+  // object too
+  if (top.kind == fk_key) {
+    append_frame(*g_, nullptr, *parent, max_token_bytes, out);
+  }
+  append_frame(*g_, parent, top, max_token_bytes, out);
 }
 
 }  // namespace baton::grammar

@@ -11,7 +11,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "runtime/grammar/json_schema.hpp"
@@ -72,19 +74,62 @@ class json_matcher {
   /// Fewest bytes that make `s` a whole document (k_infinite-ish when none is known).
   int64_t min_close_bytes(const match_state& s) const;
 
-  /// Whether `s` is one thread inside a string or key whose next plain bytes (no quote,
-  /// backslash or control byte; whole UTF-8 characters) are all allowed, and how many
-  /// more code points it takes (-1: any number).
-  bool in_free_string(const match_state& s, int64_t& max_more_chars) const;
+  // -- plain content ------------------------------------------------------------------
+  // A plain token (token_mask.hpp) holds no quote, backslash or control byte and only
+  // whole UTF-8 characters. Where every thread's top frame is a string or key in
+  // content (no escape or character half written), such a token changes nothing but
+  // those top frames, so the mask can judge plain tokens on the top frames alone.
+
+  /// Whether every thread of `s` is in a string's or key's content (see above).
+  bool in_content(const match_state& s) const;
+
+  /// How plain tokens fare on a top frame in content (`parent`: the frame under it, a
+  /// key's object). `free`: each is allowed exactly when it adds at most `max_chars`
+  /// code points (-1: any number), and none raises the top frame's closing cost above
+  /// `close_bound` (a string with no regex; a key that may take any name and has no
+  /// propertyNames). Otherwise each must be stepped with plain_byte.
+  struct plain_rule {
+    bool free = false;
+    int64_t max_chars = -1;
+    int64_t close_bound = 0;
+  };
+  plain_rule plain_rule_of(const frame* parent, const frame& top) const;
+
+  /// `top` (in content) after one byte of a plain token; false when no string or key it
+  /// may become can follow. Between a multi-byte character's bytes `top` is not a state
+  /// of its own: only what follows a whole token means anything.
+  bool plain_byte(const frame* parent, frame& top, uint8_t byte);
+
+  /// A thread's closing cost in two parts: its top frame's (a key's with its object,
+  /// `parent`) and that of the frames under those (`n` frames from `st`, the top
+  /// included). For a thread with no escape half written, min_close_bytes is the lesser
+  /// of their sum and k_infinite.
+  int64_t close_top(const frame* parent, const frame& top) const;
+  int64_t close_below(const frame* st, size_t n) const;
+  static constexpr int64_t k_infinite = int64_t{1} << 40;
+
+  // -- cache keys ---------------------------------------------------------------------
+
+  /// Appends to `out` bytes that equal another state's exactly when both allow the same
+  /// tokens of up to `max_token_bytes` bytes with the same closing costs after each:
+  /// the frames, with what cannot matter left out (a string's code-point count beyond
+  /// what its bounds can still tell apart, stale fields).
+  void state_key(const match_state& s, int64_t max_token_bytes, std::string& out) const;
+
+  /// The same for a top frame in content as plain tokens see it (with a key's object).
+  void plain_key(const frame* parent, const frame& top, int64_t max_token_bytes,
+                 std::string& out) const;
 
   const json_grammar& grammar() const { return *g_; }
 
  private:
   // -- member variables -------------------------------------------------------
   std::shared_ptr<json_grammar> g_;
-  std::vector<frame> scratch_;  // one thread being advanced
-  std::vector<frame> forks_;    // threads forked at a value's first byte
-  std::vector<uint32_t> fork_ends_;
+  std::vector<frame> scratch_;  // the frames a step writes (above the shared ones)
+  std::vector<frame> forks_;    // threads forked at a value's first byte (their own frames)
+  std::vector<std::pair<uint32_t, uint32_t>> fork_ends_;  // per fork: shared frames, end in forks_
+  std::vector<int32_t> alts_;   // a value's alternatives
+
 };
 
 }  // namespace baton::grammar

@@ -134,6 +134,8 @@ struct schema_options {
   int32_t max_frac_digits = 32;
 };
 
+class mask_cache;
+
 class json_grammar {
  public:
   std::vector<schema_node> nodes;
@@ -147,6 +149,10 @@ class json_grammar {
   /// Fewest bytes of a value matching each node ([nodes.size()]); a large value when
   /// no finite value exists.
   std::vector<int64_t> min_bytes;
+  /// Token masks already computed for this grammar (token_mask.hpp), shared by every
+  /// sequence it constrains. Filled as masks are asked for, so like the regexes' lazy
+  /// DFAs it makes the grammar not thread-safe.
+  mutable std::shared_ptr<mask_cache> masks;
 
   int64_t min_value_bytes(int32_t node) const;
 };

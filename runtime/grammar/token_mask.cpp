@@ -55,8 +55,7 @@ int32_t plain_chars(std::string_view s) {
 
 /// Depth-first nodes of the trie of `ids`' pieces.
 void flatten(const std::vector<std::string>& pieces, std::vector<int32_t> ids,
-             std::vector<token_trie::node>& out,
-             std::unordered_map<uint32_t, std::vector<int32_t>>& same, size_t& max_depth) {
+             std::vector<token_trie::node>& out, token_trie::same_map& same, size_t& max_depth) {
   std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
     const auto& pa = pieces[static_cast<size_t>(a)];
     const auto& pb = pieces[static_cast<size_t>(b)];
@@ -113,7 +112,7 @@ std::shared_ptr<const token_trie> token_trie::build(const tokenizer& tok) {
   const size_t words = (static_cast<size_t>(t->n_vocab) + 63) / 64;
   t->pieces.resize(static_cast<size_t>(t->n_vocab));
   t->plain_upto.assign(k_char_buckets, std::vector<uint64_t>(words, 0));
-  std::vector<int32_t> all_ids, special_ids;
+  std::vector<int32_t> all_ids, special_ids, plain_ids;
   for (int32_t id = 0; id < t->n_vocab; ++id) {
     const auto type = tok.type(id);
     if (type != token_type::normal && type != token_type::user_defined) {
@@ -130,6 +129,7 @@ std::shared_ptr<const token_trie> token_trie::build(const tokenizer& tok) {
       special_ids.push_back(id);
       continue;
     }
+    plain_ids.push_back(id);
     // bucket k < last: at most k code points; the last bucket: every plain token
     const int32_t last = k_char_buckets - 1;
     for (int32_t k = std::min(chars, last); k < k_char_buckets; ++k) {
@@ -143,39 +143,72 @@ std::shared_ptr<const token_trie> token_trie::build(const tokenizer& tok) {
   }
   flatten(t->pieces, all_ids, t->all, t->same_bytes_all, t->max_depth);
   flatten(t->pieces, special_ids, t->special, t->same_bytes_special, t->max_depth);
+  flatten(t->pieces, plain_ids, t->plain, t->same_bytes_plain, t->max_depth);
   t->eog = tok.eog_ids();
   return t;
 }
 
-json_constraint::json_constraint(std::shared_ptr<json_grammar> g,
-                                 std::shared_ptr<const token_trie> trie)
-    : matcher_(std::move(g)), trie_(std::move(trie)) {
-  state_ = matcher_.start();
-  depth_states_.resize(trie_->max_depth + 1);
+// -- the cache ------------------------------------------------------------------------
+
+mask_cache::entry* mask_cache::find(std::string_view key) {
+  const auto it = entries_.find(key);
+  return it == entries_.end() ? nullptr : &it->second;
 }
 
-void json_constraint::walk(const std::vector<token_trie::node>& nodes,
-                           const std::unordered_map<uint32_t, std::vector<int32_t>>& same,
-                           int64_t remaining, std::vector<uint64_t>& mask) {
-  const size_t n = nodes.size();
-  for (size_t i = 0; i < n;) {
-    const auto& nd = nodes[i];
-    const match_state& parent = nd.depth == 1 ? state_ : depth_states_[nd.depth - 1];
-    match_state& here = depth_states_[nd.depth];
-    if (!matcher_.step(parent, nd.byte, here)) {
-      i = nd.skip;
-      continue;
-    }
-    if (nd.token >= 0 && (remaining < 0 || matcher_.min_close_bytes(here) <= remaining - 1)) {
-      set_bit(mask, nd.token);
-      if (nd.more) {
-        for (int32_t id : same.at(static_cast<uint32_t>(i))) {
-          set_bit(mask, id);
-        }
-      }
-    }
-    ++i;
+namespace {
+
+size_t entry_bytes(const std::string& key, const mask_cache::entry& e) {
+  return key.size() + e.ids.size() * sizeof(int32_t) + e.bits.size() * sizeof(uint64_t) + 64;
+}
+
+void add_entry(const mask_cache::entry& e, std::vector<uint64_t>& mask) {
+  for (int32_t id : e.ids) {
+    set_bit(mask, id);
   }
+  for (size_t w = 0; w < e.bits.size(); ++w) {
+    mask[w] |= e.bits[w];
+  }
+}
+
+}  // namespace
+
+void mask_cache::put(const std::string& key, const std::vector<int32_t>& allowed,
+                     int64_t max_close, size_t words) {
+  entry e;
+  e.max_close = max_close;
+  if (allowed.size() * sizeof(int32_t) <= words * sizeof(uint64_t)) {
+    e.ids = allowed;
+  } else {
+    e.bits.assign(words, 0);
+    for (int32_t id : allowed) {
+      set_bit(e.bits, id);
+    }
+  }
+  if (const auto it = entries_.find(key); it != entries_.end()) {
+    bytes_ -= entry_bytes(key, it->second);
+    entries_.erase(it);
+  }
+  const size_t size = entry_bytes(key, e);
+  if (bytes_ + size > k_max_bytes) {
+    entries_.clear();
+    bytes_ = 0;
+  }
+  bytes_ += size;
+  entries_.emplace(key, std::move(e));
+}
+
+// -- the masks ------------------------------------------------------------------------
+
+json_constraint::json_constraint(std::shared_ptr<json_grammar> g,
+                                 std::shared_ptr<const token_trie> trie)
+    : matcher_(g), trie_(std::move(trie)) {
+  if (!g->masks || !g->masks->over(trie_)) {
+    g->masks = std::make_shared<mask_cache>(trie_);
+  }
+  cache_ = g->masks;
+  state_ = matcher_.start();
+  depth_states_.resize(trie_->max_depth + 1);
+  depth_tops_.resize(trie_->max_depth + 1);
 }
 
 void json_constraint::fill_mask(int64_t remaining, std::vector<uint64_t>& mask) {
@@ -192,32 +225,155 @@ void json_constraint::fill_mask(int64_t remaining, std::vector<uint64_t>& mask) 
   if (remaining == 0) {
     return;
   }
-  int64_t more_chars = -1;
-  const bool budget_ok = remaining < 0 || matcher_.min_close_bytes(state_) <= remaining - 1;
-  if (budget_ok && matcher_.in_free_string(state_, more_chars)) {
-    // plain tokens keep the string open and its closing cost unchanged or lower
-    const int32_t last = token_trie::k_char_buckets - 1;
-    if (more_chars < 0 || more_chars >= trie_->max_plain_chars) {
-      const auto& every = trie_->plain_upto[static_cast<size_t>(last)];
-      for (size_t w = 0; w < words; ++w) {
-        mask[w] |= every[w];
-      }
-    } else {
-      const auto k = static_cast<size_t>(std::min<int64_t>(more_chars, last - 1));
-      const auto& upto = trie_->plain_upto[k];
-      for (size_t w = 0; w < words; ++w) {
-        mask[w] |= upto[w];
-      }
-      for (size_t i = 0; more_chars >= last && i < trie_->plain_long.size(); ++i) {
-        if (trie_->plain_long_chars[i] <= more_chars) {
-          set_bit(mask, trie_->plain_long[i]);
-        }
-      }
+  if (matcher_.in_content(state_)) {
+    plain_seen_.clear();
+    uint32_t begin = 0;
+    for (uint32_t end : state_.ends) {
+      plain_tokens(state_.frames.data() + begin, end - begin, remaining, mask);
+      begin = end;
     }
-    walk(trie_->special, trie_->same_bytes_special, remaining, mask);
+    walk_state(trie_->special, trie_->same_bytes_special, remaining, mask);
     return;
   }
-  walk(trie_->all, trie_->same_bytes_all, remaining, mask);
+  walk_state(trie_->all, trie_->same_bytes_all, remaining, mask);
+}
+
+void json_constraint::walk_state(const std::vector<token_trie::node>& nodes,
+                                 const token_trie::same_map& same, int64_t remaining,
+                                 std::vector<uint64_t>& mask) {
+  key_.assign(1, &nodes == &trie_->all ? 'a' : 's');
+  matcher_.state_key(state_, static_cast<int64_t>(trie_->max_depth), key_);
+  const bool budget = remaining >= 0;
+  if (const auto* e = cache_->find(key_);
+      e != nullptr && (!budget || (e->max_close >= 0 && e->max_close <= remaining - 1))) {
+    add_entry(*e, mask);
+    return;
+  }
+  walk(nodes, same, budget);
+  keep_found(remaining, 0, budget, mask);
+}
+
+void json_constraint::plain_tokens(const frame* st, size_t n, int64_t remaining,
+                                   std::vector<uint64_t>& mask) {
+  const frame& top = st[n - 1];
+  const frame* parent = n >= 2 ? &st[n - 2] : nullptr;
+  const bool budget = remaining >= 0;
+  const int64_t below = budget ? matcher_.close_below(st, n) : 0;
+  key_.assign(1, 'p');
+  matcher_.plain_key(parent, top, static_cast<int64_t>(trie_->max_depth), key_);
+  // threads alike at the top (and with a budget, in the cost under it) allow alike
+  std::string done = key_;
+  if (budget) {
+    done.append(reinterpret_cast<const char*>(&below), sizeof below);
+  }
+  if (std::find(plain_seen_.begin(), plain_seen_.end(), done) != plain_seen_.end()) {
+    return;
+  }
+  plain_seen_.push_back(std::move(done));
+  const auto rule = matcher_.plain_rule_of(parent, top);
+  const int64_t far = json_matcher::k_infinite;
+  if (rule.free && (!budget || std::min(far, rule.close_bound + below) <= remaining - 1)) {
+    const int32_t last = token_trie::k_char_buckets - 1;
+    const int64_t more = rule.max_chars;
+    const bool every = more < 0 || more >= trie_->max_plain_chars;
+    const auto& upto =
+        trie_->plain_upto[static_cast<size_t>(every ? last : std::min<int64_t>(more, last - 1))];
+    for (size_t w = 0; w < upto.size(); ++w) {
+      mask[w] |= upto[w];
+    }
+    if (every) {
+      return;
+    }
+    for (size_t i = 0; more >= last && i < trie_->plain_long.size(); ++i) {
+      if (trie_->plain_long_chars[i] <= more) {
+        set_bit(mask, trie_->plain_long[i]);
+      }
+    }
+    return;
+  }
+  if (const auto* e = cache_->find(key_);
+      e != nullptr &&
+      (!budget || (e->max_close >= 0 && std::min(far, e->max_close + below) <= remaining - 1))) {
+    add_entry(*e, mask);
+    return;
+  }
+  walk_plain(parent, top, budget);
+  keep_found(remaining, below, budget, mask);
+}
+
+void json_constraint::walk(const std::vector<token_trie::node>& nodes,
+                           const token_trie::same_map& same, bool budget) {
+  found_.clear();
+  found_close_.clear();
+  const size_t n = nodes.size();
+  for (size_t i = 0; i < n;) {
+    const auto& nd = nodes[i];
+    const match_state& parent = nd.depth == 1 ? state_ : depth_states_[nd.depth - 1];
+    match_state& here = depth_states_[nd.depth];
+    if (!matcher_.step(parent, nd.byte, here)) {
+      i = nd.skip;
+      continue;
+    }
+    if (nd.token >= 0) {
+      const int64_t close = budget ? matcher_.min_close_bytes(here) : 0;
+      found_.push_back(nd.token);
+      if (nd.more) {
+        const auto& others = same.at(static_cast<uint32_t>(i));
+        found_.insert(found_.end(), others.begin(), others.end());
+      }
+      if (budget) {
+        found_close_.resize(found_.size(), close);
+      }
+    }
+    ++i;
+  }
+}
+
+void json_constraint::walk_plain(const frame* parent, const frame& top, bool budget) {
+  found_.clear();
+  found_close_.clear();
+  const auto& nodes = trie_->plain;
+  depth_tops_[0] = top;
+  const size_t n = nodes.size();
+  for (size_t i = 0; i < n;) {
+    const auto& nd = nodes[i];
+    frame& here = depth_tops_[nd.depth];
+    here = depth_tops_[nd.depth - 1];
+    if (!matcher_.plain_byte(parent, here, nd.byte)) {
+      i = nd.skip;
+      continue;
+    }
+    if (nd.token >= 0) {
+      const int64_t close = budget ? matcher_.close_top(parent, here) : 0;
+      found_.push_back(nd.token);
+      if (nd.more) {
+        const auto& others = trie_->same_bytes_plain.at(static_cast<uint32_t>(i));
+        found_.insert(found_.end(), others.begin(), others.end());
+      }
+      if (budget) {
+        found_close_.resize(found_.size(), close);
+      }
+    }
+    ++i;
+  }
+}
+
+void json_constraint::keep_found(int64_t remaining, int64_t below, bool budget,
+                                 std::vector<uint64_t>& mask) {
+  int64_t max_close = -1;
+  if (budget) {
+    max_close = 0;
+    for (int64_t c : found_close_) {
+      max_close = std::max(max_close, c);
+    }
+  }
+  cache_->put(key_, found_, max_close, mask.size());
+  const int64_t far = json_matcher::k_infinite;
+  for (size_t i = 0; i < found_.size(); ++i) {
+    if (!budget || std::min(far, found_close_[i] + below) <= remaining - 1) {
+      set_bit(mask, found_[i]);
+    }
+  }
 }
 
 bool json_constraint::commit(int32_t id) {

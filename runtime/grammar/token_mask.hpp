@@ -4,19 +4,28 @@
 // one byte per trie edge and skipping a whole subtree where a byte is refused, so a
 // token that closes a string and opens the next key is judged like any other.
 //
-// Inside a string with no pattern the walk would visit most of the vocabulary, so the
-// trie also keeps a bitmask of "plain" tokens (no quote, backslash or control byte;
-// whole UTF-8 characters), allowed there wholesale by their code-point count, and a
-// second trie of the other tokens, which alone are walked.
+// Inside strings and keys the walk would visit most of the vocabulary, so the tokens are
+// split in two. "Plain" tokens (no quote, backslash or control byte; whole UTF-8
+// characters) change nothing there but the string or key itself (json_matcher.hpp,
+// "plain content"): a string with no pattern allows them wholesale by their code-point
+// count (bitmasks by count), any other string or key walks a trie of them stepping its
+// top frame alone. The other tokens have a trie of their own, walked with the matcher.
 //
 // With a token budget, a token is allowed only when the document can still be closed
 // in the tokens left after it (one byte a token at worst), so a constrained reply cut
 // by max_tokens still parses.
+//
+// Masks are cached per grammar (mask_cache) by what decides them: the matcher state
+// with what cannot matter left out (json_matcher::state_key), or for plain tokens the
+// top frame alone (plain_key). A cached mask is what the grammar allows with no budget;
+// with one it is used as is only when it also knows the dearest closing cost after any
+// of its tokens and that fits, and otherwise the walk runs again and measures it.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -37,6 +46,7 @@ class token_trie {
     int32_t token;   ///< the token these bytes spell, or -1
     uint32_t skip;   ///< index of the first node after this one's subtree
   };
+  using same_map = std::unordered_map<uint32_t, std::vector<int32_t>>;
 
   /// Every normal and user-defined token's piece; control and unused tokens are left out
   /// (end-of-generation ids are allowed apart, where the document is whole).
@@ -45,7 +55,8 @@ class token_trie {
   int32_t n_vocab = 0;
   std::vector<node> all;       ///< every token
   std::vector<node> special;   ///< tokens that are not plain
-  std::unordered_map<uint32_t, std::vector<int32_t>> same_bytes_all, same_bytes_special;
+  std::vector<node> plain;     ///< plain tokens
+  same_map same_bytes_all, same_bytes_special, same_bytes_plain;
   /// [k_char_buckets][words]: plain tokens of at most k code points (k < 16); the last
   /// bucket holds every plain token
   std::vector<std::vector<uint64_t>> plain_upto;
@@ -58,8 +69,46 @@ class token_trie {
   size_t max_depth = 0;
 };
 
+/// Masks computed for one grammar over one vocabulary, by key (see above). Entries are
+/// kept until they pass k_max_bytes, when all are dropped. Not thread-safe.
+class mask_cache {
+ public:
+  struct entry {
+    std::vector<int32_t> ids;    ///< the tokens allowed, when few
+    std::vector<uint64_t> bits;  ///< [words]: the tokens allowed, when many
+    /// The dearest closing cost after one of them (for plain tokens, of the top frame
+    /// alone); -1 until a walk with a budget has measured it.
+    int64_t max_close = -1;
+  };
+  static constexpr size_t k_max_bytes = size_t{8} << 20;
+
+  explicit mask_cache(const std::shared_ptr<const token_trie>& trie) : trie_(trie) {}
+  /// Whether the masks are over `trie`'s vocabulary.
+  bool over(const std::shared_ptr<const token_trie>& trie) const {
+    return !trie_.owner_before(trie) && !trie.owner_before(trie_);
+  }
+
+  /// The entry for `key`, or null.
+  entry* find(std::string_view key);
+  /// Stores `allowed` under `key` (replacing what was there).
+  void put(const std::string& key, const std::vector<int32_t>& allowed, int64_t max_close,
+           size_t words);
+
+ private:
+  struct hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+
+  // -- member variables -------------------------------------------------------
+  std::weak_ptr<const token_trie> trie_;
+  std::unordered_map<std::string, entry, hash, std::equal_to<>> entries_;
+  size_t bytes_ = 0;
+};
+
 /// The masks of one sequence's constrained output: a grammar, the matcher state after
-/// the tokens so far, and scratch space for the walk. Not thread-safe.
+/// the tokens so far, and scratch space for the walk. Not thread-safe, and neither are
+/// other constraints on the same grammar at the same time (they share its mask_cache).
 class json_constraint {
  public:
   json_constraint(std::shared_ptr<json_grammar> g, std::shared_ptr<const token_trie> trie);
@@ -80,17 +129,34 @@ class json_constraint {
   int64_t min_close_bytes() const { return matcher_.min_close_bytes(state_); }
 
  private:
-  void walk(const std::vector<token_trie::node>& nodes,
-            const std::unordered_map<uint32_t, std::vector<int32_t>>& same,
-            int64_t remaining, std::vector<uint64_t>& mask);
+  /// Tokens the state allows whose first bytes the matcher must judge: those of
+  /// `nodes`, walked from the state (or taken from the cache).
+  void walk_state(const std::vector<token_trie::node>& nodes, const token_trie::same_map& same,
+                  int64_t remaining, std::vector<uint64_t>& mask);
+  /// Plain tokens the state's thread of `n` frames from `st` allows.
+  void plain_tokens(const frame* st, size_t n, int64_t remaining, std::vector<uint64_t>& mask);
+  /// Walks `nodes` from the state, into found_ and (with a budget) found_close_.
+  void walk(const std::vector<token_trie::node>& nodes, const token_trie::same_map& same,
+            bool budget);
+  /// Walks the plain trie stepping top frame `top` alone, into found_ and found_close_
+  /// (the top frame's closing cost after each, with a budget).
+  void walk_plain(const frame* parent, const frame& top, bool budget);
+  /// Stores found_ under key_ and adds to `mask` those that fit in `remaining` tokens
+  /// when each closing cost is raised by `below`.
+  void keep_found(int64_t remaining, int64_t below, bool budget, std::vector<uint64_t>& mask);
 
   // -- member variables -------------------------------------------------------
   json_matcher matcher_;
   std::shared_ptr<const token_trie> trie_;
+  std::shared_ptr<mask_cache> cache_;  // the grammar's
   match_state state_;
   bool finished_ = false;
   std::vector<match_state> depth_states_;  // [max_depth + 1]: the walk's path
-  match_state next_;
+  std::vector<frame> depth_tops_;          // [max_depth + 1]: the plain walk's path
+  std::vector<int32_t> found_;             // tokens a walk allowed
+  std::vector<int64_t> found_close_;       // [found_]: closing cost after each
+  std::string key_;
+  std::vector<std::string> plain_seen_;    // plain keys done in this mask
 };
 
 }  // namespace baton::grammar
