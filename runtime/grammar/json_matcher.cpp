@@ -1443,6 +1443,168 @@ int64_t json_matcher::min_close_bytes(const match_state& s) const {
   return best;
 }
 
+// -- the token walk ---------------------------------------------------------------------
+
+namespace {
+
+static_assert(sizeof(frame) % sizeof(uint64_t) == 0);
+constexpr uint64_t k_hash_seed = 0x9E3779B97F4A7C15ull;
+
+/// A stack's hash with frame `f` pushed on it (the hash of a stack is the same however
+/// its frames are split between shared and own).
+uint64_t hash_push(uint64_t h, const frame& f) {
+  uint64_t w[sizeof(frame) / sizeof(uint64_t)];
+  std::memcpy(w, &f, sizeof f);
+  for (uint64_t x : w) {
+    h = (h ^ x) * 0xFF51AFD7ED558CCDull;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+}  // namespace
+
+void json_matcher::walk_root(const match_state& root) {
+  root_ = &root;
+  root_walk_.threads.clear();
+  root_walk_.own.clear();
+  root_begin_.clear();
+  prefix_at_.clear();
+  prefix_hash_.clear();
+  prefix_close_.clear();
+  uint32_t begin = 0;
+  for (uint32_t end : root.ends) {
+    const auto t = static_cast<uint32_t>(root_begin_.size());
+    root_begin_.push_back(begin);
+    prefix_at_.push_back(static_cast<uint32_t>(prefix_hash_.size()));
+    uint64_t h = k_hash_seed;
+    prefix_hash_.push_back(h);
+    for (uint32_t i = begin; i < end; ++i) {
+      h = hash_push(h, root.frames[i]);
+      prefix_hash_.push_back(h);
+    }
+    root_walk_.threads.push_back({t, end - begin, 0, 0});
+    begin = end;
+  }
+}
+
+const frame& json_matcher::walk_frame(const walk_state& s, const walk_state::thread& t,
+                                      uint32_t own_begin, size_t i) const {
+  return i < t.n_shared ? root_->frames[root_begin_[t.root] + i]
+                        : s.own[own_begin + (i - t.n_shared)];
+}
+
+void json_matcher::walk_add(walk_state& out, uint32_t root, uint32_t n_shared, const frame* own,
+                            size_t n_own) {
+  if (out.threads.empty()) {
+    // one thread, the common case, needs no hash
+    out.own.insert(out.own.end(), own, own + n_own);
+    out.threads.push_back({root, n_shared, static_cast<uint32_t>(out.own.size()), 0});
+    return;
+  }
+  const auto hash_of = [&](uint32_t r, uint32_t n, const frame* f, size_t n_f) {
+    uint64_t h = prefix_hash_[prefix_at_[r] + n];
+    for (size_t i = 0; i < n_f; ++i) {
+      h = hash_push(h, f[i]);
+    }
+    return h;
+  };
+  const uint64_t h = hash_of(root, n_shared, own, n_own);
+  const size_t n = n_shared + n_own;
+  const frame* shared = root_->frames.data() + root_begin_[root];
+  uint32_t u_begin = 0;
+  for (auto& u : out.threads) {
+    const uint32_t b = u_begin;
+    u_begin = u.own_end;
+    if (u.hash == 0) {
+      u.hash = hash_of(u.root, u.n_shared, out.own.data() + b, u.own_end - b);
+    }
+    if (u.hash != h || u.n_shared + (u.own_end - b) != n) {
+      continue;
+    }
+    bool same = true;
+    for (size_t i = 0; i < n && same; ++i) {
+      same = walk_frame(out, u, b, i) == (i < n_shared ? shared[i] : own[i - n_shared]);
+    }
+    if (same) {
+      return;
+    }
+  }
+  out.own.insert(out.own.end(), own, own + n_own);
+  out.threads.push_back({root, n_shared, static_cast<uint32_t>(out.own.size()), h});
+}
+
+bool json_matcher::walk_step(const walk_state* in, uint8_t byte, walk_state& out) {
+  const walk_state& from = in != nullptr ? *in : root_walk_;
+  out.threads.clear();
+  out.own.clear();
+  uint32_t own_begin = 0;
+  for (const auto& t : from.threads) {
+    const frame* shared = root_->frames.data() + root_begin_[t.root];
+    scratch_.assign(from.own.begin() + own_begin, from.own.begin() + t.own_end);
+    own_begin = t.own_end;
+    cow_stack st{shared, t.n_shared, scratch_};
+    forks_.clear();
+    fork_ends_.clear();
+    thread_runner run(*g_, st, forks_, fork_ends_, alts_);
+    if (run.run(byte)) {
+      walk_add(out, t.root, st.n_shared, scratch_.data(), scratch_.size());
+    }
+    uint32_t fb = 0;
+    for (const auto& [n_shared, fe] : fork_ends_) {
+      walk_add(out, t.root, n_shared, forks_.data() + fb, fe - fb);
+      fb = fe;
+    }
+  }
+  return !out.dead();
+}
+
+int64_t json_matcher::min_close_bytes(const walk_state& s) {
+  const closer c(*g_);
+  if (prefix_close_.empty()) {
+    // what the root's frames need once those above them are done, per prefix: as
+    // closer::below sums them, at most k_far
+    prefix_close_.resize(prefix_hash_.size());
+    for (size_t t = 0; t < root_begin_.size(); ++t) {
+      const size_t n = root_->ends[t] - root_begin_[t];
+      int64_t sum = 0;
+      prefix_close_[prefix_at_[t]] = 0;
+      for (size_t i = 0; i < n; ++i) {
+        sum = std::min(k_far, sum + c.after_child(root_->frames[root_begin_[t] + i]));
+        prefix_close_[prefix_at_[t] + i + 1] = sum;
+      }
+    }
+  }
+  int64_t best = k_far;
+  uint32_t own_begin = 0;
+  for (const auto& t : s.threads) {
+    const uint32_t b = own_begin;
+    own_begin = t.own_end;
+    const size_t n = t.n_shared + (t.own_end - b);
+    if (n == 0) {
+      return 0;  // a whole document
+    }
+    const frame& top = walk_frame(s, t, b, n - 1);
+    if (top.esc != 0) {
+      match_state one;
+      for (size_t i = 0; i < n; ++i) {
+        one.frames.push_back(walk_frame(s, t, b, i));
+      }
+      one.ends.push_back(static_cast<uint32_t>(n));
+      best = std::min(best, min_close_bytes(one));
+      continue;
+    }
+    const frame* parent = n >= 2 ? &walk_frame(s, t, b, n - 2) : nullptr;
+    const size_t under = top.kind == fk_key ? n - 2 : n - 1;
+    int64_t below = prefix_close_[prefix_at_[t.root] + std::min<size_t>(under, t.n_shared)];
+    for (size_t i = t.n_shared; i < under; ++i) {
+      below = std::min(k_far, below + c.after_child(walk_frame(s, t, b, i)));
+    }
+    best = std::min(best, std::min(k_far, c.own(top, parent) + below));
+  }
+  return best;
+}
+
 // -- plain content --------------------------------------------------------------------
 
 bool json_matcher::in_content(const match_state& s) const {

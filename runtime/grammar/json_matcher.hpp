@@ -74,6 +74,33 @@ class json_matcher {
   /// Fewest bytes that make `s` a whole document (k_infinite-ish when none is known).
   int64_t min_close_bytes(const match_state& s) const;
 
+  // -- the token walk -----------------------------------------------------------------
+  // The mask steps the matcher along every path of the vocabulary trie from one state,
+  // the root. A state a few bytes past it differs from it only near the top of each
+  // thread, so the walk holds each thread as a prefix of one of the root's threads, read
+  // in place, and the frames above that prefix: a step copies only what it changes.
+
+  struct walk_state {
+    struct thread {
+      uint32_t root;      ///< the root's thread it starts with
+      uint32_t n_shared;  ///< how many of that thread's frames, from the bottom
+      uint32_t own_end;   ///< one past its frames in `own` (from the previous thread's end)
+      uint64_t hash;      ///< of its whole stack, to merge identical threads; 0: not yet
+    };
+    std::vector<thread> threads;
+    std::vector<frame> own;
+
+    bool dead() const { return threads.empty(); }
+  };
+
+  /// Makes `root` the state walk steps start from; it must outlive them.
+  void walk_root(const match_state& root);
+  /// `out` = `in` (null: the root) after `byte`; false (and `out` dead) when no thread
+  /// takes it. Like step, but identical stacks are found by their hashes.
+  bool walk_step(const walk_state* in, uint8_t byte, walk_state& out);
+  /// min_close_bytes of a walk state.
+  int64_t min_close_bytes(const walk_state& s);
+
   // -- plain content ------------------------------------------------------------------
   // A plain token (token_mask.hpp) holds no quote, backslash or control byte and only
   // whole UTF-8 characters. Where every thread's top frame is a string or key in
@@ -123,6 +150,13 @@ class json_matcher {
   const json_grammar& grammar() const { return *g_; }
 
  private:
+  /// Adds a thread (`n_shared` frames of root thread `root`, then `n_own` from `own`)
+  /// to `out` unless an identical one is there.
+  void walk_add(walk_state& out, uint32_t root, uint32_t n_shared, const frame* own, size_t n_own);
+  /// Frame i of thread t of `s` (whose frames in s.own start at `own_begin`).
+  const frame& walk_frame(const walk_state& s, const walk_state::thread& t, uint32_t own_begin,
+                          size_t i) const;
+
   // -- member variables -------------------------------------------------------
   std::shared_ptr<json_grammar> g_;
   std::vector<frame> scratch_;  // the frames a step writes (above the shared ones)
@@ -130,6 +164,15 @@ class json_matcher {
   std::vector<std::pair<uint32_t, uint32_t>> fork_ends_;  // per fork: shared frames, end in forks_
   std::vector<int32_t> alts_;   // a value's alternatives
 
+  // the walk's root: its threads' first frames and, per thread and prefix length (each
+  // thread's n + 1 entries back to back, from prefix_at_[thread]), hashes and closing
+  // costs of the frames under it (the latter computed when first asked for)
+  const match_state* root_ = nullptr;
+  walk_state root_walk_;
+  std::vector<uint32_t> root_begin_;
+  std::vector<uint32_t> prefix_at_;
+  std::vector<uint64_t> prefix_hash_;
+  std::vector<int64_t> prefix_close_;
 };
 
 }  // namespace baton::grammar

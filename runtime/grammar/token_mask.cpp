@@ -305,12 +305,13 @@ void json_constraint::walk(const std::vector<token_trie::node>& nodes,
                            const token_trie::same_map& same, bool budget) {
   found_.clear();
   found_close_.clear();
+  matcher_.walk_root(state_);
   const size_t n = nodes.size();
   for (size_t i = 0; i < n;) {
     const auto& nd = nodes[i];
-    const match_state& parent = nd.depth == 1 ? state_ : depth_states_[nd.depth - 1];
-    match_state& here = depth_states_[nd.depth];
-    if (!matcher_.step(parent, nd.byte, here)) {
+    const auto* parent = nd.depth == 1 ? nullptr : &depth_states_[nd.depth - 1];
+    auto& here = depth_states_[nd.depth];
+    if (!matcher_.walk_step(parent, nd.byte, here)) {
       i = nd.skip;
       continue;
     }

@@ -151,7 +151,7 @@ class json_constraint {
   std::shared_ptr<mask_cache> cache_;  // the grammar's
   match_state state_;
   bool finished_ = false;
-  std::vector<match_state> depth_states_;  // [max_depth + 1]: the walk's path
+  std::vector<json_matcher::walk_state> depth_states_;  // [max_depth + 1]: the walk's path
   std::vector<frame> depth_tops_;          // [max_depth + 1]: the plain walk's path
   std::vector<int32_t> found_;             // tokens a walk allowed
   std::vector<int64_t> found_close_;       // [found_]: closing cost after each
