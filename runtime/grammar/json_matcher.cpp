@@ -473,7 +473,11 @@ struct cow_stack {
   const frame& operator[](size_t i) const { return i < n_shared ? shared[i] : own[i - n_shared]; }
   frame& edit(size_t i) {
     if (i < n_shared) {
-      own.insert(own.begin(), shared + i, shared + n_shared);
+      if (own.empty() && i + 1 == n_shared) {
+        own.push_back(shared[i]);  // the top, as most steps write it
+      } else {
+        own.insert(own.begin(), shared + i, shared + n_shared);
+      }
       n_shared = static_cast<uint32_t>(i);
     }
     return own[i - n_shared];
