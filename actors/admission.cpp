@@ -41,14 +41,20 @@ admission decide(const admission_config& cfg, const gen_request& r, int32_t in_s
   if (auto v = r.sampling.validate(); !v) {
     return never(refusal::invalid, v.err().message);
   }
-  if (in_system >= cfg.max_num_seqs + cfg.max_queue) {
+  if (r.n < 1 || r.n > cfg.max_num_seqs) {
+    return never(refusal::invalid, "n (" + std::to_string(r.n) + ") must be between 1 and " +
+                                       std::to_string(cfg.max_num_seqs) +
+                                       " (the sequences the server runs at once)");
+  }
+  // a request of n choices is n sequences, for the queue and the key's quota alike
+  if (in_system + r.n > cfg.max_num_seqs + cfg.max_queue) {
     return never(refusal::queue_full, "queue full", 1);
   }
-  if (cfg.max_per_key > 0 && key_count >= cfg.max_per_key) {
+  if (cfg.max_per_key > 0 && key_count + r.n > cfg.max_per_key) {
     return never(refusal::key_quota,
                  "key quota: " + std::to_string(key_count) +
-                     " requests of this key in flight (limit " + std::to_string(cfg.max_per_key) +
-                     ")",
+                     " sequences of this key in flight, this request adds " +
+                     std::to_string(r.n) + " (limit " + std::to_string(cfg.max_per_key) + ")",
                  1);
   }
   return admission{};
@@ -75,9 +81,11 @@ admission_actor::behavior_type admission_impl(
         }
         admission a = decide(st.cfg, r, st.in_system, st.per_key[r.key]);
         if (a.verdict == admit::ok) {
-          ++st.in_system;
-          ++st.per_key[r.key];
-          st.keys[r.id] = r.key;
+          st.in_system += r.n;
+          st.per_key[r.key] += r.n;
+          for (int32_t i = 0; i < r.n; ++i) {  // each choice is done on its own
+            st.keys[r.id + static_cast<uint64_t>(i)] = r.key;
+          }
           self->send(st.cfg.router, submit_atom::value, std::move(r), client);
         }
         return a;

@@ -583,26 +583,28 @@ void local_server::wait_for_shutdown(const std::atomic<bool>& stop) {
 }
 
 std::shared_ptr<event_stream> local_server::submit(gen_request r, admission* decision) {
+  const int32_t n_choices = std::max<int32_t>(1, r.n);
   if (r.id == 0) {
-    r.id = next_id_++;
+    r.id = next_id_.fetch_add(static_cast<uint64_t>(n_choices));  // ids id .. id + n - 1
   }
   auto stream = std::make_shared<event_stream>();
-  // the client actor forwards the router's events into the stream, and ends with them.
-  // The stream is a spawn argument, not a capture: CAF 0.17 keeps a spawn's arguments
-  // behind a shared_ptr it leaves null when there are none, then dereferences it (UBSan
-  // stops the process there)
+  // the client actor forwards the router's events into the stream, and ends with the
+  // last choice's final one. The stream is a spawn argument, not a capture: CAF 0.17
+  // keeps a spawn's arguments behind a shared_ptr it leaves null when there are none,
+  // then dereferences it (UBSan stops the process there)
   auto client = sys_->spawn(
-      [](client_actor::pointer self,
-         std::shared_ptr<event_stream> events) -> client_actor::behavior_type {
+      [](client_actor::pointer self, std::shared_ptr<event_stream> events,
+         int32_t n_open) -> client_actor::behavior_type {
+        auto open = std::make_shared<int32_t>(n_open);
         return {[=](event_atom, gen_event& e) {
-          const bool last = e.finish != finish_reason::none;
+          const bool last = e.finish != finish_reason::none && --*open <= 0;
           events->push(std::move(e));
           if (last) {
             self->quit();
           }
         }};
       },
-      stream);
+      stream, n_choices);
   const uint64_t id = r.id;
   caf::scoped_actor self{*sys_};
   // no answer: the admission actor is gone, which only the server's end does

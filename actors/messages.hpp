@@ -106,11 +106,17 @@ struct gen_request {
   std::vector<std::string> stop;    ///< stop strings
   bool ignore_eos = false;
   output_constraint constraint;
+  /// Choices: n sequences with ids id .. id + n - 1 (submit reserves them), forked from
+  /// one prefill of the prompt; choice i samples with seed sampling.seed + i. Admission
+  /// counts n sequences; the client hears each choice's events (gen_event::index) and
+  /// n final events.
+  int32_t n = 1;
 };
 
 /// One streamed event of a request: a piece of text (with its token), or the end.
 struct gen_event {
-  uint64_t request_id = 0;
+  uint64_t request_id = 0;          ///< the request's id (every choice's events carry it)
+  int32_t index = 0;                ///< the choice, 0 .. n - 1
   std::string text;                 ///< decoded text completed by this token (may be empty)
   int32_t token = -1;               ///< -1 on the final event
   finish_reason finish = finish_reason::none;  ///< none on every event but the last
@@ -163,6 +169,10 @@ struct seq_slice {
 struct step_desc {
   uint64_t step_id = 0;
   std::vector<seq_slice> seqs;
+  /// KV blocks each stage copies within its own layers before running the step
+  /// (copy_from[i] into copy_to[i]): a forked choice's copy of its parent's partial block.
+  std::vector<int32_t> copy_from;
+  std::vector<int32_t> copy_to;
 };
 
 /// What the last stage sends back: one sampled token per slice that wanted one, plus
@@ -220,6 +230,8 @@ struct router_stats {
   uint64_t requests_replayed = 0;   ///< requests recomputed after a loss
   double last_recovery_seconds = 0; ///< detection to the last replayed request's next token
   uint64_t resize_preemptions = 0;  ///< preemptions a reshard's smaller KV pool made
+  uint64_t forks = 0;               ///< choices forked from another's prompt (n > 1)
+  uint64_t forked_tokens = 0;       ///< prompt tokens those did not compute
 };
 
 // -- inspect ----------------------------------------------------------------------------
@@ -240,12 +252,12 @@ typename Inspector::result_type inspect(Inspector& f, output_constraint& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_request& x) {
   return f(caf::meta::type_name("gen_request"), x.id, x.key, x.prompt, x.max_tokens, x.sampling,
-           x.stop, x.ignore_eos, x.constraint);
+           x.stop, x.ignore_eos, x.constraint, x.n);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gen_event& x) {
-  return f(caf::meta::type_name("gen_event"), x.request_id, x.text, x.token, x.finish,
+  return f(caf::meta::type_name("gen_event"), x.request_id, x.index, x.text, x.token, x.finish,
            x.error, x.error_kind, x.prompt_tokens, x.completion_tokens, x.cached_tokens, x.logit,
            x.logprob, x.top_ids, x.top_logprobs);
 }
@@ -268,7 +280,7 @@ typename Inspector::result_type inspect(Inspector& f, seq_slice& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_desc& x) {
-  return f(caf::meta::type_name("step_desc"), x.step_id, x.seqs);
+  return f(caf::meta::type_name("step_desc"), x.step_id, x.seqs, x.copy_from, x.copy_to);
 }
 
 template <class Inspector>
@@ -291,7 +303,7 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
            x.control_bytes, x.remote_steps, x.state, x.down_message, x.down_rank, x.epoch,
            x.paused, x.recomputed_tokens, x.stage_failures, x.recoveries_ok,
            x.recoveries_failed, x.requests_replayed, x.last_recovery_seconds,
-           x.resize_preemptions);
+           x.resize_preemptions, x.forks, x.forked_tokens);
 }
 
 // -- actor interfaces ---------------------------------------------------------------------

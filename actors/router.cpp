@@ -15,8 +15,12 @@ namespace baton {
 
 namespace {
 
+/// One sequence's client side: a request of n choices has n of them (ids id .. id + n - 1).
 struct client_info {
   client_actor client;
+  uint64_t request_id = 0;    // the request's id, which its events carry
+  int32_t index = 0;          // the choice
+  int32_t n_choices = 1;
   admission_actor admission;  // told when the request is done
   std::unique_ptr<stream_decoder> dec;
   std::unique_ptr<stop_strings> stops;
@@ -31,7 +35,8 @@ struct client_info {
 struct router_state {
   std::unique_ptr<scheduler> sched;
   router_config cfg;
-  std::map<uint64_t, client_info> clients;
+  std::map<uint64_t, client_info> clients;  // by sequence id
+  std::map<uint64_t, int32_t> choices;      // requests of n > 1 choices with one open: n
   pipeline_state state = pipeline_state::running;
   std::string down_message;         // when not running: which stage went and why
   int32_t down_rank = -1;
@@ -73,14 +78,20 @@ void finish(router_ptr self, uint64_t id, gen_event ev) {
       ev.text += c.stops->flush();
     }
   }
-  ev.request_id = id;
+  ev.request_id = c.request_id;
+  ev.index = c.index;
   ev.prompt_tokens = c.prompt_tokens;
   caf::anon_send(c.client, event_atom::value, std::move(ev));
   if (c.admission) {
     self->send(c.admission, done_atom::value, id);
   }
   self->send(st.cfg.shards.back(), release_atom::value, id);
+  const uint64_t request = c.request_id;
+  const int32_t n = c.n_choices;
   st.clients.erase(it);
+  if (n > 1 && st.clients.lower_bound(request) == st.clients.lower_bound(request + n)) {
+    st.choices.erase(request);  // its last choice ended
+  }
 }
 
 /// Bytes a message takes on the wire between CAF nodes: the BASP header and the
@@ -111,6 +122,8 @@ router_stats make_stats(router_ptr self) {
   out.preemptions = c.preemptions;
   out.recomputed_tokens = c.recomputed_tokens;
   out.resize_preemptions = c.resize_preemptions;
+  out.forks = c.forks;
+  out.forked_tokens = c.forked_tokens;
   out.prompt_tokens = c.prompt_tokens;
   out.generated_tokens = c.generated_tokens;
   out.cached_prompt_tokens = c.cached_prompt_tokens;
@@ -152,6 +165,8 @@ void pump(router_ptr self) {
                                  std::move(s.block_table), s.want_token, s.sampling,
                                  std::move(s.history_tail), s.draw});
     }
+    d.copy_from = std::move(step.copy_from);
+    d.copy_to = std::move(step.copy_to);
     // constraints go to the last stage once, ahead of the first step that samples for
     // them there (messages between two actors keep their order)
     for (const auto& s : d.seqs) {
@@ -314,7 +329,8 @@ void on_result(router_ptr self, const step_result& r) {
     }
     client_info& c = it->second;
     gen_event ev;
-    ev.request_id = o.id;
+    ev.request_id = c.request_id;
+    ev.index = c.index;
     ev.token = o.token;
     ev.completion_tokens = o.completion_tokens;
     ev.cached_tokens = o.cached_tokens;
@@ -419,39 +435,63 @@ router_actor::behavior_type router_impl(router_ptr self, router_config cfg) {
   return {
       [=](submit_atom, gen_request& r, client_actor& client) {
         auto& st = self->state;
-        client_info c;
-        c.client = client;
-        c.admission = caf::actor_cast<admission_actor>(self->current_sender());
-        c.dec = std::make_unique<stream_decoder>(*st.cfg.tok);
-        c.stops = std::make_unique<stop_strings>(r.stop);
-        c.prompt_tokens = static_cast<int32_t>(r.prompt.size());
-        c.constraint = std::move(r.constraint);
-        const uint64_t id = r.id;
-        st.clients.emplace(id, std::move(c));
+        // n choices are n sequences: the first computes the prompt, the others fork
+        // from it, each drawing with its own seed
+        const int32_t n = std::max<int32_t>(1, r.n);
+        if (n > 1) {
+          st.choices[r.id] = n;
+        }
+        for (int32_t i = 0; i < n; ++i) {
+          client_info c;
+          c.client = client;
+          c.request_id = r.id;
+          c.index = i;
+          c.n_choices = n;
+          c.admission = caf::actor_cast<admission_actor>(self->current_sender());
+          c.dec = std::make_unique<stream_decoder>(*st.cfg.tok);
+          c.stops = std::make_unique<stop_strings>(r.stop);
+          c.prompt_tokens = static_cast<int32_t>(r.prompt.size());
+          c.constraint = r.constraint;
+          st.clients.emplace(r.id + static_cast<uint64_t>(i), std::move(c));
+        }
         if (st.state != pipeline_state::running && st.state != pipeline_state::recovering) {
           const bool stopped = st.state == pipeline_state::stopped;
-          gen_event ev;
-          ev.finish = finish_reason::error;
-          ev.error = stopped ? "the server is shutting down" : st.down_message;
-          ev.error_kind = stopped ? refusal::shutting_down : refusal::stage_down;
-          finish(self, id, std::move(ev));
+          for (int32_t i = 0; i < n; ++i) {
+            gen_event ev;
+            ev.finish = finish_reason::error;
+            ev.error = stopped ? "the server is shutting down" : st.down_message;
+            ev.error_kind = stopped ? refusal::shutting_down : refusal::stage_down;
+            finish(self, r.id + static_cast<uint64_t>(i), std::move(ev));
+          }
           publish(self);
           return;
         }
-        st.sched->add(sched_request{r.id, std::move(r.prompt), r.max_tokens, r.sampling,
-                                    r.ignore_eos});
+        for (int32_t i = 0; i < n; ++i) {
+          sched_request q{r.id + static_cast<uint64_t>(i), r.prompt, r.max_tokens, r.sampling,
+                          r.ignore_eos};
+          q.sampling.seed = r.sampling.seed + static_cast<uint64_t>(i);  // vLLM's rule
+          q.fork_of = i > 0 ? r.id : 0;
+          st.sched->add(std::move(q));
+        }
         pump(self);
         publish(self);
       },
       [=](cancel_atom, uint64_t id) {
-        if (auto o = self->state.sched->cancel(id)) {
-          gen_event ev;
-          ev.finish = finish_reason::cancelled;
-          ev.completion_tokens = o->completion_tokens;
-          if (self->state.stopping) {
-            ev.error_kind = refusal::shutting_down;
+        auto& st = self->state;
+        // a request's id cancels every choice of it still running
+        const auto group = st.choices.find(id);
+        const int32_t n = group != st.choices.end() ? group->second : 1;
+        for (int32_t i = 0; i < n; ++i) {
+          const uint64_t seq = id + static_cast<uint64_t>(i);
+          if (auto o = st.sched->cancel(seq)) {
+            gen_event ev;
+            ev.finish = finish_reason::cancelled;
+            ev.completion_tokens = o->completion_tokens;
+            if (st.stopping) {
+              ev.error_kind = refusal::shutting_down;
+            }
+            finish(self, seq, std::move(ev));
           }
-          finish(self, id, std::move(ev));
         }
         pump(self);
         publish(self);

@@ -78,6 +78,15 @@ struct shard_core {
       io.on_device = std::move(input->on_device);
       io.device = input->device;
     }
+    if (auto ok = copy_blocks(d); !ok) {
+      record(d.step_id, t0);
+      step_result bad;
+      bad.step_id = d.step_id;
+      bad.error = "stage " + std::to_string(cfg.stage) + " (" + compute->describe() +
+                  "): step " + std::to_string(d.step_id) + ": " + ok.err().message;
+      io = {};
+      return bad;
+    }
     std::optional<step_result> res;
     if (auto ok = compute->forward(b, io, logits); !ok) {
       // a device fault fails this step's sequences; the router reports it to each
@@ -141,6 +150,28 @@ struct shard_core {
     }
     record(d.step_id, t0);
     return res;
+  }
+
+  /// The step's block copies (forked choices' partial blocks), in this stage's layers,
+  /// through the format KV moves in between stages.
+  result<void> copy_blocks(const step_desc& d) {
+    if (d.copy_from.size() != d.copy_to.size()) {
+      return error{"block copies: " + std::to_string(d.copy_from.size()) + " sources for " +
+                   std::to_string(d.copy_to.size()) + " destinations"};
+    }
+    if (d.copy_from.empty()) {
+      return {};
+    }
+    for (int64_t layer = cfg.first_layer; layer < cfg.last_layer; ++layer) {
+      auto rows = compute->export_kv(layer, d.copy_from);
+      if (!rows) {
+        return error{"copying KV blocks: " + rows.err().message};
+      }
+      if (auto ok = compute->import_kv(layer, d.copy_to, *rows); !ok) {
+        return error{"copying KV blocks: " + ok.err().message};
+      }
+    }
+    return {};
   }
 
   // -- member variables -------------------------------------------------------

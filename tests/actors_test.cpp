@@ -769,3 +769,233 @@ TEST(actors, a_reshard_that_cannot_apply_is_refused_and_serving_goes_on) {
 
 }  // namespace
 }  // namespace baton
+
+namespace baton {
+namespace {
+
+/// Reads a stream of n choices to its end: each choice's tokens and final event.
+std::vector<std::pair<std::vector<int32_t>, gen_event>> drain_choices(event_stream& s, int n) {
+  std::vector<std::pair<std::vector<int32_t>, gen_event>> out(static_cast<size_t>(n));
+  for (int open = n; open > 0;) {
+    auto e = s.next(std::chrono::seconds(120));
+    if (!e) {
+      ADD_FAILURE() << "no event within 120 s";
+      return out;
+    }
+    if (e->index < 0 || e->index >= n) {
+      ADD_FAILURE() << "an event of choice " << e->index << " of " << n;
+      return out;
+    }
+    auto& [toks, fin] = out[static_cast<size_t>(e->index)];
+    if (e->token >= 0) {
+      toks.push_back(e->token);
+    }
+    if (e->finish != finish_reason::none) {
+      fin = *e;
+      --open;
+    }
+  }
+  return out;
+}
+
+TEST(actors, scheduler_choices_wait_for_the_first_prompt_then_fork_with_a_copy_of_its_last_block) {
+  scheduler_config c;
+  c.n_blocks = 16;
+  c.block_size = 4;
+  c.max_num_batched_tokens = 64;
+  c.micro_batches = 1;
+  scheduler s(c, {257});
+  const auto p = prompt(3);  // 1 + 5 + 21 % 23 = 27 tokens: 6 full blocks and 3 more
+  ASSERT_EQ(p.size(), 27u);
+  for (uint64_t id = 1; id <= 3; ++id) {
+    sched_request r{id, p, 8, {}, true};
+    r.fork_of = id > 1 ? 1 : 0;
+    s.add(std::move(r));
+  }
+  EXPECT_EQ(s.n_waiting(), 3);
+  auto prefill = s.next_step();
+  ASSERT_TRUE(prefill);
+  ASSERT_EQ(prefill->slices.size(), 1u);  // the choices wait for it
+  EXPECT_EQ(prefill->slices[0].tokens.size(), p.size());
+  EXPECT_TRUE(prefill->copy_from.empty());
+  EXPECT_EQ(s.n_waiting(), 2);
+  EXPECT_FALSE(s.next_step());
+  s.on_step_done(prefill->step_id, {1}, {42});
+  // both forked: the 26 shared positions are 6 shared blocks and a copied seventh
+  EXPECT_EQ(s.n_waiting(), 0);
+  EXPECT_EQ(s.n_running(), 3);
+  EXPECT_EQ(s.counters().forks, 2u);
+  EXPECT_EQ(s.counters().forked_tokens, 52u);
+  auto decode = s.next_step();
+  ASSERT_TRUE(decode);
+  ASSERT_EQ(decode->slices.size(), 3u);
+  const auto& parent = decode->slices[0];
+  ASSERT_EQ(decode->copy_from.size(), 2u);
+  ASSERT_EQ(decode->copy_to.size(), 2u);
+  for (size_t i = 1; i < 3; ++i) {
+    const auto& child = decode->slices[i];
+    EXPECT_EQ(child.first_pos, 26);
+    EXPECT_EQ(child.tokens, std::vector<int32_t>{p.back()});  // the prompt's last token
+    EXPECT_TRUE(child.want_token);
+    EXPECT_EQ(child.draw, 0);
+    ASSERT_EQ(child.block_table.size(), 7u);
+    for (size_t b = 0; b < 6; ++b) {
+      EXPECT_EQ(child.block_table[b], parent.block_table[b]);
+    }
+    EXPECT_EQ(decode->copy_from[i - 1], parent.block_table[6]);
+    EXPECT_EQ(decode->copy_to[i - 1], child.block_table[6]);
+  }
+  EXPECT_NE(decode->copy_to[0], decode->copy_to[1]);
+  // the copies ride once
+  s.on_step_done(decode->step_id, {1, 2, 3}, {5, 6, 7});
+  auto next = s.next_step();
+  ASSERT_TRUE(next);
+  EXPECT_TRUE(next->copy_from.empty());
+  s.abort_all();
+  EXPECT_EQ(s.n_free_blocks(), s.n_blocks());
+}
+
+TEST(actors, scheduler_choices_of_a_first_that_ends_before_its_prompt_run_on_their_own) {
+  scheduler_config c;
+  c.n_blocks = 16;
+  c.block_size = 4;
+  c.max_num_batched_tokens = 8;  // the prompt takes several steps
+  c.micro_batches = 1;
+  scheduler s(c, {257});
+  const auto p = prompt(3);
+  for (uint64_t id = 1; id <= 2; ++id) {
+    sched_request r{id, p, 8, {}, true};
+    r.fork_of = id > 1 ? 1 : 0;
+    s.add(std::move(r));
+  }
+  auto chunk = s.next_step();
+  ASSERT_TRUE(chunk);
+  s.on_step_done(chunk->step_id, {}, {});
+  ASSERT_TRUE(s.cancel(1));
+  EXPECT_EQ(s.n_waiting(), 1);
+  auto own = s.next_step();
+  ASSERT_TRUE(own);
+  ASSERT_EQ(own->slices.size(), 1u);
+  EXPECT_EQ(own->slices[0].seq_id, 2u);
+  // its own prefill, after the two blocks the first computed and left in the prefix cache
+  EXPECT_EQ(own->slices[0].first_pos, 8);
+  EXPECT_EQ(own->slices[0].tokens.size(), 8u);
+  EXPECT_EQ(s.counters().forks, 0u);
+}
+
+TEST(actors, n_choices_fork_from_one_prefill_and_each_gives_what_its_seed_gives_alone) {
+  constexpr int n = 4, n_gen = 12;
+  // prompt lengths that end inside a block (a copy) and just past one (none)
+  for (int which : {3, 7}) {
+    const auto p = prompt(which);
+    std::vector<std::vector<int32_t>> want;
+    for (int i = 0; i < n; ++i) {
+      want.push_back(alone(p, n_gen, seeded(which + i)));
+    }
+    EXPECT_NE(want[0], want[1]) << "distinct seeds should draw differently";
+    for (int stages : {1, 2}) {
+      auto srv = std::move(*local_server::create(fixture().m, fixture().tok,
+                                                 options(stages, 64)));
+      auto r = greedy_request(p, n_gen, "", which);  // seed 1000 + which for choice 0
+      r.n = n;
+      admission a;
+      auto stream = srv->submit(r, &a);
+      ASSERT_EQ(a.verdict, admit::ok) << a.message;
+      const auto got = drain_choices(*stream, n);
+      for (int i = 0; i < n; ++i) {
+        const auto& [toks, fin] = got[static_cast<size_t>(i)];
+        EXPECT_EQ(fin.finish, finish_reason::length) << fin.error;
+        EXPECT_EQ(toks, want[static_cast<size_t>(i)])
+            << "choice " << i << ", prompt of " << p.size() << ", " << stages << " stages";
+        EXPECT_EQ(fin.prompt_tokens, static_cast<int32_t>(p.size()));
+      }
+      const auto st = srv->stats();
+      EXPECT_EQ(st.forks, static_cast<uint64_t>(n - 1));
+      EXPECT_EQ(st.forked_tokens, static_cast<uint64_t>((n - 1) * (p.size() - 1)));
+      EXPECT_EQ(st.prompt_tokens, static_cast<uint64_t>(n * p.size()));
+      EXPECT_EQ(st.free_blocks, st.total_blocks);
+    }
+  }
+}
+
+TEST(actors, n_choices_under_preemption_and_beside_other_requests_lose_nothing) {
+  constexpr int n = 3, n_gen = 48;
+  // 16 blocks of 16 tokens: the choices and the others do not all fit at full length
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, options(2, 16)));
+  std::vector<std::shared_ptr<event_stream>> multi;
+  std::vector<std::shared_ptr<event_stream>> single;
+  for (int q = 0; q < 3; ++q) {
+    auto r = greedy_request(prompt(q), n_gen, "", q * 10);
+    r.n = n;
+    multi.push_back(srv->submit(r));
+    single.push_back(srv->submit(greedy_request(prompt(q + 5), n_gen, "", q + 5)));
+  }
+  for (int q = 0; q < 3; ++q) {
+    const auto got = drain_choices(*multi[static_cast<size_t>(q)], n);
+    for (int i = 0; i < n; ++i) {
+      EXPECT_EQ(got[static_cast<size_t>(i)].first, alone(prompt(q), n_gen, seeded(q * 10 + i)))
+          << "request " << q << " choice " << i;
+    }
+    EXPECT_EQ(drain(*single[static_cast<size_t>(q)]).first,
+              alone(prompt(q + 5), n_gen, seeded(q + 5)));
+  }
+  const auto st = srv->stats();
+  EXPECT_GT(st.preemptions, 0u);
+  EXPECT_EQ(st.free_blocks, st.total_blocks);
+}
+
+TEST(actors, n_choices_are_counted_by_admission_and_cancelled_together) {
+  auto o = options(1, 256);
+  o.serving.max_num_seqs = 4;
+  o.serving.max_queue = 2;
+  o.serving.max_per_key = 3;
+  auto srv = std::move(*local_server::create(fixture().m, fixture().tok, o));
+  admission a;
+  auto r = greedy_request(prompt(1), 4);
+  r.n = 5;  // more than run at once
+  srv->submit(r, &a);
+  EXPECT_EQ(a.verdict, admit::never);
+  EXPECT_EQ(a.reason, refusal::invalid);
+  EXPECT_NE(a.message.find("n (5) must be between 1 and 4"), std::string::npos) << a.message;
+  // a key's quota counts sequences: 3 choices fill it
+  auto big = greedy_request(prompt(2), 400, "alice");
+  big.n = 3;
+  admission ok;
+  auto h = srv->submit(big, &ok);
+  ASSERT_EQ(ok.verdict, admit::ok) << ok.message;
+  admission quota;
+  srv->submit(greedy_request(prompt(3), 4, "alice"), &quota);
+  EXPECT_EQ(quota.reason, refusal::key_quota) << quota.message;
+  // and the queue: 3 running + 4 more exceed max_num_seqs + max_queue = 6
+  auto four = greedy_request(prompt(4), 4, "bob");
+  four.n = 4;
+  admission full;
+  srv->submit(four, &full);
+  EXPECT_EQ(full.reason, refusal::queue_full) << full.message;
+  // the request's id cancels every choice
+  auto first = h->next(std::chrono::seconds(60));
+  ASSERT_TRUE(first);
+  srv->cancel(first->request_id);
+  int cancelled = first->finish == finish_reason::cancelled ? 1 : 0;
+  for (;;) {
+    auto e = h->next(std::chrono::seconds(60));
+    ASSERT_TRUE(e);
+    if (e->finish != finish_reason::none) {
+      EXPECT_EQ(e->finish, finish_reason::cancelled);
+      if (++cancelled == 3) {
+        break;
+      }
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto st = srv->stats();
+  EXPECT_EQ(st.running + st.waiting, 0);
+  EXPECT_EQ(st.free_blocks, st.total_blocks);
+  admission again;
+  auto b = srv->submit(greedy_request(prompt(3), 4, "alice"), &again);
+  EXPECT_EQ(again.verdict, admit::ok) << again.message;  // the quota came back
+  drain(*b);
+}
+
+}  // namespace
+}  // namespace baton

@@ -366,6 +366,65 @@ TEST(prefix_cache, growth_fails_when_blocks_run_out) {
   a.check_invariants();
 }
 
+TEST(prefix_cache, a_fork_shares_the_full_blocks_and_copies_the_partial_one) {
+  for (bool caching : {true, false}) {
+    prefix_cache a(16, bs, caching);
+    // a 40-token prompt, computed by the parent: 2 full blocks and 8 tokens of a third
+    const auto prompt = run(1, 40);
+    ASSERT_EQ(a.allocate_prompt(1, prompt).status, alloc_status::ok);
+    a.commit_full_blocks(1, prompt);
+    const auto parent = a.table(1);
+    ASSERT_EQ(parent.size(), 3u);
+    const int32_t free_before = a.n_available();
+    // the child shares positions [0, 39) and computes the last prompt token itself
+    const auto f = a.fork(1, 2, 39, 40);
+    ASSERT_EQ(f.status, alloc_status::ok);
+    const auto& child = a.table(2);
+    ASSERT_EQ(child.size(), 3u);
+    EXPECT_EQ(child[0], parent[0]);
+    EXPECT_EQ(child[1], parent[1]);
+    EXPECT_NE(child[2], parent[2]);  // its own: written from position 39 on
+    EXPECT_EQ(f.copy_from, parent[2]);
+    EXPECT_EQ(f.copy_to, child[2]);
+    EXPECT_EQ(a.ref_count(parent[0]), 2);
+    EXPECT_EQ(a.ref_count(parent[2]), 1);
+    EXPECT_EQ(a.n_available(), free_before - 1) << "caching " << caching;
+    EXPECT_EQ(a.n_committed_blocks(2), caching ? 2 : 0);
+    a.check_invariants();
+    // the child grows and commits its own blocks; the parent ends first
+    ASSERT_TRUE(a.grow(2, 49));
+    a.commit_full_blocks(2, cat(prompt, run(900, 8)));
+    a.check_invariants();
+    a.free(1);
+    EXPECT_EQ(a.ref_count(parent[0]), 1);
+    a.check_invariants();
+    a.free(2);
+    a.check_invariants();
+    EXPECT_EQ(a.n_used(), 0);
+    EXPECT_EQ(a.n_available(), 16);
+  }
+}
+
+TEST(prefix_cache, a_fork_on_a_block_boundary_copies_nothing_and_a_full_pool_changes_nothing) {
+  prefix_cache a(3, bs, true);
+  const auto prompt = run(7, bs + 1);  // the child shares exactly one full block
+  ASSERT_EQ(a.allocate_prompt(1, prompt).status, alloc_status::ok);
+  a.commit_full_blocks(1, prompt);
+  const auto f = a.fork(1, 2, bs, bs + 1);
+  ASSERT_EQ(f.status, alloc_status::ok);
+  EXPECT_EQ(f.copy_from, -1);
+  EXPECT_EQ(f.copy_to, -1);
+  EXPECT_EQ(a.table(2)[0], a.table(1)[0]);
+  EXPECT_NE(a.table(2)[1], a.table(1)[1]);
+  EXPECT_EQ(a.n_available(), 0);
+  // no block left for a third choice: refused, nothing taken
+  const auto g = a.fork(1, 3, bs, bs + 1);
+  EXPECT_EQ(g.status, alloc_status::later);
+  EXPECT_FALSE(a.contains(3));
+  EXPECT_EQ(a.ref_count(a.table(1)[0]), 2);
+  a.check_invariants();
+}
+
 TEST(prefix_cache, misuse_aborts) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   prefix_cache a(4, bs, true);

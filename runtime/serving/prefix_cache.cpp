@@ -176,6 +176,41 @@ prompt_allocation prefix_cache::allocate_prompt(seq_id seq, std::span<const int3
   return {alloc_status::ok, n_cached};
 }
 
+fork_allocation prefix_cache::fork(seq_id parent, seq_id child, int64_t n_shared,
+                                   int64_t n_tokens) {
+  BATON_ASSERT(!seqs_.contains(child) && "fork into a live sequence");
+  const sequence_state& p = state(parent);
+  BATON_ASSERT(n_shared >= 0 && n_shared < n_tokens && n_shared <= p.n_tokens);
+  const auto n_full = static_cast<int32_t>(n_shared / block_size());
+  const int32_t n_fresh = blocks_for(n_tokens) - n_full;
+  if (const alloc_status st = blocks_.can_allocate(n_fresh, n_evictable());
+      st != alloc_status::ok) {
+    return {st};
+  }
+  // with caching, the parent registered its full blocks when they were computed
+  BATON_ASSERT(!caching_ || p.hashes.size() >= static_cast<size_t>(n_full));
+  sequence_state s;
+  s.table.reserve(static_cast<size_t>(n_full + n_fresh));
+  for (int32_t i = 0; i < n_full; ++i) {
+    const int32_t b = p.table[static_cast<size_t>(i)];
+    ++ref_[static_cast<size_t>(b)];  // held by the parent: never evictable meanwhile
+    s.table.push_back(b);
+  }
+  for (int32_t i = 0; i < n_fresh; ++i) {
+    s.table.push_back(take_fresh());
+  }
+  s.hashes.assign(p.hashes.begin(),
+                  p.hashes.begin() + std::min<std::ptrdiff_t>(n_full, std::ssize(p.hashes)));
+  s.n_tokens = n_tokens;
+  fork_allocation out{alloc_status::ok};
+  if (n_shared % block_size() != 0) {
+    out.copy_from = p.table[static_cast<size_t>(n_full)];
+    out.copy_to = s.table[static_cast<size_t>(n_full)];
+  }
+  seqs_.emplace(child, std::move(s));
+  return out;
+}
+
 bool prefix_cache::grow(seq_id seq, int64_t n_tokens) {
   auto& s = state(seq);
   const int32_t n_new = blocks_for(n_tokens) - static_cast<int32_t>(s.table.size());

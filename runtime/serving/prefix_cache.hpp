@@ -5,7 +5,9 @@
 // them (ref-counted here) and only computes the rest; blocks nobody references stay
 // resident as "evictable" in LRU order and are handed out again on a hit, or evicted
 // when a fresh block is needed and none is truly free. Only full blocks are shared and
-// a sequence's last partial block is always its own, so no copy-on-write is needed.
+// a sequence's last partial block is always its own: a sequence forked from another
+// (the choices of one request, fork()) shares the parent's full blocks and gets a copy
+// of its partial one, which the stages make before the child runs (copy-on-write).
 // The allocator sees a block as held while a sequence references it or it is cached;
 // hashing, the LRU and the per-block ref counts are this file's. The block tables it
 // hands out are the ones every stage's kv_storage is indexed with.
@@ -50,6 +52,15 @@ struct prompt_allocation {
   int64_t n_cached_tokens = 0;  ///< prompt tokens whose KV is already there (ok only)
 };
 
+/// What fork did: ok, or nothing changed; with ok, the one block whose KV the stages must
+/// copy (copy-on-write of the parent's partial block), or -1, -1 when the shared
+/// positions end on a block boundary.
+struct fork_allocation {
+  alloc_status status;
+  int32_t copy_from = -1;  ///< the parent's block
+  int32_t copy_to = -1;    ///< the child's fresh one
+};
+
 class prefix_cache {
  public:
   using seq_id = uint64_t;
@@ -84,6 +95,13 @@ class prefix_cache {
   /// blocks (shared), then fresh ones. Nothing changes unless the status is ok.
   /// The prompt must not be empty and `seq` must not be live.
   prompt_allocation allocate_prompt(seq_id seq, std::span<const int32_t> tokens);
+  /// Gives `child` (not live) a table of n_tokens positions whose first n_shared are
+  /// `parent`'s (n_shared < n_tokens, n_shared <= n_tokens(parent)): the parent's full
+  /// blocks among them are shared (ref-counted; with prefix caching their keys too), the
+  /// block holding the rest of them is a fresh one the caller has every stage copy the
+  /// parent's into (the result names both) before anything reads or writes it, and fresh
+  /// blocks follow. Nothing changes unless the status is ok.
+  fork_allocation fork(seq_id parent, seq_id child, int64_t n_shared, int64_t n_tokens);
   /// Reserves positions up to n_tokens in all for `seq` (never shrinks), adding
   /// blocks as needed. False (and nothing changed) when too few blocks are available:
   /// the router then preempts someone.

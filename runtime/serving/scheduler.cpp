@@ -27,19 +27,101 @@ void scheduler::add(sched_request r) {
   }
   const uint64_t id = r.id;
   BATON_ASSERT(!r.prompt.empty() && seqs_.count(id) == 0);
+  // a choice waits for its parent while that one has its prompt still to compute
+  seq* parent = nullptr;
+  if (auto p = r.fork_of != 0 ? seqs_.find(r.fork_of) : seqs_.end();
+      p != seqs_.end() && !p->second.fork_waiting && !p->second.cancelled &&
+      p->second.n_generated == 0 && p->second.req.prompt == r.prompt) {
+    parent = &p->second;
+  }
   seq s;
   s.tokens = r.prompt;
   s.req = std::move(r);
   s.order = next_order_++;
-  seqs_.emplace(id, std::move(s));
-  waiting_.push_back(id);
-  counters_.prompt_tokens += seqs_.at(id).req.prompt.size();
+  seq& added = seqs_.emplace(id, std::move(s)).first->second;
+  if (parent) {
+    added.fork_waiting = true;
+    parent->forks.push_back(id);
+    ++n_fork_waiting_;
+  } else {
+    waiting_.push_back(id);
+  }
+  counters_.prompt_tokens += added.req.prompt.size();
 }
 
 void scheduler::release_blocks(seq& s) {
   if (blocks_.contains(s.req.id)) {
     blocks_.free(s.req.id);  // full blocks stay cached (evictable) for later hits
   }
+  // a fork's copy no step carried yet: its blocks are gone, so is the need
+  for (size_t i = copy_for_.size(); i-- > 0;) {
+    if (copy_for_[i] == s.req.id) {
+      copy_for_.erase(copy_for_.begin() + static_cast<std::ptrdiff_t>(i));
+      copy_from_.erase(copy_from_.begin() + static_cast<std::ptrdiff_t>(i));
+      copy_to_.erase(copy_to_.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+  }
+}
+
+void scheduler::insert_running(uint64_t id) {
+  // arrival order, so the oldest compute first
+  running_.insert(std::upper_bound(running_.begin(), running_.end(), id,
+                                   [this](uint64_t a, uint64_t b) {
+                                     return seqs_.at(a).order < seqs_.at(b).order;
+                                   }),
+                  id);
+}
+
+void scheduler::fork_children(seq& parent) {
+  const auto n_prompt = static_cast<int64_t>(parent.req.prompt.size());
+  const std::vector<uint64_t> children = std::move(parent.forks);
+  parent.forks.clear();
+  std::vector<uint64_t> queued;  // those the pool could not take now
+  for (uint64_t id : children) {
+    seq& c = seqs_.at(id);
+    c.fork_waiting = false;
+    --n_fork_waiting_;
+    // the prompt but its last token, whose logits the child computes for its own draw
+    const auto f = blocks_.fork(parent.req.id, id, n_prompt - 1, n_prompt);
+    if (f.status != alloc_status::ok) {
+      queued.push_back(id);
+      continue;
+    }
+    c.n_computed = static_cast<int32_t>(n_prompt - 1);
+    c.admitted_once = true;
+    c.cached_tokens = parent.cached_tokens;
+    insert_running(id);
+    if (f.copy_from >= 0) {
+      copy_from_.push_back(f.copy_from);
+      copy_to_.push_back(f.copy_to);
+      copy_for_.push_back(id);
+    }
+    ++counters_.forks;
+    counters_.forked_tokens += static_cast<uint64_t>(n_prompt - 1);
+  }
+  waiting_.insert(waiting_.begin(), queued.begin(), queued.end());
+}
+
+void scheduler::orphan_children(seq& parent) {
+  for (uint64_t id : parent.forks) {
+    seqs_.at(id).fork_waiting = false;
+    --n_fork_waiting_;
+  }
+  // they run on their own, where the parent stood: ahead of later arrivals
+  waiting_.insert(waiting_.begin(), parent.forks.begin(), parent.forks.end());
+  parent.forks.clear();
+}
+
+void scheduler::requeue_uncopied() {
+  const std::vector<uint64_t> ids = copy_for_;
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+    seq& c = seqs_.at(*it);
+    release_blocks(c);  // drops its copy too
+    c.n_computed = 0;
+    running_.erase(std::remove(running_.begin(), running_.end(), *it), running_.end());
+    waiting_.push_front(*it);
+  }
+  BATON_ASSERT(copy_for_.empty());
 }
 
 sched_counters scheduler::counters() const {
@@ -57,7 +139,17 @@ void scheduler::erase(uint64_t id) {
   if (it == seqs_.end()) {
     return;
   }
-  release_blocks(it->second);
+  seq& s = it->second;
+  if (s.fork_waiting) {
+    auto& siblings = seqs_.at(s.req.fork_of).forks;
+    siblings.erase(std::remove(siblings.begin(), siblings.end(), id), siblings.end());
+    s.fork_waiting = false;
+    --n_fork_waiting_;
+  }
+  if (!s.forks.empty()) {
+    orphan_children(s);
+  }
+  release_blocks(s);
   running_.erase(std::remove(running_.begin(), running_.end(), id), running_.end());
   waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), id), waiting_.end());
   seqs_.erase(it);
@@ -161,6 +253,7 @@ bool scheduler::prepare_resize(int32_t n_blocks, bool recompute, std::vector<int
     e.what = trace_event::kind::other;
     trace_(e);
   }
+  requeue_uncopied();  // the new pool would not hold what they copy
   // no requester: any running sequence may go, the youngest first
   constexpr uint64_t nobody = ~uint64_t{0};
   while ((recompute || blocks_.n_used() > n_blocks) && preempt_youngest(nobody)) {
@@ -273,12 +366,7 @@ std::optional<sched_step> scheduler::decide_step() {
     const int32_t todo = static_cast<int32_t>(s.tokens.size()) - s.n_computed;
     const int32_t n = std::min(todo, budget);
     waiting_.pop_front();
-    // keep arrival order in running_ so the oldest compute first
-    running_.insert(std::upper_bound(running_.begin(), running_.end(), id,
-                                     [this](uint64_t a, uint64_t b) {
-                                       return seqs_.at(a).order < seqs_.at(b).order;
-                                     }),
-                    id);
+    insert_running(id);
     step.slices.push_back(make_slice(s, n));
     s.in_flight = true;
     members.emplace_back(id, n);
@@ -288,6 +376,13 @@ std::optional<sched_step> scheduler::decide_step() {
     return std::nullopt;
   }
   step.step_id = next_step_id_++;
+  // forks' copies ride in the first step after the fork: every stage copies before any
+  // step that reads or writes those blocks (each stage runs its steps in order)
+  step.copy_from = std::move(copy_from_);
+  step.copy_to = std::move(copy_to_);
+  copy_from_.clear();
+  copy_to_.clear();
+  copy_for_.clear();
   in_flight_.emplace(step.step_id, std::move(members));
   ++counters_.steps;
   return step;
@@ -321,6 +416,9 @@ std::vector<sched_output> scheduler::on_step_done(uint64_t step_id,
     blocks_.commit_full_blocks(id, std::span<const int32_t>(s.tokens.data(),
                                                             static_cast<size_t>(s.n_computed)));
     const auto prompt_n = static_cast<int32_t>(s.req.prompt.size());
+    if (!s.forks.empty() && s.n_computed >= prompt_n) {
+      fork_children(s);  // before this one may end and free its blocks
+    }
     if (s.cancelled) {
       out.push_back({id, -1, finish_reason::cancelled, prompt_n, s.n_generated, s.cached_tokens});
       erase(id);
@@ -387,6 +485,8 @@ std::vector<uint64_t> scheduler::abort_all() {
   waiting_.clear();
   running_.clear();
   in_flight_.clear();
+  n_fork_waiting_ = 0;
+  BATON_ASSERT(copy_for_.empty());
   return ids;
 }
 

@@ -31,6 +31,13 @@ struct sched_request {
   int32_t max_tokens = 128;
   sampling_params sampling;
   bool ignore_eos = false;
+  /// Another choice of the same request (its first sequence's id), 0 for none: while
+  /// that sequence has not computed its prompt this one waits for it, then forks from
+  /// it (shares its prompt's KV: full blocks by reference, the partial one copied) and
+  /// computes only the prompt's last token, for its own first draw. When the parent has
+  /// gone or is past its prompt, or the blocks are short at the fork, it runs as any
+  /// request (with prefix caching it still shares the cached blocks).
+  uint64_t fork_of = 0;
 };
 
 /// One sequence's share of a step.
@@ -48,6 +55,10 @@ struct sched_slice {
 struct sched_step {
   uint64_t step_id = 0;
   std::vector<sched_slice> slices;
+  /// KV blocks every stage copies (copy_from[i] into copy_to[i], its own layers) before
+  /// the step runs: forks' partial blocks (copy-on-write).
+  std::vector<int32_t> copy_from;
+  std::vector<int32_t> copy_to;
 };
 
 /// What a finished step produced for one request.
@@ -70,6 +81,8 @@ struct sched_counters {
   uint64_t evictions = 0;             ///< cached blocks dropped for fresh ones
   uint64_t recomputed_tokens = 0;     ///< tokens whose KV a preemption dropped
   uint64_t resize_preemptions = 0;    ///< of the preemptions, those a smaller pool made
+  uint64_t forks = 0;                 ///< sequences forked from another's prompt
+  uint64_t forked_tokens = 0;         ///< prompt tokens they did not compute
 };
 
 /// What the scheduler was told and what it decided, in order: enough to replay a live
@@ -153,7 +166,8 @@ class scheduler {
   void reset_pool(int32_t n_blocks);
 
   int32_t n_running() const { return static_cast<int32_t>(running_.size()); }
-  int32_t n_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  /// Waiting to run: queued, or waiting to fork from another choice's prompt.
+  int32_t n_waiting() const { return static_cast<int32_t>(waiting_.size()) + n_fork_waiting_; }
   int32_t n_in_flight() const { return static_cast<int32_t>(in_flight_.size()); }
   /// Blocks a new allocation may take (free or cached-but-unreferenced).
   int32_t n_free_blocks() const { return blocks_.n_available(); }
@@ -173,7 +187,9 @@ class scheduler {
     bool admitted_once = false;
     bool in_flight = false;
     bool cancelled = false;
+    bool fork_waiting = false;    // in its parent's `forks`, not queued
     uint64_t order = 0;           // arrival: larger is younger
+    std::vector<uint64_t> forks;  // choices waiting for this one's prompt
   };
 
   /// next_step() but for the trace.
@@ -183,6 +199,14 @@ class scheduler {
   bool admit_blocks(seq& s);
   bool preempt_youngest(uint64_t requester);
   void release_blocks(seq& s);
+  /// The parent computed its prompt: its waiting choices fork from it.
+  void fork_children(seq& parent);
+  /// Choices waiting for `parent` run on their own (it ends before its prompt did).
+  void orphan_children(seq& parent);
+  /// Running sequences whose fork copy no step carried yet go back to the queue, to be
+  /// recomputed (a pool laid out anew would not hold what they copy).
+  void requeue_uncopied();
+  void insert_running(uint64_t id);
   void erase(uint64_t id);
   sched_slice make_slice(seq& s, int32_t n);
 
@@ -197,6 +221,11 @@ class scheduler {
   std::map<uint64_t, std::vector<std::pair<uint64_t, int32_t>>> in_flight_;  // step -> (seq, n)
   uint64_t next_step_id_ = 1;
   uint64_t next_order_ = 0;
+  int32_t n_fork_waiting_ = 0;
+  // forks' copies for the next step: from, to, and the child that needs them
+  std::vector<int32_t> copy_from_;
+  std::vector<int32_t> copy_to_;
+  std::vector<uint64_t> copy_for_;
   sched_counters counters_;
   std::function<void(const trace_event&)> trace_;
 };
