@@ -184,6 +184,22 @@ TEST(grammar_json, all_of_intersects_objects_numbers_and_strings) {
   EXPECT_FALSE(accepts(R"({"allOf":[{"type":"string","pattern":"a"},{"pattern":"b"}]})", R"("aa")"));
 }
 
+TEST(grammar_json, two_recursive_schemas_met_through_all_of_are_an_error_not_a_crash) {
+  // each intersection of A and B needs the intersection of A and B again, forever
+  const std::string s =
+      R"({"$defs":{"A":{"type":"object","properties":{"c":{"$ref":"#/$defs/A"}}},)"
+      R"("B":{"type":"object","properties":{"c":{"$ref":"#/$defs/B"},"d":{"type":"integer"}}}},)"
+      R"("allOf":[{"$ref":"#/$defs/A"},{"$ref":"#/$defs/B"}]})";
+  for (bool strict : {true, false}) {
+    schema_options o;
+    o.strict = strict;
+    schema_error why;
+    EXPECT_FALSE(compile_json_schema(s, o, &why).ok());
+    EXPECT_EQ(why.keyword, "allOf");
+    EXPECT_NE(why.message.find("recursive intersection"), std::string::npos) << why.message;
+  }
+}
+
 TEST(grammar_json, pattern_properties_pick_the_value_schema_by_key) {
   const std::string s = R"({"type":"object","patternProperties":{"^x-":{"type":"integer"}},)"
                         R"("properties":{"name":{"type":"string"}},"additionalProperties":false})";

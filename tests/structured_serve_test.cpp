@@ -132,6 +132,11 @@ TEST(structured_serve, strict_refuses_by_keyword_and_pointer_and_lenient_warns) 
   EXPECT_EQ(s.stop(), 0) << s.log();
 }
 
+constexpr const char* k_recursive_all_of =
+    R"({"$defs":{"A":{"type":"object","properties":{"c":{"$ref":"#/$defs/A"}}},)"
+    R"("B":{"type":"object","properties":{"c":{"$ref":"#/$defs/B"}}}},)"
+    R"("allOf":[{"$ref":"#/$defs/A"},{"$ref":"#/$defs/B"}]})";
+
 TEST(structured_serve, hostile_schemas_and_biases_get_a_400_and_the_server_stays_up) {
   ASSERT_TRUE(fx().error.empty()) << fx().error;
   server_process s("");
@@ -162,6 +167,9 @@ TEST(structured_serve, hostile_schemas_and_biases_get_a_400_and_the_server_stays
        "response_format"},
       {chat(schema_format(json::parse(R"({"type":"string","pattern":"(?<=a)b"})"), true)),
        "response_format"},
+      // two recursive schemas met through allOf, strict or not (once a stack overflow)
+      {chat(schema_format(json::parse(k_recursive_all_of), false)), "response_format"},
+      {chat(schema_format(json::parse(k_recursive_all_of), true)), "response_format"},
       {chat(nullptr, 20, false, {{"logit_bias", {{"abc", 1}}}}), "logit_bias"},
       {chat(nullptr, 20, false, {{"logit_bias", {{"5", 500}}}}), "logit_bias"},
       {chat(nullptr, 20, false, {{"logit_bias", {{"999999999", 1}}}}), "logit_bias"},

@@ -890,11 +890,19 @@ class compiler {
     if (auto it = meets_.find(key); it != meets_.end()) {
       return it->second;
     }
-    if (!done_[static_cast<size_t>(a)] || !done_[static_cast<size_t>(b)]) {
+    // the same pair again inside its own intersection (two recursive schemas met
+    // through allOf): the result would be infinite
+    if (!done_[static_cast<size_t>(a)] || !done_[static_cast<size_t>(b)] ||
+        !meeting_.insert(key).second || meeting_.size() > k_max_meet_depth) {
       return fail("allOf", ptr, "a schema at " + (ptr.empty() ? "/" : ptr) +
                                     " combines itself with itself through allOf or $ref: "
                                     "such a recursive intersection cannot be compiled");
     }
+    struct unmeet {
+      std::set<std::pair<int32_t, int32_t>>& in;
+      std::pair<int32_t, int32_t> key;
+      ~unmeet() { in.erase(key); }
+    } done_meeting{meeting_, key};
     int32_t out = k_no_value;
     const auto& na = g_.nodes[static_cast<size_t>(a)];
     const auto& nb = g_.nodes[static_cast<size_t>(b)];
@@ -1325,6 +1333,8 @@ class compiler {
   std::unordered_map<const json*, int32_t> memo_;
   std::vector<bool> done_;  // [nodes]: translated completely (intersections may read it)
   std::map<std::pair<int32_t, int32_t>, int32_t> meets_;
+  std::set<std::pair<int32_t, int32_t>> meeting_;  // intersections under way
+  static constexpr size_t k_max_meet_depth = 256;
   std::vector<std::vector<regex_component>> rx_parts_;
   std::map<int32_t, std::string> regex_where_;
   std::vector<std::string> pending_additional_;
