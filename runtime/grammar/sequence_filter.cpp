@@ -20,6 +20,12 @@ result<std::unique_ptr<sequence_filter>> sequence_filter::create(
   f->max_tokens_ = max_tokens;
   if (f->grammar_) {
     f->constraint_ = std::make_unique<json_constraint>(f->grammar_, f->trie_);
+    // Keep the last token for the end of generation when the shortest document fits
+    // without it (each byte is at most one token): the reply then ends with "stop",
+    // not "length", which clients such as the OpenAI SDK's parse() treat as truncated.
+    if (max_tokens > 0 && f->constraint_->min_close_bytes() <= int64_t{max_tokens} - 1) {
+      f->eog_reserve_ = 1;
+    }
   }
   return f;
 }
@@ -60,7 +66,8 @@ void sequence_filter::prepare(int32_t draw) {
   if (!grammar_ || mask_draw_ == draw || !seek(draw)) {
     return;
   }
-  const int64_t remaining = max_tokens_ > 0 ? std::max<int64_t>(max_tokens_ - draw, 0) : -1;
+  const int64_t remaining =
+      max_tokens_ > 0 ? std::max<int64_t>(max_tokens_ - eog_reserve_ - draw, 0) : -1;
   constraint_->fill_mask(remaining, mask_);
   mask_draw_ = draw;
 }

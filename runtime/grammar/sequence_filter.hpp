@@ -4,6 +4,8 @@
 // is drawn from. The grammar's state is a function of the tokens generated so far: a
 // new last stage (a reshard, a recovery) rebuilds it by replaying them, and a draw
 // behind the filter (a step that never reached the router) rewinds it the same way.
+// Under a budget (max_tokens) the document closes within it, one token early when the
+// shortest document allows, so that the end-of-generation token fits too.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +54,7 @@ class sequence_filter {
   std::vector<int32_t> bias_ids_;
   std::vector<float> bias_values_;
   int32_t max_tokens_ = 0;
+  int32_t eog_reserve_ = 0;         ///< 1: the document closes a token early, for the end
   int32_t mask_draw_ = -1;          ///< the draw `mask_` is for
   std::vector<uint64_t> mask_;
 };
