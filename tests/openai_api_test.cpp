@@ -1,10 +1,10 @@
 // OpenAI request parser tests (unit): every field with every wrong JSON type gives a 400
 // naming that field and never throws; integers out of range are refused before any
 // conversion (no wrap-around of 2^32 + 1); int64 and uint64 seeds; the limits on 'stop';
-// content parts; fields not implemented yet (legacy function calling, beam search...)
-// refused by name unless they hold their default; error objects that dump without
-// throwing whatever bytes they hold; and the status table's rows for the pipeline's
-// refusal kinds.
+// content parts; n up to 128 and best_of only restating it; fields not implemented yet
+// (legacy function calling, beam search...) refused by name unless they hold their
+// default; error objects that dump without throwing whatever bytes they hold; and the
+// status table's rows for the pipeline's refusal kinds.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -292,8 +292,11 @@ TEST(OpenAiApi, IntegersAreRangeCheckedBeforeConversion) {
       {false, "max_completion_tokens", huge, "between 1 and 1000000000"},
       {true, "top_k", two_32_plus_1, "between -1 and 1000000000"},
       {true, "top_k", -2, "between -1 and 1000000000"},
-      {true, "n", two_32_plus_1, "between 1 and 1000000000"},
-      {true, "n", 0, "between 1 and 1000000000"},
+      {true, "n", two_32_plus_1, "between 1 and 128"},
+      {true, "n", 0, "between 1 and 128"},
+      {false, "n", 129, "between 1 and 128"},
+      {false, "n", -1, "between 1 and 128"},
+      {false, "n", huge, "between 1 and 128"},
   };
   for (const out_of_range& c : cases) {
     json body = c.chat ? chat_body() : completion_body();
@@ -303,9 +306,6 @@ TEST(OpenAiApi, IntegersAreRangeCheckedBeforeConversion) {
     EXPECT_TRUE(contains(e.message, c.range)) << e.message;
     EXPECT_TRUE(contains(e.message, c.value.dump())) << e.message;
   }
-  json n2 = chat_body();
-  n2["n"] = 2;
-  EXPECT_TRUE(contains(refused(n2, true).message, "'n' must be 1"));
   json logprobs = completion_body();
   logprobs["logprobs"] = 20;
   auto lp = accepted(logprobs, false);
@@ -323,6 +323,52 @@ TEST(OpenAiApi, IntegersAreRangeCheckedBeforeConversion) {
   json needs = chat_body();
   needs["top_logprobs"] = 2;
   EXPECT_EQ(refused(needs, true).param, "top_logprobs");
+}
+
+// n: up to OpenAI's 128 choices, on both endpoints; best_of may only restate n (baton
+// samples no extra choices to pick from), and vLLM's rule best_of >= n is said first.
+TEST(OpenAiApi, ChoicesUpTo128AndBestOfOnlyRestatingN) {
+  for (bool chat : {true, false}) {
+    json body = chat ? chat_body() : completion_body();
+    EXPECT_EQ(accepted(body, chat).n, 1);
+    body["n"] = nullptr;
+    EXPECT_EQ(accepted(body, chat).n, 1);
+    for (int n : {1, 3, 128}) {
+      body["n"] = n;
+      EXPECT_EQ(accepted(body, chat).n, n);
+      body["best_of"] = n;
+      EXPECT_EQ(accepted(body, chat).n, n) << "best_of = n asks for nothing more";
+      body["best_of"] = nullptr;
+      EXPECT_EQ(accepted(body, chat).n, n);
+      body.erase("best_of");
+    }
+  }
+  struct row {
+    json n;  ///< null: absent
+    json best_of;
+    const char* says;
+  };
+  const std::vector<row> rows = {
+      {3, 2, "'best_of' (2) must be >= 'n' (3)"},
+      {3, -5, "'best_of' (-5) must be >= 'n' (3)"},
+      {nullptr, 0, "'best_of' (0) must be >= 'n' (1)"},
+      {3, 5, "'best_of' = 5: best-of-n sampling is not supported"},
+      {nullptr, 4, "(accepted: null or the value of 'n', 1)"},
+      {2, 18446744073709551615ULL, "= 18446744073709551615"},  // no wrap to -1
+      {2, std::numeric_limits<int64_t>::min(), "must be >= 'n' (2)"},
+      {2, 2.0, "'best_of' must be an integer, got 2.0"},
+      {2, "2", "'best_of' must be an integer, got a string"},
+  };
+  for (const row& r : rows) {
+    json body = completion_body();
+    if (!r.n.is_null()) {
+      body["n"] = r.n;
+    }
+    body["best_of"] = r.best_of;
+    const api_error e = refused(body, false);
+    EXPECT_EQ(e.param, "best_of") << body.dump();
+    EXPECT_TRUE(contains(e.message, r.says)) << body.dump() << ": " << e.message;
+  }
 }
 
 TEST(OpenAiApi, PromptTokenIdsNeverWrap) {

@@ -5,7 +5,11 @@
 // equal to the prompt a chat completion submits, ids range-checked, keys required);
 // CORS (preflights on any path before the key check, allowed and refused origins, SSE);
 // tool calls (a reply read back as a call, whole and streamed; text held back only while
-// it may be one; the constraint of a required call; tool turns in a later request).
+// it may be one; the constraint of a required call; tool turns in a later request); n
+// choices (a backend that emulates the router's interleaved events: whole replies
+// sorted by index with usage summed, streams with each choice's role, text and finish
+// under its index and one usage and [DONE] after all, tool calls and structured output
+// per choice, n and best_of refused, one choice's error ending the request).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -14,6 +18,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -38,6 +44,10 @@ struct script {
   refusal final_kind = refusal::none;        ///< the final event's error kind, when an error
   bool final_error = false;
   std::vector<std::string> reply;            ///< text pieces, one event each, then "stop"
+  /// Replies by seed, as the router draws choice i with seed + i: choice i of a request
+  /// seeded s answers by_seed[(s + i) % size]; empty: every choice answers `reply`.
+  std::vector<std::vector<std::string>> by_seed;
+  int32_t error_choice = -1;  ///< with final_error: the one choice that ends in error (-1: all)
 };
 
 class scripted_backend final : public api::serving_backend {
@@ -45,10 +55,16 @@ class scripted_backend final : public api::serving_backend {
   script next;
   std::vector<int32_t> last_prompt;  ///< the prompt of the last submit
   std::string last_schema;           ///< and its output constraint's schema
+  gen_request last;                  ///< the last submit, prompt and all
+  /// Emulates the router's n choices: each choice's events carry the request's id and
+  /// the choice's index and come interleaved, one piece of each choice in turn, each
+  /// choice ending with its own final event as soon as its pieces are out (a shorter
+  /// choice ends first, whatever its index).
   std::shared_ptr<event_stream> submit(gen_request r, admission* decision) override {
     if (next.throw_on_submit) {
       throw std::runtime_error("scripted failure");
     }
+    last = r;
     last_prompt = r.prompt;
     last_schema = r.constraint.json_schema;
     auto s = std::make_shared<event_stream>();
@@ -59,25 +75,59 @@ class scripted_backend final : public api::serving_backend {
     if (next.why != refusal::none) {
       return s;
     }
-    for (size_t i = 0; i < next.reply.size(); ++i) {
-      gen_event piece;
-      piece.request_id = r.id;
-      piece.text = next.reply[i];
-      piece.token = static_cast<int32_t>(100 + i);
-      s->push(piece);
+    const int32_t n = std::max<int32_t>(1, r.n);
+    std::vector<std::vector<std::string>> pieces;
+    size_t longest = 0;
+    for (int32_t i = 0; i < n; ++i) {
+      const uint64_t seed = r.sampling.seed + static_cast<uint64_t>(i);
+      pieces.push_back(next.by_seed.empty() ? next.reply
+                                            : next.by_seed[seed % next.by_seed.size()]);
+      longest = std::max(longest, pieces.back().size());
     }
-    gen_event e;
-    e.request_id = r.id;
-    e.finish = next.final_error      ? finish_reason::error
-               : next.reply.empty() ? finish_reason::length
-                                     : finish_reason::stop;
-    e.error = "scripted error";
-    e.error_kind = next.final_kind;
-    s->push(e);
+    for (size_t k = 0; k <= longest; ++k) {
+      for (int32_t i = 0; i < n; ++i) {
+        const auto& mine = pieces[static_cast<size_t>(i)];
+        if (k > mine.size()) {
+          continue;
+        }
+        gen_event e;
+        e.request_id = r.id;
+        e.index = i;
+        if (k < mine.size()) {
+          e.text = mine[k];
+          e.token = static_cast<int32_t>(100 + k);
+          e.logprob = -0.25f * static_cast<float>(i + 1);
+          s->push(e);
+          continue;
+        }
+        const bool error = next.final_error && (next.error_choice < 0 || next.error_choice == i);
+        e.finish = error ? finish_reason::error
+                   : mine.empty() ? finish_reason::length
+                                  : finish_reason::stop;
+        e.error = "scripted error";
+        e.error_kind = next.final_kind;
+        e.prompt_tokens = static_cast<int32_t>(r.prompt.size());
+        e.completion_tokens = static_cast<int32_t>(mine.size());
+        s->push(e);
+      }
+    }
     return s;
   }
-  void cancel(uint64_t) override {}
+  void cancel(uint64_t id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_.push_back(id);
+  }
   serving_snapshot snapshot() const override { return {}; }
+  /// The ids cancel() was called with, and forgets them.
+  std::vector<uint64_t> take_cancelled() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(cancelled_, {});
+  }
+
+ private:
+  // -- member variables -------------------------------------------------------
+  std::mutex mu_;  // cancel() comes from the thread that drains a request
+  std::vector<uint64_t> cancelled_;
 };
 
 struct fixture_server {
@@ -535,6 +585,299 @@ TEST(openai_server, tool_turns_of_a_later_request_are_rendered_as_llama_31_turns
   std::vector<chat_message> plain = messages;
   plain[0].content = "Weather in Paris?";
   EXPECT_EQ(s.backend.last_prompt, *encode_chat(*s.tok, plain, true, false));
+}
+
+// -- n choices ---------------------------------------------------------------------------------
+
+json chat_body(json extra = json::object()) {
+  json body = {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+               {"max_tokens", 16}};
+  body.update(extra);
+  return body;
+}
+
+/// Per choice index, what a raw SSE answer streamed: its chunks in order.
+std::map<int, std::vector<json>> chunks_by_choice(const std::vector<json>& events) {
+  std::map<int, std::vector<json>> out;
+  for (const json& e : events) {
+    for (const json& c : e.value("choices", json::array())) {
+      out[c["index"].get<int>()].push_back(c);
+    }
+  }
+  return out;
+}
+
+/// A streamed choice's text: its content deltas (chat) or texts (completions) joined.
+std::string streamed_text(const std::vector<json>& chunks) {
+  std::string text;
+  for (const json& c : chunks) {
+    if (c.contains("delta")) {
+      text += c["delta"].value("content", "");
+    } else {
+      text += c.value("text", "");
+    }
+  }
+  return text;
+}
+
+size_t count_of(const std::string& s, const std::string& part) {
+  size_t n = 0;
+  for (size_t at = 0; (at = s.find(part, at)) != std::string::npos; at += part.size()) {
+    ++n;
+  }
+  return n;
+}
+
+// seed 1: choice 0 draws with seed 1, choice 1 with 2, choice 2 with 3 (by_seed[0])
+const std::vector<std::vector<std::string>> three_replies = {
+    {"a", "b"}, {"ccc"}, {"d", "e", "f"}};
+const std::vector<std::string> three_texts = {"ccc", "def", "ab"};
+
+TEST(openai_server, n_choices_answer_whole_sorted_by_index_with_usage_summed) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  s.backend.next.by_seed = three_replies;
+  for (bool chat : {true, false}) {
+    SCOPED_TRACE(chat ? "chat" : "completions");
+    const json body = chat ? chat_body({{"n", 3}, {"seed", 1}, {"logprobs", true}})
+                           : json{{"prompt", "hello"}, {"n", 3}, {"seed", 1}, {"logprobs", 1}};
+    const auto raw = s.ask(chat ? "/v1/chat/completions" : "/v1/completions", body.dump());
+    ASSERT_EQ(status_of(raw), 200) << raw;
+    EXPECT_EQ(s.backend.last.n, 3);
+    EXPECT_EQ(s.backend.last.sampling.seed, 1u) << "the request's seed; the router adds i";
+    const json reply = body_of(raw);
+    EXPECT_EQ(reply["id"], (chat ? "chatcmpl-" : "cmpl-") + std::to_string(s.backend.last.id));
+    ASSERT_EQ(reply["choices"].size(), 3u) << raw;
+    int32_t completion_tokens = 0;
+    for (size_t i = 0; i < 3; ++i) {
+      const json& c = reply["choices"][i];
+      EXPECT_EQ(c["index"], i) << raw;
+      EXPECT_EQ(chat ? c["message"]["content"] : c["text"], three_texts[i]) << raw;
+      EXPECT_EQ(c["finish_reason"], "stop");
+      // each choice's own logprobs: one per token, the value its events carried
+      const json lp = chat ? c["logprobs"]["content"] : c["logprobs"]["token_logprobs"];
+      ASSERT_EQ(lp.size(), three_texts[i] == "ccc" ? 1u : three_texts[i].size()) << raw;
+      const float mine = -0.25f * static_cast<float>(i + 1);
+      EXPECT_FLOAT_EQ((chat ? lp[0]["logprob"] : lp[0]).get<float>(), mine) << raw;
+      completion_tokens += static_cast<int32_t>(lp.size());
+    }
+    const json usage = reply["usage"];
+    EXPECT_EQ(usage["prompt_tokens"], s.backend.last_prompt.size()) << "counted once";
+    EXPECT_EQ(usage["completion_tokens"], completion_tokens);
+    EXPECT_EQ(usage["completion_tokens"], 6);
+    EXPECT_EQ(usage["total_tokens"], s.backend.last_prompt.size() + 6);
+  }
+  // the ids of a request's choices are its own: the next request starts past them
+  const uint64_t before = s.backend.last.id;
+  ASSERT_EQ(status_of(s.ask("/v1/completions", completion)), 200);
+  EXPECT_EQ(s.backend.last.id, before + 3);
+  EXPECT_EQ(s.backend.last.n, 1);
+}
+
+TEST(openai_server, n_choices_stream_each_under_its_index_then_one_usage_and_one_done) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  s.backend.next.by_seed = three_replies;
+  for (bool chat : {true, false}) {
+    SCOPED_TRACE(chat ? "chat" : "completions");
+    const json options = {{"include_usage", true}};
+    const json body =
+        chat ? chat_body({{"n", 3}, {"seed", 1}, {"stream", true}, {"stream_options", options}})
+             : json{{"prompt", "hello"}, {"n", 3}, {"seed", 1}, {"stream", true},
+                    {"stream_options", options}};
+    const auto raw = s.ask(chat ? "/v1/chat/completions" : "/v1/completions", body.dump());
+    ASSERT_EQ(status_of(raw), 200) << raw;
+    const auto events = sse_events(raw);
+    const auto by_choice = chunks_by_choice(events);
+    ASSERT_EQ(by_choice.size(), 3u) << raw;
+    size_t last_finish = 0;  // where in `events` the last finish chunk came
+    for (int i = 0; i < 3; ++i) {
+      const auto& chunks = by_choice.at(i);
+      ASSERT_FALSE(chunks.empty());
+      if (chat) {
+        EXPECT_EQ(chunks.front()["delta"]["role"], "assistant") << "choice " << i << ": " << raw;
+        for (size_t k = 1; k < chunks.size(); ++k) {
+          EXPECT_FALSE(chunks[k]["delta"].contains("role")) << raw;
+        }
+      }
+      EXPECT_EQ(streamed_text(chunks), three_texts[static_cast<size_t>(i)]) << raw;
+      size_t n_finish = 0;
+      for (const json& c : chunks) {
+        n_finish += c["finish_reason"].is_null() ? 0 : 1;
+      }
+      EXPECT_EQ(n_finish, 1u) << "choice " << i << ": " << raw;
+      EXPECT_EQ(chunks.back()["finish_reason"], "stop") << "its finish comes last";
+    }
+    for (size_t k = 0; k < events.size(); ++k) {
+      for (const json& c : events[k]["choices"]) {
+        if (!c["finish_reason"].is_null()) {
+          last_finish = k;
+        }
+      }
+    }
+    // choices end out of order (the shortest first): the stream follows the events
+    EXPECT_EQ(events.back()["choices"], json::array()) << raw;
+    EXPECT_EQ(events.back()["usage"]["completion_tokens"], 6) << raw;
+    EXPECT_EQ(last_finish + 2, events.size()) << "usage right after the last choice's finish";
+    size_t n_usage = 0;
+    for (const json& e : events) {
+      n_usage += e.contains("usage") ? 1 : 0;
+    }
+    EXPECT_EQ(n_usage, 1u) << raw;
+    EXPECT_EQ(count_of(raw, "data: [DONE]"), 1u) << raw;
+    EXPECT_EQ(raw.rfind("data: [DONE]"), raw.rfind("data: ")) << "[DONE] is the last event";
+  }
+}
+
+TEST(openai_server, n_choices_each_read_as_a_tool_call_or_as_text_whole_and_streamed) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  // choice 0 (seed 0) calls, choice 1 answers in text, choice 2 calls after white space
+  s.backend.next.by_seed = {{R"({"name": "get_weather", )", R"("parameters": {"city": "Paris"}})"},
+                            {"It is", " sunny."},
+                            {"\n", weather_call}};
+  auto raw = s.ask("/v1/chat/completions", tool_request(false, {{"n", 3}, {"seed", 0}}).dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  const json choices = body_of(raw)["choices"];
+  ASSERT_EQ(choices.size(), 3u) << raw;
+  for (size_t i : {0u, 2u}) {
+    EXPECT_EQ(choices[i]["finish_reason"], "tool_calls") << raw;
+    EXPECT_TRUE(choices[i]["message"]["content"].is_null()) << raw;
+    EXPECT_EQ(choices[i]["message"]["tool_calls"][0]["function"]["arguments"],
+              R"({"city":"Paris"})");
+  }
+  EXPECT_NE(choices[0]["message"]["tool_calls"][0]["id"],
+            choices[2]["message"]["tool_calls"][0]["id"]) << "each call its own id";
+  EXPECT_EQ(choices[1]["finish_reason"], "stop");
+  EXPECT_EQ(choices[1]["message"]["content"], "It is sunny.");
+  EXPECT_FALSE(choices[1]["message"].contains("tool_calls"));
+  // streamed: the text choice streams as it comes while the others are held back
+  raw = s.ask("/v1/chat/completions",
+              tool_request(true, {{"n", 3}, {"seed", 0}}).dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  const auto events = sse_events(raw);
+  const auto by_choice = chunks_by_choice(events);
+  ASSERT_EQ(by_choice.size(), 3u) << raw;
+  for (int i : {0, 2}) {
+    std::string name;
+    std::string arguments;
+    for (const json& c : by_choice.at(i)) {
+      EXPECT_TRUE(!c["delta"].contains("content") || c["delta"]["content"] == "") << raw;
+      if (c["delta"].contains("tool_calls")) {
+        EXPECT_EQ(c["delta"]["tool_calls"][0]["index"], 0);
+        name += c["delta"]["tool_calls"][0]["function"].value("name", "");
+        arguments += c["delta"]["tool_calls"][0]["function"].value("arguments", "");
+      }
+    }
+    EXPECT_EQ(name, "get_weather") << "choice " << i << ": " << raw;
+    EXPECT_EQ(arguments, R"({"city":"Paris"})") << raw;
+    EXPECT_EQ(by_choice.at(i).back()["finish_reason"], "tool_calls") << raw;
+  }
+  EXPECT_EQ(streamed_text(by_choice.at(1)), "It is sunny.") << raw;
+  EXPECT_EQ(by_choice.at(1).back()["finish_reason"], "stop") << raw;
+  // choice 1's first words go out before any choice has ended
+  size_t first_text = events.size();
+  size_t first_finish = events.size();
+  for (size_t k = 0; k < events.size(); ++k) {
+    const json& c = events[k]["choices"][0];
+    if (c["index"] == 1 && c["delta"].value("content", "") == "It is") {
+      first_text = std::min(first_text, k);
+    }
+    if (!c["finish_reason"].is_null()) {
+      first_finish = std::min(first_finish, k);
+    }
+  }
+  EXPECT_LT(first_text, first_finish) << raw;
+}
+
+TEST(openai_server, n_choices_under_a_response_format_each_hold_their_own_document) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  s.backend.next.by_seed = {{R"({"a": )", "1}"}, {R"({"a": 22})"}};
+  const json format = {
+      {"type", "json_schema"},
+      {"json_schema",
+       {{"name", "a"},
+        {"schema",
+         {{"type", "object"},
+          {"properties", {{"a", {{"type", "integer"}}}}},
+          {"required", {"a"}},
+          {"not", {{"required", {"b"}}}}}}}}};  // not enforced: named in a Warning
+  const auto raw = s.ask("/v1/chat/completions",
+                         chat_body({{"n", 2}, {"seed", 0}, {"response_format", format}}).dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  EXPECT_EQ(s.backend.last.n, 2);
+  EXPECT_EQ(json::parse(s.backend.last_schema), format["json_schema"]["schema"])
+      << "one constraint, which the router gives each choice";
+  EXPECT_NE(header_of(raw, "Warning").find("not"), std::string::npos) << raw;
+  const json choices = body_of(raw)["choices"];
+  ASSERT_EQ(choices.size(), 2u) << raw;
+  for (size_t i = 0; i < 2; ++i) {
+    const json doc = json::parse(choices[i]["message"]["content"].get<std::string>(), nullptr,
+                                 false);
+    EXPECT_EQ(doc, json({{"a", i == 0 ? 1 : 22}})) << raw;
+  }
+}
+
+TEST(openai_server, n_out_of_range_best_of_and_the_admission_refusal_are_400s) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  for (const auto& [extra, param] :
+       {std::pair{json{{"n", 129}}, "n"}, std::pair{json{{"n", 0}}, "n"},
+        std::pair{json{{"n", 2.5}}, "n"}, std::pair{json{{"n", "3"}}, "n"},
+        std::pair{json{{"n", 3}, {"best_of", 2}}, "best_of"},
+        std::pair{json{{"n", 3}, {"best_of", 4}}, "best_of"}}) {
+    for (const char* path : {"/v1/chat/completions", "/v1/completions"}) {
+      json body = std::string(path) == "/v1/completions" ? json{{"prompt", "x"}} : chat_body();
+      body.update(extra);
+      const auto raw = s.ask(path, body.dump());
+      EXPECT_EQ(status_of(raw), 400) << body.dump() << ": " << raw;
+      EXPECT_EQ(body_of(raw)["error"]["param"], param) << raw;
+    }
+  }
+  // n past the sequences the server runs at once: the admission's invalid refusal
+  s.backend.next.why = refusal::invalid;
+  const auto raw = s.ask("/v1/chat/completions", chat_body({{"n", 100}}).dump());
+  EXPECT_EQ(status_of(raw), 400) << raw;
+  EXPECT_EQ(body_of(raw)["error"]["type"], "invalid_request_error") << raw;
+  EXPECT_EQ(s.backend.last.n, 100);
+}
+
+TEST(openai_server, a_choice_that_ends_in_an_error_ends_the_request_with_it) {
+  REQUIRE_FIXTURE();
+  fixture_server s;
+  // choice 1 fails while choice 0 still runs: the error, and choice 0 cancelled
+  s.backend.next.by_seed = {{"a", "b", "c"}, {"x"}};
+  s.backend.next.final_error = true;
+  s.backend.next.final_kind = refusal::internal;
+  s.backend.next.error_choice = 1;
+  auto raw = s.ask("/v1/completions", json{{"prompt", "x"}, {"n", 2}, {"seed", 0}}.dump());
+  EXPECT_EQ(status_of(raw), 500) << raw;
+  EXPECT_TRUE(body_of(raw).contains("error")) << raw;
+  EXPECT_EQ(s.backend.take_cancelled(), std::vector<uint64_t>{s.backend.last.id});
+  raw = s.ask("/v1/chat/completions", chat_body({{"n", 2}, {"seed", 0}, {"stream", true}}).dump());
+  ASSERT_EQ(status_of(raw), 200) << raw;
+  auto events = sse_events(raw);
+  ASSERT_FALSE(events.empty());
+  EXPECT_TRUE(events.back().contains("error")) << raw;
+  EXPECT_EQ(events.back()["error"]["type"], "server_error") << raw;
+  for (const json& e : events) {
+    for (const json& c : e.value("choices", json::array())) {
+      EXPECT_TRUE(c["finish_reason"].is_null()) << "no choice finished: " << raw;
+    }
+  }
+  EXPECT_EQ(count_of(raw, "data: [DONE]"), 1u) << raw;
+  EXPECT_EQ(s.backend.take_cancelled(), std::vector<uint64_t>{s.backend.last.id});
+  // choice 1 fails after choice 0 ended: the same error, nothing left to cancel
+  s.backend.next.by_seed = {{"a"}, {"x", "y", "z"}};
+  raw = s.ask("/v1/chat/completions", chat_body({{"n", 2}, {"seed", 0}, {"stream", true}}).dump());
+  events = sse_events(raw);
+  ASSERT_FALSE(events.empty()) << raw;
+  EXPECT_TRUE(events.back().contains("error")) << raw;
+  EXPECT_EQ(chunks_by_choice(events)[0].back()["finish_reason"], "stop") << raw;
+  EXPECT_TRUE(s.backend.take_cancelled().empty());
+  raw = s.ask("/v1/chat/completions", chat_body({{"n", 2}, {"seed", 0}}).dump());
+  EXPECT_EQ(status_of(raw), 500) << raw;
 }
 
 // -- CORS -------------------------------------------------------------------------------------

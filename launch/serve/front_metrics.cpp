@@ -95,7 +95,8 @@ std::string metrics_text(const serving_snapshot& snap, const http::server_counte
       out += std::string("baton:request_rejected_total{reason=\"") + label(r) + "\"} " +
              std::to_string(n) + "\n";
     }
-    out += "# HELP baton:request_finished_total Requests ended, by finish reason.\n"
+    out += "# HELP baton:request_finished_total Requests ended, by finish reason "
+           "(each of a request's n choices counts).\n"
            "# TYPE baton:request_finished_total counter\n";
     for (const auto& [r, n] : metrics.finished) {
       out += "baton:request_finished_total{finished_reason=\"" + r + "\"} " + std::to_string(n) +

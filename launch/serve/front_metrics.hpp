@@ -54,7 +54,7 @@ struct front_metrics {
   histogram itl{{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5}};
   histogram e2e{{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}};
   std::map<reject_reason, uint64_t> rejected;
-  std::map<std::string, uint64_t> finished;      // by finish reason
+  std::map<std::string, uint64_t> finished;      // by finish reason, one per choice
   uint64_t requests = 0;                         // admitted
 };
 

@@ -3,7 +3,8 @@
 // completions default to 16 tokens. Fields are read through `field_reader`
 // (field_reader.hpp), which checks a value's type, and an integer's range, before
 // converting it; the first bad field is the error. Fields baton does not implement yet
-// are one table (`k_unsupported`), each row with the values that ask for nothing new.
+// are one table (`k_unsupported`), each row with the values that ask for nothing new;
+// best_of, whose accepted value is n's, is read beside n instead.
 // One file because it is one parser: every field's check ends in the same api_error
 // shape, and the fuzz target and the unit test drive it whole.
 #include "launch/serve/openai_api.hpp"
@@ -67,7 +68,6 @@ struct unsupported_field {
 bool is_false(const json& v) { return v == false; }
 bool is_true(const json& v) { return v == true; }
 bool is_zero(const json& v) { return v == 0; }
-bool is_one(const json& v) { return v == 1; }
 bool is_none(const json& v) { return v == "none"; }
 bool never(const json&) { return false; }
 bool is_empty(const json& v) {
@@ -82,7 +82,6 @@ const unsupported_field k_unsupported[] = {
     {"functions", json_kind::list, is_empty, "function calling", "an empty list", in_chat},
     {"function_call", json_kind::string_or_object, is_none, "function calling", R"("none")",
      in_chat},
-    {"best_of", json_kind::integer, is_one, "best-of-n sampling", "1", k_completions},
     {"echo", json_kind::boolean, is_false, "echoing the prompt", "false", k_completions},
     {"suffix", json_kind::string, is_empty, "a suffix (insertion)", R"("")", in_completions},
     {"guided_regex", json_kind::any, never, "structured output", "", k_completions},
@@ -296,6 +295,31 @@ std::optional<api_error> parse_seed(const json& body, completion_request& r) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   r.sampling.seed = rng();
   return std::nullopt;
+}
+
+/// best_of: baton samples no extra choices to pick the best from, so best_of may only
+/// restate n (absent, null or equal to it). vLLM's rule, best_of >= n, is said first.
+std::optional<api_error> parse_best_of(const json& body, int32_t n) {
+  const auto it = body.find("best_of");
+  if (it == body.end() || it->is_null()) {
+    return std::nullopt;
+  }
+  if (!it->is_number_integer()) {
+    return invalid("best_of", "'best_of' must be an integer, got " + shown(*it));
+  }
+  // compared as nlohmann holds it: a uint64 past INT64_MAX must not wrap
+  const bool below = it->is_number_unsigned() ? it->get<uint64_t>() < static_cast<uint64_t>(n)
+                                              : it->get<int64_t>() < n;
+  if (below) {
+    return invalid("best_of", "'best_of' (" + shown(*it) + ") must be >= 'n' (" +
+                                  std::to_string(n) + ")");
+  }
+  if (*it == n) {
+    return std::nullopt;
+  }
+  return invalid("best_of", "'best_of' = " + shown(*it) +
+                                ": best-of-n sampling is not supported by this server yet "
+                                "(accepted: null or the value of 'n', " + std::to_string(n) + ")");
 }
 
 /// A schema given as an object, or as JSON text (vLLM's guided_json takes both).
@@ -611,8 +635,8 @@ std::variant<completion_request, api_error> parse_request(const json& body, bool
   if (auto v = f.number("repetition_penalty", 1e-9, static_cast<double>(k_max_tokens_limit))) {
     r.sampling.repeat_penalty = static_cast<float>(*v);
   }
-  if (auto v = f.integer("n", 1, k_max_tokens_limit); v && *v != 1) {
-    f.fail("n", "'n' must be 1 (send one request per completion), got " + std::to_string(*v));
+  if (auto v = f.integer("n", 1, k_max_choices)) {
+    r.n = static_cast<int32_t>(*v);
   }
   if (auto v = f.boolean("stream")) {
     r.stream = *v;
@@ -660,6 +684,9 @@ std::variant<completion_request, api_error> parse_request(const json& body, bool
       return invalid("top_logprobs", "'top_logprobs' needs 'logprobs' set to true");
     }
     r.sampling.top_logprobs = static_cast<int32_t>(top);
+  }
+  if (auto e = parse_best_of(body, r.n)) {
+    return *e;
   }
   if (auto e = parse_stop(body, r.stop)) {
     return *e;

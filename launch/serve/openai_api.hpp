@@ -26,7 +26,8 @@ namespace baton::api {
 /// Limits on what one request may ask for; a request past one gets a 400 naming it.
 inline constexpr size_t k_max_stop_strings = 64;      ///< entries of 'stop'
 inline constexpr size_t k_max_stop_bytes = 1024;      ///< bytes of one stop string
-inline constexpr int64_t k_max_tokens_limit = 1000000000;  ///< max_tokens, top_k, n
+inline constexpr int64_t k_max_tokens_limit = 1000000000;  ///< max_tokens, top_k
+inline constexpr int64_t k_max_choices = 128;         ///< n (OpenAI's bound)
 inline constexpr int64_t k_max_logprobs = 20;         ///< logprobs (completions), top_logprobs
 
 /// An error as OpenAI reports it: HTTP status and {"error": {message, type, param, code}}.
@@ -65,6 +66,7 @@ enum field_scope : uint8_t {
 /// `scope`, as a 400 naming it; nothing when each such field is absent, null or holds
 /// its default. One table in openai_api.cpp lists them: a row goes when its feature
 /// lands. A value of the wrong type is a 400 too ("'echo' must be a boolean").
+/// (best_of, whose accepted value is the request's n, is parse_request's.)
 std::optional<api_error> refuse_unsupported(const nlohmann::json& body, uint8_t scope);
 
 /// 'messages' of a chat request (or of /tokenize's chat form): a non-empty array of
@@ -100,6 +102,8 @@ struct completion_request {
   int32_t max_tokens = -1;              ///< -1: until the context ends (chat) / 16 (completions)
   sampling_params sampling;
   bool seeded = false;                  ///< a seed was given (else each request draws one)
+  /// Choices in the reply, in [1, k_max_choices]; choice i samples with seed + i.
+  int32_t n = 1;
   std::vector<std::string> stop;        ///< at most k_max_stop_strings of k_max_stop_bytes
   bool stream = false;
   bool include_usage = false;           ///< stream_options.include_usage
@@ -124,7 +128,8 @@ struct completion_request {
 /// Parses a request body (already JSON: the caller parses hostile bytes with
 /// allow_exceptions = false); `chat` picks the endpoint's shape. Never throws.
 /// Integers: max_tokens / max_completion_tokens in [1, 1e9], top_k in [-1, 1e9] (-1 and
-/// 0: off), n = 1, logprobs in [0, 20] for completions (a boolean for chat),
+/// 0: off), n in [1, 128] (best_of absent, null or equal to n: baton samples no extra
+/// choices to pick from), logprobs in [0, 20] for completions (a boolean for chat),
 /// top_logprobs in [0, 20], seed any int64 or uint64 (a negative seed is taken modulo
 /// 2^64; -1 draws a random one, as llama.cpp's server does).
 std::variant<completion_request, api_error> parse_request(const nlohmann::json& body, bool chat);

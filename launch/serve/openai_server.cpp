@@ -1,9 +1,10 @@
 // The front end of openai_server.hpp: the routes (/health, /metrics, /v1/models,
 // /v1/completions, /v1/chat/completions, /tokenize, /detokenize), a completion's life
-// from parsed request to the last SSE chunk or JSON reply (request_state, drain; a reply
-// that is a tool call answered as `tool_calls`, and held back while streamed), and
-// refusals through the status table. Parsing and reply shapes are openai_api's,
-// tool_calls' and tokenize_api's; the /metrics text is front_metrics'.
+// from parsed request to the last SSE chunk or JSON reply (request_state, drain; its n
+// choices each a choice_state, streamed interleaved under their index and answered
+// together; a reply that is a tool call answered as `tool_calls`, and held back while
+// streamed), and refusals through the status table. Parsing and reply shapes are
+// openai_api's, tool_calls' and tokenize_api's; the /metrics text is front_metrics'.
 #include "launch/serve/openai_server.hpp"
 
 #include <boost/asio/post.hpp>
@@ -18,6 +19,7 @@
 #include <set>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "launch/serve/api_keys.hpp"
 #include "launch/serve/front_metrics.hpp"
@@ -26,6 +28,7 @@
 #include "launch/serve/tokenize_api.hpp"
 #include "launch/serve/tool_calls.hpp"
 #include "runtime/grammar/json_schema.hpp"
+#include "runtime/system/error.hpp"
 #include "runtime/text/chat_prompt.hpp"
 
 namespace baton::api {
@@ -117,29 +120,43 @@ void post_only(const http::request& rq, http::response& res) {
   res.send(e.status, "application/json", dump(error_json(e)), {{"Allow", "POST"}});
 }
 
-/// One admitted request's life: its events in, its answer out.
-struct request_state {
-  front_end::impl* fe = nullptr;
-  completion_request req;
-  uint64_t id = 0;
-  std::string object_id;
-  std::shared_ptr<event_stream> stream;
-  std::shared_ptr<http::response> res;
-  clock_type::time_point t0 = clock_type::now();
-  clock_type::time_point t_last;
-  bool first = true;
-  bool finished = false;
+/// One choice of a request (a request asks for n of them): its text, its tokens with
+/// their logprobs, and how far its stream has gone. The router decodes each choice on
+/// its own, so a choice's text is the concatenation of its events' texts.
+struct choice_state {
+  int32_t index = 0;  ///< OpenAI's choices[].index
   std::string text;
-  /// A `Warning` header for schema keywords left out (strict: false), else empty.
-  http::header_list warnings;
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   std::vector<std::vector<std::pair<int32_t, float>>> tops;  // per token: the alternatives
+  clock_type::time_point t_last;  ///< its last token, for the inter-token latency
   size_t n_streamed = 0;  ///< tokens whose text (and logprobs) went out in a chunk
   /// A streamed chat with tools offered holds its text back while it is white space, and
   /// to the end once it starts with '{': a call goes out whole, its arguments parsed.
   bool holding = false;
   std::string held;
+  finish_reason finish = finish_reason::none;  ///< none until its final event
+};
+
+/// One admitted request's life: its events in, its answer out.
+struct request_state {
+  front_end::impl* fe = nullptr;
+  completion_request req;
+  uint64_t id = 0;  ///< the request's id; its choices run as sequences id .. id + n - 1
+  std::string object_id;
+  std::shared_ptr<event_stream> stream;
+  std::shared_ptr<http::response> res;
+  clock_type::time_point t0 = clock_type::now();
+  bool first = true;  ///< no choice has a token yet
+  bool finished = false;
+  /// A `Warning` header for schema keywords left out (strict: false), else empty.
+  http::header_list warnings;
+  std::vector<choice_state> choices;  ///< [req.n], by index
+  int32_t n_ended = 0;                ///< choices whose final event came
+  // usage, from the final events: the prompt is counted once (the choices share it)
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;      ///< summed over the choices
+  int32_t cached_tokens = 0;          ///< choice 0's: forked choices report their parent's
   std::mutex mu;  // drains come from CAF threads
 };
 
@@ -156,7 +173,8 @@ std::vector<int> piece_bytes(const std::string& t) {
   return bytes;
 }
 
-json logprobs_json(const request_state& st, size_t from, size_t to) {
+/// The logprobs of tokens [from, to) of choice `c`, in the endpoint's shape.
+json logprobs_json(const request_state& st, const choice_state& c, size_t from, size_t to) {
   if (!st.req.logprobs) {
     return nullptr;
   }
@@ -165,18 +183,18 @@ json logprobs_json(const request_state& st, size_t from, size_t to) {
   json values = json::array();
   json tops = json::array();
   for (size_t i = from; i < to; ++i) {
-    const std::string t = piece_text(st, st.tokens[i]);
+    const std::string t = piece_text(st, c.tokens[i]);
     json alts = json::array();
     json alt_map = json::object();
-    for (const auto& [id, lp] : st.tops[i]) {
+    for (const auto& [id, lp] : c.tops[i]) {
       const std::string a = piece_text(st, id);
       alts.push_back({{"token", a}, {"logprob", lp}, {"bytes", piece_bytes(a)}});
       alt_map[a] = lp;
     }
-    content.push_back({{"token", t}, {"logprob", st.logprobs[i]}, {"bytes", piece_bytes(t)},
+    content.push_back({{"token", t}, {"logprob", c.logprobs[i]}, {"bytes", piece_bytes(t)},
                        {"top_logprobs", alts}});
     tokens.push_back(t);
-    values.push_back(st.logprobs[i]);
+    values.push_back(c.logprobs[i]);
     tops.push_back(alt_map);
   }
   if (st.req.chat) {
@@ -196,9 +214,11 @@ json chunk_of(const request_state& st, json choice) {
           {"choices", json::array({std::move(choice)})}};
 }
 
-json chunk_json(const request_state& st, const std::string& text, const json& finish,
-                const json& logprobs, bool role) {
-  json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish}};
+/// A chunk of choice `index`: text (a chat's content delta, with the role on its first),
+/// or its finish.
+json chunk_json(const request_state& st, int32_t index, const std::string& text,
+                const json& finish, const json& logprobs, bool role) {
+  json choice = {{"index", index}, {"logprobs", logprobs}, {"finish_reason", finish}};
   if (st.req.chat) {
     json delta = json::object();
     if (role) {
@@ -214,11 +234,12 @@ json chunk_json(const request_state& st, const std::string& text, const json& fi
   return chunk_of(st, std::move(choice));
 }
 
-/// A chat chunk whose delta is one entry of `tool_calls`.
-json tool_call_chunk(const request_state& st, json call, const json& logprobs) {
+/// A chat chunk of choice `index` whose delta is one entry of `tool_calls` (that entry's
+/// own index is 0: a reply holds at most one call).
+json tool_call_chunk(const request_state& st, int32_t index, json call, const json& logprobs) {
   call["index"] = 0;
   json delta = {{"tool_calls", json::array({std::move(call)})}};
-  return chunk_of(st, {{"index", 0}, {"delta", std::move(delta)}, {"logprobs", logprobs},
+  return chunk_of(st, {{"index", index}, {"delta", std::move(delta)}, {"logprobs", logprobs},
                        {"finish_reason", nullptr}});
 }
 
@@ -227,64 +248,73 @@ void send_chunk(request_state& st, const json& chunk) {
   st.fe->keepalive.sent(st.id);
 }
 
-/// Streams `text`, with the logprobs of the tokens not sent yet, unless it is held back.
-void stream_text(request_state& st, const std::string& text) {
+/// Streams `text` of choice `c`, with the logprobs of its tokens not sent yet, unless it
+/// is held back.
+void stream_text(request_state& st, choice_state& c, const std::string& text) {
   std::string out = text;
-  if (st.holding) {
-    st.held += text;
-    const size_t at = st.held.find_first_not_of(" \t\r\n");
-    if (at == std::string::npos || st.held[at] == '{') {
+  if (c.holding) {
+    c.held += text;
+    const size_t at = c.held.find_first_not_of(" \t\r\n");
+    if (at == std::string::npos || c.held[at] == '{') {
       return;  // not known yet, or maybe a call
     }
-    st.holding = false;
-    out = std::exchange(st.held, std::string());
+    c.holding = false;
+    out = std::exchange(c.held, std::string());
   }
-  const bool new_logprobs = st.req.logprobs && st.n_streamed < st.tokens.size();
+  const bool new_logprobs = st.req.logprobs && c.n_streamed < c.tokens.size();
   if (out.empty() && !new_logprobs) {
     return;
   }
-  send_chunk(st, chunk_json(st, out, nullptr, logprobs_json(st, st.n_streamed, st.tokens.size()),
-                            false));
-  st.n_streamed = st.tokens.size();
+  send_chunk(st, chunk_json(st, c.index, out, nullptr,
+                            logprobs_json(st, c, c.n_streamed, c.tokens.size()), false));
+  c.n_streamed = c.tokens.size();
 }
 
-/// The reply as a tool call, when tools were offered and it is one.
-std::optional<tool_call> reply_call(const request_state& st) {
-  return tools_offered(st.req) ? parse_tool_call(st.text, st.req.tools) : std::nullopt;
+/// Choice `c` as a tool call, when tools were offered and it is one.
+std::optional<tool_call> reply_call(const request_state& st, const choice_state& c) {
+  return tools_offered(st.req) ? parse_tool_call(c.text, st.req.tools) : std::nullopt;
 }
 
-/// The end of a stream's text: what was held back goes out, as a call (OpenAI's two
-/// deltas: the id and name with empty arguments, then the arguments) or as content.
+/// The end of a choice's streamed text: what was held back goes out, as a call (OpenAI's
+/// two deltas: the id and name with empty arguments, then the arguments) or as content.
 /// Returns the finish reason to send.
-std::string end_stream_text(request_state& st, finish_reason finish) {
-  if (!st.holding) {
-    return to_string(finish);
+std::string end_stream_text(request_state& st, choice_state& c) {
+  if (!c.holding) {
+    return to_string(c.finish);
   }
-  st.holding = false;
-  const json logprobs = logprobs_json(st, st.n_streamed, st.tokens.size());
-  st.n_streamed = st.tokens.size();
-  if (auto call = reply_call(st)) {
-    send_chunk(st, tool_call_chunk(st, tool_call_json({call->name, ""}, new_tool_call_id()),
-                                   nullptr));
-    send_chunk(st, tool_call_chunk(st, {{"function", {{"arguments", call->arguments}}}},
+  c.holding = false;
+  const json logprobs = logprobs_json(st, c, c.n_streamed, c.tokens.size());
+  c.n_streamed = c.tokens.size();
+  if (auto call = reply_call(st, c)) {
+    send_chunk(st, tool_call_chunk(st, c.index,
+                                   tool_call_json({call->name, ""}, new_tool_call_id()), nullptr));
+    send_chunk(st, tool_call_chunk(st, c.index, {{"function", {{"arguments", call->arguments}}}},
                                    logprobs));
     return "tool_calls";
   }
-  if (!st.held.empty() || !logprobs.is_null()) {
-    send_chunk(st, chunk_json(st, st.held, nullptr, logprobs, false));
+  if (!c.held.empty() || !logprobs.is_null()) {
+    send_chunk(st, chunk_json(st, c.index, c.held, nullptr, logprobs, false));
   }
-  return to_string(finish);
+  return to_string(c.finish);
 }
 
-/// The message of a whole chat reply: a tool call, or the text as content.
-json reply_message(const request_state& st, std::string& finish) {
-  if (auto call = reply_call(st)) {
+/// Choice `c` of a whole reply: a chat's message (a tool call, or the text as content) or
+/// a completion's text, its logprobs and finish reason.
+json reply_choice(const request_state& st, const choice_state& c) {
+  std::string finish = to_string(c.finish);
+  json choice = {{"index", c.index}, {"logprobs", logprobs_json(st, c, 0, c.tokens.size())}};
+  if (!st.req.chat) {
+    choice["text"] = c.text;
+  } else if (auto call = reply_call(st, c)) {
     finish = "tool_calls";
-    return {{"role", "assistant"},
-            {"content", nullptr},
-            {"tool_calls", json::array({tool_call_json(*call, new_tool_call_id())})}};
+    choice["message"] = {{"role", "assistant"},
+                         {"content", nullptr},
+                         {"tool_calls", json::array({tool_call_json(*call, new_tool_call_id())})}};
+  } else {
+    choice["message"] = {{"role", "assistant"}, {"content", c.text}};
   }
-  return {{"role", "assistant"}, {"content", st.text}};
+  choice["finish_reason"] = finish;
+  return choice;
 }
 
 /// The final event's error as the client sees it: its kind's row of the status table
@@ -293,8 +323,25 @@ api_error event_error(const gen_event& e, bool stopping) {
   return error_for(stopping ? reject_reason::unavailable : reason_of(e.error_kind), e.error);
 }
 
+/// The request is over (answered, or its client gone): no more events, keep-alives or
+/// place among the active ones.
+void end_request(request_state& st, clock_type::time_point now) {
+  front_end::impl& fe = *st.fe;
+  st.finished = true;
+  st.stream->on_push(nullptr);  // the callback holds st: let both go
+  {
+    std::lock_guard<std::mutex> al(fe.active_mu);
+    fe.active.erase(st.id);
+  }
+  fe.keepalive.remove(st.id);  // no keep-alive after the end
+  std::lock_guard<std::mutex> ml(fe.metrics.mu);
+  fe.metrics.e2e.observe(std::chrono::duration<double>(now - st.t0).count());
+}
+
 /// Takes whatever events wait and answers with them (a stream's chunks, or the whole
-/// response at the end).
+/// response once every choice has ended). The events of the n choices come interleaved,
+/// each choice ending with its own final event; a choice that ends in an error ends the
+/// request with it, and a cancelled one means the client went (or the server stops).
 void drain(const std::shared_ptr<request_state>& st) {
   std::lock_guard<std::mutex> lock(st->mu);
   front_end::impl& fe = *st->fe;
@@ -303,57 +350,57 @@ void drain(const std::shared_ptr<request_state>& st) {
     if (!e) {
       return;
     }
+    // the router's contract: every event names one of the request's choices
+    BATON_ASSERT(e->index >= 0 && static_cast<size_t>(e->index) < st->choices.size());
+    choice_state& c = st->choices[static_cast<size_t>(e->index)];
     const auto now = clock_type::now();
     if (e->token >= 0) {
-      std::lock_guard<std::mutex> ml(fe.metrics.mu);
-      if (st->first) {
-        fe.metrics.ttft.observe(std::chrono::duration<double>(now - st->t0).count());
-      } else {
-        fe.metrics.itl.observe(std::chrono::duration<double>(now - st->t_last).count());
+      {
+        std::lock_guard<std::mutex> ml(fe.metrics.mu);
+        if (st->first) {
+          fe.metrics.ttft.observe(std::chrono::duration<double>(now - st->t0).count());
+        } else if (!c.tokens.empty()) {
+          fe.metrics.itl.observe(std::chrono::duration<double>(now - c.t_last).count());
+        }
       }
       st->first = false;
-      st->t_last = now;
-      st->tokens.push_back(e->token);
-      st->logprobs.push_back(e->logprob);
+      c.t_last = now;
+      c.tokens.push_back(e->token);
+      c.logprobs.push_back(e->logprob);
       std::vector<std::pair<int32_t, float>> alt;
       for (size_t k = 0; k < e->top_ids.size() && k < e->top_logprobs.size(); ++k) {
         alt.emplace_back(e->top_ids[k], e->top_logprobs[k]);
       }
-      st->tops.push_back(std::move(alt));
+      c.tops.push_back(std::move(alt));
     }
-    st->text += e->text;
-    const bool last = e->finish != finish_reason::none;
+    c.text += e->text;
     if (st->req.stream) {
-      stream_text(*st, e->text);
+      stream_text(*st, c, e->text);
     }
-    if (!last) {
+    if (e->finish == finish_reason::none) {
       continue;
     }
-    st->finished = true;
-    st->stream->on_push(nullptr);  // the callback holds st: let both go
-    {
-      std::lock_guard<std::mutex> al(fe.active_mu);
-      fe.active.erase(st->id);
-    }
-    fe.keepalive.remove(st->id);  // no keep-alive after the end
     {
       std::lock_guard<std::mutex> ml(fe.metrics.mu);
       fe.metrics.finished[to_string(e->finish)] += 1;
-      fe.metrics.e2e.observe(std::chrono::duration<double>(now - st->t0).count());
     }
     if (e->finish == finish_reason::cancelled && !fe.stopping) {
+      end_request(*st, now);
       if (st->req.stream) {
         st->res->end();
       }
-      return;  // the client is gone
+      return;  // the client is gone (a cancel ends every choice)
     }
     if (e->finish == finish_reason::cancelled) {  // the server stops: say so, as a final event
       e->finish = finish_reason::error;
       e->error = "the server is shutting down";
       e->error_kind = refusal::shutting_down;
     }
-    const json usage = usage_json(e->prompt_tokens, e->completion_tokens, e->cached_tokens);
     if (e->finish == finish_reason::error) {
+      end_request(*st, now);
+      if (st->n_ended + 1 < st->req.n) {
+        fe.backend.cancel(st->id);  // the other choices' answer is not wanted any more
+      }
       const api_error err = event_error(*e, fe.stopping);
       if (st->req.stream) {
         st->res->chunk("data: " + dump(error_json(err)) + "\n\n");
@@ -364,11 +411,25 @@ void drain(const std::shared_ptr<request_state>& st) {
       }
       return;
     }
+    c.finish = e->finish;
+    st->n_ended += 1;
+    st->completion_tokens += e->completion_tokens;
+    if (c.index == 0) {
+      st->prompt_tokens = e->prompt_tokens;
+      st->cached_tokens = e->cached_tokens;
+    }
     if (st->req.stream) {
-      const std::string finish = end_stream_text(*st, e->finish);
-      st->res->chunk("data: " + dump(chunk_json(*st, "", finish, nullptr, false)) + "\n\n");
+      const std::string finish = end_stream_text(*st, c);
+      send_chunk(*st, chunk_json(*st, c.index, "", finish, nullptr, false));
+    }
+    if (st->n_ended < st->req.n) {
+      continue;
+    }
+    end_request(*st, now);
+    const json usage = usage_json(st->prompt_tokens, st->completion_tokens, st->cached_tokens);
+    if (st->req.stream) {
       if (st->req.include_usage) {
-        json u = chunk_json(*st, "", nullptr, nullptr, false);
+        json u = chunk_of(*st, nullptr);
         u["choices"] = json::array();
         u["usage"] = usage;
         st->res->chunk("data: " + dump(u) + "\n\n");
@@ -377,20 +438,16 @@ void drain(const std::shared_ptr<request_state>& st) {
       st->res->end();
       return;
     }
-    std::string finish = to_string(e->finish);
-    json choice = {{"index", 0}, {"logprobs", logprobs_json(*st, 0, st->tokens.size())}};
-    if (st->req.chat) {
-      choice["message"] = reply_message(*st, finish);
-    } else {
-      choice["text"] = st->text;
+    json choices = json::array();
+    for (const choice_state& each : st->choices) {
+      choices.push_back(reply_choice(*st, each));
     }
-    choice["finish_reason"] = finish;
     send_json(*st->res, 200,
               {{"id", st->object_id},
                {"object", st->req.chat ? "chat.completion" : "text_completion"},
                {"created", fe.o.created},
                {"model", fe.o.model_name},
-               {"choices", json::array({choice})},
+               {"choices", std::move(choices)},
                {"usage", usage}},
               st->warnings);
   }
@@ -509,8 +566,10 @@ void front_end::impl::completion(const http::request& rq,
     g.constraint.bias_values.push_back(bias);
   }
   g.constraint.max_tokens = r.max_tokens;
-  st->id = next_id++;
+  // n choices run as sequences id .. id + n - 1; the request is known by the first
+  st->id = next_id.fetch_add(static_cast<uint64_t>(r.n));
   g.id = st->id;
+  g.n = r.n;
   g.key = key.empty() ? r.user : key;
   g.prompt = std::move(prompt);
   g.max_tokens = r.max_tokens;
@@ -519,7 +578,11 @@ void front_end::impl::completion(const http::request& rq,
   g.ignore_eos = r.ignore_eos;
   st->object_id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(st->id);
   st->res = res;
-  st->holding = r.stream && tools_offered(r);
+  st->choices.resize(static_cast<size_t>(r.n));
+  for (size_t i = 0; i < st->choices.size(); ++i) {
+    st->choices[i].index = static_cast<int32_t>(i);
+    st->choices[i].holding = r.stream && tools_offered(r);
+  }
   admission decision;
   st->stream = backend.submit(std::move(g), &decision);
   if (decision.verdict != admit::ok) {
@@ -536,8 +599,8 @@ void front_end::impl::completion(const http::request& rq,
   }
   if (r.stream) {
     res->start_stream(200, "text/event-stream", st->warnings);
-    if (chat) {
-      res->chunk("data: " + dump(chunk_json(*st, "", nullptr, nullptr, true)) + "\n\n");
+    for (int32_t i = 0; chat && i < r.n; ++i) {  // each choice's first delta: the role
+      res->chunk("data: " + dump(chunk_json(*st, i, "", nullptr, nullptr, true)) + "\n\n");
     }
   }
   {

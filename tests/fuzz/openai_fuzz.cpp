@@ -44,7 +44,8 @@ void check_request(const json& body, bool chat) {
       std::abort();  // no id wrapped around
     }
   }
-  if (req.chat != chat || (chat && req.messages.empty()) || req.max_tokens == 0) {
+  if (req.chat != chat || (chat && req.messages.empty()) || req.max_tokens == 0 ||
+      req.n < 1 || req.n > baton::api::k_max_choices) {
     std::abort();
   }
   if (chat) {
