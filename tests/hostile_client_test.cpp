@@ -247,6 +247,15 @@ TEST(hostile, every_wrong_shape_of_json_is_a_named_400_and_never_a_crash) {
       {"/v1/completions", R"({"prompt":"x","max_tokens":1e300})", "max_tokens"},
       {"/v1/completions", R"({"prompt":"x","top_k":18446744073709551615})", "top_k"},
       {"/v1/completions", R"({"prompt":"x","n":4294967297})", "n"},
+      {"/v1/completions", R"({"prompt":"x","n":"3"})", "n"},
+      {"/v1/completions", R"({"prompt":"x","n":2.5})", "n"},
+      {"/v1/completions", R"({"prompt":"x","n":1e9})", "n"},
+      {"/v1/completions", R"({"prompt":"x","n":1000000000})", "n"},
+      {"/v1/completions", R"({"prompt":"x","n":-1})", "n"},
+      {"/v1/completions", R"({"prompt":"x","n":[3]})", "n"},
+      {"/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}],"n":{"n":3}})", "n"},
+      {"/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}],"n":-9223372036854775808})", "n"},
+      {"/v1/completions", R"({"prompt":"x","n":3,"best_of":18446744073709551615})", "best_of"},
       {"/v1/completions", R"({"prompt":"x","seed":"1"})", "seed"},
       {"/v1/completions", R"({"prompt":"x","seed":1e30})", "seed"},
       {"/v1/completions", R"({"prompt":"x","stream":"yes"})", "stream"},
@@ -306,6 +315,10 @@ TEST(hostile, every_wrong_shape_of_json_is_a_named_400_and_never_a_crash) {
                                 json({{"prompt", "x"}, {"stop", std::string(2000, 'a')}}).dump()));
   EXPECT_EQ(status_of(raw), 400) << raw.substr(0, 300);
   EXPECT_NE(body_of(raw).find("1024"), std::string::npos) << body_of(raw);
+  // n: null is the default, one choice
+  raw = roundtrip(s.port(), post("/v1/completions", R"({"prompt":"x","max_tokens":2,"n":null})"));
+  EXPECT_EQ(status_of(raw), 200) << raw;
+  EXPECT_EQ(json::parse(body_of(raw), nullptr, false)["choices"].size(), 1u) << raw;
   // an int64 seed is valid
   raw = roundtrip(s.port(), post("/v1/completions",
                                 R"({"prompt":"x","max_tokens":2,"seed":9223372036854775807})"));

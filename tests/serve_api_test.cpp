@@ -3,8 +3,10 @@
 // OpenAI's shape while other keys go on, and frees with the first request; the CORS flags
 // in both of vLLM's spellings, and a bad value refused at start naming the flag;
 // /tokenize and /detokenize on the live server; a required or named tool call, whole and
-// streamed, made by the demo model under the call's grammar. Their details are
-// unit-tested over a scripted backend in openai_server_test.cpp.
+// streamed, made by the demo model under the call's grammar; n choices (seeded ones
+// repeat, choice i is the request seeded seed + i, greedy ones agree, n past
+// --max-num-seqs refused). Their details are unit-tested over a scripted backend in
+// openai_server_test.cpp.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -17,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/serve_util.hpp"
 
@@ -229,6 +232,82 @@ TEST(serve_api, a_required_or_named_tool_call_on_the_live_server) {
   EXPECT_EQ(finish, "tool_calls") << r.body;
   const json streamed = json::parse(arguments, nullptr, false);
   ASSERT_TRUE(streamed.is_object() && streamed.contains("city")) << r.body;
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+// n choices on the demo model: seeded sampling repeats every choice, choice i is what a
+// request of one choice seeded seed + i gives, and greedy choices are all the same.
+TEST(serve_api, n_choices_on_the_live_server) {
+  REQUIRE_FIXTURE();
+  server_process s("--max-num-seqs 8");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const json body = {{"prompt", "Once upon a time"}, {"n", 3},         {"max_tokens", 12},
+                     {"temperature", 1},            {"seed", 7},      {"ignore_eos", true}};
+  const auto texts_of = [](const json& reply) {
+    std::vector<std::string> out;
+    for (size_t i = 0; i < reply["choices"].size(); ++i) {
+      EXPECT_EQ(reply["choices"][i]["index"], i) << reply.dump();
+      EXPECT_EQ(reply["choices"][i]["finish_reason"], "length") << reply.dump();
+      out.push_back(reply["choices"][i]["text"]);
+    }
+    return out;
+  };
+  auto r = curl(s, "/v1/completions", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body << "\n" << s.log();
+  const json first = json::parse(r.body);
+  const auto texts = texts_of(first);
+  ASSERT_EQ(texts.size(), 3u) << r.body;
+  EXPECT_TRUE(texts[0] != texts[1] || texts[1] != texts[2]) << "seeds 7, 8, 9 all alike: " << r.body;
+  EXPECT_EQ(first["usage"]["completion_tokens"], 36) << r.body;
+  // the same request again: the same three texts
+  r = curl(s, "/v1/completions", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(texts_of(json::parse(r.body)), texts);
+  // choice i is what one choice seeded 7 + i gives; the prompt is counted once
+  for (int i = 0; i < 3; ++i) {
+    json one = body;
+    one["n"] = 1;
+    one["seed"] = 7 + i;
+    r = curl(s, "/v1/completions", one.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json single = json::parse(r.body);
+    EXPECT_EQ(single["choices"][0]["text"], texts[static_cast<size_t>(i)]) << "choice " << i;
+    EXPECT_EQ(single["usage"]["prompt_tokens"], first["usage"]["prompt_tokens"]);
+  }
+  // streamed: the same texts, each under its index, and one [DONE]
+  json streamed = body;
+  streamed["stream"] = true;
+  r = curl(s, "/v1/completions", streamed.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<std::string> pieces(3);
+  for (size_t at = 0; (at = r.body.find("data: {", at)) != std::string::npos; ++at) {
+    const json e = json::parse(r.body.substr(at + 6, r.body.find('\n', at) - at - 6));
+    for (const json& c : e["choices"]) {
+      pieces.at(c["index"].get<size_t>()) += c["text"].get<std::string>();
+    }
+  }
+  EXPECT_EQ(pieces, texts) << r.body;
+  EXPECT_EQ(r.body.find("data: [DONE]"), r.body.rfind("data: [DONE]")) << r.body;
+  // greedy: every choice the same (a chat, each choice a message)
+  const json greedy = {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                       {"n", 3}, {"max_tokens", 12}, {"temperature", 0}, {"ignore_eos", true}};
+  r = curl(s, "/v1/chat/completions", greedy.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json chat = json::parse(r.body);
+  ASSERT_EQ(chat["choices"].size(), 3u) << r.body;
+  for (const json& c : chat["choices"]) {
+    EXPECT_EQ(c["message"]["role"], "assistant");
+    EXPECT_EQ(c["message"]["content"], chat["choices"][0]["message"]["content"]) << r.body;
+  }
+  EXPECT_EQ(chat["usage"]["completion_tokens"], 36) << r.body;
+  // more choices than the server runs at once: a 400 naming both numbers
+  json wide = body;
+  wide["n"] = 9;
+  r = curl(s, "/v1/completions", wide.dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  const std::string says = json::parse(r.body)["error"]["message"];
+  EXPECT_NE(says.find("9"), std::string::npos) << says;
+  EXPECT_NE(says.find("8"), std::string::npos) << says;
   EXPECT_EQ(s.stop(), 0) << s.log();
 }
 
