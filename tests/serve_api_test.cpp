@@ -308,6 +308,7 @@ TEST(serve_api, n_choices_on_the_live_server) {
   const std::string says = json::parse(r.body)["error"]["message"];
   EXPECT_NE(says.find("9"), std::string::npos) << says;
   EXPECT_NE(says.find("8"), std::string::npos) << says;
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "n") << r.body;
   EXPECT_EQ(s.stop(), 0) << s.log();
 }
 

@@ -255,6 +255,7 @@ int run_serve(serve_options o) {
   api::front_end_options fo;
   fo.n_ctx = srv.options().serving.n_ctx;
   fo.n_vocab = j.l.m->config().n_vocab;
+  fo.max_num_seqs = srv.options().serving.max_num_seqs;
   fo.created = std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();

@@ -558,6 +558,13 @@ void front_end::impl::completion(const http::request& rq,
                     "logit_bias");
     }
   }
+  if (o.max_num_seqs > 0 && r.n > o.max_num_seqs) {
+    // admission refuses it too; said here, the error names the field
+    return reject(*res, reject_reason::invalid_request,
+                  "n (" + std::to_string(r.n) + ") must be between 1 and " +
+                      std::to_string(o.max_num_seqs) + " (the sequences the server runs at once)",
+                  "n");
+  }
   gen_request g;
   g.constraint.json_schema = r.json_schema;
   g.constraint.strict = r.schema_strict;

@@ -51,6 +51,7 @@ struct front_end_options {
   std::string model_name;
   int64_t n_ctx = 0;
   int64_t n_vocab = 0;
+  int32_t max_num_seqs = 0;                 ///< a request's n above it is a 400 (0: unchecked)
   int64_t created = 0;                      ///< the models' "created" timestamp
   int32_t n_workers = 2;                    ///< threads that parse and tokenise requests
   bool allow_special_tokens_in_chat = false;///< trusted deployments: parse <|...|> in content
