@@ -78,25 +78,22 @@ struct shard_core {
       io.on_device = std::move(input->on_device);
       io.device = input->device;
     }
-    if (auto ok = copy_blocks(d); !ok) {
+    // a device fault fails this step's sequences; the router reports it to each
+    auto device_fault = [&](const error& e) {
       record(d.step_id, t0);
       step_result bad;
       bad.step_id = d.step_id;
       bad.error = "stage " + std::to_string(cfg.stage) + " (" + compute->describe() +
-                  "): step " + std::to_string(d.step_id) + ": " + ok.err().message;
+                  "): step " + std::to_string(d.step_id) + ": " + e.message;
       io = {};
       return bad;
+    };
+    if (auto ok = copy_blocks(d); !ok) {
+      return device_fault(ok.err());
     }
     std::optional<step_result> res;
     if (auto ok = compute->forward(b, io, logits); !ok) {
-      // a device fault fails this step's sequences; the router reports it to each
-      record(d.step_id, t0);
-      step_result bad;
-      bad.step_id = d.step_id;
-      bad.error = "stage " + std::to_string(cfg.stage) + " (" + compute->describe() +
-                  "): step " + std::to_string(d.step_id) + ": " + ok.err().message;
-      io = {};
-      return bad;
+      return device_fault(ok.err());
     }
     if (cfg.stage + 1 < cfg.n_stages) {
       cfg.data->send(activations{std::move(head), std::move(io.host), std::move(io.on_device),

@@ -84,15 +84,7 @@ int run_bench_grammar(const bench_grammar_options& o) {
     return fail("no .json test files under the paths given");
   }
   const std::string path = o.model.empty() ? demo_model_path() : o.model;
-  auto f = gguf_file::open(path);
-  if (!f) {
-    return fail(f.err().message + (o.model.empty() ? " (no --model given: the demo model)" : ""));
-  }
-  auto v = load_vocab(*f);
-  if (!v) {
-    return fail(v.err().message);
-  }
-  auto tok = tokenizer::create(std::move(*v));
+  auto tok = load_model_tokenizer(o.model);
   if (!tok) {
     return fail(tok.err().message);
   }

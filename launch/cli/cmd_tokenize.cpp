@@ -15,6 +15,19 @@
 
 namespace baton::cli {
 
+result<tokenizer> load_model_tokenizer(const std::string& model) {
+  const std::string path = model.empty() ? demo_model_path() : model;
+  auto f = gguf_file::open(path);
+  if (!f) {
+    return error{f.err().message + (model.empty() ? " (no --model given: the demo model)" : "")};
+  }
+  auto v = load_vocab(*f);
+  if (!v) {
+    return v.err();
+  }
+  return tokenizer::create(std::move(*v));
+}
+
 namespace {
 
 struct tokenize_options {
@@ -59,16 +72,7 @@ result<std::vector<int32_t>> parse_ids(const std::string& text) {
 }
 
 int run_tokenize(const tokenize_options& o) {
-  const std::string path = o.model.empty() ? demo_model_path() : o.model;
-  auto f = gguf_file::open(path);
-  if (!f) {
-    return fail(f.err().message + (o.model.empty() ? " (no --model given: the demo model)" : ""));
-  }
-  auto v = load_vocab(*f);
-  if (!v) {
-    return fail(v.err().message);
-  }
-  auto tok = tokenizer::create(std::move(*v));
+  auto tok = load_model_tokenizer(o.model);
   if (!tok) {
     return fail(tok.err().message);
   }

@@ -6,6 +6,8 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "runtime/text/tokenizer.hpp"
+
 namespace baton::cli {
 
 constexpr int exit_ok = 0;
@@ -47,5 +49,9 @@ std::string cache_dir();
 
 /// The demo model's path: $BATON_DEMO_MODEL, else <cache>/demo.gguf.
 std::string demo_model_path();
+
+/// The tokenizer of the GGUF file at `model` (empty: the demo model), for commands that
+/// need only the vocabulary; the error says which file (cmd_tokenize.cpp).
+result<tokenizer> load_model_tokenizer(const std::string& model);
 
 }  // namespace baton::cli
