@@ -1,13 +1,21 @@
 // `baton bench model`: prompt processing and generation speed of one sequence, as
 // llama-bench measures them (-p tokens in one batch, then -n tokens one at a time),
-// repeated -r times; medians are reported.
+// repeated -r times; medians are reported. With --limits the machine's limits
+// (kernels/cpu/machine_limits) are measured first on as many threads, and decode is also
+// stated as weight GB/s against the best read bandwidth, prefill as GOPS against the int8
+// dot-product peak (quantized weights) or the f32 FMA peak (float weights).
+// `baton bench limits` prints the limits alone.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 
+#include "kernels/cpu/machine_limits.hpp"
 #include "launch/cli/commands.hpp"
 #include "launch/cli/engine_flags.hpp"
+#include "runtime/system/budget.hpp"
 
 namespace baton::cli {
 
@@ -19,7 +27,120 @@ struct bench_model_options {
   int64_t n_gen = 32;
   int reps = 5;
   bool json = false;
+  bool limits = false;  ///< measure the machine's limits first and state shares of them
 };
+
+struct bench_limits_options {
+  int threads = 0;      ///< 0: as many as the budget gives the engine
+  std::string kernels;  ///< empty: the best this CPU runs
+  bool json = false;
+};
+
+// -- the machine's limits ---------------------------------------------------------
+
+/// The read buffer: cpu::default_read_bytes(), but at most an eighth of the memory budget,
+/// so that the measurement never pushes out the model or another process.
+size_t limits_read_bytes() {
+  return static_cast<size_t>(std::min<uint64_t>(cpu::default_read_bytes(),
+                                                detect_budget().memory_bytes / 8));
+}
+
+cpu::machine_limits measure_limits(int n_threads, cpu::isa v) {
+  cpu::thread_pool pool(n_threads);
+  cpu::limits_options o;
+  o.v = v;
+  o.read_bytes = limits_read_bytes();
+  return cpu::measure_machine_limits(pool, o);
+}
+
+nlohmann::json limits_json(const cpu::machine_limits& m) {
+  nlohmann::json reads = nlohmann::json::array();
+  for (const auto& f : m.reads) {
+    reads.push_back({{"scheme", cpu::read_scheme_name(f.scheme)}, {"gb_per_s", f.gb_per_s}});
+  }
+  return {{"kernels", std::string(cpu::isa_name(m.v))},
+          {"threads", m.n_threads},
+          {"read_bytes", m.read_bytes},
+          {"reads", reads},
+          {"read_gb_per_s", m.best_read.gb_per_s},
+          {"read_scheme", cpu::read_scheme_name(m.best_read.scheme)},
+          {"int8_gops_per_core", m.int8_gops_per_core},
+          {"int8_gops", m.int8_gops},
+          {"f32_gflops_per_core", m.f32_gflops_per_core},
+          {"f32_gflops", m.f32_gflops},
+          {"seconds", m.seconds}};
+}
+
+/// One line: the best read and the two peaks.
+void print_limits_line(const cpu::machine_limits& m) {
+  std::printf("limits  read %.1f GB/s (%s over %.2f GiB), int8 dot %.1f GOPS (%.1f a core), "
+              "f32 FMA %.1f GFLOP/s (%.1f a core); %d threads, %s, measured in %.1f s\n",
+              m.best_read.gb_per_s, cpu::read_scheme_name(m.best_read.scheme).c_str(),
+              static_cast<double>(m.read_bytes) / (1 << 30), m.int8_gops, m.int8_gops_per_core,
+              m.f32_gflops, m.f32_gflops_per_core, m.n_threads,
+              std::string(cpu::isa_name(m.v)).c_str(), m.seconds);
+}
+
+int run_bench_limits(const bench_limits_options& o) {
+  if (o.threads < 0) {
+    return fail("bench limits: -t (" + std::to_string(o.threads) +
+                ") must be >= 1, or 0 for the cores this process may use");
+  }
+  const auto v = kernels_isa(o.kernels);
+  if (!v) {
+    return fail(v.err().message);
+  }
+  const int n_threads = o.threads > 0 ? o.threads : detect_budget().threads;
+  const cpu::machine_limits m = measure_limits(n_threads, *v);
+  if (o.json) {
+    std::printf("%s\n", limits_json(m).dump(2).c_str());
+    return exit_ok;
+  }
+  for (const auto& f : m.reads) {
+    std::printf("read  %-20s %8.2f GB/s%s\n", cpu::read_scheme_name(f.scheme).c_str(),
+                f.gb_per_s, f.gb_per_s == m.best_read.gb_per_s ? "  (best)" : "");
+  }
+  std::printf("int8 dot  %8.1f GOPS a core, %8.1f GOPS on %d threads (1 MAC = 2 ops)\n",
+              m.int8_gops_per_core, m.int8_gops, m.n_threads);
+  std::printf("f32 FMA   %8.1f GFLOP/s a core, %8.1f GFLOP/s on %d threads\n",
+              m.f32_gflops_per_core, m.f32_gflops, m.n_threads);
+  print_limits_line(m);
+  return exit_ok;
+}
+
+// -- the model's work per token ----------------------------------------------------
+
+/// What one sequence's steps read and compute, for stating speeds against the limits.
+struct model_work {
+  /// Weight bytes a decode step reads: every tensor but an untied token_embd (of which it
+  /// reads one row); a tied token_embd is the output head, read whole. The KV cache read
+  /// is left out (at -p 128 -n 32 on a 1B model it is well under 1% of the weights).
+  double decode_bytes = 0;
+  /// 2 x the weight elements of the layers' matmuls: their ops per prompt token.
+  double layer_ops_per_token = 0;
+  /// 2 x the head's elements: the head runs for the prompt's last row only.
+  double head_ops_per_prompt = 0;
+  /// Most of the matmul elements are in quantized types (int8 dot products), else float.
+  bool quantized = false;
+};
+
+model_work work_of(const model& m) {
+  const model_weights& w = m.weights();
+  model_work k;
+  k.decode_bytes = static_cast<double>(m.weight_bytes() - (w.output ? w.token_embd->n_bytes : 0));
+  double quantized = 0, all = 0;
+  for (const layer_weights& l : w.layers) {
+    for (const tensor_info* t : {l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down}) {
+      const auto n = static_cast<double>(t->n_elements());
+      all += n;
+      quantized += traits(t->type).quantized ? n : 0.0;
+    }
+  }
+  k.layer_ops_per_token = 2.0 * all;
+  k.head_ops_per_prompt = 2.0 * static_cast<double>(w.head()->n_elements());
+  k.quantized = quantized * 2 >= all;
+  return k;
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -40,6 +161,10 @@ int run_bench_model(bench_model_options o) {
     return fail(l.err().message);
   }
   engine& eng = *l->eng;
+  std::optional<cpu::machine_limits> limits;
+  if (o.limits) {
+    limits = measure_limits(eng.options().n_threads, eng.options().kernels);
+  }
   // tokens as llama-bench uses them: arbitrary ids, fixed here for repeatability
   std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt));
   for (size_t i = 0; i < prompt.size(); ++i) {
@@ -77,6 +202,18 @@ int run_bench_model(bench_model_options o) {
   const double pp_med = median(pp);
   const double tg_med = tg.empty() ? 0.0 : median(tg);
   const std::string kernels(cpu::isa_name(eng.options().kernels));
+  // prefill ops of one prompt: 2 x n_prompt x (the layers' matmul elements) + 2 x (the
+  // head's elements), the head running for the last row alone; attention's own products
+  // (~1% at -p 128) are left out. Decode: the weight bytes a step reads x tokens/s.
+  const model_work work = work_of(*l->m);
+  const double pp_gops = pp_med / static_cast<double>(o.n_prompt) *
+                         (static_cast<double>(o.n_prompt) * work.layer_ops_per_token +
+                          work.head_ops_per_prompt) / 1e9;
+  const double tg_gb_per_s = tg_med * work.decode_bytes / 1e9;
+  const char* peak_name = work.quantized ? "int8 dot" : "f32 FMA";
+  const double peak = !limits ? 0.0 : work.quantized ? limits->int8_gops : limits->f32_gflops;
+  const double pp_share = peak > 0 ? pp_gops / peak : 0.0;
+  const double tg_share = limits ? tg_gb_per_s / limits->best_read.gb_per_s : 0.0;
   if (o.json) {
     nlohmann::json j = {{"model", l->m->file().path()},
                         {"threads", eng.options().n_threads},
@@ -89,12 +226,31 @@ int run_bench_model(bench_model_options o) {
                         {"prompt_tokens_per_s_median", pp_med},
                         {"gen_tokens_per_s_median", tg_med},
                         {"weight_bytes", l->m->weight_bytes()}};
+    if (limits) {
+      j["limits"] = limits_json(*limits);
+      j["decode_bytes_per_token"] = work.decode_bytes;
+      j["gen_gb_per_s"] = tg_gb_per_s;
+      j["gen_share_of_read"] = tg_share;
+      j["prompt_ops_per_token"] = work.layer_ops_per_token;
+      j["prompt_head_ops"] = work.head_ops_per_prompt;
+      j["prompt_gops"] = pp_gops;
+      j["prompt_peak"] = work.quantized ? "int8_gops" : "f32_gflops";
+      j["prompt_share_of_peak"] = pp_share;
+    }
     std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("model %s, %d threads, kernels %s, %d runs (medians)\n",
                 l->m->file().path().c_str(), eng.options().n_threads, kernels.c_str(), o.reps);
-    std::printf("pp%lld  %10.2f tokens/s\n", static_cast<long long>(o.n_prompt), pp_med);
-    std::printf("tg%lld  %10.2f tokens/s\n", static_cast<long long>(o.n_gen), tg_med);
+    if (!limits) {
+      std::printf("pp%lld  %10.2f tokens/s\n", static_cast<long long>(o.n_prompt), pp_med);
+      std::printf("tg%lld  %10.2f tokens/s\n", static_cast<long long>(o.n_gen), tg_med);
+      return exit_ok;
+    }
+    print_limits_line(*limits);
+    std::printf("pp%-5lld %10.2f tokens/s %8.1f GOPS    %5.1f%% of the %s peak\n",
+                static_cast<long long>(o.n_prompt), pp_med, pp_gops, 100 * pp_share, peak_name);
+    std::printf("tg%-5lld %10.2f tokens/s %8.2f GB/s    %5.1f%% of the read bandwidth\n",
+                static_cast<long long>(o.n_gen), tg_med, tg_gb_per_s, 100 * tg_share);
   }
   return exit_ok;
 }
@@ -111,7 +267,18 @@ void add_bench_command(CLI::App& app, int& status) {
   cmd->add_option("-n,--n-gen", o->n_gen, "Generated tokens (one at a time)")->capture_default_str();
   cmd->add_option("-r,--repetitions", o->reps, "Runs (medians reported)")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print JSON");
+  cmd->add_flag("--limits", o->limits,
+                "Measure the machine's read bandwidth and compute peaks first (a few seconds, "
+                "same threads) and state decode and prefill as shares of them");
   cmd->callback([o, &status] { status = run_bench_model(*o); });
+  auto lo = std::make_shared<bench_limits_options>();
+  auto* lim = bench->add_subcommand(
+      "limits", "This machine's read bandwidth (best of several schemes) and int8/f32 peaks");
+  lim->add_option("-t,--threads", lo->threads,
+                  "CPU threads (default: the cores this process may use)");
+  lim->add_option("--kernels", lo->kernels, "Vector width: scalar, avx2 or avx512");
+  lim->add_flag("--json", lo->json, "Print JSON");
+  lim->callback([lo, &status] { status = run_bench_limits(*lo); });
   add_bench_batch_command(*bench, status);
   add_bench_serve_command(*bench, status);
   add_bench_calibrate_command(*bench, status);

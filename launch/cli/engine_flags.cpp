@@ -14,6 +14,20 @@
 
 namespace baton::cli {
 
+result<cpu::isa> kernels_isa(const std::string& kernels) {
+  if (kernels.empty()) {
+    return cpu::best_isa();
+  }
+  auto k = cpu::parse_isa(kernels);
+  if (!k) {
+    return make_error("--kernels '%s': expected scalar, avx2 or avx512", kernels.c_str());
+  }
+  if (!cpu::isa_supported(*k)) {
+    return make_error("--kernels %s: this CPU cannot run them", kernels.c_str());
+  }
+  return *k;
+}
+
 void engine_flags::add_to(CLI::App& cmd) {
   cmd.add_option("-m,--model", model, "GGUF model file (default: the demo model)");
   cmd.add_option("-t,--threads", threads, "CPU threads (default: the cores this process may use)");
@@ -116,12 +130,9 @@ result<loaded> load(const engine_flags& f, const load_request& req) {
   }
   o.kv_type = *kv_type;
   if (!f.kernels.empty()) {
-    auto k = cpu::parse_isa(f.kernels);
+    auto k = kernels_isa(f.kernels);
     if (!k) {
-      return make_error("--kernels '%s': expected scalar, avx2 or avx512", f.kernels.c_str());
-    }
-    if (!cpu::isa_supported(*k)) {
-      return make_error("--kernels %s: this CPU cannot run them", f.kernels.c_str());
+      return k.err();
     }
     o.kernels = *k;
   }

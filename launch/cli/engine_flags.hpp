@@ -11,6 +11,7 @@
 #include <string>
 
 #include "actors/local_server.hpp"
+#include "kernels/cpu/isa.hpp"
 #include "runtime/compute/engine.hpp"
 #include "runtime/serving/serving_config.hpp"
 #include "runtime/text/tokenizer.hpp"
@@ -41,6 +42,10 @@ struct engine_flags {
   /// --topology, for the commands that run the actor pipeline.
   void add_topology_to(CLI::App& cmd);
 };
+
+/// --kernels as an isa: the best this CPU runs when empty; the error names the flag and
+/// the value (not a variant's name, or one this CPU cannot run).
+result<cpu::isa> kernels_isa(const std::string& kernels);
 
 /// What a command asks of `load` besides its flags.
 struct load_request {
