@@ -1,8 +1,10 @@
 // CPU matmul throughput per weight type and isa at the Llama-3.2-1B shapes, next to the
-// machine's read bandwidth measured in the same binary. Decode (n_tokens = 1) streams
-// weights from DRAM: the benchmark cycles over enough copies of the matrix (>= 512 MiB)
-// that none is still in L3, and reports weight GB/s. Prefill (n_tokens = 128) is
-// compute-bound and reports GFLOP/s (2 · n_in · n_out · n_tokens per call).
+// machine's read bandwidth measured in the same binary (stream_read: the best of
+// kernels/cpu/machine_limits' read schemes, the ceiling `baton bench limits` states).
+// Decode (n_tokens = 1) streams weights from DRAM: the benchmark cycles over enough
+// copies of the matrix (>= 512 MiB) that none is still in L3, and reports weight GB/s.
+// Prefill (n_tokens = 128) is compute-bound and reports GFLOP/s (2 · n_in · n_out ·
+// n_tokens per call).
 // "threads:2" runs split the rows over a second, spinning thread, as a pool would.
 //
 // Nothing is timed unchecked (as llm.c's dev/cuda mains do): before its first timing each
@@ -27,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -35,6 +38,7 @@
 
 #include "kernels/blocks.hpp"
 #include "kernels/cpu/isa.hpp"
+#include "kernels/cpu/machine_limits.hpp"
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/ggml_type.hpp"
 
@@ -104,56 +108,6 @@ class helper_thread {
   std::thread t_;
 };
 
-// -- read bandwidth ---------------------------------------------------------------
-
-__attribute__((target("avx2"))) uint64_t read_sum(const uint8_t* p, size_t n) {
-  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-  for (size_t i = 0; i < n; i += 128) {
-    a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
-    a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
-    a2 = _mm256_add_epi64(a2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
-    a3 = _mm256_add_epi64(a3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
-  }
-  const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-  alignas(32) uint64_t l[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(l), s);
-  return l[0] + l[1] + l[2] + l[3];
-}
-
-struct aligned_buffer {
-  explicit aligned_buffer(size_t n)
-      : p(static_cast<uint8_t*>(std::aligned_alloc(4096, n))), size(n) {}
-  ~aligned_buffer() { std::free(p); }
-  uint8_t* p;
-  size_t size;
-};
-
-void bm_read(benchmark::State& state, int n_threads) {
-  static aligned_buffer buf(k_stream_bytes);
-  static bool filled = false;
-  if (!filled) {
-    fill_random(buf.p, buf.size, 1);
-    filled = true;
-  }
-  std::unique_ptr<helper_thread> helper;
-  if (n_threads == 2) {
-    helper = std::make_unique<helper_thread>();
-  }
-  for (auto _ : state) {
-    if (helper) {
-      uint64_t s0 = 0, s1 = 0;
-      helper->run([&] { s0 = read_sum(buf.p, buf.size / 2); },
-                  [&] { s1 = read_sum(buf.p + buf.size / 2, buf.size / 2); });
-      benchmark::DoNotOptimize(s0 + s1);
-    } else {
-      benchmark::DoNotOptimize(read_sum(buf.p, buf.size));
-    }
-  }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * buf.size));
-  state.counters["GB"] = benchmark::Counter(static_cast<double>(buf.size) / 1e9,
-                                            benchmark::Counter::kIsIterationInvariantRate);
-}
-
 // -- checks against the scalar reference ---------------------------------------------
 
 /// Bound on nmse(kernel, scalar) for a whole matmul: per-block integer dots are exact,
@@ -197,6 +151,58 @@ struct error_stats {
     max_abs = std::max(max_abs, std::fabs(d));
   }
 };
+
+// -- read bandwidth ---------------------------------------------------------------
+
+struct aligned_buffer {
+  explicit aligned_buffer(size_t n)
+      : p(static_cast<uint8_t*>(std::aligned_alloc(4096, n))), size(n) {}
+  ~aligned_buffer() { std::free(p); }
+  uint8_t* p;
+  size_t size;
+};
+
+/// The machine's read bandwidth as `baton bench limits` states it: the best of
+/// cpu::read_schemes (load widths, software prefetch, streams per thread), chosen once per
+/// thread count over the same buffer, then timed with the same reader (labelled with it).
+/// Checked first, as every kernel here is: its sum is the buffer's word sum.
+void bm_read(benchmark::State& state, int n_threads) {
+  static aligned_buffer buf(k_stream_bytes);
+  static bool filled = false;
+  static uint64_t word_sum = 0;
+  if (!filled) {
+    fill_random(buf.p, buf.size, 1);
+    for (size_t i = 0; i < buf.size; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, buf.p + i, 8);
+      word_sum += w;
+    }
+    filled = true;
+  }
+  baton::cpu::thread_pool pool(n_threads);
+  static std::map<int, baton::cpu::read_scheme> best_of;  // [n_threads]
+  if (!best_of.count(n_threads)) {
+    const auto figures =
+        baton::cpu::measure_reads(pool, baton::cpu::best_isa(), buf.p, buf.size, 2);
+    const auto faster = [](const auto& a, const auto& b) { return a.gb_per_s < b.gb_per_s; };
+    const baton::cpu::read_scheme best =
+        std::max_element(figures.begin(), figures.end(), faster)->scheme;
+    const uint64_t got = baton::cpu::read_sum(pool, best, buf.p, buf.size);
+    if (got != word_sum) {
+      check_failed("stream_read " + baton::cpu::read_scheme_name(best),
+                   "sum " + std::to_string(got) + ", the buffer's " + std::to_string(word_sum));
+    }
+    best_of[n_threads] = best;
+  }
+  const baton::cpu::read_scheme scheme = best_of[n_threads];
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(baton::cpu::read_sum(pool, scheme, buf.p, buf.size));
+  }
+  state.SetLabel(baton::cpu::read_scheme_name(scheme));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * buf.size));
+  state.counters["GB"] = benchmark::Counter(static_cast<double>(buf.size) / 1e9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
+}
 
 // -- matmul -------------------------------------------------------------------------
 
