@@ -74,10 +74,10 @@ nlohmann::json limits_json(const cpu::machine_limits& m) {
 /// One line: the best read and the two peaks.
 void print_limits_line(const cpu::machine_limits& m) {
   std::printf("limits  read %.1f GB/s (%s over %.2f GiB), int8 dot %.1f GOPS (%.1f a core), "
-              "f32 FMA %.1f GFLOP/s (%.1f a core); %d threads, %s, measured in %.1f s\n",
+              "f32 FMA %.1f GFLOP/s (%.1f a core); %d thread%s, %s, measured in %.1f s\n",
               m.best_read.gb_per_s, cpu::read_scheme_name(m.best_read.scheme).c_str(),
               static_cast<double>(m.read_bytes) / (1 << 30), m.int8_gops, m.int8_gops_per_core,
-              m.f32_gflops, m.f32_gflops_per_core, m.n_threads,
+              m.f32_gflops, m.f32_gflops_per_core, m.n_threads, m.n_threads == 1 ? "" : "s",
               std::string(cpu::isa_name(m.v)).c_str(), m.seconds);
 }
 
@@ -100,10 +100,11 @@ int run_bench_limits(const bench_limits_options& o) {
     std::printf("read  %-20s %8.2f GB/s%s\n", cpu::read_scheme_name(f.scheme).c_str(),
                 f.gb_per_s, f.gb_per_s == m.best_read.gb_per_s ? "  (best)" : "");
   }
-  std::printf("int8 dot  %8.1f GOPS a core, %8.1f GOPS on %d threads (1 MAC = 2 ops)\n",
-              m.int8_gops_per_core, m.int8_gops, m.n_threads);
-  std::printf("f32 FMA   %8.1f GFLOP/s a core, %8.1f GFLOP/s on %d threads\n",
-              m.f32_gflops_per_core, m.f32_gflops, m.n_threads);
+  const char* plural = m.n_threads == 1 ? "" : "s";
+  std::printf("int8 dot  %8.1f GOPS a core, %8.1f GOPS on %d thread%s (1 MAC = 2 ops)\n",
+              m.int8_gops_per_core, m.int8_gops, m.n_threads, plural);
+  std::printf("f32 FMA   %8.1f GFLOP/s a core, %8.1f GFLOP/s on %d thread%s\n",
+              m.f32_gflops_per_core, m.f32_gflops, m.n_threads, plural);
   print_limits_line(m);
   return exit_ok;
 }
