@@ -201,6 +201,13 @@ TEST(cli_run, generates_deterministically_and_refuses_what_does_not_fit) {
   auto bad_kernels = baton("run -m " + model + " -p x --kernels sse9");
   EXPECT_EQ(bad_kernels.status, 2);
   EXPECT_NE(bad_kernels.err.find("--kernels 'sse9'"), std::string::npos);
+  // a thread count no machine has is refused before any thread starts (it aborted)
+  auto many = baton("bench limits -t 100000");
+  EXPECT_EQ(many.status, 2);
+  EXPECT_NE(many.err.find("-t (100000) must be between 1 and 512"), std::string::npos) << many.err;
+  auto bad_limits_kernels = baton("bench limits --kernels sse9");
+  EXPECT_EQ(bad_limits_kernels.status, 2);
+  EXPECT_NE(bad_limits_kernels.err.find("--kernels 'sse9'"), std::string::npos);
   auto bad_temp = baton("run -m " + model + " -p x --top-p 0");
   EXPECT_EQ(bad_temp.status, 2);
   EXPECT_NE(bad_temp.err.find("top_p (0) must be in (0, 1]"), std::string::npos) << bad_temp.err;

@@ -17,6 +17,9 @@
 
 namespace baton::cpu {
 
+/// The most threads a pool may be asked for (a flag asking for more is refused).
+inline constexpr int k_max_threads = 512;
+
 class thread_pool {
  public:
   /// A pool of `n_threads` including the caller (n_threads - 1 workers).

@@ -82,9 +82,9 @@ void print_limits_line(const cpu::machine_limits& m) {
 }
 
 int run_bench_limits(const bench_limits_options& o) {
-  if (o.threads < 0) {
-    return fail("bench limits: -t (" + std::to_string(o.threads) +
-                ") must be >= 1, or 0 for the cores this process may use");
+  if (o.threads < 0 || o.threads > cpu::k_max_threads) {
+    return fail("bench limits: -t (" + std::to_string(o.threads) + ") must be between 1 and " +
+                std::to_string(cpu::k_max_threads) + ", or 0 for the cores this process may use");
   }
   const auto v = kernels_isa(o.kernels);
   if (!v) {

@@ -5,13 +5,15 @@
 
 #include <algorithm>
 
+#include "kernels/cpu/thread_pool.hpp"
+
 namespace baton {
 
 result<std::unique_ptr<engine>> engine::create(std::shared_ptr<const model> m,
                                                engine_options o) {
   const auto& c = m->config();
-  if (o.n_threads < 1 || o.n_threads > 512) {
-    return make_error("threads (%d) must be between 1 and 512", o.n_threads);
+  if (o.n_threads < 1 || o.n_threads > cpu::k_max_threads) {
+    return make_error("threads (%d) must be between 1 and %d", o.n_threads, cpu::k_max_threads);
   }
   if (o.kv_type != ggml_type::f16 && o.kv_type != ggml_type::f32) {
     return make_error("kv-type must be f16 or f32");
