@@ -15,6 +15,14 @@ admission never(refusal why, std::string message, int32_t retry_after_s = 0) {
 
 }  // namespace
 
+std::string choices_error(int32_t n, int32_t max_num_seqs) {
+  if (n >= 1 && n <= max_num_seqs) {
+    return "";
+  }
+  return "n (" + std::to_string(n) + ") must be between 1 and " + std::to_string(max_num_seqs) +
+         " (the sequences the server runs at once)";
+}
+
 admission decide(const admission_config& cfg, const gen_request& r, int32_t in_system,
                  int32_t key_count) {
   const auto n_prompt = static_cast<int64_t>(r.prompt.size());
@@ -41,10 +49,8 @@ admission decide(const admission_config& cfg, const gen_request& r, int32_t in_s
   if (auto v = r.sampling.validate(); !v) {
     return never(refusal::invalid, v.err().message);
   }
-  if (r.n < 1 || r.n > cfg.max_num_seqs) {
-    return never(refusal::invalid, "n (" + std::to_string(r.n) + ") must be between 1 and " +
-                                       std::to_string(cfg.max_num_seqs) +
-                                       " (the sequences the server runs at once)");
+  if (auto why = choices_error(r.n, cfg.max_num_seqs); !why.empty()) {
+    return never(refusal::invalid, why);
   }
   // a request of n choices is n sequences, for the queue and the key's quota alike
   if (in_system + r.n > cfg.max_num_seqs + cfg.max_queue) {

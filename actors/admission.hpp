@@ -22,6 +22,10 @@ struct admission_config : serving_config {
 
 admission_actor spawn_admission(caf::actor_system& sys, admission_config cfg);
 
+/// Why `n` choices cannot run on a server of `max_num_seqs` sequences, or empty: the
+/// admission's check, which a front end may make first to name the field.
+std::string choices_error(int32_t n, int32_t max_num_seqs);
+
 /// The decision alone (no actor), for tests: `in_system` admitted and not finished,
 /// `key_count` of this request's key.
 admission decide(const admission_config& cfg, const gen_request& r, int32_t in_system,

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/admission.hpp"
 #include "launch/serve/api_keys.hpp"
 #include "launch/serve/front_metrics.hpp"
 #include "launch/serve/sse_keepalive.hpp"
@@ -558,12 +559,11 @@ void front_end::impl::completion(const http::request& rq,
                     "logit_bias");
     }
   }
-  if (o.max_num_seqs > 0 && r.n > o.max_num_seqs) {
+  if (o.max_num_seqs > 0) {
     // admission refuses it too; said here, the error names the field
-    return reject(*res, reject_reason::invalid_request,
-                  "n (" + std::to_string(r.n) + ") must be between 1 and " +
-                      std::to_string(o.max_num_seqs) + " (the sequences the server runs at once)",
-                  "n");
+    if (auto why = choices_error(r.n, o.max_num_seqs); !why.empty()) {
+      return reject(*res, reject_reason::invalid_request, why, "n");
+    }
   }
   gen_request g;
   g.constraint.json_schema = r.json_schema;
