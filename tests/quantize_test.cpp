@@ -258,77 +258,113 @@ TEST(quantize_row, unaligned_output_and_finite_check) {
   EXPECT_FALSE(cpu::row_is_finite(ggml_type::f16, h.data(), 32));
 }
 
-/// libggml-base.so of the llama.cpp peer that bench/setup_peer.sh installs, if present.
-std::optional<fs::path> peer_ggml_base() {
-  fs::path peer;
+/// A llama.cpp build's libggml-base.so and the K-quant rule its reference quantizers use.
+struct ggml_peer {
+  fs::path lib;
+  cpu::k_levels levels;
+};
+
+/// Whether this CPU runs ../shared's llama.cpp build (-march=native on a Zen 4).
+bool runs_zen4_native_code() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
+         __builtin_cpu_supports("avx512bf16");
+}
+
+/// The llama.cpp builds present: ../shared's c392e509 (the one that made the shared
+/// models) where this CPU can run it, and node-llama-cpp 3.21.1's prebuilt library that
+/// bench/setup_peer.sh installs.
+std::vector<ggml_peer> ggml_peers() {
+  std::vector<ggml_peer> peers;
+  if (const auto shared = test::shared_dir()) {
+    const fs::path lib = *shared / "peers/llama.cpp-c392e509/bin/libggml-base.so";
+    if (fs::exists(lib) && runs_zen4_native_code()) {
+      peers.push_back({lib, cpu::k_levels::keep_fitted});
+    }
+  }
+  fs::path npm;
   if (const char* p = std::getenv("BATON_PEER_DIR")) {
-    peer = p;
+    npm = p;
   } else {
     const char* home = std::getenv("HOME");
-    peer = fs::path(home ? home : "/root") / ".cache/baton/peer";
+    npm = fs::path(home ? home : "/root") / ".cache/baton/peer";
   }
   const fs::path lib =
-      peer / "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so";
+      npm / "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so";
   if (fs::exists(lib)) {
-    return lib;
+    peers.push_back({lib, cpu::k_levels::requantize});
   }
-  return std::nullopt;
+  return peers;
 }
 
 TEST(quantize_row, bytes_equal_ggml_reference_quantizers) {
-  const auto lib = peer_ggml_base();
-  if (!lib) {
-    GTEST_SKIP() << "llama.cpp's libggml-base.so not installed (bench/setup_peer.sh installs "
-                    "node-llama-cpp's prebuilt one)";
+  const auto peers = ggml_peers();
+  if (peers.empty()) {
+    GTEST_SKIP() << "no llama.cpp libggml-base.so: neither ../shared/peers/llama.cpp-c392e509 "
+                    "(on an AVX-512 CPU) nor node-llama-cpp's (bench/setup_peer.sh)";
   }
-  void* h = dlopen(lib->c_str(), RTLD_NOW | RTLD_LOCAL);
-  ASSERT_TRUE(h) << dlerror();
-  using quantize_fn = void (*)(const float*, void*, int64_t);
-  const struct {
-    const char* symbol;
-    ggml_type type;
-  } cases[] = {{"quantize_row_q4_0_ref", ggml_type::q4_0},
-               {"quantize_row_q8_0_ref", ggml_type::q8_0},
-               {"quantize_row_q4_K_ref", ggml_type::q4_k},
-               {"quantize_row_q6_K_ref", ggml_type::q6_k}};
-  std::mt19937 rng(42);
-  const int64_t n = 256 * 512;
-  std::vector<float> x(static_cast<size_t>(n));
-  for (int dist = 0; dist < 5; ++dist) {
-    for (auto& v : x) {
-      switch (dist) {
-        case 0:
-          v = std::normal_distribution<float>(0.0f, 0.02f)(rng);
-          break;
-        case 1:  // all positive: the min is clipped to 0
-          v = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
-          break;
-        case 2:
-          v = std::exponential_distribution<float>(30.0f)(rng) * (rng() % 2 ? 1.0f : -1.0f);
-          break;
-        case 3:  // on the grid: rounding ties everywhere
-          v = static_cast<float>(static_cast<int>(rng() % 17) - 8) * 0.125f;
-          break;
-        default:  // outliers
-          v = std::normal_distribution<float>(0.0f, 1.0f)(rng) * (rng() % 64 == 0 ? 50.0f : 1.0f);
+  for (const auto& peer : peers) {
+    SCOPED_TRACE(peer.lib.string());
+    void* h = dlopen(peer.lib.c_str(), RTLD_NOW | RTLD_LOCAL);
+    ASSERT_TRUE(h) << dlerror();
+    using quantize_fn = void (*)(const float*, void*, int64_t);
+    using baton_fn = void (*)(const float*, void*, int64_t, cpu::k_levels);
+    auto q4_0 = [](const float* x, void* y, int64_t n, cpu::k_levels) {
+      cpu::quantize_row_q4_0(x, y, n);
+    };
+    auto q8_0 = [](const float* x, void* y, int64_t n, cpu::k_levels) {
+      cpu::quantize_row(ggml_type::q8_0, x, y, n);
+    };
+    const struct {
+      const char* symbol;
+      ggml_type type;
+      baton_fn ours;
+    } cases[] = {{"quantize_row_q4_0_ref", ggml_type::q4_0, q4_0},
+                 {"quantize_row_q8_0_ref", ggml_type::q8_0, q8_0},
+                 {"quantize_row_q4_K_ref", ggml_type::q4_k, cpu::quantize_row_q4_k},
+                 {"quantize_row_q6_K_ref", ggml_type::q6_k, cpu::quantize_row_q6_k}};
+    std::mt19937 rng(42);
+    const int64_t n = 256 * 512;
+    std::vector<float> x(static_cast<size_t>(n));
+    for (int dist = 0; dist < 5; ++dist) {
+      for (auto& v : x) {
+        switch (dist) {
+          case 0:
+            v = std::normal_distribution<float>(0.0f, 0.02f)(rng);
+            break;
+          case 1:  // all positive: the min is clipped to 0
+            v = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
+            break;
+          case 2:
+            v = std::exponential_distribution<float>(30.0f)(rng) * (rng() % 2 ? 1.0f : -1.0f);
+            break;
+          case 3:  // on the grid: rounding ties everywhere
+            v = static_cast<float>(static_cast<int>(rng() % 17) - 8) * 0.125f;
+            break;
+          default:  // outliers
+            v = std::normal_distribution<float>(0.0f, 1.0f)(rng) *
+                (rng() % 64 == 0 ? 50.0f : 1.0f);
+        }
+      }
+      std::fill(x.begin(), x.begin() + 512, 0.0f);  // all-zero blocks too
+      for (const auto& c : cases) {
+        auto fn = reinterpret_cast<quantize_fn>(dlsym(h, c.symbol));
+        ASSERT_TRUE(fn) << c.symbol;
+        const size_t n_bytes = row_bytes(c.type, static_cast<uint64_t>(n));
+        std::vector<std::byte> want(n_bytes), got(n_bytes);
+        fn(x.data(), want.data(), n);
+        c.ours(x.data(), got.data(), n, peer.levels);
+        const size_t bs = traits(c.type).type_size;
+        for (size_t i = 0; i < n_bytes; i += bs) {
+          ASSERT_EQ(std::memcmp(want.data() + i, got.data() + i, bs), 0)
+              << c.symbol << " distribution " << dist << " block " << i / bs;
+        }
       }
     }
-    std::fill(x.begin(), x.begin() + 512, 0.0f);  // all-zero blocks too
-    for (const auto& c : cases) {
-      auto fn = reinterpret_cast<quantize_fn>(dlsym(h, c.symbol));
-      ASSERT_TRUE(fn) << c.symbol;
-      const size_t n_bytes = row_bytes(c.type, static_cast<uint64_t>(n));
-      std::vector<std::byte> want(n_bytes), got(n_bytes);
-      fn(x.data(), want.data(), n);
-      cpu::quantize_row(c.type, x.data(), got.data(), n);
-      const size_t bs = traits(c.type).type_size;
-      for (size_t i = 0; i < n_bytes; i += bs) {
-        ASSERT_EQ(std::memcmp(want.data() + i, got.data() + i, bs), 0)
-            << c.symbol << " distribution " << dist << " block " << i / bs;
-      }
-    }
+    dlclose(h);
   }
-  dlclose(h);
 }
 
 // -- model conversion -------------------------------------------------------------

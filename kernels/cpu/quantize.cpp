@@ -185,7 +185,7 @@ void quantize_block_q4_0(const float* x, block_q4_0& b) {
   }
 }
 
-void quantize_block_q4_k(const float* x, block_q4_k& b) {
+void quantize_block_q4_k(const float* x, block_q4_k& b, k_levels levels) {
   uint8_t L[qk_k];
   uint8_t Laux[32];
   float weights[32];
@@ -232,8 +232,8 @@ void quantize_block_q4_k(const float* x, block_q4_k& b) {
   b.d = fp32_to_fp16(max_scale / 63.0f);
   b.dmin = fp32_to_fp16(max_min / 63.0f);
 
-  // requantize every weight against the coded scales
-  for (int j = 0; j < qk_k / 32; ++j) {
+  // the older reference rounds every weight again against the coded scales
+  for (int j = 0; j < qk_k / 32 && levels == k_levels::requantize; ++j) {
     uint8_t sc, m;
     q4_k_scale_min(j, b.scales, &sc, &m);
     const float d = fp16_to_fp32(b.d) * static_cast<float>(sc);
@@ -256,7 +256,7 @@ void quantize_block_q4_k(const float* x, block_q4_k& b) {
   }
 }
 
-void quantize_block_q6_k(const float* x, block_q6_k& b) {
+void quantize_block_q6_k(const float* x, block_q6_k& b, k_levels levels) {
   int8_t L[qk_k];
   float scales[qk_k / 16];
 
@@ -283,7 +283,8 @@ void quantize_block_q6_k(const float* x, block_q6_k& b) {
   for (int ib = 0; ib < qk_k / 16; ++ib) {
     b.scales[ib] = static_cast<int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
   }
-  for (int j = 0; j < qk_k / 16; ++j) {
+  // the older reference rounds every weight again against the coded scales
+  for (int j = 0; j < qk_k / 16 && levels == k_levels::requantize; ++j) {
     const float d = fp16_to_fp32(b.d) * static_cast<float>(b.scales[j]);
     if (d == 0.0f) {
       continue;
@@ -313,13 +314,15 @@ void quantize_block_q6_k(const float* x, block_q6_k& b) {
   }
 }
 
-/// Quantizes x[n] block by block; `out` need not be aligned.
-template <class Block, int N, void (*quantize_block)(const float*, Block&)>
-void quantize_blocks(const float* x, void* y, int64_t n) {
+/// Quantizes x[n] block by block with quantize_block(x, b, args...); `out` need not be
+/// aligned.
+template <class Block, int N, class... Args>
+void quantize_blocks(const float* x, void* y, int64_t n,
+                     void (*quantize_block)(const float*, Block&, Args...), Args... args) {
   auto* out = static_cast<std::byte*>(y);
   for (int64_t i = 0; i < n / N; ++i) {
     Block b;
-    quantize_block(x + i * N, b);
+    quantize_block(x + i * N, b, args...);
     std::memcpy(out + i * static_cast<int64_t>(sizeof(Block)), &b, sizeof b);
   }
 }
@@ -347,15 +350,15 @@ bool blocks_finite(const void* y, int64_t n, std::initializer_list<size_t> offse
 }  // namespace
 
 void quantize_row_q4_0(const float* x, void* y, int64_t n) {
-  quantize_blocks<block_q4_0, qk4_0, quantize_block_q4_0>(x, y, n);
+  quantize_blocks<block_q4_0, qk4_0>(x, y, n, quantize_block_q4_0);
 }
 
-void quantize_row_q4_k(const float* x, void* y, int64_t n) {
-  quantize_blocks<block_q4_k, qk_k, quantize_block_q4_k>(x, y, n);
+void quantize_row_q4_k(const float* x, void* y, int64_t n, k_levels levels) {
+  quantize_blocks<block_q4_k, qk_k>(x, y, n, quantize_block_q4_k, levels);
 }
 
-void quantize_row_q6_k(const float* x, void* y, int64_t n) {
-  quantize_blocks<block_q6_k, qk_k, quantize_block_q6_k>(x, y, n);
+void quantize_row_q6_k(const float* x, void* y, int64_t n, k_levels levels) {
+  quantize_blocks<block_q6_k, qk_k>(x, y, n, quantize_block_q6_k, levels);
 }
 
 bool can_quantize(ggml_type type) {
