@@ -1,11 +1,15 @@
-// baton against llama.cpp (node-llama-cpp's prebuilt CPU build) on the same GGUF files
-// and thread count: `baton bench model` and bench/llama_cpp_bench.mjs, interleaved run
-// by run, medians of --runs each. Prints a markdown table for bench/RESULTS.md.
-//   node bench/compare_llama_cpp.mjs [--runs 5] [-t 2] [-p 128] [-n 32] MODEL...
-// Needs build/bin/baton and node-llama-cpp in ~/.cache/baton/peer (bench/setup_peer.sh).
+// baton against llama.cpp on the same GGUF files and thread count: `baton bench model`
+// and the peer, interleaved run by run, medians of --runs each. The peer is the native
+// llama.cpp build in the shared folder (its llama-bench) when it is there and this CPU
+// runs it, else node-llama-cpp's prebuilt CPU build (bench/llama_cpp_bench.mjs); --peer
+// forces one (see bench/llama_cpp_peer.mjs). Prints a markdown table for bench/RESULTS.md.
+//   node bench/compare_llama_cpp.mjs [--runs 5] [-t 2] [-p 128] [-n 32] [--peer native|node] MODEL...
+// Needs build/bin/baton, and for the node peer node-llama-cpp in ~/.cache/baton/peer
+// (bench/setup_peer.sh).
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { choosePeer, nativeBench, peerNote, takePeerFlag } from "./llama_cpp_peer.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const baton = path.join(here, "..", "build", "bin", "baton");
@@ -21,12 +25,21 @@ const runs = take("--runs", 5);
 const threads = take("-t", 2);
 const nPrompt = take("-p", 128);
 const nGen = take("-n", 32);
+const peer = choosePeer(takePeerFlag(args), "llama-bench");
 const models = args;
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
+
+/// One run of the peer: { prompt_tokens_per_s, gen_tokens_per_s, llama_cpp (version) }.
+function runPeer(model) {
+  const opts = { threads, nPrompt, nGen };
+  if (peer.kind === "native") return nativeBench(peer, model, opts);
+  return JSON.parse(execFileSync("node", [path.join(here, "llama_cpp_bench.mjs"), model,
+    "-p", String(nPrompt), "-n", String(nGen), "-t", String(threads)]).toString().trim().split("\n").pop());
+}
 
 const rows = [];
 for (const model of models) {
@@ -38,11 +51,10 @@ for (const model of models) {
       "-p", String(nPrompt), "-n", String(nGen), "-r", "1", "--json"]).toString());
     b.pp.push(out.prompt_tokens_per_s_median);
     b.tg.push(out.gen_tokens_per_s_median);
-    const peer = JSON.parse(execFileSync("node", [path.join(here, "llama_cpp_bench.mjs"), model,
-      "-p", String(nPrompt), "-n", String(nGen), "-t", String(threads)]).toString().trim().split("\n").pop());
-    l.pp.push(peer.prompt_tokens_per_s);
-    l.tg.push(peer.gen_tokens_per_s);
-    version = peer.llama_cpp;
+    const p = runPeer(model);
+    l.pp.push(p.prompt_tokens_per_s);
+    l.tg.push(p.gen_tokens_per_s);
+    version = p.llama_cpp;
     process.stderr.write(`${path.basename(model)} run ${r + 1}/${runs}: baton pp ${b.pp.at(-1).toFixed(1)} tg ${b.tg.at(-1).toFixed(1)} | llama.cpp pp ${l.pp.at(-1).toFixed(1)} tg ${l.tg.at(-1).toFixed(1)}\n`);
   }
   rows.push({ model: path.basename(model), b, l, version });
@@ -53,4 +65,6 @@ for (const r of rows) {
   const bp = median(r.b.pp), lp = median(r.l.pp), bt = median(r.b.tg), lt = median(r.l.tg);
   console.log(`| ${r.model} | ${bp.toFixed(1)} | ${lp.toFixed(1)} | ${(bp / lp).toFixed(2)} | ${bt.toFixed(2)} | ${lt.toFixed(2)} | ${(bt / lt).toFixed(2)} |`);
 }
-console.log(`\nllama.cpp: node-llama-cpp 3.21.1 bundling llama.cpp ${JSON.stringify(rows[0]?.version)}; ${threads} threads; medians of ${runs} interleaved runs.`);
+console.log(`\nllama.cpp: ${peerNote(peer, rows[0]?.version)}` +
+  (peer.kind === "native" ? " (llama-bench -r 1 per run, after its own warm-up; its generation starts from an empty context)" : "") +
+  `; ${threads} threads; medians of ${runs} interleaved runs.`);
