@@ -50,29 +50,36 @@ struct shard_core {
       head.n_tokens += static_cast<int32_t>(s.tokens.size());
     }
     io.on_device.reset();  // a first stage embeds; a later one gets its input below
+    // A failed step is reported to the router, and passed on as an error in its
+    // activations' place: no later stage waits for them (run_ready_steps).
+    auto fail = [&](std::string why) {
+      record(d.step_id, t0);
+      step_result bad;
+      bad.step_id = d.step_id;
+      bad.error = std::move(why);
+      if (cfg.stage + 1 < cfg.n_stages) {
+        activation_header h = head;
+        h.error = bad.error;
+        cfg.data->send(activations{std::move(h), {}, {}, -1});
+      }
+      return bad;
+    };
     if (cfg.stage > 0) {
       const activation_header& h = input->header;
       if (!h.error.empty()) {
-        // the transport could not bring this step's activations (a broken device link)
-        record(d.step_id, t0);
-        step_result bad;
-        bad.step_id = d.step_id;
-        bad.error = "stage " + std::to_string(cfg.stage) + ": step " +
-                    std::to_string(d.step_id) + ": " + h.error;
-        return bad;
+        // an earlier stage failed the step, or the transport could not bring its
+        // activations (a broken device link)
+        return fail("stage " + std::to_string(cfg.stage) + ": step " +
+                    std::to_string(d.step_id) + ": " + h.error);
       }
       if (h.n_tokens != head.n_tokens || h.n_embd != head.n_embd || h.seq_ids != head.seq_ids ||
           h.seq_rows != head.seq_rows) {
-        record(d.step_id, t0);
-        step_result bad;
-        bad.step_id = d.step_id;
-        bad.error = "stage " + std::to_string(cfg.stage) + ": step " +
-                               std::to_string(d.step_id) + ": activations for " +
-                               std::to_string(h.n_tokens) + " tokens of " +
-                               std::to_string(h.seq_ids.size()) + " sequences, expected " +
-                               std::to_string(head.n_tokens) + " of " +
-                               std::to_string(head.seq_ids.size());
-        return bad;
+        return fail("stage " + std::to_string(cfg.stage) + ": step " +
+                    std::to_string(d.step_id) + ": activations for " +
+                    std::to_string(h.n_tokens) + " tokens of " +
+                    std::to_string(h.seq_ids.size()) + " sequences, expected " +
+                    std::to_string(head.n_tokens) + " of " +
+                    std::to_string(head.seq_ids.size()));
       }
       io.host = std::move(input->hidden);
       io.on_device = std::move(input->on_device);
@@ -80,13 +87,9 @@ struct shard_core {
     }
     // a device fault fails this step's sequences; the router reports it to each
     auto device_fault = [&](const error& e) {
-      record(d.step_id, t0);
-      step_result bad;
-      bad.step_id = d.step_id;
-      bad.error = "stage " + std::to_string(cfg.stage) + " (" + compute->describe() +
-                  "): step " + std::to_string(d.step_id) + ": " + e.message;
       io = {};
-      return bad;
+      return fail("stage " + std::to_string(cfg.stage) + " (" + compute->describe() +
+                  "): step " + std::to_string(d.step_id) + ": " + e.message);
     };
     if (auto ok = copy_blocks(d); !ok) {
       return device_fault(ok.err());
@@ -284,6 +287,29 @@ void run_step(shard_ptr self, const step_desc& d, std::optional<activations> inp
   }
 }
 
+/// Runs the waiting steps whose input is here, in step order. Steps in flight together
+/// have no sequence in common, so they may run in the order their inputs come — except
+/// after a step that copies KV blocks (a forked choice's), which every later step waits
+/// for: one of them may read the copies (the router sends steps in order, so the copying
+/// step is known here before any step that could read them).
+void run_ready_steps(shard_ptr self) {
+  auto& st = self->state;
+  const shard_config& cfg = st.core->cfg;
+  for (auto it = st.waiting.begin(); it != st.waiting.end();) {
+    auto in = cfg.data->take(cfg.epoch, it->first, cfg.stage);
+    if (!in) {
+      if (!it->second.desc.copy_from.empty()) {
+        return;
+      }
+      ++it;
+      continue;
+    }
+    waiting_step w = std::move(it->second);
+    it = st.waiting.erase(it);
+    run_step(self, w.desc, std::move(in), w.reply_to);
+  }
+}
+
 shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
   self->state.core = std::make_unique<shard_core>(cfg);
   if (cfg.stage > 0) {
@@ -307,33 +333,18 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_config cfg) {
           run_step(self, d, std::nullopt, reply_to);
           return;
         }
-        if (auto in = cfg.data->take(cfg.epoch, d.step_id, cfg.stage)) {
-          run_step(self, d, std::move(in), reply_to);
-          return;
-        }
-        cfg.data->expect(cfg.stage);
-        if (auto in = cfg.data->take(cfg.epoch, d.step_id, cfg.stage)) {  // came in between
-          cfg.data->expect_done(cfg.stage);
-          run_step(self, d, std::move(in), reply_to);
-          return;
-        }
         const uint64_t id = d.step_id;
         st.waiting.emplace(id, waiting_step{std::move(d), reply_to});
-      },
-      [=](input_atom, uint64_t step) {
-        auto& st = self->state;
-        auto it = st.waiting.find(step);
-        if (it == st.waiting.end()) {
-          return;  // the descriptor comes later and takes the input then
+        run_ready_steps(self);
+        if (st.waiting.contains(id)) {
+          cfg.data->expect(cfg.stage);
+          run_ready_steps(self);  // it may have come in between
+          if (!st.waiting.contains(id)) {
+            cfg.data->expect_done(cfg.stage);
+          }
         }
-        auto in = cfg.data->take(cfg.epoch, step, cfg.stage);
-        if (!in) {
-          return;
-        }
-        waiting_step w = std::move(it->second);
-        st.waiting.erase(it);
-        run_step(self, w.desc, std::move(in), w.reply_to);
       },
+      [=](input_atom, uint64_t) { run_ready_steps(self); },
       [=](release_atom, uint64_t seq_id) {
         self->state.core->samplers.erase(seq_id);
         self->state.core->filters.erase(seq_id);
