@@ -57,10 +57,30 @@ void cpu_stage::attention(const batch& b, int64_t il, const float* q, float* out
   const int64_t head_dim = c.n_embd_head_k;
   const int64_t group = c.n_head / c.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  // work items: (token, head), split evenly; each item depends only on its own data
+  // work items: (token, head), each depending only on its own data; an item costs its
+  // token's n_kv, so the threads get equal shares of the cost, not of the items (in a
+  // causal prefill the last tokens attend to many times what the first do)
   const int64_t n_items = n_tokens * c.n_head;
-  pool_.run([&](int ith, int nth) {
-    auto [i0, i1] = cpu::thread_pool::split(n_items, ith, nth);
+  const int nth_all = pool_.n_threads();
+  std::vector<int64_t> bounds(static_cast<size_t>(nth_all) + 1, n_items);
+  bounds[0] = 0;
+  {
+    int64_t total = 0;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      total += (b.pos[static_cast<size_t>(t)] + 1) * c.n_head;
+    }
+    int64_t done = 0;
+    int next = 1;
+    for (int64_t i = 0; i < n_items && next < nth_all; ++i) {
+      done += b.pos[static_cast<size_t>(i / c.n_head)] + 1;
+      while (next < nth_all && done * nth_all >= total * next) {
+        bounds[static_cast<size_t>(next++)] = i + 1;
+      }
+    }
+  }
+  pool_.run([&](int ith, int) {
+    const int64_t i0 = bounds[static_cast<size_t>(ith)];
+    const int64_t i1 = bounds[static_cast<size_t>(ith) + 1];
     std::vector<const void*> kb, vb;
     std::vector<float> scratch;
     int64_t cached_token = -1;
