@@ -239,7 +239,9 @@ TEST_P(simd, block_integer_dots_are_bit_exact) {
 
 /// (type, n_in) cases with odd block counts and, for float types, odd lengths.
 std::vector<std::pair<ggml_type, int64_t>> matmul_cases() {
-  return {{ggml_type::q4_0, 32 * 7},  {ggml_type::q4_0, 2048},    {ggml_type::q8_0, 32 * 7},
+  // Q4_0 past 2048 runs several tokens in slices of n_in (k_pass), the last one partial
+  return {{ggml_type::q4_0, 32 * 7},  {ggml_type::q4_0, 2048},    {ggml_type::q4_0, 4096 + 32 * 3},
+          {ggml_type::q8_0, 32 * 7},
           {ggml_type::q8_0, 2048},    {ggml_type::q4_k, 256 * 3}, {ggml_type::q4_k, 2048},
           {ggml_type::q6_k, 256 * 3}, {ggml_type::q6_k, 2048},    {ggml_type::f16, 229},
           {ggml_type::f16, 2048},     {ggml_type::bf16, 229},     {ggml_type::bf16, 2048},

@@ -98,14 +98,18 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, flo
 
   const size_t w_stride = row_bytes(weight, static_cast<uint64_t>(n_in));
   // ~256 KiB of weights per row block: L2 holds them while all token tiles pass
+  // Several tokens (a prefill, or a decode step of several sequences — even one token
+  // tile of them) pass over row blocks, and with k_pass in slices of n_in; one token
+  // reads its rows straight through.
+  const bool blocked = n_tokens > 1;
   int64_t rows_per_block = r1 - r0;
-  if (n_tokens > mt) {
+  if (blocked) {
     rows_per_block = std::max<int64_t>(mr, static_cast<int64_t>((256u << 10) / w_stride) / mr * mr);
   }
   int64_t k_step = n_in;
   int64_t part_floats = 0;
   if constexpr (requires { k.k_pass(n_in); }) {
-    if (n_tokens > mt) {
+    if (blocked) {
       k_step = k.k_pass(n_in);
       part_floats = K::part_floats;
     }
