@@ -167,6 +167,7 @@ struct mpi_transport::impl {
         a.header.floats_on_device = true;
       }
       if (!a.header.error.empty()) {
+        a.header.link_failed = true;
         count_error();
       }
     }
@@ -381,8 +382,8 @@ struct mpi_transport::impl {
         receive_on_device(std::move(*a), peer);
         continue;
       }
-      if (!a->header.error.empty() && link_) {
-        // only the device path fails a header: the sender's link broke, so is this end's
+      if (a->header.link_failed && link_) {
+        // the sender's link broke, so is this end's
         break_link(a->header.error);
       }
       deliver(std::move(*a));

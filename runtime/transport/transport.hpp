@@ -52,13 +52,16 @@ struct activation_header {
   std::vector<int32_t> seq_rows;     ///< tokens of each sequence
   /// The floats follow device to device (mpi_transport's device_link), not in this message.
   bool floats_on_device = false;
-  /// Set when the floats cannot come (the device link broke): the step fails with it.
+  /// Set when the floats cannot come: the step fails with it. A stage that failed the
+  /// step sends it on too, in the activations' place.
   std::string error;
+  /// The error is the sender's device link failing: the receiver closes its end too.
+  bool link_failed = false;
 
   template <class Archive>
   void serialize(Archive& ar) {
     ar(epoch, kind, to_rank, layer, n_bytes, step, stage, n_tokens, n_embd, seq_ids, seq_rows,
-       floats_on_device, error);
+       floats_on_device, error, link_failed);
   }
 };
 
