@@ -5,13 +5,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <memory>
 
 #include "runtime/compute/engine.hpp"
+#include "runtime/compute/stage_compute.hpp"
 #include "runtime/model/model_builder.hpp"
+#include "runtime/model/quantize.hpp"
 #include "tests/fixture_model.hpp"
 #include "tests/kv_move_util.hpp"
 #include "tests/reference_forward.hpp"
+#include "tests/test_util.hpp"
 
 namespace baton {
 namespace {
@@ -89,6 +93,69 @@ TEST(forward, matches_the_double_precision_oracle) {
       std::printf("oracle %s%s %s: relative error %.3g\n",
                   std::string(traits(k.type).name).c_str(), k.untied ? " untied" : "",
                   std::string(cpu::isa_name(isa)).c_str(), err);
+    }
+  }
+}
+
+TEST(forward, repacked_weights_give_the_same_logits) {
+  // rows long enough for whole groups of packed blocks (16 Q4_0, 2 Q8_0) and a partial one:
+  // n_embd 544 = 17 blocks, n_ff 1056 = 33; both heads, tied and not
+  // (llama-quantize --pure: the head in the same type); read from a file mapping, whose
+  // pages of the packed tensors the stage lets go of
+  const auto dir = test::temp_dir("repack");
+  for (auto [type, target] : {std::pair{ggml_type::q4_0, ftype::q4_0}, {ggml_type::q8_0, ftype::q8_0}}) {
+    for (bool untied : {false, true}) {
+      build_options o = test::fixture_options(ggml_type::f32);
+      o.shape.n_layer = 1;
+      o.shape.n_embd = 544;
+      o.shape.n_head = 17;
+      o.shape.n_head_kv = 1;
+      o.shape.n_ff = 1056;
+      o.shape.tied_output = !untied;
+      auto built = build_model(o, nullptr);
+      ASSERT_TRUE(built) << built.err().message;
+      const auto f32 = (dir / "f32.gguf").string();
+      const auto quantized = (dir / "q.gguf").string();
+      {
+        const auto bytes = built->to_bytes();
+        std::ofstream(f32, std::ios::binary)
+            .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+      }
+      quantize_options qo;
+      qo.target = target;
+      qo.pure = true;
+      ASSERT_TRUE(quantize_model(f32, quantized, qo));
+      auto opened = model::open(quantized);
+      ASSERT_TRUE(opened) << opened.err().message;
+      std::shared_ptr<const model> m = *opened;
+      ASSERT_EQ(m->weights().head()->type, type);
+      for (auto isa : isas()) {
+        std::vector<float> logits[2];
+        for (bool repack : {false, true}) {
+          stage_compute_options so;
+          so.m = m;
+          so.last_layer = 1;
+          so.n_blocks = 16;
+          so.block_size = 16;
+          so.n_threads = 2;
+          so.kernels = isa;
+          so.repack = repack;
+          auto s = make_stage_compute(so);
+          ASSERT_TRUE(s) << s.err().message;
+          const std::vector<int32_t> table{0, 1, 2, 3};
+          batch b;
+          b.block_tables.push_back(&table);
+          const auto tokens = prompt_tokens(37);
+          for (size_t i = 0; i < tokens.size(); ++i) {
+            b.add(0, tokens[i], static_cast<int32_t>(i), true);
+          }
+          stage_activations io;
+          ASSERT_TRUE((*s)->forward(b, io, logits[repack]));
+        }
+        ASSERT_EQ(logits[0].size(), 37u * 320u);
+        EXPECT_EQ(logits[0], logits[1]) << traits(type).name << (untied ? " untied " : " tied ")
+                                        << cpu::isa_name(isa);
+      }
     }
   }
 }

@@ -353,6 +353,47 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
   }
 }
 
+TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
+  // pack_rows moves bytes only; every element, any tile, any token count, the same bits
+  std::mt19937 rng(26);
+  int n_packed = 0;
+  for (ggml_type type : k_all_types) {
+    if (!cpu::has_packed_layout(GetParam(), type)) {
+      continue;
+    }
+    ++n_packed;
+    // no whole group of 16 blocks, one, 4 + a partial one, 5 + 7 blocks, FFN down's
+    for (int64_t n_in : {32 * 7, 512, 2048, 4096 + 32 * 3, 32 * 87, 8192}) {
+      const int64_t n_out = 41;
+      const auto w = random_weights(rng, type, n_out, n_in);
+      std::vector<uint8_t> packed(w.size());
+      cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out);
+      if (n_in >= 512) {
+        EXPECT_NE(0, std::memcmp(packed.data(), w.data(), w.size())) << "nothing moved";
+      }
+      for (int64_t n_tokens : {1, 3, 16, 19}) {
+        const auto xq = random_activations(rng, type, n_tokens, n_in);
+        std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
+        cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,
+                    n_out);
+        // in two row ranges, as two threads take them
+        cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
+                    0, 16, cpu::weight_layout::packed);
+        cpu::matmul(GetParam(), type, packed.data() + 16 * row_bytes(type, n_in), xq.data(),
+                    got.data() + 16, n_in, n_tokens, n_out, 0, n_out - 16,
+                    cpu::weight_layout::packed);
+        for (size_t i = 0; i < want.size(); ++i) {
+          ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
+              << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens << " element " << i;
+        }
+      }
+    }
+  }
+  if (n_packed == 0) {
+    GTEST_SKIP() << cpu::isa_name(GetParam()) << " has no packed layout";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(isa, simd, ::testing::Values(isa::avx2, isa::avx512),
                          [](const ::testing::TestParamInfo<isa>& i) {
                            return std::string(cpu::isa_name(i.param));

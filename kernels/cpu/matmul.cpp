@@ -250,10 +250,65 @@ float vec_dot(isa v, ggml_type weight, const void* w_row, const void* x_row, int
   return y;
 }
 
+bool has_packed_layout(isa v, ggml_type weight) {
+  return v == isa::avx512 && (weight == ggml_type::q4_0 || weight == ggml_type::q8_0);
+}
+
+namespace {
+
+/// pack_rows of one Q4_0 row (matmul.hpp).
+void pack_row_q4_0(const uint8_t* src, uint8_t* out, int64_t nb) {
+  const int64_t groups = nb / 16;
+  uint8_t* scales = out + 256 * groups;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t l = 0; l < 16; ++l) {
+      const uint8_t* b = src + (16 * g + l) * sizeof(block_q4_0);
+      for (int64_t k = 0; k < 4; ++k) {
+        std::memcpy(out + 256 * g + 64 * k + 4 * l, b + 2 + 4 * k, 4);
+      }
+      std::memcpy(scales + 32 * g + 2 * l, b, 2);
+    }
+  }
+  std::memcpy(out + 288 * groups, src + 288 * groups,
+              static_cast<size_t>(nb - 16 * groups) * sizeof(block_q4_0));
+}
+
+/// pack_rows of one Q8_0 row (matmul.hpp).
+void pack_row_q8_0(const uint8_t* src, uint8_t* out, int64_t nb) {
+  const int64_t pairs = nb / 2;
+  uint8_t* scales = out + 64 * pairs;
+  for (int64_t b = 0; b < 2 * pairs; ++b) {
+    const uint8_t* in = src + b * sizeof(block_q8_0);
+    std::memcpy(out + 32 * b, in + 2, 32);
+    std::memcpy(scales + 2 * b, in, 2);
+  }
+  std::memcpy(out + 68 * pairs, src + 68 * pairs,
+              static_cast<size_t>(nb - 2 * pairs) * sizeof(block_q8_0));
+}
+
+}  // namespace
+
+void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows) {
+  if (!has_packed_layout(v, weight) || n_in <= 0 || n_in % 32 != 0) {
+    std::abort();  // a caller's bug: callers ask has_packed_layout first
+  }
+  const int64_t nb = n_in / 32;
+  const size_t row = row_bytes(weight, static_cast<uint64_t>(n_in));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const auto* src = static_cast<const uint8_t*>(w) + static_cast<size_t>(r) * row;
+    auto* out = static_cast<uint8_t*>(dst) + static_cast<size_t>(r) * row;
+    if (weight == ggml_type::q4_0) {
+      pack_row_q4_0(src, out, nb);
+    } else {
+      pack_row_q8_0(src, out, nb);
+    }
+  }
+}
+
 void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-            int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1) {
+            int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, weight_layout layout) {
   if (!has_matmul(weight) || n_in <= 0 || n_in % traits(weight).block_size != 0 || r0 > r1 ||
-      n_tokens < 0) {
+      n_tokens < 0 || (layout == weight_layout::packed && !has_packed_layout(v, weight))) {
     std::abort();  // a caller's bug: shapes come from checked model files
   }
   if (r0 == r1 || n_tokens == 0) {
@@ -265,7 +320,8 @@ void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, in
     case isa::avx2:
       return detail::matmul_avx2(weight, w, xq, y, n_in, n_tokens, ldy, r0, r1);
     case isa::avx512:
-      return detail::matmul_avx512(weight, w, xq, y, n_in, n_tokens, ldy, r0, r1);
+      return detail::matmul_avx512(weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                                   layout == weight_layout::packed);
   }
 }
 

@@ -36,11 +36,30 @@ void quantize_row_q8_k(const float* x, void* y, int64_t n);
 /// One output element: dot(weight row, activation row) of n_in elements.
 float vec_dot(isa v, ggml_type weight, const void* w_row, const void* x_row, int64_t n_in);
 
+/// How weight rows lie in memory: as in the GGUF file (ggml's blocks), or repacked once at
+/// load into the layout an isa's kernels read without shuffling (pack_rows). A packed row
+/// has the same bytes as its ggml row, moved, and matmul computes every element with the
+/// same operations from either: the same bits.
+enum class weight_layout { ggml, packed };
+
+/// Whether isa v has a packed layout for `weight` (AVX-512: Q4_0, Q8_0).
+bool has_packed_layout(isa v, ggml_type weight);
+
+/// dst = n_rows rows of w (ggml layout) in isa v's packed layout, row_bytes apart as in
+/// w. Q4_0 (nb = n_in / 32 blocks, G = nb / 16 whole groups of 16): per group g, the qs
+/// dword k (k < 4) of block 16g + l at 256g + 64k + 4l; then the G groups' scales, 16
+/// halves each, at 256G + 32g; then the last nb − 16G blocks as they were. Q8_0 (P = nb / 2
+/// pairs): the qs of block b at 32b, then the 2P scales at 64P + 2b, then a lone last
+/// block as it was.
+void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows);
+
 /// y[t * ldy + r] = vec_dot(W row r, xq row t) for r in [r0, r1), t in [0, n_tokens).
-/// W: n_out rows of n_in elements, row_bytes(weight, n_in) apart (ggml's [n_in, n_out]).
+/// W: n_out rows of n_in elements, row_bytes(weight, n_in) apart (ggml's [n_in, n_out]),
+/// in `layout` (packed: made by pack_rows for this v).
 /// xq: n_tokens rows, activation_row_bytes(weight, n_in) apart.
 void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-            int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1);
+            int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
+            weight_layout layout = weight_layout::ggml);
 
 /// Integers per block that block_dot_ints writes: 2 for q4_K (scaled sum, min sum), else 1.
 int block_dot_ints_per_block(ggml_type weight);

@@ -148,7 +148,20 @@ inline void unpack_q8_0_pair(const uint8_t* p, bool both, __m512i& u, __m512& d)
   d = cvt_halves(pair_scales(z0, idx_d_q8_0));
 }
 
-/// Q8_0 weights by prepared Q8_0 activations.
+/// The same from pack_rows' layout: qs = the pair's 64 bytes in natural order, ds = its
+/// two scales.
+inline void unpack_q8_0_packed(const uint8_t* qs, const uint8_t* ds, __m512i& u, __m512& d) {
+  alignas(32) static constexpr int16_t idx[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+  int32_t both;
+  std::memcpy(&both, ds, 4);
+  u = _mm512_xor_si512(_mm512_loadu_si512(qs), _mm512_set1_epi8(static_cast<char>(0x80)));
+  d = _mm512_cvtph_ps(_mm256_permutexvar_epi16(
+      _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)),
+      _mm256_castsi128_si256(_mm_cvtsi32_si128(both))));
+}
+
+/// Q8_0 weights by prepared Q8_0 activations, from ggml's layout or (Packed) pack_rows'.
+template <bool Packed>
 struct kernel_q8_0 {
   static constexpr int max_rows_1 = 1;
   // 3 × 4 prefill tiles: each pass over the prepared activations (from L2 once 4 tokens
@@ -190,9 +203,23 @@ struct kernel_q8_0 {
       __m512 dx[NR];
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
-        const uint8_t* wp = a.w + r * a.w_stride + 2 * p * block_bytes;
-        prefetch_ahead(wp, 2 * block_bytes);
-        unpack(wp, both, u[r], dx[r]);
+        const uint8_t* row = a.w + r * a.w_stride;
+        if constexpr (Packed) {
+          if (both) {
+            const uint8_t* qs = row + 64 * p;
+            const uint8_t* ds = row + 64 * (nb / 2) + 4 * p;
+            prefetch_ahead(qs, 64);
+            prefetch_ahead(ds, 4);
+            unpack_q8_0_packed(qs, ds, u[r], dx[r]);
+          } else {
+            // pack_rows leaves a lone last block where it was
+            unpack(row + 2 * p * block_bytes, false, u[r], dx[r]);
+          }
+        } else {
+          const uint8_t* wp = row + 2 * p * block_bytes;
+          prefetch_ahead(wp, 2 * block_bytes);
+          unpack(wp, both, u[r], dx[r]);
+        }
       }
       #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
@@ -354,6 +381,19 @@ struct q4_group {
     d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_mask_blend_epi16(0x00ff, b, a)));
   }
 
+  /// The same group from pack_rows' layout: qs = its 256 bytes of qs dwords, lane-ordered,
+  /// ds = its 16 scales. The same lanes as load(), read without a shuffle.
+  void load_packed(const uint8_t* qs, const uint8_t* ds) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512i q = _mm512_loadu_si512(qs + 64 * k);
+      u[k] = _mm512_and_si512(q, lo4);
+      u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), lo4);
+    }
+    d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
+  }
+
   /// The last group of a row: `n` < 16 blocks, the rest as zeros.
   void load_partial(const uint8_t* p, int n) {
     alignas(64) uint8_t buf[288] = {};
@@ -375,7 +415,9 @@ struct q4_group {
 
 /// Q4_0 weights by prepared Q8_0 activations. An element's value: lane l accumulates
 /// blocks l, 16 + l, 32 + l, ... as acc = fma(float(block dot), dx · dy, acc), then the
-/// 16 lanes are summed by hsum. Every tile shape computes exactly that.
+/// 16 lanes are summed by hsum. Every tile shape computes exactly that, from ggml's layout
+/// or (Packed) pack_rows' — the lanes are the same, only how they are loaded differs.
+template <bool Packed>
 struct kernel_q4_0 {
   static constexpr int max_rows_1 = 1;
   // 1 × 16 prefill tiles: the row's group, unpacked once, serves 16 tokens, and the 16
@@ -413,18 +455,31 @@ struct kernel_q4_0 {
     // k_pass slices are whole groups (512 elements)
     const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
     const bool prefetch = a.w_stride <= 4096 || prefetch_long_q4_0_rows();
+    const int64_t whole = nb / 16;  // groups that are not the row's partial last one
     for (int64_t g = a.k0 / 512; g < g1; ++g) {
       q4_group w[NR];
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
-        const uint8_t* wp = a.w + r * a.w_stride + g * group_bytes;
-        if (16 * g + 16 <= nb) {
-          if (prefetch) {
-            prefetch_ahead(wp, group_bytes);
+        const uint8_t* row = a.w + r * a.w_stride;
+        if (g < whole) {
+          if constexpr (Packed) {
+            const uint8_t* qs = row + 256 * g;
+            const uint8_t* ds = row + 256 * whole + 32 * g;
+            if (prefetch) {
+              prefetch_ahead(qs, 256);
+              prefetch_ahead(ds, 32);
+            }
+            w[r].load_packed(qs, ds);
+          } else {
+            const uint8_t* wp = row + g * group_bytes;
+            if (prefetch) {
+              prefetch_ahead(wp, group_bytes);
+            }
+            w[r].load(wp);
           }
-          w[r].load(wp);
         } else {
-          w[r].load_partial(wp, static_cast<int>(nb - 16 * g));
+          // pack_rows leaves the partial group where it was
+          w[r].load_partial(row + g * group_bytes, static_cast<int>(nb - 16 * g));
         }
       }
       #pragma GCC unroll 16
@@ -809,14 +864,19 @@ struct kernel_float {
 }  // namespace
 
 void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-                   int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1) {
+                   int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, bool packed) {
   const size_t xs = activation_row_bytes(weight, n_in);
   switch (weight) {
     case ggml_type::q4_0:
-      return run_matmul(kernel_q4_0{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      if (packed) {
+        return run_matmul(kernel_q4_0<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      }
+      return run_matmul(kernel_q4_0<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q8_0:
-      return run_matmul(kernel_q8_0{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      if (packed) {
+        return run_matmul(kernel_q8_0<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      }
+      return run_matmul(kernel_q8_0<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q4_k:
       return run_matmul(kernel_k<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q6_k:
@@ -841,9 +901,9 @@ void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_ro
   const auto* x = static_cast<const uint8_t*>(x_row);
   switch (weight) {
     case ggml_type::q4_0:
-      return kernel_q4_0{}.block_ints(w, x, n_in, out);
+      return kernel_q4_0<false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q8_0:
-      return kernel_q8_0{}.block_ints(w, x, n_in, out);
+      return kernel_q8_0<false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q4_k:
       return kernel_k<false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q6_k:

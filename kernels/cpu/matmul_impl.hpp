@@ -25,8 +25,9 @@ void matmul_avx2(ggml_type weight, const void* w, const void* xq, float* y, int6
 void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
                          int32_t* out);
 
+/// packed: w in pack_rows' layout for isa::avx512.
 void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-                   int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1);
+                   int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, bool packed);
 void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
                            int32_t* out);
 

@@ -2,6 +2,7 @@
 // [n_in, n_out] (n_out rows of n_in), activations are [n_tokens, n].
 #include "runtime/compute/cpu_stage.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -26,6 +27,52 @@ cpu_stage::cpu_stage(const stage_compute_options& o)
     rope_freqs_.resize(static_cast<size_t>(rf->n_elements()));
     std::memcpy(rope_freqs_.data(), rf->data, rf->n_bytes);
   }
+  if (o.repack) {
+    pack_weights();
+  }
+}
+
+void cpu_stage::pack_weights() {
+  const auto& w = model_->weights();
+  std::vector<const tensor_info*> mine;
+  for (int64_t il = first_; il < last_; ++il) {
+    const layer_weights& l = w.layers[static_cast<size_t>(il)];
+    mine.insert(mine.end(), {l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down});
+  }
+  if (last_stage()) {
+    mine.push_back(w.head());
+  }
+  std::erase_if(mine, [&](const tensor_info* t) { return !cpu::has_packed_layout(isa_, t->type); });
+  std::sort(mine.begin(), mine.end());
+  mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+  auto at = [](size_t offset) { return (offset + 63) / 64 * 64; };
+  size_t total = 0;
+  for (const tensor_info* t : mine) {
+    total = at(total) + t->n_bytes;
+  }
+  if (total == 0) {
+    return;
+  }
+  // not zeroed: every byte is written by pack_rows before it is read
+  packed_arena_ = {huge_page_allocator<uint8_t>().allocate(total), huge_page_free{total}};
+  size_t offset = 0;
+  for (const tensor_info* t : mine) {
+    offset = at(offset);
+    uint8_t* copy = packed_arena_.get() + offset;
+    offset += t->n_bytes;
+    const int64_t n_in = t->ne[0];
+    const int64_t n_rows = t->n_elements() / n_in;
+    const size_t row = row_bytes(t->type, static_cast<uint64_t>(n_in));
+    pool_.run([&](int ith, int nth) {
+      auto [r0, r1] = cpu::thread_pool::split(n_rows, ith, nth);
+      cpu::pack_rows(isa_, t->type, t->data + r0 * row, copy + r0 * row, n_in, r1 - r0);
+    });
+    // the file mapping's pages of this tensor are not read again (but embedding rows of a
+    // tied head, which fault back in one by one): out of this process's resident memory,
+    // as a GPU stage does with what it uploads (nothing for a model in a caller's buffer)
+    model_->file().release_pages(t->data, t->n_bytes);
+    packed_.emplace(t, copy);
+  }
 }
 
 void cpu_stage::matmul(const tensor_info& w, const float* x, int64_t n_tokens, float* y) {
@@ -42,11 +89,16 @@ void cpu_stage::matmul(const tensor_info& w, const float* x, int64_t n_tokens, f
       cpu::quantize_activation_row(isa_, w.type, x + t * n_in, xq_.data() + t * xq_row, n_in);
     }
   });
+  const auto packed = packed_.find(&w);
+  const void* data = packed == packed_.end() ? static_cast<const void*>(w.data)
+                                             : packed->second;
+  const auto layout =
+      packed == packed_.end() ? cpu::weight_layout::ggml : cpu::weight_layout::packed;
   // outputs: split by weight rows, never along n_in
   pool_.run([&](int ith, int nth) {
     auto [r0, r1] = cpu::thread_pool::split(n_out, ith, nth, 16);
     if (r0 < r1) {
-      cpu::matmul(isa_, w.type, w.data, xq_.data(), y, n_in, n_tokens, n_out, r0, r1);
+      cpu::matmul(isa_, w.type, data, xq_.data(), y, n_in, n_tokens, n_out, r0, r1, layout);
     }
   });
 }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/cpu/isa.hpp"
@@ -21,6 +22,12 @@
 #include "runtime/model/model_config.hpp"
 
 namespace baton {
+
+/// Frees what huge_page_allocator gave for `bytes`.
+struct huge_page_free {
+  size_t bytes = 0;
+  void operator()(uint8_t* p) const { huge_page_allocator<uint8_t>().deallocate(p, bytes); }
+};
 
 class cpu_stage final : public stage_compute {
  public:
@@ -55,6 +62,9 @@ class cpu_stage final : public stage_compute {
  private:
   /// y[n_tokens, n_out] = x[n_tokens, n_in] · Wᵀ, split by output rows over the pool.
   void matmul(const tensor_info& w, const float* x, int64_t n_tokens, float* y);
+  /// Copies this stage's matmul weights that isa_ has a packed layout for into packed_,
+  /// and lets go of their pages of the file mapping.
+  void pack_weights();
   void attention(const batch& b, int64_t il, const float* q, float* out);
 
   // -- member variables -------------------------------------------------------
@@ -65,6 +75,10 @@ class cpu_stage final : public stage_compute {
   kv_storage kv_;
   cpu::isa isa_;
   std::vector<float> rope_freqs_;  // [n_rot / 2] or empty
+  // weights read from a packed copy instead of the file mapping: one arena (2 MiB pages
+  // where the kernel gives them, and no rounding up per tensor), each tensor's place in it
+  std::unique_ptr<uint8_t, huge_page_free> packed_arena_;
+  std::unordered_map<const tensor_info*, const uint8_t*> packed_;
   // scratch, grown to the largest batch seen
   std::vector<float> cur_, q_, k_, v_, attn_, gate_, up_, rope_cs_;
   std::vector<uint8_t> xq_;
