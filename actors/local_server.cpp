@@ -171,6 +171,7 @@ stage_compute_options local_server::compute_options(const std::vector<stage_setu
   // threads: the rank's share split over the stages it runs (they overlap in time)
   co.n_threads = st.n_threads > 0 ? st.n_threads : std::max(1, opts_.n_threads / n_local);
   co.kernels = opts_.kernels;
+  co.repack = opts_.repack;
   co.max_tokens = sv.max_num_batched_tokens;
   co.max_logits = sv.max_num_seqs;
   co.max_context = sv.n_ctx;

@@ -78,6 +78,7 @@ struct server_options {
   std::vector<stage_setup> stages;     ///< empty: n_stages on rank 0, layers split evenly
   int32_t n_threads = 2;               ///< in all, split over the stages
   cpu::isa kernels = cpu::best_isa();
+  bool repack = true;                  ///< stage_compute_options::repack (--no-repack: false)
   /// The router's scheduler trace (router_config::trace); the head only.
   std::function<void(const trace_event&)> trace;
 };

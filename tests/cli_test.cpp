@@ -184,6 +184,11 @@ TEST(cli_run, generates_deterministically_and_refuses_what_does_not_fit) {
   ASSERT_EQ(b.status, 0) << b.err;
   EXPECT_FALSE(a.out.empty());
   EXPECT_EQ(a.out, b.out);  // same seed, same tokens, whatever the thread count
+  // the weights read from the file's pages instead of a repacked copy: the same tokens
+  auto unpacked = baton("run -m " + model +
+                        " -p \"The capital of France is\" -n 12 --temp 0.7 -s 42 -t 2 --no-repack");
+  ASSERT_EQ(unpacked.status, 0) << unpacked.err;
+  EXPECT_EQ(a.out, unpacked.out);
   EXPECT_NE(a.err.find("generation:"), std::string::npos) << a.err;
   EXPECT_NE(a.err.find("tokens/s"), std::string::npos) << a.err;
 

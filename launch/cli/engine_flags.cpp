@@ -33,6 +33,9 @@ void engine_flags::add_to(CLI::App& cmd) {
   cmd.add_option("-t,--threads", threads, "CPU threads (default: the cores this process may use)");
   cmd.add_option("--kv-type", kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd.add_option("--kernels", kernels, "Pin the CPU kernels: scalar, avx2 or avx512");
+  cmd.add_flag("--no-repack", no_repack,
+               "Read Q4_0/Q8_0 weights from the file's pages as they are (llama.cpp's flag): no "
+               "repacked copy in anonymous memory, slower AVX-512 kernels, same outputs");
   cmd.add_option("-c,--ctx-size", ctx_size, "Context size per sequence (default min(model, 4096))");
   cmd.add_option("-b,--batch-size", batch_size, "Prompt tokens per forward step")->capture_default_str();
   cmd.add_option("--stages", stages, "Pipeline stages in this process (layers split evenly)")
@@ -136,6 +139,7 @@ result<loaded> load(const engine_flags& f, const load_request& req) {
     }
     o.kernels = *k;
   }
+  o.repack = !f.no_repack;
   if (f.ctx_size < 0) {
     return make_error("--ctx-size (%lld) must be >= 0", static_cast<long long>(f.ctx_size));
   }
@@ -200,6 +204,7 @@ server_options server_options_for(const loaded& l, int32_t n_stages, serving_con
   so.n_stages = n_stages;
   so.n_threads = l.n_threads;
   so.kernels = l.opts.kernels;
+  so.repack = l.opts.repack;
   s.n_ctx = l.opts.n_ctx;
   s.kv_type = l.opts.kv_type;
   s.n_blocks = l.n_blocks;

@@ -49,7 +49,8 @@ engine::engine(std::shared_ptr<const model> m, engine_options opts)
                                    .block_size = opts.block_size,
                                    .kv_type = opts.kv_type,
                                    .n_threads = opts.n_threads,
-                                   .kernels = opts.kernels}) {}
+                                   .kernels = opts.kernels,
+                                   .repack = opts.repack}) {}
 
 result<std::vector<std::vector<float>>> engine::feed(std::span<const feed_item> items) {
   batch_.clear();

@@ -23,6 +23,7 @@ struct engine_options {
   int n_threads = 2;
   ggml_type kv_type = ggml_type::f16;
   cpu::isa kernels = cpu::best_isa();
+  bool repack = true;            ///< stage_compute_options::repack (--no-repack: false)
   int64_t n_ctx = 4096;          ///< max tokens per sequence
   int32_t n_seq_max = 1;         ///< sequences the cache is sized for
   int32_t block_size = 16;
