@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "actors/local_server.hpp"
+#include "runtime/compute/cpu_stage.hpp"
 #include "runtime/system/budget.hpp"
 #include "runtime/system/units.hpp"
 #include "topology/memory_plan.hpp"
@@ -144,16 +145,27 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
   const serving_config& sv = opts_.serving;
   const uint64_t new_kv =
       cpu_stage_kv_bytes(*model_, new_cpu, n_blocks, sv.block_size, sv.kv_type);
-  if (new_kv > 0) {
+  // and the weights they repack into their own memory (not with --no-repack)
+  uint64_t new_packed = 0;
+  for (const auto& [first, last] : new_cpu) {
+    if (opts_.repack) {
+      for (const tensor_info* t : cpu_stage::packed_tensors(*model_, first, last, opts_.kernels)) {
+        new_packed += t->n_bytes;
+      }
+    }
+  }
+  if (new_kv + new_packed > 0) {
     const resource_budget budget = detect_budget();
     const uint64_t used = budget.memory_used_bytes.value_or(0);
     const uint64_t room = budget.memory_bytes > used ? budget.memory_bytes - used : 0;
-    if (new_kv > room) {
-      return make_error("rank %d: preparing the new stages needs %s of KV memory on the host "
-                        "beside the running pipeline's (both are held until the switch), and %s "
-                        "of %s is free (%s); nothing changed",
-                        link_.rank, format_bytes(new_kv).c_str(), format_bytes(room).c_str(),
-                        format_bytes(budget.memory_bytes).c_str(), budget.memory_source.c_str());
+    if (new_kv + new_packed > room) {
+      return make_error("rank %d: preparing the new stages needs %s of KV memory and %s of "
+                        "repacked weights (--no-repack: none) on the host beside the running "
+                        "pipeline's (both are held until the switch), and %s of %s is free (%s); "
+                        "nothing changed",
+                        link_.rank, format_bytes(new_kv).c_str(), format_bytes(new_packed).c_str(),
+                        format_bytes(room).c_str(), format_bytes(budget.memory_bytes).c_str(),
+                        budget.memory_source.c_str());
     }
   }
   // the new epoch's route first: its stages send to it from their first step on

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 
+#include "runtime/compute/cpu_stage.hpp"
 #include "runtime/compute/engine.hpp"
 #include "runtime/compute/stage_compute.hpp"
 #include "runtime/model/model_builder.hpp"
@@ -129,6 +130,10 @@ TEST(forward, repacked_weights_give_the_same_logits) {
       ASSERT_TRUE(opened) << opened.err().message;
       std::shared_ptr<const model> m = *opened;
       ASSERT_EQ(m->weights().head()->type, type);
+      // what a stage packs (a reshard counts its bytes): the 7 matrices, and the head on
+      // the last stage; nothing for kernels without a packed layout
+      EXPECT_EQ(cpu_stage::packed_tensors(*m, 0, 1, cpu::isa::avx512).size(), 8u);
+      EXPECT_TRUE(cpu_stage::packed_tensors(*m, 0, 1, cpu::isa::avx2).empty());
       for (auto isa : isas()) {
         std::vector<float> logits[2];
         for (bool repack : {false, true}) {

@@ -32,19 +32,25 @@ cpu_stage::cpu_stage(const stage_compute_options& o)
   }
 }
 
-void cpu_stage::pack_weights() {
-  const auto& w = model_->weights();
+std::vector<const tensor_info*> cpu_stage::packed_tensors(const model& m, int64_t first,
+                                                          int64_t last, cpu::isa v) {
+  const auto& w = m.weights();
   std::vector<const tensor_info*> mine;
-  for (int64_t il = first_; il < last_; ++il) {
+  for (int64_t il = first; il < last; ++il) {
     const layer_weights& l = w.layers[static_cast<size_t>(il)];
     mine.insert(mine.end(), {l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down});
   }
-  if (last_stage()) {
+  if (last == m.config().n_layer) {
     mine.push_back(w.head());
   }
-  std::erase_if(mine, [&](const tensor_info* t) { return !cpu::has_packed_layout(isa_, t->type); });
+  std::erase_if(mine, [&](const tensor_info* t) { return !cpu::has_packed_layout(v, t->type); });
   std::sort(mine.begin(), mine.end());
   mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+  return mine;
+}
+
+void cpu_stage::pack_weights() {
+  const std::vector<const tensor_info*> mine = packed_tensors(*model_, first_, last_, isa_);
   auto at = [](size_t offset) { return (offset + 63) / 64 * 64; };
   size_t total = 0;
   for (const tensor_info* t : mine) {

@@ -35,6 +35,12 @@ class cpu_stage final : public stage_compute {
   /// on o.n_threads threads with the o.kernels kernels. The model must hold those layers.
   explicit cpu_stage(const stage_compute_options& o);
 
+  /// The weights a CPU stage over layers [first, last) of m copies into its own memory
+  /// with kernels v (stage_compute_options::repack): those whose type v has a packed
+  /// layout for. Their n_bytes are what such a stage holds beyond its KV.
+  static std::vector<const tensor_info*> packed_tensors(const model& m, int64_t first,
+                                                        int64_t last, cpu::isa v);
+
   bool first_stage() const { return first_ == 0; }
   bool last_stage() const { return last_ == model_->config().n_layer; }
   int64_t first_layer() const { return first_; }
