@@ -148,10 +148,8 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
   // and the weights they repack into their own memory (not with --no-repack)
   uint64_t new_packed = 0;
   for (const auto& [first, last] : new_cpu) {
-    if (opts_.repack) {
-      for (const tensor_info* t : cpu_stage::packed_tensors(*model_, first, last, opts_.kernels)) {
-        new_packed += t->n_bytes;
-      }
+    for (const tensor_info* t : cpu_stage::packed_tensors(*model_, first, last, opts_.kernels)) {
+      new_packed += opts_.repack ? t->n_bytes : 0;
     }
   }
   if (new_kv + new_packed > 0) {

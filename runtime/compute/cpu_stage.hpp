@@ -23,12 +23,6 @@
 
 namespace baton {
 
-/// Frees what huge_page_allocator gave for `bytes`.
-struct huge_page_free {
-  size_t bytes = 0;
-  void operator()(uint8_t* p) const { huge_page_allocator<uint8_t>().deallocate(p, bytes); }
-};
-
 class cpu_stage final : public stage_compute {
  public:
   /// Layers o.first_layer..o.last_layer of o.m with o.n_blocks KV blocks of o.kv_type,

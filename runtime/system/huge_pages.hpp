@@ -60,6 +60,13 @@ struct huge_page_allocator {
   bool operator!=(const huge_page_allocator<U>&) const { return false; }
 };
 
+/// A unique_ptr deleter for what huge_page_allocator gave for `bytes` (an arena that is
+/// filled before it is read, so not zeroed as a byte_buffer would be).
+struct huge_page_free {
+  size_t bytes = 0;
+  void operator()(uint8_t* p) const { huge_page_allocator<uint8_t>().deallocate(p, bytes); }
+};
+
 /// Bytes of KV rows as they leave one stage and enter another.
 using byte_buffer = std::vector<uint8_t, huge_page_allocator<uint8_t>>;
 /// One message between ranks (activation_wire.hpp).
