@@ -3,7 +3,7 @@
 // each process doing its own warm-up round; medians of --runs each. Then baton's actor
 // overhead for a batch-1 decode step. Prints a markdown table for bench/RESULTS.md;
 // progress on stderr. The peer is the native llama.cpp build in the shared folder (its
-// llama-batched-bench) when it is there and this CPU runs it, else node-llama-cpp's
+// llama-batched-bench) when it is there and runs the model on this CPU, else node-llama-cpp's
 // prebuilt CPU build (bench/llama_cpp_batched.mjs); --peer forces one (see
 // bench/llama_cpp_peer.mjs for both, and for how llama-batched-bench's numbers map).
 //   node bench/compare_batched.mjs [--runs 3] [-t 2] [-p 32] [-n 32] [--streams 1,4,16,64]
@@ -39,7 +39,7 @@ if (!model || !(nGen >= 2)) {
     "[--streams 1,4,16,64] [--peer native|node] MODEL");
   process.exit(2);
 }
-const peer = choosePeer(want, "llama-batched-bench");
+const peer = choosePeer(want, "llama-batched-bench", model, threads);
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

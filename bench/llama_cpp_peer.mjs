@@ -1,11 +1,13 @@
 // Which llama.cpp the comparison scripts measure baton against, and how to run it:
 //   native  the llama.cpp c392e509 build in the shared folder (peers/llama.cpp-c392e509:
-//           llama-bench, llama-batched-bench; built -march=native on a Zen 4, so it
-//           needs that CPU's AVX-512 set), run through its `run` wrapper;
+//           llama-bench, llama-batched-bench; built -march=native on a Zen 5 although
+//           its README says Zen 4: its Q4_0 and Q8_0 dot products use AVX-VNNI, which a
+//           Zen 4 lacks, while F16 and Q4_K_M run there), run through its `run` wrapper;
 //   node    node-llama-cpp's prebuilt CPU library (bench/llama_cpp_bench.mjs and
 //           bench/llama_cpp_batched.mjs), the peer before the native build existed.
-// The native build is chosen when it is there and the CPU can run it; `--peer native|node`
-// forces one. Its folder: $BATON_LLAMA_CPP_DIR (a folder with `run` and bin/), else
+// The native build is chosen when it is there and runs the model on this CPU (a short
+// llama-bench on it first: an illegal instruction may lie in one type's kernels only);
+// `--peer native|node` forces one. Its folder: $BATON_LLAMA_CPP_DIR (a folder with `run` and bin/), else
 // peers/llama.cpp-c392e509 in the shared folder ($BATON_SHARED_DIR, else ../shared
 // beside the repository).
 import { execFileSync } from "node:child_process";
@@ -71,8 +73,24 @@ function nativeUnusable(dir, tool) {
   if (!fs.existsSync(path.join(dir, "run"))) return `no ${path.join(dir, "run")}`;
   if (!fs.existsSync(path.join(dir, "bin", tool))) return `no ${path.join(dir, "bin", tool)}`;
   const missing = missingCpuFlags();
-  if (missing.length) return `the CPU lacks ${missing.join(" ")} (it was built -march=native on a Zen 4)`;
+  if (missing.length) return `the CPU lacks ${missing.join(" ")} (it was built -march=native)`;
   return null;
+}
+
+/// Why the native build cannot run `model` on this CPU, or null when it can: a 16-token
+/// prompt and 2 generated tokens through llama-bench reach the kernels the measured runs
+/// use (prompt tiles and the decode dot products).
+function nativeFailsOn(dir, model, threads) {
+  try {
+    execFileSync(path.join(dir, "run"), ["llama-bench", "-m", model, "-t", String(threads),
+      "-p", "16", "-n", "2", "-r", "1", "-o", "json"], { stdio: ["ignore", "ignore", "ignore"] });
+    return null;
+  } catch (e) {
+    if (e.signal === "SIGILL") {
+      return `it stops with an illegal instruction on ${path.basename(model)} here (built -march=native on another CPU)`;
+    }
+    return `llama-bench failed on ${path.basename(model)} (${e.signal ?? `exit ${e.status}`})`;
+  }
 }
 
 /// node-llama-cpp's version as installed (bench/setup_peer.sh), or null.
@@ -86,20 +104,20 @@ function nodePeerVersion() {
   }
 }
 
-/// The peer to measure with `tool` (llama-bench or llama-batched-bench on the native
-/// side): { kind: "native", dir, commit } or { kind: "node", version }. `want` is
+/// The peer to measure `model` with `tool` (llama-bench or llama-batched-bench on the
+/// native side): { kind: "native", dir, commit } or { kind: "node", version }. `want` is
 /// takePeerFlag's answer; a forced native peer that cannot run here is an error, an
 /// automatic choice falls back to node-llama-cpp and says why on stderr.
-export function choosePeer(want, tool) {
+export function choosePeer(want, tool, model, threads) {
   if (want !== "node") {
     const dir = nativeDir();
-    const why = nativeUnusable(dir, tool);
+    const why = nativeUnusable(dir, tool) ?? nativeFailsOn(dir, model, threads);
     if (!why) return { kind: "native", dir, commit: nativeCommit(dir) };
     if (want === "native") {
       console.error(`--peer native: cannot use the llama.cpp build at ${dir}: ${why}`);
       process.exit(2);
     }
-    process.stderr.write(`peer: node-llama-cpp (native llama.cpp not used: ${why})\n`);
+    process.stderr.write(`peer for ${path.basename(model)}: node-llama-cpp (native llama.cpp not used: ${why})\n`);
   }
   return { kind: "node", version: nodePeerVersion() };
 }
