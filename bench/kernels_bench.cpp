@@ -301,7 +301,8 @@ void check_matmul(const std::string& kernel, isa v, ggml_type type, const uint8_
 }
 
 void bm_matmul(benchmark::State& state, const std::string& kernel, isa v, ggml_type type,
-               int64_t n_out, int64_t n_in, int64_t n_tokens, int n_threads) {
+               int64_t n_out, int64_t n_in, int64_t n_tokens, int n_threads,
+               baton::cpu::weight_layout layout) {
   if (!baton::cpu::isa_supported(v)) {
     state.SkipWithError("this CPU cannot run this isa");
     return;
@@ -311,6 +312,17 @@ void bm_matmul(benchmark::State& state, const std::string& kernel, isa v, ggml_t
   const int n_copies =
       n_tokens == 1 ? static_cast<int>(std::max<size_t>(1, k_decode_bytes / w_bytes)) : 1;
   const auto w = make_weights(type, n_out, n_in, n_copies);
+  // the timed copy: w itself, or every copy repacked as a CPU stage does at load (the
+  // checks below still compare with w's ggml layout: the same bits are promised)
+  std::vector<uint8_t> packed;
+  if (layout == baton::cpu::weight_layout::packed) {
+    packed.resize(w.size());
+    for (int c = 0; c < n_copies; ++c) {
+      baton::cpu::pack_rows(v, type, w.data() + w_bytes * c, packed.data() + w_bytes * c, n_in,
+                            n_out);
+    }
+  }
+  const uint8_t* timed = packed.empty() ? w.data() : packed.data();
 
   std::vector<float> x(static_cast<size_t>(n_in * n_tokens));
   fill_random(reinterpret_cast<uint8_t*>(x.data()), x.size() * 4, 3);
@@ -333,23 +345,25 @@ void bm_matmul(benchmark::State& state, const std::string& kernel, isa v, ggml_t
     if (helper) {
       helper->run(
           [&] {
-            baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, half);
+            baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, half,
+                               layout);
           },
           [&] {
             baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, half,
-                               n_out);
+                               n_out, layout);
           });
     } else {
-      baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, n_out);
+      baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, n_out,
+                         layout);
     }
   };
   if (first_check(kernel)) {
-    run(w.data());
+    run(timed);
     check_matmul(kernel, v, type, w.data(), x, xq, y, n_out, n_in, n_tokens, n_threads);
   }
   int copy = 0;
   for (auto _ : state) {
-    run(w.data() + w_bytes * copy);
+    run(timed + w_bytes * copy);
     benchmark::DoNotOptimize(y.data());
     copy = (copy + 1) % n_copies;
   }
@@ -387,6 +401,7 @@ void bm_quantize(benchmark::State& state, const std::string& kernel, isa v, ggml
 }
 
 void register_all() {
+  using baton::cpu::weight_layout;
   benchmark::RegisterBenchmark("stream_read/threads:1", bm_read, 1)->UseRealTime()->MinTime(1.0);
   benchmark::RegisterBenchmark("stream_read/threads:2", bm_read, 2)->UseRealTime()->MinTime(1.0);
 
@@ -403,15 +418,22 @@ void register_all() {
             if (v == isa::scalar && (n_tokens > 1 || s.n_out != 2048 || s.n_in != 2048)) {
               continue;  // the reference is slow; one shape shows its rate
             }
-            const std::string name = "matmul/" + std::string(baton::traits(type).name) + "/" +
-                                     std::string(baton::cpu::isa_name(v)) + "/" +
-                                     std::to_string(s.n_out) + "x" + std::to_string(s.n_in) +
-                                     "/tokens:" + std::to_string(n_tokens) +
-                                     "/threads:" + std::to_string(n_threads);
-            benchmark::RegisterBenchmark(name.c_str(), bm_matmul, name, v, type, s.n_out,
-                                         s.n_in, n_tokens, n_threads)
-                ->UseRealTime()
-                ->Unit(benchmark::kMicrosecond);
+            // "q4_0+packed": the weights in pack_rows' layout, as a CPU stage reads them
+            for (auto layout : {weight_layout::ggml, weight_layout::packed}) {
+              if (layout == weight_layout::packed && !baton::cpu::has_packed_layout(v, type)) {
+                continue;
+              }
+              const std::string name =
+                  "matmul/" + std::string(baton::traits(type).name) +
+                  (layout == weight_layout::packed ? "+packed/" : "/") +
+                  std::string(baton::cpu::isa_name(v)) + "/" + std::to_string(s.n_out) + "x" +
+                  std::to_string(s.n_in) + "/tokens:" + std::to_string(n_tokens) +
+                  "/threads:" + std::to_string(n_threads);
+              benchmark::RegisterBenchmark(name.c_str(), bm_matmul, name, v, type, s.n_out,
+                                           s.n_in, n_tokens, n_threads, layout)
+                  ->UseRealTime()
+                  ->Unit(benchmark::kMicrosecond);
+            }
           }
         }
       }

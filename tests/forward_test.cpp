@@ -99,7 +99,7 @@ TEST(forward, matches_the_double_precision_oracle) {
 }
 
 TEST(forward, repacked_weights_give_the_same_logits) {
-  // rows long enough for whole groups of packed blocks (16 Q4_0, 2 Q8_0) and a partial one:
+  // rows long enough for whole groups of packed blocks (16 Q4_0, 32 Q8_0) and a partial one:
   // n_embd 544 = 17 blocks, n_ff 1056 = 33; both heads, tied and not
   // (llama-quantize --pure: the head in the same type); read from a file mapping, whose
   // pages of the packed tensors the stage lets go of

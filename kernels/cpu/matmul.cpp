@@ -6,6 +6,7 @@
 // run too.
 #include "kernels/cpu/matmul.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -259,14 +260,14 @@ namespace {
 /// pack_rows of one Q4_0 row (matmul.hpp).
 void pack_row_q4_0(const uint8_t* src, uint8_t* out, int64_t nb) {
   const int64_t groups = nb / 16;
-  uint8_t* scales = out + 256 * groups;
   for (int64_t g = 0; g < groups; ++g) {
+    uint8_t* group = out + 288 * g;
     for (int64_t l = 0; l < 16; ++l) {
       const uint8_t* b = src + (16 * g + l) * sizeof(block_q4_0);
       for (int64_t k = 0; k < 4; ++k) {
-        std::memcpy(out + 256 * g + 64 * k + 4 * l, b + 2 + 4 * k, 4);
+        std::memcpy(group + 64 * k + 4 * l, b + 2 + 4 * k, 4);
       }
-      std::memcpy(scales + 32 * g + 2 * l, b, 2);
+      std::memcpy(group + 256 + 2 * l, b, 2);
     }
   }
   std::memcpy(out + 288 * groups, src + 288 * groups,
@@ -276,11 +277,14 @@ void pack_row_q4_0(const uint8_t* src, uint8_t* out, int64_t nb) {
 /// pack_rows of one Q8_0 row (matmul.hpp).
 void pack_row_q8_0(const uint8_t* src, uint8_t* out, int64_t nb) {
   const int64_t pairs = nb / 2;
-  uint8_t* scales = out + 64 * pairs;
-  for (int64_t b = 0; b < 2 * pairs; ++b) {
-    const uint8_t* in = src + b * sizeof(block_q8_0);
-    std::memcpy(out + 32 * b, in + 2, 32);
-    std::memcpy(scales + 2 * b, in, 2);
+  for (int64_t j = 0; 16 * j < pairs; ++j) {
+    const int64_t m = std::min<int64_t>(16, pairs - 16 * j);  // pairs in group j
+    uint8_t* group = out + 1088 * j;
+    for (int64_t i = 0; i < 2 * m; ++i) {
+      const uint8_t* in = src + (32 * j + i) * sizeof(block_q8_0);
+      std::memcpy(group + 32 * i, in + 2, 32);
+      std::memcpy(group + 64 * m + 2 * i, in, 2);
+    }
   }
   std::memcpy(out + 68 * pairs, src + 68 * pairs,
               static_cast<size_t>(nb - 2 * pairs) * sizeof(block_q8_0));

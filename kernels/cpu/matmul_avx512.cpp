@@ -206,8 +206,11 @@ struct kernel_q8_0 {
         const uint8_t* row = a.w + r * a.w_stride;
         if constexpr (Packed) {
           if (both) {
-            const uint8_t* qs = row + 64 * p;
-            const uint8_t* ds = row + 64 * (nb / 2) + 4 * p;
+            // group p / 16 of m pairs: their qs, then their scales
+            const uint8_t* group = row + 1088 * (p >> 4);
+            const int64_t m = std::min<int64_t>(16, nb / 2 - (p & ~int64_t{15}));
+            const uint8_t* qs = group + 64 * (p & 15);
+            const uint8_t* ds = group + 64 * m + 4 * (p & 15);
             prefetch_ahead(qs, 64);
             prefetch_ahead(ds, 4);
             unpack_q8_0_packed(qs, ds, u[r], dx[r]);
@@ -463,13 +466,11 @@ struct kernel_q4_0 {
         const uint8_t* row = a.w + r * a.w_stride;
         if (g < whole) {
           if constexpr (Packed) {
-            const uint8_t* qs = row + 256 * g;
-            const uint8_t* ds = row + 256 * whole + 32 * g;
+            const uint8_t* qs = row + 288 * g;  // then its 16 scales
             if (prefetch) {
-              prefetch_ahead(qs, 256);
-              prefetch_ahead(ds, 32);
+              prefetch_ahead(qs, 288);
             }
-            w[r].load_packed(qs, ds);
+            w[r].load_packed(qs, qs + 256);
           } else {
             const uint8_t* wp = row + g * group_bytes;
             if (prefetch) {
