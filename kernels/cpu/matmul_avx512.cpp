@@ -420,22 +420,16 @@ struct q4_group {
 /// blocks l, 16 + l, 32 + l, ... as acc = fma(float(block dot), dx · dy, acc), then the
 /// 16 lanes are summed by hsum. Every tile shape computes exactly that, from ggml's layout
 /// or (Packed) pack_rows' — the lanes are the same, only how they are loaded differs.
-template <bool Packed>
+template <bool Packed, int Rows, int Tokens, int64_t LongPass>
 struct kernel_q4_0 {
   static constexpr int max_rows_1 = 1;
-  // 1 × 16 prefill tiles: the row's group, unpacked once, serves 16 tokens, and the 16
-  // tokens' prepared activations of n_in = 2048 (40 KiB) stay in L1 (this machine's AMD
-  // EPYC, 48 KiB L1d, one thread, 2048 × 2048: 1 × 8 380, 1 × 12 460, 1 × 16 470-490
-  // GFLOP/s; 2 × 6 370, 3 × 4 320)
-  static constexpr int max_rows = 1;
-  static constexpr int max_tokens = 16;
+  static constexpr int max_rows = Rows;
+  static constexpr int max_tokens = Tokens;
   static constexpr int part_floats = 16;
 
-  /// Longer rows pass in slices of 2 groups (20 KiB of 16 tokens' activations) so that they
-  /// stay in L1 while the rows of a block use them: n_in = 8192 ran at 200 GFLOP/s in one
-  /// pass, 380 in slices of 1024 (300 of 2048, 320 of 512); n_in = 2048 in two slices
-  /// lost 10 %.
-  int64_t k_pass(int64_t n_in) const { return n_in <= 2048 ? n_in : 1024; }
+  /// Rows longer than 2048 pass in slices of LongPass elements, so that the tile's tokens'
+  /// prepared activations stay in L1 while the rows of a block use them.
+  int64_t k_pass(int64_t n_in) const { return n_in <= 2048 ? n_in : LongPass; }
 
   size_t prep_bytes(int64_t n_in) const { return n_groups(n_in) * sizeof(q8_group); }
   void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
@@ -526,6 +520,36 @@ struct kernel_q4_0 {
     }
   }
 };
+
+/// Q4_0 prefill tiles for a core that runs 512-bit operations whole (Zen 5; its 48 KiB
+/// L1d): 1 × 16, the row's group unpacked once for 16 tokens whose prepared activations of
+/// n_in = 2048 (40 KiB) stay in L1 (one thread, 2048 × 2048: 1 × 8 380, 1 × 12 460,
+/// 1 × 16 470-490 GFLOP/s; 2 × 6 370, 3 × 4 320). Longer rows in slices of 1024: n_in =
+/// 8192 ran at 200 GFLOP/s in one pass, 380 in slices of 1024 (300 of 2048, 320 of 512).
+template <bool Packed>
+using kernel_q4_0_wide = kernel_q4_0<Packed, 1, 16, 1024>;
+
+/// The same for a core that splits them in halves (Zen 4: one 64-byte load a cycle, 32 KiB
+/// L1d): in 1 × 16 each block dot's 8 vpdpbusd wait on 10 loads of activations, and 16
+/// tokens' activations overflow L1; 2 × 6 loads each activation for two rows (one thread,
+/// 2048 × 2048: 1 × 16 155, 2 × 8 234, 2 × 6 280 GFLOP/s).
+template <bool Packed>
+using kernel_q4_0_split = kernel_q4_0<Packed, 2, 6, 2048>;
+
+/// Whether this core splits 512-bit operations in two 256-bit halves: AMD family 19h
+/// (Zen 4, the first AMD core with AVX-512).
+bool splits_512_bit_ops() {
+  static const bool yes = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid(0, &a, &b, &c, &d) == 0 || b != 0x68747541u) {  // "Auth"enticAMD
+      return false;
+    }
+    __get_cpuid(1, &a, &b, &c, &d);
+    const unsigned family = ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
+    return family == 0x19;
+  }();
+  return yes;
+}
 
 // -- Q4_K and Q6_K by Q8_K ---------------------------------------------------------
 
@@ -869,10 +893,20 @@ void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, in
   const size_t xs = activation_row_bytes(weight, n_in);
   switch (weight) {
     case ggml_type::q4_0:
-      if (packed) {
-        return run_matmul(kernel_q4_0<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      if (splits_512_bit_ops()) {
+        if (packed) {
+          return run_matmul(kernel_q4_0_split<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0,
+                            r1, xs);
+        }
+        return run_matmul(kernel_q4_0_split<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0,
+                          r1, xs);
       }
-      return run_matmul(kernel_q4_0<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      if (packed) {
+        return run_matmul(kernel_q4_0_wide<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                          xs);
+      }
+      return run_matmul(kernel_q4_0_wide<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+                        xs);
     case ggml_type::q8_0:
       if (packed) {
         return run_matmul(kernel_q8_0<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
@@ -902,7 +936,7 @@ void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_ro
   const auto* x = static_cast<const uint8_t*>(x_row);
   switch (weight) {
     case ggml_type::q4_0:
-      return kernel_q4_0<false>{}.block_ints(w, x, n_in, out);
+      return kernel_q4_0_wide<false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q8_0:
       return kernel_q8_0<false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q4_k:
