@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -257,37 +258,25 @@ bool has_packed_layout(isa v, ggml_type weight) {
 
 namespace {
 
-/// pack_rows of one Q4_0 row (matmul.hpp).
-void pack_row_q4_0(const uint8_t* src, uint8_t* out, int64_t nb) {
+/// pack_rows of one row of Q4_0 or Q8_0 blocks (matmul.hpp): per whole group of 16
+/// blocks, qs dword k of block l at 64k + 4l, then the 16 scales; the rest as it was.
+template <class Block>
+void pack_row_lanes(const uint8_t* src, uint8_t* out, int64_t nb) {
+  constexpr int64_t dwords = sizeof(Block::qs) / 4;  // 4 (Q4_0) or 8 (Q8_0)
+  constexpr int64_t group = 16 * sizeof(Block);
   const int64_t groups = nb / 16;
   for (int64_t g = 0; g < groups; ++g) {
-    uint8_t* group = out + 288 * g;
+    uint8_t* o = out + group * g;
     for (int64_t l = 0; l < 16; ++l) {
-      const uint8_t* b = src + (16 * g + l) * sizeof(block_q4_0);
-      for (int64_t k = 0; k < 4; ++k) {
-        std::memcpy(group + 64 * k + 4 * l, b + 2 + 4 * k, 4);
+      const uint8_t* b = src + (16 * g + l) * sizeof(Block);
+      for (int64_t k = 0; k < dwords; ++k) {
+        std::memcpy(o + 64 * k + 4 * l, b + offsetof(Block, qs) + 4 * k, 4);
       }
-      std::memcpy(group + 256 + 2 * l, b, 2);
+      std::memcpy(o + 64 * dwords + 2 * l, b + offsetof(Block, d), 2);
     }
   }
-  std::memcpy(out + 288 * groups, src + 288 * groups,
-              static_cast<size_t>(nb - 16 * groups) * sizeof(block_q4_0));
-}
-
-/// pack_rows of one Q8_0 row (matmul.hpp).
-void pack_row_q8_0(const uint8_t* src, uint8_t* out, int64_t nb) {
-  const int64_t pairs = nb / 2;
-  for (int64_t j = 0; 16 * j < pairs; ++j) {
-    const int64_t m = std::min<int64_t>(16, pairs - 16 * j);  // pairs in group j
-    uint8_t* group = out + 1088 * j;
-    for (int64_t i = 0; i < 2 * m; ++i) {
-      const uint8_t* in = src + (32 * j + i) * sizeof(block_q8_0);
-      std::memcpy(group + 32 * i, in + 2, 32);
-      std::memcpy(group + 64 * m + 2 * i, in, 2);
-    }
-  }
-  std::memcpy(out + 68 * pairs, src + 68 * pairs,
-              static_cast<size_t>(nb - 2 * pairs) * sizeof(block_q8_0));
+  std::memcpy(out + group * groups, src + group * groups,
+              static_cast<size_t>(nb - 16 * groups) * sizeof(Block));
 }
 
 }  // namespace
@@ -302,9 +291,9 @@ void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, 
     const auto* src = static_cast<const uint8_t*>(w) + static_cast<size_t>(r) * row;
     auto* out = static_cast<uint8_t*>(dst) + static_cast<size_t>(r) * row;
     if (weight == ggml_type::q4_0) {
-      pack_row_q4_0(src, out, nb);
+      pack_row_lanes<block_q4_0>(src, out, nb);
     } else {
-      pack_row_q8_0(src, out, nb);
+      pack_row_lanes<block_q8_0>(src, out, nb);
     }
   }
 }

@@ -46,13 +46,12 @@ enum class weight_layout { ggml, packed };
 bool has_packed_layout(isa v, ggml_type weight);
 
 /// dst = n_rows rows of w (ggml layout) in isa v's packed layout, row_bytes apart as in
-/// w. Each row stays one sequential stream, its scales beside their quants (a second
-/// stream of scales read ~40 % slower on Zen 4). Q4_0 (nb = n_in / 32 blocks, G = nb / 16
-/// whole groups of 16): group g takes the 288 bytes at 288g: the qs dword k (k < 4) of
-/// block 16g + l at 64k + 4l, then the 16 scales (halves) at 256 + 2l; then the last
-/// nb − 16G blocks as they were. Q8_0 (P = nb / 2 pairs, in groups of 16 pairs; group j
-/// holds m = min(16, P − 16j) pairs at 1088j): the qs of its block i at 32i, then its 2m
-/// scales at 64m + 2i; then a lone last block as it was.
+/// w: per whole group of 16 blocks (nb = n_in / 32 blocks, G = nb / 16 groups), in the
+/// group's own bytes (288 for Q4_0, 544 for Q8_0, at g times that), the qs dword k of
+/// block l at 64k + 4l (k < 4 for Q4_0, 8 for Q8_0), then the 16 scales (halves) at
+/// 256 + 2l or 512 + 2l; then the last nb − 16G blocks as they were. Each row stays one
+/// sequential stream, the scales beside their quants (a second stream of scales read ~40 %
+/// slower on Zen 4).
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows);
 
 /// y[t * ldy + r] = vec_dot(W row r, xq row t) for r in [r0, r1), t in [0, n_tokens).

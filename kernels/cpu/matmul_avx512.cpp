@@ -46,20 +46,7 @@ inline float hsum(__m512 v) {
 
 inline int32_t hsum_epi32(__m512i v) { return _mm512_reduce_add_epi32(v); }
 
-// -- Q8_0: pairs of 32-blocks, with prepared activations ------------------------------
-
-/// A prepared pair of Q8_0 activation blocks (2p, 2p+1), laid out to match the weights'
-/// unpacked bytes: qs[64], corr[16] = −128 · Σ of each 4 bytes (the weights' offset),
-/// d[16] = each lane's block scale. A missing second block
-/// (odd block count) is zeros throughout.
-struct q8_pair {
-  int8_t qs[64];
-  int32_t corr[16];
-  float d[16];
-};
-static_assert(sizeof(q8_pair) == 192);
-
-constexpr int64_t n_pairs(int64_t n_in) { return (n_in / 32 + 1) / 2; }
+// -- prefetch ---------------------------------------------------------------------
 
 /// How far ahead of the weights being read they are prefetched. Measured on Zen 4 from
 /// DRAM: the hardware prefetcher alone keeps too few lines in flight once the activations
@@ -89,203 +76,12 @@ inline void prefetch_ahead(const uint8_t* p, int64_t bytes) {
   }
 }
 
-/// Words of a Q8_0 pair as two registers: z0 = bytes 0..63, z1 = bytes 64..67.
-/// Word 0 = d0, 1..16 = qs0, 17 = d1, 18..33 = qs1. `both` = the second block exists.
-inline void load_q8_0_pair(const uint8_t* p, bool both, __m512i& z0, __m512i& z1) {
-  if (both) {
-    int32_t tail;
-    std::memcpy(&tail, p + 64, 4);
-    z0 = _mm512_loadu_si512(p);
-    z1 = _mm512_castsi128_si512(_mm_cvtsi32_si128(tail));
-  } else {
-    z0 = _mm512_maskz_loadu_epi16(0x1ffff, p);
-    z1 = _mm512_setzero_si512();
-  }
-}
-
-/// Word indices (into z0:z1) of the qs of a Q8_0 pair: natural order [qs0 | qs1].
-inline __m512i idx_q8_natural() {
-  alignas(64) static const int16_t idx[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
-                                              12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 23,
-                                              24, 25, 26, 27, 28, 29, 30, 31, 32, 33};
-  return _mm512_load_si512(idx);
-}
-
-/// Halves of the two scales (words w0, w1) spread as each dword lane's block needs them.
-inline __m256 pair_scales(__m512i z, const int16_t* idx) {
-  const __m512i d = _mm512_permutexvar_epi16(
-      _mm512_castsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx))), z);
-  return _mm256_castsi256_ps(_mm512_castsi512_si256(d));  // bits only; converted below
-}
-
-alignas(32) const int16_t idx_d_q8_0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
-
-inline __m512 cvt_halves(__m256 bits) { return _mm512_cvtph_ps(_mm256_castps_si256(bits)); }
-
-/// out = the prepared pairs of one Q8_0 activation row, for Q8_0 weights (offset 128).
-void prep_q8_pairs(const uint8_t* xq, uint8_t* out, int64_t n_in) {
-  const int64_t nb = n_in / 32;
-  const __m512i idx = idx_q8_natural();
-  const __m512i kk = _mm512_set1_epi8(static_cast<char>(128));
-  auto* pairs = reinterpret_cast<q8_pair*>(out);
-  for (int64_t p = 0; p < n_pairs(n_in); ++p) {
-    __m512i z0, z1;
-    load_q8_0_pair(xq + 2 * p * sizeof(block_q8_0), 2 * p + 1 < nb, z0, z1);
-    const __m512i qs = _mm512_permutex2var_epi16(z0, idx, z1);
-    const __m512i sum4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), kk, qs);
-    _mm512_store_si512(pairs[p].qs, qs);
-    _mm512_store_si512(pairs[p].corr, _mm512_sub_epi32(_mm512_setzero_si512(), sum4));
-    _mm512_store_ps(pairs[p].d, cvt_halves(pair_scales(z0, idx_d_q8_0)));
-  }
-}
-
-/// Q8_0 weights of a pair made unsigned (+128), natural order, and the lanes' scales.
-inline void unpack_q8_0_pair(const uint8_t* p, bool both, __m512i& u, __m512& d) {
-  __m512i z0, z1;
-  load_q8_0_pair(p, both, z0, z1);
-  u = _mm512_xor_si512(_mm512_permutex2var_epi16(z0, idx_q8_natural(), z1),
-                       _mm512_set1_epi8(static_cast<char>(0x80)));
-  d = cvt_halves(pair_scales(z0, idx_d_q8_0));
-}
-
-/// The same from pack_rows' layout: qs = the pair's 64 bytes in natural order, ds = its
-/// two scales.
-inline void unpack_q8_0_packed(const uint8_t* qs, const uint8_t* ds, __m512i& u, __m512& d) {
-  alignas(32) static constexpr int16_t idx[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
-  int32_t both;
-  std::memcpy(&both, ds, 4);
-  u = _mm512_xor_si512(_mm512_loadu_si512(qs), _mm512_set1_epi8(static_cast<char>(0x80)));
-  d = _mm512_cvtph_ps(_mm256_permutexvar_epi16(
-      _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)),
-      _mm256_castsi128_si256(_mm_cvtsi32_si128(both))));
-}
-
-/// Q8_0 weights by prepared Q8_0 activations, from ggml's layout or (Packed) pack_rows'.
-template <bool Packed>
-struct kernel_q8_0 {
-  static constexpr int max_rows_1 = 1;
-  // 3 × 4 prefill tiles: each pass over the prepared activations (from L2 once 4 tokens
-  // exceed L1, n_in = 8192) serves 3 rows; 2 × 4 was L2-bound there (Zen 4, 169 vs 217
-  // GFLOP/s single-thread), 4 × 2 costs twice the weight unpacking
-  static constexpr int max_rows = 3;
-  static constexpr int max_tokens = 4;
-  static constexpr size_t block_bytes = sizeof(block_q8_0);
-
-  size_t prep_bytes(int64_t n_in) const { return n_pairs(n_in) * sizeof(q8_pair); }
-  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const { prep_q8_pairs(xq, out, n_in); }
-
-  static void unpack(const uint8_t* p, bool both, __m512i& u, __m512& d) {
-    unpack_q8_0_pair(p, both, u, d);
-  }
-
-  /// The exact lanes of one pair: Σ over each 4 bytes of (w − offset) · y.
-  static __m512i lanes(__m512i u, const q8_pair& y) {
-    return _mm512_dpbusd_epi32(_mm512_load_si512(y.corr), u, _mm512_load_si512(y.qs));
-  }
-
-  /// acc[r][t][p % 2] += lanes · (dx · dy) for pair p: two accumulators per element, so
-  /// a lone row (decode) is not bound by the latency of one chain of adds.
-  template <int NR, int NT>
-  void tile(const tile_args& a) const {
-    const int64_t nb = a.n_in / 32;
-    __m512 acc[NR][NT][2];
-    #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) {
-      #pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
-      }
-    }
-    // j (= p % 2) and `both` are constants in every call, so the accumulators stay in
-    // registers and only a lone last block takes the masked path
-    auto step = [&]<int j, bool both>(int64_t p) {
-      __m512i u[NR];
-      __m512 dx[NR];
-      #pragma GCC unroll 16
-      for (int r = 0; r < NR; ++r) {
-        const uint8_t* row = a.w + r * a.w_stride;
-        if constexpr (Packed) {
-          if (both) {
-            // group p / 16 of m pairs: their qs, then their scales
-            const uint8_t* group = row + 1088 * (p >> 4);
-            const int64_t m = std::min<int64_t>(16, nb / 2 - (p & ~int64_t{15}));
-            const uint8_t* qs = group + 64 * (p & 15);
-            const uint8_t* ds = group + 64 * m + 4 * (p & 15);
-            prefetch_ahead(qs, 64);
-            prefetch_ahead(ds, 4);
-            unpack_q8_0_packed(qs, ds, u[r], dx[r]);
-          } else {
-            // pack_rows leaves a lone last block where it was
-            unpack(row + 2 * p * block_bytes, false, u[r], dx[r]);
-          }
-        } else {
-          const uint8_t* wp = row + 2 * p * block_bytes;
-          prefetch_ahead(wp, 2 * block_bytes);
-          unpack(wp, both, u[r], dx[r]);
-        }
-      }
-      #pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        const auto& y = reinterpret_cast<const q8_pair*>(a.x + t * a.x_stride)[p];
-        const __m512 dy = _mm512_load_ps(y.d);
-        #pragma GCC unroll 16
-        for (int r = 0; r < NR; ++r) {
-          const __m512 s = _mm512_mul_ps(dx[r], dy);
-          acc[r][t][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes(u[r], y)), s, acc[r][t][j]);
-        }
-      }
-    };
-    const int64_t full = nb / 2;
-    int64_t p = 0;
-    for (; p + 2 <= full; p += 2) {
-      step.template operator()<0, true>(p);
-      step.template operator()<1, true>(p + 1);
-    }
-    if (p < full) {
-      step.template operator()<0, true>(p++);
-      if (nb % 2 != 0) {
-        step.template operator()<1, false>(p);
-      }
-    } else if (nb % 2 != 0) {
-      step.template operator()<0, false>(p);
-    }
-    #pragma GCC unroll 16
-    for (int t = 0; t < NT; ++t) {
-      #pragma GCC unroll 16
-      for (int r = 0; r < NR; ++r) {
-        a.y[t * a.ldy + r] = hsum(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
-      }
-    }
-  }
-
-  void block_ints(const uint8_t* w, const uint8_t* x, int64_t n_in, int32_t* out) const {
-    const int64_t nb = n_in / 32;
-    auto* pairs = reinterpret_cast<q8_pair*>(scratch(prep_bytes(n_in)));
-    prep(x, reinterpret_cast<uint8_t*>(pairs), n_in);
-    for (int64_t p = 0; p < n_pairs(n_in); ++p) {
-      const bool both = 2 * p + 1 < nb;
-      __m512i u;
-      __m512 d;
-      unpack(w + 2 * p * block_bytes, both, u, d);
-      alignas(64) int32_t l[16];
-      _mm512_store_si512(l, lanes(u, pairs[p]));
-      int32_t s0 = 0, s1 = 0;
-      for (int i = 0; i < 16; ++i) {
-        (i < 8 ? s0 : s1) += l[i];  // lanes 0..7 are block 2p, 8..15 block 2p + 1
-      }
-      out[2 * p] = s0;
-      if (both) {
-        out[2 * p + 1] = s1;
-      }
-    }
-  }
-};
-
-// -- Q4_0: groups of 16 blocks, one block per lane -------------------------------------
+// -- Q4_0 and Q8_0: groups of 16 blocks, one block per lane -----------------------------
 
 /// A prepared group of 16 Q8_0 activation blocks (16g .. 16g + 15), one block per dword
-/// lane: qs[k] lane l = bytes 4k .. 4k + 3 of block l, corr lane l = −8 · Σ of block l's
-/// qs (the Q4_0 offset), d lane l = its scale. Blocks past the row's end are zeros.
+/// lane: qs[k] lane l = bytes 4k .. 4k + 3 of block l, corr lane l = −offset · Σ of block
+/// l's qs (the weights' offset: 8 for Q4_0's unsigned nibbles, 128 for Q8_0's bytes made
+/// unsigned), d lane l = its scale. Blocks past the row's end are zeros.
 struct q8_group {
   int8_t qs[8][64];
   int32_t corr[16];
@@ -295,8 +91,8 @@ static_assert(sizeof(q8_group) == 640);
 
 constexpr int64_t n_groups(int64_t n_in) { return (n_in / 32 + 15) / 16; }
 
-/// out = the prepared groups of one Q8_0 activation row.
-void prep_q8_groups(const uint8_t* xq, uint8_t* out, int64_t n_in) {
+/// out = the prepared groups of one Q8_0 activation row, for weights of that offset.
+void prep_q8_groups(const uint8_t* xq, uint8_t* out, int64_t n_in, int32_t offset) {
   const int64_t nb = n_in / 32;
   auto* groups = reinterpret_cast<q8_group*>(out);
   for (int64_t g = 0; g < n_groups(n_in); ++g) {
@@ -312,10 +108,23 @@ void prep_q8_groups(const uint8_t* xq, uint8_t* out, int64_t n_in) {
       for (int k = 0; k < 8; ++k) {
         std::memcpy(o.qs[k] + 4 * l, b.qs + 4 * k, 4);
       }
-      o.corr[l] = -8 * sum;
+      o.corr[l] = -offset * sum;
       o.d[l] = _cvtsh_ss(b.d);
     }
   }
+}
+
+/// Each lane's exact block dot Σ (w − offset) · y from a group's unsigned weight dwords u
+/// (lane l = block l) and its prepared activations; the integer order cannot matter.
+inline __m512i lane_dots(const __m512i (&u)[8], const q8_group& y) {
+  __m512i s0 = _mm512_load_si512(y.corr);
+  __m512i s1 = _mm512_setzero_si512();
+  #pragma GCC unroll 4
+  for (int k = 0; k < 8; k += 2) {
+    s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_load_si512(y.qs[k]));
+    s1 = _mm512_dpbusd_epi32(s1, u[k + 1], _mm512_load_si512(y.qs[k + 1]));
+  }
+  return _mm512_add_epi32(s0, s1);
 }
 
 /// Word indices that gather dword k of the qs of blocks 0..15 of a Q4_0 group (18 bytes
@@ -348,9 +157,16 @@ constexpr std::array<uint16_t, 32> q4_group_d_idx(int src) {
 /// unsigned nibbles of elements 4k .. 4k + 3 of block l (k < 4: low nibbles of qs dword
 /// k; k ≥ 4: high nibbles of qs dword k − 4, elements 16 + 4(k − 4) ...), d lane l = its
 /// scale: the layout of q8_group.
-struct q4_group {
+struct q4_0_group {
+  static constexpr size_t bytes = 16 * sizeof(block_q4_0);  // in either layout
+  static constexpr size_t qs_bytes = 256;                    // packed: then the scales
+  static constexpr int32_t offset = 8;
+
   __m512i u[8];
   __m512 d;
+
+  /// Whether rows of w_stride bytes are prefetched in software (prefetch_long_q4_0_rows).
+  static bool prefetch(size_t w_stride) { return w_stride <= 4096 || prefetch_long_q4_0_rows(); }
 
   /// p: 16 whole blocks (288 bytes).
   void load(const uint8_t* p) {
@@ -404,24 +220,66 @@ struct q4_group {
     load(buf);
   }
 
-  /// Each lane's exact block dot Σ (q − 8) · y; the integer order cannot matter.
-  __m512i dot(const q8_group& y) const {
-    __m512i s0 = _mm512_load_si512(y.corr);
-    __m512i s1 = _mm512_setzero_si512();
-    for (int k = 0; k < 8; k += 2) {
-      s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_load_si512(y.qs[k]));
-      s1 = _mm512_dpbusd_epi32(s1, u[k + 1], _mm512_load_si512(y.qs[k + 1]));
-    }
-    return _mm512_add_epi32(s0, s1);
-  }
+  __m512i dot(const q8_group& y) const { return lane_dots(u, y); }
 };
 
-/// Q4_0 weights by prepared Q8_0 activations. An element's value: lane l accumulates
-/// blocks l, 16 + l, 32 + l, ... as acc = fma(float(block dot), dx · dy, acc), then the
-/// 16 lanes are summed by hsum. Every tile shape computes exactly that, from ggml's layout
-/// or (Packed) pack_rows' — the lanes are the same, only how they are loaded differs.
-template <bool Packed, int Rows, int Tokens, int64_t LongPass>
-struct kernel_q4_0 {
+/// One Q8_0 row's group of 16 blocks, one block per dword lane: u[k] lane l = bytes
+/// 4k .. 4k + 3 of block l's qs made unsigned (+128), d lane l = its scale.
+struct q8_0_group {
+  static constexpr size_t bytes = 16 * sizeof(block_q8_0);  // in either layout
+  static constexpr size_t qs_bytes = 512;                    // packed: then the scales
+  static constexpr int32_t offset = 128;
+
+  __m512i u[8];
+  __m512 d;
+
+  static bool prefetch(size_t) { return true; }
+
+  /// p: 16 whole blocks (544 bytes) in ggml's layout, gathered a dword per block.
+  void load(const uint8_t* p) {
+    const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                             11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(sizeof(block_q8_0)));
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      const __m512i q = _mm512_i32gather_epi32(_mm512_add_epi32(at, _mm512_set1_epi32(2 + 4 * k)),
+                                               p, 1);
+      u[k] = _mm512_xor_si512(q, flip);
+    }
+    // each dword's low half is the block's scale
+    d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(at, p, 1)));
+  }
+
+  /// The same group from pack_rows' layout: qs = its 512 bytes of qs dwords, lane-ordered,
+  /// ds = its 16 scales.
+  void load_packed(const uint8_t* qs, const uint8_t* ds) {
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      u[k] = _mm512_xor_si512(_mm512_loadu_si512(qs + 64 * k), flip);
+    }
+    d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
+  }
+
+  /// The last group of a row: `n` < 16 blocks, the rest as zeros.
+  void load_partial(const uint8_t* p, int n) {
+    alignas(64) uint8_t buf[bytes] = {};
+    std::memcpy(buf, p, static_cast<size_t>(n) * sizeof(block_q8_0));
+    load(buf);
+  }
+
+  __m512i dot(const q8_group& y) const { return lane_dots(u, y); }
+};
+
+/// Q4_0 or Q8_0 weights (Group: q4_0_group, q8_0_group) by prepared Q8_0 activations. An
+/// element's value: lane l accumulates blocks l, 16 + l, 32 + l, ... as
+/// acc = fma(float(block dot), dx · dy, acc), then the 16 lanes are summed by hsum. Every
+/// tile shape computes exactly that, from ggml's layout or (Packed) pack_rows' — the lanes
+/// are the same, only how they are loaded differs. One accumulator per element: a lone
+/// row's chain waits for one FMA per 16 blocks.
+template <class Group, bool Packed, int Rows, int Tokens, int64_t LongPass>
+struct kernel_lanes {
   static constexpr int max_rows_1 = 1;
   static constexpr int max_rows = Rows;
   static constexpr int max_tokens = Tokens;
@@ -433,13 +291,13 @@ struct kernel_q4_0 {
 
   size_t prep_bytes(int64_t n_in) const { return n_groups(n_in) * sizeof(q8_group); }
   void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
-    prep_q8_groups(xq, out, n_in);
+    prep_q8_groups(xq, out, n_in, Group::offset);
   }
 
   template <int NR, int NT>
   void tile(const tile_args& a) const {
     const int64_t nb = a.n_in / 32;
-    constexpr size_t group_bytes = 16 * sizeof(block_q4_0);
+    constexpr size_t group_bytes = Group::bytes;
     __m512 acc[NR][NT];
     #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
@@ -451,20 +309,20 @@ struct kernel_q4_0 {
     }
     // k_pass slices are whole groups (512 elements)
     const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
-    const bool prefetch = a.w_stride <= 4096 || prefetch_long_q4_0_rows();
+    const bool prefetch = Group::prefetch(a.w_stride);
     const int64_t whole = nb / 16;  // groups that are not the row's partial last one
     for (int64_t g = a.k0 / 512; g < g1; ++g) {
-      q4_group w[NR];
+      Group w[NR];
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
         const uint8_t* row = a.w + r * a.w_stride;
         if (g < whole) {
           if constexpr (Packed) {
-            const uint8_t* qs = row + 288 * g;  // then its 16 scales
+            const uint8_t* qs = row + group_bytes * g;  // then its 16 scales
             if (prefetch) {
-              prefetch_ahead(qs, 288);
+              prefetch_ahead(qs, group_bytes);
             }
-            w[r].load_packed(qs, qs + 256);
+            w[r].load_packed(qs, qs + Group::qs_bytes);
           } else {
             const uint8_t* wp = row + g * group_bytes;
             if (prefetch) {
@@ -508,11 +366,11 @@ struct kernel_q4_0 {
     const auto* groups = reinterpret_cast<const q8_group*>(buf);
     for (int64_t g = 0; g < n_groups(n_in); ++g) {
       const int n = static_cast<int>(std::min<int64_t>(16, nb - 16 * g));
-      q4_group u;
+      Group u;
       if (n == 16) {
-        u.load(w + g * 16 * sizeof(block_q4_0));
+        u.load(w + g * Group::bytes);
       } else {
-        u.load_partial(w + g * 16 * sizeof(block_q4_0), n);
+        u.load_partial(w + g * Group::bytes, n);
       }
       alignas(64) int32_t l[16];
       _mm512_store_si512(l, u.dot(groups[g]));
@@ -521,20 +379,20 @@ struct kernel_q4_0 {
   }
 };
 
-/// Q4_0 prefill tiles for a core that runs 512-bit operations whole (Zen 5; its 48 KiB
+/// Prefill tiles (Q4_0, measured; Q8_0 the same shapes) for a core that runs 512-bit operations whole (Zen 5; its 48 KiB
 /// L1d): 1 × 16, the row's group unpacked once for 16 tokens whose prepared activations of
 /// n_in = 2048 (40 KiB) stay in L1 (one thread, 2048 × 2048: 1 × 8 380, 1 × 12 460,
 /// 1 × 16 470-490 GFLOP/s; 2 × 6 370, 3 × 4 320). Longer rows in slices of 1024: n_in =
 /// 8192 ran at 200 GFLOP/s in one pass, 380 in slices of 1024 (300 of 2048, 320 of 512).
-template <bool Packed>
-using kernel_q4_0_wide = kernel_q4_0<Packed, 1, 16, 1024>;
+template <class Group, bool Packed>
+using kernel_lanes_wide = kernel_lanes<Group, Packed, 1, 16, 1024>;
 
 /// The same for a core that splits them in halves (Zen 4: one 64-byte load a cycle, 32 KiB
 /// L1d): in 1 × 16 each block dot's 8 vpdpbusd wait on 10 loads of activations, and 16
 /// tokens' activations overflow L1; 2 × 6 loads each activation for two rows (one thread,
 /// 2048 × 2048: 1 × 16 155, 2 × 8 234, 2 × 6 280 GFLOP/s).
-template <bool Packed>
-using kernel_q4_0_split = kernel_q4_0<Packed, 2, 6, 2048>;
+template <class Group, bool Packed>
+using kernel_lanes_split = kernel_lanes<Group, Packed, 2, 6, 2048>;
 
 /// Whether this core splits 512-bit operations in two 256-bit halves: AMD family 19h
 /// (Zen 4, the first AMD core with AVX-512).
@@ -549,6 +407,26 @@ bool splits_512_bit_ops() {
     return family == 0x19;
   }();
   return yes;
+}
+
+/// run_matmul for Q4_0 or Q8_0 weights, with this core's tiles and the weights' layout.
+template <class Group>
+void matmul_lanes(bool packed, ggml_type weight, const void* w, const void* xq, float* y,
+                  int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, size_t xs) {
+  if (splits_512_bit_ops()) {
+    if (packed) {
+      return run_matmul(kernel_lanes_split<Group, true>{}, weight, w, xq, y, n_in, n_tokens, ldy,
+                        r0, r1, xs);
+    }
+    return run_matmul(kernel_lanes_split<Group, false>{}, weight, w, xq, y, n_in, n_tokens, ldy,
+                      r0, r1, xs);
+  }
+  if (packed) {
+    return run_matmul(kernel_lanes_wide<Group, true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0,
+                      r1, xs);
+  }
+  return run_matmul(kernel_lanes_wide<Group, false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0,
+                    r1, xs);
 }
 
 // -- Q4_K and Q6_K by Q8_K ---------------------------------------------------------
@@ -893,25 +771,9 @@ void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, in
   const size_t xs = activation_row_bytes(weight, n_in);
   switch (weight) {
     case ggml_type::q4_0:
-      if (splits_512_bit_ops()) {
-        if (packed) {
-          return run_matmul(kernel_q4_0_split<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0,
-                            r1, xs);
-        }
-        return run_matmul(kernel_q4_0_split<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0,
-                          r1, xs);
-      }
-      if (packed) {
-        return run_matmul(kernel_q4_0_wide<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                          xs);
-      }
-      return run_matmul(kernel_q4_0_wide<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      return matmul_lanes<q4_0_group>(packed, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q8_0:
-      if (packed) {
-        return run_matmul(kernel_q8_0<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
-      }
-      return run_matmul(kernel_q8_0<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return matmul_lanes<q8_0_group>(packed, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q4_k:
       return run_matmul(kernel_k<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::q6_k:
@@ -936,9 +798,9 @@ void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_ro
   const auto* x = static_cast<const uint8_t*>(x_row);
   switch (weight) {
     case ggml_type::q4_0:
-      return kernel_q4_0_wide<false>{}.block_ints(w, x, n_in, out);
+      return kernel_lanes_wide<q4_0_group, false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q8_0:
-      return kernel_q8_0<false>{}.block_ints(w, x, n_in, out);
+      return kernel_lanes_wide<q8_0_group, false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q4_k:
       return kernel_k<false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q6_k:
