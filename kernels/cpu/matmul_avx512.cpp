@@ -235,19 +235,44 @@ struct q8_0_group {
 
   static bool prefetch(size_t) { return true; }
 
-  /// p: 16 whole blocks (544 bytes) in ggml's layout, gathered a dword per block.
+  /// p: 16 whole blocks (544 bytes) in ggml's layout. The qs of blocks l and l + 8 share a
+  /// register (halves), and an 8 × 8 dword transpose in each half puts dword k of every
+  /// block in u[k] (a gather a dword per lane ran Q8_0 decode at half the speed).
   void load(const uint8_t* p) {
+    const auto qs = [p](int l) {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + l * sizeof(block_q8_0) + 2));
+    };
+    __m512i r[8];
+    #pragma GCC unroll 8
+    for (int l = 0; l < 8; ++l) {
+      r[l] = _mm512_inserti64x4(_mm512_castsi256_si512(qs(l)), qs(l + 8), 1);
+    }
+    __m512i t[8], s[8];
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    #pragma GCC unroll 2
+    for (int i = 0; i < 2; ++i) {  // rows 0..3, then 4..7
+      s[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+      s[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+      s[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+      s[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // dwords k and k + 4: the 128-bit lanes 0 (then 1) of s[k] and s[k + 4] in each half
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      u[k] = _mm512_xor_si512(_mm512_permutex2var_epi64(s[k], lo, s[k + 4]), flip);
+      u[k + 4] = _mm512_xor_si512(_mm512_permutex2var_epi64(s[k], hi, s[k + 4]), flip);
+    }
+    // each dword's low half is the block's scale
     const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
                                                              11, 12, 13, 14, 15),
                                           _mm512_set1_epi32(sizeof(block_q8_0)));
-    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-    #pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) {
-      const __m512i q = _mm512_i32gather_epi32(_mm512_add_epi32(at, _mm512_set1_epi32(2 + 4 * k)),
-                                               p, 1);
-      u[k] = _mm512_xor_si512(q, flip);
-    }
-    // each dword's low half is the block's scale
     d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(at, p, 1)));
   }
 
