@@ -91,11 +91,71 @@ static_assert(sizeof(q8_group) == 640);
 
 constexpr int64_t n_groups(int64_t n_in) { return (n_in / 32 + 15) / 16; }
 
+/// q[k] lane l = dword k of the qs of Q8_0 block l, for 16 whole blocks at p (ggml's
+/// layout). The qs of blocks l and l + 8 share a register (halves), and an 8 × 8 dword
+/// transpose in each half puts dword k of every block in q[k] (a gather a dword per lane
+/// ran Q8_0 decode at half the speed).
+inline void q8_0_dwords_by_lane(const uint8_t* p, __m512i (&q)[8]) {
+  const auto qs = [p](int l) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + l * sizeof(block_q8_0) + 2));
+  };
+  __m512i r[8];
+  #pragma GCC unroll 8
+  for (int l = 0; l < 8; ++l) {
+    r[l] = _mm512_inserti64x4(_mm512_castsi256_si512(qs(l)), qs(l + 8), 1);
+  }
+  __m512i t[8], s[8];
+  #pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  #pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {  // rows 0..3, then 4..7
+    s[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    s[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    s[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    s[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  // dwords k and k + 4: the 128-bit lanes 0 (then 1) of s[k] and s[k + 4] in each half
+  const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+  const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  #pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    q[k] = _mm512_permutex2var_epi64(s[k], lo, s[k + 4]);
+    q[k + 4] = _mm512_permutex2var_epi64(s[k], hi, s[k + 4]);
+  }
+}
+
+/// Lane l = the scale of Q8_0 block l, for 16 whole blocks at p (ggml's layout).
+inline __m512 q8_0_scales(const uint8_t* p) {
+  const __m512i at = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(sizeof(block_q8_0)));
+  // each dword's low half is the block's scale
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(at, p, 1)));
+}
+
 /// out = the prepared groups of one Q8_0 activation row, for weights of that offset.
 void prep_q8_groups(const uint8_t* xq, uint8_t* out, int64_t n_in, int32_t offset) {
   const int64_t nb = n_in / 32;
   auto* groups = reinterpret_cast<q8_group*>(out);
-  for (int64_t g = 0; g < n_groups(n_in); ++g) {
+  const int64_t whole = nb / 16;
+  for (int64_t g = 0; g < whole; ++g) {
+    const uint8_t* p = xq + 16 * g * sizeof(block_q8_0);
+    __m512i q[8];
+    q8_0_dwords_by_lane(p, q);
+    __m512i sum = _mm512_setzero_si512();
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      _mm512_store_si512(groups[g].qs[k], q[k]);
+      sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), q[k]);  // Σ of each block's qs
+    }
+    _mm512_store_si512(groups[g].corr, _mm512_mullo_epi32(sum, _mm512_set1_epi32(-offset)));
+    _mm512_store_ps(groups[g].d, q8_0_scales(p));
+  }
+  // the partial last group, with zeros past the row's end
+  for (int64_t g = whole; g < n_groups(n_in); ++g) {
     q8_group& o = groups[g];
     std::memset(&o, 0, sizeof o);
     for (int64_t l = 0; l < 16 && 16 * g + l < nb; ++l) {
@@ -235,45 +295,15 @@ struct q8_0_group {
 
   static bool prefetch(size_t) { return true; }
 
-  /// p: 16 whole blocks (544 bytes) in ggml's layout. The qs of blocks l and l + 8 share a
-  /// register (halves), and an 8 × 8 dword transpose in each half puts dword k of every
-  /// block in u[k] (a gather a dword per lane ran Q8_0 decode at half the speed).
+  /// p: 16 whole blocks (544 bytes) in ggml's layout.
   void load(const uint8_t* p) {
-    const auto qs = [p](int l) {
-      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + l * sizeof(block_q8_0) + 2));
-    };
-    __m512i r[8];
-    #pragma GCC unroll 8
-    for (int l = 0; l < 8; ++l) {
-      r[l] = _mm512_inserti64x4(_mm512_castsi256_si512(qs(l)), qs(l + 8), 1);
-    }
-    __m512i t[8], s[8];
-    #pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-      t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    #pragma GCC unroll 2
-    for (int i = 0; i < 2; ++i) {  // rows 0..3, then 4..7
-      s[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-      s[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-      s[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-      s[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    // dwords k and k + 4: the 128-bit lanes 0 (then 1) of s[k] and s[k + 4] in each half
-    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
-    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    q8_0_dwords_by_lane(p, u);
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-    #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      u[k] = _mm512_xor_si512(_mm512_permutex2var_epi64(s[k], lo, s[k + 4]), flip);
-      u[k + 4] = _mm512_xor_si512(_mm512_permutex2var_epi64(s[k], hi, s[k + 4]), flip);
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      u[k] = _mm512_xor_si512(u[k], flip);
     }
-    // each dword's low half is the block's scale
-    const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
-                                                             11, 12, 13, 14, 15),
-                                          _mm512_set1_epi32(sizeof(block_q8_0)));
-    d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(at, p, 1)));
+    d = q8_0_scales(p);
   }
 
   /// The same group from pack_rows' layout: qs = its 512 bytes of qs dwords, lane-ordered,
