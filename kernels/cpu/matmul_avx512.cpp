@@ -763,9 +763,23 @@ struct kernel_float {
     }
   }
 
-  /// acc[r][t][(k / 16) % 2] += w · x: two accumulators per element, as for the pairs.
   template <int NR, int NT>
   void tile(const tile_args& a) const {
+    tile_from<NR, NT, false>(a);
+  }
+
+  /// One token's row as the caller gave it (f16 or bf16, widened here): the values tile<1, 1>
+  /// reads from the prepared row, so the same operations.
+  void decode_unprepared(const tile_args& a) const
+    requires(K != fkind::f32)
+  {
+    tile_from<1, 1, true>(a);
+  }
+
+  /// acc[r][t][(k / 16) % 2] += w · x: two accumulators per element, so that a lone row is
+  /// not bound by the latency of one chain. Raw: x rows unprepared (elt bytes an element).
+  template <int NR, int NT, bool Raw>
+  void tile_from(const tile_args& a) const {
     __m512 acc[NR][NT][2];
     #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
@@ -787,8 +801,13 @@ struct kernel_float {
       }
       #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
-        const uint8_t* xp = a.x + t * a.x_stride + k * 4;
-        const __m512 x = m == 0xffff ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(m, xp);
+        __m512 x;
+        if constexpr (Raw) {
+          x = widen(a.x + t * a.x_stride + k * elt, m);
+        } else {
+          const uint8_t* xp = a.x + t * a.x_stride + k * 4;
+          x = m == 0xffff ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(m, xp);
+        }
         #pragma GCC unroll 16
         for (int r = 0; r < NR; ++r) {
           acc[r][t][j] = _mm512_fmadd_ps(w[r], x, acc[r][t][j]);

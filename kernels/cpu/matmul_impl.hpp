@@ -78,6 +78,8 @@ struct tile_args {
 ///   size_t prep_bytes(int64_t n_in) const;                 // 0: xq used as it is
 ///   void prep(const uint8_t* xq_row, uint8_t* out, int64_t n_in) const;
 ///   template <int NR, int NT> void tile(const tile_args&) const;
+///   void decode_unprepared(const tile_args&) const;  // optional: a 1 × 1 tile of one
+///       token's unprepared row, the same operations as tile<1, 1> on the prepared one
 /// and optionally, for prefill tiles run over n_in in several passes
 ///   int64_t k_pass(int64_t n_in) const;  // n_in per pass (a multiple of its blocks)
 ///   static constexpr int part_floats;    // partial-sum floats per element
@@ -98,6 +100,19 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, flo
   (std::make_integer_sequence<int, mr * mt>{});
 
   const size_t w_stride = row_bytes(weight, static_cast<uint64_t>(n_in));
+  // a kernel whose prepared activations only widen them exactly (F16, BF16) reads a lone
+  // token's row as it is: widened it would take twice the bytes of L1 beside the stream
+  // of weights (32 KiB of f32 at n_in 8192: all of a Zen 4's L1d)
+  if constexpr (requires(const tile_args& a) { k.decode_unprepared(a); }) {
+    if (n_tokens == 1) {
+      const auto* wb = static_cast<const uint8_t*>(w);
+      for (int64_t r = r0; r < r1; ++r) {
+        k.decode_unprepared(tile_args{wb + r * w_stride, w_stride, static_cast<const uint8_t*>(xq),
+                                      xq_stride, y + r, ldy, n_in});
+      }
+      return;
+    }
+  }
   // ~256 KiB of weights per row block: L2 holds them while all token tiles pass
   // Several tokens (a prefill, or a decode step of several sequences — even one token
   // tile of them) pass over row blocks, and with k_pass in slices of n_in; one token
