@@ -98,6 +98,34 @@ void ggml_q8_k(const float* x, block_q8_k* y, int64_t k) {
   }
 }
 
+/// The AVX-512 Q4_0/Q8_0 tile shapes a test runs under: both, whatever this core would
+/// pick (a shape must change no bit); other isas have one.
+std::vector<cpu::avx512_tiles> tile_shapes(isa v) {
+  if (v != isa::avx512) {
+    return {cpu::avx512_tiles::automatic};
+  }
+  return {cpu::avx512_tiles::wide, cpu::avx512_tiles::split};
+}
+
+/// Forces a tile shape for a scope, then gives the choice back to the core.
+struct forced_tiles {
+  explicit forced_tiles(cpu::avx512_tiles t) { cpu::force_avx512_tiles(t); }
+  ~forced_tiles() { cpu::force_avx512_tiles(cpu::avx512_tiles::automatic); }
+  forced_tiles(const forced_tiles&) = delete;
+  forced_tiles& operator=(const forced_tiles&) = delete;
+};
+
+const char* tile_name(cpu::avx512_tiles t) {
+  switch (t) {
+    case cpu::avx512_tiles::wide:
+      return "tiles 1 x 16";
+    case cpu::avx512_tiles::split:
+      return "tiles 2 x 6";
+    default:
+      return "tiles of this core";
+  }
+}
+
 /// Rows that exercise the quantizers' corners: exact halves after scaling (roundf rounds
 /// them away from zero, nearest_int to even), equal magnitudes of both signs, zeros.
 std::vector<float> corner_row(std::mt19937& rng, int64_t n) {
@@ -268,129 +296,143 @@ TEST_P(simd, matmul_matches_scalar_within_nmse) {
 }
 
 TEST_P(simd, elements_do_not_depend_on_tokens_rows_or_tiles) {
-  std::mt19937 rng(24);
-  for (auto [type, n_in] : matmul_cases()) {
-    const int64_t n_out = 37, n_tokens = 17, ldy = n_out + 3;
-    const auto w = random_weights(rng, type, n_out, n_in);
-    const auto xq = random_activations(rng, type, n_tokens, n_in);
-    const size_t xs = cpu::activation_row_bytes(type, n_in);
-    const size_t ws = row_bytes(type, static_cast<uint64_t>(n_in));
-    const std::string what = type_name(type) + " n_in " + std::to_string(n_in);
+  for (auto tiles : tile_shapes(GetParam())) {
+    const forced_tiles scope(tiles);
+    SCOPED_TRACE(tile_name(tiles));
+    std::mt19937 rng(24);
+    for (auto [type, n_in] : matmul_cases()) {
+      const int64_t n_out = 37, n_tokens = 17, ldy = n_out + 3;
+      const auto w = random_weights(rng, type, n_out, n_in);
+      const auto xq = random_activations(rng, type, n_tokens, n_in);
+      const size_t xs = cpu::activation_row_bytes(type, n_in);
+      const size_t ws = row_bytes(type, static_cast<uint64_t>(n_in));
+      const std::string what = type_name(type) + " n_in " + std::to_string(n_in);
 
-    std::vector<float> all(ldy * n_tokens, NAN);
-    cpu::matmul(GetParam(), type, w.data(), xq.data(), all.data(), n_in, n_tokens, ldy, 0, n_out);
+      std::vector<float> all(ldy * n_tokens, NAN);
+      cpu::matmul(GetParam(), type, w.data(), xq.data(), all.data(), n_in, n_tokens, ldy, 0, n_out);
 
-    // rows split at random points, a call per range
-    std::vector<float> split(ldy * n_tokens, NAN);
-    for (int64_t r0 = 0; r0 < n_out;) {
-      const int64_t r1 = std::min<int64_t>(n_out, r0 + 1 + rng() % 9);
-      cpu::matmul(GetParam(), type, w.data(), xq.data(), split.data(), n_in, n_tokens, ldy, r0, r1);
-      r0 = r1;
-    }
-    // token windows (first, count), so that every tile width up to 6 gets used
-    const std::pair<int64_t, int64_t> windows[] = {{2, 5}, {9, 3}, {13, 2}, {0, 6}, {11, 4}};
-    std::vector<std::vector<float>> window_y;
-    for (auto [first, count] : windows) {
-      window_y.emplace_back(ldy * count, NAN);
-      cpu::matmul(GetParam(), type, w.data(), xq.data() + first * xs, window_y.back().data(), n_in,
-                  count, ldy, 0, n_out);
-    }
+      // rows split at random points, a call per range
+      std::vector<float> split(ldy * n_tokens, NAN);
+      for (int64_t r0 = 0; r0 < n_out;) {
+        const int64_t r1 = std::min<int64_t>(n_out, r0 + 1 + rng() % 9);
+        cpu::matmul(GetParam(), type, w.data(), xq.data(), split.data(), n_in, n_tokens, ldy, r0, r1);
+        r0 = r1;
+      }
+      // token windows (first, count), so that every tile width up to 6 gets used
+      const std::pair<int64_t, int64_t> windows[] = {{2, 5}, {9, 3}, {13, 2}, {0, 6}, {11, 4}};
+      std::vector<std::vector<float>> window_y;
+      for (auto [first, count] : windows) {
+        window_y.emplace_back(ldy * count, NAN);
+        cpu::matmul(GetParam(), type, w.data(), xq.data() + first * xs, window_y.back().data(), n_in,
+                    count, ldy, 0, n_out);
+      }
 
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      std::vector<float> one(n_out, NAN);
-      cpu::matmul(GetParam(), type, w.data(), xq.data() + t * xs, one.data(), n_in, 1, n_out, 0,
-                  n_out);
-      for (int64_t r = 0; r < n_out; ++r) {
-        const float e = all[t * ldy + r];
-        const float dot =
-            cpu::vec_dot(GetParam(), type, w.data() + r * ws, xq.data() + t * xs, n_in);
-        ASSERT_EQ(float_bits(e), float_bits(split[t * ldy + r]))
-            << what << " t " << t << " r " << r;
-        ASSERT_EQ(float_bits(e), float_bits(one[r])) << what << " t " << t << " r " << r;
-        ASSERT_EQ(float_bits(e), float_bits(dot)) << what << " t " << t << " r " << r;
-        for (size_t i = 0; i < std::size(windows); ++i) {
-          const auto [first, count] = windows[i];
-          if (t >= first && t < first + count) {
-            ASSERT_EQ(float_bits(e), float_bits(window_y[i][(t - first) * ldy + r]))
-                << what << " t " << t << " window " << i;
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        std::vector<float> one(n_out, NAN);
+        cpu::matmul(GetParam(), type, w.data(), xq.data() + t * xs, one.data(), n_in, 1, n_out, 0,
+                    n_out);
+        for (int64_t r = 0; r < n_out; ++r) {
+          const float e = all[t * ldy + r];
+          const float dot =
+              cpu::vec_dot(GetParam(), type, w.data() + r * ws, xq.data() + t * xs, n_in);
+          ASSERT_EQ(float_bits(e), float_bits(split[t * ldy + r]))
+              << what << " t " << t << " r " << r;
+          ASSERT_EQ(float_bits(e), float_bits(one[r])) << what << " t " << t << " r " << r;
+          ASSERT_EQ(float_bits(e), float_bits(dot)) << what << " t " << t << " r " << r;
+          for (size_t i = 0; i < std::size(windows); ++i) {
+            const auto [first, count] = windows[i];
+            if (t >= first && t < first + count) {
+              ASSERT_EQ(float_bits(e), float_bits(window_y[i][(t - first) * ldy + r]))
+                  << what << " t " << t << " window " << i;
+            }
           }
         }
       }
-    }
-    // nothing outside [0, n_out) of each ldy row is written
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      for (int64_t r = n_out; r < ldy; ++r) {
-        ASSERT_TRUE(std::isnan(all[t * ldy + r])) << what;
+      // nothing outside [0, n_out) of each ldy row is written
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        for (int64_t r = n_out; r < ldy; ++r) {
+          ASSERT_TRUE(std::isnan(all[t * ldy + r])) << what;
+        }
       }
     }
   }
 }
 
 TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
-  // enough tokens and rows that the driver blocks rows for L2 and, for AVX-512 Q4_0, runs
-  // n_in in slices (more than one 16-token tile; 87 blocks: a partial last group of 16);
-  // elements as alone
-  std::mt19937 rng(25);
-  const std::pair<ggml_type, int64_t> cases[] = {{ggml_type::q4_0, 4096},
-                                                 {ggml_type::q4_0, 32 * 87},
-                                                 {ggml_type::q4_k, 4096},
-                                                 {ggml_type::f16, 4096}};
-  for (auto [type, n_in] : cases) {
-    const int64_t n_out = 301, n_tokens = 19;
-    const auto w = random_weights(rng, type, n_out, n_in);
-    const auto xq = random_activations(rng, type, n_tokens, n_in);
-    const size_t xs = cpu::activation_row_bytes(type, n_in);
-    std::vector<float> all(n_out * n_tokens);
-    cpu::matmul(GetParam(), type, w.data(), xq.data(), all.data(), n_in, n_tokens, n_out, 0, n_out);
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      std::vector<float> one(n_out);
-      cpu::matmul(GetParam(), type, w.data(), xq.data() + t * xs, one.data(), n_in, 1, n_out, 0,
-                  n_out);
-      for (int64_t r = 0; r < n_out; ++r) {
-        ASSERT_EQ(float_bits(all[t * n_out + r]), float_bits(one[r])) << type_name(type);
+  for (auto tiles : tile_shapes(GetParam())) {
+    const forced_tiles scope(tiles);
+    SCOPED_TRACE(tile_name(tiles));
+    // enough tokens and rows that the driver blocks rows for L2 and, for AVX-512 Q4_0 and
+    // Q8_0, runs n_in in slices (more than one token tile; 87 blocks: a partial last group
+    // of 16); elements as alone
+    std::mt19937 rng(25);
+    const std::pair<ggml_type, int64_t> cases[] = {{ggml_type::q4_0, 4096},
+                                                   {ggml_type::q4_0, 32 * 87},
+                                                   {ggml_type::q8_0, 4096},
+                                                   {ggml_type::q8_0, 32 * 87},
+                                                   {ggml_type::q4_k, 4096},
+                                                   {ggml_type::f16, 4096}};
+    for (auto [type, n_in] : cases) {
+      const int64_t n_out = 301, n_tokens = 19;
+      const auto w = random_weights(rng, type, n_out, n_in);
+      const auto xq = random_activations(rng, type, n_tokens, n_in);
+      const size_t xs = cpu::activation_row_bytes(type, n_in);
+      std::vector<float> all(n_out * n_tokens);
+      cpu::matmul(GetParam(), type, w.data(), xq.data(), all.data(), n_in, n_tokens, n_out, 0, n_out);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        std::vector<float> one(n_out);
+        cpu::matmul(GetParam(), type, w.data(), xq.data() + t * xs, one.data(), n_in, 1, n_out, 0,
+                    n_out);
+        for (int64_t r = 0; r < n_out; ++r) {
+          ASSERT_EQ(float_bits(all[t * n_out + r]), float_bits(one[r])) << type_name(type);
+        }
       }
     }
   }
 }
 
 TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
-  // pack_rows moves bytes only; every element, any tile, any token count, the same bits
-  std::mt19937 rng(26);
-  int n_packed = 0;
-  for (ggml_type type : k_all_types) {
-    if (!cpu::has_packed_layout(GetParam(), type)) {
-      continue;
-    }
-    ++n_packed;
-    // no whole group of 16 blocks, one, 4 + a partial one, 5 + 7 blocks, FFN down's
-    for (int64_t n_in : {32 * 7, 512, 2048, 4096 + 32 * 3, 32 * 87, 8192}) {
-      const int64_t n_out = 41;
-      const auto w = random_weights(rng, type, n_out, n_in);
-      std::vector<uint8_t> packed(w.size());
-      cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out);
-      if (n_in >= 512) {
-        EXPECT_NE(0, std::memcmp(packed.data(), w.data(), w.size())) << "nothing moved";
+  for (auto tiles : tile_shapes(GetParam())) {
+    const forced_tiles scope(tiles);
+    SCOPED_TRACE(tile_name(tiles));
+    // pack_rows moves bytes only; every element, any tile, any token count, the same bits
+    std::mt19937 rng(26);
+    int n_packed = 0;
+    for (ggml_type type : k_all_types) {
+      if (!cpu::has_packed_layout(GetParam(), type)) {
+        continue;
       }
-      for (int64_t n_tokens : {1, 3, 16, 19}) {
-        const auto xq = random_activations(rng, type, n_tokens, n_in);
-        std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
-        cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,
-                    n_out);
-        // in two row ranges, as two threads take them
-        cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
-                    0, 16, cpu::weight_layout::packed);
-        cpu::matmul(GetParam(), type, packed.data() + 16 * row_bytes(type, n_in), xq.data(),
-                    got.data() + 16, n_in, n_tokens, n_out, 0, n_out - 16,
-                    cpu::weight_layout::packed);
-        for (size_t i = 0; i < want.size(); ++i) {
-          ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
-              << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens << " element " << i;
+      ++n_packed;
+      // no whole group of 16 blocks, one, 4 + a partial one, 5 + 7 blocks, FFN down's
+      for (int64_t n_in : {32 * 7, 512, 2048, 4096 + 32 * 3, 32 * 87, 8192}) {
+        const int64_t n_out = 41;
+        const auto w = random_weights(rng, type, n_out, n_in);
+        std::vector<uint8_t> packed(w.size());
+        cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out);
+        if (n_in >= 512) {
+          EXPECT_NE(0, std::memcmp(packed.data(), w.data(), w.size())) << "nothing moved";
+        }
+        for (int64_t n_tokens : {1, 3, 16, 19}) {
+          const auto xq = random_activations(rng, type, n_tokens, n_in);
+          std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
+          cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,
+                      n_out);
+          // in two row ranges, as two threads take them
+          cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
+                      0, 16, cpu::weight_layout::packed);
+          cpu::matmul(GetParam(), type, packed.data() + 16 * row_bytes(type, n_in), xq.data(),
+                      got.data() + 16, n_in, n_tokens, n_out, 0, n_out - 16,
+                      cpu::weight_layout::packed);
+          for (size_t i = 0; i < want.size(); ++i) {
+            ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
+                << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens << " element " << i;
+          }
         }
       }
     }
-  }
-  if (n_packed == 0) {
-    GTEST_SKIP() << cpu::isa_name(GetParam()) << " has no packed layout";
+    if (n_packed == 0) {
+      GTEST_SKIP() << cpu::isa_name(GetParam()) << " has no packed layout";
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include "kernels/cpu/matmul.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdlib>
@@ -251,6 +252,14 @@ float vec_dot(isa v, ggml_type weight, const void* w_row, const void* x_row, int
   matmul(v, weight, w_row, x_row, &y, n_in, 1, 1, 0, 1);
   return y;
 }
+
+namespace {
+std::atomic<avx512_tiles> forced_tiles{avx512_tiles::automatic};
+}  // namespace
+
+void force_avx512_tiles(avx512_tiles t) { forced_tiles.store(t, std::memory_order_relaxed); }
+
+avx512_tiles detail::forced_avx512_tiles() { return forced_tiles.load(std::memory_order_relaxed); }
 
 bool has_packed_layout(isa v, ggml_type weight) {
   return v == isa::avx512 && (weight == ggml_type::q4_0 || weight == ggml_type::q8_0);

@@ -54,6 +54,13 @@ bool has_packed_layout(isa v, ggml_type weight);
 /// slower on Zen 4).
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows);
 
+/// The AVX-512 Q4_0/Q8_0 prefill tile shapes: this core's (automatic: 2 rows × 6 tokens
+/// where 512-bit operations run in halves, AMD family 19h (Zen 4); 1 × 16 elsewhere), or
+/// one forced for the whole process. A tile's shape changes no bit, and tests force both
+/// to prove it on whichever machine runs them.
+enum class avx512_tiles { automatic, wide, split };
+void force_avx512_tiles(avx512_tiles t);
+
 /// y[t * ldy + r] = vec_dot(W row r, xq row t) for r in [r0, r1), t in [0, n_tokens).
 /// W: n_out rows of n_in elements, row_bytes(weight, n_in) apart (ggml's [n_in, n_out]),
 /// in `layout` (packed: made by pack_rows for this v).

@@ -468,7 +468,8 @@ bool splits_512_bit_ops() {
 template <class Group>
 void matmul_lanes(bool packed, ggml_type weight, const void* w, const void* xq, float* y,
                   int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, size_t xs) {
-  if (splits_512_bit_ops()) {
+  const avx512_tiles tiles = forced_avx512_tiles();
+  if (tiles == avx512_tiles::automatic ? splits_512_bit_ops() : tiles == avx512_tiles::split) {
     if (packed) {
       return run_matmul(kernel_lanes_split<Group, true>{}, weight, w, xq, y, n_in, n_tokens, ldy,
                         r0, r1, xs);

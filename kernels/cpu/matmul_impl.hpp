@@ -13,6 +13,7 @@
 #include <memory>
 #include <utility>
 
+#include "kernels/cpu/matmul.hpp"
 #include "kernels/ggml_type.hpp"
 
 namespace baton::cpu::detail {
@@ -24,6 +25,9 @@ void matmul_avx2(ggml_type weight, const void* w, const void* xq, float* y, int6
                  int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1);
 void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
                          int32_t* out);
+
+/// What force_avx512_tiles last set (matmul.hpp).
+avx512_tiles forced_avx512_tiles();
 
 /// packed: w in pack_rows' layout for isa::avx512.
 void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
