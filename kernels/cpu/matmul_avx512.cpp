@@ -57,15 +57,23 @@ constexpr int64_t prefetch_distance = 8192;
 /// Measured on Zen 5 (AMD family 1Ah), one decode row of 2048 × 8192: 17 GB/s with the
 /// prefetch, 21 without (two threads 32 and 40; bench_kernels, three runs); the shorter
 /// rows and the other types read as fast or faster with it. Zen 4 keeps it.
+/// The CPU's family as cpuid leaf 1 states it (base + extended), 0 if it does not.
+unsigned cpu_family() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(1, &a, &b, &c, &d) == 0) {
+    return 0;
+  }
+  return ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
+}
+
+/// Whether cpuid's vendor is AuthenticAMD.
+bool amd_cpu() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(0, &a, &b, &c, &d) != 0 && b == 0x68747541u;  // "Auth"
+}
+
 bool prefetch_long_q4_0_rows() {
-  static const bool yes = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (__get_cpuid(1, &a, &b, &c, &d) == 0) {
-      return true;
-    }
-    const unsigned family = ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
-    return family < 0x1a;
-  }();
+  static const bool yes = cpu_family() < 0x1a;
   return yes;
 }
 
@@ -273,14 +281,6 @@ struct q4_0_group {
     d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
   }
 
-  /// The last group of a row: `n` < 16 blocks, the rest as zeros.
-  void load_partial(const uint8_t* p, int n) {
-    alignas(64) uint8_t buf[288] = {};
-    std::memcpy(buf, p, static_cast<size_t>(n) * sizeof(block_q4_0));
-    load(buf);
-  }
-
-  __m512i dot(const q8_group& y) const { return lane_dots(u, y); }
 };
 
 /// One Q8_0 row's group of 16 blocks, one block per dword lane: u[k] lane l = bytes
@@ -317,15 +317,16 @@ struct q8_0_group {
     d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
   }
 
-  /// The last group of a row: `n` < 16 blocks, the rest as zeros.
-  void load_partial(const uint8_t* p, int n) {
-    alignas(64) uint8_t buf[bytes] = {};
-    std::memcpy(buf, p, static_cast<size_t>(n) * sizeof(block_q8_0));
-    load(buf);
-  }
-
-  __m512i dot(const q8_group& y) const { return lane_dots(u, y); }
 };
+
+/// The last group of a row, ggml's layout in either (pack_rows leaves it where it was):
+/// `n` < 16 blocks, the rest as zeros.
+template <class Group>
+void load_partial(Group& w, const uint8_t* p, int n) {
+  alignas(64) uint8_t buf[Group::bytes] = {};
+  std::memcpy(buf, p, static_cast<size_t>(n) * (Group::bytes / 16));
+  w.load(buf);
+}
 
 /// Q4_0 or Q8_0 weights (Group: q4_0_group, q8_0_group) by prepared Q8_0 activations. An
 /// element's value: lane l accumulates blocks l, 16 + l, 32 + l, ... as
@@ -386,8 +387,7 @@ struct kernel_lanes {
             w[r].load(wp);
           }
         } else {
-          // pack_rows leaves the partial group where it was
-          w[r].load_partial(row + g * group_bytes, static_cast<int>(nb - 16 * g));
+          load_partial(w[r], row + g * group_bytes, static_cast<int>(nb - 16 * g));
         }
       }
       #pragma GCC unroll 16
@@ -396,7 +396,7 @@ struct kernel_lanes {
         const __m512 dy = _mm512_load_ps(y.d);
         #pragma GCC unroll 16
         for (int r = 0; r < NR; ++r) {
-          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w[r].dot(y)), _mm512_mul_ps(w[r].d, dy),
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane_dots(w[r].u, y)), _mm512_mul_ps(w[r].d, dy),
                                       acc[r][t]);
         }
       }
@@ -425,10 +425,10 @@ struct kernel_lanes {
       if (n == 16) {
         u.load(w + g * Group::bytes);
       } else {
-        u.load_partial(w + g * Group::bytes, n);
+        load_partial(u, w + g * Group::bytes, n);
       }
       alignas(64) int32_t l[16];
-      _mm512_store_si512(l, u.dot(groups[g]));
+      _mm512_store_si512(l, lane_dots(u.u, groups[g]));
       std::memcpy(out + 16 * g, l, static_cast<size_t>(n) * sizeof(int32_t));
     }
   }
@@ -452,15 +452,7 @@ using kernel_lanes_split = kernel_lanes<Group, Packed, 2, 6, 2048>;
 /// Whether this core splits 512-bit operations in two 256-bit halves: AMD family 19h
 /// (Zen 4, the first AMD core with AVX-512).
 bool splits_512_bit_ops() {
-  static const bool yes = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (__get_cpuid(0, &a, &b, &c, &d) == 0 || b != 0x68747541u) {  // "Auth"enticAMD
-      return false;
-    }
-    __get_cpuid(1, &a, &b, &c, &d);
-    const unsigned family = ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
-    return family == 0x19;
-  }();
+  static const bool yes = amd_cpu() && cpu_family() == 0x19;
   return yes;
 }
 
