@@ -2,13 +2,12 @@
 // Integer dot products use vpdpbusd (unsigned × signed bytes): Q4_0 nibbles are unsigned
 // as stored and Q8_0 weights are made unsigned by +128; the activation-only correction
 // (−8·Σy or −128·Σy per 4 bytes) starts the accumulator. K-quants use vpmaddubsw then
-// vpdpwssd with the sub-block scales. Each output element owns its 16-lane float
-// accumulators (two for Q8_0 and the float types, alternating, so that one row alone is
-// not bound by the latency of one chain; Q4_0 holds one block per lane, reduced exactly
-// in integers first), whose update sequence does not depend on the tile it is computed
-// in. Decode tiles are one row: from DRAM one sequential stream (with software prefetch)
-// reads faster on Zen 4 than several (and on Zen 5: rows taken from 2, 4 or 8 parts of a
-// thread's range in turn read 0.9, 0.6, 0.6 times as fast).
+// vpdpwssd with the sub-block scales. Each output element owns one 16-lane float
+// accumulator (Q4_0 and Q8_0 one block per lane, reduced exactly in integers first; the
+// float types 16 elements of k), whose update sequence does not depend on the tile it is
+// computed in. Decode tiles are one row: from DRAM one sequential stream (with software
+// prefetch) reads faster on Zen 4 than several (and on Zen 5: rows taken from 2, 4 or 8
+// parts of a thread's range in turn read 0.9, 0.6, 0.6 times as fast).
 //
 // Every loop over a tile's rows or tokens is fully unrolled (#pragma GCC unroll 16):
 // without it GCC 12 kept a 1 × 16 tile's accumulators in memory, a load and a store
@@ -712,11 +711,17 @@ struct kernel_k {
 
 enum class fkind { f32, f16, bf16 };
 
-template <fkind K>
+/// F16, BF16 or F32 weights by f32 activations. An element's value: lane l accumulates
+/// w[k] · x[k] for k = l, 16 + l, 32 + l, ... in one chain, acc = fma(w, x, acc) (the
+/// row's last partial 16 masked), then hsum. One accumulator per element, so a prefill
+/// tile holds Rows × Tokens of them and loads each weight vector once for Tokens FMAs
+/// and each activation vector once for Rows; decode tiles take DecodeRows rows, each its
+/// own chain, so that one FMA's latency does not bound a lone row.
+template <fkind K, int DecodeRows, int Rows, int Tokens>
 struct kernel_float {
-  static constexpr int max_rows_1 = 1;
-  static constexpr int max_rows = 3;
-  static constexpr int max_tokens = 4;
+  static constexpr int max_rows_1 = DecodeRows;
+  static constexpr int max_rows = Rows;
+  static constexpr int max_tokens = Tokens;
   static constexpr size_t elt = K == fkind::f32 ? 4 : 2;
 
   // f16 and bf16 activations are widened to f32 once (exactly)
@@ -761,34 +766,36 @@ struct kernel_float {
     tile_from<NR, NT, false>(a);
   }
 
-  /// One token's row as the caller gave it (f16 or bf16, widened here): the values tile<1, 1>
-  /// reads from the prepared row, so the same operations.
-  void decode_unprepared(const tile_args& a) const
+  /// One token's row as the caller gave it (f16 or bf16, widened here) by nr ≤ DecodeRows
+  /// rows: the values tile<nr, 1> reads from the prepared row, so the same operations.
+  void decode_unprepared(const tile_args& a, int nr) const
     requires(K != fkind::f32)
   {
-    tile_from<1, 1, true>(a);
+    [&]<int... I>(std::integer_sequence<int, I...>) {
+      ((nr == I + 1 ? tile_from<I + 1, 1, true>(a) : void()), ...);
+    }(std::make_integer_sequence<int, DecodeRows>{});
   }
 
-  /// acc[r][t][(k / 16) % 2] += w · x: two accumulators per element, so that a lone row is
-  /// not bound by the latency of one chain. Raw: x rows unprepared (elt bytes an element).
+  /// acc[r][t] += w · x, 16 elements of k at a time. Raw: x rows unprepared (elt bytes an
+  /// element).
   template <int NR, int NT, bool Raw>
   void tile_from(const tile_args& a) const {
-    __m512 acc[NR][NT][2];
+    __m512 acc[NR][NT];
     #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
-        acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
+        acc[r][t] = _mm512_setzero_ps();
       }
     }
-    // j is a constant in every call, so the accumulators stay in registers
-    auto step = [&]<int j>(int64_t k, __mmask16 m) {
+    // Prefetch: a line per 64 bytes of weights (every other step of f16 and bf16)
+    auto step = [&](int64_t k, __mmask16 m, bool prefetch) {
       __m512 w[NR];
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
         const uint8_t* wp = a.w + r * a.w_stride + k * elt;
-        if (elt == 4 || j == 0) {
-          prefetch_ahead(wp, 64);  // a line per 64 bytes of weights
+        if (prefetch) {
+          prefetch_ahead(wp, 64);
         }
         w[r] = widen(wp, m);
       }
@@ -803,33 +810,37 @@ struct kernel_float {
         }
         #pragma GCC unroll 16
         for (int r = 0; r < NR; ++r) {
-          acc[r][t][j] = _mm512_fmadd_ps(w[r], x, acc[r][t][j]);
+          acc[r][t] = _mm512_fmadd_ps(w[r], x, acc[r][t]);
         }
       }
     };
     int64_t k = 0;
     for (; k + 32 <= a.n_in; k += 32) {
-      step.template operator()<0>(k, 0xffff);
-      step.template operator()<1>(k + 16, 0xffff);
+      step(k, 0xffff, true);
+      step(k + 16, 0xffff, elt == 4);
     }
-    if (k + 16 <= a.n_in) {
-      step.template operator()<0>(k, 0xffff);
-      k += 16;
-      if (k < a.n_in) {
-        step.template operator()<1>(k, tail_mask(a.n_in - k));
-      }
-    } else if (k < a.n_in) {
-      step.template operator()<0>(k, tail_mask(a.n_in - k));
+    for (; k < a.n_in; k += 16) {
+      step(k, a.n_in - k >= 16 ? 0xffff : tail_mask(a.n_in - k), true);
     }
     #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) {
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
-        a.y[t * a.ldy + r] = hsum(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
+        a.y[t * a.ldy + r] = hsum(acc[r][t]);
       }
     }
   }
 };
+
+/// Float tiles: decode one row (a chain of FMAs per 16 elements reads 29 GB/s at 3.7 GHz,
+/// a thread's share of DRAM here; 2 or 4 rows read slower on Zen 4), prefill 4 × 6: four
+/// weight vectors widened and six activation vectors loaded for 24 FMAs, within Zen 4's
+/// one 64-byte load a cycle (the 3 × 4 tile of two accumulators an element folded an
+/// activation load into nearly every FMA). One thread, F16 2048 × 2048, 128 tokens, Zen 4:
+/// 3 × 4 of two accumulators 88-95 GFLOP/s, 1 × 3 × 4 90-95, 2 × 3 × 8 96-100, 4 × 6 × 4
+/// 100-108, 1 × 5 × 5 103-109, 1 × 4 × 6 105-109 (f32 FMA peak 117).
+template <fkind K>
+using kernel_float_tiles = kernel_float<K, 1, 4, 6>;
 
 }  // namespace
 
@@ -846,13 +857,13 @@ void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, in
     case ggml_type::q6_k:
       return run_matmul(kernel_k<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
     case ggml_type::f16:
-      return run_matmul(kernel_float<fkind::f16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+      return run_matmul(kernel_float_tiles<fkind::f16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
                         xs);
     case ggml_type::bf16:
-      return run_matmul(kernel_float<fkind::bf16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+      return run_matmul(kernel_float_tiles<fkind::bf16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
                         xs);
     case ggml_type::f32:
-      return run_matmul(kernel_float<fkind::f32>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+      return run_matmul(kernel_float_tiles<fkind::f32>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
                         xs);
     default:
       std::abort();

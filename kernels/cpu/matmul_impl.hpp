@@ -82,8 +82,9 @@ struct tile_args {
 ///   size_t prep_bytes(int64_t n_in) const;                 // 0: xq used as it is
 ///   void prep(const uint8_t* xq_row, uint8_t* out, int64_t n_in) const;
 ///   template <int NR, int NT> void tile(const tile_args&) const;
-///   void decode_unprepared(const tile_args&) const;  // optional: a 1 × 1 tile of one
-///       token's unprepared row, the same operations as tile<1, 1> on the prepared one
+///   void decode_unprepared(const tile_args&, int nr) const;  // optional: an nr × 1 tile
+///       (nr ≤ max_rows_1) of one token's unprepared row, the same operations as
+///       tile<nr, 1> on the prepared one
 /// and optionally, for prefill tiles run over n_in in several passes
 ///   int64_t k_pass(int64_t n_in) const;  // n_in per pass (a multiple of its blocks)
 ///   static constexpr int part_floats;    // partial-sum floats per element
@@ -107,12 +108,14 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, flo
   // a kernel whose prepared activations only widen them exactly (F16, BF16) reads a lone
   // token's row as it is: widened it would take twice the bytes of L1 beside the stream
   // of weights (32 KiB of f32 at n_in 8192: all of a Zen 4's L1d)
-  if constexpr (requires(const tile_args& a) { k.decode_unprepared(a); }) {
+  if constexpr (requires(const tile_args& a) { k.decode_unprepared(a, 1); }) {
     if (n_tokens == 1) {
       const auto* wb = static_cast<const uint8_t*>(w);
-      for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t r = r0; r < r1; r += K::max_rows_1) {
+        const int nr = static_cast<int>(std::min<int64_t>(K::max_rows_1, r1 - r));
         k.decode_unprepared(tile_args{wb + r * w_stride, w_stride, static_cast<const uint8_t*>(xq),
-                                      xq_stride, y + r, ldy, n_in});
+                                      xq_stride, y + r, ldy, n_in},
+                            nr);
       }
       return;
     }
