@@ -10,6 +10,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/blocks.hpp"
@@ -433,6 +434,48 @@ TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
     if (n_packed == 0) {
       GTEST_SKIP() << cpu::isa_name(GetParam()) << " has no packed layout";
     }
+  }
+}
+
+TEST_P(simd, rows_prepared_once_give_the_same_bits) {
+  // threads sharing a matmul prepare its activation rows once (prepare_row) and each
+  // takes its rows from them: the same bits as a matmul that prepares them itself
+  for (auto tiles : tile_shapes(GetParam())) {
+    const forced_tiles scope(tiles);
+    SCOPED_TRACE(tile_name(tiles));
+    std::mt19937 rng(27);
+    int n_prepared = 0;
+    for (ggml_type type : k_all_types) {
+      for (int64_t n_in : {256 * 3, 2048, 4096 + 256}) {
+        const int64_t n_out = 37;
+        const auto w = random_weights(rng, type, n_out, n_in);
+        for (int64_t n_tokens : {1, 2, 7, 19}) {
+          const auto xq = random_activations(rng, type, n_tokens, n_in);
+          const size_t xs = cpu::activation_row_bytes(type, n_in);
+          const size_t pb = cpu::prepared_row_bytes(GetParam(), type, n_in, n_tokens);
+          ASSERT_EQ(0u, pb % 64) << type_name(type);
+          n_prepared += pb > 0 ? 1 : 0;
+          // 64-byte aligned rows, filled with a pattern that no kernel may read past
+          std::vector<uint8_t> buf(pb * static_cast<size_t>(n_tokens) + 64, 0xa5);
+          uint8_t* prepared = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
+          for (int64_t t = 0; t < n_tokens; ++t) {
+            cpu::prepare_row(GetParam(), type, xq.data() + t * xs, prepared + t * pb, n_in);
+          }
+          std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens, NAN);
+          cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,
+                      n_out);
+          for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 16}, {16, 32}, {32, n_out}}) {
+            cpu::matmul(GetParam(), type, w.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
+                        r0, r1, cpu::weight_layout::ggml, pb > 0 ? prepared : nullptr);
+          }
+          for (size_t i = 0; i < want.size(); ++i) {
+            ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
+                << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens << " element " << i;
+          }
+        }
+      }
+    }
+    EXPECT_GT(n_prepared, 0) << "no kernel of " << cpu::isa_name(GetParam()) << " prepares rows";
   }
 }
 

@@ -307,8 +307,38 @@ void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, 
   }
 }
 
+size_t prepared_row_bytes(isa v, ggml_type weight, int64_t n_in, int64_t n_tokens) {
+  if (!has_matmul(weight) || n_in <= 0 || n_in % traits(weight).block_size != 0) {
+    std::abort();  // a caller's bug: shapes come from checked model files
+  }
+  switch (v) {
+    case isa::scalar:
+      return 0;
+    case isa::avx2:
+      return detail::prepared_row_bytes_avx2(weight, n_in, n_tokens);
+    case isa::avx512:
+      return detail::prepared_row_bytes_avx512(weight, n_in, n_tokens);
+  }
+  return 0;
+}
+
+void prepare_row(isa v, ggml_type weight, const void* xq, void* out, int64_t n_in) {
+  if (reinterpret_cast<uintptr_t>(out) % 64 != 0) {
+    std::abort();  // a caller's bug: the kernels load prepared rows aligned
+  }
+  switch (v) {
+    case isa::scalar:
+      return;
+    case isa::avx2:
+      return detail::prepare_row_avx2(weight, xq, out, n_in);
+    case isa::avx512:
+      return detail::prepare_row_avx512(weight, xq, out, n_in);
+  }
+}
+
 void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-            int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, weight_layout layout) {
+            int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, weight_layout layout,
+            const void* prepared) {
   if (!has_matmul(weight) || n_in <= 0 || n_in % traits(weight).block_size != 0 || r0 > r1 ||
       n_tokens < 0 || (layout == weight_layout::packed && !has_packed_layout(v, weight))) {
     std::abort();  // a caller's bug: shapes come from checked model files
@@ -320,9 +350,9 @@ void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, in
     case isa::scalar:
       return matmul_scalar(weight, w, xq, y, n_in, n_tokens, ldy, r0, r1);
     case isa::avx2:
-      return detail::matmul_avx2(weight, w, xq, y, n_in, n_tokens, ldy, r0, r1);
+      return detail::matmul_avx2(weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1);
     case isa::avx512:
-      return detail::matmul_avx512(weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
+      return detail::matmul_avx512(weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1,
                                    layout == weight_layout::packed);
   }
 }

@@ -65,9 +65,22 @@ void force_avx512_tiles(avx512_tiles t);
 /// W: n_out rows of n_in elements, row_bytes(weight, n_in) apart (ggml's [n_in, n_out]),
 /// in `layout` (packed: made by pack_rows for this v).
 /// xq: n_tokens rows, activation_row_bytes(weight, n_in) apart.
+/// prepared: the n_tokens rows of xq as prepare_row made them for this v,
+/// prepared_row_bytes(v, weight, n_in, n_tokens) apart — threads that share a matmul
+/// prepare its rows once — or nullptr: each call prepares them itself (when that size is
+/// not 0). Either way the same bits.
 void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
             int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
-            weight_layout layout = weight_layout::ggml);
+            weight_layout layout = weight_layout::ggml, const void* prepared = nullptr);
+
+/// Bytes of one activation row (of a matmul of n_tokens rows) as isa v's tile kernels
+/// read it, prepared from its xq row by prepare_row: a multiple of 64; 0 where they read
+/// the xq rows as they are (scalar, F32, a lone F16/BF16 row on AVX-512).
+size_t prepared_row_bytes(isa v, ggml_type weight, int64_t n_in, int64_t n_tokens);
+
+/// out (64-byte aligned, prepared_row_bytes) = one xq row prepared for isa v's kernels;
+/// nothing where prepared_row_bytes is 0.
+void prepare_row(isa v, ggml_type weight, const void* xq, void* out, int64_t n_in);
 
 /// Integers per block that block_dot_ints writes: 2 for q4_K (scaled sum, min sum), else 1.
 int block_dot_ints_per_block(ggml_type weight);

@@ -622,32 +622,51 @@ void quantize_activation_row_avx2(ggml_type weight, const float* x, void* xq, in
   }
 }
 
-void matmul_avx2(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-                 int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1) {
-  const size_t xs = activation_row_bytes(weight, n_in);
+namespace {
+
+/// f(the kernel for `weight` weights).
+template <class F>
+decltype(auto) with_kernel(ggml_type weight, F&& f) {
   switch (weight) {
     case ggml_type::q4_0:
-      return run_matmul(kernel_q8_blocks<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      return f(kernel_q8_blocks<true>{});
     case ggml_type::q8_0:
-      return run_matmul(kernel_q8_blocks<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      return f(kernel_q8_blocks<false>{});
     case ggml_type::q4_k:
-      return run_matmul(kernel_k<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return f(kernel_k<false>{});
     case ggml_type::q6_k:
-      return run_matmul(kernel_k<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return f(kernel_k<true>{});
     case ggml_type::f16:
-      return run_matmul(kernel_float<fkind::f16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      return f(kernel_float<fkind::f16>{});
     case ggml_type::bf16:
-      return run_matmul(kernel_float<fkind::bf16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      return f(kernel_float<fkind::bf16>{});
     case ggml_type::f32:
-      return run_matmul(kernel_float<fkind::f32>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      return f(kernel_float<fkind::f32>{});
     default:
       std::abort();
   }
+}
+
+}  // namespace
+
+void matmul_avx2(ggml_type weight, const void* w, const void* xq, const void* prepared, float* y,
+                 int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1) {
+  const size_t xs = activation_row_bytes(weight, n_in);
+  with_kernel(weight, [&](const auto& k) {
+    run_matmul(k, weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1, xs);
+  });
+}
+
+size_t prepared_row_bytes_avx2(ggml_type weight, int64_t n_in, int64_t n_tokens) {
+  return with_kernel(weight, [&](const auto& k) { return prepared_row_bytes(k, n_in, n_tokens); });
+}
+
+void prepare_row_avx2(ggml_type weight, const void* xq, void* out, int64_t n_in) {
+  with_kernel(weight, [&](const auto& k) {
+    if (k.prep_bytes(n_in) > 0) {
+      k.prep(static_cast<const uint8_t*>(xq), static_cast<uint8_t*>(out), n_in);
+    }
+  });
 }
 
 void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,

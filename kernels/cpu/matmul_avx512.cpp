@@ -455,25 +455,15 @@ bool splits_512_bit_ops() {
   return yes;
 }
 
-/// run_matmul for Q4_0 or Q8_0 weights, with this core's tiles and the weights' layout.
-template <class Group>
-void matmul_lanes(bool packed, ggml_type weight, const void* w, const void* xq, float* y,
-                  int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, size_t xs) {
+/// f(the Q4_0 or Q8_0 kernel of this core's tiles for the weights' layout). Every one
+/// prepares activations alike (prep depends on Group only).
+template <class Group, class F>
+decltype(auto) with_lanes_kernel(bool packed, F&& f) {
   const avx512_tiles tiles = forced_avx512_tiles();
   if (tiles == avx512_tiles::automatic ? splits_512_bit_ops() : tiles == avx512_tiles::split) {
-    if (packed) {
-      return run_matmul(kernel_lanes_split<Group, true>{}, weight, w, xq, y, n_in, n_tokens, ldy,
-                        r0, r1, xs);
-    }
-    return run_matmul(kernel_lanes_split<Group, false>{}, weight, w, xq, y, n_in, n_tokens, ldy,
-                      r0, r1, xs);
+    return packed ? f(kernel_lanes_split<Group, true>{}) : f(kernel_lanes_split<Group, false>{});
   }
-  if (packed) {
-    return run_matmul(kernel_lanes_wide<Group, true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0,
-                      r1, xs);
-  }
-  return run_matmul(kernel_lanes_wide<Group, false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0,
-                    r1, xs);
+  return packed ? f(kernel_lanes_wide<Group, true>{}) : f(kernel_lanes_wide<Group, false>{});
 }
 
 // -- Q4_K and Q6_K by Q8_K ---------------------------------------------------------
@@ -842,32 +832,51 @@ struct kernel_float {
 template <fkind K>
 using kernel_float_tiles = kernel_float<K, 1, 4, 6>;
 
-}  // namespace
-
-void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-                   int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, bool packed) {
-  const size_t xs = activation_row_bytes(weight, n_in);
+/// f(the kernel for `weight` weights in this layout).
+template <class F>
+decltype(auto) with_kernel(ggml_type weight, bool packed, F&& f) {
   switch (weight) {
     case ggml_type::q4_0:
-      return matmul_lanes<q4_0_group>(packed, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return with_lanes_kernel<q4_0_group>(packed, f);
     case ggml_type::q8_0:
-      return matmul_lanes<q8_0_group>(packed, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return with_lanes_kernel<q8_0_group>(packed, f);
     case ggml_type::q4_k:
-      return run_matmul(kernel_k<false>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return f(kernel_k<false>{});
     case ggml_type::q6_k:
-      return run_matmul(kernel_k<true>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1, xs);
+      return f(kernel_k<true>{});
     case ggml_type::f16:
-      return run_matmul(kernel_float_tiles<fkind::f16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      return f(kernel_float_tiles<fkind::f16>{});
     case ggml_type::bf16:
-      return run_matmul(kernel_float_tiles<fkind::bf16>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      return f(kernel_float_tiles<fkind::bf16>{});
     case ggml_type::f32:
-      return run_matmul(kernel_float_tiles<fkind::f32>{}, weight, w, xq, y, n_in, n_tokens, ldy, r0, r1,
-                        xs);
+      return f(kernel_float_tiles<fkind::f32>{});
     default:
       std::abort();
   }
+}
+
+}  // namespace
+
+void matmul_avx512(ggml_type weight, const void* w, const void* xq, const void* prepared, float* y,
+                   int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
+                   bool packed) {
+  const size_t xs = activation_row_bytes(weight, n_in);
+  with_kernel(weight, packed, [&](const auto& k) {
+    run_matmul(k, weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1, xs);
+  });
+}
+
+size_t prepared_row_bytes_avx512(ggml_type weight, int64_t n_in, int64_t n_tokens) {
+  return with_kernel(weight, false,
+                     [&](const auto& k) { return prepared_row_bytes(k, n_in, n_tokens); });
+}
+
+void prepare_row_avx512(ggml_type weight, const void* xq, void* out, int64_t n_in) {
+  with_kernel(weight, false, [&](const auto& k) {
+    if (k.prep_bytes(n_in) > 0) {
+      k.prep(static_cast<const uint8_t*>(xq), static_cast<uint8_t*>(out), n_in);
+    }
+  });
 }
 
 void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,

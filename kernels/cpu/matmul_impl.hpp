@@ -21,8 +21,10 @@ namespace baton::cpu::detail {
 // -- per-isa entry points (each defined in its twin's file) -----------------------
 
 void quantize_activation_row_avx2(ggml_type weight, const float* x, void* xq, int64_t n_in);
-void matmul_avx2(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-                 int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1);
+void matmul_avx2(ggml_type weight, const void* w, const void* xq, const void* prepared, float* y,
+                 int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1);
+size_t prepared_row_bytes_avx2(ggml_type weight, int64_t n_in, int64_t n_tokens);
+void prepare_row_avx2(ggml_type weight, const void* xq, void* out, int64_t n_in);
 void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
                          int32_t* out);
 
@@ -30,8 +32,11 @@ void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row,
 avx512_tiles forced_avx512_tiles();
 
 /// packed: w in pack_rows' layout for isa::avx512.
-void matmul_avx512(ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-                   int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, bool packed);
+void matmul_avx512(ggml_type weight, const void* w, const void* xq, const void* prepared, float* y,
+                   int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
+                   bool packed);
+size_t prepared_row_bytes_avx512(ggml_type weight, int64_t n_in, int64_t n_tokens);
+void prepare_row_avx512(ggml_type weight, const void* xq, void* out, int64_t n_in);
 void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
                            int32_t* out);
 
@@ -77,6 +82,22 @@ struct tile_args {
   int64_t part_ld = 0;
 };
 
+/// Whether kernel K reads a lone token's row as the caller gave it (decode_unprepared).
+template <class K>
+constexpr bool reads_decode_row_unprepared = requires(const K& k, const tile_args& a) {
+  k.decode_unprepared(a, 1);
+};
+
+/// Bytes of one token's row prepared for K in a matmul of n_tokens rows (a multiple of 64,
+/// so that every row starts on a cache line); 0 where K reads the caller's rows.
+template <class K>
+size_t prepared_row_bytes(const K& k, int64_t n_in, int64_t n_tokens) {
+  if (reads_decode_row_unprepared<K> && n_tokens == 1) {
+    return 0;
+  }
+  return (k.prep_bytes(n_in) + 63) / 64 * 64;
+}
+
 /// Runs kernel K over rows [r0, r1) × tokens [0, n_tokens). K provides:
 ///   static constexpr int max_rows_1, max_rows, max_tokens;  // tile shape limits
 ///   size_t prep_bytes(int64_t n_in) const;                 // 0: xq used as it is
@@ -90,10 +111,13 @@ struct tile_args {
 ///   static constexpr int part_floats;    // partial-sum floats per element
 /// Rows are visited in blocks that stay in L2 while every token tile passes over them; with
 /// k_pass, each token tile's prepared activations pass by in slices that stay in L1
-/// while all the block's rows use them.
+/// while all the block's rows use them. `prepared`: the n_tokens rows already prepared,
+/// prepared_row_bytes(k, n_in, n_tokens) apart (threads sharing one matmul prepare them
+/// once), or nullptr: prepared here into this thread's scratch.
 template <class K>
-void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
-                int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, size_t xq_stride) {
+void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
+                const void* prepared, float* y, int64_t n_in, int64_t n_tokens, int64_t ldy,
+                int64_t r0, int64_t r1, size_t xq_stride) {
   constexpr int mt = K::max_tokens;
   constexpr int mr = std::max(K::max_rows_1, K::max_rows);
   using tile_fn = void (*)(const K&, const tile_args&);
@@ -108,7 +132,7 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, flo
   // a kernel whose prepared activations only widen them exactly (F16, BF16) reads a lone
   // token's row as it is: widened it would take twice the bytes of L1 beside the stream
   // of weights (32 KiB of f32 at n_in 8192: all of a Zen 4's L1d)
-  if constexpr (requires(const tile_args& a) { k.decode_unprepared(a, 1); }) {
+  if constexpr (reads_decode_row_unprepared<K>) {
     if (n_tokens == 1) {
       const auto* wb = static_cast<const uint8_t*>(w);
       for (int64_t r = r0; r < r1; r += K::max_rows_1) {
@@ -142,17 +166,20 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq, flo
   // scratch: [n_tokens prepared rows][partial sums]
   const uint8_t* x = static_cast<const uint8_t*>(xq);
   size_t x_stride = xq_stride;
-  const size_t pb = (k.prep_bytes(n_in) + 63) / 64 * 64;
-  uint8_t* buf = pb + part_bytes > 0 ? scratch(pb * static_cast<size_t>(n_tokens) + part_bytes)
-                                     : nullptr;
-  float* part = part_bytes > 0 ? reinterpret_cast<float*>(buf + pb * static_cast<size_t>(n_tokens))
-                               : nullptr;
+  const size_t pb = prepared_row_bytes(k, n_in, n_tokens);
+  const size_t prep_here = prepared == nullptr ? pb * static_cast<size_t>(n_tokens) : 0;
+  uint8_t* buf = prep_here + part_bytes > 0 ? scratch(prep_here + part_bytes) : nullptr;
+  float* part = part_bytes > 0 ? reinterpret_cast<float*>(buf + prep_here) : nullptr;
   if (pb > 0) {
     x_stride = pb;
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      k.prep(x + t * xq_stride, buf + t * x_stride, n_in);
+    if (prepared != nullptr) {
+      x = static_cast<const uint8_t*>(prepared);
+    } else {
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        k.prep(x + t * xq_stride, buf + t * x_stride, n_in);
+      }
+      x = buf;
     }
-    x = buf;
   }
   const auto* wb = static_cast<const uint8_t*>(w);
   for (int64_t rb = r0; rb < r1; rb += rows_per_block) {
