@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -60,8 +61,16 @@ class cpu_stage final : public stage_compute {
   }
 
  private:
-  /// y[n_tokens, n_out] = x[n_tokens, n_in] · Wᵀ, split by output rows over the pool.
-  void matmul(const tensor_info& w, const float* x, int64_t n_tokens, float* y);
+  /// One weight of a matmuls call and where its output goes: y [n_tokens, w's n_out].
+  struct product {
+    const tensor_info* w;
+    float* y;
+  };
+  /// y = x[n_tokens, n_in] · Wᵀ for every product (weights of the same n_in that read the
+  /// same x: q, k, v or gate, up): x converted and prepared once per weight type, then one
+  /// pass of the pool whose threads take chunks of output rows, of every product, as
+  /// they get to them — a thread whose reads run slower takes fewer.
+  void matmuls(std::initializer_list<product> ps, const float* x, int64_t n_tokens);
   /// Copies this stage's matmul weights that isa_ has a packed layout for into packed_,
   /// and lets go of their pages of the file mapping.
   void pack_weights();
@@ -81,7 +90,12 @@ class cpu_stage final : public stage_compute {
   std::unordered_map<const tensor_info*, const uint8_t*> packed_;
   // scratch, grown to the largest batch seen
   std::vector<float> cur_, q_, k_, v_, attn_, gate_, up_, rope_cs_;
-  std::vector<uint8_t> xq_;
+  std::vector<uint8_t> xq_, prepared_;
+  struct chunk {
+    int32_t product;
+    int64_t r0, r1;
+  };
+  std::vector<chunk> chunks_;
 };
 
 }  // namespace baton
