@@ -458,7 +458,7 @@ TEST_P(simd, rows_prepared_once_give_the_same_bits) {
           // 64-byte aligned rows, filled with a pattern that no kernel may read past
           std::vector<uint8_t> buf(pb * static_cast<size_t>(n_tokens) + 64, 0xa5);
           uint8_t* prepared = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
-          for (int64_t t = 0; t < n_tokens; ++t) {
+          for (int64_t t = 0; pb > 0 && t < n_tokens; ++t) {
             cpu::prepare_row(GetParam(), type, xq.data() + t * xs, prepared + t * pb, n_in);
           }
           std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens, NAN);
