@@ -458,8 +458,9 @@ TEST_P(simd, rows_prepared_once_give_the_same_bits) {
           // 64-byte aligned rows, filled with a pattern that no kernel may read past
           std::vector<uint8_t> buf(pb * static_cast<size_t>(n_tokens) + 64, 0xa5);
           uint8_t* prepared = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
-          for (int64_t t = 0; pb > 0 && t < n_tokens; ++t) {
-            cpu::prepare_row(GetParam(), type, xq.data() + t * xs, prepared + t * pb, n_in);
+          for (int64_t t = 0; t < n_tokens; ++t) {
+            cpu::prepare_row(GetParam(), type, xq.data() + t * xs, prepared + t * pb, n_in,
+                             n_tokens);
           }
           std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens, NAN);
           cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,

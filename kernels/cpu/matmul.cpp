@@ -322,7 +322,11 @@ size_t prepared_row_bytes(isa v, ggml_type weight, int64_t n_in, int64_t n_token
   return 0;
 }
 
-void prepare_row(isa v, ggml_type weight, const void* xq, void* out, int64_t n_in) {
+void prepare_row(isa v, ggml_type weight, const void* xq, void* out, int64_t n_in,
+                 int64_t n_tokens) {
+  if (prepared_row_bytes(v, weight, n_in, n_tokens) == 0) {
+    return;
+  }
   if (reinterpret_cast<uintptr_t>(out) % 64 != 0) {
     std::abort();  // a caller's bug: the kernels load prepared rows aligned
   }

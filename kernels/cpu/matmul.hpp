@@ -78,11 +78,11 @@ void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, in
 /// the xq rows as they are (scalar, F32, a lone F16/BF16 row on AVX-512).
 size_t prepared_row_bytes(isa v, ggml_type weight, int64_t n_in, int64_t n_tokens);
 
-/// out (64-byte aligned) = one xq row prepared for isa v's kernels, for a matmul of
-/// n_tokens rows whose prepared_row_bytes(v, weight, n_in, n_tokens) is not 0 (call it
-/// for no other: a lone F16 row needs none, though several do); it writes that many bytes
-/// at most.
-void prepare_row(isa v, ggml_type weight, const void* xq, void* out, int64_t n_in);
+/// out (64-byte aligned) = one xq row prepared for isa v's kernels in a matmul of
+/// n_tokens rows: prepared_row_bytes(v, weight, n_in, n_tokens) bytes, nothing where that
+/// is 0.
+void prepare_row(isa v, ggml_type weight, const void* xq, void* out, int64_t n_in,
+                 int64_t n_tokens);
 
 /// Integers per block that block_dot_ints writes: 2 for q4_K (scaled sum, min sum), else 1.
 int block_dot_ints_per_block(ggml_type weight);

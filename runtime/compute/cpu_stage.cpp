@@ -124,9 +124,7 @@ void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64
       for (int64_t t = t0; t < t1; ++t) {
         uint8_t* xq = xq_.data() + v.xq_at + t * v.xs;
         cpu::quantize_activation_row(isa_, v.type, x + t * n_in, xq, n_in);
-        if (v.pb > 0) {
-          cpu::prepare_row(isa_, v.type, xq, prep + v.prep_at + t * v.pb, n_in);
-        }
+        cpu::prepare_row(isa_, v.type, xq, prep + v.prep_at + t * v.pb, n_in, n_tokens);
       }
     }
   };
