@@ -1,0 +1,65 @@
+// Internal to matmul_avx512.cpp (compiled with its AVX-512 flags); included nowhere else.
+// What the AVX-512 kernels share: sums of 16 lanes (floats in a fixed tree), the
+// software prefetch of weights a prefetch distance ahead, and the CPU's family and vendor
+// as cpuid states them (which tiles a core runs, whether long Q4_0 rows are prefetched).
+#pragma once
+
+// GCC 12's AVX-512 headers start results from _mm512_undefined_*() and warn on it
+// (GCC bug 105593); the warning says nothing about this code.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <cpuid.h>
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace baton::cpu::detail {
+
+namespace {
+
+/// Σ of 16 lanes in a fixed tree: halves, quarters, pairs, then the last two.
+inline float hsum(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_add_ss(b, _mm_movehdup_ps(b));
+  return _mm_cvtss_f32(b);
+}
+
+inline int32_t hsum_epi32(__m512i v) { return _mm512_reduce_add_epi32(v); }
+
+// -- prefetch ---------------------------------------------------------------------
+
+/// How far ahead of the weights being read they are prefetched. Measured on Zen 4 from
+/// DRAM: the hardware prefetcher alone keeps too few lines in flight once the activations
+/// take a good part of L1 (n_in = 8192 streamed at 18 GB/s, 30 GB/s with this).
+constexpr int64_t prefetch_distance = 8192;
+
+/// Prefetches the lines of [p, p + bytes) a prefetch distance ahead.
+inline void prefetch_ahead(const uint8_t* p, int64_t bytes) {
+  for (int64_t o = 0; o < bytes; o += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + prefetch_distance + o), _MM_HINT_T0);
+  }
+}
+
+// -- cpuid ------------------------------------------------------------------------
+
+/// The CPU's family as cpuid leaf 1 states it (base + extended), 0 if it does not.
+unsigned cpu_family() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(1, &a, &b, &c, &d) == 0) {
+    return 0;
+  }
+  return ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
+}
+
+/// Whether cpuid's vendor is AuthenticAMD.
+bool amd_cpu() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(0, &a, &b, &c, &d) != 0 && b == 0x68747541u;  // "Auth"
+}
+
+}  // namespace
+
+}  // namespace baton::cpu::detail

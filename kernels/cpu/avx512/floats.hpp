@@ -1,0 +1,157 @@
+// Internal to matmul_avx512.cpp (compiled with its AVX-512 flags); included nowhere else.
+// F16, BF16 and F32 weights by f32 activations: float lanes over k, one 16-lane
+// accumulator per element (16 elements of k at a time, then hsum); f16 and bf16
+// activations are widened to f32 once. Decode tiles one row, prefill 4 × 6.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "kernels/cpu/avx512/common.hpp"
+#include "kernels/cpu/matmul_impl.hpp"
+
+namespace baton::cpu::detail {
+
+namespace {
+
+// -- F16, BF16, F32: float lanes over k ------------------------------------------------
+
+enum class fkind { f32, f16, bf16 };
+
+/// F16, BF16 or F32 weights by f32 activations. An element's value: lane l accumulates
+/// w[k] · x[k] for k = l, 16 + l, 32 + l, ... in one chain, acc = fma(w, x, acc) (the
+/// row's last partial 16 masked), then hsum. One accumulator per element, so a prefill
+/// tile holds Rows × Tokens of them and loads each weight vector once for Tokens FMAs
+/// and each activation vector once for Rows; decode tiles take DecodeRows rows, each its
+/// own chain, so that one FMA's latency does not bound a lone row.
+template <fkind K, int DecodeRows, int Rows, int Tokens>
+struct kernel_float {
+  static constexpr int max_rows_1 = DecodeRows;
+  static constexpr int max_rows = Rows;
+  static constexpr int max_tokens = Tokens;
+  static constexpr size_t elt = K == fkind::f32 ? 4 : 2;
+
+  // f16 and bf16 activations are widened to f32 once (exactly)
+  size_t prep_bytes(int64_t n_in) const { return K == fkind::f32 ? 0 : n_in * sizeof(float); }
+  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
+    auto* o = reinterpret_cast<float*>(out);
+    int64_t k = 0;
+    for (; k + 16 <= n_in; k += 16) {
+      _mm512_store_ps(o + k, widen(xq + 2 * k, 0xffff));
+    }
+    if (k < n_in) {
+      _mm512_mask_storeu_ps(o + k, tail_mask(n_in - k), widen(xq + 2 * k, tail_mask(n_in - k)));
+    }
+  }
+  static __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+
+  /// 16 weights (or activations) from p as floats; lanes outside `m` are zero. Full
+  /// registers load unmasked: masked loads from DRAM stall the stream (Zen 4).
+  static __m512 widen(const uint8_t* p, __mmask16 m) {
+    if (m == 0xffff) {
+      if constexpr (K == fkind::f32) {
+        return _mm512_loadu_ps(p);
+      } else if constexpr (K == fkind::f16) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      } else {
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+      }
+    }
+    if constexpr (K == fkind::f32) {
+      return _mm512_maskz_loadu_ps(m, p);
+    } else if constexpr (K == fkind::f16) {
+      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    } else {
+      return _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+    }
+  }
+
+  template <int NR, int NT>
+  void tile(const tile_args& a) const {
+    tile_from<NR, NT, false>(a);
+  }
+
+  /// One token's row as the caller gave it (f16 or bf16, widened here) by nr ≤ DecodeRows
+  /// rows: the values tile<nr, 1> reads from the prepared row, so the same operations.
+  void decode_unprepared(const tile_args& a, int nr) const
+    requires(K != fkind::f32)
+  {
+    [&]<int... I>(std::integer_sequence<int, I...>) {
+      ((nr == I + 1 ? tile_from<I + 1, 1, true>(a) : void()), ...);
+    }(std::make_integer_sequence<int, DecodeRows>{});
+  }
+
+  /// acc[r][t] += w · x, 16 elements of k at a time. Raw: x rows unprepared (elt bytes an
+  /// element).
+  template <int NR, int NT, bool Raw>
+  void tile_from(const tile_args& a) const {
+    __m512 acc[NR][NT];
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      #pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        acc[r][t] = _mm512_setzero_ps();
+      }
+    }
+    // Prefetch: a line per 64 bytes of weights (every other step of f16 and bf16)
+    auto step = [&](int64_t k, __mmask16 m, bool prefetch) {
+      __m512 w[NR];
+      #pragma GCC unroll 16
+      for (int r = 0; r < NR; ++r) {
+        const uint8_t* wp = a.w + r * a.w_stride + k * elt;
+        if (prefetch) {
+          prefetch_ahead(wp, 64);
+        }
+        w[r] = widen(wp, m);
+      }
+      #pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        __m512 x;
+        if constexpr (Raw) {
+          x = widen(a.x + t * a.x_stride + k * elt, m);
+        } else {
+          const uint8_t* xp = a.x + t * a.x_stride + k * 4;
+          x = m == 0xffff ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(m, xp);
+        }
+        #pragma GCC unroll 16
+        for (int r = 0; r < NR; ++r) {
+          acc[r][t] = _mm512_fmadd_ps(w[r], x, acc[r][t]);
+        }
+      }
+    };
+    int64_t k = 0;
+    for (; k + 32 <= a.n_in; k += 32) {
+      step(k, 0xffff, true);
+      step(k + 16, 0xffff, elt == 4);
+    }
+    for (; k < a.n_in; k += 16) {
+      step(k, a.n_in - k >= 16 ? 0xffff : tail_mask(a.n_in - k), true);
+    }
+    #pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      #pragma GCC unroll 16
+      for (int r = 0; r < NR; ++r) {
+        a.y[t * a.ldy + r] = hsum(acc[r][t]);
+      }
+    }
+  }
+};
+
+/// Float tiles: decode one row (a chain of FMAs per 16 elements reads 29 GB/s at 3.7 GHz,
+/// a thread's share of DRAM here; 2 or 4 rows read slower on Zen 4), prefill 4 × 6: four
+/// weight vectors widened and six activation vectors loaded for 24 FMAs, within Zen 4's
+/// one 64-byte load a cycle (the 3 × 4 tile of two accumulators an element folded an
+/// activation load into nearly every FMA). One thread, F16 2048 × 2048, 128 tokens, Zen 4:
+/// 3 × 4 of two accumulators 88-95 GFLOP/s, 1 × 3 × 4 90-95, 2 × 3 × 8 96-100, 4 × 6 × 4
+/// 100-108, 1 × 5 × 5 103-109, 1 × 4 × 6 105-109 (f32 FMA peak 117).
+template <fkind K>
+using kernel_float_tiles = kernel_float<K, 1, 4, 6>;
+
+}  // namespace
+
+}  // namespace baton::cpu::detail

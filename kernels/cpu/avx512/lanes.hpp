@@ -1,0 +1,421 @@
+// Internal to matmul_avx512.cpp (compiled with its AVX-512 flags); included nowhere else.
+// Q4_0 and Q8_0 weights by prepared Q8_0 activations: groups of 16 blocks, one block per
+// lane. Integer dot products use vpdpbusd (unsigned × signed bytes): Q4_0 nibbles are
+// unsigned as stored and Q8_0 weights are made unsigned by +128; the activation-only
+// correction (−8·Σy or −128·Σy per 4 bytes) starts the accumulator, and each lane's block
+// dot is reduced exactly in integers first. Tiles: wide for a core that runs 512-bit
+// operations whole (Zen 5), split for one that splits them in halves (Zen 4).
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/blocks.hpp"
+#include "kernels/cpu/avx512/common.hpp"
+#include "kernels/cpu/matmul.hpp"
+#include "kernels/cpu/matmul_impl.hpp"
+
+namespace baton::cpu::detail {
+
+namespace {
+
+// -- Q4_0 and Q8_0: groups of 16 blocks, one block per lane -----------------------------
+
+/// Whether Q4_0 rows longer than 4 KiB (n_in above ~7,000: FFN down) are prefetched.
+/// Measured on Zen 5 (AMD family 1Ah), one decode row of 2048 × 8192: 17 GB/s with the
+/// prefetch, 21 without (two threads 32 and 40; bench_kernels, three runs); the shorter
+/// rows and the other types read as fast or faster with it. Zen 4 keeps it.
+bool prefetch_long_q4_0_rows() {
+  static const bool yes = cpu_family() < 0x1a;
+  return yes;
+}
+
+/// A prepared group of 16 Q8_0 activation blocks (16g .. 16g + 15), one block per dword
+/// lane: qs[k] lane l = bytes 4k .. 4k + 3 of block l, corr lane l = −offset · Σ of block
+/// l's qs (the weights' offset: 8 for Q4_0's unsigned nibbles, 128 for Q8_0's bytes made
+/// unsigned), d lane l = its scale. Blocks past the row's end are zeros.
+struct q8_group {
+  int8_t qs[8][64];
+  int32_t corr[16];
+  float d[16];
+};
+static_assert(sizeof(q8_group) == 640);
+
+constexpr int64_t n_groups(int64_t n_in) { return (n_in / 32 + 15) / 16; }
+
+/// q[k] lane l = dword k of the qs of Q8_0 block l, for 16 whole blocks at p (ggml's
+/// layout). The qs of blocks l and l + 8 share a register (halves), and an 8 × 8 dword
+/// transpose in each half puts dword k of every block in q[k] (a gather a dword per lane
+/// ran Q8_0 decode at half the speed).
+inline void q8_0_dwords_by_lane(const uint8_t* p, __m512i (&q)[8]) {
+  const auto qs = [p](int l) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + l * sizeof(block_q8_0) + 2));
+  };
+  __m512i r[8];
+  #pragma GCC unroll 8
+  for (int l = 0; l < 8; ++l) {
+    r[l] = _mm512_inserti64x4(_mm512_castsi256_si512(qs(l)), qs(l + 8), 1);
+  }
+  __m512i t[8], s[8];
+  #pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  #pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {  // rows 0..3, then 4..7
+    s[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    s[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    s[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    s[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  // dwords k and k + 4: the 128-bit lanes 0 (then 1) of s[k] and s[k + 4] in each half
+  const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+  const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  #pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    q[k] = _mm512_permutex2var_epi64(s[k], lo, s[k + 4]);
+    q[k + 4] = _mm512_permutex2var_epi64(s[k], hi, s[k + 4]);
+  }
+}
+
+/// Lane l = the scale of Q8_0 block l, for 16 whole blocks at p (ggml's layout).
+inline __m512 q8_0_scales(const uint8_t* p) {
+  const __m512i at = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(sizeof(block_q8_0)));
+  // each dword's low half is the block's scale
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(at, p, 1)));
+}
+
+/// out = the prepared groups of one Q8_0 activation row, for weights of that offset.
+void prep_q8_groups(const uint8_t* xq, uint8_t* out, int64_t n_in, int32_t offset) {
+  const int64_t nb = n_in / 32;
+  auto* groups = reinterpret_cast<q8_group*>(out);
+  const int64_t whole = nb / 16;
+  for (int64_t g = 0; g < whole; ++g) {
+    const uint8_t* p = xq + 16 * g * sizeof(block_q8_0);
+    __m512i q[8];
+    q8_0_dwords_by_lane(p, q);
+    __m512i sum = _mm512_setzero_si512();
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      _mm512_store_si512(groups[g].qs[k], q[k]);
+      sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), q[k]);  // Σ of each block's qs
+    }
+    _mm512_store_si512(groups[g].corr, _mm512_mullo_epi32(sum, _mm512_set1_epi32(-offset)));
+    _mm512_store_ps(groups[g].d, q8_0_scales(p));
+  }
+  // the partial last group, with zeros past the row's end
+  for (int64_t g = whole; g < n_groups(n_in); ++g) {
+    q8_group& o = groups[g];
+    std::memset(&o, 0, sizeof o);
+    for (int64_t l = 0; l < 16 && 16 * g + l < nb; ++l) {
+      block_q8_0 b;
+      std::memcpy(&b, xq + (16 * g + l) * sizeof b, sizeof b);
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) {
+        sum += b.qs[j];
+      }
+      for (int k = 0; k < 8; ++k) {
+        std::memcpy(o.qs[k] + 4 * l, b.qs + 4 * k, 4);
+      }
+      o.corr[l] = -offset * sum;
+      o.d[l] = _cvtsh_ss(b.d);
+    }
+  }
+}
+
+/// Each lane's exact block dot Σ (w − offset) · y from a group's unsigned weight dwords u
+/// (lane l = block l) and its prepared activations; the integer order cannot matter.
+inline __m512i lane_dots(const __m512i (&u)[8], const q8_group& y) {
+  __m512i s0 = _mm512_load_si512(y.corr);
+  __m512i s1 = _mm512_setzero_si512();
+  #pragma GCC unroll 4
+  for (int k = 0; k < 8; k += 2) {
+    s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_load_si512(y.qs[k]));
+    s1 = _mm512_dpbusd_epi32(s1, u[k + 1], _mm512_load_si512(y.qs[k + 1]));
+  }
+  return _mm512_add_epi32(s0, s1);
+}
+
+/// Word indices that gather dword k of the qs of blocks 0..15 of a Q4_0 group (18 bytes
+/// each, so every field is word-aligned) from three windows of it: bytes [0, 128) for
+/// blocks 0..6, [126, 254) for 7..13, [224, 288) for 14 and 15 (src = 0, 1, 2).
+constexpr std::array<uint16_t, 32> q4_group_idx(int k, int src) {
+  std::array<uint16_t, 32> idx{};
+  const int base[3] = {0, 126, 224};
+  for (int l = 0; l < 16; ++l) {
+    const int s = l < 7 ? 0 : l < 14 ? 1 : 2;
+    for (int j = 0; j < 2; ++j) {
+      const int word = (18 * l + 2 + 4 * k - base[s]) / 2 + j;
+      idx[2 * l + j] = s == src ? static_cast<uint16_t>(word) : 0;
+    }
+  }
+  return idx;
+}
+/// Word indices of the scales d of blocks 0..15 in the same windows, in words 0..15.
+constexpr std::array<uint16_t, 32> q4_group_d_idx(int src) {
+  std::array<uint16_t, 32> idx{};
+  const int base[3] = {0, 126, 224};
+  for (int l = 0; l < 16; ++l) {
+    const int s = l < 8 ? 0 : l < 14 ? 1 : 2;
+    idx[l] = s == src ? static_cast<uint16_t>((18 * l - base[s]) / 2) : 0;
+  }
+  return idx;
+}
+
+/// One Q4_0 row's group of 16 blocks, one block per dword lane: u[k] lane l = the
+/// unsigned nibbles of elements 4k .. 4k + 3 of block l (k < 4: low nibbles of qs dword
+/// k; k ≥ 4: high nibbles of qs dword k − 4, elements 16 + 4(k − 4) ...), d lane l = its
+/// scale: the layout of q8_group.
+struct q4_0_group {
+  static constexpr size_t bytes = 16 * sizeof(block_q4_0);  // in either layout
+  static constexpr size_t qs_bytes = 256;                    // packed: then the scales
+  static constexpr int32_t offset = 8;
+
+  __m512i u[8];
+  __m512 d;
+
+  /// Whether rows of w_stride bytes are prefetched in software (prefetch_long_q4_0_rows).
+  static bool prefetch(size_t w_stride) { return w_stride <= 4096 || prefetch_long_q4_0_rows(); }
+
+  /// p: 16 whole blocks (288 bytes).
+  void load(const uint8_t* p) {
+    alignas(64) static constexpr std::array<uint16_t, 32> ia[4] = {
+        q4_group_idx(0, 0), q4_group_idx(1, 0), q4_group_idx(2, 0), q4_group_idx(3, 0)};
+    alignas(64) static constexpr std::array<uint16_t, 32> ib[4] = {
+        q4_group_idx(0, 1), q4_group_idx(1, 1), q4_group_idx(2, 1), q4_group_idx(3, 1)};
+    alignas(64) static constexpr std::array<uint16_t, 32> ic[4] = {
+        q4_group_idx(0, 2), q4_group_idx(1, 2), q4_group_idx(2, 2), q4_group_idx(3, 2)};
+    alignas(64) static constexpr std::array<uint16_t, 32> da = q4_group_d_idx(0);
+    alignas(64) static constexpr std::array<uint16_t, 32> db = q4_group_d_idx(1);
+    alignas(64) static constexpr std::array<uint16_t, 32> dc = q4_group_d_idx(2);
+    const __m512i r0 = _mm512_loadu_si512(p);
+    const __m512i r1 = _mm512_loadu_si512(p + 64);
+    const __m512i r2 = _mm512_loadu_si512(p + 126);
+    const __m512i r3 = _mm512_loadu_si512(p + 190);
+    const __m512i r4 = _mm512_loadu_si512(p + 224);
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    for (int k = 0; k < 4; ++k) {
+      // words: lanes 0..6 = words 0..13, lanes 14, 15 = words 28..31
+      const __m512i a = _mm512_permutex2var_epi16(r0, _mm512_load_si512(ia[k].data()), r1);
+      __m512i b = _mm512_permutex2var_epi16(r2, _mm512_load_si512(ib[k].data()), r3);
+      b = _mm512_mask_permutexvar_epi16(b, 0xf0000000u, _mm512_load_si512(ic[k].data()), r4);
+      const __m512i q = _mm512_mask_blend_epi16((1u << 14) - 1, b, a);
+      u[k] = _mm512_and_si512(q, lo4);
+      u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), lo4);
+    }
+    const __m512i a = _mm512_permutex2var_epi16(r0, _mm512_load_si512(da.data()), r1);
+    __m512i b = _mm512_permutex2var_epi16(r2, _mm512_load_si512(db.data()), r3);
+    b = _mm512_mask_permutexvar_epi16(b, 0xc000, _mm512_load_si512(dc.data()), r4);
+    d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_mask_blend_epi16(0x00ff, b, a)));
+  }
+
+  /// The same group from pack_rows' layout: qs = its 256 bytes of qs dwords, lane-ordered,
+  /// ds = its 16 scales. The same lanes as load(), read without a shuffle.
+  void load_packed(const uint8_t* qs, const uint8_t* ds) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512i q = _mm512_loadu_si512(qs + 64 * k);
+      u[k] = _mm512_and_si512(q, lo4);
+      u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), lo4);
+    }
+    d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
+  }
+
+};
+
+/// One Q8_0 row's group of 16 blocks, one block per dword lane: u[k] lane l = bytes
+/// 4k .. 4k + 3 of block l's qs made unsigned (+128), d lane l = its scale.
+struct q8_0_group {
+  static constexpr size_t bytes = 16 * sizeof(block_q8_0);  // in either layout
+  static constexpr size_t qs_bytes = 512;                    // packed: then the scales
+  static constexpr int32_t offset = 128;
+
+  __m512i u[8];
+  __m512 d;
+
+  static bool prefetch(size_t) { return true; }
+
+  /// p: 16 whole blocks (544 bytes) in ggml's layout.
+  void load(const uint8_t* p) {
+    q8_0_dwords_by_lane(p, u);
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      u[k] = _mm512_xor_si512(u[k], flip);
+    }
+    d = q8_0_scales(p);
+  }
+
+  /// The same group from pack_rows' layout: qs = its 512 bytes of qs dwords, lane-ordered,
+  /// ds = its 16 scales.
+  void load_packed(const uint8_t* qs, const uint8_t* ds) {
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      u[k] = _mm512_xor_si512(_mm512_loadu_si512(qs + 64 * k), flip);
+    }
+    d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
+  }
+
+};
+
+/// The last group of a row, ggml's layout in either (pack_rows leaves it where it was):
+/// `n` < 16 blocks, the rest as zeros.
+template <class Group>
+void load_partial(Group& w, const uint8_t* p, int n) {
+  alignas(64) uint8_t buf[Group::bytes] = {};
+  std::memcpy(buf, p, static_cast<size_t>(n) * (Group::bytes / 16));
+  w.load(buf);
+}
+
+/// Q4_0 or Q8_0 weights (Group: q4_0_group, q8_0_group) by prepared Q8_0 activations. An
+/// element's value: lane l accumulates blocks l, 16 + l, 32 + l, ... as
+/// acc = fma(float(block dot), dx · dy, acc), then the 16 lanes are summed by hsum. Every
+/// tile shape computes exactly that, from ggml's layout or (Packed) pack_rows' — the lanes
+/// are the same, only how they are loaded differs. One accumulator per element: a lone
+/// row's chain waits for one FMA per 16 blocks.
+template <class Group, bool Packed, int Rows, int Tokens, int64_t LongPass>
+struct kernel_lanes {
+  static constexpr int max_rows_1 = 1;
+  static constexpr int max_rows = Rows;
+  static constexpr int max_tokens = Tokens;
+  static constexpr int part_floats = 16;
+
+  /// Rows longer than 2048 pass in slices of LongPass elements, so that the tile's tokens'
+  /// prepared activations stay in L1 while the rows of a block use them.
+  int64_t k_pass(int64_t n_in) const { return n_in <= 2048 ? n_in : LongPass; }
+
+  size_t prep_bytes(int64_t n_in) const { return n_groups(n_in) * sizeof(q8_group); }
+  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
+    prep_q8_groups(xq, out, n_in, Group::offset);
+  }
+
+  template <int NR, int NT>
+  void tile(const tile_args& a) const {
+    const int64_t nb = a.n_in / 32;
+    constexpr size_t group_bytes = Group::bytes;
+    __m512 acc[NR][NT];
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      #pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        acc[r][t] = a.k0 == 0 ? _mm512_setzero_ps()
+                              : _mm512_load_ps(a.part + (r * a.part_ld + t) * part_floats);
+      }
+    }
+    // k_pass slices are whole groups (512 elements)
+    const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
+    const bool prefetch = Group::prefetch(a.w_stride);
+    const int64_t whole = nb / 16;  // groups that are not the row's partial last one
+    for (int64_t g = a.k0 / 512; g < g1; ++g) {
+      Group w[NR];
+      #pragma GCC unroll 16
+      for (int r = 0; r < NR; ++r) {
+        const uint8_t* row = a.w + r * a.w_stride;
+        if (g < whole) {
+          if constexpr (Packed) {
+            const uint8_t* qs = row + group_bytes * g;  // then its 16 scales
+            if (prefetch) {
+              prefetch_ahead(qs, group_bytes);
+            }
+            w[r].load_packed(qs, qs + Group::qs_bytes);
+          } else {
+            const uint8_t* wp = row + g * group_bytes;
+            if (prefetch) {
+              prefetch_ahead(wp, group_bytes);
+            }
+            w[r].load(wp);
+          }
+        } else {
+          load_partial(w[r], row + g * group_bytes, static_cast<int>(nb - 16 * g));
+        }
+      }
+      #pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        const auto& y = reinterpret_cast<const q8_group*>(a.x + t * a.x_stride)[g];
+        const __m512 dy = _mm512_load_ps(y.d);
+        #pragma GCC unroll 16
+        for (int r = 0; r < NR; ++r) {
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane_dots(w[r].u, y)), _mm512_mul_ps(w[r].d, dy),
+                                      acc[r][t]);
+        }
+      }
+    }
+    #pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      #pragma GCC unroll 16
+      for (int r = 0; r < NR; ++r) {
+        if (a.k1 == a.n_in) {
+          a.y[t * a.ldy + r] = hsum(acc[r][t]);
+        } else {
+          _mm512_store_ps(a.part + (r * a.part_ld + t) * part_floats, acc[r][t]);
+        }
+      }
+    }
+  }
+
+  void block_ints(const uint8_t* w, const uint8_t* x, int64_t n_in, int32_t* out) const {
+    const int64_t nb = n_in / 32;
+    uint8_t* buf = scratch(prep_bytes(n_in));
+    prep(x, buf, n_in);
+    const auto* groups = reinterpret_cast<const q8_group*>(buf);
+    for (int64_t g = 0; g < n_groups(n_in); ++g) {
+      const int n = static_cast<int>(std::min<int64_t>(16, nb - 16 * g));
+      Group u;
+      if (n == 16) {
+        u.load(w + g * Group::bytes);
+      } else {
+        load_partial(u, w + g * Group::bytes, n);
+      }
+      alignas(64) int32_t l[16];
+      _mm512_store_si512(l, lane_dots(u.u, groups[g]));
+      std::memcpy(out + 16 * g, l, static_cast<size_t>(n) * sizeof(int32_t));
+    }
+  }
+};
+
+/// Prefill tiles (Q4_0, measured; Q8_0 the same shapes) for a core that runs 512-bit operations whole (Zen 5; its 48 KiB
+/// L1d): 1 × 16, the row's group unpacked once for 16 tokens whose prepared activations of
+/// n_in = 2048 (40 KiB) stay in L1 (one thread, 2048 × 2048: 1 × 8 380, 1 × 12 460,
+/// 1 × 16 470-490 GFLOP/s; 2 × 6 370, 3 × 4 320). Longer rows in slices of 1024: n_in =
+/// 8192 ran at 200 GFLOP/s in one pass, 380 in slices of 1024 (300 of 2048, 320 of 512).
+template <class Group, bool Packed>
+using kernel_lanes_wide = kernel_lanes<Group, Packed, 1, 16, 1024>;
+
+/// The same for a core that splits them in halves (Zen 4: one 64-byte load a cycle, 32 KiB
+/// L1d): in 1 × 16 each block dot's 8 vpdpbusd wait on 10 loads of activations, and 16
+/// tokens' activations overflow L1; 2 × 6 loads each activation for two rows (one thread,
+/// 2048 × 2048: 1 × 16 155, 2 × 8 234, 2 × 6 280 GFLOP/s).
+template <class Group, bool Packed>
+using kernel_lanes_split = kernel_lanes<Group, Packed, 2, 6, 2048>;
+
+/// Whether this core splits 512-bit operations in two 256-bit halves: AMD family 19h
+/// (Zen 4, the first AMD core with AVX-512).
+bool splits_512_bit_ops() {
+  static const bool yes = amd_cpu() && cpu_family() == 0x19;
+  return yes;
+}
+
+/// f(the Q4_0 or Q8_0 kernel of this core's tiles for the weights' layout). Every one
+/// prepares activations alike (prep depends on Group only).
+template <class Group, class F>
+decltype(auto) with_lanes_kernel(bool packed, F&& f) {
+  const avx512_tiles tiles = forced_avx512_tiles();
+  if (tiles == avx512_tiles::automatic ? splits_512_bit_ops() : tiles == avx512_tiles::split) {
+    return packed ? f(kernel_lanes_split<Group, true>{}) : f(kernel_lanes_split<Group, false>{});
+  }
+  return packed ? f(kernel_lanes_wide<Group, true>{}) : f(kernel_lanes_wide<Group, false>{});
+}
+
+}  // namespace
+
+}  // namespace baton::cpu::detail
