@@ -181,7 +181,7 @@ inline int32_t hsum_epi32(__m256i v) {
 
 inline __m256i ones16() { return _mm256_set1_epi16(1); }
 
-/// How far ahead of the weights being read they are prefetched (see matmul_avx512.cpp:
+/// How far ahead of the weights being read they are prefetched (see avx512/common.hpp:
 /// from DRAM the hardware prefetcher alone falls behind once activations fill L1).
 constexpr int64_t prefetch_distance = 8192;
 
