@@ -43,9 +43,9 @@ decltype(auto) with_kernel(ggml_type weight, bool packed, F&& f) {
     case ggml_type::q8_0:
       return with_lanes_kernel<q8_0_group>(packed, f);
     case ggml_type::q4_k:
-      return f(kernel_q4_k{});
+      return f(kernel_k_lanes<q4_k_lanes_row>{});
     case ggml_type::q6_k:
-      return f(kernel_q6_k{});
+      return f(kernel_k_lanes<q6_k_lanes_row>{});
     case ggml_type::f16:
       return f(kernel_float_tiles<fkind::f16>{});
     case ggml_type::bf16:
@@ -91,9 +91,9 @@ void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_ro
     case ggml_type::q8_0:
       return kernel_lanes_wide<q8_0_group, false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q4_k:
-      return kernel_q4_k{}.block_ints(w, x, n_in, out);
+      return kernel_k_lanes<q4_k_lanes_row>{}.block_ints(w, x, n_in, out);
     case ggml_type::q6_k:
-      return kernel_q6_k{}.block_ints(w, x, n_in, out);
+      return kernel_k_lanes<q6_k_lanes_row>{}.block_ints(w, x, n_in, out);
     default:
       std::abort();
   }
