@@ -233,11 +233,18 @@ struct q4_k_lanes_row {
 /// 16-element piece of a super-block per 32-bit lane. An element's value: per super-block,
 /// lane λ = scale · (corr + Σ q · y) exactly in integers (4 vpdpbusd, one vpmulld), then
 /// Row::accumulate's FMAs into acc; hsum at the end. Every tile computes exactly that.
+///
+/// Prefill tiles 2 × 6: a row's unpack and transpose (~20 instructions a super-block) serve
+/// six tokens. One thread, 128 tokens, Zen 4, GFLOP/s Q4_K / Q6_K at 2048 × 2048 and
+/// 2048 × 8192: 2 × 4 156 / 173, 158 / 180; 2 × 5 157-166 / 183-186, 168-169 / 191-192;
+/// 2 × 6 170-171 / 192-196, 169-172 / 193-197; 1 × 8 180-182 / 205-208 but 134 / 129 on
+/// n_in 8192 (its 8 tokens' activations overflow L1; in slices of 2048 156-159 / 168-170);
+/// 1 × 12 156-162 / 171-178, 133-135 / 126-130.
 template <class Row>
 struct kernel_k_lanes {
   static constexpr int max_rows_1 = 1;
   static constexpr int max_rows = 2;
-  static constexpr int max_tokens = 4;
+  static constexpr int max_tokens = 6;
 
   size_t prep_bytes(int64_t n_in) const { return n_in / qk_k * sizeof(q8_k_lanes); }
   void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
