@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/matmul_impl.hpp"
+
 namespace baton::cpu::detail {
 
 namespace {
@@ -28,6 +30,30 @@ inline float hsum(__m512 v) {
 }
 
 inline int32_t hsum_epi32(__m512i v) { return _mm512_reduce_add_epi32(v); }
+
+/// A tile's float accumulators, all zero.
+template <int NR, int NT>
+inline void zero_tile(__m512 (&acc)[NR][NT]) {
+  #pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r) {
+    #pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      acc[r][t] = _mm512_setzero_ps();
+    }
+  }
+}
+
+/// A tile's outputs: y[t * ldy + r] = hsum(acc[r][t]).
+template <int NR, int NT>
+inline void write_sums(const tile_args& a, const __m512 (&acc)[NR][NT]) {
+  #pragma GCC unroll 16
+  for (int t = 0; t < NT; ++t) {
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      a.y[t * a.ldy + r] = hsum(acc[r][t]);
+    }
+  }
+}
 
 // -- prefetch ---------------------------------------------------------------------
 

@@ -91,13 +91,7 @@ struct kernel_float {
   template <int NR, int NT, bool Raw>
   void tile_from(const tile_args& a) const {
     __m512 acc[NR][NT];
-    #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) {
-      #pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        acc[r][t] = _mm512_setzero_ps();
-      }
-    }
+    zero_tile(acc);
     // Prefetch: a line per 64 bytes of weights (every other step of f16 and bf16)
     auto step = [&](int64_t k, __mmask16 m, bool prefetch) {
       __m512 w[NR];
@@ -132,13 +126,7 @@ struct kernel_float {
     for (; k < a.n_in; k += 16) {
       step(k, a.n_in - k >= 16 ? 0xffff : tail_mask(a.n_in - k), true);
     }
-    #pragma GCC unroll 16
-    for (int t = 0; t < NT; ++t) {
-      #pragma GCC unroll 16
-      for (int r = 0; r < NR; ++r) {
-        a.y[t * a.ldy + r] = hsum(acc[r][t]);
-      }
-    }
+    write_sums(a, acc);
   }
 };
 

@@ -272,13 +272,7 @@ struct kernel_k_lanes {
   void tile(const tile_args& a) const {
     const int64_t nb = a.n_in / qk_k;
     __m512 acc[NR][NT];
-    #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) {
-      #pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        acc[r][t] = _mm512_setzero_ps();
-      }
-    }
+    zero_tile(acc);
     for (int64_t i = 0; i < nb; ++i) {
       Row w[NR];
       #pragma GCC unroll 16
@@ -296,13 +290,7 @@ struct kernel_k_lanes {
         }
       }
     }
-    #pragma GCC unroll 16
-    for (int t = 0; t < NT; ++t) {
-      #pragma GCC unroll 16
-      for (int r = 0; r < NR; ++r) {
-        a.y[t * a.ldy + r] = hsum(acc[r][t]);
-      }
-    }
+    write_sums(a, acc);
   }
 
   void block_ints(const uint8_t* wp, const uint8_t* x, int64_t n_in, int32_t* out) const {
