@@ -471,7 +471,8 @@ TEST_P(simd, rows_prepared_once_give_the_same_bits) {
           }
           for (size_t i = 0; i < want.size(); ++i) {
             ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
-                << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens << " element " << i;
+                << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens << " element "
+                << i;
           }
         }
       }

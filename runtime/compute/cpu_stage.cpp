@@ -159,9 +159,9 @@ void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64
     const converted& v = conv[static_cast<size_t>(conv_of[static_cast<size_t>(ch.product)])];
     const auto packed = packed_.find(p.w);
     const bool is_packed = packed != packed_.end();
-    cpu::matmul(isa_, p.w->type, is_packed ? static_cast<const void*>(packed->second) : p.w->data, xq_.data() + v.xq_at,
-                p.y, n_in, n_tokens, p.w->ne[1], ch.r0, ch.r1,
-                is_packed ? cpu::weight_layout::packed : cpu::weight_layout::ggml,
+    const void* w = is_packed ? static_cast<const void*>(packed->second) : p.w->data;
+    cpu::matmul(isa_, p.w->type, w, xq_.data() + v.xq_at, p.y, n_in, n_tokens, p.w->ne[1], ch.r0,
+                ch.r1, is_packed ? cpu::weight_layout::packed : cpu::weight_layout::ggml,
                 v.pb > 0 ? prep + v.prep_at : nullptr);
   };
   std::atomic<size_t> next{0};
