@@ -83,7 +83,8 @@ void cpu_stage::pack_weights() {
   }
 }
 
-void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64_t n_tokens) {
+void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64_t n_tokens,
+                        const std::function<void(int64_t t)>& make_row) {
   BATON_ASSERT(ps.size() > 0 && ps.size() <= 4);
   const int64_t n_in = ps.begin()->w->ne[0];
   // one conversion of x per weight type: its rows in xq_, prepared in prepared_
@@ -119,9 +120,12 @@ void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64
   }
   uint8_t* prep = prepared_.data() + (64 - reinterpret_cast<uintptr_t>(prepared_.data()) % 64) % 64;
   auto convert = [&](int64_t t0, int64_t t1) {
-    for (int c = 0; c < n_conv; ++c) {
-      const converted& v = conv[static_cast<size_t>(c)];
-      for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t t = t0; t < t1; ++t) {
+      if (make_row) {
+        make_row(t);
+      }
+      for (int c = 0; c < n_conv; ++c) {
+        const converted& v = conv[static_cast<size_t>(c)];
         uint8_t* xq = xq_.data() + v.xq_at + t * v.xs;
         cpu::quantize_activation_row(isa_, v.type, x + t * n_in, xq, n_in);
         cpu::prepare_row(isa_, v.type, xq, prep + v.prep_at + t * v.pb, n_in, n_tokens);
@@ -269,13 +273,13 @@ void cpu_stage::run(const batch& b, std::vector<float>& hidden, std::vector<floa
 
   for (int64_t il = first_; il < last_; ++il) {
     const layer_weights& l = w.layers[static_cast<size_t>(il)];
+    // q [n_tokens, n_head × head_dim], k and v [n_tokens, n_head_kv × head_dim] of
     // cur = rmsnorm(x) × attn_norm
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      cpu::rms_norm(x + t * n_embd, f32(l.attn_norm), cur_.data() + t * n_embd, n_embd,
-                    c.rms_norm_eps);
-    }
-    // q [n_tokens, n_head × head_dim], k and v [n_tokens, n_head_kv × head_dim]
-    matmuls({{l.wq, q_.data()}, {l.wk, k_.data()}, {l.wv, v_.data()}}, cur_.data(), n_tokens);
+    matmuls({{l.wq, q_.data()}, {l.wk, k_.data()}, {l.wv, v_.data()}}, cur_.data(), n_tokens,
+            [&](int64_t t) {
+              cpu::rms_norm(x + t * n_embd, f32(l.attn_norm), cur_.data() + t * n_embd, n_embd,
+                            c.rms_norm_eps);
+            });
     for (int64_t t = 0; t < n_tokens; ++t) {
       const float* cs = rope_cs_.data() + t * c.n_rot;
       for (int64_t h = 0; h < c.n_head; ++h) {
@@ -293,18 +297,18 @@ void cpu_stage::run(const batch& b, std::vector<float>& hidden, std::vector<floa
     for (int64_t i = 0; i < n_tokens * n_embd; ++i) {
       x[i] += cur_[static_cast<size_t>(i)];
     }
-    // feed-forward: down(silu(gate(cur)) × up(cur)), cur = rmsnorm(x) × ffn_norm
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      cpu::rms_norm(x + t * n_embd, f32(l.ffn_norm), cur_.data() + t * n_embd, n_embd,
-                    c.rms_norm_eps);
-    }
+    // feed-forward: down(silu(gate(cur)) × up(cur)), cur = rmsnorm(x) × ffn_norm;
     // gate, up [n_tokens, n_ff]
-    matmuls({{l.ffn_gate, gate_.data()}, {l.ffn_up, up_.data()}}, cur_.data(), n_tokens);
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      cpu::silu_mul(gate_.data() + t * c.n_ff, up_.data() + t * c.n_ff,
-                    gate_.data() + t * c.n_ff, c.n_ff);
-    }
-    matmuls({{l.ffn_down, cur_.data()}}, gate_.data(), n_tokens);  // [n_tokens, n_embd]
+    matmuls({{l.ffn_gate, gate_.data()}, {l.ffn_up, up_.data()}}, cur_.data(), n_tokens,
+            [&](int64_t t) {
+              cpu::rms_norm(x + t * n_embd, f32(l.ffn_norm), cur_.data() + t * n_embd, n_embd,
+                            c.rms_norm_eps);
+            });
+    // cur [n_tokens, n_embd]
+    matmuls({{l.ffn_down, cur_.data()}}, gate_.data(), n_tokens, [&](int64_t t) {
+      cpu::silu_mul(gate_.data() + t * c.n_ff, up_.data() + t * c.n_ff, gate_.data() + t * c.n_ff,
+                    c.n_ff);
+    });
     for (int64_t i = 0; i < n_tokens * n_embd; ++i) {
       x[i] += cur_[static_cast<size_t>(i)];
     }

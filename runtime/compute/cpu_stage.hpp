@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -69,8 +70,11 @@ class cpu_stage final : public stage_compute {
   /// y = x[n_tokens, n_in] · Wᵀ for every product (weights of the same n_in that read the
   /// same x: q, k, v or gate, up): x converted and prepared once per weight type, then one
   /// pass of the pool whose threads take chunks of output rows, of every product, as
-  /// they get to them — a thread whose reads run slower takes fewer.
-  void matmuls(std::initializer_list<product> ps, const float* x, int64_t n_tokens);
+  /// they get to them — a thread whose reads run slower takes fewer. make_row(t), when
+  /// given, first writes row t of x (a norm, silu × up): in the conversion's pass, by the
+  /// thread that converts the row, so that no pass of one thread precedes it.
+  void matmuls(std::initializer_list<product> ps, const float* x, int64_t n_tokens,
+               const std::function<void(int64_t t)>& make_row = nullptr);
   /// Copies this stage's matmul weights that isa_ has a packed layout for into packed_,
   /// and lets go of their pages of the file mapping.
   void pack_weights();
