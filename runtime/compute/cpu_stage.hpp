@@ -20,6 +20,7 @@
 #include "kernels/cpu/thread_pool.hpp"
 #include "runtime/compute/batch.hpp"
 #include "runtime/compute/kv_storage.hpp"
+#include "runtime/compute/row_claims.hpp"
 #include "runtime/compute/stage_compute.hpp"
 #include "runtime/model/model_config.hpp"
 
@@ -95,11 +96,8 @@ class cpu_stage final : public stage_compute {
   // scratch, grown to the largest batch seen
   std::vector<float> cur_, q_, k_, v_, attn_, gate_, up_, rope_cs_;
   std::vector<uint8_t> xq_, prepared_;
-  struct chunk {
-    int32_t product;
-    int64_t r0, r1;
-  };
-  std::vector<chunk> chunks_;
+  std::vector<row_claims::range> chunks_;
+  row_claims claims_;
 };
 
 }  // namespace baton
