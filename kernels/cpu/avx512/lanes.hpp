@@ -230,6 +230,11 @@ struct q4_0_group {
     d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
   }
 
+  /// u[k] of load_packed(qs, ...) alone.
+  static __m512i packed_u(const uint8_t* qs, int k) {
+    const __m512i q = _mm512_loadu_si512(qs + 64 * (k % 4));
+    return _mm512_and_si512(k < 4 ? q : _mm512_srli_epi16(q, 4), _mm512_set1_epi8(0x0f));
+  }
 };
 
 /// One Q8_0 row's group of 16 blocks, one block per dword lane: u[k] lane l = bytes
@@ -266,6 +271,11 @@ struct q8_0_group {
     d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
   }
 
+  /// u[k] of load_packed(qs, ...) alone.
+  static __m512i packed_u(const uint8_t* qs, int k) {
+    return _mm512_xor_si512(_mm512_loadu_si512(qs + 64 * k),
+                            _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
 };
 
 /// The last group of a row, ggml's layout in either (pack_rows leaves it where it was):
@@ -317,6 +327,12 @@ struct kernel_lanes {
     const bool prefetch = Group::prefetch(a.w_stride);
     const int64_t whole = nb / 16;  // groups that are not the row's partial last one
     for (int64_t g = a.k0 / 512; g < g1; ++g) {
+      if constexpr (Packed && NR * NT >= 4) {
+        if (g < whole) {
+          packed_group_by_k<NR, NT>(a, g, prefetch, acc);
+          continue;
+        }
+      }
       Group w[NR];
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
@@ -359,6 +375,62 @@ struct kernel_lanes {
         } else {
           _mm512_store_ps(a.part + (r * a.part_ld + t) * part_floats, acc[r][t]);
         }
+      }
+    }
+  }
+
+  /// acc += whole group g of the tile's rows (pack_rows' layout) by its tokens, as tile()
+  /// adds it, in another order of the integer products: for each dword k, every row's
+  /// weights and every token's activations — a row's weights are unpacked as they are
+  /// used and a token's are loaded once for all rows, so the tile's integer sums and
+  /// accumulators stay in registers (Zen 4 loads one 64-byte vector a cycle).
+  template <int NR, int NT>
+  static void packed_group_by_k(const tile_args& a, int64_t g, bool prefetch,
+                                __m512 (&acc)[NR][NT]) {
+    const uint8_t* qs[NR];
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      qs[r] = a.w + r * a.w_stride + Group::bytes * g;  // then its 16 scales
+      if (prefetch) {
+        prefetch_ahead(qs[r], Group::bytes);
+      }
+    }
+    const q8_group* y[NT];
+    __m512i s[NR][NT];
+    #pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      y[t] = reinterpret_cast<const q8_group*>(a.x + t * a.x_stride) + g;
+      const __m512i c = _mm512_load_si512(y[t]->corr);
+      #pragma GCC unroll 16
+      for (int r = 0; r < NR; ++r) {
+        s[r][t] = c;
+      }
+    }
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      __m512i u[NR];
+      #pragma GCC unroll 16
+      for (int r = 0; r < NR; ++r) {
+        u[r] = Group::packed_u(qs[r], k);
+      }
+      #pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        __m512i yk = _mm512_load_si512(y[t]->qs[k]);
+        asm("" : "+v"(yk));  // one load for all rows: GCC would fold it into each vpdpbusd
+        #pragma GCC unroll 16
+        for (int r = 0; r < NR; ++r) {
+          s[r][t] = _mm512_dpbusd_epi32(s[r][t], u[r], yk);
+        }
+      }
+    }
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      const __m512 dw = _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs[r] + Group::qs_bytes)));
+      #pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][t]),
+                                    _mm512_mul_ps(dw, _mm512_load_ps(y[t]->d)), acc[r][t]);
       }
     }
   }
