@@ -1,6 +1,7 @@
 // kernels/cpu/ops: the float operations' reference behaviour, and the AVX2 attention
 // twin against the scalar reference on random paged K/V (f16 and f32), odd lengths.
 #include <gtest/gtest.h>
+#include <immintrin.h>
 
 #include <cmath>
 #include <random>
@@ -12,6 +13,28 @@
 
 namespace baton::cpu {
 namespace {
+
+/// F16C's float → f16 → float of v, as the AVX2 attention rounds its probabilities.
+__attribute__((target("avx2,f16c"))) float f16c_round(float v) {
+  const __m128i h = _mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT);
+  return _mm_cvtss_f32(_mm_cvtph_ps(h));
+}
+
+TEST(ops, f16c_rounds_as_fp32_to_fp16) {
+  if (!__builtin_cpu_supports("f16c")) {
+    GTEST_SKIP() << "this CPU has no F16C";
+  }
+  // every 97th bit pattern (both signs, every exponent: subnormal halves, ties,
+  // overflow to inf), NaNs aside
+  for (uint64_t b = 0; b <= 0xffffffffu; b += 97) {
+    const float v = bits_float(static_cast<uint32_t>(b));
+    if (std::isnan(v)) {
+      continue;
+    }
+    const float want = fp16_to_fp32(fp32_to_fp16(v));
+    ASSERT_EQ(float_bits(f16c_round(v)), float_bits(want)) << "bits " << std::hex << b;
+  }
+}
 
 TEST(ops, rms_norm_normalizes_then_scales) {
   const float x[4] = {1.0f, -2.0f, 3.0f, -4.0f};

@@ -31,6 +31,93 @@ inline __m256 load8(const uint8_t* row, int64_t i, bool f16) {
   return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
 }
 
+/// x[i] = round_f16(x[i]) for i < n: F16C's conversion rounds to nearest even as
+/// fp32_to_fp16 does (NaN payloads aside).
+void round_to_f16(float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm256_storeu_ps(x + i, _mm256_cvtph_ps(h));
+  }
+  for (; i < n; ++i) {
+    x[i] = fp16_to_fp32(fp32_to_fp16(x[i]));
+  }
+}
+
+/// scratch[p] = (q · k_p) × scale, each key's dot one 8-lane chain over the head's
+/// dimensions then hsum; four keys at a time, so that their chains overlap (one key's
+/// chain waits on each of its FMAs).
+void scores(const float* qv, const kv_view& k, int64_t kv_head, int64_t n_kv, float scale,
+            bool k16, float* scratch) {
+  const int64_t d = k.head_dim;
+  int64_t p = 0;
+  for (; p + 4 <= n_kv; p += 4) {
+    const uint8_t* kr[4];
+    __m256 acc[4];
+    for (int j = 0; j < 4; ++j) {
+      kr[j] = kv_row(k, p + j, kv_head);
+      acc[j] = _mm256_setzero_ps();
+    }
+    for (int64_t i = 0; i < d; i += 8) {
+      const __m256 qi = _mm256_load_ps(qv + i);
+      for (int j = 0; j < 4; ++j) {
+        acc[j] = _mm256_fmadd_ps(qi, load8(kr[j], i, k16), acc[j]);
+      }
+    }
+    for (int j = 0; j < 4; ++j) {
+      scratch[p + j] = hsum(acc[j]) * scale;
+    }
+  }
+  for (; p < n_kv; ++p) {
+    const uint8_t* kr = kv_row(k, p, kv_head);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < d; i += 8) {
+      acc = _mm256_fmadd_ps(_mm256_load_ps(qv + i), load8(kr, i, k16), acc);
+    }
+    scratch[p] = hsum(acc) * scale;
+  }
+}
+
+/// out = Σ_p w[p] × v_p in key order, for a head of 8 × NV dimensions held in registers.
+template <int NV>
+void weighted_values(const float* w, const kv_view& v, int64_t kv_head, int64_t n_kv, bool v16,
+                     float* out) {
+  __m256 o[NV];
+  for (int j = 0; j < NV; ++j) {
+    o[j] = _mm256_setzero_ps();
+  }
+  for (int64_t p = 0; p < n_kv; ++p) {
+    const __m256 wp = _mm256_set1_ps(w[p]);
+    const uint8_t* vr = kv_row(v, p, kv_head);
+    for (int j = 0; j < NV; ++j) {
+      o[j] = _mm256_fmadd_ps(wp, load8(vr, 8 * j, v16), o[j]);
+    }
+  }
+  for (int j = 0; j < NV; ++j) {
+    _mm256_storeu_ps(out + 8 * j, o[j]);
+  }
+}
+
+/// The same for any multiple of 8 dimensions up to 1024.
+void weighted_values_any(const float* w, const kv_view& v, int64_t kv_head, int64_t n_kv,
+                         bool v16, float* out) {
+  __m256 o[128];
+  const int64_t nv = v.head_dim / 8;
+  for (int64_t j = 0; j < nv; ++j) {
+    o[j] = _mm256_setzero_ps();
+  }
+  for (int64_t p = 0; p < n_kv; ++p) {
+    const __m256 wp = _mm256_set1_ps(w[p]);
+    const uint8_t* vr = kv_row(v, p, kv_head);
+    for (int64_t j = 0; j < nv; ++j) {
+      o[j] = _mm256_fmadd_ps(wp, load8(vr, 8 * j, v16), o[j]);
+    }
+  }
+  for (int64_t j = 0; j < nv; ++j) {
+    _mm256_storeu_ps(out + 8 * j, o[j]);
+  }
+}
+
 }  // namespace
 
 void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
@@ -46,34 +133,20 @@ void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int
   for (int64_t i = 0; i < d; ++i) {
     qv[i] = k16 ? fp16_to_fp32(fp32_to_fp16(q[i])) : q[i];
   }
-  for (int64_t p = 0; p < n_kv; ++p) {
-    const uint8_t* kr = kv_row(k, p, kv_head);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < d; i += 8) {
-      acc = _mm256_fmadd_ps(_mm256_load_ps(qv + i), load8(kr, i, k16), acc);
-    }
-    scratch[p] = hsum(acc) * scale;
-  }
+  scores(qv, k, kv_head, n_kv, scale, k16, scratch);
   softmax(scratch, n_kv);
   if (v16) {
-    for (int64_t p = 0; p < n_kv; ++p) {
-      scratch[p] = fp16_to_fp32(fp32_to_fp16(scratch[p]));
-    }
+    round_to_f16(scratch, n_kv);
   }
-  __m256 o[128];
-  const int64_t nv = d / 8;
-  for (int64_t j = 0; j < nv; ++j) {
-    o[j] = _mm256_setzero_ps();
-  }
-  for (int64_t p = 0; p < n_kv; ++p) {
-    const __m256 w = _mm256_set1_ps(scratch[p]);
-    const uint8_t* vr = kv_row(v, p, kv_head);
-    for (int64_t j = 0; j < nv; ++j) {
-      o[j] = _mm256_fmadd_ps(w, load8(vr, 8 * j, v16), o[j]);
-    }
-  }
-  for (int64_t j = 0; j < nv; ++j) {
-    _mm256_storeu_ps(out + 8 * j, o[j]);
+  switch (d) {
+    case 64:
+      weighted_values<8>(scratch, v, kv_head, n_kv, v16, out);
+      break;
+    case 128:
+      weighted_values<16>(scratch, v, kv_head, n_kv, v16, out);
+      break;
+    default:
+      weighted_values_any(scratch, v, kv_head, n_kv, v16, out);
   }
 }
 
