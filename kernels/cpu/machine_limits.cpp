@@ -239,6 +239,45 @@ size_t default_read_bytes() {
   return llc > 0 ? std::max(gib, (2 * static_cast<size_t>(llc) + 4095) / 4096 * 4096) : gib;
 }
 
+read_meter::read_meter(thread_pool& pool, isa v, size_t bytes) : pool_(pool), v_(v) {
+  constexpr size_t min_bytes = size_t{64} << 20;
+  size_t n = std::max(bytes / 4096 * 4096, min_bytes);
+  uint8_t* p = map_bytes(n);
+  while (!p && n / 2 >= min_bytes) {
+    n = n / 2 / 4096 * 4096;
+    p = map_bytes(n);
+  }
+  if (!p) {
+    std::abort();
+  }
+  // written by the threads that will read each part, so its pages are theirs and exist
+  pool.run([&](int ith, int nth) {
+    const auto [b, e] = part_of(n, ith, nth);
+    for (size_t i = b; i < e; i += 8) {
+      const uint64_t w = i * 0x9e3779b97f4a7c15ull;
+      std::memcpy(p + i, &w, 8);
+    }
+  });
+  p_ = p;
+  n_ = n;
+}
+
+read_meter::~read_meter() { ::munmap(p_, n_); }
+
+std::vector<read_figure> read_meter::measure(int reps) {
+  return measure_reads(pool_, v_, p_, n_, reps);
+}
+
+read_figure best_of(const std::vector<read_figure>& reads) {
+  read_figure best;
+  for (const read_figure& f : reads) {
+    if (f.gb_per_s > best.gb_per_s) {
+      best = f;
+    }
+  }
+  return best;
+}
+
 machine_limits measure_machine_limits(thread_pool& pool, const limits_options& o) {
   const auto t0 = clk::now();
   if (!isa_supported(o.v)) {
@@ -258,33 +297,10 @@ machine_limits measure_machine_limits(thread_pool& pool, const limits_options& o
   m.f32_gflops_per_core = f32_one;
   m.f32_gflops = f32_all;
 
-  constexpr size_t min_bytes = size_t{64} << 20;
-  size_t n = (o.read_bytes > 0 ? o.read_bytes : default_read_bytes()) / 4096 * 4096;
-  n = std::max(n, min_bytes);
-  uint8_t* p = map_bytes(n);
-  while (!p && n / 2 >= min_bytes) {
-    n = n / 2 / 4096 * 4096;
-    p = map_bytes(n);
-  }
-  if (!p) {
-    std::abort();
-  }
-  // written by the threads that will read each part, so its pages are theirs and exist
-  pool.run([&](int ith, int nth) {
-    const auto [b, e] = part_of(n, ith, nth);
-    for (size_t i = b; i < e; i += 8) {
-      const uint64_t w = i * 0x9e3779b97f4a7c15ull;
-      std::memcpy(p + i, &w, 8);
-    }
-  });
-  m.read_bytes = n;
-  m.reads = measure_reads(pool, o.v, p, n, reps);
-  ::munmap(p, n);
-  for (const read_figure& f : m.reads) {
-    if (f.gb_per_s > m.best_read.gb_per_s) {
-      m.best_read = f;
-    }
-  }
+  read_meter meter(pool, o.v, o.read_bytes > 0 ? o.read_bytes : default_read_bytes());
+  m.read_bytes = meter.bytes();
+  m.reads = meter.measure(reps);
+  m.best_read = best_of(m.reads);
   m.seconds = seconds_since(t0);
   return m;
 }

@@ -78,6 +78,31 @@ struct machine_limits {
   double seconds = 0;              ///< the whole measurement took
 };
 
+/// The fastest of `reads` (a zero figure when empty).
+read_figure best_of(const std::vector<read_figure>& reads);
+
+/// A buffer of `bytes` (at least 64 MiB: halved until it can be mapped, else aborts),
+/// written by `pool`'s threads, to measure the read bandwidth on them again and again —
+/// next to a benchmark's runs, so that a speed is compared with the bandwidth of the
+/// same minutes (on a shared machine it moves by 2× from minute to minute).
+class read_meter {
+ public:
+  read_meter(thread_pool& pool, isa v, size_t bytes);
+  ~read_meter();
+  read_meter(const read_meter&) = delete;
+  read_meter& operator=(const read_meter&) = delete;
+
+  size_t bytes() const { return n_; }
+  /// measure_reads over the buffer: every scheme of read_schemes(v), the best of reps.
+  std::vector<read_figure> measure(int reps);
+
+ private:
+  thread_pool& pool_;
+  isa v_;
+  uint8_t* p_ = nullptr;
+  size_t n_ = 0;
+};
+
 /// Measures the limits on `pool`'s threads (the calling thread is thread 0). The buffer
 /// is allocated and first touched by the threads that read it, then freed; when
 /// `read_bytes` cannot be mapped it is halved until it can (at least 64 MiB, else
