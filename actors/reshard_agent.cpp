@@ -145,10 +145,10 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
   const serving_config& sv = opts_.serving;
   const uint64_t new_kv =
       cpu_stage_kv_bytes(*model_, new_cpu, n_blocks, sv.block_size, sv.kv_type);
-  // and the weights they repack into their own memory (not with --no-repack)
+  // and the weights they copy into their own memory (not with --no-repack)
   uint64_t new_packed = 0;
   for (const auto& [first, last] : new_cpu) {
-    for (const tensor_info* t : cpu_stage::packed_tensors(*model_, first, last, opts_.kernels)) {
+    for (const tensor_info* t : cpu_stage::owned_tensors(*model_, first, last)) {
       new_packed += opts_.repack ? t->n_bytes : 0;
     }
   }
@@ -158,9 +158,9 @@ result<std::vector<int32_t>> local_server::prepare_here(uint64_t epoch,
     const uint64_t room = budget.memory_bytes > used ? budget.memory_bytes - used : 0;
     if (new_kv + new_packed > room) {
       return make_error("rank %d: preparing the new stages needs %s of KV memory and %s of "
-                        "repacked weights (--no-repack: none) on the host beside the running "
-                        "pipeline's (both are held until the switch), and %s of %s is free (%s); "
-                        "nothing changed",
+                        "weights copied into their own memory (--no-repack: none) on the host "
+                        "beside the running pipeline's (both are held until the switch), and "
+                        "%s of %s is free (%s); nothing changed",
                         link_.rank, format_bytes(new_kv).c_str(), format_bytes(new_packed).c_str(),
                         format_bytes(room).c_str(), format_bytes(budget.memory_bytes).c_str(),
                         budget.memory_source.c_str());

@@ -34,8 +34,9 @@ void engine_flags::add_to(CLI::App& cmd) {
   cmd.add_option("--kv-type", kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd.add_option("--kernels", kernels, "Pin the CPU kernels: scalar, avx2 or avx512");
   cmd.add_flag("--no-repack", no_repack,
-               "Read Q4_0/Q8_0 weights from the file's pages as they are (llama.cpp's flag): no "
-               "repacked copy in anonymous memory, slower AVX-512 kernels, same outputs");
+               "Read the weights from the file's pages as they are (llama.cpp's flag): no copy "
+               "in anonymous memory (2 MiB pages, Q4_0/Q8_0 repacked for AVX-512), slower "
+               "kernels, same outputs");
   cmd.add_option("-c,--ctx-size", ctx_size, "Context size per sequence (default min(model, 4096))");
   cmd.add_option("-b,--batch-size", batch_size, "Prompt tokens per forward step")->capture_default_str();
   cmd.add_option("--stages", stages, "Pipeline stages in this process (layers split evenly)")

@@ -23,7 +23,7 @@ struct engine_flags {
   int threads = 0;         ///< 0: all cores (at most 8... see threads_default)
   std::string kv_type = "f16";
   std::string kernels;     ///< empty: best for this CPU
-  bool no_repack = false;  ///< keep Q4_0/Q8_0 weights in the file's layout and pages
+  bool no_repack = false;  ///< keep the weights in the file's layout and pages
   int64_t ctx_size = 0;    ///< 0: min(training context, 4096)
   int64_t batch_size = 512;
   int32_t stages = 1;      ///< pipeline stages in this process

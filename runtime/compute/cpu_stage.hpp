@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kernels/cpu/isa.hpp"
+#include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/thread_pool.hpp"
 #include "runtime/compute/batch.hpp"
 #include "runtime/compute/kv_storage.hpp"
@@ -33,10 +34,10 @@ class cpu_stage final : public stage_compute {
   explicit cpu_stage(const stage_compute_options& o);
 
   /// The weights a CPU stage over layers [first, last) of m copies into its own memory
-  /// with kernels v (stage_compute_options::repack): those whose type v has a packed
-  /// layout for. Their n_bytes are what such a stage holds beyond its KV.
-  static std::vector<const tensor_info*> packed_tensors(const model& m, int64_t first,
-                                                        int64_t last, cpu::isa v);
+  /// (stage_compute_options::repack): every matmul weight of its layers, and the head on
+  /// the last stage. Their n_bytes are what such a stage holds beyond its KV.
+  static std::vector<const tensor_info*> owned_tensors(const model& m, int64_t first,
+                                                       int64_t last);
 
   bool first_stage() const { return first_ == 0; }
   bool last_stage() const { return last_ == model_->config().n_layer; }
@@ -76,9 +77,9 @@ class cpu_stage final : public stage_compute {
   /// thread that converts the row, so that no pass of one thread precedes it.
   void matmuls(std::initializer_list<product> ps, const float* x, int64_t n_tokens,
                const std::function<void(int64_t t)>& make_row = nullptr);
-  /// Copies this stage's matmul weights that isa_ has a packed layout for into packed_,
-  /// and lets go of their pages of the file mapping.
-  void pack_weights();
+  /// Copies this stage's owned_tensors into weights_ (in the packed layout where isa_ has
+  /// one), and lets go of their pages of the file mapping.
+  void copy_weights();
   void attention(const batch& b, int64_t il, const float* q, float* out);
 
   // -- member variables -------------------------------------------------------
@@ -89,10 +90,14 @@ class cpu_stage final : public stage_compute {
   kv_storage kv_;
   cpu::isa isa_;
   std::vector<float> rope_freqs_;  // [n_rot / 2] or empty
-  // weights read from a packed copy instead of the file mapping: one arena (2 MiB pages
-  // where the kernel gives them, and no rounding up per tensor), each tensor's place in it
-  std::unique_ptr<uint8_t, huge_page_free> packed_arena_;
-  std::unordered_map<const tensor_info*, const uint8_t*> packed_;
+  // weights read from a copy instead of the file mapping: one arena (2 MiB pages where the
+  // kernel gives them, and no rounding up per tensor), each tensor's place in it and layout
+  struct owned_weight {
+    const uint8_t* data;
+    cpu::weight_layout layout;
+  };
+  std::unique_ptr<uint8_t, huge_page_free> weights_arena_;
+  std::unordered_map<const tensor_info*, owned_weight> weights_;
   // scratch, grown to the largest batch seen
   std::vector<float> cur_, q_, k_, v_, attn_, gate_, up_, rope_cs_;
   std::vector<uint8_t> xq_, prepared_;

@@ -32,8 +32,9 @@ struct stage_compute_options {
   ggml_type kv_type = ggml_type::f16;
   int32_t n_threads = 1;             ///< cpu
   cpu::isa kernels = cpu::isa::scalar;  ///< cpu
-  /// cpu: weights whose type `kernels` reads faster from a packed layout are repacked
-  /// once at creation into the stage's own memory (cpu::pack_rows); the same bits out.
+  /// cpu: the matmul weights are copied once at creation into the stage's own memory of
+  /// 2 MiB pages, those whose type `kernels` reads faster from a packed layout repacked
+  /// (cpu::pack_rows); the same bits out.
   bool repack = true;
   /// cuda: the next stage is a GPU stage of this process, so the output activations stay
   /// in device memory (stage_activations::on_device) instead of coming back to the host.

@@ -48,8 +48,7 @@ std::string describe(const resource_budget& b);
 /// Bytes for the KV cache, as vLLM means it: `memory_utilization` of `device_memory`
 /// holds weights + buffers + KV, and KV gets what remains; an explicit
 /// `kv_cache_memory` is taken as is (it may rely on mmapped weights being reclaimable —
-/// not the Q4_0/Q8_0 weights an AVX-512 CPU stage repacks into anonymous memory, unless
-/// --no-repack).
+/// not the weights a CPU stage copies into anonymous memory, unless --no-repack).
 /// Errors, with every number, when utilization is outside (0, 1] or when the weights,
 /// buffers and `min_kv_bytes` (one sequence of KV) do not fit.
 result<uint64_t> kv_budget_bytes(uint64_t device_memory, double memory_utilization,
