@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -80,6 +82,75 @@ TEST(ops, softmax_and_silu) {
   silu_mul(g, u, y, 2);
   EXPECT_EQ(y[0], 0.0f);
   EXPECT_NEAR(y[1], 2.0f / (1.0f + std::exp(-2.0f)), 1e-6f);
+}
+
+/// Units in the last place between a float and the exact value e (a double).
+double ulps(float got, double e) {
+  const double ulp = std::max(std::ldexp(1.0, std::ilogb(static_cast<float>(e)) - 23),
+                              std::ldexp(1.0, -149));  // a subnormal's ulp at least
+  return std::fabs(static_cast<double>(got) - e) / ulp;
+}
+
+TEST(ops, exp_avx2_is_within_two_ulps_and_saturates) {
+  if (!isa_supported(isa::avx2)) {
+    GTEST_SKIP() << "this CPU has no AVX2";
+  }
+  std::vector<float> x;
+  for (double v = -103.9; v < 88.72; v += 0.00097) {
+    x.push_back(static_cast<float>(v));
+  }
+  x.insert(x.end(), {0.0f, -0.0f, 1e-30f, -1e-30f, 88.72f, -87.3f, -100.0f});
+  std::vector<float> y(x.size());
+  exp_avx2(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double e = std::exp(static_cast<double>(x[i]));
+    worst = std::max(worst, ulps(y[i], e));
+    ASSERT_LE(ulps(y[i], e), 2.0) << "e^" << x[i] << " = " << e << ", got " << y[i];
+  }
+  RecordProperty("worst_ulps", std::to_string(worst));
+  const float special[] = {INFINITY, -INFINITY, NAN, 88.73f, 1000.0f, -104.0f, -1000.0f};
+  float out[7];
+  exp_avx2(special, out, 7);
+  EXPECT_EQ(out[0], INFINITY);
+  EXPECT_EQ(out[1], 0.0f);
+  EXPECT_TRUE(std::isnan(out[2]));
+  EXPECT_EQ(out[3], INFINITY);
+  EXPECT_EQ(out[4], INFINITY);
+  EXPECT_EQ(out[5], 0.0f);
+  EXPECT_EQ(out[6], 0.0f);
+}
+
+TEST(ops, silu_mul_avx2_is_near_silu_mul_and_the_same_anywhere_in_a_row) {
+  if (!isa_supported(isa::avx2)) {
+    GTEST_SKIP() << "this CPU has no AVX2";
+  }
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> d(-30.0f, 30.0f);
+  const int64_t n = 1003;  // 125 vectors and a tail of 3
+  std::vector<float> g(n), u(n), want(n), got(n);
+  for (int64_t i = 0; i < n; ++i) {
+    g[i] = d(rng);
+    u[i] = d(rng);
+  }
+  g[0] = -200.0f;
+  g[1] = 200.0f;
+  g[2] = 0.0f;
+  g[n - 1] = -95.0f;
+  silu_mul(g.data(), u.data(), want.data(), n);
+  silu_mul_avx2(g.data(), u.data(), got.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    // silu × up: the e^x error, then a division and a multiply
+    EXPECT_LE(ulps(got[i], want[i]), 4.0) << "g " << g[i] << " u " << u[i];
+  }
+  // a row's tail and its middle: each element's bits whatever its place
+  for (int64_t off : {1, 5, 8, 996}) {
+    std::vector<float> part(static_cast<size_t>(n - off));
+    silu_mul_avx2(g.data() + off, u.data() + off, part.data(), n - off);
+    for (int64_t i = off; i < n; ++i) {
+      ASSERT_EQ(float_bits(part[i - off]), float_bits(got[i])) << "offset " << off << " i " << i;
+    }
+  }
 }
 
 TEST(ops, attention_twin_matches_the_reference) {

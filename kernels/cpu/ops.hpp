@@ -53,9 +53,18 @@ inline const uint8_t* kv_row(const kv_view& kv, int64_t p, int64_t h) {
 void attention_head(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
                     int64_t n_kv, float scale, float* scratch, float* out);
 
-/// attention_head with AVX2/FMA/F16C (ops_avx2.cpp): same steps, 8-lane sums and fused
-/// multiply-adds, so equal to the reference within float rounding. Needs an AVX2 CPU.
+/// attention_head with AVX2/FMA/F16C (ops_avx2.cpp): same steps, 8-lane sums, fused
+/// multiply-adds and exp_avx2, so equal to the reference within float rounding. Needs an
+/// AVX2 CPU.
 void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
                          int64_t n_kv, float scale, float* scratch, float* out);
+
+/// y[n] = e^x[n] with AVX2/FMA, within ~1 ulp of the exact value (ops_avx2.cpp): the
+/// softmax of attention_head_avx2 and silu_mul_avx2 use it. y may be x.
+void exp_avx2(const float* x, float* y, int64_t n);
+
+/// silu_mul with exp_avx2's e^x, 8 elements at a time: within a few ulps of silu_mul.
+/// Every element goes through the same operations, wherever it falls in the row.
+void silu_mul_avx2(const float* gate, const float* up, float* y, int64_t n);
 
 }  // namespace baton::cpu

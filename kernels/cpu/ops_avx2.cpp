@@ -6,9 +6,11 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "kernels/blocks.hpp"
 #include "kernels/cpu/ops.hpp"
+#include "kernels/ops_math.hpp"
 
 namespace baton::cpu {
 
@@ -118,7 +120,105 @@ void weighted_values_any(const float* w, const kv_view& v, int64_t kv_head, int6
   }
 }
 
+/// e^x for 8 floats within ~1 ulp: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 in two parts),
+/// e^r by Cephes' expf polynomial, 2^n as two exponent-field factors (so that results
+/// near and below FLT_MIN round once, in the last multiply); e^x = +inf above
+/// ln(FLT_MAX), 0 below ln of the least subnormal, NaN for NaN.
+inline __m256 exp_ps(__m256 x) {
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // n within [-150, 129] here: halves of at most 65 in magnitude are normal powers of two
+  const __m256 nc = _mm256_min_ps(_mm256_max_ps(n, _mm256_set1_ps(-150.0f)),
+                                  _mm256_set1_ps(129.0f));
+  const __m256i ni = _mm256_cvtps_epi32(nc);
+  const __m256i n1 = _mm256_srai_epi32(ni, 1);
+  const __m256i n2 = _mm256_sub_epi32(ni, n1);
+  const auto pow2 = [](__m256i k) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
+  };
+  __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, pow2(n1)), pow2(n2));
+  y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY),
+                       _mm256_cmp_ps(x, _mm256_set1_ps(88.7228394f), _CMP_GT_OQ));
+  y = _mm256_blendv_ps(y, _mm256_setzero_ps(),
+                       _mm256_cmp_ps(x, _mm256_set1_ps(-103.972084f), _CMP_LT_OQ));
+  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+/// y[i] = f(x[i]) for i < n, 8 at a time; the last few through a padded copy, so that
+/// every element goes through the same operations. y may be x.
+template <class F>
+void each_8(const float* x, int64_t n, float* y, F f) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i, f(_mm256_loadu_ps(x + i)));
+  }
+  if (i < n) {
+    alignas(32) float tail[8] = {};
+    std::memcpy(tail, x + i, static_cast<size_t>(n - i) * sizeof(float));
+    _mm256_store_ps(tail, f(_mm256_load_ps(tail)));
+    std::memcpy(y + i, tail, static_cast<size_t>(n - i) * sizeof(float));
+  }
+}
+
+/// softmax (ops.hpp) with 8-lane max and e^x; the sum in double, in order.
+void softmax_avx2(float* x, int64_t n) {
+  __m256 m8 = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    m8 = _mm256_max_ps(_mm256_loadu_ps(x + i), m8);  // a NaN lane keeps m8's
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m8);
+  float max = -INFINITY;
+  for (float l : lanes) {
+    max = std::fmax(max, l);
+  }
+  for (; i < n; ++i) {
+    max = std::fmax(max, x[i]);
+  }
+  const __m256 mv = _mm256_set1_ps(max);
+  each_8(x, n, x, [mv](__m256 v) { return exp_ps(_mm256_sub_ps(v, mv)); });
+  double sum = 0.0;
+  for (i = 0; i < n; ++i) {
+    sum += x[i];
+  }
+  const float inv = softmax_inv(sum);
+  for (i = 0; i < n; ++i) {
+    x[i] *= inv;
+  }
+}
+
 }  // namespace
+
+void exp_avx2(const float* x, float* y, int64_t n) { each_8(x, n, y, exp_ps); }
+
+void silu_mul_avx2(const float* gate, const float* up, float* y, int64_t n) {
+  int64_t i = 0;
+  const auto silu = [](__m256 g) {
+    const __m256 e = exp_ps(_mm256_xor_ps(g, _mm256_set1_ps(-0.0f)));
+    return _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+  };
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(silu(_mm256_loadu_ps(gate + i)),
+                                          _mm256_loadu_ps(up + i)));
+  }
+  if (i < n) {
+    float s[8];
+    each_8(gate + i, n - i, s, silu);
+    for (int64_t j = 0; j < n - i; ++j) {
+      y[i + j] = s[j] * up[i + j];
+    }
+  }
+}
 
 void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
                          int64_t n_kv, float scale, float* scratch, float* out) {
@@ -134,7 +234,7 @@ void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int
     qv[i] = k16 ? fp16_to_fp32(fp32_to_fp16(q[i])) : q[i];
   }
   scores(qv, k, kv_head, n_kv, scale, k16, scratch);
-  softmax(scratch, n_kv);
+  softmax_avx2(scratch, n_kv);
   if (v16) {
     round_to_f16(scratch, n_kv);
   }
