@@ -7,6 +7,7 @@
 #include <cmath>
 #include <string>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "kernels/blocks.hpp"
@@ -160,8 +161,10 @@ TEST(ops, attention_twin_matches_the_reference) {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (auto type : {ggml_type::f16, ggml_type::f32}) {
-    for (int64_t n_kv : {1, 7, 16, 33, 130}) {
-      const int64_t bs = 16, n_head_kv = 2, d = 64;
+    // heads of 64 and 128 (values summed in registers) and of 40 (any multiple of 8)
+    for (auto [n_kv, d] : {std::pair<int64_t, int64_t>{1, 64}, {7, 64}, {16, 64}, {33, 64},
+                           {130, 64}, {33, 128}, {130, 128}, {7, 40}, {33, 40}}) {
+      const int64_t bs = 16, n_head_kv = 2;
       const int64_t n_blocks = (n_kv + bs - 1) / bs;
       const size_t elem = type == ggml_type::f16 ? 2 : 4;
       std::vector<std::vector<uint8_t>> kb(n_blocks), vb(n_blocks);

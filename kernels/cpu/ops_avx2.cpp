@@ -80,31 +80,13 @@ void scores(const float* qv, const kv_view& k, int64_t kv_head, int64_t n_kv, fl
   }
 }
 
-/// out = Σ_p w[p] × v_p in key order, for a head of 8 × NV dimensions held in registers.
+/// out = Σ_p w[p] × v_p in key order, for a head of 8 × NV dimensions held in registers
+/// (NV 8 or 16: heads of 64, 128), or NV = 0: any multiple of 8 up to 1024.
 template <int NV>
 void weighted_values(const float* w, const kv_view& v, int64_t kv_head, int64_t n_kv, bool v16,
                      float* out) {
-  __m256 o[NV];
-  for (int j = 0; j < NV; ++j) {
-    o[j] = _mm256_setzero_ps();
-  }
-  for (int64_t p = 0; p < n_kv; ++p) {
-    const __m256 wp = _mm256_set1_ps(w[p]);
-    const uint8_t* vr = kv_row(v, p, kv_head);
-    for (int j = 0; j < NV; ++j) {
-      o[j] = _mm256_fmadd_ps(wp, load8(vr, 8 * j, v16), o[j]);
-    }
-  }
-  for (int j = 0; j < NV; ++j) {
-    _mm256_storeu_ps(out + 8 * j, o[j]);
-  }
-}
-
-/// The same for any multiple of 8 dimensions up to 1024.
-void weighted_values_any(const float* w, const kv_view& v, int64_t kv_head, int64_t n_kv,
-                         bool v16, float* out) {
-  __m256 o[128];
-  const int64_t nv = v.head_dim / 8;
+  __m256 o[NV > 0 ? NV : 128];
+  const int64_t nv = NV > 0 ? NV : v.head_dim / 8;
   for (int64_t j = 0; j < nv; ++j) {
     o[j] = _mm256_setzero_ps();
   }
@@ -246,7 +228,7 @@ void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int
       weighted_values<16>(scratch, v, kv_head, n_kv, v16, out);
       break;
     default:
-      weighted_values_any(scratch, v, kv_head, n_kv, v16, out);
+      weighted_values<0>(scratch, v, kv_head, n_kv, v16, out);
   }
 }
 
