@@ -100,49 +100,40 @@ void cpu_stage::copy_weights() {
   }
 }
 
-void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64_t n_tokens,
-                        const std::function<void(int64_t t)>& make_row) {
-  BATON_ASSERT(ps.size() > 0 && ps.size() <= 4);
+cpu_stage::conversion_plan cpu_stage::plan_conversions(std::initializer_list<product> ps,
+                                                       int64_t n_tokens) const {
   const int64_t n_in = ps.begin()->w->ne[0];
-  // one conversion of x per weight type: its rows in xq_, prepared in prepared_
-  struct converted {
-    ggml_type type;
-    size_t xq_at, xs, prep_at, pb;
-  };
-  std::array<converted, 4> conv{};
-  std::array<int, 4> conv_of{};
-  int n_conv = 0;
-  size_t xq_bytes = 0, prep_bytes = 0;
+  conversion_plan plan;
   for (size_t i = 0; i < ps.size(); ++i) {
     const tensor_info& w = *ps.begin()[i].w;
     BATON_ASSERT(w.ne[0] == n_in);
     int c = 0;
-    while (c < n_conv && conv[static_cast<size_t>(c)].type != w.type) {
+    while (c < plan.n_conv && plan.conv[static_cast<size_t>(c)].type != w.type) {
       ++c;
     }
-    if (c == n_conv) {
+    if (c == plan.n_conv) {
       const size_t xs = cpu::activation_row_bytes(w.type, n_in);
       const size_t pb = cpu::prepared_row_bytes(isa_, w.type, n_in, n_tokens);
-      conv[static_cast<size_t>(n_conv++)] = {w.type, xq_bytes, xs, prep_bytes, pb};
-      xq_bytes += xs * static_cast<size_t>(n_tokens);
-      prep_bytes += pb * static_cast<size_t>(n_tokens);
+      plan.conv[static_cast<size_t>(plan.n_conv++)] = {w.type, plan.xq_bytes, xs,
+                                                       plan.prep_bytes, pb};
+      plan.xq_bytes += xs * static_cast<size_t>(n_tokens);
+      plan.prep_bytes += pb * static_cast<size_t>(n_tokens);
     }
-    conv_of[i] = c;
+    plan.conv_of[i] = c;
   }
-  if (xq_.size() < xq_bytes) {
-    xq_.resize(xq_bytes);
-  }
-  if (prepared_.size() < prep_bytes + 64) {
-    prepared_.resize(prep_bytes + 64);
-  }
-  uint8_t* prep = prepared_.data() + (64 - reinterpret_cast<uintptr_t>(prepared_.data()) % 64) % 64;
+  return plan;
+}
+
+void cpu_stage::convert_rows(const conversion_plan& plan, const float* x, int64_t n_in,
+                             int64_t n_tokens, const std::function<void(int64_t t)>& make_row,
+                             uint8_t* prep) {
   auto convert = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       if (make_row) {
         make_row(t);
       }
-      for (int c = 0; c < n_conv; ++c) {
-        const converted& v = conv[static_cast<size_t>(c)];
+      for (int c = 0; c < plan.n_conv; ++c) {
+        const converted& v = plan.conv[static_cast<size_t>(c)];
         uint8_t* xq = xq_.data() + v.xq_at + t * v.xs;
         cpu::quantize_activation_row(isa_, v.type, x + t * n_in, xq, n_in);
         cpu::prepare_row(isa_, v.type, xq, prep + v.prep_at + t * v.pb, n_in, n_tokens);
@@ -158,6 +149,9 @@ void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64
       convert(t0, t1);
     });
   }
+}
+
+void cpu_stage::share_rows(std::initializer_list<product> ps) {
   // ranges of output rows, multiples of 16 (a y row's 64-byte lines stay one thread's),
   // a thread's share of all the products' rows at most, so that each thread reads long
   // sequential streams: with 2, 4 or 8 ranges a thread Q4_0 decode read slower (tg32
@@ -177,9 +171,26 @@ void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64
     }
   }
   claims_.reset(chunks_, std::max<int64_t>(16, per / piece_parts / 16 * 16), 16);
+}
+
+void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64_t n_tokens,
+                        const std::function<void(int64_t t)>& make_row) {
+  BATON_ASSERT(ps.size() > 0 && ps.size() <= 4);
+  const int64_t n_in = ps.begin()->w->ne[0];
+  // one conversion of x per weight type: its rows in xq_, prepared in prepared_
+  const conversion_plan plan = plan_conversions(ps, n_tokens);
+  if (xq_.size() < plan.xq_bytes) {
+    xq_.resize(plan.xq_bytes);
+  }
+  if (prepared_.size() < plan.prep_bytes + 64) {
+    prepared_.resize(plan.prep_bytes + 64);
+  }
+  uint8_t* prep = prepared_.data() + (64 - reinterpret_cast<uintptr_t>(prepared_.data()) % 64) % 64;
+  convert_rows(plan, x, n_in, n_tokens, make_row, prep);
+  share_rows(ps);
   auto compute = [&](int32_t i, int64_t r0, int64_t r1) {
     const product& p = ps.begin()[i];
-    const converted& v = conv[static_cast<size_t>(conv_of[static_cast<size_t>(i)])];
+    const converted& v = plan.conv[static_cast<size_t>(plan.conv_of[static_cast<size_t>(i)])];
     const auto owned = weights_.find(p.w);
     const owned_weight w = owned != weights_.end()
                                ? owned->second

@@ -8,6 +8,7 @@
 // stage_compute, as cuda_stage does for CUDA devices.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -77,6 +78,26 @@ class cpu_stage final : public stage_compute {
   /// thread that converts the row, so that no pass of one thread precedes it.
   void matmuls(std::initializer_list<product> ps, const float* x, int64_t n_tokens,
                const std::function<void(int64_t t)>& make_row = nullptr);
+  /// Where one weight type's conversion of x goes: rows of xs bytes from xq_at in xq_,
+  /// prepared rows of pb bytes (0: none) from prep_at in the prepared buffer.
+  struct converted {
+    ggml_type type;
+    size_t xq_at, xs, prep_at, pb;
+  };
+  /// matmuls' conversions: one per weight type among ps (conv_of: each product's).
+  struct conversion_plan {
+    std::array<converted, 4> conv{};
+    std::array<int, 4> conv_of{};
+    int n_conv = 0;
+    size_t xq_bytes = 0, prep_bytes = 0;
+  };
+  conversion_plan plan_conversions(std::initializer_list<product> ps, int64_t n_tokens) const;
+  /// Writes (make_row) and converts x's rows as `plan` says: on this thread for a few
+  /// rows (decode), else split over the pool. prep: the 64-aligned prepared buffer.
+  void convert_rows(const conversion_plan& plan, const float* x, int64_t n_in, int64_t n_tokens,
+                    const std::function<void(int64_t t)>& make_row, uint8_t* prep);
+  /// Starts claims_' round over the products' output rows (matmuls says how).
+  void share_rows(std::initializer_list<product> ps);
   /// Copies this stage's owned_tensors into weights_ (in the packed layout where isa_ has
   /// one), and lets go of their pages of the file mapping.
   void copy_weights();

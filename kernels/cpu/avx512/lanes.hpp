@@ -457,9 +457,11 @@ struct kernel_lanes {
 
 /// Prefill tiles (Q4_0, measured; Q8_0 the same shapes) for a core that runs 512-bit
 /// operations whole (Zen 5; its 48 KiB L1d): 1 × 16, the row's group unpacked once for 16
-/// tokens whose prepared activations of n_in = 2048 (40 KiB) stay in L1 (one thread, 2048 × 2048: 1 × 8 380, 1 × 12 460,
-/// 1 × 16 470-490 GFLOP/s; 2 × 6 370, 3 × 4 320). Longer rows in slices of 1024: n_in =
-/// 8192 ran at 200 GFLOP/s in one pass, 380 in slices of 1024 (300 of 2048, 320 of 512).
+/// tokens whose prepared activations of n_in = 2048 (40 KiB) stay in L1 (one thread,
+/// 2048 × 2048: 1 × 8 380, 1 × 12 460, 1 × 16 470-490 GFLOP/s; 2 × 6 370, 3 × 4 320).
+/// Longer rows in slices of 1024: n_in = 8192 ran at 200 GFLOP/s in one pass, 380 in
+/// slices of 1024 (300 of 2048, 320 of 512). Measured before packed_group_by_k, which
+/// only tiles of 4 or more elements use.
 template <class Group, bool Packed>
 using kernel_lanes_wide = kernel_lanes<Group, Packed, 1, 16, 1024>;
 
