@@ -327,7 +327,7 @@ struct kernel_lanes {
     const bool prefetch = Group::prefetch(a.w_stride);
     const int64_t whole = nb / 16;  // groups that are not the row's partial last one
     for (int64_t g = a.k0 / 512; g < g1; ++g) {
-      if constexpr (Packed && NR * NT >= 4) {
+      if constexpr (Packed && NR >= 2 && NR * NT >= 4) {
         if (g < whole) {
           packed_group_by_k<NR, NT>(a, g, prefetch, acc);
           continue;
@@ -379,6 +379,7 @@ struct kernel_lanes {
     }
   }
 
+  /// For tiles of 2 rows or more (Zen 4's 2 × 6; measured there only):
   /// acc += whole group g of the tile's rows (pack_rows' layout) by its tokens, as tile()
   /// adds it, in another order of the integer products: for each dword k, every row's
   /// weights and every token's activations — a row's weights are unpacked as they are
@@ -460,8 +461,8 @@ struct kernel_lanes {
 /// tokens whose prepared activations of n_in = 2048 (40 KiB) stay in L1 (one thread,
 /// 2048 × 2048: 1 × 8 380, 1 × 12 460, 1 × 16 470-490 GFLOP/s; 2 × 6 370, 3 × 4 320).
 /// Longer rows in slices of 1024: n_in = 8192 ran at 200 GFLOP/s in one pass, 380 in
-/// slices of 1024 (300 of 2048, 320 of 512). Measured before packed_group_by_k, which
-/// only tiles of 4 or more elements use.
+/// slices of 1024 (300 of 2048, 320 of 512). One row: packed_group_by_k, whose gain is an
+/// activation load shared by rows, is not used (and not measured on Zen 5).
 template <class Group, bool Packed>
 using kernel_lanes_wide = kernel_lanes<Group, Packed, 1, 16, 1024>;
 
