@@ -85,8 +85,12 @@ TEST(ops, softmax_and_silu) {
   EXPECT_NEAR(y[1], 2.0f / (1.0f + std::exp(-2.0f)), 1e-6f);
 }
 
-/// Units in the last place between a float and the exact value e (a double).
+/// Units in the last place between a float and the exact value e (a double); an exact
+/// zero must be met exactly (0 or infinity).
 double ulps(float got, double e) {
+  if (e == 0) {
+    return got == 0 ? 0.0 : INFINITY;
+  }
   const double ulp = std::max(std::ldexp(1.0, std::ilogb(static_cast<float>(e)) - 23),
                               std::ldexp(1.0, -149));  // a subnormal's ulp at least
   return std::fabs(static_cast<double>(got) - e) / ulp;

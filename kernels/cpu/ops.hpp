@@ -59,7 +59,7 @@ void attention_head(const float* q, const kv_view& k, const kv_view& v, int64_t 
 void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
                          int64_t n_kv, float scale, float* scratch, float* out);
 
-/// y[n] = e^x[n] with AVX2/FMA, within ~1 ulp of the exact value (ops_avx2.cpp): the
+/// y[n] = e^x[n] with AVX2/FMA, within 2 ulps of the exact value (ops_avx2.cpp): the
 /// softmax of attention_head_avx2 and silu_mul_avx2 use it. y may be x.
 void exp_avx2(const float* x, float* y, int64_t n);
 

@@ -102,10 +102,11 @@ void weighted_values(const float* w, const kv_view& v, int64_t kv_head, int64_t 
   }
 }
 
-/// e^x for 8 floats within ~1 ulp: x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 in two parts),
-/// e^r by Cephes' expf polynomial, 2^n as two exponent-field factors (so that results
-/// near and below FLT_MIN round once, in the last multiply); e^x = +inf above
-/// ln(FLT_MAX), 0 below ln of the least subnormal, NaN for NaN.
+/// e^x for 8 floats within 2 ulps (tests/ops_test.cpp): x = n·ln 2 + r with |r| ≤ ln 2 / 2
+/// (ln 2 in two parts), e^r by Cephes' expf polynomial, 2^n as two exponent-field factors
+/// (so that results near and below FLT_MIN round once, in the last multiply); e^x = +inf
+/// above ln(FLT_MAX), 0 below ln(2^-150) (where the least subnormal's half rounds to 0),
+/// NaN for NaN.
 inline __m256 exp_ps(__m256 x) {
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -118,7 +119,7 @@ inline __m256 exp_ps(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  // n within [-150, 129] here: halves of at most 65 in magnitude are normal powers of two
+  // n within [-150, 129] here: halves within [-75, 65] are normal powers of two
   const __m256 nc = _mm256_min_ps(_mm256_max_ps(n, _mm256_set1_ps(-150.0f)),
                                   _mm256_set1_ps(129.0f));
   const __m256i ni = _mm256_cvtps_epi32(nc);
@@ -205,7 +206,7 @@ void silu_mul_avx2(const float* gate, const float* up, float* y, int64_t n) {
 void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
                          int64_t n_kv, float scale, float* scratch, float* out) {
   const int64_t d = k.head_dim;
-  if (d % 8 != 0 || d > 1024) {
+  if (d % 8 != 0 || d > 1024 || v.head_dim != d) {
     attention_head(q, k, v, kv_head, n_kv, scale, scratch, out);
     return;
   }

@@ -190,7 +190,8 @@ int run_bench_model(bench_model_options o) {
     }
     const double s_pp = std::chrono::duration<double>(clk::now() - t0).count();
     int32_t next = 1;
-    const double read_before = meter && r > 0 && o.n_gen > 0 ? read_now() : 0.0;
+    const bool read_next = meter && r > 0 && o.n_gen > 0;  // as tg gets this run's figure
+    const double read_before = read_next ? read_now() : 0.0;
     const auto t1 = clk::now();
     for (int64_t i = 0; i < o.n_gen; ++i) {
       feed_item item{&seq, std::span<const int32_t>(&next, 1), true};
@@ -201,7 +202,7 @@ int run_bench_model(bench_model_options o) {
       next = static_cast<int32_t>((next * 31 + 7) % eng.config().n_vocab);
     }
     const double s_tg = std::chrono::duration<double>(clk::now() - t1).count();
-    if (read_before > 0) {
+    if (read_next) {
       read_next_to_tg.push_back(std::max(read_before, read_now()));
     }
     eng.release(seq);
@@ -232,7 +233,9 @@ int run_bench_model(bench_model_options o) {
   std::vector<double> tg_shares_next;
   for (size_t i = 0; i < read_next_to_tg.size(); ++i) {
     best_read = std::max(best_read, read_next_to_tg[i]);
-    tg_shares_next.push_back(tg[i] * work.decode_bytes / 1e9 / read_next_to_tg[i]);
+    if (read_next_to_tg[i] > 0) {
+      tg_shares_next.push_back(tg[i] * work.decode_bytes / 1e9 / read_next_to_tg[i]);
+    }
   }
   const double tg_share = best_read > 0 ? tg_gb_per_s / best_read : 0.0;
   const double tg_share_next = tg_shares_next.empty() ? 0.0 : median(tg_shares_next);

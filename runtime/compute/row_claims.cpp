@@ -8,7 +8,8 @@
 namespace baton {
 
 void row_claims::reset(const std::vector<range>& ranges, int64_t piece, int64_t align) {
-  BATON_ASSERT(align >= 1 && piece >= align && piece % align == 0 && piece <= UINT32_MAX);
+  // rows and piece below 2^31 each, so that lo + piece cannot wrap in 32 bits
+  BATON_ASSERT(align >= 1 && piece >= align && piece % align == 0 && piece <= INT32_MAX);
   ranges_ = ranges;
   if (left_capacity_ < ranges_.size()) {
     left_capacity_ = std::max<size_t>(ranges_.size(), 2 * left_capacity_);
@@ -16,7 +17,7 @@ void row_claims::reset(const std::vector<range>& ranges, int64_t piece, int64_t 
   }
   for (size_t i = 0; i < ranges_.size(); ++i) {
     const int64_t rows = ranges_[i].r1 - ranges_[i].r0;
-    BATON_ASSERT(rows >= 0 && rows <= UINT32_MAX);
+    BATON_ASSERT(rows >= 0 && rows <= INT32_MAX);
     left_[i].store(pack(0, static_cast<uint32_t>(rows)), std::memory_order_relaxed);
   }
   piece_ = static_cast<uint32_t>(piece);
