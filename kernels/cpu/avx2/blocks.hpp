@@ -81,11 +81,7 @@ struct kernel_q8_blocks {
   template <int NR, int NT>
   void tile(const tile_args& a) const {
     __m256 acc[NR][NT][2];
-    for (int r = 0; r < NR; ++r) {
-      for (int t = 0; t < NT; ++t) {
-        acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
-      }
-    }
+    zero_tile(acc);
     // j is a constant in every call, so the accumulators stay in registers
     auto step = [&]<int j>(int64_t i) {
       __m256i u[NR], s[NR];

@@ -35,6 +35,16 @@ inline int32_t hsum_epi32(__m256i v) {
 
 inline __m256i ones16() { return _mm256_set1_epi16(1); }
 
+/// Zeroes a tile's accumulators, two an element.
+template <int NR, int NT>
+inline void zero_tile(__m256 (&acc)[NR][NT][2]) {
+  for (int r = 0; r < NR; ++r) {
+    for (int t = 0; t < NT; ++t) {
+      acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
+    }
+  }
+}
+
 /// How far ahead of the weights being read they are prefetched (see avx512/common.hpp:
 /// from DRAM the hardware prefetcher alone falls behind once activations fill L1).
 constexpr int64_t prefetch_distance = 8192;
