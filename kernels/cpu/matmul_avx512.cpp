@@ -1,10 +1,11 @@
 // The AVX-512 (F, BW, VL, DQ, VNNI) twin of matmul: tile kernels for every weight type.
 // Integer dot products use vpdpbusd (unsigned × signed bytes): Q4_0 nibbles are unsigned
 // as stored and Q8_0 weights are made unsigned by +128; the activation-only correction
-// (−8·Σy or −128·Σy per 4 bytes) starts the accumulator. K-quants use vpmaddubsw then
-// vpdpwssd with the sub-block scales. Each output element owns one 16-lane float
-// accumulator (Q4_0 and Q8_0 one block per lane, reduced exactly in integers first; the
-// float types 16 elements of k), whose update sequence does not depend on the tile it is
+// (−8·Σy or −128·Σy per 4 bytes) starts the accumulator. K-quants use vpdpbusd too, one
+// 16-element piece of a super-block per lane, then one vpmulld by the pieces' scales.
+// Each output element owns one 16-lane float accumulator (Q4_0 and Q8_0 one block per
+// lane, reduced exactly in integers first; K-quants one piece per lane; the float types
+// 16 elements of k), whose update sequence does not depend on the tile it is
 // computed in. Decode tiles are one row: from DRAM one sequential stream (with software
 // prefetch) reads faster on Zen 4 than several (and on Zen 5: rows taken from 2, 4 or 8
 // parts of a thread's range in turn read 0.9, 0.6, 0.6 times as fast).
