@@ -372,6 +372,7 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
                                                    {ggml_type::q8_0, 4096},
                                                    {ggml_type::q8_0, 32 * 87},
                                                    {ggml_type::q4_k, 4096},
+                                                   {ggml_type::q4_k, 256 * 9},
                                                    {ggml_type::f16, 4096}};
     for (auto [type, n_in] : cases) {
       const int64_t n_out = 301, n_tokens = 19;
@@ -404,8 +405,13 @@ TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
         continue;
       }
       ++n_packed;
-      // no whole group of 16 blocks, one, 4 + a partial one, 5 + 7 blocks, FFN down's
-      for (int64_t n_in : {32 * 7, 512, 2048, 4096 + 32 * 3, 32 * 87, 8192}) {
+      // no whole group of 16 blocks (Q4_K: of two), one, 4 + a partial one, 5 + 7 blocks,
+      // FFN down's; Q4_K: one lone block, a group and one, nine
+      for (int64_t n_in :
+           {32 * 7, 512, 2048, 4096 + 32 * 3, 32 * 87, 8192, 256, 256 * 3, 256 * 9}) {
+        if (n_in % traits(type).block_size != 0) {
+          continue;
+        }
         const int64_t n_out = 41;
         const auto w = random_weights(rng, type, n_out, n_in);
         std::vector<uint8_t> packed(w.size());

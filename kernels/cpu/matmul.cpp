@@ -262,7 +262,8 @@ void force_avx512_tiles(avx512_tiles t) { forced_tiles.store(t, std::memory_orde
 avx512_tiles detail::forced_avx512_tiles() { return forced_tiles.load(std::memory_order_relaxed); }
 
 bool has_packed_layout(isa v, ggml_type weight) {
-  return v == isa::avx512 && (weight == ggml_type::q4_0 || weight == ggml_type::q8_0);
+  return v == isa::avx512 &&
+         (weight == ggml_type::q4_0 || weight == ggml_type::q8_0 || weight == ggml_type::q4_k);
 }
 
 namespace {
@@ -288,10 +289,42 @@ void pack_row_lanes(const uint8_t* src, uint8_t* out, int64_t nb) {
               static_cast<size_t>(nb - 16 * groups) * sizeof(Block));
 }
 
+/// pack_rows of one row of nsb Q4_K blocks (matmul.hpp): per whole group of two blocks,
+/// one sub-block of 32 per lane l (block l / 8, sub-block l % 8): its quants' dword k at
+/// 64k + 4l, byte i holding its elements i and 16 + i; then 16 bytes scale | (min >> 4) << 6,
+/// 8 bytes of the mins' low nibbles (lane l at byte l % 8, nibble l / 8), the halves d and
+/// dmin of each block; the last odd block as it was.
+void pack_row_q4_k(const uint8_t* src, uint8_t* out, int64_t nsb) {
+  const int64_t groups = nsb / 2;
+  for (int64_t g = 0; g < groups; ++g) {
+    uint8_t* o = out + 2 * sizeof(block_q4_k) * g;
+    std::memset(o + 256 + 16, 0, 8);
+    for (int l = 0; l < 16; ++l) {
+      block_q4_k b;
+      std::memcpy(&b, src + (2 * g + l / 8) * sizeof b, sizeof b);
+      const int j = l % 8;
+      // sub-block j: bytes 32 (j / 2) .. of qs, low nibbles for even j, high for odd
+      const auto quant = [&b, j](int e) { return (b.qs[32 * (j / 2) + e] >> (4 * (j % 2))) & 15; };
+      for (int i = 0; i < 16; ++i) {
+        o[64 * (i / 4) + 4 * l + i % 4] = static_cast<uint8_t>(quant(i) | quant(16 + i) << 4);
+      }
+      uint8_t sc, m;
+      q4_k_scale_min(j, b.scales, &sc, &m);
+      o[256 + l] = static_cast<uint8_t>(sc | (m >> 4) << 6);
+      o[256 + 16 + j] |= static_cast<uint8_t>((m & 15) << (4 * (l / 8)));
+      if (j == 0) {
+        std::memcpy(o + 256 + 24 + 4 * (l / 8), &b, 4);  // d, dmin
+      }
+    }
+  }
+  std::memcpy(out + 2 * sizeof(block_q4_k) * groups, src + 2 * sizeof(block_q4_k) * groups,
+              static_cast<size_t>(nsb - 2 * groups) * sizeof(block_q4_k));
+}
+
 }  // namespace
 
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows) {
-  if (!has_packed_layout(v, weight) || n_in <= 0 || n_in % 32 != 0) {
+  if (!has_packed_layout(v, weight) || n_in <= 0 || n_in % traits(weight).block_size != 0) {
     std::abort();  // a caller's bug: callers ask has_packed_layout first
   }
   const int64_t nb = n_in / 32;
@@ -301,6 +334,8 @@ void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, 
     auto* out = static_cast<uint8_t*>(dst) + static_cast<size_t>(r) * row;
     if (weight == ggml_type::q4_0) {
       pack_row_lanes<block_q4_0>(src, out, nb);
+    } else if (weight == ggml_type::q4_k) {
+      pack_row_q4_k(src, out, n_in / qk_k);
     } else {
       pack_row_lanes<block_q8_0>(src, out, nb);
     }

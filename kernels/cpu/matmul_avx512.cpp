@@ -1,12 +1,13 @@
 // The AVX-512 (F, BW, VL, DQ, VNNI) twin of matmul: tile kernels for every weight type.
 // Integer dot products use vpdpbusd (unsigned × signed bytes): Q4_0 nibbles are unsigned
 // as stored and Q8_0 weights are made unsigned by +128; the activation-only correction
-// (−8·Σy or −128·Σy per 4 bytes) starts the accumulator. K-quants use vpdpbusd too, one
+// (−8·Σy or −128·Σy per 4 bytes) starts the accumulator. K-quants use vpdpbusd too: Q4_K
+// one sub-block of 32 per lane (its scale and min then applied in floats), Q6_K one
 // 16-element piece of a super-block per lane, then one vpmulld by the pieces' scales.
 // Each output element owns one 16-lane float accumulator (Q4_0 and Q8_0 one block per
-// lane, reduced exactly in integers first; K-quants one piece per lane; the float types
-// 16 elements of k), whose update sequence does not depend on the tile it is
-// computed in. Decode tiles are one row: from DRAM one sequential stream (with software
+// lane, reduced exactly in integers first; Q4_K one sub-block, Q6_K one piece per lane;
+// the float types 16 elements of k), whose update sequence does not depend on the tile
+// it is computed in. Decode tiles are one row: from DRAM one sequential stream (with software
 // prefetch) reads faster on Zen 4 than several (and on Zen 5: rows taken from 2, 4 or 8
 // parts of a thread's range in turn read 0.9, 0.6, 0.6 times as fast).
 //
@@ -16,10 +17,10 @@
 // changes no operation of any element.
 //
 // The kernels live in headers included by this file alone, so compiled with its AVX-512
-// flags: avx512/lanes.hpp (Q4_0 and Q8_0), avx512/k_quants.hpp (Q4_K and Q6_K),
-// avx512/floats.hpp (F16, BF16, F32) and what they share, avx512/common.hpp (sums of
-// lanes, prefetch, cpuid). Here: the kernel for each weight type (with_kernel) and the
-// functions matmul_impl.hpp declares.
+// flags: avx512/lanes.hpp (Q4_0 and Q8_0), avx512/q4_k_groups.hpp (Q4_K in those
+// lanes), avx512/k_quants.hpp (Q6_K), avx512/floats.hpp (F16, BF16, F32) and what they
+// share, avx512/common.hpp (sums of lanes, prefetch, cpuid). Here: the kernel for each
+// weight type (with_kernel) and the functions matmul_impl.hpp declares.
 
 #include <cstdint>
 #include <cstdlib>
@@ -28,6 +29,7 @@
 #include "kernels/cpu/avx512/floats.hpp"
 #include "kernels/cpu/avx512/k_quants.hpp"
 #include "kernels/cpu/avx512/lanes.hpp"
+#include "kernels/cpu/avx512/q4_k_groups.hpp"
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/matmul_impl.hpp"
 
@@ -44,7 +46,7 @@ decltype(auto) with_kernel(ggml_type weight, bool packed, F&& f) {
     case ggml_type::q8_0:
       return with_lanes_kernel<q8_0_group>(packed, f);
     case ggml_type::q4_k:
-      return f(kernel_k_lanes<q4_k_lanes_row>{});
+      return with_lanes_kernel<q4_k_group>(packed, f);
     case ggml_type::q6_k:
       return f(kernel_k_lanes<q6_k_lanes_row>{});
     case ggml_type::f16:
@@ -92,7 +94,7 @@ void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_ro
     case ggml_type::q8_0:
       return kernel_lanes_wide<q8_0_group, false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q4_k:
-      return kernel_k_lanes<q4_k_lanes_row>{}.block_ints(w, x, n_in, out);
+      return kernel_lanes_wide<q4_k_group, false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q6_k:
       return kernel_k_lanes<q6_k_lanes_row>{}.block_ints(w, x, n_in, out);
     default:

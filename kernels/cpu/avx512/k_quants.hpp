@@ -1,10 +1,12 @@
 // Internal to matmul_avx512.cpp (compiled with its AVX-512 flags); included nowhere else.
-// Q4_K and Q6_K weights by Q8_K activations, one 16-element piece of a super-block per
-// 32-bit lane: the row's unpacked quants and the prepared activations transposed alike
+// Q6_K weights by Q8_K activations, one 16-element piece of a super-block per 32-bit
+// lane: the row's unpacked quants and the prepared activations transposed alike
 // (4 x 4 dwords in each 128-bit lane), 4 vpdpbusd then one vpmulld by the pieces' scales
 // per super-block, into exact integer lanes; each row's super-block is unpacked once and
 // shared by the tile's tokens. (The vpmaddubsw + vpdpwssd way it replaced spent twice the
-// integer operations: one thread, 128 tokens, 20-25 % slower.)
+// integer operations: one thread, 128 tokens, 20-25 % slower.) Q4_K ran so too, until
+// q4_k_groups.hpp's lanes of 32 (its scale and min applied in floats) replaced it. Here
+// also q4_k_scales_mins, which that unpacks with.
 #pragma once
 
 #include <immintrin.h>
@@ -22,13 +24,6 @@ namespace baton::cpu::detail {
 namespace {
 
 // -- Q4_K scales and mins ---------------------------------------------------------------
-
-/// Each min twice as i16, to meet the pairs of 16-sums (bsums) of its 32 elements.
-inline __m256i q4_k_min_ctrl() {
-  return _mm256_setr_epi8(8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11,
-                          -128, 12, -128, 12, -128, 13, -128, 13, -128, 14, -128, 14, -128, 15,
-                          -128, 15, -128);
-}
 
 /// [sc0..sc7, m0..m7] as bytes from the first 16 bytes of a Q4_K block (d, dmin, then
 /// the 12 packed bytes q0..q11): sc_j = q_j & 63, m_j = q_(j+4) & 63 for j < 4;
@@ -54,18 +49,17 @@ inline float half(const uint8_t* p) {
   return _cvtsh_ss(h);
 }
 
-// -- Q4_K and Q6_K: one 16-element piece of a super-block per lane ----------------------
+// -- Q6_K: one 16-element piece of a super-block per lane --------------------------------
 
 /// A prepared Q8_K block for kernel_k_lanes, its 16 pieces of 16 activations in the lanes
 /// of the weights' row (Row::prep): qs[k] lane λ = bytes 4k .. 4k + 3 of lane λ's piece;
-/// corr lane λ = where that lane's integer sum starts (Q6_K: −32 · the piece's bsum, as it
-/// stores q + 32; Q4_K: 0); bsums as in the Q8_K block (Q4_K's mins); then d.
+/// corr lane λ = where that lane's integer sum starts (−32 · the piece's bsum, as Q6_K
+/// stores q + 32); then d.
 struct q8_k_lanes {
   int8_t qs[4][64];
   int32_t corr[16];
-  int16_t bsums[16];
   float d;
-  uint8_t pad[28];
+  uint8_t pad[60];
 };
 static_assert(sizeof(q8_k_lanes) == 384);
 
@@ -93,7 +87,6 @@ inline void transpose_dwords_in_lanes(__m512i (&v)[4]) {
 /// lane 2n + p % 2, bits 2 (p / 2) and 4 + 2 (p / 2).
 struct q6_k_lanes_row {
   static constexpr size_t block_bytes = sizeof(block_q6_k);
-  static constexpr int ints_per_block = 1;
   __m512i u[4];
   __m512i sc;
   float d;
@@ -160,84 +153,15 @@ struct q6_k_lanes_row {
   }
 };
 
-/// One Q4_K row's super-block in lanes: u[k] lane λ = dword k of the 16-element piece
-/// h(λ) = 8 (i / 2) + 2 (i % 2) + 4 (p / 2) + p % 2 (λ = 4p + i; piece h = elements 16h ..
-/// 16h + 15, of sub-block h / 2) as 4-bit values; sc lane λ = the scale of sub-block h / 2.
-///
-/// Its qs bytes 32g .. 32g + 31 hold elements 64g .. 64g + 31 in their low nibbles and
-/// 64g + 32 .. 64g + 63 in their high ones; so qs's 64 bytes of half n hold, in 128-bit
-/// lane p, piece 8n + 4 (p / 2) + p % 2 (low nibbles) and that + 2 (high).
-struct q4_k_lanes_row {
-  static constexpr size_t block_bytes = sizeof(block_q4_k);
-  static constexpr int ints_per_block = 2;
-  __m512i u[4];
-  __m512i sc;
-  __m256i mdup;  // each min twice, as i16
-  __m128 dm;     // d, dmin
-
-  void load(const uint8_t* b) {
-    static_assert(offsetof(block_q4_k, scales) == 4);
-    const __m128i head = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
-    const __m128i sm = q4_k_scales_mins(head);  // [sc0..sc7, m0..m7]
-    const auto* qs = b + offsetof(block_q4_k, qs);
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    #pragma GCC unroll 2
-    for (int n = 0; n < 2; ++n) {
-      const __m512i q = _mm512_loadu_si512(qs + 64 * n);
-      u[2 * n] = _mm512_and_si512(q, m4);
-      u[2 * n + 1] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-    }
-    transpose_dwords_in_lanes(u);
-    sc = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 4, 5, 0, 1, 4, 5, 2, 3, 6, 7, 2, 3, 6, 7),
-                                  _mm512_cvtepu8_epi32(sm));
-    mdup = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(sm), q4_k_min_ctrl());
-    dm = _mm_cvtph_ps(head);  // lanes 0, 1: d, dmin
-  }
-
-  /// The activations in the same lanes: 128-bit lanes of their 64-byte pieces taken so
-  /// that input i's lane p holds piece h as above, then transposed as u's.
-  static void prep(const block_q8_k& y, q8_k_lanes& o) {
-    __m512i m[4];
-    #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) {
-      m[v] = _mm512_loadu_si512(y.qs + 64 * v);  // pieces 4v .. 4v + 3
-    }
-    __m512i q[4] = {_mm512_shuffle_i64x2(m[0], m[1], 0x44), _mm512_shuffle_i64x2(m[0], m[1], 0xee),
-                    _mm512_shuffle_i64x2(m[2], m[3], 0x44), _mm512_shuffle_i64x2(m[2], m[3], 0xee)};
-    transpose_dwords_in_lanes(q);
-    #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      _mm512_store_si512(o.qs[k], q[k]);
-    }
-    _mm512_store_si512(o.corr, _mm512_setzero_si512());
-  }
-
-  /// Σ min · bsum as 8 lanes (each min meets its sub-block's two 16-sums).
-  __m256i min_lanes(const q8_k_lanes& y) const {
-    return _mm256_madd_epi16(mdup, _mm256_load_si256(reinterpret_cast<const __m256i*>(y.bsums)));
-  }
-  /// acc += float(lanes) · d · dy − float(min lanes) · dmin · dy.
-  __m512 accumulate(__m512 acc, __m512i lanes, const q8_k_lanes& y) const {
-    const __m128 s = _mm_mul_ps(dm, _mm_set1_ps(y.d));  // [d · dy, dmin · dy]
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes), _mm512_broadcastss_ps(s), acc);
-    const __m512 mins = _mm512_cvtepi32_ps(_mm512_zextsi256_si512(min_lanes(y)));
-    return _mm512_fnmadd_ps(mins, _mm512_broadcastss_ps(_mm_movehdup_ps(s)), acc);
-  }
-  void block_ints(__m512i lanes, const q8_k_lanes& y, int32_t* out) const {
-    out[0] = hsum_epi32(lanes);
-    out[1] = hsum_epi32(_mm512_zextsi256_si512(min_lanes(y)));
-  }
-};
-
-/// Q4_K or Q6_K weights (Row: q4_k_lanes_row, q6_k_lanes_row) by Q8_K activations, one
+/// Q6_K weights (Row: q6_k_lanes_row) by Q8_K activations, one
 /// 16-element piece of a super-block per 32-bit lane. An element's value: per super-block,
 /// lane λ = scale · (corr + Σ q · y) exactly in integers (4 vpdpbusd, one vpmulld), then
 /// Row::accumulate's FMAs into acc; hsum at the end. Every tile computes exactly that.
 ///
 /// Prefill tiles 2 × 6: a row's unpack and transpose (~20 instructions a super-block) serve
-/// six tokens. One thread, 128 tokens, Zen 4, GFLOP/s Q4_K / Q6_K at 2048 × 2048 and
-/// 2048 × 8192: 2 × 4 156 / 173, 158 / 180; 2 × 5 157-166 / 183-186, 168-169 / 191-192;
-/// 2 × 6 170-171 / 192-196, 169-172 / 193-197; 1 × 8 180-182 / 205-208 but 134 / 129 on
+/// six tokens. One thread, 128 tokens, Zen 4, GFLOP/s Q4_K (then run so) / Q6_K at
+/// 2048 × 2048 and 2048 × 8192: 2 × 4 156 / 173, 158 / 180; 2 × 5 157-166 / 183-186,
+/// 168-169 / 191-192; 2 × 6 170-171 / 192-196, 169-172 / 193-197; 1 × 8 180-182 / 205-208 but 134 / 129 on
 /// n_in 8192 (its 8 tokens' activations overflow L1; in slices of 2048 156-159 / 168-170);
 /// 1 × 12 156-162 / 171-178, 133-135 / 126-130.
 template <class Row>
@@ -252,7 +176,6 @@ struct kernel_k_lanes {
     auto* o = reinterpret_cast<q8_k_lanes*>(out);
     for (int64_t i = 0; i < n_in / qk_k; ++i) {
       Row::prep(y[i], o[i]);
-      std::memcpy(o[i].bsums, y[i].bsums, sizeof o[i].bsums);
       o[i].d = y[i].d;
       std::memset(o[i].pad, 0, sizeof o[i].pad);
     }
@@ -300,7 +223,7 @@ struct kernel_k_lanes {
     for (int64_t i = 0; i < n_in / qk_k; ++i) {
       Row w;
       w.load(wp + i * Row::block_bytes);
-      w.block_ints(lanes(w, y[i]), y[i], out + Row::ints_per_block * i);
+      w.block_ints(lanes(w, y[i]), y[i], out + i);
     }
   }
 };

@@ -48,13 +48,13 @@ static_assert(sizeof(q8_group) == 640);
 
 constexpr int64_t n_groups(int64_t n_in) { return (n_in / 32 + 15) / 16; }
 
-/// q[k] lane l = dword k of the qs of Q8_0 block l, for 16 whole blocks at p (ggml's
-/// layout). The qs of blocks l and l + 8 share a register (halves), and an 8 × 8 dword
-/// transpose in each half puts dword k of every block in q[k] (a gather a dword per lane
-/// ran Q8_0 decode at half the speed).
-inline void q8_0_dwords_by_lane(const uint8_t* p, __m512i (&q)[8]) {
-  const auto qs = [p](int l) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + l * sizeof(block_q8_0) + 2));
+/// q[k] lane l = dword k of the 32 bytes at at(l), l = 0 .. 15. The bytes of lanes l and
+/// l + 8 share a register (halves), and an 8 × 8 dword transpose in each half puts dword k
+/// of every lane in q[k] (a gather a dword per lane ran Q8_0 decode at half the speed).
+template <class At>
+inline void dwords_by_lane(At at, __m512i (&q)[8]) {
+  const auto qs = [&at](int l) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at(l)));
   };
   __m512i r[8];
   #pragma GCC unroll 8
@@ -82,6 +82,11 @@ inline void q8_0_dwords_by_lane(const uint8_t* p, __m512i (&q)[8]) {
     q[k] = _mm512_permutex2var_epi64(s[k], lo, s[k + 4]);
     q[k + 4] = _mm512_permutex2var_epi64(s[k], hi, s[k + 4]);
   }
+}
+
+/// q[k] lane l = dword k of the qs of Q8_0 block l, for 16 whole blocks at p (ggml's layout).
+inline void q8_0_dwords_by_lane(const uint8_t* p, __m512i (&q)[8]) {
+  dwords_by_lane([p](int l) { return p + l * sizeof(block_q8_0) + 2; }, q);
 }
 
 /// Lane l = the scale of Q8_0 block l, for 16 whole blocks at p (ggml's layout).
@@ -131,10 +136,22 @@ void prep_q8_groups(const uint8_t* xq, uint8_t* out, int64_t n_in, int32_t offse
   }
 }
 
+/// Where a lane's integer dot starts: the activations' correction for the weights' offset
+/// (q8_group), or 0 (q4_k_groups.hpp's q8_k_group, whose weights have none).
+template <class Act>
+inline __m512i dots_start(const Act& y) {
+  if constexpr (requires { y.corr; }) {
+    return _mm512_load_si512(y.corr);
+  } else {
+    return _mm512_setzero_si512();
+  }
+}
+
 /// Each lane's exact block dot Σ (w − offset) · y from a group's unsigned weight dwords u
 /// (lane l = block l) and its prepared activations; the integer order cannot matter.
-inline __m512i lane_dots(const __m512i (&u)[8], const q8_group& y) {
-  __m512i s0 = _mm512_load_si512(y.corr);
+template <class Act>
+inline __m512i lane_dots(const __m512i (&u)[8], const Act& y) {
+  __m512i s0 = dots_start(y);
   __m512i s1 = _mm512_setzero_si512();
   #pragma GCC unroll 4
   for (int k = 0; k < 8; k += 2) {
@@ -170,17 +187,44 @@ constexpr std::array<uint16_t, 32> q4_group_d_idx(int src) {
   return idx;
 }
 
+/// What a Q4_0 or Q8_0 group (weights stored with `Offset` added) shares: prepared Q8_0
+/// activations, and d lane l = block l's scale, which scales its block dot.
+template <int32_t Offset>
+struct q8_0_scaled {
+  static constexpr int32_t offset = Offset;
+  using act = q8_group;
+
+  __m512 d;
+
+  static void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) {
+    prep_q8_groups(xq, out, n_in, offset);
+  }
+  /// d from pack_rows' 16 scales (halves).
+  void load_scales(const uint8_t* ds) {
+    d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
+  }
+  /// acc += float(dots) · dx · dy.
+  __m512 accumulate(__m512 acc, __m512i dots, const q8_group& y) const {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(d, _mm512_load_ps(y.d)), acc);
+  }
+  /// block_dot_ints of group g's n blocks: their lane dots as they are.
+  static void block_ints(__m512i dots, const uint8_t*, const uint8_t*, int64_t g, int n,
+                         int32_t* out) {
+    alignas(64) int32_t l[16];
+    _mm512_store_si512(l, dots);
+    std::memcpy(out + 16 * g, l, static_cast<size_t>(n) * sizeof(int32_t));
+  }
+};
+
 /// One Q4_0 row's group of 16 blocks, one block per dword lane: u[k] lane l = the
 /// unsigned nibbles of elements 4k .. 4k + 3 of block l (k < 4: low nibbles of qs dword
 /// k; k ≥ 4: high nibbles of qs dword k − 4, elements 16 + 4(k − 4) ...), d lane l = its
 /// scale: the layout of q8_group.
-struct q4_0_group {
+struct q4_0_group : q8_0_scaled<8> {
   static constexpr size_t bytes = 16 * sizeof(block_q4_0);  // in either layout
   static constexpr size_t qs_bytes = 256;                    // packed: then the scales
-  static constexpr int32_t offset = 8;
 
   __m512i u[8];
-  __m512 d;
 
   /// Whether rows of w_stride bytes are prefetched in software (prefetch_long_q4_0_rows).
   static bool prefetch(size_t w_stride) { return w_stride <= 4096 || prefetch_long_q4_0_rows(); }
@@ -227,7 +271,7 @@ struct q4_0_group {
       u[k] = _mm512_and_si512(q, lo4);
       u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), lo4);
     }
-    d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
+    load_scales(ds);
   }
 
   /// u[k] of load_packed(qs, ...) alone.
@@ -239,13 +283,11 @@ struct q4_0_group {
 
 /// One Q8_0 row's group of 16 blocks, one block per dword lane: u[k] lane l = bytes
 /// 4k .. 4k + 3 of block l's qs made unsigned (+128), d lane l = its scale.
-struct q8_0_group {
+struct q8_0_group : q8_0_scaled<128> {
   static constexpr size_t bytes = 16 * sizeof(block_q8_0);  // in either layout
   static constexpr size_t qs_bytes = 512;                    // packed: then the scales
-  static constexpr int32_t offset = 128;
 
   __m512i u[8];
-  __m512 d;
 
   static bool prefetch(size_t) { return true; }
 
@@ -268,7 +310,7 @@ struct q8_0_group {
     for (int k = 0; k < 8; ++k) {
       u[k] = _mm512_xor_si512(_mm512_loadu_si512(qs + 64 * k), flip);
     }
-    d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ds)));
+    load_scales(ds);
   }
 
   /// u[k] of load_packed(qs, ...) alone.
@@ -287,9 +329,11 @@ void load_partial(Group& w, const uint8_t* p, int n) {
   w.load(buf);
 }
 
-/// Q4_0 or Q8_0 weights (Group: q4_0_group, q8_0_group) by prepared Q8_0 activations. An
-/// element's value: lane l accumulates blocks l, 16 + l, 32 + l, ... as
-/// acc = fma(float(block dot), dx · dy, acc), then the 16 lanes are summed by hsum. Every
+/// Q4_0, Q8_0 or Q4_K weights (Group: q4_0_group, q8_0_group, q4_k_group) by their
+/// prepared activations (Group::act). An element's value: lane l accumulates blocks l,
+/// 16 + l, 32 + l, ... (Q4_K: sub-blocks of 32) as Group::accumulate adds a block dot
+/// (Q4_0, Q8_0: acc = fma(float(block dot), dx · dy, acc)), then the 16 lanes are summed
+/// by hsum. Every
 /// tile shape computes exactly that, from ggml's layout or (Packed) pack_rows' — the lanes
 /// are the same, only how they are loaded differs. One accumulator per element: a lone
 /// row's chain waits for one FMA per 16 blocks.
@@ -304,10 +348,10 @@ struct kernel_lanes {
   /// prepared activations stay in L1 while the rows of a block use them.
   int64_t k_pass(int64_t n_in) const { return n_in <= 2048 ? n_in : LongPass; }
 
-  size_t prep_bytes(int64_t n_in) const { return n_groups(n_in) * sizeof(q8_group); }
-  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
-    prep_q8_groups(xq, out, n_in, Group::offset);
-  }
+  using act = typename Group::act;
+
+  size_t prep_bytes(int64_t n_in) const { return n_groups(n_in) * sizeof(act); }
+  void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const { Group::prep(xq, out, n_in); }
 
   template <int NR, int NT>
   void tile(const tile_args& a) const {
@@ -357,12 +401,10 @@ struct kernel_lanes {
       }
       #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
-        const auto& y = reinterpret_cast<const q8_group*>(a.x + t * a.x_stride)[g];
-        const __m512 dy = _mm512_load_ps(y.d);
+        const auto& y = reinterpret_cast<const act*>(a.x + t * a.x_stride)[g];
         #pragma GCC unroll 16
         for (int r = 0; r < NR; ++r) {
-          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane_dots(w[r].u, y)),
-                                      _mm512_mul_ps(w[r].d, dy), acc[r][t]);
+          acc[r][t] = w[r].accumulate(acc[r][t], lane_dots(w[r].u, y), y);
         }
       }
     }
@@ -396,12 +438,12 @@ struct kernel_lanes {
         prefetch_ahead(qs[r], Group::bytes);
       }
     }
-    const q8_group* y[NT];
+    const act* y[NT];
     __m512i s[NR][NT];
     #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) {
-      y[t] = reinterpret_cast<const q8_group*>(a.x + t * a.x_stride) + g;
-      const __m512i c = _mm512_load_si512(y[t]->corr);
+      y[t] = reinterpret_cast<const act*>(a.x + t * a.x_stride) + g;
+      const __m512i c = dots_start(*y[t]);
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
         s[r][t] = c;
@@ -426,12 +468,11 @@ struct kernel_lanes {
     }
     #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
-      const __m512 dw = _mm512_cvtph_ps(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs[r] + Group::qs_bytes)));
+      Group w;
+      w.load_scales(qs[r] + Group::qs_bytes);
       #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][t]),
-                                    _mm512_mul_ps(dw, _mm512_load_ps(y[t]->d)), acc[r][t]);
+        acc[r][t] = w.accumulate(acc[r][t], s[r][t], *y[t]);
       }
     }
   }
@@ -440,7 +481,7 @@ struct kernel_lanes {
     const int64_t nb = n_in / 32;
     uint8_t* buf = scratch(prep_bytes(n_in));
     prep(x, buf, n_in);
-    const auto* groups = reinterpret_cast<const q8_group*>(buf);
+    const auto* groups = reinterpret_cast<const act*>(buf);
     for (int64_t g = 0; g < n_groups(n_in); ++g) {
       const int n = static_cast<int>(std::min<int64_t>(16, nb - 16 * g));
       Group u;
@@ -449,9 +490,7 @@ struct kernel_lanes {
       } else {
         load_partial(u, w + g * Group::bytes, n);
       }
-      alignas(64) int32_t l[16];
-      _mm512_store_si512(l, lane_dots(u.u, groups[g]));
-      std::memcpy(out + 16 * g, l, static_cast<size_t>(n) * sizeof(int32_t));
+      Group::block_ints(lane_dots(u.u, groups[g]), w + g * Group::bytes, x, g, n, out);
     }
   }
 };
