@@ -263,7 +263,8 @@ avx512_tiles detail::forced_avx512_tiles() { return forced_tiles.load(std::memor
 
 bool has_packed_layout(isa v, ggml_type weight) {
   return v == isa::avx512 &&
-         (weight == ggml_type::q4_0 || weight == ggml_type::q8_0 || weight == ggml_type::q4_k);
+         (weight == ggml_type::q4_0 || weight == ggml_type::q8_0 || weight == ggml_type::q4_k ||
+          weight == ggml_type::q6_k);
 }
 
 namespace {
@@ -321,6 +322,37 @@ void pack_row_q4_k(const uint8_t* src, uint8_t* out, int64_t nsb) {
               static_cast<size_t>(nsb - 2 * groups) * sizeof(block_q4_k));
 }
 
+/// pack_rows of one row of nsb Q6_K blocks (matmul.hpp): each block in its own 210 bytes,
+/// one 16-element piece per lane λ in the lane order of the AVX-512 kernel (piece
+/// 4 (λ % 4) + λ / 4): its low 4 bits in dwords 64j + 4λ (j = 0, 1; byte i: elements
+/// 4j + i, low nibble, and 8 + 4j + i), its top 2 bits in the dword at 128 + 4λ (byte i,
+/// bits 2k: element 4k + i), its scale at 192 + λ, then d.
+void pack_row_q6_k(const uint8_t* src, uint8_t* out, int64_t nsb) {
+  for (int64_t i = 0; i < nsb; ++i) {
+    block_q6_k b;
+    std::memcpy(&b, src + i * sizeof b, sizeof b);
+    uint8_t* o = out + i * sizeof b;
+    std::memset(o + 128, 0, 64);
+    for (int lane = 0; lane < 16; ++lane) {
+      const int piece = 4 * (lane % 4) + lane / 4;
+      const auto q = [&b, piece](int e) { return q6_k_quant(b, 16 * piece + e) + 32; };
+      for (int j = 0; j < 2; ++j) {
+        for (int k = 0; k < 4; ++k) {
+          o[64 * j + 4 * lane + k] =
+              static_cast<uint8_t>((q(4 * j + k) & 15) | (q(8 + 4 * j + k) & 15) << 4);
+        }
+      }
+      for (int k = 0; k < 4; ++k) {
+        for (int e = 0; e < 4; ++e) {
+          o[128 + 4 * lane + e] |= static_cast<uint8_t>((q(4 * k + e) >> 4) << (2 * k));
+        }
+      }
+      o[192 + lane] = static_cast<uint8_t>(b.scales[piece]);
+    }
+    std::memcpy(o + 208, &b.d, 2);
+  }
+}
+
 }  // namespace
 
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows) {
@@ -336,6 +368,8 @@ void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, 
       pack_row_lanes<block_q4_0>(src, out, nb);
     } else if (weight == ggml_type::q4_k) {
       pack_row_q4_k(src, out, n_in / qk_k);
+    } else if (weight == ggml_type::q6_k) {
+      pack_row_q6_k(src, out, n_in / qk_k);
     } else {
       pack_row_lanes<block_q8_0>(src, out, nb);
     }

@@ -42,7 +42,7 @@ float vec_dot(isa v, ggml_type weight, const void* w_row, const void* x_row, int
 /// same operations from either: the same bits.
 enum class weight_layout { ggml, packed };
 
-/// Whether isa v has a packed layout for `weight` (AVX-512: Q4_0, Q8_0, Q4_K).
+/// Whether isa v has a packed layout for `weight` (AVX-512: Q4_0, Q8_0, Q4_K, Q6_K).
 bool has_packed_layout(isa v, ggml_type weight);
 
 /// dst = n_rows rows of w (ggml layout) in isa v's packed layout, row_bytes apart as in
@@ -51,7 +51,8 @@ bool has_packed_layout(isa v, ggml_type weight);
 /// block l at 64k + 4l (k < 4 for Q4_0, 8 for Q8_0), then the 16 scales (halves) at
 /// 256 + 2l or 512 + 2l; then the last nb − 16G blocks as they were. Q4_K: per whole group
 /// of two super-blocks (288 bytes), one sub-block of 32 per lane, the layout that
-/// avx512/q4_k_groups.hpp's q4_k_group states; a last odd block as it was. Each row stays one
+/// avx512/q4_k_groups.hpp's q4_k_group states; a last odd block as it was. Q6_K: each
+/// block in its own 210 bytes, the lane order of avx512/k_quants.hpp. Each row stays one
 /// sequential stream, the scales beside their quants (a second stream of scales read ~40 %
 /// slower on Zen 4).
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows);

@@ -2,8 +2,8 @@
 // Integer dot products use vpdpbusd (unsigned × signed bytes): Q4_0 nibbles are unsigned
 // as stored and Q8_0 weights are made unsigned by +128; the activation-only correction
 // (−8·Σy or −128·Σy per 4 bytes) starts the accumulator. K-quants use vpdpbusd too: Q4_K
-// one sub-block of 32 per lane (its scale and min then applied in floats), Q6_K one
-// 16-element piece of a super-block per lane, then one vpmulld by the pieces' scales.
+// one sub-block of 32 per lane, Q6_K one 16-element piece of a super-block per lane,
+// their scales (and Q4_K's mins) then applied in floats.
 // Each output element owns one 16-lane float accumulator (Q4_0 and Q8_0 one block per
 // lane, reduced exactly in integers first; Q4_K one sub-block, Q6_K one piece per lane;
 // the float types 16 elements of k), whose update sequence does not depend on the tile
@@ -48,7 +48,8 @@ decltype(auto) with_kernel(ggml_type weight, bool packed, F&& f) {
     case ggml_type::q4_k:
       return with_lanes_kernel<q4_k_group>(packed, f);
     case ggml_type::q6_k:
-      return f(kernel_k_lanes<q6_k_lanes_row>{});
+      return packed ? f(kernel_k_lanes<q6_k_lanes_row, true>{})
+                    : f(kernel_k_lanes<q6_k_lanes_row, false>{});
     case ggml_type::f16:
       return f(kernel_float_tiles<fkind::f16>{});
     case ggml_type::bf16:
@@ -96,7 +97,7 @@ void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_ro
     case ggml_type::q4_k:
       return kernel_lanes_wide<q4_k_group, false>{}.block_ints(w, x, n_in, out);
     case ggml_type::q6_k:
-      return kernel_k_lanes<q6_k_lanes_row>{}.block_ints(w, x, n_in, out);
+      return kernel_k_lanes<q6_k_lanes_row, false>{}.block_ints(w, x, n_in, out);
     default:
       std::abort();
   }

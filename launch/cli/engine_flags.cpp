@@ -35,7 +35,7 @@ void engine_flags::add_to(CLI::App& cmd) {
   cmd.add_option("--kernels", kernels, "Pin the CPU kernels: scalar, avx2 or avx512");
   cmd.add_flag("--no-repack", no_repack,
                "Read the weights from the file's pages as they are (llama.cpp's flag): no copy "
-               "in anonymous memory (2 MiB pages, Q4_0/Q8_0/Q4_K repacked for AVX-512), slower "
+               "in anonymous memory (2 MiB pages, quantized weights repacked for AVX-512), slower "
                "kernels, same outputs");
   cmd.add_option("-c,--ctx-size", ctx_size, "Context size per sequence (default min(model, 4096))");
   cmd.add_option("-b,--batch-size", batch_size, "Prompt tokens per forward step")->capture_default_str();
