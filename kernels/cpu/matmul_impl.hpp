@@ -80,6 +80,8 @@ struct tile_args {
   int64_t k1 = n_in;
   float* part = nullptr;
   int64_t part_ld = 0;
+  const uint8_t* rows_made = nullptr;  // K::make_rows' bytes for the tile's first row, or
+  size_t rows_made_stride = 0;         // nullptr where the driver made none
 };
 
 /// Whether kernel K reads a lone token's row as the caller gave it (decode_unprepared).
@@ -109,6 +111,10 @@ size_t prepared_row_bytes(const K& k, int64_t n_in, int64_t n_tokens) {
 /// and optionally, for prefill tiles run over n_in in several passes
 ///   int64_t k_pass(int64_t n_in) const;  // n_in per pass (a multiple of its blocks)
 ///   static constexpr int part_floats;    // partial-sum floats per element
+/// and optionally, for work on a weight row that every token tile would repeat
+///   size_t made_row_bytes(int64_t n_in) const;  // per row (a multiple of 64)
+///   void make_rows(const uint8_t* w, size_t w_stride, int64_t n_rows, int64_t n_in,
+///                  uint8_t* out) const;  // made once per row block, read by its tiles
 /// Rows are visited in blocks that stay in L2 while every token tile passes over them; with
 /// k_pass, each token tile's prepared activations pass by in slices that stay in L1
 /// while all the block's rows use them. `prepared`: the n_tokens rows already prepared,
@@ -163,13 +169,22 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
   }
   const size_t part_bytes =
       k_step < n_in ? static_cast<size_t>(rows_per_block * mt * part_floats) * sizeof(float) : 0;
-  // scratch: [n_tokens prepared rows][partial sums]
+  size_t made_row = 0;
+  if constexpr (requires { k.made_row_bytes(n_in); }) {
+    if (blocked) {
+      made_row = k.made_row_bytes(n_in);
+    }
+  }
+  const size_t made_bytes = made_row * static_cast<size_t>(rows_per_block);
+  // scratch: [n_tokens prepared rows][partial sums][rows made]
   const uint8_t* x = static_cast<const uint8_t*>(xq);
   size_t x_stride = xq_stride;
   const size_t pb = prepared_row_bytes(k, n_in, n_tokens);
   const size_t prep_here = prepared == nullptr ? pb * static_cast<size_t>(n_tokens) : 0;
-  uint8_t* buf = prep_here + part_bytes > 0 ? scratch(prep_here + part_bytes) : nullptr;
+  const size_t scratch_bytes = prep_here + part_bytes + made_bytes;
+  uint8_t* buf = scratch_bytes > 0 ? scratch(scratch_bytes) : nullptr;
   float* part = part_bytes > 0 ? reinterpret_cast<float*>(buf + prep_here) : nullptr;
+  uint8_t* made = made_bytes > 0 ? buf + prep_here + part_bytes : nullptr;
   if (pb > 0) {
     x_stride = pb;
     if (prepared != nullptr) {
@@ -184,6 +199,11 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
   const auto* wb = static_cast<const uint8_t*>(w);
   for (int64_t rb = r0; rb < r1; rb += rows_per_block) {
     const int64_t re = std::min(r1, rb + rows_per_block);
+    if constexpr (requires { k.made_row_bytes(n_in); }) {
+      if (made != nullptr) {
+        k.make_rows(wb + rb * w_stride, w_stride, re - rb, n_in, made);
+      }
+    }
     for (int64_t t = 0; t < n_tokens; t += mt) {
       const int nt = static_cast<int>(std::min<int64_t>(mt, n_tokens - t));
       const int rows = nt == 1 ? K::max_rows_1 : K::max_rows;
@@ -192,8 +212,9 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
         for (int64_t r = rb; r < re; r += rows) {
           const int nr = static_cast<int>(std::min<int64_t>(rows, re - r));
           float* pr = part_bytes > 0 ? part + (r - rb) * mt * part_floats : nullptr;
+          const uint8_t* made_at = made != nullptr ? made + (r - rb) * made_row : nullptr;
           const tile_args a{wb + r * w_stride, w_stride, x + t * x_stride, x_stride,
-                            y + t * ldy + r,   ldy,      n_in, k0, k1, pr, mt};
+                            y + t * ldy + r,   ldy,      n_in, k0, k1, pr, mt, made_at, made_row};
           table[static_cast<size_t>((nr - 1) * mt + (nt - 1))](k, a);
         }
       }

@@ -350,6 +350,28 @@ struct kernel_lanes {
 
   using act = typename Group::act;
 
+  /// Groups whose scales take work to unpack (Q4_K) have them unpacked once per row block,
+  /// as the tiles of 2 rows or more read them (packed_group_by_k): the same values.
+  static constexpr bool makes_rows = Packed && requires { Group::made_bytes; };
+  size_t made_row_bytes(int64_t n_in) const
+    requires makes_rows
+  {
+    return static_cast<size_t>(n_in / 512) * Group::made_bytes;
+  }
+  void make_rows(const uint8_t* w, size_t w_stride, int64_t n_rows, int64_t n_in,
+                 uint8_t* out) const
+    requires makes_rows
+  {
+    const int64_t whole = n_in / 512;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      for (int64_t g = 0; g < whole; ++g) {
+        Group sc;
+        sc.load_scales(w + r * w_stride + g * Group::bytes + Group::qs_bytes);
+        sc.store_scales(out + (r * whole + g) * Group::made_bytes);
+      }
+    }
+  }
+
   size_t prep_bytes(int64_t n_in) const { return n_groups(n_in) * sizeof(act); }
   void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const { Group::prep(xq, out, n_in); }
 
@@ -469,7 +491,15 @@ struct kernel_lanes {
     #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       Group w;
-      w.load_scales(qs[r] + Group::qs_bytes);
+      if constexpr (makes_rows) {
+        if (a.rows_made != nullptr) {
+          w.load_made(a.rows_made + r * a.rows_made_stride + g * Group::made_bytes);
+        } else {
+          w.load_scales(qs[r] + Group::qs_bytes);
+        }
+      } else {
+        w.load_scales(qs[r] + Group::qs_bytes);
+      }
       #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
         acc[r][t] = w.accumulate(acc[r][t], s[r][t], *y[t]);

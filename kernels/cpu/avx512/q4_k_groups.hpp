@@ -142,6 +142,17 @@ struct q4_k_group {
                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(ds + 24)));
   }
 
+  /// What kernel_lanes::make_rows keeps of a group: dsc, then dmm.
+  static constexpr size_t made_bytes = 128;
+  void store_scales(uint8_t* out) const {
+    _mm512_store_ps(out, dsc);
+    _mm512_store_ps(out + 64, dmm);
+  }
+  void load_made(const uint8_t* p) {
+    dsc = _mm512_load_ps(p);
+    dmm = _mm512_load_ps(p + 64);
+  }
+
   /// acc += float(dots) · (d · sc) · dy − (dmin · m) · (dy · Σ y).
   __m512 accumulate(__m512 acc, __m512i dots, const q8_k_group& y) const {
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(dsc, _mm512_load_ps(y.d)), acc);
