@@ -20,6 +20,23 @@ BATON_HD float rms_inv_scale(double sum_sq, int64_t n, float eps) {
   return 1.0f / sqrtf(mean + eps);
 }
 
+/// The CPU's sum of squares of a row, in double (as ggml): element i into partial sum
+/// i % 8, then the partials pairwise. One chain of adds waited on each add's latency
+/// (Zen 4, Q4_K_M prefill: 1.3 % of the time in rms_norm).
+inline double rms_sum_sq(const float* x, int64_t n) {
+  double s[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) {
+      s[j] += static_cast<double>(x[i + j]) * static_cast<double>(x[i + j]);
+    }
+  }
+  for (int j = 0; i < n; ++i, ++j) {
+    s[j] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  }
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 /// One normalized, weighted element: (x × scale) × w, two roundings in that order.
 BATON_HD float rms_scaled(float x, float scale, float w) { return (x * scale) * w; }
 

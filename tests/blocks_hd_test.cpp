@@ -300,7 +300,9 @@ TEST(ops_math, scalar_reference_is_the_shared_per_element_math) {
   for (float v : x) {
     sum += static_cast<double>(v) * v;
   }
-  const float scale = rms_inv_scale(sum, n, 1e-5f);
+  // the CPU's order of the sum: within a few double ulps of one chain of adds
+  EXPECT_NEAR(rms_sum_sq(x.data(), n), sum, 1e-14 * sum);
+  const float scale = rms_inv_scale(rms_sum_sq(x.data(), n), n, 1e-5f);
   EXPECT_NEAR(scale, 1.0 / std::sqrt(sum / n + 1e-5), 1e-6 * scale);
   for (int i = 0; i < n; ++i) {
     ASSERT_EQ(float_bits(y[i]), float_bits(rms_scaled(x[i], scale, w[i]))) << i;

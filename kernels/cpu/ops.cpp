@@ -11,11 +11,7 @@
 namespace baton::cpu {
 
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-  }
-  const float scale = rms_inv_scale(sum, n, eps);
+  const float scale = rms_inv_scale(rms_sum_sq(x, n), n, eps);
   for (int64_t i = 0; i < n; ++i) {
     y[i] = rms_scaled(x[i], scale, w[i]);
   }
