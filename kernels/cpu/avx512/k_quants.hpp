@@ -192,17 +192,19 @@ struct q6_k_lanes_row {
 /// unpacked for every tile: one thread, Zen 4, 128 tokens 198 -> 238 GFLOP/s at
 /// 2048 × 2048, decode 19.8 -> 24.7 GB/s.)
 ///
-/// Prefill tiles 2 × 6: a row's unpack and transpose (~20 instructions a super-block) serve
-/// six tokens. One thread, 128 tokens, Zen 4, GFLOP/s Q4_K (then run so) / Q6_K at
-/// 2048 × 2048 and 2048 × 8192: 2 × 4 156 / 173, 158 / 180; 2 × 5 157-166 / 183-186,
-/// 168-169 / 191-192; 2 × 6 170-171 / 192-196, 169-172 / 193-197; 1 × 8 180-182 / 205-208 but 134 / 129 on
-/// n_in 8192 (its 8 tokens' activations overflow L1; in slices of 2048 156-159 / 168-170);
-/// 1 × 12 156-162 / 171-178, 133-135 / 126-130.
+/// Prefill tiles 2 × 8: a row's unpacked super-block serves eight tokens. One thread, 128
+/// tokens, Zen 4, GFLOP/s, packed Q6_K at 2048 × 2048 / 8192 × 2048 / 2048 × 8192 (n_out ×
+/// n_in), two runs each: 2 × 6 230-235 / 225-227 / 210-211, 2 × 8 235-243 / 235-236 /
+/// 215-217, 2 × 10 240 / 235 / 212, 3 × 4 206 / 193 / 215, 4 × 4 204 / 182 / 206. From
+/// ggml's layout (then also Q4_K), GFLOP/s Q4_K / Q6_K at 2048 × 2048 and n_in 8192:
+/// 2 × 4 156 / 173, 158 / 180; 2 × 5 157-166 / 183-186, 168-169 / 191-192; 2 × 6 170-171 /
+/// 192-196, 169-172 / 193-197; 1 × 8 180-182 / 205-208 but 134 / 129 on n_in 8192 (its 8
+/// tokens' activations overflowed L1); 1 × 12 156-162 / 171-178, 133-135 / 126-130.
 template <class Row, bool Packed>
 struct kernel_k_lanes {
   static constexpr int max_rows_1 = 1;
   static constexpr int max_rows = 2;
-  static constexpr int max_tokens = 6;
+  static constexpr int max_tokens = 8;
 
   size_t prep_bytes(int64_t n_in) const { return n_in / qk_k * sizeof(q8_k_lanes); }
   void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
