@@ -99,7 +99,7 @@ void ggml_q8_k(const float* x, block_q8_k* y, int64_t k) {
   }
 }
 
-/// The AVX-512 Q4_0/Q8_0 tile shapes a test runs under: both, whatever this core would
+/// The AVX-512 Q4_0/Q8_0/Q4_K tile shapes a test runs under: both, whatever this core would
 /// pick (a shape must change no bit); other isas have one.
 std::vector<cpu::avx512_tiles> tile_shapes(isa v) {
   if (v != isa::avx512) {
@@ -381,6 +381,20 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
       const size_t xs = cpu::activation_row_bytes(type, n_in);
       std::vector<float> all(n_out * n_tokens);
       cpu::matmul(GetParam(), type, w.data(), xq.data(), all.data(), n_in, n_tokens, n_out, 0, n_out);
+      if (cpu::has_packed_layout(GetParam(), type)) {
+        // several row blocks of packed rows (Q4_K: scales made once per block), rows from 5
+        std::vector<uint8_t> packed(w.size());
+        cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out);
+        std::vector<float> got(n_out * n_tokens, NAN);
+        cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
+                    5, n_out, cpu::weight_layout::packed);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+          for (int64_t r = 5; r < n_out; ++r) {
+            ASSERT_EQ(float_bits(all[t * n_out + r]), float_bits(got[t * n_out + r]))
+                << type_name(type) << " packed, t " << t << " r " << r;
+          }
+        }
+      }
       for (int64_t t = 0; t < n_tokens; ++t) {
         std::vector<float> one(n_out);
         cpu::matmul(GetParam(), type, w.data(), xq.data() + t * xs, one.data(), n_in, 1, n_out, 0,
@@ -397,7 +411,8 @@ TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
   for (auto tiles : tile_shapes(GetParam())) {
     const forced_tiles scope(tiles);
     SCOPED_TRACE(tile_name(tiles));
-    // pack_rows moves bytes only; every element, any tile, any token count, the same bits
+    // pack_rows rearranges a row's bits; every element, any tile, any token count, the same
+    // bits
     std::mt19937 rng(26);
     int n_packed = 0;
     for (ggml_type type : k_all_types) {
@@ -427,9 +442,8 @@ TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
           // in two row ranges, as two threads take them
           cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
                       0, 16, cpu::weight_layout::packed);
-          cpu::matmul(GetParam(), type, packed.data() + 16 * row_bytes(type, n_in), xq.data(),
-                      got.data() + 16, n_in, n_tokens, n_out, 0, n_out - 16,
-                      cpu::weight_layout::packed);
+          cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens,
+                      n_out, 16, n_out, cpu::weight_layout::packed);
           for (size_t i = 0; i < want.size(); ++i) {
             ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
                 << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens << " element " << i;

@@ -38,8 +38,9 @@ float vec_dot(isa v, ggml_type weight, const void* w_row, const void* x_row, int
 
 /// How weight rows lie in memory: as in the GGUF file (ggml's blocks), or repacked once at
 /// load into the layout an isa's kernels read without shuffling (pack_rows). A packed row
-/// has the same bytes as its ggml row, moved, and matmul computes every element with the
-/// same operations from either: the same bits.
+/// has the size of its ggml row and the same quants and scales, rearranged (Q4_K's scales
+/// and mins re-encoded), and matmul computes every element with the same operations from
+/// either: the same bits.
 enum class weight_layout { ggml, packed };
 
 /// Whether isa v has a packed layout for `weight` (AVX-512: Q4_0, Q8_0, Q4_K, Q6_K).
@@ -57,7 +58,7 @@ bool has_packed_layout(isa v, ggml_type weight);
 /// slower on Zen 4).
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows);
 
-/// The AVX-512 Q4_0/Q8_0 prefill tile shapes: this core's (automatic: 2 rows × 6 tokens
+/// The AVX-512 Q4_0/Q8_0/Q4_K prefill tile shapes: this core's (automatic: 2 rows × 6 tokens
 /// where 512-bit operations run in halves, AMD family 19h (Zen 4); 1 × 16 elsewhere), or
 /// one forced for the whole process. A tile's shape changes no bit, and tests force both
 /// to prove it on whichever machine runs them.

@@ -171,7 +171,7 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
       k_step < n_in ? static_cast<size_t>(rows_per_block * mt * part_floats) * sizeof(float) : 0;
   size_t made_row = 0;
   if constexpr (requires { k.made_row_bytes(n_in); }) {
-    if (blocked) {
+    if (n_tokens > mt) {  // more than one token tile to read them
       made_row = k.made_row_bytes(n_in);
     }
   }

@@ -1,6 +1,6 @@
 // Internal to matmul_avx512.cpp (compiled with its AVX-512 flags); included nowhere else.
 // Q4_0 and Q8_0 weights by prepared Q8_0 activations: groups of 16 blocks, one block per
-// lane. Integer dot products use vpdpbusd (unsigned × signed bytes): Q4_0 nibbles are
+// lane (and the kernel Q4_K's groups, q4_k_groups.hpp, run in too). Integer dot products use vpdpbusd (unsigned × signed bytes): Q4_0 nibbles are
 // unsigned as stored and Q8_0 weights are made unsigned by +128; the activation-only
 // correction (−8·Σy or −128·Σy per 4 bytes) starts the accumulator, and each lane's block
 // dot is reduced exactly in integers first. Tiles: wide for a core that runs 512-bit
@@ -352,7 +352,7 @@ struct kernel_lanes {
 
   /// Groups whose scales take work to unpack (Q4_K) have them unpacked once per row block,
   /// as the tiles of 2 rows or more read them (packed_group_by_k): the same values.
-  static constexpr bool makes_rows = Packed && requires { Group::made_bytes; };
+  static constexpr bool makes_rows = Packed && Rows >= 2 && requires { Group::made_bytes; };
   size_t made_row_bytes(int64_t n_in) const
     requires makes_rows
   {
@@ -405,7 +405,7 @@ struct kernel_lanes {
         const uint8_t* row = a.w + r * a.w_stride;
         if (g < whole) {
           if constexpr (Packed) {
-            const uint8_t* qs = row + group_bytes * g;  // then its 16 scales
+            const uint8_t* qs = row + group_bytes * g;  // then its scales
             if (prefetch) {
               prefetch_ahead(qs, group_bytes);
             }
@@ -455,7 +455,7 @@ struct kernel_lanes {
     const uint8_t* qs[NR];
     #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
-      qs[r] = a.w + r * a.w_stride + Group::bytes * g;  // then its 16 scales
+      qs[r] = a.w + r * a.w_stride + Group::bytes * g;  // then its scales
       if (prefetch) {
         prefetch_ahead(qs[r], Group::bytes);
       }
@@ -549,7 +549,7 @@ bool splits_512_bit_ops() {
   return yes;
 }
 
-/// f(the Q4_0 or Q8_0 kernel of this core's tiles for the weights' layout). Every one
+/// f(the Q4_0, Q8_0 or Q4_K kernel of this core's tiles for the weights' layout). Every one
 /// prepares activations alike (prep depends on Group only).
 template <class Group, class F>
 decltype(auto) with_lanes_kernel(bool packed, F&& f) {

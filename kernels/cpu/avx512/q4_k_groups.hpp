@@ -131,8 +131,9 @@ struct q4_k_group {
   void load_scales(const uint8_t* ds) {
     const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ds)));
     // lanes 0..7 and 8..15 both bytes 0..7 of the mins' nibbles
-    const __m512i nib = _mm512_cvtepu8_epi32(
-        _mm_castpd_si128(_mm_loaddup_pd(reinterpret_cast<const double*>(ds + 16))));
+    uint64_t nibbles;
+    std::memcpy(&nibbles, ds + 16, sizeof nibbles);
+    const __m512i nib = _mm512_cvtepu8_epi32(_mm_set1_epi64x(static_cast<int64_t>(nibbles)));
     const __m512i low = _mm512_srlv_epi32(
         nib, _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4));
     const __m512i top = _mm512_and_si512(_mm512_srli_epi32(b, 2), _mm512_set1_epi32(0x30));
