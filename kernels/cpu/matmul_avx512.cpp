@@ -17,9 +17,10 @@
 // changes no operation of any element.
 //
 // The kernels live in headers included by this file alone, so compiled with its AVX-512
-// flags: avx512/lanes.hpp (Q4_0 and Q8_0), avx512/q4_k_groups.hpp (Q4_K in those
-// lanes), avx512/k_quants.hpp (Q6_K), avx512/floats.hpp (F16, BF16, F32) and what they
-// share, avx512/common.hpp (sums of lanes, prefetch, cpuid). Here: the kernel for each
+// flags: avx512/lanes.hpp (the lane kernel), avx512/q8_0_groups.hpp (Q4_0 and Q8_0 in
+// it), avx512/q4_k_groups.hpp (Q4_K in it), avx512/k_quants.hpp (Q6_K), avx512/floats.hpp
+// (F16, BF16, F32) and what they share, avx512/common.hpp (sums of lanes, prefetch,
+// cpuid). Here: the kernel for each
 // weight type (with_kernel) and the functions matmul_impl.hpp declares.
 
 #include <cstdint>
@@ -30,6 +31,7 @@
 #include "kernels/cpu/avx512/k_quants.hpp"
 #include "kernels/cpu/avx512/lanes.hpp"
 #include "kernels/cpu/avx512/q4_k_groups.hpp"
+#include "kernels/cpu/avx512/q8_0_groups.hpp"
 #include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/matmul_impl.hpp"
 

@@ -122,10 +122,7 @@ struct q4_k_group {
   }
 
   /// u[k] of load_packed(qs, ...) alone.
-  static __m512i packed_u(const uint8_t* qs, int k) {
-    const __m512i q = _mm512_loadu_si512(qs + 64 * (k % 4));
-    return _mm512_and_si512(k < 4 ? q : _mm512_srli_epi16(q, 4), _mm512_set1_epi8(0x0f));
-  }
+  static __m512i packed_u(const uint8_t* qs, int k) { return packed_nibbles(qs, k); }
 
   /// dsc and dmm from pack_rows' 32 bytes of scales.
   void load_scales(const uint8_t* ds) {
