@@ -97,6 +97,7 @@ TEST(machine_limits, schemes_are_named_apart) {
   }
   EXPECT_EQ(cpu::read_scheme_name({512, 8192, 2}), "avx512 pf8192 x2");
   EXPECT_EQ(cpu::read_scheme_name({256, 0, 1}), "avx2 x1");
+  EXPECT_EQ(cpu::read_scheme_name({512, 8192, 1, true}), "avx512 pf8192:l2 x1");
 }
 
 TEST(machine_limits, measurement_gives_positive_finite_figures) {

@@ -165,7 +165,7 @@ std::pair<size_t, size_t> part_of(size_t n, int ith, int n_threads) {
 std::string read_scheme_name(const read_scheme& s) {
   std::string name = s.vector_bits == 512 ? "avx512" : s.vector_bits == 256 ? "avx2" : "scalar";
   if (s.prefetch_bytes > 0) {
-    name += " pf" + std::to_string(s.prefetch_bytes);
+    name += " pf" + std::to_string(s.prefetch_bytes) + (s.prefetch_l2 ? ":l2" : "");
   }
   return name + " x" + std::to_string(s.n_streams);
 }
@@ -177,12 +177,15 @@ std::vector<read_scheme> read_schemes(isa v) {
     case isa::scalar:
       return {{64, 0, 1}, {64, 0, 2}, {64, 0, 4}};
     case isa::avx2:
-      return {{256, 0, 1},      {256, pf_near, 1}, {256, pf_mid, 1}, {256, pf_far, 1},
-              {256, 0, 2},      {256, 0, 4},       {256, pf_mid, 2}, {256, pf_mid, 4}};
+      return {{256, 0, 1},       {256, pf_near, 1},       {256, pf_mid, 1},
+              {256, pf_far, 1},  {256, 0, 2},             {256, 0, 4},
+              {256, pf_mid, 2},  {256, pf_mid, 4},        {256, pf_mid, 1, true},
+              {256, pf_far, 1, true}};
     case isa::avx512:
-      return {{256, 0, 1},      {512, 0, 1},       {512, pf_near, 1}, {512, pf_mid, 1},
-              {512, pf_far, 1}, {512, 0, 2},       {512, 0, 4},       {512, pf_mid, 2},
-              {512, pf_mid, 4}};
+      return {{256, 0, 1},       {512, 0, 1},             {512, pf_near, 1},
+              {512, pf_mid, 1},  {512, pf_far, 1},        {512, 0, 2},
+              {512, 0, 4},       {512, pf_mid, 2},        {512, pf_mid, 4},
+              {512, pf_mid, 1, true}, {512, pf_far, 1, true}, {512, pf_mid, 2, true}};
   }
   return {};
 }
@@ -199,12 +202,12 @@ uint64_t read_sum(const read_scheme& s, const uint8_t* p, size_t n) {
       if (!isa_supported(isa::avx2)) {
         std::abort();
       }
-      return detail::read_sum_avx2(s.prefetch_bytes, s.n_streams, p, n);
+      return detail::read_sum_avx2(s.prefetch_bytes, s.prefetch_l2, s.n_streams, p, n);
     case 512:
       if (!isa_supported(isa::avx512)) {
         std::abort();
       }
-      return detail::read_sum_avx512(s.prefetch_bytes, s.n_streams, p, n);
+      return detail::read_sum_avx512(s.prefetch_bytes, s.prefetch_l2, s.n_streams, p, n);
   }
   std::abort();
 }

@@ -24,19 +24,23 @@ namespace baton::cpu {
 /// One way of reading a buffer. A thread's share is cut into `n_streams` contiguous parts
 /// read side by side (one 256-byte step of each per iteration), so that several DRAM pages
 /// are open at once; a software prefetch, when asked, fetches each line read
-/// `prefetch_bytes` ahead of it in its own stream.
+/// `prefetch_bytes` ahead of it in its own stream, into L1 or (prefetch_l2) into L2 only,
+/// as the matmul kernels prefetch weights.
 struct read_scheme {
-  int vector_bits = 512;   ///< 64 (scalar words), 256 (ymm) or 512 (zmm) loads
-  int prefetch_bytes = 0;  ///< 0: no software prefetch
-  int n_streams = 1;       ///< 1, 2 or 4
+  int vector_bits = 512;     ///< 64 (scalar words), 256 (ymm) or 512 (zmm) loads
+  int prefetch_bytes = 0;    ///< 0: no software prefetch
+  int n_streams = 1;         ///< 1, 2 or 4
+  bool prefetch_l2 = false;  ///< prefetcht1 (to L2), not prefetcht0 (to L1)
 };
 
-/// "avx512 pf8192 x2": the load width, the prefetch distance (if any), the streams.
+/// "avx512 pf8192 x2", "avx512 pf8192:l2 x1": the load width, the prefetch distance (if
+/// any) and where it prefetches to, the streams.
 std::string read_scheme_name(const read_scheme& s);
 
 /// The schemes isa `v` can run, the narrowest first: scalar words (scalar), 256-bit loads
 /// (avx2 and up), 512-bit loads alone, with prefetch at 2, 8 and 32 KiB, and in 2 and 4
-/// streams with and without prefetch (avx512); avx2 has its own prefetch and stream rows.
+/// streams with and without prefetch (avx512); avx2 has its own prefetch and stream rows;
+/// both prefetch at 8 and 32 KiB into L2 too.
 std::vector<read_scheme> read_schemes(isa v);
 
 /// The wrapping sum of the n / 8 little-endian 64-bit words of p[n], read as `s` reads

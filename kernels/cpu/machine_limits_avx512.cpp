@@ -27,8 +27,8 @@ inline void dpbusd(__m512i& acc, __m512i a, __m512i b) {
 }
 
 /// The word sum of p[n] read in S streams of 512-bit loads, prefetching `pf` bytes ahead
-/// in each stream when PF.
-template <int S, bool PF>
+/// in each stream when PF (into L2 when L2, else into L1).
+template <int S, bool PF, bool L2>
 uint64_t read_sum_512(const uint8_t* p, size_t n, size_t pf) {
   const size_t len = stream_len(n, S);
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
@@ -40,7 +40,7 @@ uint64_t read_sum_512(const uint8_t* p, size_t n, size_t pf) {
         // for pointer arithmetic: computed as an integer
         const uintptr_t ahead = reinterpret_cast<uintptr_t>(q) + pf;
         for (size_t o = 0; o < read_step; o += 64) {
-          _mm_prefetch(reinterpret_cast<const char*>(ahead + o), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(ahead + o), L2 ? _MM_HINT_T1 : _MM_HINT_T0);
         }
       }
       a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(q));
@@ -56,16 +56,22 @@ uint64_t read_sum_512(const uint8_t* p, size_t n, size_t pf) {
 
 }  // namespace
 
-uint64_t read_sum_avx512(int prefetch_bytes, int n_streams, const uint8_t* p, size_t n) {
+uint64_t read_sum_avx512(int prefetch_bytes, bool to_l2, int n_streams, const uint8_t* p,
+                         size_t n) {
   const auto pf = static_cast<size_t>(prefetch_bytes);
-  const bool with_pf = prefetch_bytes > 0;
+  const auto read = [&]<int S>() {
+    if (prefetch_bytes == 0) {
+      return read_sum_512<S, false, false>(p, n, pf);
+    }
+    return to_l2 ? read_sum_512<S, true, true>(p, n, pf) : read_sum_512<S, true, false>(p, n, pf);
+  };
   switch (n_streams) {
     case 1:
-      return with_pf ? read_sum_512<1, true>(p, n, pf) : read_sum_512<1, false>(p, n, pf);
+      return read.template operator()<1>();
     case 2:
-      return with_pf ? read_sum_512<2, true>(p, n, pf) : read_sum_512<2, false>(p, n, pf);
+      return read.template operator()<2>();
     case 4:
-      return with_pf ? read_sum_512<4, true>(p, n, pf) : read_sum_512<4, false>(p, n, pf);
+      return read.template operator()<4>();
   }
   __builtin_trap();
 }

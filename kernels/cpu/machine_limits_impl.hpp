@@ -39,8 +39,10 @@ struct peak_run {
 
 // -- per-isa entry points (each defined in its twin's file) -----------------------
 
-uint64_t read_sum_avx2(int prefetch_bytes, int n_streams, const uint8_t* p, size_t n);
-uint64_t read_sum_avx512(int prefetch_bytes, int n_streams, const uint8_t* p, size_t n);
+uint64_t read_sum_avx2(int prefetch_bytes, bool to_l2, int n_streams, const uint8_t* p,
+                       size_t n);
+uint64_t read_sum_avx512(int prefetch_bytes, bool to_l2, int n_streams, const uint8_t* p,
+                         size_t n);
 
 /// `iters` rounds of independent int8 dot products / f32 FMAs on registers seeded from
 /// `seed` (unknown to the compiler, so nothing folds).
