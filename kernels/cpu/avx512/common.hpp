@@ -59,13 +59,18 @@ inline void write_sums(const tile_args& a, const __m512 (&acc)[NR][NT]) {
 
 /// How far ahead of the weights being read they are prefetched. Measured on Zen 4 from
 /// DRAM: the hardware prefetcher alone keeps too few lines in flight once the activations
-/// take a good part of L1 (n_in = 8192 streamed at 18 GB/s, 30 GB/s with this).
+/// take a good part of L1 (n_in = 8192 streamed at 18 GB/s, 30 GB/s with this). 4 KiB
+/// read slower (Q4_0 decode 20 GB/s against 27), 16 KiB as fast.
 constexpr int64_t prefetch_distance = 8192;
 
-/// Prefetches the lines of [p, p + bytes) a prefetch distance ahead.
+/// Prefetches the lines of [p, p + bytes) a prefetch distance ahead, into L2 (prefetcht1):
+/// a prefetch into L1 holds one of L1's few miss buffers until its line comes from DRAM,
+/// so a lone thread's stream stalled on them. Zen 4, decode from DRAM, one thread,
+/// bench_kernels, into L1 -> into L2, GB/s: Q4_0 21-23 -> 26-30, Q8_0 19 -> 22.5, Q4_K
+/// 16-22 -> 24-28, Q6_K 23 -> 27-30, F16 at n_in 8192 18 -> 26-27 (prefetchnta: as L1).
 inline void prefetch_ahead(const uint8_t* p, int64_t bytes) {
   for (int64_t o = 0; o < bytes; o += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + prefetch_distance + o), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + prefetch_distance + o), _MM_HINT_T1);
   }
 }
 
