@@ -114,10 +114,7 @@ struct q4_k_group {
 
   /// The same group from pack_rows' layout: qs = its 256 bytes of quants, ds = its scales.
   void load_packed(const uint8_t* qs, const uint8_t* ds) {
-    #pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) {
-      u[k] = packed_u(qs, k);
-    }
+    packed_nibbles(qs, u);
     load_scales(ds);
   }
 

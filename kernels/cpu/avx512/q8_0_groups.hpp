@@ -199,10 +199,7 @@ struct q4_0_group : q8_0_scaled<8> {
   /// The same group from pack_rows' layout: qs = its 256 bytes of qs dwords, lane-ordered,
   /// ds = its 16 scales. The same lanes as load(), read without a shuffle.
   void load_packed(const uint8_t* qs, const uint8_t* ds) {
-    #pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) {
-      u[k] = packed_nibbles(qs, k);
-    }
+    packed_nibbles(qs, u);
     load_scales(ds);
   }
 
