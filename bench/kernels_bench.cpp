@@ -3,6 +3,8 @@
 // kernels/cpu/machine_limits' read schemes, the ceiling `baton bench limits` states).
 // Decode (n_tokens = 1) streams weights from DRAM: the benchmark cycles over enough
 // copies of the matrix (>= 512 MiB) that none is still in L3, and reports weight GB/s.
+// BATON_BENCH_DECODE_MIB=N cycles over N MiB instead: 0 reads one copy, from cache, which
+// states what the kernel's instructions allow (its ceiling in the machine's fast minutes).
 // Prefill (n_tokens = 128) is compute-bound and reports GFLOP/s (2 · n_in · n_out ·
 // n_tokens per call).
 // "threads:2" runs split the rows over a second, spinning thread, as a pool would.
@@ -309,8 +311,10 @@ void bm_matmul(benchmark::State& state, const std::string& kernel, isa v, ggml_t
   }
   const size_t w_bytes = baton::row_bytes(type, static_cast<uint64_t>(n_in)) * n_out;
   // decode reads from DRAM as it does in a model far larger than L3
+  const char* mib = std::getenv("BATON_BENCH_DECODE_MIB");
+  const size_t decode_bytes = mib != nullptr ? std::strtoull(mib, nullptr, 10) << 20 : k_decode_bytes;
   const int n_copies =
-      n_tokens == 1 ? static_cast<int>(std::max<size_t>(1, k_decode_bytes / w_bytes)) : 1;
+      n_tokens == 1 ? static_cast<int>(std::max<size_t>(1, decode_bytes / w_bytes)) : 1;
   const auto w = make_weights(type, n_out, n_in, n_copies);
   // the timed copy: w itself, or every copy repacked as a CPU stage does at load (the
   // checks below still compare with w's ggml layout: the same bits are promised)
