@@ -132,9 +132,10 @@ struct q6_k_lanes_row {
   /// 8 + 4j + i), its top 2 bits in the dword at 128 + 4λ (byte i, bits 2k: element
   /// 4k + i), the 16 scales in lane order at 192, d at 208.
   void load_packed(const uint8_t* b) {
-    const __m512i lo = _mm512_loadu_si512(b);
-    const __m512i hi = _mm512_loadu_si512(b + 64);
+    __m512i lo = _mm512_loadu_si512(b);
+    __m512i hi = _mm512_loadu_si512(b + 64);
     const __m512i qh = _mm512_loadu_si512(b + 128);
+    asm("" : "+v"(lo), "+v"(hi));  // each loaded once (GCC would fold a load into each use)
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i m30 = _mm512_set1_epi8(0x30);
     // nibble | (top bits moved to bits 4, 5): bits that cross into a neighbouring byte
