@@ -40,7 +40,7 @@ std::string read_scheme_name(const read_scheme& s);
 /// The schemes isa `v` can run, the narrowest first: scalar words (scalar), 256-bit loads
 /// (avx2 and up), 512-bit loads alone, with prefetch at 2, 8 and 32 KiB, and in 2 and 4
 /// streams with and without prefetch (avx512); avx2 has its own prefetch and stream rows;
-/// both prefetch at 8 and 32 KiB into L2 too.
+/// both also prefetch into L2 at 8 and 32 KiB (avx512 at 8 KiB in 2 streams too).
 std::vector<read_scheme> read_schemes(isa v);
 
 /// The wrapping sum of the n / 8 little-endian 64-bit words of p[n], read as `s` reads
