@@ -24,6 +24,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -121,6 +122,27 @@ constexpr double k_matmul_nmse_max = 1e-10;
   std::fprintf(stderr, "bench_kernels: %s fails its check, not timed: %s\n",
                kernel.c_str(), what.c_str());
   std::exit(1);
+}
+
+/// Bytes of weight copies decode cycles over: BATON_BENCH_DECODE_MIB (0 to 16384 MiB)
+/// when set, else k_decode_bytes. Anything else set there ends the run with its reason.
+size_t decode_bytes_from_env() {
+  const char* mib = std::getenv("BATON_BENCH_DECODE_MIB");
+  if (mib == nullptr) {
+    return k_decode_bytes;
+  }
+  constexpr unsigned long long max_mib = 16384;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long n = std::strtoull(mib, &end, 10);
+  if (*mib < '0' || *mib > '9' || *end != '\0' || errno != 0 || n > max_mib) {
+    std::fprintf(stderr,
+                 "bench_kernels: BATON_BENCH_DECODE_MIB=%s: expected a whole number of MiB "
+                 "from 0 to %llu\n",
+                 mib, max_mib);
+    std::exit(2);
+  }
+  return static_cast<size_t>(n) << 20;
 }
 
 /// True the first time `kernel` is named: google benchmark calls a benchmark function once
@@ -311,8 +333,7 @@ void bm_matmul(benchmark::State& state, const std::string& kernel, isa v, ggml_t
   }
   const size_t w_bytes = baton::row_bytes(type, static_cast<uint64_t>(n_in)) * n_out;
   // decode reads from DRAM as it does in a model far larger than L3
-  const char* mib = std::getenv("BATON_BENCH_DECODE_MIB");
-  const size_t decode_bytes = mib != nullptr ? std::strtoull(mib, nullptr, 10) << 20 : k_decode_bytes;
+  const size_t decode_bytes = decode_bytes_from_env();
   const int n_copies =
       n_tokens == 1 ? static_cast<int>(std::max<size_t>(1, decode_bytes / w_bytes)) : 1;
   const auto w = make_weights(type, n_out, n_in, n_copies);
