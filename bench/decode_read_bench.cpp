@@ -1,0 +1,245 @@
+// Decode (one token) matmul against the read bandwidth of the same few milliseconds.
+//
+// On a shared machine the read bandwidth moves by 2x from second to second, so a decode
+// speed and a read measured a minute apart (or even a bench_kernels run apart) cannot be
+// compared. This benchmark alternates, on the same threads: a read of 256 MiB (the best
+// of kernels/cpu/machine_limits' read schemes, chosen once at the start), a decode pass
+// over 256 MiB of weight copies (the CPU stage's layout: packed where the isa has one,
+// rows split between the threads as a stage splits them), a read again — and keeps each
+// decode pass whose two reads agree within 8 %. It prints, per band of read bandwidth,
+// how many passes fell in it and the median (and quartiles) of decode GB/s over read
+// GB/s: a kernel change is compared band by band, in the same minutes' conditions.
+//
+//   ./build/bin/bench_decode_read q4_0 2048 2048 20      # type n_in n_out seconds [threads]
+//
+// Before timing, the threads' row split is checked bit-identical to one call over all rows.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/isa.hpp"
+#include "kernels/cpu/machine_limits.hpp"
+#include "kernels/cpu/matmul.hpp"
+#include "kernels/cpu/quantize.hpp"
+#include "kernels/cpu/thread_pool.hpp"
+#include "kernels/ggml_type.hpp"
+
+namespace {
+
+using baton::ggml_type;
+namespace cpu = baton::cpu;
+
+constexpr size_t k_pass_bytes = size_t{256} << 20;    // one read or decode pass
+constexpr size_t k_weight_bytes = size_t{384} << 20;  // weight copies decode cycles over
+
+double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+struct aligned_free {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using buffer = std::unique_ptr<uint8_t, aligned_free>;
+
+buffer allocate(size_t bytes) {
+  const size_t huge = size_t{2} << 20;  // 2 MiB alignment: transparent huge pages, as a stage
+  auto* p = static_cast<uint8_t*>(std::aligned_alloc(huge, (bytes + huge - 1) / huge * huge));
+  if (p == nullptr) {
+    std::fprintf(stderr, "bench_decode_read: cannot allocate %zu MiB\n", bytes >> 20);
+    std::exit(1);
+  }
+  return buffer(p);
+}
+
+int usage(const char* why) {
+  std::fprintf(stderr,
+               "bench_decode_read: %s\n"
+               "usage: bench_decode_read TYPE N_IN N_OUT SECONDS [THREADS]\n"
+               "  TYPE: q4_0, q8_0, q4_K or q6_K; N_IN a multiple of its block (32 or 256);\n"
+               "  N_OUT a multiple of 16 up to 1048576; SECONDS 1 to 600; THREADS 1 to 64 (2)\n",
+               why);
+  return 2;
+}
+
+/// s as a whole number in [lo, hi] (lo ≥ 0), or -1.
+int64_t whole_number(const char* s, int64_t lo, int64_t hi) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(s, &end, 10);
+  if (end == s || *end != '\0' || errno != 0 || v < lo || v > hi) {
+    return -1;
+  }
+  return v;
+}
+
+struct pass {
+  double read_before, decode, read_after;  // GB/s
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 5 || argc > 6) {
+    return usage("expected 4 or 5 arguments");
+  }
+  const std::string type_name = argv[1];
+  ggml_type type{};
+  if (type_name == "q4_0") {
+    type = ggml_type::q4_0;
+  } else if (type_name == "q8_0") {
+    type = ggml_type::q8_0;
+  } else if (type_name == "q4_K" || type_name == "q4_k") {
+    type = ggml_type::q4_k;
+  } else if (type_name == "q6_K" || type_name == "q6_k") {
+    type = ggml_type::q6_k;
+  } else {
+    return usage(("TYPE '" + type_name + "' is not one of q4_0, q8_0, q4_K, q6_K").c_str());
+  }
+  const int64_t block = baton::traits(type).block_size;
+  const int64_t n_in = whole_number(argv[2], block, int64_t{1} << 20);
+  const int64_t n_out = whole_number(argv[3], 16, int64_t{1} << 20);
+  const int64_t secs = whole_number(argv[4], 1, 600);
+  const int64_t threads = argc == 6 ? whole_number(argv[5], 1, 64) : 2;
+  if (n_in < 0 || n_in % block != 0) {
+    return usage(("N_IN '" + std::string(argv[2]) + "' is not a multiple of " +
+                  std::to_string(block) + " up to 1048576").c_str());
+  }
+  if (n_out < 0 || n_out % 16 != 0) {
+    return usage(("N_OUT '" + std::string(argv[3]) + "' is not a multiple of 16 up to 1048576")
+                     .c_str());
+  }
+  if (secs < 0) {
+    return usage(("SECONDS '" + std::string(argv[4]) + "' is not 1 to 600").c_str());
+  }
+  if (threads < 0) {
+    return usage(("THREADS '" + std::string(argv[5]) + "' is not 1 to 64").c_str());
+  }
+  const cpu::isa v = cpu::best_isa();
+  const size_t row = baton::row_bytes(type, static_cast<uint64_t>(n_in));
+  const size_t matrix = row * static_cast<size_t>(n_out);
+  if (matrix > k_weight_bytes) {
+    return usage("the matrix is over 384 MiB");
+  }
+  cpu::thread_pool pool(static_cast<int>(threads));
+
+  // the weights: random rows quantized, then copies as a CPU stage keeps them
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  std::vector<uint8_t> ggml(matrix);
+  std::vector<float> x(static_cast<size_t>(n_in));
+  for (int64_t r = 0; r < n_out; ++r) {
+    for (float& f : x) {
+      f = 0.02f * unit(rng);
+    }
+    cpu::quantize_row(type, x.data(), ggml.data() + r * row, n_in);
+  }
+  const bool packed = cpu::has_packed_layout(v, type);
+  const auto layout = packed ? cpu::weight_layout::packed : cpu::weight_layout::ggml;
+  const size_t copies = std::max<size_t>(1, k_weight_bytes / matrix);
+  buffer weights = allocate(copies * matrix);
+  for (size_t c = 0; c < copies; ++c) {
+    uint8_t* to = weights.get() + c * matrix;
+    if (packed) {
+      cpu::pack_rows(v, type, ggml.data(), to, n_in, n_out);
+    } else {
+      std::memcpy(to, ggml.data(), matrix);
+    }
+  }
+  for (float& f : x) {
+    f = unit(rng);
+  }
+  std::vector<uint8_t> xq(cpu::activation_row_bytes(type, n_in));
+  cpu::quantize_activation_row(v, type, x.data(), xq.data(), n_in);
+  std::vector<float> y(static_cast<size_t>(n_out)), one(static_cast<size_t>(n_out));
+
+  // the stage's split: rows in 16-aligned parts, one per thread
+  const auto decode = [&](const uint8_t* w, float* out) {
+    pool.run([&](int ith, int nth) {
+      const auto [r0, r1] = cpu::thread_pool::split(n_out, ith, nth, 16);
+      cpu::matmul(v, type, w, xq.data(), out, n_in, 1, n_out, r0, r1, layout);
+    });
+  };
+  decode(weights.get(), y.data());
+  cpu::matmul(v, type, weights.get(), xq.data(), one.data(), n_in, 1, n_out, 0, n_out, layout);
+  if (std::memcmp(y.data(), one.data(), y.size() * sizeof(float)) != 0) {
+    std::fprintf(stderr, "bench_decode_read: %s %lld x %lld: the threads' rows differ from one call's\n",
+                 type_name.c_str(), static_cast<long long>(n_in), static_cast<long long>(n_out));
+    return 1;
+  }
+
+  // the read: this machine's best scheme, chosen once
+  cpu::read_meter meter(pool, v, k_pass_bytes);
+  const cpu::read_scheme scheme = cpu::best_of(meter.measure(1)).scheme;
+  buffer reads = allocate(k_pass_bytes);
+  pool.run([&](int ith, int nth) {
+    const auto [b0, b1] = cpu::thread_pool::split(static_cast<int64_t>(k_pass_bytes), ith, nth, 64);
+    std::memset(reads.get() + b0, 1, static_cast<size_t>(b1 - b0));
+  });
+  std::atomic<uint64_t> sink{0};
+  const auto read_pass = [&] {
+    const double t0 = seconds_now();
+    pool.run([&](int ith, int nth) {
+      const auto [b0, b1] =
+          cpu::thread_pool::split(static_cast<int64_t>(k_pass_bytes), ith, nth, 64);
+      sink += cpu::read_sum(scheme, reads.get() + b0, static_cast<size_t>(b1 - b0));
+    });
+    return static_cast<double>(k_pass_bytes) / (seconds_now() - t0) / 1e9;
+  };
+  size_t next_copy = 0;
+  const auto decode_pass = [&] {
+    const double t0 = seconds_now();
+    size_t bytes = 0;
+    while (bytes < k_pass_bytes) {
+      decode(weights.get() + (next_copy++ % copies) * matrix, y.data());
+      bytes += matrix;
+    }
+    return static_cast<double>(bytes) / (seconds_now() - t0) / 1e9;
+  };
+
+  std::vector<pass> passes;
+  const double end = seconds_now() + static_cast<double>(secs);
+  double before = read_pass();
+  while (seconds_now() < end) {
+    const double d = decode_pass();
+    const double after = read_pass();
+    passes.push_back({before, d, after});
+    before = after;
+  }
+
+  const std::string isa(cpu::isa_name(v));
+  std::printf("%s %lld x %lld (%s, %s), %lld threads, read %s, %zu passes of 256 MiB\n",
+              type_name.c_str(), static_cast<long long>(n_in), static_cast<long long>(n_out),
+              isa.c_str(), packed ? "packed" : "ggml layout", static_cast<long long>(threads),
+              cpu::read_scheme_name(scheme).c_str(), passes.size());
+  const double bands[] = {0, 24, 30, 36, 42, 48, 54, 60, 70, 1e9};
+  for (size_t b = 0; b + 1 < std::size(bands); ++b) {
+    std::vector<double> ratios;
+    for (const pass& p : passes) {
+      const double read = (p.read_before + p.read_after) / 2;
+      if (std::abs(p.read_before - p.read_after) <= 0.08 * read && read >= bands[b] &&
+          read < bands[b + 1]) {
+        ratios.push_back(p.decode / read);
+      }
+    }
+    if (ratios.empty()) {
+      continue;
+    }
+    std::sort(ratios.begin(), ratios.end());
+    const size_t n = ratios.size();
+    std::printf("read %3.0f-%-4.0f GB/s  passes %4zu  decode / read  median %.3f  quartiles %.3f %.3f\n",
+                bands[b], std::min(bands[b + 1], 999.0), n, ratios[n / 2], ratios[n / 4],
+                ratios[(3 * n) / 4]);
+  }
+  return 0;
+}
