@@ -80,8 +80,10 @@ struct tile_args {
   int64_t k1 = n_in;
   float* part = nullptr;
   int64_t part_ld = 0;
-  const uint8_t* rows_made = nullptr;  // K::make_rows' bytes for the tile's first row, or
-  size_t rows_made_stride = 0;         // nullptr where the driver made none
+  uint8_t* rows_made = nullptr;  // made_row_bytes per row for the tile's first row, or
+  size_t rows_made_stride = 0;   // nullptr where the driver keeps none
+  bool make_rows = false;        // this tile writes them (the row block's first token
+                                 // tile), else reads them
 };
 
 /// Whether kernel K reads a lone token's row as the caller gave it (decode_unprepared).
@@ -112,9 +114,9 @@ size_t prepared_row_bytes(const K& k, int64_t n_in, int64_t n_tokens) {
 ///   int64_t k_pass(int64_t n_in) const;  // n_in per pass (a multiple of its blocks)
 ///   static constexpr int part_floats;    // partial-sum floats per element
 /// and optionally, for work on a weight row that every token tile would repeat
-///   size_t made_row_bytes(int64_t n_in) const;  // per row (a multiple of 64)
-///   void make_rows(const uint8_t* w, size_t w_stride, int64_t n_rows, int64_t n_in,
-///                  uint8_t* out) const;  // made once per row block, read by its tiles
+///   size_t made_row_bytes(int64_t n_in) const;  // per row (a multiple of 64), made by
+///       // the row block's first token tile (tile_args::make_rows) and read by the others
+///       // whose tiles have its shape: every token tile but a last lone token's
 /// Rows are visited in blocks that stay in L2 while every token tile passes over them; with
 /// k_pass, each token tile's prepared activations pass by in slices that stay in L1
 /// while all the block's rows use them. `prepared`: the n_tokens rows already prepared,
@@ -199,11 +201,6 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
   const auto* wb = static_cast<const uint8_t*>(w);
   for (int64_t rb = r0; rb < r1; rb += rows_per_block) {
     const int64_t re = std::min(r1, rb + rows_per_block);
-    if constexpr (requires { k.made_row_bytes(n_in); }) {
-      if (made != nullptr) {
-        k.make_rows(wb + rb * w_stride, w_stride, re - rb, n_in, made);
-      }
-    }
     for (int64_t t = 0; t < n_tokens; t += mt) {
       const int nt = static_cast<int>(std::min<int64_t>(mt, n_tokens - t));
       const int rows = nt == 1 ? K::max_rows_1 : K::max_rows;
@@ -212,9 +209,10 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
         for (int64_t r = rb; r < re; r += rows) {
           const int nr = static_cast<int>(std::min<int64_t>(rows, re - r));
           float* pr = part_bytes > 0 ? part + (r - rb) * mt * part_floats : nullptr;
-          const uint8_t* made_at = made != nullptr ? made + (r - rb) * made_row : nullptr;
+          uint8_t* made_at = made != nullptr ? made + (r - rb) * made_row : nullptr;
           const tile_args a{wb + r * w_stride, w_stride, x + t * x_stride, x_stride,
-                            y + t * ldy + r,   ldy,      n_in, k0, k1, pr, mt, made_at, made_row};
+                            y + t * ldy + r,   ldy,      n_in, k0, k1, pr, mt, made_at, made_row,
+                            t == 0};
           table[static_cast<size_t>((nr - 1) * mt + (nt - 1))](k, a);
         }
       }
