@@ -23,11 +23,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <sys/mman.h>
 
 #include "kernels/cpu/isa.hpp"
 #include "kernels/cpu/machine_limits.hpp"
@@ -35,6 +34,7 @@
 #include "kernels/cpu/quantize.hpp"
 #include "kernels/cpu/thread_pool.hpp"
 #include "kernels/ggml_type.hpp"
+#include "runtime/system/huge_pages.hpp"
 
 namespace {
 
@@ -49,24 +49,17 @@ double seconds_now() {
       .count();
 }
 
-struct aligned_free {
-  void operator()(uint8_t* p) const { std::free(p); }
-};
-using buffer = std::unique_ptr<uint8_t, aligned_free>;
-
-/// bytes in 2 MiB pages where the kernel gives them (transparent huge pages asked for with
-/// MADV_HUGEPAGE), as a CPU stage keeps its weights: decode reads them faster than 4 KiB
-/// pages.
+/// bytes in 2 MiB pages where the kernel gives them, as a CPU stage keeps its weights
+/// (decode reads them faster than 4 KiB pages); ends the run when they cannot be mapped.
+using buffer = std::unique_ptr<uint8_t, baton::huge_page_free>;
 buffer allocate(size_t bytes) {
-  const size_t huge = size_t{2} << 20;
-  const size_t rounded = (bytes + huge - 1) / huge * huge;
-  auto* p = static_cast<uint8_t*>(std::aligned_alloc(huge, rounded));
-  if (p == nullptr) {
-    std::fprintf(stderr, "bench_decode_read: cannot allocate %zu MiB\n", bytes >> 20);
+  try {
+    return buffer(baton::huge_page_allocator<uint8_t>().allocate(bytes),
+                  baton::huge_page_free{bytes});
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "bench_decode_read: cannot map %zu MiB\n", bytes >> 20);
     std::exit(1);
   }
-  (void)::madvise(p, rounded, MADV_HUGEPAGE);  // a hint: else 4 KiB pages
-  return buffer(p);
 }
 
 int usage(const char* why) {
@@ -186,8 +179,10 @@ int main(int argc, char** argv) {
   }
 
   // the read: this machine's best scheme, chosen once
-  cpu::read_meter meter(pool, v, k_pass_bytes);
-  const cpu::read_scheme scheme = cpu::best_of(meter.measure(1)).scheme;
+  const cpu::read_scheme scheme = [&] {
+    cpu::read_meter meter(pool, v, k_pass_bytes);  // its own buffer, let go once chosen
+    return cpu::best_of(meter.measure(1)).scheme;
+  }();
   buffer reads = allocate(k_pass_bytes);
   pool.run([&](int ith, int nth) {
     const auto [b0, b1] = cpu::thread_pool::split(static_cast<int64_t>(k_pass_bytes), ith, nth, 64);
