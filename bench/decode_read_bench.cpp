@@ -66,7 +66,8 @@ int usage(const char* why) {
   std::fprintf(stderr,
                "bench_decode_read: %s\n"
                "usage: bench_decode_read TYPE N_IN N_OUT SECONDS [THREADS]\n"
-               "  TYPE: q4_0, q8_0, q4_K or q6_K; N_IN a multiple of its block (32 or 256);\n"
+               "  TYPE: q4_0, q8_0, q4_K, q6_K, f16, bf16 or f32; N_IN a multiple of its\n"
+               "  block (32 or 256; 1 for the floats);\n"
                "  N_OUT a multiple of 16 up to 1048576; SECONDS 1 to 600; THREADS 1 to 64 (2)\n",
                why);
   return 2;
@@ -94,18 +95,19 @@ int main(int argc, char** argv) {
     return usage("expected 4 or 5 arguments");
   }
   const std::string type_name = argv[1];
-  ggml_type type{};
-  if (type_name == "q4_0") {
-    type = ggml_type::q4_0;
-  } else if (type_name == "q8_0") {
-    type = ggml_type::q8_0;
-  } else if (type_name == "q4_K" || type_name == "q4_k") {
-    type = ggml_type::q4_k;
-  } else if (type_name == "q6_K" || type_name == "q6_k") {
-    type = ggml_type::q6_k;
-  } else {
-    return usage(("TYPE '" + type_name + "' is not one of q4_0, q8_0, q4_K, q6_K").c_str());
+  static constexpr struct {
+    const char* name;
+    ggml_type type;
+  } k_types[] = {{"q4_0", ggml_type::q4_0}, {"q8_0", ggml_type::q8_0}, {"q4_K", ggml_type::q4_k},
+                 {"q4_k", ggml_type::q4_k}, {"q6_K", ggml_type::q6_k}, {"q6_k", ggml_type::q6_k},
+                 {"f16", ggml_type::f16},   {"bf16", ggml_type::bf16}, {"f32", ggml_type::f32}};
+  const auto known = std::find_if(std::begin(k_types), std::end(k_types),
+                                  [&type_name](const auto& t) { return type_name == t.name; });
+  if (known == std::end(k_types)) {
+    return usage(("TYPE '" + type_name + "' is not one of q4_0, q8_0, q4_K, q6_K, f16, bf16, f32")
+                     .c_str());
   }
+  const ggml_type type = known->type;
   const int64_t block = baton::traits(type).block_size;
   const int64_t n_in = whole_number(argv[2], block, int64_t{1} << 20);
   const int64_t n_out = whole_number(argv[3], 16, int64_t{1} << 20);
