@@ -158,6 +158,26 @@ TEST(ops, silu_mul_avx2_is_near_silu_mul_and_the_same_anywhere_in_a_row) {
   }
 }
 
+TEST(ops, kv_cursor_walks_the_rows_kv_row_addresses) {
+  // three blocks of 5 positions, 3 KV heads of 8: f16 and f32 rows
+  for (ggml_type type : {ggml_type::f16, ggml_type::f32}) {
+    const int64_t bs = 5, n_head_kv = 3, d = 8;
+    std::vector<std::vector<uint8_t>> blocks(3, std::vector<uint8_t>(bs * n_head_kv * d * 4));
+    std::vector<const void*> table;
+    for (const auto& b : blocks) {
+      table.push_back(b.data());
+    }
+    const kv_view kv{table.data(), bs, n_head_kv, d, type};
+    for (int64_t h = 0; h < n_head_kv; ++h) {
+      kv_cursor rows(kv, h);
+      for (int64_t p = 0; p < 3 * bs; ++p) {
+        ASSERT_EQ(rows.next(), kv_row(kv, p, h))
+            << traits(type).name << " head " << h << " position " << p;
+      }
+    }
+  }
+}
+
 TEST(ops, attention_twin_matches_the_reference) {
   if (!isa_supported(isa::avx2)) {
     GTEST_SKIP() << "this CPU has no AVX2";
