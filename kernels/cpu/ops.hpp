@@ -40,11 +40,13 @@ struct kv_view {
   ggml_type type;
 };
 
+/// Bytes of one cached element: f16 or f32.
+inline int64_t kv_elem_bytes(const kv_view& kv) { return kv.type == ggml_type::f16 ? 2 : 4; }
+
 /// The cached row of KV head `h` at position `p`.
 inline const uint8_t* kv_row(const kv_view& kv, int64_t p, int64_t h) {
   const auto* block = static_cast<const uint8_t*>(kv.blocks[p / kv.block_size]);
-  const int64_t elem = kv.type == ggml_type::f16 ? 2 : 4;
-  return block + (((p % kv.block_size) * kv.n_head_kv + h) * kv.head_dim) * elem;
+  return block + (((p % kv.block_size) * kv.n_head_kv + h) * kv.head_dim) * kv_elem_bytes(kv);
 }
 
 /// The cached rows of KV head `h` at positions 0, 1, 2, ... in turn: kv_row's rows
@@ -55,8 +57,8 @@ class kv_cursor {
   kv_cursor(const kv_view& kv, int64_t h)
       : blocks_(kv.blocks),
         block_size_(kv.block_size),
-        stride_(kv.n_head_kv * kv.head_dim * (kv.type == ggml_type::f16 ? 2 : 4)),
-        head_at_(h * kv.head_dim * (kv.type == ggml_type::f16 ? 2 : 4)) {}
+        stride_(kv.n_head_kv * kv.head_dim * kv_elem_bytes(kv)),
+        head_at_(h * kv.head_dim * kv_elem_bytes(kv)) {}
 
   /// The next position's row.
   const uint8_t* next() {
