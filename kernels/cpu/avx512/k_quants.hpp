@@ -218,14 +218,25 @@ struct kernel_k_lanes {
     }
   }
 
-  /// The exact integer lanes of one super-block, before their scales.
-  static __m512i lanes(const Row& w, const q8_k_lanes& y) {
-    __m512i ia = _mm512_load_si512(y.corr);
+  /// The exact integer lanes of one super-block, before their scales, from the token's
+  /// activation vectors q (its qs) and its correction.
+  static __m512i lanes(const Row& w, const __m512i (&q)[4], __m512i corr) {
+    __m512i ia = corr;
     #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
-      ia = _mm512_dpbusd_epi32(ia, w.u[k], _mm512_load_si512(y.qs[k]));
+      ia = _mm512_dpbusd_epi32(ia, w.u[k], q[k]);
     }
     return ia;
+  }
+  /// The same from the prepared activations in memory (GCC folds each load into its
+  /// vpdpbusd).
+  static __m512i lanes(const Row& w, const q8_k_lanes& y) {
+    __m512i q[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      q[k] = _mm512_load_si512(y.qs[k]);
+    }
+    return lanes(w, q, _mm512_load_si512(y.corr));
   }
 
   template <int NR, int NT>
@@ -263,12 +274,7 @@ struct kernel_k_lanes {
           const __m512i c = _mm512_load_si512(y.corr);
           #pragma GCC unroll 16
           for (int r = 0; r < NR; ++r) {
-            __m512i ia = c;
-            #pragma GCC unroll 4
-            for (int k = 0; k < 4; ++k) {
-              ia = _mm512_dpbusd_epi32(ia, w[r].u[k], q[k]);
-            }
-            acc[r][t] = w[r].accumulate(acc[r][t], ia, y);
+            acc[r][t] = w[r].accumulate(acc[r][t], lanes(w[r], q, c), y);
           }
         } else {
           #pragma GCC unroll 16
