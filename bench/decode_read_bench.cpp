@@ -169,11 +169,12 @@ int main(int argc, char** argv) {
   const auto decode = [&](const uint8_t* w, float* out) {
     pool.run([&](int ith, int nth) {
       const auto [r0, r1] = cpu::thread_pool::split(n_out, ith, nth, 16);
-      cpu::matmul(v, type, w, xq.data(), out, n_in, 1, n_out, r0, r1, layout);
+      cpu::matmul(v, type, w, xq.data(), out, n_in, 1, n_out, r0, r1, layout, n_out);
     });
   };
   decode(weights.get(), y.data());
-  cpu::matmul(v, type, weights.get(), xq.data(), one.data(), n_in, 1, n_out, 0, n_out, layout);
+  cpu::matmul(v, type, weights.get(), xq.data(), one.data(), n_in, 1, n_out, 0, n_out, layout,
+              n_out);
   if (std::memcmp(y.data(), one.data(), y.size() * sizeof(float)) != 0) {
     std::fprintf(stderr, "bench_decode_read: %s %lld x %lld: the threads' rows differ from one call's\n",
                  type_name.c_str(), static_cast<long long>(n_in), static_cast<long long>(n_out));

@@ -371,15 +371,15 @@ void bm_matmul(benchmark::State& state, const std::string& kernel, isa v, ggml_t
       helper->run(
           [&] {
             baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, half,
-                               layout);
+                               layout, n_out);
           },
           [&] {
             baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, half,
-                               n_out, layout);
+                               n_out, layout, n_out);
           });
     } else {
       baton::cpu::matmul(v, type, wc, xq.data(), y.data(), n_in, n_tokens, n_out, 0, n_out,
-                         layout);
+                         layout, n_out);
     }
   };
   if (first_check(kernel)) {

@@ -121,7 +121,7 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
         cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out);
         std::vector<float> got(n_out * n_tokens, NAN);
         cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
-                    5, n_out, cpu::weight_layout::packed);
+                    5, n_out, cpu::weight_layout::packed, n_out);
         for (int64_t t = 0; t < n_tokens; ++t) {
           for (int64_t r = 5; r < n_out; ++r) {
             ASSERT_EQ(float_bits(all[t * n_out + r]), float_bits(got[t * n_out + r]))
@@ -168,19 +168,37 @@ TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
         if (n_in >= 512) {
           EXPECT_NE(0, std::memcmp(packed.data(), w.data(), w.size())) << "nothing moved";
         }
+        // packed in parts that start on multiples of packed_block rows, as a CPU stage's
+        // threads pack a matrix: the same bytes
+        {
+          const size_t row = w.size() / n_out;
+          const int64_t cut = 2 * cpu::packed_block;
+          std::vector<uint8_t> parts(w.size());
+          cpu::pack_rows(GetParam(), type, w.data(), parts.data(), n_in, cut);
+          cpu::pack_rows(GetParam(), type, w.data() + cut * row, parts.data() + cut * row, n_in,
+                         n_out - cut);
+          EXPECT_EQ(0, std::memcmp(packed.data(), parts.data(), w.size()))
+              << type_name(type) << " n_in " << n_in;
+        }
         for (int64_t n_tokens : {1, 3, 16, 19}) {
           const auto xq = random_activations(rng, type, n_tokens, n_in);
           std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
           cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,
                       n_out);
-          // in two row ranges, as two threads take them
-          cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
-                      0, 16, cpu::weight_layout::packed);
-          cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens,
-                      n_out, 16, n_out, cpu::weight_layout::packed);
-          for (size_t i = 0; i < want.size(); ++i) {
-            ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
-                << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens << " element " << i;
+          // in row ranges, as threads take them: on blocks of packed_block rows, or across
+          // them (rows of a block computed alone), and the last rows that are in none
+          for (const auto& cuts : {std::vector<int64_t>{0, 16, n_out},
+                                   std::vector<int64_t>{0, 5, 21, 40, n_out}}) {
+            std::fill(got.begin(), got.end(), NAN);
+            for (size_t c = 0; c + 1 < cuts.size(); ++c) {
+              cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens,
+                          n_out, cuts[c], cuts[c + 1], cpu::weight_layout::packed, n_out);
+            }
+            for (size_t i = 0; i < want.size(); ++i) {
+              ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
+                  << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens
+                  << " element " << i << " cuts " << cuts[1];
+            }
           }
         }
       }
@@ -219,14 +237,28 @@ TEST_P(simd, rows_prepared_once_give_the_same_bits) {
           std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens, NAN);
           cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,
                       n_out);
-          for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 16}, {16, 32}, {32, n_out}}) {
-            cpu::matmul(GetParam(), type, w.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
-                        r0, r1, cpu::weight_layout::ggml, pb > 0 ? prepared : nullptr);
+          // from ggml's layout, and from the packed one as a CPU stage keeps its weights
+          std::vector<uint8_t> packed;
+          if (cpu::has_packed_layout(GetParam(), type)) {
+            packed.resize(w.size());
+            cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out);
           }
-          for (size_t i = 0; i < want.size(); ++i) {
-            ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
-                << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens << " element "
-                << i;
+          for (const auto layout : {cpu::weight_layout::ggml, cpu::weight_layout::packed}) {
+            const bool is_packed = layout == cpu::weight_layout::packed;
+            if (is_packed && packed.empty()) {
+              continue;
+            }
+            std::fill(got.begin(), got.end(), NAN);
+            for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 16}, {16, 32}, {32, n_out}}) {
+              cpu::matmul(GetParam(), type, is_packed ? packed.data() : w.data(), xq.data(),
+                          got.data(), n_in, n_tokens, n_out, r0, r1, layout, n_out,
+                          pb > 0 ? prepared : nullptr);
+            }
+            for (size_t i = 0; i < want.size(); ++i) {
+              ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
+                  << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens
+                  << " element " << i << (is_packed ? " packed" : "");
+            }
           }
         }
       }

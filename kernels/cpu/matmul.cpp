@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "kernels/blocks.hpp"
 #include "kernels/cpu/dequantize.hpp"
@@ -355,15 +356,45 @@ void pack_row_q6_k(const uint8_t* src, uint8_t* out, int64_t nsb) {
 
 }  // namespace
 
+namespace {
+
+/// Bytes of one whole group of a packed Q4_0 or Q4_K row (16 blocks, two super-blocks).
+size_t packed_group_bytes(ggml_type weight) {
+  return weight == ggml_type::q4_k ? 2 * sizeof(block_q4_k) : 16 * sizeof(block_q4_0);
+}
+
+/// Lays packed_block packed rows out as one block (matmul.hpp): `rows` holds them one after
+/// another, `out` gets group g of row j at group packed_block · g + j, then the rows' tails.
+void lay_out_block(const uint8_t* rows, uint8_t* out, size_t row, size_t group) {
+  constexpr size_t n = packed_block;
+  const size_t groups = row / group;
+  const size_t tail = row - groups * group;
+  for (size_t g = 0; g < groups; ++g) {
+    for (size_t j = 0; j < n; ++j) {
+      std::memcpy(out + (n * g + j) * group, rows + j * row + g * group, group);
+    }
+  }
+  for (size_t j = 0; j < n; ++j) {
+    std::memcpy(out + n * groups * group + j * tail, rows + j * row + groups * group, tail);
+  }
+}
+
+}  // namespace
+
+int64_t packed_block_rows(isa v, ggml_type weight, int64_t n_rows) {
+  // as the AVX-512 groups' in_blocks state (avx512/q8_0_groups.hpp, q4_k_groups.hpp)
+  const bool blocks =
+      v == isa::avx512 && (weight == ggml_type::q4_0 || weight == ggml_type::q4_k);
+  return blocks ? n_rows / packed_block * packed_block : 0;
+}
+
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows) {
   if (!has_packed_layout(v, weight) || n_in <= 0 || n_in % traits(weight).block_size != 0) {
     std::abort();  // a caller's bug: callers ask has_packed_layout first
   }
   const int64_t nb = n_in / 32;
   const size_t row = row_bytes(weight, static_cast<uint64_t>(n_in));
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const auto* src = static_cast<const uint8_t*>(w) + static_cast<size_t>(r) * row;
-    auto* out = static_cast<uint8_t*>(dst) + static_cast<size_t>(r) * row;
+  const auto pack_row = [&](const uint8_t* src, uint8_t* out) {
     if (weight == ggml_type::q4_0) {
       pack_row_lanes<block_q4_0>(src, out, nb);
     } else if (weight == ggml_type::q4_k) {
@@ -372,6 +403,22 @@ void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, 
       pack_row_q6_k(src, out, n_in / qk_k);
     } else {
       pack_row_lanes<block_q8_0>(src, out, nb);
+    }
+  };
+  const int64_t block_rows = packed_block_rows(v, weight, n_rows);
+  std::vector<uint8_t> block(block_rows > 0 ? packed_block * row : 0);
+  for (int64_t r = 0; r < n_rows;) {
+    const auto* src = static_cast<const uint8_t*>(w) + static_cast<size_t>(r) * row;
+    auto* out = static_cast<uint8_t*>(dst) + static_cast<size_t>(r) * row;
+    if (r < block_rows) {
+      for (int64_t j = 0; j < packed_block; ++j) {
+        pack_row(src + j * row, block.data() + j * row);
+      }
+      lay_out_block(block.data(), out, row, packed_group_bytes(weight));
+      r += packed_block;
+    } else {
+      pack_row(src, out);
+      r += 1;
     }
   }
 }
@@ -411,9 +458,10 @@ void prepare_row(isa v, ggml_type weight, const void* xq, void* out, int64_t n_i
 
 void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
             int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, weight_layout layout,
-            const void* prepared) {
+            int64_t n_rows, const void* prepared) {
+  const bool packed = layout == weight_layout::packed;
   if (!has_matmul(weight) || n_in <= 0 || n_in % traits(weight).block_size != 0 || r0 > r1 ||
-      n_tokens < 0 || (layout == weight_layout::packed && !has_packed_layout(v, weight))) {
+      n_tokens < 0 || (packed && (!has_packed_layout(v, weight) || n_rows < r1))) {
     std::abort();  // a caller's bug: shapes come from checked model files
   }
   if (r0 == r1 || n_tokens == 0) {
@@ -426,7 +474,7 @@ void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, in
       return detail::matmul_avx2(weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1);
     case isa::avx512:
       return detail::matmul_avx512(weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1,
-                                   layout == weight_layout::packed);
+                                   packed, packed ? packed_block_rows(v, weight, n_rows) : 0);
   }
 }
 

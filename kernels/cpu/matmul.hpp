@@ -46,17 +46,31 @@ enum class weight_layout { ggml, packed };
 /// Whether isa v has a packed layout for `weight` (AVX-512: Q4_0, Q8_0, Q4_K, Q6_K).
 bool has_packed_layout(isa v, ggml_type weight);
 
-/// dst = n_rows rows of w (ggml layout) in isa v's packed layout, row_bytes apart as in
-/// w: per whole group of 16 blocks (nb = n_in / 32 blocks, G = nb / 16 groups), in the
-/// group's own bytes (288 for Q4_0, 544 for Q8_0, at g times that), the qs dword k of
-/// block l at 64k + 4l (k < 4 for Q4_0, 8 for Q8_0), then the 16 scales (halves) at
-/// 256 + 2l or 512 + 2l; then the last nb − 16G blocks as they were. Q4_K: per whole group
-/// of two super-blocks (288 bytes), one sub-block of 32 per lane, the layout that
-/// avx512/q4_k_groups.hpp's q4_k_group states; a last odd block as it was. Q6_K: each
-/// block in its own 210 bytes, the lane order of avx512/k_quants.hpp. Each row stays one
-/// sequential stream, the scales beside their quants (a second stream of scales read ~40 %
-/// slower on Zen 4).
+/// dst = n_rows rows of w (ggml layout) in isa v's packed layout, in the bytes w takes.
+/// Each row, alone: per whole group of 16 blocks (nb = n_in / 32 blocks, G = nb / 16
+/// groups), in the group's own bytes (288 for Q4_0, 544 for Q8_0), the qs dword k of block
+/// l at 64k + 4l (k < 4 for Q4_0, 8 for Q8_0), then the 16 scales (halves) at 256 + 2l or
+/// 512 + 2l; then the last nb − 16G blocks as they were (the row's tail). Q4_K: per whole
+/// group of two super-blocks (288 bytes), one sub-block of 32 per lane, the layout that
+/// avx512/q4_k_groups.hpp's q4_k_group states; a last odd block as its tail. Q6_K: each
+/// block in its own 210 bytes, the lane order of avx512/k_quants.hpp.
+/// Q4_0 and Q4_K rows are then laid out in blocks of packed_block rows
+/// (packed_block_rows): rows 8i .. 8i + 7 fill their 8 rows' bytes with group g of row
+/// 8i + j at 8g + j groups from the block's start, then the 8 tails one after another; the
+/// last n_rows % 8 rows stay alone. A decode tile of a block reads one sequential stream
+/// and loads each group of activations once for its 8 rows (with the loads of a row's
+/// own, L1 hits beside the weights' stream, it needed a software prefetch that cost 5-30 %
+/// of the read on Zen 4). A matrix may be packed in parts that start on multiples of 8
+/// rows: the same bytes.
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows);
+
+/// Rows a block of the packed layout holds.
+constexpr int64_t packed_block = 8;
+
+/// The rows of a matrix of n_rows that pack_rows lays out in blocks for isa v: the whole
+/// blocks' (n_rows rounded down to a multiple of packed_block) where `weight` is Q4_0 or
+/// Q4_K on AVX-512; 0 otherwise.
+int64_t packed_block_rows(isa v, ggml_type weight, int64_t n_rows);
 
 /// The AVX-512 Q4_0/Q8_0/Q4_K prefill tile shapes: this core's (automatic: 2 rows × 6 tokens
 /// where 512-bit operations run in halves, AMD family 19h (Zen 4); 1 × 16 elsewhere), or
@@ -66,8 +80,10 @@ enum class avx512_tiles { automatic, wide, split };
 void force_avx512_tiles(avx512_tiles t);
 
 /// y[t * ldy + r] = vec_dot(W row r, xq row t) for r in [r0, r1), t in [0, n_tokens).
-/// W: n_out rows of n_in elements, row_bytes(weight, n_in) apart (ggml's [n_in, n_out]),
-/// in `layout` (packed: made by pack_rows for this v).
+/// W: n_rows rows of n_in elements, row_bytes(weight, n_in) apart (ggml's [n_in, n_rows]),
+/// in `layout` (packed: made by pack_rows for this v from all n_rows rows; n_rows ≥ r1,
+/// which the packed layout needs to tell its blocks of rows from the last rows; for the
+/// ggml layout n_rows is not read).
 /// xq: n_tokens rows, activation_row_bytes(weight, n_in) apart.
 /// prepared: the n_tokens rows of xq as prepare_row made them for this v,
 /// prepared_row_bytes(v, weight, n_in, n_tokens) apart — threads that share a matmul
@@ -75,7 +91,8 @@ void force_avx512_tiles(avx512_tiles t);
 /// not 0). Either way the same bits.
 void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
             int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
-            weight_layout layout = weight_layout::ggml, const void* prepared = nullptr);
+            weight_layout layout = weight_layout::ggml, int64_t n_rows = 0,
+            const void* prepared = nullptr);
 
 /// Bytes of one activation row (of a matmul of n_tokens rows) as isa v's tile kernels
 /// read it, prepared from its xq row by prepare_row: a multiple of 64; 0 where they read

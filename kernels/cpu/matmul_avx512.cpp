@@ -67,10 +67,10 @@ decltype(auto) with_kernel(ggml_type weight, bool packed, F&& f) {
 
 void matmul_avx512(ggml_type weight, const void* w, const void* xq, const void* prepared, float* y,
                    int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
-                   bool packed) {
+                   bool packed, int64_t block_rows) {
   const size_t xs = activation_row_bytes(weight, n_in);
   with_kernel(weight, packed, [&](const auto& k) {
-    run_matmul(k, weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1, xs);
+    run_matmul(k, weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1, xs, block_rows);
   });
 }
 

@@ -31,10 +31,11 @@ void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row,
 /// What force_avx512_tiles last set (matmul.hpp).
 avx512_tiles forced_avx512_tiles();
 
-/// packed: w in pack_rows' layout for isa::avx512.
+/// packed: w in pack_rows' layout for isa::avx512, its first block_rows rows in blocks
+/// (packed_block_rows).
 void matmul_avx512(ggml_type weight, const void* w, const void* xq, const void* prepared, float* y,
                    int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
-                   bool packed);
+                   bool packed, int64_t block_rows);
 size_t prepared_row_bytes_avx512(ggml_type weight, int64_t n_in, int64_t n_tokens);
 void prepare_row_avx512(ggml_type weight, const void* xq, void* out, int64_t n_in);
 void block_dot_ints_avx512(ggml_type weight, const void* w_row, const void* x_row, int64_t n_in,
@@ -64,6 +65,9 @@ inline uint8_t* scratch(size_t bytes) {
 
 /// Where a tile reads and writes: weight rows `w_stride` bytes apart, prepared token rows
 /// `x_stride` bytes apart, y[t * ldy + r] relative to the tile's first row and token.
+/// The matrix's rows below block_rows lie in blocks (pack_rows): a kernel that reads that
+/// layout finds the tile's row r, the matrix's row0 + r, from the matrix at w − row0 ·
+/// w_stride.
 /// A kernel with k_pass may be run over [k0, k1) of n_in at a time: it starts from the
 /// partial sums in `part` unless k0 = 0 and leaves them there unless k1 = n_in (element
 /// (r, t) at part + (r · part_ld + t) · part_floats), so an element's operations and
@@ -84,6 +88,8 @@ struct tile_args {
   size_t rows_made_stride = 0;   // nullptr where the driver keeps none
   bool make_rows = false;        // this tile writes them (the row block's first token
                                  // tile), else reads them
+  int64_t row0 = 0;              // the tile's first row in the matrix
+  int64_t block_rows = 0;        // the matrix's rows in blocks of packed_block
 };
 
 /// Whether kernel K reads a lone token's row as the caller gave it (decode_unprepared).
@@ -110,6 +116,9 @@ size_t prepared_row_bytes(const K& k, int64_t n_in, int64_t n_tokens) {
 ///   void decode_unprepared(const tile_args&, int nr) const;  // optional: an nr × 1 tile
 ///       (nr ≤ max_rows_1) of one token's unprepared row, the same operations as
 ///       tile<nr, 1> on the prepared one
+///   static constexpr bool block_tiles;  // optional: it reads rows in blocks of
+///       // packed_block (pack_rows): no tile crosses a block's end, and a one-token tile
+///       // is a whole block (max_rows_1 rows) from its first row, or one row
 /// and optionally, for prefill tiles run over n_in in several passes
 ///   int64_t k_pass(int64_t n_in) const;  // n_in per pass (a multiple of its blocks)
 ///   static constexpr int part_floats;    // partial-sum floats per element
@@ -125,16 +134,44 @@ size_t prepared_row_bytes(const K& k, int64_t n_in, int64_t n_tokens) {
 template <class K>
 void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
                 const void* prepared, float* y, int64_t n_in, int64_t n_tokens, int64_t ldy,
-                int64_t r0, int64_t r1, size_t xq_stride) {
+                int64_t r0, int64_t r1, size_t xq_stride, int64_t block_rows = 0) {
   constexpr int mt = K::max_tokens;
   constexpr int mr = std::max(K::max_rows_1, K::max_rows);
+  constexpr bool block_tiles = [] {
+    if constexpr (requires { K::block_tiles; }) {
+      return K::block_tiles;
+    } else {
+      return false;
+    }
+  }();
   using tile_fn = void (*)(const K&, const tile_args&);
-  // table[nr - 1][nt - 1] = the NR × NT instantiation
+  // table[nr - 1][nt - 1] = the NR × NT instantiation, for the shapes the driver runs
   static constexpr auto table = []<int... I>(std::integer_sequence<int, I...>) {
-    return std::array<tile_fn, sizeof...(I)>{
-        [](const K& kk, const tile_args& a) { kk.template tile<I / mt + 1, I % mt + 1>(a); }...};
+    return std::array<tile_fn, sizeof...(I)>{[]() -> tile_fn {
+      constexpr int nr = I / mt + 1, nt = I % mt + 1;
+      constexpr bool runs = nt > 1 ? nr <= K::max_rows
+                                   : (block_tiles ? nr == 1 || nr == K::max_rows_1
+                                                     : nr <= K::max_rows_1);
+      if constexpr (runs) {
+        return [](const K& kk, const tile_args& a) { kk.template tile<nr, nt>(a); };
+      } else {
+        return nullptr;
+      }
+    }()...};
   }
   (std::make_integer_sequence<int, mr * mt>{});
+  // the rows of a tile of a kernel with block_tiles from row r, up to `rows` of [r, end):
+  // with one token the block from r when r starts a whole one in [r, end), else row r
+  // alone; with more, not past the end of r's block
+  const auto block_tile_rows = [block_rows](int64_t r, int64_t end, int rows, int nt) {
+    if (nt == 1) {
+      const bool whole = r % packed_block == 0 && r + packed_block <= std::min(end, block_rows);
+      return whole ? static_cast<int>(packed_block) : 1;
+    }
+    const int64_t n = r < block_rows ? std::min(end, (r / packed_block + 1) * packed_block) - r
+                                     : end - r;
+    return static_cast<int>(std::min<int64_t>(rows, n));
+  };
 
   const size_t w_stride = row_bytes(weight, static_cast<uint64_t>(n_in));
   // a kernel whose prepared activations only widen them exactly (F16, BF16) reads a lone
@@ -159,7 +196,10 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
   const bool blocked = n_tokens > 1;
   int64_t rows_per_block = r1 - r0;
   if (blocked) {
-    rows_per_block = std::max<int64_t>(mr, static_cast<int64_t>((256u << 10) / w_stride) / mr * mr);
+    // whole prefill tiles (a one-token tile of packed_block rows may find its row block
+    // ends before its block does, and takes the rows one by one)
+    constexpr int64_t tr = K::max_rows;
+    rows_per_block = std::max<int64_t>(mr, static_cast<int64_t>((256u << 10) / w_stride) / tr * tr);
   }
   int64_t k_step = n_in;
   int64_t part_floats = 0;
@@ -206,14 +246,18 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
       const int rows = nt == 1 ? K::max_rows_1 : K::max_rows;
       for (int64_t k0 = 0; k0 < n_in; k0 += k_step) {
         const int64_t k1 = std::min(n_in, k0 + k_step);
-        for (int64_t r = rb; r < re; r += rows) {
-          const int nr = static_cast<int>(std::min<int64_t>(rows, re - r));
+        for (int64_t r = rb; r < re;) {
+          int nr = static_cast<int>(std::min<int64_t>(rows, re - r));
+          if (block_tiles) {
+            nr = block_tile_rows(r, re, rows, nt);
+          }
           float* pr = part_bytes > 0 ? part + (r - rb) * mt * part_floats : nullptr;
           uint8_t* made_at = made != nullptr ? made + (r - rb) * made_row : nullptr;
           const tile_args a{wb + r * w_stride, w_stride, x + t * x_stride, x_stride,
                             y + t * ldy + r,   ldy,      n_in, k0, k1, pr, mt, made_at, made_row,
-                            t == 0};
+                            t == 0,           r,        block_rows};
           table[static_cast<size_t>((nr - 1) * mt + (nt - 1))](k, a);
+          r += nr;
         }
       }
     }

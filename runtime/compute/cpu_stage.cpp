@@ -84,7 +84,8 @@ void cpu_stage::copy_weights() {
     const size_t row = row_bytes(t->type, static_cast<uint64_t>(n_in));
     const bool pack = cpu::has_packed_layout(isa_, t->type);
     pool_.run([&](int ith, int nth) {
-      auto [r0, r1] = cpu::thread_pool::split(n_rows, ith, nth);
+      // parts of whole blocks: pack_rows lays rows out in blocks of packed_block
+      auto [r0, r1] = cpu::thread_pool::split(n_rows, ith, nth, cpu::packed_block);
       if (pack) {
         cpu::pack_rows(isa_, t->type, t->data + r0 * row, copy + r0 * row, n_in, r1 - r0);
       } else {
@@ -197,7 +198,7 @@ void cpu_stage::matmuls(std::initializer_list<product> ps, const float* x, int64
                                : owned_weight{reinterpret_cast<const uint8_t*>(p.w->data),
                                               cpu::weight_layout::ggml};
     cpu::matmul(isa_, p.w->type, w.data, xq_.data() + v.xq_at, p.y, n_in, n_tokens, p.w->ne[1],
-                r0, r1, w.layout, v.pb > 0 ? prep + v.prep_at : nullptr);
+                r0, r1, w.layout, p.w->ne[1], v.pb > 0 ? prep + v.prep_at : nullptr);
   };
   pool_.run([&](int, int) { claims_.work(compute); });
 }

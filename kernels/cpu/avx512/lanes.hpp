@@ -84,6 +84,24 @@ inline void dwords_by_lane(At at, __m512i (&q)[8]) {
   }
 }
 
+/// A group's prepared activations (Act: q8_group, q8_k_group) held in registers: a decode
+/// tile of a block of packed rows loads them once for its rows.
+template <class Act>
+struct held_act {
+  __m512i qs[8];
+  __m512i start;  // dots_start of the group
+  __m512 d;
+  __m512 dsum;    // q8_k_group's; zeros for a q8_group
+
+  explicit held_act(const Act& y);
+};
+
+/// The 64 bytes or 16 lanes of an activation field, from memory or a register.
+inline __m512i act_si(const int8_t (&p)[64]) { return _mm512_load_si512(p); }
+inline __m512i act_si(__m512i v) { return v; }
+inline __m512 act_ps(const float (&p)[16]) { return _mm512_load_ps(p); }
+inline __m512 act_ps(__m512 v) { return v; }
+
 /// Where a lane's integer dot starts: the activations' correction for the weights' offset
 /// (q8_group), or 0 (q4_k_groups.hpp's q8_k_group, whose weights have none).
 template <class Act>
@@ -94,17 +112,50 @@ inline __m512i dots_start(const Act& y) {
     return _mm512_setzero_si512();
   }
 }
+template <class Act>
+inline __m512i dots_start(const held_act<Act>& y) {
+  return y.start;
+}
+
+template <class Act>
+held_act<Act>::held_act(const Act& y) : start(dots_start(y)), d(_mm512_load_ps(y.d)) {
+  #pragma GCC unroll 8
+  for (int k = 0; k < 8; ++k) {
+    qs[k] = _mm512_load_si512(y.qs[k]);
+  }
+  if constexpr (requires { y.dsum; }) {
+    dsum = _mm512_load_ps(y.dsum);
+  } else {
+    dsum = _mm512_setzero_ps();
+  }
+}
 
 /// Each lane's exact block dot Σ (w − offset) · y from a group's unsigned weight dwords u
-/// (lane l = block l) and its prepared activations; the integer order cannot matter.
+/// (lane l = block l) and its prepared activations (Act, or held in registers); the
+/// integer order cannot matter.
 template <class Act>
 inline __m512i lane_dots(const __m512i (&u)[8], const Act& y) {
   __m512i s0 = dots_start(y);
   __m512i s1 = _mm512_setzero_si512();
   #pragma GCC unroll 4
   for (int k = 0; k < 8; k += 2) {
-    s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_load_si512(y.qs[k]));
-    s1 = _mm512_dpbusd_epi32(s1, u[k + 1], _mm512_load_si512(y.qs[k + 1]));
+    s0 = _mm512_dpbusd_epi32(s0, u[k], act_si(y.qs[k]));
+    s1 = _mm512_dpbusd_epi32(s1, u[k + 1], act_si(y.qs[k + 1]));
+  }
+  return _mm512_add_epi32(s0, s1);
+}
+
+/// lane_dots of a whole packed group's weights (Group::packed_u of qs), each 64 bytes of
+/// them used as they are loaded: GCC 12 kept a block's 8 rows' unpacked weights (load_packed)
+/// on the stack beside the activations held in registers (Q4_0: 67 stack accesses a group).
+template <class Group, class Act>
+inline __m512i packed_lane_dots(const uint8_t* qs, const Act& y) {
+  __m512i s0 = dots_start(y);
+  __m512i s1 = _mm512_setzero_si512();
+  #pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    s0 = _mm512_dpbusd_epi32(s0, Group::packed_u(qs, k), act_si(y.qs[k]));
+    s1 = _mm512_dpbusd_epi32(s1, Group::packed_u(qs, k + 4), act_si(y.qs[k + 4]));
   }
   return _mm512_add_epi32(s0, s1);
 }
@@ -128,7 +179,15 @@ void load_partial(Group& w, const uint8_t* p, int n) {
 /// row's chain waits for one FMA per 16 blocks.
 template <class Group, bool Packed, int Rows, int Tokens, int64_t LongPass>
 struct kernel_lanes {
-  static constexpr int max_rows_1 = 1;
+  /// Decode tiles (one token): a whole block of packed rows (pack_rows), which is one
+  /// sequential stream, its groups of activations held in registers for its rows and no
+  /// software prefetch; one row elsewhere (a row of ggml's layout, or of the last rows).
+  /// Zen 4, two threads, decode GB/s over the read of the same milliseconds
+  /// (bench_decode_read, 2048 × 8192; slow stretches are reads of 30-42 GB/s, fast ones
+  /// 55-70), rows alone with a prefetch -> blocks of 8: see bench/RESULTS.md, eleventh
+  /// session.
+  static constexpr bool block_tiles = Packed && Group::in_blocks;
+  static constexpr int max_rows_1 = block_tiles ? static_cast<int>(packed_block) : 1;
   static constexpr int max_rows = Rows;
   static constexpr int max_tokens = Tokens;
   static constexpr int part_floats = 16;
@@ -138,6 +197,34 @@ struct kernel_lanes {
   int64_t k_pass(int64_t n_in) const { return n_in <= 2048 ? n_in : LongPass; }
 
   using act = typename Group::act;
+
+  /// Where a tile's rows keep their whole groups and their tails (the partial last
+  /// groups): row r's group g at groups + r · gap + g · stride, its tail at tail + r ·
+  /// tail_gap. The matrix's rows below block_rows lie in blocks (pack_rows), the others
+  /// (and every row of ggml's layout, where block_rows is 0) alone; a tile's rows are all
+  /// in one block or all alone (the driver ends tiles at a block's end). `whole`: the
+  /// groups a row has.
+  struct tile_rows {
+    const uint8_t* groups;
+    size_t gap;
+    size_t stride;
+    const uint8_t* tail;
+    size_t tail_gap;
+
+    const uint8_t* group(int r, int64_t g) const { return groups + r * gap + g * stride; }
+  };
+  static tile_rows rows_of(const tile_args& a, int64_t whole) {
+    constexpr size_t group_bytes = Group::bytes;
+    const size_t groups = static_cast<size_t>(whole) * group_bytes;
+    const size_t tail_bytes = a.w_stride - groups;
+    if (a.row0 < a.block_rows) {
+      const size_t j = static_cast<size_t>(a.row0 % packed_block);
+      const uint8_t* block = a.w - j * a.w_stride;
+      return {block + j * group_bytes, group_bytes, packed_block * group_bytes,
+              block + packed_block * groups + j * tail_bytes, tail_bytes};
+    }
+    return {a.w, a.w_stride, group_bytes, a.w + groups, a.w_stride};
+  }
 
   /// Groups whose scales take work to unpack (Q4_K) have them unpacked once per row block,
   /// by its first token tile, as the tiles of 2 rows or more read them (packed_group_by_k),
@@ -170,33 +257,46 @@ struct kernel_lanes {
     const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
     const bool prefetch = Group::prefetch(a.w_stride);
     const int64_t whole = nb / 16;  // groups that are not the row's partial last one
-    for (int64_t g = a.k0 / 512; g < g1; ++g) {
-      if constexpr (Packed && NR >= 2 && NR * NT >= 4) {
+    const tile_rows at = rows_of(a, whole);
+    int64_t g = a.k0 / 512;
+    if constexpr (block_tiles && NT == 1 && NR == max_rows_1) {
+      // a whole block (the driver runs this shape on those alone): its rows' group g lie
+      // side by side, the tile's stream
+      const auto& ys = reinterpret_cast<const act*>(a.x);
+      for (; g < std::min(g1, whole); ++g) {
+        const held_act<act> y(ys[g]);
+        const uint8_t* p = at.group(0, g);
+        #pragma GCC unroll 16
+        for (int r = 0; r < NR; ++r) {
+          const uint8_t* qs = p + r * group_bytes;  // then its scales
+          Group w;
+          w.load_scales(qs + Group::qs_bytes);
+          acc[r][0] = w.accumulate(acc[r][0], packed_lane_dots<Group>(qs, y), y);
+        }
+      }
+    }
+    for (; g < g1; ++g) {
+      if constexpr (Packed && NR >= 2 && NR * NT >= 4 && NT > 1) {
         if (g < whole) {
-          packed_group_by_k<NR, NT>(a, g, prefetch, acc);
+          packed_group_by_k<NR, NT>(a, at, g, prefetch, acc);
           continue;
         }
       }
       Group w[NR];
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
-        const uint8_t* row = a.w + r * a.w_stride;
         if (g < whole) {
+          const uint8_t* p = at.group(r, g);
+          if (prefetch) {
+            prefetch_ahead(p, group_bytes);
+          }
           if constexpr (Packed) {
-            const uint8_t* qs = row + group_bytes * g;  // then its scales
-            if (prefetch) {
-              prefetch_ahead(qs, group_bytes);
-            }
-            w[r].load_packed(qs, qs + Group::qs_bytes);
+            w[r].load_packed(p, p + Group::qs_bytes);  // its qs, then its scales
           } else {
-            const uint8_t* wp = row + g * group_bytes;
-            if (prefetch) {
-              prefetch_ahead(wp, group_bytes);
-            }
-            w[r].load(wp);
+            w[r].load(p);
           }
         } else {
-          load_partial(w[r], row + g * group_bytes, static_cast<int>(nb - 16 * g));
+          load_partial(w[r], at.tail + r * at.tail_gap, static_cast<int>(nb - 16 * g));
         }
       }
       #pragma GCC unroll 16
@@ -228,12 +328,12 @@ struct kernel_lanes {
   /// used and a token's are loaded once for all rows, so the tile's integer sums and
   /// accumulators stay in registers (Zen 4 loads one 64-byte vector a cycle).
   template <int NR, int NT>
-  static void packed_group_by_k(const tile_args& a, int64_t g, bool prefetch,
-                                __m512 (&acc)[NR][NT]) {
+  static void packed_group_by_k(const tile_args& a, const tile_rows& at, int64_t g,
+                                bool prefetch, __m512 (&acc)[NR][NT]) {
     const uint8_t* qs[NR];
     #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
-      qs[r] = a.w + r * a.w_stride + Group::bytes * g;  // then its scales
+      qs[r] = at.group(r, g);  // then its scales
       if (prefetch) {
         prefetch_ahead(qs[r], Group::bytes);
       }

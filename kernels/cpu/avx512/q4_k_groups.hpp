@@ -75,6 +75,7 @@ void prep_q8_k_groups(const uint8_t* xq, uint8_t* out, int64_t n_in) {
 struct q4_k_group {
   static constexpr size_t bytes = 2 * sizeof(block_q4_k);  // in either layout
   static constexpr size_t qs_bytes = 256;                   // packed: then the scales
+  static constexpr bool in_blocks = true;                   // packed_block_rows
   using act = q8_k_group;
 
   __m512i u[8];
@@ -149,9 +150,11 @@ struct q4_k_group {
   }
 
   /// acc += float(dots) · (d · sc) · dy − (dmin · m) · (dy · Σ y).
-  __m512 accumulate(__m512 acc, __m512i dots, const q8_k_group& y) const {
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(dsc, _mm512_load_ps(y.d)), acc);
-    return _mm512_fnmadd_ps(dmm, _mm512_load_ps(y.dsum), acc);
+  /// Y: q8_k_group, or held_act<q8_k_group>.
+  template <class Y>
+  __m512 accumulate(__m512 acc, __m512i dots, const Y& y) const {
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(dsc, act_ps(y.d)), acc);
+    return _mm512_fnmadd_ps(dmm, act_ps(y.dsum), acc);
   }
 
   /// block_dot_ints of group g's n sub-blocks (16, or 8 for a row's lone last block) from
