@@ -7,9 +7,10 @@
 // Each output element owns one 16-lane float accumulator (Q4_0 and Q8_0 one block per
 // lane, reduced exactly in integers first; Q4_K one sub-block, Q6_K one piece per lane;
 // the float types 16 elements of k), whose update sequence does not depend on the tile
-// it is computed in. Decode tiles are one row: from DRAM one sequential stream (with software
-// prefetch) reads faster on Zen 4 than several (and on Zen 5: rows taken from 2, 4 or 8
-// parts of a thread's range in turn read 0.9, 0.6, 0.6 times as fast).
+// it is computed in. A decode tile reads one sequential stream: from DRAM it reads faster
+// on Zen 4 than several (and on Zen 5: rows taken from 2, 4 or 8 parts of a thread's range
+// in turn read 0.9, 0.6, 0.6 times as fast) — one row with a software prefetch, or for
+// packed Q4_0 and Q4_K a block of 8 rows laid out group by group (pack_rows), without.
 //
 // Every loop over a tile's rows or tokens is fully unrolled (#pragma GCC unroll 16):
 // without it GCC 12 kept a 1 × 16 tile's accumulators in memory, a load and a store
