@@ -4,7 +4,8 @@
 // speed and a read measured a minute apart (or even a bench_kernels run apart) cannot be
 // compared. This benchmark alternates, on the same threads: a read of 256 MiB (the best
 // of kernels/cpu/machine_limits' read schemes, chosen once at the start), a decode pass
-// over 256 MiB of weight copies (the CPU stage's layout: packed where the isa has one,
+// over 256 MiB of weight copies (the CPU stage's layout: packed, in blocks of 8 rows, where
+// the isa has that,
 // rows split between the threads as a stage splits them), a read again — and keeps each
 // decode pass whose two reads agree within 8 %. It prints, per band of read bandwidth,
 // how many passes fell in it and the median (and quartiles) of decode GB/s over read
@@ -146,14 +147,17 @@ int main(int argc, char** argv) {
     }
     cpu::quantize_row(type, x.data(), ggml.data() + r * row, n_in);
   }
+  // rows in blocks where the isa has them (a CPU stage's Q4_0 and Q4_K, its Q6_K head)
   const bool packed = cpu::has_packed_layout(v, type);
-  const auto layout = packed ? cpu::weight_layout::packed : cpu::weight_layout::ggml;
+  const auto layout = !packed                           ? cpu::weight_layout::ggml
+                      : cpu::has_block_layout(v, type) ? cpu::weight_layout::packed_blocks
+                                                       : cpu::weight_layout::packed;
   const size_t copies = std::max<size_t>(1, k_weight_bytes / matrix);
   buffer weights = allocate(copies * matrix);
   for (size_t c = 0; c < copies; ++c) {
     uint8_t* to = weights.get() + c * matrix;
     if (packed) {
-      cpu::pack_rows(v, type, ggml.data(), to, n_in, n_out);
+      cpu::pack_rows(v, type, ggml.data(), to, n_in, n_out, layout);
     } else {
       std::memcpy(to, ggml.data(), matrix);
     }
@@ -223,9 +227,12 @@ int main(int argc, char** argv) {
   }
 
   const std::string isa(cpu::isa_name(v));
+  const char* layout_name = layout == cpu::weight_layout::packed_blocks ? "packed in blocks"
+                            : packed                                     ? "packed"
+                                                                         : "ggml layout";
   std::printf("%s %lld x %lld (%s, %s), %lld threads, read %s, %zu passes of 256 MiB\n",
               type_name.c_str(), static_cast<long long>(n_in), static_cast<long long>(n_out),
-              isa.c_str(), packed ? "packed" : "ggml layout", static_cast<long long>(threads),
+              isa.c_str(), layout_name, static_cast<long long>(threads),
               cpu::read_scheme_name(scheme).c_str(), passes.size());
   const double bands[] = {0, 24, 30, 36, 42, 48, 54, 60, 70, 1e9};
   for (size_t b = 0; b + 1 < std::size(bands); ++b) {

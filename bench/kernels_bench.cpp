@@ -340,11 +340,11 @@ void bm_matmul(benchmark::State& state, const std::string& kernel, isa v, ggml_t
   // the timed copy: w itself, or every copy repacked as a CPU stage does at load (the
   // checks below still compare with w's ggml layout: the same bits are promised)
   std::vector<uint8_t> packed;
-  if (layout == baton::cpu::weight_layout::packed) {
+  if (layout != baton::cpu::weight_layout::ggml) {
     packed.resize(w.size());
     for (int c = 0; c < n_copies; ++c) {
       baton::cpu::pack_rows(v, type, w.data() + w_bytes * c, packed.data() + w_bytes * c, n_in,
-                            n_out);
+                            n_out, layout);
     }
   }
   const uint8_t* timed = packed.empty() ? w.data() : packed.data();
@@ -443,14 +443,20 @@ void register_all() {
             if (v == isa::scalar && (n_tokens > 1 || s.n_out != 2048 || s.n_in != 2048)) {
               continue;  // the reference is slow; one shape shows its rate
             }
-            // "q4_0+packed": the weights in pack_rows' layout, as a CPU stage reads them
-            for (auto layout : {weight_layout::ggml, weight_layout::packed}) {
-              if (layout == weight_layout::packed && !baton::cpu::has_packed_layout(v, type)) {
+            // "q4_0+packed": the weights in pack_rows' layout, as a CPU stage reads them;
+            // "+blocks": its rows in blocks of 8 too
+            for (auto layout :
+                 {weight_layout::ggml, weight_layout::packed, weight_layout::packed_blocks}) {
+              if ((layout == weight_layout::packed && !baton::cpu::has_packed_layout(v, type)) ||
+                  (layout == weight_layout::packed_blocks &&
+                   !baton::cpu::has_block_layout(v, type))) {
                 continue;
               }
               const std::string name =
                   "matmul/" + std::string(baton::traits(type).name) +
-                  (layout == weight_layout::packed ? "+packed/" : "/") +
+                  (layout == weight_layout::packed          ? "+packed/"
+                   : layout == weight_layout::packed_blocks ? "+blocks/"
+                                                            : "/") +
                   std::string(baton::cpu::isa_name(v)) + "/" + std::to_string(s.n_out) + "x" +
                   std::to_string(s.n_in) + "/tokens:" + std::to_string(n_tokens) +
                   "/threads:" + std::to_string(n_threads);

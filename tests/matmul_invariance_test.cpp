@@ -30,6 +30,22 @@ using test::tile_name;
 using test::tile_shapes;
 using test::type_name;
 
+/// The packed layouts isa v has for `type`: packed, then packed_blocks where it has that.
+std::vector<cpu::weight_layout> packed_layouts(isa v, ggml_type type) {
+  std::vector<cpu::weight_layout> out;
+  if (cpu::has_packed_layout(v, type)) {
+    out.push_back(cpu::weight_layout::packed);
+  }
+  if (cpu::has_block_layout(v, type)) {
+    out.push_back(cpu::weight_layout::packed_blocks);
+  }
+  return out;
+}
+
+const char* layout_name(cpu::weight_layout l) {
+  return l == cpu::weight_layout::ggml ? "ggml" : l == cpu::weight_layout::packed ? "packed" : "packed_blocks";
+}
+
 TEST_P(simd, elements_do_not_depend_on_tokens_rows_or_tiles) {
   for (auto tiles : tile_shapes(GetParam())) {
     const forced_tiles scope(tiles);
@@ -115,17 +131,17 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
       const size_t xs = cpu::activation_row_bytes(type, n_in);
       std::vector<float> all(n_out * n_tokens);
       cpu::matmul(GetParam(), type, w.data(), xq.data(), all.data(), n_in, n_tokens, n_out, 0, n_out);
-      if (cpu::has_packed_layout(GetParam(), type)) {
+      for (const auto layout : packed_layouts(GetParam(), type)) {
         // several row blocks of packed rows (Q4_K: scales made once per block), rows from 5
         std::vector<uint8_t> packed(w.size());
-        cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out);
+        cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out, layout);
         std::vector<float> got(n_out * n_tokens, NAN);
         cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens, n_out,
-                    5, n_out, cpu::weight_layout::packed, n_out);
+                    5, n_out, layout, n_out);
         for (int64_t t = 0; t < n_tokens; ++t) {
           for (int64_t r = 5; r < n_out; ++r) {
             ASSERT_EQ(float_bits(all[t * n_out + r]), float_bits(got[t * n_out + r]))
-                << type_name(type) << " packed, t " << t << " r " << r;
+                << type_name(type) << " " << layout_name(layout) << ", t " << t << " r " << r;
           }
         }
       }
@@ -163,41 +179,44 @@ TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
         }
         const int64_t n_out = 41;
         const auto w = random_weights(rng, type, n_out, n_in);
-        std::vector<uint8_t> packed(w.size());
-        cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out);
-        if (n_in >= 512) {
-          EXPECT_NE(0, std::memcmp(packed.data(), w.data(), w.size())) << "nothing moved";
-        }
-        // packed in parts that start on multiples of packed_block rows, as a CPU stage's
-        // threads pack a matrix: the same bytes
-        {
-          const size_t row = w.size() / n_out;
-          const int64_t cut = 2 * cpu::packed_block;
-          std::vector<uint8_t> parts(w.size());
-          cpu::pack_rows(GetParam(), type, w.data(), parts.data(), n_in, cut);
-          cpu::pack_rows(GetParam(), type, w.data() + cut * row, parts.data() + cut * row, n_in,
-                         n_out - cut);
-          EXPECT_EQ(0, std::memcmp(packed.data(), parts.data(), w.size()))
-              << type_name(type) << " n_in " << n_in;
-        }
-        for (int64_t n_tokens : {1, 3, 16, 19}) {
-          const auto xq = random_activations(rng, type, n_tokens, n_in);
-          std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
-          cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,
-                      n_out);
-          // in row ranges, as threads take them: on blocks of packed_block rows, or across
-          // them (rows of a block computed alone), and the last rows that are in none
-          for (const auto& cuts : {std::vector<int64_t>{0, 16, n_out},
-                                   std::vector<int64_t>{0, 5, 21, 40, n_out}}) {
-            std::fill(got.begin(), got.end(), NAN);
-            for (size_t c = 0; c + 1 < cuts.size(); ++c) {
-              cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens,
-                          n_out, cuts[c], cuts[c + 1], cpu::weight_layout::packed, n_out);
-            }
-            for (size_t i = 0; i < want.size(); ++i) {
-              ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
-                  << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens
-                  << " element " << i << " cuts " << cuts[1];
+        for (const auto layout : packed_layouts(GetParam(), type)) {
+          SCOPED_TRACE(layout_name(layout));
+          std::vector<uint8_t> packed(w.size());
+          cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out, layout);
+          if (n_in >= 512) {
+            EXPECT_NE(0, std::memcmp(packed.data(), w.data(), w.size())) << "nothing moved";
+          }
+          // packed in parts that start on multiples of packed_block rows, as a CPU stage's
+          // threads pack a matrix: the same bytes
+          {
+            const size_t row = w.size() / n_out;
+            const int64_t cut = 2 * cpu::packed_block;
+            std::vector<uint8_t> parts(w.size());
+            cpu::pack_rows(GetParam(), type, w.data(), parts.data(), n_in, cut, layout);
+            cpu::pack_rows(GetParam(), type, w.data() + cut * row, parts.data() + cut * row, n_in,
+                           n_out - cut, layout);
+            EXPECT_EQ(0, std::memcmp(packed.data(), parts.data(), w.size()))
+                << type_name(type) << " n_in " << n_in;
+          }
+          for (int64_t n_tokens : {1, 3, 16, 19}) {
+            const auto xq = random_activations(rng, type, n_tokens, n_in);
+            std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
+            cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,
+                        n_out);
+            // in row ranges, as threads take them: on blocks of packed_block rows, or across
+            // them (rows of a block computed alone), and the last rows that are in none
+            for (const auto& cuts : {std::vector<int64_t>{0, 16, n_out},
+                                     std::vector<int64_t>{0, 5, 21, 40, n_out}}) {
+              std::fill(got.begin(), got.end(), NAN);
+              for (size_t c = 0; c + 1 < cuts.size(); ++c) {
+                cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens,
+                            n_out, cuts[c], cuts[c + 1], layout, n_out);
+              }
+              for (size_t i = 0; i < want.size(); ++i) {
+                ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
+                    << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens
+                    << " element " << i << " cuts " << cuts[1];
+              }
             }
           }
         }
@@ -237,16 +256,14 @@ TEST_P(simd, rows_prepared_once_give_the_same_bits) {
           std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens, NAN);
           cpu::matmul(GetParam(), type, w.data(), xq.data(), want.data(), n_in, n_tokens, n_out, 0,
                       n_out);
-          // from ggml's layout, and from the packed one as a CPU stage keeps its weights
-          std::vector<uint8_t> packed;
-          if (cpu::has_packed_layout(GetParam(), type)) {
-            packed.resize(w.size());
-            cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out);
-          }
-          for (const auto layout : {cpu::weight_layout::ggml, cpu::weight_layout::packed}) {
-            const bool is_packed = layout == cpu::weight_layout::packed;
-            if (is_packed && packed.empty()) {
-              continue;
+          // from ggml's layout, and from the packed ones as a CPU stage keeps its weights
+          std::vector<cpu::weight_layout> layouts = packed_layouts(GetParam(), type);
+          layouts.insert(layouts.begin(), cpu::weight_layout::ggml);
+          std::vector<uint8_t> packed(w.size());
+          for (const auto layout : layouts) {
+            const bool is_packed = layout != cpu::weight_layout::ggml;
+            if (is_packed) {
+              cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out, layout);
             }
             std::fill(got.begin(), got.end(), NAN);
             for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 16}, {16, 32}, {32, n_out}}) {
@@ -257,7 +274,7 @@ TEST_P(simd, rows_prepared_once_give_the_same_bits) {
             for (size_t i = 0; i < want.size(); ++i) {
               ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
                   << type_name(type) << " n_in " << n_in << " n_tokens " << n_tokens
-                  << " element " << i << (is_packed ? " packed" : "");
+                  << " element " << i << " " << layout_name(layout);
             }
           }
         }

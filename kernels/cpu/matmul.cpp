@@ -358,9 +358,12 @@ void pack_row_q6_k(const uint8_t* src, uint8_t* out, int64_t nsb) {
 
 namespace {
 
-/// Bytes of one whole group of a packed Q4_0 or Q4_K row (16 blocks, two super-blocks).
+/// Bytes of one whole group of a packed Q4_0, Q4_K or Q6_K row (16 blocks, two super-blocks,
+/// one super-block).
 size_t packed_group_bytes(ggml_type weight) {
-  return weight == ggml_type::q4_k ? 2 * sizeof(block_q4_k) : 16 * sizeof(block_q4_0);
+  return weight == ggml_type::q4_k   ? 2 * sizeof(block_q4_k)
+         : weight == ggml_type::q6_k ? sizeof(block_q6_k)
+                                     : 16 * sizeof(block_q4_0);
 }
 
 /// Lays packed_block packed rows out as one block (matmul.hpp): `rows` holds them one after
@@ -381,15 +384,18 @@ void lay_out_block(const uint8_t* rows, uint8_t* out, size_t row, size_t group) 
 
 }  // namespace
 
-int64_t packed_block_rows(isa v, ggml_type weight, int64_t n_rows) {
-  // as the AVX-512 groups' in_blocks state (avx512/q8_0_groups.hpp, q4_k_groups.hpp)
-  const bool blocks =
-      v == isa::avx512 && (weight == ggml_type::q4_0 || weight == ggml_type::q4_k);
-  return blocks ? n_rows / packed_block * packed_block : 0;
+bool has_block_layout(isa v, ggml_type weight) {
+  // as the AVX-512 kernels' block_tiles state (the groups' in_blocks, avx512/q8_0_groups.hpp
+  // and q4_k_groups.hpp; avx512/k_quants.hpp for Q6_K)
+  return v == isa::avx512 && (weight == ggml_type::q4_0 || weight == ggml_type::q4_k ||
+                              weight == ggml_type::q6_k);
 }
 
-void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows) {
-  if (!has_packed_layout(v, weight) || n_in <= 0 || n_in % traits(weight).block_size != 0) {
+void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows,
+               weight_layout layout) {
+  const bool blocks = layout == weight_layout::packed_blocks;
+  if (!has_packed_layout(v, weight) || n_in <= 0 || n_in % traits(weight).block_size != 0 ||
+      layout == weight_layout::ggml || (blocks && !has_block_layout(v, weight))) {
     std::abort();  // a caller's bug: callers ask has_packed_layout first
   }
   const int64_t nb = n_in / 32;
@@ -405,7 +411,7 @@ void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, 
       pack_row_lanes<block_q8_0>(src, out, nb);
     }
   };
-  const int64_t block_rows = packed_block_rows(v, weight, n_rows);
+  const int64_t block_rows = blocks ? n_rows / packed_block * packed_block : 0;
   std::vector<uint8_t> block(block_rows > 0 ? packed_block * row : 0);
   for (int64_t r = 0; r < n_rows;) {
     const auto* src = static_cast<const uint8_t*>(w) + static_cast<size_t>(r) * row;
@@ -459,9 +465,11 @@ void prepare_row(isa v, ggml_type weight, const void* xq, void* out, int64_t n_i
 void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
             int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, weight_layout layout,
             int64_t n_rows, const void* prepared) {
-  const bool packed = layout == weight_layout::packed;
+  const bool packed = layout != weight_layout::ggml;
+  const bool blocks = layout == weight_layout::packed_blocks;
   if (!has_matmul(weight) || n_in <= 0 || n_in % traits(weight).block_size != 0 || r0 > r1 ||
-      n_tokens < 0 || (packed && (!has_packed_layout(v, weight) || n_rows < r1))) {
+      n_tokens < 0 || (packed && !has_packed_layout(v, weight)) ||
+      (blocks && (!has_block_layout(v, weight) || n_rows < r1))) {
     std::abort();  // a caller's bug: shapes come from checked model files
   }
   if (r0 == r1 || n_tokens == 0) {
@@ -474,7 +482,7 @@ void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, in
       return detail::matmul_avx2(weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1);
     case isa::avx512:
       return detail::matmul_avx512(weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1,
-                                   packed, packed ? packed_block_rows(v, weight, n_rows) : 0);
+                                   packed, blocks ? n_rows / packed_block * packed_block : 0);
   }
 }
 

@@ -41,10 +41,15 @@ float vec_dot(isa v, ggml_type weight, const void* w_row, const void* x_row, int
 /// has the size of its ggml row and the same quants and scales, rearranged (Q4_K's scales
 /// and mins re-encoded), and matmul computes every element with the same operations from
 /// either: the same bits.
-enum class weight_layout { ggml, packed };
+/// packed_blocks: packed, and the rows then laid out in blocks of packed_block rows
+/// (pack_rows), where has_block_layout says the isa reads them so.
+enum class weight_layout { ggml, packed, packed_blocks };
 
 /// Whether isa v has a packed layout for `weight` (AVX-512: Q4_0, Q8_0, Q4_K, Q6_K).
 bool has_packed_layout(isa v, ggml_type weight);
+
+/// Whether isa v has weight_layout::packed_blocks for `weight` (AVX-512: Q4_0, Q4_K, Q6_K).
+bool has_block_layout(isa v, ggml_type weight);
 
 /// dst = n_rows rows of w (ggml layout) in isa v's packed layout, in the bytes w takes.
 /// Each row, alone: per whole group of 16 blocks (nb = n_in / 32 blocks, G = nb / 16
@@ -54,23 +59,20 @@ bool has_packed_layout(isa v, ggml_type weight);
 /// group of two super-blocks (288 bytes), one sub-block of 32 per lane, the layout that
 /// avx512/q4_k_groups.hpp's q4_k_group states; a last odd block as its tail. Q6_K: each
 /// block in its own 210 bytes, the lane order of avx512/k_quants.hpp.
-/// Q4_0 and Q4_K rows are then laid out in blocks of packed_block rows
-/// (packed_block_rows): rows 8i .. 8i + 7 fill their 8 rows' bytes with group g of row
-/// 8i + j at 8g + j groups from the block's start, then the 8 tails one after another; the
-/// last n_rows % 8 rows stay alone. A decode tile of a block reads one sequential stream
+/// In `layout` packed_blocks (has_block_layout: Q4_0, Q4_K, Q6_K) the rows are then laid
+/// out in blocks of packed_block rows: rows 8i .. 8i + 7 fill their 8 rows' bytes with group g (Q6_K: its
+/// super-block g) of row 8i + j at 8g + j groups from the block's start, then the 8 tails
+/// one after another; the last n_rows % 8 rows stay alone. A decode tile of a block reads one sequential stream
 /// and loads each group of activations once for its 8 rows (with the loads of a row's
 /// own, L1 hits beside the weights' stream, it needed a software prefetch that cost 5-30 %
 /// of the read on Zen 4). A matrix may be packed in parts that start on multiples of 8
-/// rows: the same bytes.
-void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows);
+/// rows: the same bytes. `layout`: packed or packed_blocks.
+void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows,
+               weight_layout layout);
 
 /// Rows a block of the packed layout holds.
 constexpr int64_t packed_block = 8;
 
-/// The rows of a matrix of n_rows that pack_rows lays out in blocks for isa v: the whole
-/// blocks' (n_rows rounded down to a multiple of packed_block) where `weight` is Q4_0 or
-/// Q4_K on AVX-512; 0 otherwise.
-int64_t packed_block_rows(isa v, ggml_type weight, int64_t n_rows);
 
 /// The AVX-512 Q4_0/Q8_0/Q4_K prefill tile shapes: this core's (automatic: 2 rows × 6 tokens
 /// where 512-bit operations run in halves, AMD family 19h (Zen 4); 1 × 16 elsewhere), or
@@ -81,9 +83,8 @@ void force_avx512_tiles(avx512_tiles t);
 
 /// y[t * ldy + r] = vec_dot(W row r, xq row t) for r in [r0, r1), t in [0, n_tokens).
 /// W: n_rows rows of n_in elements, row_bytes(weight, n_in) apart (ggml's [n_in, n_rows]),
-/// in `layout` (packed: made by pack_rows for this v from all n_rows rows; n_rows ≥ r1,
-/// which the packed layout needs to tell its blocks of rows from the last rows; for the
-/// ggml layout n_rows is not read).
+/// in `layout` (packed, packed_blocks: made by pack_rows for this v from all n_rows rows;
+/// n_rows ≥ r1, which packed_blocks needs to tell its blocks of rows from the last rows).
 /// xq: n_tokens rows, activation_row_bytes(weight, n_in) apart.
 /// prepared: the n_tokens rows of xq as prepare_row made them for this v,
 /// prepared_row_bytes(v, weight, n_in, n_tokens) apart — threads that share a matmul

@@ -32,7 +32,7 @@ void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row,
 avx512_tiles forced_avx512_tiles();
 
 /// packed: w in pack_rows' layout for isa::avx512, its first block_rows rows in blocks
-/// (packed_block_rows).
+/// (weight_layout::packed_blocks).
 void matmul_avx512(ggml_type weight, const void* w, const void* xq, const void* prepared, float* y,
                    int64_t n_in, int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1,
                    bool packed, int64_t block_rows);

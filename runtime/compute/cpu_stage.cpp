@@ -82,12 +82,14 @@ void cpu_stage::copy_weights() {
     const int64_t n_in = t->ne[0];
     const int64_t n_rows = t->n_elements() / n_in;
     const size_t row = row_bytes(t->type, static_cast<uint64_t>(n_in));
-    const bool pack = cpu::has_packed_layout(isa_, t->type);
+    const cpu::weight_layout layout = layout_for(*t);
+    const bool pack = layout != cpu::weight_layout::ggml;
     pool_.run([&](int ith, int nth) {
       // parts of whole blocks: pack_rows lays rows out in blocks of packed_block
       auto [r0, r1] = cpu::thread_pool::split(n_rows, ith, nth, cpu::packed_block);
       if (pack) {
-        cpu::pack_rows(isa_, t->type, t->data + r0 * row, copy + r0 * row, n_in, r1 - r0);
+        cpu::pack_rows(isa_, t->type, t->data + r0 * row, copy + r0 * row, n_in, r1 - r0,
+                       layout);
       } else {
         std::memcpy(copy + r0 * row, t->data + r0 * row, static_cast<size_t>(r1 - r0) * row);
       }
@@ -96,9 +98,25 @@ void cpu_stage::copy_weights() {
     // tied head, which fault back in one by one): out of this process's resident memory,
     // as a GPU stage does with what it uploads (nothing for a model in a caller's buffer)
     model_->file().release_pages(t->data, t->n_bytes);
-    weights_.emplace(t, owned_weight{copy, pack ? cpu::weight_layout::packed
-                                                : cpu::weight_layout::ggml});
+    weights_.emplace(t, owned_weight{copy, layout});
   }
+}
+
+// Rows in blocks (cpu::has_block_layout) let a decode tile hold its activations in
+// registers for 8 rows and stream without a software prefetch: Zen 4, bench_decode_read,
+// decode over read in 30-42 GB/s stretches, Q4_0 0.92-0.95 -> 0.99-1.00, Q4_K 0.91-0.93 ->
+// 0.97-0.99, Q6_K 0.92 -> 0.99-1.00 (0.85 -> 1.03 in 54-70 GB/s ones). A prefill tile's
+// rows are then strided across the blocks: Q4_0 and Q4_K prefill as fast, Q6_K's 2 × 8
+// tiles 1.4-2.4 % slower (Q4_K_M pp128, whose FFN down is half Q6_K). So Q6_K is in
+// blocks for the head alone, which a prefill runs for one row per sequence, and Q8_0 (no
+// decode gain, prefill 2-6 % slower) never (bench/RESULTS.md, eleventh session).
+cpu::weight_layout cpu_stage::layout_for(const tensor_info& t) const {
+  if (!cpu::has_packed_layout(isa_, t.type)) {
+    return cpu::weight_layout::ggml;
+  }
+  const bool blocks = cpu::has_block_layout(isa_, t.type) &&
+                      (t.type != ggml_type::q6_k || &t == model_->weights().head());
+  return blocks ? cpu::weight_layout::packed_blocks : cpu::weight_layout::packed;
 }
 
 cpu_stage::conversion_plan cpu_stage::plan_conversions(std::initializer_list<product> ps,

@@ -101,6 +101,8 @@ class cpu_stage final : public stage_compute {
   /// Copies this stage's owned_tensors into weights_ (in the packed layout where isa_ has
   /// one), and lets go of their pages of the file mapping.
   void copy_weights();
+  /// The layout copy_weights gives t: packed, in blocks or not, where isa_ has it.
+  cpu::weight_layout layout_for(const tensor_info& t) const;
   void attention(const batch& b, int64_t il, const float* q, float* out);
 
   // -- member variables -------------------------------------------------------

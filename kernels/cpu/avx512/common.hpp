@@ -55,6 +55,36 @@ inline void write_sums(const tile_args& a, const __m512 (&acc)[NR][NT]) {
   }
 }
 
+// -- where a tile's rows lie ----------------------------------------------------------
+
+/// Where a tile's rows keep their whole pieces (groups of 16 blocks, pairs of super-blocks,
+/// Q6_K super-blocks; `piece` bytes each, `whole` a row) and their tails (the partial last
+/// group, where a row has one): row r's piece g at groups + r · gap + g · stride, its tail
+/// at tail + r · tail_gap. The matrix's rows below a.block_rows lie in blocks of
+/// packed_block (pack_rows), the others (and every row of ggml's layout, where block_rows
+/// is 0) alone; a tile's rows are all in one block or all alone (the driver ends tiles at a
+/// block's end).
+struct tile_rows {
+  const uint8_t* groups;
+  size_t gap;
+  size_t stride;
+  const uint8_t* tail;
+  size_t tail_gap;
+
+  const uint8_t* group(int r, int64_t g) const { return groups + r * gap + g * stride; }
+};
+inline tile_rows rows_of(const tile_args& a, size_t piece, int64_t whole) {
+  const size_t pieces = static_cast<size_t>(whole) * piece;
+  const size_t tail_bytes = a.w_stride - pieces;
+  if (a.row0 < a.block_rows) {
+    const size_t j = static_cast<size_t>(a.row0 % packed_block);
+    const uint8_t* block = a.w - j * a.w_stride;
+    return {block + j * piece, piece, packed_block * piece,
+            block + packed_block * pieces + j * tail_bytes, tail_bytes};
+  }
+  return {a.w, a.w_stride, piece, a.w + pieces, a.w_stride};
+}
+
 // -- prefetch ---------------------------------------------------------------------
 
 /// How far ahead of the weights being read they are prefetched. Measured on Zen 4 from

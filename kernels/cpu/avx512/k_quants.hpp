@@ -203,7 +203,11 @@ struct q6_k_lanes_row {
 /// tokens' activations overflowed L1); 1 × 12 156-162 / 171-178, 133-135 / 126-130.
 template <class Row, bool Packed>
 struct kernel_k_lanes {
-  static constexpr int max_rows_1 = 1;
+  /// Packed rows lie in blocks of 8 (pack_rows): a decode tile is a whole block, its
+  /// super-block i's activations held in registers for its 8 rows and no software
+  /// prefetch (as kernel_lanes' Q4_0 and Q4_K; bench/RESULTS.md, eleventh session).
+  static constexpr bool block_tiles = Packed;
+  static constexpr int max_rows_1 = Packed ? static_cast<int>(packed_block) : 1;
   static constexpr int max_rows = 2;
   static constexpr int max_tokens = 8;
 
@@ -244,11 +248,34 @@ struct kernel_k_lanes {
     const int64_t nb = a.n_in / qk_k;
     __m512 acc[NR][NT];
     zero_tile(acc);
+    const tile_rows at = rows_of(a, Row::block_bytes, nb);
+    if constexpr (block_tiles && NT == 1 && NR == max_rows_1) {
+      // a whole block (the driver runs this shape on those alone): its rows' super-block
+      // i lie side by side, the tile's stream
+      const auto* ys = reinterpret_cast<const q8_k_lanes*>(a.x);
+      for (int64_t i = 0; i < nb; ++i) {
+        __m512i q[4];
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          q[k] = _mm512_load_si512(ys[i].qs[k]);
+        }
+        const __m512i c = _mm512_load_si512(ys[i].corr);
+        const uint8_t* p = at.group(0, i);
+        #pragma GCC unroll 16
+        for (int r = 0; r < NR; ++r) {
+          Row w;
+          w.load_packed(p + r * Row::block_bytes);
+          acc[r][0] = w.accumulate(acc[r][0], lanes(w, q, c), ys[i]);
+        }
+      }
+      write_sums(a, acc);
+      return;
+    }
     for (int64_t i = 0; i < nb; ++i) {
       Row w[NR];
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
-        const uint8_t* wp = a.w + r * a.w_stride + i * Row::block_bytes;
+        const uint8_t* wp = at.group(r, i);
         prefetch_ahead(wp, Row::block_bytes);
         if constexpr (Packed) {
           w[r].load_packed(wp);

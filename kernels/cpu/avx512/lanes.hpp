@@ -198,34 +198,6 @@ struct kernel_lanes {
 
   using act = typename Group::act;
 
-  /// Where a tile's rows keep their whole groups and their tails (the partial last
-  /// groups): row r's group g at groups + r · gap + g · stride, its tail at tail + r ·
-  /// tail_gap. The matrix's rows below block_rows lie in blocks (pack_rows), the others
-  /// (and every row of ggml's layout, where block_rows is 0) alone; a tile's rows are all
-  /// in one block or all alone (the driver ends tiles at a block's end). `whole`: the
-  /// groups a row has.
-  struct tile_rows {
-    const uint8_t* groups;
-    size_t gap;
-    size_t stride;
-    const uint8_t* tail;
-    size_t tail_gap;
-
-    const uint8_t* group(int r, int64_t g) const { return groups + r * gap + g * stride; }
-  };
-  static tile_rows rows_of(const tile_args& a, int64_t whole) {
-    constexpr size_t group_bytes = Group::bytes;
-    const size_t groups = static_cast<size_t>(whole) * group_bytes;
-    const size_t tail_bytes = a.w_stride - groups;
-    if (a.row0 < a.block_rows) {
-      const size_t j = static_cast<size_t>(a.row0 % packed_block);
-      const uint8_t* block = a.w - j * a.w_stride;
-      return {block + j * group_bytes, group_bytes, packed_block * group_bytes,
-              block + packed_block * groups + j * tail_bytes, tail_bytes};
-    }
-    return {a.w, a.w_stride, group_bytes, a.w + groups, a.w_stride};
-  }
-
   /// Groups whose scales take work to unpack (Q4_K) have them unpacked once per row block,
   /// by its first token tile, as the tiles of 2 rows or more read them (packed_group_by_k),
   /// and read as made by the others: the same values. (A pass of their own over the block
@@ -257,7 +229,7 @@ struct kernel_lanes {
     const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
     const bool prefetch = Group::prefetch(a.w_stride);
     const int64_t whole = nb / 16;  // groups that are not the row's partial last one
-    const tile_rows at = rows_of(a, whole);
+    const tile_rows at = rows_of(a, group_bytes, whole);
     int64_t g = a.k0 / 512;
     if constexpr (block_tiles && NT == 1 && NR == max_rows_1) {
       // a whole block (the driver runs this shape on those alone): its rows' group g lie

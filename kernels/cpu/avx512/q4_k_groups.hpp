@@ -75,7 +75,7 @@ void prep_q8_k_groups(const uint8_t* xq, uint8_t* out, int64_t n_in) {
 struct q4_k_group {
   static constexpr size_t bytes = 2 * sizeof(block_q4_k);  // in either layout
   static constexpr size_t qs_bytes = 256;                   // packed: then the scales
-  static constexpr bool in_blocks = true;                   // packed_block_rows
+  static constexpr bool in_blocks = true;                   // has_block_layout
   using act = q8_k_group;
 
   __m512i u[8];

@@ -159,7 +159,7 @@ struct q8_0_scaled {
 struct q4_0_group : q8_0_scaled<8> {
   static constexpr size_t bytes = 16 * sizeof(block_q4_0);  // in either layout
   static constexpr size_t qs_bytes = 256;                    // packed: then the scales
-  static constexpr bool in_blocks = true;                    // packed_block_rows
+  static constexpr bool in_blocks = true;                    // has_block_layout
 
   __m512i u[8];
 
@@ -214,7 +214,7 @@ struct q4_0_group : q8_0_scaled<8> {
 struct q8_0_group : q8_0_scaled<128> {
   static constexpr size_t bytes = 16 * sizeof(block_q8_0);  // in either layout
   static constexpr size_t qs_bytes = 512;                    // packed: then the scales
-  /// Rows alone (packed_block_rows): in blocks of 8 its decode read no faster on Zen 4
+  /// Rows alone (has_block_layout): in blocks of 8 its decode read no faster on Zen 4
   /// (bench_decode_read 2048 × 8192, two threads, 0.85-0.92 of the read against 0.88-0.92
   /// in 30-42 GB/s stretches, 0.70-0.73 against 0.67-0.77 in 54-70 GB/s ones; a software
   /// prefetch 8, 16 or 32 KiB ahead in the block's stream read 3-10 % slower), and pp128
