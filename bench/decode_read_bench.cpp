@@ -148,10 +148,10 @@ int main(int argc, char** argv) {
     cpu::quantize_row(type, x.data(), ggml.data() + r * row, n_in);
   }
   // rows in blocks where the isa has them (a CPU stage's Q4_0 and Q4_K, its Q6_K head)
-  const bool packed = cpu::has_packed_layout(v, type);
-  const auto layout = !packed                           ? cpu::weight_layout::ggml
-                      : cpu::has_block_layout(v, type) ? cpu::weight_layout::packed_blocks
-                                                       : cpu::weight_layout::packed;
+  const auto layout = cpu::has_block_layout(v, type)    ? cpu::weight_layout::packed_blocks
+                      : cpu::has_packed_layout(v, type) ? cpu::weight_layout::packed
+                                                        : cpu::weight_layout::ggml;
+  const bool packed = layout != cpu::weight_layout::ggml;
   const size_t copies = std::max<size_t>(1, k_weight_bytes / matrix);
   buffer weights = allocate(copies * matrix);
   for (size_t c = 0; c < copies; ++c) {

@@ -166,14 +166,15 @@ TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
     std::mt19937 rng(26);
     int n_packed = 0;
     for (ggml_type type : k_all_types) {
-      if (!cpu::has_packed_layout(GetParam(), type)) {
+      if (packed_layouts(GetParam(), type).empty()) {
         continue;
       }
       ++n_packed;
       // no whole group of 16 blocks (Q4_K: of two), one, 4 + a partial one, 5 + 7 blocks,
-      // FFN down's; Q4_K: one lone block, a group and one, nine
-      for (int64_t n_in :
-           {32 * 7, 512, 2048, 4096 + 32 * 3, 32 * 87, 8192, 256, 256 * 3, 256 * 9}) {
+      // FFN down's; Q4_K: one lone block, a group and one, nine; float rows in blocks:
+      // pieces and a tail of 4, of 24 (a whole 16 and a partial one)
+      for (int64_t n_in : {32 * 7, 512, 2048, 4096 + 32 * 3, 32 * 87, 8192, 256, 256 * 3,
+                           256 * 9, 100, 2048 + 24}) {
         if (n_in % traits(type).block_size != 0) {
           continue;
         }

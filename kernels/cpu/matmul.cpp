@@ -359,11 +359,18 @@ void pack_row_q6_k(const uint8_t* src, uint8_t* out, int64_t nsb) {
 namespace {
 
 /// Bytes of one whole group of a packed Q4_0, Q4_K or Q6_K row (16 blocks, two super-blocks,
-/// one super-block).
+/// one super-block), or of a float row's piece in blocks (64 bytes).
 size_t packed_group_bytes(ggml_type weight) {
-  return weight == ggml_type::q4_k   ? 2 * sizeof(block_q4_k)
-         : weight == ggml_type::q6_k ? sizeof(block_q6_k)
-                                     : 16 * sizeof(block_q4_0);
+  switch (weight) {
+    case ggml_type::q4_k:
+      return 2 * sizeof(block_q4_k);
+    case ggml_type::q6_k:
+      return sizeof(block_q6_k);
+    case ggml_type::q4_0:
+      return 16 * sizeof(block_q4_0);
+    default:
+      return 64;
+  }
 }
 
 /// Lays packed_block packed rows out as one block (matmul.hpp): `rows` holds them one after
@@ -386,22 +393,26 @@ void lay_out_block(const uint8_t* rows, uint8_t* out, size_t row, size_t group) 
 
 bool has_block_layout(isa v, ggml_type weight) {
   // as the AVX-512 kernels' block_tiles state (the groups' in_blocks, avx512/q8_0_groups.hpp
-  // and q4_k_groups.hpp; avx512/k_quants.hpp for Q6_K)
+  // and q4_k_groups.hpp; avx512/k_quants.hpp for Q6_K; avx512/floats.hpp)
   return v == isa::avx512 && (weight == ggml_type::q4_0 || weight == ggml_type::q4_k ||
-                              weight == ggml_type::q6_k);
+                              weight == ggml_type::q6_k || weight == ggml_type::f16 ||
+                              weight == ggml_type::bf16 || weight == ggml_type::f32);
 }
 
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows,
                weight_layout layout) {
   const bool blocks = layout == weight_layout::packed_blocks;
-  if (!has_packed_layout(v, weight) || n_in <= 0 || n_in % traits(weight).block_size != 0 ||
-      layout == weight_layout::ggml || (blocks && !has_block_layout(v, weight))) {
+  if (n_in <= 0 || n_in % traits(weight).block_size != 0 ||
+      (layout == weight_layout::packed && !has_packed_layout(v, weight)) ||
+      (blocks && !has_block_layout(v, weight)) || layout == weight_layout::ggml) {
     std::abort();  // a caller's bug: callers ask has_packed_layout first
   }
   const int64_t nb = n_in / 32;
   const size_t row = row_bytes(weight, static_cast<uint64_t>(n_in));
   const auto pack_row = [&](const uint8_t* src, uint8_t* out) {
-    if (weight == ggml_type::q4_0) {
+    if (!has_packed_layout(v, weight)) {
+      std::memcpy(out, src, row);  // a float row: its blocks alone rearrange it
+    } else if (weight == ggml_type::q4_0) {
       pack_row_lanes<block_q4_0>(src, out, nb);
     } else if (weight == ggml_type::q4_k) {
       pack_row_q4_k(src, out, n_in / qk_k);
@@ -465,7 +476,7 @@ void prepare_row(isa v, ggml_type weight, const void* xq, void* out, int64_t n_i
 void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, int64_t n_in,
             int64_t n_tokens, int64_t ldy, int64_t r0, int64_t r1, weight_layout layout,
             int64_t n_rows, const void* prepared) {
-  const bool packed = layout != weight_layout::ggml;
+  const bool packed = layout == weight_layout::packed;
   const bool blocks = layout == weight_layout::packed_blocks;
   if (!has_matmul(weight) || n_in <= 0 || n_in % traits(weight).block_size != 0 || r0 > r1 ||
       n_tokens < 0 || (packed && !has_packed_layout(v, weight)) ||
@@ -482,7 +493,8 @@ void matmul(isa v, ggml_type weight, const void* w, const void* xq, float* y, in
       return detail::matmul_avx2(weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1);
     case isa::avx512:
       return detail::matmul_avx512(weight, w, xq, prepared, y, n_in, n_tokens, ldy, r0, r1,
-                                   packed, blocks ? n_rows / packed_block * packed_block : 0);
+                                   layout != weight_layout::ggml,
+                                   blocks ? n_rows / packed_block * packed_block : 0);
   }
 }
 

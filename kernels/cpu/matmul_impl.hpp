@@ -180,11 +180,18 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
   if constexpr (reads_decode_row_unprepared<K>) {
     if (n_tokens == 1) {
       const auto* wb = static_cast<const uint8_t*>(w);
-      for (int64_t r = r0; r < r1; r += K::max_rows_1) {
-        const int nr = static_cast<int>(std::min<int64_t>(K::max_rows_1, r1 - r));
-        k.decode_unprepared(tile_args{wb + r * w_stride, w_stride, static_cast<const uint8_t*>(xq),
-                                      xq_stride, y + r, ldy, n_in},
-                            nr);
+      for (int64_t r = r0; r < r1;) {
+        int nr = static_cast<int>(std::min<int64_t>(K::max_rows_1, r1 - r));
+        if (block_tiles) {
+          nr = block_tile_rows(r, r1, K::max_rows_1, 1);
+        }
+        tile_args a{wb + r * w_stride, w_stride, static_cast<const uint8_t*>(xq),
+                    xq_stride,         y + r,    ldy,
+                    n_in};
+        a.row0 = r;
+        a.block_rows = block_rows;
+        k.decode_unprepared(a, nr);
+        r += nr;
       }
       return;
     }

@@ -111,12 +111,13 @@ void cpu_stage::copy_weights() {
 // blocks for the head alone, which a prefill runs for one row per sequence, and Q8_0 (no
 // decode gain, prefill 2-6 % slower) never (bench/RESULTS.md, eleventh session).
 cpu::weight_layout cpu_stage::layout_for(const tensor_info& t) const {
-  if (!cpu::has_packed_layout(isa_, t.type)) {
-    return cpu::weight_layout::ggml;
-  }
   const bool blocks = cpu::has_block_layout(isa_, t.type) &&
                       (t.type != ggml_type::q6_k || &t == model_->weights().head());
-  return blocks ? cpu::weight_layout::packed_blocks : cpu::weight_layout::packed;
+  if (blocks) {
+    return cpu::weight_layout::packed_blocks;
+  }
+  return cpu::has_packed_layout(isa_, t.type) ? cpu::weight_layout::packed
+                                              : cpu::weight_layout::ggml;
 }
 
 cpu_stage::conversion_plan cpu_stage::plan_conversions(std::initializer_list<product> ps,
