@@ -48,7 +48,8 @@ enum class weight_layout { ggml, packed, packed_blocks };
 /// Whether isa v has a packed layout for `weight` (AVX-512: Q4_0, Q8_0, Q4_K, Q6_K).
 bool has_packed_layout(isa v, ggml_type weight);
 
-/// Whether isa v has weight_layout::packed_blocks for `weight` (AVX-512: Q4_0, Q4_K, Q6_K).
+/// Whether isa v has weight_layout::packed_blocks for `weight` (AVX-512: Q4_0, Q4_K, Q6_K,
+/// F16, BF16, F32).
 bool has_block_layout(isa v, ggml_type weight);
 
 /// dst = n_rows rows of w (ggml layout) in isa v's packed layout, in the bytes w takes.
@@ -59,14 +60,16 @@ bool has_block_layout(isa v, ggml_type weight);
 /// group of two super-blocks (288 bytes), one sub-block of 32 per lane, the layout that
 /// avx512/q4_k_groups.hpp's q4_k_group states; a last odd block as its tail. Q6_K: each
 /// block in its own 210 bytes, the lane order of avx512/k_quants.hpp.
-/// In `layout` packed_blocks (has_block_layout: Q4_0, Q4_K, Q6_K) the rows are then laid
-/// out in blocks of packed_block rows: rows 8i .. 8i + 7 fill their 8 rows' bytes with group g (Q6_K: its
-/// super-block g) of row 8i + j at 8g + j groups from the block's start, then the 8 tails
-/// one after another; the last n_rows % 8 rows stay alone. A decode tile of a block reads one sequential stream
-/// and loads each group of activations once for its 8 rows (with the loads of a row's
-/// own, L1 hits beside the weights' stream, it needed a software prefetch that cost 5-30 %
-/// of the read on Zen 4). A matrix may be packed in parts that start on multiples of 8
-/// rows: the same bytes. `layout`: packed or packed_blocks.
+/// In `layout` packed_blocks (has_block_layout: Q4_0, Q4_K, Q6_K, and F16, BF16, F32 rows
+/// as they are, in 64-byte groups) the rows are then laid out in blocks of packed_block
+/// rows: rows 8i .. 8i + 7 fill their 8 rows' bytes with group g (Q6_K: its super-block g)
+/// of row 8i + j at 8g + j groups from the block's start, then the 8 tails one after
+/// another; the last n_rows % 8 rows stay alone. A decode tile of a block reads one
+/// sequential stream and loads each group of activations once for its 8 rows (with the
+/// loads of a row's own, L1 hits beside the weights' stream, it needed a software prefetch
+/// that cost 5-30 % of the read on Zen 4). A matrix may be packed in parts that start on
+/// multiples of 8 rows: the same bytes. `layout`: packed (where has_packed_layout) or
+/// packed_blocks.
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows,
                weight_layout layout);
 
