@@ -9,7 +9,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <utility>
 
 #include "kernels/cpu/avx512/common.hpp"
 #include "kernels/cpu/matmul_impl.hpp"
@@ -26,8 +25,7 @@ enum class fkind { f32, f16, bf16 };
 /// w[k] · x[k] for k = l, 16 + l, 32 + l, ... in one chain, acc = fma(w, x, acc) (the
 /// row's last partial 16 masked), then hsum. One accumulator per element, so a prefill
 /// tile holds Rows × Tokens of them and loads each weight vector once for Tokens FMAs
-/// and each activation vector once for Rows; decode tiles take DecodeRows rows, each its
-/// own chain, so that one FMA's latency does not bound a lone row.
+/// and each activation vector once for Rows; a decode tile is one row, or a whole block.
 ///
 /// Rows in blocks (weight_layout::packed_blocks): 64-byte pieces (32 f16 or bf16, 16 f32)
 /// of the block's 8 rows side by side, the rows' tails (n_in % those) after. A decode tile
@@ -35,7 +33,7 @@ enum class fkind { f32, f16, bf16 };
 /// prefetch. Zen 4, F16, two threads, decode over read (a probe of the same arithmetic,
 /// bit-identical): 2048 × 8192 0.93 -> 1.00 in 36-42 GB/s stretches, 0.82-0.85 -> 0.93-0.95
 /// in 70+ ones; 8192 × 2048 0.92 -> 1.00 and 0.77-0.78 -> 0.89-0.90.
-template <fkind K, int DecodeRows, int Rows, int Tokens>
+template <fkind K, int Rows, int Tokens>
 struct kernel_float {
   static constexpr bool block_tiles = true;
   static constexpr int max_rows_1 = static_cast<int>(packed_block);
@@ -86,17 +84,16 @@ struct kernel_float {
     tile_from<NR, NT, false>(a);
   }
 
-  /// One token's row as the caller gave it (f16 or bf16, widened here) by nr ≤ DecodeRows
-  /// rows: the values tile<nr, 1> reads from the prepared row, so the same operations.
+  /// One token's row as the caller gave it (f16 or bf16, widened here) by nr rows (1, or a
+  /// whole block): the values tile<nr, 1> reads from the prepared row, so the same
+  /// operations.
   void decode_unprepared(const tile_args& a, int nr) const
     requires(K != fkind::f32)
   {
     if (nr == max_rows_1) {
       tile_from<max_rows_1, 1, true>(a);
     } else {
-      [&]<int... I>(std::integer_sequence<int, I...>) {
-        ((nr == I + 1 ? tile_from<I + 1, 1, true>(a) : void()), ...);
-      }(std::make_integer_sequence<int, DecodeRows>{});
+      tile_from<1, 1, true>(a);
     }
   }
 
@@ -177,15 +174,16 @@ struct kernel_float {
   }
 };
 
-/// Float tiles: decode one row (a chain of FMAs per 16 elements reads 29 GB/s at 3.7 GHz,
-/// a thread's share of DRAM here; 2 or 4 rows read slower on Zen 4), prefill 4 × 6: four
+/// Float tiles: decode one row alone (a chain of FMAs per 16 elements reads 29 GB/s at
+/// 3.7 GHz, a thread's share of DRAM here; 2 or 4 rows of ggml's layout read slower on
+/// Zen 4) or a whole block of 8 in blocks, prefill 4 × 6: four
 /// weight vectors widened and six activation vectors loaded for 24 FMAs, within Zen 4's
 /// one 64-byte load a cycle (the 3 × 4 tile of two accumulators an element folded an
 /// activation load into nearly every FMA). One thread, F16 2048 × 2048, 128 tokens, Zen 4:
 /// 3 × 4 of two accumulators 88-95 GFLOP/s, 1 × 3 × 4 90-95, 2 × 3 × 8 96-100, 4 × 6 × 4
 /// 100-108, 1 × 5 × 5 103-109, 1 × 4 × 6 105-109 (f32 FMA peak 117).
 template <fkind K>
-using kernel_float_tiles = kernel_float<K, 1, 4, 6>;
+using kernel_float_tiles = kernel_float<K, 4, 6>;
 
 }  // namespace
 
