@@ -66,10 +66,13 @@ buffer allocate(size_t bytes) {
 int usage(const char* why) {
   std::fprintf(stderr,
                "bench_decode_read: %s\n"
-               "usage: bench_decode_read TYPE N_IN N_OUT SECONDS [THREADS]\n"
+               "usage: bench_decode_read TYPE N_IN N_OUT SECONDS [THREADS [LAYOUT [PREFETCH]]]\n"
                "  TYPE: q4_0, q8_0, q4_K, q6_K, f16, bf16 or f32; N_IN a multiple of its\n"
                "  block (32 or 256; 1 for the floats);\n"
-               "  N_OUT a multiple of 16 up to 1048576; SECONDS 1 to 600; THREADS 1 to 64 (2)\n",
+               "  N_OUT a multiple of 16 up to 1048576; SECONDS 1 to 600; THREADS 1 to 64 (2);\n"
+               "  LAYOUT blocks, packed or ggml (the CPU stage's: blocks where the kernels have\n"
+               "  them, else packed where they have that, else ggml); PREFETCH auto (this core's\n"
+               "  plan), none, l1:BYTES or l2:BYTES (that far ahead into L1 or L2, rows and blocks)\n",
                why);
   return 2;
 }
@@ -92,8 +95,8 @@ struct pass {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 5 || argc > 6) {
-    return usage("expected 4 or 5 arguments");
+  if (argc < 5 || argc > 8) {
+    return usage("expected 4 to 7 arguments");
   }
   const std::string type_name = argv[1];
   static constexpr struct {
@@ -113,7 +116,26 @@ int main(int argc, char** argv) {
   const int64_t n_in = whole_number(argv[2], block, int64_t{1} << 20);
   const int64_t n_out = whole_number(argv[3], 16, int64_t{1} << 20);
   const int64_t secs = whole_number(argv[4], 1, 600);
-  const int64_t threads = argc == 6 ? whole_number(argv[5], 1, 64) : 2;
+  const int64_t threads = argc >= 6 ? whole_number(argv[5], 1, 64) : 2;
+  const std::string layout_arg = argc >= 7 ? argv[6] : "";
+  const std::string prefetch_arg = argc == 8 ? argv[7] : "auto";
+  if (prefetch_arg != "auto") {
+    cpu::weight_prefetch f;
+    if (prefetch_arg != "none") {
+      const bool l1 = prefetch_arg.rfind("l1:", 0) == 0;
+      f = {l1 || prefetch_arg.rfind("l2:", 0) == 0
+               ? whole_number(prefetch_arg.c_str() + 3, 64, int64_t{1} << 20)
+               : -1,
+           l1};
+      if (f.distance < 0) {
+        return usage(("PREFETCH '" + prefetch_arg +
+                      "' is not auto, none, l1:BYTES or l2:BYTES (64 to 1048576)")
+                         .c_str());
+      }
+    }
+    const cpu::prefetch_plan plan{f, f};
+    cpu::force_prefetch_plan(&plan);
+  }
   if (n_in < 0 || n_in % block != 0) {
     return usage(("N_IN '" + std::string(argv[2]) + "' is not a multiple of " +
                   std::to_string(block) + " up to 1048576").c_str());
@@ -148,9 +170,21 @@ int main(int argc, char** argv) {
     cpu::quantize_row(type, x.data(), ggml.data() + r * row, n_in);
   }
   // rows in blocks where the isa has them (a CPU stage's Q4_0 and Q4_K, its Q6_K head)
-  const auto layout = cpu::has_block_layout(v, type)    ? cpu::weight_layout::packed_blocks
+  const auto layout = layout_arg == "blocks"   ? cpu::weight_layout::packed_blocks
+                      : layout_arg == "packed" ? cpu::weight_layout::packed
+                      : layout_arg == "ggml"   ? cpu::weight_layout::ggml
+                      : cpu::has_block_layout(v, type)  ? cpu::weight_layout::packed_blocks
                       : cpu::has_packed_layout(v, type) ? cpu::weight_layout::packed
                                                         : cpu::weight_layout::ggml;
+  if (!layout_arg.empty() && layout_arg != "blocks" && layout_arg != "packed" &&
+      layout_arg != "ggml") {
+    return usage(("LAYOUT '" + layout_arg + "' is not blocks, packed or ggml").c_str());
+  }
+  if ((layout == cpu::weight_layout::packed_blocks && !cpu::has_block_layout(v, type)) ||
+      (layout == cpu::weight_layout::packed && !cpu::has_packed_layout(v, type))) {
+    return usage(("the " + std::string(cpu::isa_name(v)) + " kernels have no " + layout_arg + " layout for " +
+                  type_name).c_str());
+  }
   const bool packed = layout != cpu::weight_layout::ggml;
   const size_t copies = std::max<size_t>(1, k_weight_bytes / matrix);
   buffer weights = allocate(copies * matrix);
@@ -230,9 +264,9 @@ int main(int argc, char** argv) {
   const char* layout_name = layout == cpu::weight_layout::packed_blocks ? "packed in blocks"
                             : packed                                     ? "packed"
                                                                          : "ggml layout";
-  std::printf("%s %lld x %lld (%s, %s), %lld threads, read %s, %zu passes of 256 MiB\n",
+  std::printf("%s %lld x %lld (%s, %s, prefetch %s), %lld threads, read %s, %zu passes of 256 MiB\n",
               type_name.c_str(), static_cast<long long>(n_in), static_cast<long long>(n_out),
-              isa.c_str(), layout_name, static_cast<long long>(threads),
+              isa.c_str(), layout_name, prefetch_arg.c_str(), static_cast<long long>(threads),
               cpu::read_scheme_name(scheme).c_str(), passes.size());
   const double bands[] = {0, 24, 30, 36, 42, 48, 54, 60, 70, 1e9};
   for (size_t b = 0; b + 1 < std::size(bands); ++b) {

@@ -229,6 +229,50 @@ TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
   }
 }
 
+TEST_P(simd, prefetch_plans_change_no_bit) {
+  // a plan only says which lines are asked for early: every plan, every layout, the bits
+  // of the automatic plan's one call (decode tiles of rows alone and of blocks, a prefill)
+  const cpu::weight_prefetch none{}, l1{6144, true}, l2{8192, false}, near{64, true};
+  const cpu::prefetch_plan plans[] = {{none, none}, {l1, l1}, {l2, none}, {near, l2}};
+  std::mt19937 rng(27);
+  for (ggml_type type : k_all_types) {
+    for (int64_t n_in : {512, 2048 + 256}) {
+      if (n_in % traits(type).block_size != 0) {
+        continue;
+      }
+      const int64_t n_out = 41;
+      const auto w = random_weights(rng, type, n_out, n_in);
+      std::vector<cpu::weight_layout> layouts = packed_layouts(GetParam(), type);
+      layouts.push_back(cpu::weight_layout::ggml);
+      for (const auto layout : layouts) {
+        std::vector<uint8_t> packed(w);
+        if (layout != cpu::weight_layout::ggml) {
+          cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out, layout);
+        }
+        for (int64_t n_tokens : {1, 19}) {
+          const auto xq = random_activations(rng, type, n_tokens, n_in);
+          std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
+          cpu::matmul(GetParam(), type, packed.data(), xq.data(), want.data(), n_in, n_tokens,
+                      n_out, 0, n_out, layout, n_out);
+          for (const auto& plan : plans) {
+            cpu::force_prefetch_plan(&plan);
+            std::fill(got.begin(), got.end(), NAN);
+            cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens,
+                        n_out, 0, n_out, layout, n_out);
+            cpu::force_prefetch_plan(nullptr);
+            for (size_t i = 0; i < want.size(); ++i) {
+              ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
+                  << type_name(type) << " " << layout_name(layout) << " n_in " << n_in
+                  << " n_tokens " << n_tokens << " rows distance " << plan.rows.distance
+                  << " element " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_P(simd, rows_prepared_once_give_the_same_bits) {
   // threads sharing a matmul prepare its activation rows once (prepare_row) and each
   // takes its rows from them: the same bits as a matmul that prepares them itself

@@ -64,4 +64,17 @@ std::optional<isa> parse_isa(std::string_view name) {
   return std::nullopt;
 }
 
+unsigned cpu_family() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(1, &a, &b, &c, &d) == 0) {
+    return 0;
+  }
+  return ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
+}
+
+bool amd_cpu() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(0, &a, &b, &c, &d) != 0 && b == 0x68747541u;  // "Auth"
+}
+
 }  // namespace baton::cpu

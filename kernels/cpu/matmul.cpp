@@ -261,6 +261,47 @@ void force_avx512_tiles(avx512_tiles t) { forced_tiles.store(t, std::memory_orde
 
 avx512_tiles detail::forced_avx512_tiles() { return forced_tiles.load(std::memory_order_relaxed); }
 
+prefetch_plan automatic_prefetch_plan() {
+  // Zen 5, bench_decode_read, two threads, decode over the read of the same milliseconds
+  // (reads of 60-80 GB/s), 2048 x 8192: Q4_0 in blocks 0.45 with no prefetch, 0.87-0.90
+  // 4.5-9 KiB into L1, 0.46-0.65 8 KiB into L2, 0.49-0.85 prefetchnta; Q4_K in blocks
+  // 0.41 -> 0.85-0.87; Q6_K in blocks 0.62-0.70 -> 0.70-0.72; rows alone: Q6_K 8192 x 2048
+  // 0.61 into L2, 0.70 none, 0.71 into L1; Q4_0 0.68 none, 0.76 into L1; Q8_0 as fast
+  // either way (bench/RESULTS.md, twelfth session). Zen 4 ran blocks best with none and
+  // rows alone into L2.
+  if (amd_cpu() && cpu_family() == 0x1a) {
+    return {{6144, true}, {6144, true}};
+  }
+  return {{8192, false}, {0, false}};
+}
+
+namespace {
+// the plan's four fields, each read on its own by a tile (forced between matmuls only)
+std::atomic<int64_t> rows_distance{-1}, blocks_distance{-1};
+std::atomic<bool> rows_l1{false}, blocks_l1{false};
+}  // namespace
+
+void force_prefetch_plan(const prefetch_plan* plan) {
+  const prefetch_plan p = plan != nullptr ? *plan : automatic_prefetch_plan();
+  rows_l1.store(p.rows.into_l1, std::memory_order_relaxed);
+  blocks_l1.store(p.blocks.into_l1, std::memory_order_relaxed);
+  rows_distance.store(p.rows.distance, std::memory_order_relaxed);
+  blocks_distance.store(p.blocks.distance, std::memory_order_relaxed);
+}
+
+prefetch_plan detail::prefetch_now() {
+  static const bool once = [] {
+    if (rows_distance.load(std::memory_order_relaxed) < 0) {
+      force_prefetch_plan(nullptr);
+    }
+    return true;
+  }();
+  (void)once;
+  return {{rows_distance.load(std::memory_order_relaxed), rows_l1.load(std::memory_order_relaxed)},
+          {blocks_distance.load(std::memory_order_relaxed),
+           blocks_l1.load(std::memory_order_relaxed)}};
+}
+
 size_t prepared_row_bytes(isa v, ggml_type weight, int64_t n_in, int64_t n_tokens) {
   if (!has_matmul(weight) || n_in <= 0 || n_in % traits(weight).block_size != 0) {
     std::abort();  // a caller's bug: shapes come from checked model files

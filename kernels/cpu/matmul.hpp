@@ -84,6 +84,25 @@ constexpr int64_t packed_block = 8;
 enum class avx512_tiles { automatic, wide, split };
 void force_avx512_tiles(avx512_tiles t);
 
+/// How the AVX-512 tiles prefetch weights in software, a distance ahead of the bytes they
+/// read: into L1 (prefetcht0) or L2 (prefetcht1), or not at all (distance 0). `rows`: decode
+/// tiles of rows alone; `blocks`: decode tiles of a block of packed_block quantized rows
+/// (float blocks prefetch nothing, prefill tiles 8 KiB into L2, on every core). Automatic
+/// (this core's, by cpuid family): AMD family 1Ah (Zen 5) both 6 KiB into L1 — without it
+/// a Q4_0 or Q4_K decode thread there read half the bandwidth — elsewhere (Zen 4, the kind
+/// measured most) rows 8 KiB into L2 and blocks none. Forcing a plan for the whole process
+/// changes no bit (benchmarks compare plans with it); nullptr: automatic again.
+struct weight_prefetch {
+  int64_t distance = 0;  // bytes; 0: none
+  bool into_l1 = false;
+};
+struct prefetch_plan {
+  weight_prefetch rows;
+  weight_prefetch blocks;
+};
+prefetch_plan automatic_prefetch_plan();
+void force_prefetch_plan(const prefetch_plan* plan);
+
 /// y[t * ldy + r] = vec_dot(W row r, xq row t) for r in [r0, r1), t in [0, n_tokens).
 /// W: n_rows rows of n_in elements, row_bytes(weight, n_in) apart (ggml's [n_in, n_rows]),
 /// in `layout` (packed, packed_blocks: made by pack_rows for this v from all n_rows rows;

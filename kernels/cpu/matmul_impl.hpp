@@ -30,6 +30,8 @@ void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row,
 
 /// What force_avx512_tiles last set (matmul.hpp).
 avx512_tiles forced_avx512_tiles();
+/// The prefetch plan in force (matmul.hpp: force_prefetch_plan, else automatic).
+prefetch_plan prefetch_now();
 
 /// packed: w in pack_rows' layout for isa::avx512, its first block_rows rows in blocks
 /// (weight_layout::packed_blocks).

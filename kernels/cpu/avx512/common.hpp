@@ -1,18 +1,18 @@
 // Internal to matmul_avx512.cpp (compiled with its AVX-512 flags); included nowhere else.
 // What the AVX-512 kernels share: sums of 16 lanes (floats in a fixed tree), the
-// software prefetch of weights a prefetch distance ahead, and the CPU's family and vendor
-// as cpuid states them (which tiles a core runs, whether long Q4_0 rows are prefetched).
+// software prefetch of weights (matmul.hpp's prefetch_plan), and where a tile's rows lie.
 #pragma once
 
 // GCC 12's AVX-512 headers start results from _mm512_undefined_*() and warn on it
 // (GCC bug 105593); the warning says nothing about this code.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdint>
 
+#include "kernels/cpu/isa.hpp"
+#include "kernels/cpu/matmul.hpp"
 #include "kernels/cpu/matmul_impl.hpp"
 
 namespace baton::cpu::detail {
@@ -87,38 +87,40 @@ inline tile_rows rows_of(const tile_args& a, size_t piece, int64_t whole) {
 
 // -- prefetch ---------------------------------------------------------------------
 
-/// How far ahead of the weights being read they are prefetched. Measured on Zen 4 from
-/// DRAM: the hardware prefetcher alone keeps too few lines in flight once the activations
-/// take a good part of L1 (n_in = 8192 streamed at 18 GB/s, 30 GB/s with this). 4 KiB
-/// read slower (Q4_0 decode 20 GB/s against 27), 16 KiB as fast.
-constexpr int64_t prefetch_distance = 8192;
+/// The lines of [p, p + bytes) a prefetch distance `f` ahead, into L1 or L2 (the plan's:
+/// matmul.hpp's prefetch_plan). Measured on Zen 4 from DRAM: the hardware prefetcher alone
+/// kept too few lines in flight for a row alone once the activations took a good part of
+/// L1 (n_in = 8192 streamed at 18 GB/s, 30 with 8 KiB ahead; 4 KiB read slower, 16 KiB as
+/// fast), and into L2 a lone thread's stream no longer stalled on L1's few miss buffers
+/// (bench_kernels, one thread, into L1 -> into L2, GB/s: Q4_0 21-23 -> 26-30, Q8_0 19 ->
+/// 22.5, Q4_K 16-22 -> 24-28, Q6_K 23 -> 27-30, F16 at n_in 8192 18 -> 26-27). Zen 5 is
+/// the other way round for decode: see automatic_prefetch_plan (matmul.cpp). Prefill tiles
+/// (several tokens) prefetch 8 KiB ahead into L2 on every core: into L1 would evict the
+/// tokens' activations that the tile keeps there.
+constexpr weight_prefetch prefill_prefetch{8192, false};
 
-/// Prefetches the lines of [p, p + bytes) a prefetch distance ahead, into L2 (prefetcht1):
-/// a prefetch into L1 holds one of L1's few miss buffers until its line comes from DRAM,
-/// so a lone thread's stream stalled on them. Zen 4, decode from DRAM, one thread,
-/// bench_kernels, into L1 -> into L2, GB/s: Q4_0 21-23 -> 26-30, Q8_0 19 -> 22.5, Q4_K
-/// 16-22 -> 24-28, Q6_K 23 -> 27-30, F16 at n_in 8192 18 -> 26-27 (prefetchnta: as L1).
-inline void prefetch_ahead(const uint8_t* p, int64_t bytes) {
+/// The plan's prefetch for a tile of NT tokens: decode's for one (rows alone or a block),
+/// prefill_prefetch for more.
+inline weight_prefetch tile_prefetch(int nt, bool block) {
+  if (nt > 1) {
+    return prefill_prefetch;
+  }
+  const prefetch_plan p = prefetch_now();
+  return block ? p.blocks : p.rows;
+}
+
+inline void prefetch_ahead(const uint8_t* p, int64_t bytes, weight_prefetch f) {
+  if (f.distance == 0) {
+    return;
+  }
+  const char* at = reinterpret_cast<const char*>(p + f.distance);
   for (int64_t o = 0; o < bytes; o += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + prefetch_distance + o), _MM_HINT_T1);
+    if (f.into_l1) {
+      _mm_prefetch(at + o, _MM_HINT_T0);
+    } else {
+      _mm_prefetch(at + o, _MM_HINT_T1);
+    }
   }
-}
-
-// -- cpuid ------------------------------------------------------------------------
-
-/// The CPU's family as cpuid leaf 1 states it (base + extended), 0 if it does not.
-unsigned cpu_family() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid(1, &a, &b, &c, &d) == 0) {
-    return 0;
-  }
-  return ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
-}
-
-/// Whether cpuid's vendor is AuthenticAMD.
-bool amd_cpu() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  return __get_cpuid(0, &a, &b, &c, &d) != 0 && b == 0x68747541u;  // "Auth"
 }
 
 }  // namespace

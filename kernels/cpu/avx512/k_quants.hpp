@@ -204,8 +204,9 @@ struct q6_k_lanes_row {
 template <class Row, bool Packed>
 struct kernel_k_lanes {
   /// Packed rows lie in blocks of 8 (pack_rows): a decode tile is a whole block, its
-  /// super-block i's activations held in registers for its 8 rows and no software
-  /// prefetch (as kernel_lanes' Q4_0 and Q4_K; bench/RESULTS.md, eleventh session).
+  /// super-block i's activations held in registers for its 8 rows and the prefetch plan's
+  /// `blocks` (as kernel_lanes' Q4_0 and Q4_K; bench/RESULTS.md, eleventh and twelfth
+  /// sessions).
   static constexpr bool block_tiles = Packed;
   static constexpr int max_rows_1 = Packed ? static_cast<int>(packed_block) : 1;
   static constexpr int max_rows = 2;
@@ -253,6 +254,7 @@ struct kernel_k_lanes {
       // a whole block (the driver runs this shape on those alone): its rows' super-block
       // i lie side by side, the tile's stream
       const auto* ys = reinterpret_cast<const q8_k_lanes*>(a.x);
+      const weight_prefetch fb = tile_prefetch(1, true);
       for (int64_t i = 0; i < nb; ++i) {
         __m512i q[4];
         #pragma GCC unroll 4
@@ -261,6 +263,7 @@ struct kernel_k_lanes {
         }
         const __m512i c = _mm512_load_si512(ys[i].corr);
         const uint8_t* p = at.group(0, i);
+        prefetch_ahead(p, NR * Row::block_bytes, fb);
         #pragma GCC unroll 16
         for (int r = 0; r < NR; ++r) {
           Row w;
@@ -271,12 +274,13 @@ struct kernel_k_lanes {
       write_sums(a, acc);
       return;
     }
+    const weight_prefetch pf = tile_prefetch(NT, false);
     for (int64_t i = 0; i < nb; ++i) {
       Row w[NR];
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
         const uint8_t* wp = at.group(r, i);
-        prefetch_ahead(wp, Row::block_bytes);
+        prefetch_ahead(wp, Row::block_bytes, pf);
         if constexpr (Packed) {
           w[r].load_packed(wp);
         } else {

@@ -180,8 +180,9 @@ void load_partial(Group& w, const uint8_t* p, int n) {
 template <class Group, bool Packed, int Rows, int Tokens, int64_t LongPass>
 struct kernel_lanes {
   /// Decode tiles (one token): a whole block of packed rows (pack_rows), which is one
-  /// sequential stream, its groups of activations held in registers for its rows and no
-  /// software prefetch; one row elsewhere (a row of ggml's layout, or of the last rows).
+  /// sequential stream, its groups of activations held in registers for its rows and the
+  /// prefetch plan's `blocks` (none on Zen 4, 6 KiB into L1 on Zen 5); one row elsewhere
+  /// (a row of ggml's layout, or of the last rows), with the plan's `rows`.
   /// Zen 4, two threads, decode GB/s over the read of the same milliseconds
   /// (bench_decode_read, 2048 × 8192; slow stretches are reads of 30-42 GB/s, fast ones
   /// 55-70), rows alone with a prefetch -> blocks of 8: see bench/RESULTS.md, eleventh
@@ -227,7 +228,10 @@ struct kernel_lanes {
     }
     // k_pass slices are whole groups (512 elements)
     const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
-    const bool prefetch = Group::prefetch(a.w_stride);
+    // rows alone: the decode plan's prefetch; prefill's where the group's rows take one
+    const weight_prefetch pf = NT == 1 ? tile_prefetch(1, false)
+                               : Group::prefetch(a.w_stride) ? prefill_prefetch
+                                                             : weight_prefetch{};
     const int64_t whole = nb / 16;  // groups that are not the row's partial last one
     const tile_rows at = rows_of(a, group_bytes, whole);
     int64_t g = a.k0 / 512;
@@ -235,9 +239,11 @@ struct kernel_lanes {
       // a whole block (the driver runs this shape on those alone): its rows' group g lie
       // side by side, the tile's stream
       const auto& ys = reinterpret_cast<const act*>(a.x);
+      const weight_prefetch fb = tile_prefetch(1, true);
       for (; g < std::min(g1, whole); ++g) {
         const held_act<act> y(ys[g]);
         const uint8_t* p = at.group(0, g);
+        prefetch_ahead(p, NR * group_bytes, fb);
         #pragma GCC unroll 16
         for (int r = 0; r < NR; ++r) {
           const uint8_t* qs = p + r * group_bytes;  // then its scales
@@ -250,7 +256,7 @@ struct kernel_lanes {
     for (; g < g1; ++g) {
       if constexpr (Packed && NR >= 2 && NR * NT >= 4 && NT > 1) {
         if (g < whole) {
-          packed_group_by_k<NR, NT>(a, at, g, prefetch, acc);
+          packed_group_by_k<NR, NT>(a, at, g, pf, acc);
           continue;
         }
       }
@@ -259,9 +265,7 @@ struct kernel_lanes {
       for (int r = 0; r < NR; ++r) {
         if (g < whole) {
           const uint8_t* p = at.group(r, g);
-          if (prefetch) {
-            prefetch_ahead(p, group_bytes);
-          }
+          prefetch_ahead(p, group_bytes, pf);
           if constexpr (Packed) {
             w[r].load_packed(p, p + Group::qs_bytes);  // its qs, then its scales
           } else {
@@ -301,14 +305,12 @@ struct kernel_lanes {
   /// accumulators stay in registers (Zen 4 loads one 64-byte vector a cycle).
   template <int NR, int NT>
   static void packed_group_by_k(const tile_args& a, const tile_rows& at, int64_t g,
-                                bool prefetch, __m512 (&acc)[NR][NT]) {
+                                weight_prefetch pf, __m512 (&acc)[NR][NT]) {
     const uint8_t* qs[NR];
     #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       qs[r] = at.group(r, g);  // then its scales
-      if (prefetch) {
-        prefetch_ahead(qs[r], Group::bytes);
-      }
+      prefetch_ahead(qs[r], Group::bytes, pf);
     }
     const act* y[NT];
     __m512i s[NR][NT];

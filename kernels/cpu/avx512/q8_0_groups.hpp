@@ -23,10 +23,10 @@ namespace {
 
 // -- Q4_0 and Q8_0: groups of 16 blocks, one block per lane -----------------------------
 
-/// Whether Q4_0 rows longer than 4 KiB (n_in above ~7,000: FFN down) are prefetched.
-/// Measured on Zen 5 (AMD family 1Ah), one decode row of 2048 × 8192: 17 GB/s with the
-/// prefetch, 21 without (two threads 32 and 40; bench_kernels, three runs); the shorter
-/// rows and the other types read as fast or faster with it. Zen 4 keeps it.
+/// Whether prefill tiles prefetch Q4_0 rows longer than 4 KiB (n_in above ~7,000: FFN
+/// down; decode tiles follow the prefetch plan). Measured on Zen 5 (AMD family 1Ah) with
+/// decode rows of 2048 × 8192 before the plan: 17 GB/s 8 KiB ahead into L2, 21 without
+/// (two threads 32 and 40; bench_kernels, three runs). Zen 4 keeps it.
 bool prefetch_long_q4_0_rows() {
   static const bool yes = cpu_family() < 0x1a;
   return yes;
@@ -163,7 +163,7 @@ struct q4_0_group : q8_0_scaled<8> {
 
   __m512i u[8];
 
-  /// Whether rows of w_stride bytes are prefetched in software (prefetch_long_q4_0_rows).
+  /// Whether a prefill tile prefetches rows of w_stride bytes (prefetch_long_q4_0_rows).
   static bool prefetch(size_t w_stride) { return w_stride <= 4096 || prefetch_long_q4_0_rows(); }
 
   /// p: 16 whole blocks (288 bytes).
