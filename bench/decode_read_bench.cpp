@@ -4,14 +4,14 @@
 // speed and a read measured a minute apart (or even a bench_kernels run apart) cannot be
 // compared. This benchmark alternates, on the same threads: a read of 256 MiB (the best
 // of kernels/cpu/machine_limits' read schemes, chosen once at the start), a decode pass
-// over 256 MiB of weight copies (the CPU stage's layout: packed, in blocks of 8 rows, where
-// the isa has that,
-// rows split between the threads as a stage splits them), a read again — and keeps each
+// over 256 MiB of weight copies (in the CPU stage's layout on this core, cpu::preferred_layout,
+// or one named; rows split between the threads as a stage splits them), a read again — and keeps each
 // decode pass whose two reads agree within 8 %. It prints, per band of read bandwidth,
 // how many passes fell in it and the median (and quartiles) of decode GB/s over read
 // GB/s: a kernel change is compared band by band, in the same minutes' conditions.
 //
 //   ./build/bin/bench_decode_read q4_0 2048 2048 20      # type n_in n_out seconds [threads]
+//   ./build/bin/bench_decode_read q4_0 2048 8192 5 2 blocks l1:6144   # [layout [prefetch]]
 //
 // Before timing, the threads' row split is checked bit-identical to one call over all rows.
 #include <algorithm>
@@ -70,8 +70,8 @@ int usage(const char* why) {
                "  TYPE: q4_0, q8_0, q4_K, q6_K, f16, bf16 or f32; N_IN a multiple of its\n"
                "  block (32 or 256; 1 for the floats);\n"
                "  N_OUT a multiple of 16 up to 1048576; SECONDS 1 to 600; THREADS 1 to 64 (2);\n"
-               "  LAYOUT blocks, packed or ggml (the CPU stage's: blocks where the kernels have\n"
-               "  them, else packed where they have that, else ggml); PREFETCH auto (this core's\n"
+               "  LAYOUT blocks, packed or ggml (the CPU stage's on this core, for Q6_K its head's:\n"
+               "  cpu::preferred_layout); PREFETCH auto (this core's\n"
                "  plan), none, l1:BYTES or l2:BYTES (that far ahead into L1 or L2, rows and blocks)\n",
                why);
   return 2;
@@ -169,13 +169,11 @@ int main(int argc, char** argv) {
     }
     cpu::quantize_row(type, x.data(), ggml.data() + r * row, n_in);
   }
-  // rows in blocks where the isa has them (a CPU stage's Q4_0 and Q4_K, its Q6_K head)
+  // a CPU stage's layout (its head's, for Q6_K: in blocks)
   const auto layout = layout_arg == "blocks"   ? cpu::weight_layout::packed_blocks
                       : layout_arg == "packed" ? cpu::weight_layout::packed
                       : layout_arg == "ggml"   ? cpu::weight_layout::ggml
-                      : cpu::has_block_layout(v, type)  ? cpu::weight_layout::packed_blocks
-                      : cpu::has_packed_layout(v, type) ? cpu::weight_layout::packed
-                                                        : cpu::weight_layout::ggml;
+                                               : cpu::preferred_layout(v, type, true);
   if (!layout_arg.empty() && layout_arg != "blocks" && layout_arg != "packed" &&
       layout_arg != "ggml") {
     return usage(("LAYOUT '" + layout_arg + "' is not blocks, packed or ggml").c_str());

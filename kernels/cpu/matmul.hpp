@@ -48,9 +48,14 @@ enum class weight_layout { ggml, packed, packed_blocks };
 /// Whether isa v has a packed layout for `weight` (AVX-512: Q4_0, Q8_0, Q4_K, Q6_K).
 bool has_packed_layout(isa v, ggml_type weight);
 
-/// Whether isa v has weight_layout::packed_blocks for `weight` (AVX-512: Q4_0, Q4_K, Q6_K,
-/// F16, BF16, F32).
+/// Whether isa v has weight_layout::packed_blocks for `weight` (AVX-512: Q4_0, Q8_0, Q4_K,
+/// Q6_K, F16, BF16, F32).
 bool has_block_layout(isa v, ggml_type weight);
+
+/// The layout a CPU stage keeps `weight` in on this core (`head`: the output head):
+/// packed_blocks where has_block_layout, but Q6_K for the head alone and Q8_0 on Zen 5
+/// alone; else packed where has_packed_layout; else ggml's (the measurements: pack_rows.cpp).
+weight_layout preferred_layout(isa v, ggml_type weight, bool head);
 
 /// dst = n_rows rows of w (ggml layout) in isa v's packed layout, in the bytes w takes.
 /// Each row, alone: per whole group of 16 blocks (nb = n_in / 32 blocks, G = nb / 16
@@ -60,7 +65,7 @@ bool has_block_layout(isa v, ggml_type weight);
 /// group of two super-blocks (288 bytes), one sub-block of 32 per lane, the layout that
 /// avx512/q4_k_groups.hpp's q4_k_group states; a last odd block as its tail. Q6_K: each
 /// block in its own 210 bytes, the lane order of avx512/k_quants.hpp.
-/// In `layout` packed_blocks (has_block_layout: Q4_0, Q4_K, Q6_K, and F16, BF16, F32 rows
+/// In `layout` packed_blocks (has_block_layout: Q4_0, Q8_0, Q4_K, Q6_K, and F16, BF16, F32 rows
 /// as they are, in 64-byte groups) the rows are then laid out in blocks of packed_block
 /// rows: rows 8i .. 8i + 7 fill their 8 rows' bytes with group g (Q6_K: its super-block g)
 /// of row 8i + j at 8g + j groups from the block's start, then the 8 tails one after

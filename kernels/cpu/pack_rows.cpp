@@ -104,8 +104,8 @@ void pack_row_q6_k(const uint8_t* src, uint8_t* out, int64_t nsb) {
   }
 }
 
-/// Bytes of one whole group of a packed Q4_0, Q4_K or Q6_K row (16 blocks, two super-blocks,
-/// one super-block), or of a float row's piece in blocks (64 bytes).
+/// Bytes of one whole group of a packed Q4_0, Q8_0, Q4_K or Q6_K row (16 blocks, two
+/// super-blocks, one super-block), or of a float row's piece in blocks (64 bytes).
 size_t packed_group_bytes(ggml_type weight) {
   switch (weight) {
     case ggml_type::q4_k:
@@ -114,6 +114,8 @@ size_t packed_group_bytes(ggml_type weight) {
       return sizeof(block_q6_k);
     case ggml_type::q4_0:
       return 16 * sizeof(block_q4_0);
+    case ggml_type::q8_0:
+      return 16 * sizeof(block_q8_0);
     default:
       return 64;
   }
@@ -140,9 +142,31 @@ void lay_out_block(const uint8_t* rows, uint8_t* out, size_t row, size_t group) 
 bool has_block_layout(isa v, ggml_type weight) {
   // as the AVX-512 kernels' block_tiles state (the groups' in_blocks, avx512/q8_0_groups.hpp
   // and q4_k_groups.hpp; avx512/k_quants.hpp for Q6_K; avx512/floats.hpp)
-  return v == isa::avx512 && (weight == ggml_type::q4_0 || weight == ggml_type::q4_k ||
-                              weight == ggml_type::q6_k || weight == ggml_type::f16 ||
-                              weight == ggml_type::bf16 || weight == ggml_type::f32);
+  return v == isa::avx512 &&
+         (weight == ggml_type::q4_0 || weight == ggml_type::q8_0 || weight == ggml_type::q4_k ||
+          weight == ggml_type::q6_k || weight == ggml_type::f16 || weight == ggml_type::bf16 ||
+          weight == ggml_type::f32);
+}
+
+// Rows in blocks (has_block_layout) let a decode tile hold its activations in registers for
+// 8 rows and read one stream (Zen 4: without a software prefetch): Zen 4, bench_decode_read,
+// decode over read in 30-42 GB/s stretches, Q4_0 0.92-0.95 -> 0.99-1.00, Q4_K 0.91-0.93 ->
+// 0.97-0.99, Q6_K 0.92 -> 0.99-1.00 (0.85 -> 1.03 in 54-70 GB/s ones), F16 0.80-0.88 ->
+// 0.92-0.98 in 60-70 GB/s ones. A prefill tile's rows are then strided across the blocks:
+// Q4_0 and Q4_K prefill as fast, F16 1 % slower (taken: its decode is what misses the
+// goal), Q6_K's 2 × 8 tiles 1.4-2.4 % slower (Q4_K_M pp128, whose FFN down is half Q6_K).
+// So Q6_K is in blocks for the head alone, which a prefill runs for one row per sequence,
+// and Q8_0 (no decode gain, prefill 2-6 % slower) not on Zen 4 (bench/RESULTS.md, eleventh
+// session). On Zen 5 (AMD family 1Ah), whose decode tiles prefetch into L1
+// (automatic_prefetch_plan), Q8_0 in blocks decodes at 0.90 of the read against 0.66
+// alone (tg64 39 -> 50 t/s) for 1-2 % of pp128: in blocks there (twelfth session).
+weight_layout preferred_layout(isa v, ggml_type weight, bool head) {
+  static const bool zen5 = amd_cpu() && cpu_family() == 0x1a;
+  if (has_block_layout(v, weight) && (weight != ggml_type::q6_k || head) &&
+      (weight != ggml_type::q8_0 || zen5)) {
+    return weight_layout::packed_blocks;
+  }
+  return has_packed_layout(v, weight) ? weight_layout::packed : weight_layout::ggml;
 }
 
 void pack_rows(isa v, ggml_type weight, const void* w, void* dst, int64_t n_in, int64_t n_rows,

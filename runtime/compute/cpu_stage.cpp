@@ -102,24 +102,8 @@ void cpu_stage::copy_weights() {
   }
 }
 
-// Rows in blocks (cpu::has_block_layout) let a decode tile hold its activations in
-// registers for 8 rows and stream without a software prefetch: Zen 4, bench_decode_read,
-// decode over read in 30-42 GB/s stretches, Q4_0 0.92-0.95 -> 0.99-1.00, Q4_K 0.91-0.93 ->
-// 0.97-0.99, Q6_K 0.92 -> 0.99-1.00 (0.85 -> 1.03 in 54-70 GB/s ones), F16 0.80-0.88 ->
-// 0.92-0.98 in 60-70 GB/s ones. A prefill tile's rows are then strided across the blocks:
-// Q4_0 and Q4_K prefill as fast, F16 1 % slower (taken: its decode is what misses the
-// goal), Q6_K's 2 × 8 tiles 1.4-2.4 % slower (Q4_K_M pp128, whose FFN down is half Q6_K).
-// So Q6_K is in blocks for the head alone, which a prefill runs for one row per sequence,
-// and Q8_0 (no decode gain, prefill 2-6 % slower) never (bench/RESULTS.md, eleventh
-// session).
 cpu::weight_layout cpu_stage::layout_for(const tensor_info& t) const {
-  const bool blocks = cpu::has_block_layout(isa_, t.type) &&
-                      (t.type != ggml_type::q6_k || &t == model_->weights().head());
-  if (blocks) {
-    return cpu::weight_layout::packed_blocks;
-  }
-  return cpu::has_packed_layout(isa_, t.type) ? cpu::weight_layout::packed
-                                              : cpu::weight_layout::ggml;
+  return cpu::preferred_layout(isa_, t.type, &t == model_->weights().head());
 }
 
 cpu_stage::conversion_plan cpu_stage::plan_conversions(std::initializer_list<product> ps,

@@ -214,12 +214,14 @@ struct q4_0_group : q8_0_scaled<8> {
 struct q8_0_group : q8_0_scaled<128> {
   static constexpr size_t bytes = 16 * sizeof(block_q8_0);  // in either layout
   static constexpr size_t qs_bytes = 512;                    // packed: then the scales
-  /// Rows alone (has_block_layout): in blocks of 8 its decode read no faster on Zen 4
+  /// In blocks of 8 (has_block_layout) its decode read no faster on Zen 4
   /// (bench_decode_read 2048 × 8192, two threads, 0.85-0.92 of the read against 0.88-0.92
   /// in 30-42 GB/s stretches, 0.70-0.73 against 0.67-0.77 in 54-70 GB/s ones; a software
   /// prefetch 8, 16 or 32 KiB ahead in the block's stream read 3-10 % slower), and pp128
-  /// fell 2-6 % (a prefill tile's rows strided across the blocks).
-  static constexpr bool in_blocks = false;
+  /// fell 2-6 % (a prefill tile's rows strided across the blocks); on Zen 5, with its
+  /// prefetch into L1, tg64 rose 37 -> 50 t/s (pp128 1-3 % slower): a CPU stage lays Q8_0
+  /// out in blocks there only (preferred_layout).
+  static constexpr bool in_blocks = true;
 
   __m512i u[8];
 
