@@ -32,15 +32,18 @@ std::optional<row_claims::piece_rows> row_claims::take(size_t i, bool front) {
     if (lo >= hi) {
       return std::nullopt;
     }
+    // a quarter of the rows left at most (down to align): near a range's end its pieces
+    // shrink, so the threads finish within a small piece of each other
+    const uint32_t size = std::min(piece_, std::max(align_, (hi - lo) / 4 / align_ * align_));
     piece_rows p{};
     uint64_t rest = 0;
     if (front) {
-      // lo stays a multiple of align: piece_ is one or the range ends here
-      p = {lo, std::min(hi, lo + piece_)};
+      // lo stays a multiple of align: size is one or the range ends here
+      p = {lo, std::min(hi, lo + size)};
       rest = pack(p.hi, hi);
     } else {
       // the back piece starts on a multiple of align at or above lo
-      const uint32_t start = hi - lo > piece_ ? (hi - piece_) / align_ * align_ : lo;
+      const uint32_t start = hi - lo > size ? (hi - size) / align_ * align_ : lo;
       p = {std::max(lo, start), hi};
       rest = pack(lo, p.lo);
     }

@@ -4,7 +4,10 @@
 // no untaken range left then takes pieces from the back of the range with the most rows
 // left. Threads thus finish together even when one reads slower than the others (a decode
 // step's matmuls waited ~9 % of their time for the slower thread when each thread had
-// exactly its ranges).
+// exactly its ranges). A piece is at most a quarter of its range's rows left, so pieces
+// shrink near a range's end and the last one to finish is small (Zen 5, Q4_K_M tg64, four
+// interleaved rounds: 67.2 % -> 70.5 % of the read, medians; the pool's spin samples in
+// perf 6.8 % -> 5.1 %).
 #pragma once
 
 #include <atomic>
