@@ -92,6 +92,7 @@ struct tile_args {
                                  // tile), else reads them
   int64_t row0 = 0;              // the tile's first row in the matrix
   int64_t block_rows = 0;        // the matrix's rows in blocks of packed_block
+  prefetch_plan prefetch{};      // prefetch_now() as the call began (read once a call)
 };
 
 /// Whether kernel K reads a lone token's row as the caller gave it (decode_unprepared).
@@ -176,6 +177,7 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
   };
 
   const size_t w_stride = row_bytes(weight, static_cast<uint64_t>(n_in));
+  const prefetch_plan prefetch = prefetch_now();
   // a kernel whose prepared activations only widen them exactly (F16, BF16) reads a lone
   // token's row as it is: widened it would take twice the bytes of L1 beside the stream
   // of weights (32 KiB of f32 at n_in 8192: all of a Zen 4's L1d)
@@ -192,6 +194,7 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
                     n_in};
         a.row0 = r;
         a.block_rows = block_rows;
+        a.prefetch = prefetch;
         k.decode_unprepared(a, nr);
         r += nr;
       }
@@ -264,7 +267,7 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
           uint8_t* made_at = made != nullptr ? made + (r - rb) * made_row : nullptr;
           const tile_args a{wb + r * w_stride, w_stride, x + t * x_stride, x_stride,
                             y + t * ldy + r,   ldy,      n_in, k0, k1, pr, mt, made_at, made_row,
-                            t == 0,           r,        block_rows};
+                            t == 0,           r,        block_rows, prefetch};
           table[static_cast<size_t>((nr - 1) * mt + (nt - 1))](k, a);
           r += nr;
         }

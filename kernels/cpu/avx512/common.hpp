@@ -99,14 +99,13 @@ inline tile_rows rows_of(const tile_args& a, size_t piece, int64_t whole) {
 /// tokens' activations that the tile keeps there.
 constexpr weight_prefetch prefill_prefetch{8192, false};
 
-/// The plan's prefetch for a tile of NT tokens: decode's for one (rows alone or a block),
-/// prefill_prefetch for more.
-inline weight_prefetch tile_prefetch(int nt, bool block) {
+/// The prefetch for a tile of nt tokens: the call's plan for one (rows alone or a block;
+/// tile_args::prefetch), prefill_prefetch for more.
+inline weight_prefetch tile_prefetch(const tile_args& a, int nt, bool block) {
   if (nt > 1) {
     return prefill_prefetch;
   }
-  const prefetch_plan p = prefetch_now();
-  return block ? p.blocks : p.rows;
+  return block ? a.prefetch.blocks : a.prefetch.rows;
 }
 
 inline void prefetch_ahead(const uint8_t* p, int64_t bytes, weight_prefetch f) {

@@ -134,7 +134,7 @@ struct kernel_float {
     }
     // 16 weights of each row from w[r] by the activations kk .. kk + 15 (m: those in the
     // row); prefetch: a line per 64 bytes of weights, a piece
-    const weight_prefetch pf = tile_prefetch(NT, false);
+    const weight_prefetch pf = tile_prefetch(a, NT, false);
     auto step = [&](const uint8_t* const (&w)[NR], int64_t kk, __mmask16 m, bool prefetch) {
       __m512 wv[NR];
       #pragma GCC unroll 16

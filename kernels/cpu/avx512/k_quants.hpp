@@ -254,7 +254,7 @@ struct kernel_k_lanes {
       // a whole block (the driver runs this shape on those alone): its rows' super-block
       // i lie side by side, the tile's stream
       const auto* ys = reinterpret_cast<const q8_k_lanes*>(a.x);
-      const weight_prefetch fb = tile_prefetch(1, true);
+      const weight_prefetch fb = tile_prefetch(a, 1, true);
       for (int64_t i = 0; i < nb; ++i) {
         __m512i q[4];
         #pragma GCC unroll 4
@@ -274,7 +274,7 @@ struct kernel_k_lanes {
       write_sums(a, acc);
       return;
     }
-    const weight_prefetch pf = tile_prefetch(NT, false);
+    const weight_prefetch pf = tile_prefetch(a, NT, false);
     for (int64_t i = 0; i < nb; ++i) {
       Row w[NR];
       #pragma GCC unroll 16

@@ -229,7 +229,7 @@ struct kernel_lanes {
     // k_pass slices are whole groups (512 elements)
     const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
     // rows alone: the decode plan's prefetch; prefill's where the group's rows take one
-    const weight_prefetch pf = NT == 1 ? tile_prefetch(1, false)
+    const weight_prefetch pf = NT == 1 ? tile_prefetch(a, 1, false)
                                : Group::prefetch(a.w_stride) ? prefill_prefetch
                                                              : weight_prefetch{};
     const int64_t whole = nb / 16;  // groups that are not the row's partial last one
@@ -239,7 +239,7 @@ struct kernel_lanes {
       // a whole block (the driver runs this shape on those alone): its rows' group g lie
       // side by side, the tile's stream
       const auto& ys = reinterpret_cast<const act*>(a.x);
-      const weight_prefetch fb = tile_prefetch(1, true);
+      const weight_prefetch fb = tile_prefetch(a, 1, true);
       for (; g < std::min(g1, whole); ++g) {
         const held_act<act> y(ys[g]);
         const uint8_t* p = at.group(0, g);
