@@ -384,8 +384,8 @@ struct kernel_lanes {
 };
 
 /// Prefill tiles (Q4_0, measured; Q8_0 the same shapes) for a core that runs 512-bit
-/// operations whole (measured on Zen 5, its 48 KiB L1d, which now runs 2 × 6: see
-/// runs_split_tiles): 1 × 16, the row's group unpacked once for 16
+/// operations whole (measured on Zen 5, its 48 KiB L1d, which now runs 2 × 6 for Q4_0 and
+/// Q8_0: see runs_split_tiles): 1 × 16, the row's group unpacked once for 16
 /// tokens whose prepared activations of n_in = 2048 (40 KiB) stay in L1 (one thread,
 /// 2048 × 2048: 1 × 8 380, 1 × 12 460, 1 × 16 470-490 GFLOP/s; 2 × 6 370, 3 × 4 320).
 /// Longer rows in slices of 1024: n_in = 8192 ran at 200 GFLOP/s in one pass, 380 in
@@ -401,16 +401,18 @@ using kernel_lanes_wide = kernel_lanes<Group, Packed, 1, 16, 1024>;
 template <class Group, bool Packed>
 using kernel_lanes_split = kernel_lanes<Group, Packed, 2, 6, 2048>;
 
-/// Whether this core runs the 2 × 6 tiles: AMD's AVX-512 cores, families 19h (Zen 4, which
-/// splits 512-bit operations in halves) and 1Ah (Zen 5). Zen 5 ran 1 × 16 fastest when the
-/// tiles were new; once 2 × 6 shared each activation load between its rows
-/// (packed_group_by_k), 2 × 6 ran faster there too (bench_kernels, one thread, GFLOP/s,
-/// 1 × 16 -> 2 × 6, 2048 × 2048 / n_in 8192, rows in blocks: Q4_0 460 / 346 -> 466 / 420,
-/// Q8_0 395 / 325 -> 421 / 350, Q4_K 438 / 347 -> 398 / 353; pp128 of the model, three
-/// interleaved rounds: Q4_0 317 -> 359, Q8_0 297 -> 315, Q4_K_M 299 -> 301). Other cores
-/// (not measured) keep 1 × 16.
+/// Whether this core runs Group's 2 × 6 tiles: AMD's AVX-512 cores, families 19h (Zen 4,
+/// which splits 512-bit operations in halves) and 1Ah (Zen 5) where Group::split_on_zen5.
+/// Zen 5 ran 1 × 16 fastest when the tiles were new; once 2 × 6 shared each activation
+/// load between its rows (packed_group_by_k), 2 × 6 ran Q4_0 and Q8_0 faster there too
+/// (bench_kernels, one thread, GFLOP/s, 1 × 16 -> 2 × 6, 2048 × 2048 / n_in 8192, rows in
+/// blocks: Q4_0 460 / 346 -> 466 / 420, Q8_0 395 / 325 -> 421 / 350; pp128 of the model,
+/// three interleaved rounds: Q4_0 317 -> 359, Q8_0 297 -> 315) but not Q4_K (438 / 347 ->
+/// 398 / 353; Q4_K_M pp128 352-359 -> 336-346). Other cores (not measured) keep 1 × 16.
+template <class Group>
 bool runs_split_tiles() {
-  static const bool yes = amd_cpu() && (cpu_family() == 0x19 || cpu_family() == 0x1a);
+  static const bool yes =
+      amd_cpu() && (cpu_family() == 0x19 || (cpu_family() == 0x1a && Group::split_on_zen5));
   return yes;
 }
 
@@ -419,7 +421,7 @@ bool runs_split_tiles() {
 template <class Group, class F>
 decltype(auto) with_lanes_kernel(bool packed, F&& f) {
   const avx512_tiles tiles = forced_avx512_tiles();
-  if (tiles == avx512_tiles::automatic ? runs_split_tiles() : tiles == avx512_tiles::split) {
+  if (tiles == avx512_tiles::automatic ? runs_split_tiles<Group>() : tiles == avx512_tiles::split) {
     return packed ? f(kernel_lanes_split<Group, true>{}) : f(kernel_lanes_split<Group, false>{});
   }
   return packed ? f(kernel_lanes_wide<Group, true>{}) : f(kernel_lanes_wide<Group, false>{});
