@@ -53,8 +53,9 @@ bool has_packed_layout(isa v, ggml_type weight);
 bool has_block_layout(isa v, ggml_type weight);
 
 /// The layout a CPU stage keeps `weight` in on this core (`head`: the output head):
-/// packed_blocks where has_block_layout, but Q6_K for the head alone and Q8_0 on Zen 5
-/// alone; else packed where has_packed_layout; else ggml's (the measurements: pack_rows.cpp).
+/// packed_blocks where has_block_layout (but other than on Zen 5, AMD family 1Ah, Q6_K
+/// for the head alone and Q8_0 not at all); else packed where has_packed_layout; else
+/// ggml's (the measurements: pack_rows.cpp).
 weight_layout preferred_layout(isa v, ggml_type weight, bool head);
 
 /// dst = n_rows rows of w (ggml layout) in isa v's packed layout, in the bytes w takes.

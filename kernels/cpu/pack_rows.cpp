@@ -159,10 +159,12 @@ bool has_block_layout(isa v, ggml_type weight) {
 // and Q8_0 (no decode gain, prefill 2-6 % slower) not on Zen 4 (bench/RESULTS.md, eleventh
 // session). On Zen 5 (AMD family 1Ah), whose decode tiles prefetch into L1
 // (automatic_prefetch_plan), Q8_0 in blocks decodes at 0.90 of the read against 0.66
-// alone (tg64 39 -> 50 t/s) for 1-2 % of pp128: in blocks there (twelfth session).
+// alone (tg64 39 -> 50 t/s) for 1-2 % of pp128: in blocks there, and so is every Q6_K
+// tensor (Q4_K_M tg64 69.9-72.3 -> 73.3-75.5 t/s, pp128 347.0 -> 343.4, medians of four;
+// twelfth session).
 weight_layout preferred_layout(isa v, ggml_type weight, bool head) {
   static const bool zen5 = amd_cpu() && cpu_family() == 0x1a;
-  if (has_block_layout(v, weight) && (weight != ggml_type::q6_k || head) &&
+  if (has_block_layout(v, weight) && (weight != ggml_type::q6_k || head || zen5) &&
       (weight != ggml_type::q8_0 || zen5)) {
     return weight_layout::packed_blocks;
   }
