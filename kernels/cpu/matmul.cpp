@@ -265,7 +265,7 @@ prefetch_plan automatic_prefetch_plan() {
   // Zen 5, bench_decode_read, two threads, decode over the read of the same milliseconds
   // (reads of 60-80 GB/s), 2048 x 8192: Q4_0 in blocks 0.45 with no prefetch, 0.87-0.90
   // 4.5-9 KiB into L1, 0.46-0.65 8 KiB into L2, 0.49-0.85 prefetchnta; Q4_K in blocks
-  // 0.41 -> 0.85-0.87; Q6_K in blocks 0.62-0.70 -> 0.70-0.72; rows alone: Q6_K 8192 x 2048
+  // 0.41 -> 0.85-0.87; Q6_K in blocks 0.62-0.70 -> 0.70-0.85; rows alone: Q6_K 8192 x 2048
   // 0.61 into L2, 0.70 none, 0.71 into L1; Q4_0 0.68 none, 0.76 into L1; Q8_0 as fast
   // either way (bench/RESULTS.md, twelfth session). Zen 4 ran blocks best with none and
   // rows alone into L2.
@@ -276,7 +276,8 @@ prefetch_plan automatic_prefetch_plan() {
 }
 
 namespace {
-// the plan's four fields, each read on its own by a tile (forced between matmuls only)
+// the plan's four fields, each read on its own once a matmul call (run_matmul puts them in
+// tile_args::prefetch); forced between matmuls only
 std::atomic<int64_t> rows_distance{-1}, blocks_distance{-1};
 std::atomic<bool> rows_l1{false}, blocks_l1{false};
 }  // namespace
