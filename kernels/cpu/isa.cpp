@@ -64,17 +64,19 @@ std::optional<isa> parse_isa(std::string_view name) {
   return std::nullopt;
 }
 
-unsigned cpu_family() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid(1, &a, &b, &c, &d) == 0) {
-    return 0;
-  }
-  return ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
-}
-
-bool amd_cpu() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  return __get_cpuid(0, &a, &b, &c, &d) != 0 && b == 0x68747541u;  // "Auth"
+core_kind this_core() {
+  static const core_kind kind = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid(0, &a, &b, &c, &d) == 0 || b != 0x68747541u) {  // "Auth"(enticAMD)
+      return core_kind::other;
+    }
+    if (__get_cpuid(1, &a, &b, &c, &d) == 0) {
+      return core_kind::other;
+    }
+    const unsigned family = ((a >> 8) & 0xf) + ((a >> 20) & 0xff);  // base + extended
+    return family == 0x19 ? core_kind::zen4 : family == 0x1a ? core_kind::zen5 : core_kind::other;
+  }();
+  return kind;
 }
 
 }  // namespace baton::cpu

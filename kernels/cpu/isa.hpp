@@ -18,10 +18,10 @@ std::string_view isa_name(isa v);
 /// "scalar", "avx2", "avx512".
 std::optional<isa> parse_isa(std::string_view name);
 
-/// The CPU's family as cpuid leaf 1 states it (base + extended; AMD 19h Zen 4, 1Ah Zen 5),
-/// 0 if it does not; whether cpuid's vendor is AuthenticAMD. Kernels pick tiles and
-/// prefetches by them.
-unsigned cpu_family();
-bool amd_cpu();
+/// The cores the AVX-512 kernels were measured on, as cpuid states the vendor and family:
+/// AMD family 19h (Zen 4), AMD family 1Ah (Zen 5), or another. Kernels pick tiles,
+/// prefetches and layouts by it.
+enum class core_kind { zen4, zen5, other };
+core_kind this_core();
 
 }  // namespace baton::cpu

@@ -269,38 +269,48 @@ prefetch_plan automatic_prefetch_plan() {
   // 0.61 into L2, 0.70 none, 0.71 into L1; Q4_0 0.68 none, 0.76 into L1; Q8_0 as fast
   // either way (bench/RESULTS.md, twelfth session). Zen 4 ran blocks best with none and
   // rows alone into L2.
-  if (amd_cpu() && cpu_family() == 0x1a) {
+  if (this_core() == core_kind::zen5) {
     return {{6144, true}, {6144, true}};
   }
   return {{8192, false}, {0, false}};
 }
 
 namespace {
-// the plan's four fields, each read on its own once a matmul call (run_matmul puts them in
-// tile_args::prefetch); forced between matmuls only
-std::atomic<int64_t> rows_distance{-1}, blocks_distance{-1};
-std::atomic<bool> rows_l1{false}, blocks_l1{false};
+
+/// The plan in force, its four fields each read on their own once a matmul call
+/// (run_matmul puts them in tile_args::prefetch); forced between matmuls only.
+struct plan_in_force {
+  std::atomic<int64_t> rows_distance, blocks_distance;
+  std::atomic<bool> rows_l1, blocks_l1;
+
+  explicit plan_in_force(const prefetch_plan& p)
+      : rows_distance(p.rows.distance),
+        blocks_distance(p.blocks.distance),
+        rows_l1(p.rows.into_l1),
+        blocks_l1(p.blocks.into_l1) {}
+};
+
+plan_in_force& in_force() {
+  static plan_in_force plan(automatic_prefetch_plan());
+  return plan;
+}
+
 }  // namespace
 
 void force_prefetch_plan(const prefetch_plan* plan) {
   const prefetch_plan p = plan != nullptr ? *plan : automatic_prefetch_plan();
-  rows_l1.store(p.rows.into_l1, std::memory_order_relaxed);
-  blocks_l1.store(p.blocks.into_l1, std::memory_order_relaxed);
-  rows_distance.store(p.rows.distance, std::memory_order_relaxed);
-  blocks_distance.store(p.blocks.distance, std::memory_order_relaxed);
+  plan_in_force& f = in_force();
+  f.rows_distance.store(p.rows.distance, std::memory_order_relaxed);
+  f.blocks_distance.store(p.blocks.distance, std::memory_order_relaxed);
+  f.rows_l1.store(p.rows.into_l1, std::memory_order_relaxed);
+  f.blocks_l1.store(p.blocks.into_l1, std::memory_order_relaxed);
 }
 
 prefetch_plan detail::prefetch_now() {
-  static const bool once = [] {
-    if (rows_distance.load(std::memory_order_relaxed) < 0) {
-      force_prefetch_plan(nullptr);
-    }
-    return true;
-  }();
-  (void)once;
-  return {{rows_distance.load(std::memory_order_relaxed), rows_l1.load(std::memory_order_relaxed)},
-          {blocks_distance.load(std::memory_order_relaxed),
-           blocks_l1.load(std::memory_order_relaxed)}};
+  const plan_in_force& f = in_force();
+  return {{f.rows_distance.load(std::memory_order_relaxed), f.rows_l1.load(std::memory_order_relaxed)},
+          {f.blocks_distance.load(std::memory_order_relaxed),
+           f.blocks_l1.load(std::memory_order_relaxed)}};
 }
 
 size_t prepared_row_bytes(isa v, ggml_type weight, int64_t n_in, int64_t n_tokens) {

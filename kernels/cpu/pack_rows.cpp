@@ -163,7 +163,7 @@ bool has_block_layout(isa v, ggml_type weight) {
 // tensor (Q4_K_M tg64 69.9-72.3 -> 73.3-75.5 t/s, pp128 347.0 -> 343.4, medians of four;
 // twelfth session).
 weight_layout preferred_layout(isa v, ggml_type weight, bool head) {
-  static const bool zen5 = amd_cpu() && cpu_family() == 0x1a;
+  const bool zen5 = this_core() == core_kind::zen5;
   if (has_block_layout(v, weight) && (weight != ggml_type::q6_k || head || zen5) &&
       (weight != ggml_type::q8_0 || zen5)) {
     return weight_layout::packed_blocks;

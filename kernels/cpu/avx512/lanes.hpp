@@ -411,9 +411,8 @@ using kernel_lanes_split = kernel_lanes<Group, Packed, 2, 6, 2048>;
 /// 398 / 353; Q4_K_M pp128 352-359 -> 336-346). Other cores (not measured) keep 1 × 16.
 template <class Group>
 bool runs_split_tiles() {
-  static const bool yes =
-      amd_cpu() && (cpu_family() == 0x19 || (cpu_family() == 0x1a && Group::split_on_zen5));
-  return yes;
+  const core_kind core = this_core();
+  return core == core_kind::zen4 || (core == core_kind::zen5 && Group::split_on_zen5);
 }
 
 /// f(the Q4_0, Q8_0 or Q4_K kernel of this core's tiles for the weights' layout). Every one

@@ -28,8 +28,7 @@ namespace {
 /// decode rows of 2048 × 8192 before the plan: 17 GB/s 8 KiB ahead into L2, 21 without
 /// (two threads 32 and 40; bench_kernels, three runs). Zen 4 keeps it.
 bool prefetch_long_q4_0_rows() {
-  static const bool yes = cpu_family() < 0x1a;
-  return yes;
+  return this_core() != core_kind::zen5;
 }
 
 /// A prepared group of 16 Q8_0 activation blocks (16g .. 16g + 15), one block per dword
