@@ -113,9 +113,11 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
   for (auto tiles : tile_shapes(GetParam())) {
     const forced_tiles scope(tiles);
     SCOPED_TRACE(tile_name(tiles));
-    // enough tokens and rows that the driver blocks rows for L2 and, for AVX-512 Q4_0 and
-    // Q8_0, runs n_in in slices (more than one token tile; 87 blocks: a partial last group
-    // of 16); elements as alone
+    // enough tokens and rows that the driver blocks rows for L2 and, for AVX-512 Q4_0,
+    // Q8_0, Q4_K and Q6_K, runs n_in in slices (more than one token tile; 87 blocks: a
+    // partial last group of 16; 9 super-blocks: a partial last slice), a last token tile of
+    // one token among them (19 = 3 × 6 + 1, 17 = 2 × 8 + 1: Q6_K's tiles); elements as
+    // alone
     std::mt19937 rng(25);
     const std::pair<ggml_type, int64_t> cases[] = {{ggml_type::q4_0, 4096},
                                                    {ggml_type::q4_0, 32 * 87},
@@ -123,9 +125,11 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
                                                    {ggml_type::q8_0, 32 * 87},
                                                    {ggml_type::q4_k, 4096},
                                                    {ggml_type::q4_k, 256 * 9},
+                                                   {ggml_type::q6_k, 4096},
+                                                   {ggml_type::q6_k, 256 * 9},
                                                    {ggml_type::f16, 4096}};
     for (auto [type, n_in] : cases) {
-      const int64_t n_out = 301, n_tokens = 19;
+      const int64_t n_out = 301, n_tokens = type == ggml_type::q6_k ? 17 : 19;
       const auto w = random_weights(rng, type, n_out, n_in);
       const auto xq = random_activations(rng, type, n_tokens, n_in);
       const size_t xs = cpu::activation_row_bytes(type, n_in);

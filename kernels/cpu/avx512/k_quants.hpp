@@ -201,7 +201,7 @@ struct q6_k_lanes_row {
 /// 2 × 4 156 / 173, 158 / 180; 2 × 5 157-166 / 183-186, 168-169 / 191-192; 2 × 6 170-171 /
 /// 192-196, 169-172 / 193-197; 1 × 8 180-182 / 205-208 but 134 / 129 on n_in 8192 (its 8
 /// tokens' activations overflowed L1); 1 × 12 156-162 / 171-178, 133-135 / 126-130.
-template <class Row, bool Packed>
+template <class Row, bool Packed, int64_t LongPass = 2048>
 struct kernel_k_lanes {
   /// Packed rows lie in blocks of 8 (pack_rows): a decode tile is a whole block, its
   /// super-block i's activations held in registers for its 8 rows and the prefetch plan's
@@ -211,6 +211,15 @@ struct kernel_k_lanes {
   static constexpr int max_rows_1 = Packed ? static_cast<int>(packed_block) : 1;
   static constexpr int max_rows = 2;
   static constexpr int max_tokens = 8;
+  static constexpr int part_floats = 16;
+
+  /// Rows longer than LongPass pass in slices of it, so that the tile's tokens' prepared
+  /// activations stay in L1 while the rows of a block use them: 8 tokens of n_in 8192 are
+  /// 96 KiB, of a slice of 2048 24 KiB (Zen 5, one thread, 128 tokens, 2048 × 8192:
+  /// 218-254 -> 357-364 GFLOP/s; slices of 1024 ran 2048 × 2048 at 275 against 420;
+  /// Q4_K_M pp128, whose FFN down is Q6_K in half the layers, four interleaved rounds:
+  /// 332-340 -> 351-358 tokens/s). Not measured on Zen 4 (32 KiB of L1d: 24 KiB fit).
+  int64_t k_pass(int64_t n_in) const { return n_in <= LongPass ? n_in : LongPass; }
 
   size_t prep_bytes(int64_t n_in) const { return n_in / qk_k * sizeof(q8_k_lanes); }
   void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) const {
@@ -248,14 +257,22 @@ struct kernel_k_lanes {
   void tile(const tile_args& a) const {
     const int64_t nb = a.n_in / qk_k;
     __m512 acc[NR][NT];
-    zero_tile(acc);
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      #pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        acc[r][t] = a.k0 == 0 ? _mm512_setzero_ps()
+                              : _mm512_load_ps(a.part + (r * a.part_ld + t) * part_floats);
+      }
+    }
+    const int64_t i0 = a.k0 / qk_k, i1 = a.k1 / qk_k;
     const tile_rows at = rows_of(a, Row::block_bytes, nb);
     if constexpr (block_tiles && NT == 1 && NR == max_rows_1) {
       // a whole block (the driver runs this shape on those alone): its rows' super-block
       // i lie side by side, the tile's stream
       const auto* ys = reinterpret_cast<const q8_k_lanes*>(a.x);
       const weight_prefetch fb = tile_prefetch(a, 1, true);
-      for (int64_t i = 0; i < nb; ++i) {
+      for (int64_t i = i0; i < i1; ++i) {
         __m512i q[4];
         #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
@@ -271,11 +288,11 @@ struct kernel_k_lanes {
           acc[r][0] = w.accumulate(acc[r][0], lanes(w, q, c), ys[i]);
         }
       }
-      write_sums(a, acc);
+      finish(a, acc);
       return;
     }
     const weight_prefetch pf = tile_prefetch(a, NT, false);
-    for (int64_t i = 0; i < nb; ++i) {
+    for (int64_t i = i0; i < i1; ++i) {
       Row w[NR];
       #pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) {
@@ -315,7 +332,23 @@ struct kernel_k_lanes {
         }
       }
     }
-    write_sums(a, acc);
+    finish(a, acc);
+  }
+
+  /// The sums of a tile's last pass over n_in, or its partial sums for the next.
+  template <int NR, int NT>
+  static void finish(const tile_args& a, const __m512 (&acc)[NR][NT]) {
+    if (a.k1 == a.n_in) {
+      write_sums(a, acc);
+      return;
+    }
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      #pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        _mm512_store_ps(a.part + (r * a.part_ld + t) * part_floats, acc[r][t]);
+      }
+    }
   }
 
   void block_ints(const uint8_t* wp, const uint8_t* x, int64_t n_in, int32_t* out) const {
