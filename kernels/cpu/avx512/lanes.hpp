@@ -193,9 +193,12 @@ struct kernel_lanes {
   static constexpr int max_tokens = Tokens;
   static constexpr int part_floats = 16;
 
-  /// Rows longer than 2048 pass in slices of LongPass elements, so that the tile's tokens'
-  /// prepared activations stay in L1 while the rows of a block use them.
-  int64_t k_pass(int64_t n_in) const { return n_in <= 2048 ? n_in : LongPass; }
+  /// Rows longer than 2048 (or long_pass) pass in slices of long_pass elements, so that
+  /// the tile's tokens' prepared activations stay in L1 while the rows of a block use them.
+  int64_t long_pass = LongPass;
+  int64_t k_pass(int64_t n_in) const {
+    return n_in <= std::max<int64_t>(2048, long_pass) ? n_in : long_pass;
+  }
 
   using act = typename Group::act;
 
@@ -397,7 +400,8 @@ using kernel_lanes_wide = kernel_lanes<Group, Packed, 1, 16, 1024>;
 /// The same for a core that splits them in halves (Zen 4: one 64-byte load a cycle, 32 KiB
 /// L1d): in 1 × 16 each block dot's 8 vpdpbusd wait on 10 loads of activations, and 16
 /// tokens' activations overflow L1; 2 × 6 loads each activation for two rows (one thread,
-/// 2048 × 2048: 1 × 16 155, 2 × 8 234, 2 × 6 280 GFLOP/s).
+/// 2048 × 2048: 1 × 16 155, 2 × 8 234, 2 × 6 280 GFLOP/s). Slices of 2048, or of
+/// split_long_pass (with_lanes_kernel sets long_pass).
 template <class Group, bool Packed>
 using kernel_lanes_split = kernel_lanes<Group, Packed, 2, 6, 2048>;
 
@@ -415,13 +419,33 @@ bool runs_split_tiles() {
   return core == core_kind::zen4 || (core == core_kind::zen5 && Group::split_on_zen5);
 }
 
+/// The slices of n_in that Group's 2 × 6 tiles pass over rows in: 2048 (6 tokens' prepared
+/// Q8_0 activations: 15 KiB, beside the weights in Zen 4's 32 KiB of L1d), or on Zen 5
+/// (48 KiB) Group::zen5_pass where it has one: Q4_0 4096 (one thread, 128 tokens, n_in
+/// 8192 × 2048 rows, medians of 8 and 10 interleaved runs: 394 -> 449, 429 -> 481 GFLOP/s;
+/// pp128 of the model, three sets of 5 rounds: +2.8, +0.3, +1.3 %), but Q8_0, whose
+/// weights take twice the bytes, 375 -> 293.
+template <class Group>
+int64_t split_long_pass() {
+  if constexpr (requires { Group::zen5_pass; }) {
+    if (this_core() == core_kind::zen5) {
+      return Group::zen5_pass;
+    }
+  }
+  return 2048;
+}
+
 /// f(the Q4_0, Q8_0 or Q4_K kernel of this core's tiles for the weights' layout). Every one
 /// prepares activations alike (prep depends on Group only).
 template <class Group, class F>
 decltype(auto) with_lanes_kernel(bool packed, F&& f) {
   const avx512_tiles tiles = forced_avx512_tiles();
   if (tiles == avx512_tiles::automatic ? runs_split_tiles<Group>() : tiles == avx512_tiles::split) {
-    return packed ? f(kernel_lanes_split<Group, true>{}) : f(kernel_lanes_split<Group, false>{});
+    const int64_t pass = split_long_pass<Group>();
+    kernel_lanes_split<Group, true> in_blocks;
+    kernel_lanes_split<Group, false> as_ggml;
+    in_blocks.long_pass = as_ggml.long_pass = pass;
+    return packed ? f(in_blocks) : f(as_ggml);
   }
   return packed ? f(kernel_lanes_wide<Group, true>{}) : f(kernel_lanes_wide<Group, false>{});
 }

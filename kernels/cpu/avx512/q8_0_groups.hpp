@@ -160,6 +160,7 @@ struct q4_0_group : q8_0_scaled<8> {
   static constexpr size_t bytes = 16 * sizeof(block_q4_0);  // in either layout
   static constexpr size_t qs_bytes = 256;                    // packed: then the scales
   static constexpr bool in_blocks = true;                    // has_block_layout
+  static constexpr int64_t zen5_pass = 4096;                 // split_long_pass
 
   __m512i u[8];
 
