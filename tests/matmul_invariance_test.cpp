@@ -116,7 +116,8 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
     // enough tokens and rows that the driver blocks rows for L2 and, for AVX-512 Q4_0,
     // Q8_0, Q4_K and Q6_K, runs n_in in slices (more than one token tile; 87 blocks: a
     // partial last group of 16; 167 blocks: slices of 4096 (Q4_0 on Zen 5) and a partial
-    // last one; 9 super-blocks: a partial last slice), a last token tile of
+    // last one; 9 and 19 super-blocks: a partial last slice, of 2048 or of Q4_K's 4096 on
+    // Zen 5), a last token tile of
     // one token among them (19 = 3 × 6 + 1, 17 = 2 × 8 + 1: Q6_K's tiles); elements as
     // alone
     std::mt19937 rng(25);
@@ -127,6 +128,7 @@ TEST_P(simd, many_tokens_use_row_blocks_without_changing_elements) {
                                                    {ggml_type::q8_0, 32 * 87},
                                                    {ggml_type::q4_k, 4096},
                                                    {ggml_type::q4_k, 256 * 9},
+                                                   {ggml_type::q4_k, 256 * 19},
                                                    {ggml_type::q6_k, 4096},
                                                    {ggml_type::q6_k, 256 * 9},
                                                    {ggml_type::f16, 4096}};

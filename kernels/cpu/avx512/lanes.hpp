@@ -412,7 +412,10 @@ using kernel_lanes_split = kernel_lanes<Group, Packed, 2, 6, 2048>;
 /// (bench_kernels, one thread, GFLOP/s, 1 × 16 -> 2 × 6, 2048 × 2048 / n_in 8192, rows in
 /// blocks: Q4_0 460 / 346 -> 466 / 420, Q8_0 395 / 325 -> 421 / 350; pp128 of the model,
 /// three interleaved rounds: Q4_0 317 -> 359, Q8_0 297 -> 315) but not Q4_K (438 / 347 ->
-/// 398 / 353; Q4_K_M pp128 352-359 -> 336-346). Other cores (not measured) keep 1 × 16.
+/// 398 / 353; Q4_K_M pp128 352-359 -> 336-346) until the driver ran a row block's tiles in
+/// one call (tile_args::repeat): then Q4_K too (1 × 16 -> 2 × 6 in slices of 4096, 470 /
+/// 375 -> 509 / 465; Q4_K_M pp128 302 -> 349, 4 rounds). Other cores (not measured) keep
+/// 1 × 16.
 template <class Group>
 bool runs_split_tiles() {
   const core_kind core = this_core();
@@ -423,8 +426,8 @@ bool runs_split_tiles() {
 /// Q8_0 activations: 15 KiB, beside the weights in Zen 4's 32 KiB of L1d), or on Zen 5
 /// (48 KiB) Group::zen5_pass where it has one: Q4_0 4096 (one thread, 128 tokens, n_in
 /// 8192 × 2048 rows, medians of 8 and 10 interleaved runs: 394 -> 449, 429 -> 481 GFLOP/s;
-/// pp128 of the model, three sets of 5 rounds: +2.8, +0.3, +1.3 %), but Q8_0, whose
-/// weights take twice the bytes, 375 -> 293.
+/// pp128 of the model, three sets of 5 rounds: +2.8, +0.3, +1.3 %) and Q4_K 4096 (445 ->
+/// 462), but Q8_0, whose weights take twice the bytes, 375 -> 293 (with repeat, 390 -> 375).
 template <class Group>
 int64_t split_long_pass() {
   if constexpr (requires { Group::zen5_pass; }) {
