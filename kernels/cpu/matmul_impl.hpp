@@ -157,9 +157,10 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
                                    : (block_tiles ? nr == 1 || nr == K::max_rows_1
                                                      : nr <= K::max_rows_1);
       if constexpr (runs && nt > 1 && nr > 1) {
-        // a.repeat tiles in one call (the driver's loop here): calling each tile cost
-        // about a group of 512 elements' work (one thread, 128 tokens, Q4_0 2 × 6:
-        // 2048 × 1024 485 -> 528, 1024 × 2048 400 -> 454 GFLOP/s)
+        // a.repeat tiles in one call, the loop flattened into the tile: each call from
+        // the driver cost about a 512-element group's work (one thread, 128 tokens, Q4_0
+        // 2 × 6: 2048 × 1024 481 -> 538-557, 1024 × 2048 391 -> 512 GFLOP/s; 1 × 16 tiles
+        // ran 2048 × 2048 4 % slower so and are called one by one)
         return [](const K& kk, const tile_args& a) __attribute__((flatten)) {
           tile_args b = a;
           for (int p = 0; p < a.repeat; ++p) {

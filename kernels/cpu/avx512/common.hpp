@@ -55,6 +55,40 @@ inline void write_sums(const tile_args& a, const __m512 (&acc)[NR][NT]) {
   }
 }
 
+/// Floats of a tile's partial sums an element between passes over n_in (k_pass): its
+/// accumulator, 16 lanes.
+constexpr int tile_part_floats = 16;
+
+/// A tile's accumulators as its pass over [k0, k1) of n_in starts: zeros for the first
+/// pass, else the partial sums the pass before left at part.
+template <int NR, int NT>
+inline void start_sums(const tile_args& a, __m512 (&acc)[NR][NT]) {
+  #pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r) {
+    #pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      acc[r][t] = a.k0 == 0 ? _mm512_setzero_ps()
+                            : _mm512_load_ps(a.part + (r * a.part_ld + t) * tile_part_floats);
+    }
+  }
+}
+
+/// Its outputs after the last pass (write_sums), else its partial sums for the next.
+template <int NR, int NT>
+inline void end_sums(const tile_args& a, const __m512 (&acc)[NR][NT]) {
+  if (a.k1 == a.n_in) {
+    write_sums(a, acc);
+    return;
+  }
+  #pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r) {
+    #pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      _mm512_store_ps(a.part + (r * a.part_ld + t) * tile_part_floats, acc[r][t]);
+    }
+  }
+}
+
 // -- where a tile's rows lie ----------------------------------------------------------
 
 /// Where a tile's rows keep their whole pieces (groups of 16 blocks, pairs of super-blocks,

@@ -211,7 +211,7 @@ struct kernel_k_lanes {
   static constexpr int max_rows_1 = Packed ? static_cast<int>(packed_block) : 1;
   static constexpr int max_rows = 2;
   static constexpr int max_tokens = 8;
-  static constexpr int part_floats = 16;
+  static constexpr int part_floats = tile_part_floats;
 
   /// Rows longer than LongPass pass in slices of it, so that the tile's tokens' prepared
   /// activations stay in L1 while the rows of a block use them: 8 tokens of n_in 8192 are
@@ -257,14 +257,7 @@ struct kernel_k_lanes {
   void tile(const tile_args& a) const {
     const int64_t nb = a.n_in / qk_k;
     __m512 acc[NR][NT];
-    #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) {
-      #pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        acc[r][t] = a.k0 == 0 ? _mm512_setzero_ps()
-                              : _mm512_load_ps(a.part + (r * a.part_ld + t) * part_floats);
-      }
-    }
+    start_sums(a, acc);
     const int64_t i0 = a.k0 / qk_k, i1 = a.k1 / qk_k;
     const tile_rows at = rows_of(a, Row::block_bytes, nb);
     if constexpr (block_tiles && NT == 1 && NR == max_rows_1) {
@@ -288,7 +281,7 @@ struct kernel_k_lanes {
           acc[r][0] = w.accumulate(acc[r][0], lanes(w, q, c), ys[i]);
         }
       }
-      finish(a, acc);
+      end_sums(a, acc);
       return;
     }
     const weight_prefetch pf = tile_prefetch(a, NT, false);
@@ -332,23 +325,7 @@ struct kernel_k_lanes {
         }
       }
     }
-    finish(a, acc);
-  }
-
-  /// The sums of a tile's last pass over n_in, or its partial sums for the next.
-  template <int NR, int NT>
-  static void finish(const tile_args& a, const __m512 (&acc)[NR][NT]) {
-    if (a.k1 == a.n_in) {
-      write_sums(a, acc);
-      return;
-    }
-    #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) {
-      #pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        _mm512_store_ps(a.part + (r * a.part_ld + t) * part_floats, acc[r][t]);
-      }
-    }
+    end_sums(a, acc);
   }
 
   void block_ints(const uint8_t* wp, const uint8_t* x, int64_t n_in, int32_t* out) const {

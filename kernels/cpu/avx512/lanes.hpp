@@ -191,7 +191,7 @@ struct kernel_lanes {
   static constexpr int max_rows_1 = block_tiles ? static_cast<int>(packed_block) : 1;
   static constexpr int max_rows = Rows;
   static constexpr int max_tokens = Tokens;
-  static constexpr int part_floats = 16;
+  static constexpr int part_floats = tile_part_floats;
 
   /// Rows longer than 2048 (or long_pass) pass in slices of long_pass elements, so that
   /// the tile's tokens' prepared activations stay in L1 while the rows of a block use them.
@@ -221,14 +221,7 @@ struct kernel_lanes {
     const int64_t nb = a.n_in / 32;
     constexpr size_t group_bytes = Group::bytes;
     __m512 acc[NR][NT];
-    #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) {
-      #pragma GCC unroll 16
-      for (int t = 0; t < NT; ++t) {
-        acc[r][t] = a.k0 == 0 ? _mm512_setzero_ps()
-                              : _mm512_load_ps(a.part + (r * a.part_ld + t) * part_floats);
-      }
-    }
+    start_sums(a, acc);
     // k_pass slices are whole groups (512 elements)
     const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
     // rows alone: the decode plan's prefetch; prefill's where the group's rows take one
@@ -287,17 +280,7 @@ struct kernel_lanes {
         }
       }
     }
-    #pragma GCC unroll 16
-    for (int t = 0; t < NT; ++t) {
-      #pragma GCC unroll 16
-      for (int r = 0; r < NR; ++r) {
-        if (a.k1 == a.n_in) {
-          a.y[t * a.ldy + r] = hsum(acc[r][t]);
-        } else {
-          _mm512_store_ps(a.part + (r * a.part_ld + t) * part_floats, acc[r][t]);
-        }
-      }
-    }
+    end_sums(a, acc);
   }
 
   /// For tiles of 2 rows or more (Zen 4's 2 × 6; measured there only):
