@@ -370,8 +370,8 @@ struct kernel_lanes {
 };
 
 /// Prefill tiles (Q4_0, measured; Q8_0 the same shapes) for a core that runs 512-bit
-/// operations whole (measured on Zen 5, its 48 KiB L1d, which now runs 2 × 6 for Q4_0 and
-/// Q8_0: see runs_split_tiles): 1 × 16, the row's group unpacked once for 16
+/// operations whole (measured on Zen 5, its 48 KiB L1d, which now runs 2 × 6: see
+/// runs_split_tiles; other cores still run these): 1 × 16, the row's group unpacked once for 16
 /// tokens whose prepared activations of n_in = 2048 (40 KiB) stay in L1 (one thread,
 /// 2048 × 2048: 1 × 8 380, 1 × 12 460, 1 × 16 470-490 GFLOP/s; 2 × 6 370, 3 × 4 320).
 /// Longer rows in slices of 1024: n_in = 8192 ran at 200 GFLOP/s in one pass, 380 in
@@ -388,8 +388,8 @@ using kernel_lanes_wide = kernel_lanes<Group, Packed, 1, 16, 1024>;
 template <class Group, bool Packed>
 using kernel_lanes_split = kernel_lanes<Group, Packed, 2, 6, 2048>;
 
-/// Whether this core runs Group's 2 × 6 tiles: AMD's AVX-512 cores, families 19h (Zen 4,
-/// which splits 512-bit operations in halves) and 1Ah (Zen 5) where Group::split_on_zen5.
+/// Whether this core runs 2 × 6 tiles: AMD's AVX-512 cores, families 19h (Zen 4, which
+/// splits 512-bit operations in halves) and 1Ah (Zen 5).
 /// Zen 5 ran 1 × 16 fastest when the tiles were new; once 2 × 6 shared each activation
 /// load between its rows (packed_group_by_k), 2 × 6 ran Q4_0 and Q8_0 faster there too
 /// (bench_kernels, one thread, GFLOP/s, 1 × 16 -> 2 × 6, 2048 × 2048 / n_in 8192, rows in
@@ -399,10 +399,9 @@ using kernel_lanes_split = kernel_lanes<Group, Packed, 2, 6, 2048>;
 /// one call (tile_args::repeat): then Q4_K too (1 × 16 -> 2 × 6 in slices of 4096, 470 /
 /// 375 -> 509 / 465; Q4_K_M pp128 302 -> 349, 4 rounds). Other cores (not measured) keep
 /// 1 × 16.
-template <class Group>
-bool runs_split_tiles() {
+inline bool runs_split_tiles() {
   const core_kind core = this_core();
-  return core == core_kind::zen4 || (core == core_kind::zen5 && Group::split_on_zen5);
+  return core == core_kind::zen4 || core == core_kind::zen5;
 }
 
 /// The slices of n_in that Group's 2 × 6 tiles pass over rows in: 2048 (6 tokens' prepared
@@ -426,7 +425,7 @@ int64_t split_long_pass() {
 template <class Group, class F>
 decltype(auto) with_lanes_kernel(bool packed, F&& f) {
   const avx512_tiles tiles = forced_avx512_tiles();
-  if (tiles == avx512_tiles::automatic ? runs_split_tiles<Group>() : tiles == avx512_tiles::split) {
+  if (tiles == avx512_tiles::automatic ? runs_split_tiles() : tiles == avx512_tiles::split) {
     const int64_t pass = split_long_pass<Group>();
     kernel_lanes_split<Group, true> in_blocks;
     kernel_lanes_split<Group, false> as_ggml;

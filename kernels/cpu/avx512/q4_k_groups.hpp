@@ -76,7 +76,6 @@ struct q4_k_group {
   static constexpr size_t bytes = 2 * sizeof(block_q4_k);  // in either layout
   static constexpr size_t qs_bytes = 256;                   // packed: then the scales
   static constexpr bool in_blocks = true;                   // has_block_layout
-  static constexpr bool split_on_zen5 = true;               // runs_split_tiles
   static constexpr int64_t zen5_pass = 4096;                // split_long_pass
   using act = q8_k_group;
 

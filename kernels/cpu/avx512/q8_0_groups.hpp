@@ -126,7 +126,6 @@ constexpr std::array<uint16_t, 32> q4_group_d_idx(int src) {
 template <int32_t Offset>
 struct q8_0_scaled {
   static constexpr int32_t offset = Offset;
-  static constexpr bool split_on_zen5 = true;  // runs_split_tiles
   using act = q8_group;
 
   __m512 d;
