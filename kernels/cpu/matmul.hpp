@@ -84,7 +84,7 @@ constexpr int64_t packed_block = 8;
 
 
 /// The AVX-512 Q4_0/Q8_0/Q4_K prefill tile shapes: this core's (automatic: 2 rows × 6 tokens
-/// on AMD family 19h (Zen 4), and for Q4_0 and Q8_0 on 1Ah (Zen 5); 1 × 16 elsewhere), or
+/// on AMD families 19h (Zen 4) and 1Ah (Zen 5); 1 × 16 elsewhere), or
 /// one forced for the whole process. A tile's shape changes no bit, and tests force both
 /// to prove it on whichever machine runs them.
 enum class avx512_tiles { automatic, wide, split };
