@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "runtime/serving/sampler.hpp"
 #include "runtime/text/stop_strings.hpp"
@@ -26,6 +27,49 @@ TEST(sampler, greedy_takes_the_lowest_id_on_ties) {
   p.temperature = 0.0f;
   sampler s(p);
   EXPECT_EQ(s.sample(l, {}, 0), 1);
+}
+
+TEST(sampler, greedy_is_the_first_largest_for_any_length_and_place) {
+  // the chunked argmax against one chain of compares: lengths around its chunks (256)
+  // and lanes (8), the largest anywhere, ties in and across chunks, NaNs and infinities
+  const auto reference = [](const std::vector<float>& l) {
+    int32_t best = -1;
+    for (size_t i = 0; i < l.size(); ++i) {
+      if (!std::isnan(l[i]) && (best < 0 || l[i] > l[static_cast<size_t>(best)])) {
+        best = static_cast<int32_t>(i);
+      }
+    }
+    return std::max(best, 0);
+  };
+  for (size_t n : {1u, 7u, 8u, 9u, 255u, 256u, 257u, 1000u, 128256u}) {
+    for (uint32_t seed = 0; seed < 4; ++seed) {
+      auto l = some_logits(n, seed + static_cast<uint32_t>(n));
+      ASSERT_EQ(sampler::greedy(l), reference(l)) << n;
+      const size_t at = (n * (seed + 1)) / 5;
+      l[at] = 100.0f;
+      ASSERT_EQ(sampler::greedy(l), static_cast<int32_t>(at)) << n;
+      l[n - 1] = 100.0f;  // a tie later (maybe in another chunk): the first wins
+      ASSERT_EQ(sampler::greedy(l), static_cast<int32_t>(at)) << n;
+      l[0] = std::nanf("");  // a NaN is never the largest
+      l[n / 2] = std::numeric_limits<float>::quiet_NaN();
+      ASSERT_EQ(sampler::greedy(l), reference(l)) << n;
+      l[n - 1] = std::numeric_limits<float>::infinity();
+      ASSERT_EQ(sampler::greedy(l), reference(l)) << n;
+    }
+  }
+  EXPECT_EQ(sampler::greedy(std::vector<float>(300, -std::numeric_limits<float>::infinity())), 0);
+  EXPECT_EQ(sampler::greedy(std::vector<float>(300, std::nanf(""))), 0);
+  // greedy sampling takes the same token, and with penalties the penalized logits' argmax
+  sampling_params p;
+  p.temperature = 0.0f;
+  const auto l = some_logits(1000, 3);
+  EXPECT_EQ(sampler(p).sample(l, {}, 0), sampler::greedy(l));
+  const int32_t best = sampler::greedy(l);
+  p.presence_penalty = 2.0f;
+  const std::vector<int32_t> history = {best};
+  auto penalized = l;
+  penalized[static_cast<size_t>(best)] -= 2.0f;
+  EXPECT_EQ(sampler(p).sample(l, history, 0), sampler::greedy(penalized));
 }
 
 TEST(sampler, same_seed_same_tokens_other_seed_other_tokens) {

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <iterator>
+#include <limits>
 #include <unordered_map>
 
 namespace baton {
@@ -55,13 +58,44 @@ double sampler::uniform(uint64_t seed, uint64_t draw) {
 }
 
 int32_t sampler::greedy(std::span<const float> logits) {
-  int32_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i) {
-    if (logits[i] > logits[static_cast<size_t>(best)]) {
-      best = static_cast<int32_t>(i);
+  // the chunk of 256 logits whose largest is the largest (the first such chunk), each
+  // chunk's in eight lanes at once, then the first id with that value in it: one chain of
+  // compares over 128k logits took 112 us with the copy sample() made, this 10. NaNs are
+  // never the largest.
+  using lanes4 = float __attribute__((vector_size(16)));
+  constexpr size_t chunk = 256;
+  constexpr float lowest = -std::numeric_limits<float>::infinity();
+  const size_t n = logits.size();
+  float best = lowest;
+  size_t best_at = 0;
+  for (size_t c = 0; c < n; c += chunk) {
+    const size_t end = std::min(n, c + chunk);
+    lanes4 m0 = {lowest, lowest, lowest, lowest}, m1 = m0;
+    size_t i = c;
+    for (; i + 8 <= end; i += 8) {
+      lanes4 v0, v1;
+      std::memcpy(&v0, logits.data() + i, sizeof v0);
+      std::memcpy(&v1, logits.data() + i + 4, sizeof v1);
+      m0 = v0 > m0 ? v0 : m0;
+      m1 = v1 > m1 ? v1 : m1;
+    }
+    float cm = lowest;
+    for (int j = 0; j < 4; ++j) {
+      cm = m0[j] > cm ? m0[j] : cm;
+      cm = m1[j] > cm ? m1[j] : cm;
+    }
+    for (; i < end; ++i) {
+      cm = logits[i] > cm ? logits[i] : cm;
+    }
+    if (cm > best) {
+      best = cm;
+      best_at = c;
     }
   }
-  return best;
+  const auto from = logits.begin() + static_cast<std::ptrdiff_t>(best_at);
+  const auto to = from + static_cast<std::ptrdiff_t>(std::min(chunk, n - best_at));
+  const auto at = std::find(from, to, best);
+  return at == to ? 0 : static_cast<int32_t>(at - logits.begin());
 }
 
 namespace {
@@ -113,14 +147,20 @@ token_logprobs sampler::logprobs(std::span<const float> logits, int32_t token, i
 
 int32_t sampler::sample(std::span<const float> logits, std::span<const int32_t> history,
                         uint64_t draw) {
+  const bool penalize = p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f ||
+                        p_.frequency_penalty != 0.0f;
+  const bool penalized = penalize && p_.penalty_last_n > 0 && !history.empty();
+  if (p_.temperature <= 0.0f && !penalized) {
+    // the argmax of the logits as they are, without a copy of 128k candidates (112 us a
+    // token, which 16 sequences of a step waited for one after another)
+    return greedy(logits);
+  }
   cand_.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) {
     cand_[i] = {static_cast<int32_t>(i), logits[i]};
   }
   // penalties over the recent history
-  const bool penalize = p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f ||
-                        p_.frequency_penalty != 0.0f;
-  if (penalize && p_.penalty_last_n > 0 && !history.empty()) {
+  if (penalized) {
     std::unordered_map<int32_t, int32_t> counts;
     const size_t n = std::min(history.size(), static_cast<size_t>(p_.penalty_last_n));
     for (size_t i = history.size() - n; i < history.size(); ++i) {
