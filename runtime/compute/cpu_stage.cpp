@@ -252,6 +252,23 @@ void cpu_stage::attention(const batch& b, int64_t il, const float* q, float* out
   });
 }
 
+void cpu_stage::each_token(int64_t n_tokens, const std::function<void(int64_t t)>& f) {
+  // a few tokens (decode) on this thread: waking the pool would cost more
+  if (n_tokens < 4 || pool_.n_threads() == 1) {
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      f(t);
+    }
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  pool_.run([&](int, int) {
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < n_tokens;
+         t = next.fetch_add(1, std::memory_order_relaxed)) {
+      f(t);
+    }
+  });
+}
+
 void cpu_stage::run(const batch& b, std::vector<float>& hidden, std::vector<float>& logits) {
   const auto& c = model_->config();
   const auto& w = model_->weights();
@@ -295,16 +312,32 @@ void cpu_stage::run(const batch& b, std::vector<float>& hidden, std::vector<floa
   }
   auto f32 = [](const tensor_info* t) { return reinterpret_cast<const float*>(t->data); };
 
+  // x[t] += cur[t] (n_embd floats): each layer's two residual adds, done by whichever
+  // thread next reads token t's x (the norm before the next matmul), not by the caller
+  // alone while the pool waits
+  const auto add_residual = [&](int64_t t) {
+    float* xt = x + t * n_embd;
+    const float* ct = cur_.data() + t * n_embd;
+    for (int64_t i = 0; i < n_embd; ++i) {
+      xt[i] += ct[i];
+    }
+  };
+  bool residual_pending = false;  // the last down projection's, in cur_
   for (int64_t il = first_; il < last_; ++il) {
     const layer_weights& l = w.layers[static_cast<size_t>(il)];
     // q [n_tokens, n_head × head_dim], k and v [n_tokens, n_head_kv × head_dim] of
     // cur = rmsnorm(x) × attn_norm
     matmuls({{l.wq, q_.data()}, {l.wk, k_.data()}, {l.wv, v_.data()}}, cur_.data(), n_tokens,
             [&](int64_t t) {
+              if (residual_pending) {
+                add_residual(t);
+              }
               cpu::rms_norm(x + t * n_embd, f32(l.attn_norm), cur_.data() + t * n_embd, n_embd,
                             c.rms_norm_eps);
             });
-    for (int64_t t = 0; t < n_tokens; ++t) {
+    residual_pending = false;
+    // rope on q and k, k and v into the cache: a token's own rows and slots
+    const auto rope_store = [&](int64_t t) {
       const float* cs = rope_cs_.data() + t * c.n_rot;
       for (int64_t h = 0; h < c.n_head; ++h) {
         cpu::rope_apply(q_.data() + t * n_q + h * head_dim, c.n_rot, cs);
@@ -315,16 +348,16 @@ void cpu_stage::run(const batch& b, std::vector<float>& hidden, std::vector<floa
       const auto& table = *b.block_tables[static_cast<size_t>(b.seq[static_cast<size_t>(t)])];
       kv_.store_k(il, table, b.pos[static_cast<size_t>(t)], k_.data() + t * n_kv);
       kv_.store_v(il, table, b.pos[static_cast<size_t>(t)], v_.data() + t * n_kv);
-    }
+    };
+    each_token(n_tokens, rope_store);
     attention(b, il, q_.data(), attn_.data());          // attn [n_tokens, n_head × head_dim]
     matmuls({{l.wo, cur_.data()}}, attn_.data(), n_tokens);  // cur [n_tokens, n_embd]
-    for (int64_t i = 0; i < n_tokens * n_embd; ++i) {
-      x[i] += cur_[static_cast<size_t>(i)];
-    }
-    // feed-forward: down(silu(gate(cur)) × up(cur)), cur = rmsnorm(x) × ffn_norm;
+    // feed-forward: down(silu(gate(cur)) × up(cur)), cur = rmsnorm(x) × ffn_norm with x
+    // the residual plus attention's output (in cur until the norm replaces it);
     // gate, up [n_tokens, n_ff]
     matmuls({{l.ffn_gate, gate_.data()}, {l.ffn_up, up_.data()}}, cur_.data(), n_tokens,
             [&](int64_t t) {
+              add_residual(t);
               cpu::rms_norm(x + t * n_embd, f32(l.ffn_norm), cur_.data() + t * n_embd, n_embd,
                             c.rms_norm_eps);
             });
@@ -334,9 +367,10 @@ void cpu_stage::run(const batch& b, std::vector<float>& hidden, std::vector<floa
       silu_mul(gate_.data() + t * c.n_ff, up_.data() + t * c.n_ff, gate_.data() + t * c.n_ff,
                c.n_ff);
     });
-    for (int64_t i = 0; i < n_tokens * n_embd; ++i) {
-      x[i] += cur_[static_cast<size_t>(i)];
-    }
+    residual_pending = true;
+  }
+  if (residual_pending) {
+    each_token(n_tokens, add_residual);
   }
 
   if (last_stage()) {

@@ -93,9 +93,12 @@ class cpu_stage final : public stage_compute {
   };
   conversion_plan plan_conversions(std::initializer_list<product> ps, int64_t n_tokens) const;
   /// Writes (make_row) and converts x's rows as `plan` says: on this thread for a few
-  /// rows (decode), else split over the pool. prep: the 64-aligned prepared buffer.
+  /// rows (decode), else a row at a time to whichever of the pool's threads is free. prep: the 64-aligned prepared buffer.
   void convert_rows(const conversion_plan& plan, const float* x, int64_t n_in, int64_t n_tokens,
                     const std::function<void(int64_t t)>& make_row, uint8_t* prep);
+  /// f(t) for each token t < n_tokens (each touching its own rows only): on this thread
+  /// for a few (decode), else a token at a time to whichever of the pool's threads is free.
+  void each_token(int64_t n_tokens, const std::function<void(int64_t t)>& f);
   /// Starts claims_' round over the products' output rows (matmuls says how).
   void share_rows(std::initializer_list<product> ps);
   /// Copies this stage's owned_tensors into weights_ (in the packed layout where isa_ has
