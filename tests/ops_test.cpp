@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <random>
 #include <utility>
@@ -154,6 +155,38 @@ TEST(ops, silu_mul_avx2_is_near_silu_mul_and_the_same_anywhere_in_a_row) {
     silu_mul_avx2(g.data() + off, u.data() + off, part.data(), n - off);
     for (int64_t i = off; i < n; ++i) {
       ASSERT_EQ(float_bits(part[i - off]), float_bits(got[i])) << "offset " << off << " i " << i;
+    }
+  }
+}
+
+TEST(ops, silu_mul_avx512_gives_silu_mul_avx2_s_bits) {
+  if (!isa_supported(isa::avx512)) {
+    GTEST_SKIP() << "this CPU has no AVX-512";
+  }
+  // the 16-lane twin against the 8-lane one, element by element: random values over
+  // exp's whole range, its clamps and specials, rows of every tail length (16 k + 0..15)
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> wide(-120.0f, 120.0f), narrow(-8.0f, 8.0f);
+  const float specials[] = {0.0f, -0.0f, 88.72f, 88.73f, -103.97f, -103.98f, -87.3f,
+                            1e-30f, -1e-30f, std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::denorm_min(), 3.4e38f, -3.4e38f};
+  for (int64_t n : {1, 7, 15, 16, 17, 31, 33, 1000, 8192}) {
+    std::vector<float> g(static_cast<size_t>(n)), u(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      g[static_cast<size_t>(i)] = i % 3 == 0 ? wide(rng) : narrow(rng);
+      u[static_cast<size_t>(i)] = narrow(rng);
+    }
+    for (size_t s = 0; s < std::size(specials) && s < g.size(); ++s) {
+      g[(s * 7) % g.size()] = specials[s];
+    }
+    std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n), -1.0f);
+    silu_mul_avx2(g.data(), u.data(), want.data(), n);
+    silu_mul_avx512(g.data(), u.data(), got.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(float_bits(got[static_cast<size_t>(i)]), float_bits(want[static_cast<size_t>(i)]))
+          << "n " << n << " i " << i << " g " << g[static_cast<size_t>(i)];
     }
   }
 }

@@ -101,4 +101,8 @@ void exp_avx2(const float* x, float* y, int64_t n);
 /// Every element goes through the same operations, wherever it falls in the row.
 void silu_mul_avx2(const float* gate, const float* up, float* y, int64_t n);
 
+/// silu_mul_avx2 on 16 lanes (ops_avx512.cpp): the same operations, so the same bits for
+/// every element. Needs an AVX-512 CPU.
+void silu_mul_avx512(const float* gate, const float* up, float* y, int64_t n);
+
 }  // namespace baton::cpu

@@ -362,7 +362,9 @@ void cpu_stage::run(const batch& b, std::vector<float>& hidden, std::vector<floa
                             c.rms_norm_eps);
             });
     // cur [n_tokens, n_embd]
-    const auto silu_mul = isa_ == cpu::isa::scalar ? cpu::silu_mul : cpu::silu_mul_avx2;
+    const auto silu_mul = isa_ == cpu::isa::scalar   ? cpu::silu_mul
+                          : isa_ == cpu::isa::avx512 ? cpu::silu_mul_avx512
+                                                     : cpu::silu_mul_avx2;
     matmuls({{l.ffn_down, cur_.data()}}, gate_.data(), n_tokens, [&](int64_t t) {
       silu_mul(gate_.data() + t * c.n_ff, up_.data() + t * c.n_ff, gate_.data() + t * c.n_ff,
                c.n_ff);
