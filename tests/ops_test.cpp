@@ -261,5 +261,58 @@ TEST(ops, attention_twin_matches_the_reference) {
   }
 }
 
+TEST(ops, attention_group_gives_each_head_attention_head_avx2_s_bits) {
+  if (!isa_supported(isa::avx2)) {
+    GTEST_SKIP() << "this CPU has no AVX2";
+  }
+  // groups of 1, 2, 3 (a head at a time), 4 and 8 query heads on KV head 1 of 2, f16 and
+  // f32 caches, heads of 64 and 128 (and 40 and 272: a head at a time), odd key counts
+  // across blocks of 16 (keys in pairs and a lone last one)
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto type : {ggml_type::f16, ggml_type::f32}) {
+    for (auto [n_kv, d] : {std::pair<int64_t, int64_t>{1, 64}, {2, 64}, {17, 64}, {33, 64},
+                           {130, 64}, {31, 128}, {7, 40}, {9, 272}}) {
+      const int64_t bs = 16, n_head_kv = 2;
+      const int64_t n_blocks = (n_kv + bs - 1) / bs;
+      const size_t elem = type == ggml_type::f16 ? 2 : 4;
+      std::vector<std::vector<uint8_t>> kb(n_blocks), vb(n_blocks);
+      std::vector<const void*> kp, vp;
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        for (auto* buf : {&kb[b], &vb[b]}) {
+          buf->resize(bs * n_head_kv * d * elem);
+          for (size_t i = 0; i < buf->size() / elem; ++i) {
+            const float x = nd(rng);
+            if (type == ggml_type::f16) {
+              reinterpret_cast<uint16_t*>(buf->data())[i] = fp32_to_fp16(x);
+            } else {
+              reinterpret_cast<float*>(buf->data())[i] = x;
+            }
+          }
+        }
+        kp.push_back(kb[b].data());
+        vp.push_back(vb[b].data());
+      }
+      const kv_view k{kp.data(), bs, n_head_kv, d, type};
+      const kv_view v{vp.data(), bs, n_head_kv, d, type};
+      for (int64_t n_q : {1, 2, 3, 4, 8}) {
+        std::vector<float> q(n_q * d), scratch(n_q * n_kv), want(n_q * d), got(n_q * d, -1.0f);
+        for (auto& x : q) {
+          x = nd(rng) * 3.0f;
+        }
+        for (int64_t j = 0; j < n_q; ++j) {
+          attention_head_avx2(q.data() + j * d, k, v, 1, n_kv, 0.125f, scratch.data(),
+                              want.data() + j * d);
+        }
+        attention_group_avx2(q.data(), n_q, k, v, 1, n_kv, 0.125f, scratch.data(), got.data());
+        for (int64_t i = 0; i < n_q * d; ++i) {
+          ASSERT_EQ(float_bits(got[i]), float_bits(want[i]))
+              << traits(type).name << " n_kv " << n_kv << " d " << d << " n_q " << n_q << " i " << i;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace baton::cpu

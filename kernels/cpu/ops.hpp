@@ -93,6 +93,13 @@ void attention_head(const float* q, const kv_view& k, const kv_view& v, int64_t 
 void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
                          int64_t n_kv, float scale, float* scratch, float* out);
 
+/// attention_head_avx2 for n_q query heads that share KV head `kv_head` (q and out: n_q
+/// heads one after another): the same bits for each head, each key's and value's row
+/// converted once for the group. `scratch` holds n_q × n_kv floats. Needs an AVX2 CPU.
+void attention_group_avx2(const float* q, int64_t n_q, const kv_view& k, const kv_view& v,
+                          int64_t kv_head, int64_t n_kv, float scale, float* scratch,
+                          float* out);
+
 /// y[n] = e^x[n] with AVX2/FMA, within 2 ulps of the exact value (ops_avx2.cpp): the
 /// softmax of attention_head_avx2 and silu_mul_avx2 use it. y may be x.
 void exp_avx2(const float* x, float* y, int64_t n);

@@ -232,21 +232,29 @@ void cpu_stage::attention(const batch& b, int64_t il, const float* q, float* out
     int64_t cached_token = -1;
     for (int64_t i0 = next.fetch_add(group, std::memory_order_relaxed); i0 < n_items;
          i0 = next.fetch_add(group, std::memory_order_relaxed)) {
-      for (int64_t i = i0; i < std::min(n_items, i0 + group); ++i) {
-        const int64_t t = i / c.n_head;
-        const int64_t h = i % c.n_head;
-        const auto& table = *b.block_tables[static_cast<size_t>(b.seq[static_cast<size_t>(t)])];
-        if (t != cached_token) {
-          kv_.block_pointers(il, false, table, kb);
-          kv_.block_pointers(il, true, table, vb);
-          cached_token = t;
+      // query heads h0 .. h0 + group − 1 of token t: KV head h0 / group's
+      const int64_t t = i0 / c.n_head;
+      const int64_t h0 = i0 % c.n_head;
+      const auto& table = *b.block_tables[static_cast<size_t>(b.seq[static_cast<size_t>(t)])];
+      if (t != cached_token) {
+        kv_.block_pointers(il, false, table, kb);
+        kv_.block_pointers(il, true, table, vb);
+        cached_token = t;
+      }
+      const int64_t n_kv = b.pos[static_cast<size_t>(t)] + 1;
+      scratch.resize(static_cast<size_t>(group * n_kv));
+      const float* qt = q + (t * c.n_head + h0) * head_dim;
+      float* ot = out + (t * c.n_head + h0) * head_dim;
+      if (isa_ == cpu::isa::scalar) {
+        for (int64_t j = 0; j < group; ++j) {
+          cpu::attention_head(qt + j * head_dim, kv_.view(kb), kv_.view(vb), h0 / group, n_kv,
+                              scale, scratch.data(), ot + j * head_dim);
         }
-        const int64_t n_kv = b.pos[static_cast<size_t>(t)] + 1;
-        scratch.resize(static_cast<size_t>(n_kv));
-        const auto attend =
-            isa_ == cpu::isa::scalar ? cpu::attention_head : cpu::attention_head_avx2;
-        attend(q + (t * c.n_head + h) * head_dim, kv_.view(kb), kv_.view(vb), h / group, n_kv,
-               scale, scratch.data(), out + (t * c.n_head + h) * head_dim);
+      } else {
+        // each key's and value's row converted once for the group (the same bits as a
+        // head at a time)
+        cpu::attention_group_avx2(qt, group, kv_.view(kb), kv_.view(vb), h0 / group, n_kv, scale,
+                                  scratch.data(), ot);
       }
     }
   });
