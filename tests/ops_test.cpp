@@ -211,6 +211,42 @@ TEST(ops, kv_cursor_walks_the_rows_kv_row_addresses) {
   }
 }
 
+/// Random K and V of n_kv positions in blocks of 16, 2 KV heads of d, as `type` (f16 or
+/// f32): what the attention kernels read from the paged cache.
+struct paged_kv {
+  static constexpr int64_t bs = 16, n_head_kv = 2;
+  std::vector<std::vector<uint8_t>> kb, vb;
+  std::vector<const void*> kp, vp;
+  kv_view k{}, v{};  // into kp and vp: not copyable
+
+  paged_kv(const paged_kv&) = delete;
+  paged_kv& operator=(const paged_kv&) = delete;
+  paged_kv(ggml_type type, int64_t n_kv, int64_t d, std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int64_t n_blocks = (n_kv + bs - 1) / bs;
+    const size_t elem = type == ggml_type::f16 ? 2 : 4;
+    kb.resize(static_cast<size_t>(n_blocks));
+    vb.resize(static_cast<size_t>(n_blocks));
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      for (auto* buf : {&kb[static_cast<size_t>(b)], &vb[static_cast<size_t>(b)]}) {
+        buf->resize(static_cast<size_t>(bs * n_head_kv * d) * elem);
+        for (size_t i = 0; i < buf->size() / elem; ++i) {
+          const float x = nd(rng);
+          if (type == ggml_type::f16) {
+            reinterpret_cast<uint16_t*>(buf->data())[i] = fp32_to_fp16(x);
+          } else {
+            reinterpret_cast<float*>(buf->data())[i] = x;
+          }
+        }
+      }
+      kp.push_back(kb[static_cast<size_t>(b)].data());
+      vp.push_back(vb[static_cast<size_t>(b)].data());
+    }
+    k = {kp.data(), bs, n_head_kv, d, type};
+    v = {vp.data(), bs, n_head_kv, d, type};
+  }
+};
+
 TEST(ops, attention_twin_matches_the_reference) {
   if (!isa_supported(isa::avx2)) {
     GTEST_SKIP() << "this CPU has no AVX2";
@@ -221,28 +257,9 @@ TEST(ops, attention_twin_matches_the_reference) {
     // heads of 64 and 128 (values summed in registers) and of 40 (any multiple of 8)
     for (auto [n_kv, d] : {std::pair<int64_t, int64_t>{1, 64}, {7, 64}, {16, 64}, {33, 64},
                            {130, 64}, {33, 128}, {130, 128}, {7, 40}, {33, 40}}) {
-      const int64_t bs = 16, n_head_kv = 2;
-      const int64_t n_blocks = (n_kv + bs - 1) / bs;
-      const size_t elem = type == ggml_type::f16 ? 2 : 4;
-      std::vector<std::vector<uint8_t>> kb(n_blocks), vb(n_blocks);
-      std::vector<const void*> kp, vp;
-      for (int64_t b = 0; b < n_blocks; ++b) {
-        for (auto* buf : {&kb[b], &vb[b]}) {
-          buf->resize(bs * n_head_kv * d * elem);
-          for (size_t i = 0; i < buf->size() / elem; ++i) {
-            const float v = nd(rng);
-            if (type == ggml_type::f16) {
-              reinterpret_cast<uint16_t*>(buf->data())[i] = fp32_to_fp16(v);
-            } else {
-              reinterpret_cast<float*>(buf->data())[i] = v;
-            }
-          }
-        }
-        kp.push_back(kb[b].data());
-        vp.push_back(vb[b].data());
-      }
-      const kv_view k{kp.data(), bs, n_head_kv, d, type};
-      const kv_view v{vp.data(), bs, n_head_kv, d, type};
+      const paged_kv kv(type, n_kv, d, rng);
+      const kv_view& k = kv.k;
+      const kv_view& v = kv.v;
       std::vector<float> q(d), scratch(n_kv), ref(d), got(d);
       for (auto& x : q) {
         x = nd(rng);
@@ -273,28 +290,9 @@ TEST(ops, attention_group_gives_each_head_attention_head_avx2_s_bits) {
   for (auto type : {ggml_type::f16, ggml_type::f32}) {
     for (auto [n_kv, d] : {std::pair<int64_t, int64_t>{1, 64}, {2, 64}, {17, 64}, {33, 64},
                            {130, 64}, {31, 128}, {7, 40}, {9, 272}}) {
-      const int64_t bs = 16, n_head_kv = 2;
-      const int64_t n_blocks = (n_kv + bs - 1) / bs;
-      const size_t elem = type == ggml_type::f16 ? 2 : 4;
-      std::vector<std::vector<uint8_t>> kb(n_blocks), vb(n_blocks);
-      std::vector<const void*> kp, vp;
-      for (int64_t b = 0; b < n_blocks; ++b) {
-        for (auto* buf : {&kb[b], &vb[b]}) {
-          buf->resize(bs * n_head_kv * d * elem);
-          for (size_t i = 0; i < buf->size() / elem; ++i) {
-            const float x = nd(rng);
-            if (type == ggml_type::f16) {
-              reinterpret_cast<uint16_t*>(buf->data())[i] = fp32_to_fp16(x);
-            } else {
-              reinterpret_cast<float*>(buf->data())[i] = x;
-            }
-          }
-        }
-        kp.push_back(kb[b].data());
-        vp.push_back(vb[b].data());
-      }
-      const kv_view k{kp.data(), bs, n_head_kv, d, type};
-      const kv_view v{vp.data(), bs, n_head_kv, d, type};
+      const paged_kv kv(type, n_kv, d, rng);
+      const kv_view& k = kv.k;
+      const kv_view& v = kv.v;
       for (int64_t n_q : {1, 2, 3, 4, 8}) {
         std::vector<float> q(n_q * d), scratch(n_q * n_kv), want(n_q * d), got(n_q * d, -1.0f);
         for (auto& x : q) {
