@@ -134,33 +134,19 @@ cpu_stage::conversion_plan cpu_stage::plan_conversions(std::initializer_list<pro
 void cpu_stage::convert_rows(const conversion_plan& plan, const float* x, int64_t n_in,
                              int64_t n_tokens, const std::function<void(int64_t t)>& make_row,
                              uint8_t* prep) {
-  auto convert = [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      if (make_row) {
-        make_row(t);
-      }
-      for (int c = 0; c < plan.n_conv; ++c) {
-        const converted& v = plan.conv[static_cast<size_t>(c)];
-        uint8_t* xq = xq_.data() + v.xq_at + t * v.xs;
-        cpu::quantize_activation_row(isa_, v.type, x + t * n_in, xq, n_in);
-        cpu::prepare_row(isa_, v.type, xq, prep + v.prep_at + t * v.pb, n_in, n_tokens);
-      }
+  // a token at a time to whichever thread is free: a static split made the caller wait
+  // for the other thread 21 % of these jobs' time (16-token decode steps)
+  each_token(n_tokens, [&](int64_t t) {
+    if (make_row) {
+      make_row(t);
     }
-  };
-  // a few rows (decode) on this thread: waking the pool would cost more
-  if (n_tokens < 4 || pool_.n_threads() == 1) {
-    convert(0, n_tokens);
-  } else {
-    // a token at a time to whichever thread is free: a static split made the caller wait
-    // for the other thread 21 % of these jobs' time (16-token decode steps)
-    std::atomic<int64_t> next{0};
-    pool_.run([&](int, int) {
-      for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < n_tokens;
-           t = next.fetch_add(1, std::memory_order_relaxed)) {
-        convert(t, t + 1);
-      }
-    });
-  }
+    for (int c = 0; c < plan.n_conv; ++c) {
+      const converted& v = plan.conv[static_cast<size_t>(c)];
+      uint8_t* xq = xq_.data() + v.xq_at + t * v.xs;
+      cpu::quantize_activation_row(isa_, v.type, x + t * n_in, xq, n_in);
+      cpu::prepare_row(isa_, v.type, xq, prep + v.prep_at + t * v.pb, n_in, n_tokens);
+    }
+  });
 }
 
 void cpu_stage::share_rows(std::initializer_list<product> ps) {

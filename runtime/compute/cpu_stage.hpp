@@ -93,7 +93,8 @@ class cpu_stage final : public stage_compute {
   };
   conversion_plan plan_conversions(std::initializer_list<product> ps, int64_t n_tokens) const;
   /// Writes (make_row) and converts x's rows as `plan` says: on this thread for a few
-  /// rows (decode), else a row at a time to whichever of the pool's threads is free. prep: the 64-aligned prepared buffer.
+  /// rows (decode), else a row at a time to whichever of the pool's threads is free
+  /// (each_token). prep: the 64-aligned prepared buffer.
   void convert_rows(const conversion_plan& plan, const float* x, int64_t n_in, int64_t n_tokens,
                     const std::function<void(int64_t t)>& make_row, uint8_t* prep);
   /// f(t) for each token t < n_tokens (each touching its own rows only): on this thread
