@@ -133,7 +133,8 @@ int main(int argc, char** argv) {
                          .c_str());
       }
     }
-    const cpu::prefetch_plan plan{f, f};
+    cpu::prefetch_plan plan = cpu::automatic_prefetch_plan();  // its tiles of several tokens
+    plan.rows = plan.blocks = f;
     cpu::force_prefetch_plan(&plan);
   }
   if (n_in < 0 || n_in % block != 0) {

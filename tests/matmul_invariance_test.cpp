@@ -241,7 +241,10 @@ TEST_P(simd, prefetch_plans_change_no_bit) {
   // a plan only says which lines are asked for early: every plan, every layout, the bits
   // of the automatic plan's one call (decode tiles of rows alone and of blocks, a prefill)
   const cpu::weight_prefetch none{}, l1{6144, true}, l2{8192, false}, near{64, true};
-  const cpu::prefetch_plan plans[] = {{none, none}, {l1, l1}, {l2, none}, {near, l2}};
+  const cpu::prefetch_plan plans[] = {{none, none, none, none, none},
+                                      {l1, l1, l1, l1, l1},
+                                      {l2, none, near, none, l1},
+                                      {near, l2, l2, near, none}};
   std::mt19937 rng(27);
   for (ggml_type type : k_all_types) {
     for (int64_t n_in : {512, 2048 + 256}) {
@@ -272,6 +275,7 @@ TEST_P(simd, prefetch_plans_change_no_bit) {
               ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
                   << type_name(type) << " " << layout_name(layout) << " n_in " << n_in
                   << " n_tokens " << n_tokens << " rows distance " << plan.rows.distance
+                  << " first tile distance " << plan.first_tile.distance
                   << " element " << i;
             }
           }

@@ -7,6 +7,7 @@
 #include "kernels/cpu/matmul.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -269,25 +270,50 @@ prefetch_plan automatic_prefetch_plan() {
   // 0.61 into L2, 0.70 none, 0.71 into L1; Q4_0 0.68 none, 0.76 into L1; Q8_0 as fast
   // either way (bench/RESULTS.md, twelfth session). Zen 4 ran blocks best with none and
   // rows alone into L2.
+  // Tiles of several tokens on Zen 5 (bench/RESULTS.md, fifteenth session): a row block's
+  // first token tile streamed Q4_0 from memory at 12-20 GB/s a thread 8 KiB ahead into
+  // L2, against 30-40 for decode; 8-24 KiB into L1 ran one thread's 2-token tiles 1.5-1.6x
+  // as fast and its 6-token tiles 1.1x. The later token tiles' prefetches only took load
+  // slots from the tile (Q8_0's 2 x 6 tiles ask for 17 lines a group beside 64 loads):
+  // one thread, 128 tokens, 2048 x 16384, without them Q8_0 +12 %, Q6_K +5 %, Q4_0 the
+  // same, but Q4_K -3 % (its later tiles also read the rows made for them).
   if (this_core() == core_kind::zen5) {
-    return {{6144, true}, {6144, true}};
+    return {{6144, true}, {6144, true}, {12288, true}, {0, false}, {8192, false}};
   }
-  return {{8192, false}, {0, false}};
+  // prefill tiles 8 KiB into L2: into L1 evicted the tokens' activations there (Zen 4)
+  return {{8192, false}, {0, false}, {8192, false}, {8192, false}, {8192, false}};
 }
 
 namespace {
 
-/// The plan in force, its four fields each read on their own once a matmul call
-/// (run_matmul puts them in tile_args::prefetch); forced between matmuls only.
+/// The plan in force, each field of its five prefetches read on its own once a matmul
+/// call (run_matmul puts them in tile_args::prefetch); forced between matmuls only.
 struct plan_in_force {
-  std::atomic<int64_t> rows_distance, blocks_distance;
-  std::atomic<bool> rows_l1, blocks_l1;
+  static constexpr size_t n = 5;
+  std::array<std::atomic<int64_t>, n> distance;
+  std::array<std::atomic<bool>, n> into_l1;
 
-  explicit plan_in_force(const prefetch_plan& p)
-      : rows_distance(p.rows.distance),
-        blocks_distance(p.blocks.distance),
-        rows_l1(p.rows.into_l1),
-        blocks_l1(p.blocks.into_l1) {}
+  explicit plan_in_force(const prefetch_plan& p) { store(p); }
+
+  static std::array<weight_prefetch*, n> fields(prefetch_plan& p) {
+    return {&p.rows, &p.blocks, &p.first_tile, &p.later_tiles, &p.later_made_tiles};
+  }
+  void store(prefetch_plan p) {
+    const auto f = fields(p);
+    for (size_t i = 0; i < n; ++i) {
+      distance[i].store(f[i]->distance, std::memory_order_relaxed);
+      into_l1[i].store(f[i]->into_l1, std::memory_order_relaxed);
+    }
+  }
+  prefetch_plan load() const {
+    prefetch_plan p;
+    const auto f = fields(p);
+    for (size_t i = 0; i < n; ++i) {
+      *f[i] = {distance[i].load(std::memory_order_relaxed),
+               into_l1[i].load(std::memory_order_relaxed)};
+    }
+    return p;
+  }
 };
 
 plan_in_force& in_force() {
@@ -298,20 +324,10 @@ plan_in_force& in_force() {
 }  // namespace
 
 void force_prefetch_plan(const prefetch_plan* plan) {
-  const prefetch_plan p = plan != nullptr ? *plan : automatic_prefetch_plan();
-  plan_in_force& f = in_force();
-  f.rows_distance.store(p.rows.distance, std::memory_order_relaxed);
-  f.blocks_distance.store(p.blocks.distance, std::memory_order_relaxed);
-  f.rows_l1.store(p.rows.into_l1, std::memory_order_relaxed);
-  f.blocks_l1.store(p.blocks.into_l1, std::memory_order_relaxed);
+  in_force().store(plan != nullptr ? *plan : automatic_prefetch_plan());
 }
 
-prefetch_plan detail::prefetch_now() {
-  const plan_in_force& f = in_force();
-  return {{f.rows_distance.load(std::memory_order_relaxed), f.rows_l1.load(std::memory_order_relaxed)},
-          {f.blocks_distance.load(std::memory_order_relaxed),
-           f.blocks_l1.load(std::memory_order_relaxed)}};
-}
+prefetch_plan detail::prefetch_now() { return in_force().load(); }
 
 size_t prepared_row_bytes(isa v, ggml_type weight, int64_t n_in, int64_t n_tokens) {
   if (!has_matmul(weight) || n_in <= 0 || n_in % traits(weight).block_size != 0) {

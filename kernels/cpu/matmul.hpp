@@ -93,11 +93,17 @@ void force_avx512_tiles(avx512_tiles t);
 /// How the AVX-512 tiles prefetch weights in software, a distance ahead of the bytes they
 /// read: into L1 (prefetcht0) or L2 (prefetcht1), or not at all (distance 0). `rows`: decode
 /// tiles of rows alone; `blocks`: decode tiles of a block of packed_block quantized rows
-/// (float blocks prefetch nothing, prefill tiles 8 KiB into L2, on every core). Automatic
-/// (this core's, by cpuid family): AMD family 1Ah (Zen 5) both 6 KiB into L1 — without it
-/// a Q4_0 or Q4_K decode thread there read half the bandwidth — elsewhere (Zen 4, the kind
-/// measured most) rows 8 KiB into L2 and blocks none. Forcing a plan for the whole process
-/// changes no bit (benchmarks compare plans with it); nullptr: automatic again.
+/// (float blocks prefetch nothing); `first_tile`: tiles of several tokens that are their
+/// row block's first token tile, which brings the block's weights from memory;
+/// `later_tiles`: its other token tiles, which find them in L2, and `later_made_tiles`
+/// those of a kernel that makes rows for them (Q4_K's scales: run_matmul's made_row_bytes).
+/// Automatic (this core's, by cpuid family): AMD family 1Ah (Zen 5) rows, blocks and first
+/// tiles 6, 6 and 12 KiB into L1, later tiles none and later made tiles 8 KiB into L2 —
+/// without it a Q4_0 or Q4_K decode thread there read half the bandwidth, a 2-token tile
+/// 0.6 of it — elsewhere (Zen 4, the kind measured most) rows 8 KiB into L2, blocks none,
+/// and every tile of several tokens 8 KiB into L2. Forcing a plan
+/// for the whole process changes no bit (benchmarks compare plans with it); nullptr:
+/// automatic again.
 struct weight_prefetch {
   int64_t distance = 0;  // bytes; 0: none
   bool into_l1 = false;
@@ -105,6 +111,9 @@ struct weight_prefetch {
 struct prefetch_plan {
   weight_prefetch rows;
   weight_prefetch blocks;
+  weight_prefetch first_tile;
+  weight_prefetch later_tiles;
+  weight_prefetch later_made_tiles;
 };
 prefetch_plan automatic_prefetch_plan();
 void force_prefetch_plan(const prefetch_plan* plan);

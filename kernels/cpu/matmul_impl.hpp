@@ -88,11 +88,15 @@ struct tile_args {
   int64_t part_ld = 0;
   uint8_t* rows_made = nullptr;  // made_row_bytes per row for the tile's first row, or
   size_t rows_made_stride = 0;   // nullptr where the driver keeps none
-  bool make_rows = false;        // this tile writes them (the row block's first token
-                                 // tile), else reads them
+  bool first_token_tile = false; // the row block's first token tile: it brings the
+                                 // weights from memory and writes rows made; the others
+                                 // read them
   int64_t row0 = 0;              // the tile's first row in the matrix
   int64_t block_rows = 0;        // the matrix's rows in blocks of packed_block
   prefetch_plan prefetch{};      // prefetch_now() as the call began (read once a call)
+  weight_prefetch tokens_prefetch{};  // a tile of several tokens': the plan's first_tile
+                                      // or a later one's (chosen in the tile instead, Q4_0's
+                                      // 2 x 6 tiles ran 10 % slower: GCC's code for it)
   int repeat = 1;                // tiles of this shape from row0 on, rows one after another
 };
 
@@ -128,7 +132,7 @@ size_t prepared_row_bytes(const K& k, int64_t n_in, int64_t n_tokens) {
 ///   static constexpr int part_floats;    // partial-sum floats per element
 /// and optionally, for work on a weight row that every token tile would repeat
 ///   size_t made_row_bytes(int64_t n_in) const;  // per row (a multiple of 64), made by
-///       // the row block's first token tile (tile_args::make_rows) and read by the others
+///       // the row block's first token tile (tile_args::first_token_tile) and read by the others
 ///       // whose tiles have its shape: every token tile but a last lone token's
 /// Rows are visited in blocks that stay in L2 while every token tile passes over them; with
 /// k_pass, each token tile's prepared activations pass by in slices that stay in L1
@@ -291,6 +295,9 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
           tile_args a{wb + r * w_stride, w_stride, x + t * x_stride, x_stride,
                       y + t * ldy + r,   ldy,      n_in, k0, k1, pr, mt, made_at, made_row,
                       t == 0,           r,        block_rows, prefetch};
+          a.tokens_prefetch = t == 0                ? prefetch.first_tile
+                              : made_at != nullptr ? prefetch.later_made_tiles
+                                                   : prefetch.later_tiles;
           if (nt > 1 && nr > 1 && nr == K::max_rows) {
             // the whole tiles of this shape that follow, in one call: to the end of the row
             // block, or of the rows in blocks, whose tiles never cross a block's end

@@ -128,16 +128,13 @@ inline tile_rows rows_of(const tile_args& a, size_t piece, int64_t whole) {
 /// fast), and into L2 a lone thread's stream no longer stalled on L1's few miss buffers
 /// (bench_kernels, one thread, into L1 -> into L2, GB/s: Q4_0 21-23 -> 26-30, Q8_0 19 ->
 /// 22.5, Q4_K 16-22 -> 24-28, Q6_K 23 -> 27-30, F16 at n_in 8192 18 -> 26-27). Zen 5 is
-/// the other way round for decode: see automatic_prefetch_plan (matmul.cpp). Prefill tiles
-/// (several tokens) prefetch 8 KiB ahead into L2 on every core: into L1 would evict the
-/// tokens' activations that the tile keeps there.
-constexpr weight_prefetch prefill_prefetch{8192, false};
+/// the other way round: see automatic_prefetch_plan (matmul.cpp).
 
-/// The prefetch for a tile of nt tokens: the call's plan for one (rows alone or a block;
-/// tile_args::prefetch), prefill_prefetch for more.
+/// The prefetch for a tile of nt tokens: the call's plan (tile_args::prefetch) for one
+/// (rows alone or a block), for more the driver's choice (tile_args::tokens_prefetch).
 inline weight_prefetch tile_prefetch(const tile_args& a, int nt, bool block) {
   if (nt > 1) {
-    return prefill_prefetch;
+    return a.tokens_prefetch;
   }
   return block ? a.prefetch.blocks : a.prefetch.rows;
 }

@@ -224,10 +224,7 @@ struct kernel_lanes {
     start_sums(a, acc);
     // k_pass slices are whole groups (512 elements)
     const int64_t g1 = a.k1 == a.n_in ? n_groups(a.n_in) : a.k1 / 512;
-    // rows alone: the decode plan's prefetch; prefill's where the group's rows take one
-    const weight_prefetch pf = NT == 1 ? tile_prefetch(a, 1, false)
-                               : Group::prefetch(a.w_stride) ? prefill_prefetch
-                                                             : weight_prefetch{};
+    const weight_prefetch pf = tile_prefetch(a, NT, false);
     const int64_t whole = nb / 16;  // groups that are not the row's partial last one
     const tile_rows at = rows_of(a, group_bytes, whole);
     int64_t g = a.k0 / 512;
@@ -332,7 +329,7 @@ struct kernel_lanes {
       if constexpr (makes_rows) {
         if (a.rows_made != nullptr) {
           uint8_t* made = a.rows_made + r * a.rows_made_stride + g * Group::made_bytes;
-          if (a.make_rows) {
+          if (a.first_token_tile) {
             w.load_scales(qs[r] + Group::qs_bytes);
             w.store_scales(made);
           } else {

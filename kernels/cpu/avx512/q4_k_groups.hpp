@@ -83,7 +83,6 @@ struct q4_k_group {
   __m512 dsc;
   __m512 dmm;
 
-  static bool prefetch(size_t) { return true; }
   static void prep(const uint8_t* xq, uint8_t* out, int64_t n_in) {
     prep_q8_k_groups(xq, out, n_in);
   }
@@ -139,7 +138,7 @@ struct q4_k_group {
                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(ds + 24)));
   }
 
-  /// What kernel_lanes::make_rows keeps of a group: dsc, then dmm.
+  /// What kernel_lanes' first token tile keeps (makes_rows) of a group: dsc, then dmm.
   static constexpr size_t made_bytes = 128;
   void store_scales(uint8_t* out) const {
     _mm512_store_ps(out, dsc);

@@ -23,14 +23,6 @@ namespace {
 
 // -- Q4_0 and Q8_0: groups of 16 blocks, one block per lane -----------------------------
 
-/// Whether prefill tiles prefetch Q4_0 rows longer than 4 KiB (n_in above ~7,000: FFN
-/// down; decode tiles follow the prefetch plan). Measured on Zen 5 (AMD family 1Ah) with
-/// decode rows of 2048 × 8192 before the plan: 17 GB/s 8 KiB ahead into L2, 21 without
-/// (two threads 32 and 40; bench_kernels, three runs). Zen 4 keeps it.
-bool prefetch_long_q4_0_rows() {
-  return this_core() != core_kind::zen5;
-}
-
 /// A prepared group of 16 Q8_0 activation blocks (16g .. 16g + 15), one block per dword
 /// lane: qs[k] lane l = bytes 4k .. 4k + 3 of block l, corr lane l = −offset · Σ of block
 /// l's qs (the weights' offset: 8 for Q4_0's unsigned nibbles, 128 for Q8_0's bytes made
@@ -163,9 +155,6 @@ struct q4_0_group : q8_0_scaled<8> {
 
   __m512i u[8];
 
-  /// Whether a prefill tile prefetches rows of w_stride bytes (prefetch_long_q4_0_rows).
-  static bool prefetch(size_t w_stride) { return w_stride <= 4096 || prefetch_long_q4_0_rows(); }
-
   /// p: 16 whole blocks (288 bytes).
   void load(const uint8_t* p) {
     alignas(64) static constexpr std::array<uint16_t, 32> ia[4] = {
@@ -224,8 +213,6 @@ struct q8_0_group : q8_0_scaled<128> {
   static constexpr bool in_blocks = true;
 
   __m512i u[8];
-
-  static bool prefetch(size_t) { return true; }
 
   /// p: 16 whole blocks (544 bytes) in ggml's layout.
   void load(const uint8_t* p) {
