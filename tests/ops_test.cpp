@@ -305,7 +305,8 @@ TEST(ops, attention_group_gives_each_head_attention_head_avx2_s_bits) {
         attention_group_avx2(q.data(), n_q, k, v, 1, n_kv, 0.125f, scratch.data(), got.data());
         for (int64_t i = 0; i < n_q * d; ++i) {
           ASSERT_EQ(float_bits(got[i]), float_bits(want[i]))
-              << traits(type).name << " n_kv " << n_kv << " d " << d << " n_q " << n_q << " i " << i;
+              << traits(type).name << " n_kv " << n_kv << " d " << d << " n_q " << n_q
+              << " i " << i;
         }
       }
     }
