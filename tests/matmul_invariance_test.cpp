@@ -285,6 +285,49 @@ TEST_P(simd, prefetch_plans_change_no_bit) {
   }
 }
 
+TEST_P(simd, first_tile_widths_change_no_bit) {
+  // a row block's first token tile may be narrower than the others (force_first_tile_tokens):
+  // every width, every tile shape and layout, the bits of the automatic width's call
+  for (auto tiles : tile_shapes(GetParam())) {
+    const forced_tiles scope(tiles);
+    SCOPED_TRACE(tile_name(tiles));
+    std::mt19937 rng(31);
+    for (ggml_type type : k_all_types) {
+      const int64_t n_in = 2048 + 256, n_out = 43;
+      if (n_in % traits(type).block_size != 0) {
+        continue;
+      }
+      const auto w = random_weights(rng, type, n_out, n_in);
+      std::vector<cpu::weight_layout> layouts = packed_layouts(GetParam(), type);
+      layouts.push_back(cpu::weight_layout::ggml);
+      for (const auto layout : layouts) {
+        std::vector<uint8_t> packed(w);
+        if (layout != cpu::weight_layout::ggml) {
+          cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out, layout);
+        }
+        for (int64_t n_tokens : {7, 16, 19}) {
+          const auto xq = random_activations(rng, type, n_tokens, n_in);
+          std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
+          cpu::matmul(GetParam(), type, packed.data(), xq.data(), want.data(), n_in, n_tokens,
+                      n_out, 0, n_out, layout, n_out);
+          for (int first : {1, 2, 3, 4, 5, 6, 16}) {
+            cpu::force_first_tile_tokens(first);
+            std::fill(got.begin(), got.end(), NAN);
+            cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens,
+                        n_out, 0, n_out, layout, n_out);
+            cpu::force_first_tile_tokens(0);
+            for (size_t i = 0; i < want.size(); ++i) {
+              ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
+                  << type_name(type) << " " << layout_name(layout) << " n_tokens " << n_tokens
+                  << " first tile " << first << " element " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_P(simd, rows_prepared_once_give_the_same_bits) {
   // threads sharing a matmul prepare its activation rows once (prepare_row) and each
   // takes its rows from them: the same bits as a matmul that prepares them itself

@@ -256,11 +256,18 @@ float vec_dot(isa v, ggml_type weight, const void* w_row, const void* x_row, int
 
 namespace {
 std::atomic<avx512_tiles> forced_tiles{avx512_tiles::automatic};
+std::atomic<int> forced_first_tokens{0};
 }  // namespace
 
 void force_avx512_tiles(avx512_tiles t) { forced_tiles.store(t, std::memory_order_relaxed); }
 
 avx512_tiles detail::forced_avx512_tiles() { return forced_tiles.load(std::memory_order_relaxed); }
+
+void force_first_tile_tokens(int tokens) {
+  forced_first_tokens.store(std::max(tokens, 0), std::memory_order_relaxed);
+}
+
+int detail::forced_first_tile_tokens() { return forced_first_tokens.load(std::memory_order_relaxed); }
 
 prefetch_plan automatic_prefetch_plan() {
   // Zen 5, bench_decode_read, two threads, decode over the read of the same milliseconds

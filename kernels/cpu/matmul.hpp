@@ -90,6 +90,13 @@ constexpr int64_t packed_block = 8;
 enum class avx512_tiles { automatic, wide, split };
 void force_avx512_tiles(avx512_tiles t);
 
+/// The tokens of a row block's first token tile in those AVX-512 prefill tiles: the tile
+/// that brings the block's weights from memory (the others find them in L2 and are as wide
+/// as the shape allows). Automatic: 4 for Q4_0's 2 × 6 tiles on Zen 5, whose 6-token first
+/// tile streamed the weights slower; the shape's width elsewhere. Forcing a width for the
+/// whole process (clamped to 1 .. the shape's width; 0: automatic again) changes no bit.
+void force_first_tile_tokens(int tokens);
+
 /// How the AVX-512 tiles prefetch weights in software, a distance ahead of the bytes they
 /// read: into L1 (prefetcht0) or L2 (prefetcht1), or not at all (distance 0). `rows`: decode
 /// tiles of rows alone; `blocks`: decode tiles of a block of packed_block quantized rows

@@ -30,6 +30,8 @@ void block_dot_ints_avx2(ggml_type weight, const void* w_row, const void* x_row,
 
 /// What force_avx512_tiles last set (matmul.hpp).
 avx512_tiles forced_avx512_tiles();
+/// What force_first_tile_tokens last set (matmul.hpp): 0 automatic.
+int forced_first_tile_tokens();
 /// The prefetch plan in force (matmul.hpp: force_prefetch_plan, else automatic).
 prefetch_plan prefetch_now();
 
@@ -130,6 +132,9 @@ size_t prepared_row_bytes(const K& k, int64_t n_in, int64_t n_tokens) {
 /// and optionally, for prefill tiles run over n_in in several passes
 ///   int64_t k_pass(int64_t n_in) const;  // n_in per pass (a multiple of its blocks)
 ///   static constexpr int part_floats;    // partial-sum floats per element
+/// and optionally, for the row block's first token tile, which brings its weights from memory
+///   int first_tokens;  // its tokens (1 .. max_tokens; the others max_tokens, the last
+///       // what remains)
 /// and optionally, for work on a weight row that every token tile would repeat
 ///   size_t made_row_bytes(int64_t n_in) const;  // per row (a multiple of 64), made by
 ///       // the row block's first token tile (tile_args::first_token_tile) and read by the others
@@ -250,9 +255,13 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
   }
   const size_t part_bytes =
       k_step < n_in ? static_cast<size_t>(rows_per_block * mt * part_floats) * sizeof(float) : 0;
+  int first_tokens = mt;
+  if constexpr (requires { k.first_tokens; }) {
+    first_tokens = std::clamp(k.first_tokens, 1, mt);
+  }
   size_t made_row = 0;
   if constexpr (requires { k.made_row_bytes(n_in); }) {
-    if (n_tokens > mt) {  // more than one token tile to read them
+    if (n_tokens > first_tokens) {  // more than one token tile to read them
       made_row = k.made_row_bytes(n_in);
     }
   }
@@ -277,11 +286,16 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
       x = buf;
     }
   }
+  // the tokens of the token tile from token t: mt but the first (it brings the row block
+  // from memory) and the last (what remains)
+  const auto tile_tokens = [&](int64_t t) {
+    return static_cast<int>(std::min<int64_t>(t == 0 ? first_tokens : mt, n_tokens - t));
+  };
   const auto* wb = static_cast<const uint8_t*>(w);
   for (int64_t rb = r0; rb < r1; rb += rows_per_block) {
     const int64_t re = std::min(r1, rb + rows_per_block);
-    for (int64_t t = 0; t < n_tokens; t += mt) {
-      const int nt = static_cast<int>(std::min<int64_t>(mt, n_tokens - t));
+    for (int64_t t = 0; t < n_tokens; t += tile_tokens(t)) {
+      const int nt = tile_tokens(t);
       const int rows = nt == 1 ? K::max_rows_1 : K::max_rows;
       for (int64_t k0 = 0; k0 < n_in; k0 += k_step) {
         const int64_t k1 = std::min(n_in, k0 + k_step);

@@ -200,6 +200,9 @@ struct kernel_lanes {
     return n_in <= std::max<int64_t>(2048, long_pass) ? n_in : long_pass;
   }
 
+  /// The tokens of a row block's first token tile (run_matmul; with_lanes_kernel sets it).
+  int first_tokens = Tokens;
+
   using act = typename Group::act;
 
   /// Groups whose scales take work to unpack (Q4_K) have them unpacked once per row block,
@@ -417,19 +420,45 @@ int64_t split_long_pass() {
   return 2048;
 }
 
+/// The tokens of a row block's first token tile for Group's tiles of `split` shape (2 × 6)
+/// or not (1 × 16): force_first_tile_tokens's, else on Zen 5 Group::zen5_first_tokens of
+/// 2 × 6 where it has one, else the shape's width. Q4_0 4: a 6-token tile streams the
+/// block's weights from memory slower than a 4-token one (one thread, 16 tokens, 2048 ×
+/// 131072 rows, three interleaved rounds: 376-397 -> 433-442 GFLOP/s; pp16 of the model
+/// 320-340 -> 340-360 tokens/s), which the later tiles' 6 tokens in L2 more than repay.
+/// Not Q8_0 (313-317 -> 289-302 GFLOP/s), Q4_K (as fast) or the tiles of other kernels (Q6_K
+/// 326-367 -> 289-330, F16 131 -> 115).
+template <class Group>
+int first_tile_tokens(bool split, int width) {
+  if (const int forced = forced_first_tile_tokens(); forced > 0) {
+    return std::min(forced, width);
+  }
+  if constexpr (requires { Group::zen5_first_tokens; }) {
+    if (split && this_core() == core_kind::zen5) {
+      return Group::zen5_first_tokens;
+    }
+  }
+  return width;
+}
+
 /// f(the Q4_0, Q8_0 or Q4_K kernel of this core's tiles for the weights' layout). Every one
 /// prepares activations alike (prep depends on Group only).
 template <class Group, class F>
 decltype(auto) with_lanes_kernel(bool packed, F&& f) {
   const avx512_tiles tiles = forced_avx512_tiles();
   if (tiles == avx512_tiles::automatic ? runs_split_tiles() : tiles == avx512_tiles::split) {
-    const int64_t pass = split_long_pass<Group>();
     kernel_lanes_split<Group, true> in_blocks;
     kernel_lanes_split<Group, false> as_ggml;
-    in_blocks.long_pass = as_ggml.long_pass = pass;
+    in_blocks.long_pass = as_ggml.long_pass = split_long_pass<Group>();
+    in_blocks.first_tokens = as_ggml.first_tokens =
+        first_tile_tokens<Group>(true, kernel_lanes_split<Group, true>::max_tokens);
     return packed ? f(in_blocks) : f(as_ggml);
   }
-  return packed ? f(kernel_lanes_wide<Group, true>{}) : f(kernel_lanes_wide<Group, false>{});
+  kernel_lanes_wide<Group, true> in_blocks;
+  kernel_lanes_wide<Group, false> as_ggml;
+  in_blocks.first_tokens = as_ggml.first_tokens =
+      first_tile_tokens<Group>(false, kernel_lanes_wide<Group, true>::max_tokens);
+  return packed ? f(in_blocks) : f(as_ggml);
 }
 
 }  // namespace
