@@ -426,8 +426,9 @@ int64_t split_long_pass() {
 /// block's weights from memory slower than a 4-token one (one thread, 16 tokens, 2048 ×
 /// 131072 rows, three interleaved rounds: 376-397 -> 433-442 GFLOP/s; pp16 of the model
 /// 320-340 -> 340-360 tokens/s), which the later tiles' 6 tokens in L2 more than repay.
-/// Not Q8_0 (313-317 -> 289-302 GFLOP/s), Q4_K (as fast) or the tiles of other kernels (Q6_K
-/// 326-367 -> 289-330, F16 131 -> 115).
+/// Q4_K 4 too: as fast alone, but in the model (paired rounds) 8 streams +9 %, 16 +2 %,
+/// pp16 282-301 -> 315-317. Not Q8_0 (313-317 -> 289-302 GFLOP/s) nor the tiles of other
+/// kernels (Q6_K 326-367 -> 289-330, F16 131 -> 115).
 template <class Group>
 int first_tile_tokens(bool split, int width) {
   if (const int forced = forced_first_tile_tokens(); forced > 0) {
