@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/blocks.hpp"
@@ -39,6 +40,19 @@ std::vector<cpu::weight_layout> packed_layouts(isa v, ggml_type type) {
   if (cpu::has_block_layout(v, type)) {
     out.push_back(cpu::weight_layout::packed_blocks);
   }
+  return out;
+}
+
+/// w (ggml's layout) in each packed layout isa v has for `type`, then as it is.
+std::vector<std::pair<cpu::weight_layout, std::vector<uint8_t>>> in_every_layout(
+    isa v, ggml_type type, const std::vector<uint8_t>& w, int64_t n_in, int64_t n_out) {
+  std::vector<std::pair<cpu::weight_layout, std::vector<uint8_t>>> out;
+  for (const auto layout : packed_layouts(v, type)) {
+    std::vector<uint8_t> packed(w.size());
+    cpu::pack_rows(v, type, w.data(), packed.data(), n_in, n_out, layout);
+    out.emplace_back(layout, std::move(packed));
+  }
+  out.emplace_back(cpu::weight_layout::ggml, w);
   return out;
 }
 
@@ -253,13 +267,7 @@ TEST_P(simd, prefetch_plans_change_no_bit) {
       }
       const int64_t n_out = 41;
       const auto w = random_weights(rng, type, n_out, n_in);
-      std::vector<cpu::weight_layout> layouts = packed_layouts(GetParam(), type);
-      layouts.push_back(cpu::weight_layout::ggml);
-      for (const auto layout : layouts) {
-        std::vector<uint8_t> packed(w);
-        if (layout != cpu::weight_layout::ggml) {
-          cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out, layout);
-        }
+      for (const auto& [layout, packed] : in_every_layout(GetParam(), type, w, n_in, n_out)) {
         for (int64_t n_tokens : {1, 19}) {
           const auto xq = random_activations(rng, type, n_tokens, n_in);
           std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
@@ -298,13 +306,7 @@ TEST_P(simd, first_tile_widths_change_no_bit) {
         continue;
       }
       const auto w = random_weights(rng, type, n_out, n_in);
-      std::vector<cpu::weight_layout> layouts = packed_layouts(GetParam(), type);
-      layouts.push_back(cpu::weight_layout::ggml);
-      for (const auto layout : layouts) {
-        std::vector<uint8_t> packed(w);
-        if (layout != cpu::weight_layout::ggml) {
-          cpu::pack_rows(GetParam(), type, w.data(), packed.data(), n_in, n_out, layout);
-        }
+      for (const auto& [layout, packed] : in_every_layout(GetParam(), type, w, n_in, n_out)) {
         for (int64_t n_tokens : {7, 16, 19}) {
           const auto xq = random_activations(rng, type, n_tokens, n_in);
           std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
