@@ -133,7 +133,7 @@ size_t prepared_row_bytes(const K& k, int64_t n_in, int64_t n_tokens) {
 ///   int64_t k_pass(int64_t n_in) const;  // n_in per pass (a multiple of its blocks)
 ///   static constexpr int part_floats;    // partial-sum floats per element
 /// and optionally, for the row block's first token tile, which brings its weights from memory
-///   int first_tokens;  // its tokens (1 .. max_tokens; the others max_tokens, the last
+///   int first_tokens;  // its tokens (2 .. max_tokens; the others max_tokens, the last
 ///       // what remains)
 /// and optionally, for work on a weight row that every token tile would repeat
 ///   size_t made_row_bytes(int64_t n_in) const;  // per row (a multiple of 64), made by
@@ -257,7 +257,8 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
       k_step < n_in ? static_cast<size_t>(rows_per_block * mt * part_floats) * sizeof(float) : 0;
   int first_tokens = mt;
   if constexpr (requires { k.first_tokens; }) {
-    first_tokens = std::clamp(k.first_tokens, 1, mt);
+    // not one token: a lone token's tile reads rows as decode does and makes no rows
+    first_tokens = std::clamp(k.first_tokens, std::min(2, mt), mt);
   }
   size_t made_row = 0;
   if constexpr (requires { k.made_row_bytes(n_in); }) {
