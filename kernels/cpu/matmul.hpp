@@ -92,9 +92,10 @@ void force_avx512_tiles(avx512_tiles t);
 
 /// The tokens of a row block's first token tile in those AVX-512 prefill tiles: the tile
 /// that brings the block's weights from memory (the others find them in L2 and are as wide
-/// as the shape allows). Automatic: 4 for Q4_0's 2 × 6 tiles on Zen 5, whose 6-token first
-/// tile streamed the weights slower; the shape's width elsewhere. Forcing a width for the
-/// whole process (clamped to 2 .. the shape's width; 0: automatic again) changes no bit.
+/// as the shape allows). Automatic: 4 for Q4_0's and Q4_K's 2 × 6 tiles on Zen 5, whose
+/// 6-token first tiles streamed the weights slower; the shape's width elsewhere. Forcing a
+/// width for the whole process (clamped to 2 .. the shape's width; 0: automatic again)
+/// changes no bit.
 void force_first_tile_tokens(int tokens);
 
 /// How the AVX-512 tiles prefetch weights in software, a distance ahead of the bytes they
