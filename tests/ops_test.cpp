@@ -313,5 +313,39 @@ TEST(ops, attention_group_gives_each_head_attention_head_avx2_s_bits) {
   }
 }
 
+TEST(ops, attention_group_avx512_gives_attention_group_avx2_s_bits) {
+  if (!isa_supported(isa::avx512)) {
+    GTEST_SKIP() << "this CPU has no AVX-512";
+  }
+  // every key count mod 4 (keys four at a time) across blocks of 16, heads of 64 and 128
+  // (64 dimensions of values a pass), 32 (32), 80 and 48 (16), 40 and 272 (a head at a
+  // time in either), groups of 1 to 8, f16 and f32 caches; scores of both signs and large
+  // enough that softmax's maximum matters
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto type : {ggml_type::f16, ggml_type::f32}) {
+    for (auto [n_kv, d] : {std::pair<int64_t, int64_t>{1, 64}, {2, 64}, {3, 64}, {4, 64},
+                           {5, 64}, {18, 64}, {35, 64}, {130, 64}, {31, 128}, {9, 32},
+                           {33, 80}, {6, 48}, {7, 40}, {9, 272}}) {
+      const paged_kv kv(type, n_kv, d, rng);
+      for (int64_t n_q : {1, 2, 3, 4, 8}) {
+        std::vector<float> q(n_q * d), scratch(n_q * n_kv), want(n_q * d), got(n_q * d, -1.0f);
+        for (auto& x : q) {
+          x = nd(rng) * 3.0f;
+        }
+        attention_group_avx2(q.data(), n_q, kv.k, kv.v, 1, n_kv, 0.125f, scratch.data(),
+                             want.data());
+        attention_group_avx512(q.data(), n_q, kv.k, kv.v, 1, n_kv, 0.125f, scratch.data(),
+                               got.data());
+        for (int64_t i = 0; i < n_q * d; ++i) {
+          ASSERT_EQ(float_bits(got[i]), float_bits(want[i]))
+              << traits(type).name << " n_kv " << n_kv << " d " << d << " n_q " << n_q
+              << " i " << i;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace baton::cpu

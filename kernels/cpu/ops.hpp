@@ -100,6 +100,13 @@ void attention_group_avx2(const float* q, int64_t n_q, const kv_view& k, const k
                           int64_t kv_head, int64_t n_kv, float scale, float* scratch,
                           float* out);
 
+/// attention_group_avx2 on 16 lanes (ops_avx512.cpp): the same bits for each head, two
+/// keys' score chains in one register, 64 dimensions of values a pass. Needs an AVX-512
+/// CPU.
+void attention_group_avx512(const float* q, int64_t n_q, const kv_view& k, const kv_view& v,
+                            int64_t kv_head, int64_t n_kv, float scale, float* scratch,
+                            float* out);
+
 /// y[n] = e^x[n] with AVX2/FMA, within 2 ulps of the exact value (ops_avx2.cpp): the
 /// softmax of attention_head_avx2 and silu_mul_avx2 use it. y may be x.
 void exp_avx2(const float* x, float* y, int64_t n);

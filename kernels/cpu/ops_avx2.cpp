@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "kernels/blocks.hpp"
+#include "kernels/cpu/attention_steps.hpp"
 #include "kernels/cpu/ops.hpp"
 #include "kernels/ops_math.hpp"
 
@@ -238,127 +239,103 @@ void attention_head_avx2(const float* q, const kv_view& k, const kv_view& v, int
 
 namespace {
 
-/// scores for g query heads sharing one KV head: scratch[j · n_kv + p] = (q_j · k_p) ×
-/// scale, each score exactly as scores() makes it (one 8-lane chain over the dimensions
-/// in order, then hsum): two keys at a time, each key's 8 dimensions converted once for
-/// the g heads.
-template <int G>
-void scores_group(const float* const (&qv)[G], const kv_view& k, int64_t kv_head, int64_t n_kv,
-                  float scale, bool k16, float* scratch) {
-  const int64_t d = k.head_dim;
-  kv_cursor rows(k, kv_head);
-  int64_t p = 0;
-  for (; p + 2 <= n_kv; p += 2) {
-    const uint8_t* k0 = rows.next();
-    const uint8_t* k1 = rows.next();
-    __m256 acc[G][2];
-    for (int j = 0; j < G; ++j) {
-      acc[j][0] = acc[j][1] = _mm256_setzero_ps();
-    }
-    for (int64_t i = 0; i < d; i += 8) {
-      const __m256 a = load8(k0, i, k16);
-      const __m256 b = load8(k1, i, k16);
+/// The AVX2 steps of attention_group_steps (attention_steps.hpp).
+struct avx2_steps {
+  static void round_to_f16(float* x, int64_t n) { cpu::round_to_f16(x, n); }
+
+  /// scores for g query heads sharing one KV head: scratch[j · n_kv + p] = (q_j · k_p) ×
+  /// scale, each score exactly as scores() makes it (one 8-lane chain over the dimensions
+  /// in order, then hsum): two keys at a time, each key's 8 dimensions converted once for
+  /// the g heads.
+  template <int G>
+  static void scores(const float* const (&qv)[G], const kv_view& k, int64_t kv_head,
+                     int64_t n_kv, float scale, bool k16, float* scratch) {
+    const int64_t d = k.head_dim;
+    kv_cursor rows(k, kv_head);
+    int64_t p = 0;
+    for (; p + 2 <= n_kv; p += 2) {
+      const uint8_t* k0 = rows.next();
+      const uint8_t* k1 = rows.next();
+      __m256 acc[G][2];
       for (int j = 0; j < G; ++j) {
-        const __m256 qi = _mm256_load_ps(qv[j] + i);
-        acc[j][0] = _mm256_fmadd_ps(qi, a, acc[j][0]);
-        acc[j][1] = _mm256_fmadd_ps(qi, b, acc[j][1]);
+        acc[j][0] = acc[j][1] = _mm256_setzero_ps();
       }
-    }
-    for (int j = 0; j < G; ++j) {
-      scratch[j * n_kv + p] = hsum(acc[j][0]) * scale;
-      scratch[j * n_kv + p + 1] = hsum(acc[j][1]) * scale;
-    }
-  }
-  for (; p < n_kv; ++p) {
-    const uint8_t* kr = rows.next();
-    for (int j = 0; j < G; ++j) {
-      __m256 acc = _mm256_setzero_ps();
       for (int64_t i = 0; i < d; i += 8) {
-        acc = _mm256_fmadd_ps(_mm256_load_ps(qv[j] + i), load8(kr, i, k16), acc);
+        const __m256 a = load8(k0, i, k16);
+        const __m256 b = load8(k1, i, k16);
+        for (int j = 0; j < G; ++j) {
+          const __m256 qi = _mm256_load_ps(qv[j] + i);
+          acc[j][0] = _mm256_fmadd_ps(qi, a, acc[j][0]);
+          acc[j][1] = _mm256_fmadd_ps(qi, b, acc[j][1]);
+        }
       }
-      scratch[j * n_kv + p] = hsum(acc) * scale;
-    }
-  }
-}
-
-/// out_j = Σ_p w_j[p] × v_p in key order for g heads sharing one KV head, each output
-/// exactly as weighted_values() makes it (each 8 dimensions one chain of FMAs over the
-/// keys in order): 16 dimensions at a time, each key's converted once for the g heads.
-template <int G>
-void weighted_values_group(const float* w, const kv_view& v, int64_t kv_head, int64_t n_kv,
-                           bool v16, float* const (&out)[G]) {
-  for (int64_t i = 0; i < v.head_dim; i += 16) {
-    __m256 o[G][2];
-    for (int j = 0; j < G; ++j) {
-      o[j][0] = o[j][1] = _mm256_setzero_ps();
-    }
-    kv_cursor rows(v, kv_head);
-    for (int64_t p = 0; p < n_kv; ++p) {
-      const uint8_t* vr = rows.next();
-      const __m256 a = load8(vr, i, v16);
-      const __m256 b = load8(vr, i + 8, v16);
       for (int j = 0; j < G; ++j) {
-        const __m256 wp = _mm256_broadcast_ss(w + j * n_kv + p);
-        o[j][0] = _mm256_fmadd_ps(wp, a, o[j][0]);
-        o[j][1] = _mm256_fmadd_ps(wp, b, o[j][1]);
+        scratch[j * n_kv + p] = hsum(acc[j][0]) * scale;
+        scratch[j * n_kv + p + 1] = hsum(acc[j][1]) * scale;
       }
     }
-    for (int j = 0; j < G; ++j) {
-      _mm256_storeu_ps(out[j] + i, o[j][0]);
-      _mm256_storeu_ps(out[j] + i + 8, o[j][1]);
+    for (; p < n_kv; ++p) {
+      const uint8_t* kr = rows.next();
+      for (int j = 0; j < G; ++j) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t i = 0; i < d; i += 8) {
+          acc = _mm256_fmadd_ps(_mm256_load_ps(qv[j] + i), load8(kr, i, k16), acc);
+        }
+        scratch[j * n_kv + p] = hsum(acc) * scale;
+      }
     }
   }
-}
 
-template <int G>
-void attention_group_of(const float* q, const kv_view& k, const kv_view& v, int64_t kv_head,
-                        int64_t n_kv, float scale, float* scratch, float* out) {
-  const int64_t d = k.head_dim;
-  const bool k16 = k.type == ggml_type::f16;
-  const bool v16 = v.type == ggml_type::f16;
-  alignas(32) float qbuf[G][256];
-  const float* qv[G];
-  float* outs[G];
-  for (int j = 0; j < G; ++j) {
-    std::memcpy(qbuf[j], q + j * d, static_cast<size_t>(d) * sizeof(float));
-    if (k16) {
-      round_to_f16(qbuf[j], d);
-    }
-    qv[j] = qbuf[j];
-    outs[j] = out + j * d;
-  }
-  scores_group<G>(qv, k, kv_head, n_kv, scale, k16, scratch);
-  for (int j = 0; j < G; ++j) {
-    softmax_avx2(scratch + j * n_kv, n_kv);
-    if (v16) {
-      round_to_f16(scratch + j * n_kv, n_kv);
+  template <int G>
+  static void softmaxes(float* scratch, int64_t n_kv) {
+    for (int j = 0; j < G; ++j) {
+      softmax_avx2(scratch + j * n_kv, n_kv);
     }
   }
-  weighted_values_group<G>(scratch, v, kv_head, n_kv, v16, outs);
-}
+
+  /// out_j = Σ_p w_j[p] × v_p in key order for g heads sharing one KV head, each output
+  /// exactly as weighted_values() makes it (each 8 dimensions one chain of FMAs over the
+  /// keys in order): 16 dimensions at a time, each key's converted once for the g heads.
+  template <int G>
+  static void weighted_values(const float* w, const kv_view& v, int64_t kv_head, int64_t n_kv,
+                              bool v16, float* const (&out)[G]) {
+    for (int64_t i = 0; i < v.head_dim; i += 16) {
+      __m256 o[G][2];
+      for (int j = 0; j < G; ++j) {
+        o[j][0] = o[j][1] = _mm256_setzero_ps();
+      }
+      kv_cursor rows(v, kv_head);
+      for (int64_t p = 0; p < n_kv; ++p) {
+        const uint8_t* vr = rows.next();
+        const __m256 a = load8(vr, i, v16);
+        const __m256 b = load8(vr, i + 8, v16);
+        for (int j = 0; j < G; ++j) {
+          const __m256 wp = _mm256_broadcast_ss(w + j * n_kv + p);
+          o[j][0] = _mm256_fmadd_ps(wp, a, o[j][0]);
+          o[j][1] = _mm256_fmadd_ps(wp, b, o[j][1]);
+        }
+      }
+      for (int j = 0; j < G; ++j) {
+        _mm256_storeu_ps(out[j] + i, o[j][0]);
+        _mm256_storeu_ps(out[j] + i + 8, o[j][1]);
+      }
+    }
+  }
+};
 
 }  // namespace
 
 void attention_group_avx2(const float* q, int64_t n_q, const kv_view& k, const kv_view& v,
                           int64_t kv_head, int64_t n_kv, float scale, float* scratch,
                           float* out) {
-  const int64_t d = k.head_dim;
-  if (d % 16 != 0 || d > 256 || v.head_dim != d || (n_q != 2 && n_q != 4 && n_q != 8)) {
-    for (int64_t j = 0; j < n_q; ++j) {
-      attention_head_avx2(q + j * d, k, v, kv_head, n_kv, scale, scratch, out + j * d);
-    }
-    return;
-  }
-  switch (n_q) {
-    case 2:
-      return attention_group_of<2>(q, k, v, kv_head, n_kv, scale, scratch, out);
-    case 4:
-      return attention_group_of<4>(q, k, v, kv_head, n_kv, scale, scratch, out);
-    default:
-      // eight heads: two groups of four (sixteen accumulators do not fit AVX2's registers)
-      attention_group_of<4>(q, k, v, kv_head, n_kv, scale, scratch, out);
-      attention_group_of<4>(q + 4 * d, k, v, kv_head, n_kv, scale, scratch, out + 4 * d);
-  }
+  detail::attention_group_of<avx2_steps>(
+      q, n_q, k, v, kv_head, n_kv, scale, scratch, out,
+      [](const float* q1, int64_t n, const kv_view& k1, const kv_view& v1, int64_t h, int64_t n1,
+         float s1, float* sc, float* o) {
+        for (int64_t j = 0; j < n; ++j) {
+          attention_head_avx2(q1 + j * k1.head_dim, k1, v1, h, n1, s1, sc, o + j * k1.head_dim);
+        }
+      });
 }
 
 }  // namespace baton::cpu

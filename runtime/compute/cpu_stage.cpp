@@ -239,8 +239,9 @@ void cpu_stage::attention(const batch& b, int64_t il, const float* q, float* out
       } else {
         // each key's and value's row converted once for the group (the same bits as a
         // head at a time)
-        cpu::attention_group_avx2(qt, group, kv_.view(kb), kv_.view(vb), h0 / group, n_kv, scale,
-                                  scratch.data(), ot);
+        const auto attend =
+            isa_ == cpu::isa::avx512 ? cpu::attention_group_avx512 : cpu::attention_group_avx2;
+        attend(qt, group, kv_.view(kb), kv_.view(vb), h0 / group, n_kv, scale, scratch.data(), ot);
       }
     }
   });
