@@ -78,6 +78,7 @@ struct q4_k_group {
   static constexpr bool in_blocks = true;                   // has_block_layout
   static constexpr int64_t zen5_pass = 4096;                // split_long_pass
   static constexpr int zen5_first_tokens = 4;               // first_tile_tokens
+  static constexpr bool nibble_weights = true;                // packed_lane_dots
   using act = q8_k_group;
 
   __m512i u[8];

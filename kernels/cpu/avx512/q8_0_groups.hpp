@@ -153,6 +153,7 @@ struct q4_0_group : q8_0_scaled<8> {
   static constexpr bool in_blocks = true;                    // has_block_layout
   static constexpr int64_t zen5_pass = 4096;                 // split_long_pass
   static constexpr int zen5_first_tokens = 4;                // first_tile_tokens
+  static constexpr bool nibble_weights = true;                // packed_lane_dots
 
   __m512i u[8];
 
@@ -202,6 +203,7 @@ struct q4_0_group : q8_0_scaled<8> {
 /// One Q8_0 row's group of 16 blocks, one block per dword lane: u[k] lane l = bytes
 /// 4k .. 4k + 3 of block l's qs made unsigned (+128), d lane l = its scale.
 struct q8_0_group : q8_0_scaled<128> {
+  static constexpr bool nibble_weights = false;               // packed_lane_dots
   static constexpr size_t bytes = 16 * sizeof(block_q8_0);  // in either layout
   static constexpr size_t qs_bytes = 512;                    // packed: then the scales
   /// In blocks of 8 (has_block_layout) its decode read no faster on Zen 4
