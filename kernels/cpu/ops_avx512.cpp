@@ -56,6 +56,11 @@ inline __m512 exp_ps(__m512 x) {
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
 }
 
+/// The first min(k, 16) lanes (k ≥ 1): a row's last, partial vector.
+inline __mmask16 first_lanes(int64_t k) {
+  return static_cast<__mmask16>(k >= 16 ? 0xffff : (1u << k) - 1);
+}
+
 // -- attention ------------------------------------------------------------------------
 
 /// 16 elements of a cached row from element i.
@@ -242,7 +247,7 @@ struct avx512_steps {
       }
       const __m512 mv = _mm512_set1_ps(max);
       for (i = 0; i < n; i += 16) {
-        const auto m = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+        const __mmask16 m = first_lanes(n - i);
         _mm512_mask_storeu_ps(xj + i, m,
                               exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xj + i), mv)));
       }
@@ -258,7 +263,7 @@ struct avx512_steps {
       const __m512 inv = _mm512_set1_ps(softmax_inv(sum[j]));
       float* xj = x + j * n;
       for (int64_t i = 0; i < n; i += 16) {
-        const auto m = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+        const __mmask16 m = first_lanes(n - i);
         _mm512_mask_storeu_ps(xj + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xj + i), inv));
       }
     }
@@ -291,7 +296,7 @@ void silu_mul_avx512(const float* gate, const float* up, float* y, int64_t n) {
   }
   if (i < n) {
     // the tail's lanes alone (the others are zeros, and are not stored)
-    const auto m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = first_lanes(n - i);
     _mm512_mask_storeu_ps(
         y + i, m, silu_mul16(_mm512_maskz_loadu_ps(m, gate + i), _mm512_maskz_loadu_ps(m, up + i)));
   }
