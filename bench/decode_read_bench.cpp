@@ -12,6 +12,7 @@
 //
 //   ./build/bin/bench_decode_read q4_0 2048 2048 20      # type n_in n_out seconds [threads]
 //   ./build/bin/bench_decode_read q4_0 2048 8192 5 2 blocks l1:6144   # [layout [prefetch]]
+//   ./build/bin/bench_decode_read f16 2048 8192 5 2 blocks auto 1     # [... [block streams]]
 //
 // Before timing, the threads' row split is checked bit-identical to one call over all rows.
 #include <algorithm>
@@ -66,13 +67,15 @@ buffer allocate(size_t bytes) {
 int usage(const char* why) {
   std::fprintf(stderr,
                "bench_decode_read: %s\n"
-               "usage: bench_decode_read TYPE N_IN N_OUT SECONDS [THREADS [LAYOUT [PREFETCH]]]\n"
+               "usage: bench_decode_read TYPE N_IN N_OUT SECONDS [THREADS [LAYOUT [PREFETCH\n"
+               "       [STREAMS]]]]\n"
                "  TYPE: q4_0, q8_0, q4_K, q6_K, f16, bf16 or f32; N_IN a multiple of its\n"
                "  block (32 or 256; 1 for the floats);\n"
                "  N_OUT a multiple of 16 up to 1048576; SECONDS 1 to 600; THREADS 1 to 64 (2);\n"
                "  LAYOUT blocks, packed or ggml (the CPU stage's on this core, for Q6_K its head's:\n"
                "  cpu::preferred_layout); PREFETCH auto (this core's\n"
-               "  plan), none, l1:BYTES or l2:BYTES (that far ahead into L1 or L2, rows and blocks)\n",
+               "  plan), none, l1:BYTES or l2:BYTES (that far ahead into L1 or L2, rows and blocks);\n"
+               "  STREAMS 1 to 3: blocks of float rows read in lockstep (the plan's)\n",
                why);
   return 2;
 }
@@ -95,8 +98,8 @@ struct pass {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 5 || argc > 8) {
-    return usage("expected 4 to 7 arguments");
+  if (argc < 5 || argc > 9) {
+    return usage("expected 4 to 8 arguments");
   }
   const std::string type_name = argv[1];
   static constexpr struct {
@@ -118,7 +121,15 @@ int main(int argc, char** argv) {
   const int64_t secs = whole_number(argv[4], 1, 600);
   const int64_t threads = argc >= 6 ? whole_number(argv[5], 1, 64) : 2;
   const std::string layout_arg = argc >= 7 ? argv[6] : "";
-  const std::string prefetch_arg = argc == 8 ? argv[7] : "auto";
+  const std::string prefetch_arg = argc >= 8 ? argv[7] : "auto";
+  const int64_t streams = argc == 9 ? whole_number(argv[8], 1, 3) : 0;
+  if (streams < 0) {
+    return usage(("STREAMS '" + std::string(argv[8]) + "' is not 1 to 3").c_str());
+  }
+  cpu::prefetch_plan plan = cpu::automatic_prefetch_plan();  // its tiles of several tokens
+  if (streams > 0) {
+    plan.block_streams = static_cast<int>(streams);
+  }
   if (prefetch_arg != "auto") {
     cpu::weight_prefetch f;
     if (prefetch_arg != "none") {
@@ -133,10 +144,9 @@ int main(int argc, char** argv) {
                          .c_str());
       }
     }
-    cpu::prefetch_plan plan = cpu::automatic_prefetch_plan();  // its tiles of several tokens
     plan.rows = plan.blocks = f;
-    cpu::force_prefetch_plan(&plan);
   }
+  cpu::force_prefetch_plan(&plan);
   if (n_in < 0 || n_in % block != 0) {
     return usage(("N_IN '" + std::string(argv[2]) + "' is not a multiple of " +
                   std::to_string(block) + " up to 1048576").c_str());
@@ -263,9 +273,11 @@ int main(int argc, char** argv) {
   const char* layout_name = layout == cpu::weight_layout::packed_blocks ? "packed in blocks"
                             : packed                                     ? "packed"
                                                                          : "ggml layout";
-  std::printf("%s %lld x %lld (%s, %s, prefetch %s), %lld threads, read %s, %zu passes of 256 MiB\n",
+  std::printf("%s %lld x %lld (%s, %s, prefetch %s, block streams %d), %lld threads, read %s, "
+              "%zu passes of 256 MiB\n",
               type_name.c_str(), static_cast<long long>(n_in), static_cast<long long>(n_out),
-              isa.c_str(), layout_name, prefetch_arg.c_str(), static_cast<long long>(threads),
+              isa.c_str(), layout_name, prefetch_arg.c_str(), plan.block_streams,
+              static_cast<long long>(threads),
               cpu::read_scheme_name(scheme).c_str(), passes.size());
   const double bands[] = {0, 24, 30, 36, 42, 48, 54, 60, 70, 1e9};
   for (size_t b = 0; b + 1 < std::size(bands); ++b) {

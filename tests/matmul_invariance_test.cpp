@@ -253,16 +253,18 @@ TEST_P(simd, packed_weights_give_the_same_bits_as_ggml_s_layout) {
 }
 
 TEST_P(simd, prefetch_plans_change_no_bit) {
-  // a plan only says which lines are asked for early: every plan, every layout, the bits
-  // of the automatic plan's one call (decode tiles of rows alone and of blocks, a prefill)
+  // a plan only says which lines are asked for early and how many blocks a float decode
+  // reads in lockstep: every plan, every layout, row ranges that start in a block or on
+  // one, the bits of the automatic plan's one call (decode tiles of rows alone and of
+  // blocks, a prefill)
   const cpu::weight_prefetch none{}, l1{6144, true}, l2{8192, false}, near{64, true};
-  const cpu::prefetch_plan plans[] = {{none, none, none, none, none},
-                                      {l1, l1, l1, l1, l1},
-                                      {l2, none, near, none, l1},
-                                      {near, l2, l2, near, none}};
+  const cpu::prefetch_plan plans[] = {{none, none, none, none, none, 1},
+                                      {l1, l1, l1, l1, l1, 2},
+                                      {l2, none, near, none, l1, 3},
+                                      {near, l2, l2, near, none, 4}};
   std::mt19937 rng(27);
   for (ggml_type type : k_all_types) {
-    for (int64_t n_in : {512, 2048 + 256}) {
+    for (int64_t n_in : {512, 2048 + 256, 1000}) {
       if (n_in % traits(type).block_size != 0) {
         continue;
       }
@@ -275,17 +277,21 @@ TEST_P(simd, prefetch_plans_change_no_bit) {
           cpu::matmul(GetParam(), type, packed.data(), xq.data(), want.data(), n_in, n_tokens,
                       n_out, 0, n_out, layout, n_out);
           for (const auto& plan : plans) {
-            cpu::force_prefetch_plan(&plan);
-            std::fill(got.begin(), got.end(), NAN);
-            cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in, n_tokens,
-                        n_out, 0, n_out, layout, n_out);
-            cpu::force_prefetch_plan(nullptr);
-            for (size_t i = 0; i < want.size(); ++i) {
-              ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
-                  << type_name(type) << " " << layout_name(layout) << " n_in " << n_in
-                  << " n_tokens " << n_tokens << " rows distance " << plan.rows.distance
-                  << " first tile distance " << plan.first_tile.distance
-                  << " element " << i;
+            for (int64_t cut : {0, 3, 16}) {  // [0, cut) and [cut, n_out) in two calls
+              cpu::force_prefetch_plan(&plan);
+              std::fill(got.begin(), got.end(), NAN);
+              for (const auto [r0, r1] : {std::pair{int64_t{0}, cut}, std::pair{cut, n_out}}) {
+                cpu::matmul(GetParam(), type, packed.data(), xq.data(), got.data(), n_in,
+                            n_tokens, n_out, r0, r1, layout, n_out);
+              }
+              cpu::force_prefetch_plan(nullptr);
+              for (size_t i = 0; i < want.size(); ++i) {
+                ASSERT_EQ(float_bits(want[i]), float_bits(got[i]))
+                    << type_name(type) << " " << layout_name(layout) << " n_in " << n_in
+                    << " n_tokens " << n_tokens << " rows distance " << plan.rows.distance
+                    << " first tile distance " << plan.first_tile.distance << " block streams "
+                    << plan.block_streams << " rows from " << cut << " element " << i;
+              }
             }
           }
         }

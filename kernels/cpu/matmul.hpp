@@ -109,9 +109,12 @@ void force_first_tile_tokens(int tokens);
 /// tiles 6, 6 and 12 KiB into L1, later tiles none and later made tiles 8 KiB into L2 —
 /// without it a Q4_0 or Q4_K decode thread there read half the bandwidth, a 2-token tile
 /// 0.6 of it — elsewhere (Zen 4, the kind measured most) rows 8 KiB into L2, blocks none,
-/// and every tile of several tokens 8 KiB into L2. Forcing a plan
-/// for the whole process changes no bit (benchmarks compare plans with it); nullptr:
-/// automatic again.
+/// and every tile of several tokens 8 KiB into L2. `block_streams`: how many whole blocks
+/// of float rows (F16, BF16; no software prefetch) a decode call reads in lockstep, one
+/// from each of as many equal parts of its blocks — streams of weights for the hardware
+/// prefetcher: 3 on Zen 5 (one thread reads more from several streams there), 1 elsewhere.
+/// Forcing a plan for the whole process changes no bit (benchmarks compare plans with it);
+/// nullptr: automatic again.
 struct weight_prefetch {
   int64_t distance = 0;  // bytes; 0: none
   bool into_l1 = false;
@@ -122,6 +125,7 @@ struct prefetch_plan {
   weight_prefetch first_tile;
   weight_prefetch later_tiles;
   weight_prefetch later_made_tiles;
+  int block_streams = 1;
 };
 prefetch_plan automatic_prefetch_plan();
 void force_prefetch_plan(const prefetch_plan* plan);

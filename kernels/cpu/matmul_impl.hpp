@@ -216,20 +216,47 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
   if constexpr (reads_decode_row_unprepared<K>) {
     if (n_tokens == 1) {
       const auto* wb = static_cast<const uint8_t*>(w);
-      for (int64_t r = r0; r < r1;) {
-        int nr = static_cast<int>(std::min<int64_t>(K::max_rows_1, r1 - r));
-        if (block_tiles) {
-          nr = block_tile_rows(r, r1, K::max_rows_1, 1);
-        }
+      const auto args = [&](int64_t r) {
         tile_args a{wb + r * w_stride, w_stride, static_cast<const uint8_t*>(xq),
                     xq_stride,         y + r,    ldy,
                     n_in};
         a.row0 = r;
         a.block_rows = block_rows;
         a.prefetch = prefetch;
-        k.decode_unprepared(a, nr);
-        r += nr;
+        return a;
+      };
+      // rows [from, to) a tile at a time: a whole block, or a row
+      const auto one_by_one = [&](int64_t from, int64_t to) {
+        for (int64_t r = from; r < to;) {
+          int nr = static_cast<int>(std::min<int64_t>(K::max_rows_1, to - r));
+          if (block_tiles) {
+            nr = block_tile_rows(r, to, K::max_rows_1, 1);
+          }
+          k.decode_unprepared(args(r), nr);
+          r += nr;
+        }
+      };
+      int64_t r = r0;
+      if constexpr (requires { K::max_block_streams; }) {
+        // the whole blocks in [r0, r1) in `streams` equal parts, a block of each in
+        // lockstep; the parts' remainder and the rows around one by one
+        const int streams = std::clamp(prefetch.block_streams, 1, K::max_block_streams);
+        const int64_t b0 = (r0 + packed_block - 1) / packed_block * packed_block;
+        const int64_t b1 = std::min(r1, block_rows) / packed_block * packed_block;
+        const int64_t part = b1 > b0 ? (b1 - b0) / packed_block / streams : 0;
+        if (streams > 1 && part > 0) {
+          one_by_one(r0, b0);
+          for (int64_t i = 0; i < part; ++i) {
+            tile_args a[K::max_block_streams];
+            for (int j = 0; j < streams; ++j) {
+              a[j] = args(b0 + (j * part + i) * packed_block);
+            }
+            k.decode_blocks(a, streams);
+          }
+          r = b0 + streams * part * packed_block;
+        }
       }
+      one_by_one(r, r1);
       return;
     }
   }

@@ -1,8 +1,8 @@
 // Internal to matmul_avx512.cpp (compiled with its AVX-512 flags); included nowhere else.
 // F16, BF16 and F32 weights by f32 activations: float lanes over k, one 16-lane
 // accumulator per element (16 elements of k at a time, then hsum); f16 and bf16
-// activations are widened to f32 once. Decode tiles one row (or a block of 8 rows in
-// blocks), prefill 4 × 6.
+// activations are widened to f32 once. Decode tiles one row, or blocks of 8 rows (up to
+// three blocks in lockstep), prefill 4 × 6.
 #pragma once
 
 #include <immintrin.h>
@@ -29,7 +29,8 @@ enum class fkind { f32, f16, bf16 };
 ///
 /// Rows in blocks (weight_layout::packed_blocks): 64-byte pieces (32 f16 or bf16, 16 f32)
 /// of the block's 8 rows side by side, the rows' tails (n_in % those) after. A decode tile
-/// is a whole block: each 16 activations widened once for its 8 rows, no software
+/// is a whole block, or up to three from as many parts of the call's rows in lockstep
+/// (decode_blocks): each 16 activations widened once for all their rows, no software
 /// prefetch. Zen 4, F16, two threads, decode over read (a probe of the same arithmetic,
 /// bit-identical): 2048 × 8192 0.93 -> 1.00 in 36-42 GB/s stretches, 0.82-0.85 -> 0.93-0.95
 /// in 70+ ones; 8192 × 2048 0.92 -> 1.00 and 0.77-0.78 -> 0.89-0.90.
@@ -91,9 +92,30 @@ struct kernel_float {
     requires(K != fkind::f32)
   {
     if (nr == max_rows_1) {
-      tile_from<max_rows_1, 1, true>(a);
+      const tile_args one[1] = {a};
+      blocks_from<1, true>(one);
     } else {
       tile_from<1, 1, true>(a);
+    }
+  }
+
+  /// The most whole blocks decode_blocks reads in lockstep.
+  static constexpr int max_block_streams = 3;
+
+  /// n (1 .. max_block_streams) whole blocks of one token's unprepared row in lockstep, a
+  /// piece of each in turn: each block's rows take decode_unprepared's operations, from n
+  /// streams of weights (run_matmul's prefetch_plan::block_streams).
+  void decode_blocks(const tile_args* a, int n) const
+    requires(K != fkind::f32)
+  {
+    if (n == 3) {
+      const tile_args three[3] = {a[0], a[1], a[2]};
+      blocks_from<3, true>(three);
+    } else if (n == 2) {
+      const tile_args two[2] = {a[0], a[1]};
+      blocks_from<2, true>(two);
+    } else {
+      decode_unprepared(a[0], max_rows_1);
     }
   }
 
@@ -101,37 +123,72 @@ struct kernel_float {
   /// element).
   template <int NR, int NT, bool Raw>
   void tile_from(const tile_args& a) const {
-    __m512 acc[NR][NT];
-    zero_tile(acc);
-    const int64_t whole = a.n_in / piece;
-    const tile_rows at = rows_of(a, 64, whole);
-    // activations k .. k + 15 (m: those in the row)
-    const auto act = [&](int t, int64_t k, __mmask16 m) {
-      if constexpr (Raw) {
-        return widen(a.x + t * a.x_stride + k * elt, m);
-      } else {
-        const uint8_t* xp = a.x + t * a.x_stride + k * 4;
-        return m == 0xffff ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(m, xp);
-      }
-    };
-    int64_t k = 0;
     if constexpr (NT == 1 && NR == max_rows_1) {
-      // a whole block (the driver runs this shape on those alone): its rows' piece i lie
-      // side by side, the tile's stream
-      // (no software prefetch on either core: Zen 5, F16 2048 x 8192, decode over read
-      // 0.66-0.75 without, 0.55 with the quantized blocks' 6 KiB into L1)
-      for (int64_t i = 0; i < whole; ++i, k += piece) {
-        const uint8_t* p = at.group(0, i);
-        #pragma GCC unroll 4
-        for (int64_t s = 0; s < piece; s += 16) {
-          const __m512 x = act(0, k + s, 0xffff);
-          #pragma GCC unroll 16
-          for (int r = 0; r < NR; ++r) {
-            acc[r][0] = _mm512_fmadd_ps(widen(p + r * 64 + s * elt, 0xffff), x, acc[r][0]);
+      const tile_args one[1] = {a};
+      blocks_from<1, Raw>(one);
+    } else {
+      __m512 acc[NR][NT];
+      zero_tile(acc);
+      rest_from<NR, NT, Raw>(a, acc, 0);
+    }
+  }
+
+  /// Activations k .. k + 15 of token t (m: those in the row).
+  template <bool Raw>
+  static __m512 act(const tile_args& a, int t, int64_t k, __mmask16 m) {
+    if constexpr (Raw) {
+      return widen(a.x + t * a.x_stride + k * elt, m);
+    } else {
+      const uint8_t* xp = a.x + t * a.x_stride + k * 4;
+      return m == 0xffff ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(m, xp);
+    }
+  }
+
+  /// S whole blocks (the driver runs this shape on those alone) of one token: each block's
+  /// rows' piece i lie side by side, a stream of weights, and the S streams advance a piece
+  /// at a time together, each 16 activations widened once for all S × 8 rows. No software
+  /// prefetch on either core (Zen 5, F16 2048 x 8192, decode over read 0.66-0.75 without,
+  /// 0.55 with the quantized blocks' 6 KiB into L1); on Zen 5 three streams a thread read
+  /// 0.81-0.85 of the read where one read 0.63-0.76 (bench/RESULTS.md, eighteenth
+  /// session). Then each block's tail and sums as any tile's.
+  template <int S, bool Raw>
+  void blocks_from(const tile_args (&a)[S]) const {
+    constexpr int NR = max_rows_1;
+    __m512 acc[S][NR][1];
+    tile_rows at[S];
+    const int64_t whole = a[0].n_in / piece;
+    #pragma GCC unroll 4
+    for (int j = 0; j < S; ++j) {
+      zero_tile(acc[j]);
+      at[j] = rows_of(a[j], 64, whole);
+    }
+    int64_t k = 0;
+    for (int64_t i = 0; i < whole; ++i, k += piece) {
+      #pragma GCC unroll 4
+      for (int64_t s = 0; s < piece; s += 16) {
+        const __m512 x = act<Raw>(a[0], 0, k + s, 0xffff);
+        #pragma GCC unroll 16
+        for (int r = 0; r < NR; ++r) {
+          #pragma GCC unroll 4
+          for (int j = 0; j < S; ++j) {
+            const uint8_t* p = at[j].group(0, i) + r * 64 + s * elt;
+            acc[j][r][0] = _mm512_fmadd_ps(widen(p, 0xffff), x, acc[j][r][0]);
           }
         }
       }
     }
+    #pragma GCC unroll 4
+    for (int j = 0; j < S; ++j) {
+      rest_from<NR, 1, Raw>(a[j], acc[j], k);
+    }
+  }
+
+  /// A tile's elements from k on: its rows' whole pieces (rows not read as a block), the
+  /// tail, then the sums.
+  template <int NR, int NT, bool Raw>
+  void rest_from(const tile_args& a, __m512 (&acc)[NR][NT], int64_t k) const {
+    const int64_t whole = a.n_in / piece;
+    const tile_rows at = rows_of(a, 64, whole);
     // 16 weights of each row from w[r] by the activations kk .. kk + 15 (m: those in the
     // row); prefetch: a line per 64 bytes of weights, a piece
     const weight_prefetch pf = tile_prefetch(a, NT, false);
@@ -146,7 +203,7 @@ struct kernel_float {
       }
       #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
-        const __m512 x = act(t, kk, m);
+        const __m512 x = act<Raw>(a, t, kk, m);
         #pragma GCC unroll 16
         for (int r = 0; r < NR; ++r) {
           acc[r][t] = _mm512_fmadd_ps(wv[r], x, acc[r][t]);
