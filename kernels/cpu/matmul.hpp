@@ -110,7 +110,7 @@ void force_first_tile_tokens(int tokens);
 /// without it a Q4_0 or Q4_K decode thread there read half the bandwidth, a 2-token tile
 /// 0.6 of it — elsewhere (Zen 4, the kind measured most) rows 8 KiB into L2, blocks none,
 /// and every tile of several tokens 8 KiB into L2. `block_streams`: how many whole blocks
-/// of float rows (F16, BF16; no software prefetch) a decode call reads in lockstep, one
+/// of float rows (F16, BF16, F32; no software prefetch) a decode call reads in lockstep, one
 /// from each of as many equal parts of its blocks — streams of weights for the hardware
 /// prefetcher: 3 on Zen 5 (one thread reads more from several streams there), 1 elsewhere.
 /// Forcing a plan for the whole process changes no bit (benchmarks compare plans with it);

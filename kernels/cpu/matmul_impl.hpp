@@ -212,7 +212,7 @@ void run_matmul(const K& k, ggml_type weight, const void* w, const void* xq,
   const prefetch_plan prefetch = prefetch_now();
   // a kernel whose prepared activations only widen them exactly (F16, BF16) reads a lone
   // token's row as it is: widened it would take twice the bytes of L1 beside the stream
-  // of weights (32 KiB of f32 at n_in 8192: all of a Zen 4's L1d)
+  // of weights (32 KiB of f32 at n_in 8192: all of a Zen 4's L1d); F32's need nothing
   if constexpr (reads_decode_row_unprepared<K>) {
     if (n_tokens == 1) {
       const auto* wb = static_cast<const uint8_t*>(w);

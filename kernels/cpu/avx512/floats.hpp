@@ -85,11 +85,10 @@ struct kernel_float {
     tile_from<NR, NT, false>(a);
   }
 
-  /// One token's row as the caller gave it (f16 or bf16, widened here) by nr rows (1, or a
-  /// whole block): the values tile<nr, 1> reads from the prepared row, so the same
-  /// operations.
+  /// One token's row as the caller gave it (f16 or bf16, widened here; f32 as it is) by nr
+  /// rows (1, or a whole block): the values tile<nr, 1> reads from the prepared row, so the
+  /// same operations.
   void decode_unprepared(const tile_args& a, int nr) const
-    requires(K != fkind::f32)
   {
     if (nr == max_rows_1) {
       const tile_args one[1] = {a};
@@ -106,7 +105,6 @@ struct kernel_float {
   /// piece of each in turn: each block's rows take decode_unprepared's operations, from n
   /// streams of weights (run_matmul's prefetch_plan::block_streams).
   void decode_blocks(const tile_args* a, int n) const
-    requires(K != fkind::f32)
   {
     if (n == 3) {
       const tile_args three[3] = {a[0], a[1], a[2]};
@@ -150,7 +148,7 @@ struct kernel_float {
   /// prefetch on either core (Zen 5, F16 2048 x 8192, decode over read 0.66-0.75 without,
   /// 0.55 with the quantized blocks' 6 KiB into L1); on Zen 5 three streams a thread read
   /// 0.81-0.85 of the read where one read 0.63-0.76 (bench/RESULTS.md, eighteenth
-  /// session). Then each block's tail and sums as any tile's.
+  /// session; F32 0.60-0.62 -> 0.87-0.90). Then each block's tail and sums as any tile's.
   template <int S, bool Raw>
   void blocks_from(const tile_args (&a)[S]) const {
     constexpr int NR = max_rows_1;
