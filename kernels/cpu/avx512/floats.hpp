@@ -88,8 +88,7 @@ struct kernel_float {
   /// One token's row as the caller gave it (f16 or bf16, widened here; f32 as it is) by nr
   /// rows (1, or a whole block): the values tile<nr, 1> reads from the prepared row, so the
   /// same operations.
-  void decode_unprepared(const tile_args& a, int nr) const
-  {
+  void decode_unprepared(const tile_args& a, int nr) const {
     if (nr == max_rows_1) {
       const tile_args one[1] = {a};
       blocks_from<1, true>(one);
@@ -104,8 +103,7 @@ struct kernel_float {
   /// n (1 .. max_block_streams) whole blocks of one token's unprepared row in lockstep, a
   /// piece of each in turn: each block's rows take decode_unprepared's operations, from n
   /// streams of weights (run_matmul's prefetch_plan::block_streams).
-  void decode_blocks(const tile_args* a, int n) const
-  {
+  void decode_blocks(const tile_args* a, int n) const {
     if (n == 3) {
       const tile_args three[3] = {a[0], a[1], a[2]};
       blocks_from<3, true>(three);
